@@ -1,0 +1,25 @@
+# The two commands the README promises, and their parts.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+.PHONY: demo test setup services-up services-down
+
+# All set-up, then the main job on the embedded default (no servers).
+demo: setup
+	cargo build --release -p rbk
+	./target/release/rbk --version
+	./target/release/rbk store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}"
+
+# All set-up, then every test against real services on 127.0.0.1.
+test: setup
+	eval "$$(deploy/dev/services.sh up)"; \
+	cargo nextest run --workspace --no-fail-fast --profile ci
+
+setup:
+	deploy/dev/setup.sh
+
+services-up:
+	deploy/dev/services.sh up
+
+services-down:
+	deploy/dev/services.sh down

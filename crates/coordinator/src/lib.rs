@@ -1,0 +1,1 @@
+//! The coordinator: build API, scheduling, action cache, cache-mount heads.

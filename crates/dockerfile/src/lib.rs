@@ -1,0 +1,1 @@
+//! The Dockerfile frontend: Dockerfile + context + options → build graph with cache keys.

@@ -1,0 +1,1 @@
+//! The OCI image model: pull, import, unpack, layer diff, export.

@@ -1,0 +1,6 @@
+//! rbk's gRPC API. The `.proto` files under `proto/` are the source of
+//! truth; this crate only generates tonic code from them.
+
+pub mod content {
+    tonic::include_proto!("rbk.content.v1");
+}

@@ -1,0 +1,209 @@
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
+
+/// Blobs as files under a local directory: the embedded default, and a
+/// worker's local cache.
+///
+/// Layout: `ROOT/blobs/ab/cd/<digest>` (two levels of sharding keep
+/// directories small at millions of blobs) and `ROOT/tmp/` for writes in
+/// progress. A write goes to a temporary file, is synced, and is renamed into
+/// place, so a crash never leaves a partial blob under a real name.
+#[derive(Debug, Clone)]
+pub struct FilesystemStore {
+    root: PathBuf,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl FilesystemStore {
+    /// Opens (creating if needed) a store rooted at `root`. Leftover
+    /// temporary files from an earlier crash are removed.
+    pub async fn open(root: impl Into<PathBuf>) -> StoreResult<Self> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        let _ = fs::remove_dir_all(&tmp).await;
+        for dir in [root.join("blobs"), tmp] {
+            fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| StoreError::io(None, format!("creating {}", dir.display()), e))?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives; callers outside this file only use it for
+    /// diagnostics and tests that corrupt blobs on purpose.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hash_hex();
+        self.root.join("blobs").join(&hex[0..2]).join(&hex[2..4]).join(digest.to_string())
+    }
+
+    async fn write_temp(&self, digest: &Digest, mut data: ByteStream) -> StoreResult<PathBuf> {
+        let tmp = self.root.join("tmp").join(format!("{}.{:016x}", digest, rand::random::<u64>()));
+        let io = |what: &str, e| StoreError::io(*digest, format!("{what} {}", tmp.display()), e);
+        let mut file = fs::File::create(&tmp).await.map_err(|e| io("creating", e))?;
+        let result: StoreResult<()> = async {
+            while let Some(chunk) = data.next().await {
+                file.write_all(&chunk?).await.map_err(|e| io("writing", e))?;
+            }
+            file.sync_all().await.map_err(|e| io("syncing", e))?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FilesystemStore {
+    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
+        let mut missing = Vec::new();
+        for d in digests {
+            match fs::metadata(self.blob_path(d)).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => missing.push(*d),
+                Err(e) => return Err(StoreError::io(*d, "checking existence", e)),
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
+        let tmp = self.write_temp(&digest, data).await?;
+        let dest = self.blob_path(&digest);
+        let parent = dest.parent().expect("blob path has a parent");
+        let result = async {
+            fs::create_dir_all(parent).await?;
+            fs::rename(&tmp, &dest).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp).await;
+            return Err(StoreError::io(digest, format!("moving into {}", dest.display()), e));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
+        let path = self.blob_path(&digest);
+        let mut file = match fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound(digest)),
+            Err(e) => return Err(StoreError::io(digest, format!("opening {}", path.display()), e)),
+        };
+        let len = file.metadata().await.map_err(|e| StoreError::io(digest, "reading metadata", e))?.len();
+        let (start, end) = range.resolve(&digest, len)?;
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| StoreError::io(digest, "seeking", e))?;
+        }
+        let reader = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), READ_CHUNK);
+        Ok(reader.map(move |r| r.map_err(|e| StoreError::io(digest, "reading", e))).boxed())
+    }
+
+    async fn delete(&self, digest: Digest) -> StoreResult<()> {
+        match fs::remove_file(self.blob_path(&digest)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(digest, "deleting", e)),
+        }
+    }
+
+    async fn list(&self) -> StoreResult<Vec<Digest>> {
+        let blobs = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || list_blobs(&blobs))
+            .await
+            .map_err(|e| StoreError::io(None, "listing blobs", std::io::Error::other(e)))?
+    }
+}
+
+fn list_blobs(blobs: &Path) -> StoreResult<Vec<Digest>> {
+    let io = |p: &Path, e| StoreError::io(None, format!("listing {}", p.display()), e);
+    let mut out = Vec::new();
+    for shard1 in std::fs::read_dir(blobs).map_err(|e| io(blobs, e))? {
+        let shard1 = shard1.map_err(|e| io(blobs, e))?.path();
+        for shard2 in std::fs::read_dir(&shard1).map_err(|e| io(&shard1, e))? {
+            let shard2 = shard2.map_err(|e| io(&shard1, e))?.path();
+            for entry in std::fs::read_dir(&shard2).map_err(|e| io(&shard2, e))? {
+                let entry = entry.map_err(|e| io(&shard2, e))?;
+                // Anything that does not parse as a digest is not ours; skip it.
+                if let Some(d) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StoreExt, stream_from_bytes};
+    use bytes::Bytes;
+
+    async fn store() -> (tempfile::TempDir, FilesystemStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FilesystemStore::open(dir.path()).await.unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_lists_a_blob() {
+        let (_d, s) = store().await;
+        let digest = s.put_bytes(Bytes::from_static(b"hello world")).await.unwrap();
+        assert_eq!(s.get_bytes(digest).await.unwrap(), &b"hello world"[..]);
+        assert_eq!(s.list().await.unwrap(), vec![digest]);
+        assert!(s.find_missing(&[digest]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn serves_byte_ranges() {
+        let (_d, s) = store().await;
+        let digest = s.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
+        assert_eq!(s.get_range_bytes(digest, ByteRange::new(3, 4)).await.unwrap(), &b"3456"[..]);
+        assert_eq!(s.get_range_bytes(digest, ByteRange { offset: 8, length: None }).await.unwrap(), &b"89"[..]);
+        assert!(matches!(s.get(digest, ByteRange::new(8, 5)).await, Err(StoreError::InvalidRange { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_visible() {
+        let (_d, s) = store().await;
+        let digest = Digest::of(b"never");
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"nev")),
+            Err(StoreError::Backend { backend: "test", message: "client went away".into(), retryable: false }),
+        ])
+        .boxed();
+        assert!(s.put(digest, failing).await.is_err());
+        assert_eq!(s.find_missing(&[digest]).await.unwrap(), vec![digest]);
+        assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn missing_blob_is_not_found_and_delete_is_idempotent() {
+        let (_d, s) = store().await;
+        let digest = Digest::of(b"absent");
+        assert!(matches!(s.get(digest, ByteRange::FULL).await, Err(StoreError::NotFound(d)) if d == digest));
+        s.delete(digest).await.unwrap();
+        let put = s.put(digest, stream_from_bytes(Bytes::from_static(b"absent")));
+        put.await.unwrap();
+        s.delete(digest).await.unwrap();
+        assert_eq!(s.find_missing(&[digest]).await.unwrap(), vec![digest]);
+    }
+}

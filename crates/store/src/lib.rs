@@ -1,0 +1,17 @@
+//! The content store: blobs named by their blake3 digest.
+//!
+//! Every backend and every wrapper implements the one [`Store`] trait, so a
+//! deployment composes them (for example S3 under compression under
+//! verification under an existence cache) without any of them knowing the
+//! others. Data that enters rbk (layers, cache-mount snapshots, build
+//! contexts) is stored here and nowhere else.
+
+mod digest;
+mod error;
+mod fs;
+mod store;
+
+pub use digest::{Digest, DigestParseError, Hasher};
+pub use error::{StoreError, StoreResult};
+pub use fs::FilesystemStore;
+pub use store::{ByteRange, ByteStream, Store, StoreExt, stream_from_bytes};

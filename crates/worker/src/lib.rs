@@ -1,0 +1,1 @@
+//! Step execution on a worker: overlay rootfs, OCI runtime, mounts, layer capture.

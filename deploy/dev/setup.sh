@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build prerequisites on a fresh Debian machine (as root): a C compiler for
+# the -sys crates, a Rust toolchain and cargo-nextest. Idempotent.
+set -euo pipefail
+log() { echo "setup: $*" >&2; }
+
+need=()
+for pkg in build-essential pkg-config curl ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || { log "no Rust toolchain: install one with rustup (https://rustup.rs)"; exit 1; }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo-nextest >/dev/null; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
