@@ -4,3 +4,11 @@
 pub mod content {
     tonic::include_proto!("rbk.content.v1");
 }
+
+pub mod build {
+    tonic::include_proto!("rbk.build.v1");
+}
+
+pub mod worker {
+    tonic::include_proto!("rbk.worker.v1");
+}
