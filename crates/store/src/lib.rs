@@ -9,9 +9,11 @@
 mod digest;
 mod error;
 mod fs;
+mod s3;
 mod store;
 
 pub use digest::{Digest, DigestParseError, Hasher};
 pub use error::{StoreError, StoreResult};
 pub use fs::FilesystemStore;
+pub use s3::{S3Config, S3Store, Secret};
 pub use store::{ByteRange, ByteStream, Store, StoreExt, stream_from_bytes};

@@ -1,0 +1,109 @@
+//! Helpers shared by the store's integration tests: fresh buckets on the
+//! real S3 server, private servers a test may stop, and test data.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rbk_store::{S3Config, Secret};
+
+/// A configuration for a new, empty bucket on the shared S3 server, so tests
+/// never see each other's objects.
+pub async fn fresh_bucket() -> S3Config {
+    let s3 = rbk_testsupport::s3();
+    bucket_on(&s3.endpoint, &s3.region, &s3.access_key, &s3.secret_key).await
+}
+
+pub async fn bucket_on(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> S3Config {
+    let mut config = S3Config::new(format!("rbk-test-{:016x}", rand::random::<u64>()));
+    config.endpoint = Some(endpoint.to_owned());
+    config.region = Some(region.to_owned());
+    config.access_key_id = Some(Secret(access_key.to_owned()));
+    config.secret_access_key = Some(Secret(secret_key.to_owned()));
+    config.prefix = "test".into();
+    let client = config.sdk_client().await.unwrap();
+    client.create_bucket().bucket(&config.bucket).send().await.unwrap();
+    config
+}
+
+/// Half-compressible bytes, like real build caches: runs of text-like data
+/// interleaved with random bytes.
+pub fn data(len: usize, seed: u64) -> Bytes {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = vec![0u8; len];
+    for (i, block) in out.chunks_mut(4096).enumerate() {
+        if i % 2 == 0 {
+            rng.fill(block);
+        } else {
+            for (j, b) in block.iter_mut().enumerate() {
+                *b = b"the quick brown fox jumps over the lazy dog "[(i + j) % 44];
+            }
+        }
+    }
+    out.into()
+}
+
+/// A server process this test owns; killed when dropped.
+pub struct Private {
+    pub child: Option<Child>,
+    pub port: u16,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    service: &'static str,
+}
+
+impl Private {
+    pub fn start(service: &'static str, program: std::path::PathBuf, args: Vec<String>, port: u16) -> Self {
+        let mut p = Self { child: None, port, program, args, service };
+        p.restart();
+        p
+    }
+
+    /// A private moto S3 server on a free port.
+    pub fn moto() -> Self {
+        let port = rbk_testsupport::free_port();
+        let args = vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+        Self::start("moto_server", rbk_testsupport::program("moto_server"), args, port)
+    }
+
+    /// A private redis-server on a free port.
+    pub fn redis() -> Self {
+        let port = rbk_testsupport::free_port();
+        let args = ["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Self::start("redis-server", rbk_testsupport::program("redis-server"), args, port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.service));
+        self.child = Some(child);
+        rbk_testsupport::wait_for_port(&self.addr(), self.service, Duration::from_secs(30));
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
