@@ -1,1 +1,32 @@
-//! The Dockerfile frontend: Dockerfile + context + options → build graph with cache keys.
+//! The Dockerfile frontend: Dockerfile + context + options → build graph with
+//! cache keys.
+//!
+//! It knows nothing of workers, stores or runtimes (BuildKit's
+//! frontend/solver split): [`parse`] gives the syntax tree, [`build_graph`]
+//! resolves it against build options and a [`Context`] into [`Step`]s a
+//! worker can execute, each with a content-derived cache [`Key`].
+
+mod canonical;
+mod context;
+mod directives;
+mod dockerignore;
+mod error;
+mod expand;
+mod graph;
+mod instruction;
+mod key;
+mod lexer;
+mod parser;
+mod pattern;
+mod step;
+
+pub use canonical::print;
+pub use context::{Context, Entry, EntryKind, FsContext};
+pub use directives::Directives;
+pub use dockerignore::Dockerignore;
+pub use error::{Error, Pos};
+pub use graph::{BaseResolver, BuildOptions, Graph, Stage, build_graph};
+pub use instruction::*;
+pub use key::Key;
+pub use parser::{parse, parse_bytes};
+pub use step::*;

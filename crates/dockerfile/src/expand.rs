@@ -1,0 +1,371 @@
+//! Variable expansion and quote removal for one word, with the semantics of
+//! BuildKit's shell lexer (`shell/lex.go`): `$v`, `${v}`, `${v:-w}`,
+//! `${v:+w}`, `${v-w}`, `${v+w}`, `${v:?msg}`, `${v?msg}`, `${v#p}`,
+//! `${v##p}`, `${v%p}`, `${v%%p}`, `${v/p/r}`, `${v//p/r}`; single quotes
+//! are literal, double quotes expand, the escape character escapes.
+//!
+//! Only the instructions Docker expands call this; RUN, CMD and ENTRYPOINT
+//! leave `$` to the shell.
+
+use crate::pattern::Glob;
+
+/// Nesting deeper than this (`${a:-${b:-${c:-...}}}`) is refused so that
+/// hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 32;
+/// Expanded words larger than this are refused: `ENV a=$a$a` repeated would
+/// otherwise double without bound.
+pub const MAX_EXPANDED: usize = 1 << 20;
+/// Pattern operators on longer values are refused (their cost is quadratic).
+const MAX_PATTERN_VALUE: usize = 1 << 14;
+
+/// Expands `word` with `lookup` for variables. Errors are messages; the caller
+/// adds the position.
+pub fn expand(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    run(word, escape, lookup, false)
+}
+
+/// Expands a heredoc body: variables are substituted but quotes are
+/// ordinary characters (it is file content, not a shell word).
+pub fn expand_heredoc(body: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    run(body, escape, lookup, true)
+}
+
+fn run(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, literal_quotes: bool) -> Result<String, String> {
+    let mut lx = Lexer { chars: word.chars().collect(), i: 0, escape, lookup, depth: 0, literal_quotes };
+    let out = lx.process(&[])?;
+    if lx.i < lx.chars.len() {
+        return Err(format!("unexpected '{}' in '{}'", lx.chars[lx.i], word));
+    }
+    Ok(out)
+}
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    i: usize,
+    escape: char,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    depth: usize,
+    literal_quotes: bool,
+}
+
+impl Lexer<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        self.i += usize::from(c.is_some());
+        c
+    }
+
+    fn push(out: &mut String, s: &str) -> Result<(), String> {
+        if out.len() + s.len() > MAX_EXPANDED {
+            return Err(format!("expanded value is larger than {MAX_EXPANDED} bytes"));
+        }
+        out.push_str(s);
+        Ok(())
+    }
+
+    /// Processes until one of `stop` (not consumed) or the end.
+    fn process(&mut self, stop: &[char]) -> Result<String, String> {
+        let mut out = String::new();
+        while let Some(c) = self.peek() {
+            if stop.contains(&c) {
+                break;
+            }
+            match c {
+                '\'' | '"' if self.literal_quotes => {
+                    self.next();
+                    out.push(c);
+                }
+                c if c == self.escape && self.literal_quotes => {
+                    self.next();
+                    match self.peek() {
+                        Some(n) if n == '$' || n == self.escape => {
+                            self.next();
+                            out.push(n);
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                '\'' => {
+                    self.next();
+                    let mut lit = String::new();
+                    loop {
+                        match self.next() {
+                            None => return Err("unexpected end of statement while looking for matching single-quote".into()),
+                            Some('\'') => break,
+                            Some(ch) => lit.push(ch),
+                        }
+                    }
+                    Self::push(&mut out, &lit)?;
+                }
+                '"' => {
+                    self.next();
+                    let s = self.double_quoted()?;
+                    Self::push(&mut out, &s)?;
+                }
+                '$' => {
+                    let s = self.dollar()?;
+                    Self::push(&mut out, &s)?;
+                }
+                c if c == self.escape => {
+                    self.next();
+                    if let Some(n) = self.next() {
+                        Self::push(&mut out, n.encode_utf8(&mut [0; 4]))?;
+                    }
+                }
+                c => {
+                    self.next();
+                    Self::push(&mut out, c.encode_utf8(&mut [0; 4]))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn double_quoted(&mut self) -> Result<String, String> {
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => return Err("unexpected end of statement while looking for matching double-quote".into()),
+                Some('"') => {
+                    self.next();
+                    return Ok(out);
+                }
+                Some('$') => {
+                    let s = self.dollar()?;
+                    Self::push(&mut out, &s)?;
+                }
+                Some(c) if c == self.escape => {
+                    self.next();
+                    match self.peek() {
+                        Some(n) if n == '"' || n == '$' || n == self.escape => {
+                            self.next();
+                            out.push(n);
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                Some(c) => {
+                    self.next();
+                    Self::push(&mut out, c.encode_utf8(&mut [0; 4]))?;
+                }
+            }
+        }
+    }
+
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(c) = self.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+                self.next();
+            } else {
+                break;
+            }
+        }
+        name
+    }
+
+    fn dollar(&mut self) -> Result<String, String> {
+        self.next(); // '$'
+        match self.peek() {
+            Some('{') => {
+                self.next();
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(format!("variable substitutions nested deeper than {MAX_DEPTH}"));
+                }
+                let r = self.braced();
+                self.depth -= 1;
+                r
+            }
+            Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
+                let name = self.name();
+                Ok((self.lookup)(&name).unwrap_or_default())
+            }
+            _ => Ok("$".into()),
+        }
+    }
+
+    fn braced(&mut self) -> Result<String, String> {
+        let name = self.name();
+        if name.is_empty() {
+            return Err(match self.peek() {
+                Some(c) => format!("bad substitution: '${{{c}' is not a variable name"),
+                None => "missing '}' in '${'".into(),
+            });
+        }
+        let value = (self.lookup)(&name);
+        let op = self.next().ok_or_else(|| format!("missing '}}' in '${{{name}'"))?;
+        let result = match op {
+            '}' => return Ok(value.unwrap_or_default()),
+            ':' => {
+                let op2 = self.next().ok_or_else(|| format!("missing '}}' in '${{{name}:'"))?;
+                let word = self.process(&['}'])?;
+                let set = value.as_deref().is_some_and(|v| !v.is_empty());
+                match op2 {
+                    '-' => if set { value.unwrap_or_default() } else { word },
+                    '+' => if set { word } else { String::new() },
+                    '?' if set => value.unwrap_or_default(),
+                    '?' => return Err(if word.is_empty() { format!("{name}: is not allowed to be empty") } else { format!("{name}: {word}") }),
+                    c => return Err(format!("unsupported modifier ':{c}' in '${{{name}:{c}...}}'; expected ':-', ':+' or ':?'")),
+                }
+            }
+            '-' | '+' | '?' => {
+                let word = self.process(&['}'])?;
+                match (op, value) {
+                    ('-', Some(v)) => v,
+                    ('-', None) => word,
+                    ('+', Some(_)) => word,
+                    ('+', None) => String::new(),
+                    ('?', Some(v)) => v,
+                    _ => return Err(if word.is_empty() { format!("{name}: is not allowed to be unset") } else { format!("{name}: {word}") }),
+                }
+            }
+            '#' | '%' => {
+                let longest = self.peek() == Some(op);
+                if longest {
+                    self.next();
+                }
+                let pat = self.process(&['}'])?;
+                let v = value.unwrap_or_default();
+                trim_pattern(&v, &pat, op == '#', longest)?
+            }
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let pat = self.process(&['/', '}'])?;
+                let repl = if self.peek() == Some('/') {
+                    self.next();
+                    self.process(&['}'])?
+                } else {
+                    String::new()
+                };
+                replace_pattern(&value.unwrap_or_default(), &pat, &repl, all)?
+            }
+            c => return Err(format!("unsupported modifier '{c}' in '${{{name}{c}...}}'")),
+        };
+        match self.next() {
+            Some('}') => Ok(result),
+            _ => Err(format!("missing '}}' in '${{{name}{op}...'")),
+        }
+    }
+}
+
+fn char_boundaries(v: &str) -> Vec<usize> {
+    v.char_indices().map(|(i, _)| i).chain(std::iter::once(v.len())).collect()
+}
+
+fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<String, String> {
+    if v.len() > MAX_PATTERN_VALUE {
+        return Err(format!("value is longer than {MAX_PATTERN_VALUE} bytes; pattern removal refused"));
+    }
+    let g = Glob::compile(pat, false)?;
+    let b = char_boundaries(v);
+    let mut order: Vec<usize> = b.clone();
+    if prefix == longest {
+        order.reverse();
+    }
+    for k in order {
+        let (candidate, rest) = if prefix { (&v[..k], &v[k..]) } else { (&v[k..], &v[..k]) };
+        if g.matches(candidate) {
+            return Ok(rest.to_string());
+        }
+    }
+    Ok(v.to_string())
+}
+
+fn replace_pattern(v: &str, pat: &str, repl: &str, all: bool) -> Result<String, String> {
+    if v.len() > MAX_PATTERN_VALUE {
+        return Err(format!("value is longer than {MAX_PATTERN_VALUE} bytes; pattern replacement refused"));
+    }
+    if pat.is_empty() {
+        return Ok(v.to_string());
+    }
+    let g = Glob::compile(pat, false)?;
+    let b = char_boundaries(v);
+    let mut out = String::new();
+    let mut s = 0; // index into b
+    while s < b.len() - 1 {
+        let found = (s + 1..b.len()).rev().find(|&e| g.matches(&v[b[s]..b[e]]));
+        match found {
+            Some(e) => {
+                out.push_str(repl);
+                s = e;
+                if !all {
+                    out.push_str(&v[b[s]..]);
+                    return Ok(out);
+                }
+            }
+            None => {
+                out.push_str(&v[b[s]..b[s + 1]]);
+                s += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "a" => Some("hello.tar.gz".into()),
+            "e" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn x(w: &str) -> String {
+        expand(w, '\\', &env).unwrap()
+    }
+
+    #[test]
+    fn every_form() {
+        assert_eq!(x("$a"), "hello.tar.gz");
+        assert_eq!(x("${a}x"), "hello.tar.gzx");
+        assert_eq!(x("${u:-def}"), "def");
+        assert_eq!(x("${e:-def}"), "def");
+        assert_eq!(x("${e-def}"), "");
+        assert_eq!(x("${u-def}"), "def");
+        assert_eq!(x("${a:+yes}"), "yes");
+        assert_eq!(x("${e:+yes}"), "");
+        assert_eq!(x("${e+yes}"), "yes");
+        assert_eq!(x("${u+yes}"), "");
+        assert_eq!(x("${a#*.}"), "tar.gz");
+        assert_eq!(x("${a##*.}"), "gz");
+        assert_eq!(x("${a%.*}"), "hello.tar");
+        assert_eq!(x("${a%%.*}"), "hello");
+        assert_eq!(x("${a/l/L}"), "heLlo.tar.gz");
+        assert_eq!(x("${a//l/L}"), "heLLo.tar.gz");
+        assert_eq!(x("${u:-${a%%.*}}"), "hello");
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        assert_eq!(x("'$a'"), "$a");
+        assert_eq!(x("\"$a b\""), "hello.tar.gz b");
+        assert_eq!(x("\\$a"), "$a");
+        assert_eq!(x("\"\\$a\\n\""), "$a\\n");
+        assert_eq!(x("$"), "$");
+    }
+
+    #[test]
+    fn required_variable_error_carries_the_message() {
+        assert_eq!(expand("${u:?must be set}", '\\', &env).unwrap_err(), "u: must be set");
+        assert_eq!(expand("${e:?}", '\\', &env).unwrap_err(), "e: is not allowed to be empty");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let w = "${a:-".repeat(10_000) + &"}".repeat(10_000);
+        assert!(expand(&w, '\\', &env).unwrap_err().contains("nested deeper"));
+    }
+}
