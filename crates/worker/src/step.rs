@@ -1,0 +1,238 @@
+//! The step description a worker executes: plain data (serde, JSON), with
+//! nothing Dockerfile-specific. The coordinator maps build-graph nodes onto
+//! it; `rbk run-step` reads it from a file.
+
+
+use rbk_image::OciDigest;
+use serde::{Deserialize, Serialize};
+
+/// One unit of work: a RUN in a container, or a COPY/ADD done by the worker
+/// itself, on top of a chain of base layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The layers the step starts from, bottom first (empty for scratch).
+    #[serde(default)]
+    pub base: Vec<LayerRef>,
+    #[serde(flatten)]
+    pub kind: StepKind,
+}
+
+/// A layer of the base chain, by both its names: `digest` finds the blob
+/// (OCI, compressed), `diff_id` names the unpacked content, so the same
+/// content compressed twice is unpacked once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRef {
+    pub digest: OciDigest,
+    pub diff_id: OciDigest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    Run(RunStep),
+    Copy(CopyStep),
+}
+
+/// A command run in an OCI runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStep {
+    pub command: Command,
+    /// The shell a [`Command::Shell`] runs under (`SHELL`); default `/bin/sh -c`.
+    #[serde(default = "default_shell")]
+    pub shell: Vec<String>,
+    /// The complete environment, `KEY=value` (image env plus step env);
+    /// `PATH` gets Docker's default when absent.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, resolved against the
+    /// rootfs' `/etc/passwd` and `/etc/group`; default root.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Absolute; created when missing; default `/`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub security: Security,
+}
+
+pub fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into()]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Exec form: run exactly these arguments.
+    Exec(Vec<String>),
+    /// Shell form: one string handed to [`RunStep::shell`].
+    Shell(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The host's network namespace (Docker's `default` for builds).
+    #[default]
+    Host,
+    /// A new network namespace holding only loopback.
+    None,
+    /// A new network namespace holding only loopback; kept distinct from
+    /// `none` so a later bridge/CNI setup can give it an interface.
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_bytes: Option<i64>,
+    pub pids: Option<i64>,
+    /// The container is killed after this long and the step fails.
+    pub wall_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    #[default]
+    Sandbox,
+    /// `--security=insecure`: every capability, no masked paths, rw /sys.
+    Insecure,
+}
+
+/// A `--mount` of a RUN step. Host-side material (cache dirs, secret
+/// values, agent sockets, the context, other stages) is not in the step: the
+/// caller supplies it in [`crate::StepInputs`] by id, so a step description
+/// never carries a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Absolute path in the container (relative paths are taken from `/`).
+    pub target: String,
+    #[serde(flatten)]
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// A persistent directory, supplied by the caller under `id`.
+    Cache {
+        id: String,
+        #[serde(default)]
+        readonly: bool,
+        /// Applied to the directory's root when it is first used (empty).
+        #[serde(default = "default_cache_mode")]
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
+    /// A directory or file of the context or of another stage's rootfs.
+    Bind {
+        from: Source,
+        /// Path inside the source; default its root.
+        #[serde(default)]
+        source: String,
+        /// Writes are allowed but discarded after the step.
+        #[serde(default)]
+        rw: bool,
+    },
+    Tmpfs {
+        #[serde(default)]
+        size_bytes: Option<u64>,
+    },
+    /// A file from the client; default target `/run/secrets/<id>` when
+    /// `target` is empty.
+    Secret {
+        id: String,
+        #[serde(default)]
+        required: bool,
+        #[serde(default = "default_secret_mode")]
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
+    /// An SSH agent socket supplied by the caller under `id` (default
+    /// `default`); `SSH_AUTH_SOCK` points at it.
+    Ssh {
+        #[serde(default = "default_ssh_id")]
+        id: String,
+        #[serde(default)]
+        required: bool,
+    },
+}
+
+fn default_cache_mode() -> u32 {
+    0o755
+}
+fn default_secret_mode() -> u32 {
+    0o400
+}
+fn default_ssh_id() -> String {
+    "default".into()
+}
+
+/// Where files come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The build context (a restored context snapshot directory).
+    Context,
+    /// The rootfs of another stage, by the name the caller gives it.
+    Stage(String),
+}
+
+/// COPY, or ADD when `add` is set (unpack local archives, allow URLs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyStep {
+    pub sources: Vec<CopySource>,
+    /// Ending in `/` (or several sources) means "into this directory".
+    pub dest: String,
+    /// Relative `dest` is taken from here (`WORKDIR`); default `/`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `user[:group]`, names resolved in the destination rootfs.
+    #[serde(default)]
+    pub chown: Option<String>,
+    /// Permission bits applied to every copied file and directory.
+    #[serde(default)]
+    pub chmod: Option<u32>,
+    /// `--link`: the files land in an empty layer, independent of the base
+    /// (destination paths do not follow the base's symlinks).
+    #[serde(default)]
+    pub link: bool,
+    /// Patterns (relative to each source) that are not copied.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// ADD semantics: local tar archives (plain, gzip, xz, bzip2) are
+    /// unpacked into `dest`.
+    #[serde(default)]
+    pub add: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopySource {
+    /// A path (globs `*`, `?`, `[...]` allowed) inside a source tree.
+    Path { from: Source, path: String },
+    /// ADD of a URL; `checksum` is `sha256:<hex>` and is verified.
+    Url {
+        url: String,
+        #[serde(default)]
+        checksum: Option<String>,
+    },
+}
+
