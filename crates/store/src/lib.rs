@@ -6,14 +6,20 @@
 //! others. Data that enters rbk (layers, cache-mount snapshots, build
 //! contexts) is stored here and nowhere else.
 
+mod compress;
 mod digest;
 mod error;
 mod fs;
+mod memory;
 mod s3;
 mod store;
+mod verify;
 
 pub use digest::{Digest, DigestParseError, Hasher};
 pub use error::{StoreError, StoreResult};
+pub use compress::{CompressedStore, DEFAULT_LEVEL as DEFAULT_ZSTD_LEVEL};
 pub use fs::FilesystemStore;
+pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store, Secret};
+pub use verify::VerifyingStore;
 pub use store::{ByteRange, ByteStream, Store, StoreExt, stream_from_bytes};

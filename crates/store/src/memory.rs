@@ -1,0 +1,63 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
+
+/// Blobs in a hash map: for unit tests of wrappers and of code built on the
+/// store, where a real backend would only add setup. Holds everything in
+/// memory, so it is not offered in configuration.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    blobs: Mutex<HashMap<Digest, Bytes>>,
+}
+
+impl MemoryStore {
+    /// Replaces a blob's stored bytes without any check: for tests that
+    /// corrupt data on purpose.
+    pub fn overwrite(&self, digest: Digest, data: Bytes) {
+        self.blobs.lock().unwrap().insert(digest, data);
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
+        let blobs = self.blobs.lock().unwrap();
+        Ok(digests.iter().filter(|d| !blobs.contains_key(d)).copied().collect())
+    }
+
+    async fn put(&self, digest: Digest, mut data: ByteStream) -> StoreResult<()> {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = data.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        self.blobs.lock().unwrap().entry(digest).or_insert_with(|| buf.freeze());
+        Ok(())
+    }
+
+    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
+        let data = self.blobs.lock().unwrap().get(&digest).cloned().ok_or(StoreError::NotFound(digest))?;
+        let (start, end) = range.resolve(&digest, data.len() as u64)?;
+        Ok(crate::stream_from_bytes(data.slice(start as usize..end as usize)))
+    }
+
+    async fn delete(&self, digest: Digest) -> StoreResult<()> {
+        self.blobs.lock().unwrap().remove(&digest);
+        Ok(())
+    }
+
+    async fn list(&self) -> StoreResult<Vec<Digest>> {
+        Ok(self.blobs.lock().unwrap().keys().copied().collect())
+    }
+}

@@ -1,0 +1,187 @@
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{ByteRange, ByteStream, Digest, Hasher, Store, StoreError, StoreResult};
+
+/// Checks every blob against its name, on the way in and on the way out.
+///
+/// * **put**: the bytes offered must hash to the digest they are stored
+///   under; otherwise the put fails with [`StoreError::DigestMismatch`] and,
+///   because the stream handed to `inner` ends in that error, `inner`
+///   stores nothing (every store's put is all-or-nothing).
+/// * **full get**: blake3 is recomputed as the bytes flow. The last chunk is
+///   held back until the hash is checked, so a corrupt blob never reaches
+///   its consumer whole: its stream ends in [`StoreError::Corrupt`] naming
+///   the digest instead of its final bytes (and by the [`ByteStream`]
+///   contract, a stream ending in an error is discarded entirely).
+/// * **ranged get**: a slice cannot be checked against the whole blob's hash
+///   without reading the whole blob, which would defeat the point of a
+///   range. Ranged reads are passed through unchecked; their one consumer,
+///   the snapshot packs, names each piece it reads by its own digest and
+///   verifies it (`Digest::of(piece)`), which is both cheaper and finer.
+#[derive(Debug)]
+pub struct VerifyingStore<S> {
+    inner: S,
+}
+
+impl<S: Store> VerifyingStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Why the bytes seen do not match the digest: the caller builds the error.
+type OnMismatch = fn(Digest, Digest) -> StoreError;
+
+/// Passes `data` through while hashing it, holding back the last chunk
+/// until the digest is confirmed; yields `on_mismatch(expected, actual)`
+/// instead when it is not. Stops early once more bytes than the digest's
+/// size have gone by.
+fn checked(expected: Digest, data: ByteStream, on_mismatch: OnMismatch) -> ByteStream {
+    struct State {
+        data: ByteStream,
+        hasher: Hasher,
+        held: Option<Bytes>,
+        done: bool,
+    }
+    let state = State { data, hasher: Hasher::new(), held: None, done: false };
+    futures::stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.data.next().await {
+                Some(Ok(chunk)) => {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    st.hasher.update(&chunk);
+                    if st.hasher.bytes_so_far() > expected.size() {
+                        st.done = true;
+                        // Do not hash the rest: it is already too long.
+                        let actual = Digest::new([0; 32], st.hasher.bytes_so_far());
+                        return Some((Err(on_mismatch(expected, actual)), st));
+                    }
+                    if let Some(prev) = st.held.replace(chunk) {
+                        return Some((Ok(prev), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.done = true;
+                    let actual = st.hasher.finish();
+                    if actual != expected {
+                        return Some((Err(on_mismatch(expected, actual)), st));
+                    }
+                    return st.held.take().map(|last| (Ok(last), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn corrupt(digest: Digest, actual: Digest) -> StoreError {
+    StoreError::Corrupt { digest, actual }
+}
+
+fn mismatch(expected: Digest, actual: Digest) -> StoreError {
+    StoreError::DigestMismatch { expected, actual }
+}
+
+#[async_trait::async_trait]
+impl<S: Store> Store for VerifyingStore<S> {
+    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
+        self.inner.find_missing(digests).await
+    }
+
+    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
+        self.inner.put(digest, checked(digest, data, mismatch)).await
+    }
+
+    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
+        let stream = self.inner.get(digest, range).await?;
+        if range.is_full() { Ok(checked(digest, stream, corrupt)) } else { Ok(stream) }
+    }
+
+    async fn delete(&self, digest: Digest) -> StoreResult<()> {
+        self.inner.delete(digest).await
+    }
+
+    async fn list(&self) -> StoreResult<Vec<Digest>> {
+        self.inner.list().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, StoreExt, stream_from_bytes};
+    use std::sync::Arc;
+
+    fn store() -> (Arc<MemoryStore>, VerifyingStore<Arc<MemoryStore>>) {
+        let mem = Arc::new(MemoryStore::default());
+        (mem.clone(), VerifyingStore::new(mem))
+    }
+
+    fn chunked(parts: &[&'static [u8]]) -> ByteStream {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+    }
+
+    #[tokio::test]
+    async fn intact_blobs_read_back_whole_in_several_chunks() {
+        let (_, s) = store();
+        let d = Digest::of(b"hello world");
+        s.put(d, chunked(&[b"hel", b"lo ", b"world"])).await.unwrap();
+        assert_eq!(s.get_bytes(d).await.unwrap(), &b"hello world"[..]);
+        let e = s.put_bytes(Bytes::new()).await.unwrap();
+        assert_eq!(s.get_bytes(e).await.unwrap(), Bytes::new());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_blob_is_an_error_naming_the_digest_and_its_last_chunk_is_withheld() {
+        let (mem, s) = store();
+        let d = s.put_bytes(Bytes::from_static(b"hello world")).await.unwrap();
+        mem.overwrite(d, Bytes::from_static(b"hello w0rld"));
+        let err = s.get_bytes(d).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { digest, .. } if digest == d), "{err:?}");
+        assert!(err.to_string().contains(&d.to_string()));
+        // Served as one chunk: nothing at all reaches the reader before the error.
+        let mut stream = s.get(d, ByteRange::FULL).await.unwrap();
+        assert!(matches!(stream.next().await, Some(Err(StoreError::Corrupt { .. }))));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_truncated_or_overlong_blob_is_corrupt() {
+        let (mem, s) = store();
+        let d = s.put_bytes(Bytes::from_static(b"hello world")).await.unwrap();
+        mem.overwrite(d, Bytes::from_static(b"hello"));
+        assert!(matches!(s.get_bytes(d).await, Err(StoreError::Corrupt { .. })));
+        mem.overwrite(d, Bytes::from_static(b"hello world, and more"));
+        assert!(matches!(s.get_bytes(d).await, Err(StoreError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn data_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
+        let (mem, s) = store();
+        let named = Digest::of(b"what the caller promised");
+        let err = s.put(named, stream_from_bytes(Bytes::from_static(b"something else entirely"))).await.unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { expected, .. } if expected == named), "{err:?}");
+        assert!(mem.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ranged_reads_pass_through() {
+        let (_, s) = store();
+        let d = s.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
+        assert_eq!(s.get_range_bytes(d, ByteRange::new(2, 3)).await.unwrap(), &b"234"[..]);
+    }
+}
