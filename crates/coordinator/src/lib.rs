@@ -1,1 +1,25 @@
-//! The coordinator: build API, scheduling, action cache, cache-mount heads.
+//! The coordinator: the farm's brain.
+//!
+//! - [`state`]: all durable state behind one interface, changed only by
+//!   deterministic commands (what the Raft issue replicates);
+//! - [`scheduler`]: runs build graphs on workers (cache hits, dedupe,
+//!   affinity, retries, cancel);
+//! - [`cache_heads`]: the commit protocol and leases for cache mounts;
+//! - [`auth`]: token → tenant namespace, checked on every call;
+//! - [`server`]: the gRPC services; [`remote`]: a store over gRPC.
+
+pub mod auth;
+pub mod cache_heads;
+pub mod config;
+pub mod remote;
+pub mod scheduler;
+pub mod server;
+pub mod state;
+
+pub use auth::{Auth, TokenFile};
+pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
+pub use config::CoordinatorConfig;
+pub use remote::RemoteStore;
+pub use scheduler::{BuildEvent, BuildRequest, CacheMountSpec, Scheduler, SchedulerConfig, StepNode};
+pub use server::{Coordinator, Planner};
+pub use state::{CoordinatorState, MemoryState, Sharing};

@@ -1,0 +1,138 @@
+//! The coordinator's config file (`rbk coordinator --config FILE`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:7070"
+//! token_file = "tokens.toml"      # relative paths are relative to this file
+//! [store]
+//! dir = "/var/lib/rbk/store"      # filesystem store (S3 comes with the store config)
+//! [scheduler]
+//! heartbeat_ms = 5000
+//! worker_timeout_ms = 30000
+//! max_attempts = 3
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::scheduler::SchedulerConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    pub heartbeat_ms: u64,
+    pub worker_timeout_ms: u64,
+    pub max_attempts: u32,
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        let d = SchedulerConfig::default();
+        Self {
+            heartbeat_ms: d.heartbeat_interval.as_millis() as u64,
+            worker_timeout_ms: d.worker_timeout.as_millis() as u64,
+            max_attempts: d.max_attempts,
+            lease_ttl_ms: d.lease_ttl.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading coordinator config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("coordinator config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl CoordinatorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as if read from `path`; relative paths in it are
+    /// resolved against `path`'s directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
+        let mut c: CoordinatorConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let s = &c.scheduler;
+        if s.heartbeat_ms == 0 || s.worker_timeout_ms <= s.heartbeat_ms {
+            return Err(invalid("scheduler.worker_timeout_ms must exceed scheduler.heartbeat_ms (> 0)".into()));
+        }
+        if s.max_attempts == 0 {
+            return Err(invalid("scheduler.max_attempts must be at least 1".into()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.token_file = base.join(&c.token_file);
+        c.store.dir = base.join(&c.store.dir);
+        Ok(c)
+    }
+
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        let s = &self.scheduler;
+        SchedulerConfig {
+            heartbeat_interval: Duration::from_millis(s.heartbeat_ms),
+            worker_timeout: Duration::from_millis(s.worker_timeout_ms),
+            max_attempts: s.max_attempts,
+            lease_ttl: Duration::from_millis(s.lease_ttl_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let c = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:7070\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n",
+            Path::new("/etc/rbk/coordinator.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.token_file, Path::new("/etc/rbk/tokens.toml"));
+        assert_eq!(c.store.dir, Path::new("/etc/rbk/store"));
+        assert_eq!(c.scheduler.max_attempts, 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_file_and_key() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:7070\"\ntoken_file = \"t\"\nlisten_addr = 1\n[store]\ndir = \"s\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("coordinator config c.toml:") && msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn a_timeout_shorter_than_the_heartbeat_is_refused() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[scheduler]\nheartbeat_ms = 100\nworker_timeout_ms = 50\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("worker_timeout_ms"), "{e}");
+    }
+}

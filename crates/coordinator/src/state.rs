@@ -1,0 +1,647 @@
+//! All durable coordinator state behind one interface.
+//!
+//! Every change is a [`Command`] applied by [`StateMachine::apply`], which is
+//! deterministic: it reads no clock (times travel inside commands), no
+//! randomness, and iterates only ordered maps. That is what lets the Raft
+//! issue put the same commands in a replicated log and get the same state on
+//! every node. Nothing else in the coordinator keeps durable state: worker
+//! connections and in-flight scheduling are rebuilt from workers and builds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::RwLock;
+
+use rbk_store::Digest;
+use serde::{Deserialize, Serialize};
+
+/// How many recent builds are remembered; older finished ones are dropped.
+pub const MAX_BUILDS: usize = 1000;
+/// How many past generations of a cache head are kept as merge bases.
+pub const HEAD_HISTORY: usize = 32;
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Principal {
+    /// A tenant (team or project); its name is the namespace of all its
+    /// cache ids and action-cache entries.
+    Tenant(String),
+    /// A worker of the given pool; workers serve every tenant.
+    Worker(String),
+}
+
+/// A cache mount's concurrency mode, as in `RUN --mount=type=cache,sharing=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Sharing {
+    /// Many users at once; concurrent commits are merged. Never blocks.
+    Shared,
+    /// Each concurrent user gets its own copy (a "slot"); never blocks.
+    Private,
+    /// One user at a time, farm-wide (a lease with expiry).
+    Locked,
+}
+
+impl Sharing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Shared => "shared",
+            Sharing::Private => "private",
+            Sharing::Locked => "locked",
+        }
+    }
+}
+
+impl std::str::FromStr for Sharing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "shared" => Ok(Sharing::Shared),
+            "private" => Ok(Sharing::Private),
+            "locked" => Ok(Sharing::Locked),
+            other => Err(format!("sharing={other:?}: expected shared, private or locked")),
+        }
+    }
+}
+
+/// Names one cache-mount head. Slot 0 is the shared/locked head; private
+/// users get slots 1, 2, ... so concurrent private users never share one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HeadKey {
+    pub namespace: String,
+    pub cache_id: String,
+    pub slot: u32,
+}
+
+impl fmt::Display for HeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.cache_id)?;
+        if self.slot != 0 {
+            write!(f, "#{}", self.slot)?;
+        }
+        Ok(())
+    }
+}
+
+/// The newest snapshot of one cache mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheHead {
+    pub snapshot: Digest,
+    /// Starts at 1 with the first commit and grows by one per commit.
+    pub generation: u64,
+    pub total_bytes: u64,
+    pub updated_ms: u64,
+    /// Recent `(generation, snapshot)` pairs, oldest first, newest included:
+    /// the merge base for a commit that started from an older generation.
+    pub history: Vec<(u64, Digest)>,
+}
+
+impl CacheHead {
+    pub fn snapshot_at(&self, generation: u64) -> Option<Digest> {
+        self.history.iter().find(|(g, _)| *g == generation).map(|(_, d)| *d)
+    }
+}
+
+/// What a step produced: enough to skip it next time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub layers: Vec<Digest>,
+    /// Image config changes, opaque JSON from the worker.
+    pub config: Vec<u8>,
+    pub duration_ms: u64,
+    pub worker_id: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepState {
+    Pending,
+    Cached,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl StepState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Cached => "cached",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl BuildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Running => "running",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+            BuildState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    pub key: String,
+    pub state: StepState,
+    pub worker_id: String,
+    pub attempts: u32,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub id: String,
+    pub namespace: String,
+    pub state: BuildState,
+    pub steps: Vec<StepRecord>,
+    pub created_ms: u64,
+    pub finished_ms: u64,
+    pub message: String,
+}
+
+/// A farm-wide lease on one head (locked mounts, private slots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub expires_ms: u64,
+}
+
+/// Every mutation of coordinator state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Registers a token (by its blake3 hash: the state never holds tokens).
+    PutToken { token_hash: String, principal: Principal },
+    CreateBuild { build_id: String, namespace: String, steps: Vec<(String, String)>, now_ms: u64 },
+    SetStep { build_id: String, step_id: String, state: StepState, worker_id: String, attempts: u32, message: String },
+    FinishBuild { build_id: String, state: BuildState, message: String, now_ms: u64 },
+    /// Records a step's result in the namespace's action cache.
+    PutAction { namespace: String, key: String, result: ActionResult },
+    /// Compare-and-set of a cache head: succeeds only if the head is still
+    /// at `base_generation` (0 = no head yet); otherwise answers
+    /// [`Outcome::HeadMoved`] so the caller merges and tries again.
+    CommitHead { head: HeadKey, base_generation: u64, snapshot: Digest, total_bytes: u64, now_ms: u64 },
+    /// Locked: the lease on slot 0. Private: the lowest slot >= 1 without a
+    /// live lease. Shared needs no lease.
+    AcquireLease { namespace: String, cache_id: String, sharing: Sharing, holder: String, now_ms: u64, ttl_ms: u64 },
+    /// Extends every lease `holder` has.
+    RenewLeases { holder: String, now_ms: u64, ttl_ms: u64 },
+    ReleaseLeases { holder: String },
+    /// Forgets a head (eviction); its snapshot becomes garbage.
+    DropHead { head: HeadKey },
+}
+
+/// What applying a command answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Ok,
+    Committed { generation: u64 },
+    HeadMoved { current: CacheHead },
+    LeaseGranted { slot: u32 },
+    LeaseBusy { holder: String, expires_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("build {0} is unknown")]
+    UnknownBuild(String),
+    #[error("build {build}: step {step} is unknown")]
+    UnknownStep { build: String, step: String },
+    #[error("build {0} already exists")]
+    DuplicateBuild(String),
+    #[error("sharing=shared needs no lease (cache {0})")]
+    SharedLease(String),
+    #[error("coordinator state unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The deterministic state machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMachine {
+    tokens: BTreeMap<String, Principal>,
+    builds: BTreeMap<String, BuildRecord>,
+    /// (namespace, key) → result: one tenant's results never satisfy
+    /// another's steps, so a tenant cannot poison another's builds.
+    actions: BTreeMap<(String, String), ActionResult>,
+    heads: BTreeMap<HeadKey, CacheHead>,
+    leases: BTreeMap<HeadKey, Lease>,
+}
+
+impl StateMachine {
+    pub fn apply(&mut self, cmd: Command) -> Result<Outcome, StateError> {
+        match cmd {
+            Command::PutToken { token_hash, principal } => {
+                self.tokens.insert(token_hash, principal);
+            }
+            Command::CreateBuild { build_id, namespace, steps, now_ms } => {
+                if self.builds.contains_key(&build_id) {
+                    return Err(StateError::DuplicateBuild(build_id));
+                }
+                let steps = steps
+                    .into_iter()
+                    .map(|(id, key)| StepRecord {
+                        id,
+                        key,
+                        state: StepState::Pending,
+                        worker_id: String::new(),
+                        attempts: 0,
+                        message: String::new(),
+                    })
+                    .collect();
+                self.builds.insert(
+                    build_id.clone(),
+                    BuildRecord {
+                        id: build_id,
+                        namespace,
+                        state: BuildState::Running,
+                        steps,
+                        created_ms: now_ms,
+                        finished_ms: 0,
+                        message: String::new(),
+                    },
+                );
+                self.evict_old_builds();
+            }
+            Command::SetStep { build_id, step_id, state, worker_id, attempts, message } => {
+                let build = self.builds.get_mut(&build_id).ok_or_else(|| StateError::UnknownBuild(build_id.clone()))?;
+                let step = build
+                    .steps
+                    .iter_mut()
+                    .find(|s| s.id == step_id)
+                    .ok_or_else(|| StateError::UnknownStep { build: build_id.clone(), step: step_id.clone() })?;
+                step.state = state;
+                step.worker_id = worker_id;
+                step.attempts = attempts;
+                step.message = message;
+            }
+            Command::FinishBuild { build_id, state, message, now_ms } => {
+                let build = self.builds.get_mut(&build_id).ok_or(StateError::UnknownBuild(build_id))?;
+                build.state = state;
+                build.message = message;
+                build.finished_ms = now_ms;
+            }
+            Command::PutAction { namespace, key, result } => {
+                self.actions.insert((namespace, key), result);
+            }
+            Command::CommitHead { head, base_generation, snapshot, total_bytes, now_ms } => {
+                // An absent head (never committed, or dropped by eviction)
+                // accepts any base: there is nothing to merge with.
+                if let Some(current) = self.heads.get(&head)
+                    && current.generation != base_generation
+                {
+                    return Ok(Outcome::HeadMoved { current: current.clone() });
+                }
+                let entry = self.heads.entry(head).or_insert_with(|| CacheHead {
+                    snapshot,
+                    generation: 0,
+                    total_bytes,
+                    updated_ms: now_ms,
+                    history: Vec::new(),
+                });
+                entry.generation += 1;
+                entry.snapshot = snapshot;
+                entry.total_bytes = total_bytes;
+                entry.updated_ms = now_ms;
+                entry.history.push((entry.generation, snapshot));
+                if entry.history.len() > HEAD_HISTORY {
+                    entry.history.remove(0);
+                }
+                return Ok(Outcome::Committed { generation: entry.generation });
+            }
+            Command::AcquireLease { namespace, cache_id, sharing, holder, now_ms, ttl_ms } => {
+                let mut key = HeadKey { namespace, cache_id, slot: 0 };
+                match sharing {
+                    Sharing::Shared => return Err(StateError::SharedLease(key.to_string())),
+                    Sharing::Locked => {
+                        if let Some(lease) = self.leases.get(&key)
+                            && lease.expires_ms > now_ms
+                            && lease.holder != holder
+                        {
+                            return Ok(Outcome::LeaseBusy { holder: lease.holder.clone(), expires_ms: lease.expires_ms });
+                        }
+                    }
+                    Sharing::Private => {
+                        key.slot = 1;
+                        while let Some(lease) = self.leases.get(&key)
+                            && lease.expires_ms > now_ms
+                            && lease.holder != holder
+                        {
+                            key.slot += 1;
+                        }
+                    }
+                }
+                let slot = key.slot;
+                self.leases.insert(key, Lease { holder, expires_ms: now_ms.saturating_add(ttl_ms) });
+                return Ok(Outcome::LeaseGranted { slot });
+            }
+            Command::RenewLeases { holder, now_ms, ttl_ms } => {
+                for lease in self.leases.values_mut().filter(|l| l.holder == holder) {
+                    lease.expires_ms = now_ms.saturating_add(ttl_ms);
+                }
+            }
+            Command::ReleaseLeases { holder } => {
+                self.leases.retain(|_, l| l.holder != holder);
+            }
+            Command::DropHead { head } => {
+                self.heads.remove(&head);
+            }
+        }
+        Ok(Outcome::Ok)
+    }
+
+    fn evict_old_builds(&mut self) {
+        while self.builds.len() > MAX_BUILDS {
+            let oldest = self
+                .builds
+                .values()
+                .filter(|b| b.state != BuildState::Running)
+                .min_by_key(|b| (b.created_ms, b.id.clone()))
+                .map(|b| b.id.clone());
+            match oldest {
+                Some(id) => self.builds.remove(&id),
+                None => break,
+            };
+        }
+    }
+
+    pub fn principal(&self, token_hash: &str) -> Option<&Principal> {
+        self.tokens.get(token_hash)
+    }
+
+    pub fn build(&self, build_id: &str) -> Option<&BuildRecord> {
+        self.builds.get(build_id)
+    }
+
+    /// A namespace's builds, newest first.
+    pub fn builds_of(&self, namespace: &str, limit: usize) -> Vec<BuildRecord> {
+        let mut v: Vec<_> = self.builds.values().filter(|b| b.namespace == namespace).cloned().collect();
+        v.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+        v.truncate(limit);
+        v
+    }
+
+    pub fn action(&self, namespace: &str, key: &str) -> Option<&ActionResult> {
+        self.actions.get(&(namespace.to_owned(), key.to_owned()))
+    }
+
+    pub fn head(&self, key: &HeadKey) -> Option<&CacheHead> {
+        self.heads.get(key)
+    }
+
+    /// A namespace's heads; never another namespace's.
+    pub fn heads_of(&self, namespace: &str) -> Vec<(HeadKey, CacheHead)> {
+        self.heads.iter().filter(|(k, _)| k.namespace == namespace).map(|(k, h)| (k.clone(), h.clone())).collect()
+    }
+
+    pub fn lease(&self, key: &HeadKey) -> Option<&Lease> {
+        self.leases.get(key)
+    }
+}
+
+/// The one interface to coordinator state. The in-memory implementation
+/// applies commands directly; the Raft implementation will append them to a
+/// replicated log and apply them once committed.
+#[async_trait::async_trait]
+pub trait CoordinatorState: Send + Sync + 'static {
+    async fn apply(&self, cmd: Command) -> Result<Outcome, StateError>;
+    /// Runs a read against the current state machine.
+    fn read(&self, f: &mut dyn FnMut(&StateMachine));
+}
+
+/// Reads a value out of the state (a typed wrapper over `read`).
+pub fn query<R>(state: &dyn CoordinatorState, f: impl FnOnce(&StateMachine) -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    state.read(&mut |m| out = Some((f.take().expect("read calls back once"))(m)));
+    out.expect("read calls back once")
+}
+
+/// Single-node state: the machine behind a lock.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    machine: RwLock<StateMachine>,
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl CoordinatorState for MemoryState {
+    async fn apply(&self, cmd: Command) -> Result<Outcome, StateError> {
+        self.machine.write().unwrap_or_else(|e| e.into_inner()).apply(cmd)
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&StateMachine)) {
+        f(&self.machine.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Milliseconds since the Unix epoch, for the times commands carry.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, id: &str) -> HeadKey {
+        HeadKey { namespace: ns.into(), cache_id: id.into(), slot: 0 }
+    }
+
+    fn commit(m: &mut StateMachine, head: &HeadKey, base: u64, data: &[u8]) -> Outcome {
+        m.apply(Command::CommitHead {
+            head: head.clone(),
+            base_generation: base,
+            snapshot: Digest::of(data),
+            total_bytes: data.len() as u64,
+            now_ms: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn first_commit_creates_generation_one() {
+        let mut m = StateMachine::default();
+        assert_eq!(commit(&mut m, &key("a", "pip"), 0, b"x"), Outcome::Committed { generation: 1 });
+        assert_eq!(m.head(&key("a", "pip")).unwrap().snapshot, Digest::of(b"x"));
+    }
+
+    #[test]
+    fn commit_from_a_stale_generation_reports_the_moved_head() {
+        let mut m = StateMachine::default();
+        let k = key("a", "pip");
+        commit(&mut m, &k, 0, b"1");
+        commit(&mut m, &k, 1, b"2");
+        match commit(&mut m, &k, 1, b"3") {
+            Outcome::HeadMoved { current } => {
+                assert_eq!(current.generation, 2);
+                assert_eq!(current.snapshot_at(1), Some(Digest::of(b"1")));
+            }
+            other => panic!("expected HeadMoved, got {other:?}"),
+        }
+        assert_eq!(m.head(&k).unwrap().snapshot, Digest::of(b"2"));
+    }
+
+    #[test]
+    fn commit_on_a_dropped_head_starts_it_afresh() {
+        let mut m = StateMachine::default();
+        let k = key("a", "pip");
+        commit(&mut m, &k, 0, b"1");
+        m.apply(Command::DropHead { head: k.clone() }).unwrap();
+        assert_eq!(commit(&mut m, &k, 1, b"2"), Outcome::Committed { generation: 1 });
+    }
+
+    #[test]
+    fn heads_are_namespaced() {
+        let mut m = StateMachine::default();
+        commit(&mut m, &key("a", "pip"), 0, b"1");
+        assert!(m.head(&key("b", "pip")).is_none());
+        assert!(m.heads_of("b").is_empty());
+        assert_eq!(m.heads_of("a").len(), 1);
+    }
+
+    #[test]
+    fn locked_lease_excludes_others_until_released_or_expired() {
+        let mut m = StateMachine::default();
+        let acquire = |m: &mut StateMachine, holder: &str, now| {
+            m.apply(Command::AcquireLease {
+                namespace: "a".into(),
+                cache_id: "apt".into(),
+                sharing: Sharing::Locked,
+                holder: holder.into(),
+                now_ms: now,
+                ttl_ms: 100,
+            })
+            .unwrap()
+        };
+        assert_eq!(acquire(&mut m, "s1", 0), Outcome::LeaseGranted { slot: 0 });
+        assert!(matches!(acquire(&mut m, "s2", 50), Outcome::LeaseBusy { .. }));
+        m.apply(Command::RenewLeases { holder: "s1".into(), now_ms: 90, ttl_ms: 100 }).unwrap();
+        assert!(matches!(acquire(&mut m, "s2", 150), Outcome::LeaseBusy { .. }));
+        assert_eq!(acquire(&mut m, "s2", 191), Outcome::LeaseGranted { slot: 0 });
+        m.apply(Command::ReleaseLeases { holder: "s2".into() }).unwrap();
+        assert_eq!(acquire(&mut m, "s3", 192), Outcome::LeaseGranted { slot: 0 });
+    }
+
+    #[test]
+    fn private_users_get_distinct_slots_and_reuse_freed_ones() {
+        let mut m = StateMachine::default();
+        let acquire = |m: &mut StateMachine, holder: &str| {
+            m.apply(Command::AcquireLease {
+                namespace: "a".into(),
+                cache_id: "npm".into(),
+                sharing: Sharing::Private,
+                holder: holder.into(),
+                now_ms: 0,
+                ttl_ms: 1000,
+            })
+            .unwrap()
+        };
+        assert_eq!(acquire(&mut m, "s1"), Outcome::LeaseGranted { slot: 1 });
+        assert_eq!(acquire(&mut m, "s2"), Outcome::LeaseGranted { slot: 2 });
+        m.apply(Command::ReleaseLeases { holder: "s1".into() }).unwrap();
+        assert_eq!(acquire(&mut m, "s3"), Outcome::LeaseGranted { slot: 1 });
+    }
+
+    #[test]
+    fn shared_mounts_take_no_lease() {
+        let mut m = StateMachine::default();
+        let err = m
+            .apply(Command::AcquireLease {
+                namespace: "a".into(),
+                cache_id: "pip".into(),
+                sharing: Sharing::Shared,
+                holder: "s".into(),
+                now_ms: 0,
+                ttl_ms: 1,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::SharedLease(_)));
+    }
+
+    #[test]
+    fn action_cache_is_namespaced() {
+        let mut m = StateMachine::default();
+        let result = ActionResult { layers: vec![], config: vec![], duration_ms: 1, worker_id: "w".into(), created_ms: 0 };
+        m.apply(Command::PutAction { namespace: "a".into(), key: "k".into(), result }).unwrap();
+        assert!(m.action("a", "k").is_some());
+        assert!(m.action("b", "k").is_none());
+    }
+
+    #[test]
+    fn step_of_an_unknown_build_is_an_error_naming_it() {
+        let mut m = StateMachine::default();
+        let err = m
+            .apply(Command::SetStep {
+                build_id: "b1".into(),
+                step_id: "s".into(),
+                state: StepState::Done,
+                worker_id: String::new(),
+                attempts: 1,
+                message: String::new(),
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "build b1 is unknown");
+    }
+
+    #[test]
+    fn replaying_the_same_commands_gives_the_same_state() {
+        let cmds = vec![
+            Command::CreateBuild { build_id: "b1".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 5 },
+            Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: Digest::of(b"1"), total_bytes: 1, now_ms: 6 },
+            Command::AcquireLease {
+                namespace: "a".into(),
+                cache_id: "apt".into(),
+                sharing: Sharing::Private,
+                holder: "h".into(),
+                now_ms: 7,
+                ttl_ms: 10,
+            },
+            Command::FinishBuild { build_id: "b1".into(), state: BuildState::Succeeded, message: String::new(), now_ms: 8 },
+        ];
+        let run = || {
+            let mut m = StateMachine::default();
+            for c in cmds.clone() {
+                m.apply(c).unwrap();
+            }
+            m
+        };
+        assert_eq!(run(), run());
+        // Commands survive serialisation, as a replicated log needs.
+        let json = serde_json::to_string(&cmds).unwrap();
+        let back: Vec<Command> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cmds);
+    }
+
+    #[test]
+    fn old_finished_builds_are_evicted_beyond_the_limit() {
+        let mut m = StateMachine::default();
+        for i in 0..=MAX_BUILDS {
+            let id = format!("b{i:05}");
+            m.apply(Command::CreateBuild { build_id: id.clone(), namespace: "a".into(), steps: vec![], now_ms: i as u64 }).unwrap();
+            m.apply(Command::FinishBuild { build_id: id, state: BuildState::Succeeded, message: String::new(), now_ms: i as u64 })
+                .unwrap();
+        }
+        m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999 }).unwrap();
+        assert!(m.build("b00000").is_none());
+        assert!(m.build("last").is_some());
+    }
+}
