@@ -263,7 +263,7 @@ impl<'a> Builder<'a> {
                         let lookup = |n: &str| meta.get(n).cloned().flatten().or_else(|| platform.get(n).cloned());
                         Some(self.expand_with(def, l.pos, "ARG", &lookup)?)
                     }
-                    (None, None) => None,
+                    (None, None) => platform.get(&d.name).cloned(),
                 };
                 self.meta.insert(d.name.clone(), value);
             }
@@ -321,7 +321,10 @@ impl<'a> Builder<'a> {
                 }
                 resolve_kind(&mut kind, &stage_steps, &steps, resolver, &mut ctx, &mut h, p.pos, &self.opts.namespace)?;
                 for line in describe(&kind, &names) {
-                    h.str("spec", &line);
+                    // Proxy settings reach the command but never the key.
+                    if !line.starts_with("proxy-env ") {
+                        h.str("spec", &line);
+                    }
                 }
                 let key = h.finish();
                 steps.push(Step { id, stage: si, pos: p.pos, instruction: p.text, parent, kind, key });
@@ -698,7 +701,9 @@ impl<'a> Builder<'a> {
             }
         };
         let flag = |k: &str, def: bool| o.get(k).map_or(def, |v| v == "true");
-        let target = o.get("target").map(|t| clean_absolute(t));
+        // Relative targets are relative to the working directory.
+        let workdir = st.config.workdir.clone().unwrap_or_else(|| "/".into());
+        let target = o.get("target").map(|t| if t.starts_with('/') { clean_absolute(t) } else { clean_absolute(&format!("{workdir}/{t}")) });
         let from = match o.get("from") {
             Some(f) => Some(self.from_ref(f, st, earlier, pos, "RUN")?),
             None => None,

@@ -1,0 +1,36 @@
+//! Any bytes → parse → (if it parses) canonical print → parse again, and
+//! build a graph against a small in-memory context. Nothing may panic,
+//! overflow the stack or hang; bad input must come back as an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rbk_dockerfile::{BuildOptions, Context, Entry, EntryKind, build_graph, parse, parse_bytes, print};
+
+struct Tiny;
+
+impl Context for Tiny {
+    fn list(&self, dir: &str) -> std::io::Result<Vec<Entry>> {
+        Ok(match dir {
+            "" => vec![
+                Entry { name: "a".into(), kind: EntryKind::File { mode: 0o644, size: 1 } },
+                Entry { name: "d".into(), kind: EntryKind::Dir { mode: 0o755 } },
+            ],
+            "d" => vec![Entry { name: "l".into(), kind: EntryKind::Symlink { target: "../a".into() } }],
+            _ => vec![],
+        })
+    }
+
+    fn read(&self, _path: &str) -> std::io::Result<Vec<u8>> {
+        Ok(b"x".to_vec())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(df) = parse_bytes(data, "Dockerfile") else { return };
+    let printed = print(&df);
+    let _ = parse(&printed, "Dockerfile");
+    let text = std::str::from_utf8(data).unwrap_or_default();
+    let mut opts = BuildOptions::default();
+    opts.build_args.insert("A".into(), "x".into());
+    let _ = build_graph(text, &opts, &Tiny, &());
+});
