@@ -110,14 +110,21 @@ fn from_io(digest: Digest, context: &str, e: io::Error) -> StoreError {
 
 /// Runs `work` on the blocking pool with a synchronous reader over `input`
 /// and a sender for its output; the returned stream yields what it sends.
-fn blocking_pipe<F>(input: ByteStream, work: F) -> ByteStream
+/// Should `work` panic, the stream ends in an error rather than early, so a
+/// truncated result can never pass for a whole one.
+fn blocking_pipe<F>(digest: Digest, input: ByteStream, work: F) -> ByteStream
 where
     F: FnOnce(SyncIoBridge<StreamReader<futures::stream::BoxStream<'static, io::Result<Bytes>>, Bytes>>, &mpsc::Sender<StoreResult<Bytes>>) + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
-    let reader = SyncIoBridge::new(StreamReader::new(input.map(|r| r.map_err(to_io)).boxed()));
-    tokio::task::spawn_blocking(move || work(reader, &tx));
-    ReceiverStream::new(rx).boxed()
+    // Fused: readers poll again after the end, which a bare stream forbids.
+    let reader = SyncIoBridge::new(StreamReader::new(input.map(|r| r.map_err(to_io)).fuse().boxed()));
+    let task = tokio::task::spawn_blocking(move || work(reader, &tx));
+    let outcome = futures::stream::once(async move {
+        task.await.err().map(|e| Err(StoreError::io(digest, "(de)compressing", io::Error::other(format!("worker failed: {e}")))))
+    })
+    .filter_map(futures::future::ready);
+    ReceiverStream::new(rx).chain(outcome).boxed()
 }
 
 /// Fills `buf` from `r` as far as it will go; returns the bytes read.
@@ -137,7 +144,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Inflates a zstd body, yielding the bytes in `[start, end)` of the
 /// content, and refusing to produce more than `digest.size()` in total.
 fn inflate(digest: Digest, body: ByteStream, start: u64, end: u64) -> ByteStream {
-    blocking_pipe(body, move |reader, tx| {
+    blocking_pipe(digest, body, move |reader, tx| {
         let result = (|| -> StoreResult<()> {
             let mut dec = zstd::stream::read::Decoder::new(reader)
                 .map_err(|e| StoreError::io(digest, "starting zstd", e))?
@@ -239,7 +246,7 @@ impl<S: Store> Store for CompressedStore<S> {
         };
         let content = futures::stream::once(async move { Ok(first) }).chain(data).boxed();
         let (header, body) = if compressible {
-            let body = blocking_pipe(content, move |reader, tx| {
+            let body = blocking_pipe(digest, content, move |reader, tx| {
                 let result = (|| -> StoreResult<()> {
                     let mut enc = zstd::stream::read::Encoder::new(reader, level)
                         .map_err(|e| StoreError::io(digest, "starting zstd", e))?;

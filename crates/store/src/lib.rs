@@ -7,18 +7,24 @@
 //! contexts) is stored here and nowhere else.
 
 mod compress;
+mod config;
 mod digest;
 mod error;
+mod existence;
 mod fs;
 mod memory;
+mod redis_existence;
 mod s3;
 mod store;
 mod verify;
 
 pub use digest::{Digest, DigestParseError, Hasher};
 pub use error::{StoreError, StoreResult};
+pub use config::{DEFAULT_DIR, StoreConfig, build_store};
 pub use compress::{CompressedStore, DEFAULT_LEVEL as DEFAULT_ZSTD_LEVEL};
+pub use existence::{ExistenceCacheStore, ExistenceIndex, LruExistenceIndex, TieredExistenceIndex};
 pub use fs::FilesystemStore;
+pub use redis_existence::RedisExistenceIndex;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store, Secret};
 pub use verify::VerifyingStore;

@@ -85,6 +85,7 @@ fn checked(expected: Digest, data: ByteStream, on_mismatch: OnMismatch) -> ByteS
             }
         }
     })
+    .fuse()
     .boxed()
 }
 
