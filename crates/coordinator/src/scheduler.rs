@@ -904,3 +904,7 @@ impl Core {
             .map(|(id, _)| id.clone())
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
