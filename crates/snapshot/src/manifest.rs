@@ -317,7 +317,7 @@ fn validate_content(path: &[u8], c: &FileContent) -> SnapshotResult<()> {
             // zstd never expands beyond its worst-case bound.
             Codec::Zstd => zstd::zstd_safe::compress_bound(ch.digest.size() as usize) as u64,
         };
-        if ch.digest.size() == 0 || ch.stored_len == 0 || ch.stored_len > limit {
+        if ch.digest.size() == 0 || ch.stored_len == 0 || ch.stored_len > limit || (ch.codec == Codec::Raw && ch.stored_len != ch.digest.size()) {
             return Err(SnapshotError::bad(
                 Some(path),
                 format!("chunk {} has stored length {} that cannot hold its {} bytes", ch.digest, ch.stored_len, ch.digest.size()),
@@ -485,5 +485,66 @@ impl<'a> Reader<'a> {
             return Err(self.err("trailing bytes"));
         }
         Ok(Manifest { namespace, created_unix_ns, entries })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let pack = Digest::of(b"pack bytes, pretend");
+        let d = Digest::of(b"abc");
+        let big = Digest::new([7; 32], 6);
+        let e = |p: &str, kind| Entry { path: p.as_bytes().to_vec(), kind, mode: 0o755, uid: 1, gid: 2, mtime: Timestamp { secs: -5, nanos: 9 } };
+        let chunk = |digest, offset| ChunkRef { digest, pack, offset, stored_len: 3, codec: Codec::Raw };
+        Manifest {
+            namespace: "tenant/project".into(),
+            created_unix_ns: 42,
+            entries: vec![
+                e("a", EntryKind::Dir),
+                e("a/f", EntryKind::File(FileContent { digest: d, chunks: vec![chunk(d, 0)] })),
+                e("a/g", EntryKind::File(FileContent { digest: big, chunks: vec![chunk(d, 0), chunk(d, 3)] })),
+                e("a/h", EntryKind::Hardlink(b"a/f".to_vec())),
+                e("a/s", EntryKind::Symlink(b"../x".to_vec())),
+                e("empty", EntryKind::File(FileContent { digest: Digest::of(b""), chunks: vec![] })),
+            ],
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip_through_the_binary_format() {
+        let m = sample();
+        m.validate().unwrap();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_and_device_entry_kinds_are_refused() {
+        let m = Manifest { entries: vec![sample().entries[0].clone()], ..sample() };
+        let blob = m.encode();
+        let mut raw = zstd::decode_all(&blob[BLOB_MAGIC.len()..]).unwrap();
+        let kind_at = raw.len() - 7; // then mode (2 bytes), uid, gid, mtime secs, mtime nanos
+        assert_eq!(raw[kind_at - 1..kind_at], *b"a");
+        for (kind, says) in [(4u8, "device nodes"), (6, "FIFOs"), (9, "unknown entry kind 9")] {
+            raw[kind_at] = kind;
+            let mut hostile = BLOB_MAGIC.to_vec();
+            hostile.extend(zstd::encode_all(&raw[..], 3).unwrap());
+            let err = Manifest::decode(&hostile).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_inflated_counts_are_refused_without_allocating() {
+        let mut raw = BODY_MAGIC.to_vec();
+        put_bytes(&mut raw, b"ns");
+        put_varint(&mut raw, 0);
+        put_varint(&mut raw, u64::MAX); // pack count
+        let mut hostile = BLOB_MAGIC.to_vec();
+        hostile.extend(zstd::encode_all(&raw[..], 3).unwrap());
+        assert!(Manifest::decode(&hostile).unwrap_err().to_string().contains("pack count"));
+        let blob = sample().encode();
+        assert!(Manifest::decode(&blob[..blob.len() - 3]).is_err());
     }
 }

@@ -5,8 +5,9 @@
 //!   sides are kept, a deletion on one side of an untouched path deletes);
 //! - changed on both → the same version, or else the later commit's
 //!   (`created_unix_ns`; ties go to `theirs`), except that a deletion never
-//!   beats a change: a path deleted on one side and changed on the other is
-//!   kept with the change;
+//!   beats a change (a path deleted on one side and changed on the other is
+//!   kept with the change) and a directory never loses to a file or
+//!   symlink (the non-directory is kept beside it, see below);
 //! - the result must still be a tree: when a kept entry needs a directory
 //!   where the merge chose a file or symlink (one side wrote `a`, the other
 //!   `a/x`), the directory wins and the displaced entry is kept beside it as
@@ -65,6 +66,7 @@ pub fn merge(base: &Manifest, ours: &Manifest, theirs: &Manifest) -> Manifest {
     paths.dedup();
 
     let mut out: BTreeMap<Vec<u8>, Resolved> = BTreeMap::new();
+    let mut displaced: Vec<Resolved> = Vec::new();
     for p in paths {
         let (eb, eo, et) = (b.get(p), o.get(p), t.get(p));
         let (co, ct) = (!same(eb, eo), !same(eb, et));
@@ -74,6 +76,14 @@ pub fn merge(base: &Manifest, ours: &Manifest, theirs: &Manifest) -> Manifest {
             (false, true) => et,
             (true, true) => match (eo, et) {
                 (None, x) | (x, None) => x,
+                // A directory and a file or symlink: the directory stays
+                // (the other side's files may live in it), the other entry
+                // is kept beside it.
+                (Some(x), Some(y)) if x.entry.is_dir() != y.entry.is_dir() => {
+                    let (dir, other) = if x.entry.is_dir() { (x, y) } else { (y, x) };
+                    displaced.push(other.clone());
+                    Some(dir)
+                }
                 (Some(_), Some(_)) if theirs_later => et,
                 _ => eo,
             },
@@ -81,6 +91,25 @@ pub fn merge(base: &Manifest, ours: &Manifest, theirs: &Manifest) -> Manifest {
         if let Some(r) = pick {
             out.insert(p.clone(), r.clone());
         }
+    }
+    let taken = |out: &BTreeMap<Vec<u8>, Resolved>, cand: &Vec<u8>| out.contains_key(cand) || o.contains_key(cand) || t.contains_key(cand);
+    let displace = |out: &mut BTreeMap<Vec<u8>, Resolved>, r: Resolved| {
+        let mut n = 1;
+        let name = loop {
+            let mut cand = r.entry.path.clone();
+            cand.extend_from_slice(b".rbk-conflict");
+            if n > 1 {
+                cand.extend_from_slice(format!("-{n}").as_bytes());
+            }
+            if !taken(out, &cand) {
+                break cand;
+            }
+            n += 1;
+        };
+        out.insert(name.clone(), Resolved { entry: Entry { path: name, ..r.entry }, link: r.link });
+    };
+    for r in displaced {
+        displace(&mut out, r);
     }
 
     // Make it a tree again: every ancestor of a kept entry is a directory.
@@ -96,20 +125,8 @@ pub fn merge(base: &Manifest, ours: &Manifest, theirs: &Manifest) -> Manifest {
             if out.get(&anc).is_some_and(|r| r.entry.is_dir()) {
                 continue;
             }
-            if let Some(displaced) = out.remove(&anc) {
-                let mut n = 1;
-                let name = loop {
-                    let mut cand = anc.clone();
-                    cand.extend_from_slice(b".rbk-conflict");
-                    if n > 1 {
-                        cand.extend_from_slice(format!("-{n}").as_bytes());
-                    }
-                    if !out.contains_key(&cand) && !o.contains_key(&cand) && !t.contains_key(&cand) {
-                        break cand;
-                    }
-                    n += 1;
-                };
-                out.insert(name.clone(), Resolved { entry: Entry { path: name, ..displaced.entry }, link: displaced.link });
+            if let Some(r) = out.remove(&anc) {
+                displace(&mut out, r);
             }
             let dir = [t.get(&anc), o.get(&anc), b.get(&anc)]
                 .into_iter()
