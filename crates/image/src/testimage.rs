@@ -1,8 +1,10 @@
-//! Base images made by tests: no test depends on Docker Hub.
+//! Base images made by tests, so no test depends on Docker Hub: a busybox
+//! rootfs built with rbk's own layer code and pushed with rbk's own push.
 
 use std::path::Path;
 
-use crate::{Image, ImageError, ImageRef, OciLayout, Result};
+use crate::error::IoContext;
+use crate::{History, Image, ImageRef, LayerOptions, OciLayout, Platform, PushOptions, RegistryClient, Result, layer_from_upper};
 
 /// Applets linked to `/bin/busybox` in the test rootfs.
 pub const BUSYBOX_APPLETS: &[&str] = &[
@@ -11,19 +13,46 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "tar", "gzip", "readlink", "du", "df", "dd", "sha256sum", "md5sum", "seq", "tee", "xargs", "which", "hostname", "mount",
 ];
 
+/// Fixed mtime for the test image, so it has the same digest every run.
+const EPOCH: i64 = 1_700_000_000;
+
 /// Writes a minimal rootfs into `dir`: `/bin/busybox` (copied from
 /// `busybox`, a static build) with symlinks for [`BUSYBOX_APPLETS`], plus
 /// `/etc/passwd`, `/etc/group`, `/tmp`, `/root`.
 pub fn busybox_rootfs(dir: &Path, busybox: &Path) -> Result<()> {
-    let _ = (dir, busybox);
-    Err(ImageError::invalid("busybox_rootfs", "not implemented yet"))
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(dir.join(d)).ctx(|| format!("creating {}/{d}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).ctx(|| "chmod /tmp".to_owned())?;
+    std::fs::set_permissions(dir.join("root"), std::fs::Permissions::from_mode(0o700)).ctx(|| "chmod /root".to_owned())?;
+    std::fs::copy(busybox, dir.join("bin/busybox")).ctx(|| format!("copying {}", busybox.display()))?;
+    std::fs::set_permissions(dir.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).ctx(|| "chmod busybox".to_owned())?;
+    for applet in BUSYBOX_APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).ctx(|| format!("linking applet {applet}"))?;
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+        .ctx(|| "writing /etc/passwd".to_owned())?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").ctx(|| "writing /etc/group".to_owned())?;
+    Ok(())
 }
 
 /// Builds a one-layer busybox image into `layout` under `ref_name`
-/// (`Cmd ["sh"]`, `PATH` set).
+/// (`Cmd ["sh"]`, `PATH` set). The same busybox binary always gives the
+/// same image digest.
 pub fn busybox_image(layout: &OciLayout, busybox: &Path, ref_name: &str) -> Result<Image> {
-    let _ = (layout, busybox, ref_name);
-    Err(ImageError::invalid("busybox_image", "not implemented yet"))
+    let root = tempfile::tempdir().ctx(|| "creating a temporary rootfs".to_owned())?;
+    busybox_rootfs(root.path(), busybox)?;
+    let blobs = layout.root().join("blobs/sha256");
+    let layer = layer_from_upper(root.path(), &LayerOptions { source_date_epoch: Some(EPOCH), ..LayerOptions::new(&blobs) })?;
+    layer.add_to_layout(layout)?;
+    let mut image = Image::scratch(&Platform::linux_amd64());
+    image.config.created = Some("2023-11-14T22:13:20Z".into());
+    image.config.config.set_env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    image.config.config.cmd = Some(vec!["sh".into()]);
+    image.push_layer(&layer, History { created_by: Some("rbk test busybox rootfs".into()), ..Default::default() });
+    image.save(layout, Some(ref_name))?;
+    Ok(image)
 }
 
 /// Builds the busybox image and pushes it to `registry` (`host:port`,
@@ -31,6 +60,14 @@ pub fn busybox_image(layout: &OciLayout, busybox: &Path, ref_name: &str) -> Resu
 /// pinned to the pushed manifest digest. Uses a scratch layout in a
 /// temporary directory.
 pub async fn push_busybox(registry: &str, busybox: &Path) -> Result<ImageRef> {
-    let _ = (registry, busybox);
-    Err(ImageError::invalid("push_busybox", "not implemented yet"))
+    let dir = tempfile::tempdir().ctx(|| "creating a temporary layout".to_owned())?;
+    let layout = OciLayout::create(dir.path())?;
+    let (layout2, busybox2) = (layout.clone(), busybox.to_owned());
+    let image = tokio::task::spawn_blocking(move || busybox_image(&layout2, &busybox2, "busybox:latest"))
+        .await
+        .expect("building the busybox image does not panic")?;
+    let dest: ImageRef = format!("{registry}/busybox:latest").parse()?;
+    let client = RegistryClient::new()?.with_insecure(registry);
+    client.push(&layout, &image.manifest_descriptor, &dest, &PushOptions::default()).await?;
+    Ok(dest.with_digest(image.manifest_descriptor.digest))
 }
