@@ -182,13 +182,17 @@ pub enum SchedulerError {
     Stopped,
 }
 
+/// A step's result after its cache commits: the result, the heads the worker
+/// now holds, bytes restored; or why committing failed.
+type CommitResult = Result<(ActionResult, Vec<(HeadKey, Digest)>, u64), String>;
+
 enum Msg {
     Submit { req: BuildRequest, reply: oneshot::Sender<Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError>> },
     Cancel { namespace: String, build_id: String, reply: oneshot::Sender<Result<(), SchedulerError>> },
     WorkerUp { info: WorkerInfo, tx: mpsc::UnboundedSender<ToWorker>, reply: oneshot::Sender<u64> },
-    WorkerMsg { worker_id: String, conn: u64, msg: FromWorker },
+    FromWorker { worker_id: String, conn: u64, msg: FromWorker },
     WorkerDown { worker_id: String, conn: u64 },
-    Committed { assignment_id: String, result: Result<(ActionResult, Vec<(HeadKey, Digest)>, u64), String> },
+    Committed { assignment_id: String, result: CommitResult },
     Tick,
 }
 
@@ -263,7 +267,7 @@ impl Scheduler {
     }
 
     pub fn worker_message(&self, worker_id: &str, conn: u64, msg: FromWorker) {
-        let _ = self.tx.send(Msg::WorkerMsg { worker_id: worker_id.into(), conn, msg });
+        let _ = self.tx.send(Msg::FromWorker { worker_id: worker_id.into(), conn, msg });
     }
 
     pub fn worker_down(&self, worker_id: &str, conn: u64) {
@@ -422,7 +426,7 @@ impl Core {
                 );
                 let _ = reply.send(conn);
             }
-            Msg::WorkerMsg { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
+            Msg::FromWorker { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
             Msg::WorkerDown { worker_id, conn } => self.worker_lost(&worker_id, conn, "disconnected").await,
             Msg::Committed { assignment_id, result } => self.committed(assignment_id, result).await,
             Msg::Tick => {
@@ -738,7 +742,7 @@ impl Core {
         }
     }
 
-    async fn committed(&mut self, assignment_id: String, result: Result<(ActionResult, Vec<(HeadKey, Digest)>, u64), String>) {
+    async fn committed(&mut self, assignment_id: String, result: CommitResult) {
         let Some(key) = self.assignments.remove(&assignment_id) else { return };
         let Some(exec) = self.execs.remove(&key) else { return };
         let Some(running) = exec.running.as_ref() else { return };
@@ -781,7 +785,7 @@ impl Core {
 
     /// A worker is gone: its executions go back to the queue (bounded).
     async fn worker_lost(&mut self, worker_id: &str, conn: u64, why: &str) {
-        if !self.workers.get(worker_id).is_some_and(|w| w.conn == conn) {
+        if self.workers.get(worker_id).is_none_or(|w| w.conn != conn) {
             return;
         }
         let w = self.workers.remove(worker_id).expect("checked above");

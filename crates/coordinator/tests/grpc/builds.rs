@@ -1,0 +1,151 @@
+//! Builds over the real Build and Worker services.
+
+use rbk_proto::build::build_event::Event;
+use rbk_proto::worker::coordinator_message::Msg as Down;
+use rbk_proto::worker::worker_message::Msg as Up;
+use rbk_proto::worker::{self as pw};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_worker_runs_a_small_dag_and_the_client_sees_it_finish() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 2).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("base", "k-base", &[]), step("app", "k-app", &["base"])]).await.unwrap();
+
+    let base = w.assignment().await;
+    assert_eq!((base.step_id.as_str(), base.namespace.as_str(), base.attempt), ("base", "team-a", 1));
+    assert_eq!(base.payload, b"{\"run\":\"base\"}");
+    w.send(Up::Log(pw::StepLog { assignment_id: base.assignment_id.clone(), stream: "stdout".into(), line: "hi".into() }));
+    w.succeed(&base, vec![]).await;
+    let app = w.assignment().await;
+    assert_eq!(app.inputs.len(), 1);
+    assert_eq!(app.inputs[0].step_id, "base");
+    assert_eq!(app.inputs[0].layers.len(), 1, "the parent's layer travels with the assignment");
+    w.succeed(&app, vec![]).await;
+
+    let events = build.finish().await;
+    assert!(events.iter().any(|e| matches!(e, Event::Log(l) if l.line == "hi" && l.step_id == "base")), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Started(s) if s.step_id == "app" && s.worker_id == "w1")));
+    assert_eq!(final_state(&events), "succeeded");
+    let status = client.status(&build.build_id).await.unwrap();
+    assert_eq!(status.state, "succeeded");
+    let states: Vec<_> = status.steps.iter().map(|s| (s.step_id.as_str(), s.state.as_str())).collect();
+    assert_eq!(states, [("base", "done"), ("app", "done")]);
+    let listed = client.inner.list(bearer(Default::default(), TENANT_A)).await.unwrap().into_inner().builds;
+    assert_eq!(listed.iter().map(|b| b.build_id.as_str()).collect::<Vec<_>>(), [build.build_id.as_str()]);
+}
+
+#[tokio::test]
+async fn a_resubmitted_build_is_cached_and_nothing_runs() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 2).await;
+    let mut client = farm.client(TENANT_A).await;
+    let graph = vec![step("a", "k-a", &[]), step("b", "k-b", &["a"])];
+    let mut first = client.submit(graph.clone()).await.unwrap();
+    let a = w.assignment().await;
+    w.succeed(&a, vec![]).await;
+    let b = w.assignment().await;
+    w.succeed(&b, vec![]).await;
+    assert_eq!(final_state(&first.finish().await), "succeeded");
+
+    let mut again = client.submit(graph).await.unwrap();
+    let events = again.finish().await;
+    let cached: Vec<_> = events.iter().filter_map(|e| if let Event::Cached(c) = e { Some(c.step_id.as_str()) } else { None }).collect();
+    assert_eq!(cached, ["a", "b"]);
+    assert_eq!(final_state(&events), "succeeded");
+    assert!(w.idle().await, "a cached step reached the worker");
+}
+
+#[tokio::test]
+async fn identical_steps_in_flight_from_two_builds_run_once() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 4).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut one = client.submit(vec![step("x", "k-same", &[])]).await.unwrap();
+    let a = w.assignment().await;
+    let mut two = client.submit(vec![step("y", "k-same", &[])]).await.unwrap();
+    assert!(w.idle().await, "the identical step was sent twice");
+    w.succeed(&a, vec![]).await;
+    assert_eq!(final_state(&one.finish().await), "succeeded");
+    let events = two.finish().await;
+    assert!(events.iter().any(|e| matches!(e, Event::Finished(f) if f.step_id == "y" && f.worker_id == "w1")), "{events:?}");
+    assert_eq!(final_state(&events), "succeeded");
+}
+
+#[tokio::test]
+async fn a_worker_whose_stream_drops_mid_step_has_the_step_reassigned() {
+    let farm = farm().await;
+    let mut w1 = farm.worker("w1", 1).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("a", "k-a", &[])]).await.unwrap();
+    let first = w1.assignment().await;
+    let mut w2 = farm.worker("w2", 1).await;
+    drop(w1); // the worker process dies: its stream ends mid-step
+    let again = w2.assignment().await;
+    assert_eq!((again.step_id.as_str(), again.attempt), ("a", 2));
+    assert_ne!(again.assignment_id, first.assignment_id);
+    w2.succeed(&again, vec![]).await;
+    let events = build.finish().await;
+    let starts: Vec<_> = events.iter().filter_map(|e| if let Event::Started(s) = e { Some(s.worker_id.as_str()) } else { None }).collect();
+    assert_eq!(starts, ["w1", "w2"], "{events:?}");
+    assert_eq!(final_state(&events), "succeeded");
+}
+
+#[tokio::test]
+async fn a_failing_step_reports_its_exit_code_and_fails_the_build() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("a", "k-a", &[]), step("b", "k-b", &["a"])]).await.unwrap();
+    let a = w.assignment().await;
+    w.send(Up::Result(pw::StepResult {
+        assignment_id: a.assignment_id,
+        ok: false,
+        message: "RUN exited with status 3".into(),
+        exit_code: 3,
+        ..Default::default()
+    }));
+    let events = build.finish().await;
+    assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.exit_code == 3 && f.step_id == "a")), "{events:?}");
+    assert_eq!(final_state(&events), "failed");
+    let status = client.status(&build.build_id).await.unwrap();
+    assert_eq!(status.steps[1].state, "cancelled");
+}
+
+#[tokio::test]
+async fn cancelling_a_build_stops_its_running_step_on_the_worker() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("a", "k-a", &[])]).await.unwrap();
+    let a = w.assignment().await;
+    client.inner.cancel(bearer(rbk_proto::build::CancelRequest { build_id: build.build_id.clone() }, TENANT_A)).await.unwrap();
+    match w.next().await {
+        Down::Cancel(c) => assert_eq!(c.assignment_id, a.assignment_id),
+        other => panic!("expected cancel, got {other:?}"),
+    }
+    assert_eq!(final_state(&build.finish().await), "cancelled");
+}
+
+#[tokio::test]
+async fn a_graph_with_a_cycle_is_refused_naming_the_steps() {
+    let farm = farm().await;
+    let mut client = farm.client(TENANT_A).await;
+    let err = client.submit(vec![step("a", "k1", &["b"]), step("b", "k2", &["a"])]).await.err().unwrap();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "invalid build graph: dependency cycle among steps a, b");
+    let err = client.submit(vec![with_cache(step("a", "k1", &[]), "pip", "sometimes")]).await.err().unwrap();
+    assert!(err.message().contains("step a: cache pip: sharing=\"sometimes\""), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_worker_must_register_first() {
+    let farm = farm().await;
+    let mut client = rbk_proto::worker::worker_client::WorkerClient::new(farm.channel().await);
+    let hb = pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) };
+    let err = client.session(bearer(futures::stream::iter(vec![hb]), WORKER)).await.err().unwrap();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("first message"), "{}", err.message());
+}

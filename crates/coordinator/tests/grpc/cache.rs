@@ -1,0 +1,70 @@
+//! Cache-mount commits through the real services.
+
+use std::collections::BTreeMap;
+
+use rbk_proto::worker::{self as pw};
+use rbk_store::Digest;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
+    let farm = farm().await;
+    let mut w1 = farm.worker("w1", 4).await;
+    let mut w2 = farm.worker("w2", 4).await;
+    let mut client = farm.client(TENANT_A).await;
+    let steps = (0..8).map(|i| with_cache(step(&format!("s{i}"), &format!("k{i}"), &[]), "pip", "shared")).collect();
+    let mut build = client.submit(steps).await.unwrap();
+    // All eight start from the same (empty) head, four on each worker.
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push((w1.assignment().await, 1));
+        jobs.push((w2.assignment().await, 2));
+    }
+    let commits = futures::future::join_all(jobs.iter().map(|(job, on)| {
+        let w = if *on == 1 { &w1 } else { &w2 };
+        let file = format!("{}.whl", job.step_id);
+        async move { (job, on, w.capture(&job.mounts[0], &BTreeMap::from([(file, "x".into())])).await) }
+    }))
+    .await;
+    for (job, on, commit) in commits {
+        let w = if *on == 1 { &w1 } else { &w2 };
+        w.succeed(job, vec![commit]).await;
+    }
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+    let heads = client.list_caches().await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].generation, 8);
+    let tree = load_tree(&*farm.store, heads[0].snapshot.parse::<Digest>().unwrap()).await;
+    let files: Vec<_> = tree.keys().cloned().collect();
+    let expected: Vec<_> = (0..8).map(|i| format!("s{i}.whl")).collect();
+    assert_eq!(files, expected);
+}
+
+#[tokio::test]
+async fn the_next_build_starts_from_the_committed_head_on_a_warm_worker() {
+    let farm = farm().await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut w1 = farm.worker("w1", 1).await;
+    let mut build = client.submit(vec![with_cache(step("a", "k1", &[]), "apt", "locked")]).await.unwrap();
+    let job = w1.assignment().await;
+    let mut tree = w1.restore(&job.mounts[0]).await;
+    tree.insert("line1".into(), "1".into());
+    let commit = w1.capture(&job.mounts[0], &tree).await;
+    let snapshot = commit.snapshot.clone();
+    w1.succeed(&job, vec![commit]).await;
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+
+    // A cold worker and a worker that reports holding the head: the warm one wins.
+    let mut cold = farm.worker("cold", 1).await;
+    let held = pw::HeldSnapshot { namespace: "team-a".into(), cache_id: "apt".into(), slot: 0, snapshot: snapshot.clone() };
+    let mut warm = farm.worker_holding("warm", 1, vec![held]).await;
+    drop(w1);
+    let mut build = client.submit(vec![with_cache(step("b", "k2", &[]), "apt", "locked")]).await.unwrap();
+    let job = warm.assignment().await;
+    assert_eq!((job.mounts[0].snapshot.as_str(), job.mounts[0].generation), (snapshot.as_str(), 1));
+    assert_eq!(warm.restore(&job.mounts[0]).await.len(), 1);
+    assert!(cold.idle().await);
+    warm.succeed(&job, vec![]).await;
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+}
