@@ -1,5 +1,7 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
+mod bench_cmd;
+mod bench_store_cmd;
 mod store_cmd;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +17,8 @@ struct Cli {
 enum Command {
     /// Inspect and exercise the content store.
     Store(store_cmd::StoreArgs),
+    /// Measure throughput (prints tables for docs/benchmarks.md).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Command::Store(args) => store_cmd::run(args).await,
+            Command::Bench(args) => bench_cmd::run(args).await,
         }
     })
 }

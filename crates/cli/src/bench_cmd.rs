@@ -1,0 +1,23 @@
+//! `rbk bench ...`: measurements recorded in docs/benchmarks.md.
+
+use clap::{Args, Subcommand};
+
+use crate::bench_store_cmd;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Content store throughput: hashing, zstd, filesystem and S3 put/get next to the raw SDK.
+    Store(bench_store_cmd::BenchStoreArgs),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Store(a) => bench_store_cmd::run(a).await,
+    }
+}
