@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod bench_store_cmd;
+mod graph_cmd;
 mod store_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ enum Command {
     Store(store_cmd::StoreArgs),
     /// Measure throughput (prints tables for docs/benchmarks.md).
     Bench(bench_cmd::BenchArgs),
+    /// Print a Dockerfile's build graph with cache keys (no build).
+    Graph(graph_cmd::GraphArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
+            Command::Graph(args) => graph_cmd::run(args),
         }
     })
 }

@@ -1,0 +1,69 @@
+//! `rbk graph`: print a Dockerfile's build graph with cache keys, without
+//! building anything. For debugging cache misses: run it twice and compare.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use rbk_dockerfile::{BuildOptions, Dockerignore, FsContext, build_graph};
+
+#[derive(clap::Args)]
+pub struct GraphArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Build this stage instead of the last one.
+    #[arg(long)]
+    target: Option<String>,
+    /// NAME=VALUE, or NAME to take the value from the environment.
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Target platform (os/arch[/variant]).
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    /// Namespace that cache mount ids are scoped to.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// REF=DIGEST: pin a base image to a manifest digest (repeatable).
+    /// Without it, keys of FROM steps use the reference string.
+    #[arg(long = "base-digest")]
+    base_digests: Vec<String>,
+    /// The build context directory.
+    context: PathBuf,
+}
+
+pub fn run(args: GraphArgs) -> anyhow::Result<()> {
+    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not valid UTF-8 text", file.display()))?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            None => match std::env::var(a) {
+                Ok(v) => build_args.insert(a.clone(), v),
+                Err(_) => continue,
+            },
+        };
+    }
+    let mut resolver = BTreeMap::new();
+    for b in &args.base_digests {
+        let Some((r, d)) = b.split_once('=') else { bail!("--base-digest {b}: expected REF=DIGEST") };
+        resolver.insert(r.to_string(), d.to_string());
+    }
+    let opts = BuildOptions {
+        file_name: file.display().to_string(),
+        target: args.target,
+        build_args,
+        target_platform: args.platform,
+        namespace: args.namespace,
+        dockerignore: Dockerignore::load(&file, &args.context)?.unwrap_or_default(),
+        ..BuildOptions::default()
+    };
+    let graph = build_graph(&text, &opts, &FsContext::new(&args.context), &resolver)?;
+    print!("{}", graph.render());
+    if let Some(k) = graph.stages[graph.target].key {
+        println!("\nimage key: {k}");
+    }
+    Ok(())
+}
