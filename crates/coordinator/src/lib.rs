@@ -14,6 +14,7 @@ pub mod config;
 pub mod remote;
 pub mod scheduler;
 pub mod server;
+pub mod snapshot_merger;
 pub mod state;
 
 pub use auth::{Auth, TokenFile};
@@ -22,4 +23,5 @@ pub use config::CoordinatorConfig;
 pub use remote::RemoteStore;
 pub use scheduler::{BuildEvent, BuildRequest, CacheMountSpec, Scheduler, SchedulerConfig, StepNode};
 pub use server::{Coordinator, Planner};
+pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};
