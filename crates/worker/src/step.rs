@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 /// One unit of work: a RUN in a container, or a COPY/ADD done by the worker
 /// itself, on top of a chain of base layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Step {
     /// The layers the step starts from, bottom first (empty for scratch).
     #[serde(default)]
@@ -113,7 +112,6 @@ pub enum Security {
 /// caller supplies it in [`crate::StepInputs`] by id, so a step description
 /// never carries a secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Mount {
     /// Absolute path in the container (relative paths are taken from `/`).
     pub target: String,

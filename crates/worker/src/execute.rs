@@ -1,0 +1,296 @@
+//! The worker's one entry point: execute a [`Step`] on its base layers and
+//! return the layer it produced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rbk_image::{Compression, Layer, LayerOptions, OciLayout, layer_from_upper};
+
+use crate::copy::{CopyStats, copy, fetch_url};
+use crate::error::{IoContext, Result, WorkerError};
+use crate::layers::{LayerLease, LayerStore};
+use crate::logs::LogSink;
+use crate::mounts::{MountStubs, StepInputs, prepare};
+use crate::rootfs::OverlayRootfs;
+use crate::runtime::{RunOutcome, Runtime, RuntimeKind, container_id};
+use crate::scope::{clean_abs, resolve_in_root};
+use crate::spec::{SpecInput, build_spec};
+use crate::step::{Command, CopySource, CopyStep, LayerRef, Network, RunStep, Step, StepKind};
+use crate::users::resolve_user;
+
+/// Docker's default `PATH` for containers whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the worker keeps its state and how it runs steps.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Holds `layers/`, `steps/` (per-step scratch), `runtime/` (the OCI
+    /// runtime's state) and `tmp/` (layer blobs being written).
+    pub state_dir: PathBuf,
+    pub runtime: RuntimeKind,
+    pub runtime_program: PathBuf,
+    /// Size limit of the local layer store (unused layers beyond it are
+    /// evicted, least recently used first).
+    pub layer_store_bytes: u64,
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: clamp layer mtimes for reproducible layers.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl WorkerConfig {
+    /// runc, gzip, a 20 GiB layer store, under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>, runtime: RuntimeKind, runtime_program: impl Into<PathBuf>) -> Self {
+        WorkerConfig {
+            state_dir: state_dir.into(),
+            runtime,
+            runtime_program: runtime_program.into(),
+            layer_store_bytes: 20 << 30,
+            compression: Compression::Gzip,
+            source_date_epoch: None,
+        }
+    }
+}
+
+/// How long each phase of a step took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Unpacking missing layers, mounting, preparing mounts.
+    pub prepare: Duration,
+    /// The container (RUN) or the copy (COPY/ADD).
+    pub run: Duration,
+    /// Upper dir → compressed layer.
+    pub diff: Duration,
+}
+
+/// The result of a step.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The step's layer; `None` when the step failed.
+    pub layer: Option<Layer>,
+    /// 0 for success (and for COPY/ADD).
+    pub exit_code: i32,
+    /// Killed at its wall-time limit.
+    pub timed_out: bool,
+    /// Last lines of output, secrets scrubbed.
+    pub tail: Vec<String>,
+    pub timings: Timings,
+    /// What a COPY/ADD wrote.
+    pub copied: Option<CopyStats>,
+}
+
+impl StepOutput {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0 && !self.timed_out
+    }
+}
+
+/// A read-only rootfs of a layer chain, for use as another step's `--from`
+/// stage (COPY --from, bind mounts). Layers stay leased while it lives.
+#[derive(Debug)]
+pub struct ReadonlyRootfs {
+    overlay: OverlayRootfs,
+    _leases: Vec<LayerLease>,
+}
+
+impl ReadonlyRootfs {
+    pub fn path(&self) -> &Path {
+        &self.overlay.merged
+    }
+}
+
+/// Executes steps on this machine.
+#[derive(Debug)]
+pub struct Executor {
+    config: WorkerConfig,
+    layers: LayerStore,
+    runtime: Runtime,
+}
+
+impl Executor {
+    pub fn new(mut config: WorkerConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.state_dir).ctx(|| format!("creating worker state dir {}", config.state_dir.display()))?;
+        config.state_dir = config.state_dir.canonicalize().ctx(|| format!("resolving {}", config.state_dir.display()))?;
+        for d in ["steps", "tmp", "runtime"] {
+            let p = config.state_dir.join(d);
+            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        let layers = LayerStore::open(config.state_dir.join("layers"), config.layer_store_bytes)?;
+        let runtime = Runtime::new(config.runtime, &config.runtime_program, config.state_dir.join("runtime"));
+        Ok(Executor { config, layers, runtime })
+    }
+
+    pub fn layers(&self) -> &LayerStore {
+        &self.layers
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Leases every layer of `base`, unpacking from `blobs` what is missing.
+    async fn lease_all(&self, base: &[LayerRef], blobs: &OciLayout) -> Result<Vec<LayerLease>> {
+        let store = self.layers.clone();
+        let jobs: Vec<(LayerRef, PathBuf)> = base.iter().map(|l| (*l, blobs.blob_path(&l.digest))).collect();
+        tokio::task::spawn_blocking(move || {
+            jobs.iter()
+                .map(|(l, blob)| {
+                    if !store.contains(&l.diff_id) && !blob.exists() {
+                        return Err(WorkerError::path(blob, format!("layer {} is neither unpacked here nor in the image layout", l.digest)));
+                    }
+                    store.lease(l, blob)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| WorkerError::step("base", format!("unpacking task failed: {e}")))?
+    }
+
+    fn scratch(&self) -> (String, PathBuf) {
+        let id = container_id();
+        let dir = self.config.state_dir.join("steps").join(&id);
+        (id, dir)
+    }
+
+    /// Mounts `base` read-only (for another step's `Source::Stage`).
+    pub async fn mount_readonly(&self, base: &[LayerRef], blobs: &OciLayout) -> Result<ReadonlyRootfs> {
+        let leases = self.lease_all(base, blobs).await?;
+        let (_, dir) = self.scratch();
+        let lowers: Vec<PathBuf> = leases.iter().map(|l| l.path().to_path_buf()).collect();
+        let overlay = OverlayRootfs::mount(&lowers, &dir, false)?;
+        Ok(ReadonlyRootfs { overlay, _leases: leases })
+    }
+
+    /// Runs `step` on its base layers (blobs read from `blobs` when not yet
+    /// unpacked here), with host material from `inputs`, streaming output
+    /// to `sink`. A failing command is not an `Err`: the output says how
+    /// it failed; `Err` means the worker could not do its part.
+    pub async fn execute(&self, step: &Step, blobs: &OciLayout, inputs: &StepInputs, sink: LogSink) -> Result<StepOutput> {
+        let t0 = Instant::now();
+        let leases = self.lease_all(&step.base, blobs).await?;
+        let lowers: Vec<PathBuf> = leases.iter().map(|l| l.path().to_path_buf()).collect();
+        let (id, dir) = self.scratch();
+        let mut overlay = OverlayRootfs::mount(&lowers, &dir.join("rootfs"), true)?;
+        let mut out = match &step.kind {
+            StepKind::Run(run) => self.run(run, &id, &dir, &overlay, inputs, sink, t0).await?,
+            StepKind::Copy(c) => self.copy(c, &dir, &overlay, inputs, t0).await?,
+        };
+        overlay.unmount()?;
+        if out.succeeded() {
+            let t = Instant::now();
+            let upper = match &step.kind {
+                StepKind::Copy(c) if c.link => dir.join("link"),
+                _ => overlay.upper.clone().expect("writable overlay"),
+            };
+            let mut opts = LayerOptions::new(self.config.state_dir.join("tmp"));
+            opts.compression = self.config.compression;
+            opts.source_date_epoch = self.config.source_date_epoch;
+            let layer = tokio::task::spawn_blocking(move || layer_from_upper(&upper, &opts))
+                .await
+                .map_err(|e| WorkerError::step("diff", format!("layer task failed: {e}")))??;
+            out.layer = Some(layer);
+            out.timings.diff = t.elapsed();
+        }
+        drop(overlay);
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(leases);
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(&self, run: &RunStep, id: &str, dir: &Path, overlay: &OverlayRootfs, inputs: &StepInputs, sink: LogSink, t0: Instant) -> Result<StepOutput> {
+        let root = overlay.merged.clone();
+        let user = resolve_user(&root, run.user.as_deref())?;
+        let cwd = clean_abs("/", run.workdir.as_deref().unwrap_or("/"));
+        let cwd_host = resolve_in_root(&root, &cwd)?;
+        if !cwd_host.exists() {
+            // Docker creates a missing WORKDIR (owned by root).
+            std::fs::create_dir_all(&cwd_host).ctx(|| format!("creating workdir {cwd}"))?;
+        }
+        let args = match &run.command {
+            Command::Exec(a) if a.is_empty() => return Err(WorkerError::step("command", "exec form with no arguments")),
+            Command::Exec(a) => a.clone(),
+            Command::Shell(s) => {
+                if run.shell.is_empty() {
+                    return Err(WorkerError::step("shell", "is empty"));
+                }
+                let mut a = run.shell.clone();
+                a.push(s.clone());
+                a
+            }
+        };
+        let prepared = prepare(&run.mounts, inputs, dir)?;
+        let mut env = run.env.clone();
+        env.extend(prepared.env.iter().cloned());
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let mut stub_targets: Vec<String> = ["/proc", "/dev", "/sys"].iter().map(|s| s.to_string()).collect();
+        if run.network == Network::Host {
+            stub_targets.extend(["/etc/resolv.conf".to_string(), "/etc/hosts".to_string()]);
+        }
+        stub_targets.extend(prepared.targets.iter().cloned());
+        let stubs = MountStubs::before(&root, &stub_targets)?;
+        let spec = build_spec(&SpecInput {
+            rootfs: root.clone(),
+            args,
+            env,
+            user,
+            cwd,
+            network: run.network,
+            limits: run.limits,
+            security: run.security,
+            mounts: prepared.oci.clone(),
+        })?;
+        let bundle = dir.join("bundle");
+        std::fs::create_dir_all(&bundle).ctx(|| format!("creating {}", bundle.display()))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| WorkerError::Spec(e.to_string()))?;
+        std::fs::write(bundle.join("config.json"), json).ctx(|| format!("writing {}/config.json", bundle.display()))?;
+        let prepare_time = t0.elapsed();
+
+        let t = Instant::now();
+        let redactor = inputs.redactor();
+        let RunOutcome { exit_code, timed_out, tail } =
+            self.runtime.run(&bundle, id, run.limits.wall_time_ms.map(Duration::from_millis), &sink, &redactor).await?;
+        let run_time = t.elapsed();
+        stubs.cleanup(&root)?;
+        drop(prepared);
+        Ok(StepOutput { layer: None, exit_code, timed_out, tail, timings: Timings { prepare: prepare_time, run: run_time, diff: Duration::ZERO }, copied: None })
+    }
+
+    async fn copy(&self, c: &CopyStep, dir: &Path, overlay: &OverlayRootfs, inputs: &StepInputs, t0: Instant) -> Result<StepOutput> {
+        let downloads = dir.join("downloads");
+        std::fs::create_dir_all(&downloads).ctx(|| format!("creating {}", downloads.display()))?;
+        let mut fetched = HashMap::new();
+        for s in &c.sources {
+            if let CopySource::Url { url, checksum } = s {
+                fetched.insert(url.clone(), fetch_url(url, checksum.as_deref(), &downloads).await?);
+            }
+        }
+        let prepare_time = t0.elapsed();
+        let t = Instant::now();
+        let root = overlay.merged.clone();
+        let dest_root = if c.link {
+            let d = dir.join("link");
+            std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+            d
+        } else {
+            root.clone()
+        };
+        let (step, inputs) = (c.clone(), inputs.clone());
+        let stats = tokio::task::spawn_blocking(move || copy(&step, &dest_root, &root, &inputs, &fetched))
+            .await
+            .map_err(|e| WorkerError::step("copy", format!("copy task failed: {e}")))??;
+        Ok(StepOutput {
+            layer: None,
+            exit_code: 0,
+            timed_out: false,
+            tail: vec![],
+            timings: Timings { prepare: prepare_time, run: t.elapsed(), diff: Duration::ZERO },
+            copied: Some(stats),
+        })
+    }
+}

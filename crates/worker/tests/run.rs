@@ -1,0 +1,250 @@
+//! RUN steps in a real OCI runtime (runc, and crun for the same step).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rbk_image::{OciLayout, RegistryClient};
+use rbk_worker::{RuntimeKind, SecretValue, StepInputs, logs::discard};
+use serde_json::json;
+
+const DELETE_VI: &str = "echo hi > /a && rm /bin/vi";
+
+fn assert_new_file_and_whiteout(out: &rbk_worker::StepOutput) {
+    assert!(out.succeeded(), "exit {} tail {:?}", out.exit_code, out.tail);
+    let e = entries(out.layer.as_ref().expect("a layer"));
+    assert_eq!(e["a"].data, b"hi\n");
+    assert_eq!(e["a"].kind, tar::EntryType::Regular);
+    assert!(e.contains_key("bin/.wh.vi"), "no whiteout for /bin/vi in {:?}", e.keys().collect::<Vec<_>>());
+    // Only the change: no mount stubs, no untouched base files.
+    // (`etc` may appear as an unchanged directory: the runtime created and
+    // we removed the /etc/hosts and /etc/resolv.conf mount points in it.)
+    let unexpected: Vec<_> = e.keys().filter(|k| !["a", "bin", "bin/.wh.vi", "etc"].contains(&k.as_str())).collect();
+    assert!(e.get("etc").is_none_or(|etc| etc.kind == tar::EntryType::Directory));
+    assert!(unexpected.is_empty(), "unexpected entries {unexpected:?}");
+}
+
+#[tokio::test]
+async fn run_on_busybox_pulled_from_registry_records_new_file_and_whiteout() {
+    let registry = rbk_testsupport::registry();
+    let reference = rbk_image::testimage::push_busybox(&registry, &rbk_testsupport::program("busybox")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create(dir.path().join("pulled")).unwrap();
+    let image = RegistryClient::new().unwrap().with_insecure(&registry).pull(&reference, &layout).await.unwrap();
+    let base = Base { dir, layout, image };
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let out = run(&ex, &base, shell(DELETE_VI)).await;
+    assert_new_file_and_whiteout(&out);
+}
+
+#[tokio::test]
+async fn same_run_under_crun_records_the_same_change() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Crun);
+    let out = run(&ex, &base, shell(DELETE_VI)).await;
+    assert_new_file_and_whiteout(&out);
+}
+
+#[tokio::test]
+async fn image_with_the_step_layer_shows_new_file_and_not_the_deleted_one() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let out = run(&ex, &base, shell(DELETE_VI)).await;
+    let image = extend(&base, out.layer.as_ref().unwrap());
+    // Read the saved image back from its layout, as a consumer would.
+    let layout = OciLayout::open(base.layout.root()).unwrap();
+    let desc = image.manifest_descriptor.clone();
+    let reloaded = layout.load_image(&desc, &rbk_image::Platform::linux_amd64()).unwrap();
+    let step = json!({"kind": "run", "command": {"shell": "cat /a; if [ -e /bin/vi ]; then echo vi-present; else echo vi-absent; fi"},
+                      "base": layer_refs(&reloaded)});
+    let (sink, lines) = collect();
+    let out = ex.execute(&serde_json::from_value(step).unwrap(), &layout, &StepInputs::default(), sink).await.unwrap();
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert_eq!(text, vec!["hi", "vi-absent"]);
+}
+
+#[tokio::test]
+async fn output_lines_stream_with_timestamps_in_order() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let (sink, lines) = collect();
+    let before = std::time::SystemTime::now();
+    let st = step(&base, shell("echo one; echo two >&2; echo three"));
+    let out = ex.execute(&st, &base.layout, &StepInputs::default(), sink).await.unwrap();
+    assert!(out.succeeded());
+    let lines = lines.lock().unwrap();
+    let mut stdout: Vec<&str> = lines.iter().filter(|l| l.stream == rbk_worker::Stream::Stdout).map(|l| l.line.as_str()).collect();
+    stdout.sort();
+    assert_eq!(stdout, vec!["one", "three"]);
+    assert!(lines.iter().any(|l| l.stream == rbk_worker::Stream::Stderr && l.line == "two"));
+    assert!(lines.iter().all(|l| l.time >= before));
+}
+
+#[tokio::test]
+async fn failing_command_reports_exit_code_and_last_lines() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let out = run(&ex, &base, shell("for i in $(seq 1 30); do echo line$i; done; sleep 0.2; echo boom >&2; exit 3")).await;
+    assert_eq!(out.exit_code, 3);
+    assert!(!out.succeeded() && out.layer.is_none());
+    assert_eq!(out.tail.len(), rbk_worker::TAIL_LINES);
+    assert!(out.tail.contains(&"boom".to_string()) && out.tail.contains(&"line30".to_string()), "{:?}", out.tail);
+    assert!(!out.tail.contains(&"line1".to_string()));
+}
+
+#[tokio::test]
+async fn wall_time_limit_kills_the_container() {
+    let base = busybox_base();
+    let (state, ex) = executor(RuntimeKind::Runc);
+    let started = Instant::now();
+    let mut s = shell("echo started; sleep 60");
+    s["limits"] = json!({"wall_time_ms": 1000});
+    let out = run(&ex, &base, s).await;
+    assert!(out.timed_out, "exit {}", out.exit_code);
+    assert!(!out.succeeded() && out.layer.is_none());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The container is gone from the runtime's state.
+    let list = std::process::Command::new(rbk_testsupport::program("runc"))
+        .args(["--root", &state.path().join("runtime").display().to_string(), "list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
+}
+
+#[tokio::test]
+async fn network_none_has_only_loopback() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let (sink, lines) = collect();
+    let mut s = shell("ls /sys/class/net");
+    s["network"] = json!("none");
+    let out = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), sink).await.unwrap();
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let names: Vec<String> = lines.lock().unwrap().iter().flat_map(|l| l.line.split_whitespace().map(String::from).collect::<Vec<_>>()).collect();
+    assert_eq!(names, vec!["lo"]);
+}
+
+#[tokio::test]
+async fn cache_mount_writes_land_in_host_dir_and_not_in_layer() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("pip");
+    let inputs = StepInputs { caches: [("pip".to_string(), cache_dir.clone())].into(), ..Default::default() };
+    let mut s = shell("echo cached > /root/.cache/pip/wheel && echo out > /b");
+    s["mounts"] = json!([{"target": "/root/.cache/pip", "type": "cache", "id": "pip", "mode": 0o700, "uid": 0, "gid": 0}]);
+    let out = run_with(&ex, &base, s, &inputs).await;
+    assert!(out.succeeded(), "{:?}", out.tail);
+    assert_eq!(std::fs::read_to_string(cache_dir.join("wheel")).unwrap(), "cached\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cache_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let e = entries(out.layer.as_ref().unwrap());
+    assert!(e.contains_key("b"));
+    assert!(!e.keys().any(|k| k.contains("wheel") || k.contains(".cache")), "{:?}", e.keys().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn readonly_cache_mount_refuses_writes() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let cache = tempfile::tempdir().unwrap();
+    let inputs = StepInputs { caches: [("c".to_string(), cache.path().to_path_buf())].into(), ..Default::default() };
+    let mut s = shell("touch /c/x");
+    s["mounts"] = json!([{"target": "/c", "type": "cache", "id": "c", "readonly": true}]);
+    let out = run_with(&ex, &base, s, &inputs).await;
+    assert_ne!(out.exit_code, 0);
+    assert!(!cache.path().join("x").exists());
+}
+
+#[tokio::test]
+async fn secret_is_readable_during_run_and_absent_from_layer_image_and_logs() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let value = "s3cr3t-token-value";
+    let inputs = StepInputs { secrets: [("tok".to_string(), SecretValue(value.as_bytes().to_vec()))].into(), ..Default::default() };
+    let mut s = shell("cat /run/secrets/tok; echo; cp /run/secrets/tok /tmp/len-check && wc -c < /tmp/len-check > /len && rm /tmp/len-check");
+    s["mounts"] = json!([{"target": "", "type": "secret", "id": "tok", "required": true}]);
+    let (sink, lines) = collect();
+    let out = ex.execute(&step(&base, s), &base.layout, &inputs, sink).await.unwrap();
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let layer = out.layer.as_ref().unwrap();
+    let e = entries(layer);
+    // It was readable: its length was recorded.
+    assert_eq!(String::from_utf8_lossy(&e["len"].data).trim(), value.len().to_string());
+    assert!(!e.keys().any(|k| k.starts_with("run")), "mount stub left in the layer: {:?}", e.keys().collect::<Vec<_>>());
+    for (path, entry) in &e {
+        assert!(!String::from_utf8_lossy(&entry.data).contains(value), "secret in layer file {path}");
+    }
+    // Not in the image either (config, manifest, every blob).
+    let image = extend(&base, layer);
+    for blob in std::fs::read_dir(base.layout.root().join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(blob.unwrap().path()).unwrap();
+        assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()));
+    }
+    let _ = image;
+    let lines = lines.lock().unwrap();
+    assert!(lines.iter().any(|l| l.line == "****"), "{:?}", lines);
+    assert!(!lines.iter().any(|l| l.line.contains(value)));
+    assert!(!out.tail.iter().any(|l| l.contains(value)));
+}
+
+#[tokio::test]
+async fn missing_required_secret_is_an_error_naming_it() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let mut s = shell("true");
+    s["mounts"] = json!([{"target": "", "type": "secret", "id": "npmrc", "required": true}]);
+    let err = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), discard()).await.unwrap_err().to_string();
+    assert!(err.contains("npmrc") && err.contains("/run/secrets/npmrc"), "{err}");
+}
+
+#[tokio::test]
+async fn tmpfs_and_readonly_bind_mounts_leave_nothing_in_the_layer() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("input.txt"), "from-context\n").unwrap();
+    let inputs = StepInputs { context: Some(ctx.path().to_path_buf()), ..Default::default() };
+    let mut s = shell("echo scratch > /scratch/f && cat /src/input.txt > /copied && ! touch /src/new 2>/dev/null");
+    s["mounts"] = json!([{"target": "/scratch", "type": "tmpfs"}, {"target": "/src", "type": "bind", "from": "context"}]);
+    let out = run_with(&ex, &base, s, &inputs).await;
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let e = entries(out.layer.as_ref().unwrap());
+    assert_eq!(e["copied"].data, b"from-context\n");
+    assert!(!e.keys().any(|k| k.starts_with("scratch") || k.starts_with("src")), "{:?}", e.keys().collect::<Vec<_>>());
+    assert!(!ctx.path().join("new").exists());
+}
+
+#[tokio::test]
+async fn user_workdir_and_env_reach_the_process() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let (sink, lines) = collect();
+    let s = json!({"kind": "run", "command": {"exec": ["/bin/sh", "-c", "id -u; id -g; pwd; echo $GREETING; echo $HOME"]},
+                   "user": "nobody", "workdir": "/work/dir", "env": ["GREETING=hello", "PATH=/bin"]});
+    let out = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), sink).await.unwrap();
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert_eq!(text, vec!["65534", "65534", "/work/dir", "hello", "/nonexistent"]);
+    assert!(entries(out.layer.as_ref().unwrap()).contains_key("work/dir"));
+}
+
+#[tokio::test]
+async fn ssh_mount_forwards_the_agent_socket() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let inputs = StepInputs { ssh: [("default".to_string(), sock)].into(), ..Default::default() };
+    let (sink, lines) = collect();
+    let mut s = shell("echo $SSH_AUTH_SOCK; test -S $SSH_AUTH_SOCK && echo is-socket");
+    s["mounts"] = json!([{"target": "", "type": "ssh"}]);
+    let out = ex.execute(&step(&base, s), &base.layout, &inputs, sink).await.unwrap();
+    assert!(out.succeeded(), "{:?}", out.tail);
+    let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert_eq!(text, vec!["/run/buildkit/ssh_agent.0", "is-socket"]);
+    assert!(!entries(out.layer.as_ref().unwrap()).keys().any(|k| k.starts_with("run")));
+}
