@@ -235,7 +235,9 @@ fn ensure_dir(root: &Path, path: &str, attrs: &Attrs, stats: &mut CopyStats) -> 
             Ok(md) if md.is_dir() => {}
             Ok(_) => return Err(WorkerError::path(&host, format!("{prefix} exists and is not a directory"))),
             Err(_) => {
-                std::fs::create_dir(&host).ctx(|| format!("creating {}", host.display()))?;
+                // `create_dir_all`: a symlink may have led to a path whose
+                // parents do not exist yet (all inside the root).
+                std::fs::create_dir_all(&host).ctx(|| format!("creating {}", host.display()))?;
                 let (uid, gid) = attrs.chown.unwrap_or((0, 0));
                 lchown(&host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
                 std::fs::set_permissions(&host, std::fs::Permissions::from_mode(attrs.chmod.unwrap_or(0o755)))

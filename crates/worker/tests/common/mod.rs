@@ -109,3 +109,10 @@ pub fn extend(base: &Base, layer: &Layer) -> Image {
 pub fn shell(cmd: &str) -> serde_json::Value {
     serde_json::json!({"kind": "run", "command": {"shell": cmd}})
 }
+
+/// Executes `json` on top of `image`'s layers (blobs in `layout`).
+pub async fn run_on(ex: &Executor, layout: &OciLayout, image: &Image, json: serde_json::Value, inputs: &StepInputs) -> StepOutput {
+    let mut v = json;
+    v["base"] = serde_json::to_value(layer_refs(image)).unwrap();
+    ex.execute(&serde_json::from_value(v).unwrap(), layout, inputs, rbk_worker::logs::discard()).await.unwrap()
+}
