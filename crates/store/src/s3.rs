@@ -5,7 +5,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
@@ -263,7 +263,7 @@ impl S3Store {
         let endpoint = self.config.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
         StoreError::Backend {
             backend: "s3",
-            message: format!("{op} {target}{endpoint} failed: {}", DisplayErrorContext(&err)),
+            message: format!("{op} {target}{endpoint} failed: {}", error_chain(&err)),
             retryable,
         }
     }
@@ -431,7 +431,7 @@ impl S3Store {
             .send()
             .await;
         if let Err(e) = result {
-            tracing::warn!(bucket = %self.config.bucket, key, "aborting multipart upload failed: {}", DisplayErrorContext(&e));
+            tracing::warn!(bucket = %self.config.bucket, key, "aborting multipart upload failed: {}", error_chain(&e));
         }
     }
 
@@ -444,6 +444,21 @@ impl S3Store {
             Err(e) => Err(self.error("HEAD", Some(digest), e)),
         }
     }
+}
+
+/// `outer: cause: root cause`, each level once: readable where the SDK's
+/// own context dump is a page of debug output.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn status<E>(err: &SdkError<E>) -> Option<u16> {
@@ -465,7 +480,7 @@ fn body_stream(digest: Digest, body: SdkBody) -> ByteStream {
             Some(Err(e)) => Some((
                 Err(StoreError::Backend {
                     backend: "s3",
-                    message: format!("reading blob {digest}: {}", DisplayErrorContext(&e)),
+                    message: format!("reading blob {digest}: {}", error_chain(&e)),
                     retryable: true,
                 }),
                 None,

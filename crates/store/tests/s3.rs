@@ -155,6 +155,7 @@ async fn a_stopped_server_gives_a_clear_error_in_bounded_time_and_the_store_reco
     let err = s.put_bytes(Bytes::from_static(b"during")).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     let msg = err.to_string();
+    eprintln!("error while the server is down: {msg}");
     assert!(msg.contains("s3") && msg.contains(&endpoint) && msg.contains("PUT"), "unclear error: {msg}");
     assert!(matches!(err, StoreError::Backend { retryable: true, .. }), "{err:?}");
     let err = s.get_bytes(before).await.unwrap_err();
@@ -166,4 +167,28 @@ async fn a_stopped_server_gives_a_clear_error_in_bounded_time_and_the_store_reco
     s.client().create_bucket().bucket(s.bucket()).send().await.unwrap();
     let d = s.put_bytes(Bytes::from_static(b"after")).await.unwrap();
     assert_eq!(s.get_bytes(d).await.unwrap(), &b"after"[..]);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
+    let s3 = rbk_testsupport::s3();
+    let server = common::Private::moto();
+    let endpoint = format!("http://{}", server.addr());
+    let mut config = common::bucket_on(&endpoint, &s3.region, &s3.access_key, &s3.secret_key).await;
+    config.max_attempts = 2;
+    config.attempt_timeout_ms = 1_000;
+    let s = S3Store::new(config).await.unwrap();
+    let d = s.put_bytes(Bytes::from_static(b"frozen")).await.unwrap();
+
+    let pid = server.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    signal("-STOP");
+    let started = Instant::now();
+    let result = s.get_bytes(d).await;
+    let elapsed = started.elapsed();
+    signal("-CONT");
+    let err = result.unwrap_err();
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    assert!(err.to_string().contains("GET") && err.to_string().contains(&d.to_string()), "unclear error: {err}");
+    assert_eq!(s.get_bytes(d).await.unwrap(), &b"frozen"[..]);
 }
