@@ -627,7 +627,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Resolves a `--from=` / `from=` value to a stage or an image.
-    fn from_ref(&self, v: &str, st: &mut StageState, earlier: &[StageState], pos: Pos, kw: &str) -> Result<FromRef, RawError> {
+    fn resolve_from(&self, v: &str, st: &mut StageState, earlier: &[StageState], pos: Pos, kw: &str) -> Result<FromRef, RawError> {
         let err = |m: String| RawError::new(pos, Some(kw), m);
         let current = earlier.len();
         if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
@@ -705,7 +705,7 @@ impl<'a> Builder<'a> {
         let workdir = st.config.workdir.clone().unwrap_or_else(|| "/".into());
         let target = o.get("target").map(|t| if t.starts_with('/') { clean_absolute(t) } else { clean_absolute(&format!("{workdir}/{t}")) });
         let from = match o.get("from") {
-            Some(f) => Some(self.from_ref(f, st, earlier, pos, "RUN")?),
+            Some(f) => Some(self.resolve_from(f, st, earlier, pos, "RUN")?),
             None => None,
         };
         Ok(match m.kind {
@@ -775,9 +775,9 @@ impl<'a> Builder<'a> {
     fn copy(&self, c: &Copy, scope: &Scope, st: &mut StageState, earlier: &[StageState], pos: Pos, workdir: &str) -> Result<CopyStep, RawError> {
         let kw = if c.add { "ADD" } else { "COPY" };
         let err = |m: String| RawError::new(pos, Some(kw), m);
-        let x = |w: &str| expand::expand(w, self.escape, &|n| scope.get(n)).map_err(|m| err(m));
+        let x = |w: &str| expand::expand(w, self.escape, &|n| scope.get(n)).map_err(&err);
         let from = match &c.from {
-            Some(f) => self.from_ref(&x(f)?, st, earlier, pos, kw)?,
+            Some(f) => self.resolve_from(&x(f)?, st, earlier, pos, kw)?,
             None => FromRef::Context,
         };
         let chown = c.chown.as_deref().map(&x).transpose()?;
@@ -860,7 +860,6 @@ impl<'a> Builder<'a> {
             parents: c.parents,
             exclude,
             unpack: c.add && c.unpack.unwrap_or(true),
-            user: st.config.user.clone(),
         })
     }
 }

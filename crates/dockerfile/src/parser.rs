@@ -79,8 +79,10 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             let (image, alias) = match words.as_slice() {
                 [image] => (image.clone(), None),
                 [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                    // Stage names are case-insensitive (BuildKit lowercases them).
+                    let name = &name.to_ascii_lowercase();
                     if !valid_stage_name(name) {
-                        return Err(cx.err(cx.args_pos(), format!("invalid stage name '{}'; expected a lowercase letter followed by letters, digits, '-', '_' or '.'", printable(name))));
+                        return Err(cx.err(cx.args_pos(), format!("invalid stage name '{}'; expected a letter followed by letters, digits, '-', '_' or '.'", printable(name))));
                     }
                     (image.clone(), Some(name.clone()))
                 }

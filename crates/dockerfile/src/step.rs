@@ -153,8 +153,6 @@ pub struct CopyStep {
     pub exclude: Vec<String>,
     /// ADD: extract local tar archives (Docker detects them by content).
     pub unpack: bool,
-    /// The user for resolving `chown` names (the stage's USER at this point).
-    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

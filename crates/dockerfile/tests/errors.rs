@@ -54,7 +54,15 @@ fn from_with_wrong_arguments() {
 
 #[test]
 fn invalid_stage_name() {
-    assert_eq!(err("FROM alpine AS Build\n", None), "Dockerfile:1:6: FROM: invalid stage name 'Build'; expected a lowercase letter followed by letters, digits, '-', '_' or '.'");
+    assert_eq!(err("FROM alpine AS 1build\n", None), "Dockerfile:1:6: FROM: invalid stage name '1build'; expected a letter followed by letters, digits, '-', '_' or '.'");
+}
+
+#[test]
+fn stage_names_are_case_insensitive() {
+    let ctx = tempfile::tempdir().unwrap();
+    let g = build_graph("FROM alpine AS Build\nFROM BUILD\n", &BuildOptions::default(), &FsContext::new(ctx.path()), &()).unwrap();
+    assert_eq!(g.stages[0].name.as_deref(), Some("build"));
+    assert_eq!(g.stages[1].deps.iter().copied().collect::<Vec<_>>(), vec![0]);
 }
 
 #[test]
