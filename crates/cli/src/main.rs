@@ -1,6 +1,8 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
 mod bench_cmd;
+mod cache_cmd;
+mod coordinator_cmd;
 mod bench_store_cmd;
 mod graph_cmd;
 mod store_cmd;
@@ -20,6 +22,10 @@ enum Command {
     Store(store_cmd::StoreArgs),
     /// Measure throughput (prints tables for docs/benchmarks.md).
     Bench(bench_cmd::BenchArgs),
+    /// Run the farm's coordinator (build, worker and content services).
+    Coordinator(coordinator_cmd::CoordinatorArgs),
+    /// List cache-mount heads and their sizes on a coordinator.
+    Cache(cache_cmd::CacheArgs),
     /// Print a Dockerfile's build graph with cache keys (no build).
     Graph(graph_cmd::GraphArgs),
 }
@@ -35,6 +41,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
+            Command::Coordinator(args) => coordinator_cmd::run(args).await,
+            Command::Cache(args) => cache_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
         }
     })

@@ -1,0 +1,43 @@
+//! `rbk coordinator --config FILE`: runs the farm's coordinator (build,
+//! worker and content services on one port).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rbk_coordinator::{Coordinator, CoordinatorConfig, MemoryState, SnapshotMerger, TokenFile};
+use rbk_store::{FilesystemStore, Store};
+
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    /// The coordinator's TOML config (listen address, token file, store).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let config = CoordinatorConfig::load(&args.config)?;
+    let tokens = TokenFile::load(&config.token_file)?;
+    let store: Arc<dyn Store> = Arc::new(
+        FilesystemStore::open(&config.store.dir)
+            .await
+            .with_context(|| format!("opening the store at {}", config.store.dir.display()))?,
+    );
+    let merger = Arc::new(SnapshotMerger::new(store.clone()));
+    let coordinator =
+        Coordinator::start(Arc::new(MemoryState::new()), store, merger, &tokens, config.scheduler_config()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {} (from {})", config.listen, args.config.display()))?;
+    // Tests and scripts read this line to learn the port when listen is :0.
+    println!("rbk coordinator listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    coordinator.serve(listener, shutdown).await.context("serving")?;
+    Ok(())
+}
