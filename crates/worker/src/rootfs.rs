@@ -2,15 +2,17 @@
 //! overlayfs lower dirs, plus a fresh upper and work dir that catch every
 //! change the step makes. The upper dir is what becomes the step's layer.
 //!
-//! Long chains: overlayfs takes its options in one page (4096 bytes), so a
-//! chain whose lowerdir list does not fit is split: the bottom layers are
+//! Long chains: overlayfs takes its options in one page (4096 bytes). Lower
+//! dirs are passed as `/proc/self/fd/N` of directories opened for the
+//! mount (about 18 bytes each whatever the real path's length), so one
+//! mount holds about 200 layers. A chain whose lowerdir list still does
+//! not fit is split: the bottom layers are
 //! mounted as a read-only overlay of their own, and that mount becomes the
 //! bottom lowerdir of the step's overlay ("stacked overlays"). Whiteouts stay
 //! correct because every upper layer still sees the bottom group as one
 //! merged tree. The kernel allows two levels of overlay stacking, so a chain
-//! holds about twice what one mount holds (around 80 layers with
-//! 90-character layer paths); a longer chain is refused with an error
-//! saying so.
+//! holds about twice what one mount holds (around 400 layers); a longer
+//! chain is refused with an error saying so.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +45,35 @@ fn lowerdir_option(lowers_top_first: &[&Path]) -> String {
     format!("lowerdir={}", list.join(":"))
 }
 
+/// Directories held open so the mount can name them `/proc/self/fd/N`.
+struct ShortPaths {
+    fds: Vec<std::fs::File>,
+    names: Vec<PathBuf>,
+}
+
+impl ShortPaths {
+    fn open(dirs: &[&Path]) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut fds = Vec::with_capacity(dirs.len());
+        let mut names = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(d)
+                .ctx(|| format!("opening layer dir {}", d.display()))?;
+            names.push(PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())));
+            fds.push(f);
+        }
+        Ok(ShortPaths { fds, names })
+    }
+    fn paths(&self) -> Vec<&Path> {
+        let _ = &self.fds;
+        self.names.iter().map(PathBuf::as_path).collect()
+    }
+}
+
 /// overlayfs separates lower dirs with `:` and options with `,`; both are
 /// escaped with a backslash.
 fn escape(p: &Path) -> String {
@@ -72,8 +103,10 @@ impl OverlayRootfs {
 
         // Top first, as overlayfs wants them; an empty dir at the bottom so
         // there are always at least two (a lower-only overlay needs two).
-        let mut stack: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
-        stack.push(&empty);
+        let mut real: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+        real.push(&empty);
+        let short = ShortPaths::open(&real)?;
+        let stack = short.paths();
 
         let mut upper_opts = String::new();
         if writable {
@@ -88,12 +121,14 @@ impl OverlayRootfs {
         let fits = |l: &[&Path]| lowerdir_option(l).len() + upper_opts.len() + FIXED_OPTIONS.len() + 1 <= MAX_MOUNT_OPTIONS;
 
         let bottom_mount = dir.join("bottom");
+        let bottom_short;
         let mut top: Vec<&Path> = stack.clone();
         if !fits(&top) {
             // As many top layers as fit beside one more lowerdir (the
             // bottom group's mount); the rest form the bottom group.
             let mut n = 0;
-            while n < stack.len() && fits(&[&stack[..=n], &[bottom_mount.as_path()]].concat()) {
+            let placeholder = PathBuf::from("/proc/self/fd/99999");
+            while n < stack.len() && fits(&[&stack[..=n], &[placeholder.as_path()]].concat()) {
                 n += 1;
             }
             let bottom: Vec<&Path> = stack[n..].to_vec();
@@ -108,7 +143,8 @@ impl OverlayRootfs {
             mount_overlay(&bottom_mount, &bottom_opts, true)?;
             me.mounts.push(bottom_mount.clone());
             top = stack[..n].to_vec();
-            top.push(&bottom_mount);
+            bottom_short = ShortPaths::open(&[bottom_mount.as_path()])?;
+            top.push(bottom_short.names[0].as_path());
         }
         let opts = format!("{}{},{}", lowerdir_option(&top), upper_opts, FIXED_OPTIONS);
         mount_overlay(&me.merged, &opts, !writable)?;
