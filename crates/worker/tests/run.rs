@@ -47,19 +47,23 @@ async fn same_run_under_crun_records_the_same_change() {
 }
 
 #[tokio::test]
-async fn image_with_the_step_layer_shows_new_file_and_not_the_deleted_one() {
+async fn exported_image_runs_with_the_new_file_and_without_the_deleted_one() {
     let base = busybox_base();
     let (_s, ex) = executor(RuntimeKind::Runc);
     let out = run(&ex, &base, shell(DELETE_VI)).await;
     let image = extend(&base, out.layer.as_ref().unwrap());
-    // Read the saved image back from its layout, as a consumer would.
-    let layout = OciLayout::open(base.layout.root()).unwrap();
-    let desc = image.manifest_descriptor.clone();
-    let reloaded = layout.load_image(&desc, &rbk_image::Platform::linux_amd64()).unwrap();
+    // Export as an OCI archive and import it elsewhere, as a consumer would.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let archive = elsewhere.path().join("image.tar");
+    rbk_image::export_oci_archive(&base.layout, &image.manifest_descriptor, Some("built:latest"), &archive).unwrap();
+    let layout = OciLayout::create(elsewhere.path().join("imported")).unwrap();
+    let imported = rbk_image::import_oci(&archive, None, &rbk_image::Platform::linux_amd64(), &layout).unwrap();
+    assert_eq!(imported.layers().len(), 2);
+    let (_s2, fresh) = executor(RuntimeKind::Runc);
     let step = json!({"kind": "run", "command": {"shell": "cat /a; if [ -e /bin/vi ]; then echo vi-present; else echo vi-absent; fi"},
-                      "base": layer_refs(&reloaded)});
+                      "base": layer_refs(&imported)});
     let (sink, lines) = collect();
-    let out = ex.execute(&serde_json::from_value(step).unwrap(), &layout, &StepInputs::default(), sink).await.unwrap();
+    let out = fresh.execute(&serde_json::from_value(step).unwrap(), &layout, &StepInputs::default(), sink).await.unwrap();
     assert!(out.succeeded(), "{:?}", out.tail);
     let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
     assert_eq!(text, vec!["hi", "vi-absent"]);
