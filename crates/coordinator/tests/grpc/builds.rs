@@ -149,3 +149,59 @@ async fn a_worker_must_register_first() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("first message"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_worker_that_goes_silent_on_an_open_stream_has_its_step_retried() {
+    let farm = farm_with(rbk_coordinator::SchedulerConfig {
+        heartbeat_interval: std::time::Duration::from_millis(100),
+        worker_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let mut silent = farm.worker("silent", 1).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("a", "k-a", &[])]).await.unwrap();
+    let first = silent.assignment().await;
+    let mut alive = farm.worker("alive", 1).await;
+    let beat = alive.tx.clone();
+    let beating = tokio::spawn(async move {
+        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let again = alive.assignment().await;
+    assert_eq!((again.step_id.as_str(), again.attempt), ("a", 2));
+    // The silent worker's late result no longer counts.
+    silent.succeed(&first, vec![]).await;
+    alive.succeed(&again, vec![]).await;
+    let events = build.finish().await;
+    assert!(events.iter().any(|e| matches!(e, Event::Finished(f) if f.worker_id == "alive")), "{events:?}");
+    assert_eq!(final_state(&events), "succeeded");
+    beating.abort();
+}
+
+#[tokio::test]
+async fn a_draining_worker_gets_no_new_steps() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 2).await;
+    w.send(Up::Drain(pw::Drain {}));
+    // The drain travels on w1's own connection; give it time to arrive
+    // before the build does (w1 would otherwise win the tie-break by name).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fresh = farm.worker("w2", 2).await;
+    let mut client = farm.client(TENANT_A).await;
+    let mut build = client.submit(vec![step("a", "k-a", &[])]).await.unwrap();
+    let a = fresh.assignment().await;
+    assert!(w.idle().await);
+    fresh.succeed(&a, vec![]).await;
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+}
+
+#[tokio::test]
+async fn submitting_without_steps_needs_a_planner_and_says_so() {
+    let farm = farm().await;
+    let mut client = farm.client(TENANT_A).await;
+    let err = client.submit(vec![]).await.err().unwrap();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("no Dockerfile planner"), "{}", err.message());
+}
