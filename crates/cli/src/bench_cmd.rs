@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::bench_store_cmd;
+use crate::{bench_snapshot_cmd, bench_store_cmd};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -14,10 +14,13 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Content store throughput: hashing, zstd, filesystem and S3 put/get next to the raw SDK.
     Store(bench_store_cmd::BenchStoreArgs),
+    /// Directory snapshots vs tar|zstd on the synthetic workload (filesystem store and S3).
+    Snapshot(bench_snapshot_cmd::SnapshotBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Store(a) => bench_store_cmd::run(a).await,
+        BenchCommand::Snapshot(a) => bench_snapshot_cmd::run(a).await,
     }
 }

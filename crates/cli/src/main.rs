@@ -3,7 +3,9 @@
 mod bench_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
+mod bench_snapshot_cmd;
 mod bench_store_cmd;
+mod snapshot_cmd;
 mod graph_cmd;
 mod store_cmd;
 
@@ -28,6 +30,8 @@ enum Command {
     Cache(cache_cmd::CacheArgs),
     /// Print a Dockerfile's build graph with cache keys (no build).
     Graph(graph_cmd::GraphArgs),
+    /// Capture, restore and inspect directory snapshots by hand (debugging).
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
+            Command::Snapshot(args) => snapshot_cmd::run(args).await,
         }
     })
 }
