@@ -39,6 +39,8 @@ pub enum Kind {
 }
 
 impl From<&Stat> for Meta {
+    // `struct stat` field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
     fn from(st: &Stat) -> Self {
         let kind = match FileType::from_raw_mode(st.st_mode as _) {
             FileType::Directory => Kind::Dir,

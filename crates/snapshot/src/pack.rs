@@ -17,12 +17,11 @@ use crate::manifest::Codec;
 /// Compresses one chunk for a pack.
 pub fn encode_chunk(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
     // Tiny chunks rarely shrink enough to pay for a zstd frame header.
-    if data.len() >= 64 {
-        if let Ok(z) = zstd::bulk::compress(data, level) {
-            if z.len() + z.len() / 16 < data.len() {
-                return (Codec::Zstd, z);
-            }
-        }
+    if data.len() >= 64
+        && let Ok(z) = zstd::bulk::compress(data, level)
+        && z.len() + z.len() / 16 < data.len()
+    {
+        return (Codec::Zstd, z);
     }
     (Codec::Raw, data.to_vec())
 }
