@@ -99,10 +99,10 @@ impl OciLayout {
     /// Copies a blob from a reader into the layout; `what` names the source
     /// in errors.
     pub fn add_blob_reader(&self, src: &mut dyn Read, expected: Option<(&OciDigest, u64)>, what: &str) -> Result<(OciDigest, u64)> {
-        if let Some((d, _)) = expected {
-            if self.has_blob(d) {
-                return Ok((*d, fs::metadata(self.blob_path(d)).ctx(|| format!("stat of blob {d}"))?.len()));
-            }
+        if let Some((d, _)) = expected
+            && self.has_blob(d)
+        {
+            return Ok((*d, fs::metadata(self.blob_path(d)).ctx(|| format!("stat of blob {d}"))?.len()));
         }
         let mut w = self.blob_writer()?;
         io::copy(src, &mut w).ctx(|| format!("copying {what} into {}", self.root.display()))?;
@@ -133,7 +133,7 @@ impl OciLayout {
                 desc.annotations.insert(REF_NAME.to_owned(), name.to_owned());
                 index.manifests.retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
             }
-            None => index.manifests.retain(|d| !(d.digest == desc.digest && d.annotations.get(REF_NAME).is_none())),
+            None => index.manifests.retain(|d| d.digest != desc.digest || d.annotations.contains_key(REF_NAME)),
         }
         index.manifests.push(desc);
         write_atomic(&self.root.join("index.json"), &to_json(&index))

@@ -394,7 +394,7 @@ impl Unpacker<'_> {
 
     fn finish_dirs(&mut self) -> Result<()> {
         // Deepest first, so setting a child's mtime cannot disturb its parent.
-        self.dirs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
         for (comps, mtime) in std::mem::take(&mut self.dirs) {
             let name = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
             let (base, parents) = comps.split_last().expect("directories have a name");

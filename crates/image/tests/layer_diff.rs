@@ -142,3 +142,17 @@ fn a_later_entry_replaces_an_earlier_one() {
     rbk_image::unpack_layer(&t[..], dest.path(), &UnpackOptions::default()).unwrap();
     assert_eq!(std::fs::read_to_string(dest.path().join("x")).unwrap(), "file now");
 }
+
+#[test]
+fn zstd_and_uncompressed_layers_unpack_like_gzip_ones() {
+    let upper = tempfile::tempdir().unwrap();
+    sample_upper(upper.path());
+    let out = tempfile::tempdir().unwrap();
+    for compression in [Compression::Zstd, Compression::None] {
+        let layer = layer_from_upper(upper.path(), &LayerOptions { compression, ..LayerOptions::new(out.path()) }).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let stats = unpack_layer_file(layer.path(), dest.path(), &UnpackOptions::default()).unwrap();
+        assert_eq!(stats.diff_id, layer.diff_id, "{compression:?}");
+        assert_eq!(std::fs::read_to_string(dest.path().join("etc/conf.d/new")).unwrap(), "n");
+    }
+}

@@ -2,64 +2,20 @@
 //! privately: HTTP Basic (htpasswd) and bearer tokens (`auth: token`, the
 //! registry verifying tokens from a token endpoint the test serves).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use rbk_image::{Credentials, ImageError, ImageRef, OciLayout, PushOptions, RegistryClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::PrivateRegistry;
+
 const USER: &str = "builder";
 const PASSWORD: &str = "s3cret-pw";
-
-fn docker_registry() -> PathBuf {
-    let p = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&p)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("docker-registry"))
-        .find(|p| p.exists())
-        .expect("docker-registry is not installed; run `deploy/dev/services.sh up`")
-}
-
-/// A docker-registry of our own, killed when dropped.
-struct PrivateRegistry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRegistry {
-    fn start(auth_yaml: impl FnOnce(&Path) -> String) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = rbk_testsupport::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp: {{ addr: \"{addr}\" }}\nauth:\n{}\n",
-            dir.path().join("data").display(),
-            auth_yaml(dir.path())
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(docker_registry())
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        rbk_testsupport::wait_for_port(&addr, "private docker-registry", Duration::from_secs(10));
-        PrivateRegistry { child, addr, _dir: dir }
-    }
-}
-
-impl Drop for PrivateRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn htpasswd_registry() -> PrivateRegistry {
     PrivateRegistry::start(|dir| {

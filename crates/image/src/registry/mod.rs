@@ -341,7 +341,8 @@ impl RegistryClient {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(check(resp, &url).await.err().expect("not a success")),
+            // Any other status is an error; `check` turns it into one.
+            _ => check(resp, &url).await.map(|_| true),
         }
     }
 
