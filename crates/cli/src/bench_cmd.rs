@@ -14,12 +14,15 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Container start overhead per RUN (`true`): runc vs crun.
     Worker(bench_worker_cmd::WorkerBenchArgs),
+    /// Container start overhead per RUN (`true`): runc vs crun.
+    Worker(bench_worker_cmd::WorkerBenchArgs),
     /// Content store throughput: hashing, zstd, filesystem and S3 put/get next to the raw SDK.
     Store(bench_store_cmd::BenchStoreArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
+        BenchCommand::Worker(a) => bench_worker_cmd::run(a).await,
         BenchCommand::Worker(a) => bench_worker_cmd::run(a).await,
         BenchCommand::Store(a) => bench_store_cmd::run(a).await,
     }

@@ -8,6 +8,8 @@ mod graph_cmd;
 mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
+mod run_step_cmd;
+mod bench_worker_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Execute one worker step description (JSON) against a base image (debugging).
+    RunStep(run_step_cmd::RunStepArgs),
     /// Execute one worker step description (JSON) against a base image (debugging).
     RunStep(run_step_cmd::RunStepArgs),
     /// Inspect and exercise the content store.
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.command {
+            Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
