@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::{bench_store_cmd, bench_worker_cmd};
+use crate::{bench_snapshot_cmd, bench_store_cmd, bench_worker_cmd};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -14,16 +14,16 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Container start overhead per RUN (`true`): runc vs crun.
     Worker(bench_worker_cmd::WorkerBenchArgs),
-    /// Container start overhead per RUN (`true`): runc vs crun.
-    Worker(bench_worker_cmd::WorkerBenchArgs),
     /// Content store throughput: hashing, zstd, filesystem and S3 put/get next to the raw SDK.
     Store(bench_store_cmd::BenchStoreArgs),
+    /// Directory snapshots vs tar|zstd on the synthetic workload (filesystem store and S3).
+    Snapshot(bench_snapshot_cmd::SnapshotBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Worker(a) => bench_worker_cmd::run(a).await,
-        BenchCommand::Worker(a) => bench_worker_cmd::run(a).await,
         BenchCommand::Store(a) => bench_store_cmd::run(a).await,
+        BenchCommand::Snapshot(a) => bench_snapshot_cmd::run(a).await,
     }
 }

@@ -3,11 +3,11 @@
 mod bench_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
+mod bench_snapshot_cmd;
 mod bench_store_cmd;
+mod snapshot_cmd;
 mod graph_cmd;
 mod store_cmd;
-mod run_step_cmd;
-mod bench_worker_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
 
@@ -24,8 +24,6 @@ struct Cli {
 enum Command {
     /// Execute one worker step description (JSON) against a base image (debugging).
     RunStep(run_step_cmd::RunStepArgs),
-    /// Execute one worker step description (JSON) against a base image (debugging).
-    RunStep(run_step_cmd::RunStepArgs),
     /// Inspect and exercise the content store.
     Store(store_cmd::StoreArgs),
     /// Measure throughput (prints tables for docs/benchmarks.md).
@@ -36,6 +34,8 @@ enum Command {
     Cache(cache_cmd::CacheArgs),
     /// Print a Dockerfile's build graph with cache keys (no build).
     Graph(graph_cmd::GraphArgs),
+    /// Capture, restore and inspect directory snapshots by hand (debugging).
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,12 +48,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Command::RunStep(args) => run_step_cmd::run(args).await,
-            Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
+            Command::Snapshot(args) => snapshot_cmd::run(args).await,
         }
     })
 }
