@@ -156,3 +156,17 @@ fn zstd_and_uncompressed_layers_unpack_like_gzip_ones() {
         assert_eq!(std::fs::read_to_string(dest.path().join("etc/conf.d/new")).unwrap(), "n");
     }
 }
+
+#[tokio::test]
+async fn a_layer_put_into_the_content_store_reads_back_by_its_blake3_digest() {
+    use rbk_store::StoreExt;
+    let upper = tempfile::tempdir().unwrap();
+    sample_upper(upper.path());
+    let out = tempfile::tempdir().unwrap();
+    let layer = layer_from_upper(upper.path(), &LayerOptions::new(out.path())).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = rbk_store::FilesystemStore::open(store_dir.path()).await.unwrap();
+    layer.put_into(&store).await.unwrap();
+    let back = store.get_bytes(layer.blake3).await.unwrap();
+    assert_eq!(OciDigest::of(&back), layer.digest);
+}
