@@ -79,6 +79,12 @@ pub(crate) fn mount(m: &MountSpec) -> String {
     fields.join(",")
 }
 
+/// Arguments that start with `--` follow a `--` so they are not read as
+/// flags (`RUN -- --version`).
+fn args(a: String) -> String {
+    if a.starts_with("--") { format!("-- {a}") } else { a }
+}
+
 fn head(inst: &Instruction) -> String {
     let kw = inst.keyword();
     let mut parts: Vec<String> = vec![kw.to_string()];
@@ -87,7 +93,7 @@ fn head(inst: &Instruction) -> String {
             if let Some(p) = &f.platform {
                 parts.push(format!("--platform={p}"));
             }
-            parts.push(f.image.clone());
+            parts.push(args(f.image.clone()));
             if let Some(a) = &f.alias {
                 parts.push(format!("AS {a}"));
             }
@@ -102,11 +108,11 @@ fn head(inst: &Instruction) -> String {
             if let Some(s) = &r.security {
                 parts.push(format!("--security={s}"));
             }
-            parts.push(cmd(&r.cmd));
+            parts.push(args(cmd(&r.cmd)));
         }
-        Instruction::Cmd(c) | Instruction::Entrypoint(c) => parts.push(cmd(c)),
-        Instruction::Label(nv) | Instruction::Env(nv) => parts.push(name_values(nv)),
-        Instruction::Expose(w) => parts.push(w.join(" ")),
+        Instruction::Cmd(c) | Instruction::Entrypoint(c) => parts.push(args(cmd(c))),
+        Instruction::Label(nv) | Instruction::Env(nv) => parts.push(args(name_values(nv))),
+        Instruction::Expose(w) => parts.push(args(w.join(" "))),
         Instruction::Copy(c) => {
             let flag = |parts: &mut Vec<String>, n: &str, v: &Option<String>| {
                 if let Some(v) = v {
@@ -134,19 +140,21 @@ fn head(inst: &Instruction) -> String {
             }
             let mut all = c.sources.clone();
             all.push(c.dest.clone());
-            parts.push(if c.json { json(&all) } else { all.join(" ") });
+            parts.push(args(if c.json { json(&all) } else { all.join(" ") }));
         }
-        Instruction::Volume(l) => parts.push(if l.json { json(&l.items) } else { l.items.join(" ") }),
+        Instruction::Volume(l) => parts.push(args(if l.json { json(&l.items) } else { l.items.join(" ") })),
         Instruction::User(s) | Instruction::Workdir(s) | Instruction::Stopsignal(s) | Instruction::Maintainer(s) => {
-            parts.push(s.clone())
+            parts.push(args(s.clone()))
         }
         Instruction::Arg(decls) => {
-            for d in decls {
-                parts.push(match &d.default {
+            let words: Vec<String> = decls
+                .iter()
+                .map(|d| match &d.default {
                     Some(v) => format!("{}={v}", d.name),
                     None => d.name.clone(),
-                });
-            }
+                })
+                .collect();
+            parts.push(args(words.join(" ")));
         }
         Instruction::Onbuild(i) => parts.push(head(i)),
         Instruction::Healthcheck(Healthcheck::None) => parts.push("NONE".into()),

@@ -219,3 +219,12 @@ proptest! {
         prop_assert_eq!(print(&again), printed);
     }
 }
+
+#[test]
+fn arguments_that_look_like_flags_survive_printing() {
+    let text = "FROM alpine\nRUN -- --version\nCMD -- --help\nONBUILD RUN -- --x\n";
+    let df = parse(text, "Dockerfile").unwrap();
+    let printed = print(&df);
+    assert_eq!(printed, "FROM alpine\nRUN -- --version\nCMD -- --help\nONBUILD RUN -- --x\n");
+    assert_eq!(parse(&printed, "Dockerfile").unwrap().instructions[1].inst, df.instructions[1].inst);
+}
