@@ -33,9 +33,13 @@ pub struct GraphArgs {
 }
 
 pub fn run(args: GraphArgs) -> anyhow::Result<()> {
-    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not valid UTF-8 text", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not valid UTF-8 text", file.display()))?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -48,7 +52,9 @@ pub fn run(args: GraphArgs) -> anyhow::Result<()> {
     }
     let mut resolver = BTreeMap::new();
     for b in &args.base_digests {
-        let Some((r, d)) = b.split_once('=') else { bail!("--base-digest {b}: expected REF=DIGEST") };
+        let Some((r, d)) = b.split_once('=') else {
+            bail!("--base-digest {b}: expected REF=DIGEST")
+        };
         resolver.insert(r.to_string(), d.to_string());
     }
     let opts = BuildOptions {

@@ -61,7 +61,11 @@ fn name_values(nv: &NameValues) -> String {
         let (k, v) = &nv.pairs[0];
         format!("{k} {v}")
     } else {
-        nv.pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        nv.pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -82,7 +86,11 @@ pub(crate) fn mount(m: &MountSpec) -> String {
 /// Arguments that start with `--` follow a `--` so they are not read as
 /// flags (`RUN -- --version`).
 fn args(a: String) -> String {
-    if a.starts_with("--") { format!("-- {a}") } else { a }
+    if a.starts_with("--") {
+        format!("-- {a}")
+    } else {
+        a
+    }
 }
 
 fn head(inst: &Instruction) -> String {
@@ -142,10 +150,15 @@ fn head(inst: &Instruction) -> String {
             all.push(c.dest.clone());
             parts.push(args(if c.json { json(&all) } else { all.join(" ") }));
         }
-        Instruction::Volume(l) => parts.push(args(if l.json { json(&l.items) } else { l.items.join(" ") })),
-        Instruction::User(s) | Instruction::Workdir(s) | Instruction::Stopsignal(s) | Instruction::Maintainer(s) => {
-            parts.push(args(s.clone()))
-        }
+        Instruction::Volume(l) => parts.push(args(if l.json {
+            json(&l.items)
+        } else {
+            l.items.join(" ")
+        })),
+        Instruction::User(s)
+        | Instruction::Workdir(s)
+        | Instruction::Stopsignal(s)
+        | Instruction::Maintainer(s) => parts.push(args(s.clone())),
         Instruction::Arg(decls) => {
             let words: Vec<String> = decls
                 .iter()
@@ -158,7 +171,14 @@ fn head(inst: &Instruction) -> String {
         }
         Instruction::Onbuild(i) => parts.push(head(i)),
         Instruction::Healthcheck(Healthcheck::None) => parts.push("NONE".into()),
-        Instruction::Healthcheck(Healthcheck::Check { interval, timeout, start_period, start_interval, retries, cmd: c }) => {
+        Instruction::Healthcheck(Healthcheck::Check {
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+            cmd: c,
+        }) => {
             for (n, v) in [
                 ("interval", interval),
                 ("timeout", timeout),

@@ -52,7 +52,10 @@ impl FsContext {
         let mut p = self.root.clone();
         for seg in rel.split('/').filter(|s| !s.is_empty()) {
             if seg == "." || seg == ".." {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("context path '{rel}' is not normalised")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("context path '{rel}' is not normalised"),
+                ));
             }
             p.push(seg);
         }
@@ -67,20 +70,29 @@ impl Context for FsContext {
         for de in std::fs::read_dir(&p).map_err(|e| with_path(e, &p))? {
             let de = de.map_err(|e| with_path(e, &p))?;
             let name = de.file_name().into_string().map_err(|n| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("file name {n:?} in {} is not UTF-8", p.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("file name {n:?} in {} is not UTF-8", p.display()),
+                )
             })?;
             let full = de.path();
             let md = std::fs::symlink_metadata(&full).map_err(|e| with_path(e, &full))?;
             let kind = if md.file_type().is_symlink() {
                 let t = std::fs::read_link(&full).map_err(|e| with_path(e, &full))?;
                 let target = t.into_os_string().into_string().map_err(|t| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("symlink target {t:?} of {} is not UTF-8", full.display()))
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("symlink target {t:?} of {} is not UTF-8", full.display()),
+                    )
                 })?;
                 EntryKind::Symlink { target }
             } else if md.is_dir() {
                 EntryKind::Dir { mode: mode_of(&md) }
             } else if md.is_file() {
-                EntryKind::File { mode: mode_of(&md), size: md.len() }
+                EntryKind::File {
+                    mode: mode_of(&md),
+                    size: md.len(),
+                }
             } else {
                 // Sockets, fifos and devices cannot be copied into an image.
                 continue;
@@ -108,7 +120,11 @@ fn mode_of(md: &std::fs::Metadata) -> u32 {
 
 #[cfg(not(unix))]
 fn mode_of(md: &std::fs::Metadata) -> u32 {
-    if md.permissions().readonly() { 0o444 } else { 0o644 }
+    if md.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
 }
 
 /// Normalises a path written in a Dockerfile or `.dockerignore` the way Go's

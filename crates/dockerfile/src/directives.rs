@@ -17,7 +17,11 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Directives { syntax: None, escape: '\\', check: None }
+        Directives {
+            syntax: None,
+            escape: '\\',
+            check: None,
+        }
     }
 }
 
@@ -30,7 +34,9 @@ pub(crate) fn parse(lines: &[&str]) -> RawResult<(Directives, usize)> {
     let mut seen: Vec<&str> = Vec::new();
     let mut used = 0;
     for (i, raw) in lines.iter().enumerate() {
-        let Some((key, value)) = directive(raw) else { break };
+        let Some((key, value)) = directive(raw) else {
+            break;
+        };
         let key_lc = key.to_ascii_lowercase();
         let known = match key_lc.as_str() {
             "syntax" => "syntax",
@@ -40,7 +46,11 @@ pub(crate) fn parse(lines: &[&str]) -> RawResult<(Directives, usize)> {
         };
         let pos = Pos::new(i + 1, 1);
         if seen.contains(&known) {
-            return Err(RawError::new(pos, None, format!("parser directive '{known}' given twice; each directive may appear once")));
+            return Err(RawError::new(
+                pos,
+                None,
+                format!("parser directive '{known}' given twice; each directive may appear once"),
+            ));
         }
         seen.push(known);
         match known {
@@ -85,7 +95,13 @@ mod tests {
 
     #[test]
     fn directives_stop_at_the_first_non_directive_line() {
-        let (d, n) = parse(&["# syntax=docker/dockerfile:1", "# escape=`", "", "# check=skip=all"]).unwrap();
+        let (d, n) = parse(&[
+            "# syntax=docker/dockerfile:1",
+            "# escape=`",
+            "",
+            "# check=skip=all",
+        ])
+        .unwrap();
         assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(d.escape, '`');
         assert_eq!(d.check, None);

@@ -35,9 +35,16 @@ impl Dockerignore {
                 Some(r) => (true, r.trim()),
                 None => (false, t),
             };
-            let err = |m: String| Error { file: file.to_string(), pos: Pos::new(i + 1, 1), instruction: None, message: m };
+            let err = |m: String| Error {
+                file: file.to_string(),
+                pos: Pos::new(i + 1, 1),
+                instruction: None,
+                message: m,
+            };
             // A pattern that climbs above the root can never match anything.
-            let Some(cleaned) = clean_relative(p) else { continue };
+            let Some(cleaned) = clean_relative(p) else {
+                continue;
+            };
             let pattern = PathPattern::compile(&cleaned, true).map_err(err)?;
             rules.push(Rule { pattern, exception });
         }
@@ -48,8 +55,13 @@ impl Dockerignore {
     pub(crate) fn from_patterns(patterns: &[String]) -> Result<Dockerignore, String> {
         let mut rules = Vec::new();
         for p in patterns {
-            let Some(cleaned) = clean_relative(p) else { continue };
-            rules.push(Rule { pattern: PathPattern::compile(&cleaned, true)?, exception: false });
+            let Some(cleaned) = clean_relative(p) else {
+                continue;
+            };
+            rules.push(Rule {
+                pattern: PathPattern::compile(&cleaned, true)?,
+                exception: false,
+            });
         }
         Ok(Dockerignore { rules })
     }
@@ -76,7 +88,10 @@ impl Dockerignore {
     pub fn load(dockerfile: &Path, context_dir: &Path) -> Result<Option<Dockerignore>, Error> {
         let mut specific = dockerfile.as_os_str().to_owned();
         specific.push(".dockerignore");
-        for candidate in [Path::new(&specific).to_path_buf(), context_dir.join(".dockerignore")] {
+        for candidate in [
+            Path::new(&specific).to_path_buf(),
+            context_dir.join(".dockerignore"),
+        ] {
             match std::fs::read(&candidate) {
                 Ok(bytes) => {
                     let name = candidate.display().to_string();
@@ -148,6 +163,9 @@ mod tests {
     #[test]
     fn bad_pattern_names_file_and_line() {
         let e = Dockerignore::parse("ok\n[abc\n", "ctx/.dockerignore").unwrap_err();
-        assert_eq!(e.to_string(), "ctx/.dockerignore:2:1: pattern '[abc' has an unterminated character class '['");
+        assert_eq!(
+            e.to_string(),
+            "ctx/.dockerignore:2:1: pattern '[abc' has an unterminated character class '['"
+        );
     }
 }

@@ -49,11 +49,20 @@ pub struct RawError {
 
 impl RawError {
     pub fn new(pos: Pos, instruction: Option<&str>, message: impl Into<String>) -> Self {
-        RawError { pos, instruction: instruction.map(str::to_string), message: message.into() }
+        RawError {
+            pos,
+            instruction: instruction.map(str::to_string),
+            message: message.into(),
+        }
     }
 
     pub fn in_file(self, file: &str) -> Error {
-        Error { file: file.to_string(), pos: self.pos, instruction: self.instruction, message: self.message }
+        Error {
+            file: file.to_string(),
+            pos: self.pos,
+            instruction: self.instruction,
+            message: self.message,
+        }
     }
 }
 
@@ -61,7 +70,10 @@ pub type RawResult<T> = std::result::Result<T, RawError>;
 
 /// The closest candidate to a misspelt word, for "did you mean" hints.
 /// Only suggests when the edit distance is small relative to the word.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     if word.len() > 64 {
         return None;
     }
@@ -95,7 +107,10 @@ mod tests {
 
     #[test]
     fn suggests_the_nearest_flag() {
-        assert_eq!(did_you_mean("chmodd", ["chown", "chmod", "from"]), Some("chmod"));
+        assert_eq!(
+            did_you_mean("chmodd", ["chown", "chmod", "from"]),
+            Some("chmod")
+        );
         assert_eq!(did_you_mean("zzzzz", ["chown", "chmod"]), None);
     }
 }

@@ -20,18 +20,38 @@ const MAX_PATTERN_VALUE: usize = 1 << 14;
 
 /// Expands `word` with `lookup` for variables. Errors are messages; the caller
 /// adds the position.
-pub fn expand(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     run(word, escape, lookup, false)
 }
 
 /// Expands a heredoc body: variables are substituted but quotes are
 /// ordinary characters (it is file content, not a shell word).
-pub fn expand_heredoc(body: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_heredoc(
+    body: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     run(body, escape, lookup, true)
 }
 
-fn run(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, literal_quotes: bool) -> Result<String, String> {
-    let mut lx = Lexer { chars: word.chars().collect(), i: 0, escape, lookup, depth: 0, literal_quotes };
+fn run(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    literal_quotes: bool,
+) -> Result<String, String> {
+    let mut lx = Lexer {
+        chars: word.chars().collect(),
+        i: 0,
+        escape,
+        lookup,
+        depth: 0,
+        literal_quotes,
+    };
     let out = lx.process(&[])?;
     if lx.i < lx.chars.len() {
         return Err(format!("unexpected '{}' in '{}'", lx.chars[lx.i], word));
@@ -61,7 +81,9 @@ impl Lexer<'_> {
 
     fn push(out: &mut String, s: &str) -> Result<(), String> {
         if out.len() + s.len() > MAX_EXPANDED {
-            return Err(format!("expanded value is larger than {MAX_EXPANDED} bytes"));
+            return Err(format!(
+                "expanded value is larger than {MAX_EXPANDED} bytes"
+            ));
         }
         out.push_str(s);
         Ok(())
@@ -129,7 +151,12 @@ impl Lexer<'_> {
         let mut out = String::new();
         loop {
             match self.peek() {
-                None => return Err("unexpected end of statement while looking for matching double-quote".into()),
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching double-quote"
+                            .into(),
+                    );
+                }
                 Some('"') => {
                     self.next();
                     return Ok(out);
@@ -176,7 +203,9 @@ impl Lexer<'_> {
                 self.next();
                 self.depth += 1;
                 if self.depth > MAX_DEPTH {
-                    return Err(format!("variable substitutions nested deeper than {MAX_DEPTH}"));
+                    return Err(format!(
+                        "variable substitutions nested deeper than {MAX_DEPTH}"
+                    ));
                 }
                 let r = self.braced();
                 self.depth -= 1;
@@ -199,19 +228,45 @@ impl Lexer<'_> {
             });
         }
         let value = (self.lookup)(&name);
-        let op = self.next().ok_or_else(|| format!("missing '}}' in '${{{name}'"))?;
+        let op = self
+            .next()
+            .ok_or_else(|| format!("missing '}}' in '${{{name}'"))?;
         let result = match op {
             '}' => return Ok(value.unwrap_or_default()),
             ':' => {
-                let op2 = self.next().ok_or_else(|| format!("missing '}}' in '${{{name}:'"))?;
+                let op2 = self
+                    .next()
+                    .ok_or_else(|| format!("missing '}}' in '${{{name}:'"))?;
                 let word = self.process(&['}'])?;
                 let set = value.as_deref().is_some_and(|v| !v.is_empty());
                 match op2 {
-                    '-' => if set { value.unwrap_or_default() } else { word },
-                    '+' => if set { word } else { String::new() },
+                    '-' => {
+                        if set {
+                            value.unwrap_or_default()
+                        } else {
+                            word
+                        }
+                    }
+                    '+' => {
+                        if set {
+                            word
+                        } else {
+                            String::new()
+                        }
+                    }
                     '?' if set => value.unwrap_or_default(),
-                    '?' => return Err(if word.is_empty() { format!("{name}: is not allowed to be empty") } else { format!("{name}: {word}") }),
-                    c => return Err(format!("unsupported modifier ':{c}' in '${{{name}:{c}...}}'; expected ':-', ':+' or ':?'")),
+                    '?' => {
+                        return Err(if word.is_empty() {
+                            format!("{name}: is not allowed to be empty")
+                        } else {
+                            format!("{name}: {word}")
+                        });
+                    }
+                    c => {
+                        return Err(format!(
+                            "unsupported modifier ':{c}' in '${{{name}:{c}...}}'; expected ':-', ':+' or ':?'"
+                        ));
+                    }
                 }
             }
             '-' | '+' | '?' => {
@@ -222,7 +277,13 @@ impl Lexer<'_> {
                     ('+', Some(_)) => word,
                     ('+', None) => String::new(),
                     ('?', Some(v)) => v,
-                    _ => return Err(if word.is_empty() { format!("{name}: is not allowed to be unset") } else { format!("{name}: {word}") }),
+                    _ => {
+                        return Err(if word.is_empty() {
+                            format!("{name}: is not allowed to be unset")
+                        } else {
+                            format!("{name}: {word}")
+                        });
+                    }
                 }
             }
             '#' | '%' => {
@@ -258,12 +319,17 @@ impl Lexer<'_> {
 }
 
 fn char_boundaries(v: &str) -> Vec<usize> {
-    v.char_indices().map(|(i, _)| i).chain(std::iter::once(v.len())).collect()
+    v.char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(v.len()))
+        .collect()
 }
 
 fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<String, String> {
     if v.len() > MAX_PATTERN_VALUE {
-        return Err(format!("value is longer than {MAX_PATTERN_VALUE} bytes; pattern removal refused"));
+        return Err(format!(
+            "value is longer than {MAX_PATTERN_VALUE} bytes; pattern removal refused"
+        ));
     }
     let g = Glob::compile(pat, false)?;
     let b = char_boundaries(v);
@@ -272,7 +338,11 @@ fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<Strin
         order.reverse();
     }
     for k in order {
-        let (candidate, rest) = if prefix { (&v[..k], &v[k..]) } else { (&v[k..], &v[..k]) };
+        let (candidate, rest) = if prefix {
+            (&v[..k], &v[k..])
+        } else {
+            (&v[k..], &v[..k])
+        };
         if g.matches(candidate) {
             return Ok(rest.to_string());
         }
@@ -282,7 +352,9 @@ fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<Strin
 
 fn replace_pattern(v: &str, pat: &str, repl: &str, all: bool) -> Result<String, String> {
     if v.len() > MAX_PATTERN_VALUE {
-        return Err(format!("value is longer than {MAX_PATTERN_VALUE} bytes; pattern replacement refused"));
+        return Err(format!(
+            "value is longer than {MAX_PATTERN_VALUE} bytes; pattern replacement refused"
+        ));
     }
     if pat.is_empty() {
         return Ok(v.to_string());
@@ -359,13 +431,23 @@ mod tests {
 
     #[test]
     fn required_variable_error_carries_the_message() {
-        assert_eq!(expand("${u:?must be set}", '\\', &env).unwrap_err(), "u: must be set");
-        assert_eq!(expand("${e:?}", '\\', &env).unwrap_err(), "e: is not allowed to be empty");
+        assert_eq!(
+            expand("${u:?must be set}", '\\', &env).unwrap_err(),
+            "u: must be set"
+        );
+        assert_eq!(
+            expand("${e:?}", '\\', &env).unwrap_err(),
+            "e: is not allowed to be empty"
+        );
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let w = "${a:-".repeat(10_000) + &"}".repeat(10_000);
-        assert!(expand(&w, '\\', &env).unwrap_err().contains("nested deeper"));
+        assert!(
+            expand(&w, '\\', &env)
+                .unwrap_err()
+                .contains("nested deeper")
+        );
     }
 }

@@ -136,7 +136,15 @@ pub struct HealthConfig {
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
     "all_proxy",
 ];
 
@@ -148,7 +156,9 @@ pub fn build_graph(
     resolver: &dyn BaseResolver,
 ) -> Result<Graph, Error> {
     let df = crate::parser::parse(dockerfile, &opts.file_name)?;
-    Builder::new(&df, opts).build(context, resolver).map_err(|e| e.in_file(&opts.file_name))
+    Builder::new(&df, opts)
+        .build(context, resolver)
+        .map_err(|e| e.in_file(&opts.file_name))
 }
 
 /// A step before keys: built in the first pass.
@@ -172,7 +182,10 @@ struct StageState {
 }
 
 enum Base {
-    Image { reference: String, platform: Option<String> },
+    Image {
+        reference: String,
+        platform: Option<String>,
+    },
     Scratch,
     Stage(usize),
 }
@@ -200,8 +213,11 @@ impl Scope {
     }
 
     fn visible(&self) -> Vec<(String, String)> {
-        let mut m: BTreeMap<String, String> =
-            self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+        let mut m: BTreeMap<String, String> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
         for (k, v) in &self.env {
             m.insert(k.clone(), v.clone());
         }
@@ -218,31 +234,65 @@ fn set_env(env: &mut Vec<(String, String)>, k: String, v: String) {
 
 impl<'a> Builder<'a> {
     fn new(df: &'a Dockerfile, opts: &'a BuildOptions) -> Self {
-        Builder { df, opts, escape: df.directives.escape, meta: BTreeMap::new(), declared: BTreeSet::new() }
+        Builder {
+            df,
+            opts,
+            escape: df.directives.escape,
+            meta: BTreeMap::new(),
+            declared: BTreeSet::new(),
+        }
     }
 
     fn platform_args(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
-        for (prefix, p) in [("TARGET", &self.opts.target_platform), ("BUILD", &self.opts.build_platform)] {
+        for (prefix, p) in [
+            ("TARGET", &self.opts.target_platform),
+            ("BUILD", &self.opts.build_platform),
+        ] {
             let mut parts = p.split('/');
             m.insert(format!("{prefix}PLATFORM"), p.clone());
-            m.insert(format!("{prefix}OS"), parts.next().unwrap_or_default().to_string());
-            m.insert(format!("{prefix}ARCH"), parts.next().unwrap_or_default().to_string());
-            m.insert(format!("{prefix}VARIANT"), parts.next().unwrap_or_default().to_string());
+            m.insert(
+                format!("{prefix}OS"),
+                parts.next().unwrap_or_default().to_string(),
+            );
+            m.insert(
+                format!("{prefix}ARCH"),
+                parts.next().unwrap_or_default().to_string(),
+            );
+            m.insert(
+                format!("{prefix}VARIANT"),
+                parts.next().unwrap_or_default().to_string(),
+            );
         }
         m
     }
 
-    fn expand_with(&self, word: &str, pos: Pos, kw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, RawError> {
+    fn expand_with(
+        &self,
+        word: &str,
+        pos: Pos,
+        kw: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, RawError> {
         expand::expand(word, self.escape, lookup).map_err(|m| RawError::new(pos, Some(kw), m))
     }
 
-    fn build(mut self, context: &dyn Context, resolver: &dyn BaseResolver) -> Result<Graph, RawError> {
+    fn build(
+        mut self,
+        context: &dyn Context,
+        resolver: &dyn BaseResolver,
+    ) -> Result<Graph, RawError> {
         let insts = &self.df.instructions;
-        let first_from = insts.iter().position(|l| matches!(l.inst, Instruction::From(_)));
+        let first_from = insts
+            .iter()
+            .position(|l| matches!(l.inst, Instruction::From(_)));
         let Some(first_from) = first_from else {
             let pos = insts.first().map_or(Pos::new(1, 1), |l| l.pos);
-            return Err(RawError::new(pos, None, "no FROM instruction; a Dockerfile needs at least one stage"));
+            return Err(RawError::new(
+                pos,
+                None,
+                "no FROM instruction; a Dockerfile needs at least one stage",
+            ));
         };
         // Global ARGs, usable in FROM lines.
         let platform = self.platform_args();
@@ -251,7 +301,10 @@ impl<'a> Builder<'a> {
                 return Err(RawError::new(
                     l.pos,
                     Some(l.inst.keyword()),
-                    format!("{} before the first FROM; only ARG may come before FROM", l.inst.keyword()),
+                    format!(
+                        "{} before the first FROM; only ARG may come before FROM",
+                        l.inst.keyword()
+                    ),
                 ));
             };
             for d in decls {
@@ -260,7 +313,12 @@ impl<'a> Builder<'a> {
                     (Some(v), _) => Some(v.clone()),
                     (None, Some(def)) => {
                         let meta = &self.meta;
-                        let lookup = |n: &str| meta.get(n).cloned().flatten().or_else(|| platform.get(n).cloned());
+                        let lookup = |n: &str| {
+                            meta.get(n)
+                                .cloned()
+                                .flatten()
+                                .or_else(|| platform.get(n).cloned())
+                        };
                         Some(self.expand_with(def, l.pos, "ARG", &lookup)?)
                     }
                     (None, None) => platform.get(&d.name).cloned(),
@@ -272,7 +330,10 @@ impl<'a> Builder<'a> {
         let mut stages: Vec<StageState> = Vec::new();
         let mut i = first_from;
         while i < insts.len() {
-            let end = insts[i + 1..].iter().position(|l| matches!(l.inst, Instruction::From(_))).map_or(insts.len(), |p| i + 1 + p);
+            let end = insts[i + 1..]
+                .iter()
+                .position(|l| matches!(l.inst, Instruction::From(_)))
+                .map_or(insts.len(), |p| i + 1 + p);
             let st = self.stage(&insts[i..end], &stages, &platform)?;
             stages.push(st);
             i = end;
@@ -280,14 +341,20 @@ impl<'a> Builder<'a> {
         // Target and the stages it needs.
         let target = match &self.opts.target {
             None => stages.len() - 1,
-            Some(t) => match stages.iter().position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str())) {
+            Some(t) => match stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+            {
                 Some(i) => i,
                 None => {
-                    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    let names: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
                     let mut msg = format!("target stage '{t}' not found");
                     match did_you_mean(t, names.iter().copied()) {
                         Some(s) => msg.push_str(&format!("; did you mean '{s}'?")),
-                        None if names.is_empty() => msg.push_str("; the Dockerfile has no named stages"),
+                        None if names.is_empty() => {
+                            msg.push_str("; the Dockerfile has no named stages")
+                        }
                         None => msg.push_str(&format!("; stages are: {}", names.join(", "))),
                     }
                     return Err(RawError::new(Pos::new(1, 1), None, msg));
@@ -319,7 +386,16 @@ impl<'a> Builder<'a> {
                 for (k, v) in &p.visible {
                     h.str("var", &format!("{k}={v}"));
                 }
-                resolve_kind(&mut kind, &stage_steps, &steps, resolver, &mut ctx, &mut h, p.pos, &self.opts.namespace)?;
+                resolve_kind(
+                    &mut kind,
+                    &stage_steps,
+                    &steps,
+                    resolver,
+                    &mut ctx,
+                    &mut h,
+                    p.pos,
+                    &self.opts.namespace,
+                )?;
                 for line in describe(&kind, &names) {
                     // Proxy settings reach the command but never the key.
                     if !line.starts_with("proxy-env ") {
@@ -327,7 +403,15 @@ impl<'a> Builder<'a> {
                     }
                 }
                 let key = h.finish();
-                steps.push(Step { id, stage: si, pos: p.pos, instruction: p.text, parent, kind, key });
+                steps.push(Step {
+                    id,
+                    stage: si,
+                    pos: p.pos,
+                    instruction: p.text,
+                    parent,
+                    kind,
+                    key,
+                });
                 stage_steps[si].push(id);
                 parent = Some(id);
             }
@@ -362,20 +446,44 @@ impl<'a> Builder<'a> {
                 key: stage_keys[i],
             })
             .collect();
-        Ok(Graph { directives: self.df.directives.clone(), stages, steps, target, unused_build_args })
+        Ok(Graph {
+            directives: self.df.directives.clone(),
+            stages,
+            steps,
+            target,
+            unused_build_args,
+        })
     }
 
     /// Pass 1 for one stage: `insts[0]` is its FROM.
-    fn stage(&mut self, insts: &[Located], earlier: &[StageState], platform: &BTreeMap<String, String>) -> Result<StageState, RawError> {
+    fn stage(
+        &mut self,
+        insts: &[Located],
+        earlier: &[StageState],
+        platform: &BTreeMap<String, String>,
+    ) -> Result<StageState, RawError> {
         let Instruction::From(from) = &insts[0].inst else {
-            return Err(RawError::new(insts[0].pos, None, "internal error: a stage must start with FROM"));
+            return Err(RawError::new(
+                insts[0].pos,
+                None,
+                "internal error: a stage must start with FROM",
+            ));
         };
         let pos = insts[0].pos;
         let meta = &self.meta;
-        let meta_lookup = |n: &str| meta.get(n).cloned().flatten().or_else(|| platform.get(n).cloned());
+        let meta_lookup = |n: &str| {
+            meta.get(n)
+                .cloned()
+                .flatten()
+                .or_else(|| platform.get(n).cloned())
+        };
         let image = self.expand_with(&from.image, pos, "FROM", &meta_lookup)?;
         if image.is_empty() {
-            return Err(RawError::new(pos, Some("FROM"), format!("base image '{}' expands to an empty string", from.image)));
+            return Err(RawError::new(
+                pos,
+                Some("FROM"),
+                format!("base image '{}' expands to an empty string", from.image),
+            ));
         }
         let from_platform = match &from.platform {
             Some(p) => Some(self.expand_with(p, pos, "FROM", &meta_lookup)?),
@@ -384,15 +492,25 @@ impl<'a> Builder<'a> {
         if let Some(a) = &from.alias
             && earlier.iter().any(|s| s.name.as_deref() == Some(a))
         {
-            return Err(RawError::new(pos, Some("FROM"), format!("duplicate stage name '{a}'; stage names must be unique")));
+            return Err(RawError::new(
+                pos,
+                Some("FROM"),
+                format!("duplicate stage name '{a}'; stage names must be unique"),
+            ));
         }
         let lower = image.to_ascii_lowercase();
-        let base = if let Some(b) = earlier.iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+        let base = if let Some(b) = earlier
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
             Base::Stage(b)
         } else if lower == "scratch" {
             Base::Scratch
         } else {
-            Base::Image { reference: image.clone(), platform: from_platform.clone() }
+            Base::Image {
+                reference: image.clone(),
+                platform: from_platform.clone(),
+            }
         };
         let mut st = StageState {
             name: from.alias.clone(),
@@ -403,21 +521,45 @@ impl<'a> Builder<'a> {
             config: ImageConfig::default(),
             onbuild: Vec::new(),
         };
-        let mut scope = Scope { args: BTreeMap::new(), env: Vec::new() };
+        let mut scope = Scope {
+            args: BTreeMap::new(),
+            env: Vec::new(),
+        };
         let mut triggers: Vec<Located> = Vec::new();
         let base_kind = match &st.base {
             Base::Stage(b) => {
                 st.deps.insert(*b, pos);
                 st.config = earlier[*b].config.clone();
                 st.config.onbuild.clear();
-                triggers = earlier[*b].onbuild.iter().map(|i| Located { pos, inst: i.clone() }).collect();
+                triggers = earlier[*b]
+                    .onbuild
+                    .iter()
+                    .map(|i| Located {
+                        pos,
+                        inst: i.clone(),
+                    })
+                    .collect();
                 scope.env = st.config.env.clone();
                 StepKind::Stage { stage: *b }
             }
             Base::Scratch => StepKind::Scratch,
-            Base::Image { reference, platform } => StepKind::Image { reference: reference.clone(), platform: platform.clone(), digest: None },
+            Base::Image {
+                reference,
+                platform,
+            } => StepKind::Image {
+                reference: reference.clone(),
+                platform: platform.clone(),
+                digest: None,
+            },
         };
-        st.pending.push(Pending { pos, text: canonical::instruction(&insts[0].inst).trim_end().to_string(), kind: base_kind, visible: Vec::new() });
+        st.pending.push(Pending {
+            pos,
+            text: canonical::instruction(&insts[0].inst)
+                .trim_end()
+                .to_string(),
+            kind: base_kind,
+            visible: Vec::new(),
+        });
         let mut cmd_set_here = false;
         for l in triggers.iter().chain(&insts[1..]) {
             self.instruction(l, &mut st, &mut scope, earlier, &mut cmd_set_here)?;
@@ -438,12 +580,21 @@ impl<'a> Builder<'a> {
         let text = canonical::instruction(&l.inst);
         let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
         let err = |m: String| RawError::new(pos, Some(kw), m);
-        let shell: Vec<String> = st.config.shell.clone().unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect());
+        let shell: Vec<String> = st
+            .config
+            .shell
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect());
         let x = |w: &str, scope: &Scope| -> Result<String, RawError> {
-            expand::expand(w, self.escape, &|n| scope.get(n)).map_err(|m| RawError::new(pos, Some(kw), m))
+            expand::expand(w, self.escape, &|n| scope.get(n))
+                .map_err(|m| RawError::new(pos, Some(kw), m))
         };
         let as_argv = |c: &CmdForm| match c {
-            CmdForm::Shell(s) => shell.iter().cloned().chain(std::iter::once(s.clone())).collect::<Vec<_>>(),
+            CmdForm::Shell(s) => shell
+                .iter()
+                .cloned()
+                .chain(std::iter::once(s.clone()))
+                .collect::<Vec<_>>(),
             CmdForm::Exec(v) => v.clone(),
         };
         let workdir = st.config.workdir.clone().unwrap_or_else(|| "/".into());
@@ -485,9 +636,15 @@ impl<'a> Builder<'a> {
                 for p in ports {
                     let p = x(p, scope)?;
                     if !valid_port(&p) {
-                        return Err(err(format!("invalid port '{p}'; expected PORT[-PORT][/tcp|/udp|/sctp]")));
+                        return Err(err(format!(
+                            "invalid port '{p}'; expected PORT[-PORT][/tcp|/udp|/sctp]"
+                        )));
                     }
-                    let p = if p.contains('/') { p } else { format!("{p}/tcp") };
+                    let p = if p.contains('/') {
+                        p
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     st.config.exposed_ports.insert(p);
                 }
             }
@@ -520,21 +677,39 @@ impl<'a> Builder<'a> {
                         start_interval: None,
                         retries: None,
                     },
-                    Healthcheck::Check { interval, timeout, start_period, start_interval, retries, cmd } => {
-                        for (n, v) in [("interval", interval), ("timeout", timeout), ("start-period", start_period), ("start-interval", start_interval)] {
+                    Healthcheck::Check {
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                        cmd,
+                    } => {
+                        for (n, v) in [
+                            ("interval", interval),
+                            ("timeout", timeout),
+                            ("start-period", start_period),
+                            ("start-interval", start_interval),
+                        ] {
                             if let Some(v) = v
                                 && !valid_duration(v)
                             {
-                                return Err(err(format!("invalid --{n}={v}; expected a duration like 30s or 1m30s")));
+                                return Err(err(format!(
+                                    "invalid --{n}={v}; expected a duration like 30s or 1m30s"
+                                )));
                             }
                         }
                         let retries = match retries {
-                            Some(r) => Some(r.parse::<u32>().map_err(|_| err(format!("invalid --retries={r}; expected a whole number")))?),
+                            Some(r) => Some(r.parse::<u32>().map_err(|_| {
+                                err(format!("invalid --retries={r}; expected a whole number"))
+                            })?),
                             None => None,
                         };
                         let test = match cmd {
                             CmdForm::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
-                            CmdForm::Exec(v) => std::iter::once("CMD".to_string()).chain(v.iter().cloned()).collect(),
+                            CmdForm::Exec(v) => std::iter::once("CMD".to_string())
+                                .chain(v.iter().cloned())
+                                .collect(),
                         };
                         HealthConfig {
                             test,
@@ -548,17 +723,26 @@ impl<'a> Builder<'a> {
                 });
             }
             Instruction::Onbuild(inner) => {
-                st.config.onbuild.push(canonical::instruction(inner).trim_end().to_string());
+                st.config
+                    .onbuild
+                    .push(canonical::instruction(inner).trim_end().to_string());
                 st.onbuild.push((**inner).clone());
             }
             Instruction::Workdir(w) => {
                 let w = x(w, scope)?;
-                let path = if w.starts_with('/') { clean_absolute(&w) } else { clean_absolute(&format!("{workdir}/{w}")) };
+                let path = if w.starts_with('/') {
+                    clean_absolute(&w)
+                } else {
+                    clean_absolute(&format!("{workdir}/{w}"))
+                };
                 st.config.workdir = Some(path.clone());
                 st.pending.push(Pending {
                     pos,
                     text,
-                    kind: StepKind::Mkdir { path, user: st.config.user.clone() },
+                    kind: StepKind::Mkdir {
+                        path,
+                        user: st.config.user.clone(),
+                    },
                     visible: scope.visible(),
                 });
             }
@@ -575,7 +759,11 @@ impl<'a> Builder<'a> {
                     && is_lone_heredoc(s, self.escape)
                     && h.content.starts_with("#!")
                 {
-                    mounts.push(Mount::File { target: format!("/dev/pipes/{}", h.name), content: h.content.clone(), mode: 0o755 });
+                    mounts.push(Mount::File {
+                        target: format!("/dev/pipes/{}", h.name),
+                        content: h.content.clone(),
+                        mode: 0o755,
+                    });
                 }
                 let network = match r.network.as_deref() {
                     Some("none") => Network::None,
@@ -585,7 +773,12 @@ impl<'a> Builder<'a> {
                 let proxy_env = PROXY_ARGS
                     .iter()
                     .filter(|p| !scope.args.contains_key(**p))
-                    .filter_map(|p| self.opts.build_args.get(*p).map(|v| (p.to_string(), v.clone())))
+                    .filter_map(|p| {
+                        self.opts
+                            .build_args
+                            .get(*p)
+                            .map(|v| (p.to_string(), v.clone()))
+                    })
                     .collect();
                 let step = RunStep {
                     argv,
@@ -597,11 +790,21 @@ impl<'a> Builder<'a> {
                     network,
                     insecure: r.security.as_deref() == Some("insecure"),
                 };
-                st.pending.push(Pending { pos, text, kind: StepKind::Run(step), visible: scope.visible() });
+                st.pending.push(Pending {
+                    pos,
+                    text,
+                    kind: StepKind::Run(step),
+                    visible: scope.visible(),
+                });
             }
             Instruction::Copy(c) => {
                 let step = self.copy(c, scope, st, earlier, pos, &workdir)?;
-                st.pending.push(Pending { pos, text, kind: StepKind::Copy(step), visible: scope.visible() });
+                st.pending.push(Pending {
+                    pos,
+                    text,
+                    kind: StepKind::Copy(step),
+                    visible: scope.visible(),
+                });
             }
         }
         Ok(())
@@ -615,7 +818,11 @@ impl<'a> Builder<'a> {
             if h.content.starts_with("#!") {
                 return vec![format!("/dev/pipes/{}", h.name)];
             }
-            return shell.iter().cloned().chain(std::iter::once(h.content.clone())).collect();
+            return shell
+                .iter()
+                .cloned()
+                .chain(std::iter::once(h.content.clone()))
+                .collect();
         }
         let mut script = s.to_string();
         for h in heredocs {
@@ -623,26 +830,47 @@ impl<'a> Builder<'a> {
             script.push_str(&h.content);
             script.push_str(&h.name);
         }
-        shell.iter().cloned().chain(std::iter::once(script)).collect()
+        shell
+            .iter()
+            .cloned()
+            .chain(std::iter::once(script))
+            .collect()
     }
 
     /// Resolves a `--from=` / `from=` value to a stage or an image.
-    fn resolve_from(&self, v: &str, st: &mut StageState, earlier: &[StageState], pos: Pos, kw: &str) -> Result<FromRef, RawError> {
+    fn resolve_from(
+        &self,
+        v: &str,
+        st: &mut StageState,
+        earlier: &[StageState],
+        pos: Pos,
+        kw: &str,
+    ) -> Result<FromRef, RawError> {
         let err = |m: String| RawError::new(pos, Some(kw), m);
         let current = earlier.len();
         if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
-            let idx: usize = v.parse().map_err(|_| err(format!("stage index {v} is too large")))?;
+            let idx: usize = v
+                .parse()
+                .map_err(|_| err(format!("stage index {v} is too large")))?;
             if idx >= current {
-                return Err(err(format!("stage index {idx} does not name an earlier stage (this is stage {current})")));
+                return Err(err(format!(
+                    "stage index {idx} does not name an earlier stage (this is stage {current})"
+                )));
             }
             st.deps.entry(idx).or_insert(pos);
-            return Ok(FromRef::Stage { stage: idx, step: 0 });
+            return Ok(FromRef::Stage {
+                stage: idx,
+                step: 0,
+            });
         }
         let lower = v.to_ascii_lowercase();
         if st.name.as_deref() == Some(lower.as_str()) {
             return Err(err(format!("stage '{v}' cannot copy or mount from itself")));
         }
-        if let Some(i) = earlier.iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+        if let Some(i) = earlier
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
             st.deps.entry(i).or_insert(pos);
             return Ok(FromRef::Stage { stage: i, step: 0 });
         }
@@ -652,14 +880,19 @@ impl<'a> Builder<'a> {
             return Ok(FromRef::Stage { stage: i, step: 0 });
         }
         if v.contains([':', '/', '@']) {
-            return Ok(FromRef::Image { reference: v.to_string(), digest: None });
+            return Ok(FromRef::Image {
+                reference: v.to_string(),
+                digest: None,
+            });
         }
         let names: Vec<String> = self.all_stage_names();
         let mut msg = format!("unknown stage '{v}'");
         if let Some(s) = did_you_mean(v, names.iter().map(String::as_str)) {
             msg.push_str(&format!("; did you mean '{s}'?"));
         }
-        msg.push_str(&format!(" (to use an image, name it with a tag: '{v}:latest')"));
+        msg.push_str(&format!(
+            " (to use an image, name it with a tag: '{v}:latest')"
+        ));
         Err(err(msg))
     }
 
@@ -687,23 +920,52 @@ impl<'a> Builder<'a> {
         None
     }
 
-    fn mount(&self, m: &MountSpec, scope: &Scope, st: &mut StageState, earlier: &[StageState], pos: Pos) -> Result<Mount, RawError> {
+    fn mount(
+        &self,
+        m: &MountSpec,
+        scope: &Scope,
+        st: &mut StageState,
+        earlier: &[StageState],
+        pos: Pos,
+    ) -> Result<Mount, RawError> {
         let err = |msg: String| RawError::new(pos, Some("RUN"), msg);
         let mut o: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &m.opts {
-            o.insert(k.clone(), expand::expand(v, self.escape, &|n| scope.get(n)).map_err(&err)?);
+            o.insert(
+                k.clone(),
+                expand::expand(v, self.escape, &|n| scope.get(n)).map_err(&err)?,
+            );
         }
         let num = |k: &str, def: u32, octal: bool| -> Result<u32, RawError> {
             match o.get(k) {
                 None => Ok(def),
-                Some(v) => if octal { u32::from_str_radix(v, 8) } else { v.parse() }
-                    .map_err(|_| err(format!("invalid {k}={v} in --mount; expected {}", if octal { "an octal mode like 0755" } else { "a number" }))),
+                Some(v) => if octal {
+                    u32::from_str_radix(v, 8)
+                } else {
+                    v.parse()
+                }
+                .map_err(|_| {
+                    err(format!(
+                        "invalid {k}={v} in --mount; expected {}",
+                        if octal {
+                            "an octal mode like 0755"
+                        } else {
+                            "a number"
+                        }
+                    ))
+                }),
             }
         };
         let flag = |k: &str, def: bool| o.get(k).map_or(def, |v| v == "true");
         // Relative targets are relative to the working directory.
         let workdir = st.config.workdir.clone().unwrap_or_else(|| "/".into());
-        let target = o.get("target").map(|t| if t.starts_with('/') { clean_absolute(t) } else { clean_absolute(&format!("{workdir}/{t}")) });
+        let target = o.get("target").map(|t| {
+            if t.starts_with('/') {
+                clean_absolute(t)
+            } else {
+                clean_absolute(&format!("{workdir}/{t}"))
+            }
+        });
         let from = match o.get("from") {
             Some(f) => Some(self.resolve_from(f, st, earlier, pos, "RUN")?),
             None => None,
@@ -713,10 +975,19 @@ impl<'a> Builder<'a> {
                 let source = o.get("source").cloned().unwrap_or_default();
                 let from = from.unwrap_or(FromRef::Context);
                 let source = match from {
-                    FromRef::Context => clean_relative(&source).ok_or_else(|| err(format!("bind mount source '{source}' is outside the build context")))?,
+                    FromRef::Context => clean_relative(&source).ok_or_else(|| {
+                        err(format!(
+                            "bind mount source '{source}' is outside the build context"
+                        ))
+                    })?,
                     _ => clean_absolute(&source),
                 };
-                Mount::Bind { target: target.unwrap_or_default(), from, source, readonly: flag("readonly", true) }
+                Mount::Bind {
+                    target: target.unwrap_or_default(),
+                    from,
+                    source,
+                    readonly: flag("readonly", true),
+                }
             }
             MountKind::Cache => {
                 let target = target.unwrap_or_default();
@@ -726,7 +997,10 @@ impl<'a> Builder<'a> {
                     Some("locked") => Sharing::Locked,
                     _ => Sharing::Shared,
                 };
-                let source = o.get("source").map(|s| clean_absolute(s)).unwrap_or_else(|| "/".into());
+                let source = o
+                    .get("source")
+                    .map(|s| clean_absolute(s))
+                    .unwrap_or_else(|| "/".into());
                 Mount::Cache {
                     target,
                     id: format!("{}/{}", self.opts.namespace, id),
@@ -738,13 +1012,18 @@ impl<'a> Builder<'a> {
                     readonly: flag("readonly", false),
                 }
             }
-            MountKind::Tmpfs => Mount::Tmpfs { target: target.unwrap_or_default(), size: o.get("size").cloned() },
+            MountKind::Tmpfs => Mount::Tmpfs {
+                target: target.unwrap_or_default(),
+                size: o.get("size").cloned(),
+            },
             MountKind::Secret => {
                 let env = o.get("env").cloned();
                 let id = match (o.get("id"), &target) {
                     (Some(id), _) => id.clone(),
                     (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
-                    (None, None) => return Err(err("secret mount needs id=ID or target=PATH".into())),
+                    (None, None) => {
+                        return Err(err("secret mount needs id=ID or target=PATH".into()));
+                    }
                 };
                 let target = match (target, &env) {
                     (Some(t), _) => Some(t),
@@ -772,7 +1051,15 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn copy(&self, c: &Copy, scope: &Scope, st: &mut StageState, earlier: &[StageState], pos: Pos, workdir: &str) -> Result<CopyStep, RawError> {
+    fn copy(
+        &self,
+        c: &Copy,
+        scope: &Scope,
+        st: &mut StageState,
+        earlier: &[StageState],
+        pos: Pos,
+        workdir: &str,
+    ) -> Result<CopyStep, RawError> {
         let kw = if c.add { "ADD" } else { "COPY" };
         let err = |m: String| RawError::new(pos, Some(kw), m);
         let x = |w: &str| expand::expand(w, self.escape, &|n| scope.get(n)).map_err(&err);
@@ -785,17 +1072,21 @@ impl<'a> Builder<'a> {
         if let Some(m) = &chmod
             && !valid_chmod(m)
         {
-            return Err(err(format!("invalid --chmod={m}; expected an octal mode like 0755 or a symbolic one like u+x")));
+            return Err(err(format!(
+                "invalid --chmod={m}; expected an octal mode like 0755 or a symbolic one like u+x"
+            )));
         }
         let exclude: Vec<String> = c.exclude.iter().map(|e| x(e)).collect::<Result<_, _>>()?;
-        Dockerignore::from_patterns(&exclude).map_err(|m| err(format!("invalid --exclude: {m}")))?;
+        Dockerignore::from_patterns(&exclude)
+            .map_err(|m| err(format!("invalid --exclude: {m}")))?;
         let mut sources = Vec::new();
         for s in &c.sources {
             if let Some((name, _, _)) = crate::lexer::heredoc_marker(s, self.escape)
                 && let Some(h) = c.heredocs.iter().find(|h| h.name == name)
             {
                 let content = if h.expand {
-                    expand::expand_heredoc(&h.content, self.escape, &|n| scope.get(n)).map_err(&err)?
+                    expand::expand_heredoc(&h.content, self.escape, &|n| scope.get(n))
+                        .map_err(&err)?
                 } else {
                     h.content.clone()
                 };
@@ -804,22 +1095,43 @@ impl<'a> Builder<'a> {
             }
             let s = x(s)?;
             let is_url = s.starts_with("http://") || s.starts_with("https://");
-            let is_git = s.starts_with("git@") || s.starts_with("git://") || (is_url && (s.ends_with(".git") || s.contains(".git#")));
+            let is_git = s.starts_with("git@")
+                || s.starts_with("git://")
+                || (is_url && (s.ends_with(".git") || s.contains(".git#")));
             if is_url || is_git {
                 if !c.add {
-                    return Err(err(format!("COPY cannot fetch '{s}'; use ADD for URLs and git repositories")));
+                    return Err(err(format!(
+                        "COPY cannot fetch '{s}'; use ADD for URLs and git repositories"
+                    )));
                 }
                 if !matches!(from, FromRef::Context) {
-                    return Err(err(format!("a URL source '{s}' cannot be combined with --from")));
+                    return Err(err(format!(
+                        "a URL source '{s}' cannot be combined with --from"
+                    )));
                 }
-                sources.push(if is_git { CopySource::Git { url: s, keep_git_dir: c.keep_git_dir } } else { CopySource::Url { url: s, checksum: None } });
+                sources.push(if is_git {
+                    CopySource::Git {
+                        url: s,
+                        keep_git_dir: c.keep_git_dir,
+                    }
+                } else {
+                    CopySource::Url {
+                        url: s,
+                        checksum: None,
+                    }
+                });
                 continue;
             }
             match from {
                 FromRef::Context => {
-                    let cleaned = clean_relative(&s).ok_or_else(|| err(format!("source '{s}' is outside the build context")))?;
-                    PathPattern::compile(&cleaned, false).map_err(|m| err(format!("invalid source pattern: {m}")))?;
-                    sources.push(CopySource::Context { pattern: cleaned, paths: Vec::new() });
+                    let cleaned = clean_relative(&s)
+                        .ok_or_else(|| err(format!("source '{s}' is outside the build context")))?;
+                    PathPattern::compile(&cleaned, false)
+                        .map_err(|m| err(format!("invalid source pattern: {m}")))?;
+                    sources.push(CopySource::Context {
+                        pattern: cleaned,
+                        paths: Vec::new(),
+                    });
                 }
                 _ => sources.push(CopySource::Path(clean_absolute(&s))),
             }
@@ -838,15 +1150,23 @@ impl<'a> Builder<'a> {
                 }
             }
             if n == 0 {
-                return Err(err("--checksum can only be used with HTTP(S) and git sources".into()));
+                return Err(err(
+                    "--checksum can only be used with HTTP(S) and git sources".into(),
+                ));
             }
         }
         let dest_raw = x(&c.dest)?;
         let dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
         if sources.len() > 1 && !dir {
-            return Err(err(format!("with more than one source the destination must be a directory ending in '/', not '{dest_raw}'")));
+            return Err(err(format!(
+                "with more than one source the destination must be a directory ending in '/', not '{dest_raw}'"
+            )));
         }
-        let mut dest = if dest_raw.starts_with('/') { clean_absolute(&dest_raw) } else { clean_absolute(&format!("{workdir}/{dest_raw}")) };
+        let mut dest = if dest_raw.starts_with('/') {
+            clean_absolute(&dest_raw)
+        } else {
+            clean_absolute(&format!("{workdir}/{dest_raw}"))
+        };
         if dir && dest != "/" {
             dest.push('/');
         }
@@ -879,7 +1199,8 @@ fn valid_port(p: &str) -> bool {
         Some((a, b)) => num(a) && num(b),
         None => num(range),
     };
-    range_ok && proto.is_none_or(|pr| matches!(pr.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp"))
+    range_ok
+        && proto.is_none_or(|pr| matches!(pr.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp"))
 }
 
 fn valid_duration(d: &str) -> bool {
@@ -909,8 +1230,11 @@ fn valid_chmod(m: &str) -> bool {
     !m.is_empty()
         && m.split(',').all(|clause| {
             let t = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-            let Some(rest) = t.strip_prefix(['+', '-', '=']) else { return false };
-            rest.chars().all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't'))
+            let Some(rest) = t.strip_prefix(['+', '-', '=']) else {
+                return false;
+            };
+            rest.chars()
+                .all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't'))
         })
 }
 
@@ -929,11 +1253,24 @@ fn topo_order(stages: &[StageState], target: usize) -> Result<Vec<usize>, RawErr
     }
     let mut mark = vec![Mark::New; stages.len()];
     let mut order = Vec::new();
-    let label = |i: usize| stages[i].name.clone().unwrap_or_else(|| format!("stage {i}"));
+    let label = |i: usize| {
+        stages[i]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage {i}"))
+    };
     // Iterative DFS: deep dependency chains must not overflow the stack.
     let mut stack: Vec<(usize, Vec<(usize, Pos)>)> = Vec::new();
     mark[target] = Mark::Active;
-    stack.push((target, stages[target].deps.iter().map(|(d, p)| (*d, *p)).rev().collect()));
+    stack.push((
+        target,
+        stages[target]
+            .deps
+            .iter()
+            .map(|(d, p)| (*d, *p))
+            .rev()
+            .collect(),
+    ));
     while let Some((node, todo)) = stack.last_mut() {
         let node = *node;
         match todo.pop() {
@@ -941,13 +1278,26 @@ fn topo_order(stages: &[StageState], target: usize) -> Result<Vec<usize>, RawErr
                 Mark::Done => {}
                 Mark::Active => {
                     let start = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                    let mut cycle: Vec<String> = stack[start..].iter().map(|(n, _)| label(*n)).collect();
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|(n, _)| label(*n)).collect();
                     cycle.push(label(dep));
-                    return Err(RawError::new(pos, None, format!("circular dependency between stages: {}", cycle.join(" -> "))));
+                    return Err(RawError::new(
+                        pos,
+                        None,
+                        format!("circular dependency between stages: {}", cycle.join(" -> ")),
+                    ));
                 }
                 Mark::New => {
                     mark[dep] = Mark::Active;
-                    stack.push((dep, stages[dep].deps.iter().map(|(d, p)| (*d, *p)).rev().collect()));
+                    stack.push((
+                        dep,
+                        stages[dep]
+                            .deps
+                            .iter()
+                            .map(|(d, p)| (*d, *p))
+                            .rev()
+                            .collect(),
+                    ));
                 }
             },
             None => {
@@ -973,7 +1323,12 @@ const MAX_CONTEXT_DEPTH: usize = 256;
 
 impl<'a> ContextIndex<'a> {
     fn new(ctx: &'a dyn Context, ignore: &'a Dockerignore) -> Self {
-        ContextIndex { ctx, ignore, entries: None, digests: HashMap::new() }
+        ContextIndex {
+            ctx,
+            ignore,
+            entries: None,
+            digests: HashMap::new(),
+        }
     }
 
     fn entries(&mut self, pos: Pos, kw: &str) -> Result<&BTreeMap<String, EntryKind>, RawError> {
@@ -982,11 +1337,23 @@ impl<'a> ContextIndex<'a> {
             let mut todo = vec![(String::new(), 0usize)];
             while let Some((dir, depth)) = todo.pop() {
                 if depth > MAX_CONTEXT_DEPTH {
-                    return Err(RawError::new(pos, Some(kw), format!("build context is nested deeper than {MAX_CONTEXT_DEPTH} directories at '{dir}'")));
+                    return Err(RawError::new(
+                        pos,
+                        Some(kw),
+                        format!(
+                            "build context is nested deeper than {MAX_CONTEXT_DEPTH} directories at '{dir}'"
+                        ),
+                    ));
                 }
-                let list = self.ctx.list(&dir).map_err(|e| RawError::new(pos, Some(kw), format!("cannot read the build context: {e}")))?;
+                let list = self.ctx.list(&dir).map_err(|e| {
+                    RawError::new(pos, Some(kw), format!("cannot read the build context: {e}"))
+                })?;
                 for e in list {
-                    let path = if dir.is_empty() { e.name.clone() } else { format!("{dir}/{}", e.name) };
+                    let path = if dir.is_empty() {
+                        e.name.clone()
+                    } else {
+                        format!("{dir}/{}", e.name)
+                    };
                     let excluded = self.ignore.excludes(&path);
                     if let EntryKind::Dir { .. } = e.kind
                         && (!excluded || self.ignore_has_exceptions())
@@ -1010,13 +1377,20 @@ impl<'a> ContextIndex<'a> {
     }
 
     /// Paths matched by `pattern`, with directory contents, after `exclude`.
-    fn select(&mut self, pattern: &str, exclude: &Dockerignore, pos: Pos, kw: &str) -> Result<Vec<String>, RawError> {
+    fn select(
+        &mut self,
+        pattern: &str,
+        exclude: &Dockerignore,
+        pos: Pos,
+        kw: &str,
+    ) -> Result<Vec<String>, RawError> {
         let entries = self.entries(pos, kw)?;
         let mut roots: Vec<String> = Vec::new();
         if pattern.is_empty() {
             roots.push(String::new());
         } else if Glob::has_magic(pattern) {
-            let p = PathPattern::compile(pattern, false).map_err(|m| RawError::new(pos, Some(kw), m))?;
+            let p = PathPattern::compile(pattern, false)
+                .map_err(|m| RawError::new(pos, Some(kw), m))?;
             roots.extend(entries.keys().filter(|k| p.matches(k)).cloned());
         } else if entries.contains_key(pattern) {
             roots.push(pattern.to_string());
@@ -1025,12 +1399,15 @@ impl<'a> ContextIndex<'a> {
             return Err(RawError::new(
                 pos,
                 Some(kw),
-                format!("source '{pattern}' not found in the build context (or excluded by .dockerignore)"),
+                format!(
+                    "source '{pattern}' not found in the build context (or excluded by .dockerignore)"
+                ),
             ));
         }
         let mut out = BTreeSet::new();
         for root in roots {
-            let is_dir = root.is_empty() || matches!(entries.get(&root), Some(EntryKind::Dir { .. }));
+            let is_dir =
+                root.is_empty() || matches!(entries.get(&root), Some(EntryKind::Dir { .. }));
             if !is_dir {
                 let name = root.rsplit('/').next().unwrap_or(&root);
                 if !exclude.excludes(name) {
@@ -1041,8 +1418,16 @@ impl<'a> ContextIndex<'a> {
             if !root.is_empty() {
                 out.insert(root.clone());
             }
-            let prefix = if root.is_empty() { String::new() } else { format!("{root}/") };
-            for k in entries.range(prefix.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&prefix)) {
+            let prefix = if root.is_empty() {
+                String::new()
+            } else {
+                format!("{root}/")
+            };
+            for k in entries
+                .range(prefix.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&prefix))
+            {
                 if !exclude.excludes(&k[prefix.len()..]) {
                     out.insert(k.clone());
                 }
@@ -1062,7 +1447,13 @@ impl<'a> ContextIndex<'a> {
                     let d = match self.digests.get(p) {
                         Some(d) => *d,
                         None => {
-                            let bytes = self.ctx.read(p).map_err(|e| RawError::new(pos, Some(kw), format!("cannot read context file: {e}")))?;
+                            let bytes = self.ctx.read(p).map_err(|e| {
+                                RawError::new(
+                                    pos,
+                                    Some(kw),
+                                    format!("cannot read context file: {e}"),
+                                )
+                            })?;
                             let d = *blake3::hash(&bytes).as_bytes();
                             self.digests.insert(p.clone(), d);
                             d
@@ -1111,7 +1502,11 @@ fn resolve_kind(
         FromRef::Context => {}
     };
     match kind {
-        StepKind::Image { reference, platform, digest } => {
+        StepKind::Image {
+            reference,
+            platform,
+            digest,
+        } => {
             *digest = resolver.resolve(reference, platform.as_deref());
             h.opt("image-digest", digest.as_deref());
         }
@@ -1126,7 +1521,9 @@ fn resolve_kind(
                         }
                         fix_from(from, h);
                     }
-                    Mount::Cache { from: Some((f, _)), .. } => fix_from(f, h),
+                    Mount::Cache {
+                        from: Some((f, _)), ..
+                    } => fix_from(f, h),
                     _ => {}
                 }
             }
@@ -1134,7 +1531,8 @@ fn resolve_kind(
         StepKind::Copy(c) => {
             let kw = if c.unpack { "ADD" } else { "COPY" };
             fix_from(&mut c.from, h);
-            let exclude = Dockerignore::from_patterns(&c.exclude).map_err(|m| RawError::new(pos, Some(kw), m))?;
+            let exclude = Dockerignore::from_patterns(&c.exclude)
+                .map_err(|m| RawError::new(pos, Some(kw), m))?;
             for s in &mut c.sources {
                 if let CopySource::Context { pattern, paths } = s {
                     *paths = ctx.select(pattern, &exclude, pos, kw)?;
@@ -1171,7 +1569,11 @@ fn q(s: &str) -> String {
 pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String> {
     let mut out = Vec::new();
     match kind {
-        StepKind::Image { reference, platform, digest } => {
+        StepKind::Image {
+            reference,
+            platform,
+            digest,
+        } => {
             out.push(format!("image {reference}"));
             if let Some(p) = platform {
                 out.push(format!("platform {p}"));
@@ -1182,7 +1584,16 @@ pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String>
             });
         }
         StepKind::Scratch => out.push("scratch".into()),
-        StepKind::Stage { stage } => out.push(format!("from {}", from_text(&FromRef::Stage { stage: *stage, step: 0 }, names))),
+        StepKind::Stage { stage } => out.push(format!(
+            "from {}",
+            from_text(
+                &FromRef::Stage {
+                    stage: *stage,
+                    step: 0
+                },
+                names
+            )
+        )),
         StepKind::Mkdir { path, user } => {
             out.push(format!("mkdir {path}"));
             if let Some(u) = user {
@@ -1190,7 +1601,10 @@ pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String>
             }
         }
         StepKind::Run(r) => {
-            out.push(format!("argv {}", serde_json::to_string(&r.argv).unwrap_or_default()));
+            out.push(format!(
+                "argv {}",
+                serde_json::to_string(&r.argv).unwrap_or_default()
+            ));
             for (k, v) in &r.env {
                 out.push(format!("env {k}={}", q(v)));
             }
@@ -1241,12 +1655,24 @@ pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String>
             for s in &c.sources {
                 out.push(match s {
                     CopySource::Context { pattern, paths } => {
-                        format!("source {} -> {} path(s): {}", q(pattern), paths.len(), preview(paths))
+                        format!(
+                            "source {} -> {} path(s): {}",
+                            q(pattern),
+                            paths.len(),
+                            preview(paths)
+                        )
                     }
                     CopySource::Path(p) => format!("source path {p}"),
-                    CopySource::Inline { name, content } => format!("source heredoc {name} {}", q(content)),
-                    CopySource::Url { url, checksum } => format!("source url {url} checksum={}", checksum.as_deref().unwrap_or("-")),
-                    CopySource::Git { url, keep_git_dir } => format!("source git {url} keep-git-dir={keep_git_dir}"),
+                    CopySource::Inline { name, content } => {
+                        format!("source heredoc {name} {}", q(content))
+                    }
+                    CopySource::Url { url, checksum } => format!(
+                        "source url {url} checksum={}",
+                        checksum.as_deref().unwrap_or("-")
+                    ),
+                    CopySource::Git { url, keep_git_dir } => {
+                        format!("source git {url} keep-git-dir={keep_git_dir}")
+                    }
                 });
             }
             out.push(format!("dest {}", c.dest));
@@ -1256,7 +1682,11 @@ pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String>
             if let Some(m) = &c.chmod {
                 out.push(format!("chmod {m}"));
             }
-            for (flag, on) in [("link", c.link), ("parents", c.parents), ("unpack", c.unpack)] {
+            for (flag, on) in [
+                ("link", c.link),
+                ("parents", c.parents),
+                ("unpack", c.unpack),
+            ] {
                 if on {
                     out.push(flag.to_string());
                 }
@@ -1290,10 +1720,16 @@ pub(crate) fn describe_config(c: &ImageConfig) -> Vec<String> {
         out.push(format!("user {u}"));
     }
     if let Some(v) = &c.entrypoint {
-        out.push(format!("entrypoint {}", serde_json::to_string(v).unwrap_or_default()));
+        out.push(format!(
+            "entrypoint {}",
+            serde_json::to_string(v).unwrap_or_default()
+        ));
     }
     if let Some(v) = &c.cmd {
-        out.push(format!("cmd {}", serde_json::to_string(v).unwrap_or_default()));
+        out.push(format!(
+            "cmd {}",
+            serde_json::to_string(v).unwrap_or_default()
+        ));
     }
     for (k, v) in &c.labels {
         out.push(format!("label {}={}", q(k), q(v)));
@@ -1319,7 +1755,10 @@ pub(crate) fn describe_config(c: &ImageConfig) -> Vec<String> {
         out.push(format!("stopsignal {s}"));
     }
     if let Some(s) = &c.shell {
-        out.push(format!("shell {}", serde_json::to_string(s).unwrap_or_default()));
+        out.push(format!(
+            "shell {}",
+            serde_json::to_string(s).unwrap_or_default()
+        ));
     }
     for o in &c.onbuild {
         out.push(format!("onbuild {o}"));
@@ -1337,9 +1776,19 @@ impl Graph {
         let names: Vec<Option<String>> = self.stages.iter().map(|s| s.name.clone()).collect();
         let mut out = String::new();
         let t = &self.stages[self.target];
-        out.push_str(&format!("target: stage {}{}\n", t.index, t.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()));
+        out.push_str(&format!(
+            "target: stage {}{}\n",
+            t.index,
+            t.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ));
         if !self.unused_build_args.is_empty() {
-            out.push_str(&format!("unused build args: {}\n", self.unused_build_args.join(", ")));
+            out.push_str(&format!(
+                "unused build args: {}\n",
+                self.unused_build_args.join(", ")
+            ));
         }
         for s in &self.stages {
             out.push_str(&format!(
@@ -1347,7 +1796,11 @@ impl Graph {
                 s.index,
                 s.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default(),
                 s.pos.line,
-                if s.needed { "" } else { " — not needed by the target, not built" }
+                if s.needed {
+                    ""
+                } else {
+                    " — not needed by the target, not built"
+                }
             ));
             if !s.needed {
                 continue;
@@ -1358,7 +1811,13 @@ impl Graph {
             }
             for id in &s.steps {
                 let st = &self.steps[*id];
-                out.push_str(&format!("  #{} {} L{}: {}\n", st.id, st.key.short(), st.pos.line, first_line(&st.instruction)));
+                out.push_str(&format!(
+                    "  #{} {} L{}: {}\n",
+                    st.id,
+                    st.key.short(),
+                    st.pos.line,
+                    first_line(&st.instruction)
+                ));
                 for line in describe(&st.kind, &names) {
                     out.push_str(&format!("      {line}\n"));
                 }

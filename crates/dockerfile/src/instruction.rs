@@ -72,8 +72,24 @@ impl Instruction {
 
 /// All instruction keywords, for "did you mean" hints.
 pub const KEYWORDS: &[&str] = &[
-    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG",
-    "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+    "MAINTAINER",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +140,9 @@ impl MountKind {
     pub fn options(self) -> &'static [&'static str] {
         match self {
             MountKind::Bind => &["target", "source", "from", "readonly"],
-            MountKind::Cache => &["target", "id", "source", "from", "sharing", "mode", "uid", "gid", "readonly"],
+            MountKind::Cache => &[
+                "target", "id", "source", "from", "sharing", "mode", "uid", "gid", "readonly",
+            ],
             MountKind::Tmpfs => &["target", "size"],
             MountKind::Secret => &["target", "id", "required", "mode", "uid", "gid", "env"],
             MountKind::Ssh => &["target", "id", "required", "mode", "uid", "gid"],

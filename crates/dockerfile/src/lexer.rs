@@ -46,11 +46,18 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
         return Err(RawError::new(
             Pos::new(1, 1),
             None,
-            format!("Dockerfile is {} bytes; at most {} bytes are accepted", text.len(), MAX_DOCKERFILE_BYTES),
+            format!(
+                "Dockerfile is {} bytes; at most {} bytes are accepted",
+                text.len(),
+                MAX_DOCKERFILE_BYTES
+            ),
         ));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let physical: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    let physical: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
     let (directives, mut i) = directives::parse(&physical)?;
     let escape = directives.escape;
     let mut lines = Vec::new();
@@ -91,7 +98,9 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
                 }
             }
         }
-        let keyword_len = joined.find(|c: char| c.is_whitespace()).unwrap_or(joined.len());
+        let keyword_len = joined
+            .find(|c: char| c.is_whitespace())
+            .unwrap_or(joined.len());
         let keyword = joined[..keyword_len].to_string();
         let after = &joined[keyword_len..];
         let rest_trimmed = after.trim_start();
@@ -100,14 +109,20 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
         let pos = Pos::new(start_line, col);
         let mut heredocs = Vec::new();
         let kw = keyword.to_ascii_uppercase();
-        if matches!(kw.as_str(), "RUN" | "COPY" | "ADD") && !rest_after_flags(&rest, escape).starts_with('[') {
+        if matches!(kw.as_str(), "RUN" | "COPY" | "ADD")
+            && !rest_after_flags(&rest, escape).starts_with('[')
+        {
             for (name, expand, strip_tabs) in heredoc_markers(&rest, escape) {
                 let mut content = String::new();
                 let mut closed = false;
                 while i < physical.len() {
                     let raw = physical[i];
                     i += 1;
-                    let line = if strip_tabs { raw.trim_start_matches('\t') } else { raw };
+                    let line = if strip_tabs {
+                        raw.trim_start_matches('\t')
+                    } else {
+                        raw
+                    };
                     if line == name {
                         closed = true;
                         break;
@@ -119,13 +134,26 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
                     return Err(RawError::new(
                         pos,
                         Some(&kw),
-                        format!("heredoc <<{name} is not terminated; expected a line '{name}' before the end of the file"),
+                        format!(
+                            "heredoc <<{name} is not terminated; expected a line '{name}' before the end of the file"
+                        ),
                     ));
                 }
-                heredocs.push(Heredoc { name, content, expand, strip_tabs });
+                heredocs.push(Heredoc {
+                    name,
+                    content,
+                    expand,
+                    strip_tabs,
+                });
             }
         }
-        lines.push(LogicalLine { pos, keyword, rest, rest_col, heredocs });
+        lines.push(LogicalLine {
+            pos,
+            keyword,
+            rest,
+            rest_col,
+            heredocs,
+        });
     }
     Ok(Lexed { directives, lines })
 }
@@ -237,8 +265,24 @@ mod tests {
     fn heredoc_bodies_follow_their_line() {
         let l = lex("RUN <<A cat <<-'B'\nhello $x\nA\n\tworld\n\tB\nCMD y").unwrap();
         let h = &l.lines[0].heredocs;
-        assert_eq!(h[0], Heredoc { name: "A".into(), content: "hello $x\n".into(), expand: true, strip_tabs: false });
-        assert_eq!(h[1], Heredoc { name: "B".into(), content: "world\n".into(), expand: false, strip_tabs: true });
+        assert_eq!(
+            h[0],
+            Heredoc {
+                name: "A".into(),
+                content: "hello $x\n".into(),
+                expand: true,
+                strip_tabs: false
+            }
+        );
+        assert_eq!(
+            h[1],
+            Heredoc {
+                name: "B".into(),
+                content: "world\n".into(),
+                expand: false,
+                strip_tabs: true
+            }
+        );
         assert_eq!(l.lines[1].keyword, "CMD");
     }
 }

@@ -20,8 +20,18 @@ pub fn parse_bytes(bytes: &[u8], file: &str) -> Result<Dockerfile, crate::Error>
         Err(e) => {
             let before = &bytes[..e.valid_up_to()];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-            let col = before.len() - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
-            Err(RawError::new(Pos::new(line, col), None, "the Dockerfile is not valid UTF-8 text").in_file(file))
+            let col = before.len()
+                - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |p| p + 1)
+                + 1;
+            Err(RawError::new(
+                Pos::new(line, col),
+                None,
+                "the Dockerfile is not valid UTF-8 text",
+            )
+            .in_file(file))
         }
     }
 }
@@ -32,9 +42,15 @@ fn parse_raw(text: &str) -> RawResult<Dockerfile> {
     let mut instructions = Vec::with_capacity(lexed.lines.len());
     for line in lexed.lines {
         let inst = instruction(&line, escape, false)?;
-        instructions.push(Located { pos: line.pos, inst });
+        instructions.push(Located {
+            pos: line.pos,
+            inst,
+        });
     }
-    Ok(Dockerfile { directives: lexed.directives, instructions })
+    Ok(Dockerfile {
+        directives: lexed.directives,
+        instructions,
+    })
 }
 
 /// A `--name[=value]` flag as written.
@@ -86,9 +102,18 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                     }
                     (image.clone(), Some(name.clone()))
                 }
-                _ => return Err(cx.err(cx.args_pos(), "expected 'FROM image' or 'FROM image AS name'")),
+                _ => {
+                    return Err(cx.err(
+                        cx.args_pos(),
+                        "expected 'FROM image' or 'FROM image AS name'",
+                    ));
+                }
             };
-            Instruction::From(From { platform, image, alias })
+            Instruction::From(From {
+                platform,
+                image,
+                alias,
+            })
         }
         "RUN" => {
             let mut mounts = Vec::new();
@@ -99,39 +124,70 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             if let Some(n) = &network
                 && !matches!(n.as_str(), "default" | "none" | "host")
             {
-                return Err(cx.err(cx.line.pos, format!("invalid --network={n}; expected default, none or host")));
+                return Err(cx.err(
+                    cx.line.pos,
+                    format!("invalid --network={n}; expected default, none or host"),
+                ));
             }
             let security = fl.string("security")?;
             if let Some(s) = &security
                 && !matches!(s.as_str(), "sandbox" | "insecure")
             {
-                return Err(cx.err(cx.line.pos, format!("invalid --security={s}; expected sandbox or insecure")));
+                return Err(cx.err(
+                    cx.line.pos,
+                    format!("invalid --security={s}; expected sandbox or insecure"),
+                ));
             }
             let cmd = cmd_form(args);
             if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
                 return Err(cx.err(cx.line.pos, "expected a command to run"));
             }
-            Instruction::Run(Run { mounts, network, security, cmd, heredocs: line.heredocs.clone() })
+            Instruction::Run(Run {
+                mounts,
+                network,
+                security,
+                cmd,
+                heredocs: line.heredocs.clone(),
+            })
         }
         "CMD" | "ENTRYPOINT" => {
             let cmd = cmd_form(args);
             if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
-                return Err(cx.err(cx.line.pos, "expected a command (shell form or a JSON array)"));
+                return Err(cx.err(
+                    cx.line.pos,
+                    "expected a command (shell form or a JSON array)",
+                ));
             }
-            if kw == "CMD" { Instruction::Cmd(cmd) } else { Instruction::Entrypoint(cmd) }
+            if kw == "CMD" {
+                Instruction::Cmd(cmd)
+            } else {
+                Instruction::Entrypoint(cmd)
+            }
         }
         "SHELL" => match json_list(args) {
             Some(v) if !v.is_empty() => Instruction::Shell(v),
-            _ => return Err(cx.err(cx.args_pos(), "expected a JSON array of strings, e.g. SHELL [\"/bin/bash\", \"-c\"]")),
+            _ => {
+                return Err(cx.err(
+                    cx.args_pos(),
+                    "expected a JSON array of strings, e.g. SHELL [\"/bin/bash\", \"-c\"]",
+                ));
+            }
         },
         "LABEL" | "ENV" => {
             let nv = name_values(&cx, args)?;
-            if kw == "ENV" { Instruction::Env(nv) } else { Instruction::Label(nv) }
+            if kw == "ENV" {
+                Instruction::Env(nv)
+            } else {
+                Instruction::Label(nv)
+            }
         }
         "EXPOSE" => {
             let w = words(args, escape);
             if w.is_empty() {
-                return Err(cx.err(cx.line.pos, "expected at least one port, e.g. EXPOSE 80/tcp"));
+                return Err(cx.err(
+                    cx.line.pos,
+                    "expected at least one port, e.g. EXPOSE 80/tcp",
+                ));
             }
             Instruction::Expose(w)
         }
@@ -157,7 +213,10 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
         "ARG" => {
             let w = words(args, escape);
             if w.is_empty() {
-                return Err(cx.err(cx.line.pos, "expected a name, e.g. ARG VERSION or ARG VERSION=1.0"));
+                return Err(cx.err(
+                    cx.line.pos,
+                    "expected a name, e.g. ARG VERSION or ARG VERSION=1.0",
+                ));
             }
             let mut decls = Vec::new();
             for word in w {
@@ -166,7 +225,13 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                     None => (word.clone(), None),
                 };
                 if !valid_var_name(&name) {
-                    return Err(cx.err(cx.args_pos(), format!("invalid ARG name '{}'; expected letters, digits and '_'", printable(&name))));
+                    return Err(cx.err(
+                        cx.args_pos(),
+                        format!(
+                            "invalid ARG name '{}'; expected letters, digits and '_'",
+                            printable(&name)
+                        ),
+                    ));
                 }
                 decls.push(ArgDecl { name, default });
             }
@@ -179,7 +244,10 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             let (sub_kw, sub_rest) = split_word(args, escape);
             let sub_upper = sub_kw.to_ascii_uppercase();
             if sub_upper == "FROM" || sub_upper == "MAINTAINER" {
-                return Err(cx.err(cx.args_pos(), format!("{sub_upper} is not allowed as an ONBUILD trigger")));
+                return Err(cx.err(
+                    cx.args_pos(),
+                    format!("{sub_upper} is not allowed as an ONBUILD trigger"),
+                ));
             }
             if sub_kw.is_empty() {
                 return Err(cx.err(cx.line.pos, "expected an instruction to run on build"));
@@ -199,14 +267,19 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             match typ.to_ascii_uppercase().as_str() {
                 "NONE" => {
                     if fl.any() || !rest.trim().is_empty() {
-                        return Err(cx.err(cx.args_pos(), "HEALTHCHECK NONE takes no flags and no arguments"));
+                        return Err(cx.err(
+                            cx.args_pos(),
+                            "HEALTHCHECK NONE takes no flags and no arguments",
+                        ));
                     }
                     Instruction::Healthcheck(Healthcheck::None)
                 }
                 "CMD" => {
                     let cmd = cmd_form(rest.trim());
                     if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
-                        return Err(cx.err(cx.args_pos(), "expected a command after HEALTHCHECK CMD"));
+                        return Err(
+                            cx.err(cx.args_pos(), "expected a command after HEALTHCHECK CMD")
+                        );
                     }
                     Instruction::Healthcheck(Healthcheck::Check {
                         interval: fl.string("interval")?,
@@ -217,20 +290,32 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                         cmd,
                     })
                 }
-                _ => return Err(cx.err(cx.args_pos(), "expected 'HEALTHCHECK [flags] CMD command' or 'HEALTHCHECK NONE'")),
+                _ => {
+                    return Err(cx.err(
+                        cx.args_pos(),
+                        "expected 'HEALTHCHECK [flags] CMD command' or 'HEALTHCHECK NONE'",
+                    ));
+                }
             }
         }
         _ => {
             // COPY and ADD
             let add = kw == "ADD";
-            let mut c = Copy { add, ..Copy::default() };
+            let mut c = Copy {
+                add,
+                ..Copy::default()
+            };
             if !add {
                 c.from = fl.string("from")?;
                 c.parents = fl.bool("parents")?;
             } else {
                 c.checksum = fl.string("checksum")?;
                 c.keep_git_dir = fl.bool("keep-git-dir")?;
-                c.unpack = if fl.has("unpack") { Some(fl.bool("unpack")?) } else { None };
+                c.unpack = if fl.has("unpack") {
+                    Some(fl.bool("unpack")?)
+                } else {
+                    None
+                };
             }
             c.chown = fl.string("chown")?;
             c.chmod = fl.string("chmod")?;
@@ -267,12 +352,16 @@ fn printable(s: &str) -> String {
 fn valid_stage_name(n: &str) -> bool {
     let mut c = n.chars();
     c.next().is_some_and(|f| f.is_ascii_lowercase())
-        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.'))
+        && c.all(|ch| {
+            ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.')
+        })
 }
 
 pub(crate) fn valid_var_name(n: &str) -> bool {
     let mut c = n.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 /// Splits leading `--flag[=value]` words off the arguments.
@@ -296,7 +385,11 @@ fn extract_flags<'a>(cx: &Ctx<'a>) -> RawResult<(Vec<Flag>, &'a str)> {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        flags.push(Flag { name, value, pos: Pos::new(cx.line.pos.line, col) });
+        flags.push(Flag {
+            name,
+            value,
+            pos: Pos::new(cx.line.pos.line, col),
+        });
     }
 }
 
@@ -309,7 +402,10 @@ struct Flags<'a, 'b> {
 
 impl<'a, 'b> Flags<'a, 'b> {
     fn new(cx: &'b Ctx<'a>, flags: Vec<Flag>) -> Self {
-        Flags { cx, flags: flags.into_iter().map(Some).collect() }
+        Flags {
+            cx,
+            flags: flags.into_iter().map(Some).collect(),
+        }
     }
 
     fn any(&self) -> bool {
@@ -333,7 +429,10 @@ impl<'a, 'b> Flags<'a, 'b> {
     fn single(&mut self, name: &str) -> RawResult<Option<Flag>> {
         let mut v = self.take(name);
         if v.len() > 1 {
-            return Err(self.cx.err(v[1].pos, format!("flag --{name} given twice; it may be given once")));
+            return Err(self.cx.err(
+                v[1].pos,
+                format!("flag --{name} given twice; it may be given once"),
+            ));
         }
         Ok(v.pop())
     }
@@ -342,7 +441,10 @@ impl<'a, 'b> Flags<'a, 'b> {
         match self.single(name)? {
             None => Ok(None),
             Some(Flag { value: Some(v), .. }) => Ok(Some(v)),
-            Some(f) => Err(self.cx.err(f.pos, format!("flag --{name} needs a value: --{name}=VALUE"))),
+            Some(f) => Err(self.cx.err(
+                f.pos,
+                format!("flag --{name} needs a value: --{name}=VALUE"),
+            )),
         }
     }
 
@@ -350,10 +452,17 @@ impl<'a, 'b> Flags<'a, 'b> {
         match self.single(name)? {
             None => Ok(false),
             Some(Flag { value: None, .. }) => Ok(true),
-            Some(Flag { value: Some(v), pos, .. }) => match v.to_ascii_lowercase().as_str() {
+            Some(Flag {
+                value: Some(v),
+                pos,
+                ..
+            }) => match v.to_ascii_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(self.cx.err(pos, format!("flag --{name}={v} is not a boolean; expected true or false"))),
+                _ => Err(self.cx.err(
+                    pos,
+                    format!("flag --{name}={v} is not a boolean; expected true or false"),
+                )),
             },
         }
     }
@@ -363,7 +472,12 @@ impl<'a, 'b> Flags<'a, 'b> {
         for f in self.take(name) {
             match f.value {
                 Some(v) => out.push((v, f.pos)),
-                None => return Err(self.cx.err(f.pos, format!("flag --{name} needs a value: --{name}=VALUE"))),
+                None => {
+                    return Err(self.cx.err(
+                        f.pos,
+                        format!("flag --{name} needs a value: --{name}=VALUE"),
+                    ));
+                }
             }
         }
         Ok(out)
@@ -390,8 +504,22 @@ fn known_flags(kw: &str) -> &'static [&'static str] {
         "FROM" => &["platform"],
         "RUN" => &["mount", "network", "security"],
         "COPY" => &["from", "chown", "chmod", "link", "parents", "exclude"],
-        "ADD" => &["chown", "chmod", "link", "checksum", "keep-git-dir", "exclude", "unpack"],
-        "HEALTHCHECK" => &["interval", "timeout", "start-period", "start-interval", "retries"],
+        "ADD" => &[
+            "chown",
+            "chmod",
+            "link",
+            "checksum",
+            "keep-git-dir",
+            "exclude",
+            "unpack",
+        ],
+        "HEALTHCHECK" => &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
         _ => &[],
     }
 }
@@ -414,7 +542,10 @@ fn json_list(args: &str) -> Option<Vec<String>> {
 fn list_form(args: &str) -> ListForm {
     match json_list(args) {
         Some(items) => ListForm { items, json: true },
-        None => ListForm { items: args.split_whitespace().map(str::to_string).collect(), json: false },
+        None => ListForm {
+            items: args.split_whitespace().map(str::to_string).collect(),
+            json: false,
+        },
     }
 }
 
@@ -440,21 +571,43 @@ fn name_values(cx: &Ctx<'_>, args: &str) -> RawResult<NameValues> {
         let (_, value) = split_word(args, cx.escape);
         let value = value.trim_start();
         if value.is_empty() {
-            return Err(cx.err(cx.args_pos(), format!("expected a value after '{}'; use {} name=value", printable(first), cx.kw)));
+            return Err(cx.err(
+                cx.args_pos(),
+                format!(
+                    "expected a value after '{}'; use {} name=value",
+                    printable(first),
+                    cx.kw
+                ),
+            ));
         }
-        return Ok(NameValues { pairs: vec![(first.clone(), value.to_string())], legacy: true });
+        return Ok(NameValues {
+            pairs: vec![(first.clone(), value.to_string())],
+            legacy: true,
+        });
     }
     let mut pairs = Vec::new();
     for word in w {
         let Some((k, v)) = word.split_once('=') else {
-            return Err(cx.err(cx.args_pos(), format!("expected name=value, found '{}' without '='", printable(&word))));
+            return Err(cx.err(
+                cx.args_pos(),
+                format!(
+                    "expected name=value, found '{}' without '='",
+                    printable(&word)
+                ),
+            ));
         };
         if k.is_empty() {
-            return Err(cx.err(cx.args_pos(), format!("expected a name before '=' in '{}'", printable(&word))));
+            return Err(cx.err(
+                cx.args_pos(),
+                format!("expected a name before '=' in '{}'", printable(&word)),
+            ));
         }
         pairs.push((k.to_string(), v.to_string()));
     }
-    Ok(NameValues { pairs, legacy: false })
+    Ok(NameValues {
+        pairs,
+        legacy: false,
+    })
 }
 
 /// Parses a `--mount=` value (comma-separated, CSV-style quotes).
@@ -483,13 +636,31 @@ fn mount_spec(cx: &Ctx<'_>, v: &str, pos: Pos) -> RawResult<MountSpec> {
             ("target" | "dst" | "destination", Some(v)) => ("target".to_string(), v),
             ("source" | "src", Some(v)) => ("source".to_string(), v),
             ("readonly" | "ro", None) => ("readonly".to_string(), "true".to_string()),
-            ("readonly" | "ro", Some(v)) => ("readonly".to_string(), bool_value(cx, pos, &key, &v)?.to_string()),
+            ("readonly" | "ro", Some(v)) => (
+                "readonly".to_string(),
+                bool_value(cx, pos, &key, &v)?.to_string(),
+            ),
             ("readwrite" | "rw", None) => ("readonly".to_string(), "false".to_string()),
-            ("readwrite" | "rw", Some(v)) => ("readonly".to_string(), (!bool_value(cx, pos, &key, &v)?).to_string()),
+            ("readwrite" | "rw", Some(v)) => (
+                "readonly".to_string(),
+                (!bool_value(cx, pos, &key, &v)?).to_string(),
+            ),
             ("required", None) => ("required".to_string(), "true".to_string()),
-            ("required", Some(v)) => ("required".to_string(), bool_value(cx, pos, &key, &v)?.to_string()),
+            ("required", Some(v)) => (
+                "required".to_string(),
+                bool_value(cx, pos, &key, &v)?.to_string(),
+            ),
             (k, Some(v)) => (k.to_string(), v),
-            (k, None) => return Err(cx.err(pos, format!("mount option '{}' needs a value: {}=VALUE", printable(k), printable(k)))),
+            (k, None) => {
+                return Err(cx.err(
+                    pos,
+                    format!(
+                        "mount option '{}' needs a value: {}=VALUE",
+                        printable(k),
+                        printable(k)
+                    ),
+                ));
+            }
         };
         if opts.insert(key.clone(), val).is_some() {
             return Err(cx.err(pos, format!("mount option '{key}' given twice")));
@@ -498,7 +669,11 @@ fn mount_spec(cx: &Ctx<'_>, v: &str, pos: Pos) -> RawResult<MountSpec> {
     let kind = kind.unwrap_or(MountKind::Bind);
     for k in opts.keys() {
         if !kind.options().contains(&k.as_str()) {
-            let mut msg = format!("unknown option '{}' for a {} mount", printable(k), kind.as_str());
+            let mut msg = format!(
+                "unknown option '{}' for a {} mount",
+                printable(k),
+                kind.as_str()
+            );
             if let Some(s) = did_you_mean(k, kind.options().iter().copied()) {
                 msg.push_str(&format!("; did you mean '{s}'?"));
             } else {
@@ -507,13 +682,18 @@ fn mount_spec(cx: &Ctx<'_>, v: &str, pos: Pos) -> RawResult<MountSpec> {
             return Err(cx.err(pos, msg));
         }
     }
-    if matches!(kind, MountKind::Bind | MountKind::Cache | MountKind::Tmpfs) && !opts.contains_key("target") {
+    if matches!(kind, MountKind::Bind | MountKind::Cache | MountKind::Tmpfs)
+        && !opts.contains_key("target")
+    {
         return Err(cx.err(pos, format!("{} mount needs target=PATH", kind.as_str())));
     }
     if let Some(s) = opts.get("sharing")
         && !matches!(s.as_str(), "shared" | "private" | "locked")
     {
-        return Err(cx.err(pos, format!("invalid sharing={s}; expected shared, private or locked")));
+        return Err(cx.err(
+            pos,
+            format!("invalid sharing={s}; expected shared, private or locked"),
+        ));
     }
     Ok(MountSpec { kind, opts })
 }
@@ -522,7 +702,10 @@ fn bool_value(cx: &Ctx<'_>, pos: Pos, key: &str, v: &str) -> RawResult<bool> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(cx.err(pos, format!("mount option {key}={v} is not a boolean; expected true or false"))),
+        _ => Err(cx.err(
+            pos,
+            format!("mount option {key}={v} is not a boolean; expected true or false"),
+        )),
     }
 }
 

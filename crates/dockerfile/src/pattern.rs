@@ -9,7 +9,10 @@ enum Tok {
     Lit(char),
     Any,
     Star,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// A compiled glob over a single string (no path separators meaning).
@@ -37,14 +40,20 @@ impl Glob {
                     i += 1;
                     toks.push(Tok::Lit(chars[i]));
                 }
-                '\\' if strict => return Err(format!("pattern '{p}' ends with an escape character")),
+                '\\' if strict => {
+                    return Err(format!("pattern '{p}' ends with an escape character"));
+                }
                 '[' => match class(&chars, i + 1) {
                     Some((tok, next)) => {
                         toks.push(tok);
                         i = next;
                         continue;
                     }
-                    None if strict => return Err(format!("pattern '{p}' has an unterminated character class '['")),
+                    None if strict => {
+                        return Err(format!(
+                            "pattern '{p}' has an unterminated character class '['"
+                        ));
+                    }
                     None => toks.push(Tok::Lit('[')),
                 },
                 _ => toks.push(Tok::Lit(c)),
@@ -98,7 +107,9 @@ fn one(tok: &Tok, c: char) -> bool {
         Tok::Lit(l) => *l == c,
         Tok::Any => true,
         Tok::Star => false,
-        Tok::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated,
+        Tok::Class { negated, ranges } => {
+            ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated
+        }
     }
 }
 
@@ -233,6 +244,10 @@ mod tests {
         assert!(!p.matches("a/b/c.rs"));
         let p = PathPattern::compile("src/**", true).unwrap();
         assert!(p.matches("src/a/b"));
-        assert!(PathPattern::compile("foo", true).unwrap().matches_or_parent("foo/bar/baz"));
+        assert!(
+            PathPattern::compile("foo", true)
+                .unwrap()
+                .matches_or_parent("foo/bar/baz")
+        );
     }
 }

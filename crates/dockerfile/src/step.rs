@@ -35,9 +35,14 @@ pub enum StepKind {
     /// `FROM scratch`: an empty filesystem.
     Scratch,
     /// `FROM <earlier stage>`: that stage's result (the parent step).
-    Stage { stage: usize },
+    Stage {
+        stage: usize,
+    },
     /// WORKDIR: create the directory (owned by `user` if set).
-    Mkdir { path: String, user: Option<String> },
+    Mkdir {
+        path: String,
+        user: Option<String>,
+    },
     Run(RunStep),
     Copy(CopyStep),
 }
@@ -77,7 +82,10 @@ pub enum FromRef {
     /// The result of a stage (its last step).
     Stage { stage: usize, step: StepId },
     /// An image by reference (with a digest when resolved).
-    Image { reference: String, digest: Option<String> },
+    Image {
+        reference: String,
+        digest: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +142,11 @@ pub enum Mount {
         gid: u32,
     },
     /// A small read-only file with given contents (heredoc scripts).
-    File { target: String, content: String, mode: u32 },
+    File {
+        target: String,
+        content: String,
+        mode: u32,
+    },
 }
 
 /// COPY or ADD.
@@ -166,7 +178,10 @@ pub enum CopySource {
     /// A heredoc used as a file (`COPY <<EOF /dest`).
     Inline { name: String, content: String },
     /// ADD of a remote file; `checksum` (`--checksum`) pins its content.
-    Url { url: String, checksum: Option<String> },
+    Url {
+        url: String,
+        checksum: Option<String>,
+    },
     /// ADD of a git repository.
     Git { url: String, keep_git_dir: bool },
 }

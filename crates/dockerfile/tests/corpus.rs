@@ -34,9 +34,13 @@ fn cases() -> Vec<Case> {
 fn load(dir: &Path) -> Case {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
     let dockerfile = dir.join("Dockerfile");
-    let text = std::fs::read_to_string(&dockerfile).unwrap_or_else(|e| panic!("{}: {e}", dockerfile.display()));
+    let text = std::fs::read_to_string(&dockerfile)
+        .unwrap_or_else(|e| panic!("{}: {e}", dockerfile.display()));
     let context = dir.join("context");
-    let mut opts = BuildOptions { file_name: format!("{name}/Dockerfile"), ..BuildOptions::default() };
+    let mut opts = BuildOptions {
+        file_name: format!("{name}/Dockerfile"),
+        ..BuildOptions::default()
+    };
     if let Ok(o) = std::fs::read_to_string(dir.join("options")) {
         for line in o.lines() {
             if let Some(t) = line.strip_prefix("target=") {
@@ -47,15 +51,31 @@ fn load(dir: &Path) -> Case {
             }
         }
     }
-    opts.dockerignore = Dockerignore::load(&dockerfile, &context).unwrap().unwrap_or_default();
-    Case { name, text, context, opts }
+    opts.dockerignore = Dockerignore::load(&dockerfile, &context)
+        .unwrap()
+        .unwrap_or_default();
+    Case {
+        name,
+        text,
+        context,
+        opts,
+    }
 }
 
 fn graph_of(case: &Case, text: &str) -> Graph {
     let empty = tempfile::tempdir().unwrap();
-    let ctx_dir = if case.context.is_dir() { case.context.clone() } else { empty.path().to_path_buf() };
-    build_graph(text, &case.opts, &FsContext::new(ctx_dir), &BTreeMap::<String, String>::new())
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    let ctx_dir = if case.context.is_dir() {
+        case.context.clone()
+    } else {
+        empty.path().to_path_buf()
+    };
+    build_graph(
+        text,
+        &case.opts,
+        &FsContext::new(ctx_dir),
+        &BTreeMap::<String, String>::new(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", case.name))
 }
 
 #[test]
@@ -68,7 +88,11 @@ fn corpus_canonical_forms_and_graphs_match_reviewed_snapshots() {
     for case in cases() {
         let df = parse(&case.text, &case.opts.file_name).unwrap_or_else(|e| panic!("{e}"));
         let graph = graph_of(&case, &case.text);
-        let snap = format!("=== canonical\n{}\n=== graph\n{}", print(&df), graph.render());
+        let snap = format!(
+            "=== canonical\n{}\n=== graph\n{}",
+            print(&df),
+            graph.render()
+        );
         insta::assert_snapshot!(case.name.clone(), snap);
     }
 }
@@ -78,16 +102,42 @@ fn corpus_round_trips_through_the_canonical_form() {
     for case in cases() {
         let df = parse(&case.text, &case.opts.file_name).unwrap();
         let printed = print(&df);
-        let again = parse(&printed, &case.opts.file_name).unwrap_or_else(|e| panic!("{}: reparse failed: {e}\n{printed}", case.name));
-        let strip = |d: &rbk_dockerfile::Dockerfile| d.instructions.iter().map(|l| l.inst.clone()).collect::<Vec<_>>();
-        assert_eq!(strip(&df), strip(&again), "{}: syntax tree changed\n{printed}", case.name);
+        let again = parse(&printed, &case.opts.file_name)
+            .unwrap_or_else(|e| panic!("{}: reparse failed: {e}\n{printed}", case.name));
+        let strip = |d: &rbk_dockerfile::Dockerfile| {
+            d.instructions
+                .iter()
+                .map(|l| l.inst.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&df),
+            strip(&again),
+            "{}: syntax tree changed\n{printed}",
+            case.name
+        );
         assert_eq!(df.directives, again.directives, "{}", case.name);
-        assert_eq!(print(&again), printed, "{}: printing is not stable", case.name);
+        assert_eq!(
+            print(&again),
+            printed,
+            "{}: printing is not stable",
+            case.name
+        );
         let g1 = graph_of(&case, &case.text);
         let g2 = graph_of(&case, &printed);
-        let facts = |g: &Graph| g.steps.iter().map(|s| (s.key, s.kind.clone(), s.instruction.clone())).collect::<Vec<_>>();
+        let facts = |g: &Graph| {
+            g.steps
+                .iter()
+                .map(|s| (s.key, s.kind.clone(), s.instruction.clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(facts(&g1), facts(&g2), "{}: graph changed", case.name);
-        let keys = |g: &Graph| g.stages.iter().map(|s| (s.key, s.config.clone(), s.needed)).collect::<Vec<_>>();
+        let keys = |g: &Graph| {
+            g.stages
+                .iter()
+                .map(|s| (s.key, s.config.clone(), s.needed))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keys(&g1), keys(&g2), "{}: stages changed", case.name);
     }
 }

@@ -42,8 +42,17 @@ fn checkout(root: &Path, file_mode: u32, exec_mode: u32, dir_mode: u32, mtime: S
         let full = root.join(p);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
         std::fs::write(&full, content).unwrap();
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(if *exec { exec_mode } else { file_mode })).unwrap();
-        std::fs::File::options().write(true).open(&full).unwrap().set_modified(mtime).unwrap();
+        std::fs::set_permissions(
+            &full,
+            std::fs::Permissions::from_mode(if *exec { exec_mode } else { file_mode }),
+        )
+        .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&full)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
     }
     std::os::unix::fs::symlink("main.py", root.join("app/link.py")).unwrap();
     for d in ["app", "app/lib"] {
@@ -57,12 +66,21 @@ fn graph(dockerfile: &str, ctx: &Path, opts: &BuildOptions) -> Graph {
 
 /// (stage, instruction) → key, for every step.
 fn keys(g: &Graph) -> BTreeMap<(usize, String), Key> {
-    g.steps.iter().map(|s| ((s.stage, s.instruction.clone()), s.key)).collect()
+    g.steps
+        .iter()
+        .map(|s| ((s.stage, s.instruction.clone()), s.key))
+        .collect()
 }
 
 fn default_ctx() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    checkout(d.path(), 0o644, 0o755, 0o755, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    checkout(
+        d.path(),
+        0o644,
+        0o755,
+        0o755,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    );
     d
 }
 
@@ -71,10 +89,22 @@ fn same_context_checked_out_with_different_umask_and_mtimes_gives_same_keys() {
     let one = tempfile::tempdir().unwrap();
     let two = tempfile::tempdir().unwrap();
     // umask 022, an old mtime / umask 077, now / umask 002, a future mtime
-    checkout(one.path(), 0o644, 0o755, 0o755, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    checkout(
+        one.path(),
+        0o644,
+        0o755,
+        0o755,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    );
     checkout(two.path(), 0o600, 0o700, 0o700, SystemTime::now());
     let three = tempfile::tempdir().unwrap();
-    checkout(three.path(), 0o664, 0o775, 0o775, SystemTime::now() + Duration::from_secs(86_400));
+    checkout(
+        three.path(),
+        0o664,
+        0o775,
+        0o775,
+        SystemTime::now() + Duration::from_secs(86_400),
+    );
     let opts = BuildOptions::default();
     let g1 = graph(MULTI, one.path(), &opts);
     let g2 = graph(MULTI, two.path(), &opts);
@@ -91,8 +121,11 @@ fn changing_one_byte_of_a_copied_file_changes_exactly_that_copy_and_what_follows
     let before = keys(&graph(MULTI, ctx.path(), &opts));
     std::fs::write(ctx.path().join("app/lib/util.py"), b"X = 2\n").unwrap();
     let after = keys(&graph(MULTI, ctx.path(), &opts));
-    let changed: Vec<(usize, &str)> =
-        before.iter().filter(|(k, v)| after[*k] != **v).map(|((s, i), _)| (*s, i.as_str())).collect();
+    let changed: Vec<(usize, &str)> = before
+        .iter()
+        .filter(|(k, v)| after[*k] != **v)
+        .map(|((s, i), _)| (*s, i.as_str()))
+        .collect();
     assert_eq!(
         changed,
         vec![
@@ -114,9 +147,15 @@ fn an_arg_the_stage_does_not_declare_does_not_change_its_keys() {
     one.build_args.insert("FLAVOUR".into(), "vanilla".into());
     let mut two = one.clone();
     two.build_args.insert("FLAVOUR".into(), "chocolate".into());
-    let (g1, g2) = (graph(MULTI, ctx.path(), &one), graph(MULTI, ctx.path(), &two));
+    let (g1, g2) = (
+        graph(MULTI, ctx.path(), &one),
+        graph(MULTI, ctx.path(), &two),
+    );
     for stage in [0, 1] {
-        assert_eq!(g1.stages[stage].key, g2.stages[stage].key, "stage {stage} does not declare FLAVOUR");
+        assert_eq!(
+            g1.stages[stage].key, g2.stages[stage].key,
+            "stage {stage} does not declare FLAVOUR"
+        );
         for (a, b) in g1.stages[stage].steps.iter().zip(&g2.stages[stage].steps) {
             assert_eq!(g1.steps[*a].key, g2.steps[*b].key);
         }
@@ -131,10 +170,20 @@ fn the_executable_bit_is_part_of_the_key() {
     let ctx = default_ctx();
     let opts = BuildOptions::default();
     let before = keys(&graph(MULTI, ctx.path(), &opts));
-    std::fs::set_permissions(ctx.path().join("tool.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        ctx.path().join("tool.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let after = keys(&graph(MULTI, ctx.path(), &opts));
-    assert_ne!(before[&(0, "COPY tool.sh /tool.sh".to_string())], after[&(0, "COPY tool.sh /tool.sh".to_string())]);
-    assert_eq!(before[&(0, "RUN echo after".to_string())], after[&(0, "RUN echo after".to_string())]);
+    assert_ne!(
+        before[&(0, "COPY tool.sh /tool.sh".to_string())],
+        after[&(0, "COPY tool.sh /tool.sh".to_string())]
+    );
+    assert_eq!(
+        before[&(0, "RUN echo after".to_string())],
+        after[&(0, "RUN echo after".to_string())]
+    );
 }
 
 #[test]
@@ -145,7 +194,10 @@ fn a_symlink_target_is_part_of_the_key() {
     std::fs::remove_file(ctx.path().join("app/link.py")).unwrap();
     std::os::unix::fs::symlink("lib/util.py", ctx.path().join("app/link.py")).unwrap();
     let after = keys(&graph(MULTI, ctx.path(), &opts));
-    assert_ne!(before[&(0, "COPY app/ /app/".to_string())], after[&(0, "COPY app/ /app/".to_string())]);
+    assert_ne!(
+        before[&(0, "COPY app/ /app/".to_string())],
+        after[&(0, "COPY app/ /app/".to_string())]
+    );
 }
 
 #[test]
@@ -153,16 +205,26 @@ fn renaming_a_copied_file_changes_the_key() {
     let ctx = default_ctx();
     let opts = BuildOptions::default();
     let before = keys(&graph(MULTI, ctx.path(), &opts));
-    std::fs::rename(ctx.path().join("app/main.py"), ctx.path().join("app/main2.py")).unwrap();
+    std::fs::rename(
+        ctx.path().join("app/main.py"),
+        ctx.path().join("app/main2.py"),
+    )
+    .unwrap();
     let after = keys(&graph(MULTI, ctx.path(), &opts));
-    assert_ne!(before[&(0, "COPY app/ /app/".to_string())], after[&(0, "COPY app/ /app/".to_string())]);
+    assert_ne!(
+        before[&(0, "COPY app/ /app/".to_string())],
+        after[&(0, "COPY app/ /app/".to_string())]
+    );
 }
 
 #[test]
 fn changes_to_dockerignored_files_do_not_change_keys() {
     let ctx = default_ctx();
     let df = "FROM alpine:3.19\nCOPY . /src/\n";
-    let opts = BuildOptions { dockerignore: Dockerignore::parse("app/lib\n", ".dockerignore").unwrap(), ..BuildOptions::default() };
+    let opts = BuildOptions {
+        dockerignore: Dockerignore::parse("app/lib\n", ".dockerignore").unwrap(),
+        ..BuildOptions::default()
+    };
     let before = keys(&graph(df, ctx.path(), &opts));
     std::fs::write(ctx.path().join("app/lib/util.py"), b"X = 3\n").unwrap();
     std::fs::write(ctx.path().join("app/lib/new.py"), b"new\n").unwrap();
@@ -188,14 +250,29 @@ fn a_bind_mounted_file_is_keyed_by_content() {
 fn cache_mount_spec_is_in_the_key_and_ids_are_scoped_to_the_namespace() {
     let ctx = default_ctx();
     let k = |df: &str, ns: &str| {
-        let opts = BuildOptions { namespace: ns.into(), ..BuildOptions::default() };
+        let opts = BuildOptions {
+            namespace: ns.into(),
+            ..BuildOptions::default()
+        };
         graph(df, ctx.path(), &opts).steps[1].key
     };
     let base = "FROM alpine:3.19\nRUN --mount=type=cache,target=/c,id=x true\n";
     assert_eq!(k(base, "team-a"), k(base, "team-a"));
     assert_ne!(k(base, "team-a"), k(base, "team-b"));
-    assert_ne!(k(base, "team-a"), k("FROM alpine:3.19\nRUN --mount=type=cache,target=/c,id=y true\n", "team-a"));
-    assert_ne!(k(base, "team-a"), k("FROM alpine:3.19\nRUN --mount=type=cache,target=/c,id=x,sharing=locked true\n", "team-a"));
+    assert_ne!(
+        k(base, "team-a"),
+        k(
+            "FROM alpine:3.19\nRUN --mount=type=cache,target=/c,id=y true\n",
+            "team-a"
+        )
+    );
+    assert_ne!(
+        k(base, "team-a"),
+        k(
+            "FROM alpine:3.19\nRUN --mount=type=cache,target=/c,id=x,sharing=locked true\n",
+            "team-a"
+        )
+    );
 }
 
 #[test]
@@ -220,19 +297,33 @@ fn proxy_build_args_reach_the_command_but_not_the_key() {
     let df = "FROM alpine:3.19\nRUN wget http://example.com/\n";
     let mut opts = BuildOptions::default();
     let before = graph(df, ctx.path(), &opts);
-    opts.build_args.insert("HTTPS_PROXY".into(), "http://proxy:3128".into());
+    opts.build_args
+        .insert("HTTPS_PROXY".into(), "http://proxy:3128".into());
     let after = graph(df, ctx.path(), &opts);
     assert_eq!(before.steps[1].key, after.steps[1].key);
-    let rbk_dockerfile::StepKind::Run(r) = &after.steps[1].kind else { panic!("not a RUN") };
-    assert_eq!(r.proxy_env, vec![("HTTPS_PROXY".to_string(), "http://proxy:3128".to_string())]);
+    let rbk_dockerfile::StepKind::Run(r) = &after.steps[1].kind else {
+        panic!("not a RUN")
+    };
+    assert_eq!(
+        r.proxy_env,
+        vec![("HTTPS_PROXY".to_string(), "http://proxy:3128".to_string())]
+    );
 }
 
 #[test]
 fn comments_case_and_line_breaks_do_not_change_keys() {
     let ctx = default_ctx();
     let opts = BuildOptions::default();
-    let a = graph("FROM alpine:3.19\nRUN apk add gcc make\nCOPY other.txt /o\n", ctx.path(), &opts);
-    let b = graph("# a comment\nfrom alpine:3.19\n\nrun apk add gcc \\\n  # inline comment\nmake\ncopy   other.txt   /o\n", ctx.path(), &opts);
+    let a = graph(
+        "FROM alpine:3.19\nRUN apk add gcc make\nCOPY other.txt /o\n",
+        ctx.path(),
+        &opts,
+    );
+    let b = graph(
+        "# a comment\nfrom alpine:3.19\n\nrun apk add gcc \\\n  # inline comment\nmake\ncopy   other.txt   /o\n",
+        ctx.path(),
+        &opts,
+    );
     let ks = |g: &Graph| g.steps.iter().map(|s| s.key).collect::<Vec<_>>();
     // `RUN apk add gcc \` + `make` joins to "apk add gcc make": same command, same key.
     assert_eq!(ks(&a)[0], ks(&b)[0]);
@@ -244,8 +335,16 @@ fn comments_case_and_line_breaks_do_not_change_keys() {
 fn an_env_change_changes_later_run_keys_and_the_image_key() {
     let ctx = default_ctx();
     let opts = BuildOptions::default();
-    let a = graph("FROM alpine:3.19\nRUN one\nENV A=1\nRUN two\n", ctx.path(), &opts);
-    let b = graph("FROM alpine:3.19\nRUN one\nENV A=2\nRUN two\n", ctx.path(), &opts);
+    let a = graph(
+        "FROM alpine:3.19\nRUN one\nENV A=1\nRUN two\n",
+        ctx.path(),
+        &opts,
+    );
+    let b = graph(
+        "FROM alpine:3.19\nRUN one\nENV A=2\nRUN two\n",
+        ctx.path(),
+        &opts,
+    );
     assert_eq!(a.steps[1].key, b.steps[1].key);
     assert_ne!(a.steps[2].key, b.steps[2].key);
     assert_ne!(a.stages[0].key, b.stages[0].key);

@@ -24,12 +24,17 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn json_list() -> impl Strategy<Value = String> {
-    prop::collection::vec("[a-z/-][a-z $/-]{0,5}", 1..4).prop_map(|v| serde_json::to_string(&v).unwrap())
+    prop::collection::vec("[a-z/-][a-z $/-]{0,5}", 1..4)
+        .prop_map(|v| serde_json::to_string(&v).unwrap())
 }
 
 fn mount() -> impl Strategy<Value = String> {
     prop_oneof![
-        (path(), word(), prop::sample::select(vec!["shared", "private", "locked"]))
+        (
+            path(),
+            word(),
+            prop::sample::select(vec!["shared", "private", "locked"])
+        )
             .prop_map(|(t, id, s)| format!("--mount=type=cache,target={t},id={id},sharing={s}")),
         (path(), word()).prop_map(|(t, s)| format!("--mount=type=bind,source={s},target={t},rw")),
         (path(), word()).prop_map(|(t, f)| format!("--mount=type=bind,from={f},src=/x,dst={t}")),
@@ -58,7 +63,12 @@ fn copy_flags(add: bool) -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(prop::strategy::Union::new(opts), 0..4).prop_map(|flags| {
         // Each flag once, except --exclude, which repeats.
         let mut seen = std::collections::BTreeSet::new();
-        flags.into_iter().filter(|f| f.starts_with("--exclude") || seen.insert(f.split('=').next().unwrap().to_string())).collect()
+        flags
+            .into_iter()
+            .filter(|f| {
+                f.starts_with("--exclude") || seen.insert(f.split('=').next().unwrap().to_string())
+            })
+            .collect()
     })
 }
 
@@ -67,19 +77,25 @@ fn copy_flags(add: bool) -> impl Strategy<Value = Vec<String>> {
 fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
     let none = Vec::<String>::new;
     prop_oneof![
-        (word(), prop::option::of(word()), prop::option::of(word())).prop_map(move |(img, plat, alias)| {
-            let mut t = vec!["FROM".to_string()];
-            if let Some(p) = plat {
-                t.push(format!("--platform=linux/{p}"));
+        (word(), prop::option::of(word()), prop::option::of(word())).prop_map(
+            move |(img, plat, alias)| {
+                let mut t = vec!["FROM".to_string()];
+                if let Some(p) = plat {
+                    t.push(format!("--platform=linux/{p}"));
+                }
+                t.push(img);
+                if let Some(a) = alias {
+                    t.push("AS".into());
+                    t.push(a);
+                }
+                (t, none())
             }
-            t.push(img);
-            if let Some(a) = alias {
-                t.push("AS".into());
-                t.push(a);
-            }
-            (t, none())
-        }),
-        (prop::collection::vec(mount(), 0..3), prop::option::of(prop::sample::select(vec!["none", "host", "default"])), prop::collection::vec(value(), 1..5))
+        ),
+        (
+            prop::collection::vec(mount(), 0..3),
+            prop::option::of(prop::sample::select(vec!["none", "host", "default"])),
+            prop::collection::vec(value(), 1..5)
+        )
             .prop_map(move |(m, n, cmd)| {
                 let mut t = vec!["RUN".to_string()];
                 t.extend(m);
@@ -90,25 +106,38 @@ fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
                 (t, none())
             }),
         json_list().prop_map(move |j| (vec!["RUN".into(), j], none())),
-        (prop::collection::vec("[a-z $\"']{0,10}", 0..4), prop::bool::ANY).prop_map(|(body, dash)| {
-            let marker = if dash { "<<-EOF" } else { "<<EOF" };
-            let mut lines: Vec<String> = body.iter().map(|l| if dash { format!("\t{l}") } else { l.clone() }).collect();
-            lines.push("EOF".into());
-            (vec!["RUN".into(), marker.into()], lines)
-        }),
-        (prop::bool::ANY, copy_flags(false), prop::collection::vec(word(), 1..3), path()).prop_map(move |(json, f, srcs, dest)| {
-            let mut t = vec!["COPY".to_string()];
-            t.extend(f);
-            if json {
-                let mut all = srcs.clone();
-                all.push(format!("{dest}/"));
-                t.push(serde_json::to_string(&all).unwrap());
-            } else {
-                t.extend(srcs);
-                t.push(format!("{dest}/"));
-            }
-            (t, none())
-        }),
+        (
+            prop::collection::vec("[a-z $\"']{0,10}", 0..4),
+            prop::bool::ANY
+        )
+            .prop_map(|(body, dash)| {
+                let marker = if dash { "<<-EOF" } else { "<<EOF" };
+                let mut lines: Vec<String> = body
+                    .iter()
+                    .map(|l| if dash { format!("\t{l}") } else { l.clone() })
+                    .collect();
+                lines.push("EOF".into());
+                (vec!["RUN".into(), marker.into()], lines)
+            }),
+        (
+            prop::bool::ANY,
+            copy_flags(false),
+            prop::collection::vec(word(), 1..3),
+            path()
+        )
+            .prop_map(move |(json, f, srcs, dest)| {
+                let mut t = vec!["COPY".to_string()];
+                t.extend(f);
+                if json {
+                    let mut all = srcs.clone();
+                    all.push(format!("{dest}/"));
+                    t.push(serde_json::to_string(&all).unwrap());
+                } else {
+                    t.extend(srcs);
+                    t.push(format!("{dest}/"));
+                }
+                (t, none())
+            }),
         (copy_flags(true), word(), path()).prop_map(move |(f, s, d)| {
             let mut t = vec!["ADD".to_string()];
             t.extend(f);
@@ -116,7 +145,10 @@ fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
             t.push(d);
             (t, none())
         }),
-        (path(), "[a-z ]{0,12}").prop_map(|(d, body)| (vec!["COPY".into(), "<<'DATA'".into(), d], vec![body, "DATA".into()])),
+        (path(), "[a-z ]{0,12}").prop_map(|(d, body)| (
+            vec!["COPY".into(), "<<'DATA'".into(), d],
+            vec![body, "DATA".into()]
+        )),
         prop::collection::vec((word(), value()), 1..4).prop_map(move |kv| {
             let mut t = vec!["ENV".to_string()];
             t.extend(kv.into_iter().map(|(k, v)| format!("{k}={v}")));
@@ -132,7 +164,11 @@ fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
             t.extend(kv.into_iter().map(|(k, v)| format!("{k}={v}")));
             (t, none())
         }),
-        prop::collection::vec((1u16..65535, prop::sample::select(vec!["", "/tcp", "/udp"])), 1..3).prop_map(move |p| {
+        prop::collection::vec(
+            (1u16..65535, prop::sample::select(vec!["", "/tcp", "/udp"])),
+            1..3
+        )
+        .prop_map(move |p| {
             let mut t = vec!["EXPOSE".to_string()];
             t.extend(p.into_iter().map(|(n, pr)| format!("{n}{pr}")));
             (t, none())
@@ -143,7 +179,11 @@ fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
             t.extend(p);
             (t, none())
         }),
-        (prop::sample::select(vec!["USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER"]), word()).prop_map(move |(k, w)| (vec![k.to_string(), w], none())),
+        (
+            prop::sample::select(vec!["USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER"]),
+            word()
+        )
+            .prop_map(move |(k, w)| (vec![k.to_string(), w], none())),
         prop::collection::vec((word(), prop::option::of(value())), 1..3).prop_map(move |a| {
             let mut t = vec!["ARG".to_string()];
             t.extend(a.into_iter().map(|(n, v)| match v {
@@ -158,33 +198,69 @@ fn instruction() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
             (t, none())
         }),
         Just((vec!["HEALTHCHECK".to_string(), "NONE".to_string()], none())),
-        (prop::option::of(1u32..100), prop::collection::vec(word(), 1..3)).prop_map(move |(r, c)| {
-            let mut t = vec!["HEALTHCHECK".to_string(), "--interval=5s".to_string()];
-            if let Some(r) = r {
-                t.push(format!("--retries={r}"));
-            }
-            t.push("CMD".into());
-            t.extend(c);
-            (t, none())
-        }),
+        (
+            prop::option::of(1u32..100),
+            prop::collection::vec(word(), 1..3)
+        )
+            .prop_map(move |(r, c)| {
+                let mut t = vec!["HEALTHCHECK".to_string(), "--interval=5s".to_string()];
+                if let Some(r) = r {
+                    t.push(format!("--retries={r}"));
+                }
+                t.push("CMD".into());
+                t.extend(c);
+                (t, none())
+            }),
         json_list().prop_map(move |j| (vec!["SHELL".into(), j], none())),
-        (prop::sample::select(vec!["CMD", "ENTRYPOINT"]), prop::bool::ANY, json_list(), prop::collection::vec(value(), 1..3))
-            .prop_map(move |(k, json, j, w)| (vec![k.to_string(), if json { j } else { w.join(" ") }], none())),
+        (
+            prop::sample::select(vec!["CMD", "ENTRYPOINT"]),
+            prop::bool::ANY,
+            json_list(),
+            prop::collection::vec(value(), 1..3)
+        )
+            .prop_map(move |(k, json, j, w)| (
+                vec![k.to_string(), if json { j } else { w.join(" ") }],
+                none()
+            )),
     ]
 }
 
 /// Layout choices between tokens: a space, several, or a continuation
 /// (possibly with a comment or blank line inside it).
 fn separator() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![" ", "   ", " \\\n  ", " \\\n# inner comment\n  ", " \\\n\n  "])
+    prop::sample::select(vec![
+        " ",
+        "   ",
+        " \\\n  ",
+        " \\\n# inner comment\n  ",
+        " \\\n\n  ",
+    ])
 }
 
 fn random_case(s: &str, mask: u64) -> String {
-    s.chars().enumerate().map(|(i, c)| if mask >> (i % 64) & 1 == 1 { c.to_ascii_lowercase() } else { c }).collect()
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if mask >> (i % 64) & 1 == 1 {
+                c.to_ascii_lowercase()
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn dockerfile() -> impl Strategy<Value = String> {
-    prop::collection::vec((instruction(), prop::collection::vec(separator(), 12), any::<u64>(), prop::bool::ANY), 1..12).prop_map(|insts| {
+    prop::collection::vec(
+        (
+            instruction(),
+            prop::collection::vec(separator(), 12),
+            any::<u64>(),
+            prop::bool::ANY,
+        ),
+        1..12,
+    )
+    .prop_map(|insts| {
         let mut out = String::from("# a leading comment\n");
         for ((tokens, body), seps, mask, blank) in insts {
             let mut line = random_case(&tokens[0], mask);
@@ -225,6 +301,12 @@ fn arguments_that_look_like_flags_survive_printing() {
     let text = "FROM alpine\nRUN -- --version\nCMD -- --help\nONBUILD RUN -- --x\n";
     let df = parse(text, "Dockerfile").unwrap();
     let printed = print(&df);
-    assert_eq!(printed, "FROM alpine\nRUN -- --version\nCMD -- --help\nONBUILD RUN -- --x\n");
-    assert_eq!(parse(&printed, "Dockerfile").unwrap().instructions[1].inst, df.instructions[1].inst);
+    assert_eq!(
+        printed,
+        "FROM alpine\nRUN -- --version\nCMD -- --help\nONBUILD RUN -- --x\n"
+    );
+    assert_eq!(
+        parse(&printed, "Dockerfile").unwrap().instructions[1].inst,
+        df.instructions[1].inst
+    );
 }

@@ -5,7 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbk_dockerfile::{BuildOptions, Context, Entry, EntryKind, build_graph, parse, parse_bytes, print};
+use rbk_dockerfile::{
+    BuildOptions, Context, Entry, EntryKind, build_graph, parse, parse_bytes, print,
+};
 
 struct Tiny;
 
@@ -13,10 +15,24 @@ impl Context for Tiny {
     fn list(&self, dir: &str) -> std::io::Result<Vec<Entry>> {
         Ok(match dir {
             "" => vec![
-                Entry { name: "a".into(), kind: EntryKind::File { mode: 0o644, size: 1 } },
-                Entry { name: "d".into(), kind: EntryKind::Dir { mode: 0o755 } },
+                Entry {
+                    name: "a".into(),
+                    kind: EntryKind::File {
+                        mode: 0o644,
+                        size: 1,
+                    },
+                },
+                Entry {
+                    name: "d".into(),
+                    kind: EntryKind::Dir { mode: 0o755 },
+                },
             ],
-            "d" => vec![Entry { name: "l".into(), kind: EntryKind::Symlink { target: "../a".into() } }],
+            "d" => vec![Entry {
+                name: "l".into(),
+                kind: EntryKind::Symlink {
+                    target: "../a".into(),
+                },
+            }],
             _ => vec![],
         })
     }
@@ -27,18 +43,33 @@ impl Context for Tiny {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(df) = parse_bytes(data, "Dockerfile") else { return };
+    let Ok(df) = parse_bytes(data, "Dockerfile") else {
+        return;
+    };
     let printed = print(&df);
     // Known, documented gap: an instruction whose text ends with the escape
     // character (only possible when a continuation runs into the end of the
     // file) cannot be printed on one line.
     let escape = df.directives.escape;
-    if printed.lines().any(|l| l.trim_end_matches([' ', '\t']).ends_with(escape)) {
+    if printed
+        .lines()
+        .any(|l| l.trim_end_matches([' ', '\t']).ends_with(escape))
+    {
         return;
     }
-    let again = parse(&printed, "Dockerfile").unwrap_or_else(|e| panic!("canonical form does not parse: {e}\n{printed}"));
-    let tree = |d: &rbk_dockerfile::Dockerfile| d.instructions.iter().map(|l| l.inst.clone()).collect::<Vec<_>>();
-    assert_eq!(tree(&df), tree(&again), "canonical form changed the tree:\n{printed}");
+    let again = parse(&printed, "Dockerfile")
+        .unwrap_or_else(|e| panic!("canonical form does not parse: {e}\n{printed}"));
+    let tree = |d: &rbk_dockerfile::Dockerfile| {
+        d.instructions
+            .iter()
+            .map(|l| l.inst.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tree(&df),
+        tree(&again),
+        "canonical form changed the tree:\n{printed}"
+    );
     let text = std::str::from_utf8(data).unwrap_or_default();
     let mut opts = BuildOptions::default();
     opts.build_args.insert("A".into(), "x".into());
