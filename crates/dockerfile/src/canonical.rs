@@ -83,6 +83,14 @@ pub(crate) fn mount(m: &MountSpec) -> String {
     fields.join(",")
 }
 
+/// Blank-separated words. If joining them with spaces would read back as
+/// JSON (`["a", "b"]` split from `["a",<VT>"b"]`), a vertical tab separates
+/// them instead: blank to the word splitter, not to JSON.
+fn word_list(items: &[String]) -> String {
+    let spaced = items.join(" ");
+    if serde_json::from_str::<Vec<String>>(&spaced).is_ok() { items.join("\u{b}") } else { spaced }
+}
+
 /// Arguments that start with `--` follow a `--` so they are not read as
 /// flags (`RUN -- --version`).
 fn args(a: String) -> String {
@@ -148,12 +156,12 @@ fn head(inst: &Instruction) -> String {
             }
             let mut all = c.sources.clone();
             all.push(c.dest.clone());
-            parts.push(args(if c.json { json(&all) } else { all.join(" ") }));
+            parts.push(args(if c.json { json(&all) } else { word_list(&all) }));
         }
         Instruction::Volume(l) => parts.push(args(if l.json {
             json(&l.items)
         } else {
-            l.items.join(" ")
+            word_list(&l.items)
         })),
         Instruction::User(s)
         | Instruction::Workdir(s)

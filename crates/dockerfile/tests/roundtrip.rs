@@ -310,3 +310,12 @@ fn arguments_that_look_like_flags_survive_printing() {
         df.instructions[1].inst
     );
 }
+
+#[test]
+fn a_word_list_that_would_read_back_as_json_keeps_its_words() {
+    let text = "FROM alpine\nVOLUME [\"\u{b}var/lib\"]\nVOLUME [\"a\",\u{b}\"b\"]\n";
+    let df = parse(text, "Dockerfile").unwrap();
+    let again = parse(&print(&df), "Dockerfile").unwrap();
+    assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
+    assert_eq!(df.instructions[2].inst, again.instructions[2].inst);
+}
