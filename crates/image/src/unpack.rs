@@ -186,8 +186,8 @@ impl Unpacker<'_> {
                 rustix::fs::fsetxattr(&parent, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                     .map_err(errno(|| format!("layer entry {name:?}: marking the directory opaque")))?;
             } else if !hidden.starts_with(b".wh.") {
-                if hidden.is_empty() {
-                    return Err(ImageError::hostile(&name, "whiteout names nothing"));
+                if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                    return Err(ImageError::hostile(&name, "whiteout must name an entry, not '', '.' or '..'"));
                 }
                 self.remove_existing(&parent, hidden, false, &name)?;
                 rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))

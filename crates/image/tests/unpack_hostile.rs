@@ -160,6 +160,19 @@ fn unpack_refuses_too_many_entries() {
     assert_hostile(r, "f10", "more than 10 entries");
 }
 
+#[test]
+fn unpack_refuses_whiteouts_of_dot_and_dotdot() {
+    for name in ["a/b/.wh...", "a/b/.wh.."] {
+        let t = tar_of(|b| {
+            raw(b, tar::EntryType::Regular, "a/b/keep", "", b"k");
+            raw(b, tar::EntryType::Regular, name, "", b"");
+        });
+        let (d, r) = unpack(&t, &UnpackOptions::default());
+        assert_hostile(r, name, "whiteout must name an entry");
+        assert!(d.path().join("layer/a/b/keep").exists(), "{name} must not delete anything");
+    }
+}
+
 trait TakeBytes: std::io::Read + Sized {
     fn take_bytes(self, n: u64) -> std::io::Take<Self> {
         std::io::Read::take(self, n)
