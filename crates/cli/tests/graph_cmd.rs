@@ -1,0 +1,40 @@
+//! `rbk graph` end to end: the real binary on a workload Dockerfile.
+
+use std::process::Command;
+
+fn rbk() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rbk"))
+}
+
+fn workload(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dockerfiles").join(name)
+}
+
+#[test]
+fn graph_prints_steps_keys_and_the_scoped_cache_id() {
+    let dir = workload("131-workload-pip");
+    let out = rbk()
+        .args(["graph", "-f"])
+        .arg(dir.join("Dockerfile"))
+        .args(["--build-arg", "BASE=python:3.12", "--namespace", "acme"])
+        .arg(dir.join("context"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("image python:3.12"), "{stdout}");
+    assert!(stdout.contains("mount cache /root/.cache/pip id=acme//root/.cache/pip sharing=shared"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("image key: ") && l.len() == "image key: ".len() + 64), "{stdout}");
+}
+
+#[test]
+fn graph_reports_errors_with_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("rbk-graph-cmd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM alpine\nCOPY --chmodd=755 a /a\n").unwrap();
+    let out = rbk().arg("graph").arg(&dir).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Dockerfile:2:6: COPY: unknown flag --chmodd for COPY; did you mean --chmod?"), "{stderr}");
+}
