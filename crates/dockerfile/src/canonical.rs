@@ -88,7 +88,11 @@ pub(crate) fn mount(m: &MountSpec) -> String {
 /// them instead: blank to the word splitter, not to JSON.
 fn word_list(items: &[String]) -> String {
     let spaced = items.join(" ");
-    if serde_json::from_str::<Vec<String>>(&spaced).is_ok() { items.join("\u{b}") } else { spaced }
+    if serde_json::from_str::<Vec<String>>(&spaced).is_ok() {
+        items.join("\u{b}")
+    } else {
+        spaced
+    }
 }
 
 /// Arguments that start with `--` follow a `--` so they are not read as

@@ -16,7 +16,7 @@ const MAX_DEPTH: usize = 32;
 /// otherwise double without bound.
 pub const MAX_EXPANDED: usize = 1 << 20;
 /// Pattern operators on longer values are refused (their cost is quadratic).
-const MAX_PATTERN_VALUE: usize = 1 << 14;
+const MAX_PATTERN_VALUE: usize = 1 << 10;
 
 /// Expands `word` with `lookup` for variables. Errors are messages; the caller
 /// adds the position.
@@ -318,13 +318,6 @@ impl Lexer<'_> {
     }
 }
 
-fn char_boundaries(v: &str) -> Vec<usize> {
-    v.char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(v.len()))
-        .collect()
-}
-
 fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<String, String> {
     if v.len() > MAX_PATTERN_VALUE {
         return Err(format!(
@@ -332,22 +325,27 @@ fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<Strin
         ));
     }
     let g = Glob::compile(pat, false)?;
-    let b = char_boundaries(v);
-    let mut order: Vec<usize> = b.clone();
-    if prefix == longest {
-        order.reverse();
-    }
-    for k in order {
-        let (candidate, rest) = if prefix {
-            (&v[..k], &v[k..])
-        } else {
-            (&v[k..], &v[..k])
-        };
-        if g.matches(candidate) {
-            return Ok(rest.to_string());
-        }
-    }
-    Ok(v.to_string())
+    let mut chars: Vec<char> = v.chars().collect();
+    let ends = if prefix {
+        g.prefix_matches(&chars)
+    } else {
+        chars.reverse();
+        g.reversed().prefix_matches(&chars)
+    };
+    let found = if longest {
+        ends.iter().rposition(|b| *b)
+    } else {
+        ends.iter().position(|b| *b)
+    };
+    let Some(k) = found else {
+        return Ok(v.to_string());
+    };
+    let all: Vec<char> = v.chars().collect();
+    Ok(if prefix {
+        all[k..].iter().collect()
+    } else {
+        all[..all.len() - k].iter().collect()
+    })
 }
 
 fn replace_pattern(v: &str, pat: &str, repl: &str, all: bool) -> Result<String, String> {
@@ -360,22 +358,28 @@ fn replace_pattern(v: &str, pat: &str, repl: &str, all: bool) -> Result<String, 
         return Ok(v.to_string());
     }
     let g = Glob::compile(pat, false)?;
-    let b = char_boundaries(v);
+    let chars: Vec<char> = v.chars().collect();
     let mut out = String::new();
-    let mut s = 0; // index into b
-    while s < b.len() - 1 {
-        let found = (s + 1..b.len()).rev().find(|&e| g.matches(&v[b[s]..b[e]]));
-        match found {
-            Some(e) => {
+    let mut s = 0;
+    let mut replaced = false;
+    while s < chars.len() {
+        // Leftmost, then longest, non-empty match.
+        let longest = if replaced && !all {
+            None
+        } else {
+            g.prefix_matches(&chars[s..])
+                .iter()
+                .rposition(|b| *b)
+                .filter(|k| *k > 0)
+        };
+        match longest {
+            Some(k) => {
                 out.push_str(repl);
-                s = e;
-                if !all {
-                    out.push_str(&v[b[s]..]);
-                    return Ok(out);
-                }
+                s += k;
+                replaced = true;
             }
             None => {
-                out.push_str(&v[b[s]..b[s + 1]]);
+                out.push(chars[s]);
                 s += 1;
             }
         }
@@ -418,6 +422,10 @@ mod tests {
         assert_eq!(x("${a/l/L}"), "heLlo.tar.gz");
         assert_eq!(x("${a//l/L}"), "heLLo.tar.gz");
         assert_eq!(x("${u:-${a%%.*}}"), "hello");
+        assert_eq!(x("${a/?a/_}"), "hello._r.gz");
+        assert_eq!(x("${a//[.]/-}"), "hello-tar-gz");
+        assert_eq!(x("${a#nomatch}"), "hello.tar.gz");
+        assert_eq!(x("${a%%*}"), "");
     }
 
     #[test]

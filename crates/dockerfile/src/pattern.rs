@@ -67,6 +67,51 @@ impl Glob {
         p.contains(['*', '?', '['])
     }
 
+    /// For every prefix of `text`: does the pattern match it exactly?
+    /// One pass of an NFA simulation, O(len(text) × len(pattern)), so the
+    /// shell's `${v#p}`, `${v%p}` and `${v/p/r}` stay polynomial.
+    pub fn prefix_matches(&self, text: &[char]) -> Vec<bool> {
+        let m = self.0.len();
+        let close = |set: &mut Vec<bool>| {
+            for st in 0..m {
+                if set[st] && self.0[st] == Tok::Star {
+                    set[st + 1] = true;
+                }
+            }
+        };
+        let mut cur = vec![false; m + 1];
+        cur[0] = true;
+        close(&mut cur);
+        let mut out = Vec::with_capacity(text.len() + 1);
+        out.push(cur[m]);
+        let mut next = vec![false; m + 1];
+        for &c in text {
+            next.iter_mut().for_each(|b| *b = false);
+            for st in 0..m {
+                if cur[st] {
+                    match &self.0[st] {
+                        Tok::Star => next[st] = true,
+                        t if one(t, c) => next[st + 1] = true,
+                        _ => {}
+                    }
+                }
+            }
+            close(&mut next);
+            out.push(next[m]);
+            if !next.iter().any(|b| *b) {
+                out.resize(text.len() + 1, false);
+                break;
+            }
+            std::mem::swap(&mut cur, &mut next);
+        }
+        out
+    }
+
+    /// The pattern read backwards (for suffix matching).
+    pub fn reversed(&self) -> Glob {
+        Glob(self.0.iter().rev().cloned().collect())
+    }
+
     /// Whole-string match. Linear-time backtracking on the last `*`.
     pub fn matches(&self, text: &str) -> bool {
         let t: Vec<char> = text.chars().collect();

@@ -587,3 +587,32 @@ fn a_long_chain_of_stages_is_handled_without_recursion() {
     .unwrap();
     assert_eq!(g.stages.iter().filter(|s| s.needed).count(), 2000);
 }
+
+#[test]
+fn pattern_operators_on_long_values_are_refused() {
+    let long = "a".repeat(1500);
+    assert_eq!(
+        err(
+            &format!("FROM alpine\nENV A={long}\nENV B=${{A//a*b/x}}\n"),
+            None
+        ),
+        "Dockerfile:3:1: ENV: value is longer than 1024 bytes; pattern replacement refused"
+    );
+}
+
+#[test]
+fn pattern_operators_stay_fast_on_the_longest_accepted_values() {
+    let long = "a".repeat(1000);
+    let df = format!(
+        "FROM alpine\nENV A={long}\nENV B=${{A//*a*a*a*b/x}} C=${{A##*a*b}} D=${{A%%a*a*b}}\n"
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    let g = build_graph(
+        &df,
+        &BuildOptions::default(),
+        &FsContext::new(ctx.path()),
+        &(),
+    )
+    .unwrap();
+    assert_eq!(g.stages[0].config.env[1].1.len(), 1000);
+}
