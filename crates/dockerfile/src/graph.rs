@@ -1170,6 +1170,11 @@ impl<'a> Builder<'a> {
         if dir && dest != "/" {
             dest.push('/');
         }
+        // Docker extracts local archives, not downloaded ones, unless told.
+        let remote = sources
+            .iter()
+            .any(|s| matches!(s, CopySource::Url { .. } | CopySource::Git { .. }));
+        let unpack = c.add && c.unpack.unwrap_or(!remote);
         Ok(CopyStep {
             from,
             sources,
@@ -1179,7 +1184,7 @@ impl<'a> Builder<'a> {
             link: c.link,
             parents: c.parents,
             exclude,
-            unpack: c.add && c.unpack.unwrap_or(true),
+            unpack,
         })
     }
 }

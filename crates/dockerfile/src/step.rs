@@ -163,7 +163,8 @@ pub struct CopyStep {
     /// `--exclude` patterns (already applied to context sources; the worker
     /// applies them to stage and image sources).
     pub exclude: Vec<String>,
-    /// ADD: extract local tar archives (Docker detects them by content).
+    /// ADD: extract tar archives (Docker detects them by content). On by
+    /// default for local sources, off for URLs unless `--unpack=true`.
     pub unpack: bool,
 }
 
