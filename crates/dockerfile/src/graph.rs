@@ -165,6 +165,8 @@ pub fn build_graph(
 struct Pending {
     pos: Pos,
     text: String,
+    /// The instruction as keyed (see [`key_text`]).
+    key_text: String,
     kind: StepKind,
     /// ARG values and ENV this step sees, sorted.
     visible: Vec<(String, String)>,
@@ -367,7 +369,6 @@ impl<'a> Builder<'a> {
         let mut steps: Vec<Step> = Vec::new();
         let mut stage_steps: Vec<Vec<StepId>> = vec![Vec::new(); stages.len()];
         let mut stage_keys: Vec<Option<Key>> = vec![None; stages.len()];
-        let names = stages_names(&stages);
         for &si in &order {
             let st = &mut stages[si];
             let pending = std::mem::take(&mut st.pending);
@@ -382,7 +383,7 @@ impl<'a> Builder<'a> {
                 if let Some(par) = parent {
                     h.key("parent", &steps[par].key);
                 }
-                h.str("instruction", &p.text);
+                h.str("instruction", &p.key_text);
                 for (k, v) in &p.visible {
                     h.str("var", &format!("{k}={v}"));
                 }
@@ -396,7 +397,7 @@ impl<'a> Builder<'a> {
                     p.pos,
                     &self.opts.namespace,
                 )?;
-                for line in describe(&kind, &names) {
+                for line in describe(&kind, None) {
                     // Proxy settings reach the command but never the key.
                     if !line.starts_with("proxy-env ") {
                         h.str("spec", &line);
@@ -557,6 +558,7 @@ impl<'a> Builder<'a> {
             text: canonical::instruction(&insts[0].inst)
                 .trim_end()
                 .to_string(),
+            key_text: key_text(&insts[0].inst, matches!(st.base, Base::Stage(_))),
             kind: base_kind,
             visible: Vec::new(),
         });
@@ -579,6 +581,7 @@ impl<'a> Builder<'a> {
         let kw = l.inst.keyword();
         let text = canonical::instruction(&l.inst);
         let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+        let key_text = key_text(&l.inst, false);
         let err = |m: String| RawError::new(pos, Some(kw), m);
         let shell: Vec<String> = st
             .config
@@ -739,6 +742,7 @@ impl<'a> Builder<'a> {
                 st.pending.push(Pending {
                     pos,
                     text,
+                    key_text,
                     kind: StepKind::Mkdir {
                         path,
                         user: st.config.user.clone(),
@@ -793,6 +797,7 @@ impl<'a> Builder<'a> {
                 st.pending.push(Pending {
                     pos,
                     text,
+                    key_text,
                     kind: StepKind::Run(step),
                     visible: scope.visible(),
                 });
@@ -802,6 +807,7 @@ impl<'a> Builder<'a> {
                 st.pending.push(Pending {
                     pos,
                     text,
+                    key_text,
                     kind: StepKind::Copy(step),
                     visible: scope.visible(),
                 });
@@ -1243,10 +1249,6 @@ fn valid_chmod(m: &str) -> bool {
         })
 }
 
-fn stages_names(stages: &[StageState]) -> Vec<Option<String>> {
-    stages.iter().map(|s| s.name.clone()).collect()
-}
-
 /// Stages the target needs, dependencies first; a cycle is an error that
 /// names the stages in it.
 fn topo_order(stages: &[StageState], target: usize) -> Result<Vec<usize>, RawError> {
@@ -1551,12 +1553,40 @@ fn resolve_kind(
     Ok(())
 }
 
-fn from_text(f: &FromRef, names: &[Option<String>]) -> String {
+/// The instruction as hashed into keys: canonical, but without stage names
+/// and `--from` values (the source stage's key or image digest is hashed
+/// instead), so renaming or reordering stages keeps the cache.
+fn key_text(inst: &Instruction, base_is_stage: bool) -> String {
+    let mut i = inst.clone();
+    match &mut i {
+        Instruction::From(f) => {
+            f.alias = None;
+            if base_is_stage {
+                f.image = "<stage>".into();
+            }
+        }
+        Instruction::Copy(c) if c.from.is_some() => c.from = Some("<source>".into()),
+        Instruction::Run(r) => {
+            for m in &mut r.mounts {
+                if let Some(f) = m.opts.get_mut("from") {
+                    *f = "<source>".into();
+                }
+            }
+        }
+        _ => {}
+    }
+    canonical::instruction(&i).trim_end().to_string()
+}
+
+/// How a source is shown; with `names` `None` (for keys) stages are not
+/// named or numbered.
+fn from_text(f: &FromRef, names: Option<&[Option<String>]>) -> String {
     match f {
         FromRef::Context => "context".into(),
-        FromRef::Stage { stage, .. } => match &names[*stage] {
-            Some(n) => format!("stage {stage} ({n})"),
-            None => format!("stage {stage}"),
+        FromRef::Stage { stage, .. } => match names.map(|n| &n[*stage]) {
+            None => "stage".into(),
+            Some(Some(n)) => format!("stage {stage} ({n})"),
+            Some(None) => format!("stage {stage}"),
         },
         FromRef::Image { reference, digest } => match digest {
             Some(d) => format!("image {reference}@{d}"),
@@ -1571,7 +1601,7 @@ fn q(s: &str) -> String {
 
 /// A step's resolved description, one fact per line. Hashed into the key
 /// and printed by `rbk graph`, so what is shown is what is keyed.
-pub(crate) fn describe(kind: &StepKind, names: &[Option<String>]) -> Vec<String> {
+pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec<String> {
     let mut out = Vec::new();
     match kind {
         StepKind::Image {
@@ -1823,7 +1853,7 @@ impl Graph {
                     st.pos.line,
                     first_line(&st.instruction)
                 ));
-                for line in describe(&st.kind, &names) {
+                for line in describe(&st.kind, Some(&names)) {
                     out.push_str(&format!("      {line}\n"));
                 }
             }

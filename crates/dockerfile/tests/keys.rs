@@ -349,3 +349,15 @@ fn an_env_change_changes_later_run_keys_and_the_image_key() {
     assert_ne!(a.steps[2].key, b.steps[2].key);
     assert_ne!(a.stages[0].key, b.stages[0].key);
 }
+
+#[test]
+fn renaming_or_reordering_stages_keeps_the_keys() {
+    let ctx = default_ctx();
+    let opts = BuildOptions::default();
+    let a = "FROM alpine:3.19 AS build\nRUN make\nFROM build AS test\nRUN make test\nFROM scratch\nCOPY --from=build /out /out\nRUN --mount=type=bind,from=test,target=/t true\n";
+    let b = "FROM debian:12 AS docs\nRUN mkdocs\nFROM alpine:3.19 AS compile\nRUN make\nFROM compile AS check\nRUN make test\nFROM scratch\nCOPY --from=compile /out /out\nRUN --mount=type=bind,from=check,target=/t true\n";
+    let (ga, gb) = (graph(a, ctx.path(), &opts), graph(b, ctx.path(), &opts));
+    assert_eq!(ga.stages[ga.target].key, gb.stages[gb.target].key);
+    let last = |g: &Graph| g.steps.last().unwrap().key;
+    assert_eq!(last(&ga), last(&gb));
+}
