@@ -4,7 +4,7 @@
 //! is stable.
 
 use proptest::prelude::*;
-use rbk_dockerfile::{parse, print};
+use rbk_dockerfile::{BuildOptions, FsContext, build_graph, parse, print};
 
 fn word() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_.-]{0,7}"
@@ -292,7 +292,20 @@ proptest! {
         let again = parse(&printed, "Dockerfile").map_err(|e| TestCaseError::fail(format!("reparse: {e}\n{printed}")))?;
         let insts = |d: &rbk_dockerfile::Dockerfile| d.instructions.iter().map(|l| l.inst.clone()).collect::<Vec<_>>();
         prop_assert_eq!(insts(&df), insts(&again), "printed:\n{}", printed);
-        prop_assert_eq!(print(&again), printed);
+        prop_assert_eq!(&print(&again), &printed);
+        // And the same graph: both build, with the same keys, or both fail.
+        let ctx = tempfile::tempdir().unwrap();
+        let opts = BuildOptions::default();
+        let build = |t: &str| build_graph(&format!("FROM alpine\n{t}"), &opts, &FsContext::new(ctx.path()), &());
+        match (build(&text), build(&printed)) {
+            (Ok(a), Ok(b)) => {
+                let keys = |g: &rbk_dockerfile::Graph| g.steps.iter().map(|s| (s.key, s.kind.clone())).collect::<Vec<_>>();
+                prop_assert_eq!(keys(&a), keys(&b));
+                prop_assert_eq!(a.stages.iter().map(|s| s.key).collect::<Vec<_>>(), b.stages.iter().map(|s| s.key).collect::<Vec<_>>());
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "one built, the other did not: {:?} / {:?}\n{}", a.err(), b.err(), printed),
+        }
     }
 }
 
