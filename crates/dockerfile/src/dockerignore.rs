@@ -70,6 +70,12 @@ impl Dockerignore {
         self.rules.is_empty()
     }
 
+    /// Whether any `!` rule exists: only then can something inside an
+    /// excluded directory come back, and only then must it be walked.
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|r| r.exception)
+    }
+
     /// Is this context-relative path excluded? The last rule that matches the
     /// path or one of its parents decides.
     pub fn excludes(&self, path: &str) -> bool {

@@ -1378,9 +1378,9 @@ impl<'a> ContextIndex<'a> {
     }
 
     fn ignore_has_exceptions(&self) -> bool {
-        // Cheap and conservative: walk excluded directories only when some
-        // rule could re-include something inside them.
-        !self.ignore.is_empty()
+        // Walk an excluded directory only if a `!` rule could re-include
+        // something inside it (node_modules is never read otherwise).
+        self.ignore.has_exceptions()
     }
 
     /// Paths matched by `pattern`, with directory contents, after `exclude`.
