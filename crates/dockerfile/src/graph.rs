@@ -58,6 +58,14 @@ impl Default for BuildOptions {
 /// when a tag moves. Without one, keys use the reference string.
 pub trait BaseResolver {
     fn resolve(&self, reference: &str, platform: Option<&str>) -> Option<String>;
+
+    /// The image config's environment, so that `ENV PATH=/x:$PATH` and the
+    /// like expand as Docker expands them, and RUN sees the full env. When
+    /// unknown (`None`), image variables expand as unset, except `$PATH`,
+    /// which takes Docker's default.
+    fn env(&self, _reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
+        None
+    }
 }
 
 impl BaseResolver for BTreeMap<String, String> {
@@ -181,6 +189,10 @@ struct StageState {
     pending: Vec<Pending>,
     config: ImageConfig,
     onbuild: Vec<Instruction>,
+    /// ENV in scope at the end of the stage (base image env included).
+    final_env: Vec<(String, String)>,
+    /// Whether the base image's env was known (from the resolver).
+    env_known: bool,
 }
 
 enum Base {
@@ -204,14 +216,23 @@ struct Builder<'a> {
 struct Scope {
     args: BTreeMap<String, Option<String>>,
     env: Vec<(String, String)>,
+    /// The base image sets no PATH (or its env is unknown): `$PATH` expands
+    /// to Docker's default.
+    path_fallback: bool,
 }
+
+/// The PATH Docker uses when an image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Scope {
     fn get(&self, name: &str) -> Option<String> {
         if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
             return Some(v.clone());
         }
-        self.args.get(name).cloned().flatten()
+        match self.args.get(name).cloned().flatten() {
+            None if name == "PATH" && self.path_fallback => Some(DEFAULT_PATH.to_string()),
+            v => v,
+        }
     }
 
     fn visible(&self) -> Vec<(String, String)> {
@@ -336,7 +357,7 @@ impl<'a> Builder<'a> {
                 .iter()
                 .position(|l| matches!(l.inst, Instruction::From(_)))
                 .map_or(insts.len(), |p| i + 1 + p);
-            let st = self.stage(&insts[i..end], &stages, &platform)?;
+            let st = self.stage(&insts[i..end], &stages, &platform, resolver)?;
             stages.push(st);
             i = end;
         }
@@ -462,6 +483,7 @@ impl<'a> Builder<'a> {
         insts: &[Located],
         earlier: &[StageState],
         platform: &BTreeMap<String, String>,
+        resolver: &dyn BaseResolver,
     ) -> Result<StageState, RawError> {
         let Instruction::From(from) = &insts[0].inst else {
             return Err(RawError::new(
@@ -521,10 +543,13 @@ impl<'a> Builder<'a> {
             pending: Vec::new(),
             config: ImageConfig::default(),
             onbuild: Vec::new(),
+            final_env: Vec::new(),
+            env_known: true,
         };
         let mut scope = Scope {
             args: BTreeMap::new(),
             env: Vec::new(),
+            path_fallback: false,
         };
         let mut triggers: Vec<Located> = Vec::new();
         let base_kind = match &st.base {
@@ -540,19 +565,28 @@ impl<'a> Builder<'a> {
                         inst: i.clone(),
                     })
                     .collect();
-                scope.env = st.config.env.clone();
+                scope.env = earlier[*b].final_env.clone();
+                st.env_known = earlier[*b].env_known;
                 StepKind::Stage { stage: *b }
             }
             Base::Scratch => StepKind::Scratch,
             Base::Image {
                 reference,
                 platform,
-            } => StepKind::Image {
-                reference: reference.clone(),
-                platform: platform.clone(),
-                digest: None,
-            },
+            } => {
+                match resolver.env(reference, platform.as_deref()) {
+                    Some(env) => scope.env = env,
+                    None => st.env_known = false,
+                }
+                StepKind::Image {
+                    reference: reference.clone(),
+                    platform: platform.clone(),
+                    digest: None,
+                }
+            }
         };
+        // Docker's rule: an image that sets no PATH gets the default one.
+        scope.path_fallback = !scope.env.iter().any(|(k, _)| k == "PATH");
         st.pending.push(Pending {
             pos,
             text: canonical::instruction(&insts[0].inst)
@@ -566,6 +600,7 @@ impl<'a> Builder<'a> {
         for l in triggers.iter().chain(&insts[1..]) {
             self.instruction(l, &mut st, &mut scope, earlier, &mut cmd_set_here)?;
         }
+        st.final_env = scope.env;
         Ok(st)
     }
 

@@ -361,3 +361,79 @@ fn renaming_or_reordering_stages_keeps_the_keys() {
     let last = |g: &Graph| g.steps.last().unwrap().key;
     assert_eq!(last(&ga), last(&gb));
 }
+
+/// A resolver that knows digests and image environments.
+struct Images;
+
+impl rbk_dockerfile::BaseResolver for Images {
+    fn resolve(&self, reference: &str, _: Option<&str>) -> Option<String> {
+        Some(format!("sha256:{}", reference.len()))
+    }
+
+    fn env(&self, reference: &str, _: Option<&str>) -> Option<Vec<(String, String)>> {
+        (reference == "golang:1.22").then(|| {
+            vec![
+                ("PATH".to_string(), "/usr/local/go/bin:/usr/bin".to_string()),
+                ("GOPATH".to_string(), "/go".to_string()),
+            ]
+        })
+    }
+}
+
+#[test]
+fn the_base_image_env_is_seen_by_expansion_and_by_run() {
+    let ctx = default_ctx();
+    let df = "FROM golang:1.22 AS build\nENV PATH=/opt/bin:$PATH\nRUN go version\nFROM build\nRUN echo $GOPATH\n";
+    let g = build_graph(
+        df,
+        &BuildOptions::default(),
+        &FsContext::new(ctx.path()),
+        &Images,
+    )
+    .unwrap();
+    let rbk_dockerfile::StepKind::Run(r) = &g.steps[1].kind else {
+        panic!("not a RUN")
+    };
+    assert_eq!(
+        r.env,
+        vec![
+            ("GOPATH".to_string(), "/go".to_string()),
+            (
+                "PATH".to_string(),
+                "/opt/bin:/usr/local/go/bin:/usr/bin".to_string()
+            )
+        ]
+    );
+    let rbk_dockerfile::StepKind::Run(r2) = &g.steps[3].kind else {
+        panic!("not a RUN")
+    };
+    assert_eq!(
+        r2.env, r.env,
+        "a stage based on a stage inherits its full env"
+    );
+    assert_eq!(
+        g.stages[0].config.env,
+        vec![(
+            "PATH".to_string(),
+            "/opt/bin:/usr/local/go/bin:/usr/bin".to_string()
+        )]
+    );
+}
+
+#[test]
+fn without_the_image_env_path_expands_to_dockers_default() {
+    let ctx = default_ctx();
+    let g = graph(
+        "FROM python:3.12\nENV PATH=/opt/venv/bin:$PATH\n",
+        ctx.path(),
+        &BuildOptions::default(),
+    );
+    assert_eq!(
+        g.stages[0].config.env,
+        vec![(
+            "PATH".to_string(),
+            "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                .to_string()
+        )]
+    );
+}
