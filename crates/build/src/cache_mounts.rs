@@ -1,0 +1,202 @@
+//! Cache mounts on the embedded worker: one local directory per scoped
+//! cache id, kept in step with the id's head in the content store.
+//!
+//! Before a step the directory is restored from the head when it is
+//! missing or holds an older snapshot (what makes a fresh worker warm);
+//! after the step it is captured, incrementally against the snapshot it
+//! holds, and the new snapshot becomes the head. Steps run one at a time
+//! here, so no merge of concurrent commits is needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rbk_snapshot::{CaptureOptions, RestoreOptions, Snapshot, capture, restore};
+use rbk_store::{Digest, Store};
+
+use crate::error::{BuildError, Result};
+use crate::state::{CacheHead, StateData};
+
+/// The worker's cache directories: `<root>/<blake3 of the id>/{dir,snapshot,statcache}`.
+#[derive(Debug, Clone)]
+pub struct CacheDirs {
+    root: PathBuf,
+}
+
+/// What preparing a cache mount did, for the progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prepared {
+    /// Bytes fetched from the store to bring the directory up to the head.
+    pub bytes_restored: u64,
+}
+
+impl CacheDirs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        CacheDirs { root: root.into() }
+    }
+
+    fn slot(&self, id: &str) -> PathBuf {
+        // The id comes from the Dockerfile: hash it so it can never name a
+        // path outside the root.
+        self.root
+            .join(blake3::hash(id.as_bytes()).to_hex().as_str())
+    }
+
+    /// The directory mounted for `id`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.slot(id).join("dir")
+    }
+
+    fn local_snapshot(&self, id: &str) -> Result<Option<Digest>> {
+        let p = self.slot(id).join("snapshot");
+        match std::fs::read_to_string(&p) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| BuildError::io(&p, format!("not a snapshot digest: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BuildError::io(&p, e)),
+        }
+    }
+
+    fn set_local_snapshot(&self, id: &str, d: &Digest) -> Result<()> {
+        let p = self.slot(id).join("snapshot");
+        std::fs::write(&p, d.to_string()).map_err(|e| BuildError::io(&p, e))
+    }
+
+    /// Makes the directory for `id` hold the head (restoring from the store
+    /// when it is missing or older), creating it empty when there is no head.
+    pub async fn prepare(
+        &self,
+        store: &Arc<dyn Store>,
+        state: &StateData,
+        id: &str,
+    ) -> Result<Prepared> {
+        let dir = self.dir(id);
+        let mut out = Prepared::default();
+        let head = state.heads.get(id);
+        let local = if dir.is_dir() {
+            self.local_snapshot(id)?
+        } else {
+            None
+        };
+        if let Some(h) = head {
+            let head_digest: Digest = h
+                .snapshot
+                .parse()
+                .map_err(|e| BuildError::other(format!("cache {id}: head"), e))?;
+            if local != Some(head_digest) {
+                std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                let snap = Snapshot::load(&**store, head_digest).await?;
+                let opts = RestoreOptions {
+                    stat_cache: Some(self.slot(id).join("statcache")),
+                    ..RestoreOptions::default()
+                };
+                let stats = restore(store.clone(), &snap, &dir, &opts).await?;
+                out.bytes_restored = stats.bytes_fetched;
+                self.set_local_snapshot(id, &head_digest)?;
+            }
+        }
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+        }
+        Ok(out)
+    }
+
+    /// Captures the directory for `id` and moves the head to it (a new
+    /// generation only when the content changed). Returns bytes uploaded.
+    pub async fn commit(
+        &self,
+        store: &Arc<dyn Store>,
+        state: &mut StateData,
+        namespace: &str,
+        id: &str,
+    ) -> Result<u64> {
+        let dir = self.dir(id);
+        let mut opts = CaptureOptions::new(namespace);
+        opts.stat_cache = Some(self.slot(id).join("statcache"));
+        if let Some(d) = self.local_snapshot(id)? {
+            // The base only speeds capture up; a base the store lost is
+            // not an error, the capture just reads everything.
+            opts.base = Snapshot::load(&**store, d).await.ok();
+        }
+        let (snap, stats) = capture(store.clone(), &dir, &opts).await?;
+        self.set_local_snapshot(id, &snap.digest)?;
+        let digest = snap.digest.to_string();
+        let generation = state.heads.get(id).map_or(0, |h| h.generation);
+        if state.heads.get(id).map(|h| &h.snapshot) != Some(&digest) {
+            state.heads.insert(
+                id.to_owned(),
+                CacheHead {
+                    snapshot: digest,
+                    generation: generation + 1,
+                },
+            );
+        }
+        Ok(stats.bytes_uploaded)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbk_store::FilesystemStore;
+
+    async fn store(dir: &Path) -> Arc<dyn Store> {
+        Arc::new(FilesystemStore::open(dir).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_fresh_worker_restores_the_head_written_by_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(&tmp.path().join("store")).await;
+        let mut state = StateData::default();
+        let a = CacheDirs::new(tmp.path().join("a"));
+        a.prepare(&store, &state, "local/pip").await.unwrap();
+        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
+        a.commit(&store, &mut state, "local", "local/pip")
+            .await
+            .unwrap();
+        assert_eq!(state.heads["local/pip"].generation, 1);
+
+        let b = CacheDirs::new(tmp.path().join("b"));
+        let p = b.prepare(&store, &state, "local/pip").await.unwrap();
+        assert!(p.bytes_restored > 0);
+        assert_eq!(
+            std::fs::read(b.dir("local/pip").join("wheel")).unwrap(),
+            b"built once"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_cache_keeps_its_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(&tmp.path().join("store")).await;
+        let mut state = StateData::default();
+        let a = CacheDirs::new(tmp.path().join("a"));
+        a.prepare(&store, &state, "local/c").await.unwrap();
+        std::fs::write(a.dir("local/c").join("f"), b"x").unwrap();
+        a.commit(&store, &mut state, "local", "local/c")
+            .await
+            .unwrap();
+        a.prepare(&store, &state, "local/c").await.unwrap();
+        a.commit(&store, &mut state, "local", "local/c")
+            .await
+            .unwrap();
+        assert_eq!(state.heads["local/c"].generation, 1);
+    }
+
+    #[test]
+    fn cache_ids_never_name_paths_outside_the_root() {
+        let c = CacheDirs::new("/tmp/root");
+        assert!(c.dir("../../etc").starts_with("/tmp/root"));
+        assert_eq!(
+            c.dir("../../etc").parent().unwrap().parent().unwrap(),
+            Path::new("/tmp/root")
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! BuildKit-style progress on stderr: `=> [stage 2/5] RUN ...  1.2s` per
+//! step, `=> CACHED [...]` for cache hits, and a summary line
+//! `[+] Building 12.3s (8/8) FINISHED`. `plain` also streams every log
+//! line; `quiet` prints only errors.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// One line per finished step.
+    Auto,
+    /// Also every log line of every step, prefixed with the step number.
+    Plain,
+    /// Nothing but errors.
+    Quiet,
+}
+
+impl std::str::FromStr for ProgressMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" | "tty" => Ok(ProgressMode::Auto),
+            "plain" => Ok(ProgressMode::Plain),
+            "quiet" => Ok(ProgressMode::Quiet),
+            _ => Err(format!(
+                "--progress={s}: expected auto, plain, tty or quiet"
+            )),
+        }
+    }
+}
+
+/// Where progress goes (stderr in the binary; a buffer in tests).
+pub type Out = Arc<Mutex<dyn Write + Send>>;
+
+#[derive(Clone)]
+pub struct Progress {
+    mode: ProgressMode,
+    started: Instant,
+    total: usize,
+    out: Out,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode, out: Out) -> Self {
+        Progress {
+            mode,
+            started: Instant::now(),
+            total: 0,
+            out,
+        }
+    }
+
+    pub fn stderr(mode: ProgressMode) -> Self {
+        Self::new(mode, Arc::new(Mutex::new(std::io::stderr())))
+    }
+
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
+    }
+
+    pub(crate) fn set_total(&mut self, total: usize) {
+        self.total = total;
+    }
+
+    fn line(&self, s: &str) {
+        let mut o = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    }
+
+    pub(crate) fn started(&self, n: usize, label: &str) {
+        if self.mode == ProgressMode::Plain {
+            self.line(&format!("#{n} {label}"));
+        }
+    }
+
+    pub(crate) fn log(&self, n: usize, line: &str) {
+        if self.mode == ProgressMode::Plain {
+            self.line(&format!(
+                "#{n} {:.3} {line}",
+                self.started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+
+    pub(crate) fn cached(&self, n: usize, label: &str) {
+        match self.mode {
+            ProgressMode::Auto => self.line(&format!(" => CACHED {label}")),
+            ProgressMode::Plain => self.line(&format!("#{n} CACHED {label}")),
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    pub(crate) fn done(&self, n: usize, label: &str, took: Duration, note: &str) {
+        match self.mode {
+            ProgressMode::Auto => {
+                self.line(&format!(" => {label}{note}  {:.1}s", took.as_secs_f64()))
+            }
+            ProgressMode::Plain => {
+                self.line(&format!("#{n} DONE {:.1}s{note}", took.as_secs_f64()))
+            }
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    pub(crate) fn failed(&self, n: usize, label: &str, tail: &[String]) {
+        let prefix = if self.mode == ProgressMode::Plain {
+            format!("#{n} ")
+        } else {
+            " => ".into()
+        };
+        self.line(&format!("{prefix}ERROR {label}"));
+        for l in tail {
+            self.line(&format!("------ > {l}"));
+        }
+    }
+
+    pub(crate) fn summary(&self, done: usize, ok: bool) {
+        if self.mode != ProgressMode::Quiet || !ok {
+            let what = if ok { "FINISHED" } else { "FAILED" };
+            self.line(&format!(
+                "[+] Building {:.1}s ({done}/{}) {what}",
+                self.started.elapsed().as_secs_f64(),
+                self.total
+            ));
+        }
+    }
+
+    pub(crate) fn note(&self, s: &str) {
+        if self.mode != ProgressMode::Quiet {
+            self.line(s);
+        }
+    }
+}
