@@ -10,6 +10,7 @@ mod graph_cmd;
 mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
+mod build_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a Dockerfile on this machine (embedded coordinator, one worker, filesystem store).
+    Build(build_cmd::BuildArgs),
     /// Execute one worker step description (JSON) against a base image (debugging).
     RunStep(run_step_cmd::RunStepArgs),
     /// Inspect and exercise the content store.
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.command {
+            Command::Build(args) => build_cmd::run(args).await,
             Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
