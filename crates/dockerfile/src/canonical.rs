@@ -74,7 +74,10 @@ pub(crate) fn mount(m: &MountSpec) -> String {
     let mut fields = vec![format!("type={}", m.kind.as_str())];
     for (k, v) in &m.opts {
         let f = format!("{k}={v}");
-        if v.contains([',', '"', '\'']) || v.chars().any(char::is_whitespace) {
+        // Quote values that the word splitter or the CSV reader would
+        // otherwise cut (an escape character before the next field's comma
+        // or before the blank after the spec, blanks, quotes, commas).
+        if v.contains([',', '"', '\'', '\\', '`']) || v.chars().any(char::is_whitespace) {
             fields.push(format!("\"{}\"", f.replace('"', "\"\"")));
         } else {
             fields.push(f);

@@ -332,3 +332,12 @@ fn a_word_list_that_would_read_back_as_json_keeps_its_words() {
     assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
     assert_eq!(df.instructions[2].inst, again.instructions[2].inst);
 }
+
+#[test]
+fn a_mount_value_ending_in_the_escape_character_survives_printing() {
+    let text =
+        "FROM alpine\nRUN --mount=type=secret,id=x,target=/run/a[\\,required=true cat /run/a\n";
+    let df = parse(text, "Dockerfile").unwrap();
+    let again = parse(&print(&df), "Dockerfile").unwrap();
+    assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
+}
