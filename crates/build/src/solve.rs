@@ -255,6 +255,40 @@ async fn resolve_base(req: &BuildRequest, reference: &str, layout: &OciLayout) -
     Ok(client.pull(&r, layout).await?)
 }
 
+/// The pulled base images, which the frontend asks for digests (keys) and
+/// environments (`$PATH` and friends expand as Docker expands them).
+#[derive(Default)]
+struct Bases(HashMap<String, Image>);
+
+impl df::BaseResolver for Bases {
+    fn resolve(&self, reference: &str, _platform: Option<&str>) -> Option<String> {
+        self.0
+            .get(reference)
+            .map(|i| i.manifest_descriptor.digest.to_string())
+    }
+
+    fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
+        let env = self
+            .0
+            .get(reference)?
+            .config
+            .config
+            .env
+            .clone()
+            .unwrap_or_default();
+        Some(
+            env.iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map_or((kv.clone(), String::new()), |(k, v)| {
+                            (k.to_owned(), v.to_owned())
+                        })
+                })
+                .collect(),
+        )
+    }
+}
+
 struct Label {
     text: String,
     file: String,
@@ -331,21 +365,17 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
     let mut state = State::open(&state_dir.join("coordinator"))?;
     let caches = CacheDirs::new(worker_dir.join("caches"));
 
-    let mut bases: HashMap<String, Image> = HashMap::new();
-    let mut resolver = BTreeMap::new();
+    let mut bases = Bases::default();
     for s in &unresolved.steps {
         if let df::StepKind::Image { reference, .. } = &s.kind
-            && !bases.contains_key(reference)
+            && !bases.0.contains_key(reference)
         {
             let image = resolve_base(req, reference, &layout).await?;
-            resolver.insert(
-                reference.clone(),
-                image.manifest_descriptor.digest.to_string(),
-            );
-            bases.insert(reference.clone(), image);
+            bases.0.insert(reference.clone(), image);
         }
     }
-    let graph = df::build_graph(&text, &opts, &ctx, &resolver)?;
+    let graph = df::build_graph(&text, &opts, &ctx, &bases)?;
+    let bases = bases.0;
     progress.set_total(graph.steps.len());
 
     let executor = Executor::new(WorkerConfig::new(

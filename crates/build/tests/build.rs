@@ -226,3 +226,14 @@ async fn dockerignored_files_are_not_copied() {
     );
     assert_eq!(file_in_image(&f.out(), "ctx/.env"), None);
 }
+
+#[tokio::test]
+async fn env_expands_over_the_base_image_env() {
+    let f =
+        Fixture::new("FROM {base}\nENV PATH=/opt/bin:$PATH\nRUN echo \"$PATH\" > /path\n").await;
+    run(&f.request("state")).await.0.unwrap();
+    assert_eq!(
+        file_in_image(&f.out(), "path").as_deref(),
+        Some("/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    );
+}
