@@ -8,7 +8,8 @@ SHELL := /bin/bash
 demo: setup
 	cargo build --release -p rbk
 	./target/release/rbk --version
-	./target/release/rbk store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}"
+	./target/release/rbk store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}/selftest"
+	examples/demo/run.sh ./target/release/rbk
 
 # All set-up, then every test against real services on 127.0.0.1.
 test: setup

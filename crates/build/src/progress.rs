@@ -105,6 +105,17 @@ impl Progress {
         }
     }
 
+    /// A step that runs nothing (FROM): one line in every mode but quiet.
+    pub(crate) fn resolved(&self, n: usize, label: &str, took: Duration) {
+        match self.mode {
+            ProgressMode::Auto => self.line(&format!(" => {label}  {:.1}s", took.as_secs_f64())),
+            ProgressMode::Plain => {
+                self.line(&format!("#{n} {label} DONE {:.1}s", took.as_secs_f64()))
+            }
+            ProgressMode::Quiet => {}
+        }
+    }
+
     pub(crate) fn failed(&self, n: usize, label: &str, tail: &[String]) {
         let prefix = if self.mode == ProgressMode::Plain {
             format!("#{n} ")

@@ -411,17 +411,17 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
         };
         let image = match &step.kind {
             df::StepKind::Image { reference, .. } => {
-                progress.done(n, &l.text, t0.elapsed(), "");
+                progress.resolved(n, &l.text, t0.elapsed());
                 bases[reference].clone()
             }
             df::StepKind::Scratch => {
-                progress.done(n, &l.text, t0.elapsed(), "");
+                progress.resolved(n, &l.text, t0.elapsed());
                 Image::scratch(&Platform::linux_amd64())
             }
             df::StepKind::Stage { stage } => {
                 let mut image = parent()?;
                 apply_config(&mut image, &graph.stages[*stage]);
-                progress.done(n, &l.text, t0.elapsed(), "");
+                progress.resolved(n, &l.text, t0.elapsed());
                 image
             }
             kind => {
