@@ -34,7 +34,7 @@ impl ByteRange {
     pub fn resolve(&self, digest: &Digest, size: u64) -> StoreResult<(u64, u64)> {
         let end = match self.length {
             None => size,
-            Some(len) => self.offset.checked_add(len).unwrap_or(u64::MAX),
+            Some(len) => self.offset.saturating_add(len),
         };
         if self.offset > size || end > size {
             return Err(StoreError::InvalidRange { digest: *digest, offset: self.offset, length: self.length, size });
