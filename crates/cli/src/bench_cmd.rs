@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::{bench_snapshot_cmd, bench_store_cmd, bench_worker_cmd};
+use crate::{bench_worker_cmd, bench_image_cmd, bench_snapshot_cmd, bench_store_cmd};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -18,6 +18,8 @@ enum BenchCommand {
     Store(bench_store_cmd::BenchStoreArgs),
     /// Directory snapshots vs tar|zstd on the synthetic workload (filesystem store and S3).
     Snapshot(bench_snapshot_cmd::SnapshotBenchArgs),
+    /// Image layers: unpack and diff+compress (gzip, zstd) on a ~500 MB upper dir.
+    Image(bench_image_cmd::ImageBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -25,5 +27,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Worker(a) => bench_worker_cmd::run(a).await,
         BenchCommand::Store(a) => bench_store_cmd::run(a).await,
         BenchCommand::Snapshot(a) => bench_snapshot_cmd::run(a).await,
+        BenchCommand::Image(a) => bench_image_cmd::run(a).await,
     }
 }

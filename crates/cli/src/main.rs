@@ -1,6 +1,7 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
 mod bench_cmd;
+mod bench_image_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod bench_snapshot_cmd;
