@@ -24,7 +24,7 @@ use crate::scheduler::{
     BuildEvent, BuildRequest, CacheCommit, CacheMountSpec, FromWorker, Scheduler, SchedulerConfig, SchedulerError,
     StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
-use crate::state::{BuildRecord, CoordinatorState, HeadKey, query};
+use crate::state::{BuildRecord, CacheHead, Command, CoordinatorState, HeadKey, now_ms, query};
 
 /// Largest data payload per gRPC message (tonic decodes up to 4 MiB).
 pub const CHUNK: usize = 1024 * 1024;
@@ -171,6 +171,17 @@ fn build_to_wire(b: BuildRecord) -> pb::BuildStatus {
     }
 }
 
+fn head_to_wire(k: HeadKey, h: CacheHead) -> pb::CacheHead {
+    pb::CacheHead {
+        id: k.cache_id,
+        slot: k.slot,
+        snapshot: h.snapshot.to_string(),
+        generation: h.generation,
+        total_bytes: h.total_bytes,
+        updated_ms: h.updated_ms,
+    }
+}
+
 struct BuildService(Coordinator);
 
 #[async_trait::async_trait]
@@ -226,18 +237,32 @@ impl Build for BuildService {
     async fn list_caches(&self, req: Request<pb::ListCachesRequest>) -> Result<Response<pb::ListCachesResponse>, Status> {
         let namespace = tenant_of(&req)?;
         let heads = query(&*self.0.state, |m| m.heads_of(&namespace));
-        let heads = heads
-            .into_iter()
-            .map(|(k, h)| pb::CacheHead {
-                id: k.cache_id,
-                slot: k.slot,
-                snapshot: h.snapshot.to_string(),
-                generation: h.generation,
-                total_bytes: h.total_bytes,
-                updated_ms: h.updated_ms,
-            })
-            .collect();
+        let heads = heads.into_iter().map(|(k, h)| head_to_wire(k, h)).collect();
         Ok(Response::new(pb::ListCachesResponse { heads }))
+    }
+
+    async fn prune_caches(&self, req: Request<pb::PruneCachesRequest>) -> Result<Response<pb::PruneCachesResponse>, Status> {
+        let namespace = tenant_of(&req)?;
+        let r = req.into_inner();
+        let now = now_ms();
+        // Heads in use (a live lease) are kept: dropping one under a running
+        // locked or private step would orphan its commit.
+        let candidates = query(&*self.0.state, |m| {
+            m.heads_of(&namespace)
+                .into_iter()
+                .filter(|(k, h)| {
+                    (r.ids.is_empty() || r.ids.contains(&k.cache_id))
+                        && now.saturating_sub(h.updated_ms) >= r.unused_for_ms
+                        && m.lease(k).is_none_or(|l| l.expires_ms <= now)
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut dropped = Vec::new();
+        for (key, head) in candidates {
+            self.0.state.apply(Command::DropHead { head: key.clone() }).await.map_err(|e| Status::unavailable(e.to_string()))?;
+            dropped.push(head_to_wire(key, head));
+        }
+        Ok(Response::new(pb::PruneCachesResponse { dropped }))
     }
 }
 

@@ -68,3 +68,49 @@ async fn the_next_build_starts_from_the_committed_head_on_a_warm_worker() {
     warm.succeed(&job, vec![]).await;
     assert_eq!(final_state(&build.finish().await), "succeeded");
 }
+
+#[tokio::test]
+async fn prune_drops_only_the_named_heads_of_the_callers_tenant() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 4).await;
+    let mut a = farm.client(TENANT_A).await;
+    let mut b = farm.client(TENANT_B).await;
+    for (client, key) in [(&mut a, "ka"), (&mut b, "kb")] {
+        let steps = vec![with_cache(with_cache(step("s", key, &[]), "pip", "shared"), "apt", "shared")];
+        let mut build = client.submit(steps).await.unwrap();
+        let job = w.assignment().await;
+        let mut commits = Vec::new();
+        for grant in &job.mounts {
+            commits.push(w.capture(grant, &BTreeMap::from([(grant.cache_id.clone(), "x".into())])).await);
+        }
+        w.succeed(&job, commits).await;
+        assert_eq!(final_state(&build.finish().await), "succeeded");
+    }
+    let prune = |ids: Vec<String>| rbk_proto::build::PruneCachesRequest { ids, unused_for_ms: 0 };
+    // Not old enough: nothing dropped.
+    let young = rbk_proto::build::PruneCachesRequest { ids: vec![], unused_for_ms: 3_600_000 };
+    assert!(a.inner.prune_caches(bearer(young, TENANT_A)).await.unwrap().into_inner().dropped.is_empty());
+    let dropped = a.inner.prune_caches(bearer(prune(vec!["pip".into()]), TENANT_A)).await.unwrap().into_inner().dropped;
+    assert_eq!(dropped.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["pip"]);
+    assert_eq!(a.list_caches().await.unwrap().iter().map(|h| h.id.clone()).collect::<Vec<_>>(), ["apt"]);
+    // Tenant B pruning everything leaves tenant A's heads alone.
+    assert_eq!(b.inner.prune_caches(bearer(prune(vec![]), TENANT_B)).await.unwrap().into_inner().dropped.len(), 2);
+    assert_eq!(a.list_caches().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn prune_keeps_a_head_leased_by_a_running_locked_step() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 4).await;
+    let mut a = farm.client(TENANT_A).await;
+    let mut first = a.submit(vec![with_cache(step("s", "k1", &[]), "apt", "locked")]).await.unwrap();
+    let job = w.assignment().await;
+    let commit = w.capture(&job.mounts[0], &BTreeMap::from([("x".into(), "1".into())])).await;
+    w.succeed(&job, vec![commit]).await;
+    assert_eq!(final_state(&first.finish().await), "succeeded");
+    let _running = a.submit(vec![with_cache(step("s", "k2", &[]), "apt", "locked")]).await.unwrap();
+    let _job = w.assignment().await; // holds the lease now
+    let req = rbk_proto::build::PruneCachesRequest { ids: vec![], unused_for_ms: 0 };
+    assert!(a.inner.prune_caches(bearer(req, TENANT_A)).await.unwrap().into_inner().dropped.is_empty());
+    assert_eq!(a.list_caches().await.unwrap().len(), 1);
+}
