@@ -251,11 +251,21 @@ async fn s3_rows(
         }),
     };
     let store = build_store(&stack).await?;
+    // The same without zstd: separates the wrappers' own cost from the CPU
+    // compression takes (which matters on a small machine shared with the
+    // S3 server, and pays for itself on a real network).
+    let StoreConfig::ExistenceCache { inner, .. } = &stack else { unreachable!("built above") };
+    let StoreConfig::Verify { inner } = &**inner else { unreachable!("built above") };
+    let StoreConfig::Compress { inner: s3_only, .. } = &**inner else { unreachable!("built above") };
+    let uncompressed = build_store(&StoreConfig::Verify { inner: s3_only.clone() }).await?;
     for &c in &args.concurrency {
         let (raw_put, raw_get) = raw_put_get(&client, &bucket, pool, nonce ^ 0xffff ^ (c as u64) << 40, count, blob_len, c).await?;
         let (put, get) = put_get(store.clone(), pool, nonce ^ (c as u64) << 40, count, blob_len, c).await?;
-        t.row("S3 put", c, total_mb / put, Some(total_mb / raw_put));
-        t.row("S3 get", c, total_mb / get, Some(total_mb / raw_get));
+        t.row("S3 put (full stack)", c, total_mb / put, Some(total_mb / raw_put));
+        t.row("S3 get (full stack)", c, total_mb / get, Some(total_mb / raw_get));
+        let (put, get) = put_get(uncompressed.clone(), pool, nonce ^ 0xabcd ^ (c as u64) << 40, count, blob_len, c).await?;
+        t.row("S3 put (verify, no zstd)", c, total_mb / put, Some(total_mb / raw_put));
+        t.row("S3 get (verify, no zstd)", c, total_mb / get, Some(total_mb / raw_get));
     }
     if args.s3_bucket.is_none() {
         let _ = client.delete_bucket().bucket(&bucket).send().await;
