@@ -1,9 +1,9 @@
-//! `rbk cache ls|du`: the caller's cache-mount heads, as the coordinator
+//! `rbk cache ls|du|prune`: the caller's cache-mount heads, as the coordinator
 //! keeps them (namespaced by the token's tenant).
 
 use anyhow::Context;
 use rbk_proto::build::build_client::BuildClient;
-use rbk_proto::build::{CacheHead, ListCachesRequest};
+use rbk_proto::build::{CacheHead, ListCachesRequest, PruneCachesRequest};
 
 #[derive(clap::Args)]
 pub struct CacheArgs {
@@ -23,6 +23,30 @@ enum CacheCommand {
     Ls,
     /// Bytes held per cache id, and the total.
     Du,
+    /// Forget cache heads (all, or those named) so their snapshots can be
+    /// collected; heads in use by a running step are kept.
+    Prune {
+        /// A cache id to drop (repeatable); none means every id.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        /// Only heads not committed to for this long, e.g. 30m, 12h, 7d.
+        #[arg(long, value_parser = parse_age)]
+        unused_for: Option<u64>,
+    },
+}
+
+/// `<n>s|m|h|d` → milliseconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number followed by s, m, h or d"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: expected a number followed by s, m, h or d")),
+    };
+    n.checked_mul(ms).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn human(bytes: u64) -> String {
@@ -36,27 +60,37 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
-async fn heads(args: &CacheArgs) -> anyhow::Result<Vec<CacheHead>> {
-    let token = args.token.as_deref().context("no token: pass --token or set RBK_TOKEN")?;
-    let mut client = BuildClient::connect(args.coordinator.clone())
+async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
+    BuildClient::connect(args.coordinator.clone())
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
-    let mut req = tonic::Request::new(ListCachesRequest {});
+        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))
+}
+
+fn request<T>(args: &CacheArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let token = args.token.as_deref().context("no token: pass --token or set RBK_TOKEN")?;
+    let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("token is not a valid header value")?);
-    let resp = client.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
+    Ok(req)
+}
+
+async fn heads(args: &CacheArgs) -> anyhow::Result<Vec<CacheHead>> {
+    let req = request(args, ListCachesRequest {})?;
+    let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
     Ok(resp.into_inner().heads)
 }
 
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
-    let heads = heads(&args).await?;
-    match args.command {
+    match &args.command {
+        CacheCommand::Prune { ids, unused_for } => prune(&args, ids.clone(), unused_for.unwrap_or(0)).await,
         CacheCommand::Ls => {
             println!("{:<32} {:>4} {:>10} {:>12}  SNAPSHOT", "ID", "SLOT", "GENERATION", "SIZE");
-            for h in &heads {
+            for h in &heads(&args).await? {
                 println!("{:<32} {:>4} {:>10} {:>12}  {}", h.id, h.slot, h.generation, human(h.total_bytes), h.snapshot);
             }
+            Ok(())
         }
         CacheCommand::Du => {
+            let heads = heads(&args).await?;
             let mut per_id = std::collections::BTreeMap::<&str, u64>::new();
             for h in &heads {
                 *per_id.entry(&h.id).or_default() += h.total_bytes;
@@ -65,7 +99,18 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
                 println!("{:>12}  {id}", human(*bytes));
             }
             println!("{:>12}  total", human(per_id.values().sum()));
+            Ok(())
         }
     }
+}
+
+async fn prune(args: &CacheArgs, ids: Vec<String>, unused_for_ms: u64) -> anyhow::Result<()> {
+    let req = request(args, PruneCachesRequest { ids, unused_for_ms })?;
+    let resp = client(args).await?.prune_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
+    let dropped = resp.into_inner().dropped;
+    for h in &dropped {
+        println!("dropped {} (slot {}, generation {}, {})", h.id, h.slot, h.generation, human(h.total_bytes));
+    }
+    println!("dropped {} heads, {} total", dropped.len(), human(dropped.iter().map(|h| h.total_bytes).sum()));
     Ok(())
 }

@@ -84,3 +84,15 @@ fn a_bad_config_is_an_error_naming_the_file() {
     assert!(err.contains(&cfg.display().to_string()), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cache_prune_reports_what_it_dropped_and_refuses_a_bad_age() {
+    let dir = scratch("prune");
+    let c = start(&dir);
+    let out = Command::new(RBK).args(["cache", "prune", "--unused-for", "7d", "--coordinator", &c.url, "--token", TENANT]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dropped 0 heads, 0 B total");
+    let out = Command::new(RBK).args(["cache", "prune", "--unused-for", "7 days", "--coordinator", &c.url, "--token", TENANT]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a number followed by s, m, h or d"));
+}
