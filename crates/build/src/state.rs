@@ -45,13 +45,27 @@ pub struct StateData {
 pub struct State {
     path: PathBuf,
     pub data: StateData,
+    /// `lock`, held exclusively while this `State` lives: two builds on one
+    /// state directory take turns instead of overwriting each other's
+    /// action-cache entries and cache heads.
+    _lock: std::fs::File,
 }
 
 impl State {
-    /// Opens `dir/state.json`, or starts empty when there is none.
+    /// Opens `dir/state.json`, or starts empty when there is none. Waits
+    /// while another build holds the directory.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BuildError::io(dir, format!("creating the state directory: {e}")))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| BuildError::io(&lock_path, e))?;
+        lock.lock()
+            .map_err(|e| BuildError::io(&lock_path, format!("locking: {e}")))?;
         let path = dir.join("state.json");
         let data = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
@@ -60,7 +74,11 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateData::default(),
             Err(e) => return Err(BuildError::io(&path, e)),
         };
-        Ok(State { path, data })
+        Ok(State {
+            path,
+            data,
+            _lock: lock,
+        })
     }
 
     /// Writes the state; a crash leaves either the old or the new file.
@@ -89,8 +107,42 @@ mod tests {
             },
         );
         s.save().unwrap();
+        drop(s);
         let again = State::open(dir.path()).unwrap();
         assert_eq!(again.data.heads["local/x"].generation, 2);
+    }
+
+    #[test]
+    fn a_second_build_waits_for_the_state_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = State::open(dir.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.path().to_owned();
+        let t = std::thread::spawn(move || {
+            let s = State::open(&d).unwrap();
+            tx.send(s.data.heads.len()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "opened while locked"
+        );
+        let mut first = first;
+        first.data.heads.insert(
+            "local/x".into(),
+            CacheHead {
+                snapshot: "abc".into(),
+                generation: 1,
+            },
+        );
+        first.save().unwrap();
+        drop(first);
+        assert_eq!(
+            rx.recv().unwrap(),
+            1,
+            "the waiter sees what the first build saved"
+        );
+        t.join().unwrap();
     }
 
     #[test]
