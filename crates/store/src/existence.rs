@@ -64,7 +64,8 @@ impl<S: Store> Store for ExistenceCacheStore<S> {
             return Ok(Vec::new());
         }
         let missing = self.inner.find_missing(&unknown).await?;
-        let present: Vec<Digest> = unknown.iter().filter(|d| !missing.contains(d)).copied().collect();
+        let absent: std::collections::HashSet<&Digest> = missing.iter().collect();
+        let present: Vec<Digest> = unknown.iter().filter(|d| !absent.contains(d)).copied().collect();
         if !present.is_empty() {
             self.index.remember(&present).await;
         }

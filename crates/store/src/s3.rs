@@ -215,7 +215,7 @@ impl S3Config {
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
-    config: S3Config,
+    config: std::sync::Arc<S3Config>,
     blob_prefix: String,
 }
 
@@ -235,7 +235,7 @@ impl S3Store {
     pub fn with_client(client: Client, config: S3Config) -> Self {
         let prefix = config.prefix.trim_matches('/');
         let blob_prefix = if prefix.is_empty() { "blobs/".to_owned() } else { format!("{prefix}/blobs/") };
-        Self { client, config, blob_prefix }
+        Self { client, config: std::sync::Arc::new(config), blob_prefix }
     }
 
     pub fn client(&self) -> &Client {
