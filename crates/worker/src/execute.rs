@@ -99,6 +99,15 @@ impl ReadonlyRootfs {
     }
 }
 
+/// A step's scratch directory, removed when the step is over.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Executes steps on this machine.
 #[derive(Debug)]
 pub struct Executor {
@@ -170,6 +179,9 @@ impl Executor {
         let leases = self.lease_all(&step.base, blobs).await?;
         let lowers: Vec<PathBuf> = leases.iter().map(|l| l.path().to_path_buf()).collect();
         let (id, dir) = self.scratch();
+        // Declared before the overlay, so dropped (removed) after it is
+        // unmounted, on every path out of here.
+        let _scratch = RemoveOnDrop(dir.clone());
         let mut overlay = OverlayRootfs::mount(&lowers, &dir.join("rootfs"), true)?;
         let mut out = match &step.kind {
             StepKind::Run(run) => self.run(run, &id, &dir, &overlay, inputs, sink, t0).await?,
@@ -192,7 +204,6 @@ impl Executor {
             out.timings.diff = t.elapsed();
         }
         drop(overlay);
-        let _ = std::fs::remove_dir_all(&dir);
         drop(leases);
         Ok(out)
     }

@@ -9,6 +9,7 @@
 //! The worker knows nothing about Dockerfiles: the coordinator maps build
 //! graph nodes onto [`Step`]s.
 
+pub mod bench;
 pub mod copy;
 mod error;
 pub mod execute;

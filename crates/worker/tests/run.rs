@@ -197,11 +197,13 @@ async fn secret_is_readable_during_run_and_absent_from_layer_image_and_logs() {
 #[tokio::test]
 async fn missing_required_secret_is_an_error_naming_it() {
     let base = busybox_base();
-    let (_s, ex) = executor(RuntimeKind::Runc);
+    let (state, ex) = executor(RuntimeKind::Runc);
     let mut s = shell("true");
     s["mounts"] = json!([{"target": "", "type": "secret", "id": "npmrc", "required": true}]);
     let err = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), discard()).await.unwrap_err().to_string();
     assert!(err.contains("npmrc") && err.contains("/run/secrets/npmrc"), "{err}");
+    // The failed step's scratch space (and its overlay mount) is gone.
+    assert_eq!(std::fs::read_dir(state.path().join("steps")).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -251,4 +253,28 @@ async fn ssh_mount_forwards_the_agent_socket() {
     let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
     assert_eq!(text, vec!["/run/buildkit/ssh_agent.0", "is-socket"]);
     assert!(!entries(out.layer.as_ref().unwrap()).keys().any(|k| k.starts_with("run")));
+}
+
+#[tokio::test]
+async fn pids_limit_stops_a_fork_storm() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let mut s = shell("for i in $(seq 1 40); do sleep 3 & done; wait; echo finished");
+    s["limits"] = json!({"pids": 8});
+    let (sink, lines) = collect();
+    let out = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), sink).await.unwrap();
+    let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert!(text.iter().any(|l| l.contains("fork")), "exit {} output {text:?}", out.exit_code);
+}
+
+#[tokio::test]
+async fn memory_limit_kills_a_step_that_exceeds_it() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    // tmpfs pages are charged to the step's memory cgroup.
+    let mut s = shell("dd if=/dev/zero of=/scratch/big bs=1M count=200");
+    s["mounts"] = json!([{"target": "/scratch", "type": "tmpfs", "size_bytes": 512u64 << 20}]);
+    s["limits"] = json!({"memory_bytes": 32 << 20});
+    let out = run(&ex, &base, s).await;
+    assert!(!out.succeeded() && out.layer.is_none(), "exit {}", out.exit_code);
 }
