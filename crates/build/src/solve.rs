@@ -221,9 +221,12 @@ fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> Result<()> {
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
             std::os::unix::fs::symlink(target, &dst).map_err(|e| BuildError::io(&dst, e))?;
-        } else {
+        } else if meta.is_file() {
             std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
         }
+        // Devices, fifos and sockets are not staged: reading one could
+        // block forever or never end (`/dev/zero`), and a build context
+        // has no business carrying them.
     }
     Ok(())
 }

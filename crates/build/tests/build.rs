@@ -237,3 +237,22 @@ async fn env_expands_over_the_base_image_env() {
         Some("/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
     );
 }
+
+#[tokio::test]
+async fn fifos_in_the_context_are_not_read() {
+    let f = Fixture::new("FROM {base}\nCOPY . /ctx/\n").await;
+    let fifo = f.dir.path().join("ctx/pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    run(&f.request("state")).await.0.unwrap();
+    assert_eq!(
+        file_in_image(&f.out(), "ctx/greeting.txt").as_deref(),
+        Some("hello\n")
+    );
+    assert_eq!(file_in_image(&f.out(), "ctx/pipe"), None);
+}
