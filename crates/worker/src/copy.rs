@@ -142,11 +142,10 @@ pub async fn fetch_url(url: &str, checksum: Option<&str>, dir: &Path) -> Result<
         f.write_all(&chunk).ctx(|| format!("writing the download of {url}"))?;
     }
     let got = hex::encode(hasher.finalize());
-    if let Some(want) = want {
-        if got != want {
+    if let Some(want) = want
+        && got != want {
             return Err(fetch_err(format!("content has sha256:{got}, but --checksum says sha256:{want}")));
         }
-    }
     let path = tmp.into_temp_path().keep().map_err(|e| fetch_err(e.to_string()))?;
     Ok((path, name))
 }
@@ -398,15 +397,14 @@ fn extract_archive(archive: &Path, root: &Path, dest: &str, attrs: &Attrs, stats
         let (parent, _) = target.rsplit_once('/').unwrap_or(("", &target));
         ensure_dir(root, parent, &Attrs { chown: attrs.chown, chmod: None }, stats)?;
         let host = resolve_in_root(root, &target)?;
-        if let Ok(existing) = std::fs::symlink_metadata(&host) {
-            if !(existing.is_dir() && kind.is_dir()) {
+        if let Ok(existing) = std::fs::symlink_metadata(&host)
+            && !(existing.is_dir() && kind.is_dir()) {
                 if existing.is_dir() {
                     std::fs::remove_dir_all(&host).ctx(|| format!("replacing {}", host.display()))?;
                 } else {
                     std::fs::remove_file(&host).ctx(|| format!("replacing {}", host.display()))?;
                 }
             }
-        }
         match kind {
             tar::EntryType::Directory => {
                 if !host.is_dir() {

@@ -136,7 +136,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
                 if *rw && md.is_dir() {
                     // Writable, but writes are thrown away: an overlay with
                     // a scratch upper dir.
-                    let ov = OverlayRootfs::mount(&[host.clone()], &scratch.join(format!("bind-{i}")), true)?;
+                    let ov = OverlayRootfs::mount(std::slice::from_ref(&host), &scratch.join(format!("bind-{i}")), true)?;
                     out.oci.push(bind(&target, &ov.merged, false)?);
                     out.overlays.push(ov);
                 } else if *rw {
@@ -239,11 +239,10 @@ impl MountStubs {
                     if !missing.contains(&prefix) {
                         missing.push(prefix.clone());
                     }
-                    if let Ok(m) = std::fs::symlink_metadata(resolve_in_root(root, &parent)?).and_then(|md| md.modified()) {
-                        if !parents.iter().any(|(p, _)| *p == parent) && !missing.contains(&parent) {
+                    if let Ok(m) = std::fs::symlink_metadata(resolve_in_root(root, &parent)?).and_then(|md| md.modified())
+                        && !parents.iter().any(|(p, _)| *p == parent) && !missing.contains(&parent) {
                             parents.push((parent, m));
                         }
-                    }
                 }
             }
         }

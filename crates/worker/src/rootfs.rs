@@ -118,7 +118,7 @@ impl OverlayRootfs {
             upper_opts = format!(",upperdir={},workdir={}", escape(&upper), escape(&work));
             me.upper = Some(upper);
         }
-        let fits = |l: &[&Path]| lowerdir_option(l).len() + upper_opts.len() + FIXED_OPTIONS.len() + 1 <= MAX_MOUNT_OPTIONS;
+        let fits = |l: &[&Path]| lowerdir_option(l).len() + upper_opts.len() + FIXED_OPTIONS.len() < MAX_MOUNT_OPTIONS;
 
         let bottom_mount = dir.join("bottom");
         let bottom_short;

@@ -95,7 +95,7 @@ pub fn resolve_user(root: &Path, spec: Option<&str>) -> Result<ResolvedUser> {
         None => {
             let gid = entry.map_or(0, |e| e.gid);
             let extra = match entry {
-                Some(e) => groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name) && g.gid != gid).map(|g| g.gid).collect(),
+                Some(e) => groups.iter().filter(|g| g.members.contains(&e.name) && g.gid != gid).map(|g| g.gid).collect(),
                 None => vec![],
             };
             (gid, extra)
