@@ -278,3 +278,19 @@ async fn memory_limit_kills_a_step_that_exceeds_it() {
     let out = run(&ex, &base, s).await;
     assert!(!out.succeeded() && out.layer.is_none(), "exit {}", out.exit_code);
 }
+
+#[tokio::test]
+async fn rw_bind_mount_writes_are_discarded() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("input.txt"), "original\n").unwrap();
+    let inputs = StepInputs { context: Some(ctx.path().to_path_buf()), ..Default::default() };
+    let mut s = shell("echo changed > /src/input.txt && touch /src/new && cat /src/input.txt > /seen");
+    s["mounts"] = json!([{"target": "/src", "type": "bind", "from": "context", "rw": true}]);
+    let out = run_with(&ex, &base, s, &inputs).await;
+    assert!(out.succeeded(), "{:?}", out.tail);
+    assert_eq!(entries(out.layer.as_ref().unwrap())["seen"].data, b"changed\n");
+    assert_eq!(std::fs::read_to_string(ctx.path().join("input.txt")).unwrap(), "original\n");
+    assert!(!ctx.path().join("new").exists());
+}
