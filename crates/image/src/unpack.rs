@@ -320,7 +320,11 @@ impl Unpacker<'_> {
         // After chown, which clears setuid/setgid bits.
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(errno(|| format!("layer entry {name:?}: chmod")))?;
         for (k, v) in xattrs {
-            rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()).map_err(errno(|| format!("layer entry {name:?}: setting xattr {k}")))?;
+            match rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
+                // A filesystem without xattr support loses them, as with docker.
+                Err(Errno::NOTSUP) => tracing::debug!(entry = name, xattr = k.as_str(), "filesystem does not support xattrs"),
+                r => r.map_err(errno(|| format!("layer entry {name:?}: setting xattr {k}")))?,
+            }
         }
         if let Some(m) = mtime {
             rustix::fs::futimens(fd, &timestamps(m)).map_err(errno(|| format!("layer entry {name:?}: setting mtime")))?;

@@ -170,3 +170,20 @@ async fn a_layer_put_into_the_content_store_reads_back_by_its_blake3_digest() {
     let back = store.get_bytes(layer.blake3).await.unwrap();
     assert_eq!(OciDigest::of(&back), layer.digest);
 }
+
+#[test]
+fn user_xattrs_survive_the_layer_round_trip_and_overlay_ones_do_not_leak() {
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::write(upper.path().join("f"), "x").unwrap();
+    rustix::fs::setxattr(upper.path().join("f").as_path(), "user.rbk.note", b"hello", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(upper.path().join("f").as_path(), "trusted.overlay.origin", b"junk", rustix::fs::XattrFlags::empty()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layer = layer_from_upper(upper.path(), &LayerOptions::new(out.path())).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    unpack_layer_file(layer.path(), dest.path(), &UnpackOptions::default()).unwrap();
+    let f = dest.path().join("f");
+    let mut v = [0u8; 16];
+    let n = rustix::fs::getxattr(f.as_path(), "user.rbk.note", &mut v[..]).unwrap();
+    assert_eq!(&v[..n], b"hello");
+    assert!(rustix::fs::getxattr(f.as_path(), "trusted.overlay.origin", &mut v[..]).is_err());
+}
