@@ -286,6 +286,9 @@ struct Segment {
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Completed chunk bytes handed to the blocking pool at once.
+const READY_BATCH: u64 = 2 << 20;
+
 async fn write_files(
     store: Arc<dyn Store>,
     m: Arc<Manifest>,
@@ -401,6 +404,7 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, m: Arc<Manifest>, dirs: 
     let mut buf = BytesMut::with_capacity((seg.end - seg.start) as usize);
     let mut pieces = seg.pieces.into_iter().peekable();
     let mut ready = Vec::new();
+    let mut ready_bytes = 0u64;
     loop {
         let item = stream.next().await;
         let done = item.is_none();
@@ -414,9 +418,13 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, m: Arc<Manifest>, dirs: 
             }
             let p = pieces.next().expect("peeked");
             let rel = (p.offset - seg.start) as usize;
+            ready_bytes += p.stored_len;
             ready.push((bytes::Bytes::copy_from_slice(&buf[rel..rel + p.stored_len as usize]), p));
         }
-        if !ready.is_empty() {
+        // Hand completed chunks to the blocking pool in batches: one round
+        // trip per small file costs more than writing it.
+        if !ready.is_empty() && (done || ready_bytes >= READY_BATCH) {
+            ready_bytes = 0;
             let batch = std::mem::take(&mut ready);
             let (m, dirs, slots, pack) = (m.clone(), dirs.clone(), slots.clone(), seg.pack);
             blocking(move || -> SnapshotResult<()> {
