@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build prerequisites on a fresh Debian machine (as root): a C compiler for
-# the -sys crates, a Rust toolchain and cargo-nextest. Idempotent.
+# Prerequisites on a fresh Debian machine (as root): a C compiler for the
+# -sys crates, a Rust toolchain and cargo-nextest; and what the embedded
+# default needs to run steps: an OCI runtime (runc) and busybox-static (the
+# demo's base image is built from it). Idempotent.
 set -euo pipefail
 log() { echo "setup: $*" >&2; }
 
 need=()
-for pkg in build-essential pkg-config curl ca-certificates; do
+for pkg in build-essential pkg-config curl ca-certificates runc busybox-static; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
