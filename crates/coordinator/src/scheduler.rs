@@ -71,9 +71,11 @@ pub struct BuildRequest {
 pub enum BuildEvent {
     Accepted { build_id: String, total_steps: u32 },
     Started { step_id: String, worker_id: String, attempt: u32, name: String },
-    Cached { step_id: String, name: String },
+    /// `config` is the cached result's opaque config (what the worker
+    /// reported), so a client can assemble the image without asking again.
+    Cached { step_id: String, name: String, layers: Vec<Digest>, config: Vec<u8> },
     Log { step_id: String, worker_id: String, stream: String, line: String },
-    Finished { step_id: String, worker_id: String, duration_ms: u64, bytes_restored: u64, layers: Vec<Digest> },
+    Finished { step_id: String, worker_id: String, duration_ms: u64, bytes_restored: u64, layers: Vec<Digest>, config: Vec<u8> },
     Failed { step_id: String, worker_id: String, message: String, exit_code: i32 },
     BuildFinished { state: BuildState, duration_ms: u64, message: String },
 }
@@ -491,7 +493,12 @@ impl Core {
         if !b.no_cache
             && let Some(result) = query(&*self.state, |m| m.action(&ns, &node.key).cloned())
         {
-            let _ = b.events.send(BuildEvent::Cached { step_id: node.id.clone(), name: node.name.clone() });
+            let _ = b.events.send(BuildEvent::Cached {
+                step_id: node.id.clone(),
+                name: node.name.clone(),
+                layers: result.layers.clone(),
+                config: result.config.clone(),
+            });
             self.apply(Command::SetStep {
                 build_id: build_id.into(),
                 step_id: step_id.into(),
@@ -766,6 +773,7 @@ impl Core {
                         duration_ms: elapsed,
                         bytes_restored,
                         layers: result.layers.clone(),
+                        config: result.config.clone(),
                     });
                     self.apply(Command::SetStep {
                         build_id: bid.clone(),

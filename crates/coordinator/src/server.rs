@@ -131,15 +131,23 @@ fn event_to_wire(e: BuildEvent) -> pb::BuildEvent {
         BuildEvent::Started { step_id, worker_id, attempt, name } => {
             Event::Started(pb::StepStarted { step_id, worker_id, attempt, name })
         }
-        BuildEvent::Cached { step_id, name } => Event::Cached(pb::StepCached { step_id, name }),
-        BuildEvent::Log { step_id, worker_id, stream, line } => Event::Log(pb::StepLog { step_id, worker_id, stream, line }),
-        BuildEvent::Finished { step_id, worker_id, duration_ms, bytes_restored, layers } => Event::Finished(pb::StepFinished {
+        BuildEvent::Cached { step_id, name, layers, config } => Event::Cached(pb::StepCached {
             step_id,
-            worker_id,
-            duration_ms,
-            bytes_restored,
+            name,
             layers: layers.iter().map(ToString::to_string).collect(),
+            config,
         }),
+        BuildEvent::Log { step_id, worker_id, stream, line } => Event::Log(pb::StepLog { step_id, worker_id, stream, line }),
+        BuildEvent::Finished { step_id, worker_id, duration_ms, bytes_restored, layers, config } => {
+            Event::Finished(pb::StepFinished {
+                step_id,
+                worker_id,
+                duration_ms,
+                bytes_restored,
+                layers: layers.iter().map(ToString::to_string).collect(),
+                config,
+            })
+        }
         BuildEvent::Failed { step_id, worker_id, message, exit_code } => {
             Event::Failed(pb::StepFailed { step_id, worker_id, message, exit_code })
         }
