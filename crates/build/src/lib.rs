@@ -12,6 +12,8 @@
 //!   captured into the content store after each step;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
 //! - [`progress`]: BuildKit-style progress lines;
+//! - [`farm`]: the payload and result formats of farm builds (planned by
+//!   `rbk submit`, executed by `rbk worker`);
 //! - [`solve`]: the driver, sequential in dependency order (the farm's
 //!   scheduler in `rbk-coordinator` is what runs steps in parallel).
 
@@ -21,6 +23,7 @@
 
 pub mod cache_mounts;
 mod error;
+pub mod farm;
 pub mod mapping;
 pub mod progress;
 pub mod solve;

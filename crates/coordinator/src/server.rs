@@ -338,6 +338,7 @@ fn to_worker_wire(m: ToWorker) -> pw::CoordinatorMessage {
             namespace: a.namespace,
             attempt: a.attempt,
             payload: a.payload,
+            secrets: Default::default(),
             mounts: a
                 .mounts
                 .into_iter()
