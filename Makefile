@@ -14,7 +14,8 @@ demo: setup
 # All set-up, then every test against real services on 127.0.0.1.
 test: setup
 	eval "$$(deploy/dev/services.sh up)"; \
-	cargo nextest run --workspace --no-fail-fast --profile ci
+	cargo nextest run --workspace --no-fail-fast --profile ci; \
+	"$$(deploy/dev/helm-tools.sh)/bin/pytest" -q -p no:cacheprovider helm/tests
 
 setup:
 	deploy/dev/setup.sh

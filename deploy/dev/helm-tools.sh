@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The chart tests' tools, in their own virtualenv ($RBK_DEV_DIR/helm-venv,
+# default .rbk-dev/helm-venv): helm-python-sdk (Helm's Go library behind a C
+# ABI, shipped in the wheel: no helm binary is downloaded), kubernetes-validate
+# (the Kubernetes OpenAPI schemas, shipped in the wheel) and pytest. Nothing
+# here needs a cluster or the network after installation. Idempotent: prints
+# the venv's directory.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+state=${RBK_DEV_DIR:-$(cd "$here/../.." && pwd)/.rbk-dev}
+venv=$state/helm-venv
+# Versions the chart tests were written against.
+want=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.4)
+stamp="$venv/.installed-$(printf '%s\n' "${want[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "helm-tools: installing ${want[*]} into $venv" >&2
+  command -v python3 >/dev/null || { echo "helm-tools: python3 is missing (apt-get install python3 python3-venv)" >&2; exit 1; }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "helm-tools: python3 >= 3.11 is needed (tomllib)" >&2; exit 1; }
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q "${want[@]}" >&2
+  "$venv/bin/python" -c 'import helm_python, kubernetes_validate; helm_python.helm_sdk_version()' >&2
+  touch "$stamp"
+fi
+echo "$venv"

@@ -1,0 +1,116 @@
+{{/* Names. Pod names are <fullname>-coordinator-<i>, so keep fullname short. */}}
+{{- define "rbk.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rbk.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rbk.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "rbk.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "rbk.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rbk.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "rbk.image" -}}
+{{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end -}}
+
+{{- define "rbk.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "rbk.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rbk.coordinator.name" -}}{{ include "rbk.fullname" . }}-coordinator{{- end -}}
+{{- define "rbk.coordinator.headless" -}}{{ include "rbk.fullname" . }}-coordinator-headless{{- end -}}
+{{- define "rbk.worker.name" -}}{{ include "rbk.fullname" . }}-worker{{- end -}}
+
+{{- define "rbk.authSecret" -}}
+{{- default (printf "%s-tokens" (include "rbk.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{/* More than one coordinator is a Raft group. */}}
+{{- define "rbk.raftEnabled" -}}
+{{- if or .Values.coordinator.raft.enabled (gt (int .Values.coordinator.replicas) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Raft peer address of coordinator <i>: the pod's stable DNS name
+     under the headless Service. Call with (list $ i). */}}
+{{- define "rbk.peerAddress" -}}
+{{- $ := index . 0 -}}
+{{- $i := index . 1 -}}
+{{- $host := printf "%s-%d.%s.%s.svc" (include "rbk.coordinator.name" $) (int $i) (include "rbk.coordinator.headless" $) $.Release.Namespace -}}
+{{- if $.Values.clusterDomain -}}{{- $host = printf "%s.%s" $host $.Values.clusterDomain -}}{{- end -}}
+{{- printf "%s:%d" $host (int $.Values.coordinator.port) -}}
+{{- end -}}
+
+{{/* The URL workers and in-cluster clients dial. */}}
+{{- define "rbk.coordinatorURL" -}}
+{{- printf "http://%s.%s.svc:%d" (include "rbk.coordinator.name" .) .Release.Namespace (int .Values.coordinator.port) -}}
+{{- end -}}
+
+{{/* Quorum-preserving disruption budget: at most (n-1)/2 voters down. */}}
+{{- define "rbk.maxUnavailable" -}}
+{{- div (sub (int .Values.coordinator.replicas) 1) 2 -}}
+{{- end -}}
+
+{{/* Bytes the worker keeps its local layers under (eviction). */}}
+{{- define "rbk.worker.evictionBytes" -}}
+{{- div (mul (int64 .Values.worker.localStorage.sizeGiB) 1073741824 (int64 .Values.worker.localStorage.evictAtPercent)) 100 -}}
+{{- end -}}
+
+{{- define "rbk.metricsAnnotations" -}}
+{{- if .Values.metrics.enabled -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
+{{/* Environment every rbk process gets for the store: S3 credentials
+     and the Redis URL, from Secrets, never from the ConfigMap. */}}
+{{- define "rbk.storeEnv" -}}
+{{- if .Values.store.s3.existingSecret }}
+- name: RBK_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.store.s3.existingSecret }}
+      key: {{ .Values.store.s3.accessKeyIdKey }}
+- name: RBK_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.store.s3.existingSecret }}
+      key: {{ .Values.store.s3.secretAccessKeyKey }}
+{{- end }}
+{{- if .Values.redis.enabled }}
+- name: RBK_REDIS_URL
+{{- if .Values.redis.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.urlKey }}
+{{- else }}
+  value: {{ required "redis.url or redis.existingSecret is required when redis.enabled" .Values.redis.url | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}

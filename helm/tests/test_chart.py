@@ -1,0 +1,351 @@
+"""The Helm chart (helm/rbk), rendered offline and checked as a specification.
+
+Renders with the Helm SDK (helm-python-sdk: Helm's Go library behind a C ABI,
+no helm binary, no cluster), validates every object against the Kubernetes
+OpenAPI schemas with kubernetes-validate in strict mode, and asserts the
+properties operators rely on. Where the rendered config can be read by the
+real rbk binary, it is.
+
+Run: deploy/dev/helm-tools.sh (once) then
+     .rbk-dev/helm-venv/bin/pytest helm/tests     (make test does both)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+import uuid
+
+import pytest
+
+try:
+    import helm_python as helm
+    import kubernetes_validate
+    import yaml
+except ImportError as e:  # pragma: no cover - the message is the point
+    sys.exit(
+        f"helm/tests: {e.name} is missing; run deploy/dev/helm-tools.sh and use "
+        ".rbk-dev/helm-venv/bin/pytest"
+    )
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "rbk"
+HA_VALUES = yaml.safe_load((CHART / "ci" / "ha-values.yaml").read_text())
+# The newest Kubernetes kubernetes-validate ships schemas for.
+KUBE_VERSION = kubernetes_validate.utils.latest_version()
+RELEASE = "farm"
+NAMESPACE = "build"
+# Objects of CRDs kubernetes-validate has no schema for, checked by hand below.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def render(values: dict | None = None) -> list[dict]:
+    """Every object the chart renders for `values`, in template order."""
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("metadata", {})
+                objects.append(doc)
+    return objects
+
+
+def one(objects: list[dict], kind: str, name_suffix: str = "") -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def with_values(base: dict, **paths) -> dict:
+    """A copy of `base` with dotted paths (coordinator__replicas=5) set."""
+    values = copy.deepcopy(base)
+    for dotted, value in paths.items():
+        node = values
+        keys = dotted.split("__")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return values
+
+
+VALUE_SETS = {"default": {}, "ha": HA_VALUES}
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_chart_lints_clean_in_strict_mode(name):
+    report = helm.lint(CHART, values=VALUE_SETS[name], strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_rendered_object_validates_strictly_against_kubernetes(name):
+    objects = render(VALUE_SETS[name])
+    assert objects
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
+
+
+def test_the_service_monitor_selects_the_metrics_service():
+    objects = render(HA_VALUES)
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service", "-metrics")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 5])
+def test_coordinators_are_a_statefulset_of_the_requested_size(replicas):
+    objects = render({"coordinator": {"replicas": replicas}})
+    sts = one(objects, "StatefulSet", "-coordinator")
+    assert sts["spec"]["replicas"] == replicas
+    headless = one(objects, "Service", "-coordinator-headless")
+    assert sts["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    mounts = {m["name"]: m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/rbk"
+
+
+@pytest.mark.parametrize("replicas,max_unavailable", [(3, 1), (5, 2)])
+def test_the_disruption_budget_keeps_a_majority(replicas, max_unavailable):
+    objects = render({"coordinator": {"replicas": replicas}})
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == max_unavailable
+    assert replicas - max_unavailable > replicas // 2
+    sts = one(objects, "StatefulSet", "-coordinator")
+    assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+
+
+def test_a_single_coordinator_gets_no_disruption_budget():
+    assert not [o for o in render({}) if o["kind"] == "PodDisruptionBudget"]
+
+
+def coordinator_configs(objects: list[dict]) -> dict[str, dict]:
+    data = one(objects, "ConfigMap", "-coordinator")["data"]
+    return {name: tomllib.loads(text) for name, text in data.items()}
+
+
+def test_each_coordinator_gets_its_node_id_and_every_peer_address():
+    objects = render(HA_VALUES)
+    configs = coordinator_configs(objects)
+    expected = [
+        {"id": i + 1, "addr": f"farm-rbk-coordinator-{i}.farm-rbk-coordinator-headless.build.svc:7070"}
+        for i in range(3)
+    ]
+    assert sorted(configs) == ["coordinator-0.toml", "coordinator-1.toml", "coordinator-2.toml"]
+    for i in range(3):
+        raft = configs[f"coordinator-{i}.toml"]["raft"]
+        assert raft["node_id"] == i + 1
+        assert raft["peers"] == expected
+        assert raft["data_dir"].startswith("/var/lib/rbk/")
+    # The peer names are the pods' DNS names under the headless Service.
+    sts = one(objects, "StatefulSet", "-coordinator")
+    assert all(p["addr"].startswith(f"{sts['metadata']['name']}-{p['id'] - 1}.{sts['spec']['serviceName']}.") for p in expected)
+
+
+def test_each_pod_reads_the_config_of_its_own_ordinal():
+    sts = one(render(HA_VALUES), "StatefulSet", "-coordinator")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["coordinator", "--config", "/etc/rbk/config/coordinator-$(RBK_NODE_INDEX).toml"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RBK_NODE_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+
+
+def test_a_single_coordinator_has_no_raft_table():
+    configs = coordinator_configs(render({}))
+    assert list(configs) == ["coordinator-0.toml"]
+    assert "raft" not in configs["coordinator-0.toml"]
+
+
+def test_the_cluster_domain_completes_peer_addresses():
+    configs = coordinator_configs(render(with_values(HA_VALUES, clusterDomain="cluster.local")))
+    assert configs["coordinator-0.toml"]["raft"]["peers"][2]["addr"] == (
+        "farm-rbk-coordinator-2.farm-rbk-coordinator-headless.build.svc.cluster.local:7070"
+    )
+
+
+def worker_pod(objects: list[dict], kind: str = "Deployment") -> dict:
+    return one(objects, kind, "-worker")["spec"]["template"]["spec"]
+
+
+def test_workers_run_privileged_by_default_and_coordinators_do_not():
+    objects = render({})
+    worker = worker_pod(objects)["containers"][0]
+    assert worker["securityContext"] == {"privileged": True}
+    coordinator = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    sc = coordinator["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_workers_may_use_capabilities_instead_of_privileged():
+    caps = {"privileged": False, "capabilities": {"add": ["SYS_ADMIN", "SYS_CHROOT", "NET_ADMIN"]},
+            "seccompProfile": {"type": "Unconfined"}}
+    worker = worker_pod(render({"worker": {"securityContext": caps}}))["containers"][0]
+    assert worker["securityContext"] == caps
+
+
+def test_the_local_volume_size_limit_drives_the_eviction_budget():
+    pod = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 10, "evictAtPercent": 50}}}))
+    volume = next(v for v in pod["volumes"] if v["name"] == "local")
+    assert volume["emptyDir"]["sizeLimit"] == "10Gi"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert int(env["RBK_WORKER_MAX_LOCAL_BYTES"]) == 5 * 1024**3
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    args = pod["containers"][0]["args"]
+    for flag in ("--state-dir", "--cache-dir"):
+        assert args[args.index(flag) + 1].startswith(mounts["local"] + "/")
+
+
+def test_workers_get_a_grace_period_long_enough_for_a_step():
+    pod = worker_pod(render({}))
+    assert pod["terminationGracePeriodSeconds"] >= 600
+    assert "lifecycle" not in pod["containers"][0], "SIGTERM itself drains the worker"
+
+
+def test_workers_as_a_daemonset_with_labels_and_the_s3_store():
+    objects = render(HA_VALUES)
+    pod = worker_pod(objects, "DaemonSet")
+    args = pod["containers"][0]["args"]
+    assert args[:3] == ["worker", "--coordinator", "http://farm-rbk-coordinator.build.svc:7070"]
+    labels = [args[i + 1] for i, a in enumerate(args) if a == "--labels"]
+    assert labels == ["disk=ssd", "pool=linux-amd64"]
+    assert args[args.index("--runtime") + 1] == "crun"
+    store = tomllib.loads(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])["store"]
+    s3 = store["inner"]["inner"]["inner"]
+    assert (store["type"], s3["type"], s3["bucket"], s3["endpoint"], s3["region"], s3["prefix"]) == (
+        "existence_cache", "s3", "rbk-cache", "https://s3.storage.internal:9000", "eu-west-1", "farm-a")
+
+
+def test_secrets_reach_pods_only_through_secret_references():
+    objects = render(HA_VALUES)
+    env = {e["name"]: e for e in worker_pod(objects, "DaemonSet")["containers"][0]["env"]}
+    for name, secret, key in [("RBK_TOKEN", "rbk-tokens", "worker-token"),
+                              ("RBK_S3_ACCESS_KEY_ID", "rbk-s3", "access-key-id"),
+                              ("RBK_S3_SECRET_ACCESS_KEY", "rbk-s3", "secret-access-key"),
+                              ("RBK_REDIS_URL", "rbk-redis", "redis-url")]:
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, name
+    assert not [o for o in objects if o["kind"] == "Secret"], "an existing Secret was given; none is created"
+    for cm in (o for o in objects if o["kind"] == "ConfigMap"):
+        assert "secret" not in str(cm["data"]).lower().replace("secret_access_key", "")
+
+
+def test_tokens_are_generated_when_no_secret_is_given():
+    secret = one(render({}), "Secret", "-tokens")
+    tokens = tomllib.loads(secret["stringData"]["tokens.toml"])
+    worker_token = secret["stringData"]["worker-token"]
+    assert tokens["workers"] == {worker_token: "default"}
+    assert tokens["tenants"] == {secret["stringData"]["tenant-token"]: "default"}
+    assert len(worker_token) >= 16
+
+
+def test_irsa_annotations_land_on_the_service_account_both_workloads_use():
+    arn = "arn:aws:iam::123456789012:role/rbk-cache"
+    objects = render({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}}})
+    account = one(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn
+    assert worker_pod(objects)["serviceAccountName"] == account["metadata"]["name"]
+    sts = one(objects, "StatefulSet", "-coordinator")
+    assert sts["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_tls_from_a_secret_terminates_at_the_ingress_and_is_mounted():
+    objects = render(HA_VALUES)
+    ingress = one(objects, "Ingress")
+    assert ingress["spec"]["tls"] == [{"hosts": ["rbk.build.internal"], "secretName": "rbk-grpc-tls"}]
+    volumes = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "rbk-grpc-tls"}} in volumes
+
+
+BAD_VALUES = {
+    "an even number of coordinators": ({"coordinator": {"replicas": 2}}, "replicas"),
+    "a misspelt key": ({"coordinator": {"replica": 3}}, "replica"),
+    "a worker without privileges or SYS_ADMIN": ({"worker": {"securityContext": {"privileged": False}}}, "securityContext"),
+    "an unknown worker kind": ({"worker": {"kind": "StatefulSet"}}, "kind"),
+    "an unknown runtime": ({"worker": {"runtime": "docker"}}, "runtime"),
+    "redis on without a url": ({"redis": {"enabled": True}}, "redis"),
+    "tls on without a secret": ({"tls": {"enabled": True}}, "existingSecret"),
+    "a grace period too short for a step": ({"worker": {"terminationGracePeriodSeconds": 5}}, "terminationGracePeriodSeconds"),
+    "an S3 endpoint without a scheme": ({"store": {"s3": {"endpoint": "minio:9000"}}}, "endpoint"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_the_schema_refuses(case):
+    values, field = BAD_VALUES[case]
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    assert field in str(refused.value), str(refused.value)
+
+
+# The rendered configs, read by the real rbk binary.
+
+def rbk_binary() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get("RBK_BIN", REPO / "target" / "debug" / "rbk"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: build it (cargo build -p rbk) or set RBK_BIN")
+    return path
+
+
+def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
+    objects = render({})
+    text = one(objects, "ConfigMap", "-coordinator")["data"]["coordinator-0.toml"]
+    tokens = one(objects, "Secret", "-tokens")["stringData"]["tokens.toml"]
+    # Same file, relocated from the pod's paths to this test's directory.
+    text = text.replace('"0.0.0.0:7070"', '"127.0.0.1:0"')
+    text = text.replace("/etc/rbk/tokens/", f"{tmp_path}/").replace("/var/lib/rbk/", f"{tmp_path}/data/")
+    (tmp_path / "tokens.toml").write_text(tokens)
+    (tmp_path / "coordinator.toml").write_text(text)
+    proc = subprocess.Popen([rbk_binary(), "coordinator", "--config", tmp_path / "coordinator.toml"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        if "listening on" not in line:
+            proc.kill()
+            pytest.fail(f"coordinator did not start with the chart's config: {line}{proc.stderr.read()}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_path):
+    endpoint = os.environ.get("RBK_TEST_S3_ENDPOINT")
+    if not endpoint:
+        pytest.fail("RBK_TEST_S3_ENDPOINT is not set: run eval \"$(deploy/dev/services.sh up)\" first")
+    bucket = f"helm-{uuid.uuid4().hex[:12]}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    objects = render({"store": {"s3": {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1",
+                                       "prefix": "chart", "existingSecret": "rbk-s3"}}})
+    (tmp_path / "store.toml").write_text(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])
+    env = dict(os.environ,
+               RBK_S3_ACCESS_KEY_ID=os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing"),
+               RBK_S3_SECRET_ACCESS_KEY=os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing"))
+    done = subprocess.run([rbk_binary(), "store", "selftest", "--config", tmp_path / "store.toml"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
