@@ -1,0 +1,350 @@
+//! Every metric an rbk node exposes, registered once, recorded through
+//! named methods (so call sites say what happened, not which counter to
+//! bump) and encoded for `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::labels::{
+    BuildResult, CacheKind, CacheLabels, DirectionLabels, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
+};
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Build and step durations: 100 ms .. ~27 min.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 15))
+}
+
+/// Store operations: 0.5 ms .. ~33 s.
+fn store_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A set of rbk metrics with its own registry. Cheap to clone; clones
+/// record into the same series.
+///
+/// A process uses [`crate::global`]; tests create their own with
+/// [`Metrics::new`] so they can assert exact values.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    builds: Family<ResultLabels, Counter>,
+    build_duration: HistogramFamily<ResultLabels>,
+    builds_running: Gauge,
+    steps: Family<ResultLabels, Counter>,
+    step_duration: Histogram,
+    steps_running: Gauge,
+    queue_depth: Gauge,
+    workers_connected: Gauge,
+    cache_hits: Family<CacheLabels, Counter>,
+    cache_misses: Family<CacheLabels, Counter>,
+    cache_mount_bytes_restored: Counter,
+    cache_mount_commits: Counter,
+    cache_mount_bytes_committed: Counter,
+    store_duration: HistogramFamily<StoreLabels>,
+    store_errors: Family<StoreErrorLabels, Counter>,
+    store_bytes: Family<DirectionLabels, Counter>,
+    raft_term: Gauge,
+    raft_leader_id: Gauge,
+    raft_is_leader: Gauge,
+    raft_commit_index: Gauge,
+    raft_applied_index: Gauge,
+    worker_steps_running: Gauge,
+    worker_steps: Family<ResultLabels, Counter>,
+    worker_bytes_restored: Counter,
+    worker_bytes_committed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every rbk metric registered. Labelled series
+    /// whose values are known in advance start at zero.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        // Counters are registered without `_total`; the encoder appends it.
+        let builds = Family::<ResultLabels, Counter>::default();
+        r.register("rbk_builds", "Builds that ended, by result (succeeded, failed, cancelled)", builds.clone());
+        let build_duration: HistogramFamily<ResultLabels> = Family::new_with_constructor(duration_histogram);
+        r.register("rbk_build_duration_seconds", "Wall time of builds from submit to end, by result", build_duration.clone());
+        let builds_running = Gauge::default();
+        r.register("rbk_builds_running", "Builds accepted by this coordinator and not yet ended", builds_running.clone());
+        let steps = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "rbk_steps",
+            "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)",
+            steps.clone(),
+        );
+        let step_duration = duration_histogram();
+        r.register("rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", step_duration.clone());
+        let steps_running = Gauge::default();
+        r.register("rbk_steps_running", "Step executions assigned to workers and not yet finished (coordinator view)", steps_running.clone());
+        let queue_depth = Gauge::default();
+        r.register("rbk_queue_depth", "Ready step executions waiting for a worker", queue_depth.clone());
+        let workers_connected = Gauge::default();
+        r.register("rbk_workers_connected", "Workers with an open session to this coordinator", workers_connected.clone());
+        let cache_hits = Family::<CacheLabels, Counter>::default();
+        r.register("rbk_cache_hits", "Cache hits by cache: action, layer, cache_mount", cache_hits.clone());
+        let cache_misses = Family::<CacheLabels, Counter>::default();
+        r.register("rbk_cache_misses", "Cache misses by cache: action, layer, cache_mount", cache_misses.clone());
+        let cache_mount_bytes_restored = Counter::default();
+        r.register(
+            "rbk_cache_mount_restored_bytes",
+            "Bytes of cache-mount snapshots workers restored for steps (as reported with each step result)",
+            cache_mount_bytes_restored.clone(),
+        );
+        let cache_mount_commits = Counter::default();
+        r.register("rbk_cache_mount_commits", "Cache-mount snapshots workers committed with step results", cache_mount_commits.clone());
+        let cache_mount_bytes_committed = Counter::default();
+        r.register(
+            "rbk_cache_mount_committed_bytes",
+            "Total size of the cache-mount snapshots committed (each commit counts its whole tree)",
+            cache_mount_bytes_committed.clone(),
+        );
+        let store_duration: HistogramFamily<StoreLabels> = Family::new_with_constructor(store_histogram);
+        r.register(
+            "rbk_store_operation_duration_seconds",
+            "Content store operations by operation and backend; a get lasts until its stream ends",
+            store_duration.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        r.register("rbk_store_errors", "Failed content store operations by operation, backend and error kind", store_errors.clone());
+        let store_bytes = Family::<DirectionLabels, Counter>::default();
+        r.register("rbk_store_bytes", "Bytes read from and written to the content store, by direction and backend", store_bytes.clone());
+        let raft_term = Gauge::default();
+        r.register("rbk_raft_term", "This node's current Raft term", raft_term.clone());
+        let raft_leader_id = Gauge::default();
+        r.register("rbk_raft_leader_id", "The Raft node id this node believes leads (0: none known)", raft_leader_id.clone());
+        let raft_is_leader = Gauge::default();
+        r.register("rbk_raft_is_leader", "1 while this node is the Raft leader, else 0", raft_is_leader.clone());
+        let raft_commit_index = Gauge::default();
+        r.register("rbk_raft_commit_index", "Highest Raft log index known committed on this node", raft_commit_index.clone());
+        let raft_applied_index = Gauge::default();
+        r.register("rbk_raft_applied_index", "Highest Raft log index applied to this node's state machine", raft_applied_index.clone());
+        let worker_steps_running = Gauge::default();
+        r.register("rbk_worker_steps_running", "Steps this worker process is executing now", worker_steps_running.clone());
+        let worker_steps = Family::<ResultLabels, Counter>::default();
+        r.register("rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", worker_steps.clone());
+        let worker_bytes_restored = Counter::default();
+        r.register(
+            "rbk_worker_restored_bytes",
+            "Bytes this worker process restored into cache mounts and layers from the store",
+            worker_bytes_restored.clone(),
+        );
+        let worker_bytes_committed = Counter::default();
+        r.register(
+            "rbk_worker_committed_bytes",
+            "Bytes this worker process uploaded for captured cache mounts and layers",
+            worker_bytes_committed.clone(),
+        );
+
+        for b in BuildResult::ALL {
+            let _ = builds.get_or_create(&ResultLabels { result: b.as_str() });
+        }
+        for s in StepResult::ALL {
+            let _ = steps.get_or_create(&ResultLabels { result: s.as_str() });
+        }
+        for s in [StepResult::Done, StepResult::Failed] {
+            let _ = worker_steps.get_or_create(&ResultLabels { result: s.as_str() });
+        }
+        for c in CacheKind::ALL {
+            let _ = cache_hits.get_or_create(&CacheLabels { cache: c.as_str() });
+            let _ = cache_misses.get_or_create(&CacheLabels { cache: c.as_str() });
+        }
+
+        Self {
+            inner: Arc::new(Inner {
+                registry: r,
+                builds,
+                build_duration,
+                builds_running,
+                steps,
+                step_duration,
+                steps_running,
+                queue_depth,
+                workers_connected,
+                cache_hits,
+                cache_misses,
+                cache_mount_bytes_restored,
+                cache_mount_commits,
+                cache_mount_bytes_committed,
+                store_duration,
+                store_errors,
+                store_bytes,
+                raft_term,
+                raft_leader_id,
+                raft_is_leader,
+                raft_commit_index,
+                raft_applied_index,
+                worker_steps_running,
+                worker_steps,
+                worker_bytes_restored,
+                worker_bytes_committed,
+            }),
+        }
+    }
+
+    // ---- coordinator: builds and steps ----
+
+    /// A build ended after `duration`.
+    pub fn build_finished(&self, result: BuildResult, duration: Duration) {
+        let l = ResultLabels { result: result.as_str() };
+        self.inner.builds.get_or_create(&l).inc();
+        self.inner.build_duration.get_or_create(&l).observe(duration.as_secs_f64());
+    }
+
+    /// One step of one build reached `result` (or was retried).
+    pub fn step(&self, result: StepResult) {
+        self.inner.steps.get_or_create(&ResultLabels { result: result.as_str() }).inc();
+    }
+
+    /// A step that ran succeeded after `duration`.
+    pub fn step_succeeded_after(&self, duration: Duration) {
+        self.inner.step_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The scheduler's live numbers, set after every change.
+    pub fn set_scheduler(&self, queue_depth: usize, workers_connected: usize, steps_running: usize, builds_running: usize) {
+        let i = &self.inner;
+        i.queue_depth.set(gauge_value(queue_depth as u64));
+        i.workers_connected.set(gauge_value(workers_connected as u64));
+        i.steps_running.set(gauge_value(steps_running as u64));
+        i.builds_running.set(gauge_value(builds_running as u64));
+    }
+
+    // ---- caches ----
+
+    /// One lookup in `cache`: a hit or a miss.
+    pub fn cache_lookup(&self, cache: CacheKind, hit: bool) {
+        let l = CacheLabels { cache: cache.as_str() };
+        if hit { self.inner.cache_hits.get_or_create(&l).inc() } else { self.inner.cache_misses.get_or_create(&l).inc() };
+    }
+
+    /// A worker reported restoring `bytes` of cache mounts for a step.
+    pub fn cache_mount_restored(&self, bytes: u64) {
+        self.inner.cache_mount_bytes_restored.inc_by(bytes);
+    }
+
+    /// A worker committed a cache-mount snapshot whose tree holds `total_bytes`.
+    pub fn cache_mount_committed(&self, total_bytes: u64) {
+        self.inner.cache_mount_commits.inc();
+        self.inner.cache_mount_bytes_committed.inc_by(total_bytes);
+    }
+
+    // ---- content store (recorded by `MetricsStore`) ----
+
+    pub(crate) fn store_op(&self, op: StoreOp, backend: &'static str, took: Duration, error: Option<&'static str>) {
+        let i = &self.inner;
+        i.store_duration.get_or_create(&StoreLabels { op: op.as_str(), backend }).observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            i.store_errors.get_or_create(&StoreErrorLabels { op: op.as_str(), backend, kind }).inc();
+        }
+    }
+
+    pub(crate) fn store_bytes(&self, direction: &'static str, backend: &'static str, n: u64) {
+        self.inner.store_bytes.get_or_create(&DirectionLabels { direction, backend }).inc_by(n);
+    }
+
+    /// Makes a backend's series visible at zero before its first operation.
+    pub(crate) fn store_backend_seen(&self, backend: &'static str) {
+        for direction in ["read", "written"] {
+            let _ = self.inner.store_bytes.get_or_create(&DirectionLabels { direction, backend });
+        }
+    }
+
+    // ---- Raft (set by the replication layer whenever its status changes) ----
+
+    pub fn set_raft_term(&self, term: u64) {
+        self.inner.raft_term.set(gauge_value(term));
+    }
+
+    /// `leader_id` 0 = no leader known; `is_self` = this node leads.
+    pub fn set_raft_leader(&self, leader_id: u64, is_self: bool) {
+        self.inner.raft_leader_id.set(gauge_value(leader_id));
+        self.inner.raft_is_leader.set(i64::from(is_self));
+    }
+
+    pub fn set_raft_commit_index(&self, index: u64) {
+        self.inner.raft_commit_index.set(gauge_value(index));
+    }
+
+    pub fn set_raft_applied_index(&self, index: u64) {
+        self.inner.raft_applied_index.set(gauge_value(index));
+    }
+
+    // ---- worker process ----
+
+    /// A step starts on this worker; the gauge drops again when the guard
+    /// is dropped, so an early return or a panic cannot leave it counted.
+    pub fn worker_step_running(&self) -> RunningStep {
+        self.inner.worker_steps_running.inc();
+        RunningStep { metrics: self.clone() }
+    }
+
+    /// A step this worker ran ended: `Done` or `Failed`.
+    pub fn worker_step_finished(&self, result: StepResult) {
+        self.inner.worker_steps.get_or_create(&ResultLabels { result: result.as_str() }).inc();
+    }
+
+    pub fn worker_restored(&self, bytes: u64) {
+        self.inner.worker_bytes_restored.inc_by(bytes);
+    }
+
+    pub fn worker_committed(&self, bytes: u64) {
+        self.inner.worker_bytes_committed.inc_by(bytes);
+    }
+
+    // ---- exposition ----
+
+    /// Prometheus text format 0.0.4 (what every scraper accepts).
+    pub fn encode_prometheus(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// OpenMetrics text 1.0 (for scrapers that ask for it).
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Holds `rbk_worker_steps_running` up while a step runs.
+#[must_use = "the step counts as running only while this guard lives"]
+pub struct RunningStep {
+    metrics: Metrics,
+}
+
+impl Drop for RunningStep {
+    fn drop(&mut self) {
+        self.metrics.inner.worker_steps_running.dec();
+    }
+}
