@@ -14,6 +14,8 @@
 //! - [`progress`]: BuildKit-style progress lines;
 //! - [`farm`]: the payload and result formats of farm builds (planned by
 //!   `rbk submit`, executed by `rbk worker`);
+//! - [`farm_plan`]: `rbk submit`'s planner (Dockerfile → farm graph, base
+//!   layers and the context put into the store);
 //! - [`solve`]: the driver, sequential in dependency order (the farm's
 //!   scheduler in `rbk-coordinator` is what runs steps in parallel).
 
@@ -24,6 +26,8 @@
 pub mod cache_mounts;
 mod error;
 pub mod farm;
+pub mod farm_plan;
+mod frontend;
 pub mod mapping;
 pub mod progress;
 pub mod solve;

@@ -46,8 +46,24 @@ pub fn run_env(image: &ContainerConfig, run: &df::RunStep) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// What the executing side can supply beyond what every worker step gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Supports {
+    /// `--mount=type=secret`: the farm carries `--secret` values to the
+    /// worker (`SubmitRequest.secrets`); `rbk build` has no `--secret` yet.
+    pub secrets: bool,
+}
+
 /// A RUN's mounts; returns the worker mounts and the scoped cache ids used.
 pub fn run_mounts(mounts: &[df::Mount]) -> Result<(Vec<wk::Mount>, Vec<String>), Unsupported> {
+    run_mounts_with(mounts, Supports::default())
+}
+
+/// [`run_mounts`] for an executor that supports more.
+pub fn run_mounts_with(
+    mounts: &[df::Mount],
+    supports: Supports,
+) -> Result<(Vec<wk::Mount>, Vec<String>), Unsupported> {
     let mut out = Vec::new();
     let mut caches = Vec::new();
     for m in mounts {
@@ -109,6 +125,30 @@ pub fn run_mounts(mounts: &[df::Mount]) -> Result<(Vec<wk::Mount>, Vec<String>),
                     kind: wk::MountKind::Tmpfs { size_bytes },
                 });
             }
+            df::Mount::Secret {
+                id,
+                target,
+                env: None,
+                required,
+                mode,
+                uid,
+                gid,
+            } if supports.secrets => out.push(wk::Mount {
+                // Empty: the worker's default, /run/secrets/<id>.
+                target: target.clone().unwrap_or_default(),
+                kind: wk::MountKind::Secret {
+                    id: id.clone(),
+                    required: *required,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            }),
+            df::Mount::Secret { id, env: Some(v), .. } if supports.secrets => {
+                return Err(format!(
+                    "secret mount {id:?}: env={v} (a secret as a variable) is not supported yet; mount it as a file"
+                ));
+            }
             df::Mount::Secret { id, .. } => {
                 return Err(format!(
                     "secret mount {id:?}: secrets are not supported by rbk build yet"
@@ -152,7 +192,16 @@ pub fn run_step(
     image: &ContainerConfig,
     run: &df::RunStep,
 ) -> Result<(wk::RunStep, Vec<String>), Unsupported> {
-    let (mounts, caches) = run_mounts(&run.mounts)?;
+    run_step_with(image, run, Supports::default())
+}
+
+/// [`run_step`] for an executor that supports more.
+pub fn run_step_with(
+    image: &ContainerConfig,
+    run: &df::RunStep,
+    supports: Supports,
+) -> Result<(wk::RunStep, Vec<String>), Unsupported> {
+    let (mounts, caches) = run_mounts_with(&run.mounts, supports)?;
     let step = wk::RunStep {
         command: wk::Command::Exec(run.argv.clone()),
         shell: wk::step::default_shell(),

@@ -6,21 +6,19 @@
 //! order is the graph's (dependencies first), so independent stages run one
 //! after the other here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rbk_dockerfile as df;
-use rbk_image::{
-    Descriptor, History, Image, ImageRef, LayerOptions, OciDigest, OciLayout, Platform,
-    RegistryClient,
-};
+use rbk_image::{Descriptor, History, Image, LayerOptions, OciDigest, OciLayout, Platform};
 use rbk_store::{FilesystemStore, Store, StoreExt};
 use rbk_worker::{Executor, LayerRef, LogLine, RuntimeKind, StepInputs, WorkerConfig};
 
 use crate::cache_mounts::CacheDirs;
 use crate::error::{BuildError, Result};
+use crate::frontend::{Label, Resolved, Source, apply_config, label, stage_context};
 use crate::mapping;
 use crate::progress::Progress;
 use crate::state::{ActionResult, State};
@@ -138,219 +136,20 @@ fn push_result(image: &mut Image, r: &ActionResult, created_by: &str) -> Result<
     Ok(())
 }
 
-/// Applies what the Dockerfile set (ENV, CMD, ...) over the image's config.
-fn apply_config(image: &mut Image, stage: &df::Stage) {
-    let c = &stage.config;
-    let cc = &mut image.config.config;
-    for (k, v) in &c.env {
-        cc.set_env(k, v);
-    }
-    if let Some(w) = &c.workdir {
-        cc.working_dir = Some(w.clone());
-    }
-    if let Some(u) = &c.user {
-        cc.user = Some(u.clone());
-    }
-    if let Some(e) = &c.entrypoint {
-        cc.entrypoint = Some(e.clone());
-    }
-    if let Some(cmd) = &c.cmd {
-        cc.cmd = Some(cmd.clone());
-    }
-    if !c.labels.is_empty() {
-        cc.labels
-            .get_or_insert_with(BTreeMap::new)
-            .extend(c.labels.clone());
-    }
-    for p in &c.exposed_ports {
-        cc.exposed_ports
-            .get_or_insert_with(BTreeMap::new)
-            .insert(p.clone(), serde_json::json!({}));
-    }
-    for v in &c.volumes {
-        cc.volumes
-            .get_or_insert_with(BTreeMap::new)
-            .insert(v.clone(), serde_json::json!({}));
-    }
-    if let Some(s) = &c.stop_signal {
-        cc.stop_signal = Some(s.clone());
-    }
-    if let Some(s) = &c.shell {
-        cc.shell = Some(s.clone());
-    }
-    if !c.onbuild.is_empty() {
-        cc.on_build = Some(c.onbuild.clone());
-    }
-    if let Some(m) = &c.maintainer {
-        image.config.author = Some(m.clone());
-    }
-}
-
-/// Copies the context paths the graph kept (after `.dockerignore`) into
-/// `dest`, so that the worker's COPY cannot see an ignored file.
-fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> Result<()> {
-    let mut paths = BTreeSet::new();
-    for s in &graph.steps {
-        if let df::StepKind::Copy(c) = &s.kind {
-            for src in &c.sources {
-                if let df::CopySource::Context { paths: p, .. } = src {
-                    paths.extend(p.iter().cloned());
-                }
-            }
-        }
-    }
-    for rel in paths {
-        if Path::new(&rel)
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(BuildError::io(
-                context.join(&rel),
-                "context path leaves the context",
-            ));
-        }
-        let (src, dst) = (context.join(&rel), dest.join(&rel));
-        let meta = std::fs::symlink_metadata(&src).map_err(|e| BuildError::io(&src, e))?;
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
-        }
-        if meta.is_dir() {
-            std::fs::create_dir_all(&dst).map_err(|e| BuildError::io(&dst, e))?;
-            std::fs::set_permissions(&dst, meta.permissions())
-                .map_err(|e| BuildError::io(&dst, e))?;
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
-            std::os::unix::fs::symlink(target, &dst).map_err(|e| BuildError::io(&dst, e))?;
-        } else if meta.is_file() {
-            std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
-        }
-        // Devices, fifos and sockets are not staged: reading one could
-        // block forever or never end (`/dev/zero`), and a build context
-        // has no business carrying them.
-    }
-    Ok(())
-}
-
-/// Loads `FROM` images: from `--base-image` layouts, else from registries.
-async fn resolve_base(req: &BuildRequest, reference: &str, layout: &OciLayout) -> Result<Image> {
-    if let Some(spec) = req.base_images.get(reference) {
-        let (dir, ref_name) = match spec.rsplit_once(':') {
-            Some((d, r)) if Path::new(d).is_dir() => (d.to_owned(), Some(r.to_owned())),
-            _ => (spec.clone(), None),
-        };
-        let src = OciLayout::open(&dir)?;
-        let desc = src.find(ref_name.as_deref())?;
-        let image = src.load_image(&desc, &Platform::linux_amd64())?;
-        for l in image.layers() {
-            if !layout.has_blob(&l.digest) {
-                layout.add_blob_file(&src.blob_path(&l.digest), Some((&l.digest, l.size)))?;
-            }
-        }
-        return Ok(image);
-    }
-    let r: ImageRef = reference
-        .parse()
-        .map_err(|e| BuildError::other(format!("FROM {reference}"), e))?;
-    let mut client = RegistryClient::new()?;
-    for i in &req.insecure_registries {
-        client = client.with_insecure(i);
-    }
-    Ok(client.pull(&r, layout).await?)
-}
-
-/// The pulled base images, which the frontend asks for digests (keys) and
-/// environments (`$PATH` and friends expand as Docker expands them).
-#[derive(Default)]
-struct Bases(HashMap<String, Image>);
-
-impl df::BaseResolver for Bases {
-    fn resolve(&self, reference: &str, _platform: Option<&str>) -> Option<String> {
-        self.0
-            .get(reference)
-            .map(|i| i.manifest_descriptor.digest.to_string())
-    }
-
-    fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
-        let env = self
-            .0
-            .get(reference)?
-            .config
-            .config
-            .env
-            .clone()
-            .unwrap_or_default();
-        Some(
-            env.iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map_or((kv.clone(), String::new()), |(k, v)| {
-                            (k.to_owned(), v.to_owned())
-                        })
-                })
-                .collect(),
-        )
-    }
-}
-
-struct Label {
-    text: String,
-    file: String,
-    line: usize,
-}
-
-fn label(graph: &df::Graph, step: &df::Step, file: &str) -> Label {
-    let stage = &graph.stages[step.stage];
-    let i = stage
-        .steps
-        .iter()
-        .position(|s| *s == step.id)
-        .map_or(0, |i| i + 1);
-    let n = stage.steps.len();
-    let text = match (&stage.name, step.stage == graph.target) {
-        (Some(name), _) => format!("[{name} {i}/{n}] {}", step.instruction),
-        (None, true) => format!("[{i}/{n}] {}", step.instruction),
-        (None, false) => format!("[stage-{} {i}/{n}] {}", step.stage, step.instruction),
-    };
-    Label {
-        text,
-        file: file.to_owned(),
-        line: step.pos.line,
-    }
-}
-
-impl Label {
-    fn unsupported(&self, message: String) -> BuildError {
-        BuildError::Unsupported {
-            step: self.text.clone(),
-            file: self.file.clone(),
-            line: self.line,
-            message,
-        }
-    }
-}
-
 /// Runs the build. Progress goes to `progress`; the image is saved in the
 /// worker's layout (under the first tag) and written to every output.
 pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildResult> {
-    let file = req
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| req.context.join("Dockerfile"));
-    let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| BuildError::io(&file, "not valid UTF-8 text"))?;
-    let file_name = file.display().to_string();
-    let opts = df::BuildOptions {
-        file_name: file_name.clone(),
-        target: req.target.clone(),
-        build_args: req.build_args.clone(),
-        namespace: LOCAL_NAMESPACE.into(),
-        dockerignore: df::Dockerignore::load(&file, &req.context)?.unwrap_or_default(),
-        ..df::BuildOptions::default()
+    let src = Source {
+        context: &req.context,
+        dockerfile: req.dockerfile.as_deref(),
+        target: req.target.as_deref(),
+        build_args: &req.build_args,
+        base_images: &req.base_images,
+        insecure_registries: &req.insecure_registries,
+        namespace: LOCAL_NAMESPACE,
     };
-    let ctx = df::FsContext::new(&req.context);
-    // First pass to learn the base images; keys then use their digests.
-    let unresolved = df::build_graph(&text, &opts, &ctx, &())?;
+    let parsed = src.parse()?;
+    let file_name = parsed.file_name.clone();
 
     // Absolute, because these paths reach the OCI runtime's bundle.
     let abs = |p: PathBuf| std::path::absolute(&p).map_err(|e| BuildError::io(&p, e));
@@ -368,17 +167,7 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
     let mut state = State::open(&state_dir.join("coordinator"))?;
     let caches = CacheDirs::new(worker_dir.join("caches"));
 
-    let mut bases = Bases::default();
-    for s in &unresolved.steps {
-        if let df::StepKind::Image { reference, .. } = &s.kind
-            && !bases.0.contains_key(reference)
-        {
-            let image = resolve_base(req, reference, &layout).await?;
-            bases.0.insert(reference.clone(), image);
-        }
-    }
-    let graph = df::build_graph(&text, &opts, &ctx, &bases)?;
-    let bases = bases.0;
+    let Resolved { graph, bases } = parsed.resolve(&src, &layout).await?;
     progress.set_total(graph.steps.len());
 
     let executor = Executor::new(WorkerConfig::new(

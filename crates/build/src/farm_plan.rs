@@ -1,0 +1,635 @@
+//! `rbk submit`'s planner: Dockerfile + context + options → the graph the
+//! coordinator schedules, with everything workers will read already in the
+//! content store.
+//!
+//! One [`StepNode`] per layer-making step (RUN, COPY/ADD, WORKDIR's mkdir);
+//! `FROM`, `FROM scratch`, `FROM <stage>` and the config instructions make
+//! no node: they fold into the next step's [`FarmStep::parent`] and into
+//! the image config, which is known statically (only base images and stage
+//! instructions change it). So a stage with nothing but ENV/LABEL/CMD is
+//! just its base, and nodes depend only on the steps whose *files* they
+//! read: the parent, and the stages named by `COPY --from` and
+//! `--mount=from=`.
+//!
+//! Before anything is sent, base-image layers are put into the store by
+//! blake3 (`find_missing` first, so a second build uploads nothing) and the
+//! build context — only the paths the graph kept after `.dockerignore` — is
+//! captured as a snapshot. Workers need neither registry access nor the
+//! client's filesystem.
+//!
+//! Secrets never enter a payload or a key: steps name secret *ids*, values
+//! travel in `SubmitRequest.secrets` (see [`load_secrets`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rbk_dockerfile as df;
+use rbk_image::{History, Image, OciLayout, Platform};
+use rbk_proto::build::{CacheMount, StepNode};
+use rbk_store::{Digest, Store, stream_from_bytes};
+
+use crate::error::{BuildError, Result};
+use crate::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use crate::frontend::{self, Source, apply_config, label};
+use crate::mapping::{self, Supports};
+
+/// The namespace the client plans cache ids in. The coordinator scopes
+/// every cache id and action-cache entry by the caller's tenant anyway; the
+/// prefix only keeps farm keys apart from `rbk build`'s local ones.
+pub const FARM_NAMESPACE: &str = "farm";
+
+/// The platform this client can build for: the machine's own (workers of
+/// other architectures and emulation are not supported yet).
+pub fn current_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+/// What `rbk submit` asks for, as far as planning goes.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub context: PathBuf,
+    /// Default `CONTEXT/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// `FROM <name>` → an OCI layout `DIR` or `DIR:REF_NAME`.
+    pub base_images: BTreeMap<String, String>,
+    pub insecure_registries: Vec<String>,
+    /// The ids `--secret` supplied (values stay with the caller).
+    pub secret_ids: BTreeSet<String>,
+    /// The client's scratch space: pulled base images (kept, so the next
+    /// submit pulls nothing) and the staged context.
+    pub work_dir: PathBuf,
+}
+
+impl PlanRequest {
+    pub fn new(context: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
+        PlanRequest {
+            context: context.into(),
+            dockerfile: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            base_images: BTreeMap::new(),
+            insecure_registries: vec![],
+            secret_ids: BTreeSet::new(),
+            work_dir: work_dir.into(),
+        }
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source {
+            context: &self.context,
+            dockerfile: self.dockerfile.as_deref(),
+            target: self.target.as_deref(),
+            build_args: &self.build_args,
+            base_images: &self.base_images,
+            insecure_registries: &self.insecure_registries,
+            namespace: FARM_NAMESPACE,
+        }
+    }
+}
+
+/// How to make the final image once the steps are done: the target
+/// stage's config (base image config + the stage's instructions, history
+/// included) and where its filesystem comes from — the last node's
+/// [`FarmResult`](crate::farm::FarmResult), or the bare base image when the
+/// target stage makes no layer.
+#[derive(Debug, Clone)]
+pub struct FinalImage {
+    /// Config and history as planned; the layer list is replaced by the
+    /// result's at assembly.
+    pub image: Image,
+    pub source: ImageSource,
+}
+
+/// A planned build, ready to submit.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub steps: Vec<StepNode>,
+    /// The build context's snapshot digest (`SubmitRequest.context_digest`).
+    pub context_digest: String,
+    pub final_image: FinalImage,
+    /// The Dockerfile's path as errors name it.
+    pub file_name: String,
+    /// Steps of the Dockerfile graph (FROMs included), for progress totals.
+    pub graph_steps: usize,
+}
+
+/// A Dockerfile that parsed; nothing has been pulled or sent yet.
+pub struct Parsed {
+    inner: frontend::Parsed,
+}
+
+/// Reads and parses the Dockerfile: a syntax error names the file and line
+/// before any network traffic.
+pub fn parse(req: &PlanRequest) -> Result<Parsed> {
+    Ok(Parsed {
+        inner: req.source().parse()?,
+    })
+}
+
+impl Parsed {
+    /// Resolves base images, uploads their layers and the context into
+    /// `store`, and plans the nodes.
+    pub async fn plan(&self, req: &PlanRequest, store: Arc<dyn Store>) -> Result<Plan> {
+        let src = req.source();
+        std::fs::create_dir_all(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
+        let layout = OciLayout::create(req.work_dir.join("images"))?;
+        let resolved = self.inner.resolve(&src, &layout).await?;
+
+        let mut base_layers = HashMap::new();
+        for (reference, image) in &resolved.bases {
+            base_layers.insert(reference.clone(), upload_layers(&*store, &layout, image).await?);
+        }
+
+        let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
+        frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
+        let (snapshot, _) = rbk_snapshot::capture(
+            store.clone(),
+            staged.path(),
+            &rbk_snapshot::CaptureOptions::new("context"),
+        )
+        .await?;
+        let context_digest = snapshot.digest.to_string();
+
+        let bases = Bases {
+            images: &resolved.bases,
+            layers: &base_layers,
+        };
+        let (steps, final_image) = plan_graph(
+            &resolved.graph,
+            &bases,
+            &PlanContext {
+                file_name: &self.inner.file_name,
+                context_digest: &context_digest,
+                platform: &current_platform(),
+                secret_ids: &req.secret_ids,
+            },
+        )?;
+        Ok(Plan {
+            steps,
+            context_digest,
+            final_image,
+            file_name: self.inner.file_name.clone(),
+            graph_steps: resolved.graph.steps.len(),
+        })
+    }
+}
+
+/// Puts an image's layer blobs into the store (those it lacks) and names
+/// each by all its digests.
+async fn upload_layers(store: &dyn Store, layout: &OciLayout, image: &Image) -> Result<Vec<LayerDesc>> {
+    let mut descs = Vec::new();
+    let mut blobs = Vec::new();
+    for (l, diff_id) in image.layers().iter().zip(image.diff_ids()) {
+        let path = layout.blob_path(&l.digest);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| BuildError::io(&path, e))?;
+        let b3 = Digest::of(&bytes);
+        descs.push(LayerDesc {
+            digest: l.digest.to_string(),
+            diff_id: diff_id.to_string(),
+            blake3: b3.to_string(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+        });
+        blobs.push((b3, path));
+    }
+    let wanted: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
+    let missing: BTreeSet<Digest> = store.find_missing(&wanted).await?.into_iter().collect();
+    for (b3, path) in blobs {
+        if missing.contains(&b3) {
+            let bytes = tokio::fs::read(&path).await.map_err(|e| BuildError::io(&path, e))?;
+            store.put(b3, stream_from_bytes(Bytes::from(bytes))).await?;
+        }
+    }
+    Ok(descs)
+}
+
+/// `--secret id=ID,src=FILE` or `--secret id=ID,env=VAR` (Docker's forms;
+/// `source=` and `type=file|env` are accepted too; without `src`/`env` the
+/// value is the variable `ID`, else the file `ID`). Values are read here,
+/// once, and never printed: errors name the id and where it was looked for.
+pub fn load_secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                BuildError::other(format!("--secret {spec}"), format!("{part:?} is not key=value"))
+            })?;
+            match k {
+                "id" => id = Some(v.to_owned()),
+                "src" | "source" => src = Some(v.to_owned()),
+                "env" => env = Some(v.to_owned()),
+                "type" => kind = Some(v.to_owned()),
+                _ => {
+                    return Err(BuildError::other(
+                        format!("--secret {spec}"),
+                        format!("unknown key {k:?} (expected id, src, env or type)"),
+                    ));
+                }
+            }
+        }
+        let id = id
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| BuildError::other(format!("--secret {spec}"), "needs id=<name>"))?;
+        let what = format!("--secret id={id}");
+        let from_env = match (kind.as_deref(), &src, &env) {
+            (Some("env"), _, _) | (None, None, Some(_)) => true,
+            (Some("file") | None, _, _) => false,
+            (Some(t), _, _) => return Err(BuildError::other(what, format!("type={t}: expected file or env"))),
+        };
+        let value = if from_env {
+            let var = env.or(src).unwrap_or_else(|| id.clone());
+            std::env::var_os(&var)
+                .map(|v| std::os::unix::ffi::OsStringExt::into_vec(v))
+                .ok_or_else(|| BuildError::other(&what, format!("environment variable {var} is not set")))?
+        } else {
+            let file = PathBuf::from(src.unwrap_or_else(|| id.clone()));
+            std::fs::read(&file).map_err(|e| BuildError::other(&what, format!("{}: {e}", file.display())))?
+        };
+        if out.insert(id.clone(), value).is_some() {
+            return Err(BuildError::other(what, "given twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// The base images a graph names, with their layers as the store knows them.
+pub(crate) struct Bases<'a> {
+    pub images: &'a HashMap<String, Image>,
+    pub layers: &'a HashMap<String, Vec<LayerDesc>>,
+}
+
+pub(crate) struct PlanContext<'a> {
+    pub file_name: &'a str,
+    pub context_digest: &'a str,
+    pub platform: &'a str,
+    pub secret_ids: &'a BTreeSet<String>,
+}
+
+/// The image after a graph step, as far as the planner knows it: its
+/// config (and history), and where its files come from.
+#[derive(Clone)]
+struct Planned {
+    image: Image,
+    source: ImageSource,
+}
+
+fn step_deps(parent: &ImageSource, stages: &BTreeMap<String, ImageSource>) -> Vec<String> {
+    let mut deps = BTreeSet::new();
+    for s in std::iter::once(parent).chain(stages.values()) {
+        if let ImageSource::Step { step_id } = s {
+            deps.insert(step_id.clone());
+        }
+    }
+    deps.into_iter().collect()
+}
+
+fn sharing_name(s: df::Sharing) -> &'static str {
+    match s {
+        df::Sharing::Shared => "shared",
+        df::Sharing::Private => "private",
+        df::Sharing::Locked => "locked",
+    }
+}
+
+/// The graph → nodes and the final image recipe. Pure: no I/O.
+pub(crate) fn plan_graph(
+    graph: &df::Graph,
+    bases: &Bases<'_>,
+    cx: &PlanContext<'_>,
+) -> Result<(Vec<StepNode>, FinalImage)> {
+    let platform: Platform = {
+        let mut p = Platform::linux_amd64();
+        if let Some((os, arch)) = cx.platform.split_once('/') {
+            p.os = os.to_owned();
+            p.architecture = arch.to_owned();
+        }
+        p
+    };
+    let mut planned: HashMap<df::StepId, Planned> = HashMap::new();
+    let mut nodes: Vec<StepNode> = Vec::new();
+    // Identical keys are identical work: one node serves every step with
+    // that key (two stages doing the same thing from the same base).
+    let mut by_key: HashMap<String, String> = HashMap::new();
+    let stage_result = |planned: &HashMap<df::StepId, Planned>, stage: usize| -> Option<Planned> {
+        planned.get(graph.stages[stage].steps.last()?).cloned()
+    };
+
+    for step in &graph.steps {
+        let l = label(graph, step, cx.file_name);
+        let parent = || -> Result<Planned> {
+            step.parent.and_then(|p| planned.get(&p).cloned()).ok_or_else(|| {
+                BuildError::other(l.text.clone(), "the step's parent was not planned (graph order)")
+            })
+        };
+        let p = match &step.kind {
+            df::StepKind::Image { reference, .. } => {
+                let image = bases.images.get(reference).cloned().ok_or_else(|| {
+                    BuildError::other(l.text.clone(), format!("base image {reference} was not resolved"))
+                })?;
+                let layers = bases.layers.get(reference).cloned().unwrap_or_default();
+                let source = if layers.is_empty() { ImageSource::Scratch } else { ImageSource::Layers { layers } };
+                Planned { image, source }
+            }
+            df::StepKind::Scratch => Planned {
+                image: Image::scratch(&platform),
+                source: ImageSource::Scratch,
+            },
+            df::StepKind::Stage { stage } => {
+                let mut p = parent()?;
+                apply_config(&mut p.image, &graph.stages[*stage]);
+                p
+            }
+            kind => {
+                let mut p = parent()?;
+                let key = step.key.hex();
+                let id = match by_key.get(&key) {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = format!("s{}", step.id);
+                        nodes.push(plan_node(step, kind, &p, &planned, &stage_result, &id, &key, cx, &l)?);
+                        by_key.insert(key, id.clone());
+                        id
+                    }
+                };
+                p.image.config.history.push(History {
+                    created_by: Some(step.instruction.clone()),
+                    ..Default::default()
+                });
+                p.source = ImageSource::Step { step_id: id };
+                p
+            }
+        };
+        planned.insert(step.id, p);
+    }
+
+    let stage = &graph.stages[graph.target];
+    let mut last = stage_result(&planned, graph.target)
+        .ok_or_else(|| BuildError::other("target stage", "has no steps"))?;
+    apply_config(&mut last.image, stage);
+    Ok((
+        nodes,
+        FinalImage {
+            image: last.image,
+            source: last.source,
+        },
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_node(
+    step: &df::Step,
+    kind: &df::StepKind,
+    parent: &Planned,
+    planned: &HashMap<df::StepId, Planned>,
+    stage_result: &dyn Fn(&HashMap<df::StepId, Planned>, usize) -> Option<Planned>,
+    id: &str,
+    key: &str,
+    cx: &PlanContext<'_>,
+    l: &frontend::Label,
+) -> Result<StepNode> {
+    debug_assert!(!matches!(step.kind, df::StepKind::Image { .. }));
+    let mut stage_deps = BTreeSet::new();
+    let mut cache_mounts = Vec::new();
+    let mut reads_context = false;
+    let work = match kind {
+        df::StepKind::Mkdir { path, .. } => Work::Mkdir { path: path.clone() },
+        df::StepKind::Run(run) => {
+            let (r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true })
+                .map_err(|m| l.unsupported(m))?;
+            for m in &run.mounts {
+                match m {
+                    df::Mount::Bind { from: df::FromRef::Stage { stage, .. }, .. } => {
+                        stage_deps.insert(*stage);
+                    }
+                    df::Mount::Cache { id, sharing, .. } => cache_mounts.push(CacheMount {
+                        id: id.clone(),
+                        sharing: sharing_name(*sharing).into(),
+                    }),
+                    df::Mount::Secret { id, required: true, .. } if !cx.secret_ids.contains(id) => {
+                        return Err(l.unsupported(format!(
+                            "needs secret {id:?}, but no --secret id={id} was given"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Work::Step { step: rbk_worker::StepKind::Run(r) }
+        }
+        df::StepKind::Copy(c) => {
+            match &c.from {
+                df::FromRef::Stage { stage, .. } => {
+                    stage_deps.insert(*stage);
+                }
+                df::FromRef::Context => {
+                    reads_context = c.sources.iter().any(|s| matches!(s, df::CopySource::Context { .. }));
+                }
+                df::FromRef::Image { .. } => {}
+            }
+            Work::Step {
+                step: rbk_worker::StepKind::Copy(mapping::copy_step(c).map_err(|m| l.unsupported(m))?),
+            }
+        }
+        _ => unreachable!("only layer-making steps become nodes"),
+    };
+    let mut stages = BTreeMap::new();
+    for s in stage_deps {
+        let r = stage_result(planned, s)
+            .ok_or_else(|| BuildError::other(l.text.clone(), format!("stage {s} was not planned yet")))?;
+        stages.insert(mapping::stage_source(s), r.source);
+    }
+    let payload = FarmStep {
+        version: FARM_STEP_VERSION,
+        label: l.text.clone(),
+        file: l.file.clone(),
+        line: l.line,
+        parent: parent.source.clone(),
+        work,
+        cache_ids: cache_mounts.iter().map(|c| c.id.clone()).collect(),
+        context: reads_context.then(|| cx.context_digest.to_owned()),
+        stages,
+    };
+    Ok(StepNode {
+        id: id.to_owned(),
+        key: key.to_owned(),
+        deps: step_deps(&payload.parent, &payload.stages),
+        platform: cx.platform.to_owned(),
+        labels: Default::default(),
+        cache_mounts,
+        payload: serde_json::to_vec(&payload)
+            .map_err(|e| BuildError::other(l.text.clone(), format!("encoding the payload: {e}")))?,
+        name: l.text.clone(),
+    })
+}
+
+/// The payload of a planned node (for tests and `rbk submit --dry-run`-like
+/// inspection).
+pub fn payload_of(node: &StepNode) -> Result<FarmStep> {
+    serde_json::from_slice(&node.payload)
+        .map_err(|e| BuildError::other(format!("step {}", node.id), format!("payload: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbk_image::{Descriptor, OciDigest};
+
+    fn busybox() -> (Image, Vec<LayerDesc>) {
+        let mut image = Image::scratch(&Platform::linux_amd64());
+        image.config.config.env = Some(vec!["PATH=/bin".into()]);
+        let digest = OciDigest::of(b"layer");
+        let diff_id = OciDigest::of(b"tar");
+        image.manifest.layers.push(Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", digest, 5));
+        image.config.rootfs.diff_ids.push(diff_id);
+        let desc = LayerDesc {
+            digest: digest.to_string(),
+            diff_id: diff_id.to_string(),
+            blake3: Digest::of(b"layer").to_string(),
+            size: 5,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        (image, vec![desc])
+    }
+
+    fn plan_with(dockerfile: &str, target: Option<&str>, secrets: &[&str]) -> Result<(Vec<StepNode>, FinalImage)> {
+        let ctx_dir = tempfile::tempdir().unwrap();
+        std::fs::write(ctx_dir.path().join("a.txt"), "a").unwrap();
+        let opts = df::BuildOptions {
+            target: target.map(str::to_owned),
+            namespace: FARM_NAMESPACE.into(),
+            ..df::BuildOptions::default()
+        };
+        let graph = df::build_graph(dockerfile, &opts, &df::FsContext::new(ctx_dir.path()), &())?;
+        let (image, layers) = busybox();
+        let images = HashMap::from([("busybox".to_owned(), image)]);
+        let layers = HashMap::from([("busybox".to_owned(), layers)]);
+        let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
+        plan_graph(
+            &graph,
+            &Bases { images: &images, layers: &layers },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids },
+        )
+    }
+
+    fn plan(dockerfile: &str) -> (Vec<StepNode>, FinalImage) {
+        plan_with(dockerfile, None, &[]).unwrap()
+    }
+
+    fn node<'a>(nodes: &'a [StepNode], name_part: &str) -> &'a StepNode {
+        nodes.iter().find(|n| n.name.contains(name_part)).unwrap_or_else(|| panic!("no node {name_part:?} in {:?}", nodes.iter().map(|n| &n.name).collect::<Vec<_>>()))
+    }
+
+    const MULTI: &str = "FROM busybox AS build\nWORKDIR /src\nCOPY a.txt .\nRUN cat a.txt > out\n\nFROM busybox\nCOPY --from=build /src/out /out\nCMD [\"/bin/sh\"]\n";
+
+    #[test]
+    fn multi_stage_dockerfile_plans_one_node_per_layer_making_step() {
+        let (nodes, _) = plan(MULTI);
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        let (mkdir, copy, run) = (node(&nodes, "WORKDIR"), node(&nodes, "COPY a.txt"), node(&nodes, "RUN"));
+        assert!(mkdir.deps.is_empty());
+        assert_eq!(copy.deps, vec![mkdir.id.clone()]);
+        assert_eq!(run.deps, vec![copy.id.clone()]);
+        for n in &nodes {
+            assert_eq!(n.key.len(), 64, "{}: key is the step key hex", n.name);
+            assert_eq!(n.platform, "linux/amd64");
+        }
+        let p = payload_of(mkdir).unwrap();
+        assert_eq!(p.work, Work::Mkdir { path: "/src".into() });
+        assert!(matches!(p.parent, ImageSource::Layers { ref layers } if layers.len() == 1));
+    }
+
+    #[test]
+    fn copy_from_a_stage_depends_on_that_stages_last_node() {
+        let (nodes, fin) = plan(MULTI);
+        let (run, copy_from) = (node(&nodes, "RUN"), node(&nodes, "COPY --from"));
+        assert_eq!(copy_from.deps, vec![run.id.clone()]);
+        let p = payload_of(copy_from).unwrap();
+        assert_eq!(p.stages.get("stage-0"), Some(&ImageSource::Step { step_id: run.id.clone() }));
+        assert!(matches!(p.parent, ImageSource::Layers { .. }), "the final stage starts from busybox");
+        assert_eq!(fin.source, ImageSource::Step { step_id: copy_from.id.clone() });
+        assert_eq!(fin.image.config.config.cmd, Some(vec!["/bin/sh".to_owned()]));
+    }
+
+    #[test]
+    fn only_steps_reading_the_context_name_its_snapshot() {
+        let (nodes, _) = plan(MULTI);
+        assert_eq!(payload_of(node(&nodes, "COPY a.txt")).unwrap().context.as_deref(), Some("ctx"));
+        assert_eq!(payload_of(node(&nodes, "RUN")).unwrap().context, None);
+        assert_eq!(payload_of(node(&nodes, "COPY --from")).unwrap().context, None);
+    }
+
+    #[test]
+    fn stage_without_layer_making_steps_folds_into_its_base() {
+        let df = "FROM busybox AS base\nENV A=1\nLABEL x=y\n\nFROM base\nRUN echo hi\n";
+        let (nodes, fin) = plan(df);
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes[0].deps.is_empty(), "no node for the config-only stage");
+        let p = payload_of(&nodes[0]).unwrap();
+        assert!(matches!(p.parent, ImageSource::Layers { .. }));
+        let Work::Step { step: rbk_worker::StepKind::Run(r) } = &p.work else { panic!("{:?}", p.work) };
+        assert!(r.env.contains(&"A=1".to_owned()), "{:?}", r.env);
+        let labels = fin.image.config.config.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("x").map(String::as_str), Some("y"));
+    }
+
+    #[test]
+    fn target_stage_without_nodes_is_the_base_image_with_its_config() {
+        let df = "FROM busybox AS base\nENV A=1\n\nFROM base\nRUN echo hi\n";
+        let (nodes, fin) = plan_with(df, Some("base"), &[]).unwrap();
+        assert!(nodes.is_empty());
+        assert!(matches!(fin.source, ImageSource::Layers { ref layers } if layers.len() == 1));
+        assert!(fin.image.config.config.env.clone().unwrap().contains(&"A=1".to_owned()));
+    }
+
+    #[test]
+    fn identical_steps_in_two_stages_share_one_node() {
+        let df = "FROM busybox AS a\nRUN echo same\n\nFROM busybox AS b\nRUN echo same\n\nFROM busybox\nCOPY --from=a /x /a\nCOPY --from=b /x /b\n";
+        let (nodes, _) = plan(df);
+        let runs: Vec<_> = nodes.iter().filter(|n| n.name.contains("RUN")).collect();
+        assert_eq!(runs.len(), 1, "{:?}", nodes.iter().map(|n| &n.name).collect::<Vec<_>>());
+        let last = node(&nodes, "COPY --from=b");
+        assert_eq!(payload_of(last).unwrap().stages.get("stage-1"), Some(&ImageSource::Step { step_id: runs[0].id.clone() }));
+    }
+
+    #[test]
+    fn cache_mounts_travel_with_their_sharing() {
+        let (nodes, _) = plan("FROM busybox\nRUN --mount=type=cache,target=/c,id=pip,sharing=locked true\n");
+        assert_eq!(nodes[0].cache_mounts, vec![CacheMount { id: "farm/pip".into(), sharing: "locked".into() }]);
+        assert_eq!(payload_of(&nodes[0]).unwrap().cache_ids, vec!["farm/pip".to_owned()]);
+    }
+
+    #[test]
+    fn a_required_secret_that_was_not_given_is_refused_naming_the_line() {
+        let df = "FROM busybox\nRUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok\n";
+        let e = plan_with(df, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("--secret id=tok") && e.contains("Dockerfile:2"), "{e}");
+        let (nodes, _) = plan_with(df, None, &["tok"]).unwrap();
+        let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
+        assert!(payload.contains("\"secret\""), "the mount is in the payload: {payload}");
+    }
+
+    #[test]
+    fn secrets_load_from_files_and_variables_and_errors_never_show_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "s3cret-file").unwrap();
+        // SAFETY: only this test touches this variable.
+        unsafe { std::env::set_var("RBK_PLAN_TEST_SECRET", "s3cret-env") };
+        let got = load_secrets(&[format!("id=a,src={}", f.display()), "id=b,env=RBK_PLAN_TEST_SECRET".into()]).unwrap();
+        assert_eq!(got["a"], b"s3cret-file");
+        assert_eq!(got["b"], b"s3cret-env");
+        let e = load_secrets(&["id=c,env=RBK_PLAN_TEST_UNSET_VAR".into()]).unwrap_err().to_string();
+        assert!(e.contains("RBK_PLAN_TEST_UNSET_VAR") && e.contains("id=c"), "{e}");
+        assert!(load_secrets(&["src=/x".into()]).unwrap_err().to_string().contains("id="));
+    }
+}

@@ -1,0 +1,294 @@
+//! The front half every build shares, embedded (`rbk build`, [`crate::solve`])
+//! or on the farm (`rbk submit`, [`crate::farm_plan`]): read and parse the
+//! Dockerfile, pull the base images it names, build the keyed graph, stage
+//! the context the graph kept, and the per-step labels and image-config
+//! edits. Kept in one place so a farm build means exactly what the same
+//! embedded build means.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+use rbk_dockerfile as df;
+use rbk_image::{Image, ImageRef, OciLayout, Platform, RegistryClient};
+
+use crate::error::{BuildError, Result};
+
+/// Where a build's Dockerfile, context and base images come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub context: &'a Path,
+    /// Default `CONTEXT/Dockerfile`.
+    pub dockerfile: Option<&'a Path>,
+    pub target: Option<&'a str>,
+    pub build_args: &'a BTreeMap<String, String>,
+    /// `FROM <name>` → `DIR` or `DIR:REF_NAME` (an OCI layout).
+    pub base_images: &'a BTreeMap<String, String>,
+    pub insecure_registries: &'a [String],
+    /// Cache ids are prefixed with it.
+    pub namespace: &'a str,
+}
+
+/// A Dockerfile read and checked, bases not yet resolved. Parsing comes
+/// first so a syntax error is reported before any directory is created or
+/// anything is pulled or sent.
+pub(crate) struct Parsed {
+    pub file_name: String,
+    text: String,
+    opts: df::BuildOptions,
+    unresolved: df::Graph,
+}
+
+/// The keyed graph and the base images its `FROM`s name.
+pub(crate) struct Resolved {
+    pub graph: df::Graph,
+    pub bases: HashMap<String, Image>,
+}
+
+impl Source<'_> {
+    pub fn dockerfile_path(&self) -> PathBuf {
+        self.dockerfile
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.context.join("Dockerfile"))
+    }
+
+    /// Reads and parses the Dockerfile (errors name the file and line).
+    pub fn parse(&self) -> Result<Parsed> {
+        let file = self.dockerfile_path();
+        let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| BuildError::io(&file, "not valid UTF-8 text"))?;
+        let file_name = file.display().to_string();
+        let opts = df::BuildOptions {
+            file_name: file_name.clone(),
+            target: self.target.map(str::to_owned),
+            build_args: self.build_args.clone(),
+            namespace: self.namespace.to_owned(),
+            dockerignore: df::Dockerignore::load(&file, self.context)?.unwrap_or_default(),
+            ..df::BuildOptions::default()
+        };
+        let ctx = df::FsContext::new(self.context);
+        // First pass to learn the base images; keys then use their digests.
+        let unresolved = df::build_graph(&text, &opts, &ctx, &())?;
+        Ok(Parsed {
+            file_name,
+            text,
+            opts,
+            unresolved,
+        })
+    }
+}
+
+impl Parsed {
+    /// Pulls (or loads) every base image into `layout` and builds the graph
+    /// again with their digests in the keys.
+    pub async fn resolve(&self, src: &Source<'_>, layout: &OciLayout) -> Result<Resolved> {
+        let mut bases = Bases::default();
+        for s in &self.unresolved.steps {
+            if let df::StepKind::Image { reference, .. } = &s.kind
+                && !bases.0.contains_key(reference)
+            {
+                let image = resolve_base(src, reference, layout).await?;
+                bases.0.insert(reference.clone(), image);
+            }
+        }
+        let ctx = df::FsContext::new(src.context);
+        let graph = df::build_graph(&self.text, &self.opts, &ctx, &bases)?;
+        Ok(Resolved {
+            graph,
+            bases: bases.0,
+        })
+    }
+}
+
+/// Applies what the Dockerfile set (ENV, CMD, ...) over the image's config.
+pub(crate) fn apply_config(image: &mut Image, stage: &df::Stage) {
+    let c = &stage.config;
+    let cc = &mut image.config.config;
+    for (k, v) in &c.env {
+        cc.set_env(k, v);
+    }
+    if let Some(w) = &c.workdir {
+        cc.working_dir = Some(w.clone());
+    }
+    if let Some(u) = &c.user {
+        cc.user = Some(u.clone());
+    }
+    if let Some(e) = &c.entrypoint {
+        cc.entrypoint = Some(e.clone());
+    }
+    if let Some(cmd) = &c.cmd {
+        cc.cmd = Some(cmd.clone());
+    }
+    if !c.labels.is_empty() {
+        cc.labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(c.labels.clone());
+    }
+    for p in &c.exposed_ports {
+        cc.exposed_ports
+            .get_or_insert_with(BTreeMap::new)
+            .insert(p.clone(), serde_json::json!({}));
+    }
+    for v in &c.volumes {
+        cc.volumes
+            .get_or_insert_with(BTreeMap::new)
+            .insert(v.clone(), serde_json::json!({}));
+    }
+    if let Some(s) = &c.stop_signal {
+        cc.stop_signal = Some(s.clone());
+    }
+    if let Some(s) = &c.shell {
+        cc.shell = Some(s.clone());
+    }
+    if !c.onbuild.is_empty() {
+        cc.on_build = Some(c.onbuild.clone());
+    }
+    if let Some(m) = &c.maintainer {
+        image.config.author = Some(m.clone());
+    }
+}
+
+/// Copies the context paths the graph kept (after `.dockerignore`) into
+/// `dest`, so that the worker's COPY cannot see an ignored file.
+pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> Result<()> {
+    let mut paths = BTreeSet::new();
+    for s in &graph.steps {
+        if let df::StepKind::Copy(c) = &s.kind {
+            for src in &c.sources {
+                if let df::CopySource::Context { paths: p, .. } = src {
+                    paths.extend(p.iter().cloned());
+                }
+            }
+        }
+    }
+    for rel in paths {
+        if Path::new(&rel)
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(BuildError::io(
+                context.join(&rel),
+                "context path leaves the context",
+            ));
+        }
+        let (src, dst) = (context.join(&rel), dest.join(&rel));
+        let meta = std::fs::symlink_metadata(&src).map_err(|e| BuildError::io(&src, e))?;
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
+        }
+        if meta.is_dir() {
+            std::fs::create_dir_all(&dst).map_err(|e| BuildError::io(&dst, e))?;
+            std::fs::set_permissions(&dst, meta.permissions())
+                .map_err(|e| BuildError::io(&dst, e))?;
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(|e| BuildError::io(&dst, e))?;
+        } else if meta.is_file() {
+            std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+        }
+        // Devices, fifos and sockets are not staged: reading one could
+        // block forever or never end (`/dev/zero`), and a build context
+        // has no business carrying them.
+    }
+    Ok(())
+}
+
+/// Loads `FROM` images: from `--base-image` layouts, else from registries.
+async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
+    if let Some(spec) = src.base_images.get(reference) {
+        let (dir, ref_name) = match spec.rsplit_once(':') {
+            Some((d, r)) if Path::new(d).is_dir() => (d.to_owned(), Some(r.to_owned())),
+            _ => (spec.clone(), None),
+        };
+        let from = OciLayout::open(&dir)?;
+        let desc = from.find(ref_name.as_deref())?;
+        let image = from.load_image(&desc, &Platform::linux_amd64())?;
+        for l in image.layers() {
+            if !layout.has_blob(&l.digest) {
+                layout.add_blob_file(&from.blob_path(&l.digest), Some((&l.digest, l.size)))?;
+            }
+        }
+        return Ok(image);
+    }
+    let r: ImageRef = reference
+        .parse()
+        .map_err(|e| BuildError::other(format!("FROM {reference}"), e))?;
+    let mut client = RegistryClient::new()?;
+    for i in src.insecure_registries {
+        client = client.with_insecure(i);
+    }
+    Ok(client.pull(&r, layout).await?)
+}
+
+/// The pulled base images, which the frontend asks for digests (keys) and
+/// environments (`$PATH` and friends expand as Docker expands them).
+#[derive(Default)]
+struct Bases(HashMap<String, Image>);
+
+impl df::BaseResolver for Bases {
+    fn resolve(&self, reference: &str, _platform: Option<&str>) -> Option<String> {
+        self.0
+            .get(reference)
+            .map(|i| i.manifest_descriptor.digest.to_string())
+    }
+
+    fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
+        let env = self
+            .0
+            .get(reference)?
+            .config
+            .config
+            .env
+            .clone()
+            .unwrap_or_default();
+        Some(
+            env.iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map_or((kv.clone(), String::new()), |(k, v)| {
+                            (k.to_owned(), v.to_owned())
+                        })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A step's name in progress lines and errors, BuildKit's way
+/// (`[build 2/5] RUN ...`), with its place in the Dockerfile.
+pub(crate) struct Label {
+    pub text: String,
+    pub file: String,
+    pub line: usize,
+}
+
+pub(crate) fn label(graph: &df::Graph, step: &df::Step, file: &str) -> Label {
+    let stage = &graph.stages[step.stage];
+    let i = stage
+        .steps
+        .iter()
+        .position(|s| *s == step.id)
+        .map_or(0, |i| i + 1);
+    let n = stage.steps.len();
+    let text = match (&stage.name, step.stage == graph.target) {
+        (Some(name), _) => format!("[{name} {i}/{n}] {}", step.instruction),
+        (None, true) => format!("[{i}/{n}] {}", step.instruction),
+        (None, false) => format!("[stage-{} {i}/{n}] {}", step.stage, step.instruction),
+    };
+    Label {
+        text,
+        file: file.to_owned(),
+        line: step.pos.line,
+    }
+}
+
+impl Label {
+    pub fn unsupported(&self, message: String) -> BuildError {
+        BuildError::Unsupported {
+            step: self.text.clone(),
+            file: self.file.clone(),
+            line: self.line,
+            message,
+        }
+    }
+}
