@@ -197,12 +197,32 @@ impl Executor {
             let mut opts = LayerOptions::new(self.config.state_dir.join("tmp"));
             opts.compression = self.config.compression;
             opts.source_date_epoch = self.config.source_date_epoch;
-            let layer = tokio::task::spawn_blocking(move || layer_from_upper(&upper, &opts))
-                .await
-                .map_err(|e| WorkerError::step("diff", format!("layer task failed: {e}")))??;
+            let keep_tree = opts.source_date_epoch.is_none();
+            let layers = self.layers.clone();
+            let layer = tokio::task::spawn_blocking(move || -> Result<Layer> {
+                let layer = layer_from_upper(&upper, &opts)?;
+                // The upper dir holds exactly the layer's content, in the
+                // layout an unpack would give: keep it as the unpacked layer
+                // so the next step does not unpack what this one just
+                // packed. (Not with SOURCE_DATE_EPOCH: the layer's mtimes
+                // are clamped, the tree's are not.)
+                if keep_tree {
+                    layers.adopt(&layer.diff_id, &upper, layer.uncompressed_size)?;
+                }
+                Ok(layer)
+            })
+            .await
+            .map_err(|e| WorkerError::step("diff", format!("layer task failed: {e}")))??;
             out.layer = Some(layer);
             out.timings.diff = t.elapsed();
         }
+        tracing::debug!(
+            prepare_ms = out.timings.prepare.as_millis() as u64,
+            run_ms = out.timings.run.as_millis() as u64,
+            diff_ms = out.timings.diff.as_millis() as u64,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "step executed"
+        );
         drop(overlay);
         drop(leases);
         Ok(out)

@@ -28,6 +28,9 @@ pub const MAX_MOUNT_OPTIONS: usize = 4000;
 /// redirects).
 const FIXED_OPTIONS: &str = "redirect_dir=off,metacopy=off,index=off";
 
+/// Added to writable mounts where the kernel knows it (see `mount`).
+const VOLATILE: &str = ",volatile";
+
 /// A mounted overlay; unmounted and its scratch directory removed on drop.
 #[derive(Debug)]
 pub struct OverlayRootfs {
@@ -118,7 +121,8 @@ impl OverlayRootfs {
             upper_opts = format!(",upperdir={},workdir={}", escape(&upper), escape(&work));
             me.upper = Some(upper);
         }
-        let fits = |l: &[&Path]| lowerdir_option(l).len() + upper_opts.len() + FIXED_OPTIONS.len() < MAX_MOUNT_OPTIONS;
+        let volatile = if writable { VOLATILE.len() } else { 0 };
+        let fits = |l: &[&Path]| lowerdir_option(l).len() + upper_opts.len() + FIXED_OPTIONS.len() + volatile < MAX_MOUNT_OPTIONS;
 
         let bottom_mount = dir.join("bottom");
         let bottom_short;
@@ -147,7 +151,20 @@ impl OverlayRootfs {
             top.push(bottom_short.names[0].as_path());
         }
         let opts = format!("{}{},{}", lowerdir_option(&top), upper_opts, FIXED_OPTIONS);
-        mount_overlay(&me.merged, &opts, !writable)?;
+        if writable {
+            // `volatile`: unmounting a writable overlay otherwise syncs the
+            // whole upper filesystem (every dirty page on the disk, written
+            // by anyone), which cost seconds per step on a busy worker. A
+            // step's upper dir is scratch: after a crash it is thrown away,
+            // never remounted, so skipping the sync loses nothing. Kernels
+            // before 5.10 refuse the option; mount without it there.
+            let fast = format!("{opts}{VOLATILE}");
+            if mount_overlay(&me.merged, &fast, false).is_err() {
+                mount_overlay(&me.merged, &opts, false)?;
+            }
+        } else {
+            mount_overlay(&me.merged, &opts, true)?;
+        }
         me.mounts.insert(0, me.merged.clone());
         Ok(me)
     }

@@ -122,3 +122,27 @@ fn chains_longer_than_two_stacked_mounts_are_refused_with_a_clear_error() {
     let err = OverlayRootfs::mount(&layers, &d.path().join("mnt"), true).unwrap_err().to_string();
     assert!(err.contains("600 layers"), "{err}");
 }
+
+#[tokio::test]
+async fn a_steps_layer_is_kept_unpacked_and_later_steps_see_its_changes_and_deletions() {
+    let base = busybox_base();
+    let (state, ex) = executor(RuntimeKind::Runc);
+    let one = run(&ex, &base, shell("echo one > /x && mkdir /d && echo a > /d/f")).await;
+    let l1 = one.layer.as_ref().unwrap();
+    // Kept from the step's upper dir: nothing had to unpack it.
+    let kept = state.path().join("layers").join(l1.diff_id.hex());
+    assert_eq!(std::fs::read(kept.join("x")).unwrap(), b"one\n");
+    let image1 = extend(&base, l1);
+    let two = run_on(&ex, &base.layout, &image1, shell("rm /x && rm -rf /d && mkdir /d && echo b > /d/g"), &Default::default()).await;
+    assert!(two.succeeded());
+    let mut image2 = image1.clone();
+    image2.push_layer(two.layer.as_ref().unwrap(), rbk_image::History::default());
+    two.layer.as_ref().unwrap().add_to_layout(&base.layout).unwrap();
+    let check = shell("test ! -e /x && test ! -e /d/f && test \"$(cat /d/g)\" = b && test -x /bin/busybox");
+    let kept_tree = run_on(&ex, &base.layout, &image2, check.clone(), &Default::default()).await;
+    assert!(kept_tree.succeeded(), "on kept trees: {:?}", kept_tree.tail);
+    // A worker that never saw the steps unpacks the blobs and sees the same.
+    let (_s2, fresh) = executor(RuntimeKind::Runc);
+    let unpacked = run_on(&fresh, &base.layout, &image2, check, &Default::default()).await;
+    assert!(unpacked.succeeded(), "on unpacked blobs: {:?}", unpacked.tail);
+}
