@@ -1,0 +1,199 @@
+//! `deploy/Dockerfile`, the rbk image, built by rbk itself and run under runc.
+//!
+//! The real build starts from a debootstrap Debian (README: "Container
+//! image"); here the `debian:bookworm-slim` base is a small stand-in made on
+//! the spot — the host's busybox, runc, crun and the shared libraries they
+//! and rbk link — so the test needs no debootstrap and no registry. The
+//! Dockerfile, its .dockerignore and the build command are the real ones.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A program from deploy/dev/services.sh's `RBK_TEST_BIN_*`, else PATH.
+fn program(name: &str) -> PathBuf {
+    let key = format!("RBK_TEST_BIN_{}", name.to_uppercase());
+    let found = std::env::var_os(&key).map(Into::into).or_else(|| {
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+    });
+    found.unwrap_or_else(|| panic!("{name} is not installed ({key} unset, not on PATH); run deploy/dev/setup.sh"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The shared libraries `binaries` load, by the absolute paths `ldd` prints.
+fn shared_libraries(binaries: &[&Path]) -> Vec<PathBuf> {
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for b in binaries {
+        let out = run(Command::new("ldd").arg(b));
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if word.starts_with('/') && !libs.iter().any(|l| l == Path::new(word)) {
+                libs.push(word.into());
+            }
+        }
+    }
+    libs
+}
+
+fn copy_into(root: &Path, host: &Path, at: &str) {
+    let dest = root.join(at.trim_start_matches('/'));
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    // Follows symlinks: the image gets the library itself under the name
+    // the loader asks for.
+    std::fs::copy(host, &dest).unwrap_or_else(|e| panic!("copying {} to {}: {e}", host.display(), dest.display()));
+}
+
+/// Unpacks an OCI archive (`rbk build -o type=oci`) into a layout directory.
+fn unpack_oci(archive: &Path, dir: &Path) {
+    tar::Archive::new(std::fs::File::open(archive).unwrap()).unpack(dir).unwrap();
+    assert!(dir.join("index.json").is_file(), "{} holds no OCI layout", archive.display());
+}
+
+fn rbk_build(state: &Path, args: &[&str], context: &Path) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_rbk"))
+        .arg("build")
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--runtime-path")
+        .arg(program("runc"))
+        .args(args)
+        .arg(context))
+}
+
+/// A `debian:bookworm-slim` stand-in: busybox, runc, crun and the libraries
+/// of runc, crun and rbk, as an OCI layout.
+fn stand_in_base(work: &Path) -> PathBuf {
+    let ctx = work.join("base-context");
+    let root = ctx.join("rootfs");
+    let (runc, crun, rbk) = (program("runc"), program("crun"), PathBuf::from(env!("CARGO_BIN_EXE_rbk")));
+    copy_into(&root, &program("busybox"), "/bin/busybox");
+    copy_into(&root, &runc, "/usr/sbin/runc");
+    copy_into(&root, &crun, "/usr/bin/crun");
+    for lib in shared_libraries(&[&runc, &crun, &rbk]) {
+        copy_into(&root, &lib, lib.to_str().unwrap());
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n")
+        .unwrap();
+    let archive = work.join("base.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    rbk_build(&work.join("base-state"), &["-t", "debian:bookworm-slim", "-o", &dest], &ctx);
+    let layout = work.join("base-oci");
+    unpack_oci(&archive, &layout);
+    layout
+}
+
+/// The context `rbk build -f deploy/Dockerfile .` sees in the repository:
+/// the binary at target/release/rbk (stripped, to keep the test quick).
+fn context_with_binary(work: &Path) -> PathBuf {
+    let ctx = work.join("context");
+    let bin = ctx.join("target/release/rbk");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_rbk"), &bin).unwrap();
+    run(Command::new("strip").arg(&bin));
+    ctx
+}
+
+#[test]
+fn the_deploy_dockerfile_builds_with_rbk_and_the_image_runs_rbk_under_runc() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let base = stand_in_base(work);
+    let ctx = context_with_binary(work);
+
+    let dockerfile = repo().join("deploy/Dockerfile");
+    let image = work.join("rbk-image.tar");
+    let out = rbk_build(
+        &work.join("state"),
+        &[
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "--base-image",
+            &format!("debian:bookworm-slim={}", base.display()),
+            "-t",
+            "rbk:test",
+            "--progress=plain",
+            "-o",
+            &format!("type=oci,dest={}", image.display()),
+        ],
+        &ctx,
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let version = format!("rbk {}", env!("CARGO_PKG_VERSION"));
+    assert!(log.contains(&version), "the build's own `rbk --version` step printed no {version:?}:\n{log}");
+
+    // The produced image, run under the real runc by rbk's worker.
+    let layout = work.join("rbk-oci");
+    unpack_oci(&image, &layout);
+    let step = work.join("version.json");
+    std::fs::write(&step, r#"{"kind": "run", "command": {"exec": ["/usr/local/bin/rbk", "--version"]}}"#).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_rbk"))
+        .arg("run-step")
+        .arg(&step)
+        .arg("--base")
+        .arg(&layout)
+        .arg("--state")
+        .arg(work.join("run-state"))
+        .arg("--runtime-path")
+        .arg(program("runc")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l.ends_with(&format!("out {version}"))), "no {version:?} from the image:\n{stderr}");
+}
+
+#[test]
+fn the_image_starts_rbk_and_records_its_runtimes() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let base = stand_in_base(work);
+    let ctx = context_with_binary(work);
+    let image = work.join("rbk-image.tar");
+    rbk_build(
+        &work.join("state"),
+        &[
+            "-f",
+            repo().join("deploy/Dockerfile").to_str().unwrap(),
+            "--base-image",
+            &format!("debian:bookworm-slim={}", base.display()),
+            "-o",
+            &format!("type=oci,dest={}", image.display()),
+        ],
+        &ctx,
+    );
+    let layout = work.join("rbk-oci");
+    unpack_oci(&image, &layout);
+    let blob = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/rbk"]));
+    assert_eq!(config["config"]["WorkingDir"], "/var/lib/rbk");
+
+    let step = work.join("runtimes.json");
+    std::fs::write(&step, r#"{"kind": "run", "command": {"exec": ["/bin/cat", "/usr/share/rbk/runtimes"]}}"#).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_rbk"))
+        .arg("run-step")
+        .arg(&step)
+        .arg("--base")
+        .arg(&layout)
+        .arg("--state")
+        .arg(work.join("run-state"))
+        .arg("--runtime-path")
+        .arg(program("runc")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("out runc version") && stderr.contains("out crun version"), "{stderr}");
+}
