@@ -16,6 +16,16 @@ use rbk_store::{Digest, Store};
 use crate::error::{BuildError, Result};
 use crate::state::{CacheHead, StateData};
 
+/// What capturing a cache directory produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Captured {
+    pub snapshot: Digest,
+    /// Content bytes of the snapshot (what the head will weigh).
+    pub total_bytes: u64,
+    /// Bytes that were new to the store.
+    pub bytes_uploaded: u64,
+}
+
 /// The worker's cache directories: `<root>/<blake3 of the id>/{dir,snapshot,statcache}`.
 #[derive(Debug, Clone)]
 pub struct CacheDirs {
@@ -72,35 +82,90 @@ impl CacheDirs {
         state: &StateData,
         id: &str,
     ) -> Result<Prepared> {
+        let head = match state.heads.get(id) {
+            Some(h) => Some(
+                h.snapshot
+                    .parse()
+                    .map_err(|e| BuildError::other(format!("cache {id}: head"), e))?,
+            ),
+            None => None,
+        };
+        self.prepare_head(store, id, head).await
+    }
+
+    /// Makes the directory for `id` hold snapshot `head`: restored
+    /// incrementally when the directory holds another snapshot, untouched
+    /// when it holds this one, emptied when there is no head (the head is
+    /// the truth; a pruned cache starts over everywhere).
+    pub async fn prepare_head(
+        &self,
+        store: &Arc<dyn Store>,
+        id: &str,
+        head: Option<Digest>,
+    ) -> Result<Prepared> {
         let dir = self.dir(id);
         let mut out = Prepared::default();
-        let head = state.heads.get(id);
         let local = if dir.is_dir() {
             self.local_snapshot(id)?
         } else {
             None
         };
-        if let Some(h) = head {
-            let head_digest: Digest = h
-                .snapshot
-                .parse()
-                .map_err(|e| BuildError::other(format!("cache {id}: head"), e))?;
-            if local != Some(head_digest) {
+        let slot = self.slot(id);
+        std::fs::create_dir_all(&slot).map_err(|e| BuildError::io(&slot, e))?;
+        let id_file = slot.join("id");
+        std::fs::write(&id_file, id).map_err(|e| BuildError::io(&id_file, e))?;
+        match head {
+            Some(head_digest) if local != Some(head_digest) => {
                 std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
                 let snap = Snapshot::load(&**store, head_digest).await?;
                 let opts = RestoreOptions {
-                    stat_cache: Some(self.slot(id).join("statcache")),
+                    stat_cache: Some(slot.join("statcache")),
                     ..RestoreOptions::default()
                 };
                 let stats = restore(store.clone(), &snap, &dir, &opts).await?;
                 out.bytes_restored = stats.bytes_fetched;
                 self.set_local_snapshot(id, &head_digest)?;
             }
+            None if local.is_some() => {
+                std::fs::remove_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                for f in ["snapshot", "statcache"] {
+                    let p = slot.join(f);
+                    if p.exists() {
+                        std::fs::remove_file(&p).map_err(|e| BuildError::io(&p, e))?;
+                    }
+                }
+            }
+            _ => {}
         }
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
         }
         Ok(out)
+    }
+
+    /// Captures the directory for `id` (incrementally against the snapshot
+    /// it holds) and records the result as what it holds now.
+    pub async fn capture(
+        &self,
+        store: &Arc<dyn Store>,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Captured> {
+        let dir = self.dir(id);
+        let mut opts = CaptureOptions::new(namespace);
+        opts.stat_cache = Some(self.slot(id).join("statcache"));
+        if let Some(d) = self.local_snapshot(id)? {
+            // The base only speeds capture up; a base the store lost is
+            // not an error, the capture just reads everything.
+            opts.base = Snapshot::load(&**store, d).await.ok();
+        }
+        let (snap, stats) = capture(store.clone(), &dir, &opts).await?;
+        self.set_local_snapshot(id, &snap.digest)?;
+        Ok(Captured {
+            snapshot: snap.digest,
+            total_bytes: snap.manifest.content_bytes(),
+            bytes_uploaded: stats.bytes_uploaded,
+        })
     }
 
     /// Captures the directory for `id` and moves the head to it (a new
@@ -112,17 +177,8 @@ impl CacheDirs {
         namespace: &str,
         id: &str,
     ) -> Result<u64> {
-        let dir = self.dir(id);
-        let mut opts = CaptureOptions::new(namespace);
-        opts.stat_cache = Some(self.slot(id).join("statcache"));
-        if let Some(d) = self.local_snapshot(id)? {
-            // The base only speeds capture up; a base the store lost is
-            // not an error, the capture just reads everything.
-            opts.base = Snapshot::load(&**store, d).await.ok();
-        }
-        let (snap, stats) = capture(store.clone(), &dir, &opts).await?;
-        self.set_local_snapshot(id, &snap.digest)?;
-        let digest = snap.digest.to_string();
+        let c = self.capture(store, namespace, id).await?;
+        let digest = c.snapshot.to_string();
         let generation = state.heads.get(id).map_or(0, |h| h.generation);
         if state.heads.get(id).map(|h| &h.snapshot) != Some(&digest) {
             state.heads.insert(
@@ -133,7 +189,30 @@ impl CacheDirs {
                 },
             );
         }
-        Ok(stats.bytes_uploaded)
+        Ok(c.bytes_uploaded)
+    }
+
+    /// The ids whose directories hold a known snapshot, with it: what a
+    /// worker tells the scheduler it holds (for affinity).
+    pub fn held(&self) -> Vec<(String, Digest)> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let Ok(id) = std::fs::read_to_string(e.path().join("id")) else {
+                continue;
+            };
+            // Only slots whose name matches their id (never trust a stray file).
+            if self.slot(&id) != e.path() || !self.dir(&id).is_dir() {
+                continue;
+            }
+            if let Ok(Some(d)) = self.local_snapshot(&id) {
+                out.push((id, d));
+            }
+        }
+        out.sort();
+        out
     }
 
     pub fn root(&self) -> &Path {
@@ -188,6 +267,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(state.heads["local/c"].generation, 1);
+    }
+
+    #[tokio::test]
+    async fn a_directory_without_head_is_emptied_and_held_lists_what_is_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(&tmp.path().join("store")).await;
+        let a = CacheDirs::new(tmp.path().join("a"));
+        a.prepare_head(&store, "ns/c", None).await.unwrap();
+        std::fs::write(a.dir("ns/c").join("f"), b"x").unwrap();
+        let c = a.capture(&store, "ns", "ns/c").await.unwrap();
+        assert_eq!(c.total_bytes, 1);
+        assert_eq!(a.held(), vec![("ns/c".to_owned(), c.snapshot)]);
+        a.prepare_head(&store, "ns/c", None).await.unwrap();
+        assert!(!a.dir("ns/c").join("f").exists());
+        assert!(a.held().is_empty());
     }
 
     #[test]

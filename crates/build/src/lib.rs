@@ -16,6 +16,8 @@
 //!   `rbk submit`, executed by `rbk worker`);
 //! - [`farm_plan`]: `rbk submit`'s planner (Dockerfile → farm graph, base
 //!   layers and the context put into the store);
+//! - [`farm_exec`]: one farm assignment run on this machine (`rbk worker`);
+//! - [`layer_io`]: layer blobs from the store, WORKDIR layers (shared);
 //! - [`solve`]: the driver, sequential in dependency order (the farm's
 //!   scheduler in `rbk-coordinator` is what runs steps in parallel).
 
@@ -26,8 +28,10 @@
 pub mod cache_mounts;
 mod error;
 pub mod farm;
+pub mod farm_exec;
 pub mod farm_plan;
 mod frontend;
+pub mod layer_io;
 pub mod mapping;
 pub mod progress;
 pub mod solve;

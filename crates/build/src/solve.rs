@@ -7,18 +7,19 @@
 //! after the other here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rbk_dockerfile as df;
-use rbk_image::{Descriptor, History, Image, LayerOptions, OciDigest, OciLayout, Platform};
-use rbk_store::{FilesystemStore, Store, StoreExt};
+use rbk_image::{Descriptor, History, Image, OciDigest, OciLayout, Platform};
+use rbk_store::{FilesystemStore, Store};
 use rbk_worker::{Executor, LayerRef, LogLine, RuntimeKind, StepInputs, WorkerConfig};
 
 use crate::cache_mounts::CacheDirs;
 use crate::error::{BuildError, Result};
 use crate::frontend::{Label, Resolved, Source, apply_config, label, stage_context};
+use crate::layer_io::{fetch_blob, mkdir_layer};
 use crate::mapping;
 use crate::progress::Progress;
 use crate::state::{ActionResult, State};
@@ -297,25 +298,7 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
 
 /// Puts a cached layer's blob into the worker's layout, from the store.
 async fn ensure_blob(store: &dyn Store, layout: &OciLayout, r: &ActionResult) -> Result<()> {
-    let digest: OciDigest = r.digest.parse().map_err(|e| {
-        BuildError::other("action cache", format!("layer digest {}: {e}", r.digest))
-    })?;
-    if layout.has_blob(&digest) {
-        return Ok(());
-    }
-    let b3: rbk_store::Digest = r
-        .blake3
-        .parse()
-        .map_err(|e| BuildError::other("action cache", format!("blake3 {}: {e}", r.blake3)))?;
-    let bytes = store.get_bytes(b3).await?;
-    let got = layout.write_blob(&bytes)?;
-    if got != digest {
-        return Err(BuildError::other(
-            format!("layer {digest}"),
-            format!("the store's blob {b3} hashes to {got}"),
-        ));
-    }
-    Ok(())
+    fetch_blob(store, layout, &r.digest, &r.blake3, "action cache").await
 }
 
 struct ExecCtx<'a> {
@@ -348,23 +331,9 @@ async fn execute(
 ) -> Result<(ActionResult, String)> {
     let mut note = String::new();
     let layer = match kind {
-        df::StepKind::Mkdir { path, .. } => {
-            let tmp = tempfile::tempdir_in(cx.worker_dir)
-                .map_err(|e| BuildError::io(cx.worker_dir, e))?;
-            let rel = Path::new(path.trim_start_matches('/'));
-            if rel.components().any(|c| !matches!(c, Component::Normal(_)))
-                && !rel.as_os_str().is_empty()
-            {
-                return Err(l.unsupported(format!("WORKDIR {path}: not a clean absolute path")));
-            }
-            let dir = tmp.path().join(rel);
-            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
-            let opts = LayerOptions::new(cx.worker_dir.join("tmp"));
-            let upper = tmp.path().to_owned();
-            tokio::task::spawn_blocking(move || rbk_image::layer_from_upper(&upper, &opts))
-                .await
-                .map_err(|e| BuildError::other(l.text.clone(), e))??
-        }
+        df::StepKind::Mkdir { path, .. } => mkdir_layer(cx.worker_dir, path)
+            .await?
+            .map_err(|m| l.unsupported(m))?,
         df::StepKind::Run(_) | df::StepKind::Copy(_) => {
             let mut inputs = StepInputs {
                 context: Some(cx.context.to_owned()),

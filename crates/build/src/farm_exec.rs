@@ -1,0 +1,336 @@
+//! A farm worker's half of a step: one [`Assign`] (a [`FarmStep`] payload
+//! plus the coordinator's cache-mount grants and dependency results) run on
+//! this machine, answered with the [`StepResult`] to send back.
+//!
+//! It does what [`crate::solve`] does for one step of `rbk build`, with the
+//! same helpers (blob fetch, WORKDIR layers, cache directories), except
+//! that everything it reads arrives by name through the content store and
+//! the cache heads are the coordinator's: the worker restores the granted
+//! head, runs, captures, and *reports* the commit (`base_generation` says
+//! where it started, so the coordinator can merge a head that moved).
+//!
+//! Local state under the worker's directory: `images/` (an OCI layout of
+//! layer blobs), `worker/` (the executor: unpacked layers, scratch),
+//! `caches/` (one directory per namespace, cache id and slot),
+//! `contexts/<digest>` (restored build contexts, reused by later steps) and
+//! `held-layers/<blake3>` (what the worker tells the scheduler it holds).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rbk_image::{OciDigest, OciLayout};
+use rbk_proto::worker::{Assign, CacheCommit, StepResult};
+use rbk_snapshot::{RestoreOptions, Snapshot, restore};
+use rbk_store::{Digest, Store};
+use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig};
+
+use crate::cache_mounts::CacheDirs;
+use crate::error::{BuildError, Result};
+use crate::farm::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
+use crate::layer_io::{fetch_blob, mkdir_layer};
+
+/// A cache mount the worker holds locally, for `Register.snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCache {
+    pub namespace: String,
+    pub cache_id: String,
+    pub slot: u32,
+    pub snapshot: Digest,
+}
+
+/// Runs farm steps on this machine. Shared by the worker's concurrent
+/// assignments (`&self` everywhere).
+pub struct FarmExecutor {
+    root: PathBuf,
+    executor: Executor,
+    layout: OciLayout,
+    store: Arc<dyn Store>,
+    caches: CacheDirs,
+    /// One step at a time per local cache directory: two steps restoring
+    /// and capturing one directory at once would corrupt each other's view.
+    cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    context_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for FarmExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarmExecutor").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// The local directory key of a granted cache mount: tenants never share
+/// a directory, and each `private` slot has its own.
+fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
+    serde_json::json!([namespace, cache_id, slot]).to_string()
+}
+
+fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
+    let parse = |what: &str, s: &str| -> Result<OciDigest> {
+        s.parse().map_err(|e| BuildError::other(format!("layer {}", l.blake3), format!("{what} {s}: {e}")))
+    };
+    Ok(LayerRef { digest: parse("digest", &l.digest)?, diff_id: parse("diff_id", &l.diff_id)? })
+}
+
+/// Why a step could not run or failed, as the coordinator hears it.
+struct Failure {
+    message: String,
+    exit_code: i32,
+}
+
+impl From<BuildError> for Failure {
+    fn from(e: BuildError) -> Self {
+        Failure { message: e.to_string(), exit_code: -1 }
+    }
+}
+
+impl FarmExecutor {
+    /// Opens (creating) the worker's local state under `root`; cache-mount
+    /// directories go to `cache_dir` (default `root/caches`), which a CI
+    /// system may keep between jobs.
+    pub fn open(
+        root: &Path,
+        cache_dir: Option<&Path>,
+        runtime: RuntimeKind,
+        runtime_program: &Path,
+        store: Arc<dyn Store>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| BuildError::io(root, e))?;
+        let root = std::path::absolute(root).map_err(|e| BuildError::io(root, e))?;
+        for d in ["contexts", "held-layers"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, e))?;
+        }
+        let executor = Executor::new(WorkerConfig::new(root.join("worker"), runtime, runtime_program))?;
+        let layout = OciLayout::create(root.join("images"))?;
+        let cache_root = match cache_dir {
+            Some(d) => std::path::absolute(d).map_err(|e| BuildError::io(d, e))?,
+            None => root.join("caches"),
+        };
+        std::fs::create_dir_all(&cache_root).map_err(|e| BuildError::io(&cache_root, e))?;
+        let caches = CacheDirs::new(cache_root);
+        Ok(FarmExecutor {
+            root,
+            executor,
+            layout,
+            store,
+            caches,
+            cache_locks: Mutex::new(HashMap::new()),
+            context_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// blake3 names of the layer blobs held locally (`Register.layers`).
+    pub fn held_layers(&self) -> Vec<String> {
+        let dir = self.root.join("held-layers");
+        let mut out: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| n.parse::<Digest>().is_ok())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Cache mounts held locally (`Register.snapshots`).
+    pub fn held_caches(&self) -> Vec<HeldCache> {
+        self.caches
+            .held()
+            .into_iter()
+            .filter_map(|(key, snapshot)| {
+                let (namespace, cache_id, slot): (String, String, u32) = serde_json::from_str(&key).ok()?;
+                Some(HeldCache { namespace, cache_id, slot, snapshot })
+            })
+            .collect()
+    }
+
+    fn mark_held(&self, blake3: &str) {
+        // Best effort: the marker only steers scheduling.
+        if blake3.parse::<Digest>().is_ok() {
+            let _ = std::fs::write(self.root.join("held-layers").join(blake3), b"");
+        }
+    }
+
+    /// Runs `assign`, streaming the step's output to `log`. Never fails:
+    /// what went wrong is in the result (`ok = false`, a message naming the
+    /// step, and the exit code or -1 when rbk itself failed).
+    pub async fn run(&self, assign: &Assign, log: LogSink) -> StepResult {
+        let t0 = Instant::now();
+        let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
+        match self.try_run(assign, log, &mut result).await {
+            Ok(()) => result.ok = true,
+            Err(f) => {
+                result.ok = false;
+                result.message = f.message;
+                result.exit_code = f.exit_code;
+                result.layers.clear();
+                result.config.clear();
+            }
+        }
+        result.duration_ms = t0.elapsed().as_millis() as u64;
+        result
+    }
+
+    async fn try_run(&self, assign: &Assign, log: LogSink, out: &mut StepResult) -> std::result::Result<(), Failure> {
+        let step: FarmStep = serde_json::from_slice(&assign.payload).map_err(|e| Failure {
+            message: format!("step {}: the payload is not a farm step: {e}", assign.step_id),
+            exit_code: -1,
+        })?;
+        if step.version != FARM_STEP_VERSION {
+            return Err(Failure {
+                message: format!(
+                    "{}: payload version {} is not the version this worker runs ({FARM_STEP_VERSION}); upgrade the worker or the client",
+                    step.label, step.version
+                ),
+                exit_code: -1,
+            });
+        }
+        let where_ = format!("{} ({}:{})", step.label, step.file, step.line);
+        let parent = self.image_layers(assign, &step.parent).await?;
+        let mut inputs = StepInputs::default();
+        for (k, v) in &assign.secrets {
+            inputs.secrets.insert(k.clone(), SecretValue(v.clone()));
+        }
+        if let Some(ctx) = &step.context {
+            inputs.context = Some(self.context(ctx).await?);
+        }
+        let mut rootfs = Vec::new();
+        for (name, source) in &step.stages {
+            let layers = self.image_layers(assign, source).await?;
+            let refs = layers.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
+            let r = self.executor.mount_readonly(&refs, &self.layout).await.map_err(BuildError::from)?;
+            inputs.stages.insert(name.clone(), r.path().to_owned());
+            rootfs.push(r);
+        }
+
+        // Cache mounts: lock, restore the granted head, mount.
+        let mut grants = Vec::new();
+        for id in &step.cache_ids {
+            let g = assign.mounts.iter().find(|m| &m.cache_id == id).ok_or_else(|| Failure {
+                message: format!("{where_}: the coordinator granted no cache mount for id {id:?}"),
+                exit_code: -1,
+            })?;
+            grants.push(g.clone());
+        }
+        let mut keys: Vec<String> = grants.iter().map(|g| cache_key(&assign.namespace, &g.cache_id, g.slot)).collect();
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<_> = keys
+            .iter()
+            .map(|k| self.cache_locks.lock().expect("cache lock map").entry(k.clone()).or_default().clone())
+            .collect();
+        let mut _held = Vec::new();
+        for l in &locks {
+            _held.push(l.clone().lock_owned().await);
+        }
+        for g in &grants {
+            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
+            let head = match g.snapshot.as_str() {
+                "" => None,
+                s => Some(s.parse::<Digest>().map_err(|e| BuildError::other(format!("cache {} head", g.cache_id), e))?),
+            };
+            let p = self.caches.prepare_head(&self.store, &key, head).await?;
+            out.bytes_restored += p.bytes_restored;
+            inputs.caches.insert(g.cache_id.clone(), self.caches.dir(&key));
+        }
+
+        let outcome = match &step.work {
+            Work::Mkdir { path } => mkdir_layer(&self.root.join("worker"), path)
+                .await?
+                .map_err(|m| Failure { message: format!("{where_}: {m}"), exit_code: -1 }),
+            Work::Step { step: kind } => {
+                let base = parent.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
+                let wstep = rbk_worker::Step { base, kind: kind.clone() };
+                let r = self.executor.execute(&wstep, &self.layout, &inputs, log).await.map_err(BuildError::from);
+                drop(rootfs);
+                match r {
+                    Ok(o) => match o.layer {
+                        Some(layer) if o.succeeded() => Ok(layer),
+                        _ => {
+                            let why = if o.timed_out { "killed at its time limit".to_owned() } else { format!("exit code {}", o.exit_code) };
+                            Err(Failure { message: format!("{where_} failed: {why}"), exit_code: o.exit_code })
+                        }
+                    },
+                    Err(e) => Err(Failure::from(e)),
+                }
+            }
+        };
+
+        // Cache mounts keep what the step wrote even when it fails (as in
+        // BuildKit); the commit travels with the result.
+        for g in &grants {
+            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
+            let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
+            out.commits.push(CacheCommit {
+                cache_id: g.cache_id.clone(),
+                slot: g.slot,
+                base_generation: g.generation,
+                snapshot: c.snapshot.to_string(),
+                total_bytes: c.total_bytes,
+            });
+        }
+        drop(_held);
+        let layer = outcome?;
+
+        layer.add_to_layout(&self.layout).map_err(BuildError::from)?;
+        layer.put_into(&*self.store).await.map_err(BuildError::from)?;
+        self.mark_held(&layer.blake3.to_string());
+        let mut layers = parent;
+        layers.push(LayerDesc {
+            digest: layer.digest.to_string(),
+            diff_id: layer.diff_id.to_string(),
+            blake3: layer.blake3.to_string(),
+            size: layer.size,
+            media_type: layer.media_type.clone(),
+        });
+        out.layers = layers.iter().map(|l| l.blake3.clone()).collect();
+        out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|e| BuildError::other(&where_, e))?;
+        Ok(())
+    }
+
+    /// The layer chain of `source`, with every blob in the local layout.
+    async fn image_layers(&self, assign: &Assign, source: &ImageSource) -> Result<Vec<LayerDesc>> {
+        let layers = match source {
+            ImageSource::Scratch => vec![],
+            ImageSource::Layers { layers } => layers.clone(),
+            ImageSource::Step { step_id } => {
+                let input = assign.inputs.iter().find(|i| &i.step_id == step_id).ok_or_else(|| {
+                    BuildError::other(
+                        format!("step {}", assign.step_id),
+                        format!("it reads step {step_id}, whose result the coordinator did not send"),
+                    )
+                })?;
+                let r: FarmResult = serde_json::from_slice(&input.config).map_err(|e| {
+                    BuildError::other(format!("step {}", assign.step_id), format!("the result of step {step_id} is not a farm result: {e}"))
+                })?;
+                r.layers
+            }
+        };
+        for l in &layers {
+            fetch_blob(&*self.store, &self.layout, &l.digest, &l.blake3, &format!("step {}", assign.step_id)).await?;
+            self.mark_held(&l.blake3);
+        }
+        Ok(layers)
+    }
+
+    /// The build context snapshot `digest`, restored once per worker.
+    async fn context(&self, digest: &str) -> Result<PathBuf> {
+        let d: Digest = digest.parse().map_err(|e| BuildError::other("context snapshot", format!("{digest}: {e}")))?;
+        let dir = self.root.join("contexts").join(d.to_string());
+        let _g = self.context_lock.lock().await;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let tmp = tempfile::tempdir_in(self.root.join("contexts")).map_err(|e| BuildError::io(self.root.join("contexts"), e))?;
+        let snap = Snapshot::load(&*self.store, d).await?;
+        restore(self.store.clone(), &snap, tmp.path(), &RestoreOptions::default()).await?;
+        // Visible only when complete: a restore cut short leaves nothing a
+        // later step would mistake for the context.
+        let tmp = tmp.keep();
+        std::fs::rename(&tmp, &dir).map_err(|e| BuildError::io(&dir, e))?;
+        Ok(dir)
+    }
+}
