@@ -14,6 +14,8 @@
 //! - [`progress`]: BuildKit-style progress lines;
 //! - [`farm`]: the payload and result formats of farm builds (planned by
 //!   `rbk submit`, executed by `rbk worker`);
+//! - [`farm_assemble`]: `rbk submit`'s final image and outputs from the
+//!   target's result;
 //! - [`farm_plan`]: `rbk submit`'s planner (Dockerfile → farm graph, base
 //!   layers and the context put into the store);
 //! - [`farm_exec`]: one farm assignment run on this machine (`rbk worker`);
@@ -29,6 +31,7 @@ pub mod cache_mounts;
 mod error;
 pub mod farm;
 pub mod farm_exec;
+pub mod farm_assemble;
 pub mod farm_plan;
 mod frontend;
 pub mod layer_io;

@@ -1,0 +1,399 @@
+//! `rbk submit`'s last part: the final image from the target's result and
+//! the planned recipe, and the outputs `docker build` users expect.
+//!
+//! The workers produced layers and put them in the content store by
+//! blake3; the planner knew the config. Here the two meet: the layer chain
+//! of the target's last node ([`FarmResult`], as `StepFinished`/`StepCached`
+//! carried it) replaces the planned image's layers, every blob is fetched
+//! into a local OCI layout (each checked against its sha256 by the layout's
+//! checked write, so a wrong or truncated blob never becomes part of an
+//! image), and the image is saved and exported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rbk_image::{Descriptor, ImageRef, OciDigest, OciLayout, PushOptions, RegistryClient, UnpackOptions};
+use rbk_store::{Store, StoreExt};
+
+use crate::error::{BuildError, Result};
+use crate::farm::{FarmResult, ImageSource, LayerDesc};
+use crate::farm_plan::FinalImage;
+
+/// Where the image goes (`--output`, `--push`, `--load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FarmOutput {
+    /// `type=oci,dest=F`: an OCI layout as a tar archive.
+    Oci { dest: PathBuf },
+    /// `type=docker,dest=F`: a `docker load` archive.
+    Docker { dest: PathBuf },
+    /// `type=local,dest=DIR`: the root filesystem, unpacked.
+    Local { dest: PathBuf },
+    /// `type=registry` or `--push`: pushed under every tag (`-t`), or
+    /// `name=` if given.
+    Registry { names: Vec<String> },
+    /// `--load`: piped into `docker load`.
+    Load,
+}
+
+impl FarmOutput {
+    /// Parses `--output` (`type=...,dest=...`; a bare path means
+    /// `type=local,dest=PATH`, as in `docker build -o`).
+    pub fn parse(spec: &str) -> Result<FarmOutput> {
+        let what = || format!("--output {spec}");
+        if !spec.contains('=') {
+            return Ok(FarmOutput::Local { dest: PathBuf::from(spec) });
+        }
+        let mut attrs = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| BuildError::other(what(), format!("{part:?} is not key=value")))?;
+            attrs.insert(k.to_owned(), v.to_owned());
+        }
+        let kind = attrs.remove("type").ok_or_else(|| BuildError::other(what(), "needs type=oci|docker|local|registry"))?;
+        let dest = |attrs: &mut BTreeMap<String, String>| {
+            attrs.remove("dest").map(PathBuf::from).ok_or_else(|| BuildError::other(what(), format!("type={kind} needs dest=<path>")))
+        };
+        let out = match kind.as_str() {
+            "oci" => FarmOutput::Oci { dest: dest(&mut attrs)? },
+            "docker" => FarmOutput::Docker { dest: dest(&mut attrs)? },
+            "local" => FarmOutput::Local { dest: dest(&mut attrs)? },
+            "registry" => FarmOutput::Registry {
+                names: attrs.remove("name").map(|n| n.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+            },
+            other => return Err(BuildError::other(what(), format!("type={other}: expected oci, docker, local or registry"))),
+        };
+        if let Some(k) = attrs.keys().next() {
+            return Err(BuildError::other(what(), format!("unknown key {k:?}")));
+        }
+        Ok(out)
+    }
+}
+
+/// The saved image: its layout and manifest.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    pub layout: OciLayout,
+    pub manifest: Descriptor,
+}
+
+/// The layer chain the final image has: the target node's result, or the
+/// base image's own layers when the target stage made none.
+fn final_layers(recipe: &FinalImage, result: Option<&FarmResult>) -> Result<Vec<LayerDesc>> {
+    match (&recipe.source, result) {
+        (ImageSource::Scratch, _) => Ok(vec![]),
+        (ImageSource::Layers { layers }, _) => Ok(layers.clone()),
+        (ImageSource::Step { .. }, Some(r)) => Ok(r.layers.clone()),
+        (ImageSource::Step { step_id }, None) => Err(BuildError::other(
+            "final image",
+            format!("step {step_id} reported no result to assemble the image from"),
+        )),
+    }
+}
+
+async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Result<Descriptor> {
+    let what = || format!("layer {}", l.digest);
+    let digest: OciDigest = l.digest.parse().map_err(|e| BuildError::other(what(), e))?;
+    if !layout.has_blob(&digest) {
+        let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| BuildError::other(what(), format!("blake3 {}: {e}", l.blake3)))?;
+        let bytes = store.get_bytes(b3).await?;
+        // Checked: the bytes must hash to `digest` and have `size` bytes,
+        // or nothing lands in the layout.
+        layout.add_blob_reader(&mut &bytes[..], Some((&digest, l.size)), &format!("store blob {b3}"))?;
+    }
+    Ok(Descriptor::new(l.media_type.clone(), digest, l.size))
+}
+
+/// Builds the final image into the layout at `layout_dir`, saved under the
+/// first tag.
+pub async fn assemble(
+    store: &dyn Store,
+    recipe: &FinalImage,
+    result: Option<&FarmResult>,
+    tags: &[String],
+    layout_dir: &Path,
+) -> Result<Assembled> {
+    let layout = OciLayout::create(layout_dir)?;
+    let layers = final_layers(recipe, result)?;
+    let mut image = recipe.image.clone();
+    image.manifest.layers.clear();
+    image.config.rootfs.diff_ids.clear();
+    for l in &layers {
+        image.manifest.layers.push(fetch_layer(store, &layout, l).await?);
+        let diff_id: OciDigest = l
+            .diff_id
+            .parse()
+            .map_err(|e| BuildError::other(format!("layer {}", l.digest), format!("diff_id {}: {e}", l.diff_id)))?;
+        image.config.rootfs.diff_ids.push(diff_id);
+    }
+    let manifest = image.save(&layout, tags.first().map(String::as_str))?;
+    Ok(Assembled { layout, manifest })
+}
+
+/// Writes the image to every output; returns one line per output for the
+/// progress summary.
+pub async fn write_outputs(
+    image: &Assembled,
+    outputs: &[FarmOutput],
+    tags: &[String],
+    insecure_registries: &[String],
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for out in outputs {
+        match out {
+            FarmOutput::Oci { dest } => {
+                rbk_image::export_oci_archive(&image.layout, &image.manifest, tags.first().map(String::as_str), dest)?;
+                notes.push(format!("exporting to oci image format {}", dest.display()));
+            }
+            FarmOutput::Docker { dest } => {
+                rbk_image::export_docker_archive(&image.layout, &image.manifest, tags, dest)?;
+                notes.push(format!("exporting to docker image format {}", dest.display()));
+            }
+            FarmOutput::Local { dest } => {
+                let (layout, manifest, dest) = (image.layout.clone(), image.manifest.clone(), dest.clone());
+                tokio::task::spawn_blocking(move || unpack_rootfs(&layout, &manifest, &dest))
+                    .await
+                    .map_err(|e| BuildError::other("type=local", e))??;
+                notes.push(format!("copying files to {}", out_dest(out)));
+            }
+            FarmOutput::Registry { names } => {
+                let names = if names.is_empty() { tags } else { names };
+                if names.is_empty() {
+                    return Err(BuildError::other("--push", "needs a name: give -t REGISTRY/REPO:TAG (or --output type=registry,name=...)"));
+                }
+                let mut client = RegistryClient::new()?;
+                for i in insecure_registries {
+                    client = client.with_insecure(i);
+                }
+                for name in names {
+                    let r: ImageRef = name.parse().map_err(|e| BuildError::other(format!("push {name}"), e))?;
+                    client.push(&image.layout, &image.manifest, &r, &PushOptions::default()).await?;
+                    notes.push(format!("pushing {name} ({})", image.manifest.digest));
+                }
+            }
+            FarmOutput::Load => {
+                load_into_docker(image, tags).await?;
+                notes.push("loading image into docker".into());
+            }
+        }
+    }
+    Ok(notes)
+}
+
+fn out_dest(out: &FarmOutput) -> String {
+    match out {
+        FarmOutput::Oci { dest } | FarmOutput::Docker { dest } | FarmOutput::Local { dest } => dest.display().to_string(),
+        FarmOutput::Registry { names } => names.join(","),
+        FarmOutput::Load => "docker".into(),
+    }
+}
+
+/// `docker load` from a docker archive of the image.
+async fn load_into_docker(image: &Assembled, tags: &[String]) -> Result<()> {
+    let docker = find_program("docker").ok_or_else(|| {
+        BuildError::other("--load", "docker is not installed (no `docker` on PATH); use --output type=docker,dest=FILE and load it where docker runs")
+    })?;
+    let tmp = tempfile::NamedTempFile::new_in(image.layout.root()).map_err(|e| BuildError::io(image.layout.root(), e))?;
+    rbk_image::export_docker_archive(&image.layout, &image.manifest, tags, tmp.path())?;
+    let file = std::fs::File::open(tmp.path()).map_err(|e| BuildError::io(tmp.path(), e))?;
+    let out = tokio::process::Command::new(&docker)
+        .arg("load")
+        .stdin(Stdio::from(file))
+        .output()
+        .await
+        .map_err(|e| BuildError::io(&docker, e))?;
+    if !out.status.success() {
+        return Err(BuildError::other(
+            "--load",
+            format!("docker load failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    Ok(())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Unpacks the image's layers into `dest` as one root filesystem. Each
+/// layer goes into a scratch directory first (rbk-image's unpack refuses
+/// entries escaping it), then is applied over `dest`: whiteouts delete,
+/// opaque directories replace, everything else is moved in.
+fn unpack_rootfs(layout: &OciLayout, manifest: &Descriptor, dest: &Path) -> Result<()> {
+    let image = layout.load_image(manifest, &rbk_image::Platform::linux_amd64())?;
+    std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let opts = UnpackOptions { preserve_ownership: rustix::process::geteuid().is_root(), ..UnpackOptions::default() };
+    for l in image.layers() {
+        let scratch = tempfile::tempdir_in(parent).map_err(|e| BuildError::io(parent, e))?;
+        rbk_image::unpack_layer_file(&layout.blob_path(&l.digest), scratch.path(), &opts)?;
+        apply_layer(scratch.path(), dest)?;
+    }
+    Ok(())
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|name| {
+        let mut buf = [0u8; 1];
+        matches!(rustix::fs::lgetxattr(dir, *name, &mut buf), Ok(1) if buf[0] == b'y')
+    })
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BuildError::io(path, e)),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| BuildError::io(path, e)),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| BuildError::io(path, e)),
+    }
+}
+
+/// Applies an unpacked layer (overlayfs conventions) over `dest`. Both are
+/// walked without following symlinks, and every name comes from a
+/// directory listing, so nothing outside `dest` is touched.
+fn apply_layer(layer: &Path, dest: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(layer).map_err(|e| BuildError::io(layer, e))? {
+        let entry = entry.map_err(|e| BuildError::io(layer, e))?;
+        let (src, dst) = (entry.path(), dest.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&src).map_err(|e| BuildError::io(&src, e))?;
+        if is_whiteout(&meta) {
+            remove_any(&dst)?;
+            continue;
+        }
+        let dst_meta = std::fs::symlink_metadata(&dst).ok();
+        if meta.is_dir() && dst_meta.as_ref().is_some_and(|m| m.is_dir()) {
+            if is_opaque(&src) {
+                remove_any(&dst)?;
+                std::fs::rename(&src, &dst).map_err(|e| BuildError::io(&dst, e))?;
+            } else {
+                std::fs::set_permissions(&dst, meta.permissions()).map_err(|e| BuildError::io(&dst, e))?;
+                apply_layer(&src, &dst)?;
+            }
+            continue;
+        }
+        if dst_meta.is_some() {
+            remove_any(&dst)?;
+        }
+        std::fs::rename(&src, &dst).map_err(|e| BuildError::io(&dst, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use rbk_image::{Image, Platform};
+    use rbk_store::MemoryStore;
+
+    fn tar_layer(files: &[(&str, &[u8])], whiteouts: &[&str]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        for w in whiteouts {
+            let (dir, name) = w.rsplit_once('/').unwrap_or(("", w));
+            let p = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o644);
+            b.append_data(&mut h, p, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    async fn put_layer(store: &dyn Store, tar: Vec<u8>) -> LayerDesc {
+        let digest = OciDigest::of(&tar);
+        let b3 = store.put_bytes(tar.clone().into()).await.unwrap();
+        LayerDesc {
+            digest: digest.to_string(),
+            diff_id: digest.to_string(),
+            blake3: b3.to_string(),
+            size: tar.len() as u64,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        }
+    }
+
+    fn recipe(step: &str) -> FinalImage {
+        let mut image = Image::scratch(&Platform::linux_amd64());
+        image.config.config.cmd = Some(vec!["/bin/sh".into()]);
+        FinalImage { image, source: ImageSource::Step { step_id: step.into() } }
+    }
+
+    #[tokio::test]
+    async fn the_final_image_has_the_results_layers_and_the_planned_config() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let l1 = put_layer(&*store, tar_layer(&[("a", b"1")], &[])).await;
+        let l2 = put_layer(&*store, tar_layer(&[("b", b"2")], &[])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let r = FarmResult { layers: vec![l1.clone(), l2.clone()] };
+        let a = assemble(&*store, &recipe("s3"), Some(&r), &["img:1".into()], &dir.path().join("oci")).await.unwrap();
+        let image = a.layout.load_image(&a.manifest, &Platform::linux_amd64()).unwrap();
+        let digests: Vec<String> = image.layers().iter().map(|d| d.digest.to_string()).collect();
+        assert_eq!(digests, vec![l1.digest, l2.digest]);
+        assert_eq!(image.config.config.cmd, Some(vec!["/bin/sh".to_owned()]));
+        assert_eq!(a.layout.find(Some("img:1")).unwrap().digest, a.manifest.digest);
+    }
+
+    #[tokio::test]
+    async fn a_store_blob_that_is_not_the_layer_is_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let mut l = put_layer(&*store, tar_layer(&[("a", b"1")], &[])).await;
+        l.digest = OciDigest::of(b"something else").to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let r = FarmResult { layers: vec![l.clone()] };
+        let e = assemble(&*store, &recipe("s1"), Some(&r), &[], &dir.path().join("oci")).await.unwrap_err().to_string();
+        assert!(e.contains(&l.digest) || e.contains("mismatch") || e.contains("hashes"), "{e}");
+        let layout = OciLayout::open(dir.path().join("oci")).unwrap();
+        assert!(!layout.has_blob(&l.digest.parse().unwrap()), "nothing unverified lands in the layout");
+    }
+
+    #[tokio::test]
+    async fn a_target_step_without_a_result_is_an_error_naming_it() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let dir = tempfile::tempdir().unwrap();
+        let e = assemble(&*store, &recipe("s7"), None, &[], dir.path()).await.unwrap_err().to_string();
+        assert!(e.contains("s7"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn local_output_is_the_merged_rootfs_with_whiteouts_applied() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let l1 = put_layer(&*store, tar_layer(&[("etc/keep", b"k"), ("etc/gone", b"g"), ("over", b"old")], &[])).await;
+        let l2 = put_layer(&*store, tar_layer(&[("over", b"new")], &["etc/gone"])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let r = FarmResult { layers: vec![l1, l2] };
+        let a = assemble(&*store, &recipe("s2"), Some(&r), &[], &dir.path().join("oci")).await.unwrap();
+        let root = dir.path().join("rootfs");
+        write_outputs(&a, &[FarmOutput::Local { dest: root.clone() }], &[], &[]).await.unwrap();
+        assert_eq!(std::fs::read(root.join("etc/keep")).unwrap(), b"k");
+        assert_eq!(std::fs::read(root.join("over")).unwrap(), b"new");
+        assert!(!root.join("etc/gone").exists(), "the whiteout removed it");
+        assert!(!root.join("etc/.wh.gone").exists());
+    }
+
+    #[test]
+    fn outputs_parse_like_docker_builds() {
+        assert_eq!(FarmOutput::parse("type=oci,dest=x.tar").unwrap(), FarmOutput::Oci { dest: "x.tar".into() });
+        assert_eq!(FarmOutput::parse("out").unwrap(), FarmOutput::Local { dest: "out".into() });
+        assert_eq!(FarmOutput::parse("type=registry").unwrap(), FarmOutput::Registry { names: vec![] });
+        assert!(FarmOutput::parse("type=oci").unwrap_err().to_string().contains("dest="));
+        assert!(FarmOutput::parse("type=tarball,dest=x").unwrap_err().to_string().contains("type=tarball"));
+        assert!(FarmOutput::parse("type=oci,dest=x,colour=red").unwrap_err().to_string().contains("colour"));
+    }
+}
