@@ -151,7 +151,7 @@ for w in "${workloads[@]}"; do
     R[$w,rc]+="$(timed "$logs/rbk-cold.log" rbk_build "$d" worker-a 0 "$w") "
     R[$w,rs]+="$(timed "$logs/rbk-same.log" rbk_build "$d" worker-a 1 "$w") "
     R[$w,rf]+="$(timed "$logs/rbk-fresh.log" rbk_build "$d" worker-b 2 "$w") "
-    grep -q 'restored' "$logs/rbk-fresh.log" && grep -o '(cache: [^)]*restored)' "$logs/rbk-fresh.log" | sed 's/^/bench: rbk fresh: /' >&2 || true
+    grep -q 'restored' "$logs/rbk-fresh.log" && grep -o '(cache: [^)]*)' "$logs/rbk-fresh.log" | sed 's/^/bench: rbk fresh: /' >&2 || true
     if [ "${SKIP_BUILDKIT:-}" != 1 ]; then
       bk_prune
       R[$w,bc]+="$(timed "$logs/bk-cold.log" bk_build 0 "$w") "

@@ -7,6 +7,7 @@
 //! holds, and the new snapshot becomes the head. Steps run one at a time
 //! here, so no merge of concurrent commits is needed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -117,6 +118,13 @@ impl CacheDirs {
         match head {
             Some(head_digest) if local != Some(head_digest) => {
                 std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                // Until the restore completes the directory holds neither
+                // snapshot: an interrupted restore (an aborted prefetch, a
+                // crash) must not leave it claiming the old one.
+                let marker = slot.join("snapshot");
+                if local.is_some() {
+                    std::fs::remove_file(&marker).map_err(|e| BuildError::io(&marker, e))?;
+                }
                 let snap = Snapshot::load(&**store, head_digest).await?;
                 let opts = RestoreOptions {
                     stat_cache: Some(slot.join("statcache")),
@@ -220,6 +228,61 @@ impl CacheDirs {
     }
 }
 
+/// Restores of cache mounts started as soon as a build is planned, so a
+/// fresh worker fetches its caches while earlier steps (base layer unpack,
+/// COPY) run, instead of before the step that mounts them. One task per
+/// cache id; dropping the set aborts what is still running (a restore
+/// interrupted that way is redone by the next `prepare`).
+#[derive(Debug, Default)]
+pub struct Prefetch {
+    tasks: HashMap<String, tokio::task::JoinHandle<Result<Prepared>>>,
+}
+
+impl Prefetch {
+    /// Starts bringing each `(id, head)` directory up to its head in the
+    /// background (ids already started are skipped). Only the first step
+    /// that will mount an id should be listed: the restore must be awaited
+    /// ([`Prefetch::wait`]) before anything else touches the directory.
+    pub fn start(
+        &mut self,
+        dirs: &CacheDirs,
+        store: &Arc<dyn Store>,
+        heads: impl IntoIterator<Item = (String, Option<Digest>)>,
+    ) {
+        for (id, head) in heads {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let (dirs, store, task_id) = (dirs.clone(), store.clone(), id.clone());
+            let task = tokio::spawn(async move { dirs.prepare_head(&store, &task_id, head).await });
+            self.tasks.insert(id, task);
+        }
+    }
+
+    /// Waits for the background restore of `id`, if one was started (and
+    /// not yet waited for): what it restored, or its error.
+    pub async fn wait(&mut self, id: &str) -> Result<Option<Prepared>> {
+        let Some(task) = self.tasks.remove(id) else {
+            return Ok(None);
+        };
+        match task.await {
+            Ok(r) => r.map(Some),
+            Err(e) => Err(BuildError::other(
+                format!("cache {id}"),
+                format!("background restore failed: {e}"),
+            )),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        for t in self.tasks.values() {
+            t.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +345,35 @@ mod tests {
         a.prepare_head(&store, "ns/c", None).await.unwrap();
         assert!(!a.dir("ns/c").join("f").exists());
         assert!(a.held().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_restore_leaves_nothing_for_the_step_to_fetch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(&tmp.path().join("store")).await;
+        let mut state = StateData::default();
+        let a = CacheDirs::new(tmp.path().join("a"));
+        a.prepare(&store, &state, "local/pip").await.unwrap();
+        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
+        a.commit(&store, &mut state, "local", "local/pip")
+            .await
+            .unwrap();
+        let head = state.heads["local/pip"].snapshot.parse().unwrap();
+
+        let b = CacheDirs::new(tmp.path().join("b"));
+        let mut prefetch = Prefetch::default();
+        prefetch.start(&b, &store, [("local/pip".to_owned(), Some(head))]);
+        assert!(prefetch.wait("local/other").await.unwrap().is_none());
+        let fetched = prefetch.wait("local/pip").await.unwrap().unwrap();
+        assert!(fetched.bytes_restored > 0);
+        // Waited for once: a second wait has nothing to wait for.
+        assert!(prefetch.wait("local/pip").await.unwrap().is_none());
+        let p = b.prepare(&store, &state, "local/pip").await.unwrap();
+        assert_eq!(p.bytes_restored, 0);
+        assert_eq!(
+            std::fs::read(b.dir("local/pip").join("wheel")).unwrap(),
+            b"built once"
+        );
     }
 
     #[test]

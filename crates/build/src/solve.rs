@@ -16,7 +16,7 @@ use rbk_image::{Descriptor, History, Image, OciDigest, OciLayout, Platform};
 use rbk_store::{FilesystemStore, Store};
 use rbk_worker::{Executor, LayerRef, LogLine, RuntimeKind, StepInputs, WorkerConfig};
 
-use crate::cache_mounts::CacheDirs;
+use crate::cache_mounts::{CacheDirs, Prefetch};
 use crate::error::{BuildError, Result};
 use crate::frontend::{Label, Resolved, Source, apply_config, label, stage_context};
 use crate::layer_io::{fetch_blob, mkdir_layer};
@@ -170,6 +170,7 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
 
     let Resolved { graph, bases } = parsed.resolve(&src, &layout).await?;
     progress.set_total(graph.steps.len());
+    let mut prefetch = start_prefetch(req, &graph, &state, &caches, &store)?;
 
     let executor = Executor::new(WorkerConfig::new(
         &worker_dir,
@@ -245,6 +246,7 @@ pub async fn build(req: &BuildRequest, mut progress: Progress) -> Result<BuildRe
                             progress: &progress,
                         },
                         &mut state,
+                        &mut prefetch,
                         &image,
                         kind,
                         n,
@@ -301,6 +303,44 @@ async fn ensure_blob(store: &dyn Store, layout: &OciLayout, r: &ActionResult) ->
     fetch_blob(store, layout, &r.digest, &r.blake3, "action cache").await
 }
 
+/// Starts restoring, in the background, the cache mounts of every RUN step
+/// the action cache will not answer, so that a fresh worker's restore runs
+/// while the steps before it do (the base image's unpack, COPY) instead of
+/// adding to them. Each step waits for its own ids' restores.
+fn start_prefetch(
+    req: &BuildRequest,
+    graph: &df::Graph,
+    state: &State,
+    caches: &CacheDirs,
+    store: &Arc<dyn Store>,
+) -> Result<Prefetch> {
+    let mut heads = Vec::new();
+    for step in &graph.steps {
+        let df::StepKind::Run(run) = &step.kind else {
+            continue;
+        };
+        if !req.no_cache && state.data.actions.contains_key(&step.key.hex()) {
+            continue;
+        }
+        for m in &run.mounts {
+            if let df::Mount::Cache { id, .. } = m {
+                let head = match state.data.heads.get(id) {
+                    Some(h) => Some(
+                        h.snapshot
+                            .parse()
+                            .map_err(|e| BuildError::other(format!("cache {id}: head"), e))?,
+                    ),
+                    None => None,
+                };
+                heads.push((id.clone(), head));
+            }
+        }
+    }
+    let mut prefetch = Prefetch::default();
+    prefetch.start(caches, store, heads);
+    Ok(prefetch)
+}
+
 struct ExecCtx<'a> {
     graph: &'a df::Graph,
     images: &'a [Option<Image>],
@@ -323,6 +363,7 @@ fn stage_image<'a>(cx: &ExecCtx<'a>, stage: usize) -> Option<&'a Image> {
 async fn execute(
     cx: &ExecCtx<'_>,
     state: &mut State,
+    prefetch: &mut Prefetch,
     image: &Image,
     kind: &df::StepKind,
     n: usize,
@@ -383,7 +424,13 @@ async fn execute(
                 rootfs.push(r);
             }
             let mut restored = 0;
+            let waiting = Instant::now();
             for id in &cache_ids {
+                // A restore started at planning; `prepare` then finds the
+                // directory at the head (unless another step moved it).
+                if let Some(p) = prefetch.wait(id).await? {
+                    restored += p.bytes_restored;
+                }
                 restored += cx
                     .caches
                     .prepare(cx.store, &state.data, id)
@@ -391,10 +438,8 @@ async fn execute(
                     .bytes_restored;
                 inputs.caches.insert(id.clone(), cx.caches.dir(id));
             }
+            let waited = waiting.elapsed();
             result.cache_bytes_restored += restored;
-            if !cache_ids.is_empty() {
-                note = format!(" (cache: {restored} B restored)");
-            }
             let step = rbk_worker::Step {
                 base: layer_refs(image),
                 kind: wkind,
@@ -405,12 +450,22 @@ async fn execute(
             drop(rootfs);
             // Cache mounts keep what the step wrote even when it fails (as
             // in BuildKit): commit before looking at the outcome.
+            let capturing = Instant::now();
             for id in &cache_ids {
                 cx.caches
                     .commit(cx.store, &mut state.data, LOCAL_NAMESPACE, id)
                     .await?;
             }
             state.save()?;
+            if !cache_ids.is_empty() {
+                // The wait is what the restore cost this step (it ran in
+                // the background since the build was planned).
+                note = format!(
+                    " (cache: {restored} B restored, waited {:.1}s; captured in {:.1}s)",
+                    waited.as_secs_f64(),
+                    capturing.elapsed().as_secs_f64()
+                );
+            }
             match out.layer {
                 Some(layer) if out.succeeded() => layer,
                 _ => {
