@@ -115,6 +115,17 @@ def test_the_service_monitor_selects_the_metrics_service():
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
 
 
+def test_coordinators_serve_metrics_where_they_are_scraped():
+    objects = render({"metrics": {"enabled": True}})
+    config = coordinator_configs(objects)["coordinator-0.toml"]
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    port = int(pod["metadata"]["annotations"]["prometheus.io/port"])
+    assert config["metrics_listen"] == f"0.0.0.0:{port}"
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
+    assert "metrics_listen" not in coordinator_configs(render({"metrics": {"enabled": False}}))["coordinator-0.toml"]
+
+
 @pytest.mark.parametrize("replicas", [1, 3, 5])
 def test_coordinators_are_a_statefulset_of_the_requested_size(replicas):
     objects = render({"coordinator": {"replicas": replicas}})
@@ -151,19 +162,31 @@ def coordinator_configs(objects: list[dict]) -> dict[str, dict]:
 def test_each_coordinator_gets_its_node_id_and_every_peer_address():
     objects = render(HA_VALUES)
     configs = coordinator_configs(objects)
-    expected = [
-        {"id": i + 1, "addr": f"farm-rbk-coordinator-{i}.farm-rbk-coordinator-headless.build.svc:7070"}
-        for i in range(3)
-    ]
+    host = "farm-rbk-coordinator-{}.farm-rbk-coordinator-headless.build.svc"
+    expected = {str(i + 1): {"raft": f"{host.format(i)}:7071", "api": f"http://{host.format(i)}:7070"} for i in range(3)}
     assert sorted(configs) == ["coordinator-0.toml", "coordinator-1.toml", "coordinator-2.toml"]
     for i in range(3):
         raft = configs[f"coordinator-{i}.toml"]["raft"]
         assert raft["node_id"] == i + 1
         assert raft["peers"] == expected
+        assert raft["listen"] == "0.0.0.0:7071"
         assert raft["data_dir"].startswith("/var/lib/rbk/")
-    # The peer names are the pods' DNS names under the headless Service.
+    # The peer names are the pods' DNS names under the headless Service,
+    # which publishes the raft port before the pods are ready.
     sts = one(objects, "StatefulSet", "-coordinator")
-    assert all(p["addr"].startswith(f"{sts['metadata']['name']}-{p['id'] - 1}.{sts['spec']['serviceName']}.") for p in expected)
+    assert host.format(0).startswith(f"{sts['metadata']['name']}-0.{sts['spec']['serviceName']}.")
+    headless = one(objects, "Service", "-coordinator-headless")
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 7070, "raft": 7071}
+
+
+def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
+    objects = render(HA_VALUES)
+    config = coordinator_configs(objects)["coordinator-0.toml"]
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "raft-secret")
+    assert volume["secret"] == {"secretName": "rbk-tokens", "items": [{"key": "raft-secret", "path": "raft-secret"}]}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "raft-secret")
+    assert config["raft"]["secret_file"] == f"{mount['mountPath']}/raft-secret"
 
 
 def test_each_pod_reads_the_config_of_its_own_ordinal():
@@ -182,8 +205,8 @@ def test_a_single_coordinator_has_no_raft_table():
 
 def test_the_cluster_domain_completes_peer_addresses():
     configs = coordinator_configs(render(with_values(HA_VALUES, clusterDomain="cluster.local")))
-    assert configs["coordinator-0.toml"]["raft"]["peers"][2]["addr"] == (
-        "farm-rbk-coordinator-2.farm-rbk-coordinator-headless.build.svc.cluster.local:7070"
+    assert configs["coordinator-0.toml"]["raft"]["peers"]["3"]["raft"] == (
+        "farm-rbk-coordinator-2.farm-rbk-coordinator-headless.build.svc.cluster.local:7071"
     )
 
 
@@ -208,16 +231,26 @@ def test_workers_may_use_capabilities_instead_of_privileged():
     assert worker["securityContext"] == caps
 
 
-def test_the_local_volume_size_limit_drives_the_eviction_budget():
-    pod = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 10, "evictAtPercent": 50}}}))
+def test_the_local_volume_holds_the_worker_state_and_caches_within_its_size_limit():
+    pod = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 30}}}))
     volume = next(v for v in pod["volumes"] if v["name"] == "local")
-    assert volume["emptyDir"]["sizeLimit"] == "10Gi"
-    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert int(env["RBK_WORKER_MAX_LOCAL_BYTES"]) == 5 * 1024**3
+    assert volume["emptyDir"]["sizeLimit"] == "30Gi"
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     args = pod["containers"][0]["args"]
     for flag in ("--state-dir", "--cache-dir"):
         assert args[args.index(flag) + 1].startswith(mounts["local"] + "/")
+
+
+def test_a_size_limit_without_room_above_the_layer_store_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"worker": {"localStorage": {"sizeGiB": 20, "layerStoreGiB": 20}}})
+    assert "worker.localStorage.sizeGiB (20) must exceed worker.localStorage.layerStoreGiB (20)" in str(refused.value)
+
+
+def test_a_host_path_volume_keeps_layers_on_the_node():
+    pod = worker_pod(render({"worker": {"localStorage": {"type": "hostPath", "hostPath": "/srv/rbk"}}}))
+    volume = next(v for v in pod["volumes"] if v["name"] == "local")
+    assert volume["hostPath"] == {"path": "/srv/rbk", "type": "DirectoryOrCreate"}
 
 
 def test_workers_get_a_grace_period_long_enough_for_a_step():
@@ -243,18 +276,27 @@ def test_workers_as_a_daemonset_with_labels_and_the_s3_store():
 def test_secrets_reach_pods_only_through_secret_references():
     objects = render(HA_VALUES)
     env = {e["name"]: e for e in worker_pod(objects, "DaemonSet")["containers"][0]["env"]}
-    for name, secret, key in [("RBK_TOKEN", "rbk-tokens", "worker-token"),
+    assert "--token" not in worker_pod(objects, "DaemonSet")["containers"][0]["args"]
+    for name, secret, key in [("RBK_WORKER_TOKEN", "rbk-tokens", "worker-token"),
                               ("RBK_S3_ACCESS_KEY_ID", "rbk-s3", "access-key-id"),
                               ("RBK_S3_SECRET_ACCESS_KEY", "rbk-s3", "secret-access-key"),
                               ("RBK_REDIS_URL", "rbk-redis", "redis-url")]:
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, name
     assert not [o for o in objects if o["kind"] == "Secret"], "an existing Secret was given; none is created"
-    for cm in (o for o in objects if o["kind"] == "ConfigMap"):
-        assert "secret" not in str(cm["data"]).lower().replace("secret_access_key", "")
+
+
+def test_generated_tokens_appear_in_no_config_map_or_pod_spec():
+    objects = render({"redis": {"enabled": True, "url": "redis://redis:6379"}, "coordinator": {"replicas": 3}})
+    secret = one(objects, "Secret", "-tokens")["stringData"]
+    values = [secret["tenant-token"], secret["worker-token"], secret["raft-secret"]]
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            assert not any(v in yaml.safe_dump(obj) for v in values), f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def test_tokens_are_generated_when_no_secret_is_given():
     secret = one(render({}), "Secret", "-tokens")
+    assert len(secret["stringData"]["raft-secret"]) >= 32
     tokens = tomllib.loads(secret["stringData"]["tokens.toml"])
     worker_token = secret["stringData"]["worker-token"]
     assert tokens["workers"] == {worker_token: "default"}

@@ -54,14 +54,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.coordinator.raft.enabled (gt (int .Values.coordinator.replicas) 1) -}}true{{- end -}}
 {{- end -}}
 
-{{/* The Raft peer address of coordinator <i>: the pod's stable DNS name
-     under the headless Service. Call with (list $ i). */}}
-{{- define "rbk.peerAddress" -}}
+{{/* Coordinator <i>'s stable DNS name under the headless Service.
+     Call with (list $ i). */}}
+{{- define "rbk.peerHost" -}}
 {{- $ := index . 0 -}}
 {{- $i := index . 1 -}}
 {{- $host := printf "%s-%d.%s.%s.svc" (include "rbk.coordinator.name" $) (int $i) (include "rbk.coordinator.headless" $) $.Release.Namespace -}}
 {{- if $.Values.clusterDomain -}}{{- $host = printf "%s.%s" $host $.Values.clusterDomain -}}{{- end -}}
-{{- printf "%s:%d" $host (int $.Values.coordinator.port) -}}
+{{- $host -}}
 {{- end -}}
 
 {{/* The URL workers and in-cluster clients dial. */}}
@@ -72,11 +72,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Quorum-preserving disruption budget: at most (n-1)/2 voters down. */}}
 {{- define "rbk.maxUnavailable" -}}
 {{- div (sub (int .Values.coordinator.replicas) 1) 2 -}}
-{{- end -}}
-
-{{/* Bytes the worker keeps its local layers under (eviction). */}}
-{{- define "rbk.worker.evictionBytes" -}}
-{{- div (mul (int64 .Values.worker.localStorage.sizeGiB) 1073741824 (int64 .Values.worker.localStorage.evictAtPercent)) 100 -}}
 {{- end -}}
 
 {{- define "rbk.metricsAnnotations" -}}
