@@ -60,7 +60,7 @@ impl Progress {
         self.mode
     }
 
-    pub(crate) fn set_total(&mut self, total: usize) {
+    pub fn set_total(&mut self, total: usize) {
         self.total = total;
     }
 
@@ -70,13 +70,13 @@ impl Progress {
         let _ = o.flush();
     }
 
-    pub(crate) fn started(&self, n: usize, label: &str) {
+    pub fn started(&self, n: usize, label: &str) {
         if self.mode == ProgressMode::Plain {
             self.line(&format!("#{n} {label}"));
         }
     }
 
-    pub(crate) fn log(&self, n: usize, line: &str) {
+    pub fn log(&self, n: usize, line: &str) {
         if self.mode == ProgressMode::Plain {
             self.line(&format!(
                 "#{n} {:.3} {line}",
@@ -85,7 +85,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn cached(&self, n: usize, label: &str) {
+    pub fn cached(&self, n: usize, label: &str) {
         match self.mode {
             ProgressMode::Auto => self.line(&format!(" => CACHED {label}")),
             ProgressMode::Plain => self.line(&format!("#{n} CACHED {label}")),
@@ -93,7 +93,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn done(&self, n: usize, label: &str, took: Duration, note: &str) {
+    pub fn done(&self, n: usize, label: &str, took: Duration, note: &str) {
         match self.mode {
             ProgressMode::Auto => {
                 self.line(&format!(" => {label}{note}  {:.1}s", took.as_secs_f64()))
@@ -106,7 +106,7 @@ impl Progress {
     }
 
     /// A step that runs nothing (FROM): one line in every mode but quiet.
-    pub(crate) fn resolved(&self, n: usize, label: &str, took: Duration) {
+    pub fn resolved(&self, n: usize, label: &str, took: Duration) {
         match self.mode {
             ProgressMode::Auto => self.line(&format!(" => {label}  {:.1}s", took.as_secs_f64())),
             ProgressMode::Plain => {
@@ -116,7 +116,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn failed(&self, n: usize, label: &str, tail: &[String]) {
+    pub fn failed(&self, n: usize, label: &str, tail: &[String]) {
         let prefix = if self.mode == ProgressMode::Plain {
             format!("#{n} ")
         } else {
@@ -128,7 +128,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn summary(&self, done: usize, ok: bool) {
+    pub fn summary(&self, done: usize, ok: bool) {
         if self.mode != ProgressMode::Quiet || !ok {
             let what = if ok { "FINISHED" } else { "FAILED" };
             self.line(&format!(
@@ -139,7 +139,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn note(&self, s: &str) {
+    pub fn note(&self, s: &str) {
         if self.mode != ProgressMode::Quiet {
             self.line(s);
         }

@@ -76,18 +76,11 @@ fn parse_output(s: &str) -> anyhow::Result<BuildOutput> {
     }
 }
 
-pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
-    let mut req = BuildRequest::new(&args.context, &args.state_dir);
-    req.dockerfile = args.file;
-    req.tags = args.tags;
-    req.target = args.target;
-    req.no_cache = args.no_cache;
-    req.worker_dir = args.worker_dir;
-    req.store_dir = args.store;
-    req.insecure_registries = args.insecure;
+/// `--build-arg NAME=VALUE`, or `NAME` to take the value from the
+/// environment (skipped when unset, as docker does).
+pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
     let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
+    for a in args {
         match a.split_once('=') {
             Some((k, v)) => {
                 build_args.insert(k.to_owned(), v.to_owned());
@@ -99,7 +92,20 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    req.build_args = build_args;
+    build_args
+}
+
+pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
+    let mut req = BuildRequest::new(&args.context, &args.state_dir);
+    req.dockerfile = args.file;
+    req.tags = args.tags;
+    req.target = args.target;
+    req.no_cache = args.no_cache;
+    req.worker_dir = args.worker_dir;
+    req.store_dir = args.store;
+    req.insecure_registries = args.insecure;
+    req.build_args = parse_build_args(&args.build_args);
     for b in &args.base_images {
         let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR"))?;
         req.base_images.insert(name.to_owned(), dir.to_owned());

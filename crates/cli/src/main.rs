@@ -12,6 +12,7 @@ mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
 mod build_cmd;
+mod submit_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a Dockerfile on the farm (docker build's flags; --coordinator, --token).
+    Submit(submit_cmd::SubmitArgs),
     /// Build a Dockerfile on this machine (embedded coordinator, one worker, filesystem store).
     Build(build_cmd::BuildArgs),
     /// Execute one worker step description (JSON) against a base image (debugging).
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Command::Build(args) => build_cmd::run(args).await,
+            Command::Submit(args) => submit_cmd::run(args).await,
             Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,

@@ -1,0 +1,314 @@
+//! `rbk submit`: build a Dockerfile on the farm, with `docker build`'s
+//! flags. Plans locally (`rbk_build::farm_plan`: syntax errors name the
+//! file and line before anything is sent; base layers and the context go
+//! into the store through the coordinator's Content service), submits the
+//! graph, prints BuildKit-style progress from the event stream, then
+//! assembles the image from the target's result
+//! (`rbk_build::farm_assemble`) and writes the outputs. Ctrl-C cancels the
+//! build on the coordinator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rbk_build::farm::{FarmResult, ImageSource};
+use rbk_build::farm_assemble::{self, FarmOutput};
+use rbk_build::farm_plan::{self, Plan, PlanRequest};
+use rbk_build::{Progress, ProgressMode};
+use rbk_proto::build::build_client::BuildClient;
+use rbk_proto::build::build_event::Event;
+use rbk_proto::build::{BuildOptions, CancelRequest, Output, SubmitRequest};
+use rbk_store::Store;
+use tonic::transport::{Channel, Endpoint};
+
+/// Log lines kept per step for the failure report.
+const TAIL_LINES: usize = 20;
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Name of the image (repeatable): the tags pushed by --push and
+    /// written into docker/oci archives.
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// NAME=VALUE, or NAME to take the value from the environment.
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Build this stage instead of the last one.
+    #[arg(long)]
+    target: Option<String>,
+    /// id=ID,src=FILE or id=ID,env=VAR: made available to
+    /// `RUN --mount=type=secret,id=ID`; never stored or logged.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// SSH agent forwarding (`default`); not forwarded to workers yet.
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
+    /// Only this machine's platform is supported (e.g. linux/amd64).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Run every step; cache mounts keep their contents.
+    #[arg(long)]
+    no_cache: bool,
+    /// auto, plain (full logs), tty (same as auto) or quiet.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// type=oci|docker,dest=FILE, type=local,dest=DIR, type=registry (repeatable).
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    /// Push the image under every -t tag (type=registry).
+    #[arg(long)]
+    push: bool,
+    /// Load the image into docker (`docker load`).
+    #[arg(long)]
+    load: bool,
+    /// The coordinator, e.g. http://127.0.0.1:7070.
+    #[arg(long, env = "RBK_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    coordinator: String,
+    /// The tenant token.
+    #[arg(long, env = "RBK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
+    #[arg(long = "base-image")]
+    base_images: Vec<String>,
+    /// Registries reached over plain HTTP (loopback always is).
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// Client scratch space: pulled base images (kept between submits),
+    /// the staged context and the assembled image.
+    #[arg(long, env = "RBK_CLIENT_DIR")]
+    client_dir: Option<PathBuf>,
+    /// The build context directory.
+    context: PathBuf,
+}
+
+fn client_dir(args: &SubmitArgs) -> PathBuf {
+    if let Some(d) = &args.client_dir {
+        return d.clone();
+    }
+    match std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").into())) {
+        Some(c) => PathBuf::from(c).join("rbk/client"),
+        None => std::env::temp_dir().join("rbk-client"),
+    }
+}
+
+/// What a step did, as the event stream told it.
+#[derive(Default)]
+struct StepState {
+    started: Option<Instant>,
+    worker: String,
+    tail: Vec<String>,
+}
+
+pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
+    let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
+    let platform = farm_plan::current_platform();
+    if let Some(p) = &args.platform
+        && p != &platform
+    {
+        bail!("--platform {p}: the farm builds only for this machine's platform ({platform}) so far");
+    }
+    if !args.ssh.is_empty() {
+        eprintln!(
+            "warning: --ssh {}: SSH agent forwarding to farm workers is not supported yet; steps with --mount=type=ssh are refused",
+            args.ssh.join(",")
+        );
+    }
+    let mut outputs: Vec<FarmOutput> = args.outputs.iter().map(|o| FarmOutput::parse(o)).collect::<Result<_, _>>()?;
+    if args.push {
+        outputs.push(FarmOutput::Registry { names: vec![] });
+    }
+    if args.load {
+        outputs.push(FarmOutput::Load);
+    }
+    let secrets = farm_plan::load_secrets(&args.secrets)?;
+
+    let work_dir = client_dir(&args);
+    let mut req = PlanRequest::new(&args.context, &work_dir);
+    req.dockerfile = args.file.clone();
+    req.target = args.target.clone();
+    req.build_args = crate::build_cmd::parse_build_args(&args.build_args);
+    req.insecure_registries = args.insecure.clone();
+    req.secret_ids = secrets.keys().cloned().collect();
+    for b in &args.base_images {
+        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
+        req.base_images.insert(name.to_owned(), dir.to_owned());
+    }
+    // Before any connection: a Dockerfile error is the user's to fix first.
+    let parsed = farm_plan::parse(&req)?;
+
+    let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
+    let channel = Endpoint::from_shared(args.coordinator.clone())
+        .with_context(|| format!("coordinator url {:?}", args.coordinator))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
+    let store: Arc<dyn Store> = Arc::new(rbk_coordinator::RemoteStore::new(channel.clone(), &args.coordinator, &token)?);
+
+    let mut progress = Progress::stderr(mode);
+    let plan = parsed.plan(&req, store.clone()).await?;
+    progress.set_total(plan.steps.len());
+
+    let result = if plan.steps.is_empty() {
+        // Nothing to run: the target is a base image with a new config.
+        None
+    } else {
+        let options = BuildOptions {
+            dockerfile: plan.file_name.clone(),
+            target: args.target.clone().unwrap_or_default(),
+            build_args: req.build_args.clone().into_iter().collect(),
+            secret_ids: secrets.keys().cloned().collect(),
+            no_cache: args.no_cache,
+            platform: platform.clone(),
+            outputs: args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect(),
+        };
+        let submit = SubmitRequest {
+            options: Some(options),
+            context_digest: plan.context_digest.clone(),
+            steps: plan.steps.clone(),
+            secrets: secrets.into_iter().collect(),
+        };
+        run_build(channel, &args.coordinator, &token, &plan, submit, &progress).await?
+    };
+
+    let layout_dir = work_dir.join("out");
+    let image = farm_assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
+    let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    progress.summary(plan.steps.len(), true);
+    for n in notes {
+        progress.note(&format!(" => {n}"));
+    }
+    progress.note(&format!(" => writing image {}", image.manifest.digest));
+    println!("{}", image.manifest.digest);
+    Ok(())
+}
+
+fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("the token has characters a header cannot carry")?);
+    Ok(r)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let (mut v, mut u) = (bytes as f64, 0);
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+/// Submits and follows the build; returns the target node's result.
+async fn run_build(
+    channel: Channel,
+    url: &str,
+    token: &str,
+    plan: &Plan,
+    submit: SubmitRequest,
+    progress: &Progress,
+) -> anyhow::Result<Option<FarmResult>> {
+    let mut client = BuildClient::new(channel);
+    let mut stream = client
+        .submit(authorized(submit, token)?)
+        .await
+        .map_err(|s| anyhow::anyhow!("{url}: the build was refused: {}", s.message()))?
+        .into_inner();
+    let index: HashMap<&str, (usize, &str)> =
+        plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), (i + 1, s.name.as_str()))).collect();
+    let lookup = |id: &str| index.get(id).copied().unwrap_or((0, "?"));
+    let mut steps: BTreeMap<String, StepState> = BTreeMap::new();
+    let mut results: HashMap<String, FarmResult> = HashMap::new();
+    let mut build_id = String::new();
+    let mut done = 0;
+    let mut failure: Option<String> = None;
+    let mut cancelled = false;
+    let parse_result = |id: &str, config: &[u8]| -> anyhow::Result<FarmResult> {
+        serde_json::from_slice(config).with_context(|| format!("step {id}: the result the worker reported is not a farm result"))
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let ev = tokio::select! {
+            ev = stream.message() => ev.map_err(|s| anyhow::anyhow!("{url}: the build's event stream broke: {}", s.message()))?,
+            _ = &mut ctrl_c, if !cancelled && !build_id.is_empty() => {
+                cancelled = true;
+                progress.note(&format!(" => cancelling build {build_id}"));
+                client
+                    .cancel(authorized(CancelRequest { build_id: build_id.clone() }, token)?)
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{url}: cancel: {}", s.message()))?;
+                continue;
+            }
+        };
+        let Some(ev) = ev.and_then(|e| e.event) else {
+            bail!("{url}: the event stream ended before the build finished");
+        };
+        match ev {
+            Event::Accepted(a) => build_id = a.build_id,
+            Event::Started(s) => {
+                let (n, label) = lookup(&s.step_id);
+                let st = steps.entry(s.step_id.clone()).or_default();
+                st.started = Some(Instant::now());
+                st.worker = s.worker_id.clone();
+                let retry = if s.attempt > 1 { format!(" (attempt {})", s.attempt) } else { String::new() };
+                progress.started(n, &format!("{label} on {}{retry}", s.worker_id));
+            }
+            Event::Log(l) => {
+                let (n, _) = lookup(&l.step_id);
+                progress.log(n, &l.line);
+                let st = steps.entry(l.step_id).or_default();
+                st.tail.push(l.line);
+                if st.tail.len() > TAIL_LINES {
+                    st.tail.remove(0);
+                }
+            }
+            Event::Cached(c) => {
+                let (n, label) = lookup(&c.step_id);
+                progress.cached(n, label);
+                done += 1;
+                results.insert(c.step_id.clone(), parse_result(&c.step_id, &c.config)?);
+            }
+            Event::Finished(f) => {
+                let (n, label) = lookup(&f.step_id);
+                let mut note = format!(" on {}", f.worker_id);
+                if f.bytes_restored > 0 {
+                    note.push_str(&format!(" (cache: {} restored)", human(f.bytes_restored)));
+                }
+                progress.done(n, label, Duration::from_millis(f.duration_ms), &note);
+                done += 1;
+                results.insert(f.step_id.clone(), parse_result(&f.step_id, &f.config)?);
+            }
+            Event::Failed(f) => {
+                let (n, label) = lookup(&f.step_id);
+                let tail = steps.get(&f.step_id).map(|s| s.tail.clone()).unwrap_or_default();
+                progress.failed(n, label, &tail);
+                let node = plan.steps.iter().find(|s| s.id == f.step_id);
+                let place = node
+                    .and_then(|n| farm_plan::payload_of(n).ok())
+                    .map(|p| format!(" ({}:{})", p.file, p.line))
+                    .unwrap_or_default();
+                let worker = if f.worker_id.is_empty() { String::new() } else { format!(" on {}", f.worker_id) };
+                failure.get_or_insert(format!("{label}{place} failed{worker}: {} (exit code {})", f.message, f.exit_code));
+            }
+            Event::BuildFinished(b) => {
+                if b.state == "succeeded" {
+                    break;
+                }
+                progress.summary(done, false);
+                let why = failure.unwrap_or_else(|| format!("build {}: {}", b.state, b.message));
+                bail!("{why}");
+            }
+        }
+    }
+    match &plan.final_image.source {
+        ImageSource::Step { step_id } => Ok(Some(
+            results.remove(step_id).with_context(|| format!("the build finished without a result for the target's step {step_id}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
