@@ -109,3 +109,37 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The shared store stack, `existence_cache > verify > compress > s3`
+     (crates/store/src/config.rs), as the `[store]` table both workers and
+     coordinators read. Credentials and the Redis URL come from the
+     environment (rbk.storeEnv). */}}
+{{- define "rbk.storeStack" -}}
+[store]
+type = "existence_cache"
+capacity = {{ int64 .Values.store.existenceCache.capacity }}
+ttl_secs = {{ int64 .Values.store.existenceCache.ttlSecs }}
+
+[store.inner]
+type = "verify"
+
+[store.inner.inner]
+type = "compress"
+level = {{ int .Values.store.compressLevel }}
+
+[store.inner.inner.inner]
+type = "s3"
+bucket = {{ .Values.store.s3.bucket | quote }}
+{{- with .Values.store.s3.endpoint }}
+endpoint = {{ . | quote }}
+{{- end }}
+{{- with .Values.store.s3.region }}
+region = {{ . | quote }}
+{{- end }}
+{{- with .Values.store.s3.prefix }}
+prefix = {{ . | quote }}
+{{- end }}
+{{- if kindIs "bool" .Values.store.s3.forcePathStyle }}
+force_path_style = {{ .Values.store.s3.forcePathStyle }}
+{{- end }}
+{{- end -}}
