@@ -150,6 +150,15 @@ def test_the_disruption_budget_keeps_a_majority(replicas, max_unavailable):
     assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
 
 
+def test_voters_prefer_different_nodes_unless_affinity_is_given():
+    sts = one(render({"coordinator": {"replicas": 3}}), "StatefulSet", "-coordinator")
+    term = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    required = HA_VALUES["coordinator"]["affinity"]
+    assert one(render(HA_VALUES), "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["affinity"] == required
+
+
 def test_a_single_coordinator_gets_no_disruption_budget():
     assert not [o for o in render({}) if o["kind"] == "PodDisruptionBudget"]
 
@@ -352,42 +361,59 @@ def rbk_binary() -> pathlib.Path:
     return path
 
 
-def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
-    objects = render({})
+def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None) -> None:
+    """Starts the real coordinator on coordinator-0.toml of `objects`
+    (relocated from the pod's paths to `tmp_path`) and stops it again."""
     text = one(objects, "ConfigMap", "-coordinator")["data"]["coordinator-0.toml"]
     tokens = one(objects, "Secret", "-tokens")["stringData"]["tokens.toml"]
-    # Same file, relocated from the pod's paths to this test's directory.
-    text = text.replace('"0.0.0.0:7070"', '"127.0.0.1:0"')
+    text = re.sub(r'"0\.0\.0\.0:[0-9]+"', '"127.0.0.1:0"', text)
     text = text.replace("/etc/rbk/tokens/", f"{tmp_path}/").replace("/var/lib/rbk/", f"{tmp_path}/data/")
     (tmp_path / "tokens.toml").write_text(tokens)
     (tmp_path / "coordinator.toml").write_text(text)
     proc = subprocess.Popen([rbk_binary(), "coordinator", "--config", tmp_path / "coordinator.toml"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         line = proc.stdout.readline() if ready else ""
         if "listening on" not in line:
             proc.kill()
-            pytest.fail(f"coordinator did not start with the chart's config: {line}{proc.stderr.read()}")
+            pytest.fail(f"coordinator did not start with the chart's config:\n{text}\n{line}{proc.stderr.read()}")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
 
 
-def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_path):
+def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
+    start_coordinator(render({}), tmp_path)
+
+
+def s3_endpoint() -> str:
     endpoint = os.environ.get("RBK_TEST_S3_ENDPOINT")
     if not endpoint:
         pytest.fail("RBK_TEST_S3_ENDPOINT is not set: run eval \"$(deploy/dev/services.sh up)\" first")
+    return endpoint
+
+
+def new_bucket(endpoint: str) -> str:
     bucket = f"helm-{uuid.uuid4().hex[:12]}"
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    return bucket
+
+
+def s3_env() -> dict:
+    return dict(os.environ,
+                RBK_S3_ACCESS_KEY_ID=os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing"),
+                RBK_S3_SECRET_ACCESS_KEY=os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing"))
+
+
+def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_path):
+    endpoint = s3_endpoint()
+    bucket = new_bucket(endpoint)
     objects = render({"store": {"s3": {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1",
                                        "prefix": "chart", "existingSecret": "rbk-s3"}}})
     (tmp_path / "store.toml").write_text(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])
-    env = dict(os.environ,
-               RBK_S3_ACCESS_KEY_ID=os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing"),
-               RBK_S3_SECRET_ACCESS_KEY=os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing"))
     done = subprocess.run([rbk_binary(), "store", "selftest", "--config", tmp_path / "store.toml"],
-                          env=env, capture_output=True, text=True, timeout=60)
+                          env=s3_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
