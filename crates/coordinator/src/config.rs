@@ -27,6 +27,9 @@ pub struct CoordinatorConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub scheduler: SchedulerSection,
+    /// Replication; see [`crate::raft_config`].
+    #[serde(default)]
+    pub raft: Option<crate::raft_config::RaftConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +88,9 @@ impl CoordinatorConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
         c.store.dir = base.join(&c.store.dir);
+        if let Some(r) = &mut c.raft {
+            r.resolve(base).map_err(invalid)?;
+        }
         Ok(c)
     }
 

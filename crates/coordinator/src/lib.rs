@@ -11,6 +11,8 @@
 pub mod auth;
 pub mod cache_heads;
 pub mod config;
+pub mod leader_channel;
+pub mod raft_config;
 pub mod remote;
 pub mod scheduler;
 pub mod server;

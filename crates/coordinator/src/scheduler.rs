@@ -36,15 +36,16 @@ use crate::state::{
 };
 
 /// A cache mount as a step declares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheMountSpec {
     pub id: String,
     pub sharing: Sharing,
 }
 
 /// One step of a build graph, neutral of the Dockerfile language: the
-/// frontend maps its steps onto this.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// frontend maps its steps onto this. Serde: it is replicated inside
+/// `Command::CreateBuild` so a new leader can resume the build.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepNode {
     pub id: String,
     pub key: String,
@@ -196,6 +197,10 @@ enum Msg {
     WorkerDown { worker_id: String, conn: u64 },
     Committed { assignment_id: String, result: CommitResult },
     Tick,
+    /// This node became the Raft leader: resume replicated builds.
+    Adopt { reply: oneshot::Sender<usize> },
+    /// This node is no longer the leader: drop all live scheduling.
+    StepDown,
 }
 
 /// Handle to the scheduling actor. Cheap to clone.
@@ -274,6 +279,20 @@ impl Scheduler {
 
     pub fn worker_down(&self, worker_id: &str, conn: u64) {
         let _ = self.tx.send(Msg::WorkerDown { worker_id: worker_id.into(), conn });
+    }
+
+    /// Replicated coordinators, on becoming leader: resumes every running
+    /// build of the state (see `scheduler_failover.rs`); returns how many.
+    pub async fn adopt(&self) -> Result<usize, SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Adopt { reply }).map_err(|_| SchedulerError::Stopped)?;
+        rx.await.map_err(|_| SchedulerError::Stopped)
+    }
+
+    /// Replicated coordinators, on losing leadership: forgets workers,
+    /// builds and the queue (the new leader adopts them).
+    pub fn step_down(&self) {
+        let _ = self.tx.send(Msg::StepDown);
     }
 }
 
@@ -431,6 +450,11 @@ impl Core {
             Msg::FromWorker { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
             Msg::WorkerDown { worker_id, conn } => self.worker_lost(&worker_id, conn, "disconnected").await,
             Msg::Committed { assignment_id, result } => self.committed(assignment_id, result).await,
+            Msg::Adopt { reply } => {
+                let n = self.adopt().await;
+                let _ = reply.send(n);
+            }
+            Msg::StepDown => self.step_down(),
             Msg::Tick => {
                 let timeout = self.config.worker_timeout;
                 let stale: Vec<_> = self
@@ -451,7 +475,13 @@ impl Core {
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
         self.state
-            .apply(Command::CreateBuild { build_id: build_id.clone(), namespace: req.namespace.clone(), steps: steps_kv, now_ms: now_ms() })
+            .apply(Command::CreateBuild {
+                build_id: build_id.clone(),
+                namespace: req.namespace.clone(),
+                steps: steps_kv,
+                now_ms: now_ms(),
+                graph: req.steps.clone(),
+            })
             .await
             .map_err(|e| SchedulerError::State(e.to_string()))?;
         let (events, rx) = mpsc::unbounded_channel();
@@ -916,6 +946,9 @@ impl Core {
             .map(|(id, _)| id.clone())
     }
 }
+
+#[path = "scheduler_failover.rs"]
+mod failover;
 
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]

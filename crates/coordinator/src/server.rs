@@ -48,6 +48,8 @@ pub struct Coordinator {
     store: Arc<dyn Store>,
     planner: Option<Arc<dyn Planner>>,
     heartbeat_ms: u64,
+    /// Replicated coordinators: refuses Build/Worker calls on followers.
+    gate: Option<Arc<dyn crate::leader_channel::LeaderGate>>,
 }
 
 impl Coordinator {
@@ -64,11 +66,19 @@ impl Coordinator {
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Ok(Self { state, scheduler, auth, store, planner: None, heartbeat_ms })
+        Ok(Self { state, scheduler, auth, store, planner: None, heartbeat_ms, gate: None })
     }
 
     pub fn with_planner(mut self, planner: Arc<dyn Planner>) -> Self {
         self.planner = Some(planner);
+        self
+    }
+
+    /// Only the leader of a replicated coordinator schedules: with a gate,
+    /// Build and Worker calls are checked (before the token) and followers
+    /// answer with [`crate::leader_channel::redirect`].
+    pub fn with_gate(mut self, gate: Arc<dyn crate::leader_channel::LeaderGate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -79,9 +89,16 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let i = self.auth.interceptor();
+        let (gate, auth) = (self.gate.clone(), i.clone());
+        let gated = move |req: Request<()>| {
+            if let Some(g) = &gate {
+                g.check()?;
+            }
+            auth(req)
+        };
         tonic::transport::Server::builder()
-            .add_service(BuildServer::with_interceptor(BuildService(self.clone()), i.clone()))
-            .add_service(WorkerServer::with_interceptor(WorkerService(self.clone()), i.clone()))
+            .add_service(BuildServer::with_interceptor(BuildService(self.clone()), gated.clone()))
+            .add_service(WorkerServer::with_interceptor(WorkerService(self.clone()), gated))
             .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
             .await

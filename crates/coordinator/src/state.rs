@@ -172,6 +172,10 @@ pub struct BuildRecord {
     pub created_ms: u64,
     pub finished_ms: u64,
     pub message: String,
+    /// The whole step graph (payloads, deps, cache mounts), so a new Raft
+    /// leader can resume the build; empty for builds created without it.
+    #[serde(default)]
+    pub graph: Vec<crate::scheduler::StepNode>,
 }
 
 /// A farm-wide lease on one head (locked mounts, private slots).
@@ -186,7 +190,16 @@ pub struct Lease {
 pub enum Command {
     /// Registers a token (by its blake3 hash: the state never holds tokens).
     PutToken { token_hash: String, principal: Principal },
-    CreateBuild { build_id: String, namespace: String, steps: Vec<(String, String)>, now_ms: u64 },
+    /// `graph` (optional for compatibility) is what a new leader resumes
+    /// the build from.
+    CreateBuild {
+        build_id: String,
+        namespace: String,
+        steps: Vec<(String, String)>,
+        now_ms: u64,
+        #[serde(default)]
+        graph: Vec<crate::scheduler::StepNode>,
+    },
     SetStep { build_id: String, step_id: String, state: StepState, worker_id: String, attempts: u32, message: String },
     FinishBuild { build_id: String, state: BuildState, message: String, now_ms: u64 },
     /// Records a step's result in the namespace's action cache.
@@ -227,6 +240,10 @@ pub enum StateError {
     SharedLease(String),
     #[error("coordinator state unavailable: {0}")]
     Unavailable(String),
+    /// A replicated coordinator's follower cannot change state; `leader`
+    /// is the leader's client URL when known.
+    #[error("this coordinator is not the raft leader (leader: {})", leader.as_deref().unwrap_or("unknown, election in progress"))]
+    NotLeader { leader: Option<String> },
 }
 
 /// The deterministic state machine.
@@ -247,7 +264,7 @@ impl StateMachine {
             Command::PutToken { token_hash, principal } => {
                 self.tokens.insert(token_hash, principal);
             }
-            Command::CreateBuild { build_id, namespace, steps, now_ms } => {
+            Command::CreateBuild { build_id, namespace, steps, now_ms, graph } => {
                 if self.builds.contains_key(&build_id) {
                     return Err(StateError::DuplicateBuild(build_id));
                 }
@@ -272,6 +289,7 @@ impl StateMachine {
                         created_ms: now_ms,
                         finished_ms: 0,
                         message: String::new(),
+                        graph,
                     },
                 );
                 self.evict_old_builds();
@@ -391,6 +409,13 @@ impl StateMachine {
         let mut v: Vec<_> = self.builds.values().filter(|b| b.namespace == namespace).cloned().collect();
         v.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
         v.truncate(limit);
+        v
+    }
+
+    /// Builds still running, oldest first (what a new leader resumes).
+    pub fn running_builds(&self) -> Vec<BuildRecord> {
+        let mut v: Vec<_> = self.builds.values().filter(|b| b.state == BuildState::Running).cloned().collect();
+        v.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         v
     }
 
@@ -605,7 +630,7 @@ mod tests {
     #[test]
     fn replaying_the_same_commands_gives_the_same_state() {
         let cmds = vec![
-            Command::CreateBuild { build_id: "b1".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 5 },
+            Command::CreateBuild { build_id: "b1".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 5, graph: vec![] },
             Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: Digest::of(b"1"), total_bytes: 1, now_ms: 6 },
             Command::AcquireLease {
                 namespace: "a".into(),
@@ -636,11 +661,11 @@ mod tests {
         let mut m = StateMachine::default();
         for i in 0..=MAX_BUILDS {
             let id = format!("b{i:05}");
-            m.apply(Command::CreateBuild { build_id: id.clone(), namespace: "a".into(), steps: vec![], now_ms: i as u64 }).unwrap();
+            m.apply(Command::CreateBuild { build_id: id.clone(), namespace: "a".into(), steps: vec![], now_ms: i as u64, graph: vec![] }).unwrap();
             m.apply(Command::FinishBuild { build_id: id, state: BuildState::Succeeded, message: String::new(), now_ms: i as u64 })
                 .unwrap();
         }
-        m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999 }).unwrap();
+        m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999, graph: vec![] }).unwrap();
         assert!(m.build("b00000").is_none());
         assert!(m.build("last").is_some());
     }

@@ -12,3 +12,8 @@ pub mod build {
 pub mod worker {
     tonic::include_proto!("rbk.worker.v1");
 }
+
+/// Coordinator-to-coordinator Raft traffic (crate `rbk-raft`).
+pub mod raft {
+    tonic::include_proto!("rbk.raft.v1");
+}

@@ -1,0 +1,150 @@
+//! Finding the leader of a replicated coordinator.
+//!
+//! Only the Raft leader schedules. A follower answers Build and Worker calls
+//! with `UNAVAILABLE` and, when it knows the leader, the leader's client URL
+//! in the [`LEADER_METADATA`] header ([`redirect`]). Clients and workers
+//! follow it with [`connect_leader`] / [`follow_leader`], so they can be
+//! pointed at any node (or a Kubernetes Service spanning all of them).
+//! A single-node coordinator never redirects, so these helpers cost one
+//! ordinary connect there.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Decides whether this node may serve Build and Worker calls now.
+pub trait LeaderGate: Send + Sync + 'static {
+    /// `Ok` on the leader; [`redirect`] on a follower.
+    fn check(&self) -> Result<(), Status>;
+}
+
+/// gRPC metadata key carrying the leader's client URL on a redirect.
+pub const LEADER_METADATA: &str = "rbk-leader";
+
+/// The status a follower answers with: UNAVAILABLE (so generic retry logic
+/// treats it as transient) plus the leader's URL when known (none during an
+/// election).
+pub fn redirect(leader_url: Option<&str>) -> Status {
+    let mut s = Status::unavailable(match leader_url {
+        Some(u) => format!("this coordinator is not the leader; the leader is {u}"),
+        None => "this coordinator is not the leader and no leader is known yet (election in progress)".to_owned(),
+    });
+    if let Some(v) = leader_url.and_then(|u| u.parse().ok()) {
+        s.metadata_mut().insert(LEADER_METADATA, v);
+    }
+    s
+}
+
+/// The leader URL a redirect names, if `status` is one.
+pub fn leader_hint(status: &Status) -> Option<String> {
+    if status.code() != Code::Unavailable {
+        return None;
+    }
+    status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Whether `status` says "not the leader" (with or without a hint).
+pub fn is_redirect(status: &Status) -> bool {
+    status.code() == Code::Unavailable && (leader_hint(status).is_some() || status.message().contains("not the leader"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("coordinator url {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("no coordinator leader reachable from {url} within {waited:?}: {last}")]
+    Timeout { url: String, waited: Duration, last: String },
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, LeaderError> {
+    Endpoint::from_shared(url.to_owned())
+        .map(|e| e.connect_timeout(Duration::from_secs(2)))
+        .map_err(|e| LeaderError::Url { url: url.into(), message: e.to_string() })
+}
+
+/// Runs `call` against the leader, starting at `url`: a redirect is followed
+/// to the URL it names; a redirect without a hint (an election), a refused
+/// connection or another UNAVAILABLE is retried (every 200 ms, at the
+/// original URL once the named leader is unreachable) until `patience` has
+/// passed. Any other status is the call's answer. Returns the answer and the
+/// URL that gave it (the leader, for reuse).
+pub async fn follow_leader<T, F, Fut>(url: &str, patience: Duration, mut call: F) -> Result<(Result<T, Status>, String), LeaderError>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let start = Instant::now();
+    let mut target = url.to_owned();
+    loop {
+        let last = match endpoint(&target)?.connect().await {
+            Ok(channel) => match call(channel).await {
+                Ok(v) => return Ok((Ok(v), target)),
+                Err(s) if s.code() == Code::Unavailable => {
+                    if let Some(leader) = leader_hint(&s).filter(|l| *l != target) {
+                        target = leader;
+                        continue;
+                    }
+                    s.message().to_owned()
+                }
+                Err(s) => return Ok((Err(s), target)),
+            },
+            Err(e) => {
+                let m = format!("connecting to {target}: {e}");
+                target = url.to_owned();
+                m
+            }
+        };
+        if start.elapsed() >= patience {
+            return Err(LeaderError::Timeout { url: url.into(), waited: patience, last });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A channel to the current leader, found from `url` by a cheap
+/// authenticated call (`Build.List` with limit 1, which followers redirect).
+/// Use it for long-lived streams (a worker session, a submit); when one
+/// breaks or answers a redirect, call this again.
+pub async fn connect_leader(url: &str, token: &str, patience: Duration) -> Result<(Channel, String), LeaderError> {
+    use rbk_proto::build::{ListRequest, build_client::BuildClient};
+    let auth: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().map_err(|_| LeaderError::Url { url: url.into(), message: "token has characters a header cannot carry".into() })?;
+    let (answer, leader) = follow_leader(url, patience, |channel| {
+        let auth = auth.clone();
+        async move {
+            let mut req = tonic::Request::new(ListRequest { limit: 1 });
+            req.metadata_mut().insert("authorization", auth);
+            BuildClient::new(channel.clone()).list(req).await?;
+            Ok(channel)
+        }
+    })
+    .await?;
+    match answer {
+        Ok(channel) => Ok((channel, leader)),
+        // Not a leadership problem (a bad token, ...): hand back a channel and
+        // let the caller's own call report it.
+        Err(_) => Ok((endpoint(&leader)?.connect_lazy(), leader)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_carries_the_leader_url() {
+        let s = redirect(Some("http://127.0.0.1:7070"));
+        assert_eq!(leader_hint(&s).as_deref(), Some("http://127.0.0.1:7070"));
+        assert!(is_redirect(&s));
+    }
+
+    #[test]
+    fn a_redirect_during_an_election_names_no_leader() {
+        let s = redirect(None);
+        assert_eq!(leader_hint(&s), None);
+        assert!(is_redirect(&s));
+        assert!(!is_redirect(&Status::unavailable("disk full")));
+    }
+}

@@ -1,0 +1,187 @@
+//! A highly available coordinator: [`RaftState`] implements
+//! `rbk_coordinator::CoordinatorState` by replicating every `Command`
+//! through raft-rs on 1, 3 or 5 nodes.
+//!
+//! - [`storage`]: the durable log, hard state, membership and snapshots;
+//! - [`node`]: the Ready loop on its own thread;
+//! - [`transport`]: raft messages over tonic streams, membership RPCs;
+//! - [`leadership`]: starts the scheduler on the leader, stops it elsewhere,
+//!   and the gate that redirects clients of followers to the leader.
+//!
+//! Writes (`apply`) are proposed on the leader and answered once committed
+//! and applied on this node; followers answer `StateError::NotLeader` with
+//! the leader's URL. Reads (`read`) run on this node's state machine; the
+//! correctness-deciding ones (action cache, cache heads) happen only in the
+//! leader's scheduler, which only runs while this node holds the Raft leader
+//! lease (check_quorum) and has applied its own first entry of the term —
+//! so they see every committed write (leader-lease linearizability).
+
+pub mod leadership;
+pub mod node;
+pub mod storage;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rbk_coordinator::raft_config::{PeerAddress, RaftConfig};
+use rbk_coordinator::state::{Command, CoordinatorState, Outcome, StateError, StateMachine};
+use rbk_proto::raft::raft_server::RaftServer;
+use tokio::sync::{oneshot, watch};
+
+pub use node::MemberChange;
+use node::{Input, Node, NodeOptions, Shared};
+use storage::DiskStorage;
+use transport::{Peers, RaftService};
+
+/// How long `apply` waits for its command to commit before giving up.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("raft data {dir}: snapshot: {message}")]
+    Snapshot { dir: String, message: String },
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("raft secret_file {path}: {message}")]
+    Secret { path: String, message: String },
+    #[error("raft listen {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// The replicated coordinator state. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftState {
+    shared: Arc<Shared>,
+    inbox: std::sync::mpsc::Sender<Input>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl RaftState {
+    /// Opens the data dir, starts the Ready loop thread and serves the raft
+    /// port; returns once the port is bound (not once a leader is known).
+    pub async fn start(config: &RaftConfig) -> Result<Self, RaftError> {
+        let secret: Option<Arc<str>> = match &config.secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| RaftError::Secret { path: path.display().to_string(), message: e.to_string() })?;
+                let t = text.trim();
+                if t.len() < 16 {
+                    return Err(RaftError::Secret { path: path.display().to_string(), message: "shorter than 16 characters".into() });
+                }
+                Some(t.into())
+            }
+            None => None,
+        };
+        let voters: Vec<u64> = if config.join { vec![] } else { config.peers().keys().copied().collect() };
+        let (storage, recovered) = DiskStorage::open(&config.data_dir, &voters)?;
+        let mut peers: BTreeMap<u64, PeerAddress> = config.peers().clone();
+        let mut machine = StateMachine::default();
+        let mut applied = 0;
+        if let Some((index, data)) = &recovered.snapshot {
+            let (m, p) = node::restore(data)
+                .map_err(|message| RaftError::Snapshot { dir: config.data_dir.display().to_string(), message })?;
+            machine = m;
+            // The replicated table wins; the config fills in the rest.
+            for (id, addr) in p {
+                peers.insert(id, addr);
+            }
+            applied = *index;
+        }
+        let conf_voters = raft::Storage::initial_state(&storage)?.conf_state.voters;
+        let (serving_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id: config.node_id,
+            machine: RwLock::new(machine),
+            peers: RwLock::new(peers),
+            leader_id: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            applied: AtomicU64::new(applied),
+            serving: AtomicBool::new(false),
+            serving_tx,
+            voters: RwLock::new(conf_voters),
+        });
+        let auth = secret.as_ref().map(|s| format!("Bearer {s}").parse().expect("a trimmed secret file is a valid header"));
+        let peers = Peers::new(shared.clone(), tokio::runtime::Handle::current(), auth);
+        let opts = NodeOptions {
+            tick: Duration::from_millis(config.tick_ms),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            snapshot_entries: config.snapshot_entries,
+        };
+        let node = Node::new(storage, applied, shared.clone(), peers, opts)?;
+        let (inbox, rx) = std::sync::mpsc::channel();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RaftError::Listen { addr: config.listen.to_string(), source })?;
+        std::thread::Builder::new()
+            .name(format!("raft-{}", config.node_id))
+            .spawn(move || node.run(rx))
+            .map_err(|source| RaftError::Listen { addr: "raft thread".into(), source })?;
+        let service = RaftServer::new(RaftService { shared: shared.clone(), inbox: inbox.clone() })
+            .max_decoding_message_size(transport::MAX_MESSAGE);
+        let service = tonic::service::interceptor::InterceptedService::new(service, transport::secret_interceptor(secret));
+        let node_id = config.node_id;
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
+                tracing::error!(node = node_id, "raft port stopped serving: {e}");
+            }
+        });
+        Ok(Self { shared, inbox, next_id: Arc::new(AtomicU64::new(1)) })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Whether this node is the leader and may serve (see the crate docs).
+    pub fn is_serving_leader(&self) -> bool {
+        self.shared.serving.load(Ordering::Acquire)
+    }
+
+    /// Flips to `true` when this node becomes a serving leader and back.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.shared.serving_tx.subscribe()
+    }
+
+    /// The leader's id (0: unknown) and client URL.
+    pub fn leader(&self) -> (u64, Option<String>) {
+        (self.shared.leader_id.load(Ordering::Acquire), self.shared.leader_api())
+    }
+
+    /// Index of the last entry applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// Asks the leader (this node) to add or remove a voter.
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| "the raft node has stopped".to_owned())?;
+        rx.await.map_err(|_| "the raft node has stopped".to_owned())?
+    }
+}
+
+#[async_trait::async_trait]
+impl CoordinatorState for RaftState {
+    async fn apply(&self, cmd: Command) -> Result<Outcome, StateError> {
+        let (reply, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inbox.send(Input::Propose { id, cmd, reply }).map_err(|_| StateError::Unavailable("the raft node has stopped".into()))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StateError::Unavailable("the raft node has stopped".into())),
+            Err(_) => Err(StateError::Unavailable(format!("the command did not commit within {COMMIT_TIMEOUT:?} (no quorum?)"))),
+        }
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&StateMachine)) {
+        f(&self.shared.machine.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
