@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rbk_coordinator::{Coordinator, CoordinatorConfig, MemoryState, SnapshotMerger, TokenFile};
+use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{FilesystemStore, Store};
 
 #[derive(clap::Args)]
@@ -18,11 +19,13 @@ pub struct CoordinatorArgs {
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;
-    let store: Arc<dyn Store> = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(MetricsStore::new(
         FilesystemStore::open(&config.store.dir)
             .await
             .with_context(|| format!("opening the store at {}", config.store.dir.display()))?,
-    );
+        "fs",
+        rbk_metrics::global().clone(),
+    ));
     let merger = Arc::new(SnapshotMerger::new(store.clone()));
     let coordinator =
         Coordinator::start(Arc::new(MemoryState::new()), store, merger, &tokens, config.scheduler_config()).await?;
@@ -31,6 +34,17 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {} (from {})", config.listen, args.config.display()))?;
     // Tests and scripts read this line to learn the port when listen is :0.
     println!("rbk coordinator listening on {}", listener.local_addr()?);
+    // Kept alive until the coordinator stops.
+    let _metrics = match config.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, rbk_metrics::global().clone())
+                .await
+                .with_context(|| format!("metrics_listen in {}", args.config.display()))?;
+            println!("rbk metrics listening on {}", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {

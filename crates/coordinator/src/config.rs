@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7070"
 //! token_file = "tokens.toml"      # relative paths are relative to this file
+//! metrics_listen = "127.0.0.1:9464" # optional: Prometheus `GET /metrics` (docs/metrics.md)
 //! [store]
 //! dir = "/var/lib/rbk/store"      # filesystem store (S3 comes with the store config)
 //! [scheduler]
@@ -30,6 +31,10 @@ pub struct CoordinatorConfig {
     /// Replication; see [`crate::raft_config`].
     #[serde(default)]
     pub raft: Option<crate::raft_config::RaftConfig>,
+    /// Where Prometheus scrapes `GET /metrics` (plain HTTP, no token);
+    /// absent: no metrics endpoint. See docs/metrics.md.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +135,22 @@ mod tests {
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("coordinator config c.toml:") && msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_must_be_an_address() {
+        let base = "listen = \"127.0.0.1:7070\"\ntoken_file = \"t\"\n";
+        let without = CoordinatorConfig::parse(&format!("{base}[store]\ndir = \"s\"\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(without.metrics_listen, None);
+        let with = CoordinatorConfig::parse(
+            &format!("{base}metrics_listen = \"0.0.0.0:9464\"\n[store]\ndir = \"s\"\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(with.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+        let bad = CoordinatorConfig::parse(&format!("{base}metrics_listen = \"9464\"\n[store]\ndir = \"s\"\n"), Path::new("c.toml"))
+            .unwrap_err();
+        assert!(bad.to_string().contains("metrics_listen"), "{bad}");
     }
 
     #[test]

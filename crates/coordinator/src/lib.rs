@@ -13,6 +13,7 @@ pub mod cache_heads;
 pub mod config;
 pub mod leader_channel;
 pub mod raft_config;
+mod observe;
 pub mod remote;
 pub mod scheduler;
 pub mod server;

@@ -401,6 +401,7 @@ impl Core {
         while let Some(msg) = rx.recv().await {
             self.handle(msg).await;
             self.schedule().await;
+            crate::observe::scheduler(self.queue.len(), self.workers.len(), self.assignments.len(), self.builds.len());
         }
     }
 
@@ -484,7 +485,7 @@ impl Core {
             })
             .await
             .map_err(|e| SchedulerError::State(e.to_string()))?;
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = crate::observe::observed_events();
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
         let index = req.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let waiting_on = req.steps.iter().map(|s| s.deps.len()).collect();
@@ -699,6 +700,7 @@ impl Core {
         }
     }
 
+    #[tracing::instrument(name = "step_result", level = "info", skip_all, fields(worker = worker_id, assignment_id = %assignment_id, build_id, step_id))]
     async fn step_result(&mut self, worker_id: &str, assignment_id: String, outcome: StepOutcome) {
         let Some(key) = self.assignments.get(&assignment_id).cloned() else { return };
         let Some(exec) = self.execs.get_mut(&key) else { return };
@@ -706,8 +708,12 @@ impl Core {
         else {
             return;
         };
+        if let Some((build_id, step_id)) = exec.waiters.first() {
+            tracing::Span::current().record("build_id", build_id.as_str()).record("step_id", step_id.as_str());
+        }
         match outcome {
             StepOutcome::Succeeded { layers, config, commits, bytes_restored, duration_ms } => {
+                tracing::info!(duration_ms, bytes_restored, commits = commits.len(), "step succeeded; committing");
                 running.committing = true;
                 // Merging cache heads reads the store: off the actor.
                 let heads = self.heads.clone();
@@ -746,6 +752,7 @@ impl Core {
                 });
             }
             StepOutcome::Failed { message, exit_code } => {
+                tracing::info!(exit_code, "step failed: {message}");
                 let exec = self.execs.remove(&key).expect("looked up above");
                 self.assignments.remove(&assignment_id);
                 if let Some(w) = self.workers.get_mut(worker_id) {
@@ -779,17 +786,25 @@ impl Core {
         }
     }
 
+    #[tracing::instrument(name = "commit", level = "info", skip_all, fields(assignment_id = %assignment_id, build_id, step_id, worker))]
     async fn committed(&mut self, assignment_id: String, result: CommitResult) {
         let Some(key) = self.assignments.remove(&assignment_id) else { return };
         let Some(exec) = self.execs.remove(&key) else { return };
         let Some(running) = exec.running.as_ref() else { return };
         let worker_id = running.worker_id.clone();
         let elapsed = running.started.elapsed().as_millis() as u64;
+        if let Some((build_id, step_id)) = exec.waiters.first() {
+            tracing::Span::current()
+                .record("build_id", build_id.as_str())
+                .record("step_id", step_id.as_str())
+                .record("worker", worker_id.as_str());
+        }
         if let Some(w) = self.workers.get_mut(&worker_id) {
             w.running.remove(&assignment_id);
         }
         match result {
             Ok((result, held, bytes_restored)) => {
+                tracing::info!(builds = exec.waiters.len(), "step done");
                 if let Some(w) = self.workers.get_mut(&worker_id) {
                     w.info.layers.extend(result.layers.iter().copied());
                     w.info.snapshots.retain(|(k, _)| !held.iter().any(|(h, _)| h == k));
@@ -817,7 +832,10 @@ impl Core {
                     self.step_done(bid, sid, result.clone()).await;
                 }
             }
-            Err(message) => self.fail_exec(exec, &worker_id, message, -1).await,
+            Err(message) => {
+                tracing::warn!("committing the step's result failed: {message}");
+                self.fail_exec(exec, &worker_id, message, -1).await
+            }
         }
     }
 
@@ -859,6 +877,7 @@ impl Core {
         self.queue = waiting;
     }
 
+    #[tracing::instrument(name = "dispatch", level = "info", skip_all, fields(build_id, step_id, assignment_id, worker))]
     async fn try_dispatch(&mut self, key: &ExecKey) -> bool {
         let Some(exec) = self.execs.get(key) else { return true };
         let Some(worker_id) = self.pick_worker(exec) else { return false };
@@ -887,6 +906,12 @@ impl Core {
         let exec = self.execs.get_mut(key).expect("checked above");
         exec.attempt += 1;
         let (build_id, step_id) = exec.waiters[0].clone();
+        tracing::Span::current()
+            .record("build_id", build_id.as_str())
+            .record("step_id", step_id.as_str())
+            .record("assignment_id", assignment_id.as_str())
+            .record("worker", worker_id.as_str());
+        tracing::info!(attempt = exec.attempt, "step dispatched");
         let assignment = Assignment {
             assignment_id: assignment_id.clone(),
             build_id: if exec.waiters.iter().any(|(b, _)| *b == exec.first_build) { exec.first_build.clone() } else { build_id },

@@ -346,6 +346,9 @@ fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
 
 fn to_worker_wire(m: ToWorker) -> pw::CoordinatorMessage {
     use pw::coordinator_message::Msg;
+    if let ToWorker::Assign(a) = &m {
+        crate::observe::assigned(&a.mounts);
+    }
     let msg = match m {
         ToWorker::Assign(a) => Msg::Assign(pw::Assign {
             assignment_id: a.assignment_id,
@@ -420,6 +423,7 @@ impl Worker for WorkerService {
                             message: format!("worker {worker_id} sent an invalid result: {e}"),
                             exit_code: -1,
                         });
+                        crate::observe::step_result(&outcome);
                         FromWorker::Result { assignment_id, outcome }
                     }
                     Some(Msg::Register(_)) | None => continue,
