@@ -296,6 +296,11 @@ impl Node {
         self.raw.advance_apply();
         self.update_serving();
         self.maybe_compact();
+        let (raft, metrics) = (&self.raw.raft, rbk_metrics::global());
+        metrics.set_raft_term(raft.term);
+        metrics.set_raft_leader(raft.leader_id, raft.state == StateRole::Leader);
+        metrics.set_raft_commit_index(raft.raft_log.committed);
+        metrics.set_raft_applied_index(raft.raft_log.applied);
     }
 
     fn fail_pending(&mut self) {
