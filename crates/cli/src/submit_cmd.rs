@@ -138,6 +138,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
         req.base_images.insert(name.to_owned(), dir.to_owned());
     }
+    // The clock starts here, as BuildKit's does: planning (pulling bases,
+    // uploading the context) is part of the build.
+    let mut progress = Progress::stderr(mode);
     // Before any connection: a Dockerfile error is the user's to fix first.
     let parsed = farm_plan::parse(&req)?;
 
@@ -149,7 +152,6 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
     let store: Arc<dyn Store> = Arc::new(rbk_coordinator::RemoteStore::new(channel.clone(), &args.coordinator, &token)?);
 
-    let mut progress = Progress::stderr(mode);
     let plan = parsed.plan(&req, store.clone()).await?;
     progress.set_total(plan.steps.len());
 
@@ -293,7 +295,8 @@ async fn run_build(
                     .map(|p| format!(" ({}:{})", p.file, p.line))
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() { String::new() } else { format!(" on {}", f.worker_id) };
-                failure.get_or_insert(format!("{label}{place} failed{worker}: {} (exit code {})", f.message, f.exit_code));
+                let why = if f.exit_code != 0 { format!("exit code {}", f.exit_code) } else { f.message.clone() };
+                failure.get_or_insert(format!("{label}{place} failed{worker}: {why}"));
             }
             Event::BuildFinished(b) => {
                 if b.state == "succeeded" {

@@ -1,0 +1,326 @@
+//! `rbk submit` against a real coordinator and real `rbk worker` processes
+//! (runc steps, a filesystem store behind the coordinator): the client's
+//! half of issue #6's "done when" list — layer cache across machines (1),
+//! failures and syntax errors (6), tokens and tenants (7), and outputs.
+//!
+//! Bases are built `FROM scratch` from the host's static busybox, so only
+//! the push test needs the registry.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const RBK: &str = env!("CARGO_BIN_EXE_rbk");
+const TENANT_A: &str = "submit-tenant-a-token-0001";
+const TENANT_B: &str = "submit-tenant-b-token-0002";
+const WORKER_TOKEN: &str = "submit-worker-pool-token-01";
+/// Longest a submit may take before the test gives up on it.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A program from deploy/dev/services.sh's `RBK_TEST_BIN_*`, else PATH.
+fn program(name: &str) -> PathBuf {
+    let key = format!("RBK_TEST_BIN_{}", name.to_uppercase().replace('-', "_"));
+    let found = std::env::var_os(&key).map(Into::into).or_else(|| {
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+    });
+    found.unwrap_or_else(|| panic!("{name} is not installed ({key} unset, not on PATH); run deploy/dev/setup.sh"))
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One coordinator (two tenants, one worker pool) and its workers.
+struct Farm {
+    dir: tempfile::TempDir,
+    url: String,
+    _coordinator: Proc,
+    workers: Vec<(String, Proc)>,
+}
+
+impl Farm {
+    fn start() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            format!("[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("coordinator.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[store]\ndir = \"{}\"\n",
+                dir.path().join("tokens.toml").display(),
+                dir.path().join("store").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(RBK)
+            .args(["coordinator", "--config"])
+            .arg(dir.path().join("coordinator.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the coordinator did not say where it listens within 30 s");
+        let addr = line.trim().rsplit(' ').next().filter(|a| a.contains(':')).unwrap_or_else(|| panic!("coordinator said {line:?}"));
+        Farm { url: format!("http://{addr}"), dir, _coordinator: Proc(child), workers: vec![] }
+    }
+
+    /// Starts a worker with its own (fresh) state directory.
+    fn worker(&mut self, id: &str) {
+        let state = self.dir.path().join(format!("worker-{id}"));
+        let log = std::fs::File::create(self.dir.path().join(format!("worker-{id}.log"))).unwrap();
+        let child = Command::new(RBK)
+            .args(["worker", "--coordinator", &self.url, "--token", WORKER_TOKEN, "--id", id])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--runtime-path")
+            .arg(program("runc"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push((id.to_owned(), Proc(child)));
+    }
+
+    /// SIGKILLs a worker: the machine is gone.
+    fn kill(&mut self, id: &str) {
+        self.workers.retain(|(w, _)| w != id);
+    }
+
+    fn submit(&self, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(RBK);
+        cmd.args(["submit", "--coordinator", &self.url, "--client-dir"])
+            .arg(self.dir.path().join("client"))
+            .args(extra)
+            .arg(ctx)
+            .env_remove("RBK_TOKEN")
+            .env("RUST_BACKTRACE", "0");
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        run(cmd, SUBMIT_TIMEOUT)
+    }
+}
+
+/// Runs a command to completion, killing it (and failing the test) after
+/// `timeout`.
+fn run(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).unwrap();
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).unwrap();
+        b
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&e.join().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A context whose base is the host's static busybox (`FROM scratch`), a
+/// build stage with a cache mount, and a final stage copying from it.
+fn context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(program("busybox"), dir.path().join("busybox")).unwrap();
+    std::fs::write(dir.path().join("a.txt"), "hello from the context\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch AS base\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         \n\
+         FROM base AS build\n\
+         WORKDIR /src\n\
+         COPY a.txt .\n\
+         RUN --mount=type=cache,target=/cache,id=notes cp a.txt out && echo run >> /cache/log && echo \"lines: $(wc -l < /cache/log)\"\n\
+         \n\
+         FROM base\n\
+         COPY --from=build /src/out /out\n\
+         CMD [\"/bin/sh\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn succeeded(out: &Output) -> (String, String) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "rbk submit failed:\n{stderr}");
+    let digest = stdout.trim().to_owned();
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{stdout}");
+    (digest, stderr)
+}
+
+#[test]
+fn the_layer_cache_follows_a_build_to_another_machine() {
+    let mut farm = Farm::start();
+    let ctx = context();
+    farm.worker("a");
+    let (first, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &[]));
+    assert!(stderr.contains("(6/6) FINISHED"), "{stderr}");
+    assert!(stderr.contains("RUN --mount=type=cache") && stderr.contains(" on a "), "worker a ran the steps:\n{stderr}");
+
+    farm.kill("a");
+    farm.worker("b");
+    let (second, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &[]));
+    assert_eq!(stderr.matches(" => CACHED ").count(), 6, "every step is CACHED:\n{stderr}");
+    assert!(!stderr.contains(" on b"), "worker b ran nothing:\n{stderr}");
+    assert_eq!(first, second, "the same image");
+}
+
+#[test]
+fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about-to-fail; exit 7\"]\n",
+    )
+    .unwrap();
+    let out = farm.submit(Some(TENANT_A), ctx.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ERROR [3/3] RUN") && stderr.contains("about-to-fail"), "the step and its output:\n{stderr}");
+    assert!(stderr.contains("Dockerfile:3) failed on a: exit code 7"), "{stderr}");
+    assert!(stderr.contains("FAILED"), "{stderr}");
+}
+
+#[test]
+fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
+    let ctx = context();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nFROMM x\n").unwrap();
+    // Nothing listens on this port: the error must come before any connection.
+    let port = free_port();
+    let out = run(
+        {
+            let mut c = Command::new(RBK);
+            c.args(["submit", "--token", TENANT_A, "--coordinator", &format!("http://127.0.0.1:{port}")]).arg(ctx.path()).env("RUST_BACKTRACE", "0");
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(!stderr.contains("connecting"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn submits_without_a_valid_tenant_token_are_refused() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    let out = farm.submit(None, ctx.path(), &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no token"), "{}", text(&out.stderr));
+    let out = farm.submit(Some("not-a-token-anyone-was-given"), ctx.path(), &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("Unauthenticated"), "{}", text(&out.stderr));
+    let out = farm.submit(Some(WORKER_TOKEN), ctx.path(), &[]);
+    assert!(!out.status.success(), "a worker token cannot submit builds:\n{}", text(&out.stderr));
+}
+
+#[test]
+fn another_tenants_cache_ids_are_out_of_reach() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    let plain = ["--progress=plain"];
+    let (_, a1) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &plain));
+    assert!(a1.contains("lines: 1"), "{a1}");
+    // Same Dockerfile, same cache id, other tenant: nothing of team-a's is
+    // used — no cached step, an empty cache mount.
+    let (_, b1) = succeeded(&farm.submit(Some(TENANT_B), ctx.path(), &plain));
+    assert!(!b1.contains("CACHED"), "team-b cannot hit team-a's action cache:\n{b1}");
+    assert!(b1.contains("lines: 1"), "team-b's cache starts empty:\n{b1}");
+    // And team-b's run did not touch team-a's cache.
+    let (_, a2) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &["--progress=plain", "--no-cache"]));
+    assert!(a2.contains("lines: 2"), "{a2}");
+}
+
+#[test]
+fn oci_and_local_outputs_hold_the_built_image() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = out_dir.path().join("image.tar");
+    let root = out_dir.path().join("rootfs");
+    let (digest, _) = succeeded(&farm.submit(
+        Some(TENANT_A),
+        ctx.path(),
+        &["-t", "example/submit:1", "--output", &format!("type=oci,dest={}", oci.display()), "--output", &format!("type=local,dest={}", root.display())],
+    ));
+    let layout = rbk_image::OciLayout::create(out_dir.path().join("imported")).unwrap();
+    let image = rbk_image::import_oci(&oci, None, &rbk_image::Platform::linux_amd64(), &layout).unwrap();
+    assert_eq!(image.manifest_descriptor.digest.to_string(), digest);
+    assert_eq!(image.config.config.cmd, Some(vec!["/bin/sh".to_owned()]));
+    assert_eq!(image.layers().len(), 3, "busybox, its links, /out");
+    let inspect = run(
+        {
+            let mut c = Command::new(program("skopeo"));
+            c.arg("inspect").arg(format!("oci-archive:{}", oci.display()));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(inspect.status.success(), "skopeo reads the archive: {}", text(&inspect.stderr));
+    assert_eq!(std::fs::read_to_string(root.join("out")).unwrap(), "hello from the context\n");
+    assert!(root.join("bin/busybox").is_file());
+}
+
+#[test]
+fn push_sends_the_image_to_the_registry() {
+    let registry = std::env::var("RBK_TEST_REGISTRY")
+        .expect("RBK_TEST_REGISTRY is unset; start the test services with `eval \"$(deploy/dev/services.sh up)\"`");
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    let name = format!("{registry}/rbk-submit-{}:1", std::process::id());
+    let (digest, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &["-t", &name, "--push"]));
+    assert!(stderr.contains(&format!("pushing {name}")), "{stderr}");
+    let pulled = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let layout = rbk_image::OciLayout::create(ctx.path().join("pulled")).unwrap();
+        rbk_image::RegistryClient::new().unwrap().pull(&name.parse().unwrap(), &layout).await.unwrap()
+    });
+    assert_eq!(pulled.manifest_descriptor.digest.to_string(), digest);
+}
