@@ -12,8 +12,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use super::{Core, LiveBuild};
 use crate::state::{BuildState, Command, now_ms, query};
 
@@ -35,8 +33,9 @@ impl Core {
             }
             tracing::info!(build = %rec.id, steps = rec.graph.len(), "adopting a running build after a leader change");
             // Nobody is attached to the events: the client's stream was on
-            // the old leader. Sends to a closed channel are ignored.
-            let (events, _) = mpsc::unbounded_channel();
+            // the old leader. Sends to a closed channel are ignored; the
+            // events still count in the metrics.
+            let (events, _) = crate::observe::observed_events();
             let steps = rec.graph;
             let n = steps.len();
             let index = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
