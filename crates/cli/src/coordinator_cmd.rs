@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rbk_coordinator::{Coordinator, CoordinatorConfig, MemoryState, SnapshotMerger, TokenFile};
 use rbk_metrics::{MetricsServer, MetricsStore};
-use rbk_store::{FilesystemStore, Store};
+use rbk_store::{Store, build_store};
 
 #[derive(clap::Args)]
 pub struct CoordinatorArgs {
@@ -19,11 +19,14 @@ pub struct CoordinatorArgs {
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;
+    let mut store_config = config.store.config.clone();
+    store_config.apply_env(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    let backend = if matches!(store_config.describe().rsplit(" > ").next(), Some(b) if b.starts_with("s3")) { "s3" } else { "fs" };
     let store: Arc<dyn Store> = Arc::new(MetricsStore::new(
-        FilesystemStore::open(&config.store.dir)
+        build_store(&store_config)
             .await
-            .with_context(|| format!("opening the store at {}", config.store.dir.display()))?,
-        "fs",
+            .with_context(|| format!("opening the store {} (from {})", store_config.describe(), args.config.display()))?,
+        backend,
         rbk_metrics::global().clone(),
     ));
     let merger = Arc::new(SnapshotMerger::new(store.clone()));

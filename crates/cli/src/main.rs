@@ -13,6 +13,7 @@ mod run_step_cmd;
 mod bench_worker_cmd;
 mod build_cmd;
 mod submit_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,8 @@ enum Command {
     Graph(graph_cmd::GraphArgs),
     /// Capture, restore and inspect directory snapshots by hand (debugging).
     Snapshot(snapshot_cmd::SnapshotArgs),
+    /// Join a farm as a worker: connect out to a coordinator and run the steps it assigns.
+    Worker(worker_cmd::WorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cache(args) => cache_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
+            Command::Worker(args) => worker_cmd::run(args).await,
         }
     })
 }

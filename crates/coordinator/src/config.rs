@@ -5,7 +5,9 @@
 //! token_file = "tokens.toml"      # relative paths are relative to this file
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus `GET /metrics` (docs/metrics.md)
 //! [store]
-//! dir = "/var/lib/rbk/store"      # filesystem store (S3 comes with the store config)
+//! dir = "/var/lib/rbk/store"      # filesystem store; or any rbk_store::StoreConfig:
+//! # type = "s3"                    # bucket, endpoint, region, prefix, ...; credentials
+//! # bucket = "rbk"                 # from RBK_S3_ACCESS_KEY_ID / AWS_* (never in the file)
 //! [scheduler]
 //! heartbeat_ms = 5000
 //! worker_timeout_ms = 30000
@@ -28,19 +30,57 @@ pub struct CoordinatorConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub scheduler: SchedulerSection,
-    /// Replication; see [`crate::raft_config`].
-    #[serde(default)]
-    pub raft: Option<crate::raft_config::RaftConfig>,
     /// Where Prometheus scrapes `GET /metrics` (plain HTTP, no token);
     /// absent: no metrics endpoint. See docs/metrics.md.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Replication; see [`crate::raft_config`].
+    #[serde(default)]
+    pub raft: Option<crate::raft_config::RaftConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[store]`: either `dir = "..."` (a plain filesystem store, the
+/// original form) or any stack the store crate's config describes
+/// (`type = "s3"`, `"verify"`, `"existence_cache"`, ...; see
+/// `rbk_store::StoreConfig`), credentials from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSection {
-    pub dir: PathBuf,
+    pub config: rbk_store::StoreConfig,
+}
+
+impl<'de> Deserialize<'de> for StoreSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = toml::Value::deserialize(d)?;
+        let t = v.as_table().ok_or_else(|| D::Error::custom("store: expected a table"))?;
+        if t.contains_key("type") {
+            let config = rbk_store::StoreConfig::deserialize(v).map_err(|e| D::Error::custom(format!("store: {e}")))?;
+            return Ok(StoreSection { config });
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Dir {
+            dir: PathBuf,
+        }
+        let Dir { dir } = Dir::deserialize(v)
+            .map_err(|e| D::Error::custom(format!("store: {e} (give `dir = ...`, or `type = ...` with the store's keys)")))?;
+        Ok(StoreSection { config: rbk_store::StoreConfig::Filesystem { path: dir } })
+    }
+}
+
+impl StoreSection {
+    /// Makes filesystem paths relative to `base` (the config file's dir).
+    fn resolve(&mut self, base: &Path) {
+        fn walk(c: &mut rbk_store::StoreConfig, base: &Path) {
+            use rbk_store::StoreConfig as S;
+            match c {
+                S::Filesystem { path } => *path = base.join(&*path),
+                S::S3(_) => {}
+                S::Compress { inner, .. } | S::Verify { inner } | S::ExistenceCache { inner, .. } => walk(inner, base),
+            }
+        }
+        walk(&mut self.config, base);
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +132,7 @@ impl CoordinatorConfig {
         }
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
-        c.store.dir = base.join(&c.store.dir);
+        c.store.resolve(base);
         if let Some(r) = &mut c.raft {
             r.resolve(base).map_err(invalid)?;
         }
@@ -122,8 +162,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.token_file, Path::new("/etc/rbk/tokens.toml"));
-        assert_eq!(c.store.dir, Path::new("/etc/rbk/store"));
+        assert_eq!(c.store.config, rbk_store::StoreConfig::Filesystem { path: "/etc/rbk/store".into() });
         assert_eq!(c.scheduler.max_attempts, 3);
+    }
+
+    #[test]
+    fn the_store_section_takes_a_full_store_stack() {
+        let c = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:7070\"\ntoken_file = \"t\"\n[store]\ntype = \"verify\"\n[store.inner]\ntype = \"s3\"\nbucket = \"rbk\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+            Path::new("/etc/rbk/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.store.config.describe(), "verify > s3(rbk)");
+    }
+
+    #[test]
+    fn a_bad_store_section_names_the_key() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:7070\"\ntoken_file = \"t\"\n[store]\ndirectory = \"s\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
     }
 
     #[test]

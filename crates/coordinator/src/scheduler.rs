@@ -108,6 +108,18 @@ pub struct StepInput {
     pub result: ActionResult,
 }
 
+/// A build's `--secret` values: held in memory for the build's lifetime and
+/// sent only inside assignments, never into coordinator state (so never
+/// into the Raft log). `Debug` shows the ids, not the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub assignment_id: String,
@@ -119,6 +131,7 @@ pub struct Assignment {
     pub payload: Vec<u8>,
     pub mounts: Vec<MountGrant>,
     pub inputs: Vec<StepInput>,
+    pub secrets: Secrets,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +203,7 @@ pub enum SchedulerError {
 type CommitResult = Result<(ActionResult, Vec<(HeadKey, Digest)>, u64), String>;
 
 enum Msg {
-    Submit { req: BuildRequest, reply: oneshot::Sender<Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError>> },
+    Submit { req: BuildRequest, secrets: Secrets, reply: oneshot::Sender<Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError>> },
     Cancel { namespace: String, build_id: String, reply: oneshot::Sender<Result<(), SchedulerError>> },
     WorkerUp { info: WorkerInfo, tx: mpsc::UnboundedSender<ToWorker>, reply: oneshot::Sender<u64> },
     FromWorker { worker_id: String, conn: u64, msg: FromWorker },
@@ -242,6 +255,7 @@ impl Scheduler {
             queue: VecDeque::new(),
             assignments: HashMap::new(),
             next_id: 0,
+            secrets: HashMap::new(),
         };
         tokio::spawn(core.run(rx));
         Self { tx }
@@ -249,8 +263,18 @@ impl Scheduler {
 
     /// Starts a build; the receiver yields its events until `BuildFinished`.
     pub async fn submit(&self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+        self.submit_with_secrets(req, Secrets::default()).await
+    }
+
+    /// [`submit`](Self::submit) with the build's secrets, which every
+    /// assignment of the build carries to its worker.
+    pub async fn submit_with_secrets(
+        &self,
+        req: BuildRequest,
+        secrets: Secrets,
+    ) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Submit { req, reply }).map_err(|_| SchedulerError::Stopped)?;
+        self.tx.send(Msg::Submit { req, secrets, reply }).map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)?
     }
 
@@ -394,6 +418,8 @@ struct Core {
     queue: VecDeque<ExecKey>,
     assignments: HashMap<String, ExecKey>,
     next_id: u64,
+    /// `--secret` values by build id, while the build runs.
+    secrets: HashMap<String, Secrets>,
 }
 
 impl Core {
@@ -420,8 +446,14 @@ impl Core {
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Submit { req, reply } => {
+            Msg::Submit { req, secrets, reply } => {
                 let r = self.submit(req).await;
+                if let Ok((build_id, _)) = &r
+                    && self.builds.contains_key(build_id)
+                    && !secrets.0.is_empty()
+                {
+                    self.secrets.insert(build_id.clone(), secrets);
+                }
                 let _ = reply.send(r);
             }
             Msg::Cancel { namespace, build_id, reply } => {
@@ -623,6 +655,7 @@ impl Core {
     /// Ends a build: its unfinished steps are cancelled, executions no other
     /// build waits for are stopped, and the final event is sent.
     async fn end_build(&mut self, build_id: &str, state: BuildState, message: String) {
+        self.secrets.remove(build_id);
         let Some(b) = self.builds.remove(build_id) else { return };
         let mut stop = Vec::new();
         for (key, exec) in self.execs.iter_mut() {
@@ -912,9 +945,12 @@ impl Core {
             .record("assignment_id", assignment_id.as_str())
             .record("worker", worker_id.as_str());
         tracing::info!(attempt = exec.attempt, "step dispatched");
+        let build_id = if exec.waiters.iter().any(|(b, _)| *b == exec.first_build) { exec.first_build.clone() } else { build_id };
+        let secrets = self.secrets.get(&build_id).cloned().unwrap_or_default();
         let assignment = Assignment {
             assignment_id: assignment_id.clone(),
-            build_id: if exec.waiters.iter().any(|(b, _)| *b == exec.first_build) { exec.first_build.clone() } else { build_id },
+            secrets,
+            build_id,
             step_id,
             key: exec.node.key.clone(),
             namespace: exec.namespace.clone(),

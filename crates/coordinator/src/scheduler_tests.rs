@@ -459,3 +459,19 @@ fn graphs_with_cycles_unknown_deps_or_duplicate_ids_are_refused() {
     let nokey = validate_graph(&[node("a", "", &[])]).unwrap_err();
     assert_eq!(nokey.to_string(), "invalid build graph: step a: empty cache key");
 }
+
+#[tokio::test]
+async fn secrets_travel_in_assignments_but_never_into_state() {
+    let h = harness();
+    let mut w = h.worker("w1", 1).await;
+    let secrets = Secrets(BTreeMap::from([("npmrc".to_string(), b"token-xyz-123".to_vec())]));
+    let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", "ka", &[])], no_cache: false };
+    let (_, mut rx) = h.sched.submit_with_secrets(req, secrets.clone()).await.unwrap();
+    let a = w.assignment().await;
+    assert_eq!(a.secrets, secrets);
+    assert!(!format!("{a:?}").contains("token-xyz"), "Debug prints secret values: {a:?}");
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut rx).await), BuildState::Succeeded);
+    let dump = query(&*h.state, |m| format!("{m:?}"));
+    assert!(!dump.contains("token-xyz") && !dump.contains(&format!("{:?}", b"token-xyz-123")), "state holds the secret");
+}

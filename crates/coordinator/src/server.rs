@@ -22,7 +22,7 @@ use crate::auth::{Auth, AuthError, TokenFile, tenant_of, worker_pool_of};
 use crate::cache_heads::{CacheHeads, Merger};
 use crate::scheduler::{
     BuildEvent, BuildRequest, CacheCommit, CacheMountSpec, FromWorker, Scheduler, SchedulerConfig, SchedulerError,
-    StepNode, StepOutcome, ToWorker, WorkerInfo,
+    Secrets, StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
 use crate::state::{BuildRecord, CacheHead, Command, CoordinatorState, HeadKey, now_ms, query};
 
@@ -217,6 +217,8 @@ impl Build for BuildService {
         let namespace = tenant_of(&req)?;
         let req = req.into_inner();
         let options = req.options.unwrap_or_default();
+        // Kept in the scheduler's memory for this build only (see Secrets).
+        let secrets: BTreeMap<String, Vec<u8>> = req.secrets.into_iter().collect();
         let steps = if req.steps.is_empty() {
             let planner = self.0.planner.as_ref().ok_or_else(|| {
                 Status::failed_precondition("this coordinator has no Dockerfile planner configured; submit a planned graph (steps)")
@@ -229,7 +231,7 @@ impl Build for BuildService {
         let (_, events) = self
             .0
             .scheduler
-            .submit(BuildRequest { namespace, steps, no_cache: options.no_cache })
+            .submit_with_secrets(BuildRequest { namespace, steps, no_cache: options.no_cache }, Secrets(secrets))
             .await
             .map_err(scheduler_status)?;
         Ok(Response::new(UnboundedReceiverStream::new(events).map(|e| Ok(event_to_wire(e))).boxed()))
@@ -358,7 +360,7 @@ fn to_worker_wire(m: ToWorker) -> pw::CoordinatorMessage {
             namespace: a.namespace,
             attempt: a.attempt,
             payload: a.payload,
-            secrets: Default::default(),
+            secrets: a.secrets.0.into_iter().collect(),
             mounts: a
                 .mounts
                 .into_iter()

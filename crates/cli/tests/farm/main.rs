@@ -1,4 +1,7 @@
-//! The farm end to end as processes: `rbk coordinator`, `rbk worker`s with
-//! separate state dirs, builds submitted over gRPC or with `rbk submit`.
+//! The farm end to end as processes: `rbk coordinator` (store on the S3
+//! server), `rbk worker`s with separate state dirs, builds submitted over
+//! gRPC or with `rbk submit`. See `harness.rs`.
 
+mod harness;
+mod workers;
 mod submit;

@@ -163,7 +163,7 @@ pub struct Submitted {
 
 impl Client {
     pub async fn submit(&mut self, steps: Vec<pb::StepNode>) -> Result<Submitted, tonic::Status> {
-        let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps };
+        let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, secrets: Default::default() };
         let mut events = self.inner.submit(bearer(req, &self.token)).await?.into_inner();
         let first = timeout(WAIT, events.message()).await.unwrap()?.unwrap();
         let Some(Event::Accepted(a)) = first.event else { panic!("first event is not accepted: {first:?}") };

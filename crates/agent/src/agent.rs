@@ -1,0 +1,352 @@
+//! The worker loop: connect out, register, take assignments, report back,
+//! and reconnect when the stream breaks.
+//!
+//! One task owns the loop; each assignment runs in a task of its own and
+//! reports through one channel (log lines, then its result), so the loop
+//! never waits on a step. While disconnected, finished results are kept
+//! and sent first on the next session (the coordinator ignores results of
+//! assignments it has already given to someone else); log lines of that
+//! gap are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rbk_build::farm_exec::FarmExecutor;
+use rbk_proto::worker::coordinator_message::Msg as Down;
+use rbk_proto::worker::worker_client::WorkerClient;
+use rbk_proto::worker::worker_message::Msg as Up;
+use rbk_proto::worker::{self as pw};
+use rbk_worker::{LogLine, LogSink, Stream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Endpoint;
+use tonic::{Code, Request, Streaming};
+
+use crate::backoff::Backoff;
+
+/// The platform every step runs on here (the executor runs linux/amd64).
+pub const PLATFORM: &str = "linux/amd64";
+
+/// How a worker joins the farm and when it leaves.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://host:port` of a coordinator.
+    pub coordinator: String,
+    /// A worker-pool token from the coordinator's token file.
+    pub token: String,
+    /// Stable across restarts, so the coordinator recognises a reconnect.
+    pub worker_id: String,
+    /// Steps may require labels (exact values) to land here.
+    pub labels: BTreeMap<String, String>,
+    pub max_parallel: u32,
+    /// Drain and exit once no step has run for this long (CI runners).
+    pub until_idle: Option<Duration>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(coordinator: impl Into<String>, token: impl Into<String>, worker_id: impl Into<String>) -> Self {
+        AgentConfig {
+            coordinator: coordinator.into(),
+            token: token.into(),
+            worker_id: worker_id.into(),
+            labels: BTreeMap::new(),
+            max_parallel: 1,
+            until_idle: None,
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("coordinator url {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("the worker token has characters an HTTP header cannot carry")]
+    Token,
+    /// The coordinator refused the worker for good (bad token, bad
+    /// registration): retrying would not help.
+    #[error("the coordinator at {url} refused this worker: {message}")]
+    Refused { url: String, message: String },
+}
+
+/// What running steps report to the loop.
+enum Event {
+    Log(pw::StepLog),
+    Done(pw::StepResult),
+}
+
+/// What the loop keeps across sessions.
+struct Local {
+    running: HashMap<String, AbortHandle>,
+    draining: bool,
+    idle_since: Instant,
+    /// Results finished while disconnected.
+    backlog: Vec<pw::StepResult>,
+    shutdown_seen: bool,
+}
+
+enum SessionEnd {
+    /// Drained: exit.
+    Finished,
+    /// The stream broke; `registered` says whether it got that far.
+    Broken { why: String, registered: bool },
+}
+
+/// A farm worker: [`FarmExecutor`] behind a Worker.Session stream.
+pub struct Agent {
+    config: AgentConfig,
+    exec: Arc<FarmExecutor>,
+    permits: Arc<Semaphore>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, exec: Arc<FarmExecutor>) -> Self {
+        let permits = Arc::new(Semaphore::new(config.max_parallel.max(1) as usize));
+        Agent { config, exec, permits }
+    }
+
+    /// Serves until drained: `shutdown` resolving (SIGTERM) or the idle
+    /// limit starts a drain (no new steps; running ones finish and report),
+    /// then the session is closed and this returns `Ok`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let url = self.config.coordinator.clone();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| AgentError::Url { url: url.clone(), message: e.to_string() })?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let auth: MetadataValue<Ascii> = format!("Bearer {}", self.config.token).parse().map_err(|_| AgentError::Token)?;
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let mut local = Local {
+            running: HashMap::new(),
+            draining: false,
+            idle_since: Instant::now(),
+            backlog: vec![],
+            shutdown_seen: false,
+        };
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        tokio::pin!(shutdown);
+        loop {
+            match self.session(&endpoint, &auth, &mut local, &ev_tx, &mut ev_rx, shutdown.as_mut()).await? {
+                SessionEnd::Finished => return Ok(()),
+                SessionEnd::Broken { why, registered } => {
+                    if registered {
+                        backoff.reset();
+                    }
+                    if local.draining && local.running.is_empty() {
+                        // Nobody to drain towards; what is left is lost
+                        // either way, and the coordinator retries it.
+                        tracing::warn!("draining while disconnected ({why}); exiting");
+                        return Ok(());
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(coordinator = %url, "worker session ended: {why}; reconnecting in {delay:?}");
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            _ = shutdown.as_mut(), if !local.shutdown_seen => {
+                                local.shutdown_seen = true;
+                                local.draining = true;
+                                if local.running.is_empty() {
+                                    return Ok(());
+                                }
+                            }
+                            Some(ev) = ev_rx.recv() => {
+                                if let Event::Done(r) = ev {
+                                    local.running.remove(&r.assignment_id);
+                                    local.idle_since = Instant::now();
+                                    local.backlog.push(r);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn register(&self) -> pw::Register {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        pw::Register {
+            worker_id: self.config.worker_id.clone(),
+            platform: PLATFORM.into(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            resources: Some(pw::Resources { cpus, memory_bytes: memory_bytes(), max_parallel: self.config.max_parallel.max(1) }),
+            layers: self.exec.held_layers(),
+            snapshots: self
+                .exec
+                .held_caches()
+                .into_iter()
+                .map(|h| pw::HeldSnapshot { namespace: h.namespace, cache_id: h.cache_id, slot: h.slot, snapshot: h.snapshot.to_string() })
+                .collect(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn session(
+        &self,
+        endpoint: &Endpoint,
+        auth: &MetadataValue<Ascii>,
+        local: &mut Local,
+        ev_tx: &mpsc::UnboundedSender<Event>,
+        ev_rx: &mut mpsc::UnboundedReceiver<Event>,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<SessionEnd, AgentError> {
+        let broken = |why: String| Ok(SessionEnd::Broken { why, registered: false });
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => return broken(format!("connecting: {e}")),
+        };
+        let (up, up_rx) = mpsc::unbounded_channel();
+        let send = |m: Up| {
+            let _ = up.send(pw::WorkerMessage { msg: Some(m) });
+        };
+        send(Up::Register(self.register()));
+        let mut req = Request::new(UnboundedReceiverStream::new(up_rx));
+        req.metadata_mut().insert("authorization", auth.clone());
+        let mut down = match WorkerClient::new(channel).session(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return self.refused_or_broken(s),
+        };
+        let heartbeat_ms = match down.message().await {
+            Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Registered(r)) })) => r.heartbeat_interval_ms,
+            Ok(other) => return broken(format!("expected `registered` first, got {other:?}")),
+            Err(s) => return self.refused_or_broken(s),
+        };
+        tracing::info!(worker = %self.config.worker_id, "registered with {}", self.config.coordinator);
+        let registered = |why: String| Ok(SessionEnd::Broken { why, registered: true });
+        for r in local.backlog.drain(..) {
+            send(Up::Result(r));
+        }
+        if local.draining {
+            send(Up::Drain(pw::Drain {}));
+        }
+        let every = Duration::from_millis(if heartbeat_ms == 0 { 5000 } else { heartbeat_ms });
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            if local.draining && local.running.is_empty() {
+                return Ok(self.finish(up, down).await);
+            }
+            let idle_deadline = self.config.until_idle.map(|d| tokio::time::Instant::from_std(local.idle_since + d));
+            tokio::select! {
+                _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat {})),
+                m = down.message() => match m {
+                    Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx),
+                    Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Cancel(c)) })) => {
+                        if let Some(h) = local.running.remove(&c.assignment_id) {
+                            // Dropping the step's future kills its container
+                            // (the runtime deletes it on drop).
+                            h.abort();
+                            tracing::info!(assignment = %c.assignment_id, "cancelled");
+                            local.idle_since = Instant::now();
+                            send(Up::Result(pw::StepResult {
+                                assignment_id: c.assignment_id,
+                                ok: false,
+                                message: "cancelled by the coordinator".into(),
+                                exit_code: -1,
+                                ..Default::default()
+                            }));
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return registered("the coordinator closed the stream".into()),
+                    Err(s) => return registered(s.to_string()),
+                },
+                Some(ev) = ev_rx.recv() => match ev {
+                    Event::Log(l) => send(Up::Log(l)),
+                    Event::Done(r) => {
+                        // A cancelled step's result was already sent.
+                        if local.running.remove(&r.assignment_id).is_some() {
+                            tracing::info!(assignment = %r.assignment_id, ok = r.ok, "step finished");
+                            send(Up::Result(r));
+                        }
+                        local.idle_since = Instant::now();
+                    }
+                },
+                _ = shutdown.as_mut(), if !local.shutdown_seen => {
+                    tracing::info!("draining: finishing {} running steps", local.running.len());
+                    local.shutdown_seen = true;
+                    local.draining = true;
+                    send(Up::Drain(pw::Drain {}));
+                }
+                _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() && local.running.is_empty() && !local.draining => {
+                    tracing::info!("idle for {:?}; draining", self.config.until_idle.unwrap_or_default());
+                    local.draining = true;
+                    send(Up::Drain(pw::Drain {}));
+                }
+            }
+        }
+    }
+
+    fn refused_or_broken(&self, s: tonic::Status) -> Result<SessionEnd, AgentError> {
+        match s.code() {
+            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
+                Err(AgentError::Refused { url: self.config.coordinator.clone(), message: s.message().to_owned() })
+            }
+            _ => Ok(SessionEnd::Broken { why: s.to_string(), registered: false }),
+        }
+    }
+
+    /// Closes our half of the stream and waits (bounded) for the
+    /// coordinator to close its half, so every result sent is delivered.
+    async fn finish(&self, up: mpsc::UnboundedSender<pw::WorkerMessage>, mut down: Streaming<pw::CoordinatorMessage>) -> SessionEnd {
+        drop(up);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(_)) = down.message().await {}
+        })
+        .await;
+        tracing::info!(worker = %self.config.worker_id, "drained");
+        SessionEnd::Finished
+    }
+
+    fn start(&self, a: pw::Assign, local: &mut Local, ev_tx: &mpsc::UnboundedSender<Event>) {
+        let id = a.assignment_id.clone();
+        tracing::info!(assignment = %id, build = %a.build_id, step = %a.step_id, attempt = a.attempt, "assigned");
+        let (exec, tx, permits) = (self.exec.clone(), ev_tx.clone(), self.permits.clone());
+        let h = tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let (aid, ltx) = (a.assignment_id.clone(), tx.clone());
+            let sink: LogSink = Arc::new(move |l: &LogLine| {
+                let stream = match l.stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                let _ = ltx.send(Event::Log(pw::StepLog { assignment_id: aid.clone(), stream: stream.into(), line: l.line.clone() }));
+            });
+            let r = exec.run(&a, sink).await;
+            if !r.ok {
+                tracing::warn!(assignment = %r.assignment_id, "step failed: {}", r.message);
+            }
+            let _ = tx.send(Event::Done(r));
+        });
+        local.running.insert(id, h.abort_handle());
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Total memory from `/proc/meminfo` (0 when unknown).
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,159 @@
+//! `rbk worker`: joins a farm as a worker (connects out to the coordinator,
+//! runs the steps it is given). SIGTERM or Ctrl-C drains: running steps
+//! finish and report, no new ones are taken, then it exits 0.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rbk_agent::{Agent, AgentConfig};
+use rbk_build::farm_exec::FarmExecutor;
+use rbk_coordinator::RemoteStore;
+use rbk_store::{Store, StoreConfig, build_store};
+use rbk_worker::RuntimeKind;
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The coordinator, e.g. http://10.0.0.1:7070.
+    #[arg(long, env = "RBK_COORDINATOR")]
+    coordinator: String,
+    /// A worker-pool token from the coordinator's token file.
+    #[arg(long, env = "RBK_WORKER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Labels steps can require, e.g. `zone=a,gpu=none` (repeatable).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Layers, restored contexts and the executor's scratch space.
+    #[arg(long, default_value = "/var/lib/rbk/worker")]
+    state_dir: PathBuf,
+    /// Cache-mount directories (default STATE_DIR/caches); may be kept by a
+    /// CI system between jobs, or start empty (restored from the store).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Steps run at once.
+    #[arg(long, default_value_t = 1)]
+    max_parallel: u32,
+    /// runc or crun.
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    /// The runtime binary (default: the runtime's name, from PATH).
+    #[arg(long)]
+    runtime_path: Option<PathBuf>,
+    /// Reach the content store directly (a TOML file with a `[store]`
+    /// table, e.g. S3 in-cluster) instead of through the coordinator.
+    #[arg(long)]
+    store_config: Option<PathBuf>,
+    /// The worker's name (default: the host name); keep it stable so a
+    /// restarted worker is recognised.
+    #[arg(long)]
+    id: Option<String>,
+    /// Drain and exit once no step has run for this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
+    until_idle: Option<Duration>,
+    /// For CI jobs: serve until idle for 10 s, then drain and exit
+    /// (`--until-idle 10s`).
+    #[arg(long, conflicts_with = "until_idle")]
+    once: bool,
+    /// Longest wait between reconnect attempts.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    max_backoff: Duration,
+}
+
+/// `<n>ms|s|m|h` → a duration.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?}: expected a number followed by ms, s, m or h");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    })
+}
+
+fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in raw.iter().filter(|l| !l.is_empty()) {
+        let (k, v) = l.split_once('=').with_context(|| format!("--labels {l:?}: expected key=value"))?;
+        if k.is_empty() {
+            bail!("--labels {l:?}: the key is empty");
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let runtime = match args.runtime.as_str() {
+        "runc" => RuntimeKind::Runc,
+        "crun" => RuntimeKind::Crun,
+        r => bail!("--runtime {r}: expected runc or crun"),
+    };
+    let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
+    let labels = parse_labels(&args.labels)?;
+    let store: Arc<dyn Store> = match &args.store_config {
+        Some(f) => {
+            let config = StoreConfig::load(f)?;
+            tracing::info!("store: {}", config.describe());
+            build_store(&config).await.with_context(|| format!("opening the store of {}", f.display()))?
+        }
+        None => {
+            // Lazy: the coordinator may not be up yet; the session loop
+            // retries, and the store reconnects on its own.
+            let channel = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
+                .with_context(|| format!("--coordinator {:?}", args.coordinator))?
+                .connect_lazy();
+            Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
+        }
+    };
+    let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store)
+        .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
+    let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
+    config.labels = labels;
+    config.max_parallel = args.max_parallel.max(1);
+    config.until_idle = if args.once { Some(Duration::from_secs(10)) } else { args.until_idle };
+    config.backoff_max = args.max_backoff;
+    eprintln!("rbk worker {} connecting to {}", config.worker_id, config.coordinator);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    Agent::new(config, Arc::new(exec)).run(shutdown).await?;
+    eprintln!("rbk worker drained; exiting");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+    }
+
+    #[test]
+    fn labels_are_key_value_pairs() {
+        let l = parse_labels(&["zone=a".into(), "gpu=".into()]).unwrap();
+        assert_eq!(l["zone"], "a");
+        assert_eq!(l["gpu"], "");
+        assert!(parse_labels(&["zone".into()]).unwrap_err().to_string().contains("zone"));
+    }
+}

@@ -1,0 +1,388 @@
+//! A farm made of real processes on 127.0.0.1: `rbk coordinator` with its
+//! store on the S3 server (RBK_TEST_S3_*, a fresh bucket per test), and
+//! `rbk worker` processes with separate state dirs, which tests stop
+//! (SIGTERM), kill (SIGKILL) and restart. Builds are submitted over gRPC as
+//! planned graphs of hand-built `FarmStep`s (labels force placement), with
+//! the busybox test image's layer put into the store first.
+//!
+//! Every wait has a deadline and says what it was waiting for.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rbk_build::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_coordinator::RemoteStore;
+use rbk_proto::build::build_client::BuildClient;
+use rbk_proto::build::build_event::Event;
+use rbk_proto::build::{self as pb};
+use rbk_store::{Digest, S3Config, S3Store, Secret, Store, StoreExt};
+use rbk_worker::{Command as WCommand, Mount, MountKind, RunStep, StepKind};
+use tonic::Request;
+
+pub const TENANT: &str = "farm-test-tenant-token-0001";
+pub const WORKER_TOKEN: &str = "farm-test-worker-token-0002";
+pub const RBK: &str = env!("CARGO_BIN_EXE_rbk");
+/// Longest any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// Scheduler timings for a test farm.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub worker_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_ms: 500, worker_timeout_ms: 5000 }
+    }
+}
+
+pub struct Farm {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    coordinator: Child,
+    pub base: LayerDesc,
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+    }
+}
+
+/// A fresh bucket on the test S3 server.
+async fn bucket() -> S3Config {
+    let s3 = rbk_testsupport::s3();
+    let mut config = S3Config::new(format!("rbk-farm-{:016x}", rand::random::<u64>()));
+    config.endpoint = Some(s3.endpoint.clone());
+    config.region = Some(s3.region.clone());
+    config.access_key_id = Some(Secret(s3.access_key.clone()));
+    config.secret_access_key = Some(Secret(s3.secret_key.clone()));
+    let store = S3Store::new(config.clone()).await.expect("S3 store");
+    store.client().create_bucket().bucket(&config.bucket).send().await.expect("creating the test bucket");
+    config
+}
+
+/// Reads lines of `child`'s stdout until one starts with `prefix`.
+fn wait_for_line(child: &mut Child, prefix: &str, what: &str) -> String {
+    let out = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&wanted) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("{what} did not print {prefix:?} within 30 s"))
+}
+
+impl Farm {
+    pub async fn start() -> Farm {
+        Self::start_with(Timing::default()).await
+    }
+
+    pub async fn start_with(t: Timing) -> Farm {
+        let s3 = rbk_testsupport::s3();
+        let b = bucket().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("coordinator.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n\
+                 [store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n\
+                 [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n",
+                b.bucket, s3.endpoint, s3.region, t.heartbeat_ms, t.worker_timeout_ms
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("coordinator.log")).unwrap();
+        let mut coordinator = Command::new(RBK)
+            .args(["coordinator", "--config"])
+            .arg(dir.path().join("coordinator.toml"))
+            // Credentials reach the store from the environment, never the file.
+            .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)
+            .env("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)
+            .env("RBK_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting rbk coordinator");
+        let addr = wait_for_line(&mut coordinator, "rbk coordinator listening on", "rbk coordinator");
+        let url = format!("http://{addr}");
+        let base = put_busybox(&url, dir.path()).await;
+        Farm { url, dir, coordinator, base }
+    }
+
+    pub async fn store(&self) -> RemoteStore {
+        RemoteStore::connect(&self.url, TENANT).await.expect("content service")
+    }
+
+    /// Starts `rbk worker --id ID --labels worker=ID` with its own state
+    /// dir, plus `extra` arguments; returns once it has registered.
+    pub fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        let state = self.dir.path().join("workers").join(id);
+        std::fs::create_dir_all(&state).unwrap();
+        let log_path = self.dir.path().join(format!("worker-{id}.log"));
+        let before = std::fs::read_to_string(&log_path).map_or(0, |s| s.matches("registered with").count());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let child = Command::new(RBK)
+            .args(["worker", "--coordinator", &self.url, "--token", WORKER_TOKEN, "--id", id])
+            .args(["--labels", &format!("worker={id}")])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--runtime-path")
+            .arg(rbk_testsupport::program("runc"))
+            .args(["--max-backoff", "1s"])
+            .args(extra)
+            .env("RBK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting rbk worker");
+        let mut w = Worker { id: id.to_owned(), child, log: log_path, registrations_before: before };
+        w.wait_registered();
+        w
+    }
+
+    pub async fn client(&self) -> BuildClient<tonic::transport::Channel> {
+        BuildClient::connect(self.url.clone()).await.expect("build service")
+    }
+
+    /// Submits a planned graph and collects its events until it finishes.
+    pub async fn build(&self, steps: Vec<pb::StepNode>) -> Vec<Event> {
+        self.build_with_secrets(steps, BTreeMap::new()).await
+    }
+
+    pub async fn build_with_secrets(&self, steps: Vec<pb::StepNode>, secrets: BTreeMap<String, Vec<u8>>) -> Vec<Event> {
+        let mut stream = self.submit(steps, secrets).await;
+        let mut events = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = tokio::time::timeout(left, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("the build did not finish within {WAIT:?}; events so far: {events:#?}"))
+                .expect("build event stream")
+                .expect("the event stream ended before BuildFinished");
+            let done = matches!(e.event, Some(Event::BuildFinished(_)));
+            events.extend(e.event);
+            if done {
+                return events;
+            }
+        }
+    }
+
+    pub async fn submit(&self, steps: Vec<pb::StepNode>, secrets: BTreeMap<String, Vec<u8>>) -> tonic::Streaming<pb::BuildEvent> {
+        let req = pb::SubmitRequest {
+            options: Some(Default::default()),
+            context_digest: String::new(),
+            steps,
+            secrets: secrets.into_iter().collect(),
+        };
+        self.client().await.submit(bearer(req)).await.expect("submit").into_inner()
+    }
+
+    /// The files of cache `id`'s head (slot 0), restored from the store.
+    pub async fn cache_files(&self, id: &str) -> BTreeMap<String, String> {
+        let heads = self.client().await.list_caches(bearer(pb::ListCachesRequest {})).await.expect("list caches").into_inner().heads;
+        let head = heads.iter().find(|h| h.id == id && h.slot == 0).unwrap_or_else(|| panic!("no head for cache {id}: {heads:?}"));
+        let store: Arc<dyn Store> = Arc::new(self.store().await);
+        let d: Digest = head.snapshot.parse().unwrap();
+        let snap = rbk_snapshot::Snapshot::load(&*store, d).await.expect("loading the head snapshot");
+        let out = tempfile::tempdir().unwrap();
+        let opts = rbk_snapshot::RestoreOptions { owner: false, ..Default::default() };
+        rbk_snapshot::restore(store, &snap, out.path(), &opts).await.expect("restoring the head");
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(out.path()).unwrap().flatten() {
+            if e.path().is_file() {
+                files.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+        files
+    }
+
+    /// A RUN step on the busybox base: `script` under `/bin/sh -c`, with
+    /// `cache` mounted at /cache, placed on worker `on` when given.
+    pub fn run(&self, id: &str, key: &str, script: &str, cache: Option<(&str, &str)>, on: Option<&str>) -> pb::StepNode {
+        let mut mounts = vec![];
+        let mut cache_ids = vec![];
+        let mut cache_mounts = vec![];
+        if let Some((cid, sharing)) = cache {
+            mounts.push(Mount {
+                target: "/cache".into(),
+                kind: MountKind::Cache { id: cid.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 },
+            });
+            cache_ids.push(cid.to_owned());
+            cache_mounts.push(pb::CacheMount { id: cid.into(), sharing: sharing.into() });
+        }
+        let step = FarmStep {
+            version: FARM_STEP_VERSION,
+            label: format!("[{id}] RUN {script}"),
+            file: "Dockerfile".into(),
+            line: 2,
+            parent: ImageSource::Layers { layers: vec![self.base.clone()] },
+            work: Work::Step {
+                step: StepKind::Run(RunStep {
+                    command: WCommand::Shell(script.into()),
+                    shell: vec!["/bin/sh".into(), "-c".into()],
+                    env: vec!["PATH=/bin".into()],
+                    user: None,
+                    workdir: None,
+                    mounts,
+                    network: Default::default(),
+                    limits: Default::default(),
+                    security: Default::default(),
+                }),
+            },
+            cache_ids,
+            context: None,
+            stages: Default::default(),
+        };
+        pb::StepNode {
+            id: id.into(),
+            key: key.into(),
+            deps: vec![],
+            platform: "linux/amd64".into(),
+            labels: on.map(|w| [("worker".to_string(), w.to_string())].into_iter().collect()).unwrap_or_default(),
+            cache_mounts,
+            payload: serde_json::to_vec(&step).unwrap(),
+            name: format!("RUN {script}"),
+        }
+    }
+}
+
+pub fn bearer<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {TENANT}").parse().unwrap());
+    r
+}
+
+/// Builds the busybox test image and puts its layer into the farm's store
+/// (as `rbk submit` does with base images).
+async fn put_busybox(url: &str, dir: &Path) -> LayerDesc {
+    let layout = rbk_image::OciLayout::create(dir.join("base")).unwrap();
+    let image = rbk_image::testimage::busybox_image(&layout, &rbk_testsupport::program("busybox"), "busybox").unwrap();
+    let l = &image.layers()[0];
+    let blob = std::fs::read(layout.blob_path(&l.digest)).unwrap();
+    let store = RemoteStore::connect(url, TENANT).await.expect("content service");
+    let blake3 = store.put_bytes(blob.into()).await.expect("uploading the base layer");
+    LayerDesc {
+        digest: l.digest.to_string(),
+        diff_id: image.diff_ids()[0].to_string(),
+        blake3: blake3.to_string(),
+        size: l.size,
+        media_type: l.media_type.clone(),
+    }
+}
+
+pub struct Worker {
+    pub id: String,
+    child: Child,
+    log: PathBuf,
+    registrations_before: usize,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn count_in_log(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |s| s.matches(needle).count())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the worker has (re-)registered with the coordinator.
+    pub fn wait_registered(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.count_in_log("registered with") <= self.registrations_before {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("worker {} exited ({status}) before registering:\n{}", self.id, self.log_text());
+            }
+            assert!(Instant::now() < deadline, "worker {} did not register within 30 s:\n{}", self.id, self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.registrations_before += 1;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("running kill").success();
+        assert!(ok, "kill {sig} {} failed", self.child.id());
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    pub fn sigkill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("waiting for the worker") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "worker {} still running after {limit:?}:\n{}", self.id, self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The build's final state ("succeeded", "failed", ...).
+pub fn final_state(events: &[Event]) -> String {
+    match events.last() {
+        Some(Event::BuildFinished(f)) => f.state.clone(),
+        other => panic!("no BuildFinished at the end: {other:?}"),
+    }
+}
+
+/// Which worker finished each step, by step id.
+pub fn finished_on(events: &[Event]) -> BTreeMap<String, String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Finished(f) => Some((f.step_id.clone(), f.worker_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Log lines of step `id`.
+pub fn logs_of(events: &[Event], id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log(l) if l.step_id == id => Some(l.line.clone()),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,138 @@
+//! `rbk worker` processes in a farm: cache mounts that follow builds from
+//! worker to worker, concurrent commits, locked caches, a worker killed
+//! mid-step, drain on SIGTERM, exit when idle.
+
+use std::time::Duration;
+
+use rbk_proto::build::build_event::Event;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_mount_follows_builds_from_a_to_b_and_back() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let _b = farm.worker("b", &[]);
+    let mut placed = Vec::new();
+    for (n, on) in [(1, "a"), (2, "b"), (3, "a")] {
+        let step = farm.run("s", &format!("k{n}"), &format!("echo build{n} >> /cache/lines"), Some(("c", "shared")), Some(on));
+        let events = farm.build(vec![step]).await;
+        assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+        placed.push(finished_on(&events)["s"].clone());
+        if n == 2 {
+            let restored = events.iter().find_map(|e| if let Event::Finished(f) = e { Some(f.bytes_restored) } else { None });
+            assert!(restored.unwrap_or(0) > 0, "worker b started cold and restored nothing: {events:#?}");
+        }
+    }
+    assert_eq!(placed, ["a", "b", "a"]);
+    assert_eq!(farm.cache_files("c").await["lines"], "build1\nbuild2\nbuild3\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_builds_on_a_and_b_both_land_in_one_shared_cache() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let _b = farm.worker("b", &[]);
+    let on_a = farm.run("s", "ka", "sleep 1; echo from a > /cache/from-a", Some(("shared-c", "shared")), Some("a"));
+    let on_b = farm.run("s", "kb", "sleep 1; echo from b > /cache/from-b", Some(("shared-c", "shared")), Some("b"));
+    let (ea, eb) = tokio::join!(farm.build(vec![on_a]), farm.build(vec![on_b]));
+    assert_eq!((final_state(&ea), final_state(&eb)), ("succeeded".into(), "succeeded".into()), "{ea:#?} {eb:#?}");
+    assert_eq!((finished_on(&ea)["s"].as_str(), finished_on(&eb)["s"].as_str()), ("a", "b"));
+    let files = farm.cache_files("shared-c").await;
+    assert_eq!(files.get("from-a").map(String::as_str), Some("from a\n"), "{files:?}");
+    assert_eq!(files.get("from-b").map(String::as_str), Some("from b\n"), "{files:?}");
+}
+
+/// `start end` (seconds of host uptime) as the step recorded them.
+fn interval(s: &str) -> (f64, f64) {
+    let v: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locked_cache_steps_on_different_workers_never_overlap() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let _b = farm.worker("b", &[]);
+    let script = |w: &str| format!("s=$(cut -d' ' -f1 /proc/uptime); sleep 1; e=$(cut -d' ' -f1 /proc/uptime); echo \"$s $e\" > /cache/{w}");
+    let on_a = farm.run("s", "ka", &script("a"), Some(("locked-c", "locked")), Some("a"));
+    let on_b = farm.run("s", "kb", &script("b"), Some(("locked-c", "locked")), Some("b"));
+    let (ea, eb) = tokio::join!(farm.build(vec![on_a]), farm.build(vec![on_b]));
+    assert_eq!((final_state(&ea), final_state(&eb)), ("succeeded".into(), "succeeded".into()), "{ea:#?} {eb:#?}");
+    assert_eq!((finished_on(&ea)["s"].as_str(), finished_on(&eb)["s"].as_str()), ("a", "b"));
+    let files = farm.cache_files("locked-c").await;
+    let (a, b) = (interval(&files["a"]), interval(&files["b"]));
+    assert!(a.1 <= b.0 || b.1 <= a.0, "locked steps overlapped: a ran {a:?}, b ran {b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_of_a_worker_killed_mid_run_reruns_on_another_and_the_build_succeeds() {
+    let farm = Farm::start_with(Timing { heartbeat_ms: 200, worker_timeout_ms: 2000 }).await;
+    let mut a = farm.worker("a", &[]);
+    let step = farm.run("s", "k", "echo started; sleep 4; echo finished", None, None);
+    let mut stream = farm.submit(vec![step], Default::default()).await;
+    let mut events = Vec::new();
+    // Until the step runs on a.
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("no Started within the deadline").unwrap().unwrap();
+        let started_on_a = matches!(&e.event, Some(Event::Started(s)) if s.worker_id == "a");
+        events.extend(e.event);
+        if started_on_a {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.sigkill();
+    let _b = farm.worker("b", &[]);
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("the build did not finish").unwrap().unwrap();
+        let done = matches!(e.event, Some(Event::BuildFinished(_)));
+        events.extend(e.event);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    assert_eq!(finished_on(&events)["s"], "b");
+    assert!(events.iter().any(|e| matches!(e, Event::Started(s) if s.worker_id == "b" && s.attempt == 2)), "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigtermed_worker_finishes_its_running_step_then_exits_0() {
+    let farm = Farm::start().await;
+    let mut a = farm.worker("a", &[]);
+    let step = farm.run("s", "k", "sleep 2; echo drained-ok", None, None);
+    let mut stream = farm.submit(vec![step], Default::default()).await;
+    let mut events = Vec::new();
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("no Started within the deadline").unwrap().unwrap();
+        let started = matches!(&e.event, Some(Event::Started(_)));
+        events.extend(e.event);
+        if started {
+            break;
+        }
+    }
+    a.sigterm();
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("the build did not finish").unwrap().unwrap();
+        let done = matches!(e.event, Some(Event::BuildFinished(_)));
+        events.extend(e.event);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    assert_eq!(logs_of(&events, "s"), ["drained-ok"]);
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "drained worker exited with {status}:\n{}", a.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_with_until_idle_runs_a_step_then_exits_0_when_idle() {
+    let farm = Farm::start().await;
+    let mut a = farm.worker("a", &["--until-idle", "2s"]);
+    let events = farm.build(vec![farm.run("s", "k", "echo ran", None, None)]).await;
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "idle worker exited with {status}:\n{}", a.log_text());
+}
