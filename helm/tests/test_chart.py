@@ -188,6 +188,20 @@ def test_each_coordinator_gets_its_node_id_and_every_peer_address():
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 7070, "raft": 7071}
 
 
+def test_coordinators_beyond_the_bootstrap_voters_join_at_run_time():
+    configs = coordinator_configs(render({"coordinator": {"replicas": 5, "raft": {"bootstrapVoters": 3}}}))
+    for i in range(5):
+        raft = configs[f"coordinator-{i}.toml"]["raft"]
+        assert sorted(raft["peers"]) == ["1", "2", "3"]
+        assert raft.get("join", False) is (i >= 3), i
+
+
+def test_more_bootstrap_voters_than_replicas_are_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"coordinator": {"replicas": 3, "raft": {"bootstrapVoters": 5}}})
+    assert "bootstrapVoters (5) cannot exceed coordinator.replicas (3)" in str(refused.value)
+
+
 def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
     objects = render(HA_VALUES)
     config = coordinator_configs(objects)["coordinator-0.toml"]
@@ -385,7 +399,7 @@ def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | N
 
 
 def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
-    start_coordinator(render({}), tmp_path)
+    start_coordinator(render({"metrics": {"enabled": True}}), tmp_path)
 
 
 def s3_endpoint() -> str:
