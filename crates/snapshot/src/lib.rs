@@ -52,7 +52,7 @@ pub use error::{SnapshotError, SnapshotResult};
 pub use filter::{IncludeAll, PathFilter};
 pub use manifest::{ChunkRef, Codec, Entry, EntryKind, FileContent, Manifest, Timestamp};
 pub use merge::merge;
-pub use restore::{RestoreOptions, RestoreStats, restore};
+pub use restore::{RestoreOptions, RestoreStats, cold_restore_gets, restore};
 
 /// A stored snapshot: its manifest and the digest that names it.
 #[derive(Debug, Clone)]

@@ -30,21 +30,48 @@ pub fn encode_chunk(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
 /// Decompression is capped at the digest's size, so a hostile pack cannot
 /// inflate into unbounded memory.
 pub fn decode_chunk(codec: Codec, stored: &[u8], expected: &Digest) -> Result<Vec<u8>, String> {
-    let data = match codec {
-        Codec::Raw => stored.to_vec(),
+    let mut scratch = Vec::new();
+    let data = decode_chunk_into(codec, stored, expected, &mut scratch)?;
+    Ok(if codec == Codec::Raw { data.to_vec() } else { scratch })
+}
+
+/// [`decode_chunk`] without an allocation per chunk: a raw chunk is checked
+/// in place and returned as is, a compressed one is inflated into `scratch`
+/// (reused between calls) by this thread's zstd context. Restore decodes
+/// one chunk per small file, and creating a zstd context for each cost
+/// more than the inflating itself.
+pub fn decode_chunk_into<'a>(codec: Codec, stored: &'a [u8], expected: &Digest, scratch: &'a mut Vec<u8>) -> Result<&'a [u8], String> {
+    let data: &[u8] = match codec {
+        Codec::Raw => stored,
         Codec::Zstd => {
-            let cap = expected.size() as usize;
-            let mut out = Vec::with_capacity(cap);
-            let mut d = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
-            d.decompress_to_buffer(stored, &mut out).map_err(|e| format!("zstd: {e}"))?;
-            out
+            let cap = usize::try_from(expected.size()).map_err(|_| format!("declared size {} does not fit in memory", expected.size()))?;
+            scratch.clear();
+            scratch.reserve(cap);
+            let n = DCTX.with(|d| -> Result<usize, String> {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+                }
+                let d = d.as_mut().expect("just set");
+                // Inflating writes at most the spare capacity, which is
+                // `cap` or what an earlier (verified) chunk needed.
+                d.decompress_to_buffer(stored, &mut *scratch).map_err(|e| format!("zstd: {e}"))
+            })?;
+            if n as u64 != expected.size() {
+                return Err(format!("inflates to {n} bytes, not {}", expected.size()));
+            }
+            &scratch[..]
         }
     };
-    let actual = Digest::of(&data);
+    let actual = Digest::of(data);
     if actual != *expected {
         return Err(format!("content hashes to {actual}"));
     }
     Ok(data)
+}
+
+thread_local! {
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A pack being filled. `seal` hands back its bytes and digest once it

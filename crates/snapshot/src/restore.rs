@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ use crate::error::{SnapshotError, SnapshotResult};
 use crate::filter::IncludeAll;
 use crate::fsutil::{self, Kind, os, split_parent};
 use crate::manifest::{Codec, Entry, EntryKind, FileContent};
-use crate::pack::decode_chunk;
+use crate::pack::decode_chunk_into;
 use crate::statcache::{StatCache, StatKey};
 use crate::{Manifest, Snapshot};
 
@@ -65,10 +66,14 @@ pub struct RestoreStats {
 /// Everything is opened relative to `dir`'s descriptor with symlinks
 /// refused (`openat2` `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `*at` calls
 /// with `AT_SYMLINK_NOFOLLOW`), so neither a hostile manifest nor a symlink
-/// already in `dir` can make restore touch anything outside it. Files are
-/// written to a temporary name and renamed into place once complete and
-/// verified; an interrupted restore leaves temporaries and stale files that
-/// the next restore removes or rewrites.
+/// already in `dir` can make restore touch anything outside it. Every chunk
+/// is verified against its digest before it is written. Into an empty
+/// directory, files are created (`O_EXCL`) and written under their real
+/// names; into a directory with content, under a temporary name renamed
+/// into place once complete. Either way an interrupted restore leaves
+/// partial files and temporaries that the next restore, which trusts only
+/// size plus content (or a stat cache written by a *completed* restore),
+/// rewrites or removes.
 pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opts: &RestoreOptions) -> SnapshotResult<RestoreStats> {
     let manifest = snapshot.manifest.clone();
     manifest.validate()?;
@@ -85,6 +90,21 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         Some(d) => Snapshot::load(&*store, d).await.ok().map(|s| s.manifest),
         None => None,
     };
+
+    // A cold restore (nothing in the target) writes every file straight
+    // under its real name: no temporary, no rename. Until it completes, the
+    // tree is not what the stat cache describes, so the cache goes first;
+    // an interrupted cold restore then leaves files the next restore checks
+    // by size and content, never by name (see `a_cold_restore_interrupted_
+    // half_way_is_repaired_by_the_next`).
+    let in_place = existing.is_empty();
+    if in_place && let Some(path) = &opts.stat_cache {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SnapshotError::io("removing the stale stat cache", path.as_os_str().as_bytes(), e)),
+        }
+    }
 
     let mut stats = RestoreStats::default();
     let mut remove: Vec<Vec<u8>> = Vec::new();
@@ -190,7 +210,7 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
     stats.unchanged = keep_file.len();
     stats.files_written = writes.len();
     stats.bytes_written = writes.iter().map(|&i| manifest.entries[i].size()).sum();
-    let (fetched, gets) = write_files(store, manifest.clone(), dirs.clone(), writes, opts).await?;
+    let (fetched, gets) = write_files(store, manifest.clone(), dirs.clone(), writes, in_place, opts).await?;
     stats.bytes_fetched = fetched;
     stats.gets = gets;
 
@@ -202,15 +222,15 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
     }
 
     if let Some(path) = &opts.stat_cache {
-        let (root, m) = (root.clone(), manifest.clone());
+        let (dirs, m) = (dirs.clone(), manifest.clone());
         let files: HashMap<Vec<u8>, StatKey> = blocking(move || {
             m.entries
                 .par_iter()
                 .filter(|e| matches!(e.kind, EntryKind::File(_)))
                 .filter_map(|e| {
                     let (parent, name) = split_parent(&e.path);
-                    let pfd = fsutil::open_dir_beneath(&root, parent).ok()?;
-                    let meta = fsutil::lstat_at(&pfd, name).ok()?;
+                    let pfd = dirs.get(parent).ok()?;
+                    let meta = fsutil::lstat_at(&*pfd, name).ok()?;
                     Some((e.path.clone(), StatKey::from(&meta)))
                 })
                 .collect()
@@ -254,17 +274,41 @@ impl DirCache {
         if let Some(fd) = self.fds.lock().expect("dir cache").get(rel) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(fsutil::open_dir_beneath(&self.root, rel).map_err(|e| SnapshotError::io("opening directory", rel, e))?);
+        let fd = match fsutil::open_dir_beneath(&self.root, rel) {
+            // A tree with more directories than the descriptor limit:
+            // forget the cached ones (those in use stay open) and retry.
+            Err(Errno::MFILE) => {
+                self.fds.lock().expect("dir cache").clear();
+                fsutil::open_dir_beneath(&self.root, rel)
+            }
+            r => r,
+        };
+        let fd = Arc::new(fd.map_err(|e| SnapshotError::io("opening directory", rel, e))?);
         self.fds.lock().expect("dir cache").insert(rel.to_vec(), fd.clone());
         Ok(fd)
     }
 }
 
-/// A file being written under a temporary name.
+/// A file to write, and how far it has got.
 struct Slot {
     entry: usize,
-    tmp: Vec<u8>,
+    /// The name the bytes are written under, in the file's directory: its
+    /// own name in a cold restore, else a temporary renamed over it once
+    /// the file is complete.
+    name: Vec<u8>,
+    in_place: bool,
+    chunks: usize,
     remaining: AtomicUsize,
+    /// Multi-chunk files: the whole-file hash, fed while chunks land in
+    /// order (they almost always do: a file's chunks sit in one pack in
+    /// order), so the file need not be read back to be checked.
+    whole: Option<Mutex<WholeHash>>,
+}
+
+struct WholeHash {
+    hasher: Hasher,
+    next: usize,
+    in_order: bool,
 }
 
 /// One chunk to cut out of a fetched range, and where its bytes go.
@@ -273,8 +317,8 @@ struct Piece {
     stored_len: u64,
     codec: Codec,
     digest: Digest,
-    /// (slot, offset in file)
-    targets: Vec<(usize, u64)>,
+    /// (slot, offset in file, chunk index in file)
+    targets: Vec<(usize, u64, usize)>,
 }
 
 struct Segment {
@@ -284,58 +328,30 @@ struct Segment {
     pieces: Vec<Piece>,
 }
 
+/// What the blocking writers share.
+struct Writer {
+    m: Arc<Manifest>,
+    dirs: Arc<DirCache>,
+    slots: Vec<Slot>,
+    owner: bool,
+    /// Set on the first failure: segments still fetching stop early.
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Completed chunk bytes handed to the blocking pool at once.
 const READY_BATCH: u64 = 2 << 20;
 
-async fn write_files(
-    store: Arc<dyn Store>,
-    m: Arc<Manifest>,
-    dirs: Arc<DirCache>,
-    writes: Vec<usize>,
-    opts: &RestoreOptions,
-) -> SnapshotResult<(u64, usize)> {
-    let nonce = rand_nonce();
-    let slots: Arc<Vec<Slot>> = Arc::new(
-        writes
-            .iter()
-            .map(|&i| {
-                let n = match &m.entries[i].kind {
-                    EntryKind::File(c) => c.chunks.len(),
-                    _ => 0,
-                };
-                let tmp = format!(".rbk-tmp-{nonce:x}-{}", TMP_SEQ.fetch_add(1, Ordering::Relaxed)).into_bytes();
-                Slot { entry: i, tmp, remaining: AtomicUsize::new(n) }
-            })
-            .collect(),
-    );
-    // Create every temporary file (empty files are complete at once).
-    {
-        let (slots, dirs, m, owner) = (slots.clone(), dirs.clone(), m.clone(), opts.owner);
-        blocking(move || -> SnapshotResult<()> {
-            slots.par_iter().try_for_each(|s| {
-                let e = &m.entries[s.entry];
-                let pfd = dirs.get(split_parent(&e.path).0)?;
-                let fd = rustix::fs::openat(&*pfd, os(&s.tmp), OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-                    .map_err(|err| SnapshotError::io("creating", &e.path, err))?;
-                drop(fd);
-                if s.remaining.load(Ordering::Relaxed) == 0 {
-                    finish_file(&dirs, &m, s, owner)?;
-                }
-                Ok(())
-            })
-        })
-        .await??;
-    }
-
-    // Plan ranged reads: per pack, the needed chunks by offset, neighbours
-    // coalesced into one GET.
+/// The ranged reads that fetch `writes` (entry indices of files), in
+/// order: per pack, the needed chunks by offset, neighbours closer than
+/// `coalesce_gap` merged into one GET of at most `max_get` bytes.
+fn plan_segments(m: &Manifest, writes: &[usize], coalesce_gap: u64, max_get: u64) -> SnapshotResult<Vec<Segment>> {
     let mut by_pack: BTreeMap<Digest, BTreeMap<u64, Piece>> = BTreeMap::new();
-    for (si, s) in slots.iter().enumerate() {
-        let EntryKind::File(FileContent { chunks, .. }) = &m.entries[s.entry].kind else { continue };
+    for (si, &i) in writes.iter().enumerate() {
+        let EntryKind::File(FileContent { chunks, .. }) = &m.entries[i].kind else { continue };
         let mut file_off = 0;
-        for c in chunks {
+        for (ci, c) in chunks.iter().enumerate() {
             let p = by_pack.entry(c.pack).or_default().entry(c.offset).or_insert_with(|| Piece {
                 offset: c.offset,
                 stored_len: c.stored_len,
@@ -344,9 +360,9 @@ async fn write_files(
                 targets: Vec::new(),
             });
             if p.stored_len != c.stored_len || p.codec != c.codec || p.digest != c.digest {
-                return Err(SnapshotError::bad(Some(&m.entries[s.entry].path), format!("chunk at {}+{} of pack {} is described two ways", c.offset, c.stored_len, c.pack)));
+                return Err(SnapshotError::bad(Some(&m.entries[i].path), format!("chunk at {}+{} of pack {} is described two ways", c.offset, c.stored_len, c.pack)));
             }
-            p.targets.push((si, file_off));
+            p.targets.push((si, file_off, ci));
             file_off += c.digest.size();
         }
     }
@@ -356,7 +372,7 @@ async fn write_files(
         for (_, p) in pieces {
             let end = p.offset + p.stored_len;
             match &mut cur {
-                Some(s) if p.offset <= s.end + opts.coalesce_gap && end.max(s.end) - s.start <= opts.max_get => {
+                Some(s) if p.offset <= s.end + coalesce_gap && end.max(s.end) - s.start <= max_get => {
                     s.end = s.end.max(end);
                     s.pieces.push(p);
                 }
@@ -370,26 +386,95 @@ async fn write_files(
         }
         segments.extend(cur);
     }
+    Ok(segments)
+}
+
+/// The ranged GETs (pack, range) a restore of `snapshot` into an empty
+/// directory makes, in order. For benchmarks: the raw-GET baseline must
+/// move the same bytes in the same requests to be comparable.
+pub fn cold_restore_gets(snapshot: &Snapshot, opts: &RestoreOptions) -> SnapshotResult<Vec<(Digest, ByteRange)>> {
+    let m = &snapshot.manifest;
+    m.validate()?;
+    let files: Vec<usize> = m.entries.iter().enumerate().filter(|(_, e)| matches!(e.kind, EntryKind::File(_))).map(|(i, _)| i).collect();
+    Ok(plan_segments(m, &files, opts.coalesce_gap, opts.max_get)?.into_iter().map(|s| (s.pack, ByteRange::new(s.start, s.end - s.start))).collect())
+}
+
+async fn write_files(
+    store: Arc<dyn Store>,
+    m: Arc<Manifest>,
+    dirs: Arc<DirCache>,
+    writes: Vec<usize>,
+    in_place: bool,
+    opts: &RestoreOptions,
+) -> SnapshotResult<(u64, usize)> {
+    let segments = plan_segments(&m, &writes, opts.coalesce_gap, opts.max_get)?;
+    let nonce = rand_nonce();
+    let slots: Vec<Slot> = writes
+        .iter()
+        .map(|&i| {
+            let chunks = match &m.entries[i].kind {
+                EntryKind::File(c) => c.chunks.len(),
+                _ => 0,
+            };
+            let name = if in_place {
+                split_parent(&m.entries[i].path).1.to_vec()
+            } else {
+                format!(".rbk-tmp-{nonce:x}-{}", TMP_SEQ.fetch_add(1, Ordering::Relaxed)).into_bytes()
+            };
+            let whole = (chunks > 1).then(|| Mutex::new(WholeHash { hasher: Hasher::new(), next: 0, in_order: true }));
+            Slot { entry: i, name, in_place, chunks, remaining: AtomicUsize::new(chunks), whole }
+        })
+        .collect();
+    let w = Arc::new(Writer { m, dirs, slots, owner: opts.owner, cancelled: Default::default() });
+    // Empty files are complete at once; multi-chunk files are created now
+    // so that their chunks can land in any order. A one-chunk file (most
+    // of them) is created when its chunk arrives: one open per file.
+    {
+        let w = w.clone();
+        blocking(move || -> SnapshotResult<()> {
+            w.slots.par_iter().filter(|s| s.chunks != 1).try_for_each(|s| {
+                let fd = w.create(s)?;
+                if s.chunks == 0 { w.finish(s, fd) } else { Ok(()) }
+            })
+        })
+        .await??;
+    }
+
     let gets = segments.len();
     let fetched: u64 = segments.iter().map(|s| s.end - s.start).sum();
-
+    // On the first failure, stop fetching and wait for every task (and the
+    // blocking writes they started) to end: when restore returns, nothing
+    // it started still writes into the directory the next restore repairs.
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = JoinSet::new();
+    let mut failed: Option<SnapshotError> = None;
+    let note = |r: Result<SnapshotResult<()>, tokio::task::JoinError>, failed: &mut Option<SnapshotError>, w: &Writer| {
+        if let Err(e) = r.map_err(|e| SnapshotError::Task(e.to_string())).and_then(|r| r) {
+            w.cancelled.store(true, Ordering::Relaxed);
+            failed.get_or_insert(e);
+        }
+    };
     for seg in segments {
         let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
         while let Some(done) = tasks.try_join_next() {
-            done.map_err(|e| SnapshotError::Task(e.to_string()))??;
+            note(done, &mut failed, &w);
         }
-        let (store, m, dirs, slots, owner) = (store.clone(), m.clone(), dirs.clone(), slots.clone(), opts.owner);
+        if failed.is_some() {
+            break;
+        }
+        let (store, w) = (store.clone(), w.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            fetch_segment(&*store, seg, m, dirs, slots, owner).await
+            fetch_segment(&*store, seg, w).await
         });
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| SnapshotError::Task(e.to_string()))??;
+        note(done, &mut failed, &w);
     }
-    Ok((fetched, gets))
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((fetched, gets)),
+    }
 }
 
 fn rand_nonce() -> u64 {
@@ -398,18 +483,30 @@ fn rand_nonce() -> u64 {
 }
 
 /// Fetches one range of a pack and writes each chunk as soon as its bytes
-/// have all arrived, verified against its digest.
-async fn fetch_segment(store: &dyn Store, seg: Segment, m: Arc<Manifest>, dirs: Arc<DirCache>, slots: Arc<Vec<Slot>>, owner: bool) -> SnapshotResult<()> {
+/// have all arrived, verified against its digest. Completed chunks go to
+/// the blocking pool in batches, one batch in flight per segment, so the
+/// next bytes arrive while the previous ones are written.
+async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> SnapshotResult<()> {
     let mut stream = store.get(seg.pack, ByteRange::new(seg.start, seg.end - seg.start)).await?;
     let mut buf = BytesMut::with_capacity((seg.end - seg.start) as usize);
     let mut pieces = seg.pieces.into_iter().peekable();
     let mut ready = Vec::new();
     let mut ready_bytes = 0u64;
+    let mut in_flight: Option<tokio::task::JoinHandle<SnapshotResult<()>>> = None;
+    let mut result = Ok(());
     loop {
         let item = stream.next().await;
         let done = item.is_none();
-        if let Some(bytes) = item {
-            buf.extend_from_slice(&bytes?);
+        match item {
+            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+            Some(Err(e)) => {
+                result = Err(e.into());
+                break;
+            }
+            None => {}
+        }
+        if w.cancelled.load(Ordering::Relaxed) {
+            break;
         }
         let have = seg.start + buf.len() as u64;
         while let Some(p) = pieces.peek() {
@@ -421,44 +518,32 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, m: Arc<Manifest>, dirs: 
             ready_bytes += p.stored_len;
             ready.push((bytes::Bytes::copy_from_slice(&buf[rel..rel + p.stored_len as usize]), p));
         }
-        // Hand completed chunks to the blocking pool in batches: one round
-        // trip per small file costs more than writing it.
         if !ready.is_empty() && (done || ready_bytes >= READY_BATCH) {
             ready_bytes = 0;
-            let batch = std::mem::take(&mut ready);
-            let (m, dirs, slots, pack) = (m.clone(), dirs.clone(), slots.clone(), seg.pack);
-            blocking(move || -> SnapshotResult<()> {
-                for (stored, p) in batch {
-                    let path = &m.entries[slots[p.targets[0].0].entry].path;
-                    let data = decode_chunk(p.codec, &stored, &p.digest).map_err(|what| SnapshotError::CorruptContent {
-                        path: crate::error::show(path),
-                        expected: p.digest,
-                        pack,
-                        what,
-                    })?;
-                    for &(si, off) in &p.targets {
-                        let s = &slots[si];
-                        let e = &m.entries[s.entry];
-                        let pfd = dirs.get(split_parent(&e.path).0)?;
-                        let fd = rustix::fs::openat(&*pfd, os(&s.tmp), OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                            .map_err(|err| SnapshotError::io("opening", &e.path, err))?;
-                        std::fs::File::from(fd).write_all_at(&data, off).map_err(|err| SnapshotError::io("writing", &e.path, err))?;
-                        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            finish_file(&dirs, &m, s, owner)?;
-                        }
-                    }
+            if let Some(prev) = in_flight.take() {
+                result = prev.await.map_err(|e| SnapshotError::Task(e.to_string())).and_then(|r| r);
+                if result.is_err() {
+                    break;
                 }
-                Ok(())
-            })
-            .await??;
+            }
+            let (batch, w, pack) = (std::mem::take(&mut ready), w.clone(), seg.pack);
+            in_flight = Some(tokio::task::spawn_blocking(move || w.write_batch(pack, batch)));
         }
         if done {
             break;
         }
     }
+    if let Some(prev) = in_flight.take() {
+        let r = prev.await.map_err(|e| SnapshotError::Task(e.to_string())).and_then(|r| r);
+        result = result.and(r);
+    }
+    result?;
+    if w.cancelled.load(Ordering::Relaxed) {
+        return Ok(()); // another segment failed; its error is the one reported
+    }
     if let Some(p) = pieces.next() {
         return Err(SnapshotError::CorruptContent {
-            path: crate::error::show(&m.entries[slots[p.targets[0].0].entry].path),
+            path: crate::error::show(&w.m.entries[w.slots[p.targets[0].0].entry].path),
             expected: p.digest,
             pack: seg.pack,
             what: format!("pack ended before byte {}", p.offset + p.stored_len),
@@ -467,40 +552,119 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, m: Arc<Manifest>, dirs: 
     Ok(())
 }
 
-/// A file's last chunk has landed: check the whole (for multi-chunk files),
-/// set its metadata and move it into place.
-fn finish_file(dirs: &DirCache, m: &Manifest, s: &Slot, owner: bool) -> SnapshotResult<()> {
-    let e = &m.entries[s.entry];
-    let EntryKind::File(c) = &e.kind else { return Ok(()) };
-    let pfd = dirs.get(split_parent(&e.path).0)?;
-    let name = split_parent(&e.path).1;
-    let fd = rustix::fs::openat(&*pfd, os(&s.tmp), OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|err| SnapshotError::io("opening", &e.path, err))?;
-    if c.chunks.len() > 1 {
-        let file = std::fs::File::from(fd.try_clone().map_err(|err| SnapshotError::io("opening", &e.path, err))?);
-        let mut h = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        loop {
-            let n = file.read_at(&mut buf, off).map_err(|err| SnapshotError::io("reading back", &e.path, err))?;
-            if n == 0 {
-                break;
+impl Writer {
+    fn path(&self, s: &Slot) -> &[u8] {
+        &self.m.entries[s.entry].path
+    }
+
+    /// Creates a slot's file, refusing to reuse anything already there
+    /// (`O_EXCL`, no symlink followed), in its directory opened beneath
+    /// the root.
+    fn create(&self, s: &Slot) -> SnapshotResult<OwnedFd> {
+        let path = self.path(s);
+        let pfd = self.dirs.get(split_parent(path).0)?;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&*pfd, os(&s.name), flags, Mode::from_raw_mode(0o600)).map_err(|err| SnapshotError::io("creating", path, err))
+    }
+
+    /// Decodes, verifies and writes a batch of chunks.
+    fn write_batch(&self, pack: Digest, batch: Vec<(bytes::Bytes, Piece)>) -> SnapshotResult<()> {
+        let mut scratch = Vec::new();
+        for (stored, p) in batch {
+            let data = decode_chunk_into(p.codec, &stored, &p.digest, &mut scratch).map_err(|what| SnapshotError::CorruptContent {
+                path: crate::error::show(self.path(&self.slots[p.targets[0].0])),
+                expected: p.digest,
+                pack,
+                what,
+            })?;
+            for &(si, off, ci) in &p.targets {
+                self.write_chunk(&self.slots[si], off, ci, data)?;
             }
-            h.update(&buf[..n]);
-            off += n as u64;
         }
-        if h.finish() != c.digest {
+        Ok(())
+    }
+
+    fn write_chunk(&self, s: &Slot, off: u64, ci: usize, data: &[u8]) -> SnapshotResult<()> {
+        let path = self.path(s);
+        let Some(whole) = &s.whole else {
+            // The file's only chunk: create, write, set metadata, close.
+            let file = std::fs::File::from(self.create(s)?);
+            file.write_all_at(data, 0).map_err(|err| SnapshotError::io("writing", path, err))?;
+            return self.finish(s, file.into());
+        };
+        let pfd = self.dirs.get(split_parent(path).0)?;
+        let fd = rustix::fs::openat(&*pfd, os(&s.name), OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|err| SnapshotError::io("opening", path, err))?;
+        let file = std::fs::File::from(fd);
+        file.write_all_at(data, off).map_err(|err| SnapshotError::io("writing", path, err))?;
+        {
+            let mut h = whole.lock().expect("whole-file hash");
+            if h.in_order && h.next == ci {
+                h.hasher.update(data);
+                h.next += 1;
+            } else {
+                h.in_order = false;
+            }
+        }
+        if s.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.check_whole(s, &file)?;
+            return self.finish(s, file.into());
+        }
+        Ok(())
+    }
+
+    /// A multi-chunk file's last chunk has landed: each chunk was verified,
+    /// now check that together they are the file the manifest names
+    /// (re-reading it only if its chunks landed out of order).
+    fn check_whole(&self, s: &Slot, file: &std::fs::File) -> SnapshotResult<()> {
+        let e = &self.m.entries[s.entry];
+        let EntryKind::File(c) = &e.kind else { return Ok(()) };
+        let h = s.whole.as_ref().expect("multi-chunk slot").lock().expect("whole-file hash");
+        let actual = if h.in_order && h.next == s.chunks {
+            h.hasher.finish()
+        } else {
+            let mut h = Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            loop {
+                let n = file.read_at(&mut buf, off).map_err(|err| SnapshotError::io("reading back", &e.path, err))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                off += n as u64;
+            }
+            h.finish()
+        };
+        if actual != c.digest {
+            // In a cold restore the file is under its real name: remove it,
+            // so that wrong bytes are never left where they count.
+            if let Ok(pfd) = self.dirs.get(split_parent(&e.path).0) {
+                let _ = rustix::fs::unlinkat(&*pfd, os(&s.name), AtFlags::empty());
+            }
             return Err(SnapshotError::CorruptContent {
                 path: crate::error::show(&e.path),
                 expected: c.digest,
                 pack: c.chunks[0].pack,
-                what: format!("the file's chunks hash to {}, not to the file digest", h.finish()),
+                what: format!("the file's chunks hash to {actual}, not to the file digest"),
             });
         }
+        Ok(())
     }
-    set_fd_meta(&fd, e, owner).map_err(|err| SnapshotError::io("setting metadata of", &e.path, err))?;
-    drop(fd);
-    rustix::fs::renameat(&*pfd, os(&s.tmp), &*pfd, os(name)).map_err(|err| SnapshotError::io("moving into place", &e.path, err))
+
+    /// Sets a complete file's metadata through its descriptor and, unless
+    /// it was written in place, moves it over its real name.
+    fn finish(&self, s: &Slot, fd: OwnedFd) -> SnapshotResult<()> {
+        let e = &self.m.entries[s.entry];
+        set_fd_meta(&fd, e, self.owner).map_err(|err| SnapshotError::io("setting metadata of", &e.path, err))?;
+        drop(fd);
+        if s.in_place {
+            return Ok(());
+        }
+        let (parent, name) = split_parent(&e.path);
+        let pfd = self.dirs.get(parent)?;
+        rustix::fs::renameat(&*pfd, os(&s.name), &*pfd, os(name)).map_err(|err| SnapshotError::io("moving into place", &e.path, err))
+    }
 }
 
 fn set_fd_meta(fd: &OwnedFd, e: &Entry, owner: bool) -> Result<(), Errno> {

@@ -101,6 +101,27 @@ async fn restore_refuses_content_that_does_not_match_its_digest() {
 }
 
 #[tokio::test]
+async fn restore_refuses_a_file_whose_chunks_do_not_make_its_digest() {
+    let (t, store) = fs_store().await;
+    // Each chunk matches its own digest, but together they are not the
+    // file the manifest names. A cold restore writes in place, so the
+    // check comes after the bytes are on disk: the file must be removed.
+    let pack = store.put_bytes(Bytes::from_static(b"helloworld")).await.unwrap();
+    let (a, b) = (Digest::of(b"hello"), Digest::of(b"world"));
+    let chunks = vec![
+        ChunkRef { digest: a, pack, offset: 0, stored_len: 5, codec: Codec::Raw },
+        ChunkRef { digest: b, pack, offset: 5, stored_len: 5, codec: Codec::Raw },
+    ];
+    let f = FileContent { digest: Digest::of(b"HELLOWORLD"), chunks };
+    let snap = load(&store, vec![entry("f", EntryKind::File(f))]).await.unwrap();
+    let dst = t.path().join("dst");
+    let err = restore(store.clone(), &snap, &dst, &restore_opts()).await.unwrap_err();
+    assert!(matches!(err, SnapshotError::CorruptContent { .. }), "{err}");
+    assert!(err.to_string().contains("\"f\"") && err.to_string().contains("file digest"), "{err}");
+    assert!(!dst.join("f").exists(), "wrong bytes must not stay under the real name");
+}
+
+#[tokio::test]
 async fn restore_refuses_duplicate_paths() {
     let (_t, store) = fs_store().await;
     refused(load(&store, vec![entry("a", EntryKind::Dir), entry("a", EntryKind::Dir)]).await, "duplicate path");
