@@ -152,7 +152,9 @@ pub struct CacheCommit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
     Succeeded { layers: Vec<Digest>, config: Vec<u8>, commits: Vec<CacheCommit>, bytes_restored: u64, duration_ms: u64 },
-    Failed { message: String, exit_code: i32 },
+    /// `commits`: cache mounts keep what a failed step wrote (as in
+    /// BuildKit), so they are committed too.
+    Failed { message: String, exit_code: i32, commits: Vec<CacheCommit> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -784,14 +786,29 @@ impl Core {
                     }
                 });
             }
-            StepOutcome::Failed { message, exit_code } => {
+            StepOutcome::Failed { message, exit_code, commits } => {
                 tracing::info!(exit_code, "step failed: {message}");
                 let exec = self.execs.remove(&key).expect("looked up above");
                 self.assignments.remove(&assignment_id);
                 if let Some(w) = self.workers.get_mut(worker_id) {
                     w.running.remove(&assignment_id);
                 }
-                let _ = self.heads.release(&assignment_id).await;
+                if commits.is_empty() {
+                    let _ = self.heads.release(&assignment_id).await;
+                } else {
+                    // Merging reads the store: off the actor; the lease is
+                    // released once the commits are in.
+                    let (heads, ns, holder) = (self.heads.clone(), exec.namespace.clone(), assignment_id.clone());
+                    tokio::spawn(async move {
+                        for c in commits {
+                            let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id.clone(), slot: c.slot };
+                            if let Err(e) = heads.commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms()).await {
+                                tracing::warn!("committing cache {} after a failed step: {e}", c.cache_id);
+                            }
+                        }
+                        let _ = heads.release(&holder).await;
+                    });
+                }
                 self.fail_exec(exec, worker_id, message, exit_code).await;
             }
         }

@@ -286,7 +286,7 @@ async fn a_failing_step_fails_the_build_and_cancels_running_siblings() {
     let (_, mut ev) = h.submit(vec![node("a", "ka", &[]), node("b", "kb", &[]), node("c", "kc", &["a", "b"])]).await;
     let x = w.assignment().await;
     let y = w.assignment().await;
-    let outcome = StepOutcome::Failed { message: "exit status 2".into(), exit_code: 2 };
+    let outcome = StepOutcome::Failed { message: "exit status 2".into(), exit_code: 2, commits: vec![] };
     h.sched.worker_message(&w.id, w.conn, FromWorker::Result { assignment_id: x.assignment_id.clone(), outcome });
     assert_eq!(w.next().await, ToWorker::Cancel { assignment_id: y.assignment_id.clone() });
     let events = finish(&mut ev).await;
@@ -474,4 +474,24 @@ async fn secrets_travel_in_assignments_but_never_into_state() {
     assert_eq!(final_state(&finish(&mut rx).await), BuildState::Succeeded);
     let dump = query(&*h.state, |m| format!("{m:?}"));
     assert!(!dump.contains("token-xyz") && !dump.contains(&format!("{:?}", b"token-xyz-123")), "state holds the secret");
+}
+
+#[tokio::test]
+async fn a_failed_step_still_commits_its_cache_mounts() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (_, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Locked)]).await;
+    let a = w.assignment().await;
+    let snap = h.merger.store([("partial".to_string(), "1".to_string())].into());
+    let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
+    let outcome = StepOutcome::Failed { message: "exit code 1".into(), exit_code: 1, commits };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Result { assignment_id: a.assignment_id.clone(), outcome });
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Failed);
+    let key = HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 };
+    let deadline = std::time::Instant::now() + WAIT;
+    while query(&*h.state, |m| m.head(&key).is_none()) {
+        assert!(std::time::Instant::now() < deadline, "the failed step's cache commit never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(query(&*h.state, |m| m.head(&key).unwrap().snapshot), snap);
 }

@@ -319,10 +319,6 @@ fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
 }
 
 fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
-    if !r.ok {
-        return Ok(StepOutcome::Failed { message: r.message, exit_code: r.exit_code });
-    }
-    let layers = r.layers.iter().map(|l| l.parse().map_err(|e| format!("result layer: {e}"))).collect::<Result<_, String>>()?;
     let commits = r
         .commits
         .into_iter()
@@ -337,6 +333,10 @@ fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
             })
         })
         .collect::<Result<_, String>>()?;
+    if !r.ok {
+        return Ok(StepOutcome::Failed { message: r.message, exit_code: r.exit_code, commits });
+    }
+    let layers = r.layers.iter().map(|l| l.parse().map_err(|e| format!("result layer: {e}"))).collect::<Result<_, String>>()?;
     Ok(StepOutcome::Succeeded {
         layers,
         config: r.config,
@@ -424,6 +424,7 @@ impl Worker for WorkerService {
                         let outcome = result_from_wire(r).unwrap_or_else(|e| StepOutcome::Failed {
                             message: format!("worker {worker_id} sent an invalid result: {e}"),
                             exit_code: -1,
+                            commits: vec![],
                         });
                         crate::observe::step_result(&outcome);
                         FromWorker::Result { assignment_id, outcome }

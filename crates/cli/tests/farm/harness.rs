@@ -197,6 +197,19 @@ impl Farm {
         self.client().await.submit(bearer(req)).await.expect("submit").into_inner()
     }
 
+    /// Waits (bounded) until cache `id` has a head, then returns its files.
+    pub async fn wait_cache_files(&self, id: &str) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let heads = self.client().await.list_caches(bearer(pb::ListCachesRequest {})).await.expect("list caches").into_inner().heads;
+            if heads.iter().any(|h| h.id == id) {
+                return self.cache_files(id).await;
+            }
+            assert!(Instant::now() < deadline, "cache {id} got no head within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The files of cache `id`'s head (slot 0), restored from the store.
     pub async fn cache_files(&self, id: &str) -> BTreeMap<String, String> {
         let heads = self.client().await.list_caches(bearer(pb::ListCachesRequest {})).await.expect("list caches").into_inner().heads;

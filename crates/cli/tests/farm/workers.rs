@@ -43,6 +43,20 @@ async fn concurrent_builds_on_a_and_b_both_land_in_one_shared_cache() {
     assert_eq!(files.get("from-b").map(String::as_str), Some("from b\n"), "{files:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_step_fails_the_build_but_its_cache_writes_are_kept() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let step = farm.run("s", "k", "echo kept > /cache/f; echo boom; exit 3", Some(("c", "locked")), None);
+    let events = farm.build(vec![step]).await;
+    assert_eq!(final_state(&events), "failed", "{events:#?}");
+    let failed = events.iter().find_map(|e| if let Event::Failed(f) = e { Some(f.clone()) } else { None }).expect("a Failed event");
+    assert_eq!(failed.exit_code, 3);
+    assert!(failed.message.contains("exit code 3"), "{}", failed.message);
+    assert_eq!(logs_of(&events, "s"), ["boom"]);
+    assert_eq!(farm.wait_cache_files("c").await.get("f").map(String::as_str), Some("kept\n"));
+}
+
 /// `start end` (seconds of host uptime) as the step recorded them.
 fn interval(s: &str) -> (f64, f64) {
     let v: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
