@@ -1,4 +1,4 @@
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -64,7 +64,7 @@ pub fn unpack_layer(reader: impl Read, dest: &Path, opts: &UnpackOptions) -> Res
     let exceeded = Rc::new(Cell::new(false));
     let limited = Limit { inner: decompressed, left: opts.max_uncompressed_bytes, exceeded: exceeded.clone() };
     let mut archive = tar::Archive::new(Sha256Reader::new(limited));
-    let mut u = Unpacker { root, opts, last_entry: String::from("(start of layer)"), entries: 0, written: 0, dirs: Vec::new(), buf: vec![0; 256 * 1024] };
+    let mut u = Unpacker { root, opts, last_entry: String::from("(start of layer)"), entries: 0, written: 0, dirs: Vec::new(), buf: vec![0; 256 * 1024], parent_cache: RefCell::new(None) };
     let too_large = |entry: &str| ImageError::TooLarge { entry: entry.to_owned(), limit: opts.max_uncompressed_bytes };
     {
         let entries = archive.entries().map_err(|e| ImageError::io("reading the layer tar", e))?;
@@ -130,6 +130,12 @@ struct Unpacker<'a> {
     /// directory changes its mtime).
     dirs: Vec<(Vec<Vec<u8>>, i64)>,
     buf: Vec<u8>,
+    /// The last parent directory opened (its components and descriptor):
+    /// tar entries come grouped by directory, so most entries reuse it
+    /// instead of opening every component from the root again (that walk
+    /// was half of a base layer's system calls). Dropped whenever an entry
+    /// removes anything, since a removal can take a directory on its path.
+    parent_cache: RefCell<Option<(Vec<Vec<u8>>, Rc<OwnedFd>)>>,
 }
 
 fn errno(context: impl FnOnce() -> String) -> impl FnOnce(Errno) -> ImageError {
@@ -334,8 +340,15 @@ impl Unpacker<'_> {
 
     /// Opens the directory `parents` below the root, creating missing ones
     /// (the parent may live in a lower layer) and refusing symlinks.
-    fn open_parent(&self, parents: &[Vec<u8>], name: &str) -> Result<OwnedFd> {
-        self.walk(parents, name, true)
+    fn open_parent(&self, parents: &[Vec<u8>], name: &str) -> Result<Rc<OwnedFd>> {
+        if let Some((comps, fd)) = &*self.parent_cache.borrow()
+            && comps.as_slice() == parents
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Rc::new(self.walk(parents, name, true)?);
+        *self.parent_cache.borrow_mut() = Some((parents.to_vec(), fd.clone()));
+        Ok(fd)
     }
 
     fn open_existing_dir(&self, parents: &[Vec<u8>], name: &str) -> Result<OwnedFd> {
@@ -386,10 +399,12 @@ impl Unpacker<'_> {
                 if keep_dir {
                     return Ok(true);
                 }
+                self.parent_cache.borrow_mut().take();
                 remove_tree_at(parent.as_fd(), base).map_err(errno(|| format!("layer entry {name:?}: replacing a directory")))?;
                 Ok(false)
             }
             Ok(_) => {
+                self.parent_cache.borrow_mut().take();
                 rustix::fs::unlinkat(parent, base, AtFlags::empty()).map_err(errno(|| format!("layer entry {name:?}: replacing")))?;
                 Ok(false)
             }

@@ -179,3 +179,34 @@ trait TakeBytes: std::io::Read + Sized {
     }
 }
 impl<R: std::io::Read> TakeBytes for R {}
+
+#[test]
+fn unpack_refuses_paths_through_a_directory_an_earlier_entry_replaced_with_a_symlink() {
+    // The unpacker reuses the last parent directory it opened: replacing
+    // that directory must not leave a later entry writing into it.
+    let t = tar_of(|b| {
+        raw(b, tar::EntryType::Directory, "d", "", b"");
+        raw(b, tar::EntryType::Regular, "d/first", "", b"x");
+        raw(b, tar::EntryType::Symlink, "d", "..", b"");
+        raw(b, tar::EntryType::Regular, "d/escaped", "", b"x");
+    });
+    let (d, r) = unpack(&t, &UnpackOptions::default());
+    assert_hostile(r, "d/escaped", "symlink d");
+    assert!(outside(d.path()).is_empty());
+}
+
+#[test]
+fn entries_after_a_replaced_directory_land_in_its_replacement() {
+    let t = tar_of(|b| {
+        raw(b, tar::EntryType::Directory, "d", "", b"");
+        raw(b, tar::EntryType::Regular, "d/old", "", b"x");
+        raw(b, tar::EntryType::Regular, "d", "", b"file now");
+        raw(b, tar::EntryType::Directory, "d", "", b"");
+        raw(b, tar::EntryType::Regular, "d/new", "", b"y");
+    });
+    let (d, r) = unpack(&t, &UnpackOptions::default());
+    r.unwrap();
+    let layer = d.path().join("layer");
+    assert!(!layer.join("d/old").exists());
+    assert_eq!(std::fs::read(layer.join("d/new")).unwrap(), b"y");
+}
