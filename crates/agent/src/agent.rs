@@ -314,6 +314,8 @@ impl Agent {
         let (exec, tx, permits) = (self.exec.clone(), ev_tx.clone(), self.permits.clone());
         let h = tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
+            let metrics = rbk_metrics::global();
+            let _running = metrics.worker_step_running();
             let (aid, ltx) = (a.assignment_id.clone(), tx.clone());
             let sink: LogSink = Arc::new(move |l: &LogLine| {
                 let stream = match l.stream {
@@ -323,6 +325,8 @@ impl Agent {
                 let _ = ltx.send(Event::Log(pw::StepLog { assignment_id: aid.clone(), stream: stream.into(), line: l.line.clone() }));
             });
             let r = exec.run(&a, sink).await;
+            metrics.worker_step_finished(if r.ok { rbk_metrics::StepResult::Done } else { rbk_metrics::StepResult::Failed });
+            metrics.worker_restored(r.bytes_restored);
             if !r.ok {
                 tracing::warn!(assignment = %r.assignment_id, "step failed: {}", r.message);
             }

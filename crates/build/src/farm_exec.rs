@@ -264,6 +264,7 @@ impl FarmExecutor {
         for g in &grants {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
             let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
+            rbk_metrics::global().worker_committed(c.bytes_uploaded);
             out.commits.push(CacheCommit {
                 cache_id: g.cache_id.clone(),
                 slot: g.slot,
@@ -310,6 +311,8 @@ impl FarmExecutor {
             }
         };
         for l in &layers {
+            let held = l.digest.parse::<OciDigest>().is_ok_and(|d| self.layout.has_blob(&d));
+            rbk_metrics::global().cache_lookup(rbk_metrics::CacheKind::Layer, held);
             fetch_blob(&*self.store, &self.layout, &l.digest, &l.blake3, &format!("step {}", assign.step_id)).await?;
             self.mark_held(&l.blake3);
         }

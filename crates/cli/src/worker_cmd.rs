@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use rbk_agent::{Agent, AgentConfig};
 use rbk_build::farm_exec::FarmExecutor;
 use rbk_coordinator::RemoteStore;
+use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{Store, StoreConfig, build_store};
 use rbk_worker::RuntimeKind;
 
@@ -59,6 +60,10 @@ pub struct WorkerArgs {
     /// Longest wait between reconnect attempts.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     max_backoff: Duration,
+    /// Serve Prometheus metrics at `GET /metrics` on this address, e.g.
+    /// 0.0.0.0:9465 (docs/metrics.md); off when absent.
+    #[arg(long, env = "RBK_WORKER_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `<n>ms|s|m|h` → a duration.
@@ -103,10 +108,21 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let labels = parse_labels(&args.labels)?;
+    // Kept alive while the worker runs.
+    let _metrics = match args.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, rbk_metrics::global().clone()).await.context("--metrics-listen")?;
+            eprintln!("rbk metrics listening on {}", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let mut backend = "remote";
     let store: Arc<dyn Store> = match &args.store_config {
         Some(f) => {
             let config = StoreConfig::load(f)?;
             tracing::info!("store: {}", config.describe());
+            backend = if config.describe().rsplit(" > ").next().is_some_and(|b| b.starts_with("s3")) { "s3" } else { "fs" };
             build_store(&config).await.with_context(|| format!("opening the store of {}", f.display()))?
         }
         None => {
@@ -118,6 +134,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
         }
     };
+    let store: Arc<dyn Store> = Arc::new(MetricsStore::new(store, backend, rbk_metrics::global().clone()));
     let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
