@@ -86,7 +86,41 @@ fn wait_for_line(child: &mut Child, prefix: &str, what: &str) -> String {
     rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("{what} did not print {prefix:?} within 30 s"))
 }
 
+/// `rbk coordinator` on `dir/coordinator.toml`; returns it and its address.
+fn spawn_coordinator(dir: &Path) -> (Child, String) {
+    let s3 = rbk_testsupport::s3();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).unwrap();
+    let mut coordinator = Command::new(RBK)
+        .args(["coordinator", "--config"])
+        .arg(dir.join("coordinator.toml"))
+        // Credentials reach the store from the environment, never the file.
+        .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)
+        .env("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)
+        .env("RBK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("starting rbk coordinator");
+    let addr = wait_for_line(&mut coordinator, "rbk coordinator listening on", "rbk coordinator");
+    (coordinator, addr)
+}
+
 impl Farm {
+    /// Kills the coordinator (SIGKILL) and starts it again on the same
+    /// address (its state is in memory: builds and heads start over, the
+    /// store keeps its blobs).
+    pub fn restart_coordinator(&mut self) {
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        let (c, addr) = spawn_coordinator(self.dir.path());
+        assert_eq!(format!("http://{addr}"), self.url);
+        self.coordinator = c;
+    }
+
+    pub async fn cancel(&self, build_id: &str) {
+        self.client().await.cancel(bearer(pb::CancelRequest { build_id: build_id.into() })).await.expect("cancel");
+    }
+
     pub async fn start() -> Farm {
         Self::start_with(Timing::default()).await
     }
@@ -103,26 +137,19 @@ impl Farm {
         std::fs::write(
             dir.path().join("coordinator.toml"),
             format!(
-                "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n\
+                "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n\
                  [store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n\
                  [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n",
-                b.bucket, s3.endpoint, s3.region, t.heartbeat_ms, t.worker_timeout_ms
+                rbk_testsupport::free_port(),
+                b.bucket,
+                s3.endpoint,
+                s3.region,
+                t.heartbeat_ms,
+                t.worker_timeout_ms
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("coordinator.log")).unwrap();
-        let mut coordinator = Command::new(RBK)
-            .args(["coordinator", "--config"])
-            .arg(dir.path().join("coordinator.toml"))
-            // Credentials reach the store from the environment, never the file.
-            .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)
-            .env("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("RBK_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("starting rbk coordinator");
-        let addr = wait_for_line(&mut coordinator, "rbk coordinator listening on", "rbk coordinator");
+        let (coordinator, addr) = spawn_coordinator(dir.path());
         let url = format!("http://{addr}");
         let base = put_busybox(&url, dir.path()).await;
         Farm { url, dir, coordinator, base }

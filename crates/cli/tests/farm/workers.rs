@@ -57,6 +57,54 @@ async fn a_failing_step_fails_the_build_but_its_cache_writes_are_kept() {
     assert_eq!(farm.wait_cache_files("c").await.get("f").map(String::as_str), Some("kept\n"));
 }
 
+/// Whether a process whose command line contains `needle` is running.
+fn running(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_build_kills_its_running_container() {
+    let farm = Farm::start().await;
+    let a = farm.worker("a", &[]);
+    // A sleep length no other test uses, to find the container's process.
+    let step = farm.run("s", "k", "sleep 417; echo never", None, None);
+    let mut stream = farm.submit(vec![step], Default::default()).await;
+    let mut build_id = String::new();
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("no Started within the deadline").unwrap().unwrap();
+        if let Some(Event::Accepted(acc)) = &e.event {
+            build_id = acc.build_id.clone();
+        }
+        if matches!(e.event, Some(Event::Started(_))) {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !running("sleep 417") {
+        assert!(std::time::Instant::now() < deadline, "the step's container never started:\n{}", a.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    farm.cancel(&build_id).await;
+    while running("sleep 417") {
+        assert!(std::time::Instant::now() < deadline, "the cancelled step's container is still running:\n{}", a.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.log_text().contains("cancelled"), "{}", a.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_reconnects_after_the_coordinator_restarts_and_serves_again() {
+    let mut farm = Farm::start_with(Timing { heartbeat_ms: 200, worker_timeout_ms: 2000 }).await;
+    let mut a = farm.worker("a", &[]);
+    farm.restart_coordinator();
+    a.wait_registered();
+    let events = farm.build(vec![farm.run("s", "k", "echo after restart", None, None)]).await;
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    assert_eq!(finished_on(&events)["s"], "a");
+}
+
 /// `start end` (seconds of host uptime) as the step recorded them.
 fn interval(s: &str) -> (f64, f64) {
     let v: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
