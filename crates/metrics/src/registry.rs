@@ -153,13 +153,13 @@ impl Metrics {
         let worker_bytes_restored = Counter::default();
         r.register(
             "rbk_worker_restored_bytes",
-            "Bytes this worker process restored into cache mounts and layers from the store",
+            "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)",
             worker_bytes_restored.clone(),
         );
         let worker_bytes_committed = Counter::default();
         r.register(
             "rbk_worker_committed_bytes",
-            "Bytes this worker process uploaded for captured cache mounts and layers",
+            "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)",
             worker_bytes_committed.clone(),
         );
 
