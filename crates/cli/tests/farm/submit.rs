@@ -324,3 +324,112 @@ fn push_sends_the_image_to_the_registry() {
     });
     assert_eq!(pulled.manifest_descriptor.digest.to_string(), digest);
 }
+
+#[test]
+fn secrets_reach_the_step_but_no_output_or_store() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    let value = format!("s3cret-{}-value", std::process::id());
+    let secret_file = ctx.path().join("..").join(format!("rbk-secret-{}", std::process::id()));
+    std::fs::write(&secret_file, &value).unwrap();
+    // The step proves it saw the value by its length, never printing it.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         RUN --mount=type=secret,id=tok,required=true [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c < /run/secrets/tok > /len\"]\n",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = out_dir.path().join("image.tar");
+    let root = out_dir.path().join("rootfs");
+    let (_, stderr) = succeeded(&farm.submit(
+        Some(TENANT_A),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--secret",
+            &format!("id=tok,src={}", secret_file.display()),
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            "--output",
+            &format!("type=local,dest={}", root.display()),
+        ],
+    ));
+    std::fs::remove_file(&secret_file).unwrap();
+    assert_eq!(std::fs::read_to_string(root.join("len")).unwrap().trim(), value.len().to_string());
+    assert!(!root.join("run/secrets/tok").exists(), "the secret is not in the image");
+    assert!(!stderr.contains(&value), "{stderr}");
+    let tar = std::fs::read(&oci).unwrap();
+    assert!(!tar.windows(value.len()).any(|w| w == value.as_bytes()), "the secret is not in the archive");
+    let grep = Command::new("grep").args(["-rl", &value]).arg(farm.dir.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the secret reached a file: {}", text(&grep.stdout));
+}
+
+#[test]
+fn ctrl_c_cancels_the_build_on_the_coordinator() {
+    let mut farm = Farm::start();
+    farm.worker("a");
+    let ctx = context();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"300\"]\n").unwrap();
+    let mut child = Command::new(RBK)
+        .args(["submit", "--progress=plain", "--coordinator", &farm.url, "--token", TENANT_A, "--client-dir"])
+        .arg(farm.dir.path().join("client"))
+        .arg(ctx.path())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard_pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l.contains("sleep") && l.ends_with(" on a")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the sleeping step did not start on a within 60 s: {seen:#?}");
+            }
+        }
+    }
+    let sent = Command::new("kill").args(["-INT", &guard_pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("rbk submit did not exit within 30 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(rx.try_iter());
+    let stderr = seen.join("\n");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("cancelling build") && stderr.contains("cancelled"), "{stderr}");
+    // The worker (one slot) is free again: its sleep was stopped.
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"true\"]\n").unwrap();
+    let out = run(
+        {
+            let mut c = Command::new(RBK);
+            c.args(["submit", "--coordinator", &farm.url, "--token", TENANT_A, "--client-dir"])
+                .arg(farm.dir.path().join("client"))
+                .arg(ctx.path())
+                .env("RUST_BACKTRACE", "0");
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
