@@ -7,6 +7,8 @@
 #   deploy/local/farm.sh up [N]   start (N coordinators, default 1), then
 #                                 print the client environment (eval it)
 #   deploy/local/farm.sh env      print it again
+#   deploy/local/farm.sh status   each process (running or not) and, from
+#                                 /metrics, leader, workers and builds
 #   deploy/local/farm.sh down     stop what `up` started (by pid file)
 #
 #   eval "$(deploy/local/farm.sh up)"
@@ -17,8 +19,9 @@
 #      coordinator's API port, default 17070; raft ports +100, metrics +200),
 #      RBK_FARM_WORKERS (default 2), RBK_FARM_STORE (s3: everyone on the S3
 #      stack; coordinator: blobs in the coordinator's dir, workers through
-#      its Content service), RBK_FARM_METRICS=1 (coordinators serve
-#      /metrics on port +200). Root: workers run steps in runc.
+#      its Content service), RBK_FARM_METRICS (default 1: coordinator i
+#      serves /metrics on port +200+i, worker i on +300+i; 0: off).
+#      Walkthrough: docs/local-farm.md. Root: workers run steps in runc.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -102,7 +105,7 @@ TOML
     {
       echo "listen = \"127.0.0.1:$((port + i))\""
       echo "token_file = \"tokens.toml\""
-      if [ "${RBK_FARM_METRICS:-0}" = 1 ]; then echo "metrics_listen = \"127.0.0.1:$((port + 200 + i))\""; fi
+      if [ "${RBK_FARM_METRICS:-1}" = 1 ]; then echo "metrics_listen = \"127.0.0.1:$((port + 200 + i))\""; fi
       if [ "$store" = s3 ]; then printf '[store]\n%s\n' "$stack"; else printf '[store]\ndir = "coordinator-%d/store"\n' "$i"; fi
       if [ "$n" -gt 1 ]; then
         echo "[raft]"
@@ -126,13 +129,14 @@ TOML
     wait_for_line "$farm/coordinator-$i.log" "rbk coordinator listening on" "coordinator $i" "$farm/coordinator-$i.pid"
   done
   for ((i = 0; i < nworkers; i++)); do
-    local w=$farm/worker-$i
+    local w=$farm/worker-$i metrics_args=()
     mkdir -p "$w"
+    [ "${RBK_FARM_METRICS:-1}" = 1 ] && metrics_args=(--metrics-listen "127.0.0.1:$((port + 300 + i))")
     if ! running "$w.pid"; then
       log "starting worker $i (state $w)"
       RBK_WORKER_TOKEN=$(cat "$farm/worker.token") RBK_LOG=${RBK_LOG:-info} nohup "$rbk" worker \
         --coordinator "http://127.0.0.1:$((port + i % n))" --id "local-worker-$i" --labels farm=local \
-        --state-dir "$w" "${store_args[@]}" >"$w.log" 2>&1 &
+        --state-dir "$w" "${store_args[@]}" "${metrics_args[@]}" >"$w.log" 2>&1 &
       echo $! >"$w.pid"
     fi
   done
@@ -140,7 +144,43 @@ TOML
   for ((i = 0; i < nworkers; i++)); do
     running "$farm/worker-$i.pid" || { log "worker $i exited; see $farm/worker-$i.log:"; head -8 "$farm/worker-$i.log" >&2; exit 1; }
   done
+  echo "$n" >"$farm/coordinators"
   print_env
+  log "ready; submit a build with:"
+  log "  $rbk submit --coordinator http://127.0.0.1:$port --token $(cat "$farm/tenant.token") CONTEXT"
+}
+
+# One sample from a /metrics body on stdin: metric name, then labels as
+# they appear (e.g. 'result="succeeded"'); empty when absent.
+metric() {
+  awk -v name="$1" -v labels="${2:-}" '
+    $1 == name || index($1, name "{") == 1 { if (labels == "" || index($1, labels)) { print $2; exit } }'
+}
+
+status() {
+  [ -f "$farm/tenant.token" ] || { log "not set up: $0 up"; exit 1; }
+  local n f name pid state body i
+  n=$(cat "$farm/coordinators" 2>/dev/null || echo 1)
+  for f in "$farm"/coordinator-*.pid "$farm"/worker-*.pid; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f" .pid); pid=$(cat "$f")
+    if running "$f"; then state="running (pid $pid)"; else state="NOT RUNNING (was pid $pid; see $farm/$name.log)"; fi
+    i=${name##*-}
+    body=""
+    if [ "${name%-*}" = coordinator ]; then
+      body=$(curl -fsS --max-time 2 "http://127.0.0.1:$((port + 200 + i))/metrics" 2>/dev/null || true)
+      if [ -n "$body" ]; then
+        local lead="" 
+        [ "$n" -gt 1 ] && lead=" leader=$(metric rbk_raft_is_leader <<<"$body" | sed 's/^1$/yes/;s/^0$/no/') term=$(metric rbk_raft_term <<<"$body")"
+        state+=" api=127.0.0.1:$((port + i))$lead workers=$(metric rbk_workers_connected <<<"$body") queue=$(metric rbk_queue_depth <<<"$body")"
+        state+=" builds ok=$(metric rbk_builds_total 'result="succeeded"' <<<"$body") failed=$(metric rbk_builds_total 'result="failed"' <<<"$body")"
+      fi
+    else
+      body=$(curl -fsS --max-time 2 "http://127.0.0.1:$((port + 300 + i))/metrics" 2>/dev/null || true)
+      [ -n "$body" ] && state+=" running_steps=$(metric rbk_worker_steps_running <<<"$body") done=$(metric rbk_worker_steps_total 'result="done"' <<<"$body") failed=$(metric rbk_worker_steps_total 'result="failed"' <<<"$body")"
+    fi
+    printf '%-14s %s\n' "$name" "$state"
+  done
 }
 
 print_env() {
@@ -170,6 +210,7 @@ down() {
 case "${1:-}" in
   up) shift; up "$@" ;;
   env) print_env ;;
+  status) status ;;
   down) down ;;
-  *) echo "usage: $0 up [1|3|5] | env | down" >&2; exit 2 ;;
+  *) echo "usage: $0 up [1|3|5] | env | status | down" >&2; exit 2 ;;
 esac

@@ -27,8 +27,8 @@ def rbk_binary() -> pathlib.Path:
     return path
 
 
-def free_port_block(size: int = 300) -> int:
-    """A base port whose +0, +100 and +200 neighbours are free now."""
+def free_port_block(size: int = 400) -> int:
+    """A base port whose +0, +100, +200 and +300 (worker metrics) neighbours are free now."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -36,7 +36,7 @@ def free_port_block(size: int = 300) -> int:
         if base + size >= 65535:
             continue
         try:
-            for off in (0, 1, 2, 100, 101, 102, 200, 201, 202):
+            for off in (0, 1, 2, 100, 101, 102, 200, 201, 202, 300, 301):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", base + off))
             return base
