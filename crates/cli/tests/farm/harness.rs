@@ -26,6 +26,8 @@ use rbk_worker::{Command as WCommand, Mount, MountKind, RunStep, StepKind};
 use tonic::Request;
 
 pub const TENANT: &str = "farm-test-tenant-token-0001";
+/// A second tenant, for isolation tests.
+pub const TENANT_B: &str = "farm-test-tenant-b-token-0003";
 pub const WORKER_TOKEN: &str = "farm-test-worker-token-0002";
 pub const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 /// Longest any single wait may take.
@@ -49,6 +51,8 @@ pub struct Farm {
     pub dir: tempfile::TempDir,
     coordinator: Child,
     pub base: LayerDesc,
+    /// The coordinator's bucket (prefix `farm`).
+    pub bucket: String,
 }
 
 impl Drop for Farm {
@@ -131,7 +135,7 @@ impl Farm {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("tokens.toml"),
-            format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
+            format!("[tenants]\n\"{TENANT}\" = \"team\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
         )
         .unwrap();
         std::fs::write(
@@ -152,7 +156,7 @@ impl Farm {
         let (coordinator, addr) = spawn_coordinator(dir.path());
         let url = format!("http://{addr}");
         let base = put_busybox(&url, dir.path()).await;
-        Farm { url, dir, coordinator, base }
+        Farm { url, dir, coordinator, base, bucket: b.bucket }
     }
 
     pub async fn store(&self) -> RemoteStore {
@@ -161,7 +165,29 @@ impl Farm {
 
     /// Starts `rbk worker --id ID --labels worker=ID` with its own state
     /// dir, plus `extra` arguments; returns once it has registered.
+    /// A worker that reaches the coordinator's bucket directly
+    /// (`--store-config`, credentials from the environment) instead of
+    /// through the Content service.
+    pub fn worker_on_s3(&self, id: &str) -> Worker {
+        let s3 = rbk_testsupport::s3();
+        let file = self.dir.path().join(format!("store-{id}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n",
+                self.bucket, s3.endpoint, s3.region
+            ),
+        )
+        .unwrap();
+        let file = file.display().to_string();
+        self.worker_env(id, &["--store-config", &file], &[("RBK_S3_ACCESS_KEY_ID", &s3.access_key), ("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)])
+    }
+
     pub fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        self.worker_env(id, extra, &[])
+    }
+
+    fn worker_env(&self, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let state = self.dir.path().join("workers").join(id);
         std::fs::create_dir_all(&state).unwrap();
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
@@ -176,6 +202,7 @@ impl Farm {
             .arg(rbk_testsupport::program("runc"))
             .args(["--max-backoff", "1s"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RBK_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

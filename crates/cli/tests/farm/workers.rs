@@ -29,6 +29,21 @@ async fn a_cache_mount_follows_builds_from_a_to_b_and_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_on_s3_directly_and_one_through_the_coordinator_share_layers_and_caches() {
+    let farm = Farm::start().await;
+    let a = farm.worker_on_s3("a");
+    assert!(a.log_text().contains("store: s3("), "worker a does not use S3 directly:\n{}", a.log_text());
+    let _b = farm.worker("b", &[]);
+    let first = farm.run("s", "k1", "echo from-s3-worker >> /cache/lines", Some(("c", "shared")), Some("a"));
+    let events = farm.build(vec![first]).await;
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    let second = farm.run("s", "k2", "echo via-coordinator >> /cache/lines; cat /cache/lines", Some(("c", "shared")), Some("b"));
+    let events = farm.build(vec![second]).await;
+    assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    assert_eq!(logs_of(&events, "s"), ["from-s3-worker", "via-coordinator"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_builds_on_a_and_b_both_land_in_one_shared_cache() {
     let farm = Farm::start().await;
     let _a = farm.worker("a", &[]);
