@@ -3,119 +3,36 @@
 //! half of issue #6's "done when" list — layer cache across machines (1),
 //! failures and syntax errors (6), tokens and tenants (7), and outputs.
 //!
-//! Bases are built `FROM scratch` from the host's static busybox, so only
-//! the push test needs the registry.
+//! The farm is `harness.rs`'s (store on the S3 server); Dockerfile bases
+//! are built `FROM scratch` from the host's static busybox, so only the
+//! push test needs the registry.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const RBK: &str = env!("CARGO_BIN_EXE_rbk");
-const TENANT_A: &str = "submit-tenant-a-token-0001";
-const TENANT_B: &str = "submit-tenant-b-token-0002";
-const WORKER_TOKEN: &str = "submit-worker-pool-token-01";
+use rbk_testsupport::program;
+
+use crate::harness::{Farm, RBK, TENANT as TENANT_A, TENANT_B, WORKER_TOKEN};
+
 /// Longest a submit may take before the test gives up on it.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A program from deploy/dev/services.sh's `RBK_TEST_BIN_*`, else PATH.
-fn program(name: &str) -> PathBuf {
-    let key = format!("RBK_TEST_BIN_{}", name.to_uppercase().replace('-', "_"));
-    let found = std::env::var_os(&key).map(Into::into).or_else(|| {
-        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
-    });
-    found.unwrap_or_else(|| panic!("{name} is not installed ({key} unset, not on PATH); run deploy/dev/setup.sh"))
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// `rbk submit` against `farm` as `token` (none: no token at all).
+fn submit(farm: &Farm, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(RBK);
+    cmd.args(["submit", "--coordinator", &farm.url, "--client-dir"])
+        .arg(farm.dir.path().join("client"))
+        .args(extra)
+        .arg(ctx)
+        .env_remove("RBK_TOKEN")
+        .env("RUST_BACKTRACE", "0");
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
     }
-}
-
-/// One coordinator (two tenants, one worker pool) and its workers.
-struct Farm {
-    dir: tempfile::TempDir,
-    url: String,
-    _coordinator: Proc,
-    workers: Vec<(String, Proc)>,
-}
-
-impl Farm {
-    fn start() -> Farm {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("tokens.toml"),
-            format!("[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("coordinator.toml"),
-            format!(
-                "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[store]\ndir = \"{}\"\n",
-                dir.path().join("tokens.toml").display(),
-                dir.path().join("store").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(RBK)
-            .args(["coordinator", "--config"])
-            .arg(dir.path().join("coordinator.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the coordinator did not say where it listens within 30 s");
-        let addr = line.trim().rsplit(' ').next().filter(|a| a.contains(':')).unwrap_or_else(|| panic!("coordinator said {line:?}"));
-        Farm { url: format!("http://{addr}"), dir, _coordinator: Proc(child), workers: vec![] }
-    }
-
-    /// Starts a worker with its own (fresh) state directory.
-    fn worker(&mut self, id: &str) {
-        let state = self.dir.path().join(format!("worker-{id}"));
-        let log = std::fs::File::create(self.dir.path().join(format!("worker-{id}.log"))).unwrap();
-        let child = Command::new(RBK)
-            .args(["worker", "--coordinator", &self.url, "--token", WORKER_TOKEN, "--id", id])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--runtime-path")
-            .arg(program("runc"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.workers.push((id.to_owned(), Proc(child)));
-    }
-
-    /// SIGKILLs a worker: the machine is gone.
-    fn kill(&mut self, id: &str) {
-        self.workers.retain(|(w, _)| w != id);
-    }
-
-    fn submit(&self, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(RBK);
-        cmd.args(["submit", "--coordinator", &self.url, "--client-dir"])
-            .arg(self.dir.path().join("client"))
-            .args(extra)
-            .arg(ctx)
-            .env_remove("RBK_TOKEN")
-            .env("RUST_BACKTRACE", "0");
-        if let Some(t) = token {
-            cmd.args(["--token", t]);
-        }
-        run(cmd, SUBMIT_TIMEOUT)
-    }
+    run(cmd, SUBMIT_TIMEOUT)
 }
 
 /// Runs a command to completion, killing it (and failing the test) after
@@ -185,34 +102,34 @@ fn succeeded(out: &Output) -> (String, String) {
     (digest, stderr)
 }
 
-#[test]
-fn the_layer_cache_follows_a_build_to_another_machine() {
-    let mut farm = Farm::start();
+#[tokio::test(flavor = "multi_thread")]
+async fn the_layer_cache_follows_a_build_to_another_machine() {
+    let farm = Farm::start().await;
     let ctx = context();
-    farm.worker("a");
-    let (first, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &[]));
+    let a = farm.worker("a", &[]);
+    let (first, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
     assert!(stderr.contains("(6/6) FINISHED"), "{stderr}");
     assert!(stderr.contains("RUN --mount=type=cache") && stderr.contains(" on a "), "worker a ran the steps:\n{stderr}");
 
-    farm.kill("a");
-    farm.worker("b");
-    let (second, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &[]));
+    drop(a); // SIGKILL: machine a is gone.
+    let _b = farm.worker("b", &[]);
+    let (second, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
     assert_eq!(stderr.matches(" => CACHED ").count(), 6, "every step is CACHED:\n{stderr}");
     assert!(!stderr.contains(" on b"), "worker b ran nothing:\n{stderr}");
     assert_eq!(first, second, "the same image");
 }
 
-#[test]
-fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     std::fs::write(
         ctx.path().join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about-to-fail; exit 7\"]\n",
     )
     .unwrap();
-    let out = farm.submit(Some(TENANT_A), ctx.path(), &[]);
+    let out = submit(&farm, Some(TENANT_A), ctx.path(), &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("ERROR [3/3] RUN") && stderr.contains("about-to-fail"), "the step and its output:\n{stderr}");
@@ -220,8 +137,8 @@ fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
     assert!(stderr.contains("FAILED"), "{stderr}");
 }
 
-#[test]
-fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
     let ctx = context();
     std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nFROMM x\n").unwrap();
     // Nothing listens on this port: the error must come before any connection.
@@ -244,48 +161,48 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn submits_without_a_valid_tenant_token_are_refused() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn submits_without_a_valid_tenant_token_are_refused() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
-    let out = farm.submit(None, ctx.path(), &[]);
+    let out = submit(&farm, None, ctx.path(), &[]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no token"), "{}", text(&out.stderr));
-    let out = farm.submit(Some("not-a-token-anyone-was-given"), ctx.path(), &[]);
+    let out = submit(&farm, Some("not-a-token-anyone-was-given"), ctx.path(), &[]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("Unauthenticated"), "{}", text(&out.stderr));
-    let out = farm.submit(Some(WORKER_TOKEN), ctx.path(), &[]);
+    let out = submit(&farm, Some(WORKER_TOKEN), ctx.path(), &[]);
     assert!(!out.status.success(), "a worker token cannot submit builds:\n{}", text(&out.stderr));
 }
 
-#[test]
-fn another_tenants_cache_ids_are_out_of_reach() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn another_tenants_cache_ids_are_out_of_reach() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     let plain = ["--progress=plain"];
-    let (_, a1) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &plain));
+    let (_, a1) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &plain));
     assert!(a1.contains("lines: 1"), "{a1}");
     // Same Dockerfile, same cache id, other tenant: nothing of team-a's is
     // used — no cached step, an empty cache mount.
-    let (_, b1) = succeeded(&farm.submit(Some(TENANT_B), ctx.path(), &plain));
+    let (_, b1) = succeeded(&submit(&farm, Some(TENANT_B), ctx.path(), &plain));
     assert!(!b1.contains("CACHED"), "team-b cannot hit team-a's action cache:\n{b1}");
     assert!(b1.contains("lines: 1"), "team-b's cache starts empty:\n{b1}");
     // And team-b's run did not touch team-a's cache.
-    let (_, a2) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &["--progress=plain", "--no-cache"]));
+    let (_, a2) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &["--progress=plain", "--no-cache"]));
     assert!(a2.contains("lines: 2"), "{a2}");
 }
 
-#[test]
-fn oci_and_local_outputs_hold_the_built_image() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn oci_and_local_outputs_hold_the_built_image() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     let out_dir = tempfile::tempdir().unwrap();
     let oci = out_dir.path().join("image.tar");
     let root = out_dir.path().join("rootfs");
-    let (digest, _) = succeeded(&farm.submit(
+    let (digest, _) = succeeded(&submit(&farm, 
         Some(TENANT_A),
         ctx.path(),
         &["-t", "example/submit:1", "--output", &format!("type=oci,dest={}", oci.display()), "--output", &format!("type=local,dest={}", root.display())],
@@ -308,27 +225,25 @@ fn oci_and_local_outputs_hold_the_built_image() {
     assert!(root.join("bin/busybox").is_file());
 }
 
-#[test]
-fn push_sends_the_image_to_the_registry() {
+#[tokio::test(flavor = "multi_thread")]
+async fn push_sends_the_image_to_the_registry() {
     let registry = std::env::var("RBK_TEST_REGISTRY")
         .expect("RBK_TEST_REGISTRY is unset; start the test services with `eval \"$(deploy/dev/services.sh up)\"`");
-    let mut farm = Farm::start();
-    farm.worker("a");
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     let name = format!("{registry}/rbk-submit-{}:1", std::process::id());
-    let (digest, stderr) = succeeded(&farm.submit(Some(TENANT_A), ctx.path(), &["-t", &name, "--push"]));
+    let (digest, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &["-t", &name, "--push"]));
     assert!(stderr.contains(&format!("pushing {name}")), "{stderr}");
-    let pulled = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let layout = rbk_image::OciLayout::create(ctx.path().join("pulled")).unwrap();
-        rbk_image::RegistryClient::new().unwrap().pull(&name.parse().unwrap(), &layout).await.unwrap()
-    });
+    let layout = rbk_image::OciLayout::create(ctx.path().join("pulled")).unwrap();
+    let pulled = rbk_image::RegistryClient::new().unwrap().pull(&name.parse().unwrap(), &layout).await.unwrap();
     assert_eq!(pulled.manifest_descriptor.digest.to_string(), digest);
 }
 
-#[test]
-fn secrets_reach_the_step_but_no_output_or_store() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_step_but_no_output_or_store() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     let value = format!("s3cret-{}-value", std::process::id());
     let secret_file = ctx.path().join("..").join(format!("rbk-secret-{}", std::process::id()));
@@ -343,7 +258,7 @@ fn secrets_reach_the_step_but_no_output_or_store() {
     let out_dir = tempfile::tempdir().unwrap();
     let oci = out_dir.path().join("image.tar");
     let root = out_dir.path().join("rootfs");
-    let (_, stderr) = succeeded(&farm.submit(
+    let (_, stderr) = succeeded(&submit(&farm, 
         Some(TENANT_A),
         ctx.path(),
         &[
@@ -366,10 +281,10 @@ fn secrets_reach_the_step_but_no_output_or_store() {
     assert!(grep.stdout.is_empty(), "the secret reached a file: {}", text(&grep.stdout));
 }
 
-#[test]
-fn ctrl_c_cancels_the_build_on_the_coordinator() {
-    let mut farm = Farm::start();
-    farm.worker("a");
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_cancels_the_build_on_the_coordinator() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
     let ctx = context();
     std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"300\"]\n").unwrap();
     let mut child = Command::new(RBK)
