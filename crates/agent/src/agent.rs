@@ -31,8 +31,9 @@ use crate::backoff::Backoff;
 /// The platform every step runs on here (the executor runs linux/amd64).
 pub const PLATFORM: &str = "linux/amd64";
 
-/// How a worker joins the farm and when it leaves.
-#[derive(Debug, Clone)]
+/// How a worker joins the farm and when it leaves. `Debug` leaves the
+/// token out.
+#[derive(Clone)]
 pub struct AgentConfig {
     /// `http://host:port` of a coordinator.
     pub coordinator: String,
@@ -47,6 +48,18 @@ pub struct AgentConfig {
     pub until_idle: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("coordinator", &self.coordinator)
+            .field("worker_id", &self.worker_id)
+            .field("labels", &self.labels)
+            .field("max_parallel", &self.max_parallel)
+            .field("until_idle", &self.until_idle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentConfig {
@@ -340,6 +353,23 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_never_prints_its_token() {
+        let c = AgentConfig::new("http://127.0.0.1:1", "very-secret-worker-token", "w1");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("w1") && !shown.contains("very-secret"), "{shown}");
+    }
+
+    #[test]
+    fn memory_is_read_from_proc_meminfo() {
+        assert!(memory_bytes() > 0);
     }
 }
 
