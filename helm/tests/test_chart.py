@@ -12,6 +12,7 @@ Run: deploy/dev/helm-tools.sh (once) then
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import pathlib
@@ -103,6 +104,16 @@ def test_every_rendered_object_validates_strictly_against_kubernetes(name):
         except kubernetes_validate.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
             pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {path}: {e.message}")
+
+
+def test_workers_serve_metrics_where_they_are_scraped():
+    pod = one(render({}), "Deployment", "-worker")["spec"]["template"]
+    port = int(pod["metadata"]["annotations"]["prometheus.io/port"])
+    container = pod["spec"]["containers"][0]
+    assert container["args"][container["args"].index("--metrics-listen") + 1] == f"0.0.0.0:{port}"
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    worker = one(render({"metrics": {"enabled": False}}), "Deployment", "-worker")["spec"]["template"]
+    assert "--metrics-listen" not in worker["spec"]["containers"][0]["args"]
 
 
 def test_the_service_monitor_selects_the_metrics_service():
@@ -296,6 +307,20 @@ def test_workers_as_a_daemonset_with_labels_and_the_s3_store():
         "existence_cache", "s3", "rbk-cache", "https://s3.storage.internal:9000", "eu-west-1", "farm-a")
 
 
+def test_coordinators_and_workers_share_one_store():
+    objects = render(HA_VALUES)
+    worker = tomllib.loads(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])["store"]
+    for name, config in coordinator_configs(objects).items():
+        assert config["store"] == worker, name
+    env = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "RBK_S3_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "rbk-s3", "key": "secret-access-key"}}} in env
+
+
+def test_without_s3_the_coordinator_keeps_blobs_on_its_volume():
+    config = coordinator_configs(render({}))["coordinator-0.toml"]
+    assert config["store"] == {"dir": "/var/lib/rbk/store"}
+
+
 def test_secrets_reach_pods_only_through_secret_references():
     objects = render(HA_VALUES)
     env = {e["name"]: e for e in worker_pod(objects, "DaemonSet")["containers"][0]["env"]}
@@ -375,9 +400,11 @@ def rbk_binary() -> pathlib.Path:
     return path
 
 
-def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None) -> None:
-    """Starts the real coordinator on coordinator-0.toml of `objects`
-    (relocated from the pod's paths to `tmp_path`) and stops it again."""
+@contextlib.contextmanager
+def running_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None):
+    """The real coordinator on coordinator-0.toml of `objects`, relocated
+    from the pod's paths to `tmp_path`; yields its API address."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     text = one(objects, "ConfigMap", "-coordinator")["data"]["coordinator-0.toml"]
     tokens = one(objects, "Secret", "-tokens")["stringData"]["tokens.toml"]
     text = re.sub(r'"0\.0\.0\.0:[0-9]+"', '"127.0.0.1:0"', text)
@@ -392,14 +419,28 @@ def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | N
         if "listening on" not in line:
             proc.kill()
             pytest.fail(f"coordinator did not start with the chart's config:\n{text}\n{line}{proc.stderr.read()}")
+        yield line.split("listening on", 1)[1].strip()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
 
 
+def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None) -> None:
+    with running_coordinator(objects, tmp_path, env):
+        pass
+
+
 def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
     start_coordinator(render({"metrics": {"enabled": True}}), tmp_path)
+
+
+def test_the_rendered_s3_coordinator_config_starts_the_real_coordinator(tmp_path):
+    endpoint = s3_endpoint()
+    objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
+                                       "existingSecret": "rbk-s3"}},
+                      "redis": {"enabled": True, "url": os.environ.get("RBK_TEST_REDIS_URL", "redis://127.0.0.1:6379")}})
+    start_coordinator(objects, tmp_path, env=s3_env())
 
 
 def s3_endpoint() -> str:
@@ -431,3 +472,45 @@ def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_
                           env=s3_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
+
+
+def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
+    endpoint = s3_endpoint()
+    objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
+                                       "existingSecret": "rbk-s3"}}})
+    tokens = one(objects, "Secret", "-tokens")
+    secrets = {(tokens["metadata"]["name"], k): v for k, v in tokens["stringData"].items()}
+    secrets[("rbk-s3", "access-key-id")] = os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing")
+    secrets[("rbk-s3", "secret-access-key")] = os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.toml").write_text(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])
+    container = worker_pod(objects)["containers"][0]
+    env = dict(os.environ)
+    for e in container["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        env[e["name"]] = secrets[(ref["name"], ref["key"])] if ref else e["value"]
+    with running_coordinator(objects, tmp_path / "coordinator", env=s3_env()) as addr:
+        args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
+                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/store/", f"{tmp_path}/store/")
+                 .replace("0.0.0.0:9465", "127.0.0.1:0") for a in container["args"]]
+        worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any("registered with" in l for l in seen):
+                ready, _, _ = select.select([worker.stdout], [], [], 1)
+                if ready:
+                    line = worker.stdout.readline()
+                    if not line:
+                        break
+                    seen.append(line)
+            assert any("registered with" in l for l in seen), "".join(seen)
+            # The kubelet's SIGTERM comes long after start-up; rbk worker
+            # installs its handler only once its agent loop first waits.
+            time.sleep(1)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0, "".join(seen) + worker.stdout.read()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()

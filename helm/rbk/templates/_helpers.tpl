@@ -74,10 +74,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- div (sub (int .Values.coordinator.replicas) 1) 2 -}}
 {{- end -}}
 
+{{/* Scrape annotations; call with (list $ port). */}}
 {{- define "rbk.metricsAnnotations" -}}
-{{- if .Values.metrics.enabled -}}
+{{- $ := index . 0 -}}
+{{- if $.Values.metrics.enabled -}}
 prometheus.io/scrape: "true"
-prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/port: {{ index . 1 | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end -}}
