@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	eval "$$(deploy/dev/services.sh up)"; \
 	cargo nextest run --workspace --no-fail-fast --profile ci; \
-	venv=$$(deploy/dev/helm-tools.sh); "$$venv/bin/pytest" -q -p no:cacheprovider helm/tests
+	venv=$$(deploy/dev/helm-tools.sh); "$$venv/bin/pytest" -q -p no:cacheprovider helm/tests deploy/tests
 
 setup:
 	deploy/dev/setup.sh
