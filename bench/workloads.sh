@@ -30,6 +30,13 @@
 #                   exactly as a farm worker keeps its coordinator. It takes only
 #                   a store directory, no S3 config, so this is the filesystem
 #                   store.)
+#   rbk fresh, base held
+#                   like rbk warm fresh, on another new --worker-dir that was
+#                   first given the base image (an untimed `FROM BASE` +
+#                   `RUN true` build with its own state and store, so it has
+#                   never seen the cache); variant 3. This is what BuildKit's
+#                   "fresh" columns measure: docker's image store keeps the
+#                   base through `docker builder prune`.
 #   BK cold         `docker builder prune -af`, then variant 0.
 #   BK warm same    variant 1 on the same builder.
 #   BK fresh prune  `docker builder prune -af`, then variant 2 (what a fresh
@@ -121,6 +128,12 @@ rbk_build() { # DIR WORKER N WORKLOAD
   "$RBK" build --progress=plain --state-dir "$d/state" --worker-dir "$d/$wk" --store "$d/store" \
     --base-image "python-base=$base_oci:latest" "${vargs[@]}" -t "bench-$w:latest" "$ctx"
 }
+seed_base() { # DIR WORKER — the worker unpacks the base, never sees the cache
+  local d=$1 wk=$2 s=$BENCH_DIR/seed-ctx
+  mkdir -p "$s"; printf 'FROM python-base\nRUN true\n' >"$s/Dockerfile"
+  "$RBK" build --progress=plain --state-dir "$d/seed-state" --worker-dir "$d/$wk" --store "$d/seed-store" \
+    --base-image "python-base=$base_oci:latest" "$s"
+}
 bk_build() { # N WORKLOAD
   variant "$2" "$1"
   "$DOCKER" build --network host --progress=plain --build-arg BASE=python-base "${vargs[@]}" -t "bench-$2:latest" "$ctx"
@@ -151,6 +164,8 @@ for w in "${workloads[@]}"; do
     R[$w,rc]+="$(timed "$logs/rbk-cold.log" rbk_build "$d" worker-a 0 "$w") "
     R[$w,rs]+="$(timed "$logs/rbk-same.log" rbk_build "$d" worker-a 1 "$w") "
     R[$w,rf]+="$(timed "$logs/rbk-fresh.log" rbk_build "$d" worker-b 2 "$w") "
+    timed "$logs/rbk-seed.log" seed_base "$d" worker-c >/dev/null
+    R[$w,rh]+="$(timed "$logs/rbk-fresh-base.log" rbk_build "$d" worker-c 3 "$w") "
     grep -q 'restored' "$logs/rbk-fresh.log" && grep -o '(cache: [^)]*)' "$logs/rbk-fresh.log" | sed 's/^/bench: rbk fresh: /' >&2 || true
     if [ "${SKIP_BUILDKIT:-}" != 1 ]; then
       bk_prune
@@ -162,20 +177,23 @@ for w in "${workloads[@]}"; do
       bk_prune
       R[$w,bd]+="$(timed "$logs/bk-fresh-dance.log" bk_inject_and_build 2 "$w" "$BENCH_DIR/dance-$w.tar") "
     fi
-    log "$w run $rep: rbk ${R[$w,rc]}| ${R[$w,rs]}| ${R[$w,rf]}; buildkit ${R[$w,bc]:-}| ${R[$w,bs]:-}| ${R[$w,bp]:-}| ${R[$w,bd]:-}"
+    log "$w run $rep: rbk ${R[$w,rc]}| ${R[$w,rs]}| ${R[$w,rf]}| ${R[$w,rh]}; buildkit ${R[$w,bc]:-}| ${R[$w,bs]:-}| ${R[$w,bp]:-}| ${R[$w,bd]:-}"
   done
 done
 
 # ---- report -------------------------------------------------------------
 echo "REPS=$REPS (median of $REPS run(s) per cell), wall seconds; $(nproc) cores; rbk=$RBK; $("$DOCKER" version -f 'docker {{.Server.Version}}')"
 echo
-echo "| workload | rbk cold | rbk warm same | rbk warm fresh | BuildKit cold | BuildKit warm same | BuildKit fresh (prune) | BuildKit fresh (cache dance) | rbk fresh ÷ rbk same | rbk fresh ÷ BuildKit same |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| workload | rbk cold | rbk warm same | rbk warm fresh | rbk warm fresh, base held | BuildKit cold | BuildKit warm same | BuildKit fresh (prune) | BuildKit fresh (cache dance) | rbk fresh ÷ rbk same | rbk fresh ÷ BuildKit same | rbk fresh, base held ÷ rbk same | rbk fresh, base held ÷ BuildKit same |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for w in "${workloads[@]}"; do
   rc=$(echo "${R[$w,rc]}" | median); rs=$(echo "${R[$w,rs]}" | median); rf=$(echo "${R[$w,rf]}" | median)
+  rh=$(echo "${R[$w,rh]}" | median)
   bc=$(echo "${R[$w,bc]:-}" | median); bs=$(echo "${R[$w,bs]:-}" | median)
   bp=$(echo "${R[$w,bp]:-}" | median); bd=$(echo "${R[$w,bd]:-}" | median)
   r1=$(awk -v a="$rf" -v b="$rs" 'BEGIN{printf "%.2f", a/b}')
   r2=$(awk -v a="$rf" -v b="$bs" 'BEGIN{if (b=="-"||b==0) print "-"; else printf "%.2f", a/b}')
-  echo "| $w | $rc | $rs | $rf | $bc | $bs | $bp | $bd | $r1 | $r2 |"
+  r3=$(awk -v a="$rh" -v b="$rs" 'BEGIN{printf "%.2f", a/b}')
+  r4=$(awk -v a="$rh" -v b="$bs" 'BEGIN{if (b=="-"||b==0) print "-"; else printf "%.2f", a/b}')
+  echo "| $w | $rc | $rs | $rf | $rh | $bc | $bs | $bp | $bd | $r1 | $r2 | $r3 | $r4 |"
 done
