@@ -3,10 +3,12 @@
 //! layer blob from the content store into the local OCI layout, and
 //! WORKDIR's directory-only layer.
 
+use std::io::Write;
 use std::path::{Component, Path};
 
+use futures::StreamExt;
 use rbk_image::{LayerOptions, OciDigest, OciLayout};
-use rbk_store::{Store, StoreExt};
+use rbk_store::{ByteRange, Store};
 
 use crate::error::{BuildError, Result};
 
@@ -29,14 +31,17 @@ pub async fn fetch_blob(
     let b3: rbk_store::Digest = blake3
         .parse()
         .map_err(|e| BuildError::other(what, format!("blake3 {blake3}: {e}")))?;
-    let bytes = store.get_bytes(b3).await?;
-    let got = layout.write_blob(&bytes)?;
-    if got != digest {
-        return Err(BuildError::other(
-            format!("layer {digest}"),
-            format!("the store's blob {b3} hashes to {got}"),
-        ));
+    // Streamed to a temporary file in the layout (a base layer may be
+    // hundreds of MB); named only once its sha256 checks out.
+    let mut stream = store.get(b3, ByteRange::FULL).await?;
+    let mut w = layout.blob_writer()?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        w.write_all(&chunk).map_err(|e| BuildError::io(layout.root(), format!("writing layer {digest}: {e}")))?;
     }
+    w.commit(Some((&digest, b3.size()))).map_err(|e| {
+        BuildError::other(format!("layer {digest}"), format!("the store's blob {b3} is not this layer: {e}"))
+    })?;
     Ok(())
 }
 
@@ -63,3 +68,40 @@ pub async fn mkdir_layer(
     Ok(Ok(layer))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbk_store::{MemoryStore, StoreExt};
+
+    #[tokio::test]
+    async fn a_blob_is_fetched_into_the_layout_under_its_sha256() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(tmp.path()).unwrap();
+        let store = MemoryStore::default();
+        let b3 = store.put_bytes(bytes::Bytes::from_static(b"layer bytes")).await.unwrap();
+        let sha = OciDigest::of(b"layer bytes");
+        fetch_blob(&store, &layout, &sha.to_string(), &b3.to_string(), "test").await.unwrap();
+        assert_eq!(layout.read_blob(&sha).unwrap(), b"layer bytes");
+    }
+
+    #[tokio::test]
+    async fn a_store_blob_that_is_not_the_layer_is_refused_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(tmp.path()).unwrap();
+        let store = MemoryStore::default();
+        let b3 = store.put_bytes(bytes::Bytes::from_static(b"other bytes")).await.unwrap();
+        let sha = OciDigest::of(b"layer bytes");
+        let e = fetch_blob(&store, &layout, &sha.to_string(), &b3.to_string(), "test").await.unwrap_err();
+        assert!(e.to_string().contains(&b3.to_string()) && e.to_string().contains("not this layer"), "{e}");
+        assert!(!layout.has_blob(&sha));
+    }
+
+    #[tokio::test]
+    async fn workdir_paths_that_climb_out_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("tmp")).unwrap();
+        let refused = mkdir_layer(tmp.path(), "/app/../../etc").await.unwrap();
+        assert!(refused.unwrap_err().contains("not a clean absolute path"));
+    }
+}
