@@ -121,7 +121,7 @@ TOML
     } >"$cfg"
     if ! running "$dir.pid"; then
       log "starting coordinator $i on 127.0.0.1:$((port + i))"
-      nohup "$rbk" coordinator --config "$cfg" >"$dir.log" 2>&1 &
+      RBK_LOG=${RBK_LOG:-info} nohup "$rbk" coordinator --config "$cfg" >"$dir.log" 2>&1 &
       echo $! >"$dir.pid"
     fi
   done

@@ -38,6 +38,11 @@ impl Drop for Coordinator {
 }
 
 fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
+    start_logging(name, metrics_listen, None)
+}
+
+/// Like [`start`]; with `log`, the coordinator logs at info into that file.
+fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::path::Path>) -> Coordinator {
     let dir = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -48,8 +53,12 @@ fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
         format!("listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n{metrics_key}[store]\ndir = \"store\"\n"),
     )
     .unwrap();
-    let mut child =
-        Command::new(RBK).args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut cmd = Command::new(RBK);
+    cmd.args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped());
+    if let Some(log) = log {
+        cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -285,4 +294,31 @@ fn a_busy_metrics_address_stops_the_coordinator_naming_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metrics_listen") && err.contains(&busy.local_addr().unwrap().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn scheduler_log_lines_name_the_build_and_step() {
+    let log = std::env::temp_dir().join(format!("rbk-metrics-log-{}.log", std::process::id()));
+    let c = start_logging("log", None, Some(&log));
+    let mut w = Worker::connect(&c.url).await;
+    let mut events = submit(&c.url, vec![step("only", "k-only", &[], None)]).await;
+    let accepted = timeout(WAIT, events.message()).await.unwrap().unwrap().unwrap();
+    let Some(Event::Accepted(a)) = accepted.event else { panic!("first event: {accepted:?}") };
+    let assign = w.assignment().await;
+    w.succeed(&assign, 0).await;
+    assert_eq!(finish(&mut events).await, "succeeded");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("step done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&log);
+    let ids = format!("build_id={} step_id=only", a.build_id);
+    for span in ["dispatch{", "step_result{", "commit{"] {
+        assert!(text.lines().any(|l| l.contains(span) && l.contains(&ids)), "no {span} line with {ids} in:\n{text}");
+    }
+    assert!(!text.contains('\u{1b}'), "a log file gets no colour codes");
 }

@@ -735,7 +735,7 @@ impl Core {
         }
     }
 
-    #[tracing::instrument(name = "step_result", level = "info", skip_all, fields(worker = worker_id, assignment_id = %assignment_id, build_id, step_id))]
+    #[tracing::instrument(name = "step_result", level = "info", skip_all, fields(worker = %worker_id, assignment_id = %assignment_id, build_id, step_id))]
     async fn step_result(&mut self, worker_id: &str, assignment_id: String, outcome: StepOutcome) {
         let Some(key) = self.assignments.get(&assignment_id).cloned() else { return };
         let Some(exec) = self.execs.get_mut(&key) else { return };
@@ -744,7 +744,7 @@ impl Core {
             return;
         };
         if let Some((build_id, step_id)) = exec.waiters.first() {
-            tracing::Span::current().record("build_id", build_id.as_str()).record("step_id", step_id.as_str());
+            tracing::Span::current().record("build_id", tracing::field::display(&build_id)).record("step_id", tracing::field::display(&step_id));
         }
         match outcome {
             StepOutcome::Succeeded { layers, config, commits, bytes_restored, duration_ms } => {
@@ -845,9 +845,9 @@ impl Core {
         let elapsed = running.started.elapsed().as_millis() as u64;
         if let Some((build_id, step_id)) = exec.waiters.first() {
             tracing::Span::current()
-                .record("build_id", build_id.as_str())
-                .record("step_id", step_id.as_str())
-                .record("worker", worker_id.as_str());
+                .record("build_id", tracing::field::display(&build_id))
+                .record("step_id", tracing::field::display(&step_id))
+                .record("worker", tracing::field::display(&worker_id));
         }
         if let Some(w) = self.workers.get_mut(&worker_id) {
             w.running.remove(&assignment_id);
@@ -957,10 +957,10 @@ impl Core {
         exec.attempt += 1;
         let (build_id, step_id) = exec.waiters[0].clone();
         tracing::Span::current()
-            .record("build_id", build_id.as_str())
-            .record("step_id", step_id.as_str())
-            .record("assignment_id", assignment_id.as_str())
-            .record("worker", worker_id.as_str());
+            .record("build_id", tracing::field::display(&build_id))
+            .record("step_id", tracing::field::display(&step_id))
+            .record("assignment_id", tracing::field::display(&assignment_id))
+            .record("worker", tracing::field::display(&worker_id));
         tracing::info!(attempt = exec.attempt, "step dispatched");
         let build_id = if exec.waiters.iter().any(|(b, _)| *b == exec.first_build) { exec.first_build.clone() } else { build_id };
         let secrets = self.secrets.get(&build_id).cloned().unwrap_or_default();
