@@ -31,6 +31,41 @@ use crate::error::{BuildError, Result};
 use crate::farm::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
 use crate::layer_io::{fetch_blob, mkdir_layer};
 
+/// Mount points under `dir`, deepest first, from `/proc/self/mounts`
+/// (whose paths escape space, tab, newline and backslash in octal).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mounts") else {
+        return vec![];
+    };
+    let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+    let mut out: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// A worker that was killed (SIGKILL, OOM, power) mid-step leaves the
+/// step's overlay mounted under its scratch dir; the next start detaches
+/// those mounts and removes the scratch, so they neither pile up nor block
+/// cleaning the state dir. Best effort: a failure is logged, never fatal.
+fn release_stale_mounts(steps: &Path) {
+    for m in mounts_under(steps) {
+        let ok = std::process::Command::new("umount").arg("-l").arg(&m).status().is_ok_and(|s| s.success());
+        if !ok {
+            tracing::warn!("could not detach the stale mount {}", m.display());
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(steps) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A cache mount the worker holds locally, for `Register.snapshots`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldCache {
@@ -102,6 +137,7 @@ impl FarmExecutor {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, e))?;
         }
+        release_stale_mounts(&root.join("worker").join("steps"));
         let executor = Executor::new(WorkerConfig::new(root.join("worker"), runtime, runtime_program))?;
         let layout = OciLayout::create(root.join("images"))?;
         let cache_root = match cache_dir {

@@ -208,3 +208,19 @@ async fn a_worker_reports_the_layers_and_caches_it_holds() {
     assert_eq!((caches[0].namespace.as_str(), caches[0].cache_id.as_str()), ("team-a", "c"));
     assert_eq!(caches[0].snapshot.to_string(), r.commits[0].snapshot);
 }
+
+#[tokio::test]
+async fn opening_after_a_crash_detaches_the_steps_left_mounted() {
+    let f = Fixture::new().await;
+    drop(f.worker("a"));
+    // What a SIGKILLed worker leaves: a step's rootfs still mounted.
+    let stale = f.dir.path().join("a/worker/steps/rbk-1-0/rootfs/merged");
+    std::fs::create_dir_all(&stale).unwrap();
+    let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&stale).status().unwrap().success();
+    assert!(ok, "mounting a tmpfs (tests run as root)");
+    let mounted = || std::fs::read_to_string("/proc/self/mounts").unwrap().contains(stale.to_str().unwrap());
+    assert!(mounted());
+    let _w = f.worker("a");
+    assert!(!mounted(), "the stale mount is still there");
+    assert!(!f.dir.path().join("a/worker/steps/rbk-1-0").exists());
+}

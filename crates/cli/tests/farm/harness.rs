@@ -59,6 +59,16 @@ impl Drop for Farm {
     fn drop(&mut self) {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
+        // A worker a test SIGKILLed mid-step leaves the step's overlay
+        // mounted (the next start of that worker would detach it); detach
+        // whatever is left under this farm so the host does not collect them.
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut left: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&dir)).collect();
+        left.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for m in left {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
     }
 }
 
