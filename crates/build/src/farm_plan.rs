@@ -120,6 +120,21 @@ pub struct Plan {
     pub file_name: String,
     /// Steps of the Dockerfile graph (FROMs included), for progress totals.
     pub graph_steps: usize,
+    /// What planning put into the store, for progress lines.
+    pub uploads: Uploads,
+}
+
+/// What planning sent to the farm's store (a second submit of the same
+/// bases and context sends next to nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uploads {
+    pub base_layers: usize,
+    /// Base layer blobs the store lacked, and their bytes.
+    pub base_layers_sent: usize,
+    pub base_bytes_sent: u64,
+    pub context_files: usize,
+    /// Bytes of context packs and manifest sent.
+    pub context_bytes_sent: u64,
 }
 
 /// A Dockerfile that parsed; nothing has been pulled or sent yet.
@@ -144,20 +159,24 @@ impl Parsed {
         let layout = OciLayout::create(req.work_dir.join("images"))?;
         let resolved = self.inner.resolve(&src, &layout).await?;
 
+        let mut uploads = Uploads::default();
         let mut base_layers = HashMap::new();
         for (reference, image) in &resolved.bases {
-            base_layers.insert(reference.clone(), upload_layers(&*store, &layout, image).await?);
+            let layers = upload_layers(&*store, &layout, image, &mut uploads).await?;
+            base_layers.insert(reference.clone(), layers);
         }
 
         let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
         frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
-        let (snapshot, _) = rbk_snapshot::capture(
+        let (snapshot, stats) = rbk_snapshot::capture(
             store.clone(),
             staged.path(),
             &rbk_snapshot::CaptureOptions::new("context"),
         )
         .await?;
         let context_digest = snapshot.digest.to_string();
+        uploads.context_files = stats.files;
+        uploads.context_bytes_sent = stats.bytes_uploaded;
 
         let bases = Bases {
             images: &resolved.bases,
@@ -179,13 +198,14 @@ impl Parsed {
             final_image,
             file_name: self.inner.file_name.clone(),
             graph_steps: resolved.graph.steps.len(),
+            uploads,
         })
     }
 }
 
 /// Puts an image's layer blobs into the store (those it lacks) and names
 /// each by all its digests.
-async fn upload_layers(store: &dyn Store, layout: &OciLayout, image: &Image) -> Result<Vec<LayerDesc>> {
+async fn upload_layers(store: &dyn Store, layout: &OciLayout, image: &Image, uploads: &mut Uploads) -> Result<Vec<LayerDesc>> {
     let mut descs = Vec::new();
     let mut blobs = Vec::new();
     for (l, diff_id) in image.layers().iter().zip(image.diff_ids()) {
@@ -203,9 +223,12 @@ async fn upload_layers(store: &dyn Store, layout: &OciLayout, image: &Image) -> 
     }
     let wanted: Vec<Digest> = blobs.iter().map(|(d, _)| *d).collect();
     let missing: BTreeSet<Digest> = store.find_missing(&wanted).await?.into_iter().collect();
+    uploads.base_layers += blobs.len();
     for (b3, path) in blobs {
         if missing.contains(&b3) {
             let bytes = tokio::fs::read(&path).await.map_err(|e| BuildError::io(&path, e))?;
+            uploads.base_layers_sent += 1;
+            uploads.base_bytes_sent += bytes.len() as u64;
             store.put(b3, stream_from_bytes(Bytes::from(bytes))).await?;
         }
     }
@@ -616,6 +639,27 @@ mod tests {
         let (nodes, _) = plan_with(df, None, &["tok"]).unwrap();
         let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
         assert!(payload.contains("\"secret\""), "the mount is in the payload: {payload}");
+    }
+
+    #[tokio::test]
+    async fn base_layers_are_sent_only_when_the_store_lacks_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(dir.path()).unwrap();
+        let busybox = rbk_testsupport::program("busybox");
+        let image = rbk_image::testimage::busybox_image(&layout, &busybox, "latest").unwrap();
+        let store = rbk_store::MemoryStore::default();
+        let mut first = Uploads::default();
+        let descs = upload_layers(&store, &layout, &image, &mut first).await.unwrap();
+        assert_eq!((first.base_layers, first.base_layers_sent), (1, 1));
+        let blob = std::fs::read(layout.blob_path(&image.layers()[0].digest)).unwrap();
+        assert_eq!(first.base_bytes_sent, blob.len() as u64);
+        let b3: Digest = descs[0].blake3.parse().unwrap();
+        assert_eq!(rbk_store::StoreExt::get_bytes(&store, b3).await.unwrap(), blob);
+        assert_eq!(descs[0].digest, image.layers()[0].digest.to_string());
+        assert_eq!(descs[0].diff_id, image.diff_ids()[0].to_string());
+        let mut second = Uploads::default();
+        upload_layers(&store, &layout, &image, &mut second).await.unwrap();
+        assert_eq!((second.base_layers, second.base_layers_sent), (1, 0));
     }
 
     #[test]

@@ -152,7 +152,18 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
     let store: Arc<dyn Store> = Arc::new(rbk_coordinator::RemoteStore::new(channel.clone(), &args.coordinator, &token)?);
 
+    let t0 = Instant::now();
     let plan = parsed.plan(&req, store.clone()).await?;
+    let u = plan.uploads;
+    progress.note(&format!(
+        " => [internal] bases and context: {} base layers ({} sent, {}), {} context files ({} sent)  {:.1}s",
+        u.base_layers,
+        u.base_layers_sent,
+        human(u.base_bytes_sent),
+        u.context_files,
+        human(u.context_bytes_sent),
+        t0.elapsed().as_secs_f64()
+    ));
     progress.set_total(plan.steps.len());
 
     let result = if plan.steps.is_empty() {
@@ -237,8 +248,13 @@ async fn run_build(
     loop {
         let ev = tokio::select! {
             ev = stream.message() => ev.map_err(|s| anyhow::anyhow!("{url}: the build's event stream broke: {}", s.message()))?,
-            _ = &mut ctrl_c, if !cancelled && !build_id.is_empty() => {
+            _ = &mut ctrl_c, if !build_id.is_empty() => {
+                if cancelled {
+                    // A second Ctrl-C: stop waiting for the coordinator.
+                    bail!("interrupted; build {build_id} was asked to cancel");
+                }
                 cancelled = true;
+                ctrl_c.set(tokio::signal::ctrl_c());
                 progress.note(&format!(" => cancelling build {build_id}"));
                 client
                     .cancel(authorized(CancelRequest { build_id: build_id.clone() }, token)?)

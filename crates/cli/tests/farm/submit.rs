@@ -348,3 +348,61 @@ async fn ctrl_c_cancels_the_build_on_the_coordinator() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_image_layout_starts_the_image_and_known_layers_are_not_sent_again() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let bases = tempfile::tempdir().unwrap();
+    let layout = rbk_image::OciLayout::create(bases.path().join("busybox")).unwrap();
+    let base = rbk_image::testimage::busybox_image(&layout, &program("busybox"), "latest").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // A config-only stage folds into its base; the RUN starts from the
+    // uploaded base layer on the worker.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS base\nENV GREETING=hi\n\nFROM base\nRUN echo \"$GREETING from the base\" > /greeting\n",
+    )
+    .unwrap();
+    let base_arg = format!("busybox={}:latest", layout.root().display());
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = out_dir.path().join("image.tar");
+    let (digest, stderr) = succeeded(&submit(
+        &farm,
+        Some(TENANT_A),
+        ctx.path(),
+        &["--base-image", &base_arg, "--output", &format!("type=oci,dest={}", oci.display())],
+    ));
+    assert!(stderr.contains("(1/1) FINISHED"), "one node: the RUN\n{stderr}");
+    // The harness put this very busybox layer into the store already.
+    assert!(stderr.contains("1 base layers (0 sent"), "only what the store lacks is sent:\n{stderr}");
+    let imported = rbk_image::OciLayout::create(out_dir.path().join("imported")).unwrap();
+    let image = rbk_image::import_oci(&oci, None, &rbk_image::Platform::linux_amd64(), &imported).unwrap();
+    assert_eq!(image.manifest_descriptor.digest.to_string(), digest);
+    assert_eq!(image.layers().len(), 2);
+    assert_eq!(image.layers()[0].digest, base.layers()[0].digest, "the base layer comes first");
+    assert!(image.config.config.env.clone().unwrap().contains(&"GREETING=hi".to_owned()));
+    assert_eq!(image.config.config.cmd, Some(vec!["sh".to_owned()]), "the base's config carries over");
+    let root = out_dir.path().join("rootfs");
+    std::fs::create_dir_all(&root).unwrap();
+    for l in image.layers() {
+        rbk_image::unpack_layer_file(&imported.blob_path(&l.digest), &root, &Default::default()).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(root.join("greeting")).unwrap(), "hi from the base\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_without_layer_making_steps_is_assembled_without_running_anything() {
+    let farm = Farm::start().await;
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nENV ONLY=config\nCMD [\"/nothing\"]\n").unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let oci = out_dir.path().join("image.tar");
+    // No worker is connected: nothing may need one.
+    let (digest, _) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &["--output", &format!("type=oci,dest={}", oci.display())]));
+    let layout = rbk_image::OciLayout::create(out_dir.path().join("imported")).unwrap();
+    let image = rbk_image::import_oci(&oci, None, &rbk_image::Platform::linux_amd64(), &layout).unwrap();
+    assert_eq!(image.manifest_descriptor.digest.to_string(), digest);
+    assert!(image.layers().is_empty());
+    assert_eq!(image.config.config.cmd, Some(vec!["/nothing".to_owned()]));
+}
