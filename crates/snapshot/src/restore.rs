@@ -334,11 +334,19 @@ struct Writer {
     dirs: Arc<DirCache>,
     slots: Vec<Slot>,
     owner: bool,
+    birth: Birth,
+    /// Segment buffers, reused (at most one per GET in flight).
+    buffers: Mutex<Vec<BytesMut>>,
     /// Set on the first failure: segments still fetching stop early.
     cancelled: std::sync::atomic::AtomicBool,
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Inflated chunk bytes, reused by each writer thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Completed chunk bytes handed to the blocking pool at once.
 const READY_BATCH: u64 = 2 << 20;
@@ -372,8 +380,11 @@ fn plan_segments(m: &Manifest, writes: &[usize], coalesce_gap: u64, max_get: u64
         for (_, p) in pieces {
             let end = p.offset + p.stored_len;
             match &mut cur {
-                Some(s) if p.offset <= s.end + coalesce_gap && end.max(s.end) - s.start <= max_get => {
-                    s.end = s.end.max(end);
+                // Pieces of one segment never overlap (capture never makes
+                // overlapping chunks; a hostile manifest may), so each can be
+                // cut off the front of the buffer without a copy.
+                Some(s) if p.offset >= s.end && p.offset <= s.end + coalesce_gap && end - s.start <= max_get => {
+                    s.end = end;
                     s.pieces.push(p);
                 }
                 _ => {
@@ -425,7 +436,8 @@ async fn write_files(
             Slot { entry: i, name, in_place, chunks, remaining: AtomicUsize::new(chunks), whole }
         })
         .collect();
-    let w = Arc::new(Writer { m, dirs, slots, owner: opts.owner, cancelled: Default::default() });
+    let birth = Birth::probe(&dirs.root, in_place);
+    let w = Arc::new(Writer { m, dirs, slots, owner: opts.owner, birth, buffers: Mutex::default(), cancelled: Default::default() });
     // Empty files are complete at once; multi-chunk files are created now
     // so that their chunks can land in any order. A one-chunk file (most
     // of them) is created when its chunk arrives: one open per file.
@@ -488,7 +500,12 @@ fn rand_nonce() -> u64 {
 /// next bytes arrive while the previous ones are written.
 async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> SnapshotResult<()> {
     let mut stream = store.get(seg.pack, ByteRange::new(seg.start, seg.end - seg.start)).await?;
-    let mut buf = BytesMut::with_capacity((seg.end - seg.start) as usize);
+    let mut buf = w.buffers.lock().expect("buffer pool").pop().unwrap_or_default();
+    buf.clear();
+    buf.reserve((seg.end - seg.start) as usize);
+    // Offset in the pack of `buf[0]`: completed chunks are split off the
+    // front (sharing the allocation, no copy).
+    let mut base = seg.start;
     let mut pieces = seg.pieces.into_iter().peekable();
     let mut ready = Vec::new();
     let mut ready_bytes = 0u64;
@@ -508,15 +525,16 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> Snaps
         if w.cancelled.load(Ordering::Relaxed) {
             break;
         }
-        let have = seg.start + buf.len() as u64;
+        let have = base + buf.len() as u64;
         while let Some(p) = pieces.peek() {
             if p.offset + p.stored_len > have {
                 break;
             }
             let p = pieces.next().expect("peeked");
-            let rel = (p.offset - seg.start) as usize;
+            let head = buf.split_to((p.offset + p.stored_len - base) as usize).freeze();
+            base = p.offset + p.stored_len;
             ready_bytes += p.stored_len;
-            ready.push((bytes::Bytes::copy_from_slice(&buf[rel..rel + p.stored_len as usize]), p));
+            ready.push((head.slice(head.len() - p.stored_len as usize..), p));
         }
         if !ready.is_empty() && (done || ready_bytes >= READY_BATCH) {
             ready_bytes = 0;
@@ -537,6 +555,12 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> Snaps
         let r = prev.await.map_err(|e| SnapshotError::Task(e.to_string())).and_then(|r| r);
         result = result.and(r);
     }
+    drop(ready);
+    // Every chunk split off `buf` has been written and dropped, so `buf`
+    // owns its whole allocation again: the next segment reuses it rather
+    // than faulting in fresh pages.
+    buf.clear();
+    w.buffers.lock().expect("buffer pool").push(buf);
     result?;
     if w.cancelled.load(Ordering::Relaxed) {
         return Ok(()); // another segment failed; its error is the one reported
@@ -564,24 +588,26 @@ impl Writer {
         let path = self.path(s);
         let pfd = self.dirs.get(split_parent(path).0)?;
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rustix::fs::openat(&*pfd, os(&s.name), flags, Mode::from_raw_mode(0o600)).map_err(|err| SnapshotError::io("creating", path, err))
+        let mode = Birth::create_mode(&self.m.entries[s.entry], s.chunks);
+        rustix::fs::openat(&*pfd, os(&s.name), flags, Mode::from_raw_mode(mode)).map_err(|err| SnapshotError::io("creating", path, err))
     }
 
     /// Decodes, verifies and writes a batch of chunks.
     fn write_batch(&self, pack: Digest, batch: Vec<(bytes::Bytes, Piece)>) -> SnapshotResult<()> {
-        let mut scratch = Vec::new();
-        for (stored, p) in batch {
-            let data = decode_chunk_into(p.codec, &stored, &p.digest, &mut scratch).map_err(|what| SnapshotError::CorruptContent {
-                path: crate::error::show(self.path(&self.slots[p.targets[0].0])),
-                expected: p.digest,
-                pack,
-                what,
-            })?;
-            for &(si, off, ci) in &p.targets {
-                self.write_chunk(&self.slots[si], off, ci, data)?;
+        SCRATCH.with_borrow_mut(|scratch| {
+            for (stored, p) in batch {
+                let data = decode_chunk_into(p.codec, &stored, &p.digest, scratch).map_err(|what| SnapshotError::CorruptContent {
+                    path: crate::error::show(self.path(&self.slots[p.targets[0].0])),
+                    expected: p.digest,
+                    pack,
+                    what,
+                })?;
+                for &(si, off, ci) in &p.targets {
+                    self.write_chunk(&self.slots[si], off, ci, data)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn write_chunk(&self, s: &Slot, off: u64, ci: usize, data: &[u8]) -> SnapshotResult<()> {
@@ -656,7 +682,7 @@ impl Writer {
     /// it was written in place, moves it over its real name.
     fn finish(&self, s: &Slot, fd: OwnedFd) -> SnapshotResult<()> {
         let e = &self.m.entries[s.entry];
-        set_fd_meta(&fd, e, self.owner).map_err(|err| SnapshotError::io("setting metadata of", &e.path, err))?;
+        set_fd_meta(&fd, e, s.chunks, self.owner, self.birth).map_err(|err| SnapshotError::io("setting metadata of", &e.path, err))?;
         drop(fd);
         if s.in_place {
             return Ok(());
@@ -667,11 +693,52 @@ impl Writer {
     }
 }
 
-fn set_fd_meta(fd: &OwnedFd, e: &Entry, owner: bool) -> Result<(), Errno> {
-    if owner {
+/// What a file this restore creates has right from birth, so that only
+/// what differs is set afterwards: each metadata call dirties the inode
+/// again, and for 20,000 small files those calls cost as much as the
+/// writes.
+#[derive(Clone, Copy)]
+struct Birth {
+    /// The owner a new file gets: this process's, when no directory on the
+    /// way can impose another group (cold restore; the root is not
+    /// set-group-ID and has this process's group).
+    owner: Option<(u32, u32)>,
+    /// The process umask, from `/proc/self/status`; unknown means always
+    /// `fchmod`.
+    umask: Option<u32>,
+}
+
+impl Birth {
+    fn probe(root: &OwnedFd, in_place: bool) -> Birth {
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned())))
+            .and_then(|v| u32::from_str_radix(&v, 8).ok());
+        let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        // With `grpid` mounts a new file takes its directory's group, and
+        // the directories a cold restore creates take the root's.
+        let plain_root = fsutil::lstat_at(root, b".").is_ok_and(|m| m.mode & 0o2000 == 0 && m.gid == gid);
+        let owner = (in_place && plain_root).then_some((uid, gid));
+        Birth { owner, umask }
+    }
+
+    /// The permission bits to create a file with: its own for a file written
+    /// in one go, owner read/write for one reopened chunk by chunk.
+    fn create_mode(e: &Entry, chunks: usize) -> u32 {
+        if chunks <= 1 { e.mode & 0o777 } else { 0o600 }
+    }
+}
+
+fn set_fd_meta(fd: &OwnedFd, e: &Entry, chunks: usize, owner: bool, birth: Birth) -> Result<(), Errno> {
+    let chown = owner && birth.owner != Some((e.uid, e.gid));
+    if chown {
         rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))?;
     }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode as _))?;
+    // chmod after chown: chown clears set-user-ID and set-group-ID bits.
+    let born_mode = birth.umask.map(|u| Birth::create_mode(e, chunks) & !u);
+    if chown || born_mode != Some(e.mode) {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode as _))?;
+    }
     let t = fsutil::timespec(e.mtime);
     rustix::fs::futimens(fd, &rustix::fs::Timestamps { last_access: t, last_modification: t })
 }
