@@ -87,6 +87,58 @@ pub struct FarmExecutor {
     /// and capturing one directory at once would corrupt each other's view.
     cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     context_lock: tokio::sync::Mutex<()>,
+    /// Restored contexts in use by running steps (digest → users): never
+    /// evicted under a step.
+    contexts_in_use: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Restored build contexts kept on disk for later steps; older unused
+/// ones are removed beyond this many (a long-lived worker sees a new
+/// context with every commit of every repository).
+pub const KEEP_CONTEXTS: usize = 8;
+
+/// A running step's use of a restored context.
+struct ContextLease {
+    dir: PathBuf,
+    name: String,
+    in_use: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for ContextLease {
+    fn drop(&mut self) {
+        let mut m = self.in_use.lock().expect("context use map");
+        if let Some(n) = m.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// Keeps the `keep` most recently used context directories of `dir` and
+/// removes the older ones, except those named in `in_use` (and restores in
+/// progress, whose names start with a dot).
+pub fn evict_contexts(dir: &Path, keep: usize, in_use: &dyn Fn(&str) -> bool) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut all: Vec<(std::time::SystemTime, PathBuf, String)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            if name.starts_with('.') {
+                return None;
+            }
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((t, e.path(), name))
+        })
+        .collect();
+    all.sort();
+    let excess = all.len().saturating_sub(keep);
+    for (_, path, name) in all.into_iter().take(excess) {
+        if !in_use(&name) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 impl std::fmt::Debug for FarmExecutor {
@@ -154,6 +206,7 @@ impl FarmExecutor {
             caches,
             cache_locks: Mutex::new(HashMap::new()),
             context_lock: tokio::sync::Mutex::new(()),
+            contexts_in_use: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -230,8 +283,11 @@ impl FarmExecutor {
         for (k, v) in &assign.secrets {
             inputs.secrets.insert(k.clone(), SecretValue(v.clone()));
         }
+        let mut _context = None;
         if let Some(ctx) = &step.context {
-            inputs.context = Some(self.context(ctx).await?);
+            let lease = self.context(ctx).await?;
+            inputs.context = Some(lease.dir.clone());
+            _context = Some(lease);
         }
         let mut rootfs = Vec::new();
         for (name, source) in &step.stages {
@@ -355,21 +411,80 @@ impl FarmExecutor {
         Ok(layers)
     }
 
-    /// The build context snapshot `digest`, restored once per worker.
-    async fn context(&self, digest: &str) -> Result<PathBuf> {
+    /// The build context snapshot `digest`, restored once per worker (and
+    /// kept while steps use it; see [`KEEP_CONTEXTS`]).
+    async fn context(&self, digest: &str) -> Result<ContextLease> {
         let d: Digest = digest.parse().map_err(|e| BuildError::other("context snapshot", format!("{digest}: {e}")))?;
-        let dir = self.root.join("contexts").join(d.to_string());
+        let name = d.to_string();
+        let contexts = self.root.join("contexts");
+        let dir = contexts.join(&name);
         let _g = self.context_lock.lock().await;
+        *self.contexts_in_use.lock().expect("context use map").entry(name.clone()).or_default() += 1;
+        let lease = ContextLease { dir: dir.clone(), name, in_use: self.contexts_in_use.clone() };
         if dir.is_dir() {
-            return Ok(dir);
+            // Most recently used: evicted last.
+            let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            return Ok(lease);
         }
-        let tmp = tempfile::tempdir_in(self.root.join("contexts")).map_err(|e| BuildError::io(self.root.join("contexts"), e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".restoring-")
+            .tempdir_in(&contexts)
+            .map_err(|e| BuildError::io(&contexts, e))?;
         let snap = Snapshot::load(&*self.store, d).await?;
         restore(self.store.clone(), &snap, tmp.path(), &RestoreOptions::default()).await?;
         // Visible only when complete: a restore cut short leaves nothing a
         // later step would mistake for the context.
         let tmp = tmp.keep();
         std::fs::rename(&tmp, &dir).map_err(|e| BuildError::io(&dir, e))?;
-        Ok(dir)
+        let in_use = self.contexts_in_use.lock().expect("context use map").clone();
+        evict_contexts(&contexts, KEEP_CONTEXTS, &|n| in_use.contains_key(n));
+        Ok(lease)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_at(root: &Path, name: &str, age_s: u64) {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+        std::fs::File::open(&d).unwrap().set_modified(t).unwrap();
+    }
+
+    fn names(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_least_recently_used_contexts_beyond_the_limit_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, age) in [("old", 300), ("mid", 200), ("new", 100), ("newest", 0)] {
+            dir_at(tmp.path(), name, age);
+        }
+        evict_contexts(tmp.path(), 2, &|_| false);
+        assert_eq!(names(tmp.path()), ["new", "newest"]);
+    }
+
+    #[test]
+    fn contexts_in_use_and_restores_in_progress_are_never_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, age) in [("old", 300), ("mid", 200), ("newest", 0), (".restoring-x", 400)] {
+            dir_at(tmp.path(), name, age);
+        }
+        evict_contexts(tmp.path(), 1, &|n| n == "old");
+        assert_eq!(names(tmp.path()), [".restoring-x", "newest", "old"]);
+    }
+
+    #[test]
+    fn mount_points_are_listed_deepest_first() {
+        // `/proc` is always mounted, with nothing mounted under `/proc/nonexistent`.
+        assert!(mounts_under(Path::new("/proc/nonexistent-rbk")).is_empty());
+        let sys = mounts_under(Path::new("/sys"));
+        let depths: Vec<usize> = sys.iter().map(|p| p.components().count()).collect();
+        assert!(depths.windows(2).all(|w| w[0] >= w[1]), "{sys:?}");
     }
 }
