@@ -272,7 +272,7 @@ pub fn load_secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
         let value = if from_env {
             let var = env.or(src).unwrap_or_else(|| id.clone());
             std::env::var_os(&var)
-                .map(|v| std::os::unix::ffi::OsStringExt::into_vec(v))
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .ok_or_else(|| BuildError::other(&what, format!("environment variable {var} is not set")))?
         } else {
             let file = PathBuf::from(src.unwrap_or_else(|| id.clone()));
@@ -343,9 +343,6 @@ pub(crate) fn plan_graph(
     // Identical keys are identical work: one node serves every step with
     // that key (two stages doing the same thing from the same base).
     let mut by_key: HashMap<String, String> = HashMap::new();
-    let stage_result = |planned: &HashMap<df::StepId, Planned>, stage: usize| -> Option<Planned> {
-        planned.get(graph.stages[stage].steps.last()?).cloned()
-    };
 
     for step in &graph.steps {
         let l = label(graph, step, cx.file_name);
@@ -379,7 +376,7 @@ pub(crate) fn plan_graph(
                     Some(id) => id.clone(),
                     None => {
                         let id = format!("s{}", step.id);
-                        nodes.push(plan_node(step, kind, &p, &planned, &stage_result, &id, &key, cx, &l)?);
+                        nodes.push(plan_node(graph, step, kind, &p, &planned, &id, &key, cx, &l)?);
                         by_key.insert(key, id.clone());
                         id
                     }
@@ -396,7 +393,7 @@ pub(crate) fn plan_graph(
     }
 
     let stage = &graph.stages[graph.target];
-    let mut last = stage_result(&planned, graph.target)
+    let mut last = stage_result(graph, &planned, graph.target)
         .ok_or_else(|| BuildError::other("target stage", "has no steps"))?;
     apply_config(&mut last.image, stage);
     Ok((
@@ -408,13 +405,18 @@ pub(crate) fn plan_graph(
     ))
 }
 
+/// The image a stage ends with (its last step's), once planned.
+fn stage_result(graph: &df::Graph, planned: &HashMap<df::StepId, Planned>, stage: usize) -> Option<Planned> {
+    planned.get(graph.stages[stage].steps.last()?).cloned()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_node(
+    graph: &df::Graph,
     step: &df::Step,
     kind: &df::StepKind,
     parent: &Planned,
     planned: &HashMap<df::StepId, Planned>,
-    stage_result: &dyn Fn(&HashMap<df::StepId, Planned>, usize) -> Option<Planned>,
     id: &str,
     key: &str,
     cx: &PlanContext<'_>,
@@ -466,7 +468,7 @@ fn plan_node(
     };
     let mut stages = BTreeMap::new();
     for s in stage_deps {
-        let r = stage_result(planned, s)
+        let r = stage_result(graph, planned, s)
             .ok_or_else(|| BuildError::other(l.text.clone(), format!("stage {s} was not planned yet")))?;
         stages.insert(mapping::stage_source(s), r.source);
     }

@@ -118,7 +118,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
             args.ssh.join(",")
         );
     }
-    let mut outputs: Vec<FarmOutput> = args.outputs.iter().map(|o| FarmOutput::parse(o)).collect::<Result<_, _>>()?;
+    let mut outputs = Vec::new();
+    for o in &args.outputs {
+        outputs.push(FarmOutput::parse(o)?);
+    }
     if args.push {
         outputs.push(FarmOutput::Registry { names: vec![] });
     }
