@@ -20,6 +20,8 @@ enum BenchCommand {
     Snapshot(bench_snapshot_cmd::SnapshotBenchArgs),
     /// Image layers: unpack and diff+compress (gzip, zstd) on a ~500 MB upper dir.
     Image(bench_image_cmd::ImageBenchArgs),
+    /// Replicated coordinator: committed commands/s and commit latency, 1 and 3 Raft nodes.
+    Raft(crate::bench_raft_cmd::RaftBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -28,5 +30,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Store(a) => bench_store_cmd::run(a).await,
         BenchCommand::Snapshot(a) => bench_snapshot_cmd::run(a).await,
         BenchCommand::Image(a) => bench_image_cmd::run(a).await,
+        BenchCommand::Raft(a) => crate::bench_raft_cmd::run(a).await,
     }
 }

@@ -5,18 +5,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rbk_coordinator::{Coordinator, CoordinatorConfig, MemoryState, SnapshotMerger, TokenFile};
+use rbk_coordinator::{CoordinatorConfig, SnapshotMerger, TokenFile};
 use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{Store, build_store};
 
-#[derive(clap::Args)]
-pub struct CoordinatorArgs {
-    /// The coordinator's TOML config (listen address, token file, store).
-    #[arg(long)]
+/// The arguments of a running coordinator.
+struct Args {
     config: PathBuf,
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CoordinatorArgs {
+    /// The coordinator's TOML config (listen address, token file, store).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<crate::coordinator_members_cmd::CoordinatorCommand>,
+}
+
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    if let Some(cmd) = args.command {
+        return crate::coordinator_members_cmd::run(cmd).await;
+    }
+    let config_path = args.config.context("--config FILE is required to run a coordinator")?;
+    let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;
     let mut store_config = config.store.config.clone();
@@ -30,8 +43,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         rbk_metrics::global().clone(),
     ));
     let merger = Arc::new(SnapshotMerger::new(store.clone()));
-    let coordinator =
-        Coordinator::start(Arc::new(MemoryState::new()), store, merger, &tokens, config.scheduler_config()).await?;
+    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (from {})", config.listen, args.config.display()))?;

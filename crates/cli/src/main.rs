@@ -1,9 +1,12 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
 mod bench_cmd;
+mod bench_raft_cmd;
 mod bench_image_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
+mod coordinator_members_cmd;
+mod coordinator_raft;
 mod bench_snapshot_cmd;
 mod bench_store_cmd;
 mod snapshot_cmd;

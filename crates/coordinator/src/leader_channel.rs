@@ -60,14 +60,22 @@ pub enum LeaderError {
 
 fn endpoint(url: &str) -> Result<Endpoint, LeaderError> {
     Endpoint::from_shared(url.to_owned())
-        .map(|e| e.connect_timeout(Duration::from_secs(2)))
+        // Keepalive pings: a stopped or partitioned coordinator breaks the
+        // stream within seconds instead of leaving it hanging forever.
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true)
+        })
         .map_err(|e| LeaderError::Url { url: url.into(), message: e.to_string() })
 }
 
 /// Runs `call` against the leader, starting at `url`: a redirect is followed
 /// to the URL it names; a redirect without a hint (an election), a refused
-/// connection or another UNAVAILABLE is retried (every 200 ms, at the
-/// original URL once the named leader is unreachable) until `patience` has
+/// connection, a node that does not answer within a few seconds or another
+/// UNAVAILABLE is retried (every 200 ms, at the original URL once the named
+/// leader is unreachable) until `patience` has
 /// passed. Any other status is the call's answer. Returns the answer and the
 /// URL that gave it (the leader, for reuse).
 pub async fn follow_leader<T, F, Fut>(url: &str, patience: Duration, mut call: F) -> Result<(Result<T, Status>, String), LeaderError>
@@ -77,18 +85,27 @@ where
 {
     let start = Instant::now();
     let mut target = url.to_owned();
+    // A stopped (not dead) node accepts connections and never answers.
+    let per_try = patience.clamp(Duration::from_millis(500), Duration::from_secs(5));
     loop {
         let last = match endpoint(&target)?.connect().await {
-            Ok(channel) => match call(channel).await {
-                Ok(v) => return Ok((Ok(v), target)),
-                Err(s) if s.code() == Code::Unavailable => {
+            Ok(channel) => match tokio::time::timeout(per_try, call(channel)).await {
+                Ok(Ok(v)) => return Ok((Ok(v), target)),
+                Ok(Err(s)) if s.code() == Code::Unavailable => {
                     if let Some(leader) = leader_hint(&s).filter(|l| *l != target) {
                         target = leader;
                         continue;
                     }
+                    // An election, or the named leader died: start over.
+                    target = url.to_owned();
                     s.message().to_owned()
                 }
-                Err(s) => return Ok((Err(s), target)),
+                Ok(Err(s)) => return Ok((Err(s), target)),
+                Err(_) => {
+                    let m = format!("{target} did not answer within {per_try:?}");
+                    target = url.to_owned();
+                    m
+                }
             },
             Err(e) => {
                 let m = format!("connecting to {target}: {e}");

@@ -59,6 +59,7 @@ pub struct RaftState {
     shared: Arc<Shared>,
     inbox: std::sync::mpsc::Sender<Input>,
     next_id: Arc<AtomicU64>,
+    server: Arc<tokio::task::AbortHandle>,
 }
 
 impl RaftState {
@@ -78,7 +79,13 @@ impl RaftState {
             None => None,
         };
         let voters: Vec<u64> = if config.join { vec![] } else { config.peers().keys().copied().collect() };
-        let (storage, recovered) = DiskStorage::open(&config.data_dir, &voters)?;
+        let (storage, mut recovered) = DiskStorage::open(&config.data_dir, &voters)?;
+        if !recovered.existed && !config.join {
+            let data = node::encode_snapshot(&StateMachine::default(), config.peers())
+                .map_err(|message| RaftError::Snapshot { dir: config.data_dir.display().to_string(), message })?;
+            storage.bootstrap(&voters, data.clone())?;
+            recovered.snapshot = Some((1, data));
+        }
         let mut peers: BTreeMap<u64, PeerAddress> = config.peers().clone();
         let mut machine = StateMachine::default();
         let mut applied = 0;
@@ -126,13 +133,20 @@ impl RaftState {
             .max_decoding_message_size(transport::MAX_MESSAGE);
         let service = tonic::service::interceptor::InterceptedService::new(service, transport::secret_interceptor(secret));
         let node_id = config.node_id;
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
                 tracing::error!(node = node_id, "raft port stopped serving: {e}");
             }
         });
-        Ok(Self { shared, inbox, next_id: Arc::new(AtomicU64::new(1)) })
+        Ok(Self { shared, inbox, next_id: Arc::new(AtomicU64::new(1)), server: Arc::new(server.abort_handle()) })
+    }
+
+    /// Stops the Ready loop and the raft port (a process simply exits;
+    /// tests and benchmarks reuse the data dir or the machine).
+    pub fn stop(&self) {
+        self.server.abort();
+        let _ = self.inbox.send(Input::Stop);
     }
 
     /// This node's id.

@@ -33,6 +33,7 @@ struct Envelope {
 }
 
 /// What a snapshot holds: the state machine and where the members listen.
+/// bincode, not JSON: the machine has maps keyed by tuples and structs.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     machine: StateMachine,
@@ -50,6 +51,8 @@ pub(crate) enum Input {
     Propose { id: u64, cmd: Command, reply: oneshot::Sender<Result<Outcome, StateError>> },
     ChangeMembers { change: MemberChange, reply: oneshot::Sender<Result<(), String>> },
     Message(Box<Message>),
+    /// Ends the Ready loop (tests, benchmarks; a process just exits).
+    Stop,
 }
 
 /// State readable from any thread.
@@ -95,6 +98,9 @@ pub(crate) struct Node {
     opts: NodeOptions,
     /// Index of this leader's first entry of its term (0: not leader).
     term_start: u64,
+    /// A membership change was applied: the next snapshot must carry it (a
+    /// new member ignores a snapshot whose membership lacks it).
+    snapshot_now: bool,
 }
 
 fn logger() -> slog::Logger {
@@ -132,7 +138,7 @@ impl Node {
         };
         config.validate()?;
         let raw = RawNode::new(&config, storage, &logger())?;
-        Ok(Self { raw, shared, peers, pending: HashMap::new(), pending_conf: None, opts, term_start: 0 })
+        Ok(Self { raw, shared, peers, pending: HashMap::new(), pending_conf: None, opts, term_start: 0, snapshot_now: false })
     }
 
     pub(crate) fn run(mut self, inbox: Receiver<Input>) {
@@ -140,10 +146,14 @@ impl Node {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
+                Ok(Input::Stop) => return,
                 Ok(input) => {
                     self.handle(input);
                     // Batch whatever else is queued into the same Ready.
                     while let Ok(input) = inbox.try_recv() {
+                        if matches!(input, Input::Stop) {
+                            return;
+                        }
                         self.handle(input);
                     }
                 }
@@ -216,19 +226,33 @@ impl Node {
                     }
                 }
             }
-            Input::Message(m) => {
+            Input::Stop => {}
+            Input::Message(mut m) => {
+                // A node whose data was wiped rejoins with an empty log while
+                // the leader still remembers it as up to date, and raft-rs
+                // panics on a heartbeat committing beyond the log. The leader
+                // only ever sends commit <= what matches, so clamping changes
+                // nothing for an intact node; the wiped one then rejects the
+                // next append and is sent a snapshot.
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat {
+                    let last = self.raw.raft.raft_log.last_index();
+                    m.commit = m.commit.min(last);
+                }
                 // Messages from unknown or removed peers are dropped by raft.
                 let _ = self.raw.step(*m);
             }
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let is_snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
             let to = m.to;
             self.peers.send(m);
             if is_snapshot {
+                // One message carries it all; if it is lost or refused, the
+                // follower's next rejection makes the leader send a new one.
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
                 tracing::info!(to, "sent a snapshot");
             }
         }
@@ -254,7 +278,7 @@ impl Node {
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             let index = snap.get_metadata().index;
-            match serde_json::from_slice::<SnapshotData>(&snap.data) {
+            match bincode::deserialize::<SnapshotData>(&snap.data) {
                 Ok(d) => {
                     *self.shared.machine.write().unwrap_or_else(|e| e.into_inner()) = d.machine;
                     *self.shared.peers.write().unwrap_or_else(|e| e.into_inner()) = d.peers;
@@ -380,6 +404,7 @@ impl Node {
             }
         }
         *self.shared.voters.write().unwrap_or_else(|e| e.into_inner()) = cs.voters.clone();
+        self.snapshot_now = true;
         tracing::info!(voters = ?cs.voters, "membership changed");
         if let Some(reply) = self.pending_conf.take() {
             let _ = reply.send(Ok(()));
@@ -389,13 +414,15 @@ impl Node {
     fn maybe_compact(&mut self) {
         let applied = self.shared.applied.load(Ordering::Acquire);
         let store = self.raw.store();
-        if applied < store.snapshot_index() + self.opts.snapshot_entries {
+        let due = applied >= store.snapshot_index() + self.opts.snapshot_entries;
+        if !(due || self.snapshot_now && applied > store.snapshot_index()) {
             return;
         }
+        self.snapshot_now = false;
         let data = {
             let machine = self.shared.machine.read().unwrap_or_else(|e| e.into_inner());
             let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
-            serde_json::to_vec(&SnapshotData { machine: machine.clone(), peers: peers.clone() })
+            encode_snapshot(&machine, &peers)
         };
         match data {
             Ok(data) => {
@@ -410,8 +437,13 @@ impl Node {
     }
 }
 
+/// Encodes what a snapshot holds.
+pub(crate) fn encode_snapshot(machine: &StateMachine, peers: &BTreeMap<u64, PeerAddress>) -> Result<Vec<u8>, String> {
+    bincode::serialize(&SnapshotData { machine: machine.clone(), peers: peers.clone() }).map_err(|e| e.to_string())
+}
+
 /// Restores what a snapshot on disk held (used at startup).
 pub(crate) fn restore(data: &[u8]) -> Result<(StateMachine, BTreeMap<u64, PeerAddress>), String> {
-    let d: SnapshotData = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let d: SnapshotData = bincode::deserialize(data).map_err(|e| e.to_string())?;
     Ok((d.machine, d.peers))
 }

@@ -288,6 +288,18 @@ impl DiskStorage {
         self.rl().snap_index()
     }
 
+    /// Starts a new cluster member's history with a snapshot at index 1
+    /// holding the initial membership and `data`. Every initial member does
+    /// the same, so they agree; a node added later has no entry 1 and gets
+    /// the leader's snapshot — which is how it learns the voters (static
+    /// membership is nowhere in the log).
+    pub fn bootstrap(&self, voters: &[u64], data: Vec<u8>) -> Result<(), StorageError> {
+        let conf_state = ConfState { voters: voters.to_vec(), ..Default::default() };
+        let mut snap = Snapshot { data, ..Default::default() };
+        snap.metadata = Some(SnapshotMetadata { conf_state: Some(conf_state), index: 1, term: 1 });
+        self.apply_snapshot(snap)
+    }
+
     /// Installs a snapshot received from the leader: the log restarts after it.
     pub fn apply_snapshot(&self, snap: Snapshot) -> Result<(), StorageError> {
         self.write_snapshot(&snap)?;
@@ -515,6 +527,19 @@ mod tests {
         assert_eq!(r.snapshot, Some((3, b"state@3".to_vec())));
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (4, 5));
         assert_eq!(s.snapshot(0, 2).unwrap().data, b"state@3");
+    }
+
+    #[test]
+    fn a_bootstrapped_node_starts_after_index_one_with_its_voters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = DiskStorage::open(dir.path(), &[]).unwrap();
+        s.bootstrap(&[1, 2, 3], b"empty".to_vec()).unwrap();
+        drop(s);
+        let (s, r) = DiskStorage::open(dir.path(), &[]).unwrap();
+        assert_eq!(r.snapshot, Some((1, b"empty".to_vec())));
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 1));
+        let st = s.initial_state().unwrap();
+        assert_eq!((st.conf_state.voters, st.hard_state.commit), (vec![1, 2, 3], 1));
     }
 
     #[test]

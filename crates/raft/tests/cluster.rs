@@ -55,6 +55,7 @@ async fn a_single_voter_commits_and_recovers_after_restart() {
         let n = RaftState::start(&config(dir.path(), 1, &ports, 1000)).await.unwrap();
         leader_of(std::slice::from_ref(&n)).await;
         assert_eq!(n.apply(token(1)).await.unwrap(), Outcome::Ok);
+        n.stop();
     }
     // The same data dir, a new port (the old server task still holds one).
     let ports = [free_port()];

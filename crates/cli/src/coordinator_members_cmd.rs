@@ -1,0 +1,116 @@
+//! `rbk coordinator members list|add|remove`: the membership of a
+//! replicated coordinator, changed through Raft configuration changes.
+//! Talks to any node's raft port; changes are forwarded to the leader's.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rbk_proto::raft::raft_client::RaftClient;
+use rbk_proto::raft::{ChangeMembersRequest, MembersReply, MembersRequest};
+use rbk_raft::transport::RAFT_LEADER_METADATA;
+use tonic::transport::Endpoint;
+
+#[derive(clap::Subcommand)]
+pub enum CoordinatorCommand {
+    /// Lists, adds or removes the voters of a replicated coordinator.
+    Members {
+        #[command(subcommand)]
+        op: MembersOp,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct Target {
+    /// Any node's raft port, e.g. http://10.0.0.1:7071.
+    #[arg(long)]
+    coordinator: String,
+    /// The cluster secret (`[raft] secret_file`), if the cluster has one.
+    #[arg(long, env = "RBK_RAFT_SECRET", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum MembersOp {
+    /// Prints the voters, which one leads, the term and the applied index.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Adds a voter; start it first with `[raft] join = true`.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        id: u64,
+        /// The new node's raft port (host:port).
+        #[arg(long)]
+        raft: String,
+        /// The new node's client API URL.
+        #[arg(long)]
+        api: String,
+    },
+    /// Removes a voter.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn request<T>(msg: T, token: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().context("the token has characters a header cannot carry")?);
+    }
+    Ok(r)
+}
+
+async fn client(url: &str) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("--coordinator {url:?}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(RaftClient::new(channel))
+}
+
+fn print(reply: &MembersReply) {
+    println!("term {}  applied index {}  leader {}", reply.term, reply.applied_index, reply.leader_id);
+    println!("{:<6} {:<8} {:<24} API", "ID", "ROLE", "RAFT");
+    for m in &reply.members {
+        println!("{:<6} {:<8} {:<24} {}", m.id, if m.leader { "leader" } else { "follower" }, m.raft, m.api);
+    }
+}
+
+pub async fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
+    let CoordinatorCommand::Members { op } = cmd;
+    let (target, change) = match op {
+        MembersOp::List { target } => {
+            let reply = client(&target.coordinator).await?.members(request(MembersRequest {}, &target.token)?).await?.into_inner();
+            print(&reply);
+            return Ok(());
+        }
+        MembersOp::Add { target, id, raft, api } => (target, ChangeMembersRequest { op: "add".into(), id, raft, api }),
+        MembersOp::Remove { target, id } => (target, ChangeMembersRequest { op: "remove".into(), id, ..Default::default() }),
+    };
+    let mut url = target.coordinator.clone();
+    for _ in 0..20 {
+        match client(&url).await?.change_members(request(change.clone(), &target.token)?).await {
+            Ok(reply) => {
+                print(&reply.into_inner());
+                return Ok(());
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                if let Some(leader) = s.metadata().get(RAFT_LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                    url = format!("http://{leader}");
+                } else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            Err(s) => bail!("{} {} at {url}: {}", change.op, change.id, s.message()),
+        }
+    }
+    bail!("no raft leader answered from {} (election in progress?)", target.coordinator)
+}

@@ -1,0 +1,367 @@
+//! Three (or four) `rbk coordinator` processes on 127.0.0.1 forming a Raft
+//! cluster, a worker that speaks the Worker stream and follows the leader,
+//! and a client that submits planned graphs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rbk_coordinator::leader_channel::{connect_leader, follow_leader};
+use rbk_proto::build::build_client::BuildClient;
+use rbk_proto::build::{self as pb, build_event::Event};
+use rbk_proto::worker::worker_client::WorkerClient;
+use rbk_proto::worker::{self as pw, coordinator_message::Msg as Down, worker_message::Msg as Up};
+use tokio::sync::mpsc;
+use tonic::Request;
+
+pub const TENANT: &str = "raft-test-tenant-token-0001";
+pub const WORKER: &str = "raft-test-worker-token-0002";
+pub const SECRET: &str = "raft-test-cluster-secret-03";
+const RBK: &str = env!("CARGO_BIN_EXE_rbk");
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub api_port: u16,
+    pub raft_port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+    pub fn raft(&self) -> String {
+        format!("http://127.0.0.1:{}", self.raft_port)
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// `n` nodes, all voters, none started.
+    pub fn new(n: u64, snapshot_entries: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
+        std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
+        let nodes: Vec<Node> = (1..=n).map(|id| Node { id, api_port: free_port(), raft_port: free_port(), child: None }).collect();
+        let c = Self { dir, nodes };
+        for node in &c.nodes {
+            c.write_config(node, &c.nodes, snapshot_entries, false);
+        }
+        c
+    }
+
+    fn write_config(&self, node: &Node, peers: &[Node], snapshot_entries: u64, join: bool) {
+        let mut text = format!(
+            "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\n\
+             [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"cluster.secret\"\nsnapshot_entries = {snapshot_entries}\n\
+             tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 1\njoin = {join}\n[raft.peers]\n",
+            node.api_port, node.id, node.id, node.raft_port
+        );
+        for p in peers {
+            text += &format!("{} = {{ raft = \"127.0.0.1:{}\", api = \"{}\" }}\n", p.id, p.raft_port, p.api());
+        }
+        std::fs::write(self.config_path(node.id), text).unwrap();
+    }
+
+    fn config_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.toml"))
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    pub fn start(&mut self, id: u64) {
+        let i = self.index(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("node{id}.log"))).unwrap();
+        let child = Command::new(RBK)
+            .args(["coordinator", "--config"])
+            .arg(self.config_path(id))
+            .env("RBK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[i].child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.start(id);
+        }
+    }
+
+    /// A new node that joins an existing cluster (`join = true`).
+    pub fn add_joining(&mut self, snapshot_entries: u64) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        self.nodes.push(Node { id, api_port: free_port(), raft_port: free_port(), child: None });
+        // Addresses of the members to reach (the membership itself comes
+        // from the leader).
+        self.write_config(&self.nodes[self.nodes.len() - 1], &self.nodes, snapshot_entries, true);
+        self.start(id);
+        id
+    }
+
+    fn index(&self, id: u64) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[self.index(id)]
+    }
+
+    pub fn signal(&self, id: u64, sig: &str) {
+        let st = Command::new("kill").args([sig, &self.node(id).pid().to_string()]).status().unwrap();
+        assert!(st.success());
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        let i = self.index(id);
+        let mut c = self.nodes[i].child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// The URLs of the nodes that are running.
+    pub fn apis(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(Node::api).collect()
+    }
+
+    /// Waits for a serving leader reachable from `via`; returns its URL.
+    pub async fn leader_via(&self, via: &str) -> String {
+        let (_, url) = connect_leader(via, TENANT, WAIT).await.unwrap_or_else(|e| panic!("{e}; logs in {}", self.dir.path().display()));
+        url
+    }
+
+    pub fn id_of(&self, url: &str) -> u64 {
+        self.nodes.iter().find(|n| n.api() == url).unwrap().id
+    }
+
+    /// `rbk coordinator members ...` against `via`'s raft port.
+    pub fn members(&self, args: &[&str], via: u64) -> String {
+        let out = Command::new(RBK)
+            .args(["coordinator", "members"])
+            .args(args)
+            .args(["--coordinator", &self.node(via).raft(), "--token", SECRET])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "members {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn bearer<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+pub fn step(id: &str, key: &str, deps: &[&str], cache: Option<&str>) -> pb::StepNode {
+    pb::StepNode {
+        id: id.into(),
+        key: key.into(),
+        deps: deps.iter().map(|d| d.to_string()).collect(),
+        platform: String::new(),
+        labels: Default::default(),
+        cache_mounts: cache.map(|c| pb::CacheMount { id: c.into(), sharing: "shared".into() }).into_iter().collect(),
+        payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
+        name: format!("RUN {id}"),
+    }
+}
+
+/// A chain of `n` steps s0 -> s1 -> ..., each with a cache mount `c<i>`.
+pub fn chain(n: usize, salt: &str) -> Vec<pb::StepNode> {
+    (0..n)
+        .map(|i| {
+            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("s{}", i - 1)] };
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            step(&format!("s{i}"), &format!("{salt}-key-{i}"), &deps, Some(&format!("c{i}")))
+        })
+        .collect()
+}
+
+/// Submits through `via` (following redirects); returns the build id.
+pub async fn submit(via: &str, steps: Vec<pb::StepNode>) -> String {
+    let (answer, _) = follow_leader(via, WAIT, |channel| {
+        let steps = steps.clone();
+        async move {
+            let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, secrets: Default::default() };
+            let mut events = BuildClient::new(channel).submit(bearer(req, TENANT)).await?.into_inner();
+            let first = events.message().await?.ok_or_else(|| tonic::Status::internal("no events"))?;
+            match first.event {
+                Some(Event::Accepted(a)) => Ok(a.build_id),
+                other => Err(tonic::Status::internal(format!("first event {other:?}"))),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    answer.unwrap()
+}
+
+/// The build's status as the leader reached through any of `urls` says.
+pub async fn status(urls: &[String], build_id: &str) -> pb::BuildStatus {
+    let start = Instant::now();
+    loop {
+        for url in urls {
+            let id = build_id.to_owned();
+            let r = follow_leader(url, Duration::from_secs(3), |channel| {
+                let id = id.clone();
+                async move { Ok(BuildClient::new(channel).status(bearer(pb::StatusRequest { build_id: id }, TENANT)).await?.into_inner()) }
+            })
+            .await;
+            if let Ok((Ok(s), _)) = r {
+                return s;
+            }
+        }
+        assert!(start.elapsed() < WAIT, "no leader answered Status for {build_id}");
+    }
+}
+
+pub async fn wait_finished(urls: &[String], build_id: &str) -> pb::BuildStatus {
+    let start = Instant::now();
+    loop {
+        let s = status(urls, build_id).await;
+        if s.state != "running" {
+            return s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "build {build_id} still running: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn list_caches(via: &str) -> Vec<pb::CacheHead> {
+    let (answer, _) = follow_leader(via, WAIT, |channel| async move {
+        Ok(BuildClient::new(channel).list_caches(bearer(pb::ListCachesRequest {}, TENANT)).await?.into_inner().heads)
+    })
+    .await
+    .unwrap();
+    answer.unwrap()
+}
+
+/// A worker that connects to whichever node leads (trying `urls` in turn),
+/// runs each step for `step_ms`, commits a snapshot for each cache mount,
+/// and reconnects when its stream ends. `ran` lists the step ids it ran.
+pub struct TestWorker {
+    pub ran: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestWorker {
+    pub fn start(id: &str, urls: Vec<String>, step_ms: u64) -> Self {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let log = ran.clone();
+        let id = id.to_owned();
+        let task = tokio::spawn(async move {
+            let mut turn = 0;
+            loop {
+                let url = &urls[turn % urls.len()];
+                turn += 1;
+                if let Err(e) = session(&id, url, step_ms, &log).await {
+                    eprintln!("test worker {id}: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { ran, task }
+    }
+}
+
+async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>>) -> Result<(), String> {
+    let (channel, _) = connect_leader(url, WORKER, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let register = pw::Register {
+        worker_id: id.into(),
+        platform: "linux/amd64".into(),
+        resources: Some(pw::Resources { cpus: 2, memory_bytes: 1 << 30, max_parallel: 4 }),
+        ..Default::default()
+    };
+    tx.send(pw::WorkerMessage { msg: Some(Up::Register(register)) }).unwrap();
+    let mut down = WorkerClient::new(channel)
+        .session(bearer(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }), WORKER))
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    let beat = tx.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_err() {
+                return;
+            }
+        }
+    });
+    let result = loop {
+        let m = match down.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(s) => break Err(s.to_string()),
+        };
+        if let Some(Down::Assign(a)) = m.msg {
+            let tx = tx.clone();
+            let ran = ran.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(step_ms)).await;
+                let commits = a
+                    .mounts
+                    .iter()
+                    .map(|g| pw::CacheCommit {
+                        cache_id: g.cache_id.clone(),
+                        slot: g.slot,
+                        base_generation: g.generation,
+                        snapshot: rbk_store::Digest::of(format!("{} of {}", g.cache_id, a.key).as_bytes()).to_string(),
+                        total_bytes: 10,
+                    })
+                    .collect();
+                ran.lock().unwrap().push(a.step_id.clone());
+                let _ = tx.send(pw::WorkerMessage {
+                    msg: Some(Up::Result(pw::StepResult {
+                        assignment_id: a.assignment_id,
+                        ok: true,
+                        config: b"{}".to_vec(),
+                        commits,
+                        duration_ms: step_ms,
+                        ..Default::default()
+                    })),
+                });
+            });
+        }
+    };
+    heartbeats.abort();
+    result
+}
+
+pub fn read_log(dir: &Path, id: u64) -> String {
+    std::fs::read_to_string(dir.join(format!("node{id}.log"))).unwrap_or_default()
+}

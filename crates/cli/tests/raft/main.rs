@@ -1,0 +1,7 @@
+//! A replicated coordinator as real processes: `rbk coordinator` ×3 (and a
+//! fourth) on 127.0.0.1 with `[raft]`, killed, stopped, wiped and
+//! reconfigured while builds run.
+
+mod failover;
+mod harness;
+mod membership;

@@ -1,0 +1,32 @@
+//! `rbk coordinator members` changes the voters while the cluster serves.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_is_added_and_one_removed_while_builds_keep_running() {
+    let mut c = Cluster::new(3, 1000);
+    c.start_all();
+    let leader_url = c.leader_via(&c.node(1).api()).await;
+    let leader = c.id_of(&leader_url);
+    let _w = TestWorker::start("w1", c.apis(), 20);
+    let first = submit(&leader_url, chain(2, "members-1")).await;
+    assert_eq!(wait_finished(&c.apis(), &first).await.state, "succeeded");
+
+    let new = c.add_joining(1000);
+    let raft = format!("127.0.0.1:{}", c.node(new).raft_port);
+    let api = c.node(new).api();
+    let via = (1..=3).find(|id| *id != leader).unwrap();
+    let out = c.members(&["add", "--id", &new.to_string(), "--raft", &raft, "--api", &api], via);
+    assert!(out.lines().any(|l| l.starts_with(&format!("{new} "))), "{out}");
+
+    let removed = (1..=3).find(|id| *id != leader && *id != via).unwrap();
+    let out = c.members(&["remove", "--id", &removed.to_string()], via);
+    assert!(!out.lines().any(|l| l.starts_with(&format!("{removed} "))), "{out}");
+    c.kill(removed);
+
+    // The new member has the state: a build submitted through it succeeds.
+    let second = submit(&api, chain(2, "members-2")).await;
+    assert_eq!(wait_finished(&c.apis(), &second).await.state, "succeeded");
+    let list = c.members(&["list"], new);
+    assert_eq!(list.lines().skip(2).count(), 3, "{list}");
+}
