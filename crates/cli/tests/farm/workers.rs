@@ -2,7 +2,9 @@
 //! worker to worker, concurrent commits, locked caches, a worker killed
 //! mid-step, drain on SIGTERM, exit when idle.
 
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rbk_proto::build::build_event::Event;
 
@@ -212,4 +214,70 @@ async fn a_worker_with_until_idle_runs_a_step_then_exits_0_when_idle() {
     assert_eq!(final_state(&events), "succeeded", "{events:#?}");
     let status = a.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "idle worker exited with {status}:\n{}", a.log_text());
+}
+
+/// `rbk submit --progress=plain --no-cache CTX` as the test tenant; returns
+/// its stderr (the progress), failing the test if it fails or hangs.
+fn submit_plain(farm: &Farm, ctx: &Path) -> String {
+    let mut child = Command::new(RBK)
+        .args(["submit", "--progress=plain", "--no-cache", "--coordinator", &farm.url, "--token", TENANT, "--client-dir"])
+        .arg(farm.dir.path().join("client"))
+        .arg(ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rbk submit");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rbk submit did not finish within {WAIT:?}:\n{}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "rbk submit failed:\n{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_rbk_submit_a_cache_mount_follows_the_build_to_a_fresh_worker_and_back() {
+    let farm = Farm::start().await;
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(rbk_testsupport::program("busybox"), ctx.path().join("busybox")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN --mount=type=cache,target=/cache,id=notes echo run >> /cache/log && echo \"lines: $(wc -l < /cache/log)\"\n",
+    )
+    .unwrap();
+    // One worker at a time, so the build has to go where the test says.
+    let mut a = farm.worker("a", &[]);
+    let first = submit_plain(&farm, ctx.path());
+    assert!(first.contains("lines: 1") && first.contains(" on a"), "{first}");
+    a.sigterm();
+    assert!(a.wait_exit(Duration::from_secs(30)).success());
+
+    let mut b = farm.worker("b", &[]);
+    let second = submit_plain(&farm, ctx.path());
+    assert!(second.contains("lines: 2") && second.contains(" on b"), "a fresh worker b starts from a's cache:\n{second}");
+    assert!(second.contains("restored"), "b reports the bytes it restored:\n{second}");
+    b.sigterm();
+    assert!(b.wait_exit(Duration::from_secs(30)).success());
+
+    // a again, with its older copy of the cache: brought up to b's commit.
+    let _a = farm.worker("a", &[]);
+    let third = submit_plain(&farm, ctx.path());
+    assert!(third.contains("lines: 3") && third.contains(" on a"), "{third}");
 }
