@@ -28,8 +28,11 @@ use tonic::{Code, Request, Streaming};
 
 use crate::backoff::Backoff;
 
-/// The platform every step runs on here (the executor runs linux/amd64).
-pub const PLATFORM: &str = "linux/amd64";
+/// The platform steps run on here: this machine's, named as `rbk submit`
+/// names the platform it plans for (no emulation).
+pub fn platform() -> String {
+    rbk_build::farm_plan::current_platform()
+}
 
 /// How a worker joins the farm and when it leaves. `Debug` leaves the
 /// token out.
@@ -191,7 +194,7 @@ impl Agent {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         pw::Register {
             worker_id: self.config.worker_id.clone(),
-            platform: PLATFORM.into(),
+            platform: platform(),
             labels: self.config.labels.clone().into_iter().collect(),
             resources: Some(pw::Resources { cpus, memory_bytes: memory_bytes(), max_parallel: self.config.max_parallel.max(1) }),
             layers: self.exec.held_layers(),

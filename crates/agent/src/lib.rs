@@ -14,5 +14,5 @@
 pub mod agent;
 pub mod backoff;
 
-pub use agent::{Agent, AgentConfig, AgentError, PLATFORM};
+pub use agent::{Agent, AgentConfig, AgentError, platform};
 pub use backoff::Backoff;
