@@ -27,7 +27,15 @@ pub struct RaftBenchArgs {
     /// fsync latency dominates the result.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Instead: the failover soak with 3 real `rbk coordinator` processes,
+    /// SIGKILLing the leader this many times under a stream of builds
+    /// (bench/raft-soak.sh).
+    #[arg(long)]
+    soak_kills: Option<usize>,
 }
+
+#[path = "bench_raft_soak.rs"]
+mod soak;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -71,6 +79,9 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(args: RaftBenchArgs) -> anyhow::Result<()> {
+    if let Some(kills) = args.soak_kills {
+        return soak::run(kills).await;
+    }
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
