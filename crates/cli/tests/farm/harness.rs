@@ -116,7 +116,9 @@ fn spawn_coordinator(dir: &Path) -> (Child, String) {
         .spawn()
         .expect("starting rbk coordinator");
     let addr = wait_for_line(&mut coordinator, "rbk coordinator listening on", "rbk coordinator");
-    (coordinator, addr)
+    // Listening on every address (for workers in network namespaces): the
+    // test itself dials loopback.
+    (coordinator, addr.replace("0.0.0.0:", "127.0.0.1:"))
 }
 
 impl Farm {
@@ -140,6 +142,16 @@ impl Farm {
     }
 
     pub async fn start_with(t: Timing) -> Farm {
+        Self::start_listening(t, "127.0.0.1").await
+    }
+
+    /// A farm whose coordinator also answers on the host ends of
+    /// [`NetNs`] links (it listens on 0.0.0.0).
+    pub async fn start_for_netns() -> Farm {
+        Self::start_listening(Timing::default(), "0.0.0.0").await
+    }
+
+    async fn start_listening(t: Timing, host: &str) -> Farm {
         let s3 = rbk_testsupport::s3();
         let b = bucket().await;
         let dir = tempfile::tempdir().unwrap();
@@ -151,9 +163,10 @@ impl Farm {
         std::fs::write(
             dir.path().join("coordinator.toml"),
             format!(
-                "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n\
+                "listen = \"{}:{}\"\ntoken_file = \"tokens.toml\"\n\
                  [store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n\
                  [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n",
+                host,
                 rbk_testsupport::free_port(),
                 b.bucket,
                 s3.endpoint,
@@ -197,14 +210,37 @@ impl Farm {
         self.worker_env(id, extra, &[])
     }
 
+    /// A worker inside network namespace `ns`, reaching the coordinator
+    /// only over the namespace's link (the farm must listen on 0.0.0.0:
+    /// [`Farm::start_for_netns`]).
+    pub fn worker_in(&self, ns: &NetNs, id: &str) -> Worker {
+        let port = self.url.rsplit(':').next().expect("url has a port");
+        let url = format!("http://{}:{port}", ns.host_ip);
+        self.spawn_worker(id, &url, Some(ns), &[], &[])
+    }
+
     fn worker_env(&self, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        self.spawn_worker(id, &self.url, None, extra, env)
+    }
+
+    fn spawn_worker(&self, id: &str, url: &str, ns: Option<&NetNs>, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let state = self.dir.path().join("workers").join(id);
         std::fs::create_dir_all(&state).unwrap();
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
         let before = std::fs::read_to_string(&log_path).map_or(0, |s| s.matches("registered with").count());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
-        let child = Command::new(RBK)
-            .args(["worker", "--coordinator", &self.url, "--token", WORKER_TOKEN, "--id", id])
+        let mut cmd = match ns {
+            // Only the network namespace: runc needs the host's mounts
+            // (`ip netns exec` would remount /sys).
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{}", ns.name)).arg(RBK);
+                c
+            }
+            None => Command::new(RBK),
+        };
+        let child = cmd
+            .args(["worker", "--coordinator", url, "--token", WORKER_TOKEN, "--id", id])
             .args(["--labels", &format!("worker={id}")])
             .arg("--state-dir")
             .arg(&state)
@@ -462,4 +498,49 @@ pub fn logs_of(events: &[Event], id: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A network namespace joined to the host by a veth pair (host end
+/// `host_ip`, namespace end `.2` of the same /30): a worker in it reaches
+/// the coordinator over that link and nothing else — not the S3 server,
+/// not the registry, not the other workers. Removed on drop.
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl NetNs {
+    /// Namespace number `n` (0..=63) of this test process.
+    pub fn new(n: u8) -> NetNs {
+        assert!(n < 64);
+        let pid = std::process::id();
+        let name = format!("rbk-{pid}-{n}");
+        // A /30 per namespace, from the process id, so concurrent test
+        // processes do not collide.
+        let (b, c) = (16 + (pid % 200) as u8, n * 4);
+        let (host_ip, ns_ip) = (format!("10.{b}.{c}.1"), format!("10.{b}.{c}.2"));
+        let (host_if, ns_if) = (format!("rh{}x{n}", pid % 100_000), format!("rn{}x{n}", pid % 100_000));
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name: name.clone(), host_ip: host_ip.clone() };
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth, and so both.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
 }

@@ -46,6 +46,37 @@ async fn a_worker_on_s3_directly_and_one_through_the_coordinator_share_layers_an
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn workers_in_their_own_network_namespaces_pass_a_cache_along_through_the_coordinator() {
+    let farm = Farm::start_for_netns().await;
+    let (na, nb) = (NetNs::new(0), NetNs::new(1));
+    let a = farm.worker_in(&na, "a");
+    let b = farm.worker_in(&nb, "b");
+    assert!(a.log_text().contains(&format!("connecting to http://{}:", na.host_ip)), "{}", a.log_text());
+    // Inside the namespace, loopback is the namespace's own: the S3 server
+    // and the coordinator's 127.0.0.1 are out of reach.
+    let s3 = rbk_testsupport::s3().endpoint;
+    let hostport = s3.split("://").nth(1).unwrap().trim_end_matches('/').replace(':', "/");
+    let connect = format!("exec 3<>/dev/tcp/{hostport}");
+    let probe = |ns: Option<&str>| {
+        let mut c = Command::new("nsenter");
+        if let Some(n) = ns {
+            c.arg(format!("--net=/var/run/netns/{n}"));
+        }
+        c.args(["timeout", "3", "bash", "-c", &connect]).stderr(Stdio::null()).status().unwrap().success()
+    };
+    assert!(probe(None), "the S3 server is not reachable from the host: the probe is broken");
+    assert!(!probe(Some(&na.name)), "the S3 server is reachable from inside the namespace");
+    for (n, on) in [(1, "a"), (2, "b")] {
+        let step = farm.run("s", &format!("k{n}"), &format!("echo build{n} >> /cache/lines; cat /cache/lines"), Some(("c", "shared")), Some(on));
+        let events = farm.build(vec![step]).await;
+        assert_eq!(final_state(&events), "succeeded", "{events:#?}\n{}\n{}", a.log_text(), b.log_text());
+        assert_eq!(finished_on(&events)["s"], on);
+    }
+    assert_eq!(farm.cache_files("c").await["lines"], "build1\nbuild2\n");
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_builds_on_a_and_b_both_land_in_one_shared_cache() {
     let farm = Farm::start().await;
     let _a = farm.worker("a", &[]);
