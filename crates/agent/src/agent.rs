@@ -162,6 +162,14 @@ impl Agent {
                         tracing::warn!("draining while disconnected ({why}); exiting");
                         return Ok(());
                     }
+                    if let Some(limit) = self.config.until_idle
+                        && local.running.is_empty()
+                        && local.idle_since.elapsed() >= limit
+                    {
+                        // A CI job's worker must end even if the farm is gone.
+                        tracing::warn!("idle for {limit:?} without a coordinator ({why}); exiting");
+                        return Ok(());
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(coordinator = %url, "worker session ended: {why}; reconnecting in {delay:?}");
                     let sleep = tokio::time::sleep(delay);

@@ -312,3 +312,29 @@ async fn with_rbk_submit_a_cache_mount_follows_the_build_to_a_fresh_worker_and_b
     let third = submit_plain(&farm, ctx.path());
     assert!(third.contains("lines: 3") && third.contains(" on a"), "{third}");
 }
+
+#[test]
+fn a_worker_with_until_idle_exits_0_even_when_no_coordinator_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", rbk_testsupport::free_port());
+    let mut child = Command::new(RBK)
+        .args(["worker", "--coordinator", &url, "--token", WORKER_TOKEN, "--id", "lonely", "--until-idle", "1s", "--max-backoff", "500ms"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the worker kept retrying past its idle limit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
