@@ -16,11 +16,13 @@ import contextlib
 import copy
 import os
 import pathlib
+import queue
 import re
-import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -231,10 +233,19 @@ def test_each_pod_reads_the_config_of_its_own_ordinal():
     assert env["RBK_NODE_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
 
 
-def test_a_single_coordinator_has_no_raft_table():
+def test_a_single_coordinator_is_a_one_voter_raft_group():
     configs = coordinator_configs(render({}))
     assert list(configs) == ["coordinator-0.toml"]
+    raft = configs["coordinator-0.toml"]["raft"]
+    assert raft["node_id"] == 1 and list(raft["peers"]) == ["1"]
+    assert raft["data_dir"].startswith("/var/lib/rbk/"), "the state must live on the PVC"
+
+
+def test_a_single_coordinator_may_keep_its_state_in_memory():
+    configs = coordinator_configs(render({"coordinator": {"raft": {"enabled": False}}}))
     assert "raft" not in configs["coordinator-0.toml"]
+    sts = one(render({"coordinator": {"raft": {"enabled": False}}}), "StatefulSet", "-coordinator")
+    assert sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
 
 
 def test_the_cluster_domain_completes_peer_addresses():
@@ -400,26 +411,45 @@ def rbk_binary() -> pathlib.Path:
     return path
 
 
+def read_until(stream, marker: str, timeout: float) -> list[str]:
+    """Lines of `stream` up to the first holding `marker`, or all read
+    within `timeout` seconds (a thread reads, so buffering cannot hide one)."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in iter(stream.readline, "")] and None, daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while not any(marker in l for l in seen):
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    return seen
+
+
 @contextlib.contextmanager
-def running_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None):
+def running_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | None = None, raft_port: int = 0):
     """The real coordinator on coordinator-0.toml of `objects`, relocated
-    from the pod's paths to `tmp_path`; yields its API address."""
+    from the pod's paths to `tmp_path` (ports: 0, raft: `raft_port`);
+    yields its API address."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     text = one(objects, "ConfigMap", "-coordinator")["data"]["coordinator-0.toml"]
-    tokens = one(objects, "Secret", "-tokens")["stringData"]["tokens.toml"]
+    secret = one(objects, "Secret", "-tokens")["stringData"]
+    tokens = secret["tokens.toml"]
+    text = text.replace('"0.0.0.0:7071"', f'"127.0.0.1:{raft_port}"')
     text = re.sub(r'"0\.0\.0\.0:[0-9]+"', '"127.0.0.1:0"', text)
     text = text.replace("/etc/rbk/tokens/", f"{tmp_path}/").replace("/var/lib/rbk/", f"{tmp_path}/data/")
+    text = text.replace("/etc/rbk/raft/", f"{tmp_path}/")
+    (tmp_path / "raft-secret").write_text(secret["raft-secret"])
     (tmp_path / "tokens.toml").write_text(tokens)
     (tmp_path / "coordinator.toml").write_text(text)
     proc = subprocess.Popen([rbk_binary(), "coordinator", "--config", tmp_path / "coordinator.toml"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline() if ready else ""
-        if "listening on" not in line:
+        # Other lines (the raft node's, the metrics endpoint's) may come first.
+        seen = "".join(read_until(proc.stdout, "rbk coordinator listening on", 20))
+        if "rbk coordinator listening on" not in seen:
             proc.kill()
-            pytest.fail(f"coordinator did not start with the chart's config:\n{text}\n{line}{proc.stderr.read()}")
-        yield line.split("listening on", 1)[1].strip()
+            pytest.fail(f"coordinator did not start with the chart's config:\n{text}\n{seen}{proc.stderr.read()}")
+        yield seen.split("rbk coordinator listening on", 1)[1].split()[0]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -494,23 +524,46 @@ def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
                  .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/store/", f"{tmp_path}/store/")
                  .replace("0.0.0.0:9465", "127.0.0.1:0") for a in container["args"]]
         worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen = []
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any("registered with" in l for l in seen):
-                ready, _, _ = select.select([worker.stdout], [], [], 1)
-                if ready:
-                    line = worker.stdout.readline()
-                    if not line:
-                        break
-                    seen.append(line)
+            seen = read_until(worker.stdout, "registered with", 30)
             assert any("registered with" in l for l in seen), "".join(seen)
             # The kubelet's SIGTERM comes long after start-up; rbk worker
             # installs its handler only once its agent loop first waits.
             time.sleep(1)
             worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0, "".join(seen) + worker.stdout.read()
+            assert worker.wait(timeout=30) == 0, "".join(seen)
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_readiness_probe_passes_once_the_node_is_a_raft_member(tmp_path):
+    objects = render({})
+    container = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]["exec"]["command"]
+    port = free_port()
+    probe = [arg.replace("http://127.0.0.1:7071", f"http://127.0.0.1:{port}") for arg in probe]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rbk").symlink_to(rbk_binary())
+    secret = one(objects, "Secret", "-tokens")["stringData"]["raft-secret"]
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RBK_RAFT_SECRET=secret)
+    assert {"name": "RBK_RAFT_SECRET", "valueFrom": {"secretKeyRef": {"name": "farm-rbk-tokens", "key": "raft-secret"}}} in container["env"]
+
+    def probe_exit(node_index: int) -> subprocess.CompletedProcess:
+        return subprocess.run(probe, env=dict(env, RBK_NODE_INDEX=str(node_index)), capture_output=True, text=True, timeout=20)
+
+    with running_coordinator(objects, tmp_path / "coordinator", raft_port=port):
+        deadline = time.monotonic() + 20
+        while (done := probe_exit(0)).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done.returncode == 0, done.stderr
+        assert probe_exit(4).returncode != 0, "node 5 is not a member, yet it reads as ready"
+    assert probe_exit(0).returncode != 0, "ready with the coordinator gone"

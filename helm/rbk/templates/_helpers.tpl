@@ -145,3 +145,10 @@ prefix = {{ . | quote }}
 force_path_style = {{ .Values.store.s3.forcePathStyle }}
 {{- end }}
 {{- end -}}
+
+{{/* Readiness of a Raft member: its own node id (ordinal + 1) is listed by
+     `rbk coordinator members list` and a leader is known (first line:
+     "term T  applied index A  leader L", L = 0 while none is). */}}
+{{- define "rbk.joinedProbe" -}}
+out=$(rbk coordinator members list --coordinator http://127.0.0.1:{{ .Values.coordinator.raft.port }}) && printf '%s\n' "$out" | awk -v id=$((RBK_NODE_INDEX + 1)) 'NR == 1 && $NF == 0 { exit 1 } NR > 2 && $1 == id { ok = 1 } END { exit !ok }'
+{{- end -}}
