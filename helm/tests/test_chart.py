@@ -381,6 +381,21 @@ def test_tls_from_a_secret_terminates_at_the_ingress_and_is_mounted():
     assert {"name": "tls", "secret": {"secretName": "rbk-grpc-tls"}} in volumes
 
 
+def test_network_policies_keep_the_raft_port_among_coordinators():
+    objects = render(HA_VALUES)
+    coordinator = one(objects, "NetworkPolicy", "-coordinator")
+    sts = one(objects, "StatefulSet", "-coordinator")
+    rules = {r["ports"][0]["port"]: r.get("from") for r in coordinator["spec"]["ingress"]}
+    assert rules["grpc"] is None, "clients and workers reach the API from anywhere"
+    assert rules["raft"] == [{"podSelector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]}}]
+    assert rules["metrics"] == HA_VALUES["networkPolicy"]["metricsFrom"]
+    worker = one(objects, "NetworkPolicy", "-worker")
+    assert [r["ports"][0]["port"] for r in worker["spec"]["ingress"]] == ["metrics"]
+    no_metrics = one(render(with_values(HA_VALUES, metrics__enabled=False)), "NetworkPolicy", "-worker")
+    assert no_metrics["spec"]["ingress"] == []
+    assert not [o for o in render({}) if o["kind"] == "NetworkPolicy"]
+
+
 BAD_VALUES = {
     "an even number of coordinators": ({"coordinator": {"replicas": 2}}, "replicas"),
     "a misspelt key": ({"coordinator": {"replica": 3}}, "replica"),
