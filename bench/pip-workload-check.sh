@@ -87,5 +87,7 @@ EOF
 log "running the built image"
 run "$CHECK_DIR/check.log" "$RBK" build --progress=plain --no-cache --state-dir "$state" \
   --base-image "pip-app=$CHECK_DIR/pip-oci" "$check"
-grep -q 'pip workload OK' "$CHECK_DIR/check.log" || { tail -30 "$CHECK_DIR/check.log" >&2; fail "the check step printed no OK line"; }
-log "OK ($(grep -o 'pip workload OK.*' "$CHECK_DIR/check.log" | head -1)); logs in $CHECK_DIR"
+# The output line (the command line echoed in the progress has no digits there).
+ok=$(grep -oE 'pip workload OK: [0-9]+ pinned packages, django [0-9.]+' "$CHECK_DIR/check.log" | head -1)
+[ -n "$ok" ] || { tail -30 "$CHECK_DIR/check.log" >&2; fail "the check step printed no OK line"; }
+log "$ok; logs in $CHECK_DIR"
