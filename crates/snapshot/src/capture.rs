@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::chunk::{ChunkParams, chunk_reader};
+use crate::chunk::{ChunkParams, RawChunk, chunk_reader, stream_chunks};
 use crate::error::{SnapshotError, SnapshotResult};
 use crate::filter::{IncludeAll, PathFilter};
 use crate::fsutil::{self, Kind, Meta};
@@ -136,7 +136,10 @@ pub async fn capture(store: Arc<dyn Store>, dir: &Path, opts: &CaptureOptions) -
     let index = Arc::new(index);
     let mut packer = Packer::new(store.clone(), opts);
     let mut vanished = HashSet::new();
-    for batch in batches(&found, &to_read) {
+    // Files above the chunking threshold are streamed one at a time, a
+    // window of chunks at once; the rest are read whole, many in parallel.
+    let (large, small): (Vec<usize>, Vec<usize>) = to_read.iter().partition(|&&i| found[i].meta.size > opts.chunking.threshold);
+    for batch in batches(&found, &small) {
         let (root, found, index, params, level) = (root.clone(), found.clone(), index.clone(), opts.chunking, opts.zstd_level);
         let read: Vec<SnapshotResult<Option<ReadFile>>> =
             blocking(move || batch.par_iter().map(|&i| read_file(&root, &found[i], i, &index, &params, level)).collect()).await?;
@@ -156,6 +159,43 @@ pub async fn capture(store: Arc<dyn Store>, dir: &Path, opts: &CaptureOptions) -
                 });
             }
             packer.pending_files.push((rf.idx, rf.digest, chunks));
+        }
+    }
+    for i in large {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (root, all, index, params, level) = (root.clone(), found.clone(), index.clone(), opts.chunking, opts.zstd_level);
+        let reader = tokio::task::spawn_blocking(move || {
+            if let Err(e) = stream_file(&root, &all[i], &index, &params, level, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let mut locs = Vec::new();
+        let mut end = None;
+        while let Some(msg) = rx.recv().await {
+            match msg? {
+                Streamed::Chunks(window) => {
+                    for (digest, how) in window {
+                        locs.push(match how {
+                            ReadChunk::Known(c) => Loc::Known(c),
+                            ReadChunk::New(codec, bytes) => packer.add(digest, codec, bytes, &mut stats).await?,
+                        });
+                    }
+                }
+                Streamed::Done(d) => end = Some(Some(d)),
+                Streamed::Vanished => end = Some(None),
+            }
+        }
+        reader.await.map_err(|e| SnapshotError::Task(e.to_string()))?;
+        stats.files_read += 1;
+        match end {
+            Some(Some(digest)) => {
+                stats.bytes_read += digest.size();
+                packer.pending_files.push((i, digest, locs));
+            }
+            Some(None) => {
+                vanished.insert(i);
+            }
+            None => return Err(SnapshotError::Task(format!("reading {} ended without a result", crate::error::show(&found[i].path)))),
         }
     }
     let (mut packed, pack_bytes) = packer.finish().await?;
@@ -323,17 +363,68 @@ fn read_file(root: &OwnedFd, f: &Found, idx: usize, index: &ContentIndex, params
     let file = std::fs::File::from(fd);
     let (digest, raw) = chunk_reader(std::io::BufReader::with_capacity(1 << 20, file), f.meta.size, params)
         .map_err(|e| SnapshotError::io("reading", &f.path, e))?;
-    let chunks = raw
-        .into_iter()
-        .map(|c| match index.chunks.get(&c.digest) {
-            Some(known) => (c.digest, ReadChunk::Known(*known)),
-            None => {
-                let (codec, bytes) = encode_chunk(&c.data, level);
-                (c.digest, ReadChunk::New(codec, bytes))
-            }
-        })
-        .collect();
+    let chunks = raw.into_iter().map(|c| encode_new(c, index, level)).collect();
     Ok(Some(ReadFile { idx, digest, chunks, vanished: false }))
+}
+
+/// A chunk the dedupe scope already holds is referenced; a new one is
+/// compressed for a pack.
+fn encode_new(c: RawChunk, index: &ContentIndex, level: i32) -> (Digest, ReadChunk) {
+    match index.chunks.get(&c.digest) {
+        Some(known) => (c.digest, ReadChunk::Known(*known)),
+        None => {
+            let (codec, bytes) = encode_chunk(&c.data, level);
+            (c.digest, ReadChunk::New(codec, bytes))
+        }
+    }
+}
+
+/// A large file's progress, from the blocking reader to the packer.
+enum Streamed {
+    Chunks(Vec<(Digest, ReadChunk)>),
+    Done(Digest),
+    Vanished,
+}
+
+/// Raw bytes of a large file's chunks encoded together (in parallel)
+/// before they are handed to the packer: with the channel's two windows in
+/// flight, what a capture holds of one file is bounded by a few windows,
+/// whatever the file's size.
+const STREAM_WINDOW: usize = 8 << 20;
+
+fn stream_file(
+    root: &OwnedFd,
+    f: &Found,
+    index: &ContentIndex,
+    params: &ChunkParams,
+    level: i32,
+    tx: &tokio::sync::mpsc::Sender<SnapshotResult<Streamed>>,
+) -> SnapshotResult<()> {
+    let stopped = || SnapshotError::Task("capture stopped while reading a file".into());
+    let fd = match fsutil::openat2(root, &f.path, OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return tx.blocking_send(Ok(Streamed::Vanished)).map_err(|_| stopped()),
+        Err(e) => return Err(SnapshotError::io("opening", &f.path, e)),
+    };
+    let send = |window: Vec<RawChunk>| -> std::io::Result<()> {
+        let encoded: Vec<_> = window.into_par_iter().map(|c| encode_new(c, index, level)).collect();
+        tx.blocking_send(Ok(Streamed::Chunks(encoded))).map_err(|_| std::io::Error::other("capture stopped"))
+    };
+    let mut window = Vec::new();
+    let mut bytes = 0;
+    let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::from(fd));
+    let digest = stream_chunks(reader, params, |c| {
+        bytes += c.data.len();
+        window.push(c);
+        if bytes >= STREAM_WINDOW {
+            bytes = 0;
+            send(std::mem::take(&mut window))?;
+        }
+        Ok(())
+    })
+    .and_then(|d| send(std::mem::take(&mut window)).map(|()| d))
+    .map_err(|e| SnapshotError::io("reading", &f.path, e))?;
+    tx.blocking_send(Ok(Streamed::Done(digest))).map_err(|_| stopped())
 }
 
 /// Groups files to read so that one batch holds at most ~64 MiB.

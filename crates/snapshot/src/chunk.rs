@@ -47,17 +47,29 @@ pub fn chunk_reader(mut reader: impl Read, size_hint: u64, params: &ChunkParams)
         let chunks = if data.is_empty() { Vec::new() } else { vec![RawChunk { digest, data }] };
         return Ok((digest, chunks));
     }
-    let mut whole = Hasher::new();
     let mut chunks = Vec::new();
+    let digest = stream_chunks(reader, params, |c| {
+        chunks.push(c);
+        Ok(())
+    })?;
+    Ok((digest, chunks))
+}
+
+/// Cuts `reader` into content-defined chunks and hands each to `each` as
+/// soon as it is cut, so that a file of any size is chunked in bounded
+/// memory (capture streams large files through this). Returns the whole
+/// content's digest.
+pub fn stream_chunks(reader: impl Read, params: &ChunkParams, mut each: impl FnMut(RawChunk) -> std::io::Result<()>) -> std::io::Result<Digest> {
+    let mut whole = Hasher::new();
     for c in fastcdc::v2020::StreamCDC::new(reader, params.min, params.avg, params.max) {
         let c = c.map_err(|e| match e {
             fastcdc::v2020::Error::IoError(e) => e,
             other => std::io::Error::other(other.to_string()),
         })?;
         whole.update(&c.data);
-        chunks.push(RawChunk { digest: Digest::of(&c.data), data: c.data });
+        each(RawChunk { digest: Digest::of(&c.data), data: c.data })?;
     }
-    Ok((whole.finish(), chunks))
+    Ok(whole.finish())
 }
 
 fn chunk_bytes(data: Vec<u8>, params: &ChunkParams) -> (Digest, Vec<RawChunk>) {
@@ -94,6 +106,22 @@ mod tests {
         assert_eq!((d, c.len()), (Digest::of(b"hello"), 1));
         let (d, c) = chunk_reader(&b""[..], 0, &p).unwrap();
         assert_eq!((d, c.len()), (Digest::of(b""), 0));
+    }
+
+    #[test]
+    fn streamed_chunks_are_the_chunks_of_the_whole() {
+        let p = ChunkParams { threshold: 64 << 10, min: 16 << 10, avg: 32 << 10, max: 64 << 10 };
+        let data = pseudo_random(1 << 20, 3);
+        let mut streamed = Vec::new();
+        let digest = stream_chunks(&data[..], &p, |c| {
+            streamed.push(c.digest);
+            Ok(())
+        })
+        .unwrap();
+        let (whole, chunks) = chunk_bytes(data.clone(), &p);
+        assert_eq!(digest, whole);
+        assert_eq!(streamed, chunks.iter().map(|c| c.digest).collect::<Vec<_>>());
+        assert!(streamed.len() > 10);
     }
 
     #[test]

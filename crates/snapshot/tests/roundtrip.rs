@@ -253,6 +253,33 @@ async fn a_restore_interrupted_half_way_is_repaired_by_the_next() {
 }
 
 #[tokio::test]
+async fn a_file_larger_than_the_capture_streaming_window_round_trips() {
+    let (tmp, store) = fs_store().await;
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    // Above 8 MiB, capture hands the file to the packer in several windows.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..9 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8 & 0x3f
+        })
+        .collect();
+    write(&src, "big", &data);
+    write(&src, "small", b"tiny");
+    let mut opts = small_opts("ns");
+    opts.chunking = rbk_snapshot::ChunkParams { threshold: 4096, min: 64 << 10, avg: 256 << 10, max: 1 << 20 };
+    opts.pack_target = 2 << 20;
+    let (snap, stats) = capture(store.clone(), &src, &opts).await.unwrap();
+    assert_eq!((stats.files_read, stats.bytes_read), (2, data.len() as u64 + 4));
+    assert!(stats.packs_uploaded > 1, "{stats:?}");
+    let snap = Snapshot::load(&*store, snap.digest).await.unwrap();
+    restore(store.clone(), &snap, &dst, &restore_opts()).await.unwrap();
+    assert_eq!(observe(&dst), observe(&src));
+}
+
+#[tokio::test]
 async fn a_build_context_capture_honours_the_path_filter() {
     let (tmp, store) = fs_store().await;
     let src = tmp.path().join("ctx");
