@@ -168,13 +168,16 @@ impl Parsed {
 
         let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
         frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
-        let (snapshot, stats) = rbk_snapshot::capture(
-            store.clone(),
-            staged.path(),
-            &rbk_snapshot::CaptureOptions::new("context"),
-        )
-        .await?;
+        // The last snapshot of this context (if the store still has it):
+        // content it holds is not sent again.
+        let memo = context_memo(&req.work_dir, &req.context);
+        let mut opts = rbk_snapshot::CaptureOptions::new("context");
+        if let Some(d) = std::fs::read_to_string(&memo).ok().and_then(|s| s.trim().parse::<Digest>().ok()) {
+            opts.base = rbk_snapshot::Snapshot::load(&*store, d).await.ok();
+        }
+        let (snapshot, stats) = rbk_snapshot::capture(store.clone(), staged.path(), &opts).await?;
         let context_digest = snapshot.digest.to_string();
+        remember_context(&memo, &context_digest);
         uploads.context_files = stats.files;
         uploads.context_bytes_sent = stats.bytes_uploaded;
 
@@ -200,6 +203,27 @@ impl Parsed {
             graph_steps: resolved.graph.steps.len(),
             uploads,
         })
+    }
+}
+
+/// Where the client notes the last snapshot of a context directory.
+fn context_memo(work_dir: &std::path::Path, context: &std::path::Path) -> PathBuf {
+    let abs = std::path::absolute(context).unwrap_or_else(|_| context.to_path_buf());
+    let name = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
+    work_dir.join("contexts").join(name.as_str())
+}
+
+/// Best effort: a lost note only means the next submit sends the context
+/// in full again.
+fn remember_context(memo: &std::path::Path, digest: &str) {
+    let Some(dir) = memo.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    if let Ok(tmp) = tempfile::NamedTempFile::new_in(dir)
+        && std::fs::write(tmp.path(), digest).is_ok()
+    {
+        let _ = tmp.persist(memo);
     }
 }
 

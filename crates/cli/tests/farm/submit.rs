@@ -116,6 +116,7 @@ async fn the_layer_cache_follows_a_build_to_another_machine() {
     let (second, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
     assert_eq!(stderr.matches(" => CACHED ").count(), 6, "every step is CACHED:\n{stderr}");
     assert!(!stderr.contains(" on b"), "worker b ran nothing:\n{stderr}");
+    assert!(!stderr.contains("MiB sent"), "the unchanged context (busybox, 1 MiB) is not sent again:\n{stderr}");
     assert_eq!(first, second, "the same image");
 }
 
