@@ -367,6 +367,18 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
+/// Total memory from `/proc/meminfo` (0 when unknown).
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,16 +394,4 @@ mod tests {
     fn memory_is_read_from_proc_meminfo() {
         assert!(memory_bytes() > 0);
     }
-}
-
-/// Total memory from `/proc/meminfo` (0 when unknown).
-fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0)
 }
