@@ -106,7 +106,13 @@ impl OverlayRootfs {
 
         // Top first, as overlayfs wants them; an empty dir at the bottom so
         // there are always at least two (a lower-only overlay needs two).
-        let mut real: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+        // A layer may appear twice in a chain (two identical `RUN true`
+        // steps make the same empty layer), and overlayfs refuses a lower
+        // dir listed twice. Only the top-most copy matters: it carries the
+        // same files and whiteouts as the lower one, over everything the
+        // lower one covered.
+        let mut seen = std::collections::HashSet::new();
+        let mut real: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).filter(|p| seen.insert(*p)).collect();
         real.push(&empty);
         let short = ShortPaths::open(&real)?;
         let stack = short.paths();

@@ -113,6 +113,20 @@ fn chains_longer_than_one_overlay_mount_are_stacked_and_keep_whiteouts() {
 }
 
 #[test]
+fn a_layer_twice_in_a_chain_mounts_and_its_top_copy_wins() {
+    let d = tempfile::tempdir().unwrap();
+    let (same, mid) = (d.path().join("same"), d.path().join("mid"));
+    for l in [&same, &mid] {
+        std::fs::create_dir(l).unwrap();
+    }
+    std::fs::write(same.join("f"), "same").unwrap();
+    std::fs::write(mid.join("f"), "mid").unwrap();
+    // bottom first: same, mid, same (e.g. two identical RUN steps' layers)
+    let ov = OverlayRootfs::mount(&[same.clone(), mid, same], &d.path().join("mnt"), true).unwrap();
+    assert_eq!(std::fs::read_to_string(ov.merged.join("f")).unwrap(), "same");
+}
+
+#[test]
 fn chains_longer_than_two_stacked_mounts_are_refused_with_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let layers: Vec<PathBuf> = (0..600).map(|i| d.path().join(format!("{i:064}"))).collect();
