@@ -76,7 +76,13 @@ impl RaftState {
                 }
                 Some(t.into())
             }
-            None => None,
+            None => {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "raft.secret_file is not set: anyone who reaches the raft port can change membership; keep it on a private network"
+                );
+                None
+            }
         };
         let voters: Vec<u64> = if config.join { vec![] } else { config.peers().keys().copied().collect() };
         let (storage, mut recovered) = DiskStorage::open(&config.data_dir, &voters)?;
