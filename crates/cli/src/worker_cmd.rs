@@ -142,12 +142,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     config.max_parallel = args.max_parallel.max(1);
     config.until_idle = if args.once { Some(Duration::from_secs(10)) } else { args.until_idle };
     config.backoff_max = args.max_backoff;
+    // Installed before anything can register: a SIGTERM that arrives before
+    // the agent first waits must drain it, not kill it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     eprintln!("rbk worker {} connecting to {}", config.worker_id, config.coordinator);
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
     };
     Agent::new(config, Arc::new(exec)).run(shutdown).await?;
