@@ -360,6 +360,7 @@ fn stage_image<'a>(cx: &ExecCtx<'a>, stage: usize) -> Option<&'a Image> {
 
 /// Runs one step that makes a layer; returns its action result and a note
 /// for the progress line.
+#[allow(clippy::too_many_arguments)] // the mutable state of one build, passed down
 async fn execute(
     cx: &ExecCtx<'_>,
     state: &mut State,

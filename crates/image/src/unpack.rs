@@ -120,6 +120,9 @@ impl<R: Read> Read for Limit<R> {
     }
 }
 
+/// A parent directory's path components and its open descriptor.
+type CachedParent = (Vec<Vec<u8>>, Rc<OwnedFd>);
+
 struct Unpacker<'a> {
     root: OwnedFd,
     opts: &'a UnpackOptions,
@@ -135,7 +138,7 @@ struct Unpacker<'a> {
     /// instead of opening every component from the root again (that walk
     /// was half of a base layer's system calls). Dropped whenever an entry
     /// removes anything, since a removal can take a directory on its path.
-    parent_cache: RefCell<Option<(Vec<Vec<u8>>, Rc<OwnedFd>)>>,
+    parent_cache: RefCell<Option<CachedParent>>,
 }
 
 fn errno(context: impl FnOnce() -> String) -> impl FnOnce(Errno) -> ImageError {
