@@ -1,13 +1,23 @@
-//! `rbk build`: build a Dockerfile on this machine, the embedded default
-//! (coordinator state, one worker and a filesystem store in one process;
-//! no servers). The solver lives in `rbk-build`; this file maps flags.
+//! `rbk build`: build a Dockerfile on this machine, the embedded default:
+//! the farm in one process ([`crate::embedded_farm`]: coordinator, one
+//! worker, filesystem store; no servers), driven like `rbk submit` drives a
+//! farm (planning, progress from the event stream, assembly).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_build::{BuildOutput, BuildRequest, OutputKind, Progress, ProgressMode};
+use rbk_build::farm::FarmResult;
+use rbk_build::farm_assemble::{self, FarmOutput};
+use rbk_build::farm_plan::{self, Plan, PlanRequest};
+use rbk_build::{Progress, ProgressMode};
+use rbk_proto::build::{BuildOptions, SubmitRequest};
+use rbk_store::{FilesystemStore, Store};
 use rbk_worker::RuntimeKind;
+use tonic::transport::Endpoint;
+
+use crate::embedded_farm::{self, EmbeddedFarm};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -33,14 +43,14 @@ pub struct BuildArgs {
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
     /// Coordinator state (action cache, cache heads); also holds `worker/`
-    /// and `store/` unless --worker-dir / --store say otherwise.
+    /// and `store/` unless --worker-dir / --store-dir say otherwise.
     #[arg(long, default_value = "/var/lib/rbk")]
     state_dir: PathBuf,
     /// The worker's local state; a new directory is a fresh worker.
     #[arg(long)]
     worker_dir: Option<PathBuf>,
-    /// The content store directory.
-    #[arg(long)]
+    /// The content store directory (default STATE_DIR/store).
+    #[arg(long = "store-dir", alias = "store")]
     store: Option<PathBuf>,
     /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
     #[arg(long = "base-image")]
@@ -48,6 +58,10 @@ pub struct BuildArgs {
     /// Registries reached over plain HTTP (loopback always is).
     #[arg(long = "insecure-registry")]
     insecure: Vec<String>,
+    /// id=ID,src=FILE or id=ID,env=VAR: made available to
+    /// `RUN --mount=type=secret,id=ID`; never stored or logged.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// runc or crun.
     #[arg(long, default_value = "runc")]
     runtime: String,
@@ -58,20 +72,23 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-fn parse_output(s: &str) -> anyhow::Result<BuildOutput> {
+/// `type=oci|docker,dest=FILE` (what `rbk build` has always written;
+/// the farm's assembly supports more, but a local build's image is best
+/// taken as an archive).
+fn parse_output(s: &str) -> anyhow::Result<FarmOutput> {
     let mut kind = None;
     let mut dest = None;
     for part in s.split(',') {
         match part.split_once('=') {
-            Some(("type", "oci")) => kind = Some(OutputKind::Oci),
-            Some(("type", "docker")) => kind = Some(OutputKind::Docker),
+            Some(("type", t @ ("oci" | "docker"))) => kind = Some(t),
             Some(("type", t)) => bail!("--output {s}: type={t} is not supported by rbk build yet (oci or docker)"),
             Some(("dest", d)) => dest = Some(PathBuf::from(d)),
             _ => bail!("--output {s}: unknown field {part:?} (expected type=...,dest=...)"),
         }
     }
     match (kind, dest) {
-        (Some(kind), Some(dest)) => Ok(BuildOutput { kind, dest }),
+        (Some("oci"), Some(dest)) => Ok(FarmOutput::Oci { dest }),
+        (Some(_), Some(dest)) => Ok(FarmOutput::Docker { dest }),
         _ => bail!("--output {s}: needs both type= and dest="),
     }
 }
@@ -97,27 +114,87 @@ pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
 
 pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
-    let mut req = BuildRequest::new(&args.context, &args.state_dir);
-    req.dockerfile = args.file;
-    req.tags = args.tags;
-    req.target = args.target;
-    req.no_cache = args.no_cache;
-    req.worker_dir = args.worker_dir;
-    req.store_dir = args.store;
-    req.insecure_registries = args.insecure;
-    req.build_args = parse_build_args(&args.build_args);
-    for b in &args.base_images {
-        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR"))?;
-        req.base_images.insert(name.to_owned(), dir.to_owned());
-    }
-    req.outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<_>>()?;
-    req.runtime = match args.runtime.as_str() {
+    let outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = match args.runtime.as_str() {
         "runc" => RuntimeKind::Runc,
         "crun" => RuntimeKind::Crun,
         r => bail!("--runtime {r}: expected runc or crun"),
     };
-    req.runtime_program = args.runtime_path.unwrap_or_else(|| PathBuf::from(&args.runtime));
-    let result = rbk_build::build(&req, Progress::stderr(mode)).await?;
-    println!("{}", result.manifest_digest);
+    let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
+    let secrets = farm_plan::load_secrets(&args.secrets)?;
+    let (state_dir, worker_dir, store_dir) = embedded_farm::dirs(&args.state_dir, args.worker_dir.as_deref(), args.store.as_deref())?;
+
+    // The client's scratch space (pulled bases, staged context, the image).
+    let client_dir = state_dir.join("client");
+    let mut req = PlanRequest::new(&args.context, &client_dir);
+    req.dockerfile = args.file.clone();
+    req.target = args.target.clone();
+    req.build_args = parse_build_args(&args.build_args);
+    req.insecure_registries = args.insecure.clone();
+    req.secret_ids = secrets.keys().cloned().collect();
+    for b in &args.base_images {
+        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
+        req.base_images.insert(name.to_owned(), dir.to_owned());
+    }
+    let mut progress = Progress::stderr(mode);
+    // Before anything starts: a Dockerfile error is the user's to fix first.
+    let parsed = farm_plan::parse(&req)?;
+
+    let store: Arc<dyn Store> = Arc::new(
+        FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
+    );
+    let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program).await?;
+    let built = build_on(&farm, &args, &req, &parsed, secrets, store.clone(), &mut progress).await;
+    farm.stop().await?;
+    let result = built?;
+
+    let image = farm_assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
+    let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    progress.summary(result.0.steps.len(), true);
+    for n in notes {
+        progress.note(&format!(" => {n}"));
+    }
+    progress.note(&format!(" => writing image {}", image.manifest.digest));
+    println!("{}", image.manifest.digest);
     Ok(())
+}
+
+/// Plans (bases and context into the store), submits to the in-process
+/// coordinator and follows the build, as `rbk submit` does.
+async fn build_on(
+    farm: &EmbeddedFarm,
+    args: &BuildArgs,
+    req: &PlanRequest,
+    parsed: &farm_plan::Parsed,
+    secrets: BTreeMap<String, Vec<u8>>,
+    store: Arc<dyn Store>,
+    progress: &mut Progress,
+) -> anyhow::Result<(Plan, Option<FarmResult>)> {
+    let plan = parsed.plan(req, store).await?;
+    progress.set_total(plan.steps.len());
+    if plan.steps.is_empty() {
+        // Nothing to run: the target is a base image with a new config.
+        return Ok((plan, None));
+    }
+    let options = BuildOptions {
+        dockerfile: plan.file_name.clone(),
+        target: args.target.clone().unwrap_or_default(),
+        build_args: req.build_args.clone().into_iter().collect(),
+        secret_ids: secrets.keys().cloned().collect(),
+        no_cache: args.no_cache,
+        platform: farm_plan::current_platform(),
+        outputs: vec![],
+    };
+    let submit = SubmitRequest {
+        options: Some(options),
+        context_digest: plan.context_digest.clone(),
+        steps: plan.steps.clone(),
+        secrets: secrets.into_iter().collect(),
+    };
+    let channel = Endpoint::from_shared(farm.url.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
+    let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false).await?;
+    Ok((plan, result))
 }

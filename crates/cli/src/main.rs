@@ -7,6 +7,7 @@ mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
 mod coordinator_raft;
+mod embedded_farm;
 mod bench_snapshot_cmd;
 mod bench_store_cmd;
 mod snapshot_cmd;

@@ -188,7 +188,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
             steps: plan.steps.clone(),
             secrets: secrets.into_iter().collect(),
         };
-        run_build(channel, &args.coordinator, &token, &plan, submit, &progress).await?
+        run_build(channel, &args.coordinator, &token, &plan, submit, &progress, true).await?
     };
 
     let layout_dir = work_dir.join("out");
@@ -209,7 +209,7 @@ fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB"];
     let (mut v, mut u) = (bytes as f64, 0);
     while v >= 1024.0 && u + 1 < units.len() {
@@ -220,13 +220,16 @@ fn human(bytes: u64) -> String {
 }
 
 /// Submits and follows the build; returns the target node's result.
-async fn run_build(
+/// `name_workers`: say which worker ran or failed a step (`rbk build` has
+/// only one).
+pub(crate) async fn run_build(
     channel: Channel,
     url: &str,
     token: &str,
     plan: &Plan,
     submit: SubmitRequest,
     progress: &Progress,
+    name_workers: bool,
 ) -> anyhow::Result<Option<FarmResult>> {
     let mut client = BuildClient::new(channel);
     let mut stream = client
@@ -277,7 +280,8 @@ async fn run_build(
                 st.started = Some(Instant::now());
                 st.worker = s.worker_id.clone();
                 let retry = if s.attempt > 1 { format!(" (attempt {})", s.attempt) } else { String::new() };
-                progress.started(n, &format!("{label} on {}{retry}", s.worker_id));
+                let on = if name_workers { format!(" on {}", s.worker_id) } else { String::new() };
+                progress.started(n, &format!("{label}{on}{retry}"));
             }
             Event::Log(l) => {
                 let (n, _) = lookup(&l.step_id);
@@ -296,7 +300,7 @@ async fn run_build(
             }
             Event::Finished(f) => {
                 let (n, label) = lookup(&f.step_id);
-                let mut note = format!(" on {}", f.worker_id);
+                let mut note = if name_workers { format!(" on {}", f.worker_id) } else { String::new() };
                 if f.bytes_restored > 0 {
                     note.push_str(&format!(" (cache: {} restored)", human(f.bytes_restored)));
                 }
@@ -313,7 +317,7 @@ async fn run_build(
                     .and_then(|n| farm_plan::payload_of(n).ok())
                     .map(|p| format!(" ({}:{})", p.file, p.line))
                     .unwrap_or_default();
-                let worker = if f.worker_id.is_empty() { String::new() } else { format!(" on {}", f.worker_id) };
+                let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };
                 let why = if f.exit_code != 0 { format!("exit code {}", f.exit_code) } else { f.message.clone() };
                 failure.get_or_insert(format!("{label}{place} failed{worker}: {why}"));
             }
