@@ -32,11 +32,14 @@ pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// Metadata naming the leader's raft address on a refused membership change.
 pub const RAFT_LEADER_METADATA: &str = "rbk-raft-leader";
 
+/// A peer's raft address and the queue its pump task drains.
+type Link = (String, mpsc::Sender<Vec<u8>>);
+
 /// Outbound links to the other nodes.
 #[derive(Clone)]
 pub(crate) struct Peers {
     shared: Arc<Shared>,
-    links: Arc<Mutex<HashMap<u64, (String, mpsc::Sender<Vec<u8>>)>>>,
+    links: Arc<Mutex<HashMap<u64, Link>>>,
     runtime: tokio::runtime::Handle,
     auth: Option<MetadataValue<Ascii>>,
 }
