@@ -131,3 +131,17 @@ async fn a_wiped_node_rejoins_and_catches_up_through_a_snapshot() {
     let s = status(&[new_leader], &build).await;
     assert_eq!(s.state, "succeeded", "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_redirects_build_calls_to_the_leader_before_checking_the_token() {
+    let mut c = Cluster::new(3, 1000);
+    c.start_all();
+    let leader = c.leader_via(&c.node(1).api()).await;
+    let follower = c.apis().into_iter().find(|u| *u != leader).unwrap();
+    let channel = tonic::transport::Channel::from_shared(follower).unwrap().connect().await.unwrap();
+    let mut req = tonic::Request::new(rbk_proto::build::ListRequest { limit: 1 });
+    req.metadata_mut().insert("authorization", "Bearer not-a-known-token-at-all".parse().unwrap());
+    let status = rbk_proto::build::build_client::BuildClient::new(channel).list(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&status).as_deref(), Some(leader.as_str()));
+}
