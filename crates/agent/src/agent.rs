@@ -133,7 +133,7 @@ impl Agent {
     /// then the session is closed and this returns `Ok`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let url = self.config.coordinator.clone();
-        let endpoint = Endpoint::from_shared(url.clone())
+        let endpoint = rbk_coordinator::client_tls::endpoint(&url)
             .map_err(|e| AgentError::Url { url: url.clone(), message: e.to_string() })?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -15,6 +15,10 @@ pub struct CacheArgs {
     /// The tenant token.
     #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
+    /// besides the system roots (a private or self-signed certificate).
+    #[arg(long, env = "RBK_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -61,9 +65,12 @@ fn human(bytes: u64) -> String {
 }
 
 async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
-    BuildClient::connect(args.coordinator.clone())
+    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
+    let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator)?
+        .connect()
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))
+        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
+    Ok(BuildClient::new(channel))
 }
 
 fn request<T>(args: &CacheArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {

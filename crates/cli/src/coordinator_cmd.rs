@@ -32,6 +32,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;
+    let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let mut store_config = config.store.config.clone();
     store_config.apply_env(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
     let backend = if matches!(store_config.describe().rsplit(" > ").next(), Some(b) if b.starts_with("s3")) { "s3" } else { "fs" };
@@ -67,6 +68,6 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    coordinator.serve(listener, shutdown).await.context("serving")?;
+    coordinator.serve_tls(listener, tls, shutdown).await.context("serving")?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
 use rbk_proto::build::{BuildOptions, CancelRequest, Output, SubmitRequest};
 use rbk_store::Store;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Log lines kept per step for the failure report.
 const TAIL_LINES: usize = 20;
@@ -72,6 +72,10 @@ pub struct SubmitArgs {
     /// The tenant token.
     #[arg(long, env = "RBK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
+    /// besides the system roots (a private or self-signed certificate).
+    #[arg(long, env = "RBK_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
     #[arg(long = "base-image")]
     base_images: Vec<String>,
@@ -148,8 +152,8 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let parsed = farm_plan::parse(&req)?;
 
     let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
-    let channel = Endpoint::from_shared(args.coordinator.clone())
-        .with_context(|| format!("coordinator url {:?}", args.coordinator))?
+    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
+    let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator)?
         .connect()
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;

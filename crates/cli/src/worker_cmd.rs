@@ -23,6 +23,10 @@ pub struct WorkerArgs {
     /// A worker-pool token from the coordinator's token file.
     #[arg(long, env = "RBK_WORKER_TOKEN", hide_env_values = true)]
     token: String,
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
+    /// besides the system roots (a private or self-signed certificate).
+    #[arg(long, env = "RBK_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Labels steps can require, e.g. `zone=a,gpu=none` (repeatable).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -108,6 +112,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let labels = parse_labels(&args.labels)?;
+    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
     // Kept alive while the worker runs.
     let _metrics = match args.metrics_listen {
         Some(addr) => {
@@ -128,9 +133,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         None => {
             // Lazy: the coordinator may not be up yet; the session loop
             // retries, and the store reconnects on its own.
-            let channel = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
-                .with_context(|| format!("--coordinator {:?}", args.coordinator))?
-                .connect_lazy();
+            let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator).context("--coordinator")?.connect_lazy();
             Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
         }
     };

@@ -8,6 +8,9 @@
 //! dir = "/var/lib/rbk/store"      # filesystem store; or any rbk_store::StoreConfig:
 //! # type = "s3"                    # bucket, endpoint, region, prefix, ...; credentials
 //! # bucket = "rbk"                 # from RBK_S3_ACCESS_KEY_ID / AWS_* (never in the file)
+//! [tls]                           # optional: serve https:// (else plain HTTP/2)
+//! cert = "tls/tls.crt"            # PEM chain; relative to this file
+//! key = "tls/tls.key"             # PEM private key
 //! [scheduler]
 //! heartbeat_ms = 5000
 //! worker_timeout_ms = 30000
@@ -37,6 +40,34 @@ pub struct CoordinatorConfig {
     /// Replication; see [`crate::raft_config`].
     #[serde(default)]
     pub raft: Option<crate::raft_config::RaftConfig>,
+    /// Serve the gRPC port over TLS; absent: plain HTTP/2 (TLS ends at a
+    /// proxy or ingress, or a trusted network).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[tls]`: the coordinator's certificate and key (PEM files, for example
+/// a cert-manager Secret's `tls.crt` / `tls.key`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsSection {
+    /// The server's TLS config, reading both files (errors name the file).
+    pub fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig, ConfigError> {
+        let read = |p: &Path| {
+            let pem = std::fs::read(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+                return Err(ConfigError::Invalid { path: p.display().to_string(), message: "tls: not a PEM file".into() });
+            }
+            Ok(pem)
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert)?, read(&self.key)?);
+        Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    }
 }
 
 /// `[store]`: either `dir = "..."` (a plain filesystem store, the
@@ -133,6 +164,10 @@ impl CoordinatorConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
         c.store.resolve(base);
+        if let Some(t) = &mut c.tls {
+            t.cert = base.join(&t.cert);
+            t.key = base.join(&t.key);
+        }
         if let Some(r) = &mut c.raft {
             r.resolve(base).map_err(invalid)?;
         }
@@ -211,6 +246,22 @@ mod tests {
         let bad = CoordinatorConfig::parse(&format!("{base}metrics_listen = \"9464\"\n[store]\ndir = \"s\"\n"), Path::new("c.toml"))
             .unwrap_err();
         assert!(bad.to_string().contains("metrics_listen"), "{bad}");
+    }
+
+    #[test]
+    fn tls_is_optional_and_its_paths_resolve_against_the_config_file() {
+        let base = "listen = \"127.0.0.1:7070\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n";
+        assert_eq!(CoordinatorConfig::parse(base, Path::new("/etc/rbk/c.toml")).unwrap().tls, None);
+        let c = CoordinatorConfig::parse(&format!("{base}[tls]\ncert = \"tls/tls.crt\"\nkey = \"/keys/tls.key\"\n"), Path::new("/etc/rbk/c.toml"))
+            .unwrap();
+        assert_eq!(c.tls, Some(TlsSection { cert: "/etc/rbk/tls/tls.crt".into(), key: "/keys/tls.key".into() }));
+    }
+
+    #[test]
+    fn a_missing_tls_cert_is_named() {
+        let t = TlsSection { cert: "/nonexistent/rbk/tls.crt".into(), key: "/nonexistent/rbk/tls.key".into() };
+        let e = t.server_config().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/rbk/tls.crt"), "{e}");
     }
 
     #[test]

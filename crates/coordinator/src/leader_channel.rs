@@ -59,7 +59,7 @@ pub enum LeaderError {
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, LeaderError> {
-    Endpoint::from_shared(url.to_owned())
+    crate::client_tls::endpoint(url)
         // Keepalive pings: a stopped or partitioned coordinator breaks the
         // stream within seconds instead of leaving it hanging forever.
         .map(|e| {

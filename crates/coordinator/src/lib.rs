@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod cache_heads;
+pub mod client_tls;
 pub mod config;
 pub mod leader_channel;
 pub mod raft_config;

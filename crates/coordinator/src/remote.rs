@@ -11,7 +11,7 @@ use rbk_proto::content::content_client::ContentClient;
 use rbk_proto::content::{FindMissingRequest, ReadRequest, WriteChunk};
 use rbk_store::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::server::split_chunks;
@@ -40,7 +40,7 @@ fn backend(message: String, retryable: bool) -> StoreError {
 impl RemoteStore {
     /// Connects to a coordinator at `url` (for example `http://10.0.0.1:7070`).
     pub async fn connect(url: &str, token: &str) -> StoreResult<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| StoreError::Config(format!("coordinator url {url:?}: {e}")))?;
+        let endpoint = crate::client_tls::endpoint(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| backend(format!("connecting to {url}: {e}"), true))?;
         Self::new(channel, url, token)
     }

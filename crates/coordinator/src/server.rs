@@ -88,6 +88,16 @@ impl Coordinator {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// [`Self::serve`], over TLS when `tls` is given (config `[tls]`).
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
         let i = self.auth.interceptor();
         let (gate, auth) = (self.gate.clone(), i.clone());
         let gated = move |req: Request<()>| {
@@ -96,7 +106,11 @@ impl Coordinator {
             }
             auth(req)
         };
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        server
             .add_service(BuildServer::with_interceptor(BuildService(self.clone()), gated.clone()))
             .add_service(WorkerServer::with_interceptor(WorkerService(self.clone()), gated))
             .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))

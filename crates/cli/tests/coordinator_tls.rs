@@ -1,0 +1,124 @@
+//! `rbk coordinator` with `[tls]`: clients reach it over https:// when they
+//! trust its certificate (`--tls-ca`), and are refused with the reason when
+//! they do not.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const TENANT: &str = "tls-test-tenant-token-0001";
+const RBK: &str = env!("CARGO_BIN_EXE_rbk");
+
+struct Running {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A coordinator serving a fresh self-signed certificate for `localhost`
+/// and 127.0.0.1; the certificate is written to `ca.pem` in its dir.
+fn start_tls(name: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("rbk-cli-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("tls/tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls/tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n")).unwrap();
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[tls]\ncert = \"tls/tls.crt\"\nkey = \"tls/tls.key\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(RBK).args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("rbk coordinator listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let port = addr.rsplit(':').next().unwrap();
+    Running { url: format!("https://localhost:{port}"), child, dir }
+}
+
+fn cache_ls(url: &str, ca: Option<&Path>) -> Output {
+    let mut cmd = Command::new(RBK);
+    cmd.args(["cache", "ls", "--coordinator", url, "--token", TENANT]).env_remove("RBK_TLS_CA");
+    if let Some(ca) = ca {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_client_trusting_the_ca_is_served_over_https() {
+    let c = start_tls("trusted");
+    let out = cache_ls(&c.url, Some(&c.dir.join("ca.pem")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID "));
+}
+
+#[test]
+fn the_ca_can_come_from_rbk_tls_ca() {
+    let c = start_tls("env");
+    let out = Command::new(RBK)
+        .args(["cache", "du", "--coordinator", &c.url, "--token", TENANT])
+        .env("RBK_TLS_CA", c.dir.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_client_without_the_ca_is_refused_naming_the_certificate_problem() {
+    let c = start_tls("untrusted");
+    let out = cache_ls(&c.url, None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate") && err.contains(&c.url), "{err}");
+}
+
+#[test]
+fn submit_without_the_ca_is_refused_naming_the_certificate_problem() {
+    let c = start_tls("submit");
+    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    let out = Command::new(RBK)
+        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "-f"])
+        .arg(c.dir.join("Dockerfile"))
+        .arg(&c.dir)
+        .env_remove("RBK_TLS_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+}
+
+#[test]
+fn a_plain_client_to_a_tls_coordinator_fails_instead_of_hanging() {
+    let c = start_tls("plain");
+    let out = cache_ls(&c.url.replace("https://", "http://"), None);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn submit_trusting_the_ca_is_served_over_https() {
+    let c = start_tls("submit-ok");
+    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let out = Command::new(RBK)
+        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "--tls-ca"])
+        .arg(c.dir.join("ca.pem"))
+        .arg("-f")
+        .arg(c.dir.join("Dockerfile"))
+        .arg(&c.dir)
+        .env_remove("RBK_TLS_CA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
