@@ -185,7 +185,8 @@ def test_each_coordinator_gets_its_node_id_and_every_peer_address():
     objects = render(HA_VALUES)
     configs = coordinator_configs(objects)
     host = "farm-rbk-coordinator-{}.farm-rbk-coordinator-headless.build.svc"
-    expected = {str(i + 1): {"raft": f"{host.format(i)}:7071", "api": f"http://{host.format(i)}:7070"} for i in range(3)}
+    # The HA values enable TLS: the leader URL followers hand out is https.
+    expected = {str(i + 1): {"raft": f"{host.format(i)}:7071", "api": f"https://{host.format(i)}:7070"} for i in range(3)}
     assert sorted(configs) == ["coordinator-0.toml", "coordinator-1.toml", "coordinator-2.toml"]
     for i in range(3):
         raft = configs[f"coordinator-{i}.toml"]["raft"]
@@ -308,7 +309,8 @@ def test_workers_as_a_daemonset_with_labels_and_the_s3_store():
     objects = render(HA_VALUES)
     pod = worker_pod(objects, "DaemonSet")
     args = pod["containers"][0]["args"]
-    assert args[:3] == ["worker", "--coordinator", "http://farm-rbk-coordinator.build.svc:7070"]
+    # The HA values enable TLS, served by the coordinators themselves.
+    assert args[:3] == ["worker", "--coordinator", "https://farm-rbk-coordinator.build.svc:7070"]
     labels = [args[i + 1] for i, a in enumerate(args) if a == "--labels"]
     assert labels == ["disk=ssd", "pool=linux-amd64"]
     assert args[args.index("--runtime") + 1] == "crun"
@@ -379,6 +381,25 @@ def test_tls_from_a_secret_terminates_at_the_ingress_and_is_mounted():
     assert ingress["spec"]["tls"] == [{"hosts": ["rbk.build.internal"], "secretName": "rbk-grpc-tls"}]
     volumes = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "rbk-grpc-tls"}} in volumes
+
+
+def test_with_tls_the_coordinators_serve_it_and_workers_dial_https():
+    objects = render(with_values(HA_VALUES, tls__caKey="ca.crt"))
+    for name, config in coordinator_configs(objects).items():
+        assert config["tls"] == {"cert": "/etc/rbk/tls/tls.crt", "key": "/etc/rbk/tls/tls.key"}, name
+        assert all(p["api"].startswith("https://") for p in config["raft"]["peers"].values()), name
+    worker = worker_pod(objects, "DaemonSet")["containers"][0]
+    url = worker["args"][worker["args"].index("--coordinator") + 1]
+    assert url.startswith("https://") and ".build.svc:" in url
+    assert {"name": "RBK_TLS_CA", "value": "/etc/rbk/tls-ca/ca.crt"} in worker["env"]
+    assert {"name": "tls-ca", "mountPath": "/etc/rbk/tls-ca", "readOnly": True} in worker["volumeMounts"]
+
+
+def test_without_tls_coordinators_serve_plain_http2():
+    objects = render()
+    assert all("tls" not in c for c in coordinator_configs(objects).values())
+    worker = worker_pod(objects)["containers"][0]
+    assert worker["args"][worker["args"].index("--coordinator") + 1].startswith("http://")
 
 
 def test_network_policies_keep_the_raft_port_among_coordinators():

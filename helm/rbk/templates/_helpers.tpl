@@ -66,7 +66,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The URL workers and in-cluster clients dial. */}}
 {{- define "rbk.coordinatorURL" -}}
-{{- printf "http://%s.%s.svc:%d" (include "rbk.coordinator.name" .) .Release.Namespace (int .Values.coordinator.port) -}}
+{{- printf "%s://%s.%s.svc:%d" (include "rbk.scheme" .) (include "rbk.coordinator.name" .) .Release.Namespace (int .Values.coordinator.port) -}}
+{{- end -}}
+
+{{/* https when the coordinators serve TLS themselves (values tls). */}}
+{{- define "rbk.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end -}}
 {{- end -}}
 
 {{/* Quorum-preserving disruption budget: at most (n-1)/2 voters down. */}}
