@@ -120,12 +120,23 @@ pub struct Agent {
     config: AgentConfig,
     exec: Arc<FarmExecutor>,
     permits: Arc<Semaphore>,
+    /// The leader a follower named when it refused our session (replicated
+    /// coordinators): the next session goes there.
+    leader_hint: std::sync::Mutex<Option<String>>,
+}
+
+fn endpoint_for(url: &str) -> Result<Endpoint, AgentError> {
+    Ok(rbk_coordinator::client_tls::endpoint(url)
+        .map_err(|e| AgentError::Url { url: url.to_owned(), message: e.to_string() })?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10)))
 }
 
 impl Agent {
     pub fn new(config: AgentConfig, exec: Arc<FarmExecutor>) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_parallel.max(1) as usize));
-        Agent { config, exec, permits }
+        Agent { config, exec, permits, leader_hint: std::sync::Mutex::new(None) }
     }
 
     /// Serves until drained: `shutdown` resolving (SIGTERM) or the idle
@@ -133,11 +144,12 @@ impl Agent {
     /// then the session is closed and this returns `Ok`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let url = self.config.coordinator.clone();
-        let endpoint = rbk_coordinator::client_tls::endpoint(&url)
-            .map_err(|e| AgentError::Url { url: url.clone(), message: e.to_string() })?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10));
+        let configured = endpoint_for(&url)?;
+        // Where sessions go: the configured coordinator, or the leader a
+        // follower named (a replicated coordinator schedules only on its
+        // leader). Back to the configured one when the named leader cannot
+        // be reached, so a worker finds the next leader after a failover.
+        let (mut target, mut endpoint) = (url.clone(), configured.clone());
         let auth: MetadataValue<Ascii> = format!("Bearer {}", self.config.token).parse().map_err(|_| AgentError::Token)?;
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let mut local = Local {
@@ -156,6 +168,22 @@ impl Agent {
                     if registered {
                         backoff.reset();
                     }
+                    let hint = self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let mut follow = false;
+                    match hint {
+                        Some(leader) if leader != target => match endpoint_for(&leader) {
+                            Ok(e) => {
+                                tracing::info!(%leader, "following the coordinator leader");
+                                (target, endpoint, follow) = (leader, e, true);
+                            }
+                            Err(e) => tracing::warn!("ignoring the leader a coordinator named: {e}"),
+                        },
+                        Some(_) => {}
+                        None if target != url && !registered => {
+                            (target, endpoint) = (url.clone(), configured.clone());
+                        }
+                        None => {}
+                    }
                     if local.draining && local.running.is_empty() {
                         // Nobody to drain towards; what is left is lost
                         // either way, and the coordinator retries it.
@@ -170,8 +198,8 @@ impl Agent {
                         tracing::warn!("idle for {limit:?} without a coordinator ({why}); exiting");
                         return Ok(());
                     }
-                    let delay = backoff.next_delay();
-                    tracing::warn!(coordinator = %url, "worker session ended: {why}; reconnecting in {delay:?}");
+                    let delay = if follow { Duration::from_millis(100) } else { backoff.next_delay() };
+                    tracing::warn!(coordinator = %target, "worker session ended: {why}; reconnecting in {delay:?}");
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);
                     loop {
@@ -312,6 +340,9 @@ impl Agent {
     }
 
     fn refused_or_broken(&self, s: tonic::Status) -> Result<SessionEnd, AgentError> {
+        if let Some(leader) = rbk_coordinator::leader_channel::leader_hint(&s) {
+            *self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(leader);
+        }
         match s.code() {
             Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
                 Err(AgentError::Refused { url: self.config.coordinator.clone(), message: s.message().to_owned() })

@@ -35,6 +35,7 @@ fn free_port_block() -> u16 {
 struct LocalFarm {
     dir: tempfile::TempDir,
     port: u16,
+    env: Vec<(String, String)>,
 }
 
 impl LocalFarm {
@@ -45,12 +46,17 @@ impl LocalFarm {
             .env("RBK", RBK)
             .env("RBK_FARM_DIR", self.dir.path().join("farm"))
             .env("RBK_FARM_PORT", self.port.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("running deploy/local/farm.sh")
     }
 
     fn up(extra: &[&str]) -> (LocalFarm, String, String) {
-        let farm = LocalFarm { dir: tempfile::tempdir().unwrap(), port: free_port_block() };
+        Self::up_with(extra, &[])
+    }
+
+    fn up_with(extra: &[&str], env: &[(&str, &str)]) -> (LocalFarm, String, String) {
+        let farm = LocalFarm { dir: tempfile::tempdir().unwrap(), port: free_port_block(), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
         let mut args = vec!["up"];
         args.extend(extra);
         let out = farm.script(&args);
@@ -160,4 +166,63 @@ fn a_build_runs_through_the_local_farm_and_its_metrics_and_status_follow() {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+/// Until one coordinator says it leads and all agree on the term: the
+/// leader's index (0..3) and every node's metrics.
+fn raft_leader(farm: &LocalFarm) -> (usize, Vec<String>) {
+    for _ in 0..300 {
+        let all: Vec<String> = (0..3).map(|i| scrape(farm.port + 200 + i)).collect();
+        let leaders: Vec<usize> = (0..3).filter(|&i| sample(&all[i], "rbk_raft_is_leader", &[]) == Some(1.0)).collect();
+        let terms: Vec<_> = all.iter().map(|t| sample(t, "rbk_raft_term", &[])).collect();
+        if leaders.len() == 1 && terms.iter().all(|t| *t == terms[0] && t.unwrap_or(0.0) > 0.0) {
+            return (leaders[0], all);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no single raft leader agreed on by three coordinators");
+}
+
+#[test]
+fn three_coordinators_elect_one_leader_visible_in_their_metrics_and_it_runs_a_build() {
+    let (farm, _env, stderr) = LocalFarm::up_with(&["3"], &[("RBK_FARM_STORE", "s3")]);
+    let (leader, all) = raft_leader(&farm);
+    let leader_id = (leader + 1) as f64;
+    for (i, text) in all.iter().enumerate() {
+        assert_eq!(value(text, "rbk_raft_leader_id", &[]), leader_id, "coordinator {i} names another leader:\n{text}");
+    }
+    // The submit line names coordinator 0; send the build to the leader.
+    let printed = format!("--coordinator http://127.0.0.1:{} ", farm.port);
+    let to_leader = stderr.replace(&printed, &format!("--coordinator http://127.0.0.1:{} ", farm.port + leader as u16));
+    let before = value(&scrape(farm.port + 200 + leader as u16), "rbk_raft_commit_index", &[]);
+    let mut connected = 0.0;
+    for _ in 0..200 {
+        connected = value(&scrape(farm.port + 200 + leader as u16), "rbk_workers_connected", &[]);
+        if connected == 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Worker i was pointed at coordinator i; followers name the leader and
+    // the workers follow.
+    assert_eq!(connected, 2.0, "both workers reach the leader, coordinator {leader}");
+    let out = submit_as_printed(&to_leader, &demo_context(farm.dir.path()));
+    assert!(out.status.success(), "rbk submit to the leader failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let text = scrape(farm.port + 200 + leader as u16);
+    assert_eq!(value(&text, "rbk_builds_total", &[("result", "succeeded")]), 1.0, "{text}");
+    let committed = value(&text, "rbk_raft_commit_index", &[]);
+    assert!(committed > before, "the build's state changes went through the log ({before} -> {committed})");
+    // Followers apply what the leader committed.
+    for i in (0..3).filter(|&i| i != leader) {
+        let mut applied = 0.0;
+        for _ in 0..100 {
+            applied = value(&scrape(farm.port + 200 + i as u16), "rbk_raft_applied_index", &[]);
+            if applied >= committed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(applied >= committed, "coordinator {i} applied {applied} of {committed}");
+    }
 }
