@@ -1,13 +1,12 @@
-//! Cache mounts on the embedded worker: one local directory per scoped
-//! cache id, kept in step with the id's head in the content store.
+//! Cache mounts on a worker: one local directory per scoped cache id, kept
+//! in step with the id's head in the content store.
 //!
-//! Before a step the directory is restored from the head when it is
-//! missing or holds an older snapshot (what makes a fresh worker warm);
-//! after the step it is captured, incrementally against the snapshot it
-//! holds, and the new snapshot becomes the head. Steps run one at a time
-//! here, so no merge of concurrent commits is needed.
+//! Before a step the directory is restored from the head the coordinator
+//! granted when it is missing or holds another snapshot (what makes a
+//! fresh worker warm); after the step it is captured, incrementally against
+//! the snapshot it holds, and reported to the coordinator, which moves the
+//! head (merging concurrent commits, `rbk_coordinator::cache_heads`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,6 @@ use rbk_snapshot::{CaptureOptions, RestoreOptions, Snapshot, capture, restore};
 use rbk_store::{Digest, Store};
 
 use crate::error::{BuildError, Result};
-use crate::state::{CacheHead, StateData};
 
 /// What capturing a cache directory produced.
 #[derive(Debug, Clone, Copy)]
@@ -73,25 +71,6 @@ impl CacheDirs {
     fn set_local_snapshot(&self, id: &str, d: &Digest) -> Result<()> {
         let p = self.slot(id).join("snapshot");
         std::fs::write(&p, d.to_string()).map_err(|e| BuildError::io(&p, e))
-    }
-
-    /// Makes the directory for `id` hold the head (restoring from the store
-    /// when it is missing or older), creating it empty when there is no head.
-    pub async fn prepare(
-        &self,
-        store: &Arc<dyn Store>,
-        state: &StateData,
-        id: &str,
-    ) -> Result<Prepared> {
-        let head = match state.heads.get(id) {
-            Some(h) => Some(
-                h.snapshot
-                    .parse()
-                    .map_err(|e| BuildError::other(format!("cache {id}: head"), e))?,
-            ),
-            None => None,
-        };
-        self.prepare_head(store, id, head).await
     }
 
     /// Makes the directory for `id` hold snapshot `head`: restored
@@ -176,30 +155,6 @@ impl CacheDirs {
         })
     }
 
-    /// Captures the directory for `id` and moves the head to it (a new
-    /// generation only when the content changed). Returns bytes uploaded.
-    pub async fn commit(
-        &self,
-        store: &Arc<dyn Store>,
-        state: &mut StateData,
-        namespace: &str,
-        id: &str,
-    ) -> Result<u64> {
-        let c = self.capture(store, namespace, id).await?;
-        let digest = c.snapshot.to_string();
-        let generation = state.heads.get(id).map_or(0, |h| h.generation);
-        if state.heads.get(id).map(|h| &h.snapshot) != Some(&digest) {
-            state.heads.insert(
-                id.to_owned(),
-                CacheHead {
-                    snapshot: digest,
-                    generation: generation + 1,
-                },
-            );
-        }
-        Ok(c.bytes_uploaded)
-    }
-
     /// The ids whose directories hold a known snapshot, with it: what a
     /// worker tells the scheduler it holds (for affinity).
     pub fn held(&self) -> Vec<(String, Digest)> {
@@ -228,61 +183,6 @@ impl CacheDirs {
     }
 }
 
-/// Restores of cache mounts started as soon as a build is planned, so a
-/// fresh worker fetches its caches while earlier steps (base layer unpack,
-/// COPY) run, instead of before the step that mounts them. One task per
-/// cache id; dropping the set aborts what is still running (a restore
-/// interrupted that way is redone by the next `prepare`).
-#[derive(Debug, Default)]
-pub struct Prefetch {
-    tasks: HashMap<String, tokio::task::JoinHandle<Result<Prepared>>>,
-}
-
-impl Prefetch {
-    /// Starts bringing each `(id, head)` directory up to its head in the
-    /// background (ids already started are skipped). Only the first step
-    /// that will mount an id should be listed: the restore must be awaited
-    /// ([`Prefetch::wait`]) before anything else touches the directory.
-    pub fn start(
-        &mut self,
-        dirs: &CacheDirs,
-        store: &Arc<dyn Store>,
-        heads: impl IntoIterator<Item = (String, Option<Digest>)>,
-    ) {
-        for (id, head) in heads {
-            if self.tasks.contains_key(&id) {
-                continue;
-            }
-            let (dirs, store, task_id) = (dirs.clone(), store.clone(), id.clone());
-            let task = tokio::spawn(async move { dirs.prepare_head(&store, &task_id, head).await });
-            self.tasks.insert(id, task);
-        }
-    }
-
-    /// Waits for the background restore of `id`, if one was started (and
-    /// not yet waited for): what it restored, or its error.
-    pub async fn wait(&mut self, id: &str) -> Result<Option<Prepared>> {
-        let Some(task) = self.tasks.remove(id) else {
-            return Ok(None);
-        };
-        match task.await {
-            Ok(r) => r.map(Some),
-            Err(e) => Err(BuildError::other(
-                format!("cache {id}"),
-                format!("background restore failed: {e}"),
-            )),
-        }
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        for t in self.tasks.values() {
-            t.abort();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,40 +196,41 @@ mod tests {
     async fn a_fresh_worker_restores_the_head_written_by_another() {
         let tmp = tempfile::tempdir().unwrap();
         let store = store(&tmp.path().join("store")).await;
-        let mut state = StateData::default();
         let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare(&store, &state, "local/pip").await.unwrap();
+        a.prepare_head(&store, "local/pip", None).await.unwrap();
         std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
-        a.commit(&store, &mut state, "local", "local/pip")
-            .await
-            .unwrap();
-        assert_eq!(state.heads["local/pip"].generation, 1);
+        let head = a.capture(&store, "local", "local/pip").await.unwrap().snapshot;
 
         let b = CacheDirs::new(tmp.path().join("b"));
-        let p = b.prepare(&store, &state, "local/pip").await.unwrap();
+        let p = b.prepare_head(&store, "local/pip", Some(head)).await.unwrap();
         assert!(p.bytes_restored > 0);
-        assert_eq!(
-            std::fs::read(b.dir("local/pip").join("wheel")).unwrap(),
-            b"built once"
-        );
+        assert_eq!(std::fs::read(b.dir("local/pip").join("wheel")).unwrap(), b"built once");
     }
 
     #[tokio::test]
-    async fn an_unchanged_cache_keeps_its_generation() {
+    async fn an_unchanged_cache_captures_the_same_snapshot() {
         let tmp = tempfile::tempdir().unwrap();
         let store = store(&tmp.path().join("store")).await;
-        let mut state = StateData::default();
         let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare(&store, &state, "local/c").await.unwrap();
+        a.prepare_head(&store, "local/c", None).await.unwrap();
         std::fs::write(a.dir("local/c").join("f"), b"x").unwrap();
-        a.commit(&store, &mut state, "local", "local/c")
-            .await
-            .unwrap();
-        a.prepare(&store, &state, "local/c").await.unwrap();
-        a.commit(&store, &mut state, "local", "local/c")
-            .await
-            .unwrap();
-        assert_eq!(state.heads["local/c"].generation, 1);
+        let first = a.capture(&store, "local", "local/c").await.unwrap().snapshot;
+        a.prepare_head(&store, "local/c", Some(first)).await.unwrap();
+        assert_eq!(a.capture(&store, "local", "local/c").await.unwrap().snapshot, first);
+    }
+
+    #[tokio::test]
+    async fn a_directory_already_at_the_head_restores_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(&tmp.path().join("store")).await;
+        let a = CacheDirs::new(tmp.path().join("a"));
+        a.prepare_head(&store, "local/pip", None).await.unwrap();
+        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
+        let head = a.capture(&store, "local", "local/pip").await.unwrap().snapshot;
+        let b = CacheDirs::new(tmp.path().join("b"));
+        assert!(b.prepare_head(&store, "local/pip", Some(head)).await.unwrap().bytes_restored > 0);
+        assert_eq!(b.prepare_head(&store, "local/pip", Some(head)).await.unwrap().bytes_restored, 0);
+        assert_eq!(std::fs::read(b.dir("local/pip").join("wheel")).unwrap(), b"built once");
     }
 
     #[tokio::test]
@@ -345,35 +246,6 @@ mod tests {
         a.prepare_head(&store, "ns/c", None).await.unwrap();
         assert!(!a.dir("ns/c").join("f").exists());
         assert!(a.held().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_prefetched_restore_leaves_nothing_for_the_step_to_fetch() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = store(&tmp.path().join("store")).await;
-        let mut state = StateData::default();
-        let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare(&store, &state, "local/pip").await.unwrap();
-        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
-        a.commit(&store, &mut state, "local", "local/pip")
-            .await
-            .unwrap();
-        let head = state.heads["local/pip"].snapshot.parse().unwrap();
-
-        let b = CacheDirs::new(tmp.path().join("b"));
-        let mut prefetch = Prefetch::default();
-        prefetch.start(&b, &store, [("local/pip".to_owned(), Some(head))]);
-        assert!(prefetch.wait("local/other").await.unwrap().is_none());
-        let fetched = prefetch.wait("local/pip").await.unwrap().unwrap();
-        assert!(fetched.bytes_restored > 0);
-        // Waited for once: a second wait has nothing to wait for.
-        assert!(prefetch.wait("local/pip").await.unwrap().is_none());
-        let p = b.prepare(&store, &state, "local/pip").await.unwrap();
-        assert_eq!(p.bytes_restored, 0);
-        assert_eq!(
-            std::fs::read(b.dir("local/pip").join("wheel")).unwrap(),
-            b"built once"
-        );
     }
 
     #[test]

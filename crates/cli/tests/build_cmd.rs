@@ -81,3 +81,183 @@ fn unknown_output_types_are_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("type=tarball is not supported"), "{stderr}");
 }
+
+// The embedded default's behaviours, through the binary (the in-process
+// farm): a real registry (RBK_TEST_REGISTRY), runc, a filesystem store; the
+// image is read back from the exported OCI archive.
+
+const DOCKERFILE: &str = "FROM {base}
+RUN --mount=type=cache,target=/cache sh -c 'echo x >> /cache/log; wc -l < /cache/log > /count'
+COPY greeting.txt /greeting.txt
+";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(dockerfile: &str) -> Fixture {
+        let registry = rbk_testsupport::registry();
+        let base = rbk_image::testimage::push_busybox(&registry, &rbk_testsupport::program("busybox")).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ctx")).unwrap();
+        std::fs::write(dir.path().join("ctx/greeting.txt"), "hello\n").unwrap();
+        std::fs::write(dir.path().join("ctx/Dockerfile"), dockerfile.replace("{base}", &base.to_string())).unwrap();
+        Fixture { dir }
+    }
+
+    fn out(&self) -> std::path::PathBuf {
+        self.dir.path().join("image.tar")
+    }
+
+    /// `rbk build --progress=plain -o type=oci,dest=OUT`: (success, stdout, stderr).
+    fn build(&self, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec!["--progress=plain".to_owned(), "-o".into(), format!("type=oci,dest={}", self.out().display())];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = build(&self.dir.path().join("ctx"), &self.dir.path().join("state"), &args);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Steps that ran and steps that were CACHED, from plain progress.
+fn counts(progress: &str) -> (usize, usize) {
+    let ran = progress.lines().filter(|l| l.starts_with('#') && l.contains(" DONE ")).count();
+    let cached = progress.lines().filter(|l| l.starts_with('#') && l.contains(" CACHED ")).count();
+    (ran, cached)
+}
+
+/// The content of `path` in the image of an OCI archive (topmost layer wins).
+fn file_in_image(archive: &std::path::Path, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut blobs = std::collections::HashMap::new();
+    let mut index = Vec::new();
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if name == "index.json" {
+            index = data;
+        } else if let Some(h) = name.strip_prefix("blobs/sha256/") {
+            blobs.insert(format!("sha256:{h}"), data);
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blobs[index["manifests"][0]["digest"].as_str().unwrap()]).unwrap();
+    for layer in manifest["layers"].as_array().unwrap().iter().rev() {
+        let blob = &blobs[layer["digest"].as_str().unwrap()];
+        let mut t = tar::Archive::new(rbk_image::decompress(&blob[..]).unwrap());
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_string_lossy().trim_start_matches("./") == path {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn first_build_runs_the_cache_mount_step_and_copies_the_context_file() {
+    let f = Fixture::new(DOCKERFILE).await;
+    let (ok, _, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    assert_eq!(counts(&progress), (2, 0), "{progress}");
+    assert_eq!(file_in_image(&f.out(), "count").as_deref(), Some("1\n"));
+    assert_eq!(file_in_image(&f.out(), "greeting.txt").as_deref(), Some("hello\n"));
+    assert!(progress.contains("[+] Building ") && progress.contains("(2/2) FINISHED"), "{progress}");
+}
+
+#[tokio::test]
+async fn an_unchanged_rebuild_is_all_cached_and_gives_the_same_image() {
+    let f = Fixture::new(DOCKERFILE).await;
+    let (ok, first, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    let (ok, again, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    assert_eq!(counts(&progress), (0, 2), "{progress}");
+    assert!(progress.contains(" CACHED [2/3] RUN --mount=type=cache"), "{progress}");
+    assert!(progress.contains(" CACHED [3/3] COPY greeting.txt"), "{progress}");
+    assert_eq!(first, again);
+}
+
+#[tokio::test]
+async fn no_cache_reruns_steps_but_keeps_the_cache_mount() {
+    let f = Fixture::new(DOCKERFILE).await;
+    assert!(f.build(&[]).0);
+    let (ok, _, progress) = f.build(&["--no-cache"]);
+    assert!(ok, "{progress}");
+    assert_eq!(counts(&progress), (2, 0), "{progress}");
+    assert_eq!(file_in_image(&f.out(), "count").as_deref(), Some("2\n"));
+}
+
+#[tokio::test]
+async fn a_fresh_worker_restores_the_cache_mount_from_the_store() {
+    let f = Fixture::new(DOCKERFILE).await;
+    assert!(f.build(&[]).0);
+    let fresh = f.dir.path().join("fresh-worker");
+    let (ok, _, progress) = f.build(&["--no-cache", "--worker-dir", fresh.to_str().unwrap()]);
+    assert!(ok, "{progress}");
+    assert!(progress.contains(" restored)"), "{progress}");
+    assert_eq!(file_in_image(&f.out(), "count").as_deref(), Some("2\n"));
+}
+
+#[tokio::test]
+async fn a_fresh_worker_gets_cached_layers_from_the_store() {
+    let f = Fixture::new(DOCKERFILE).await;
+    assert!(f.build(&[]).0);
+    let fresh = f.dir.path().join("fresh-worker");
+    let (ok, _, progress) = f.build(&["--worker-dir", fresh.to_str().unwrap()]);
+    assert!(ok, "{progress}");
+    assert_eq!(counts(&progress), (0, 2), "{progress}");
+    assert_eq!(file_in_image(&f.out(), "count").as_deref(), Some("1\n"));
+}
+
+#[tokio::test]
+async fn a_secret_mount_reads_the_secret_and_leaves_it_out_of_the_image() {
+    let f = Fixture::new("FROM {base}\nRUN --mount=type=secret,id=tok sh -c 'wc -c < /run/secrets/tok > /len'\n").await;
+    let secret = f.dir.path().join("tok");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let (ok, _, progress) = f.build(&["--secret", &format!("id=tok,src={}", secret.display())]);
+    assert!(ok, "{progress}");
+    assert_eq!(file_in_image(&f.out(), "len").as_deref().map(str::trim), Some("12"));
+    assert_eq!(file_in_image(&f.out(), "run/secrets/tok"), None);
+    assert!(!progress.contains("s3cr3t-value"), "{progress}");
+}
+
+#[tokio::test]
+async fn dockerignored_files_are_not_copied() {
+    let f = Fixture::new("FROM {base}\nCOPY . /ctx/\n").await;
+    std::fs::write(f.dir.path().join("ctx/.env"), "SECRET=1\n").unwrap();
+    std::fs::write(f.dir.path().join("ctx/.dockerignore"), ".env\n").unwrap();
+    let (ok, _, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    assert_eq!(file_in_image(&f.out(), "ctx/greeting.txt").as_deref(), Some("hello\n"));
+    assert_eq!(file_in_image(&f.out(), "ctx/.env"), None);
+}
+
+#[tokio::test]
+async fn env_expands_over_the_base_image_env() {
+    let f = Fixture::new("FROM {base}\nENV PATH=/opt/bin:$PATH\nRUN echo \"$PATH\" > /path\n").await;
+    let (ok, _, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    assert_eq!(
+        file_in_image(&f.out(), "path").as_deref(),
+        Some("/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    );
+}
+
+#[tokio::test]
+async fn fifos_in_the_context_are_not_read() {
+    let f = Fixture::new("FROM {base}\nCOPY . /ctx/\n").await;
+    let fifo = f.dir.path().join("ctx/pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (ok, _, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    assert_eq!(file_in_image(&f.out(), "ctx/greeting.txt").as_deref(), Some("hello\n"));
+    assert_eq!(file_in_image(&f.out(), "ctx/pipe"), None);
+}
