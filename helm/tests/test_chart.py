@@ -287,6 +287,14 @@ def test_the_local_volume_holds_the_worker_state_and_caches_within_its_size_limi
         assert args[args.index(flag) + 1].startswith(mounts["local"] + "/")
 
 
+def test_the_worker_evicts_layers_at_the_layer_store_size_below_the_volume_limit():
+    pod = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 8, "layerStoreGiB": 5}}}))
+    volume = next(v for v in pod["volumes"] if v["name"] == "local")
+    assert volume["emptyDir"]["sizeLimit"] == "8Gi"
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--max-layer-bytes") + 1] == "5GiB"
+
+
 def test_a_size_limit_without_room_above_the_layer_store_is_refused():
     with pytest.raises(helm.HelmError) as refused:
         render({"worker": {"localStorage": {"sizeGiB": 20, "layerStoreGiB": 20}}})

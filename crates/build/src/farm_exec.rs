@@ -183,6 +183,21 @@ impl FarmExecutor {
         runtime_program: &Path,
         store: Arc<dyn Store>,
     ) -> Result<Self> {
+        Self::open_with_layer_limit(root, cache_dir, runtime, runtime_program, store, None)
+    }
+
+    /// [`Self::open`] with the local layer store's eviction threshold
+    /// (`rbk worker --max-layer-bytes`; `None`: the executor's default), so
+    /// a worker on a size-limited volume evicts layers before the volume
+    /// fills.
+    pub fn open_with_layer_limit(
+        root: &Path,
+        cache_dir: Option<&Path>,
+        runtime: RuntimeKind,
+        runtime_program: &Path,
+        store: Arc<dyn Store>,
+        layer_store_bytes: Option<u64>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|e| BuildError::io(root, e))?;
         let root = std::path::absolute(root).map_err(|e| BuildError::io(root, e))?;
         for d in ["contexts", "held-layers"] {
@@ -190,7 +205,11 @@ impl FarmExecutor {
             std::fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, e))?;
         }
         release_stale_mounts(&root.join("worker").join("steps"));
-        let executor = Executor::new(WorkerConfig::new(root.join("worker"), runtime, runtime_program))?;
+        let mut config = WorkerConfig::new(root.join("worker"), runtime, runtime_program);
+        if let Some(bytes) = layer_store_bytes {
+            config.layer_store_bytes = bytes;
+        }
+        let executor = Executor::new(config)?;
         let layout = OciLayout::create(root.join("images"))?;
         let cache_root = match cache_dir {
             Some(d) => std::path::absolute(d).map_err(|e| BuildError::io(d, e))?,

@@ -61,6 +61,11 @@ pub struct WorkerArgs {
     /// (`--until-idle 10s`).
     #[arg(long, conflicts_with = "until_idle")]
     once: bool,
+    /// Evict unused local layers (least recently used first) above this
+    /// size, e.g. 20GiB, 512MiB or a byte count; keep it below the local
+    /// volume's size so scratch space and cache dirs still fit.
+    #[arg(long, value_parser = parse_size, default_value = "20GiB")]
+    max_layer_bytes: u64,
     /// Longest wait between reconnect attempts.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     max_backoff: Duration,
@@ -82,6 +87,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n * 3600),
         _ => return Err(bad()),
     })
+}
+
+/// `<n>[B|KiB|MiB|GiB|TiB]` (binary units) → bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: expected a number of bytes, optionally followed by KiB, MiB, GiB or TiB");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?}: too large"))
 }
 
 fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -138,7 +159,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     };
     let store: Arc<dyn Store> = Arc::new(MetricsStore::new(store, backend, rbk_metrics::global().clone()));
-    let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store)
+    let exec = FarmExecutor::open_with_layer_limit(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes))
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
     config.labels = labels;
@@ -165,6 +186,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("20GiB").unwrap(), 20 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        let e = parse_size("20GB").unwrap_err();
+        assert!(e.contains("\"20GB\"") && e.contains("GiB"), "{e}");
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
+    }
 
     #[test]
     fn durations_take_a_unit() {
