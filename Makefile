@@ -15,7 +15,8 @@ demo: setup
 test: setup
 	eval "$$(deploy/dev/services.sh up)"; \
 	cargo nextest run --workspace --no-fail-fast --profile ci; \
-	venv=$$(deploy/dev/helm-tools.sh); "$$venv/bin/pytest" -q -p no:cacheprovider helm/tests deploy/tests
+	venv=$$(deploy/dev/helm-tools.sh); \
+	RBK_BIN="$${RBK_BIN:-$$(realpath $${CARGO_TARGET_DIR:-target})/debug/rbk}" "$$venv/bin/pytest" -q -p no:cacheprovider helm/tests deploy/tests
 
 setup:
 	deploy/dev/setup.sh
