@@ -108,6 +108,9 @@ struct StepState {
     tail: Vec<String>,
 }
 
+/// How long to look for a leader (an election takes about a second).
+const LEADER_PATIENCE: Duration = Duration::from_secs(30);
+
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
     let platform = farm_plan::current_platform();
@@ -153,8 +156,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
 
     let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
     rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
-    let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator)?
-        .connect()
+    // Any node of a Raft group will do: a follower names the leader, and
+    // the build goes there (the same blob store is behind every node).
+    let (channel, _leader) = rbk_coordinator::leader_channel::connect_leader(&args.coordinator, &token, LEADER_PATIENCE)
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
     let store: Arc<dyn Store> = Arc::new(rbk_coordinator::RemoteStore::new(channel.clone(), &args.coordinator, &token)?);

@@ -184,16 +184,18 @@ fn raft_leader(farm: &LocalFarm) -> (usize, Vec<String>) {
 }
 
 #[test]
-fn three_coordinators_elect_one_leader_visible_in_their_metrics_and_it_runs_a_build() {
+fn three_coordinators_elect_one_leader_visible_in_their_metrics_and_a_build_sent_to_a_follower_runs() {
     let (farm, _env, stderr) = LocalFarm::up_with(&["3"], &[("RBK_FARM_STORE", "s3")]);
     let (leader, all) = raft_leader(&farm);
     let leader_id = (leader + 1) as f64;
     for (i, text) in all.iter().enumerate() {
         assert_eq!(value(text, "rbk_raft_leader_id", &[]), leader_id, "coordinator {i} names another leader:\n{text}");
     }
-    // The submit line names coordinator 0; send the build to the leader.
+    // The submit line names coordinator 0; send the build to a FOLLOWER:
+    // it names the leader and rbk submit follows.
+    let follower = (leader + 1) % 3;
     let printed = format!("--coordinator http://127.0.0.1:{} ", farm.port);
-    let to_leader = stderr.replace(&printed, &format!("--coordinator http://127.0.0.1:{} ", farm.port + leader as u16));
+    let to_follower = stderr.replace(&printed, &format!("--coordinator http://127.0.0.1:{} ", farm.port + follower as u16));
     let before = value(&scrape(farm.port + 200 + leader as u16), "rbk_raft_commit_index", &[]);
     let mut connected = 0.0;
     for _ in 0..200 {
@@ -206,8 +208,8 @@ fn three_coordinators_elect_one_leader_visible_in_their_metrics_and_it_runs_a_bu
     // Worker i was pointed at coordinator i; followers name the leader and
     // the workers follow.
     assert_eq!(connected, 2.0, "both workers reach the leader, coordinator {leader}");
-    let out = submit_as_printed(&to_leader, &demo_context(farm.dir.path()));
-    assert!(out.status.success(), "rbk submit to the leader failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = submit_as_printed(&to_follower, &demo_context(farm.dir.path()));
+    assert!(out.status.success(), "rbk submit to follower {follower} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let text = scrape(farm.port + 200 + leader as u16);
     assert_eq!(value(&text, "rbk_builds_total", &[("result", "succeeded")]), 1.0, "{text}");
