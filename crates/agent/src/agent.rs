@@ -256,7 +256,7 @@ impl Agent {
         let broken = |why: String| Ok(SessionEnd::Broken { why, registered: false });
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return broken(format!("connecting: {e}")),
+            Err(e) => return broken(format!("connecting: {}", rbk_coordinator::client_tls::describe(&e))),
         };
         let (up, up_rx) = mpsc::unbounded_channel();
         let send = |m: Up| {

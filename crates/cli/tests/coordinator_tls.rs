@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 const TENANT: &str = "tls-test-tenant-token-0001";
+const WORKER: &str = "tls-test-worker-token-0001";
 const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 
 struct Running {
@@ -33,7 +34,7 @@ fn start_tls(name: &str) -> Running {
     std::fs::write(dir.join("tls/tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls/tls.key"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n")).unwrap();
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
     std::fs::write(
         dir.join("coordinator.toml"),
         "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[tls]\ncert = \"tls/tls.crt\"\nkey = \"tls/tls.key\"\n",
@@ -121,4 +122,47 @@ fn submit_trusting_the_ca_is_served_over_https() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts `rbk worker` against `c` and returns the first stderr line
+/// containing one of `markers` (or everything read, if it exited).
+fn worker_until(c: &Running, ca: Option<&Path>, markers: &[&str]) -> String {
+    let mut cmd = Command::new(RBK);
+    cmd.args(["worker", "--coordinator", &c.url, "--token", WORKER, "--id", "tls-worker", "--until-idle", "5s", "--state-dir"])
+        .arg(c.dir.join("worker"))
+        .arg("--runtime-path")
+        .arg(rbk_testsupport::program("runc"))
+        .env("RBK_LOG", "info")
+        .env_remove("RBK_TLS_CA")
+        .stderr(Stdio::piped());
+    if let Some(ca) = ca {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if markers.iter().any(|m| line.contains(m)) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+#[test]
+fn a_worker_trusting_the_ca_registers_over_https() {
+    let c = start_tls("worker-ok");
+    let seen = worker_until(&c, Some(&c.dir.join("ca.pem")), &["registered with", "certificate"]);
+    assert!(seen.contains("registered with"), "{seen}");
+}
+
+#[test]
+fn a_worker_without_the_ca_says_the_certificate_is_not_trusted() {
+    let c = start_tls("worker-untrusted");
+    let seen = worker_until(&c, None, &["registered with", "certificate"]);
+    assert!(seen.contains("certificate") && !seen.contains("registered with"), "{seen}");
 }

@@ -65,6 +65,37 @@ pub fn endpoint(url: &str) -> Result<Endpoint, ClientTlsError> {
     Ok(e)
 }
 
+/// `e` with its sources: tonic's connect error alone says only "transport
+/// error"; the reason (`invalid peer certificate: UnknownIssuer`,
+/// `Connection refused`) is in the chain.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.ends_with(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Whether connecting failed because the TLS handshake was refused (rustls
+/// reports an untrusted or malformed peer as `InvalidData`): retrying
+/// cannot help, unlike a refused or reset connection.
+pub fn is_refused_handshake(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn tls_config() -> ClientTlsConfig {
     let mut c = ClientTlsConfig::new();
     // A minimal container may have no system roots; then only the extra CA.

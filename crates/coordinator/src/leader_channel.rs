@@ -108,7 +108,12 @@ where
                 }
             },
             Err(e) => {
-                let m = format!("connecting to {target}: {e}");
+                let m = format!("connecting to {target}: {}", crate::client_tls::describe(&e));
+                if crate::client_tls::is_refused_handshake(&e) {
+                    // An untrusted certificate (or TLS to a plain port) does
+                    // not heal by waiting.
+                    return Err(LeaderError::Url { url: target, message: m });
+                }
                 target = url.to_owned();
                 m
             }
