@@ -152,7 +152,7 @@ bk_inject_and_build() { # N WORKLOAD TAR — the second half, timed with the bui
   printf 'FROM python-base\nRUN --mount=type=bind,source=cache.tar,target=/cache.tar --mount=type=cache,target=%s tar -C %s -xf /cache.tar\n' "$t" "$t" >"$d/Dockerfile"
   "$DOCKER" build --network host --progress=plain "$d" && bk_build "$1" "$2"
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{if(NR==0){print "-"} else if(NR%2){print a[(NR+1)/2]} else {printf "%.1f", (a[NR/2]+a[NR/2+1])/2}}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -n | awk '{a[NR]=$1} END{if(NR==0){print "-"} else if(NR%2){print a[(NR+1)/2]} else {printf "%.1f", (a[NR/2]+a[NR/2+1])/2}}'; }
 
 # ---- measure ------------------------------------------------------------
 declare -A R
