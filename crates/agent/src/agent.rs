@@ -106,7 +106,15 @@ struct Local {
     /// Results finished while disconnected.
     backlog: Vec<pw::StepResult>,
     shutdown_seen: bool,
+    /// When this session told the coordinator it drains: an assignment it
+    /// sent before reading that may still be on the way, so an idle worker
+    /// waits [`DRAIN_GRACE`] before it leaves rather than dropping it.
+    drain_sent: Option<tokio::time::Instant>,
 }
+
+/// How long a drained, idle worker keeps reading for assignments already in
+/// flight (the protocol has no drain acknowledgement yet).
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 enum SessionEnd {
     /// Drained: exit.
@@ -158,6 +166,7 @@ impl Agent {
             idle_since: Instant::now(),
             backlog: vec![],
             shutdown_seen: false,
+            drain_sent: None,
         };
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         tokio::pin!(shutdown);
@@ -279,18 +288,22 @@ impl Agent {
         for r in local.backlog.drain(..) {
             send(Up::Result(r));
         }
+        local.drain_sent = None;
         if local.draining {
             send(Up::Drain(pw::Drain {}));
+            local.drain_sent = Some(tokio::time::Instant::now());
         }
         let every = Duration::from_millis(if heartbeat_ms == 0 { 5000 } else { heartbeat_ms });
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            if local.draining && local.running.is_empty() {
+            let grace_over = local.drain_sent.map(|t| t + DRAIN_GRACE);
+            if local.draining && local.running.is_empty() && grace_over.is_some_and(|t| t <= tokio::time::Instant::now()) {
                 return Ok(self.finish(up, down).await);
             }
             let idle_deadline = self.config.until_idle.map(|d| tokio::time::Instant::from_std(local.idle_since + d));
             tokio::select! {
                 _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat {})),
+                _ = sleep_until_opt(grace_over), if local.draining && local.running.is_empty() => {}
                 m = down.message() => match m {
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx),
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Cancel(c)) })) => {
@@ -329,11 +342,13 @@ impl Agent {
                     local.shutdown_seen = true;
                     local.draining = true;
                     send(Up::Drain(pw::Drain {}));
+                    local.drain_sent = Some(tokio::time::Instant::now());
                 }
                 _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() && local.running.is_empty() && !local.draining => {
                     tracing::info!("idle for {:?}; draining", self.config.until_idle.unwrap_or_default());
                     local.draining = true;
                     send(Up::Drain(pw::Drain {}));
+                    local.drain_sent = Some(tokio::time::Instant::now());
                 }
             }
         }
