@@ -160,6 +160,10 @@ fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
     Ok(LayerRef { digest: parse("digest", &l.digest)?, diff_id: parse("diff_id", &l.diff_id)? })
 }
 
+/// What [`FarmExecutor::restore_caches`] hands back: the grants, the
+/// per-id locks held until the commit, bytes restored, each id's directory.
+type RestoredCaches = (Vec<rbk_proto::worker::MountGrant>, Vec<tokio::sync::OwnedMutexGuard<()>>, u64, Vec<(String, PathBuf)>);
+
 /// Why a step could not run or failed, as the coordinator hears it.
 struct Failure {
     message: String,
@@ -297,8 +301,23 @@ impl FarmExecutor {
             });
         }
         let where_ = format!("{} ({}:{})", step.label, step.file, step.line);
-        let parent = self.image_layers(assign, &step.parent).await?;
+        // The parent's layers are fetched and unpacked while the cache
+        // mounts are restored: on a fresh worker both are large and neither
+        // needs the other.
+        let parent_ready = async {
+            let parent = self.image_layers(assign, &step.parent).await?;
+            if matches!(step.work, Work::Step { .. }) {
+                let refs = parent.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
+                self.executor.unpack(&refs, &self.layout).await.map_err(BuildError::from)?;
+            }
+            Ok::<_, BuildError>(parent)
+        };
+        let (parent, caches) = tokio::join!(parent_ready, self.restore_caches(assign, &step, &where_));
+        let parent = parent?;
+        let (grants, _held, restored, cache_dirs) = caches?;
+        out.bytes_restored += restored;
         let mut inputs = StepInputs::default();
+        inputs.caches.extend(cache_dirs);
         for (k, v) in &assign.secrets {
             inputs.secrets.insert(k.clone(), SecretValue(v.clone()));
         }
@@ -317,36 +336,6 @@ impl FarmExecutor {
             rootfs.push(r);
         }
 
-        // Cache mounts: lock, restore the granted head, mount.
-        let mut grants = Vec::new();
-        for id in &step.cache_ids {
-            let g = assign.mounts.iter().find(|m| &m.cache_id == id).ok_or_else(|| Failure {
-                message: format!("{where_}: the coordinator granted no cache mount for id {id:?}"),
-                exit_code: -1,
-            })?;
-            grants.push(g.clone());
-        }
-        let mut keys: Vec<String> = grants.iter().map(|g| cache_key(&assign.namespace, &g.cache_id, g.slot)).collect();
-        keys.sort();
-        keys.dedup();
-        let locks: Vec<_> = keys
-            .iter()
-            .map(|k| self.cache_locks.lock().expect("cache lock map").entry(k.clone()).or_default().clone())
-            .collect();
-        let mut _held = Vec::new();
-        for l in &locks {
-            _held.push(l.clone().lock_owned().await);
-        }
-        for g in &grants {
-            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
-            let head = match g.snapshot.as_str() {
-                "" => None,
-                s => Some(s.parse::<Digest>().map_err(|e| BuildError::other(format!("cache {} head", g.cache_id), e))?),
-            };
-            let p = self.caches.prepare_head(&self.store, &key, head).await?;
-            out.bytes_restored += p.bytes_restored;
-            inputs.caches.insert(g.cache_id.clone(), self.caches.dir(&key));
-        }
 
         let outcome = match &step.work {
             Work::Mkdir { path } => mkdir_layer(&self.root.join("worker"), path)
@@ -401,6 +390,43 @@ impl FarmExecutor {
         out.layers = layers.iter().map(|l| l.blake3.clone()).collect();
         out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|e| BuildError::other(&where_, e))?;
         Ok(())
+    }
+
+    /// Cache mounts: lock each granted id on this worker, restore its head
+    /// into the local directory. Returns the grants, the held locks (kept
+    /// until the commit), bytes restored and each id's directory.
+    async fn restore_caches(&self, assign: &Assign, step: &FarmStep, where_: &str) -> std::result::Result<RestoredCaches, Failure> {
+        let mut grants = Vec::new();
+        for id in &step.cache_ids {
+            let g = assign.mounts.iter().find(|m| &m.cache_id == id).ok_or_else(|| Failure {
+                message: format!("{where_}: the coordinator granted no cache mount for id {id:?}"),
+                exit_code: -1,
+            })?;
+            grants.push(g.clone());
+        }
+        let mut keys: Vec<String> = grants.iter().map(|g| cache_key(&assign.namespace, &g.cache_id, g.slot)).collect();
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<_> = keys
+            .iter()
+            .map(|k| self.cache_locks.lock().expect("cache lock map").entry(k.clone()).or_default().clone())
+            .collect();
+        let mut held = Vec::new();
+        let (mut restored, mut dirs) = (0, Vec::new());
+        for l in &locks {
+            held.push(l.clone().lock_owned().await);
+        }
+        for g in &grants {
+            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
+            let head = match g.snapshot.as_str() {
+                "" => None,
+                s => Some(s.parse::<Digest>().map_err(|e| BuildError::other(format!("cache {} head", g.cache_id), e))?),
+            };
+            let p = self.caches.prepare_head(&self.store, &key, head).await?;
+            restored += p.bytes_restored;
+            dirs.push((g.cache_id.clone(), self.caches.dir(&key)));
+        }
+        Ok((grants, held, restored, dirs))
     }
 
     /// The layer chain of `source`, with every blob in the local layout.

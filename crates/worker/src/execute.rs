@@ -161,6 +161,13 @@ impl Executor {
         (id, dir)
     }
 
+    /// Unpacks `base` into the layer store ahead of [`Executor::execute`],
+    /// which then finds it ready: a worker overlaps this with its other
+    /// preparation (restoring cache mounts) instead of doing both in turn.
+    pub async fn unpack(&self, base: &[LayerRef], blobs: &OciLayout) -> Result<()> {
+        self.lease_all(base, blobs).await.map(drop)
+    }
+
     /// Mounts `base` read-only (for another step's `Source::Stage`).
     pub async fn mount_readonly(&self, base: &[LayerRef], blobs: &OciLayout) -> Result<ReadonlyRootfs> {
         let leases = self.lease_all(base, blobs).await?;
