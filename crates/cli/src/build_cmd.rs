@@ -4,7 +4,7 @@
 //! farm (planning, progress from the event stream, assembly).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -126,16 +126,12 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
 
     // The client's scratch space (pulled bases, staged context, the image).
     let client_dir = state_dir.join("client");
-    let mut req = PlanRequest::new(&args.context, &client_dir);
-    req.dockerfile = args.file.clone();
-    req.target = args.target.clone();
-    req.build_args = parse_build_args(&args.build_args);
-    req.insecure_registries = args.insecure.clone();
-    req.secret_ids = secrets.keys().cloned().collect();
-    for b in &args.base_images {
-        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
-        req.base_images.insert(name.to_owned(), dir.to_owned());
-    }
+    let req = plan_request(
+        &args.context,
+        &client_dir,
+        PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
+        &secrets,
+    )?;
     let mut progress = Progress::stderr(mode);
     // Before anything starts: a Dockerfile error is the user's to fix first.
     let parsed = farm_plan::parse(&req)?;
@@ -197,4 +193,34 @@ async fn build_on(
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
     let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false).await?;
     Ok((plan, result))
+}
+
+/// The `docker build` flags `rbk build` and `rbk submit` share.
+pub struct PlanFlags<'a> {
+    pub file: &'a Option<PathBuf>,
+    pub target: &'a Option<String>,
+    pub build_args: &'a [String],
+    pub insecure: &'a [String],
+    pub base_images: &'a [String],
+}
+
+/// What to plan, from the shared flags: one place for both commands, so
+/// they read a Dockerfile the same way.
+pub fn plan_request<V>(
+    context: &Path,
+    work_dir: &Path,
+    f: PlanFlags<'_>,
+    secrets: &std::collections::BTreeMap<String, V>,
+) -> anyhow::Result<PlanRequest> {
+    let mut req = PlanRequest::new(context, work_dir);
+    req.dockerfile = f.file.clone();
+    req.target = f.target.clone();
+    req.build_args = parse_build_args(f.build_args);
+    req.insecure_registries = f.insecure.to_vec();
+    req.secret_ids = secrets.keys().cloned().collect();
+    for b in f.base_images {
+        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
+        req.base_images.insert(name.to_owned(), dir.to_owned());
+    }
+    Ok(req)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use rbk_build::farm::{FarmResult, ImageSource};
 use rbk_build::farm_assemble::{self, FarmOutput};
-use rbk_build::farm_plan::{self, Plan, PlanRequest};
+use rbk_build::farm_plan::{self, Plan};
 use rbk_build::{Progress, ProgressMode};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
@@ -138,16 +138,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let secrets = farm_plan::load_secrets(&args.secrets)?;
 
     let work_dir = client_dir(&args);
-    let mut req = PlanRequest::new(&args.context, &work_dir);
-    req.dockerfile = args.file.clone();
-    req.target = args.target.clone();
-    req.build_args = crate::build_cmd::parse_build_args(&args.build_args);
-    req.insecure_registries = args.insecure.clone();
-    req.secret_ids = secrets.keys().cloned().collect();
-    for b in &args.base_images {
-        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
-        req.base_images.insert(name.to_owned(), dir.to_owned());
-    }
+    let req = crate::build_cmd::plan_request(
+        &args.context,
+        &work_dir,
+        crate::build_cmd::PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
+        &secrets,
+    )?;
     // The clock starts here, as BuildKit's does: planning (pulling bases,
     // uploading the context) is part of the build.
     let mut progress = Progress::stderr(mode);
