@@ -18,6 +18,7 @@
 
 pub mod leadership;
 pub mod node;
+mod segments;
 pub mod storage;
 pub mod transport;
 

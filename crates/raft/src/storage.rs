@@ -1,36 +1,42 @@
 //! Durable Raft storage: the log, the hard state, the membership and the
-//! latest state-machine snapshot, in two files under the data dir.
+//! latest state-machine snapshot, under the data dir.
 //!
-//! - `log`: append-only records `[kind u8][len u32 LE][checksum u32 LE]
-//!   [payload]`, the checksum being the first 4 bytes of the blake3 of kind
-//!   and payload. Kinds: an entry (prost-encoded `eraftpb::Entry`; an entry
-//!   at index `i` replaces every entry from `i` on, which is how Raft
-//!   truncates a conflicting tail), the hard state, the conf state. The
-//!   last record of a kind wins. [`DiskStorage::sync`] fsyncs; the node
-//!   calls it before any message that acknowledges what was written.
+//! - `wal-NNNNNNNNNN`: the log's records in preallocated segments
+//!   ([`crate::segments`]: format, torn-tail rules, why preallocated).
+//!   Kinds: an entry (prost-encoded `eraftpb::Entry`; an entry at index `i`
+//!   replaces every entry from `i` on, which is how Raft truncates a
+//!   conflicting tail), the hard state, the conf state, and "restart" (the
+//!   log starts over after an installed snapshot). The last record of a
+//!   kind wins. [`DiskStorage::sync`] fdatasyncs; the node calls it before
+//!   any message that acknowledges what was written.
 //! - `snapshot`: `[len u32][checksum u32][prost eraftpb::Snapshot]`, written
 //!   to a temporary file, fsynced and renamed, so it is either the old or
-//!   the new snapshot, never half of one. Taking a snapshot then rewrites
-//!   `log` (same rename dance) without the entries it covers.
+//!   the new snapshot, never half of one. Taking a snapshot then restates
+//!   the hard state and membership in the current segment and deletes the
+//!   oldest segments whose entries it covers.
 //!
-//! Recovery reads the snapshot, then replays the log; a torn record at the
-//! end (a crash mid-append) is cut off, since nothing after it was
+//! Recovery reads the snapshot, then replays the segments; a torn record at
+//! the end (a crash mid-append) is cut off, since nothing after it was
 //! acknowledged. A bad checksum anywhere else is reported, naming the file
 //! and offset.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use prost011::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
+use crate::segments::{Record, SEGMENT_BYTES, SegmentLog, checksum, record, sync_dir};
+
 const ENTRY: u8 = 1;
 const HARD_STATE: u8 = 2;
 const CONF_STATE: u8 = 3;
-const HEADER: usize = 9;
+/// Drops every entry replayed so far: the log restarts after the snapshot
+/// (written when a snapshot from the leader replaces the whole log).
+const RESTART: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -40,22 +46,8 @@ pub enum StorageError {
     Corrupt { path: String, offset: u64, message: String },
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
     move |source| StorageError::Io { path: path.display().to_string(), source }
-}
-
-fn checksum(kind: u8, payload: &[u8]) -> u32 {
-    let mut h = blake3::Hasher::new();
-    h.update(&[kind]);
-    h.update(payload);
-    u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"))
-}
-
-fn record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    out.push(kind);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(kind, payload).to_le_bytes());
-    out.extend_from_slice(payload);
 }
 
 /// The in-memory view raft-rs reads through [`raft::Storage`].
@@ -109,24 +101,24 @@ pub struct Recovered {
 pub struct DiskStorage {
     dir: PathBuf,
     core: RwLock<Core>,
-    log: std::sync::Mutex<File>,
-    /// Bytes written since the last fsync.
-    dirty: std::sync::atomic::AtomicBool,
+    /// Lock order: `core` before `log`.
+    log: Mutex<SegmentLog>,
 }
 
 impl DiskStorage {
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("log")
-    }
-
     /// Opens (or creates) the data dir. A fresh dir starts with `voters` as
     /// the membership (empty for a node that joins later).
     pub fn open(dir: &Path, voters: &[u64]) -> Result<(Self, Recovered), StorageError> {
+        Self::open_with(dir, voters, SEGMENT_BYTES)
+    }
+
+    /// [`Self::open`] with log segments of `segment_bytes` (tests cross
+    /// segment boundaries with small ones).
+    pub(crate) fn open_with(dir: &Path, voters: &[u64], segment_bytes: u64) -> Result<(Self, Recovered), StorageError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut core = Core::default();
         let snap_path = dir.join("snapshot");
-        let log_path = dir.join("log");
-        let existed = snap_path.exists() || log_path.exists();
+        let existed = snap_path.exists() || SegmentLog::exists(dir)?;
         let mut recovered = Recovered { snapshot: None, existed };
         if snap_path.exists() {
             let bytes = std::fs::read(&snap_path).map_err(io(&snap_path))?;
@@ -150,66 +142,38 @@ impl DiskStorage {
         } else if !existed {
             core.conf_state.voters = voters.to_vec();
         }
-        if log_path.exists() {
-            let mut bytes = Vec::new();
-            File::open(&log_path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(&log_path))?;
-            let mut at = 0usize;
-            while at < bytes.len() {
-                let corrupt = |m: String| StorageError::Corrupt { path: log_path.display().to_string(), offset: at as u64, message: m };
-                if bytes.len() - at < HEADER {
-                    break;
-                }
-                let kind = bytes[at];
-                let len = u32::from_le_bytes(bytes[at + 1..at + 5].try_into().expect("4")) as usize;
-                let sum = u32::from_le_bytes(bytes[at + 5..at + 9].try_into().expect("4"));
-                let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-                if checksum(kind, payload) != sum {
-                    if at + HEADER + len == bytes.len() {
-                        break; // a torn last record
+        let log = SegmentLog::open(dir, segment_bytes, |r: Record<'_>| {
+            let corrupt = |m: String| StorageError::Corrupt { path: r.path.display().to_string(), offset: r.offset, message: m };
+            match r.kind {
+                ENTRY => {
+                    let e = Entry::decode(r.payload).map_err(|e| corrupt(e.to_string()))?;
+                    if e.index > core.snap_index() {
+                        core.append(std::slice::from_ref(&e)).map_err(corrupt)?;
                     }
-                    return Err(corrupt("checksum mismatch in the middle of the log".into()));
+                    return Ok(e.index);
                 }
-                match kind {
-                    ENTRY => {
-                        let e = Entry::decode(payload).map_err(|e| corrupt(e.to_string()))?;
-                        if e.index > core.snap_index() {
-                            core.append(&[e]).map_err(corrupt)?;
-                        }
-                    }
-                    HARD_STATE => {
-                        let hs = HardState::decode(payload).map_err(|e| corrupt(e.to_string()))?;
-                        let floor = core.snap_index();
-                        core.hard_state = hs;
-                        core.hard_state.commit = core.hard_state.commit.max(floor);
-                    }
-                    CONF_STATE => core.conf_state = ConfState::decode(payload).map_err(|e| corrupt(e.to_string()))?,
-                    other => return Err(corrupt(format!("unknown record kind {other}"))),
+                HARD_STATE => {
+                    let hs = HardState::decode(r.payload).map_err(|e| corrupt(e.to_string()))?;
+                    let floor = core.snap_index();
+                    core.hard_state = hs;
+                    core.hard_state.commit = core.hard_state.commit.max(floor);
                 }
-                at += HEADER + len;
+                CONF_STATE => core.conf_state = ConfState::decode(r.payload).map_err(|e| corrupt(e.to_string()))?,
+                RESTART => core.entries.clear(),
+                other => return Err(corrupt(format!("unknown record kind {other}"))),
             }
-            if at < bytes.len() {
-                tracing::warn!(path = %log_path.display(), offset = at, "cutting off a torn record at the end of the raft log");
-                let f = OpenOptions::new().write(true).open(&log_path).map_err(io(&log_path))?;
-                f.set_len(at as u64).map_err(io(&log_path))?;
-                f.sync_all().map_err(io(&log_path))?;
-            }
-        }
+            Ok(0)
+        })?;
         // Entries the commit index cannot reach (a lost tail) are harmless:
         // the leader overwrites them. A commit beyond the log is not.
         if core.hard_state.commit > core.last_index() {
             return Err(StorageError::Corrupt {
-                path: log_path.display().to_string(),
+                path: dir.display().to_string(),
                 offset: 0,
                 message: format!("commit index {} is beyond the last entry {}", core.hard_state.commit, core.last_index()),
             });
         }
-        let file = OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
-        let s = Self {
-            dir: dir.to_owned(),
-            core: RwLock::new(core),
-            log: std::sync::Mutex::new(file),
-            dirty: Default::default(),
-        };
+        let s = Self { dir: dir.to_owned(), core: RwLock::new(core), log: Mutex::new(log) };
         if !existed {
             let cs = s.rl().conf_state.clone();
             s.set_conf_state(&cs)?;
@@ -226,11 +190,12 @@ impl DiskStorage {
         self.core.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_log(&self) -> MutexGuard<'_, SegmentLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn write(&self, buf: &[u8]) -> Result<(), StorageError> {
-        let path = self.log_path();
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).write_all(buf).map_err(io(&path))?;
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        self.lock_log().write(buf, 0)
     }
 
     /// Appends entries (replacing any from the first one's index on).
@@ -239,8 +204,9 @@ impl DiskStorage {
         for e in ents {
             record(&mut buf, ENTRY, &e.encode_to_vec());
         }
-        self.write(&buf)?;
-        self.wl().append(ents).map_err(|m| StorageError::Corrupt { path: self.log_path().display().to_string(), offset: 0, message: m })
+        let max = ents.iter().map(|e| e.index).max().unwrap_or(0);
+        self.lock_log().write(&buf, max)?;
+        self.wl().append(ents).map_err(|m| StorageError::Corrupt { path: self.dir.display().to_string(), offset: 0, message: m })
     }
 
     pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StorageError> {
@@ -276,11 +242,7 @@ impl DiskStorage {
 
     /// Makes everything written so far durable.
     pub fn sync(&self) -> Result<(), StorageError> {
-        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            let path = self.log_path();
-            self.log.lock().unwrap_or_else(|e| e.into_inner()).sync_data().map_err(io(&path))?;
-        }
-        Ok(())
+        self.lock_log().sync()
     }
 
     /// Index of the latest snapshot (0: none).
@@ -310,14 +272,22 @@ impl DiskStorage {
         c.hard_state.term = c.hard_state.term.max(meta.term);
         c.conf_state = meta.get_conf_state().clone();
         c.snapshot = snap;
-        self.rewrite_log(&c)
+        // A fresh segment that starts over; the old ones go once it is durable.
+        let mut log = self.lock_log();
+        log.roll(0)?;
+        let mut buf = Vec::new();
+        record(&mut buf, RESTART, &[]);
+        restate(&mut buf, &c);
+        log.write(&buf, 0)?;
+        log.sync()?;
+        log.drop_older()
     }
 
     /// Takes a snapshot at `index` (applied, in the log) holding `data`,
     /// and drops the entries it covers.
     pub fn compact(&self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
         let term = raft::Storage::term(self, index).map_err(|e| StorageError::Corrupt {
-            path: self.log_path().display().to_string(),
+            path: self.dir.display().to_string(),
             offset: 0,
             message: format!("term of entry {index}: {e}"),
         })?;
@@ -329,7 +299,19 @@ impl DiskStorage {
         let drop = drop.min(c.entries.len());
         c.entries.drain(..drop);
         c.snapshot = snap;
-        self.rewrite_log(&c)
+        // The segments the snapshot covers may hold the latest hard state
+        // and membership: restate them before deleting those segments.
+        let mut log = self.lock_log();
+        let mut buf = Vec::new();
+        restate(&mut buf, &c);
+        log.write(&buf, 0)?;
+        log.sync()?;
+        log.drop_through(index)
+    }
+
+    /// The log's segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.lock_log().paths()
     }
 
     fn write_snapshot(&self, snap: &Snapshot) -> Result<(), StorageError> {
@@ -341,24 +323,11 @@ impl DiskStorage {
         replace_file(&self.dir, "snapshot", &bytes)
     }
 
-    fn rewrite_log(&self, c: &Core) -> Result<(), StorageError> {
-        let mut buf = Vec::new();
-        record(&mut buf, HARD_STATE, &c.hard_state.encode_to_vec());
-        record(&mut buf, CONF_STATE, &c.conf_state.encode_to_vec());
-        for e in &c.entries {
-            record(&mut buf, ENTRY, &e.encode_to_vec());
-        }
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        replace_file(&self.dir, "log", &buf)?;
-        let path = self.log_path();
-        *log = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
-        self.dirty.store(false, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+fn restate(buf: &mut Vec<u8>, c: &Core) {
+    record(buf, HARD_STATE, &c.hard_state.encode_to_vec());
+    record(buf, CONF_STATE, &c.conf_state.encode_to_vec());
 }
 
 /// Writes `name` in `dir` atomically and durably.
@@ -440,6 +409,7 @@ mod tests {
     use raft::Storage;
 
     use super::*;
+    use crate::segments::HEADER;
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
         Entry { index, term, data: data.as_bytes().to_vec(), ..Default::default() }
@@ -479,19 +449,83 @@ mod tests {
         assert_eq!(s.term(2).unwrap(), 2);
     }
 
+    /// The segment being written and the byte range of the record whose
+    /// payload contains `needle`.
+    fn find(dir: &Path, needle: &[u8]) -> (PathBuf, std::ops::Range<usize>) {
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("wal-"))
+            .collect();
+        segs.sort();
+        for seg in segs.into_iter().rev() {
+            let bytes = std::fs::read(&seg).unwrap();
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                // An entry's payload ends with its data; walk back to the header.
+                let mut start = 0;
+                loop {
+                    let len = u32::from_le_bytes(bytes[start + 1..start + 5].try_into().unwrap()) as usize;
+                    if start + HEADER + len > at {
+                        return (seg, start..start + HEADER + len);
+                    }
+                    start += HEADER + len;
+                }
+            }
+        }
+        panic!("no record holds {needle:?}")
+    }
+
+    fn overwrite(path: &Path, at: usize, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at as u64).unwrap();
+    }
+
+    const SMALL: u64 = 4096;
+
     #[test]
-    fn a_torn_last_record_is_cut_off() {
+    fn a_torn_last_record_in_a_preallocated_segment_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "t".repeat(1500);
+        {
+            let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
+            s.append(&[entry(1, 1, "a"), entry(2, 1, &big)]).unwrap();
+            s.sync().unwrap();
+        }
+        // A multi-sector write of which only the first sector reached the disk.
+        let (seg, rec) = find(dir.path(), big.as_bytes());
+        let first_sector_end = (rec.start / 512 + 1) * 512;
+        overwrite(&seg, first_sector_end, &vec![0; rec.end - first_sector_end]);
+        let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 1);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), SEGMENT_BYTES, "the segment stays preallocated");
+        s.append(&[entry(2, 2, "c")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
+        assert_eq!((s.last_index().unwrap(), s.term(2).unwrap()), (2, 2));
+    }
+
+    #[test]
+    fn a_zeroed_tail_ends_the_log_and_stale_records_after_it_never_come_back() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
-            s.append(&[entry(1, 1, "a"), entry(2, 1, "b")]).unwrap();
+            s.append(&[entry(1, 1, "one"), entry(2, 1, "two"), entry(3, 1, "three")]).unwrap();
             s.sync().unwrap();
         }
-        let log = dir.path().join("log");
-        let len = std::fs::metadata(&log).unwrap().len();
-        OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 1).unwrap();
+        // The unsynced batch's pages landed out of order: entry 2 never
+        // reached the disk, entry 3 did.
+        let (seg, rec) = find(dir.path(), b"two");
+        overwrite(&seg, rec.start, &vec![0; rec.len()]);
         let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
         assert_eq!(s.last_index().unwrap(), 1);
+        // A record of the same length where entry 2 was: entry 3's stale
+        // bytes, right after it, must not be read on the next start.
+        s.append(&[entry(2, 2, "owt")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let (s, _) = DiskStorage::open(dir.path(), &[1]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 2);
     }
 
     #[test]
@@ -502,13 +536,130 @@ mod tests {
             s.append(&[entry(1, 1, "aaaa"), entry(2, 1, "bbbb")]).unwrap();
             s.sync().unwrap();
         }
-        let log = dir.path().join("log");
-        let mut bytes = std::fs::read(&log).unwrap();
-        let at = bytes.windows(4).position(|w| w == b"aaaa").unwrap();
-        bytes[at] = b'x';
-        std::fs::write(&log, bytes).unwrap();
+        let (seg, rec) = find(dir.path(), b"aaaa");
+        overwrite(&seg, rec.end - 1, b"x");
         let e = DiskStorage::open(dir.path(), &[1]).err().unwrap().to_string();
-        assert!(e.contains("log") && e.contains("checksum"), "{e}");
+        assert!(e.contains("wal-0000000001") && e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn the_log_continues_into_the_next_segment_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = "d".repeat(300);
+        {
+            let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+            for i in 1..=40 {
+                s.append(&[entry(i, 1, &data)]).unwrap();
+                s.sync().unwrap();
+            }
+            s.set_hard_state(&HardState { term: 1, vote: 1, commit: 40 }).unwrap();
+            s.sync().unwrap();
+            assert!(s.segment_paths().len() >= 3, "{:?}", s.segment_paths());
+        }
+        let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 40));
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 40);
+        assert_eq!(s.entries(17, 18, None, GetEntriesContext::empty(false)).unwrap()[0].data, data.as_bytes());
+    }
+
+    #[test]
+    fn a_record_bigger_than_a_segment_gets_a_segment_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = "h".repeat(3 * SMALL as usize);
+        {
+            let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+            s.append(&[entry(1, 1, "a"), entry(2, 1, &huge)]).unwrap();
+            s.append(&[entry(3, 1, "c")]).unwrap();
+            s.sync().unwrap();
+        }
+        let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+        assert_eq!(s.last_index().unwrap(), 3);
+        assert_eq!(s.entries(2, 3, None, GetEntriesContext::empty(false)).unwrap()[0].data.len(), huge.len());
+    }
+
+    #[test]
+    fn a_corrupt_record_in_a_full_segment_is_an_error_even_if_it_looks_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = "e".repeat(1500);
+        {
+            let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+            for i in 1..=6 {
+                s.append(&[entry(i, 1, &format!("{i}{data}"))]).unwrap();
+            }
+            s.sync().unwrap();
+            assert!(s.segment_paths().len() >= 2);
+        }
+        let (seg, rec) = find(dir.path(), format!("1{data}").as_bytes());
+        assert!(seg.ends_with("wal-0000000001"));
+        overwrite(&seg, rec.end - 600, &[0; 600]);
+        let e = DiskStorage::open_with(dir.path(), &[1], SMALL).err().unwrap().to_string();
+        assert!(e.contains("wal-0000000001") && e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn compaction_deletes_the_segments_it_covers_and_a_restart_sees_snapshot_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = "c".repeat(300);
+        {
+            let (s, _) = DiskStorage::open_with(dir.path(), &[1, 2], SMALL).unwrap();
+            s.set_hard_state(&HardState { term: 3, vote: 2, commit: 0 }).unwrap();
+            s.append(&(1..=40).map(|i| entry(i, 3, &data)).collect::<Vec<_>>()).unwrap();
+            for i in 41..=60 {
+                s.append(&[entry(i, 3, &data)]).unwrap();
+            }
+            s.set_commit(60).unwrap();
+            s.sync().unwrap();
+            let before = s.segment_paths();
+            s.compact(55, b"state@55".to_vec()).unwrap();
+            let after = s.segment_paths();
+            assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+            assert!(before.iter().filter(|p| !after.contains(p)).all(|p| !p.exists()));
+        }
+        let (s, r) = DiskStorage::open_with(dir.path(), &[9], SMALL).unwrap();
+        assert_eq!(r.snapshot, Some((55, b"state@55".to_vec())));
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (56, 60));
+        let st = s.initial_state().unwrap();
+        assert_eq!((st.hard_state.term, st.hard_state.vote, st.hard_state.commit), (3, 2, 60));
+        assert_eq!(st.conf_state.voters, vec![1, 2]);
+    }
+
+    #[test]
+    fn an_installed_snapshot_leaves_no_stale_entries_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+            s.append(&(1..=30).map(|i| entry(i, 1, "old")).collect::<Vec<_>>()).unwrap();
+            s.sync().unwrap();
+            let mut snap = Snapshot { data: b"sm@20".to_vec(), ..Default::default() };
+            snap.metadata = Some(SnapshotMetadata { conf_state: Some(ConfState { voters: vec![1], ..Default::default() }), index: 20, term: 4 });
+            s.apply_snapshot(snap).unwrap();
+            assert_eq!(s.segment_paths().len(), 1);
+        }
+        let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (21, 20));
+    }
+
+    #[test]
+    fn a_data_dir_with_the_old_single_log_file_is_read_and_compacted_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        record(&mut buf, CONF_STATE, &ConfState { voters: vec![1], ..Default::default() }.encode_to_vec());
+        for i in 1..=3 {
+            record(&mut buf, ENTRY, &entry(i, 1, "legacy").encode_to_vec());
+        }
+        record(&mut buf, HARD_STATE, &HardState { term: 1, vote: 1, commit: 3 }.encode_to_vec());
+        buf.extend_from_slice(&[ENTRY, 200, 0]); // a torn last record, as the old format had them
+        std::fs::write(dir.path().join("log"), &buf).unwrap();
+        let (s, r) = DiskStorage::open(dir.path(), &[7]).unwrap();
+        assert!(r.existed);
+        assert_eq!((s.last_index().unwrap(), s.initial_state().unwrap().conf_state.voters), (3, vec![1]));
+        s.append(&[entry(4, 1, "new")]).unwrap();
+        s.sync().unwrap();
+        s.compact(3, b"state@3".to_vec()).unwrap();
+        assert!(!dir.path().join("log").exists());
+        drop(s);
+        let (s, _) = DiskStorage::open(dir.path(), &[7]).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (4, 4));
     }
 
     #[test]
