@@ -3,10 +3,13 @@
 //!
 //! One task owns the loop; each assignment runs in a task of its own and
 //! reports through one channel (log lines, then its result), so the loop
-//! never waits on a step. While disconnected, finished results are kept
-//! and sent first on the next session (the coordinator ignores results of
-//! assignments it has already given to someone else); log lines of that
-//! gap are dropped.
+//! never waits on a step. Running steps outlive a broken session. While
+//! disconnected, finished results are kept and sent first on the next
+//! session (the coordinator ignores results of assignments it has already
+//! given to someone else); log lines of that gap are dropped. Every
+//! registration names the assignments the worker still holds (running, or
+//! finished with the result not yet sent), so a new coordinator leader
+//! keeps those steps here instead of running them again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -100,11 +103,13 @@ enum Event {
 
 /// What the loop keeps across sessions.
 struct Local {
-    running: HashMap<String, AbortHandle>,
+    /// By assignment id: the step's task and what registration reports.
+    running: HashMap<String, (AbortHandle, pw::HeldAssignment)>,
     draining: bool,
     idle_since: Instant,
-    /// Results finished while disconnected.
-    backlog: Vec<pw::StepResult>,
+    /// Results finished while disconnected (with what registration
+    /// reports about them, when known).
+    backlog: Vec<(Option<pw::HeldAssignment>, pw::StepResult)>,
     shutdown_seen: bool,
     /// When this session told the coordinator it drains: an assignment it
     /// sent before reading that may still be on the way, so an idle worker
@@ -223,9 +228,9 @@ impl Agent {
                             }
                             Some(ev) = ev_rx.recv() => {
                                 if let Event::Done(r) = ev {
-                                    local.running.remove(&r.assignment_id);
+                                    let held = local.running.remove(&r.assignment_id).map(|(_, h)| h);
                                     local.idle_since = Instant::now();
-                                    local.backlog.push(r);
+                                    local.backlog.push((held, r));
                                 }
                             }
                         }
@@ -235,7 +240,10 @@ impl Agent {
         }
     }
 
-    fn register(&self) -> pw::Register {
+    fn register(&self, local: &Local) -> pw::Register {
+        let mut running: Vec<pw::HeldAssignment> = local.running.values().map(|(_, h)| h.clone()).collect();
+        running.extend(local.backlog.iter().filter_map(|(h, _)| h.clone()));
+        running.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         pw::Register {
             worker_id: self.config.worker_id.clone(),
@@ -249,6 +257,7 @@ impl Agent {
                 .into_iter()
                 .map(|h| pw::HeldSnapshot { namespace: h.namespace, cache_id: h.cache_id, slot: h.slot, snapshot: h.snapshot.to_string() })
                 .collect(),
+            running,
         }
     }
 
@@ -271,7 +280,7 @@ impl Agent {
         let send = |m: Up| {
             let _ = up.send(pw::WorkerMessage { msg: Some(m) });
         };
-        send(Up::Register(self.register()));
+        send(Up::Register(self.register(local)));
         let mut req = Request::new(UnboundedReceiverStream::new(up_rx));
         req.metadata_mut().insert("authorization", auth.clone());
         let mut down = match WorkerClient::new(channel).session(req).await {
@@ -285,7 +294,7 @@ impl Agent {
         };
         tracing::info!(worker = %self.config.worker_id, "registered with {}", self.config.coordinator);
         let registered = |why: String| Ok(SessionEnd::Broken { why, registered: true });
-        for r in local.backlog.drain(..) {
+        for (_, r) in local.backlog.drain(..) {
             send(Up::Result(r));
         }
         local.drain_sent = None;
@@ -307,7 +316,7 @@ impl Agent {
                 m = down.message() => match m {
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx),
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Cancel(c)) })) => {
-                        if let Some(h) = local.running.remove(&c.assignment_id) {
+                        if let Some((h, _)) = local.running.remove(&c.assignment_id) {
                             // Dropping the step's future kills its container
                             // (the runtime deletes it on drop).
                             h.abort();
@@ -381,6 +390,7 @@ impl Agent {
     fn start(&self, a: pw::Assign, local: &mut Local, ev_tx: &mpsc::UnboundedSender<Event>) {
         let id = a.assignment_id.clone();
         tracing::info!(assignment = %id, build = %a.build_id, step = %a.step_id, attempt = a.attempt, "assigned");
+        let held = pw::HeldAssignment { assignment_id: id.clone(), build_id: a.build_id.clone(), step_id: a.step_id.clone(), attempt: a.attempt };
         let (exec, tx, permits) = (self.exec.clone(), ev_tx.clone(), self.permits.clone());
         let h = tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
@@ -402,7 +412,7 @@ impl Agent {
             }
             let _ = tx.send(Event::Done(r));
         });
-        local.running.insert(id, h.abort_handle());
+        local.running.insert(id, (h.abort_handle(), held));
     }
 }
 

@@ -122,6 +122,13 @@ pub struct Plan {
     pub graph_steps: usize,
     /// What planning put into the store, for progress lines.
     pub uploads: Uploads,
+    /// One progress line per FROM of the stages the target needs
+    /// (`[1/3] FROM python-base@sha256:…`), as BuildKit prints them: the
+    /// base is resolved at planning, so these steps are done before any
+    /// worker runs.
+    pub from_lines: Vec<String>,
+    /// How long resolving (and pulling) the bases took.
+    pub resolve_took: std::time::Duration,
 }
 
 /// What planning sent to the farm's store (a second submit of the same
@@ -157,7 +164,9 @@ impl Parsed {
         let src = req.source();
         std::fs::create_dir_all(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
         let layout = OciLayout::create(req.work_dir.join("images"))?;
+        let t0 = std::time::Instant::now();
         let resolved = self.inner.resolve(&src, &layout).await?;
+        let resolve_took = t0.elapsed();
 
         let mut uploads = Uploads::default();
         let mut base_layers = HashMap::new();
@@ -202,8 +211,29 @@ impl Parsed {
             file_name: self.inner.file_name.clone(),
             graph_steps: resolved.graph.steps.len(),
             uploads,
+            from_lines: from_lines(&resolved.graph, &resolved.bases, &self.inner.file_name),
+            resolve_took,
         })
     }
+}
+
+/// The FROM steps' labels, with the digest each base resolved to.
+fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for step in &graph.steps {
+        match &step.kind {
+            df::StepKind::Image { reference, .. } => {
+                let text = label(graph, step, file).text;
+                match bases.get(reference) {
+                    Some(image) if !text.contains('@') => lines.push(format!("{text}@{}", image.manifest_descriptor.digest)),
+                    _ => lines.push(text),
+                }
+            }
+            df::StepKind::Scratch => lines.push(label(graph, step, file).text),
+            _ => {}
+        }
+    }
+    lines
 }
 
 /// Where the client notes the last snapshot of a context directory.

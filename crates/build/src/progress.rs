@@ -116,6 +116,14 @@ impl Progress {
         }
     }
 
+    /// The FROM lines of a plan, numbered after its `steps` nodes (plain
+    /// mode's `#N` must not collide with theirs).
+    pub fn bases(&self, steps: usize, lines: &[String], took: Duration) {
+        for (i, l) in lines.iter().enumerate() {
+            self.resolved(steps + 1 + i, l, took);
+        }
+    }
+
     pub fn failed(&self, n: usize, label: &str, tail: &[String]) {
         let prefix = if self.mode == ProgressMode::Plain {
             format!("#{n} ")

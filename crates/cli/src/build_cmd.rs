@@ -168,6 +168,7 @@ async fn build_on(
 ) -> anyhow::Result<(Plan, Option<FarmResult>)> {
     let plan = parsed.plan(req, store).await?;
     progress.set_total(plan.steps.len());
+    progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
     if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.
         return Ok((plan, None));

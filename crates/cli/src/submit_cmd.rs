@@ -172,6 +172,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     ));
     progress.set_total(plan.steps.len());
+    progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
 
     let result = if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.

@@ -122,7 +122,8 @@ impl Fixture {
 
 /// Steps that ran and steps that were CACHED, from plain progress.
 fn counts(progress: &str) -> (usize, usize) {
-    let ran = progress.lines().filter(|l| l.starts_with('#') && l.contains(" DONE ")).count();
+    // `#N DONE 0.1s` (a step that ran), not `#N [1/3] FROM … DONE 0.0s`.
+    let ran = progress.lines().filter(|l| l.starts_with('#') && l.split(' ').nth(1) == Some("DONE")).count();
     let cached = progress.lines().filter(|l| l.starts_with('#') && l.contains(" CACHED ")).count();
     (ran, cached)
 }
@@ -170,6 +171,15 @@ async fn first_build_runs_the_cache_mount_step_and_copies_the_context_file() {
     assert_eq!(file_in_image(&f.out(), "count").as_deref(), Some("1\n"));
     assert_eq!(file_in_image(&f.out(), "greeting.txt").as_deref(), Some("hello\n"));
     assert!(progress.contains("[+] Building ") && progress.contains("(2/2) FINISHED"), "{progress}");
+}
+
+#[tokio::test]
+async fn progress_shows_the_from_line_with_the_resolved_digest() {
+    let f = Fixture::new(DOCKERFILE).await;
+    let (ok, _, progress) = f.build(&[]);
+    assert!(ok, "{progress}");
+    let from = progress.lines().find(|l| l.contains(" [1/3] FROM ")).unwrap_or_else(|| panic!("no FROM line:\n{progress}"));
+    assert!(from.contains("@sha256:") && from.contains(" DONE "), "{from}");
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@
 //! max_attempts = 3
 //! ```
 
+//! readopt_grace_ms = 10000        # after a leader change: how long a step stays
+//!                                 # on the worker running it, awaiting its return
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,6 +130,7 @@ impl Default for SchedulerSection {
         let d = SchedulerConfig::default();
         Self {
             heartbeat_ms: d.heartbeat_interval.as_millis() as u64,
+    pub readopt_grace_ms: u64,
             worker_timeout_ms: d.worker_timeout.as_millis() as u64,
             max_attempts: d.max_attempts,
             lease_ttl_ms: d.lease_ttl.as_millis() as u64,
@@ -138,6 +141,7 @@ impl Default for SchedulerSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading coordinator config {path}: {source}")]
+            readopt_grace_ms: d.readopt_grace.as_millis() as u64,
     Read { path: String, source: std::io::Error },
     #[error("coordinator config {path}: {message}")]
     Invalid { path: String, message: String },
@@ -188,6 +192,8 @@ impl CoordinatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+            readopt_grace: Duration::from_millis(s.readopt_grace_ms),
+            ..SchedulerConfig::default()
 
     #[test]
     fn relative_paths_resolve_against_the_config_file() {

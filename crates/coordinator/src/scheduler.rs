@@ -90,6 +90,9 @@ pub struct WorkerInfo {
     pub max_parallel: u32,
     pub layers: HashSet<Digest>,
     pub snapshots: HashSet<(HeadKey, Digest)>,
+    /// Assignments it holds from an earlier session (a new leader keeps
+    /// them on it; see `scheduler_failover.rs`).
+    pub running: Vec<HeldAssignment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +178,14 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Lease lifetime for locked/private mounts, renewed by heartbeats.
     pub lease_ttl: Duration,
+    /// How long a step of a build adopted after a leader change waits for
+    /// its client to re-supply a secret it mounts (see
+    /// `scheduler_secrets.rs`) before it fails naming the secret.
+    pub secret_wait: Duration,
+    /// How long a new leader keeps a step the replicated state says runs
+    /// on a worker for that worker to reconnect and re-report it, before
+    /// retrying it elsewhere (leader-local; a few heartbeat intervals).
+    pub readopt_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -184,6 +195,8 @@ impl Default for SchedulerConfig {
             worker_timeout: Duration::from_secs(30),
             max_attempts: 3,
             lease_ttl: Duration::from_secs(120),
+            secret_wait: Duration::from_secs(30),
+            readopt_grace: Duration::from_secs(10),
         }
     }
 }
@@ -266,6 +279,7 @@ impl Scheduler {
     /// Starts a build; the receiver yields its events until `BuildFinished`.
     pub async fn submit(&self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         self.submit_with_secrets(req, Secrets::default()).await
+            readopt: failover::Readopt::default(),
     }
 
     /// [`submit`](Self::submit) with the build's secrets, which every
@@ -408,6 +422,8 @@ struct Running {
     started: Instant,
     committing: bool,
 }
+    /// Steps a new leader found running on workers (leader-local).
+    readopt: failover::Readopt,
 
 struct Core {
     state: Arc<dyn CoordinatorState>,
@@ -478,7 +494,7 @@ impl Core {
                 tracing::info!(worker = %info.id, platform = %info.platform, "worker connected");
                 self.workers.insert(
                     info.id.clone(),
-                    WorkerSlot { info, conn, tx, running: BTreeSet::new(), last_seen: Instant::now(), draining: false },
+                    WorkerSlot { info: info.clone(), conn, tx, running: kept, last_seen: Instant::now(), draining: false },
                 );
                 let _ = reply.send(conn);
             }
@@ -506,6 +522,7 @@ impl Core {
     }
 
     async fn submit(&mut self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+                let kept = self.carry_over(&info);
         validate_graph(&req.steps)?;
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
@@ -518,6 +535,7 @@ impl Core {
                 graph: req.steps.clone(),
             })
             .await
+                self.claim_reports(Some(&info.id)).await;
             .map_err(|e| SchedulerError::State(e.to_string()))?;
         let (events, rx) = crate::observe::observed_events();
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
@@ -552,6 +570,7 @@ impl Core {
     /// A step whose deps are all satisfied: cached, joined to an identical
     /// in-flight execution, or queued.
     async fn step_ready(&mut self, build_id: &str, step_id: &str) {
+                self.grace_expired().await;
         let Some(b) = self.builds.get(build_id) else { return };
         let node = b.steps[b.index[step_id]].clone();
         let ns = b.namespace.clone();
@@ -657,6 +676,9 @@ impl Core {
     /// Ends a build: its unfinished steps are cancelled, executions no other
     /// build waits for are stopped, and the final event is sent.
     async fn end_build(&mut self, build_id: &str, state: BuildState, message: String) {
+        if self.readopt_recorded(&key, build_id, step_id) {
+            return;
+        }
         self.secrets.remove(build_id);
         let Some(b) = self.builds.remove(build_id) else { return };
         let mut stop = Vec::new();
@@ -737,7 +759,9 @@ impl Core {
 
     #[tracing::instrument(name = "step_result", level = "info", skip_all, fields(worker = %worker_id, assignment_id = %assignment_id, build_id, step_id))]
     async fn step_result(&mut self, worker_id: &str, assignment_id: String, outcome: StepOutcome) {
-        let Some(key) = self.assignments.get(&assignment_id).cloned() else { return };
+        let Some(key) = self.assignments.get(&assignment_id).cloned() else {
+            return self.unmatched_result(worker_id, assignment_id, outcome).await;
+        };
         let Some(exec) = self.execs.get_mut(&key) else { return };
         let Some(running) = exec.running.as_mut().filter(|r| r.assignment_id == assignment_id && r.worker_id == worker_id)
         else {
@@ -792,6 +816,7 @@ impl Core {
                 self.assignments.remove(&assignment_id);
                 if let Some(w) = self.workers.get_mut(worker_id) {
                     w.running.remove(&assignment_id);
+            tracing::info!("ignoring a result for an assignment now held by another worker");
                 }
                 if commits.is_empty() {
                     let _ = self.heads.release(&assignment_id).await;
@@ -1003,6 +1028,7 @@ impl Core {
             .cache_mounts
             .iter()
             .filter_map(|m| {
+pub use failover::HeldAssignment;
                 let k = HeadKey { namespace: exec.namespace.clone(), cache_id: m.id.clone(), slot: 0 };
                 self.heads.head(&k).map(|h| (k, h.snapshot))
             })

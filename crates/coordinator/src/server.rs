@@ -347,6 +347,16 @@ fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
             })
         })
         .collect::<Result<_, String>>()?;
+        running: r
+            .running
+            .into_iter()
+            .map(|h| crate::scheduler::HeldAssignment {
+                assignment_id: h.assignment_id,
+                build_id: h.build_id,
+                step_id: h.step_id,
+                attempt: h.attempt,
+            })
+            .collect(),
     if !r.ok {
         return Ok(StepOutcome::Failed { message: r.message, exit_code: r.exit_code, commits });
     }

@@ -49,6 +49,29 @@ impl StepResult {
     }
 }
 
+/// What a new coordinator leader did with a step the replicated state
+/// said was running on a worker: `kept` (the worker came back and
+/// re-reported it), `retried` (it did not, within the grace period), or a
+/// result it `ignored` (an assignment it does not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Readopted {
+    Kept,
+    Retried,
+    Ignored,
+}
+
+impl Readopted {
+    pub const ALL: [Readopted; 3] = [Readopted::Kept, Readopted::Retried, Readopted::Ignored];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readopted::Kept => "kept",
+            Readopted::Retried => "retried",
+            Readopted::Ignored => "ignored",
+        }
+    }
+}
+
 /// Which cache answered (or failed to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheKind {

@@ -25,7 +25,7 @@ pub mod store;
 use std::sync::OnceLock;
 
 pub use endpoint::{EndpointError, MetricsServer, serve};
-pub use labels::{BuildResult, CacheKind, StepResult, StoreOp};
+pub use labels::{BuildResult, CacheKind, Readopted, StepResult, StoreOp};
 pub use registry::{Metrics, RunningStep};
 pub use store::MetricsStore;
 

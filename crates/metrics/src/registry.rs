@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::labels::{
-    BuildResult, CacheKind, CacheLabels, DirectionLabels, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
+    BuildResult, CacheKind, CacheLabels, DirectionLabels, Readopted, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
 };
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -47,6 +47,7 @@ struct Inner {
     build_duration: HistogramFamily<ResultLabels>,
     builds_running: Gauge,
     steps: Family<ResultLabels, Counter>,
+    steps_readopted: Family<ResultLabels, Counter>,
     step_duration: Histogram,
     steps_running: Gauge,
     queue_depth: Gauge,
@@ -99,6 +100,12 @@ impl Metrics {
             "rbk_steps",
             "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)",
             steps.clone(),
+        );
+        let steps_readopted = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "rbk_steps_readopted",
+            "Steps a new coordinator leader found running on a worker, by result: kept (the worker re-reported it), retried (it did not come back in the grace period), ignored (a result for an assignment the leader does not know)",
+            steps_readopted.clone(),
         );
         let step_duration = duration_histogram();
         r.register("rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", step_duration.clone());
@@ -169,6 +176,9 @@ impl Metrics {
         for s in StepResult::ALL {
             let _ = steps.get_or_create(&ResultLabels { result: s.as_str() });
         }
+        for s in Readopted::ALL {
+            let _ = steps_readopted.get_or_create(&ResultLabels { result: s.as_str() });
+        }
         for s in [StepResult::Done, StepResult::Failed] {
             let _ = worker_steps.get_or_create(&ResultLabels { result: s.as_str() });
         }
@@ -184,6 +194,7 @@ impl Metrics {
                 build_duration,
                 builds_running,
                 steps,
+                steps_readopted,
                 step_duration,
                 steps_running,
                 queue_depth,
@@ -221,6 +232,11 @@ impl Metrics {
     /// One step of one build reached `result` (or was retried).
     pub fn step(&self, result: StepResult) {
         self.inner.steps.get_or_create(&ResultLabels { result: result.as_str() }).inc();
+    }
+
+    /// What a new leader did with a step found running on a worker.
+    pub fn step_readopted(&self, result: Readopted) {
+        self.inner.steps_readopted.get_or_create(&ResultLabels { result: result.as_str() }).inc();
     }
 
     /// A step that ran succeeded after `duration`.

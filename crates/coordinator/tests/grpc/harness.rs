@@ -122,6 +122,7 @@ impl Farm {
             resources: Some(pw::Resources { cpus: 2, memory_bytes: 1 << 30, max_parallel }),
             layers: vec![],
             snapshots,
+            running: vec![],
         };
         let (tx, mut down) = open_session(self, WORKER, register).await.unwrap();
         let first = timeout(WAIT, down.message()).await.unwrap().unwrap().unwrap();
