@@ -1,6 +1,6 @@
 //! `rbk bench raft`: committed coordinator commands per second and commit
 //! latency (propose on the leader → committed on a quorum, fsynced, applied
-//! on the leader) for 1- and 3-node Raft clusters on 127.0.0.1. The nodes
+//! on the leader) for 1-, 3- and 5-node Raft clusters on 127.0.0.1. The nodes
 //! run in this process but talk over real gRPC and fsync to real files.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use rbk_raft::RaftState;
 #[derive(Args)]
 pub struct RaftBenchArgs {
     /// Cluster sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
     nodes: Vec<u64>,
     /// Commands per measurement.
     #[arg(long, default_value_t = 3000)]
@@ -32,10 +32,18 @@ pub struct RaftBenchArgs {
     /// (bench/raft-soak.sh).
     #[arg(long)]
     soak_kills: Option<usize>,
+    /// Instead: the cost of one durable 100–500-byte append on the disk
+    /// under --dir, by method (fsync, fdatasync, preallocated, O_DSYNC,
+    /// O_DIRECT), --commands appends each.
+    #[arg(long)]
+    fsync_probe: bool,
 }
 
 #[path = "bench_raft_soak.rs"]
 mod soak;
+
+#[path = "bench_raft_fsync.rs"]
+mod fsync;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -85,8 +93,11 @@ pub async fn run(args: RaftBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    println!("| nodes | proposers | commands | commands/s | p50 commit | p99 commit |");
-    println!("|---|---|---|---|---|---|");
+    if args.fsync_probe {
+        return fsync::run(&dir, args.commands);
+    }
+    println!("| nodes | proposers | commands | commands/s | p50 commit | p99 commit | max commit |");
+    println!("|---|---|---|---|---|---|---|");
     for &n in &args.nodes {
         let nodes = cluster(&dir, n).await?;
         let start = Instant::now();
@@ -124,11 +135,12 @@ pub async fn run(args: RaftBenchArgs) -> anyhow::Result<()> {
             base += c * per;
             all.sort();
             println!(
-                "| {n} | {c} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+                "| {n} | {c} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
                 all.len(),
                 all.len() as f64 / took.as_secs_f64(),
                 pct(&all, 0.50).as_secs_f64() * 1e3,
-                pct(&all, 0.99).as_secs_f64() * 1e3
+                pct(&all, 0.99).as_secs_f64() * 1e3,
+                all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
             );
         }
         for node in &nodes {

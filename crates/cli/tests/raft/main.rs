@@ -1,7 +1,8 @@
-//! A replicated coordinator as real processes: `rbk coordinator` ×3 (and a
+//! A replicated coordinator as real processes: `rbk coordinator` ×3 or ×5 (and a
 //! fourth) on 127.0.0.1 with `[raft]`, killed, stopped, wiped and
 //! reconfigured while builds run.
 
 mod failover;
+mod five_nodes;
 mod harness;
 mod membership;
