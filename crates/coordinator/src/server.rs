@@ -75,7 +75,7 @@ impl Coordinator {
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
-    /// Build and Worker calls are checked (before the token) and followers
+    /// Build and Worker calls are checked (after the token) and followers
     /// answer with [`crate::leader_channel::redirect`].
     pub fn with_gate(mut self, gate: Arc<dyn crate::leader_channel::LeaderGate>) -> Self {
         self.gate = Some(gate);
@@ -100,11 +100,19 @@ impl Coordinator {
     ) -> Result<(), tonic::transport::Error> {
         let i = self.auth.interceptor();
         let (gate, auth) = (self.gate.clone(), i.clone());
+        // The token first: a follower names its leader only to callers
+        // that may talk to the cluster at all. A token the follower does
+        // not know may be one its replicated state has not caught up with
+        // (just after an election), so it answers "unavailable, retry"
+        // without the leader's address rather than a final refusal.
         let gated = move |req: Request<()>| {
-            if let Some(g) = &gate {
-                g.check()?;
+            let follower = gate.as_ref().and_then(|g| g.check().err());
+            match (auth(req), follower) {
+                (Ok(req), None) => Ok(req),
+                (Ok(_), Some(redirect)) => Err(redirect),
+                (Err(refused), None) => Err(refused),
+                (Err(refused), Some(_)) => Err(Status::unavailable(format!("this coordinator is not the leader ({})", refused.message()))),
             }
-            auth(req)
         };
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = tls {

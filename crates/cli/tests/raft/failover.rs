@@ -133,15 +133,31 @@ async fn a_wiped_node_rejoins_and_catches_up_through_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_redirects_build_calls_to_the_leader_before_checking_the_token() {
+async fn a_follower_names_the_leader_only_to_callers_with_a_valid_token() {
     let mut c = Cluster::new(3, 1000);
     c.start_all();
     let leader = c.leader_via(&c.node(1).api()).await;
     let follower = c.apis().into_iter().find(|u| *u != leader).unwrap();
     let channel = tonic::transport::Channel::from_shared(follower).unwrap().connect().await.unwrap();
-    let mut req = tonic::Request::new(rbk_proto::build::ListRequest { limit: 1 });
-    req.metadata_mut().insert("authorization", "Bearer not-a-known-token-at-all".parse().unwrap());
-    let status = rbk_proto::build::build_client::BuildClient::new(channel).list(req).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&status).as_deref(), Some(leader.as_str()));
+    let list = |token: &str| {
+        let mut req = tonic::Request::new(rbk_proto::build::ListRequest { limit: 1 });
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let mut client = rbk_proto::build::build_client::BuildClient::new(channel);
+    // A valid token is redirected once the follower's replicated state
+    // holds the token file (applied by the leader after its election).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let redirected = loop {
+        let e = client.list(list(TENANT)).await.unwrap_err();
+        if rbk_coordinator::leader_channel::leader_hint(&e).is_some() || Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(redirected.code(), tonic::Code::Unavailable, "{redirected:?}");
+    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&redirected).as_deref(), Some(leader.as_str()));
+    let refused = client.list(list("not-a-known-token-at-all")).await.unwrap_err();
+    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&refused), None, "the leader's address leaked: {refused:?}");
+    assert!(refused.message().contains("unknown token"), "{refused:?}");
 }
