@@ -77,7 +77,7 @@ impl Cluster {
 
     fn write_config(&self, node: &Node, peers: &[Node], snapshot_entries: u64, join: bool) {
         let mut text = format!(
-            "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\n\
+            "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\nreadopt_grace_ms = 3000\n\
              [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"cluster.secret\"\nsnapshot_entries = {snapshot_entries}\n\
              tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 1\njoin = {join}\n[raft.peers]\n",
             node.api_port, node.id, node.id, node.raft_port

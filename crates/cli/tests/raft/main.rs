@@ -6,3 +6,5 @@ mod failover;
 mod five_nodes;
 mod harness;
 mod membership;
+mod readopt;
+mod watch;
