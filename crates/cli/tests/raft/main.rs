@@ -7,4 +7,3 @@ mod five_nodes;
 mod harness;
 mod membership;
 mod readopt;
-mod watch;
