@@ -294,6 +294,13 @@ impl Node {
         }
         let committed = rd.take_committed_entries();
         self.apply_entries(committed);
+        // Only new entries and a new term or vote must be durable before
+        // the messages below go out; a commit index that moved alone need
+        // not be (Raft's commit index is volatile, a restarted node learns
+        // it again), so it rides along with the next fsync instead of
+        // costing one of its own on every commit (etcd's MustSync rule).
+        let before = self.raw.store().hard_state();
+        let must_sync = !rd.entries().is_empty() || rd.hs().is_some_and(|hs| hs.term != before.term || hs.vote != before.vote);
         if !rd.entries().is_empty()
             && let Err(e) = self.raw.store().append(rd.entries())
         {
@@ -304,7 +311,7 @@ impl Node {
         {
             fatal("writing the hard state", e);
         }
-        if let Err(e) = self.raw.store().sync() {
+        if must_sync && let Err(e) = self.raw.store().sync() {
             fatal("fsync of the log", e);
         }
         self.send(rd.take_persisted_messages());

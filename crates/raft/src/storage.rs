@@ -236,6 +236,11 @@ impl DiskStorage {
         Ok(())
     }
 
+    /// The hard state as last written (durable or not).
+    pub fn hard_state(&self) -> HardState {
+        self.rl().hard_state.clone()
+    }
+
     pub fn conf_state(&self) -> ConfState {
         self.rl().conf_state.clone()
     }
