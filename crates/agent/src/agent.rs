@@ -283,6 +283,7 @@ impl Agent {
         send(Up::Register(self.register(local)));
         let mut req = Request::new(UnboundedReceiverStream::new(up_rx));
         req.metadata_mut().insert("authorization", auth.clone());
+        let ssh = crate::ssh_forward::SshLink { channel: channel.clone(), auth: auth.clone(), worker_id: self.config.worker_id.clone() };
         let mut down = match WorkerClient::new(channel).session(req).await {
             Ok(r) => r.into_inner(),
             Err(s) => return self.refused_or_broken(s),
@@ -314,7 +315,7 @@ impl Agent {
                 _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat {})),
                 _ = sleep_until_opt(grace_over), if local.draining && local.running.is_empty() => {}
                 m = down.message() => match m {
-                    Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx),
+                    Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx, &ssh),
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Cancel(c)) })) => {
                         if let Some((h, _)) = local.running.remove(&c.assignment_id) {
                             // Dropping the step's future kills its container
@@ -387,11 +388,11 @@ impl Agent {
         SessionEnd::Finished
     }
 
-    fn start(&self, a: pw::Assign, local: &mut Local, ev_tx: &mpsc::UnboundedSender<Event>) {
+    fn start(&self, a: pw::Assign, local: &mut Local, ev_tx: &mpsc::UnboundedSender<Event>, ssh: &crate::ssh_forward::SshLink) {
         let id = a.assignment_id.clone();
         tracing::info!(assignment = %id, build = %a.build_id, step = %a.step_id, attempt = a.attempt, "assigned");
         let held = pw::HeldAssignment { assignment_id: id.clone(), build_id: a.build_id.clone(), step_id: a.step_id.clone(), attempt: a.attempt };
-        let (exec, tx, permits) = (self.exec.clone(), ev_tx.clone(), self.permits.clone());
+        let (exec, tx, permits, ssh) = (self.exec.clone(), ev_tx.clone(), self.permits.clone(), ssh.clone());
         let h = tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let metrics = rbk_metrics::global();
@@ -404,7 +405,7 @@ impl Agent {
                 };
                 let _ = ltx.send(Event::Log(pw::StepLog { assignment_id: aid.clone(), stream: stream.into(), line: l.line.clone() }));
             });
-            let r = exec.run(&a, sink).await;
+            let r = crate::ssh_forward::run(&exec, &a, sink, &ssh).await;
             metrics.worker_step_finished(if r.ok { rbk_metrics::StepResult::Done } else { rbk_metrics::StepResult::Failed });
             metrics.worker_restored(r.bytes_restored);
             if !r.ok {

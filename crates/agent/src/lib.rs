@@ -9,10 +9,13 @@
 //! the loop around it:
 //!
 //! - [`agent`]: the session loop, concurrency, cancel, drain, idle exit;
-//! - [`backoff`]: reconnect delays (exponential, capped, jittered).
+//! - [`backoff`]: reconnect delays (exponential, capped, jittered);
+//! - [`ssh_forward`]: agent sockets for `RUN --mount=type=ssh`, relayed
+//!   to the client through the coordinator.
 
 pub mod agent;
 pub mod backoff;
+pub mod ssh_forward;
 
 pub use agent::{Agent, AgentConfig, AgentError, platform};
 pub use backoff::Backoff;

@@ -270,9 +270,17 @@ impl FarmExecutor {
     /// what went wrong is in the result (`ok = false`, a message naming the
     /// step, and the exit code or -1 when rbk itself failed).
     pub async fn run(&self, assign: &Assign, log: LogSink) -> StepResult {
+        self.run_with_ssh(assign, log, HashMap::new()).await
+    }
+
+    /// [`Self::run`] with SSH agent sockets by ssh id (`RUN
+    /// --mount=type=ssh`): host paths outside the rootfs that the caller
+    /// serves for the step's lifetime (the agent crate relays them to the
+    /// client's agent).
+    pub async fn run_with_ssh(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> StepResult {
         let t0 = Instant::now();
         let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
-        match self.try_run(assign, log, &mut result).await {
+        match self.try_run(assign, log, ssh, &mut result).await {
             Ok(()) => result.ok = true,
             Err(f) => {
                 result.ok = false;
@@ -286,7 +294,13 @@ impl FarmExecutor {
         result
     }
 
-    async fn try_run(&self, assign: &Assign, log: LogSink, out: &mut StepResult) -> std::result::Result<(), Failure> {
+    async fn try_run(
+        &self,
+        assign: &Assign,
+        log: LogSink,
+        ssh: HashMap<String, PathBuf>,
+        out: &mut StepResult,
+    ) -> std::result::Result<(), Failure> {
         let step: FarmStep = serde_json::from_slice(&assign.payload).map_err(|e| Failure {
             message: format!("step {}: the payload is not a farm step: {e}", assign.step_id),
             exit_code: -1,
@@ -316,7 +330,7 @@ impl FarmExecutor {
         let parent = parent?;
         let (grants, _held, restored, cache_dirs) = caches?;
         out.bytes_restored += restored;
-        let mut inputs = StepInputs::default();
+        let mut inputs = StepInputs { ssh, ..StepInputs::default() };
         inputs.caches.extend(cache_dirs);
         for (k, v) in &assign.secrets {
             inputs.secrets.insert(k.clone(), SecretValue(v.clone()));

@@ -64,6 +64,8 @@ pub struct PlanRequest {
     pub insecure_registries: Vec<String>,
     /// The ids `--secret` supplied (values stay with the caller).
     pub secret_ids: BTreeSet<String>,
+    /// The ssh ids `--ssh` serves (the agents stay with the caller).
+    pub ssh_ids: BTreeSet<String>,
     /// The client's scratch space: pulled base images (kept, so the next
     /// submit pulls nothing) and the staged context.
     pub work_dir: PathBuf,
@@ -79,6 +81,7 @@ impl PlanRequest {
             base_images: BTreeMap::new(),
             insecure_registries: vec![],
             secret_ids: BTreeSet::new(),
+            ssh_ids: BTreeSet::new(),
             work_dir: work_dir.into(),
         }
     }
@@ -202,6 +205,7 @@ impl Parsed {
                 context_digest: &context_digest,
                 platform: &current_platform(),
                 secret_ids: &req.secret_ids,
+                ssh_ids: &req.ssh_ids,
             },
         )?;
         Ok(Plan {
@@ -350,6 +354,7 @@ pub(crate) struct PlanContext<'a> {
     pub context_digest: &'a str,
     pub platform: &'a str,
     pub secret_ids: &'a BTreeSet<String>,
+    pub ssh_ids: &'a BTreeSet<String>,
 }
 
 /// The image after a graph step, as far as the planner knows it: its
@@ -483,7 +488,7 @@ fn plan_node(
     let work = match kind {
         df::StepKind::Mkdir { path, .. } => Work::Mkdir { path: path.clone() },
         df::StepKind::Run(run) => {
-            let (r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true })
+            let (mut r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true, ssh: true })
                 .map_err(|m| l.unsupported(m))?;
             for m in &run.mounts {
                 match m {
@@ -499,9 +504,18 @@ fn plan_node(
                             "needs secret {id:?}, but no --secret id={id} was given"
                         )));
                     }
+                    df::Mount::Ssh { id, required: true, .. } if !cx.ssh_ids.contains(id) => {
+                        return Err(l.unsupported(format!(
+                            "needs ssh agent {id:?}, but no --ssh {id} was given"
+                        )));
+                    }
                     _ => {}
                 }
             }
+            // An optional agent the client does not serve: the step runs
+            // without it (no socket, no SSH_AUTH_SOCK), as in BuildKit. The
+            // mount stays in the step's cache key either way.
+            r.mounts.retain(|m| !matches!(&m.kind, rbk_worker::MountKind::Ssh { id, .. } if !cx.ssh_ids.contains(id)));
             Work::Step { step: rbk_worker::StepKind::Run(r) }
         }
         df::StepKind::Copy(c) => {
@@ -592,10 +606,11 @@ mod tests {
         let images = HashMap::from([("busybox".to_owned(), image)]);
         let layers = HashMap::from([("busybox".to_owned(), layers)]);
         let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
+        let ssh_ids = BTreeSet::from(["default".to_string()]);
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids },
         )
     }
 
@@ -695,6 +710,25 @@ mod tests {
         let (nodes, _) = plan_with(df, None, &["tok"]).unwrap();
         let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
         assert!(payload.contains("\"secret\""), "the mount is in the payload: {payload}");
+    }
+
+    #[test]
+    fn a_required_ssh_agent_that_was_not_given_is_refused_naming_the_line() {
+        let df = "FROM busybox\nRUN --mount=type=ssh,id=github,required=true ssh-add -l\n";
+        let e = plan_with(df, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("ssh agent \"github\"") && e.contains("--ssh github") && e.contains("Dockerfile:2"), "{e}");
+    }
+
+    #[test]
+    fn a_served_ssh_agent_is_in_the_payload_and_an_optional_unserved_one_is_left_out() {
+        let served = "FROM busybox\nRUN --mount=type=ssh,required=true ssh-add -l\n";
+        let (nodes, _) = plan_with(served, None, &[]).unwrap();
+        let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
+        assert!(payload.contains("\"ssh\"") && payload.contains("\"default\""), "{payload}");
+        let optional = "FROM busybox\nRUN --mount=type=ssh,id=github ssh-add -l\n";
+        let (nodes, _) = plan_with(optional, None, &[]).unwrap();
+        let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
+        assert!(!payload.contains("\"ssh\""), "an unserved optional agent is not mounted: {payload}");
     }
 
     #[tokio::test]

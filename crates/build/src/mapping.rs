@@ -52,6 +52,9 @@ pub struct Supports {
     /// `--mount=type=secret`: the farm carries `--secret` values to the
     /// worker (`SubmitRequest.secrets`); `rbk build` has no `--secret` yet.
     pub secrets: bool,
+    /// `--mount=type=ssh`: the worker serves an agent socket per ssh id
+    /// (relayed to the client's agent, `rbk submit --ssh`).
+    pub ssh: bool,
 }
 
 /// A RUN's mounts; returns the worker mounts and the scoped cache ids used.
@@ -154,6 +157,10 @@ pub fn run_mounts_with(
                     "secret mount {id:?}: secrets are not supported by rbk build yet"
                 ));
             }
+            df::Mount::Ssh { id, target, required, .. } if supports.ssh => out.push(wk::Mount {
+                target: target.clone(),
+                kind: wk::MountKind::Ssh { id: id.clone(), required: *required },
+            }),
             df::Mount::Ssh { id, .. } => {
                 return Err(format!(
                     "ssh mount {id:?}: ssh agents are not supported by rbk build yet"

@@ -62,6 +62,10 @@ pub struct BuildArgs {
     /// `RUN --mount=type=secret,id=ID`; never stored or logged.
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// default|ID[=SOCKET]: an SSH agent (default `$SSH_AUTH_SOCK`) for
+    /// `RUN --mount=type=ssh`, reachable only while the build runs.
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
     /// runc or crun.
     #[arg(long, default_value = "runc")]
     runtime: String,
@@ -122,16 +126,18 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let secrets = farm_plan::load_secrets(&args.secrets)?;
+    let ssh = crate::ssh_agents::SshAgents::parse(&args.ssh)?;
     let (state_dir, worker_dir, store_dir) = embedded_farm::dirs(&args.state_dir, args.worker_dir.as_deref(), args.store.as_deref())?;
 
     // The client's scratch space (pulled bases, staged context, the image).
     let client_dir = state_dir.join("client");
-    let req = plan_request(
+    let mut req = plan_request(
         &args.context,
         &client_dir,
         PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
         &secrets,
     )?;
+    req.ssh_ids = ssh.ids();
     let mut progress = Progress::stderr(mode);
     // Before anything starts: a Dockerfile error is the user's to fix first.
     let parsed = farm_plan::parse(&req)?;
@@ -140,7 +146,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
     );
     let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program).await?;
-    let built = build_on(&farm, &args, &req, &parsed, secrets, store.clone(), &mut progress).await;
+    let built = build_on(&farm, &args, &req, &parsed, secrets, &ssh, store.clone(), &mut progress).await;
     farm.stop().await?;
     let result = built?;
 
@@ -157,12 +163,14 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
 
 /// Plans (bases and context into the store), submits to the in-process
 /// coordinator and follows the build, as `rbk submit` does.
+#[allow(clippy::too_many_arguments)]
 async fn build_on(
     farm: &EmbeddedFarm,
     args: &BuildArgs,
     req: &PlanRequest,
     parsed: &farm_plan::Parsed,
     secrets: BTreeMap<String, Vec<u8>>,
+    ssh: &crate::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
     progress: &mut Progress,
 ) -> anyhow::Result<(Plan, Option<FarmResult>)> {
@@ -192,7 +200,7 @@ async fn build_on(
         .connect()
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
-    let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false).await?;
+    let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false, ssh).await?;
     Ok((plan, result))
 }
 

@@ -16,7 +16,9 @@ mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
 mod build_cmd;
+mod ssh_agents;
 mod submit_cmd;
+mod submit_reattach;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};

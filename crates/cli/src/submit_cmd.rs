@@ -45,7 +45,9 @@ pub struct SubmitArgs {
     /// `RUN --mount=type=secret,id=ID`; never stored or logged.
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// SSH agent forwarding (`default`); not forwarded to workers yet.
+    /// default|ID[=SOCKET]: forward an SSH agent (default
+    /// `$SSH_AUTH_SOCK`) to `RUN --mount=type=ssh` steps; the agent stays
+    /// on this machine and is reachable only while the build runs.
     #[arg(long = "ssh")]
     ssh: Vec<String>,
     /// Only this machine's platform is supported (e.g. linux/amd64).
@@ -66,7 +68,9 @@ pub struct SubmitArgs {
     /// Load the image into docker (`docker load`).
     #[arg(long)]
     load: bool,
-    /// The coordinator, e.g. http://127.0.0.1:7070.
+    /// The coordinator, e.g. http://127.0.0.1:7070; for a replicated one,
+    /// every node's URL, comma-separated, so the build is followed to a new
+    /// leader when the current one dies (see submit_reattach.rs).
     #[arg(long, env = "RBK_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     coordinator: String,
     /// The tenant token.
@@ -119,12 +123,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     {
         bail!("--platform {p}: the farm builds only for this machine's platform ({platform}) so far");
     }
-    if !args.ssh.is_empty() {
-        eprintln!(
-            "warning: --ssh {}: SSH agent forwarding to farm workers is not supported yet; steps with --mount=type=ssh are refused",
-            args.ssh.join(",")
-        );
-    }
+    let ssh = crate::ssh_agents::SshAgents::parse(&args.ssh)?;
     let mut outputs = Vec::new();
     for o in &args.outputs {
         outputs.push(FarmOutput::parse(o)?);
@@ -138,12 +137,13 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let secrets = farm_plan::load_secrets(&args.secrets)?;
 
     let work_dir = client_dir(&args);
-    let req = crate::build_cmd::plan_request(
+    let mut req = crate::build_cmd::plan_request(
         &args.context,
         &work_dir,
         crate::build_cmd::PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
         &secrets,
     )?;
+    req.ssh_ids = ssh.ids();
     // The clock starts here, as BuildKit's does: planning (pulling bases,
     // uploading the context) is part of the build.
     let mut progress = Progress::stderr(mode);
@@ -154,7 +154,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
     // Any node of a Raft group will do: a follower names the leader, and
     // the build goes there (the same blob store is behind every node).
-    let (channel, _leader) = rbk_coordinator::leader_channel::connect_leader(&args.coordinator, &token, LEADER_PATIENCE)
+    let (channel, _leader) = crate::submit_reattach::connect_any(&args.coordinator, &token, LEADER_PATIENCE)
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
     let store: Arc<dyn Store> = Arc::new(rbk_coordinator::RemoteStore::new(channel.clone(), &args.coordinator, &token)?);
@@ -193,10 +193,16 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
             steps: plan.steps.clone(),
             secrets: secrets.into_iter().collect(),
         };
-        run_build(channel, &args.coordinator, &token, &plan, submit, &progress, true).await?
+        run_build(channel, &args.coordinator, &token, &plan, submit, &progress, true, &ssh).await?
     };
 
     let layout_dir = work_dir.join("out");
+    // The node the build started on may be gone (a leader change): the
+    // image's blobs are read through whichever node leads now.
+    let store = match crate::submit_reattach::connect_any(&args.coordinator, &token, LEADER_PATIENCE).await {
+        Ok((channel, _)) => Arc::new(rbk_coordinator::RemoteStore::new(channel, &args.coordinator, &token)?),
+        Err(_) => store,
+    };
     let image = farm_assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
     let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
     progress.summary(plan.steps.len(), true);
@@ -208,7 +214,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("the token has characters a header cannot carry")?);
     Ok(r)
@@ -226,7 +232,8 @@ pub(crate) fn human(bytes: u64) -> String {
 
 /// Submits and follows the build; returns the target node's result.
 /// `name_workers`: say which worker ran or failed a step (`rbk build` has
-/// only one).
+/// only one). `ssh`: agents served to the build's steps while it runs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_build(
     channel: Channel,
     url: &str,
@@ -235,8 +242,13 @@ pub(crate) async fn run_build(
     submit: SubmitRequest,
     progress: &Progress,
     name_workers: bool,
+    ssh: &crate::ssh_agents::SshAgents,
 ) -> anyhow::Result<Option<FarmResult>> {
-    let mut client = BuildClient::new(channel);
+    let mut client = BuildClient::new(channel.clone());
+    let mut _agents = None;
+    // Re-supplied to a new leader if this one dies mid-build.
+    let secrets: BTreeMap<String, Vec<u8>> = submit.secrets.clone().into_iter().collect();
+    let mut seen = rbk_coordinator::build_events::Replayer::default();
     let mut stream = client
         .submit(authorized(submit, token)?)
         .await
@@ -258,7 +270,17 @@ pub(crate) async fn run_build(
     tokio::pin!(ctrl_c);
     loop {
         let ev = tokio::select! {
-            ev = stream.message() => ev.map_err(|s| anyhow::anyhow!("{url}: the build's event stream broke: {}", s.message()))?,
+            ev = stream.message() => match ev {
+                Ok(ev) => ev,
+                // The leader died (or stepped down): follow the build to
+                // the new one.
+                Err(s) if !build_id.is_empty() && s.code() != tonic::Code::Unauthenticated => {
+                    progress.note(&format!(" => the coordinator's event stream broke ({}); following build {build_id} to the new leader", s.message()));
+                    (client, stream) = crate::submit_reattach::watch_again(url, token, &build_id, &secrets, s.message()).await?;
+                    continue;
+                }
+                Err(s) => bail!("{url}: the build's event stream broke: {}", s.message()),
+            },
             _ = &mut ctrl_c, if !build_id.is_empty() => {
                 if cancelled {
                     // A second Ctrl-C: stop waiting for the coordinator.
@@ -277,8 +299,17 @@ pub(crate) async fn run_build(
         let Some(ev) = ev.and_then(|e| e.event) else {
             bail!("{url}: the event stream ended before the build finished");
         };
+        // Events a re-attached stream replays were printed already.
+        if !seen.admit(&rbk_proto::build::BuildEvent { event: Some(ev.clone()) }) {
+            continue;
+        }
         match ev {
-            Event::Accepted(a) => build_id = a.build_id,
+            Event::Accepted(a) => {
+                build_id = a.build_id;
+                if !ssh.is_empty() {
+                    _agents = Some(ssh.serve(channel.clone(), token, &build_id)?);
+                }
+            }
             Event::Started(s) => {
                 let (n, label) = lookup(&s.step_id);
                 let st = steps.entry(s.step_id.clone()).or_default();

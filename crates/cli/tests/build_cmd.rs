@@ -271,3 +271,56 @@ async fn fifos_in_the_context_are_not_read() {
     assert_eq!(file_in_image(&f.out(), "ctx/greeting.txt").as_deref(), Some("hello\n"));
     assert_eq!(file_in_image(&f.out(), "ctx/pipe"), None);
 }
+
+#[path = "common/ssh_agent.rs"]
+mod ssh_agent;
+
+/// `rbk build` with `SSH_AUTH_SOCK` set to `agent` (or unset).
+fn build_with_agent(ctx: &std::path::Path, state: &std::path::Path, agent: Option<&std::path::Path>, extra: &[&str]) -> std::process::Output {
+    let mut cmd = rbk();
+    cmd.arg("build").arg("--state-dir").arg(state).arg("--runtime-path").arg(program("runc")).args(extra).arg(ctx);
+    match agent {
+        Some(sock) => cmd.env("SSH_AUTH_SOCK", sock),
+        None => cmd.env_remove("SSH_AUTH_SOCK"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn ssh_default_lets_a_run_step_use_the_local_agent_and_leaves_no_trace_in_the_image() {
+    let agent = ssh_agent::TestAgent::start();
+    let ctx = context("COPY sshroot/ /\nRUN --mount=type=ssh,required=true ssh-add -l\n");
+    ssh_agent::stage_ssh_add(ctx.path());
+    let state = tempfile::tempdir().unwrap();
+    let oci = state.path().join("image.tar");
+    let out = build_with_agent(
+        ctx.path(),
+        state.path(),
+        Some(&agent.sock),
+        &["--ssh", "default", "--progress=plain", "-o", &format!("type=oci,dest={}", oci.display())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&agent.fingerprint) && stderr.contains("rbk-test-key"), "ssh-add -l lists the agent's key:\n{stderr}");
+    assert_eq!(file_in_image(&oci, "run/buildkit/ssh_agent.0"), None, "the socket's mount point is not in the layer");
+}
+
+#[test]
+fn a_required_ssh_mount_without_ssh_fails_naming_the_id_and_line() {
+    let ctx = context("RUN --mount=type=ssh,id=github,required=true true\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build_with_agent(ctx.path(), state.path(), None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("needs ssh agent \"github\", but no --ssh github was given") && stderr.contains("Dockerfile:4"), "{stderr}");
+}
+
+#[test]
+fn ssh_default_without_an_agent_is_refused_before_building() {
+    let ctx = context("RUN --mount=type=ssh true\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build_with_agent(ctx.path(), state.path(), None, &["--ssh", "default"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--ssh default: SSH_AUTH_SOCK is not set"), "{stderr}");
+}

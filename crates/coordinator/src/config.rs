@@ -11,14 +11,16 @@
 //! [tls]                           # optional: serve https:// (else plain HTTP/2)
 //! cert = "tls/tls.crt"            # PEM chain; relative to this file
 //! key = "tls/tls.key"             # PEM private key
+//! [redis]                         # optional: build events fan out to every node
+//! url = "redis://127.0.0.1:6379"  # (default: the store's existence_cache redis_url)
 //! [scheduler]
 //! heartbeat_ms = 5000
 //! worker_timeout_ms = 30000
 //! max_attempts = 3
-//! ```
-
 //! readopt_grace_ms = 10000        # after a leader change: how long a step stays
 //!                                 # on the worker running it, awaiting its return
+//! ```
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +48,11 @@ pub struct CoordinatorConfig {
     /// proxy or ingress, or a trusted network).
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Redis for fanning build events out to every node (see
+    /// [`crate::redis_fanout::RedisSection`]); absent: the store's
+    /// existence-cache Redis, if it has one.
+    #[serde(default)]
+    pub redis: Option<crate::redis_fanout::RedisSection>,
 }
 
 /// `[tls]`: the coordinator's certificate and key (PEM files, for example
@@ -123,6 +130,7 @@ pub struct SchedulerSection {
     pub worker_timeout_ms: u64,
     pub max_attempts: u32,
     pub lease_ttl_ms: u64,
+    pub readopt_grace_ms: u64,
 }
 
 impl Default for SchedulerSection {
@@ -130,10 +138,10 @@ impl Default for SchedulerSection {
         let d = SchedulerConfig::default();
         Self {
             heartbeat_ms: d.heartbeat_interval.as_millis() as u64,
-    pub readopt_grace_ms: u64,
             worker_timeout_ms: d.worker_timeout.as_millis() as u64,
             max_attempts: d.max_attempts,
             lease_ttl_ms: d.lease_ttl.as_millis() as u64,
+            readopt_grace_ms: d.readopt_grace.as_millis() as u64,
         }
     }
 }
@@ -141,7 +149,6 @@ impl Default for SchedulerSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading coordinator config {path}: {source}")]
-            readopt_grace_ms: d.readopt_grace.as_millis() as u64,
     Read { path: String, source: std::io::Error },
     #[error("coordinator config {path}: {message}")]
     Invalid { path: String, message: String },
@@ -185,6 +192,8 @@ impl CoordinatorConfig {
             worker_timeout: Duration::from_millis(s.worker_timeout_ms),
             max_attempts: s.max_attempts,
             lease_ttl: Duration::from_millis(s.lease_ttl_ms),
+            readopt_grace: Duration::from_millis(s.readopt_grace_ms),
+            ..SchedulerConfig::default()
         }
     }
 }
@@ -192,8 +201,6 @@ impl CoordinatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-            readopt_grace: Duration::from_millis(s.readopt_grace_ms),
-            ..SchedulerConfig::default()
 
     #[test]
     fn relative_paths_resolve_against_the_config_file() {

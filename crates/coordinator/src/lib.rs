@@ -9,17 +9,21 @@
 //! - [`server`]: the gRPC services; [`remote`]: a store over gRPC.
 
 pub mod auth;
+pub mod build_events;
 pub mod cache_heads;
 pub mod client_tls;
 pub mod config;
 pub mod leader_channel;
 pub mod raft_config;
+pub mod redis_fanout;
 mod observe;
 pub mod remote;
 pub mod scheduler;
 pub mod server;
 pub mod snapshot_merger;
+pub mod ssh_relay;
 pub mod state;
+pub mod watch_route;
 
 pub use auth::{Auth, TokenFile};
 pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};

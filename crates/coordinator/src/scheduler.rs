@@ -229,12 +229,17 @@ enum Msg {
     Adopt { reply: oneshot::Sender<usize> },
     /// This node is no longer the leader: drop all live scheduling.
     StepDown,
+    /// A re-attached client's secrets for its (adopted) build.
+    AttachSecrets { namespace: String, build_id: String, secrets: Secrets, reply: oneshot::Sender<Result<(), SchedulerError>> },
+    /// Who runs an assignment now (SSH forwarding checks it).
+    Running { assignment_id: String, reply: oneshot::Sender<Option<crate::ssh_relay::RunningAssignment>> },
 }
 
 /// Handle to the scheduling actor. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
+    hub: crate::build_events::EventHub,
 }
 
 /// A worker's side of its connection: assignments to run, and the handle to
@@ -259,7 +264,10 @@ impl Scheduler {
                 }
             }
         });
+        let hub = crate::build_events::EventHub::default();
         let core = Core {
+            hub: hub.clone(),
+            adopted: HashMap::new(),
             state,
             heads,
             config,
@@ -271,15 +279,31 @@ impl Scheduler {
             assignments: HashMap::new(),
             next_id: 0,
             secrets: HashMap::new(),
+            readopt: failover::Readopt::default(),
         };
         tokio::spawn(core.run(rx));
-        Self { tx }
+        Self { tx, hub }
+    }
+
+    /// Live events of the builds this node runs, for `Watch` (and the
+    /// Redis fan-out, once set on it).
+    pub fn events(&self) -> &crate::build_events::EventHub {
+        &self.hub
+    }
+
+    /// Gives a running build the `--secret` values its client re-supplied
+    /// after a leader change; another tenant's build is "not found".
+    pub async fn attach_secrets(&self, namespace: &str, build_id: &str, secrets: Secrets) -> Result<(), SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::AttachSecrets { namespace: namespace.into(), build_id: build_id.into(), secrets, reply })
+            .map_err(|_| SchedulerError::Stopped)?;
+        rx.await.map_err(|_| SchedulerError::Stopped)?
     }
 
     /// Starts a build; the receiver yields its events until `BuildFinished`.
     pub async fn submit(&self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         self.submit_with_secrets(req, Secrets::default()).await
-            readopt: failover::Readopt::default(),
     }
 
     /// [`submit`](Self::submit) with the build's secrets, which every
@@ -327,6 +351,14 @@ impl Scheduler {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Adopt { reply }).map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)
+    }
+
+    /// The worker, tenant and builds of `assignment_id` while it runs
+    /// (not once its result is in): what an SSH forward must match.
+    pub async fn running_assignment(&self, assignment_id: &str) -> Option<crate::ssh_relay::RunningAssignment> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Running { assignment_id: assignment_id.into(), reply }).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Replicated coordinators, on losing leadership: forgets workers,
@@ -402,7 +434,7 @@ struct LiveBuild {
     remaining: usize,
     no_cache: bool,
     started: Instant,
-    events: mpsc::UnboundedSender<BuildEvent>,
+    events: crate::build_events::EventSink,
 }
 
 /// One execution of a key, shared by every build step waiting for it.
@@ -422,8 +454,6 @@ struct Running {
     started: Instant,
     committing: bool,
 }
-    /// Steps a new leader found running on workers (leader-local).
-    readopt: failover::Readopt,
 
 struct Core {
     state: Arc<dyn CoordinatorState>,
@@ -438,6 +468,13 @@ struct Core {
     next_id: u64,
     /// `--secret` values by build id, while the build runs.
     secrets: HashMap<String, Secrets>,
+    /// Live events of builds, for every watcher.
+    hub: crate::build_events::EventHub,
+    /// Builds adopted after a leader change, and when: their secrets must
+    /// be re-supplied by their client (see `scheduler_secrets.rs`).
+    adopted: HashMap<String, Instant>,
+    /// Steps a new leader found running on workers (leader-local).
+    readopt: failover::Readopt,
 }
 
 impl Core {
@@ -485,6 +522,7 @@ impl Core {
                 }
             }
             Msg::WorkerUp { info, tx, reply } => {
+                let kept = self.carry_over(&info);
                 if let Some(old) = self.workers.get(&info.id) {
                     let conn = old.conn;
                     self.worker_lost(&info.id.clone(), conn, "reconnected").await;
@@ -497,6 +535,7 @@ impl Core {
                     WorkerSlot { info: info.clone(), conn, tx, running: kept, last_seen: Instant::now(), draining: false },
                 );
                 let _ = reply.send(conn);
+                self.claim_reports(Some(&info.id)).await;
             }
             Msg::FromWorker { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
             Msg::WorkerDown { worker_id, conn } => self.worker_lost(&worker_id, conn, "disconnected").await,
@@ -506,6 +545,20 @@ impl Core {
                 let _ = reply.send(n);
             }
             Msg::StepDown => self.step_down(),
+            Msg::AttachSecrets { namespace, build_id, secrets, reply } => {
+                let _ = reply.send(self.attach_secrets(&namespace, &build_id, secrets));
+            }
+            Msg::Running { assignment_id, reply } => {
+                let running = self.assignments.get(&assignment_id).and_then(|k| self.execs.get(k)).and_then(|e| {
+                    let r = e.running.as_ref().filter(|r| r.assignment_id == assignment_id && !r.committing)?;
+                    Some(crate::ssh_relay::RunningAssignment {
+                        worker_id: r.worker_id.clone(),
+                        namespace: e.namespace.clone(),
+                        build_ids: e.waiters.iter().map(|(b, _)| b.clone()).collect(),
+                    })
+                });
+                let _ = reply.send(running);
+            }
             Msg::Tick => {
                 let timeout = self.config.worker_timeout;
                 let stale: Vec<_> = self
@@ -517,12 +570,12 @@ impl Core {
                 for (id, conn) in stale {
                     self.worker_lost(&id, conn, "stopped heartbeating").await;
                 }
+                self.grace_expired().await;
             }
         }
     }
 
     async fn submit(&mut self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
-                let kept = self.carry_over(&info);
         validate_graph(&req.steps)?;
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
@@ -535,9 +588,8 @@ impl Core {
                 graph: req.steps.clone(),
             })
             .await
-                self.claim_reports(Some(&info.id)).await;
             .map_err(|e| SchedulerError::State(e.to_string()))?;
-        let (events, rx) = crate::observe::observed_events();
+        let (events, rx) = self.hub.open(&build_id);
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
         let index = req.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
         let waiting_on = req.steps.iter().map(|s| s.deps.len()).collect();
@@ -570,7 +622,6 @@ impl Core {
     /// A step whose deps are all satisfied: cached, joined to an identical
     /// in-flight execution, or queued.
     async fn step_ready(&mut self, build_id: &str, step_id: &str) {
-                self.grace_expired().await;
         let Some(b) = self.builds.get(build_id) else { return };
         let node = b.steps[b.index[step_id]].clone();
         let ns = b.namespace.clone();
@@ -625,6 +676,9 @@ impl Core {
                 running: None,
             },
         );
+        if self.readopt_recorded(&key, build_id, step_id) {
+            return;
+        }
         self.queue.push_back(key);
     }
 
@@ -676,9 +730,6 @@ impl Core {
     /// Ends a build: its unfinished steps are cancelled, executions no other
     /// build waits for are stopped, and the final event is sent.
     async fn end_build(&mut self, build_id: &str, state: BuildState, message: String) {
-        if self.readopt_recorded(&key, build_id, step_id) {
-            return;
-        }
         self.secrets.remove(build_id);
         let Some(b) = self.builds.remove(build_id) else { return };
         let mut stop = Vec::new();
@@ -765,6 +816,7 @@ impl Core {
         let Some(exec) = self.execs.get_mut(&key) else { return };
         let Some(running) = exec.running.as_mut().filter(|r| r.assignment_id == assignment_id && r.worker_id == worker_id)
         else {
+            tracing::info!("ignoring a result for an assignment now held by another worker");
             return;
         };
         if let Some((build_id, step_id)) = exec.waiters.first() {
@@ -816,7 +868,6 @@ impl Core {
                 self.assignments.remove(&assignment_id);
                 if let Some(w) = self.workers.get_mut(worker_id) {
                     w.running.remove(&assignment_id);
-            tracing::info!("ignoring a result for an assignment now held by another worker");
                 }
                 if commits.is_empty() {
                     let _ = self.heads.release(&assignment_id).await;
@@ -954,6 +1005,9 @@ impl Core {
 
     #[tracing::instrument(name = "dispatch", level = "info", skip_all, fields(build_id, step_id, assignment_id, worker))]
     async fn try_dispatch(&mut self, key: &ExecKey) -> bool {
+        if let Some(done) = self.hold_for_secrets(key).await {
+            return done;
+        }
         let Some(exec) = self.execs.get(key) else { return true };
         let Some(worker_id) = self.pick_worker(exec) else { return false };
         let assignment_id = self.fresh_id("a");
@@ -1028,7 +1082,6 @@ impl Core {
             .cache_mounts
             .iter()
             .filter_map(|m| {
-pub use failover::HeldAssignment;
                 let k = HeadKey { namespace: exec.namespace.clone(), cache_id: m.id.clone(), slot: 0 };
                 self.heads.head(&k).map(|h| (k, h.snapshot))
             })
@@ -1053,6 +1106,10 @@ pub use failover::HeldAssignment;
 
 #[path = "scheduler_failover.rs"]
 mod failover;
+
+#[path = "scheduler_secrets.rs"]
+mod secrets;
+pub use failover::HeldAssignment;
 
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]

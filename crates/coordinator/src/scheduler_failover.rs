@@ -98,7 +98,8 @@ impl Core {
             // Nobody is attached to the events: the client's stream was on
             // the old leader. Sends to a closed channel are ignored; the
             // events still count in the metrics.
-            let (events, _) = crate::observe::observed_events();
+            let (events, _) = self.hub.open(&rec.id);
+            self.adopted.insert(rec.id.clone(), Instant::now());
             let steps = rec.graph;
             let n = steps.len();
             let index = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
@@ -129,14 +130,13 @@ impl Core {
                 self.step_ready(&rec.id, &step).await;
             }
         }
-        adopted
         self.readopt.recorded.clear();
         self.readopt.adopted = true;
         // Workers that reconnected before adoption finished.
         self.claim_reports(None).await;
+        adopted
     }
 
-    /// Drops everything live; the replicated state is untouched.
     /// From `step_ready`, for a new execution: if the state records the
     /// step as running on a worker, keeps it there awaiting the worker's
     /// report instead of queueing it; returns whether it did.
@@ -313,6 +313,7 @@ impl Core {
         }
     }
 
+    /// Drops everything live; the replicated state is untouched.
     pub(super) fn step_down(&mut self) {
         if !self.builds.is_empty() || !self.workers.is_empty() {
             tracing::warn!(builds = self.builds.len(), workers = self.workers.len(), "lost leadership: handing builds and workers to the new leader");
@@ -322,8 +323,8 @@ impl Core {
         self.execs.clear();
         self.queue.clear();
         self.assignments.clear();
-    }
         self.readopt = Readopt::default();
+    }
 }
 
 #[cfg(test)]
@@ -353,11 +354,11 @@ mod tests {
     }
 
     fn start(state: Arc<MemoryState>) -> Scheduler {
-        let heads = CacheHeads::new(state.clone(), Arc::new(MapMerger::default()));
         start_with(state, SchedulerConfig::default())
     }
 
     fn start_with(state: Arc<MemoryState>, config: SchedulerConfig) -> Scheduler {
+        let heads = CacheHeads::new(state.clone(), Arc::new(MapMerger::default()));
         Scheduler::start(state, heads, config)
     }
 

@@ -50,6 +50,8 @@ pub struct Coordinator {
     heartbeat_ms: u64,
     /// Replicated coordinators: refuses Build/Worker calls on followers.
     gate: Option<Arc<dyn crate::leader_channel::LeaderGate>>,
+    /// Clients serving SSH agents to their builds' steps.
+    pub ssh: crate::ssh_relay::AgentRelay,
 }
 
 impl Coordinator {
@@ -66,7 +68,7 @@ impl Coordinator {
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Ok(Self { state, scheduler, auth, store, planner: None, heartbeat_ms, gate: None })
+        Ok(Self { state, scheduler, auth, store, planner: None, heartbeat_ms, gate: None, ssh: Default::default() })
     }
 
     pub fn with_planner(mut self, planner: Arc<dyn Planner>) -> Self {
@@ -119,8 +121,16 @@ impl Coordinator {
             server = server.tls_config(tls)?;
         }
         server
-            .add_service(BuildServer::with_interceptor(BuildService(self.clone()), gated.clone()))
-            .add_service(WorkerServer::with_interceptor(WorkerService(self.clone()), gated))
+            .add_service(crate::watch_route::WatchBypass {
+                gated: BuildServer::with_interceptor(BuildService(self.clone()), gated.clone()),
+                // Watch decides itself whether a follower redirects.
+                ungated: BuildServer::with_interceptor(BuildService(self.clone()), i.clone()),
+            })
+            .add_service(WorkerServer::with_interceptor(WorkerService(self.clone()), gated.clone()))
+            .add_service(rbk_proto::ssh::ssh_relay_server::SshRelayServer::with_interceptor(
+                crate::ssh_relay::SshRelayService::new(self.clone()),
+                gated,
+            ))
             .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
             .await
@@ -163,7 +173,7 @@ fn step_from_wire(s: pb::StepNode) -> Result<StepNode, Status> {
     })
 }
 
-fn event_to_wire(e: BuildEvent) -> pb::BuildEvent {
+pub(crate) fn event_to_wire(e: BuildEvent) -> pb::BuildEvent {
     use pb::build_event::Event;
     let event = match e {
         BuildEvent::Accepted { build_id, total_steps } => Event::Accepted(pb::Accepted { build_id, total_steps }),
@@ -259,6 +269,14 @@ impl Build for BuildService {
         Ok(Response::new(UnboundedReceiverStream::new(events).map(|e| Ok(event_to_wire(e))).boxed()))
     }
 
+    type WatchStream = EventStream<pb::BuildEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let namespace = tenant_of(&req)?;
+        let (state, gate) = (self.0.state.clone(), self.0.gate.as_deref());
+        crate::build_events::serve_watch(state, &self.0.scheduler, gate, &namespace, req.into_inner()).await.map(Response::new)
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::BuildStatus>, Status> {
         let namespace = tenant_of(&req)?;
         let id = req.into_inner().build_id;
@@ -337,6 +355,16 @@ fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
         max_parallel: r.resources.map_or(1, |res| res.max_parallel.max(1)),
         layers,
         snapshots,
+        running: r
+            .running
+            .into_iter()
+            .map(|h| crate::scheduler::HeldAssignment {
+                assignment_id: h.assignment_id,
+                build_id: h.build_id,
+                step_id: h.step_id,
+                attempt: h.attempt,
+            })
+            .collect(),
     })
 }
 
@@ -355,16 +383,6 @@ fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-        running: r
-            .running
-            .into_iter()
-            .map(|h| crate::scheduler::HeldAssignment {
-                assignment_id: h.assignment_id,
-                build_id: h.build_id,
-                step_id: h.step_id,
-                attempt: h.attempt,
-            })
-            .collect(),
     if !r.ok {
         return Ok(StepOutcome::Failed { message: r.message, exit_code: r.exit_code, commits });
     }

@@ -17,3 +17,9 @@ pub mod worker {
 pub mod raft {
     tonic::include_proto!("rbk.raft.v1");
 }
+
+/// SSH agent forwarding between `rbk submit` and workers, through the
+/// coordinator (`proto/ssh.proto`).
+pub mod ssh {
+    tonic::include_proto!("rbk.ssh.v1");
+}

@@ -5,3 +5,4 @@
 mod harness;
 mod workers;
 mod submit;
+mod ssh;

@@ -332,6 +332,11 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
             let tx = tx.clone();
             let ran = ran.clone();
             tokio::spawn(async move {
+                // One log line per step (what a watcher on any node sees).
+                let line = format!("running {}", a.step_id);
+                let _ = tx.send(pw::WorkerMessage {
+                    msg: Some(Up::Log(pw::StepLog { assignment_id: a.assignment_id.clone(), stream: "stdout".into(), line })),
+                });
                 tokio::time::sleep(Duration::from_millis(step_ms)).await;
                 let commits = a
                     .mounts

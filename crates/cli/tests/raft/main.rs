@@ -7,3 +7,4 @@ mod five_nodes;
 mod harness;
 mod membership;
 mod readopt;
+mod watch;

@@ -8,3 +8,4 @@ mod auth;
 mod builds;
 mod cache;
 mod content;
+mod ssh;

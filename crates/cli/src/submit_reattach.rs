@@ -1,0 +1,104 @@
+//! `rbk submit` across coordinator leader changes.
+//!
+//! `--coordinator` takes one URL or several, comma-separated (every node
+//! of a replicated coordinator, or one Service spanning them). The build is
+//! submitted to whichever leads. When its event stream breaks (the leader
+//! died), the client looks for the new leader through every URL
+//! ([`connect_any`]), calls `Build.Watch` for the build, re-supplying its
+//! `--secret` values (held only in the old leader's memory), and carries
+//! on printing progress; `run_build` drops events it already printed
+//! (`rbk_coordinator::build_events::Replayer`), so no step shows twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rbk_coordinator::leader_channel::connect_leader;
+use rbk_proto::build::build_client::BuildClient;
+use rbk_proto::build::{BuildEvent, WatchRequest};
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+/// How long to look for a new leader after the stream broke (an election
+/// takes about a second; a Kubernetes pod restart longer).
+const REATTACH_PATIENCE: Duration = Duration::from_secs(60);
+/// Per URL and try: a dead node is left for the next one quickly.
+const PER_URL: Duration = Duration::from_secs(3);
+
+/// The URLs `--coordinator` lists (comma-separated; blanks dropped).
+pub(crate) fn urls(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
+/// A channel to the leader found through any of `list`'s URLs (tried in
+/// turn, each with a short patience, until `patience` has passed); returns
+/// it and the leader's URL.
+pub(crate) async fn connect_any(list: &str, token: &str, patience: Duration) -> anyhow::Result<(Channel, String)> {
+    let urls = urls(list);
+    if urls.is_empty() {
+        bail!("--coordinator: no URL given");
+    }
+    if urls.len() == 1 {
+        return Ok(connect_leader(&urls[0], token, patience).await?);
+    }
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        for url in &urls {
+            match connect_leader(url, token, PER_URL).await {
+                Ok(found) => return Ok(found),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if start.elapsed() >= patience {
+            bail!("no coordinator leader reachable through {} within {patience:?}: {last}", urls.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After the event stream of `build_id` broke (`why`): the new leader's
+/// client and its `Watch` stream of the build (a replay, then live
+/// events). `secrets` go along so the new leader can run the build's
+/// remaining secret-using steps.
+pub(crate) async fn watch_again(
+    list: &str,
+    token: &str,
+    build_id: &str,
+    secrets: &BTreeMap<String, Vec<u8>>,
+    why: &str,
+) -> anyhow::Result<(BuildClient<Channel>, Streaming<BuildEvent>)> {
+    let start = Instant::now();
+    loop {
+        let left = REATTACH_PATIENCE.saturating_sub(start.elapsed());
+        let (channel, leader) = connect_any(list, token, left.max(Duration::from_secs(1)))
+            .await
+            .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
+        let mut client = BuildClient::new(channel);
+        let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect() };
+        match client.watch(crate::submit_cmd::authorized(req, token)?).await {
+            Ok(stream) => {
+                tracing::info!(leader = %leader, build = build_id, "following the build on the new leader");
+                return Ok((client, stream.into_inner()));
+            }
+            // A node that stopped leading, or a leader still resuming the
+            // build: ask again.
+            Err(s) if s.code() == Code::Unavailable && start.elapsed() < REATTACH_PATIENCE => {
+                tracing::debug!("watch on {leader}: {}", s.message());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => bail!("{leader}: following build {build_id} after its event stream broke ({why}): {}", s.message()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::urls;
+
+    #[test]
+    fn coordinator_urls_are_comma_separated() {
+        assert_eq!(urls("http://a:1, http://b:2,,http://c:3"), vec!["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(urls("http://a:1"), vec!["http://a:1"]);
+    }
+}
