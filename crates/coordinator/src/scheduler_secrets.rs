@@ -45,7 +45,7 @@ impl Core {
     /// A client's secrets for its build (re-attaching after a failover);
     /// values already held are replaced.
     pub(super) fn attach_secrets(&mut self, namespace: &str, build_id: &str, secrets: Secrets) -> Result<(), SchedulerError> {
-        if !self.builds.get(build_id).is_some_and(|b| b.namespace == namespace) {
+        if self.builds.get(build_id).is_none_or(|b| b.namespace != namespace) {
             return Err(SchedulerError::UnknownBuild(build_id.into()));
         }
         if !secrets.0.is_empty() {
@@ -70,7 +70,8 @@ impl Core {
         let mut oldest: Option<Instant> = None;
         let mut missing = BTreeSet::new();
         for (bid, _) in &exec.waiters {
-            let Some(adopted) = self.adopted.get(bid) else { return None };
+            // A build this leader accepted itself has what its client gave.
+            let adopted = self.adopted.get(bid)?;
             let held = self.secrets.get(bid);
             let lacks: Vec<_> = needed.iter().filter(|id| !held.is_some_and(|s| s.0.contains_key(*id))).cloned().collect();
             if lacks.is_empty() {
