@@ -41,23 +41,31 @@ pub struct SshLink {
     pub worker_id: String,
 }
 
-/// The ssh ids of a step payload's `type=ssh` mounts (none for payloads
-/// that are not RUN steps, or not farm steps at all: the executor reports
+/// A socket to serve: the ssh id and the socket's mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    pub id: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The sockets a step payload's `type=ssh` mounts need, one per id (the
+/// first mount of an id sets its mode and owner); none for payloads that
+/// are not RUN steps, or not farm steps at all (the executor reports
 /// those).
-pub fn ssh_ids(payload: &[u8]) -> Vec<String> {
+pub fn ssh_sockets(payload: &[u8]) -> Vec<SocketSpec> {
     let Ok(step) = serde_json::from_slice::<FarmStep>(payload) else { return vec![] };
     let Work::Step { step: StepKind::Run(run) } = step.work else { return vec![] };
-    let mut ids: Vec<String> = run
-        .mounts
-        .into_iter()
-        .filter_map(|m| match m.kind {
-            MountKind::Ssh { id, .. } => Some(id),
-            _ => None,
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
+    let mut out: Vec<SocketSpec> = Vec::new();
+    for m in run.mounts {
+        if let MountKind::Ssh { id, mode, uid, gid, .. } = m.kind
+            && !out.iter().any(|s| s.id == id)
+        {
+            out.push(SocketSpec { id, mode, uid, gid });
+        }
+    }
+    out
 }
 
 /// A step's agent sockets; they stop accepting and are removed on drop.
@@ -76,20 +84,22 @@ impl StepAgents {
     /// to it through `link`. Problems with a forward are written to the
     /// step's log (`log`), so the user sees why the agent did not answer.
     pub fn serve(assign: &Assign, link: &SshLink, log: &LogSink) -> std::io::Result<Option<Self>> {
-        let ids = ssh_ids(&assign.payload);
-        if ids.is_empty() {
+        let specs = ssh_sockets(&assign.payload);
+        if specs.is_empty() {
             return Ok(None);
         }
         let dir = tempfile::Builder::new().prefix("rbk-ssh-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let mut tasks = JoinSet::new();
         let mut sockets = HashMap::new();
-        for (i, id) in ids.into_iter().enumerate() {
+        for (i, SocketSpec { id, mode, uid, gid }) in specs.into_iter().enumerate() {
             let path = dir.path().join(format!("agent.{i}.sock"));
             let listener = UnixListener::bind(&path)?;
-            // As BuildKit: the socket is root's, mode 0600 (the mount's
-            // default); the step runs as root unless its USER says otherwise.
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            // The mount's mode and owner (BuildKit's defaults: 0600, root);
+            // the directory stays root's 0700, reached only through the
+            // bind mount.
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o777))?;
             sockets.insert(id.clone(), path);
             let open = ForwardOpen { worker_id: link.worker_id.clone(), assignment_id: assign.assignment_id.clone(), ssh_id: id };
             let (link, log) = (link.clone(), log.clone());
@@ -183,5 +193,55 @@ pub async fn run(exec: &Arc<FarmExecutor>, assign: &Assign, log: LogSink, link: 
             exit_code: -1,
             ..Default::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbk_build::farm::{FARM_STEP_VERSION, ImageSource};
+    use rbk_worker::{Mount, RunStep};
+
+    fn ssh(target: &str, id: &str, mode: u32, uid: u32) -> Mount {
+        Mount { target: target.into(), kind: MountKind::Ssh { id: id.into(), required: true, mode, uid, gid: uid } }
+    }
+
+    fn payload(mounts: Vec<Mount>) -> Vec<u8> {
+        let run = RunStep {
+            command: rbk_worker::Command::Exec(vec!["ssh-add".into(), "-l".into()]),
+            shell: rbk_worker::step::default_shell(),
+            env: vec![],
+            user: None,
+            workdir: None,
+            mounts,
+            network: Default::default(),
+            limits: Default::default(),
+            security: Default::default(),
+        };
+        serde_json::to_vec(&FarmStep {
+            version: FARM_STEP_VERSION,
+            label: "[1/1] RUN ssh-add -l".into(),
+            file: "Dockerfile".into(),
+            line: 2,
+            parent: ImageSource::Scratch,
+            work: Work::Step { step: StepKind::Run(run) },
+            cache_ids: vec![],
+            context: None,
+            stages: Default::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn each_ssh_id_gets_one_socket_with_the_first_mounts_mode_and_owner() {
+        let p = payload(vec![ssh("/a", "gh", 0o660, 1000), ssh("/b", "gh", 0o600, 5), ssh("/c", "default", 0o600, 0)]);
+        assert_eq!(
+            ssh_sockets(&p),
+            [
+                SocketSpec { id: "gh".into(), mode: 0o660, uid: 1000, gid: 1000 },
+                SocketSpec { id: "default".into(), mode: 0o600, uid: 0, gid: 0 },
+            ]
+        );
+        assert!(ssh_sockets(b"not a payload").is_empty());
     }
 }

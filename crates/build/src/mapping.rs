@@ -157,9 +157,9 @@ pub fn run_mounts_with(
                     "secret mount {id:?}: secrets are not supported by rbk build yet"
                 ));
             }
-            df::Mount::Ssh { id, target, required, .. } if supports.ssh => out.push(wk::Mount {
+            df::Mount::Ssh { id, target, required, mode, uid, gid } if supports.ssh => out.push(wk::Mount {
                 target: target.clone(),
-                kind: wk::MountKind::Ssh { id: id.clone(), required: *required },
+                kind: wk::MountKind::Ssh { id: id.clone(), required: *required, mode: *mode, uid: *uid, gid: *gid },
             }),
             df::Mount::Ssh { id, .. } => {
                 return Err(format!(

@@ -164,10 +164,10 @@ async fn relay(
             Some(agent_down::Frame::Data(d)) => {
                 let Some(w) = writers.get_mut(&d.conn) else { continue };
                 let failed = !d.data.is_empty() && w.write_all(&d.data).await.is_err();
-                if d.eof || failed {
-                    if let Some(mut w) = writers.remove(&d.conn) {
-                        let _ = w.shutdown().await;
-                    }
+                if (d.eof || failed)
+                    && let Some(mut w) = writers.remove(&d.conn)
+                {
+                    let _ = w.shutdown().await;
                 }
             }
             None => {}

@@ -324,3 +324,18 @@ fn ssh_default_without_an_agent_is_refused_before_building() {
     assert!(!out.status.success());
     assert!(stderr.contains("--ssh default: SSH_AUTH_SOCK is not set"), "{stderr}");
 }
+
+#[test]
+fn an_ssh_mount_with_a_uid_lets_a_non_root_step_use_the_agent() {
+    let agent = ssh_agent::TestAgent::start();
+    let ctx = context(
+        "COPY sshroot/ /\nRUN mkdir -p /etc && echo 'builder:x:1000:1000::/:/bin/sh' > /etc/passwd\nUSER 1000\n\
+         RUN --mount=type=ssh,required=true,uid=1000 ssh-add -l\n",
+    );
+    ssh_agent::stage_ssh_add(ctx.path());
+    let state = tempfile::tempdir().unwrap();
+    let out = build_with_agent(ctx.path(), state.path(), Some(&agent.sock), &["--ssh", "default", "--progress=plain"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&agent.fingerprint), "uid 1000 reaches the agent:\n{stderr}");
+}

@@ -176,7 +176,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).ctx(|| format!("chmod of secret {id:?}"))?;
                 out.oci.push(bind(&target, &file, true)?);
             }
-            MountKind::Ssh { id, required } => {
+            MountKind::Ssh { id, required, .. } => {
                 let Some(sock) = inputs.ssh.get(id) else {
                     if *required {
                         return Err(WorkerError::mount(&target, format!("ssh agent {id:?} is required but none was forwarded")));

@@ -163,12 +163,20 @@ pub enum MountKind {
         gid: u32,
     },
     /// An SSH agent socket supplied by the caller under `id` (default
-    /// `default`); `SSH_AUTH_SOCK` points at it.
+    /// `default`); `SSH_AUTH_SOCK` points at it. `mode`, `uid`, `gid` are
+    /// what a caller that creates the socket gives it (BuildKit's 0600,
+    /// root), so a step running as another user can be let in.
     Ssh {
         #[serde(default = "default_ssh_id")]
         id: String,
         #[serde(default)]
         required: bool,
+        #[serde(default = "default_ssh_mode")]
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
     },
 }
 
@@ -180,6 +188,9 @@ fn default_secret_mode() -> u32 {
 }
 fn default_ssh_id() -> String {
     "default".into()
+}
+fn default_ssh_mode() -> u32 {
+    0o600
 }
 
 /// Where files come from.
