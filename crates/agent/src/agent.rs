@@ -110,6 +110,12 @@ struct Local {
     /// Results finished while disconnected (with what registration
     /// reports about them, when known).
     backlog: Vec<(Option<pw::HeldAssignment>, pw::StepResult)>,
+    /// Results sent on this session in the last [`RESEND_WINDOW`]: the
+    /// protocol has no acknowledgement, so a result written just before
+    /// the stream broke may never have been read. They are reported and
+    /// sent again on the next session; a coordinator that already has them
+    /// ignores them.
+    sent: std::collections::VecDeque<(Instant, pw::HeldAssignment, pw::StepResult)>,
     shutdown_seen: bool,
     /// When this session told the coordinator it drains: an assignment it
     /// sent before reading that may still be on the way, so an idle worker
@@ -120,6 +126,29 @@ struct Local {
 /// How long a drained, idle worker keeps reading for assignments already in
 /// flight (the protocol has no drain acknowledgement yet).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a sent result is kept for re-sending after a broken session:
+/// longer than a dead coordinator takes to be noticed (HTTP/2 keepalive,
+/// 10 s + 10 s).
+const RESEND_WINDOW: Duration = Duration::from_secs(60);
+
+impl Local {
+    /// Records a result as sent on this session.
+    fn sent(&mut self, held: pw::HeldAssignment, r: pw::StepResult) {
+        let now = Instant::now();
+        while self.sent.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RESEND_WINDOW) {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((now, held, r));
+    }
+
+    /// The session broke: recently sent results go back to the backlog.
+    fn unsent(&mut self) {
+        let recent: Vec<_> =
+            self.sent.drain(..).filter(|(t, _, _)| t.elapsed() <= RESEND_WINDOW).map(|(_, h, r)| (Some(h), r)).collect();
+        self.backlog.splice(0..0, recent);
+    }
+}
 
 enum SessionEnd {
     /// Drained: exit.
@@ -170,6 +199,7 @@ impl Agent {
             draining: false,
             idle_since: Instant::now(),
             backlog: vec![],
+            sent: Default::default(),
             shutdown_seen: false,
             drain_sent: None,
         };
@@ -179,6 +209,7 @@ impl Agent {
             match self.session(&endpoint, &auth, &mut local, &ev_tx, &mut ev_rx, shutdown.as_mut()).await? {
                 SessionEnd::Finished => return Ok(()),
                 SessionEnd::Broken { why, registered } => {
+                    local.unsent();
                     if registered {
                         backoff.reset();
                     }
@@ -295,7 +326,10 @@ impl Agent {
         };
         tracing::info!(worker = %self.config.worker_id, "registered with {}", self.config.coordinator);
         let registered = |why: String| Ok(SessionEnd::Broken { why, registered: true });
-        for (_, r) in local.backlog.drain(..) {
+        for (held, r) in std::mem::take(&mut local.backlog) {
+            if let Some(held) = held {
+                local.sent(held, r.clone());
+            }
             send(Up::Result(r));
         }
         local.drain_sent = None;
@@ -340,8 +374,9 @@ impl Agent {
                     Event::Log(l) => send(Up::Log(l)),
                     Event::Done(r) => {
                         // A cancelled step's result was already sent.
-                        if local.running.remove(&r.assignment_id).is_some() {
+                        if let Some((_, held)) = local.running.remove(&r.assignment_id) {
                             tracing::info!(assignment = %r.assignment_id, ok = r.ok, "step finished");
+                            local.sent(held, r.clone());
                             send(Up::Result(r));
                         }
                         local.idle_since = Instant::now();

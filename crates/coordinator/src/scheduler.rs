@@ -819,6 +819,12 @@ impl Core {
             tracing::info!("ignoring a result for an assignment now held by another worker");
             return;
         };
+        if running.committing {
+            // Sent again after a broken session (workers re-send recent
+            // results): the first one is being committed.
+            tracing::info!("ignoring a repeated result of a step being committed");
+            return;
+        }
         if let Some((build_id, step_id)) = exec.waiters.first() {
             tracing::Span::current().record("build_id", tracing::field::display(&build_id)).record("step_id", tracing::field::display(&step_id));
         }

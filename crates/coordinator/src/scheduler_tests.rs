@@ -495,3 +495,46 @@ async fn a_failed_step_still_commits_its_cache_mounts() {
     }
     assert_eq!(query(&*h.state, |m| m.head(&key).unwrap().snapshot), snap);
 }
+
+/// Memory state that counts the `PutAction` commands applied.
+#[derive(Default)]
+struct CountingState {
+    inner: MemoryState,
+    puts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CoordinatorState for CountingState {
+    async fn apply(&self, cmd: crate::state::Command) -> Result<crate::state::Outcome, crate::state::StateError> {
+        if matches!(cmd, crate::state::Command::PutAction { .. }) {
+            self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.apply(cmd).await
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&crate::state::StateMachine)) {
+        self.inner.read(f)
+    }
+}
+
+#[tokio::test]
+async fn a_result_sent_twice_is_committed_once() {
+    // Workers re-send recent results after a broken session; the copy may
+    // reach a coordinator that is still committing the first.
+    let state = Arc::new(CountingState::default());
+    let merger = Arc::new(MapMerger::default());
+    let sched = Scheduler::start(state.clone(), CacheHeads::new(state.clone(), merger.clone()), SchedulerConfig::default());
+    let link = sched.worker_up(WorkerInfo { id: "w1".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+    let mut w = TestWorker { id: "w1".into(), conn: link.conn, rx: link.assignments };
+    let req = BuildRequest { namespace: "team".into(), steps: vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)], no_cache: false };
+    let (_, mut ev) = sched.submit(req).await.unwrap();
+    let a = w.assignment().await;
+    let snap = merger.store([("once".to_string(), "1".to_string())].into());
+    let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
+    let outcome = StepOutcome::Succeeded { layers: vec![], config: b"{}".to_vec(), commits, bytes_restored: 0, duration_ms: 1 };
+    for _ in 0..2 {
+        sched.worker_message("w1", w.conn, FromWorker::Result { assignment_id: a.assignment_id.clone(), outcome: outcome.clone() });
+    }
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    assert_eq!(state.puts.load(std::sync::atomic::Ordering::SeqCst), 1, "the step's result was recorded once");
+}
