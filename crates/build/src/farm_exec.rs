@@ -14,6 +14,7 @@
 //! `caches/` (one directory per namespace, cache id and slot),
 //! `contexts/<digest>` (restored build contexts, reused by later steps) and
 //! `held-layers/<blake3>` (what the worker tells the scheduler it holds).
+//! `images/` is kept under the layer budget (see [`crate::blob_budget`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,13 @@ pub struct FarmExecutor {
     /// Restored contexts in use by running steps (digest → users): never
     /// evicted under a step.
     contexts_in_use: Arc<Mutex<HashMap<String, usize>>>,
+    /// Bytes of compressed layer blobs kept in `images/` (the layer
+    /// store's budget: `rbk worker --max-layer-bytes`).
+    blob_budget: u64,
+    /// Steps hold it shared while they run (a blob is fetched, then
+    /// unpacked or read); eviction of blobs takes it exclusively, so it
+    /// happens only between steps.
+    blob_use: tokio::sync::RwLock<()>,
 }
 
 /// Restored build contexts kept on disk for later steps; older unused
@@ -213,6 +221,7 @@ impl FarmExecutor {
         if let Some(bytes) = layer_store_bytes {
             config.layer_store_bytes = bytes;
         }
+        let blob_budget = config.layer_store_bytes;
         let executor = Executor::new(config)?;
         let layout = OciLayout::create(root.join("images"))?;
         let cache_root = match cache_dir {
@@ -230,6 +239,8 @@ impl FarmExecutor {
             cache_locks: Mutex::new(HashMap::new()),
             context_lock: tokio::sync::Mutex::new(()),
             contexts_in_use: Arc::new(Mutex::new(HashMap::new())),
+            blob_budget,
+            blob_use: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -259,11 +270,23 @@ impl FarmExecutor {
             .collect()
     }
 
-    fn mark_held(&self, blake3: &str) {
+    /// Notes that the blob `digest` (named `blake3` in the store) is held;
+    /// the marker names the blob so eviction can drop it with the blob.
+    fn mark_held(&self, blake3: &str, digest: &str) {
         // Best effort: the marker only steers scheduling.
         if blake3.parse::<Digest>().is_ok() {
-            let _ = std::fs::write(self.root.join("held-layers").join(blake3), b"");
+            let _ = std::fs::write(self.root.join("held-layers").join(blake3), digest);
         }
+    }
+
+    /// Evicts least recently used layer blobs beyond the budget, unless a
+    /// step is running (then the next idle moment does it).
+    async fn trim_blobs(&self) {
+        let Ok(_alone) = self.blob_use.try_write() else { return };
+        let blobs = self.layout.root().join("blobs/sha256");
+        let held = self.root.join("held-layers");
+        let budget = self.blob_budget;
+        let _ = tokio::task::spawn_blocking(move || crate::blob_budget::trim(&blobs, &held, budget)).await;
     }
 
     /// Runs `assign`, streaming the step's output to `log`. Never fails:
@@ -280,7 +303,11 @@ impl FarmExecutor {
     pub async fn run_with_ssh(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> StepResult {
         let t0 = Instant::now();
         let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
-        match self.try_run(assign, log, ssh, &mut result).await {
+        let blobs_in_use = self.blob_use.read().await;
+        let outcome = self.try_run(assign, log, ssh, &mut result).await;
+        drop(blobs_in_use);
+        self.trim_blobs().await;
+        match outcome {
             Ok(()) => result.ok = true,
             Err(f) => {
                 result.ok = false;
@@ -392,7 +419,7 @@ impl FarmExecutor {
 
         layer.add_to_layout(&self.layout).map_err(BuildError::from)?;
         layer.put_into(&*self.store).await.map_err(BuildError::from)?;
-        self.mark_held(&layer.blake3.to_string());
+        self.mark_held(&layer.blake3.to_string(), &layer.digest.to_string());
         let mut layers = parent;
         layers.push(LayerDesc {
             digest: layer.digest.to_string(),
@@ -465,7 +492,10 @@ impl FarmExecutor {
             let held = l.digest.parse::<OciDigest>().is_ok_and(|d| self.layout.has_blob(&d));
             rbk_metrics::global().cache_lookup(rbk_metrics::CacheKind::Layer, held);
             fetch_blob(&*self.store, &self.layout, &l.digest, &l.blake3, &format!("step {}", assign.step_id)).await?;
-            self.mark_held(&l.blake3);
+            if let Ok(d) = l.digest.parse::<OciDigest>() {
+                crate::blob_budget::touch(&self.layout.blob_path(&d));
+            }
+            self.mark_held(&l.blake3, &l.digest);
         }
         Ok(layers)
     }

@@ -23,6 +23,7 @@
 // name them; they are rare, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod blob_budget;
 pub mod cache_mounts;
 mod error;
 pub mod farm;

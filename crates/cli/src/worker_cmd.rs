@@ -62,7 +62,8 @@ pub struct WorkerArgs {
     #[arg(long, conflicts_with = "until_idle")]
     once: bool,
     /// Evict unused local layers (least recently used first) above this
-    /// size, e.g. 20GiB, 512MiB or a byte count; keep it below the local
+    /// size, e.g. 20GiB, 512MiB or a byte count: the unpacked layers, and
+    /// separately their compressed blobs; keep twice it below the local
     /// volume's size so scratch space and cache dirs still fit.
     #[arg(long, value_parser = parse_size, default_value = "20GiB")]
     max_layer_bytes: u64,

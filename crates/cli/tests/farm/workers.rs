@@ -338,3 +338,26 @@ fn a_worker_with_until_idle_exits_0_even_when_no_coordinator_answers() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// Files (not temporaries) directly in `dir`.
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).map_or(vec![], |rd| {
+        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_over_its_layer_budget_evicts_blobs_and_their_held_markers_and_still_builds() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &["--max-layer-bytes", "1"]);
+    for n in 1..=2 {
+        let step = farm.run("s", &format!("budget{n}"), &format!("echo {n} > /n"), None, Some("a"));
+        let events = farm.build(vec![step]).await;
+        assert_eq!(final_state(&events), "succeeded", "{events:#?}");
+    }
+    let state = farm.dir.path().join("workers/a");
+    // Every blob is larger than the 1-byte budget: none stays once the
+    // worker is idle, and it no longer claims to hold any layer.
+    assert_eq!(files_in(&state.join("images/blobs/sha256")), Vec::<String>::new());
+    assert_eq!(files_in(&state.join("held-layers")), Vec::<String>::new());
+}
