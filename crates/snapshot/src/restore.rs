@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use rayon::prelude::*;
 use rbk_store::{ByteRange, Digest, Hasher, Store};
@@ -76,6 +76,7 @@ pub struct RestoreStats {
 /// rewrites or removes.
 pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opts: &RestoreOptions) -> SnapshotResult<RestoreStats> {
     let manifest = snapshot.manifest.clone();
+    let phases = Phases::start();
     manifest.validate()?;
     let root = Arc::new(fsutil::open_root(dir, true)?);
     let existing: HashMap<Vec<u8>, Found> = {
@@ -147,6 +148,7 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         .await?;
         keep_file.extend(equal);
     }
+    phases.done("compare with what is there");
     for (path, _) in existing.iter() {
         if manifest.get(path).is_none() {
             remove.push(path.clone());
@@ -177,6 +179,7 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         .await??
     };
     stats.removed = removed_count;
+    phases.done("remove");
 
     let dirs = Arc::new(DirCache { root: root.clone(), fds: Mutex::new(HashMap::new()) });
     // Directories, parents first (a prefix sorts before its extensions).
@@ -198,6 +201,7 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         })
         .await??;
     }
+    phases.done("directories");
 
     // Files: fetch what is not already there.
     let writes: Vec<usize> = manifest
@@ -210,9 +214,10 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
     stats.unchanged = keep_file.len();
     stats.files_written = writes.len();
     stats.bytes_written = writes.iter().map(|&i| manifest.entries[i].size()).sum();
-    let (fetched, gets) = write_files(store, manifest.clone(), dirs.clone(), writes, in_place, opts).await?;
+    let (fetched, gets, written_stats) = write_files(store, manifest.clone(), dirs.clone(), writes, in_place, opts).await?;
     stats.bytes_fetched = fetched;
     stats.gets = gets;
+    phases.done("fetch and write files");
 
     // Links, metadata of kept files, directory metadata deepest first.
     {
@@ -220,14 +225,31 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         let existing = Arc::new(existing);
         blocking(move || finish_tree(&dirs, &m, &existing, &keep_file, owner)).await??;
     }
+    phases.done("links and metadata");
 
     if let Some(path) = &opts.stat_cache {
         let (dirs, m) = (dirs.clone(), manifest.clone());
+        // Files written in place had their stat taken when finished,
+        // except those a hard link was made to since (that changed their
+        // ctime); the rest are looked up now.
+        let link_targets: HashSet<&[u8]> = manifest
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Hardlink(t) => Some(t.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let taken: HashMap<usize, StatKey> = written_stats.into_iter().filter(|(i, _)| !link_targets.contains(manifest.entries[*i].path.as_slice())).collect();
         let files: HashMap<Vec<u8>, StatKey> = blocking(move || {
             m.entries
                 .par_iter()
-                .filter(|e| matches!(e.kind, EntryKind::File(_)))
-                .filter_map(|e| {
+                .enumerate()
+                .filter(|(_, e)| matches!(e.kind, EntryKind::File(_)))
+                .filter_map(|(i, e)| {
+                    if let Some(k) = taken.get(&i) {
+                        return Some((e.path.clone(), *k));
+                    }
                     let (parent, name) = split_parent(&e.path);
                     let pfd = dirs.get(parent).ok()?;
                     let meta = fsutil::lstat_at(&*pfd, name).ok()?;
@@ -240,8 +262,25 @@ pub async fn restore(store: Arc<dyn Store>, snapshot: &Snapshot, dir: &Path, opt
         if let Err(e) = cache.save(path) {
             tracing::warn!(path = %path.display(), error = %e, "could not save the stat cache");
         }
+        phases.done("stat cache");
     }
     Ok(stats)
+}
+
+/// Time spent per restore phase, logged at debug level
+/// (`RBK_LOG=rbk_snapshot=debug`): where a slow restore goes.
+struct Phases(Mutex<std::time::Instant>);
+
+impl Phases {
+    fn start() -> Phases {
+        Phases(Mutex::new(std::time::Instant::now()))
+    }
+
+    fn done(&self, phase: &str) {
+        let mut t = self.0.lock().expect("phase clock");
+        tracing::debug!(phase, ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3), "restore phase");
+        *t = std::time::Instant::now();
+    }
 }
 
 fn existing_dirs(existing: &HashMap<Vec<u8>, Found>) -> HashSet<Vec<u8>> {
@@ -303,6 +342,10 @@ struct Slot {
     /// order (they almost always do: a file's chunks sit in one pack in
     /// order), so the file need not be read back to be checked.
     whole: Option<Mutex<WholeHash>>,
+    /// The file's final stat, taken through its descriptor once written
+    /// in place (a rename would change its ctime): the stat cache then
+    /// needs no second pass over 20,000 paths.
+    stat: std::sync::OnceLock<StatKey>,
 }
 
 struct WholeHash {
@@ -335,8 +378,9 @@ struct Writer {
     slots: Vec<Slot>,
     owner: bool,
     birth: Birth,
-    /// Segment buffers, reused (at most one per GET in flight).
-    buffers: Mutex<Vec<BytesMut>>,
+    /// Whether a stat cache is kept (then each file's stat is taken as
+    /// it is finished).
+    record_stats: bool,
     /// Set on the first failure: segments still fetching stop early.
     cancelled: std::sync::atomic::AtomicBool,
 }
@@ -417,7 +461,7 @@ async fn write_files(
     writes: Vec<usize>,
     in_place: bool,
     opts: &RestoreOptions,
-) -> SnapshotResult<(u64, usize)> {
+) -> SnapshotResult<(u64, usize, Vec<(usize, StatKey)>)> {
     let segments = plan_segments(&m, &writes, opts.coalesce_gap, opts.max_get)?;
     let nonce = rand_nonce();
     let slots: Vec<Slot> = writes
@@ -433,11 +477,11 @@ async fn write_files(
                 format!(".rbk-tmp-{nonce:x}-{}", TMP_SEQ.fetch_add(1, Ordering::Relaxed)).into_bytes()
             };
             let whole = (chunks > 1).then(|| Mutex::new(WholeHash { hasher: Hasher::new(), next: 0, in_order: true }));
-            Slot { entry: i, name, in_place, chunks, remaining: AtomicUsize::new(chunks), whole }
+            Slot { entry: i, name, in_place, chunks, remaining: AtomicUsize::new(chunks), whole, stat: Default::default() }
         })
         .collect();
     let birth = Birth::probe(&dirs.root, in_place);
-    let w = Arc::new(Writer { m, dirs, slots, owner: opts.owner, birth, buffers: Mutex::default(), cancelled: Default::default() });
+    let w = Arc::new(Writer { m, dirs, slots, owner: opts.owner, birth, record_stats: opts.stat_cache.is_some(), cancelled: Default::default() });
     // Empty files are complete at once; multi-chunk files are created now
     // so that their chunks can land in any order. A one-chunk file (most
     // of them) is created when its chunk arrives: one open per file.
@@ -485,7 +529,7 @@ async fn write_files(
     }
     match failed {
         Some(e) => Err(e),
-        None => Ok((fetched, gets)),
+        None => Ok((fetched, gets, w.slots.iter().filter_map(|s| s.stat.get().map(|k| (s.entry, *k))).collect())),
     }
 }
 
@@ -498,15 +542,20 @@ fn rand_nonce() -> u64 {
 /// have all arrived, verified against its digest. Completed chunks go to
 /// the blocking pool in batches, one batch in flight per segment, so the
 /// next bytes arrive while the previous ones are written.
+///
+/// A chunk that lies within one piece of the response body (most do: the
+/// HTTP client hands over tens to hundreds of KiB at a time, a small
+/// file's chunk is a few KiB) is passed on as a slice of that piece, with
+/// no copy and no segment-sized buffer: an 8 MiB buffer per GET in flight
+/// was fresh memory for most GETs, and faulting its pages in cost more
+/// than copying into it. Only a chunk split across pieces is assembled.
 async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> SnapshotResult<()> {
     let mut stream = store.get(seg.pack, ByteRange::new(seg.start, seg.end - seg.start)).await?;
-    let mut buf = w.buffers.lock().expect("buffer pool").pop().unwrap_or_default();
-    buf.clear();
-    buf.reserve((seg.end - seg.start) as usize);
-    // Offset in the pack of `buf[0]`: completed chunks are split off the
-    // front (sharing the allocation, no copy).
-    let mut base = seg.start;
+    // Offset in the pack of the next byte the stream yields.
+    let mut pos = seg.start;
     let mut pieces = seg.pieces.into_iter().peekable();
+    // The first bytes of the next piece, when it spans body pieces.
+    let mut partial = BytesMut::new();
     let mut ready = Vec::new();
     let mut ready_bytes = 0u64;
     let mut in_flight: Option<tokio::task::JoinHandle<SnapshotResult<()>>> = None;
@@ -514,27 +563,51 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> Snaps
     loop {
         let item = stream.next().await;
         let done = item.is_none();
-        match item {
-            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+        let mut bytes = match item {
+            Some(Ok(bytes)) => bytes,
             Some(Err(e)) => {
                 result = Err(e.into());
                 break;
             }
-            None => {}
-        }
+            None => bytes::Bytes::new(),
+        };
         if w.cancelled.load(Ordering::Relaxed) {
             break;
         }
-        let have = base + buf.len() as u64;
         while let Some(p) = pieces.peek() {
-            if p.offset + p.stored_len > have {
-                break;
+            if partial.is_empty() && pos < p.offset {
+                // A coalesced gap between two needed chunks.
+                if bytes.is_empty() {
+                    break;
+                }
+                let skip = (p.offset - pos).min(bytes.len() as u64);
+                bytes.advance(skip as usize);
+                pos += skip;
+                continue;
             }
+            let want = (p.stored_len - partial.len() as u64) as usize;
+            let chunk = if partial.is_empty() && bytes.len() >= want {
+                pos += want as u64;
+                bytes.split_to(want)
+            } else {
+                if bytes.is_empty() {
+                    break;
+                }
+                let take = want.min(bytes.len());
+                if partial.is_empty() {
+                    partial.reserve(p.stored_len as usize);
+                }
+                partial.extend_from_slice(&bytes[..take]);
+                bytes.advance(take);
+                pos += take as u64;
+                if take < want {
+                    break;
+                }
+                partial.split().freeze()
+            };
             let p = pieces.next().expect("peeked");
-            let head = buf.split_to((p.offset + p.stored_len - base) as usize).freeze();
-            base = p.offset + p.stored_len;
             ready_bytes += p.stored_len;
-            ready.push((head.slice(head.len() - p.stored_len as usize..), p));
+            ready.push((chunk, p));
         }
         if !ready.is_empty() && (done || ready_bytes >= READY_BATCH) {
             ready_bytes = 0;
@@ -555,12 +628,6 @@ async fn fetch_segment(store: &dyn Store, seg: Segment, w: Arc<Writer>) -> Snaps
         let r = prev.await.map_err(|e| SnapshotError::Task(e.to_string())).and_then(|r| r);
         result = result.and(r);
     }
-    drop(ready);
-    // Every chunk split off `buf` has been written and dropped, so `buf`
-    // owns its whole allocation again: the next segment reuses it rather
-    // than faulting in fresh pages.
-    buf.clear();
-    w.buffers.lock().expect("buffer pool").push(buf);
     result?;
     if w.cancelled.load(Ordering::Relaxed) {
         return Ok(()); // another segment failed; its error is the one reported
@@ -683,10 +750,15 @@ impl Writer {
     fn finish(&self, s: &Slot, fd: OwnedFd) -> SnapshotResult<()> {
         let e = &self.m.entries[s.entry];
         set_fd_meta(&fd, e, s.chunks, self.owner, self.birth).map_err(|err| SnapshotError::io("setting metadata of", &e.path, err))?;
-        drop(fd);
         if s.in_place {
+            if self.record_stats
+                && let Ok(st) = rustix::fs::fstat(&fd)
+            {
+                let _ = s.stat.set(StatKey::from(&fsutil::Meta::from(&st)));
+            }
             return Ok(());
         }
+        drop(fd);
         let (parent, name) = split_parent(&e.path);
         let pfd = self.dirs.get(parent)?;
         rustix::fs::renameat(&*pfd, os(&s.name), &*pfd, os(name)).map_err(|err| SnapshotError::io("moving into place", &e.path, err))
