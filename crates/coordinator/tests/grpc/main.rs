@@ -9,3 +9,4 @@ mod builds;
 mod cache;
 mod content;
 mod ssh;
+mod watch;
