@@ -594,6 +594,11 @@ mod tests {
     }
 
     fn plan_with(dockerfile: &str, target: Option<&str>, secrets: &[&str]) -> Result<(Vec<StepNode>, FinalImage)> {
+        plan_serving(dockerfile, target, secrets, &["default"])
+    }
+
+    /// Plans as a client serving the ssh agents `ssh`.
+    fn plan_serving(dockerfile: &str, target: Option<&str>, secrets: &[&str], ssh: &[&str]) -> Result<(Vec<StepNode>, FinalImage)> {
         let ctx_dir = tempfile::tempdir().unwrap();
         std::fs::write(ctx_dir.path().join("a.txt"), "a").unwrap();
         let opts = df::BuildOptions {
@@ -606,7 +611,7 @@ mod tests {
         let images = HashMap::from([("busybox".to_owned(), image)]);
         let layers = HashMap::from([("busybox".to_owned(), layers)]);
         let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
-        let ssh_ids = BTreeSet::from(["default".to_string()]);
+        let ssh_ids = ssh.iter().map(|s| s.to_string()).collect();
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
@@ -729,6 +734,17 @@ mod tests {
         let (nodes, _) = plan_with(optional, None, &[]).unwrap();
         let payload = String::from_utf8(nodes[0].payload.clone()).unwrap();
         assert!(!payload.contains("\"ssh\""), "an unserved optional agent is not mounted: {payload}");
+    }
+
+    #[test]
+    fn serving_an_ssh_agent_or_not_leaves_the_steps_key_alone() {
+        let df = "FROM busybox\nRUN --mount=type=ssh,id=github ssh-add -l\n";
+        let (served, _) = plan_serving(df, None, &[], &["github"]).unwrap();
+        let (unserved, _) = plan_serving(df, None, &[], &[]).unwrap();
+        assert_ne!(served[0].payload, unserved[0].payload);
+        assert_eq!(served[0].key, unserved[0].key, "the key holds the mount's id and options, not whether (or which socket) serves it");
+        let (other_id, _) = plan_serving("FROM busybox\nRUN --mount=type=ssh,id=gitlab ssh-add -l\n", None, &[], &["gitlab"]).unwrap();
+        assert_ne!(served[0].key, other_id[0].key, "the mount's id is part of the key, as in BuildKit");
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ pub struct TestAgent {
     pub sock: PathBuf,
     /// `SHA256:...` of the key the agent holds, as `ssh-add -l` prints it.
     pub fingerprint: String,
+    /// The private key file (only the agent and this file hold it).
+    pub key: PathBuf,
     agent: Child,
     _dir: tempfile::TempDir,
 }
@@ -46,7 +48,7 @@ impl TestAgent {
             std::thread::sleep(Duration::from_millis(20));
         }
         ok(Command::new("/usr/bin/ssh-add").arg("-q").arg(&key).env("SSH_AUTH_SOCK", &sock));
-        TestAgent { sock, fingerprint, agent, _dir: dir }
+        TestAgent { sock, fingerprint, key, agent, _dir: dir }
     }
 }
 

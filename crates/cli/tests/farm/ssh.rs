@@ -37,4 +37,10 @@ async fn submit_ssh_default_forwards_the_clients_agent_to_a_step_on_a_worker() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(&agent.fingerprint) && stderr.contains("rbk-test-key"), "ssh-add -l on worker a lists the client's key:\n{stderr}");
     assert!(stderr.contains(" on a"), "{stderr}");
+    // The private key never left the client: no line of it is anywhere in
+    // the coordinator's or the worker's state, or in their logs.
+    let pem = std::fs::read_to_string(&agent.key).unwrap();
+    let line = pem.lines().nth(2).expect("an OpenSSH private key has body lines");
+    let grep = Command::new("grep").args(["-rlF", line]).arg(farm.dir.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the private key reached {}", String::from_utf8_lossy(&grep.stdout));
 }

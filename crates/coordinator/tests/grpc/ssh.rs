@@ -96,6 +96,20 @@ async fn a_worker_cannot_forward_for_an_assignment_it_does_not_run() {
 }
 
 #[tokio::test]
+async fn agents_cannot_be_served_to_a_finished_build() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    let mut build = farm.client(TENANT_A).await.submit(vec![step("s", "k-s", &[])]).await.unwrap();
+    let a = w.assignment().await;
+    w.succeed(&a, vec![]).await;
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+    let e = serve_agents(&farm, TENANT_A, &build.build_id, &["default"]).await.err().expect("a finished build takes no agents");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = forward(&farm, "w1", &a.assignment_id, "default").await.err().expect("a finished step's forward is refused");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test]
 async fn only_the_builds_tenant_can_serve_agents_to_it() {
     let farm = farm().await;
     let _w = farm.worker("w1", 1).await;
