@@ -286,4 +286,14 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("worker_timeout_ms"), "{e}");
     }
+
+    #[test]
+    fn the_readopt_grace_period_defaults_to_ten_seconds_and_can_be_set() {
+        let parse = |extra: &str| {
+            let text = format!("listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[scheduler]\n{extra}");
+            CoordinatorConfig::parse(&text, Path::new("c.toml")).unwrap().scheduler_config().readopt_grace
+        };
+        assert_eq!(parse(""), Duration::from_secs(10));
+        assert_eq!(parse("readopt_grace_ms = 2500\n"), Duration::from_millis(2500));
+    }
 }
