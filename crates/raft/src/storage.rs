@@ -13,7 +13,8 @@
 //!   to a temporary file, fsynced and renamed, so it is either the old or
 //!   the new snapshot, never half of one. Taking a snapshot then restates
 //!   the hard state and membership in the current segment and deletes the
-//!   oldest segments whose entries it covers.
+//!   oldest segments whose entries it covers; installing the leader's
+//!   snapshot starts a new segment with "restart" and deletes the others.
 //!
 //! Recovery reads the snapshot, then replays the segments; a torn record at
 //! the end (a crash mid-append) is cut off, since nothing after it was
@@ -278,6 +279,7 @@ impl DiskStorage {
         c.conf_state = meta.get_conf_state().clone();
         c.snapshot = snap;
         // A fresh segment that starts over; the old ones go once it is durable.
+        // (Not the current one: its stale entries would then follow nothing.)
         let mut log = self.lock_log();
         log.roll(0)?;
         let mut buf = Vec::new();
@@ -633,11 +635,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
-            s.append(&(1..=30).map(|i| entry(i, 1, "old")).collect::<Vec<_>>()).unwrap();
+            for i in 1..=30 {
+                s.append(&[entry(i, 1, &"old".repeat(100))]).unwrap();
+            }
             s.sync().unwrap();
+            assert!(s.segment_paths().len() >= 3);
             let mut snap = Snapshot { data: b"sm@20".to_vec(), ..Default::default() };
             snap.metadata = Some(SnapshotMetadata { conf_state: Some(ConfState { voters: vec![1], ..Default::default() }), index: 20, term: 4 });
             s.apply_snapshot(snap).unwrap();
+            // A new segment holds the restart; the ones with entries are gone.
             assert_eq!(s.segment_paths().len(), 1);
         }
         let (s, _) = DiskStorage::open_with(dir.path(), &[1], SMALL).unwrap();
