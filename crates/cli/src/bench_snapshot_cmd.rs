@@ -46,6 +46,11 @@ pub struct SnapshotBenchArgs {
     /// Bucket to create and use (a fresh one per run by default).
     #[arg(long)]
     s3_bucket: Option<String>,
+    /// Measure only the S3 store, and only the rows the restore ÷ raw GET
+    /// ratio needs (captures, cold restores, raw GETs, incremental
+    /// restore): what `bench/snapshot-link.sh` runs once per link rate.
+    #[arg(long)]
+    s3_only: bool,
 }
 
 struct Row {
@@ -69,8 +74,12 @@ pub async fn run(args: SnapshotBenchArgs) -> anyhow::Result<()> {
     println!("workload: {} files, {:.1} MB; SEED=1 rewrites {changed_files} files, {:.1} MB\n", args.files, mb(total), mb(changed));
 
     let mut stores: Vec<(&str, Arc<dyn Store>, Option<S3Store>)> = Vec::new();
-    let fs: Arc<dyn Store> = Arc::new(FilesystemStore::open(w.join("fs-store")).await?);
-    stores.push(("fs", fs, None));
+    if !args.s3_only {
+        let fs: Arc<dyn Store> = Arc::new(FilesystemStore::open(w.join("fs-store")).await?);
+        stores.push(("fs", fs, None));
+    } else if args.s3_endpoint.is_none() {
+        bail!("--s3-only needs an S3 endpoint (--s3-endpoint or RBK_TEST_S3_ENDPOINT)");
+    }
     if let Some(endpoint) = &args.s3_endpoint {
         let mut cfg = S3Config::new(args.s3_bucket.clone().unwrap_or_else(|| format!("rbk-bench-snap-{}", std::process::id())));
         cfg.endpoint = Some(endpoint.clone());
@@ -87,6 +96,7 @@ pub async fn run(args: SnapshotBenchArgs) -> anyhow::Result<()> {
         println!("### {name} store\n");
         println!("| step | time (s) | MB/s of tree | uploaded MB | downloaded MB | notes |");
         println!("|---|---:|---:|---:|---:|---|");
+        let rows_seen: Vec<(String, f64, Option<u64>)> = rows.iter().map(|r| (r.what.clone(), r.secs, r.bytes_down)).collect();
         for r in rows {
             let rate = if r.what.contains("incremental") || r.what.contains("unchanged") { changed.max(1) } else { total };
             let rate = if r.what.contains("unchanged") { String::from("–") } else { format!("{:.0}", mb(rate) / r.secs) };
@@ -101,6 +111,9 @@ pub async fn run(args: SnapshotBenchArgs) -> anyhow::Result<()> {
             );
         }
         println!();
+        if let Some(line) = summary(name, &rows_seen) {
+            println!("{line}\n");
+        }
     }
     let _ = std::fs::remove_dir_all(w);
     Ok(())
@@ -135,6 +148,7 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
     // without a journal, creating files right after mass deletion is slow).
     let rounds = args.rounds.max(1);
     let (mut snap_t, mut naive_t, mut raw_t, mut whole_t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut snap_cpu, mut raw_cpu) = (Vec::new(), Vec::new());
     let mut rs = None;
     let mut raw_bytes = 0;
     let gets = rbk_snapshot::cold_restore_gets(&s0, &ropts)?;
@@ -144,18 +158,20 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
         if round > 0 {
             o.stat_cache = Some(w.join(format!("restore-{round}.statcache")));
         }
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs());
         let r = restore(store.clone(), &Snapshot::load(&*store, s0.digest).await?, &d, &o).await?;
         snap_t.push(secs(t));
+        snap_cpu.push(cpu_secs() - cpu);
         verify_same(&src, &d)?;
         rs.get_or_insert(r);
         let t = Instant::now();
         naive_restore(&*store, d0, &nd).await?;
         naive_t.push(secs(t));
         if let Some(s3) = s3 {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), cpu_secs());
             raw_bytes = raw_ranged_gets(s3, &gets, args.concurrency).await?;
             raw_t.push(secs(t));
+            raw_cpu.push(cpu_secs() - cpu);
             let packs: Vec<Digest> = s0.manifest.packs().into_iter().collect();
             let t = Instant::now();
             raw_get_all(s3, &packs, args.concurrency).await?;
@@ -170,7 +186,7 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
         secs: restore_secs,
         bytes_up: None,
         bytes_down: Some(rs.bytes_fetched),
-        note: format!("{} ranged GETs; {}", rs.gets, of(&snap_t)),
+        note: format!("{} ranged GETs; {}; CPU of this process {:.2} s", rs.gets, of(&snap_t), median(&snap_cpu)),
     });
     rows.push(Row { what: "naive: restore into empty dir".into(), secs: median(&naive_t), bytes_up: None, bytes_down: Some(up0), note: of(&naive_t) });
 
@@ -183,7 +199,12 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
             secs: raw,
             bytes_up: None,
             bytes_down: Some(raw_bytes),
-            note: format!("restore ÷ raw GET throughput = **{:.2}**; {}", (rs.bytes_fetched as f64 / restore_secs) / (raw_bytes as f64 / raw), of(&raw_t)),
+            note: format!(
+                "restore ÷ raw GET throughput = **{:.2}**; {}; CPU of this process {:.2} s",
+                (rs.bytes_fetched as f64 / restore_secs) / (raw_bytes as f64 / raw),
+                of(&raw_t),
+                median(&raw_cpu)
+            ),
         });
         let whole = median(&whole_t);
         rows.push(Row {
@@ -224,6 +245,9 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
         note: format!("wrote {} files, {:.1} MB; {} unchanged", rs1.files_written, mb(rs1.bytes_written), rs1.unchanged),
     });
     verify_same(&src, &dst)?;
+    if args.s3_only {
+        return Ok(rows);
+    }
 
     copts.base = Some(s1.clone());
     let t = Instant::now();
@@ -278,10 +302,38 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
     Ok(rows)
 }
 
+/// One line per S3 run that scripts parse (`bench/snapshot-link.sh`):
+/// the rows the restore-vs-raw-GET ratio is made of, in seconds.
+fn summary(store: &str, rows: &[(String, f64, Option<u64>)]) -> Option<String> {
+    let find = |prefix: &str| rows.iter().find(|r| r.0.starts_with(prefix));
+    let restore = find("snapshot: restore into empty dir")?;
+    let raw = find("raw aws-sdk-s3 GETs of the same")?;
+    let naive = find("naive: restore into empty dir")?;
+    let incr = find("snapshot: incremental restore")?;
+    let ratio = (restore.2? as f64 / restore.1) / (raw.2? as f64 / raw.1);
+    Some(format!(
+        "summary {store}: cold_restore_s={:.2} raw_get_s={:.2} ratio={ratio:.2} naive_restore_s={:.2} incremental_restore_s={:.2}",
+        restore.1, raw.1, naive.1, incr.1
+    ))
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// User + system CPU seconds this process has used so far (all threads):
+/// what a restore costs, apart from what the neighbours on a shared
+/// machine do to its wall time.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn secs(t: Instant) -> f64 {
