@@ -75,7 +75,7 @@ pub(crate) async fn watch_again(
             .await
             .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
         let mut client = BuildClient::new(channel);
-        let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect() };
+        let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect(), submitter: true };
         match client.watch(crate::submit_cmd::authorized(req, token)?).await {
             Ok(stream) => {
                 tracing::info!(leader = %leader, build = build_id, "following the build on the new leader");

@@ -327,7 +327,7 @@ pub async fn serve_watch(
 ) -> Result<BoxStream<'static, Result<pb::BuildEvent, Status>>, Status> {
     let hub = scheduler.events();
     if let Some(redirect) = gate.and_then(|g| g.check().err()) {
-        if !req.secrets.is_empty() {
+        if req.submitter || !req.secrets.is_empty() {
             return Err(redirect);
         }
         let Some(fanout) = hub.fanout() else { return Err(redirect) };
@@ -349,7 +349,7 @@ pub async fn serve_watch(
         };
     }
     let rec = find_build(&*state, namespace, &req.build_id).await?;
-    if rec.state == BuildState::Running && !req.secrets.is_empty() {
+    if rec.state == BuildState::Running && (req.submitter || !req.secrets.is_empty()) {
         let secrets = crate::scheduler::Secrets(req.secrets.into_iter().collect());
         if let Err(e) = scheduler.attach_secrets(namespace, &req.build_id, secrets).await {
             // A leader that has not adopted the build yet (it was elected

@@ -42,8 +42,9 @@ pub(super) fn secret_ids(payload: &[u8]) -> BTreeSet<String> {
 }
 
 impl Core {
-    /// A client's secrets for its build (re-attaching after a failover);
-    /// values already held are replaced.
+    /// The submitting client's secrets for its build (re-attaching after a
+    /// failover); values already held are replaced. The client is back, so
+    /// its steps stop waiting: what it sent is all there is.
     pub(super) fn attach_secrets(&mut self, namespace: &str, build_id: &str, secrets: Secrets) -> Result<(), SchedulerError> {
         if self.builds.get(build_id).is_none_or(|b| b.namespace != namespace) {
             return Err(SchedulerError::UnknownBuild(build_id.into()));
@@ -52,6 +53,7 @@ impl Core {
             tracing::info!(build = build_id, ids = ?secrets, "secrets re-supplied by the client");
             self.secrets.entry(build_id.into()).or_default().0.extend(secrets.0);
         }
+        self.adopted.remove(build_id);
         Ok(())
     }
 
@@ -176,6 +178,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the build did not fail");
+    }
+
+    #[tokio::test]
+    async fn a_re_attached_client_without_the_secret_releases_the_step_to_its_worker() {
+        let (_state, s, build_id) = adopted(Duration::from_secs(60)).await;
+        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(300), w.assignments.recv()).await.is_err());
+        // The submitter is back with no secrets: the worker decides
+        // (an optional secret mount runs without it; a required one fails).
+        s.attach_secrets("team", &build_id, Secrets::default()).await.unwrap();
+        let Some(ToWorker::Assign(a)) = tokio::time::timeout(Duration::from_secs(5), w.assignments.recv()).await.unwrap() else {
+            panic!("expected an assignment")
+        };
+        assert!(a.secrets.0.is_empty());
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ fn bearer<T>(msg: T) -> Request<T> {
 /// `Watch` on exactly `url` (no redirect following).
 async fn watch_on(url: &str, build_id: &str) -> Result<Streaming<pb::BuildEvent>, Status> {
     let channel = tonic::transport::Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
-    Ok(BuildClient::new(channel).watch(bearer(pb::WatchRequest { build_id: build_id.into(), secrets: Default::default() })).await?.into_inner())
+    Ok(BuildClient::new(channel).watch(bearer(pb::WatchRequest { build_id: build_id.into(), secrets: Default::default(), submitter: false })).await?.into_inner())
 }
 
 /// Events until the build's final one (which is included).
@@ -163,7 +163,7 @@ async fn without_redis_a_watch_on_a_follower_is_redirected_to_the_leader_and_see
     assert_eq!(leader_hint(&refused).as_deref(), Some(leader.as_str()));
     let (stream, served_by) = follow_leader(&follower, WAIT, |channel| {
         let build = build.clone();
-        async move { Ok(BuildClient::new(channel).watch(bearer(pb::WatchRequest { build_id: build, secrets: Default::default() })).await?.into_inner()) }
+        async move { Ok(BuildClient::new(channel).watch(bearer(pb::WatchRequest { build_id: build, secrets: Default::default(), submitter: false })).await?.into_inner()) }
     })
     .await
     .unwrap();

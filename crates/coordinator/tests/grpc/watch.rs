@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use crate::harness::*;
 
 async fn watch(client: &mut Client, build_id: &str) -> Result<Submitted, tonic::Status> {
-    let req = pb::WatchRequest { build_id: build_id.into(), secrets: Default::default() };
+    let req = pb::WatchRequest { build_id: build_id.into(), secrets: Default::default(), submitter: false };
     let events = client.inner.watch(bearer(req, &client.token)).await?.into_inner();
     Ok(Submitted { build_id: build_id.into(), events })
 }
