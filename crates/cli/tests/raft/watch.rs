@@ -296,6 +296,7 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eprintln!("rbk submit finished {:?} after the leader's SIGKILL", start.elapsed());
     let _ = worker.kill();
     let _ = worker.wait();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
