@@ -132,7 +132,18 @@ impl Coordinator {
                 gated,
             ))
             .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+            // TCP_NODELAY, as tonic's own `serve` sets it: with Nagle on, a
+            // small reply waits for the peer's delayed ACK (~40 ms), which
+            // request/response traffic (the relayed SSH agent protocol)
+            // pays on every exchange.
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                }),
+                shutdown,
+            )
             .await
     }
 }
