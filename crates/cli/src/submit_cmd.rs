@@ -276,7 +276,14 @@ pub(crate) async fn run_build(
                 // the new one.
                 Err(s) if !build_id.is_empty() && s.code() != tonic::Code::Unauthenticated => {
                     progress.note(&format!(" => the coordinator's event stream broke ({}); following build {build_id} to the new leader", s.message()));
-                    (client, stream) = crate::submit_reattach::watch_again(url, token, &build_id, &secrets, s.message()).await?;
+                    let channel;
+                    (channel, client, stream) = crate::submit_reattach::watch_again(url, token, &build_id, &secrets, s.message()).await?;
+                    // The agents are relayed through the leader: serve
+                    // them to the new one (the old relay died with its
+                    // leader).
+                    if !ssh.is_empty() {
+                        _agents = Some(ssh.serve(channel, token, &build_id)?);
+                    }
                     continue;
                 }
                 Err(s) => bail!("{url}: the build's event stream broke: {}", s.message()),

@@ -57,29 +57,29 @@ pub(crate) async fn connect_any(list: &str, token: &str, patience: Duration) -> 
     }
 }
 
-/// After the event stream of `build_id` broke (`why`): the new leader's
-/// client and its `Watch` stream of the build (a replay, then live
-/// events). `secrets` go along so the new leader can run the build's
-/// remaining secret-using steps.
+/// After the event stream of `build_id` broke (`why`): a channel to the
+/// new leader (for the `--ssh` agents' relay), its client and its `Watch`
+/// stream of the build (a replay, then live events). `secrets` go along so
+/// the new leader can run the build's remaining secret-using steps.
 pub(crate) async fn watch_again(
     list: &str,
     token: &str,
     build_id: &str,
     secrets: &BTreeMap<String, Vec<u8>>,
     why: &str,
-) -> anyhow::Result<(BuildClient<Channel>, Streaming<BuildEvent>)> {
+) -> anyhow::Result<(Channel, BuildClient<Channel>, Streaming<BuildEvent>)> {
     let start = Instant::now();
     loop {
         let left = REATTACH_PATIENCE.saturating_sub(start.elapsed());
         let (channel, leader) = connect_any(list, token, left.max(Duration::from_secs(1)))
             .await
             .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
-        let mut client = BuildClient::new(channel);
+        let mut client = BuildClient::new(channel.clone());
         let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect(), submitter: true };
         match client.watch(crate::submit_cmd::authorized(req, token)?).await {
             Ok(stream) => {
                 tracing::info!(leader = %leader, build = build_id, "following the build on the new leader");
-                return Ok((client, stream.into_inner()));
+                return Ok((channel, client, stream.into_inner()));
             }
             // A node that stopped leading, or a leader still resuming the
             // build: ask again.

@@ -7,4 +7,6 @@ mod five_nodes;
 mod harness;
 mod membership;
 mod readopt;
+#[path = "../common/ssh_agent.rs"]
+mod ssh_agent;
 mod watch;

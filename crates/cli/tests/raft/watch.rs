@@ -205,11 +205,13 @@ async fn when_redis_dies_mid_build_the_build_and_a_follower_watching_it_still_fi
 /// one slow step (the leader dies during it), then one that needs a secret.
 fn context(dir: &Path) {
     std::fs::copy(rbk_testsupport::program("busybox"), dir.join("busybox")).unwrap();
+    crate::ssh_agent::stage_ssh_add(dir);
     std::fs::write(
         dir.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\n\
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY sshroot/ /\n\
          RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep 4 && echo slow > /slow\"]\n\
-         RUN --mount=type=secret,id=tok,required=true [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c < /run/secrets/tok > /len\"]\n",
+         RUN --mount=type=secret,id=tok,required=true [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c < /run/secrets/tok > /len\"]\n\
+         RUN --mount=type=ssh,required=true [\"/bin/busybox\", \"sh\", \"-c\", \"/usr/bin/ssh-add -l > /keys\"]\n",
     )
     .unwrap();
 }
@@ -230,7 +232,7 @@ async fn newest_build(urls: &[String]) -> Option<pb::BuildStatus> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_its_secret() {
+async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_its_secret_and_ssh_agent() {
     let mut c = cluster(None);
     let leader_url = serving_leader(&c).await;
     let leader = c.id_of(&leader_url);
@@ -256,6 +258,7 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     let secret_file = work.path().join("secret");
     std::fs::write(&secret_file, &value).unwrap();
     let out = work.path().join("rootfs");
+    let agent = crate::ssh_agent::TestAgent::start();
     let (stdout_path, stderr_path) = (work.path().join("submit.out"), work.path().join("submit.err"));
     let mut submit = Command::new(RBK)
         .args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
@@ -263,6 +266,8 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
         .arg(work.path().join("client"))
         .arg("--secret")
         .arg(format!("id=tok,src={}", secret_file.display()))
+        .args(["--ssh", "default"])
+        .env("SSH_AUTH_SOCK", &agent.sock)
         .arg("--output")
         .arg(format!("type=local,dest={}", out.display()))
         .arg(&ctx)
@@ -302,8 +307,9 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(status.success(), "rbk submit failed after the failover:\n{stderr}\nworker log:\n{}", std::fs::read_to_string(&worker_log).unwrap_or_default());
     assert!(stderr.contains("following build"), "the client re-attached: {stderr}");
-    // Each step (COPY, the slow RUN, the secret RUN) is reported done once.
-    for n in 1..=3 {
+    // Each step (two COPYs, the slow RUN, the secret RUN, the ssh RUN) is
+    // reported done once.
+    for n in 1..=5 {
         let reported = stderr.lines().filter(|l| l.starts_with(&format!("#{n} DONE")) || l.starts_with(&format!("#{n} CACHED"))).count();
         assert_eq!(reported, 1, "step #{n} reported {reported} times:\n{stderr}");
     }
@@ -311,6 +317,9 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     // secret (its length), which no output or log holds.
     assert_eq!(std::fs::read_to_string(out.join("slow")).unwrap().trim(), "slow");
     assert_eq!(std::fs::read_to_string(out.join("len")).unwrap().trim(), value.len().to_string());
+    // The agent was relayed through the new leader.
+    let keys = std::fs::read_to_string(out.join("keys")).unwrap();
+    assert!(keys.contains(&agent.fingerprint), "{keys}");
     let stdout = std::fs::read_to_string(&stdout_path).unwrap();
     assert!(!stdout.trim().is_empty(), "the image digest is printed");
     assert!(!stderr.contains(&value));
