@@ -47,6 +47,7 @@ impl Node {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
+    snapshot_entries: u64,
 }
 
 impl Drop for Cluster {
@@ -68,7 +69,7 @@ impl Cluster {
         std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
         let nodes: Vec<Node> = (1..=n).map(|id| Node { id, api_port: free_port(), raft_port: free_port(), child: None }).collect();
-        let c = Self { dir, nodes };
+        let c = Self { dir, nodes, snapshot_entries };
         for node in &c.nodes {
             c.write_config(node, &c.nodes, snapshot_entries, false);
         }
@@ -110,10 +111,71 @@ impl Cluster {
         self.nodes[i].child = Some(child);
     }
 
+    /// Starts every node and waits until each listens on its ports. A
+    /// port `free_port` picked can be taken before the node binds it (by
+    /// another test's process, or as the local port of some outgoing
+    /// connection); the node then exits, and a 5-node cluster short of one
+    /// node survives one kill less. So a cluster that did not come up
+    /// whole starts again on new ports.
     pub fn start_all(&mut self) {
-        for id in 1..=self.nodes.len() as u64 {
-            self.start(id);
+        for attempt in 1.. {
+            for id in 1..=self.nodes.len() as u64 {
+                self.start(id);
+            }
+            if self.all_listening(Duration::from_secs(15)) {
+                return;
+            }
+            assert!(attempt < 3, "the cluster's nodes did not all start:\n{}", self.log_tails());
+            eprintln!("a node did not start (port taken?); starting the cluster again on new ports:\n{}", self.log_tails());
+            for n in &mut self.nodes {
+                if let Some(mut c) = n.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                (n.api_port, n.raft_port) = (free_port(), free_port());
+            }
+            for n in &self.nodes {
+                let _ = std::fs::remove_dir_all(self.data_dir(n.id));
+                self.write_config(n, &self.nodes, self.snapshot_entries, false);
+            }
         }
+    }
+
+    /// Whether every node runs and accepts connections on both its ports
+    /// within `limit`.
+    fn all_listening(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let mut up = 0;
+            for n in &mut self.nodes {
+                let Some(c) = n.child.as_mut() else { return false };
+                if c.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                let open = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if open(n.api_port) && open(n.raft_port) {
+                    up += 1;
+                }
+            }
+            if up == self.nodes.len() {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of every node's log, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let log = read_log(self.dir.path(), n.id);
+            let lines: Vec<&str> = log.lines().collect();
+            out += &format!("--- node {} ({}):\n{}\n", n.id, if n.child.is_some() { "started" } else { "stopped" }, lines[lines.len().saturating_sub(8)..].join("\n"));
+        }
+        out
     }
 
     /// A new node that joins an existing cluster (`join = true`).
@@ -154,7 +216,7 @@ impl Cluster {
 
     /// Waits for a serving leader reachable from `via`; returns its URL.
     pub async fn leader_via(&self, via: &str) -> String {
-        let (_, url) = connect_leader(via, TENANT, WAIT).await.unwrap_or_else(|e| panic!("{e}; logs in {}", self.dir.path().display()));
+        let (_, url) = connect_leader(via, TENANT, WAIT).await.unwrap_or_else(|e| panic!("{e}; last log lines:\n{}", self.log_tails()));
         url
     }
 
