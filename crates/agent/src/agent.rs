@@ -121,10 +121,14 @@ struct Local {
     /// sent before reading that may still be on the way, so an idle worker
     /// waits [`DRAIN_GRACE`] before it leaves rather than dropping it.
     drain_sent: Option<tokio::time::Instant>,
+    /// The coordinator acknowledged the drain on this session: nothing is
+    /// in flight any more, so an idle worker leaves without the grace.
+    drain_acked: bool,
 }
 
 /// How long a drained, idle worker keeps reading for assignments already in
-/// flight (the protocol has no drain acknowledgement yet).
+/// flight when the coordinator does not acknowledge the drain (`DrainAck`
+/// came later; an older coordinator never sends it).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a sent result is kept for re-sending after a broken session:
@@ -202,6 +206,7 @@ impl Agent {
             sent: Default::default(),
             shutdown_seen: false,
             drain_sent: None,
+            drain_acked: false,
         };
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         tokio::pin!(shutdown);
@@ -333,6 +338,7 @@ impl Agent {
             send(Up::Result(r));
         }
         local.drain_sent = None;
+        local.drain_acked = false;
         if local.draining {
             send(Up::Drain(pw::Drain {}));
             local.drain_sent = Some(tokio::time::Instant::now());
@@ -341,7 +347,8 @@ impl Agent {
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let grace_over = local.drain_sent.map(|t| t + DRAIN_GRACE);
-            if local.draining && local.running.is_empty() && grace_over.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            let nothing_in_flight = local.drain_acked || grace_over.is_some_and(|t| t <= tokio::time::Instant::now());
+            if local.draining && local.running.is_empty() && nothing_in_flight {
                 return Ok(self.finish(up, down).await);
             }
             let idle_deadline = self.config.until_idle.map(|d| tokio::time::Instant::from_std(local.idle_since + d));
@@ -366,6 +373,7 @@ impl Agent {
                             }));
                         }
                     }
+                    Ok(Some(pw::CoordinatorMessage { msg: Some(Down::DrainAck(_)) })) => local.drain_acked = true,
                     Ok(Some(_)) => {}
                     Ok(None) => return registered("the coordinator closed the stream".into()),
                     Err(s) => return registered(s.to_string()),

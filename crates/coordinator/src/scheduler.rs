@@ -141,6 +141,8 @@ pub struct Assignment {
 pub enum ToWorker {
     Assign(Assignment),
     Cancel { assignment_id: String },
+    /// The worker's drain was read: no assignment follows.
+    DrainAck,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -790,7 +792,10 @@ impl Core {
                     let _ = self.heads.renew(&h, now_ms(), self.config.lease_ttl.as_millis() as u64).await;
                 }
             }
-            FromWorker::Drain => w.draining = true,
+            FromWorker::Drain => {
+                w.draining = true;
+                let _ = w.tx.send(ToWorker::DrainAck);
+            }
             FromWorker::Log { assignment_id, stream, line } => {
                 let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get(k)) else { return };
                 for (bid, sid) in &exec.waiters {

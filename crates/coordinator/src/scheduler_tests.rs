@@ -444,6 +444,7 @@ async fn a_draining_worker_takes_no_new_steps() {
     let h = harness();
     let mut w = h.worker("w", 4).await;
     h.sched.worker_message(&w.id, w.conn, FromWorker::Drain);
+    assert_eq!(w.next().await, ToWorker::DrainAck, "the drain is acknowledged");
     let (_, _ev) = h.submit(vec![node("a", "ka", &[])]).await;
     assert!(w.idle().await);
 }

@@ -445,6 +445,7 @@ fn to_worker_wire(m: ToWorker) -> pw::CoordinatorMessage {
                 .collect(),
         }),
         ToWorker::Cancel { assignment_id } => Msg::Cancel(pw::CancelStep { assignment_id }),
+        ToWorker::DrainAck => Msg::DrainAck(pw::DrainAck {}),
     };
     pw::CoordinatorMessage { msg: Some(msg) }
 }

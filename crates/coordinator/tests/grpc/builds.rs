@@ -185,9 +185,9 @@ async fn a_draining_worker_gets_no_new_steps() {
     let farm = farm().await;
     let mut w = farm.worker("w1", 2).await;
     w.send(Up::Drain(pw::Drain {}));
-    // The drain travels on w1's own connection; give it time to arrive
-    // before the build does (w1 would otherwise win the tie-break by name).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Acknowledged: the coordinator has read it, so the build below cannot
+    // reach w1 (which would otherwise win the tie-break by name).
+    assert!(matches!(w.next().await, Down::DrainAck(_)), "the drain is acknowledged");
     let mut fresh = farm.worker("w2", 2).await;
     let mut client = farm.client(TENANT_A).await;
     let mut build = client.submit(vec![step("a", "k-a", &[])]).await.unwrap();
