@@ -17,7 +17,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;
 use rbk_proto::build as pb;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use rbk_store::redis_conn::{bounded_config, redact};
+use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 /// Events waiting to be published while Redis is slow or down.
@@ -41,14 +42,6 @@ impl std::fmt::Debug for RedisFanout {
     }
 }
 
-/// `redis://user:password@host/` without the password, for messages.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://<redacted>@{}", &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
-
 fn warn_throttled(last: &AtomicU64, url: &str, what: &str, err: &str) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let prev = last.load(Ordering::Relaxed);
@@ -63,13 +56,7 @@ impl RedisFanout {
     pub fn start(url: &str, prefix: &str, timeout: Duration) -> Result<Arc<Self>, String> {
         let url_for_logs = redact(url);
         let client = redis::Client::open(url).map_err(|e| format!("redis url {url_for_logs:?}: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| format!("redis url {url_for_logs:?}: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), bounded_config(timeout)).map_err(|e| format!("redis url {url_for_logs:?}: {e}"))?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let last_warned = Arc::new(AtomicU64::new(0));
         tokio::spawn(publish_loop(conn, rx, timeout, url_for_logs.clone(), last_warned.clone()));
@@ -202,12 +189,6 @@ mod tests {
         assert_eq!(RedisSection::resolve(Some(&own), &store), Some(own));
         let plain: rbk_store::StoreConfig = toml::from_str("type = \"filesystem\"\npath = \"/s\"\n").unwrap();
         assert_eq!(RedisSection::resolve(None, &plain), None);
-    }
-
-    #[test]
-    fn a_password_in_the_url_is_not_logged() {
-        assert_eq!(redact("redis://u:hunter2@r:6379/0"), "redis://<redacted>@r:6379/0");
-        assert_eq!(redact("redis://r:6379"), "redis://r:6379");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod error;
 mod existence;
 mod fs;
 mod memory;
+pub mod redis_conn;
 mod redis_existence;
 mod s3;
 mod store;

@@ -3,9 +3,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::existence::ExistenceIndex;
+use crate::redis_conn::{bounded_config, redact};
 use crate::{Digest, StoreError, StoreResult};
 
 /// Warn about an unreachable Redis at most this often.
@@ -34,26 +35,13 @@ impl fmt::Debug for RedisExistenceIndex {
     }
 }
 
-/// `redis://user:password@host/` without the password, for messages.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://<redacted>@{}", &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
 
 impl RedisExistenceIndex {
     /// Never fails because Redis is down, only on a malformed URL.
     pub fn new(url: &str, prefix: &str, ttl: Duration, timeout: Duration) -> StoreResult<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Config(format!("existence_cache.redis_url {:?}: {e}", redact(url))))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client, bounded_config(timeout))
             .map_err(|e| StoreError::Config(format!("existence_cache.redis_url {:?}: {e}", redact(url))))?;
         Ok(Self {
             conn,
@@ -149,12 +137,6 @@ impl ExistenceIndex for RedisExistenceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact("redis://:hunter2@cache:6379/0"), "redis://<redacted>@cache:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 
     #[test]
     fn a_malformed_url_names_the_field() {
