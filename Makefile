@@ -7,9 +7,10 @@ SHELL := /bin/bash
 # All set-up, then the main job on the embedded default (no servers).
 demo: setup
 	cargo build --release -p rbk
-	./target/release/rbk --version
-	./target/release/rbk store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}/selftest"
-	examples/demo/run.sh ./target/release/rbk
+	rbk="$${CARGO_TARGET_DIR:-target}/release/rbk"; \
+	"$$rbk" --version; \
+	"$$rbk" store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}/selftest"; \
+	examples/demo/run.sh "$$rbk"
 
 # All set-up, then every test against real services on 127.0.0.1.
 test: setup
