@@ -277,7 +277,11 @@ pub(crate) async fn run_build(
                 Err(s) if !build_id.is_empty() && s.code() != tonic::Code::Unauthenticated => {
                     progress.note(&format!(" => the coordinator's event stream broke ({}); following build {build_id} to the new leader", s.message()));
                     let channel;
-                    (channel, client, stream) = crate::submit_reattach::watch_again(url, token, &build_id, &secrets, s.message()).await?;
+                    (channel, client, stream) = tokio::select! {
+                        found = crate::submit_reattach::watch_again(url, token, &build_id, &secrets, s.message()) => found?,
+                        // No leader to ask for a cancel: say so and leave.
+                        _ = &mut ctrl_c => bail!("interrupted while following build {build_id} to a new leader; it was not cancelled"),
+                    };
                     // The agents are relayed through the leader: serve
                     // them to the new one (the old relay died with its
                     // leader).

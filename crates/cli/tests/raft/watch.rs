@@ -326,3 +326,71 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     let grep = Command::new("grep").args(["-rl", &value]).arg(c.dir.path()).output().unwrap();
     assert!(grep.stdout.is_empty(), "the secret reached a coordinator file: {}", String::from_utf8_lossy(&grep.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_rbk_submit_looks_for_a_new_leader_ends_it_at_once() {
+    let mut c = cluster(None);
+    let leader_url = serving_leader(&c).await;
+    let follower = c.apis().into_iter().find(|u| *u != leader_url).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut worker = Command::new(RBK)
+        .args(["worker", "--coordinator", &follower, "--token", WORKER, "--id", "w1", "--max-backoff", "1s"])
+        .arg("--state-dir")
+        .arg(work.path().join("worker"))
+        .arg("--runtime-path")
+        .arg(rbk_testsupport::program("runc"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    context(&ctx);
+    let secret_file = work.path().join("secret");
+    std::fs::write(&secret_file, "s").unwrap();
+    let agent = crate::ssh_agent::TestAgent::start();
+    let stderr_path = work.path().join("submit.err");
+    let mut submit = Command::new(RBK)
+        .args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
+        .arg("--client-dir")
+        .arg(work.path().join("client"))
+        .arg("--secret")
+        .arg(format!("id=tok,src={}", secret_file.display()))
+        .args(["--ssh", "default"])
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !newest_build(&c.apis()).await.is_some_and(|b| b.steps.iter().any(|s| s.state == "running")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the build never got going: {}", std::fs::read_to_string(&stderr_path).unwrap());
+        assert!(submit.try_wait().unwrap().is_none(), "rbk submit ended early: {}", std::fs::read_to_string(&stderr_path).unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every node gone: the client looks for a leader (for up to 60 s).
+    for n in c.nodes.iter().map(|n| n.id).collect::<Vec<_>>() {
+        c.kill(n);
+    }
+    let start = Instant::now();
+    while !std::fs::read_to_string(&stderr_path).unwrap().contains("following build") {
+        assert!(start.elapsed() < Duration::from_secs(30), "rbk submit never noticed: {}", std::fs::read_to_string(&stderr_path).unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Command::new("kill").args(["-INT", &submit.id().to_string()]).status().unwrap();
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(st) = submit.try_wait().unwrap() {
+            break st;
+        }
+        assert!(interrupted.elapsed() < Duration::from_secs(5), "rbk submit ignored Ctrl-C while looking for a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("interrupted while following build") && stderr.contains("not cancelled"), "{stderr}");
+}
