@@ -203,6 +203,21 @@ async fn when_redis_dies_mid_build_the_build_and_a_follower_watching_it_still_fi
 
 /// A context whose image is the host's static busybox (`FROM scratch`):
 /// one slow step (the leader dies during it), then one that needs a secret.
+/// `rbk submit` to every node of `c`, with secret `tok` from `secret` and
+/// `agent` as `--ssh default` (the steps of [`context`] use both); the
+/// caller adds outputs and the context.
+fn submit_to(c: &Cluster, work: &Path, secret: &Path, agent: &crate::ssh_agent::TestAgent) -> Command {
+    let mut cmd = Command::new(RBK);
+    cmd.args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
+        .arg("--client-dir")
+        .arg(work.join("client"))
+        .arg("--secret")
+        .arg(format!("id=tok,src={}", secret.display()))
+        .args(["--ssh", "default"])
+        .env("SSH_AUTH_SOCK", &agent.sock);
+    cmd
+}
+
 fn context(dir: &Path) {
     std::fs::copy(rbk_testsupport::program("busybox"), dir.join("busybox")).unwrap();
     crate::ssh_agent::stage_ssh_add(dir);
@@ -260,14 +275,7 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     let out = work.path().join("rootfs");
     let agent = crate::ssh_agent::TestAgent::start();
     let (stdout_path, stderr_path) = (work.path().join("submit.out"), work.path().join("submit.err"));
-    let mut submit = Command::new(RBK)
-        .args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
-        .arg("--client-dir")
-        .arg(work.path().join("client"))
-        .arg("--secret")
-        .arg(format!("id=tok,src={}", secret_file.display()))
-        .args(["--ssh", "default"])
-        .env("SSH_AUTH_SOCK", &agent.sock)
+    let mut submit = submit_to(&c, work.path(), &secret_file, &agent)
         .arg("--output")
         .arg(format!("type=local,dest={}", out.display()))
         .arg(&ctx)
@@ -350,14 +358,7 @@ async fn ctrl_c_while_rbk_submit_looks_for_a_new_leader_ends_it_at_once() {
     std::fs::write(&secret_file, "s").unwrap();
     let agent = crate::ssh_agent::TestAgent::start();
     let stderr_path = work.path().join("submit.err");
-    let mut submit = Command::new(RBK)
-        .args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
-        .arg("--client-dir")
-        .arg(work.path().join("client"))
-        .arg("--secret")
-        .arg(format!("id=tok,src={}", secret_file.display()))
-        .args(["--ssh", "default"])
-        .env("SSH_AUTH_SOCK", &agent.sock)
+    let mut submit = submit_to(&c, work.path(), &secret_file, &agent)
         .arg(&ctx)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
