@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Test services for rbk on 127.0.0.1: redis-server, an S3-compatible server
 # (moto), docker-registry; and the programs tests run (runc, crun,
-# busybox-static, skopeo; promtool from Debian's prometheus package, for the
-# chart's alert rules: its service is not started).
+# busybox-static, skopeo).
 #
 #   deploy/dev/services.sh up     install what is missing, start what is not
 #                                 running, then print the environment (eval it)
@@ -25,7 +24,7 @@ log() { echo "services: $*" >&2; }
 
 install_packages() {
   local want=() pkg
-  for pkg in redis-server docker-registry runc crun busybox-static skopeo python3-venv prometheus; do
+  for pkg in redis-server docker-registry runc crun busybox-static skopeo python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || want+=("$pkg")
   done
   if [ ${#want[@]} -gt 0 ]; then

@@ -859,10 +859,13 @@ def prometheus_rule(values: dict | None = None) -> dict:
 
 
 def promtool() -> str:
+    """The promtool deploy/dev/helm-tools.sh puts beside the venv's python,
+    else one on PATH."""
     import shutil
-    path = shutil.which("promtool")
+    beside = pathlib.Path(sys.executable).parent / "promtool"
+    path = str(beside) if beside.exists() else shutil.which("promtool")
     if not path:
-        pytest.fail("promtool is missing: deploy/dev/services.sh up installs Debian's prometheus package, which has it")
+        pytest.fail("promtool is missing: deploy/dev/helm-tools.sh unpacks it from Debian's prometheus package")
     return path
 
 
