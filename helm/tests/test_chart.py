@@ -406,7 +406,8 @@ def test_irsa_annotations_land_on_the_service_account_both_workloads_use():
 
 
 def test_tls_from_a_secret_terminates_at_the_ingress_and_is_mounted():
-    objects = render(HA_VALUES)
+    # Without an Ingress TLS list of its own, the Ingress uses the coordinators' certificate.
+    objects = render(with_values(HA_VALUES, coordinator__ingress__tls=[]))
     ingress = one(objects, "Ingress")
     assert ingress["spec"]["tls"] == [{"hosts": ["rbk.build.internal"], "secretName": "rbk-grpc-tls"}]
     volumes = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["volumes"]
@@ -692,6 +693,15 @@ def test_with_backend_tls_the_ingress_re_encrypts():
     assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
 
 
+def test_the_ha_example_keeps_the_public_certificate_apart_from_the_coordinators():
+    """cert-manager's ingress-shim writes the Ingress's secretName: were it
+    the coordinators' Secret, it would replace their certificate with one
+    naming only the public host."""
+    ingress = one(render(HA_VALUES), "Ingress")
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "internal-ca"
+    assert [t["secretName"] for t in ingress["spec"]["tls"]] == ["rbk-public-tls"] != [HA_VALUES["tls"]["existingSecret"]]
+
+
 def test_ingress_nginx_gets_no_body_limit_and_long_stream_timeouts():
     annotations = one(render({"coordinator": {"ingress": {"enabled": True}}}), "Ingress")["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
@@ -843,6 +853,16 @@ def test_autoscaling_with_max_below_min_is_refused():
     with pytest.raises(helm.HelmError) as refused:
         render({"worker": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}})
     assert "maxReplicas (2) is below minReplicas (5)" in str(refused.value)
+
+
+@pytest.mark.parametrize("feature,values", [
+    ("metrics.prometheusRule needs metrics.enabled", {"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}}),
+    ("worker.autoscaling needs metrics.enabled", {"metrics": {"enabled": False}, "worker": {"autoscaling": {"enabled": True}}}),
+])
+def test_what_reads_the_metrics_is_refused_without_them(feature, values):
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    assert feature in str(refused.value)
 
 
 def documented_metrics() -> set[str]:
