@@ -97,7 +97,9 @@ impl<'a> ContextIndex<'a> {
         } else if entries.contains_key(pattern) {
             roots.push(pattern.to_string());
         }
-        if roots.is_empty() {
+        // BuildKit: a wildcard that matches nothing is no error (`COPY
+        // package.json yarn.lock* ./`); a missing plain path is.
+        if roots.is_empty() && !Glob::has_magic(pattern) {
             return Err(RawError::new(
                 pos,
                 Some(kw),

@@ -24,6 +24,18 @@ impl Builder<'_> {
         let err = |m: String| RawError::new(pos, Some(kw), m);
         let x = |w: &str| expand::expand(w, self.escape, &|n| scope.get(n)).map_err(&err);
         let from = match &c.from {
+            // BuildKit refuses variables in --from (the stage graph must be
+            // known before any ARG is evaluated).
+            Some(f) if crate::parser::has_variable(f) => {
+                return Err(err(
+                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
+                ));
+            }
+            Some(f) if f.is_empty() => {
+                return Err(err(
+                    "--from needs a stage name, a stage index or an image".into()
+                ));
+            }
             Some(f) => self.resolve_from(&x(f)?, st, earlier, pos, kw)?,
             None => FromRef::Context,
         };

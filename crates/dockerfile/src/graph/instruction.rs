@@ -6,6 +6,7 @@ use super::{
     Builder, DEFAULT_SHELL, HealthConfig, PROXY_ARGS, Pending, Scope, StageState, key_text, set_env,
 };
 use crate::canonical;
+use crate::checks::Check;
 use crate::context::clean_absolute;
 use crate::error::RawError;
 use crate::expand;
@@ -62,9 +63,14 @@ impl Builder<'_> {
                 }
             }
             Instruction::Env(nv) => {
+                // Docker's reference: every pair of one ENV is expanded with
+                // the environment before the instruction (`ENV a=2 b=$a`
+                // gives b the old a), so expand all, then set.
+                let mut pairs = Vec::with_capacity(nv.pairs.len());
                 for (k, v) in &nv.pairs {
-                    let k = x(k, scope)?;
-                    let v = x(v, scope)?;
+                    pairs.push((x(k, scope)?, x(v, scope)?));
+                }
+                for (k, v) in pairs {
                     set_env(&mut scope.env, k.clone(), v.clone());
                     set_env(&mut st.config.env, k, v);
                 }
@@ -80,19 +86,15 @@ impl Builder<'_> {
                 st.config.maintainer = Some(m.clone());
             }
             Instruction::Expose(ports) => {
-                for p in ports {
-                    let p = x(p, scope)?;
-                    if !valid_port(&p) {
-                        return Err(err(format!(
-                            "invalid port '{p}'; expected PORT[-PORT][/tcp|/udp|/sctp]"
-                        )));
+                for word in ports {
+                    // BuildKit splits EXPOSE's words after expansion.
+                    let specs =
+                        expand::expand_words(word, self.escape, &|n| scope.get(n)).map_err(&err)?;
+                    for spec in specs {
+                        for p in self.expose(&spec, pos.line).map_err(&err)? {
+                            st.config.exposed_ports.insert(p);
+                        }
                     }
-                    let p = if p.contains('/') {
-                        p
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    st.config.exposed_ports.insert(p);
                 }
             }
             Instruction::Volume(list) => {
@@ -177,6 +179,13 @@ impl Builder<'_> {
             }
             Instruction::Workdir(w) => {
                 let w = x(w, scope)?;
+                if !w.starts_with('/') && st.config.workdir.is_none() {
+                    self.checks.push(Check::new(
+                        "WorkdirRelativePath",
+                        pos.line,
+                        format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
+                    ));
+                }
                 let path = if w.starts_with('/') {
                     clean_absolute(&w)
                 } else {
@@ -258,6 +267,53 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One EXPOSE port spec → the ports it exposes, as BuildKit reads it:
+    /// `PORT[-PORT][/PROTO]`, protocol lower-cased, a range expanded; an IP
+    /// or host port before the container port is ignored with a warning.
+    fn expose(&mut self, spec: &str, line: usize) -> Result<Vec<String>, String> {
+        let (rest, proto) = match spec.rsplit_once('/') {
+            Some((r, p)) => (r, p),
+            None => (spec, "tcp"),
+        };
+        let lower = proto.to_ascii_lowercase();
+        if lower != proto {
+            self.checks.push(Check::new(
+                "ExposeProtoCasing",
+                line,
+                format!("Defined protocol '{spec}' in EXPOSE instruction should be lowercase"),
+            ));
+        }
+        let port = match rest.rsplit_once(':') {
+            Some((_, p)) => {
+                self.checks.push(Check::new(
+                    "ExposeInvalidFormat",
+                    line,
+                    format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{spec}'"),
+                ));
+                p
+            }
+            None => rest,
+        };
+        let invalid = || format!("invalid port '{spec}'; expected PORT[-PORT][/tcp|/udp|/sctp]");
+        if !valid_port(&format!("{port}/{lower}")) {
+            return Err(invalid());
+        }
+        let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535);
+        let (start, end) = match port.split_once('-') {
+            Some((a, b)) => (num(a).ok_or_else(invalid)?, num(b).ok_or_else(invalid)?),
+            None => {
+                let n = num(port).ok_or_else(invalid)?;
+                (n, n)
+            }
+        };
+        if end < start {
+            return Err(format!(
+                "invalid port range '{spec}': {end} is less than {start}"
+            ));
+        }
+        Ok((start..=end).map(|p| format!("{p}/{lower}")).collect())
     }
 
     /// The argv for a shell-form RUN, heredocs included.

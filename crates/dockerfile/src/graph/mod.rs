@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::canonical;
+use crate::checks::Check;
 use crate::context::Context;
 use crate::directives::Directives;
 use crate::error::{Error, Pos, RawError, did_you_mean};
@@ -51,6 +52,8 @@ pub struct Graph {
     pub target: usize,
     /// Build args that no ARG declares (Docker warns about these).
     pub unused_build_args: Vec<String>,
+    /// Build checks (BuildKit's warnings), in line order.
+    pub checks: Vec<Check>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,34 @@ pub fn build_graph(
         .map_err(|e| e.in_file(&opts.file_name))
 }
 
+/// The build checks of `dockerfile` (BuildKit's warnings), without
+/// building: what `rbk graph --check` prints. Errors are the same as
+/// [`build_graph`]'s.
+pub fn check(
+    dockerfile: &str,
+    opts: &BuildOptions,
+    context: &dyn Context,
+    resolver: &dyn BaseResolver,
+) -> Result<Vec<Check>, Error> {
+    build_graph(dockerfile, opts, context, resolver).map(|g| g.checks)
+}
+
+/// `TARGETSTAGE`: the `--target` stage, else the last stage's name (empty
+/// when it has none).
+fn target_stage_name(df: &Dockerfile, opts: &BuildOptions) -> String {
+    if let Some(t) = &opts.target {
+        return t.to_ascii_lowercase();
+    }
+    df.instructions
+        .iter()
+        .rev()
+        .find_map(|l| match &l.inst {
+            Instruction::From(f) => Some(f.alias.clone().unwrap_or_default()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// A step before keys: built in the first pass.
 struct Pending {
     pos: Pos,
@@ -169,6 +200,10 @@ struct Builder<'a> {
     escape: char,
     meta: BTreeMap<String, Option<String>>,
     declared: BTreeSet<String>,
+    /// The stage being built, by name (`TARGETSTAGE`).
+    target_stage: String,
+    /// Build checks found while walking (those that need expanded values).
+    checks: Vec<Check>,
 }
 
 /// The variable scope inside a stage.
@@ -222,6 +257,8 @@ impl<'a> Builder<'a> {
             escape: df.directives.escape,
             meta: BTreeMap::new(),
             declared: BTreeSet::new(),
+            target_stage: target_stage_name(df, opts),
+            checks: Vec::new(),
         }
     }
 
@@ -246,6 +283,7 @@ impl<'a> Builder<'a> {
                 parts.next().unwrap_or_default().to_string(),
             );
         }
+        m.insert("TARGETSTAGE".into(), self.target_stage.clone());
         m
     }
 
@@ -427,12 +465,16 @@ impl<'a> Builder<'a> {
                 key: stage_keys[i],
             })
             .collect();
+        let mut checks = crate::checks::syntax(self.df);
+        checks.append(&mut self.checks);
+        checks.sort_by_key(|c| c.line);
         Ok(Graph {
             directives: self.df.directives.clone(),
             stages,
             steps,
             target,
             unused_build_args,
+            checks,
         })
     }
 

@@ -19,6 +19,8 @@ impl Builder<'_> {
         pos: Pos,
     ) -> Result<Mount, RawError> {
         let err = |msg: String| RawError::new(pos, Some("RUN"), msg);
+        // BuildKit expands every mount option with the step's args and env,
+        // then checks the result (the type itself may be a variable).
         let mut o: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &m.opts {
             o.insert(
@@ -26,6 +28,8 @@ impl Builder<'_> {
                 expand::expand(v, self.escape, &|n| scope.get(n)).map_err(&err)?,
             );
         }
+        let spec = crate::parser::expanded_mount(m, o).map_err(&err)?;
+        let o = spec.opts;
         let num = |k: &str, def: u32, octal: bool| -> Result<u32, RawError> {
             match o.get(k) {
                 None => Ok(def),
@@ -56,11 +60,22 @@ impl Builder<'_> {
                 clean_absolute(&format!("{workdir}/{t}"))
             }
         });
+        // BuildKit: without target=, bind, cache and tmpfs mounts go on the
+        // working directory; the root itself cannot be a mount target.
+        let dir_target = || -> Result<String, RawError> {
+            let t = target.clone().unwrap_or_else(|| workdir.clone());
+            if t == "/" {
+                return Err(err(format!(
+                    "invalid mount target \"/\"; set target=PATH (without it the mount goes on the working directory, here {workdir})"
+                )));
+            }
+            Ok(t)
+        };
         let from = match o.get("from") {
             Some(f) => Some(self.resolve_from(f, st, earlier, pos, "RUN")?),
             None => None,
         };
-        Ok(match m.kind {
+        Ok(match spec.kind {
             MountKind::Bind => {
                 let source = o.get("source").cloned().unwrap_or_default();
                 let from = from.unwrap_or(FromRef::Context);
@@ -73,14 +88,23 @@ impl Builder<'_> {
                     _ => clean_absolute(&source),
                 };
                 Mount::Bind {
-                    target: target.unwrap_or_default(),
+                    target: dir_target()?,
                     from,
                     source,
                     readonly: flag("readonly", true),
                 }
             }
             MountKind::Cache => {
-                let target = target.unwrap_or_default();
+                let target = dir_target()?;
+                if from.is_none() && o.contains_key("source") {
+                    // BuildKit mounts that subdirectory of the cache; the
+                    // workers mount whole caches only, so refuse rather than
+                    // silently mount the whole cache.
+                    return Err(err(format!(
+                        "source={} on a cache mount without from= (a subdirectory of the cache) is not supported; mount the whole cache or use from=",
+                        o["source"]
+                    )));
+                }
                 let id = o.get("id").cloned().unwrap_or_else(|| target.clone());
                 let sharing = match o.get("sharing").map(String::as_str) {
                     Some("private") => Sharing::Private,
@@ -103,7 +127,7 @@ impl Builder<'_> {
                 }
             }
             MountKind::Tmpfs => Mount::Tmpfs {
-                target: target.unwrap_or_default(),
+                target: dir_target()?,
                 size: o.get("size").cloned(),
             },
             MountKind::Secret => {
