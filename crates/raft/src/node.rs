@@ -7,9 +7,9 @@
 //! disk would stall the gRPC servers on the same runtime.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost011::Message as _;
@@ -18,8 +18,9 @@ use raft::{Config, RawNode, StateRole};
 use rbk_coordinator::raft_config::PeerAddress;
 use rbk_coordinator::state::{Command, Outcome, StateError, StateMachine};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
+use crate::shared::{Input, MemberChange, Shared};
 use crate::storage::DiskStorage;
 use crate::transport::Peers;
 
@@ -38,48 +39,6 @@ struct Envelope {
 struct SnapshotData {
     machine: StateMachine,
     peers: BTreeMap<u64, PeerAddress>,
-}
-
-/// A membership change as requested.
-#[derive(Debug, Clone)]
-pub enum MemberChange {
-    Add { id: u64, addr: PeerAddress },
-    Remove { id: u64 },
-}
-
-pub(crate) enum Input {
-    Propose { id: u64, cmd: Command, reply: oneshot::Sender<Result<Outcome, StateError>> },
-    ChangeMembers { change: MemberChange, reply: oneshot::Sender<Result<(), String>> },
-    Message(Box<Message>),
-    /// Ends the Ready loop (tests, benchmarks; a process just exits).
-    Stop,
-}
-
-/// State readable from any thread.
-pub struct Shared {
-    pub id: u64,
-    pub machine: RwLock<StateMachine>,
-    pub peers: RwLock<BTreeMap<u64, PeerAddress>>,
-    pub leader_id: AtomicU64,
-    pub term: AtomicU64,
-    pub applied: AtomicU64,
-    /// Leader AND has applied everything committed before its term (its
-    /// first own entry): only then may it serve reads and schedule.
-    pub serving: AtomicBool,
-    /// Flips with `serving`, for the scheduler's start/stop.
-    pub serving_tx: watch::Sender<bool>,
-    pub voters: RwLock<Vec<u64>>,
-}
-
-impl Shared {
-    pub fn leader_api(&self) -> Option<String> {
-        let leader = self.leader_id.load(Ordering::Acquire);
-        (leader != 0).then(|| self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&leader).map(|p| p.api.clone())).flatten()
-    }
-    pub fn leader_raft(&self) -> Option<String> {
-        let leader = self.leader_id.load(Ordering::Acquire);
-        (leader != 0).then(|| self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&leader).map(|p| p.raft.clone())).flatten()
-    }
 }
 
 pub(crate) struct NodeOptions {

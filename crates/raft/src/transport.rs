@@ -23,7 +23,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::{Input, MemberChange, Shared};
+use crate::shared::{Input, MemberChange, Shared};
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
