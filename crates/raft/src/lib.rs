@@ -35,7 +35,7 @@ use rbk_coordinator::state::{Command, CoordinatorState, Outcome, StateError, Sta
 use rbk_proto::raft::raft_server::RaftServer;
 use tokio::sync::{oneshot, watch};
 
-pub use shared::MemberChange;
+pub use shared::{MemberChange, MemberChangeError};
 use node::{Node, NodeOptions};
 use shared::{Input, Shared};
 use storage::DiskStorage;
@@ -186,10 +186,10 @@ impl RaftState {
     }
 
     /// Asks the leader (this node) to add or remove a voter.
-    pub async fn change_members(&self, change: MemberChange) -> Result<(), String> {
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), MemberChangeError> {
         let (reply, rx) = oneshot::channel();
-        self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| "the raft node has stopped".to_owned())?;
-        rx.await.map_err(|_| "the raft node has stopped".to_owned())?
+        self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| MemberChangeError::Stopped)?;
+        rx.await.map_err(|_| MemberChangeError::Stopped)?
     }
 }
 

@@ -20,7 +20,7 @@ use rbk_coordinator::state::{Command, Outcome, StateError, StateMachine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::shared::{Input, MemberChange, Shared};
+use crate::shared::{Input, MemberChange, MemberChangeError, Shared};
 use crate::storage::DiskStorage;
 use crate::transport::Peers;
 
@@ -53,7 +53,8 @@ pub(crate) struct Node {
     shared: Arc<Shared>,
     peers: Peers,
     pending: HashMap<u64, oneshot::Sender<Result<Outcome, StateError>>>,
-    pending_conf: Option<oneshot::Sender<Result<(), String>>>,
+    /// The membership change waiting to commit, and the member it is about.
+    pending_conf: Option<(u64, oneshot::Sender<Result<(), MemberChangeError>>)>,
     opts: NodeOptions,
     /// Index of this leader's first entry of its term (0: not leader).
     term_start: u64,
@@ -158,12 +159,13 @@ impl Node {
                 }
             }
             Input::ChangeMembers { change, reply } => {
+                let member = change.id();
                 if !self.is_leader() {
-                    let _ = reply.send(Err("not the leader".into()));
+                    let _ = reply.send(Err(MemberChangeError::NotLeader { member }));
                     return;
                 }
                 if self.pending_conf.is_some() {
-                    let _ = reply.send(Err("another membership change is in progress".into()));
+                    let _ = reply.send(Err(MemberChangeError::InProgress { member }));
                     return;
                 }
                 let mut cc = ConfChange::default();
@@ -179,9 +181,9 @@ impl Node {
                     }
                 }
                 match self.raw.propose_conf_change(vec![], cc) {
-                    Ok(()) => self.pending_conf = Some(reply),
+                    Ok(()) => self.pending_conf = Some((member, reply)),
                     Err(e) => {
-                        let _ = reply.send(Err(format!("raft refused the membership change: {e}")));
+                        let _ = reply.send(Err(MemberChangeError::Refused { member, message: e.to_string() }));
                     }
                 }
             }
@@ -300,8 +302,8 @@ impl Node {
             // learns "unknown outcome", as with any lost RPC.
             let _ = reply.send(Err(StateError::NotLeader { leader: leader.clone() }));
         }
-        if let Some(reply) = self.pending_conf.take() {
-            let _ = reply.send(Err("lost leadership before the change committed".into()));
+        if let Some((member, reply)) = self.pending_conf.take() {
+            let _ = reply.send(Err(MemberChangeError::LostLeadership { member }));
         }
     }
 
@@ -346,8 +348,8 @@ impl Node {
             Ok(cs) => cs,
             Err(err) => {
                 tracing::error!("membership change refused by raft: {err}");
-                if let Some(reply) = self.pending_conf.take() {
-                    let _ = reply.send(Err(err.to_string()));
+                if let Some((member, reply)) = self.pending_conf.take() {
+                    let _ = reply.send(Err(MemberChangeError::Refused { member, message: err.to_string() }));
                 }
                 return;
             }
@@ -372,7 +374,7 @@ impl Node {
         *self.shared.voters.write().unwrap_or_else(|e| e.into_inner()) = cs.voters.clone();
         self.snapshot_now = true;
         tracing::info!(voters = ?cs.voters, "membership changed");
-        if let Some(reply) = self.pending_conf.take() {
+        if let Some((_, reply)) = self.pending_conf.take() {
             let _ = reply.send(Ok(()));
         }
     }

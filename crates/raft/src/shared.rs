@@ -20,9 +20,33 @@ pub enum MemberChange {
     Remove { id: u64 },
 }
 
+impl MemberChange {
+    /// The member the change is about.
+    pub fn id(&self) -> u64 {
+        match self {
+            MemberChange::Add { id, .. } | MemberChange::Remove { id } => *id,
+        }
+    }
+}
+
+/// Why a membership change did not happen, naming the member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberChangeError {
+    #[error("not the leader (change of member {member})")]
+    NotLeader { member: u64 },
+    #[error("another membership change is in progress (change of member {member})")]
+    InProgress { member: u64 },
+    #[error("raft refused the membership change of member {member}: {message}")]
+    Refused { member: u64, message: String },
+    #[error("lost leadership before the change of member {member} committed")]
+    LostLeadership { member: u64 },
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
 pub(crate) enum Input {
     Propose { id: u64, cmd: Command, reply: oneshot::Sender<Result<Outcome, StateError>> },
-    ChangeMembers { change: MemberChange, reply: oneshot::Sender<Result<(), String>> },
+    ChangeMembers { change: MemberChange, reply: oneshot::Sender<Result<(), MemberChangeError>> },
     Message(Box<Message>),
     /// Ends the Ready loop (tests, benchmarks; a process just exits).
     Stop,
