@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::redis_fanout::RedisFanout;
-use crate::scheduler::BuildEvent;
+use crate::model::BuildEvent;
 use crate::state::{BuildRecord, BuildState, CoordinatorState, StepState, query};
 
 /// Live events kept for a slow local subscriber before it falls back to
@@ -350,7 +350,7 @@ pub async fn serve_watch(
     }
     let rec = find_build(&*state, namespace, &req.build_id).await?;
     if rec.state == BuildState::Running && (req.submitter || !req.secrets.is_empty()) {
-        let secrets = crate::scheduler::Secrets(req.secrets.into_iter().collect());
+        let secrets = crate::model::Secrets(req.secrets.into_iter().collect());
         if let Err(e) = scheduler.attach_secrets(namespace, &req.build_id, secrets).await {
             // A leader that has not adopted the build yet (it was elected
             // a moment ago): the client asks again.

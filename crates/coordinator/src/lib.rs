@@ -1,5 +1,7 @@
 //! The coordinator: the farm's brain.
 //!
+//! - [`model`]: the types every part speaks (step graphs, events,
+//!   assignments), below everything else;
 //! - [`state`]: all durable state behind one interface, changed only by
 //!   deterministic commands (what the Raft issue replicates);
 //! - [`scheduler`]: runs build graphs on workers (cache hits, dedupe,
@@ -14,6 +16,7 @@ pub mod cache_heads;
 pub mod client_tls;
 pub mod config;
 pub mod leader_channel;
+pub mod model;
 pub mod raft_config;
 pub mod redis_fanout;
 mod observe;
@@ -29,7 +32,8 @@ pub use auth::{Auth, TokenFile};
 pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
 pub use config::CoordinatorConfig;
 pub use remote::RemoteStore;
-pub use scheduler::{BuildEvent, BuildRequest, CacheMountSpec, Scheduler, SchedulerConfig, StepNode};
+pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
+pub use scheduler::{Scheduler, SchedulerConfig};
 pub use server::{Coordinator, Planner};
 pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};

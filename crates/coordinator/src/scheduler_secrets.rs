@@ -110,7 +110,8 @@ mod tests {
     use super::secret_ids;
     use crate::cache_heads::CacheHeads;
     use crate::cache_heads::tests::MapMerger;
-    use crate::scheduler::{BuildEvent, BuildRequest, Scheduler, SchedulerConfig, Secrets, StepNode, ToWorker, WorkerInfo};
+    use crate::model::{BuildEvent, BuildRequest, Secrets, StepNode, ToWorker, WorkerInfo};
+    use crate::scheduler::{Scheduler, SchedulerConfig};
     use crate::state::{BuildState, MemoryState, query};
 
     fn secret_step(id: &str) -> StepNode {

@@ -20,10 +20,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, AuthError, TokenFile, tenant_of, worker_pool_of};
 use crate::cache_heads::{CacheHeads, Merger};
-use crate::scheduler::{
-    BuildEvent, BuildRequest, CacheCommit, CacheMountSpec, FromWorker, Scheduler, SchedulerConfig, SchedulerError,
-    Secrets, StepNode, StepOutcome, ToWorker, WorkerInfo,
+use crate::model::{
+    BuildEvent, BuildRequest, CacheCommit, CacheMountSpec, FromWorker, HeldAssignment, Secrets, StepNode, StepOutcome, ToWorker,
+    WorkerInfo,
 };
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerError};
 use crate::state::{BuildRecord, CacheHead, Command, CoordinatorState, HeadKey, now_ms, query};
 
 /// Largest data payload per gRPC message (tonic decodes up to 4 MiB).
@@ -369,7 +370,7 @@ fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
         running: r
             .running
             .into_iter()
-            .map(|h| crate::scheduler::HeldAssignment {
+            .map(|h| HeldAssignment {
                 assignment_id: h.assignment_id,
                 build_id: h.build_id,
                 step_id: h.step_id,

@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{tenant_of, worker_pool_of};
+use crate::model::RunningAssignment;
 use crate::server::Coordinator;
 use crate::state::{BuildState, query};
 
@@ -42,15 +43,6 @@ pub const CLIENT_WAIT: Duration = Duration::from_secs(15);
 
 /// Frames buffered per direction before the sender waits.
 const DEPTH: usize = 64;
-
-/// An assignment as the scheduler runs it now: what a forward must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningAssignment {
-    pub worker_id: String,
-    pub namespace: String,
-    /// Every build waiting on the step (identical steps run once).
-    pub build_ids: Vec<String>,
-}
 
 type Down<T> = mpsc::Sender<Result<T, Status>>;
 
