@@ -154,7 +154,7 @@ pub struct WorkerInfo {
     pub layers: HashSet<Digest>,
     pub snapshots: HashSet<(HeadKey, Digest)>,
     /// Assignments it holds from an earlier session (a new leader keeps
-    /// them on it; see `scheduler_failover.rs`).
+    /// them on it; see `scheduler/failover.rs`).
     pub running: Vec<HeldAssignment>,
 }
 

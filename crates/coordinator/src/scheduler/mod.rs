@@ -49,7 +49,7 @@ pub struct SchedulerConfig {
     pub lease_ttl: Duration,
     /// How long a step of a build adopted after a leader change waits for
     /// its client to re-supply a secret it mounts (see
-    /// `scheduler_secrets.rs`) before it fails naming the secret.
+    /// `secrets.rs`) before it fails naming the secret.
     pub secret_wait: Duration,
     /// How long a new leader keeps a step the replicated state says runs
     /// on a worker for that worker to reconnect and re-report it, before
@@ -215,7 +215,7 @@ impl Scheduler {
     }
 
     /// Replicated coordinators, on becoming leader: resumes every running
-    /// build of the state (see `scheduler_failover.rs`); returns how many.
+    /// build of the state (see `failover.rs`); returns how many.
     pub async fn adopt(&self) -> Result<usize, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Adopt { reply }).map_err(|_| SchedulerError::Stopped)?;
@@ -340,7 +340,7 @@ struct Core {
     /// Live events of builds, for every watcher.
     hub: crate::build_events::EventHub,
     /// Builds adopted after a leader change, and when: their secrets must
-    /// be re-supplied by their client (see `scheduler_secrets.rs`).
+    /// be re-supplied by their client (see `secrets.rs`).
     adopted: HashMap<String, Instant>,
     /// Steps a new leader found running on workers (leader-local).
     readopt: failover::Readopt,
@@ -982,12 +982,9 @@ impl Core {
     }
 }
 
-#[path = "scheduler_failover.rs"]
 mod failover;
 
-#[path = "scheduler_secrets.rs"]
 mod secrets;
 
 #[cfg(test)]
-#[path = "scheduler_tests.rs"]
 mod tests;
