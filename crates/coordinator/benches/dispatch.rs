@@ -74,7 +74,7 @@ fn wide_graph(salt: u64) -> Vec<pb::StepNode> {
 }
 
 async fn run_build(client: &mut BuildClient<tonic::transport::Channel>, steps: Vec<pb::StepNode>) {
-    let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps };
+    let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, ..Default::default() };
     let mut events = client.submit(bearer(req, TENANT)).await.unwrap().into_inner();
     while let Some(e) = events.message().await.unwrap() {
         if let Some(Event::BuildFinished(f)) = e.event {
