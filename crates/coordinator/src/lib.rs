@@ -8,13 +8,16 @@
 //!   affinity, retries, cancel);
 //! - [`cache_heads`]: the commit protocol and leases for cache mounts;
 //! - [`auth`]: token → tenant namespace, checked on every call;
-//! - [`server`]: the gRPC services; [`remote`]: a store over gRPC.
+//! - [`server`]: a running [`Coordinator`] and its gRPC server; the
+//!   services themselves are in `service/` (one file each), protobuf
+//!   conversion in `wire.rs`; [`remote`]: a store over gRPC.
 
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
 pub mod client_tls;
 pub mod config;
+mod content_chunks;
 pub mod leader_channel;
 pub mod model;
 pub mod raft_config;
@@ -23,10 +26,12 @@ mod observe;
 pub mod remote;
 pub mod scheduler;
 pub mod server;
+mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;
 pub mod state;
 pub mod watch_route;
+mod wire;
 
 pub use auth::{Auth, TokenFile};
 pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
@@ -34,6 +39,6 @@ pub use config::CoordinatorConfig;
 pub use remote::RemoteStore;
 pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use server::{Coordinator, Planner};
+pub use server::Coordinator;
 pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};

@@ -108,7 +108,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
-    hub: crate::build_events::EventHub,
+    hub: events::EventHub,
 }
 
 /// A worker's side of its connection: assignments to run, and the handle to
@@ -133,7 +133,7 @@ impl Scheduler {
                 }
             }
         });
-        let hub = crate::build_events::EventHub::default();
+        let hub = events::EventHub::default();
         let core = Core {
             hub: hub.clone(),
             adopted: HashMap::new(),
@@ -156,7 +156,7 @@ impl Scheduler {
 
     /// Live events of the builds this node runs, for `Watch` (and the
     /// Redis fan-out, once set on it).
-    pub fn events(&self) -> &crate::build_events::EventHub {
+    pub fn events(&self) -> &events::EventHub {
         &self.hub
     }
 
@@ -303,7 +303,7 @@ struct LiveBuild {
     remaining: usize,
     no_cache: bool,
     started: Instant,
-    events: crate::build_events::EventSink,
+    events: events::EventSink,
 }
 
 /// One execution of a key, shared by every build step waiting for it.
@@ -338,7 +338,7 @@ struct Core {
     /// `--secret` values by build id, while the build runs.
     secrets: HashMap<String, Secrets>,
     /// Live events of builds, for every watcher.
-    hub: crate::build_events::EventHub,
+    hub: events::EventHub,
     /// Builds adopted after a leader change, and when: their secrets must
     /// be re-supplied by their client (see `secrets.rs`).
     adopted: HashMap<String, Instant>,
@@ -982,6 +982,7 @@ impl Core {
     }
 }
 
+pub mod events;
 mod failover;
 
 mod secrets;
