@@ -10,7 +10,7 @@
 //! import them downwards and never each other for a type. Wire (protobuf)
 //! forms are converted in `wire.rs`, not here.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use rbk_store::Digest;
@@ -122,6 +122,12 @@ pub struct StepNode {
     pub payload: Vec<u8>,
     /// For progress lines.
     pub name: String,
+    /// Ids of the secrets the step mounts (never their values), filled by
+    /// the client's planner: what a new leader that adopted the build
+    /// waits for its client to re-supply (`scheduler/secrets.rs`). Absent
+    /// in graphs replicated before the field existed.
+    #[serde(default)]
+    pub secret_ids: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]

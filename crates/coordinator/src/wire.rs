@@ -30,6 +30,9 @@ pub(crate) fn step_from_wire(s: pb::StepNode) -> Result<StepNode, Status> {
             Ok(CacheMountSpec { id: m.id, sharing })
         })
         .collect::<Result<_, Status>>()?;
+    if s.secret_ids.iter().any(String::is_empty) {
+        return Err(Status::invalid_argument(format!("step {}: a secret id is empty", s.id)));
+    }
     Ok(StepNode {
         id: s.id,
         key: s.key,
@@ -39,6 +42,7 @@ pub(crate) fn step_from_wire(s: pb::StepNode) -> Result<StepNode, Status> {
         cache_mounts,
         payload: s.payload,
         name: s.name,
+        secret_ids: s.secret_ids.into_iter().collect(),
     })
 }
 
@@ -207,4 +211,19 @@ pub(crate) fn to_worker_wire(m: ToWorker) -> pw::CoordinatorMessage {
         ToWorker::DrainAck => Msg::DrainAck(pw::DrainAck {}),
     };
     pw::CoordinatorMessage { msg: Some(msg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steps_secret_ids_cross_the_wire_and_an_empty_one_is_refused_naming_the_step() {
+        let wire = pb::StepNode { id: "s".into(), key: "k".into(), secret_ids: vec!["tok".into(), "npmrc".into()], ..Default::default() };
+        let node = step_from_wire(wire.clone()).unwrap();
+        assert_eq!(node.secret_ids.into_iter().collect::<Vec<_>>(), ["npmrc", "tok"]);
+        let e = step_from_wire(pb::StepNode { secret_ids: vec![String::new()], ..wire }).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("step s"), "{}", e.message());
+    }
 }

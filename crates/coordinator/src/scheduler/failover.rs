@@ -342,6 +342,7 @@ mod tests {
             cache_mounts: vec![],
             payload: id.as_bytes().to_vec(),
             name: id.into(),
+            secret_ids: Default::default(),
         }
     }
 

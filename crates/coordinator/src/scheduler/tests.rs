@@ -43,6 +43,7 @@ fn node(id: &str, key: &str, deps: &[&str]) -> StepNode {
         cache_mounts: vec![],
         payload: format!("run {id}").into_bytes(),
         name: format!("RUN {id}"),
+        secret_ids: Default::default(),
     }
 }
 

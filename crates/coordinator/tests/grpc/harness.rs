@@ -213,6 +213,7 @@ pub fn step(id: &str, key: &str, deps: &[&str]) -> pb::StepNode {
         cache_mounts: vec![],
         payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
         name: format!("RUN {id}"),
+        secret_ids: vec![],
     }
 }
 
