@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rbk_coordinator::state::MemoryState;
-use rbk_coordinator::{Coordinator, MergedSnapshot, Merger, SchedulerConfig, TokenFile};
+use rbk_coordinator::{Coordinator, MergeError, MergedSnapshot, Merger, SchedulerConfig, TokenFile};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -26,8 +26,8 @@ const STEPS: usize = 500;
 struct Unused;
 #[async_trait::async_trait]
 impl Merger for Unused {
-    async fn merge(&self, _: Option<Digest>, _: Digest, _: Digest) -> Result<MergedSnapshot, String> {
-        Err("the dispatch benchmark commits no cache mounts".into())
+    async fn merge(&self, _: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError> {
+        Err(MergeError::Commit { earlier, later, source: "the dispatch benchmark commits no cache mounts".into() })
     }
 }
 

@@ -34,7 +34,7 @@ pub mod watch_route;
 mod wire;
 
 pub use auth::{Auth, TokenFile};
-pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
+pub use cache_heads::{CacheHeads, MergeError, MergedSnapshot, Merger};
 pub use config::CoordinatorConfig;
 pub use remote::RemoteStore;
 pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
