@@ -35,7 +35,7 @@ use crate::model::{
     ActionResult, Assignment, BuildEvent, BuildRequest, BuildState, FromWorker, HeadKey, MountGrant, RunningAssignment,
     Secrets, StepInput, StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
-use crate::state::{Command, CoordinatorState, StepState, now_ms, query};
+use crate::state::{Command, CoordinatorState, StateError, StepState, now_ms, query};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -76,8 +76,8 @@ pub enum SchedulerError {
     InvalidGraph(String),
     #[error("build {0} not found")]
     UnknownBuild(String),
-    #[error("coordinator state: {0}")]
-    State(String),
+    #[error("coordinator state: creating build {build_id}: {source}")]
+    State { build_id: String, source: StateError },
     #[error("the scheduler has stopped")]
     Stopped,
 }
@@ -457,7 +457,7 @@ impl Core {
                 graph: req.steps.clone(),
             })
             .await
-            .map_err(|e| SchedulerError::State(e.to_string()))?;
+            .map_err(|source| SchedulerError::State { build_id: build_id.clone(), source })?;
         let (events, rx) = self.hub.open(&build_id);
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
         let index = req.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();

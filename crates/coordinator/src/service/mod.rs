@@ -28,6 +28,6 @@ pub(crate) fn scheduler_status(e: SchedulerError) -> Status {
     match e {
         SchedulerError::InvalidGraph(_) => Status::invalid_argument(e.to_string()),
         SchedulerError::UnknownBuild(_) => Status::not_found(e.to_string()),
-        SchedulerError::State(_) | SchedulerError::Stopped => Status::unavailable(e.to_string()),
+        SchedulerError::State { .. } | SchedulerError::Stopped => Status::unavailable(e.to_string()),
     }
 }
