@@ -24,6 +24,8 @@ pub(crate) mod worker;
 
 pub(crate) type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// A scheduler error as the gRPC status a client acts on: fix the graph,
+/// the build is not there, or try again.
 pub(crate) fn scheduler_status(e: SchedulerError) -> Status {
     match e {
         SchedulerError::InvalidGraph(_) => Status::invalid_argument(e.to_string()),
