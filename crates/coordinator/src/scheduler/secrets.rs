@@ -8,38 +8,13 @@
 //! to [`SchedulerConfig::secret_wait`](super::SchedulerConfig)); then it
 //! fails naming the secret, instead of running without it.
 //!
-//! Which secrets a step mounts is read from its payload: the worker's step
-//! description marks them `{"type": "secret", "id": ...}` (the only thing
-//! the coordinator looks at in a payload).
+//! Which secrets a step mounts is [`StepNode::secret_ids`](crate::model::StepNode),
+//! filled by the client's planner; the payload stays opaque here.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Core, ExecKey, SchedulerError, Secrets};
-
-/// Secret ids a step's payload mounts (empty for a payload that is not
-/// JSON: other planners' steps).
-pub(super) fn secret_ids(payload: &[u8]) -> BTreeSet<String> {
-    fn walk(v: &serde_json::Value, out: &mut BTreeSet<String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                if m.get("type").and_then(|t| t.as_str()) == Some("secret")
-                    && let Some(id) = m.get("id").and_then(|i| i.as_str())
-                {
-                    out.insert(id.to_owned());
-                }
-                m.values().for_each(|v| walk(v, out));
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
-        walk(&v, &mut out);
-    }
-    out
-}
 
 impl Core {
     /// The submitting client's secrets for its build (re-attaching after a
@@ -63,7 +38,7 @@ impl Core {
     pub(super) async fn hold_for_secrets(&mut self, key: &ExecKey) -> Option<bool> {
         self.adopted.retain(|b, _| self.builds.contains_key(b));
         let exec = self.execs.get(key)?;
-        let needed = secret_ids(&exec.node.payload);
+        let needed = &exec.node.secret_ids;
         if needed.is_empty() {
             return None;
         }
@@ -107,10 +82,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::secret_ids;
     use crate::cache_heads::CacheHeads;
     use crate::cache_heads::tests::MapMerger;
-    use crate::scheduler::{BuildEvent, BuildRequest, Scheduler, SchedulerConfig, Secrets, StepNode, ToWorker, WorkerInfo};
+    use crate::model::{BuildEvent, BuildRequest, Secrets, StepNode, ToWorker, WorkerInfo};
+    use crate::scheduler::{Scheduler, SchedulerConfig};
     use crate::state::{BuildState, MemoryState, query};
 
     fn secret_step(id: &str) -> StepNode {
@@ -123,6 +98,7 @@ mod tests {
             cache_mounts: vec![],
             payload: br#"{"mounts":[{"kind":{"type":"secret","id":"tok"}}]}"#.to_vec(),
             name: format!("RUN {id}"),
+            secret_ids: ["tok".to_owned()].into(),
         }
     }
 
@@ -198,12 +174,5 @@ mod tests {
     async fn secrets_for_another_tenants_build_are_refused() {
         let (_state, s, build_id) = adopted(Duration::from_secs(60)).await;
         assert!(s.attach_secrets("other", &build_id, Secrets::default()).await.is_err());
-    }
-
-    #[test]
-    fn secret_mounts_are_found_anywhere_in_a_json_payload() {
-        let p = br#"{"work":{"run":{"mounts":[{"target":"/x","kind":{"type":"secret","id":"tok","required":false}},{"kind":{"type":"cache","id":"pip"}}]}}}"#;
-        assert_eq!(secret_ids(p).into_iter().collect::<Vec<_>>(), vec!["tok".to_owned()]);
-        assert!(secret_ids(b"not json").is_empty());
     }
 }

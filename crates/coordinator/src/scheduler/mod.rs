@@ -31,144 +31,11 @@ use rbk_store::Digest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache_heads::CacheHeads;
-use crate::state::{
-    ActionResult, BuildState, Command, CoordinatorState, HeadKey, Sharing, StepState, now_ms, query,
+use crate::model::{
+    ActionResult, Assignment, BuildEvent, BuildRequest, BuildState, FromWorker, HeadKey, MountGrant, RunningAssignment,
+    Secrets, StepInput, StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
-
-/// A cache mount as a step declares it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CacheMountSpec {
-    pub id: String,
-    pub sharing: Sharing,
-}
-
-/// One step of a build graph, neutral of the Dockerfile language: the
-/// frontend maps its steps onto this. Serde: it is replicated inside
-/// `Command::CreateBuild` so a new leader can resume the build.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StepNode {
-    pub id: String,
-    pub key: String,
-    pub deps: Vec<String>,
-    /// Empty: any platform.
-    pub platform: String,
-    /// Labels a worker must carry (exact values).
-    pub labels: BTreeMap<String, String>,
-    pub cache_mounts: Vec<CacheMountSpec>,
-    /// What the worker executes, opaque here.
-    pub payload: Vec<u8>,
-    /// For progress lines.
-    pub name: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct BuildRequest {
-    pub namespace: String,
-    pub steps: Vec<StepNode>,
-    pub no_cache: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildEvent {
-    Accepted { build_id: String, total_steps: u32 },
-    Started { step_id: String, worker_id: String, attempt: u32, name: String },
-    /// `config` is the cached result's opaque config (what the worker
-    /// reported), so a client can assemble the image without asking again.
-    Cached { step_id: String, name: String, layers: Vec<Digest>, config: Vec<u8> },
-    Log { step_id: String, worker_id: String, stream: String, line: String },
-    Finished { step_id: String, worker_id: String, duration_ms: u64, bytes_restored: u64, layers: Vec<Digest>, config: Vec<u8> },
-    Failed { step_id: String, worker_id: String, message: String, exit_code: i32 },
-    BuildFinished { state: BuildState, duration_ms: u64, message: String },
-}
-
-/// What a worker said about itself when it connected.
-#[derive(Debug, Clone, Default)]
-pub struct WorkerInfo {
-    pub id: String,
-    pub platform: String,
-    pub labels: BTreeMap<String, String>,
-    pub max_parallel: u32,
-    pub layers: HashSet<Digest>,
-    pub snapshots: HashSet<(HeadKey, Digest)>,
-    /// Assignments it holds from an earlier session (a new leader keeps
-    /// them on it; see `scheduler_failover.rs`).
-    pub running: Vec<HeldAssignment>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountGrant {
-    pub cache_id: String,
-    pub sharing: Sharing,
-    pub slot: u32,
-    /// `(snapshot, generation)` to restore, `None` if the cache is empty.
-    pub head: Option<(Digest, u64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepInput {
-    pub step_id: String,
-    pub key: String,
-    pub result: ActionResult,
-}
-
-/// A build's `--secret` values: held in memory for the build's lifetime and
-/// sent only inside assignments, never into coordinator state (so never
-/// into the Raft log). `Debug` shows the ids, not the values.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secrets(pub BTreeMap<String, Vec<u8>>);
-
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    pub assignment_id: String,
-    pub build_id: String,
-    pub step_id: String,
-    pub key: String,
-    pub namespace: String,
-    pub attempt: u32,
-    pub payload: Vec<u8>,
-    pub mounts: Vec<MountGrant>,
-    pub inputs: Vec<StepInput>,
-    pub secrets: Secrets,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToWorker {
-    Assign(Assignment),
-    Cancel { assignment_id: String },
-    /// The worker's drain was read: no assignment follows.
-    DrainAck,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheCommit {
-    pub cache_id: String,
-    pub slot: u32,
-    pub base_generation: u64,
-    pub snapshot: Digest,
-    pub total_bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    Succeeded { layers: Vec<Digest>, config: Vec<u8>, commits: Vec<CacheCommit>, bytes_restored: u64, duration_ms: u64 },
-    /// `commits`: cache mounts keep what a failed step wrote (as in
-    /// BuildKit), so they are committed too.
-    Failed { message: String, exit_code: i32, commits: Vec<CacheCommit> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FromWorker {
-    Heartbeat,
-    Log { assignment_id: String, stream: String, line: String },
-    Result { assignment_id: String, outcome: StepOutcome },
-    Drain,
-}
+use crate::state::{Command, CoordinatorState, StateError, StepState, now_ms, query};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -182,7 +49,7 @@ pub struct SchedulerConfig {
     pub lease_ttl: Duration,
     /// How long a step of a build adopted after a leader change waits for
     /// its client to re-supply a secret it mounts (see
-    /// `scheduler_secrets.rs`) before it fails naming the secret.
+    /// `secrets.rs`) before it fails naming the secret.
     pub secret_wait: Duration,
     /// How long a new leader keeps a step the replicated state says runs
     /// on a worker for that worker to reconnect and re-report it, before
@@ -209,8 +76,8 @@ pub enum SchedulerError {
     InvalidGraph(String),
     #[error("build {0} not found")]
     UnknownBuild(String),
-    #[error("coordinator state: {0}")]
-    State(String),
+    #[error("coordinator state: creating build {build_id}: {source}")]
+    State { build_id: String, source: StateError },
     #[error("the scheduler has stopped")]
     Stopped,
 }
@@ -234,14 +101,14 @@ enum Msg {
     /// A re-attached client's secrets for its (adopted) build.
     AttachSecrets { namespace: String, build_id: String, secrets: Secrets, reply: oneshot::Sender<Result<(), SchedulerError>> },
     /// Who runs an assignment now (SSH forwarding checks it).
-    Running { assignment_id: String, reply: oneshot::Sender<Option<crate::ssh_relay::RunningAssignment>> },
+    Running { assignment_id: String, reply: oneshot::Sender<Option<RunningAssignment>> },
 }
 
 /// Handle to the scheduling actor. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
-    hub: crate::build_events::EventHub,
+    hub: events::EventHub,
 }
 
 /// A worker's side of its connection: assignments to run, and the handle to
@@ -266,7 +133,7 @@ impl Scheduler {
                 }
             }
         });
-        let hub = crate::build_events::EventHub::default();
+        let hub = events::EventHub::default();
         let core = Core {
             hub: hub.clone(),
             adopted: HashMap::new(),
@@ -289,7 +156,7 @@ impl Scheduler {
 
     /// Live events of the builds this node runs, for `Watch` (and the
     /// Redis fan-out, once set on it).
-    pub fn events(&self) -> &crate::build_events::EventHub {
+    pub fn events(&self) -> &events::EventHub {
         &self.hub
     }
 
@@ -348,7 +215,7 @@ impl Scheduler {
     }
 
     /// Replicated coordinators, on becoming leader: resumes every running
-    /// build of the state (see `scheduler_failover.rs`); returns how many.
+    /// build of the state (see `failover.rs`); returns how many.
     pub async fn adopt(&self) -> Result<usize, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Adopt { reply }).map_err(|_| SchedulerError::Stopped)?;
@@ -357,7 +224,7 @@ impl Scheduler {
 
     /// The worker, tenant and builds of `assignment_id` while it runs
     /// (not once its result is in): what an SSH forward must match.
-    pub async fn running_assignment(&self, assignment_id: &str) -> Option<crate::ssh_relay::RunningAssignment> {
+    pub async fn running_assignment(&self, assignment_id: &str) -> Option<RunningAssignment> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Running { assignment_id: assignment_id.into(), reply }).ok()?;
         rx.await.ok().flatten()
@@ -436,7 +303,7 @@ struct LiveBuild {
     remaining: usize,
     no_cache: bool,
     started: Instant,
-    events: crate::build_events::EventSink,
+    events: events::EventSink,
 }
 
 /// One execution of a key, shared by every build step waiting for it.
@@ -471,9 +338,9 @@ struct Core {
     /// `--secret` values by build id, while the build runs.
     secrets: HashMap<String, Secrets>,
     /// Live events of builds, for every watcher.
-    hub: crate::build_events::EventHub,
+    hub: events::EventHub,
     /// Builds adopted after a leader change, and when: their secrets must
-    /// be re-supplied by their client (see `scheduler_secrets.rs`).
+    /// be re-supplied by their client (see `secrets.rs`).
     adopted: HashMap<String, Instant>,
     /// Steps a new leader found running on workers (leader-local).
     readopt: failover::Readopt,
@@ -553,7 +420,7 @@ impl Core {
             Msg::Running { assignment_id, reply } => {
                 let running = self.assignments.get(&assignment_id).and_then(|k| self.execs.get(k)).and_then(|e| {
                     let r = e.running.as_ref().filter(|r| r.assignment_id == assignment_id && !r.committing)?;
-                    Some(crate::ssh_relay::RunningAssignment {
+                    Some(RunningAssignment {
                         worker_id: r.worker_id.clone(),
                         namespace: e.namespace.clone(),
                         build_ids: e.waiters.iter().map(|(b, _)| b.clone()).collect(),
@@ -590,7 +457,7 @@ impl Core {
                 graph: req.steps.clone(),
             })
             .await
-            .map_err(|e| SchedulerError::State(e.to_string()))?;
+            .map_err(|source| SchedulerError::State { build_id: build_id.clone(), source })?;
         let (events, rx) = self.hub.open(&build_id);
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
         let index = req.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
@@ -1115,13 +982,10 @@ impl Core {
     }
 }
 
-#[path = "scheduler_failover.rs"]
+pub mod events;
 mod failover;
 
-#[path = "scheduler_secrets.rs"]
 mod secrets;
-pub use failover::HeldAssignment;
 
 #[cfg(test)]
-#[path = "scheduler_tests.rs"]
 mod tests;

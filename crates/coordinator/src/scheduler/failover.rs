@@ -34,18 +34,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use super::{Core, ExecKey, LiveBuild, Running, StepOutcome, ToWorker, WorkerInfo};
-use crate::state::{BuildState, Command, HeadKey, Sharing, StepState, now_ms, query};
-
-/// One assignment a worker says it holds when it registers: running, or
-/// finished with its result still to be delivered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeldAssignment {
-    pub assignment_id: String,
-    pub build_id: String,
-    pub step_id: String,
-    pub attempt: u32,
-}
+use super::{Core, ExecKey, LiveBuild, Running};
+use crate::model::{BuildState, HeadKey, Sharing, StepOutcome, ToWorker, WorkerInfo};
+use crate::state::{Command, StepState, now_ms, query};
 
 /// Leader-local bookkeeping of steps found running on workers.
 #[derive(Default)]
@@ -335,9 +326,10 @@ mod tests {
 
     use crate::cache_heads::CacheHeads;
     use crate::cache_heads::tests::MapMerger;
-    use crate::scheduler::{
-        Assignment, BuildRequest, FromWorker, HeldAssignment, Scheduler, SchedulerConfig, StepNode, StepOutcome, ToWorker, WorkerInfo,
+    use crate::model::{
+        Assignment, BuildRequest, FromWorker, HeldAssignment, StepNode, StepOutcome, ToWorker, WorkerInfo,
     };
+    use crate::scheduler::{Scheduler, SchedulerConfig};
     use crate::state::{BuildState, CoordinatorState, MemoryState, StepState, query};
 
     fn node(id: &str, deps: &[&str]) -> StepNode {
@@ -350,6 +342,7 @@ mod tests {
             cache_mounts: vec![],
             payload: id.as_bytes().to_vec(),
             name: id.into(),
+            secret_ids: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use tokio::time::timeout;
 use super::*;
 use crate::cache_heads::CacheHeads;
 use crate::cache_heads::tests::MapMerger;
+use crate::model::*;
 use crate::state::{BuildState, MemoryState, Sharing, query};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,6 +43,7 @@ fn node(id: &str, key: &str, deps: &[&str]) -> StepNode {
         cache_mounts: vec![],
         payload: format!("run {id}").into_bytes(),
         name: format!("RUN {id}"),
+        secret_ids: Default::default(),
     }
 }
 
