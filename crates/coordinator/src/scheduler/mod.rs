@@ -849,7 +849,13 @@ impl Core {
             return;
         }
         let w = self.workers.remove(worker_id).expect("checked above");
-        tracing::warn!(worker = worker_id, "worker {why}; retrying its {} steps", w.running.len());
+        if w.running.is_empty() {
+            // An idle worker leaving (a drained worker, `rbk build` at exit)
+            // loses nothing: not worth a warning.
+            tracing::info!(worker = worker_id, "worker {why}; it held no step");
+        } else {
+            tracing::warn!(worker = worker_id, "worker {why}; retrying its {} steps", w.running.len());
+        }
         for assignment_id in w.running {
             let _ = self.heads.release(&assignment_id).await;
             let Some(key) = self.assignments.remove(&assignment_id) else { continue };
