@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm_exec::FarmExecutor;
+use crate::exec::FarmExecutor;
 use rbk_proto::worker::coordinator_message::Msg as Down;
 use rbk_proto::worker::worker_client::WorkerClient;
 use rbk_proto::worker::worker_message::Msg as Up;
@@ -34,7 +34,7 @@ use crate::backoff::Backoff;
 /// The platform steps run on here: this machine's, named as `rbk submit`
 /// names the platform it plans for (no emulation).
 pub fn platform() -> String {
-    rbk_build::farm_plan::current_platform()
+    rbk_worker::payload::current_platform()
 }
 
 /// How a worker joins the farm and when it leaves. `Debug` leaves the

@@ -40,16 +40,7 @@ use crate::mapping::{self, Supports};
 /// prefix only keeps farm keys apart from `rbk build`'s local ones.
 pub const FARM_NAMESPACE: &str = "farm";
 
-/// The platform this client can build for: the machine's own (workers of
-/// other architectures and emulation are not supported yet).
-pub fn current_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    format!("linux/{arch}")
-}
+pub use rbk_worker::payload::current_platform;
 
 /// What `rbk submit` asks for, as far as planning goes.
 #[derive(Debug, Clone)]

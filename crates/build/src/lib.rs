@@ -23,15 +23,11 @@
 // name them; they are rare, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod blob_budget;
-pub mod cache_mounts;
 mod error;
-pub mod farm;
-pub mod farm_exec;
+pub use rbk_worker::payload as farm;
 pub mod farm_assemble;
 pub mod farm_plan;
 mod frontend;
-pub mod layer_io;
 pub mod mapping;
 pub mod progress;
 

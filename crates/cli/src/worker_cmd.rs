@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rbk_agent::{Agent, AgentConfig};
-use rbk_build::farm_exec::FarmExecutor;
+use rbk_agent::FarmExecutor;
 use rbk_coordinator::RemoteStore;
 use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{Store, StoreConfig, build_store};
