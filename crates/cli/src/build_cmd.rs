@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_build::farm::FarmResult;
-use rbk_build::farm_assemble::{self, FarmOutput};
-use rbk_build::farm_plan::{self, Plan, PlanRequest};
-use rbk_build::{Progress, ProgressMode};
+use rbk_worker::payload::FarmResult;
+use rbk_plan::assemble::{self, FarmOutput};
+use rbk_plan::planner::{self, Plan, PlanRequest};
+use rbk_plan::{Progress, ProgressMode};
 use rbk_proto::build::{BuildOptions, SubmitRequest};
 use rbk_store::{FilesystemStore, Store};
 use rbk_worker::RuntimeKind;
@@ -125,7 +125,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         r => bail!("--runtime {r}: expected runc or crun"),
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
-    let secrets = farm_plan::load_secrets(&args.secrets)?;
+    let secrets = planner::load_secrets(&args.secrets)?;
     let ssh = crate::ssh_agents::SshAgents::parse(&args.ssh)?;
     let (state_dir, worker_dir, store_dir) = embedded_farm::dirs(&args.state_dir, args.worker_dir.as_deref(), args.store.as_deref())?;
 
@@ -140,7 +140,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     req.ssh_ids = ssh.ids();
     let mut progress = Progress::stderr(mode);
     // Before anything starts: a Dockerfile error is the user's to fix first.
-    let parsed = farm_plan::parse(&req)?;
+    let parsed = planner::parse(&req)?;
 
     let store: Arc<dyn Store> = Arc::new(
         FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
@@ -150,8 +150,8 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     farm.stop().await?;
     let result = built?;
 
-    let image = farm_assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
-    let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    let image = assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
+    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
     progress.summary(result.0.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));
@@ -168,7 +168,7 @@ async fn build_on(
     farm: &EmbeddedFarm,
     args: &BuildArgs,
     req: &PlanRequest,
-    parsed: &farm_plan::Parsed,
+    parsed: &planner::Parsed,
     secrets: BTreeMap<String, Vec<u8>>,
     ssh: &crate::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
@@ -187,7 +187,7 @@ async fn build_on(
         build_args: req.build_args.clone().into_iter().collect(),
         secret_ids: secrets.keys().cloned().collect(),
         no_cache: args.no_cache,
-        platform: farm_plan::current_platform(),
+        platform: rbk_worker::payload::current_platform(),
         outputs: vec![],
     };
     let submit = SubmitRequest {

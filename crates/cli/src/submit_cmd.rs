@@ -1,10 +1,10 @@
 //! `rbk submit`: build a Dockerfile on the farm, with `docker build`'s
-//! flags. Plans locally (`rbk_build::farm_plan`: syntax errors name the
+//! flags. Plans locally (`rbk_plan::planner`: syntax errors name the
 //! file and line before anything is sent; base layers and the context go
 //! into the store through the coordinator's Content service), submits the
 //! graph, prints BuildKit-style progress from the event stream, then
 //! assembles the image from the target's result
-//! (`rbk_build::farm_assemble`) and writes the outputs. Ctrl-C cancels the
+//! (`rbk_plan::assemble`) and writes the outputs. Ctrl-C cancels the
 //! build on the coordinator.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rbk_build::farm::{FarmResult, ImageSource};
-use rbk_build::farm_assemble::{self, FarmOutput};
-use rbk_build::farm_plan::{self, Plan};
-use rbk_build::{Progress, ProgressMode};
+use rbk_worker::payload::{FarmResult, ImageSource};
+use rbk_plan::assemble::{self, FarmOutput};
+use rbk_plan::planner::{self, Plan};
+use rbk_plan::{Progress, ProgressMode};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
 use rbk_proto::build::{BuildOptions, CancelRequest, Output, SubmitRequest};
@@ -117,7 +117,7 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
-    let platform = farm_plan::current_platform();
+    let platform = rbk_worker::payload::current_platform();
     if let Some(p) = &args.platform
         && p != &platform
     {
@@ -134,7 +134,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     if args.load {
         outputs.push(FarmOutput::Load);
     }
-    let secrets = farm_plan::load_secrets(&args.secrets)?;
+    let secrets = planner::load_secrets(&args.secrets)?;
 
     let work_dir = client_dir(&args);
     let mut req = crate::build_cmd::plan_request(
@@ -148,7 +148,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     // uploading the context) is part of the build.
     let mut progress = Progress::stderr(mode);
     // Before any connection: a Dockerfile error is the user's to fix first.
-    let parsed = farm_plan::parse(&req)?;
+    let parsed = planner::parse(&req)?;
 
     let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
     rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
@@ -203,8 +203,8 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         Ok((channel, _)) => Arc::new(rbk_coordinator::RemoteStore::new(channel, &args.coordinator, &token)?),
         Err(_) => store,
     };
-    let image = farm_assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
-    let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
+    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));
@@ -361,7 +361,7 @@ pub(crate) async fn run_build(
                 progress.failed(n, label, &tail);
                 let node = plan.steps.iter().find(|s| s.id == f.step_id);
                 let place = node
-                    .and_then(|n| farm_plan::payload_of(n).ok())
+                    .and_then(|n| planner::payload_of(n).ok())
                     .map(|p| format!(" ({}:{})", p.file, p.line))
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };

@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
 use rbk_coordinator::RemoteStore;
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
 use rbk_coordinator::RemoteStore;
 use rbk_proto::build as pb;
 use rbk_store::{Digest, Store, StoreExt};

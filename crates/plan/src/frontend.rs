@@ -1,9 +1,8 @@
-//! The front half every build shares, embedded (`rbk build`, [`crate::solve`])
-//! or on the farm (`rbk submit`, [`crate::farm_plan`]): read and parse the
+//! The front half of planning ([`crate::planner`], for `rbk build` and
+//! `rbk submit` alike): read and parse the
 //! Dockerfile, pull the base images it names, build the keyed graph, stage
 //! the context the graph kept, and the per-step labels and image-config
-//! edits. Kept in one place so a farm build means exactly what the same
-//! embedded build means.
+//! edits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};

@@ -17,8 +17,8 @@ use rbk_image::{Descriptor, ImageRef, OciDigest, OciLayout, PushOptions, Registr
 use rbk_store::{Store, StoreExt};
 
 use crate::error::{BuildError, Result};
-use crate::farm::{FarmResult, ImageSource, LayerDesc};
-use crate::farm_plan::FinalImage;
+use rbk_worker::payload::{FarmResult, ImageSource, LayerDesc};
+use crate::planner::FinalImage;
 
 /// Where the image goes (`--output`, `--push`, `--load`).
 #[derive(Debug, Clone, PartialEq, Eq)]

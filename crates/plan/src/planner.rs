@@ -31,7 +31,7 @@ use rbk_proto::build::{CacheMount, StepNode};
 use rbk_store::{Digest, Store, stream_from_bytes};
 
 use crate::error::{BuildError, Result};
-use crate::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
 use crate::mapping::{self, Supports};
 
@@ -40,7 +40,6 @@ use crate::mapping::{self, Supports};
 /// prefix only keeps farm keys apart from `rbk build`'s local ones.
 pub const FARM_NAMESPACE: &str = "farm";
 
-pub use rbk_worker::payload::current_platform;
 
 /// What `rbk submit` asks for, as far as planning goes.
 #[derive(Debug, Clone)]
@@ -93,7 +92,7 @@ impl PlanRequest {
 /// How to make the final image once the steps are done: the target
 /// stage's config (base image config + the stage's instructions, history
 /// included) and where its filesystem comes from — the last node's
-/// [`FarmResult`](crate::farm::FarmResult), or the bare base image when the
+/// [`FarmResult`](rbk_worker::payload::FarmResult), or the bare base image when the
 /// target stage makes no layer.
 #[derive(Debug, Clone)]
 pub struct FinalImage {
