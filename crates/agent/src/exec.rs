@@ -161,8 +161,13 @@ fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
 }
 
 fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
-    let parse = |what: &str, s: &str| -> Result<OciDigest> {
-        s.parse().map_err(|e| ExecError::other(format!("layer {}", l.blake3), format!("{what} {s}: {e}")))
+    let parse = |what: &'static str, s: &str| -> Result<OciDigest> {
+        s.parse().map_err(|e: rbk_image::ImageError| ExecError::LayerDigest {
+            layer: format!("layer {}", l.blake3),
+            field: what,
+            value: s.to_owned(),
+            message: e.to_string(),
+        })
     };
     Ok(LayerRef { digest: parse("digest", &l.digest)?, diff_id: parse("diff_id", &l.diff_id)? })
 }
@@ -428,7 +433,7 @@ impl FarmExecutor {
             media_type: layer.media_type.clone(),
         });
         out.layers = layers.iter().map(|l| l.blake3.clone()).collect();
-        out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|e| ExecError::other(&where_, e))?;
+        out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|source| ExecError::EncodeResult { step: where_.clone(), source })?;
         Ok(())
     }
 
@@ -460,7 +465,7 @@ impl FarmExecutor {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
             let head = match g.snapshot.as_str() {
                 "" => None,
-                s => Some(s.parse::<Digest>().map_err(|e| ExecError::other(format!("cache {} head", g.cache_id), e))?),
+                s => Some(s.parse::<Digest>().map_err(|source| ExecError::CacheHead { cache_id: g.cache_id.clone(), source })?),
             };
             let p = self.caches.prepare_head(&self.store, &key, head).await?;
             restored += p.bytes_restored;
@@ -475,14 +480,15 @@ impl FarmExecutor {
             ImageSource::Scratch => vec![],
             ImageSource::Layers { layers } => layers.clone(),
             ImageSource::Step { step_id } => {
-                let input = assign.inputs.iter().find(|i| &i.step_id == step_id).ok_or_else(|| {
-                    ExecError::other(
-                        format!("step {}", assign.step_id),
-                        format!("it reads step {step_id}, whose result the coordinator did not send"),
-                    )
-                })?;
-                let r: FarmResult = serde_json::from_slice(&input.config).map_err(|e| {
-                    ExecError::other(format!("step {}", assign.step_id), format!("the result of step {step_id} is not a farm result: {e}"))
+                let input = assign
+                    .inputs
+                    .iter()
+                    .find(|i| &i.step_id == step_id)
+                    .ok_or_else(|| ExecError::MissingInput { step_id: assign.step_id.clone(), input: step_id.clone() })?;
+                let r: FarmResult = serde_json::from_slice(&input.config).map_err(|source| ExecError::BadInput {
+                    step_id: assign.step_id.clone(),
+                    input: step_id.clone(),
+                    source,
                 })?;
                 r.layers
             }
@@ -502,7 +508,7 @@ impl FarmExecutor {
     /// The build context snapshot `digest`, restored once per worker (and
     /// kept while steps use it; see [`KEEP_CONTEXTS`]).
     async fn context(&self, digest: &str) -> Result<ContextLease> {
-        let d: Digest = digest.parse().map_err(|e| ExecError::other("context snapshot", format!("{digest}: {e}")))?;
+        let d: Digest = digest.parse().map_err(|source| ExecError::ContextDigest { value: digest.to_owned(), source })?;
         let name = d.to_string();
         let contexts = self.root.join("contexts");
         let dir = contexts.join(&name);

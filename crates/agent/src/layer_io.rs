@@ -23,13 +23,13 @@ pub async fn fetch_blob(
 ) -> Result<()> {
     let digest: OciDigest = digest
         .parse()
-        .map_err(|e| ExecError::other(what, format!("layer digest {digest}: {e}")))?;
+        .map_err(|e: rbk_image::ImageError| ExecError::LayerDigest { layer: what.to_owned(), field: "layer digest", value: digest.to_owned(), message: e.to_string() })?;
     if layout.has_blob(&digest) {
         return Ok(());
     }
     let b3: rbk_store::Digest = blake3
         .parse()
-        .map_err(|e| ExecError::other(what, format!("blake3 {blake3}: {e}")))?;
+        .map_err(|e: rbk_store::DigestParseError| ExecError::LayerDigest { layer: what.to_owned(), field: "blake3", value: blake3.to_owned(), message: e.to_string() })?;
     // Streamed to a temporary file in the layout (a base layer may be
     // hundreds of MB); named only once its sha256 checks out.
     let mut stream = store.get(b3, ByteRange::FULL).await?;
@@ -38,9 +38,8 @@ pub async fn fetch_blob(
         let chunk = chunk?;
         w.write_all(&chunk).map_err(|e| ExecError::io(layout.root(), format!("writing layer {digest}: {e}")))?;
     }
-    w.commit(Some((&digest, b3.size()))).map_err(|e| {
-        ExecError::other(format!("layer {digest}"), format!("the store's blob {b3} is not this layer: {e}"))
-    })?;
+    w.commit(Some((&digest, b3.size())))
+        .map_err(|source| ExecError::LayerMismatch { layer: digest.to_string(), blob: b3.to_string(), source })?;
     Ok(())
 }
 
@@ -62,7 +61,7 @@ pub async fn mkdir_layer(
     let upper = tmp.path().to_owned();
     let layer = tokio::task::spawn_blocking(move || rbk_image::layer_from_upper(&upper, &opts))
         .await
-        .map_err(|e| ExecError::other(format!("WORKDIR {path}"), e))??;
+        .map_err(|source| ExecError::Task { what: format!("WORKDIR {path}"), source })??;
     drop(tmp);
     Ok(Ok(layer))
 }
