@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_worker::payload::FarmResult;
+use rbk_worker::payload::{FarmResult, ImageSource};
 use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner::{self, Plan, PlanRequest};
-use rbk_plan::{Progress, ProgressMode};
+use rbk_client::{Progress, ProgressMode};
 use rbk_proto::build::{BuildOptions, SubmitRequest};
 use rbk_store::{FilesystemStore, Store};
 use rbk_worker::RuntimeKind;
@@ -126,7 +126,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let secrets = planner::load_secrets(&args.secrets)?;
-    let ssh = crate::ssh_agents::SshAgents::parse(&args.ssh)?;
+    let ssh = rbk_client::ssh_agents::SshAgents::parse(&args.ssh)?;
     let (state_dir, worker_dir, store_dir) = embedded_farm::dirs(&args.state_dir, args.worker_dir.as_deref(), args.store.as_deref())?;
 
     // The client's scratch space (pulled bases, staged context, the image).
@@ -170,7 +170,7 @@ async fn build_on(
     req: &PlanRequest,
     parsed: &planner::Parsed,
     secrets: BTreeMap<String, Vec<u8>>,
-    ssh: &crate::ssh_agents::SshAgents,
+    ssh: &rbk_client::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
     progress: &mut Progress,
 ) -> anyhow::Result<(Plan, Option<FarmResult>)> {
@@ -200,7 +200,13 @@ async fn build_on(
         .connect()
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
-    let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false, ssh).await?;
+    let target_step = match &plan.final_image.source {
+        ImageSource::Step { step_id } => Some(step_id.as_str()),
+        _ => None,
+    };
+    let tls = rbk_client::ClientTls::default();
+    let to = rbk_client::submit::Target { tls: &tls, url: &farm.url, token: &farm.token };
+    let result = rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await?;
     Ok((plan, result))
 }
 

@@ -65,8 +65,8 @@ fn human(bytes: u64) -> String {
 }
 
 async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
-    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
-    let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator)?
+    let tls = rbk_client::ClientTls::from_flag(args.tls_ca.as_deref())?;
+    let channel = tls.endpoint(&args.coordinator)?
         .connect()
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;

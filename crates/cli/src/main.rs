@@ -16,9 +16,7 @@ mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
 mod build_cmd;
-mod ssh_agents;
 mod submit_cmd;
-mod submit_reattach;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};

@@ -10,18 +10,20 @@
 //! A `Watch` stream ([`watch`]) never trusts the live feed alone: it first
 //! replays the build from the replicated state (which every node holds),
 //! re-reads that state every so often and once more before the final
-//! event, and drops what it already sent ([`Replayer`]). So a missed live
+//! event, and drops what it already sent ([`Replayer`], shared with the
+//! client, which re-attaches after a failover). So a missed live
 //! event (subscribing races the scheduler; Redis drops a message or dies;
 //! the leader steps down) costs at most its log lines and some latency,
 //! never a step result the client needs to assemble the image.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rbk_proto::build::{self as pb, build_event::Event};
+pub use rbk_proto::replay::Replayer;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -105,89 +107,62 @@ impl Drop for EventSink {
     }
 }
 
-/// What a watch already told its client, so neither a replay nor a
-/// duplicate live event says it twice.
-#[derive(Debug, Default)]
-pub struct Replayer {
-    accepted: bool,
-    /// Steps whose cached/finished/failed event was sent.
-    ended: HashSet<String>,
-    /// `(step, attempt)` pairs whose started event was sent.
-    started: HashSet<(String, u32)>,
-}
-
-impl Replayer {
-    /// Whether a live event is news (and records it). `BuildFinished` is
-    /// always news; the caller ends the stream with it.
-    pub fn admit(&mut self, e: &pb::BuildEvent) -> bool {
-        match &e.event {
-            Some(Event::Accepted(_)) => !std::mem::replace(&mut self.accepted, true),
-            Some(Event::Started(s)) => !self.ended.contains(&s.step_id) && self.started.insert((s.step_id.clone(), s.attempt)),
-            Some(Event::Cached(c)) => self.ended.insert(c.step_id.clone()),
-            Some(Event::Finished(f)) => self.ended.insert(f.step_id.clone()),
-            Some(Event::Failed(f)) => self.ended.insert(f.step_id.clone()),
-            Some(Event::Log(l)) => !self.ended.contains(&l.step_id),
-            Some(Event::BuildFinished(_)) => true,
-            None => false,
+/// The events `rec` (the replicated record) implies that `seen` has not
+/// sent yet, in graph order (recording them); a finished build's final
+/// event is not among them (see [`final_event`]). Results come from the
+/// action cache.
+pub fn catch_up(seen: &mut Replayer, state: &dyn CoordinatorState, rec: &BuildRecord) -> Vec<pb::BuildEvent> {
+    let mut out = Vec::new();
+    let mut send = |seen: &mut Replayer, e: Event| {
+        let e = wire(e);
+        if seen.admit(&e) {
+            out.push(e);
+        }
+    };
+    if !seen.accepted() {
+        send(seen, Event::Accepted(pb::Accepted { build_id: rec.id.clone(), total_steps: rec.steps.len() as u32 }));
+    }
+    let name = |id: &str| rec.graph.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_default();
+    for s in &rec.steps {
+        if seen.ended(&s.id) {
+            continue;
+        }
+        let event = match s.state {
+            StepState::Pending | StepState::Cancelled => None,
+            StepState::Running => {
+                let attempt = s.attempts.max(1);
+                Some(Event::Started(pb::StepStarted { step_id: s.id.clone(), worker_id: s.worker_id.clone(), attempt, name: name(&s.id) }))
+            }
+            StepState::Cached | StepState::Done => {
+                // The result is committed before the step is marked
+                // done; if it is not there yet, a later pass sends it.
+                let Some(r) = query(state, |m| m.action(&rec.namespace, &s.key).cloned()) else { continue };
+                let layers = r.layers.iter().map(ToString::to_string).collect();
+                Some(if s.state == StepState::Cached {
+                    Event::Cached(pb::StepCached { step_id: s.id.clone(), name: name(&s.id), layers, config: r.config })
+                } else {
+                    Event::Finished(pb::StepFinished {
+                        step_id: s.id.clone(),
+                        worker_id: s.worker_id.clone(),
+                        duration_ms: r.duration_ms,
+                        bytes_restored: 0,
+                        layers,
+                        config: r.config,
+                    })
+                })
+            }
+            StepState::Failed => Some(Event::Failed(pb::StepFailed {
+                step_id: s.id.clone(),
+                worker_id: s.worker_id.clone(),
+                message: s.message.clone(),
+                exit_code: 0,
+            })),
+        };
+        if let Some(e) = event {
+            send(seen, e);
         }
     }
-
-    /// The events `rec` (the replicated record) implies that were not sent
-    /// yet, in graph order; a finished build's final event is not among
-    /// them (see [`final_event`]). Results come from the action cache.
-    pub fn catch_up(&mut self, state: &dyn CoordinatorState, rec: &BuildRecord) -> Vec<pb::BuildEvent> {
-        let mut out = Vec::new();
-        if !self.accepted {
-            self.accepted = true;
-            out.push(wire(Event::Accepted(pb::Accepted { build_id: rec.id.clone(), total_steps: rec.steps.len() as u32 })));
-        }
-        let name = |id: &str| rec.graph.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_default();
-        for s in &rec.steps {
-            if self.ended.contains(&s.id) {
-                continue;
-            }
-            let event = match s.state {
-                StepState::Pending | StepState::Cancelled => None,
-                StepState::Running => {
-                    let attempt = s.attempts.max(1);
-                    self.started.insert((s.id.clone(), attempt)).then(|| {
-                        Event::Started(pb::StepStarted { step_id: s.id.clone(), worker_id: s.worker_id.clone(), attempt, name: name(&s.id) })
-                    })
-                }
-                StepState::Cached | StepState::Done => {
-                    // The result is committed before the step is marked
-                    // done; if it is not there yet, a later pass sends it.
-                    let Some(r) = query(state, |m| m.action(&rec.namespace, &s.key).cloned()) else { continue };
-                    let layers = r.layers.iter().map(ToString::to_string).collect();
-                    Some(if s.state == StepState::Cached {
-                        Event::Cached(pb::StepCached { step_id: s.id.clone(), name: name(&s.id), layers, config: r.config })
-                    } else {
-                        Event::Finished(pb::StepFinished {
-                            step_id: s.id.clone(),
-                            worker_id: s.worker_id.clone(),
-                            duration_ms: r.duration_ms,
-                            bytes_restored: 0,
-                            layers,
-                            config: r.config,
-                        })
-                    })
-                }
-                StepState::Failed => Some(Event::Failed(pb::StepFailed {
-                    step_id: s.id.clone(),
-                    worker_id: s.worker_id.clone(),
-                    message: s.message.clone(),
-                    exit_code: 0,
-                })),
-            };
-            if let Some(e) = event {
-                if !matches!(e, Event::Started(_)) {
-                    self.ended.insert(s.id.clone());
-                }
-                out.push(wire(e));
-            }
-        }
-        out
-    }
+    out
 }
 
 /// The last event of a finished build, from its record.
@@ -254,7 +229,7 @@ pub fn watch(
         let build_id = rec.id.clone();
         let mut rec = rec;
         loop {
-            for e in r.catch_up(&*state, &rec) {
+            for e in catch_up(&mut r, &*state, &rec) {
                 if tx.send(Ok(e)).await.is_err() {
                     return;
                 }
@@ -278,7 +253,7 @@ pub fn watch(
                         let deadline = tokio::time::Instant::now() + SETTLE;
                         loop {
                             if let Some(now) = query(&*state, |m| m.build(&build_id).cloned()) {
-                                for e in r.catch_up(&*state, &now) {
+                                for e in catch_up(&mut r, &*state, &now) {
                                     if tx.send(Ok(e)).await.is_err() {
                                         return;
                                     }
@@ -321,7 +296,7 @@ pub fn watch(
 pub async fn serve_watch(
     state: Arc<dyn CoordinatorState>,
     scheduler: &crate::scheduler::Scheduler,
-    gate: Option<&dyn crate::leader_channel::LeaderGate>,
+    gate: Option<&dyn rbk_proto::leader::LeaderGate>,
     namespace: &str,
     req: pb::WatchRequest,
 ) -> Result<BoxStream<'static, Result<pb::BuildEvent, Status>>, Status> {
@@ -376,25 +351,6 @@ mod tests {
     use super::*;
     use crate::state::{ActionResult, Command, MemoryState, StepRecord};
 
-    fn started(step: &str, attempt: u32) -> pb::BuildEvent {
-        wire(Event::Started(pb::StepStarted { step_id: step.into(), worker_id: "w".into(), attempt, name: String::new() }))
-    }
-
-    fn finished(step: &str) -> pb::BuildEvent {
-        wire(Event::Finished(pb::StepFinished { step_id: step.into(), ..Default::default() }))
-    }
-
-    #[test]
-    fn a_live_event_already_replayed_is_not_sent_again() {
-        let mut r = Replayer::default();
-        assert!(r.admit(&started("a", 1)));
-        assert!(!r.admit(&started("a", 1)));
-        assert!(r.admit(&started("a", 2)), "a retry is news");
-        assert!(r.admit(&finished("a")));
-        assert!(!r.admit(&finished("a")));
-        assert!(!r.admit(&started("a", 3)), "nothing starts after it ended");
-    }
-
     async fn state_with_build() -> Arc<MemoryState> {
         let state = Arc::new(MemoryState::new());
         state
@@ -427,12 +383,12 @@ mod tests {
         let state = state_with_build().await;
         let rec = query(&*state, |m| m.build("b1").cloned()).unwrap();
         let mut r = Replayer::default();
-        let events = r.catch_up(&*state, &rec);
+        let events = catch_up(&mut r, &*state, &rec);
         let kinds: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
         assert!(matches!(&kinds[0], Event::Accepted(a) if a.build_id == "b1" && a.total_steps == 2));
         assert!(matches!(&kinds[1], Event::Finished(f) if f.step_id == "a" && f.config == b"{\"a\":1}"));
         assert!(matches!(&kinds[2], Event::Started(s) if s.step_id == "b"));
-        assert!(r.catch_up(&*state, &rec).is_empty(), "a second pass sends nothing new");
+        assert!(catch_up(&mut r, &*state, &rec).is_empty(), "a second pass sends nothing new");
         let _: &[StepRecord] = &rec.steps;
     }
 

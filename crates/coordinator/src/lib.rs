@@ -6,18 +6,17 @@
 //!   affinity, retries, cancel);
 //! - [`cache_heads`]: the commit protocol and leases for cache mounts;
 //! - [`auth`]: token → tenant namespace, checked on every call;
-//! - [`server`]: the gRPC services; [`remote`]: a store over gRPC.
+//! - [`server`]: the gRPC services.
+//!
+//! Clients (the remote store, TLS, leader following) are in `rbk-client`.
 
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
-pub mod client_tls;
 pub mod config;
-pub mod leader_channel;
 pub mod raft_config;
 pub mod redis_fanout;
 mod observe;
-pub mod remote;
 pub mod scheduler;
 pub mod server;
 pub mod snapshot_merger;
@@ -28,7 +27,6 @@ pub mod watch_route;
 pub use auth::{Auth, TokenFile};
 pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
 pub use config::CoordinatorConfig;
-pub use remote::RemoteStore;
 pub use scheduler::{BuildEvent, BuildRequest, CacheMountSpec, Scheduler, SchedulerConfig, StepNode};
 pub use server::{Coordinator, Planner};
 pub use snapshot_merger::SnapshotMerger;

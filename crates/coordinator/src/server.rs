@@ -26,8 +26,7 @@ use crate::scheduler::{
 };
 use crate::state::{BuildRecord, CacheHead, Command, CoordinatorState, HeadKey, now_ms, query};
 
-/// Largest data payload per gRPC message (tonic decodes up to 4 MiB).
-pub const CHUNK: usize = 1024 * 1024;
+pub use rbk_proto::chunks::{CHUNK, split_chunks};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -49,7 +48,7 @@ pub struct Coordinator {
     planner: Option<Arc<dyn Planner>>,
     heartbeat_ms: u64,
     /// Replicated coordinators: refuses Build/Worker calls on followers.
-    gate: Option<Arc<dyn crate::leader_channel::LeaderGate>>,
+    gate: Option<Arc<dyn rbk_proto::leader::LeaderGate>>,
     /// Clients serving SSH agents to their builds' steps.
     pub ssh: crate::ssh_relay::AgentRelay,
 }
@@ -78,8 +77,8 @@ impl Coordinator {
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
     /// Build and Worker calls are checked (after the token) and followers
-    /// answer with [`crate::leader_channel::redirect`].
-    pub fn with_gate(mut self, gate: Arc<dyn crate::leader_channel::LeaderGate>) -> Self {
+    /// answer with [`rbk_proto::leader::redirect`].
+    pub fn with_gate(mut self, gate: Arc<dyn rbk_proto::leader::LeaderGate>) -> Self {
         self.gate = Some(gate);
         self
     }
@@ -519,12 +518,6 @@ pub fn store_status(e: StoreError) -> Status {
 
 struct ContentService {
     store: Arc<dyn Store>,
-}
-
-/// Re-chunks a blob's bytes into messages no larger than [`CHUNK`].
-pub fn split_chunks(b: Bytes) -> impl Iterator<Item = Bytes> {
-    let n = b.len().div_ceil(CHUNK);
-    (0..n).map(move |i| b.slice(i * CHUNK..((i + 1) * CHUNK).min(b.len())))
 }
 
 /// The upload as a [`ByteStream`] that fails (so the store commits nothing)

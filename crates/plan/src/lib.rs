@@ -9,8 +9,9 @@
 //! - [`planner`]: Dockerfile → the step graph, base layers and the context
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
-//! - [`assemble`]: the final image and outputs from the target's result;
-//! - [`progress`]: BuildKit-style progress lines.
+//! - [`assemble`]: the final image and outputs from the target's result.
+//!
+//! Sending the plan and following the build is `rbk-client`'s.
 
 // Errors carry step names, paths and output tails by value so messages can
 // name them; they are rare, so their size does not matter.
@@ -21,7 +22,5 @@ mod error;
 mod frontend;
 pub mod mapping;
 pub mod planner;
-pub mod progress;
 
 pub use error::{BuildError, Result};
-pub use progress::{Progress, ProgressMode};
