@@ -8,6 +8,7 @@ mod coordinator_cmd;
 mod coordinator_members_cmd;
 mod coordinator_raft;
 mod embedded_farm;
+mod flags;
 mod bench_snapshot_cmd;
 mod bench_store_cmd;
 mod snapshot_cmd;

@@ -14,32 +14,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rbk_client::submit::{Target, human, run_build};
-use rbk_client::{ClientTls, Progress, ProgressMode, RemoteStore};
+use rbk_client::{Progress, ProgressMode, RemoteStore};
 use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner;
 use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
 use rbk_store::Store;
 use rbk_worker::payload::ImageSource;
 
+use crate::flags::{DockerBuildFlags, TlsCaFlag};
+
 #[derive(clap::Args)]
 pub struct SubmitArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
     /// Name of the image (repeatable): the tags pushed by --push and
     /// written into docker/oci archives.
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// NAME=VALUE, or NAME to take the value from the environment.
-    #[arg(long = "build-arg")]
-    build_args: Vec<String>,
-    /// Build this stage instead of the last one.
-    #[arg(long)]
-    target: Option<String>,
-    /// id=ID,src=FILE or id=ID,env=VAR: made available to
-    /// `RUN --mount=type=secret,id=ID`; never stored or logged.
-    #[arg(long = "secret")]
-    secrets: Vec<String>,
     /// default|ID[=SOCKET]: forward an SSH agent (default
     /// `$SSH_AUTH_SOCK`) to `RUN --mount=type=ssh` steps; the agent stays
     /// on this machine and is reachable only while the build runs.
@@ -48,12 +37,6 @@ pub struct SubmitArgs {
     /// Only this machine's platform is supported (e.g. linux/amd64).
     #[arg(long)]
     platform: Option<String>,
-    /// Run every step; cache mounts keep their contents.
-    #[arg(long)]
-    no_cache: bool,
-    /// auto, plain (full logs), tty (same as auto) or quiet.
-    #[arg(long, default_value = "auto")]
-    progress: String,
     /// type=oci|docker,dest=FILE, type=local,dest=DIR, type=registry (repeatable).
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -71,20 +54,14 @@ pub struct SubmitArgs {
     /// The tenant token.
     #[arg(long, env = "RBK_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
-    /// besides the system roots (a private or self-signed certificate).
-    #[arg(long, env = "RBK_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
-    #[arg(long = "base-image")]
-    base_images: Vec<String>,
-    /// Registries reached over plain HTTP (loopback always is).
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
+    #[command(flatten)]
+    tls: TlsCaFlag,
     /// Client scratch space: pulled base images (kept between submits),
     /// the staged context and the assembled image.
     #[arg(long, env = "RBK_CLIENT_DIR")]
     client_dir: Option<PathBuf>,
+    #[command(flatten)]
+    docker: DockerBuildFlags,
     /// The build context directory.
     context: PathBuf,
 }
@@ -103,7 +80,7 @@ fn client_dir(args: &SubmitArgs) -> PathBuf {
 const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
+    let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
     let platform = rbk_worker::payload::current_platform();
     if let Some(p) = &args.platform
         && p != &platform
@@ -121,15 +98,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     if args.load {
         outputs.push(FarmOutput::Load);
     }
-    let secrets = planner::load_secrets(&args.secrets)?;
+    let secrets = planner::load_secrets(&args.docker.secrets)?;
 
     let work_dir = client_dir(&args);
-    let mut req = crate::build_cmd::plan_request(
-        &args.context,
-        &work_dir,
-        crate::build_cmd::PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
-        &secrets,
-    )?;
+    let mut req = args.docker.plan_request(&args.context, &work_dir, &secrets)?;
     req.ssh_ids = ssh.ids();
     // The clock starts here, as BuildKit's does: planning (pulling bases,
     // uploading the context) is part of the build.
@@ -138,7 +110,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let parsed = planner::parse(&req)?;
 
     let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
-    let tls = ClientTls::from_flag(args.tls_ca.as_deref())?;
+    let tls = args.tls.load()?;
     // Any node of a Raft group will do: a follower names the leader, and
     // the build goes there (the same blob store is behind every node).
     let (channel, _leader) = rbk_client::reattach::connect_any(&tls, &args.coordinator, &token, LEADER_PATIENCE)
@@ -167,10 +139,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     } else {
         let options = BuildOptions {
             dockerfile: plan.file_name.clone(),
-            target: args.target.clone().unwrap_or_default(),
+            target: args.docker.target.clone().unwrap_or_default(),
             build_args: req.build_args.clone().into_iter().collect(),
             secret_ids: secrets.keys().cloned().collect(),
-            no_cache: args.no_cache,
+            no_cache: args.docker.no_cache,
             platform: platform.clone(),
             outputs: args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect(),
         };
@@ -196,7 +168,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         Err(_) => store,
     };
     let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
-    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));

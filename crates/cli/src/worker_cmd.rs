@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rbk_agent::{Agent, AgentConfig};
 use rbk_agent::FarmExecutor;
-use rbk_client::{ClientTls, RemoteStore};
+use rbk_client::RemoteStore;
 use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{Store, StoreConfig, build_store};
 use rbk_worker::RuntimeKind;
@@ -23,10 +23,8 @@ pub struct WorkerArgs {
     /// A worker-pool token from the coordinator's token file.
     #[arg(long, env = "RBK_WORKER_TOKEN", hide_env_values = true)]
     token: String,
-    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
-    /// besides the system roots (a private or self-signed certificate).
-    #[arg(long, env = "RBK_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: crate::flags::TlsCaFlag,
     /// Labels steps can require, e.g. `zone=a,gpu=none` (repeatable).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -134,7 +132,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let labels = parse_labels(&args.labels)?;
-    let tls = ClientTls::from_flag(args.tls_ca.as_deref())?;
+    let tls = args.tls.load()?;
     // Kept alive while the worker runs.
     let _metrics = match args.metrics_listen {
         Some(addr) => {
