@@ -1,4 +1,4 @@
-//! Layer blobs a worker needs ([`crate::exec`]): fetching a
+//! Layer blobs a worker needs to run a step: fetching a
 //! layer blob from the content store into the local OCI layout, and
 //! WORKDIR's directory-only layer.
 

@@ -4,6 +4,7 @@
 //!
 //! - [`tls`]: coordinator URL → connection (`https://` with the system
 //!   roots and an explicit extra CA, [`ClientTls`]);
+//! - [`bearer`]: the tenant token on a request;
 //! - [`leader`]: finding and following the leader of a replicated
 //!   coordinator;
 //! - [`remote`]: a content store over the coordinator's Content service;
@@ -13,6 +14,7 @@
 //! - [`ssh_agents`]: serving `--ssh` agents to a build's steps;
 //! - [`progress`]: BuildKit-style progress lines.
 
+pub mod bearer;
 pub mod leader;
 pub mod progress;
 pub mod reattach;

@@ -6,7 +6,7 @@
 //! died), the client looks for the new leader through every URL
 //! ([`connect_any`]), calls `Build.Watch` for the build, re-supplying its
 //! `--secret` values (held only in the old leader's memory), and carries
-//! on printing progress; [`crate::submit::run_build`] drops events it
+//! on printing progress; the submit driver (`run_build`) drops events it
 //! already printed (`rbk_proto::replay::Replayer`), so no step shows twice.
 
 use std::collections::BTreeMap;
@@ -79,7 +79,7 @@ pub async fn watch_again(
             .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
         let mut client = BuildClient::new(channel.clone());
         let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect(), submitter: true };
-        match client.watch(crate::submit::authorized(req, token)?).await {
+        match client.watch(crate::bearer::authorized(req, token)?).await {
             Ok(stream) => {
                 tracing::info!(leader = %leader, build = build_id, "following the build on the new leader");
                 return Ok((channel, client, stream.into_inner()));

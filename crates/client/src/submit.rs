@@ -15,6 +15,7 @@ use rbk_proto::replay::Replayer;
 use rbk_worker::payload::{FarmResult, FarmStep};
 use tonic::transport::Channel;
 
+use crate::bearer::authorized;
 use crate::progress::Progress;
 use crate::ssh_agents::SshAgents;
 use crate::tls::ClientTls;
@@ -28,13 +29,6 @@ struct StepState {
     started: Option<Instant>,
     worker: String,
     tail: Vec<String>,
-}
-
-/// `msg` with the tenant token as its bearer credential.
-pub fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("the token has characters a header cannot carry")?);
-    Ok(r)
 }
 
 /// A byte count for people (`12.3 MiB`).

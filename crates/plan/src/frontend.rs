@@ -1,4 +1,4 @@
-//! The front half of planning ([`crate::planner`], for `rbk build` and
+//! The front half of planning (the planner's input, for `rbk build` and
 //! `rbk submit` alike): read and parse the
 //! Dockerfile, pull the base images it names, build the keyed graph, stage
 //! the context the graph kept, and the per-step labels and image-config
