@@ -15,6 +15,7 @@
 //! - [`progress`]: BuildKit-style progress lines.
 
 pub mod bearer;
+mod error;
 pub mod leader;
 pub mod progress;
 pub mod reattach;
@@ -23,6 +24,7 @@ pub mod ssh_agents;
 pub mod submit;
 pub mod tls;
 
+pub use error::{BadToken, SshError, SubmitError};
 pub use progress::{Progress, ProgressMode};
 pub use remote::RemoteStore;
 pub use tls::ClientTls;

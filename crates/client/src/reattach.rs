@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{BuildEvent, WatchRequest};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
+use crate::error::SubmitError;
 use crate::leader::connect_leader;
 use crate::tls::ClientTls;
 
@@ -35,10 +35,10 @@ pub fn urls(list: &str) -> Vec<String> {
 /// A channel to the leader found through any of `list`'s URLs (tried in
 /// turn, each with a short patience, until `patience` has passed); returns
 /// it and the leader's URL.
-pub async fn connect_any(tls: &ClientTls, list: &str, token: &str, patience: Duration) -> anyhow::Result<(Channel, String)> {
+pub async fn connect_any(tls: &ClientTls, list: &str, token: &str, patience: Duration) -> Result<(Channel, String), SubmitError> {
     let urls = urls(list);
     if urls.is_empty() {
-        bail!("--coordinator: no URL given");
+        return Err(SubmitError::NoUrl);
     }
     if urls.len() == 1 {
         return Ok(connect_leader(tls, &urls[0], token, patience).await?);
@@ -53,7 +53,7 @@ pub async fn connect_any(tls: &ClientTls, list: &str, token: &str, patience: Dur
             }
         }
         if start.elapsed() >= patience {
-            bail!("no coordinator leader reachable through {} within {patience:?}: {last}", urls.join(", "));
+            return Err(SubmitError::NoLeader { urls: urls.join(", "), patience, last });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -70,13 +70,13 @@ pub async fn watch_again(
     build_id: &str,
     secrets: &BTreeMap<String, Vec<u8>>,
     why: &str,
-) -> anyhow::Result<(Channel, BuildClient<Channel>, Streaming<BuildEvent>)> {
+) -> Result<(Channel, BuildClient<Channel>, Streaming<BuildEvent>), SubmitError> {
     let start = Instant::now();
     loop {
         let left = REATTACH_PATIENCE.saturating_sub(start.elapsed());
         let (channel, leader) = connect_any(tls, list, token, left.max(Duration::from_secs(1)))
             .await
-            .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
+            .map_err(|e| SubmitError::NoTakeover { why: why.to_owned(), source: Box::new(e) })?;
         let mut client = BuildClient::new(channel.clone());
         let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect(), submitter: true };
         match client.watch(crate::bearer::authorized(req, token)?).await {
@@ -90,7 +90,14 @@ pub async fn watch_again(
                 tracing::debug!("watch on {leader}: {}", s.message());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(s) => bail!("{leader}: following build {build_id} after its event stream broke ({why}): {}", s.message()),
+            Err(s) => {
+                return Err(SubmitError::WatchRefused {
+                    leader,
+                    build_id: build_id.to_owned(),
+                    why: why.to_owned(),
+                    message: s.message().to_owned(),
+                });
+            }
         }
     }
 }

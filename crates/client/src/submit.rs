@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
 use rbk_proto::build::{CancelRequest, StepNode, SubmitRequest};
@@ -16,6 +15,7 @@ use rbk_worker::payload::{FarmResult, FarmStep};
 use tonic::transport::Channel;
 
 use crate::bearer::authorized;
+use crate::error::SubmitError;
 use crate::progress::Progress;
 use crate::ssh_agents::SshAgents;
 use crate::tls::ClientTls;
@@ -65,7 +65,7 @@ pub async fn run_build(
     progress: &Progress,
     name_workers: bool,
     ssh: &SshAgents,
-) -> anyhow::Result<Option<FarmResult>> {
+) -> Result<Option<FarmResult>, SubmitError> {
     let Target { tls, url, token } = to;
     let graph: Vec<StepNode> = submit.steps.clone();
     let mut client = BuildClient::new(channel.clone());
@@ -76,7 +76,7 @@ pub async fn run_build(
     let mut stream = client
         .submit(authorized(submit, token)?)
         .await
-        .map_err(|s| anyhow::anyhow!("{url}: the build was refused: {}", s.message()))?
+        .map_err(|s| SubmitError::Refused { url: url.to_owned(), message: s.message().to_owned() })?
         .into_inner();
     let index: HashMap<&str, (usize, &str)> =
         graph.iter().enumerate().map(|(i, s)| (s.id.as_str(), (i + 1, s.name.as_str()))).collect();
@@ -85,10 +85,10 @@ pub async fn run_build(
     let mut results: HashMap<String, FarmResult> = HashMap::new();
     let mut build_id = String::new();
     let mut done = 0;
-    let mut failure: Option<String> = None;
+    let mut failure: Option<SubmitError> = None;
     let mut cancelled = false;
-    let parse_result = |id: &str, config: &[u8]| -> anyhow::Result<FarmResult> {
-        serde_json::from_slice(config).with_context(|| format!("step {id}: the result the worker reported is not a farm result"))
+    let parse_result = |id: &str, config: &[u8]| -> Result<FarmResult, SubmitError> {
+        serde_json::from_slice(config).map_err(|source| SubmitError::BadResult { step_id: id.to_owned(), source })
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -104,7 +104,7 @@ pub async fn run_build(
                     (channel, client, stream) = tokio::select! {
                         found = crate::reattach::watch_again(tls, url, token, &build_id, &secrets, s.message()) => found?,
                         // No leader to ask for a cancel: say so and leave.
-                        _ = &mut ctrl_c => bail!("interrupted while following build {build_id} to a new leader; it was not cancelled"),
+                        _ = &mut ctrl_c => return Err(SubmitError::InterruptedWhileFollowing { build_id: build_id.clone() }),
                     };
                     // The agents are relayed through the leader: serve
                     // them to the new one (the old relay died with its
@@ -114,12 +114,12 @@ pub async fn run_build(
                     }
                     continue;
                 }
-                Err(s) => bail!("{url}: the build's event stream broke: {}", s.message()),
+                Err(s) => return Err(SubmitError::StreamBroke { url: url.to_owned(), message: s.message().to_owned() }),
             },
             _ = &mut ctrl_c, if !build_id.is_empty() => {
                 if cancelled {
                     // A second Ctrl-C: stop waiting for the coordinator.
-                    bail!("interrupted; build {build_id} was asked to cancel");
+                    return Err(SubmitError::Interrupted { build_id: build_id.clone() });
                 }
                 cancelled = true;
                 ctrl_c.set(tokio::signal::ctrl_c());
@@ -127,12 +127,12 @@ pub async fn run_build(
                 client
                     .cancel(authorized(CancelRequest { build_id: build_id.clone() }, token)?)
                     .await
-                    .map_err(|s| anyhow::anyhow!("{url}: cancel: {}", s.message()))?;
+                    .map_err(|s| SubmitError::Cancel { url: url.to_owned(), message: s.message().to_owned() })?;
                 continue;
             }
         };
         let Some(ev) = ev.and_then(|e| e.event) else {
-            bail!("{url}: the event stream ended before the build finished");
+            return Err(SubmitError::StreamEnded { url: url.to_owned() });
         };
         // Events a re-attached stream replays were printed already.
         if !seen.admit(&rbk_proto::build::BuildEvent { event: Some(ev.clone()) }) {
@@ -190,21 +190,20 @@ pub async fn run_build(
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };
                 let why = if f.exit_code != 0 { format!("exit code {}", f.exit_code) } else { f.message.clone() };
-                failure.get_or_insert(format!("{label}{place} failed{worker}: {why}"));
+                failure.get_or_insert(SubmitError::StepFailed { label: label.to_owned(), place, worker, why });
             }
             Event::BuildFinished(b) => {
                 if b.state == "succeeded" {
                     break;
                 }
                 progress.summary(done, false);
-                let why = failure.unwrap_or_else(|| format!("build {}: {}", b.state, b.message));
-                bail!("{why}");
+                return Err(failure.unwrap_or(SubmitError::BuildEnded { state: b.state, message: b.message }));
             }
         }
     }
     match target_step {
         Some(step_id) => Ok(Some(
-            results.remove(step_id).with_context(|| format!("the build finished without a result for the target's step {step_id}"))?,
+            results.remove(step_id).ok_or_else(|| SubmitError::NoTargetResult { step_id: step_id.to_owned() })?,
         )),
         None => Ok(None),
     }
