@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm_exec::FarmExecutor;
+use crate::exec::FarmExecutor;
 use rbk_proto::worker::coordinator_message::Msg as Down;
 use rbk_proto::worker::worker_client::WorkerClient;
 use rbk_proto::worker::worker_message::Msg as Up;
@@ -29,12 +29,14 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Code, Request, Streaming};
 
+use rbk_client::ClientTls;
+
 use crate::backoff::Backoff;
 
 /// The platform steps run on here: this machine's, named as `rbk submit`
 /// names the platform it plans for (no emulation).
 pub fn platform() -> String {
-    rbk_build::farm_plan::current_platform()
+    rbk_worker::payload::current_platform()
 }
 
 /// How a worker joins the farm and when it leaves. `Debug` leaves the
@@ -45,6 +47,9 @@ pub struct AgentConfig {
     pub coordinator: String,
     /// A worker-pool token from the coordinator's token file.
     pub token: String,
+    /// What to trust when the coordinator is `https://` (default: the
+    /// system roots).
+    pub tls: ClientTls,
     /// Stable across restarts, so the coordinator recognises a reconnect.
     pub worker_id: String,
     /// Steps may require labels (exact values) to land here.
@@ -73,6 +78,7 @@ impl AgentConfig {
         AgentConfig {
             coordinator: coordinator.into(),
             token: token.into(),
+            tls: ClientTls::default(),
             worker_id: worker_id.into(),
             labels: BTreeMap::new(),
             max_parallel: 1,
@@ -171,8 +177,9 @@ pub struct Agent {
     leader_hint: std::sync::Mutex<Option<String>>,
 }
 
-fn endpoint_for(url: &str) -> Result<Endpoint, AgentError> {
-    Ok(rbk_coordinator::client_tls::endpoint(url)
+fn endpoint_for(tls: &ClientTls, url: &str) -> Result<Endpoint, AgentError> {
+    Ok(tls
+        .endpoint(url)
         .map_err(|e| AgentError::Url { url: url.to_owned(), message: e.to_string() })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -190,7 +197,7 @@ impl Agent {
     /// then the session is closed and this returns `Ok`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let url = self.config.coordinator.clone();
-        let configured = endpoint_for(&url)?;
+        let configured = endpoint_for(&self.config.tls, &url)?;
         // Where sessions go: the configured coordinator, or the leader a
         // follower named (a replicated coordinator schedules only on its
         // leader). Back to the configured one when the named leader cannot
@@ -221,7 +228,7 @@ impl Agent {
                     let hint = self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()).take();
                     let mut follow = false;
                     match hint {
-                        Some(leader) if leader != target => match endpoint_for(&leader) {
+                        Some(leader) if leader != target => match endpoint_for(&self.config.tls, &leader) {
                             Ok(e) => {
                                 tracing::info!(%leader, "following the coordinator leader");
                                 (target, endpoint, follow) = (leader, e, true);
@@ -310,7 +317,7 @@ impl Agent {
         let broken = |why: String| Ok(SessionEnd::Broken { why, registered: false });
         let channel = match endpoint.connect().await {
             Ok(c) => c,
-            Err(e) => return broken(format!("connecting: {}", rbk_coordinator::client_tls::describe(&e))),
+            Err(e) => return broken(format!("connecting: {}", rbk_client::tls::describe(&e))),
         };
         let (up, up_rx) = mpsc::unbounded_channel();
         let send = |m: Up| {
@@ -408,7 +415,7 @@ impl Agent {
     }
 
     fn refused_or_broken(&self, s: tonic::Status) -> Result<SessionEnd, AgentError> {
-        if let Some(leader) = rbk_coordinator::leader_channel::leader_hint(&s) {
+        if let Some(leader) = rbk_client::leader::leader_hint(&s) {
             *self.leader_hint.lock().unwrap_or_else(|e| e.into_inner()) = Some(leader);
         }
         match s.code() {

@@ -5,17 +5,34 @@
 //! registration (platform, labels, resources, the layers and cache-mount
 //! snapshots it holds, so the scheduler can prefer it), heartbeats at the
 //! interval the coordinator asks for, assignments down, logs and results
-//! up. Steps themselves run in [`rbk_build::farm_exec`]; this crate is only
-//! the loop around it:
+//! up, and runs the steps:
 //!
 //! - [`agent`]: the session loop, concurrency, cancel, drain, idle exit;
+//! - [`exec`]: one assignment run on this machine (the step payload,
+//!   `rbk_worker::payload`, run by `rbk_worker`'s executor);
+//! - [`cache_mounts`]: a worker-local directory per cache id, restored from
+//!   the granted head when missing or stale (a fresh worker starts warm)
+//!   and captured into the content store after each step;
+//! - [`layer_io`]: layer blobs from the store, WORKDIR layers;
+//! - [`blob_budget`]: the local layer blobs kept under a byte budget;
 //! - [`backoff`]: reconnect delays (exponential, capped, jittered);
 //! - [`ssh_forward`]: agent sockets for `RUN --mount=type=ssh`, relayed
 //!   to the client through the coordinator.
 
+// Errors carry paths and messages by value so they can name them; they are
+// rare, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod agent;
 pub mod backoff;
+pub mod blob_budget;
+pub mod cache_mounts;
+pub mod exec;
+mod exec_error;
+pub mod layer_io;
 pub mod ssh_forward;
 
 pub use agent::{Agent, AgentConfig, AgentError, platform};
 pub use backoff::Backoff;
+pub use exec::FarmExecutor;
+pub use exec_error::ExecError;

@@ -14,8 +14,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rbk_build::farm::{FarmStep, Work};
-use rbk_build::farm_exec::FarmExecutor;
+use rbk_worker::payload::{FarmStep, Work};
+
+use crate::exec::FarmExecutor;
 use rbk_proto::ssh::ssh_relay_client::SshRelayClient;
 use rbk_proto::ssh::{ConnData, ForwardFrame, ForwardOpen, forward_frame};
 use rbk_proto::worker::{Assign, StepResult};
@@ -199,7 +200,7 @@ pub async fn run(exec: &Arc<FarmExecutor>, assign: &Assign, log: LogSink, link: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rbk_build::farm::{FARM_STEP_VERSION, ImageSource};
+    use rbk_worker::payload::{FARM_STEP_VERSION, ImageSource};
     use rbk_worker::{Mount, RunStep};
 
     fn ssh(target: &str, id: &str, mode: u32, uid: u32) -> Mount {

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use rbk_coordinator::leader_channel::{connect_leader, follow_leader};
+use rbk_client::ClientTls;
+use rbk_client::leader::{connect_leader, follow_leader};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -116,7 +117,7 @@ async fn worker(urls: Vec<String>) {
 }
 
 async fn worker_session(url: &str) -> anyhow::Result<()> {
-    let (channel, _) = connect_leader(url, WORKER, Duration::from_secs(5)).await?;
+    let (channel, _) = connect_leader(&ClientTls::default(), url, WORKER, Duration::from_secs(5)).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let register = pw::Register {
         worker_id: "soak-worker".into(),
@@ -159,7 +160,7 @@ async fn worker_session(url: &str) -> anyhow::Result<()> {
 
 async fn submit(urls: &[String], salt: usize) -> Option<String> {
     let url = &urls[salt % urls.len()];
-    let r = follow_leader(url, Duration::from_secs(10), |channel| async move {
+    let r = follow_leader(&ClientTls::default(), url, Duration::from_secs(10), |channel| async move {
         let req = pb::SubmitRequest { options: Some(Default::default()), steps: chain(salt), ..Default::default() };
         let mut events = BuildClient::new(channel).submit(bearer(req, TENANT)).await?.into_inner();
         match events.message().await?.and_then(|m| m.event) {
@@ -177,7 +178,7 @@ async fn submit(urls: &[String], salt: usize) -> Option<String> {
 async fn status(urls: &[String], id: &str) -> Option<pb::BuildStatus> {
     for url in urls {
         let id = id.to_owned();
-        let r = follow_leader(url, Duration::from_secs(3), |channel| {
+        let r = follow_leader(&ClientTls::default(), url, Duration::from_secs(3), |channel| {
             let id = id.clone();
             async move { Ok(BuildClient::new(channel).status(bearer(pb::StatusRequest { build_id: id }, TENANT)).await?.into_inner()) }
         })
@@ -211,7 +212,7 @@ pub async fn run(kills: usize) -> anyhow::Result<()> {
     };
     let mut failovers = Vec::new();
     for k in 0..kills {
-        let (_, leader) = connect_leader(&urls[k % 3], TENANT, Duration::from_secs(30)).await?;
+        let (_, leader) = connect_leader(&ClientTls::default(), &urls[k % 3], TENANT, Duration::from_secs(30)).await?;
         let i = urls.iter().position(|u| *u == leader).context("leader url")?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut child = nodes.children[i].take().context("leader not running")?;
@@ -219,7 +220,7 @@ pub async fn run(kills: usize) -> anyhow::Result<()> {
         let killed = Instant::now();
         child.wait()?;
         let survivor = &urls[(i + 1) % 3];
-        let (_, new_leader) = connect_leader(survivor, TENANT, Duration::from_secs(30)).await?;
+        let (_, new_leader) = connect_leader(&ClientTls::default(), survivor, TENANT, Duration::from_secs(30)).await?;
         ensure!(new_leader != leader, "the killed node still leads?");
         let took = killed.elapsed();
         failovers.push(took);

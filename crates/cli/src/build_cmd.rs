@@ -4,41 +4,27 @@
 //! farm (planning, progress from the event stream, assembly).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_build::farm::FarmResult;
-use rbk_build::farm_assemble::{self, FarmOutput};
-use rbk_build::farm_plan::{self, Plan, PlanRequest};
-use rbk_build::{Progress, ProgressMode};
+use rbk_worker::payload::{FarmResult, ImageSource};
+use rbk_plan::assemble::{self, FarmOutput};
+use rbk_plan::planner::{self, Plan, PlanRequest};
+use rbk_client::{Progress, ProgressMode};
 use rbk_proto::build::{BuildOptions, SubmitRequest};
 use rbk_store::{FilesystemStore, Store};
 use rbk_worker::RuntimeKind;
 use tonic::transport::Endpoint;
 
 use crate::embedded_farm::{self, EmbeddedFarm};
+use crate::flags::DockerBuildFlags;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
     /// Name of the image (repeatable); the first also names it in the export.
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// NAME=VALUE, or NAME to take the value from the environment.
-    #[arg(long = "build-arg")]
-    build_args: Vec<String>,
-    /// Build this stage instead of the last one.
-    #[arg(long)]
-    target: Option<String>,
-    /// Run every step; cache mounts keep their contents.
-    #[arg(long)]
-    no_cache: bool,
-    /// auto, plain (full logs), tty (same as auto) or quiet.
-    #[arg(long, default_value = "auto")]
-    progress: String,
     /// `type=oci,dest=FILE` or `type=docker,dest=FILE` (repeatable).
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
@@ -52,16 +38,6 @@ pub struct BuildArgs {
     /// The content store directory (default STATE_DIR/store).
     #[arg(long = "store-dir", alias = "store")]
     store: Option<PathBuf>,
-    /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
-    #[arg(long = "base-image")]
-    base_images: Vec<String>,
-    /// Registries reached over plain HTTP (loopback always is).
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
-    /// id=ID,src=FILE or id=ID,env=VAR: made available to
-    /// `RUN --mount=type=secret,id=ID`; never stored or logged.
-    #[arg(long = "secret")]
-    secrets: Vec<String>,
     /// default|ID[=SOCKET]: an SSH agent (default `$SSH_AUTH_SOCK`) for
     /// `RUN --mount=type=ssh`, reachable only while the build runs.
     #[arg(long = "ssh")]
@@ -72,6 +48,8 @@ pub struct BuildArgs {
     /// The runtime binary (default: the runtime's name, from PATH).
     #[arg(long)]
     runtime_path: Option<PathBuf>,
+    #[command(flatten)]
+    docker: DockerBuildFlags,
     /// The build context directory.
     context: PathBuf,
 }
@@ -97,27 +75,8 @@ fn parse_output(s: &str) -> anyhow::Result<FarmOutput> {
     }
 }
 
-/// `--build-arg NAME=VALUE`, or `NAME` to take the value from the
-/// environment (skipped when unset, as docker does).
-pub(crate) fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
-    let mut build_args = BTreeMap::new();
-    for a in args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_owned(), v.to_owned());
-            }
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    build_args
-}
-
 pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.progress.parse().map_err(anyhow::Error::msg)?;
+    let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
     let outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = match args.runtime.as_str() {
         "runc" => RuntimeKind::Runc,
@@ -125,22 +84,17 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         r => bail!("--runtime {r}: expected runc or crun"),
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
-    let secrets = farm_plan::load_secrets(&args.secrets)?;
-    let ssh = crate::ssh_agents::SshAgents::parse(&args.ssh)?;
+    let secrets = planner::load_secrets(&args.docker.secrets)?;
+    let ssh = rbk_client::ssh_agents::SshAgents::parse(&args.ssh)?;
     let (state_dir, worker_dir, store_dir) = embedded_farm::dirs(&args.state_dir, args.worker_dir.as_deref(), args.store.as_deref())?;
 
     // The client's scratch space (pulled bases, staged context, the image).
     let client_dir = state_dir.join("client");
-    let mut req = plan_request(
-        &args.context,
-        &client_dir,
-        PlanFlags { file: &args.file, target: &args.target, build_args: &args.build_args, insecure: &args.insecure, base_images: &args.base_images },
-        &secrets,
-    )?;
+    let mut req = args.docker.plan_request(&args.context, &client_dir, &secrets)?;
     req.ssh_ids = ssh.ids();
     let mut progress = Progress::stderr(mode);
     // Before anything starts: a Dockerfile error is the user's to fix first.
-    let parsed = farm_plan::parse(&req)?;
+    let parsed = planner::parse(&req)?;
 
     let store: Arc<dyn Store> = Arc::new(
         FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
@@ -150,8 +104,8 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     farm.stop().await?;
     let result = built?;
 
-    let image = farm_assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
-    let notes = farm_assemble::write_outputs(&image, &outputs, &args.tags, &args.insecure).await?;
+    let image = assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
+    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
     progress.summary(result.0.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));
@@ -168,9 +122,9 @@ async fn build_on(
     farm: &EmbeddedFarm,
     args: &BuildArgs,
     req: &PlanRequest,
-    parsed: &farm_plan::Parsed,
+    parsed: &planner::Parsed,
     secrets: BTreeMap<String, Vec<u8>>,
-    ssh: &crate::ssh_agents::SshAgents,
+    ssh: &rbk_client::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
     progress: &mut Progress,
 ) -> anyhow::Result<(Plan, Option<FarmResult>)> {
@@ -183,11 +137,11 @@ async fn build_on(
     }
     let options = BuildOptions {
         dockerfile: plan.file_name.clone(),
-        target: args.target.clone().unwrap_or_default(),
+        target: args.docker.target.clone().unwrap_or_default(),
         build_args: req.build_args.clone().into_iter().collect(),
         secret_ids: secrets.keys().cloned().collect(),
-        no_cache: args.no_cache,
-        platform: farm_plan::current_platform(),
+        no_cache: args.docker.no_cache,
+        platform: rbk_worker::payload::current_platform(),
         outputs: vec![],
     };
     let submit = SubmitRequest {
@@ -200,36 +154,12 @@ async fn build_on(
         .connect()
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
-    let result = crate::submit_cmd::run_build(channel, &farm.url, &farm.token, &plan, submit, progress, false, ssh).await?;
+    let target_step = match &plan.final_image.source {
+        ImageSource::Step { step_id } => Some(step_id.as_str()),
+        _ => None,
+    };
+    let tls = rbk_client::ClientTls::default();
+    let to = rbk_client::submit::Target { tls: &tls, url: &farm.url, token: &farm.token };
+    let result = rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await?;
     Ok((plan, result))
-}
-
-/// The `docker build` flags `rbk build` and `rbk submit` share.
-pub struct PlanFlags<'a> {
-    pub file: &'a Option<PathBuf>,
-    pub target: &'a Option<String>,
-    pub build_args: &'a [String],
-    pub insecure: &'a [String],
-    pub base_images: &'a [String],
-}
-
-/// What to plan, from the shared flags: one place for both commands, so
-/// they read a Dockerfile the same way.
-pub fn plan_request<V>(
-    context: &Path,
-    work_dir: &Path,
-    f: PlanFlags<'_>,
-    secrets: &std::collections::BTreeMap<String, V>,
-) -> anyhow::Result<PlanRequest> {
-    let mut req = PlanRequest::new(context, work_dir);
-    req.dockerfile = f.file.clone();
-    req.target = f.target.clone();
-    req.build_args = parse_build_args(f.build_args);
-    req.insecure_registries = f.insecure.to_vec();
-    req.secret_ids = secrets.keys().cloned().collect();
-    for b in f.base_images {
-        let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
-        req.base_images.insert(name.to_owned(), dir.to_owned());
-    }
-    Ok(req)
 }

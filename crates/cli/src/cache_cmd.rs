@@ -15,10 +15,8 @@ pub struct CacheArgs {
     /// The tenant token.
     #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
-    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
-    /// besides the system roots (a private or self-signed certificate).
-    #[arg(long, env = "RBK_TLS_CA", global = true)]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: crate::flags::TlsCaFlag,
 }
 
 #[derive(clap::Subcommand)]
@@ -65,8 +63,8 @@ fn human(bytes: u64) -> String {
 }
 
 async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
-    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
-    let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator)?
+    let tls = args.tls.load()?;
+    let channel = tls.endpoint(&args.coordinator)?
         .connect()
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;

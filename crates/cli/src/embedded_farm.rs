@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rbk_agent::{Agent, AgentConfig};
-use rbk_build::farm_exec::FarmExecutor;
+use rbk_agent::FarmExecutor;
 use rbk_coordinator::{Coordinator, CoordinatorConfig, SnapshotMerger, TokenFile};
 use rbk_store::Store;
 use rbk_worker::RuntimeKind;

@@ -8,6 +8,7 @@ mod coordinator_cmd;
 mod coordinator_members_cmd;
 mod coordinator_raft;
 mod embedded_farm;
+mod flags;
 mod bench_snapshot_cmd;
 mod bench_store_cmd;
 mod snapshot_cmd;
@@ -16,9 +17,7 @@ mod store_cmd;
 mod run_step_cmd;
 mod bench_worker_cmd;
 mod build_cmd;
-mod ssh_agents;
 mod submit_cmd;
-mod submit_reattach;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rbk_agent::{Agent, AgentConfig};
-use rbk_build::farm_exec::FarmExecutor;
-use rbk_coordinator::RemoteStore;
+use rbk_agent::FarmExecutor;
+use rbk_client::RemoteStore;
 use rbk_metrics::{MetricsServer, MetricsStore};
 use rbk_store::{Store, StoreConfig, build_store};
 use rbk_worker::RuntimeKind;
@@ -23,10 +23,8 @@ pub struct WorkerArgs {
     /// A worker-pool token from the coordinator's token file.
     #[arg(long, env = "RBK_WORKER_TOKEN", hide_env_values = true)]
     token: String,
-    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
-    /// besides the system roots (a private or self-signed certificate).
-    #[arg(long, env = "RBK_TLS_CA")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: crate::flags::TlsCaFlag,
     /// Labels steps can require, e.g. `zone=a,gpu=none` (repeatable).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -134,7 +132,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let program = args.runtime_path.clone().unwrap_or_else(|| PathBuf::from(&args.runtime));
     let labels = parse_labels(&args.labels)?;
-    rbk_coordinator::client_tls::trust_ca(args.tls_ca.as_deref())?;
+    let tls = args.tls.load()?;
     // Kept alive while the worker runs.
     let _metrics = match args.metrics_listen {
         Some(addr) => {
@@ -155,7 +153,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         None => {
             // Lazy: the coordinator may not be up yet; the session loop
             // retries, and the store reconnects on its own.
-            let channel = rbk_coordinator::client_tls::endpoint(&args.coordinator).context("--coordinator")?.connect_lazy();
+            let channel = tls.endpoint(&args.coordinator).context("--coordinator")?.connect_lazy();
             Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
         }
     };
@@ -163,6 +161,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let exec = FarmExecutor::open_with_layer_limit(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes))
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
+    config.tls = tls;
     config.labels = labels;
     config.max_parallel = args.max_parallel.max(1);
     config.until_idle = if args.once { Some(Duration::from_secs(10)) } else { args.until_idle };

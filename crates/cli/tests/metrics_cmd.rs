@@ -101,7 +101,7 @@ fn bearer<T>(msg: T, token: &str) -> Request<T> {
 struct Worker {
     tx: mpsc::UnboundedSender<pw::WorkerMessage>,
     down: tonic::Streaming<pw::CoordinatorMessage>,
-    store: rbk_coordinator::RemoteStore,
+    store: rbk_client::RemoteStore,
 }
 
 impl Worker {
@@ -119,7 +119,7 @@ impl Worker {
             client.session(bearer(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }), WORKER)).await.unwrap().into_inner();
         let first = timeout(WAIT, down.message()).await.unwrap().unwrap().unwrap();
         assert!(matches!(first.msg, Some(Down::Registered(_))), "{first:?}");
-        let store = rbk_coordinator::RemoteStore::connect(url, WORKER).await.unwrap();
+        let store = rbk_client::RemoteStore::connect(&rbk_client::ClientTls::default(), url, WORKER).await.unwrap();
         Worker { tx, down, store }
     }
 

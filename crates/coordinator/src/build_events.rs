@@ -10,95 +10,67 @@
 //! the leader steps down) costs at most its log lines and some latency,
 //! never a step result the client needs to assemble the image.
 
-use std::collections::HashSet;
-
 use rbk_proto::build::{self as pb, build_event::Event};
+pub use rbk_proto::replay::Replayer;
 
 use crate::state::{BuildRecord, BuildState, CoordinatorState, StepState, query};
 
-/// What a watch already told its client, so neither a replay nor a
-/// duplicate live event says it twice.
-#[derive(Debug, Default)]
-pub struct Replayer {
-    accepted: bool,
-    /// Steps whose cached/finished/failed event was sent.
-    ended: HashSet<String>,
-    /// `(step, attempt)` pairs whose started event was sent.
-    started: HashSet<(String, u32)>,
-}
-
-impl Replayer {
-    /// Whether a live event is news (and records it). `BuildFinished` is
-    /// always news; the caller ends the stream with it.
-    pub fn admit(&mut self, e: &pb::BuildEvent) -> bool {
-        match &e.event {
-            Some(Event::Accepted(_)) => !std::mem::replace(&mut self.accepted, true),
-            Some(Event::Started(s)) => !self.ended.contains(&s.step_id) && self.started.insert((s.step_id.clone(), s.attempt)),
-            Some(Event::Cached(c)) => self.ended.insert(c.step_id.clone()),
-            Some(Event::Finished(f)) => self.ended.insert(f.step_id.clone()),
-            Some(Event::Failed(f)) => self.ended.insert(f.step_id.clone()),
-            Some(Event::Log(l)) => !self.ended.contains(&l.step_id),
-            Some(Event::BuildFinished(_)) => true,
-            None => false,
+/// The events `rec` (the replicated record) implies that `seen` has not
+/// sent yet, in graph order (recording them); a finished build's final
+/// event is not among them (see [`final_event`]). Results come from the
+/// action cache.
+pub fn catch_up(seen: &mut Replayer, state: &dyn CoordinatorState, rec: &BuildRecord) -> Vec<pb::BuildEvent> {
+    let mut out = Vec::new();
+    let mut send = |seen: &mut Replayer, e: Event| {
+        let e = wire(e);
+        if seen.admit(&e) {
+            out.push(e);
+        }
+    };
+    if !seen.accepted() {
+        send(seen, Event::Accepted(pb::Accepted { build_id: rec.id.clone(), total_steps: rec.steps.len() as u32 }));
+    }
+    let name = |id: &str| rec.graph.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_default();
+    for s in &rec.steps {
+        if seen.ended(&s.id) {
+            continue;
+        }
+        let event = match s.state {
+            StepState::Pending | StepState::Cancelled => None,
+            StepState::Running => {
+                let attempt = s.attempts.max(1);
+                Some(Event::Started(pb::StepStarted { step_id: s.id.clone(), worker_id: s.worker_id.clone(), attempt, name: name(&s.id) }))
+            }
+            StepState::Cached | StepState::Done => {
+                // The result is committed before the step is marked
+                // done; if it is not there yet, a later pass sends it.
+                let Some(r) = query(state, |m| m.action(&rec.namespace, &s.key).cloned()) else { continue };
+                let layers = r.layers.iter().map(ToString::to_string).collect();
+                Some(if s.state == StepState::Cached {
+                    Event::Cached(pb::StepCached { step_id: s.id.clone(), name: name(&s.id), layers, config: r.config })
+                } else {
+                    Event::Finished(pb::StepFinished {
+                        step_id: s.id.clone(),
+                        worker_id: s.worker_id.clone(),
+                        duration_ms: r.duration_ms,
+                        bytes_restored: 0,
+                        layers,
+                        config: r.config,
+                    })
+                })
+            }
+            StepState::Failed => Some(Event::Failed(pb::StepFailed {
+                step_id: s.id.clone(),
+                worker_id: s.worker_id.clone(),
+                message: s.message.clone(),
+                exit_code: 0,
+            })),
+        };
+        if let Some(e) = event {
+            send(seen, e);
         }
     }
-
-    /// The events `rec` (the replicated record) implies that were not sent
-    /// yet, in graph order; a finished build's final event is not among
-    /// them (see [`final_event`]). Results come from the action cache.
-    pub fn catch_up(&mut self, state: &dyn CoordinatorState, rec: &BuildRecord) -> Vec<pb::BuildEvent> {
-        let mut out = Vec::new();
-        if !self.accepted {
-            self.accepted = true;
-            out.push(wire(Event::Accepted(pb::Accepted { build_id: rec.id.clone(), total_steps: rec.steps.len() as u32 })));
-        }
-        let name = |id: &str| rec.graph.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_default();
-        for s in &rec.steps {
-            if self.ended.contains(&s.id) {
-                continue;
-            }
-            let event = match s.state {
-                StepState::Pending | StepState::Cancelled => None,
-                StepState::Running => {
-                    let attempt = s.attempts.max(1);
-                    self.started.insert((s.id.clone(), attempt)).then(|| {
-                        Event::Started(pb::StepStarted { step_id: s.id.clone(), worker_id: s.worker_id.clone(), attempt, name: name(&s.id) })
-                    })
-                }
-                StepState::Cached | StepState::Done => {
-                    // The result is committed before the step is marked
-                    // done; if it is not there yet, a later pass sends it.
-                    let Some(r) = query(state, |m| m.action(&rec.namespace, &s.key).cloned()) else { continue };
-                    let layers = r.layers.iter().map(ToString::to_string).collect();
-                    Some(if s.state == StepState::Cached {
-                        Event::Cached(pb::StepCached { step_id: s.id.clone(), name: name(&s.id), layers, config: r.config })
-                    } else {
-                        Event::Finished(pb::StepFinished {
-                            step_id: s.id.clone(),
-                            worker_id: s.worker_id.clone(),
-                            duration_ms: r.duration_ms,
-                            bytes_restored: 0,
-                            layers,
-                            config: r.config,
-                        })
-                    })
-                }
-                StepState::Failed => Some(Event::Failed(pb::StepFailed {
-                    step_id: s.id.clone(),
-                    worker_id: s.worker_id.clone(),
-                    message: s.message.clone(),
-                    exit_code: 0,
-                })),
-            };
-            if let Some(e) = event {
-                if !matches!(e, Event::Started(_)) {
-                    self.ended.insert(s.id.clone());
-                }
-                out.push(wire(e));
-            }
-        }
-        out
-    }
+    out
 }
 
 /// The last event of a finished build, from its record.
@@ -175,12 +147,12 @@ pub(crate) mod tests {
         let state = state_with_build().await;
         let rec = query(&*state, |m| m.build("b1").cloned()).unwrap();
         let mut r = Replayer::default();
-        let events = r.catch_up(&*state, &rec);
+        let events = catch_up(&mut r, &*state, &rec);
         let kinds: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
         assert!(matches!(&kinds[0], Event::Accepted(a) if a.build_id == "b1" && a.total_steps == 2));
         assert!(matches!(&kinds[1], Event::Finished(f) if f.step_id == "a" && f.config == b"{\"a\":1}"));
         assert!(matches!(&kinds[2], Event::Started(s) if s.step_id == "b"));
-        assert!(r.catch_up(&*state, &rec).is_empty(), "a second pass sends nothing new");
+        assert!(catch_up(&mut r, &*state, &rec).is_empty(), "a second pass sends nothing new");
         let _: &[StepRecord] = &rec.steps;
     }
 }

@@ -10,20 +10,18 @@
 //! - [`auth`]: token → tenant namespace, checked on every call;
 //! - [`server`]: a running [`Coordinator`] and its gRPC server; the
 //!   services themselves are in `service/` (one file each), protobuf
-//!   conversion in `wire.rs`; [`remote`]: a store over gRPC.
+//!   conversion in `wire.rs`.
+//!
+//! Clients (the remote store, TLS, leader following) are in `rbk-client`.
 
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
-pub mod client_tls;
 pub mod config;
-mod content_chunks;
-pub mod leader_channel;
 pub mod model;
 pub mod raft_config;
 pub mod redis_fanout;
 mod observe;
-pub mod remote;
 pub mod scheduler;
 pub mod server;
 mod service;
@@ -36,7 +34,6 @@ mod wire;
 pub use auth::{Auth, TokenFile};
 pub use cache_heads::{CacheHeads, MergeError, MergedSnapshot, Merger};
 pub use config::CoordinatorConfig;
-pub use remote::RemoteStore;
 pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use server::Coordinator;

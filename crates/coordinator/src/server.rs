@@ -28,7 +28,7 @@ pub struct Coordinator {
     store: Arc<dyn Store>,
     heartbeat_ms: u64,
     /// Replicated coordinators: refuses Build/Worker calls on followers.
-    gate: Option<Arc<dyn crate::leader_channel::LeaderGate>>,
+    gate: Option<Arc<dyn rbk_proto::leader::LeaderGate>>,
     /// Clients serving SSH agents to their builds' steps.
     pub ssh: crate::ssh_relay::AgentRelay,
 }
@@ -52,8 +52,8 @@ impl Coordinator {
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
     /// Build and Worker calls are checked (after the token) and followers
-    /// answer with [`crate::leader_channel::redirect`].
-    pub fn with_gate(mut self, gate: Arc<dyn crate::leader_channel::LeaderGate>) -> Self {
+    /// answer with [`rbk_proto::leader::redirect`].
+    pub fn with_gate(mut self, gate: Arc<dyn rbk_proto::leader::LeaderGate>) -> Self {
         self.gate = Some(gate);
         self
     }

@@ -1,5 +1,13 @@
 //! rbk's gRPC API. The `.proto` files under `proto/` are the source of
-//! truth; this crate only generates tonic code from them.
+//! truth; this crate generates tonic code from them and holds the few
+//! conventions on top of the messages that both ends must agree on:
+//! [`chunks`] (how blob bytes are cut into messages), [`leader`] (the
+//! "not the leader, ask X" redirect) and [`replay`] (what a build's event
+//! stream already said).
+
+pub mod chunks;
+pub mod leader;
+pub mod replay;
 
 pub mod content {
     tonic::include_proto!("rbk.content.v1");

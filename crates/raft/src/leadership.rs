@@ -6,7 +6,7 @@
 //! the token file (replicated, so followers authenticate the same tokens)
 //! and adopts the running builds; on losing it, the scheduler steps down.
 
-use rbk_coordinator::leader_channel::{LeaderGate, redirect};
+use rbk_proto::leader::{LeaderGate, redirect};
 use rbk_coordinator::{Coordinator, TokenFile};
 use tonic::Status;
 

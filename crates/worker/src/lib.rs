@@ -6,8 +6,9 @@
 //! a fresh upper dir), [`spec`] (the OCI runtime spec), [`runtime`] (runc or
 //! crun), [`mounts`] (cache, bind, tmpfs, secret, ssh), [`copy`] (COPY/ADD
 //! without a container) and [`execute`] (the [`Executor`] joining them).
-//! The worker knows nothing about Dockerfiles: the coordinator maps build
-//! graph nodes onto [`Step`]s.
+//! The worker knows nothing about Dockerfiles: the client's planner maps
+//! build graph nodes onto [`Step`]s and sends them in the step contract,
+//! [`payload`].
 
 pub mod bench;
 pub mod copy;
@@ -16,6 +17,7 @@ pub mod execute;
 pub mod layers;
 pub mod logs;
 pub mod mounts;
+pub mod payload;
 pub mod rootfs;
 pub mod runtime;
 pub mod scope;

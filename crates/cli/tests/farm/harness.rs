@@ -16,8 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
-use rbk_coordinator::RemoteStore;
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_client::RemoteStore;
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
 use rbk_proto::build::{self as pb};
@@ -183,7 +183,7 @@ impl Farm {
     }
 
     pub async fn store(&self) -> RemoteStore {
-        RemoteStore::connect(&self.url, TENANT).await.expect("content service")
+        RemoteStore::connect(&rbk_client::ClientTls::default(), &self.url, TENANT).await.expect("content service")
     }
 
     /// Starts `rbk worker --id ID --labels worker=ID` with its own state
@@ -393,7 +393,7 @@ async fn put_busybox(url: &str, dir: &Path) -> LayerDesc {
     let image = rbk_image::testimage::busybox_image(&layout, &rbk_testsupport::program("busybox"), "busybox").unwrap();
     let l = &image.layers()[0];
     let blob = std::fs::read(layout.blob_path(&l.digest)).unwrap();
-    let store = RemoteStore::connect(url, TENANT).await.expect("content service");
+    let store = RemoteStore::connect(&rbk_client::ClientTls::default(), url, TENANT).await.expect("content service");
     let blake3 = store.put_bytes(blob.into()).await.expect("uploading the base layer");
     LayerDesc {
         digest: l.digest.to_string(),

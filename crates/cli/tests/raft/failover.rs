@@ -81,7 +81,7 @@ async fn a_stopped_old_leader_cannot_commit_and_converges_after_it_resumes() {
     // its state machine catches up with the build it never saw.
     let start = Instant::now();
     loop {
-        let r = rbk_coordinator::leader_channel::follow_leader(&leader_url, Duration::from_secs(1), |_| async {
+        let r = rbk_client::leader::follow_leader(&rbk_client::ClientTls::default(), &leader_url, Duration::from_secs(1), |_| async {
             Ok::<_, tonic::Status>(())
         })
         .await;
@@ -150,14 +150,14 @@ async fn a_follower_names_the_leader_only_to_callers_with_a_valid_token() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let redirected = loop {
         let e = client.list(list(TENANT)).await.unwrap_err();
-        if rbk_coordinator::leader_channel::leader_hint(&e).is_some() || Instant::now() > deadline {
+        if rbk_client::leader::leader_hint(&e).is_some() || Instant::now() > deadline {
             break e;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(redirected.code(), tonic::Code::Unavailable, "{redirected:?}");
-    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&redirected).as_deref(), Some(leader.as_str()));
+    assert_eq!(rbk_client::leader::leader_hint(&redirected).as_deref(), Some(leader.as_str()));
     let refused = client.list(list("not-a-known-token-at-all")).await.unwrap_err();
-    assert_eq!(rbk_coordinator::leader_channel::leader_hint(&refused), None, "the leader's address leaked: {refused:?}");
+    assert_eq!(rbk_client::leader::leader_hint(&refused), None, "the leader's address leaked: {refused:?}");
     assert!(refused.message().contains("unknown token"), "{refused:?}");
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rbk_coordinator::leader_channel::{connect_leader, follow_leader};
+use rbk_client::leader::{connect_leader, follow_leader};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -216,7 +216,7 @@ impl Cluster {
 
     /// Waits for a serving leader reachable from `via`; returns its URL.
     pub async fn leader_via(&self, via: &str) -> String {
-        let (_, url) = connect_leader(via, TENANT, WAIT).await.unwrap_or_else(|e| panic!("{e}; last log lines:\n{}", self.log_tails()));
+        let (_, url) = connect_leader(&rbk_client::ClientTls::default(), via, TENANT, WAIT).await.unwrap_or_else(|e| panic!("{e}; last log lines:\n{}", self.log_tails()));
         url
     }
 
@@ -270,7 +270,7 @@ pub fn chain(n: usize, salt: &str) -> Vec<pb::StepNode> {
 
 /// Submits through `via` (following redirects); returns the build id.
 pub async fn submit(via: &str, steps: Vec<pb::StepNode>) -> String {
-    let (answer, _) = follow_leader(via, WAIT, |channel| {
+    let (answer, _) = follow_leader(&rbk_client::ClientTls::default(), via, WAIT, |channel| {
         let steps = steps.clone();
         async move {
             let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, secrets: Default::default() };
@@ -293,7 +293,7 @@ pub async fn status(urls: &[String], build_id: &str) -> pb::BuildStatus {
     loop {
         for url in urls {
             let id = build_id.to_owned();
-            let r = follow_leader(url, Duration::from_secs(3), |channel| {
+            let r = follow_leader(&rbk_client::ClientTls::default(), url, Duration::from_secs(3), |channel| {
                 let id = id.clone();
                 async move { Ok(BuildClient::new(channel).status(bearer(pb::StatusRequest { build_id: id }, TENANT)).await?.into_inner()) }
             })
@@ -319,7 +319,7 @@ pub async fn wait_finished(urls: &[String], build_id: &str) -> pb::BuildStatus {
 }
 
 pub async fn list_caches(via: &str) -> Vec<pb::CacheHead> {
-    let (answer, _) = follow_leader(via, WAIT, |channel| async move {
+    let (answer, _) = follow_leader(&rbk_client::ClientTls::default(), via, WAIT, |channel| async move {
         Ok(BuildClient::new(channel).list_caches(bearer(pb::ListCachesRequest {}, TENANT)).await?.into_inner().heads)
     })
     .await
@@ -362,7 +362,7 @@ impl TestWorker {
 }
 
 async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>>) -> Result<(), String> {
-    let (channel, _) = connect_leader(url, WORKER, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    let (channel, _) = connect_leader(&rbk_client::ClientTls::default(), url, WORKER, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let register = pw::Register {
         worker_id: id.into(),

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_build::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
-use rbk_coordinator::RemoteStore;
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_client::RemoteStore;
 use rbk_proto::build as pb;
 use rbk_store::{Digest, Store, StoreExt};
 use rbk_worker::{Command as WCommand, Mount, MountKind, RunStep, StepKind};
@@ -100,7 +100,7 @@ async fn busybox_base(via: &str, dir: &Path) -> LayerDesc {
     let image = rbk_image::testimage::busybox_image(&layout, &rbk_testsupport::program("busybox"), "busybox").unwrap();
     let l = &image.layers()[0];
     let blob = std::fs::read(layout.blob_path(&l.digest)).unwrap();
-    let store = RemoteStore::connect(via, TENANT).await.expect("content service");
+    let store = RemoteStore::connect(&rbk_client::ClientTls::default(), via, TENANT).await.expect("content service");
     // A new leader installs the tokens just after it starts serving.
     let start = Instant::now();
     let blake3 = loop {
@@ -165,7 +165,7 @@ const COUNTING_RUN: &str = "sleep 4; echo ran > /cache/run-$(cat /proc/sys/kerne
 async fn cache_files(via: &str, id: &str) -> BTreeMap<String, String> {
     let heads = list_caches(via).await;
     let head = heads.iter().find(|h| h.id == id && h.slot == 0).unwrap_or_else(|| panic!("no head for cache {id}: {heads:?}"));
-    let store: Arc<dyn Store> = Arc::new(RemoteStore::connect(via, TENANT).await.expect("content service"));
+    let store: Arc<dyn Store> = Arc::new(RemoteStore::connect(&rbk_client::ClientTls::default(), via, TENANT).await.expect("content service"));
     let d: Digest = head.snapshot.parse().unwrap();
     let snap = rbk_snapshot::Snapshot::load(&*store, d).await.expect("loading the head snapshot");
     let out = tempfile::tempdir().unwrap();

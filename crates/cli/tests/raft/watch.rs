@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rbk_coordinator::leader_channel::{follow_leader, leader_hint};
+use rbk_client::leader::{follow_leader, leader_hint};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use tonic::{Code, Request, Status, Streaming};
@@ -67,7 +67,7 @@ async fn serving_leader(c: &Cluster) -> String {
     let start = Instant::now();
     loop {
         let leader = c.leader_via(&c.node(1).api()).await;
-        let r = follow_leader(&leader, Duration::from_secs(2), |channel| async move {
+        let r = follow_leader(&rbk_client::ClientTls::default(), &leader, Duration::from_secs(2), |channel| async move {
             Ok(BuildClient::new(channel).list(bearer(pb::ListRequest { limit: 1 })).await?.into_inner())
         })
         .await;
@@ -161,7 +161,7 @@ async fn without_redis_a_watch_on_a_follower_is_redirected_to_the_leader_and_see
     let Err(refused) = watch_on(&follower, &build).await else { panic!("a follower without Redis serves Watch instead of redirecting") };
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert_eq!(leader_hint(&refused).as_deref(), Some(leader.as_str()));
-    let (stream, served_by) = follow_leader(&follower, WAIT, |channel| {
+    let (stream, served_by) = follow_leader(&rbk_client::ClientTls::default(), &follower, WAIT, |channel| {
         let build = build.clone();
         async move { Ok(BuildClient::new(channel).watch(bearer(pb::WatchRequest { build_id: build, secrets: Default::default(), submitter: false })).await?.into_inner()) }
     })
@@ -235,7 +235,7 @@ fn context(dir: &Path) {
 /// says.
 async fn newest_build(urls: &[String]) -> Option<pb::BuildStatus> {
     for url in urls {
-        let r = follow_leader(url, Duration::from_secs(2), |channel| async move {
+        let r = follow_leader(&rbk_client::ClientTls::default(), url, Duration::from_secs(2), |channel| async move {
             Ok(BuildClient::new(channel).list(bearer(pb::ListRequest { limit: 1 })).await?.into_inner().builds)
         })
         .await;

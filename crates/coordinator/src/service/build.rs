@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{EventStream, scheduler_status};
 use crate::auth::tenant_of;
-use crate::leader_channel::LeaderGate;
+use rbk_proto::leader::LeaderGate;
 use crate::model::{BuildRequest, Secrets};
 use crate::scheduler::Scheduler;
 use crate::state::{Command, CoordinatorState, now_ms, query};

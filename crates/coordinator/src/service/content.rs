@@ -12,7 +12,7 @@ use rbk_store::{ByteRange, ByteStream, Digest, Hasher, Store, StoreError};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::EventStream;
-use crate::content_chunks::split_chunks;
+use rbk_proto::chunks::split_chunks;
 use crate::wire::parse_digest;
 
 /// Maps store errors onto gRPC codes the remote store maps back.

@@ -13,8 +13,8 @@ use rbk_proto::build::{self as pb, build_event::Event};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-use crate::build_events::{Replayer, final_event};
-use crate::leader_channel::LeaderGate;
+use crate::build_events::{Replayer, catch_up, final_event};
+use rbk_proto::leader::LeaderGate;
 use crate::model::{BuildEvent, Secrets};
 use crate::scheduler::Scheduler;
 use crate::state::{BuildRecord, BuildState, CoordinatorState, query};
@@ -76,7 +76,7 @@ pub fn watch(
         let build_id = rec.id.clone();
         let mut rec = rec;
         loop {
-            for e in r.catch_up(&*state, &rec) {
+            for e in catch_up(&mut r, &*state, &rec) {
                 if tx.send(Ok(e)).await.is_err() {
                     return;
                 }
@@ -100,7 +100,7 @@ pub fn watch(
                         let deadline = tokio::time::Instant::now() + SETTLE;
                         loop {
                             if let Some(now) = query(&*state, |m| m.build(&build_id).cloned()) {
-                                for e in r.catch_up(&*state, &now) {
+                                for e in catch_up(&mut r, &*state, &now) {
                                     if tx.send(Ok(e)).await.is_err() {
                                         return;
                                     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rbk_coordinator::server::Coordinator;
 use rbk_coordinator::state::MemoryState;
-use rbk_coordinator::{MergeError, MergedSnapshot, Merger, RemoteStore, SchedulerConfig, TokenFile};
+use rbk_client::RemoteStore;
+use rbk_coordinator::{MergeError, MergedSnapshot, Merger, SchedulerConfig, TokenFile};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -112,7 +113,7 @@ impl Farm {
     }
 
     pub async fn remote_store(&self, token: &str) -> RemoteStore {
-        RemoteStore::connect(&self.url, token).await.unwrap()
+        RemoteStore::connect(&rbk_client::ClientTls::default(), &self.url, token).await.unwrap()
     }
 
     pub async fn worker(&self, id: &str, max_parallel: u32) -> TestWorker {

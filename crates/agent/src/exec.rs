@@ -2,10 +2,9 @@
 //! plus the coordinator's cache-mount grants and dependency results) run on
 //! this machine, answered with the [`StepResult`] to send back.
 //!
-//! It does what [`crate::solve`] does for one step of `rbk build`, with the
-//! same helpers (blob fetch, WORKDIR layers, cache directories), except
-//! that everything it reads arrives by name through the content store and
-//! the cache heads are the coordinator's: the worker restores the granted
+//! Everything it reads arrives by name through the content store (blob
+//! fetch and WORKDIR layers in [`crate::layer_io`], cache directories in
+//! [`crate::cache_mounts`]) and the cache heads are the coordinator's: the worker restores the granted
 //! head, runs, captures, and *reports* the commit (`base_generation` says
 //! where it started, so the coordinator can merge a head that moved).
 //!
@@ -28,8 +27,8 @@ use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig};
 
 use crate::cache_mounts::CacheDirs;
-use crate::error::{BuildError, Result};
-use crate::farm::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
+use crate::exec_error::{ExecError, Result};
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
 use crate::layer_io::{fetch_blob, mkdir_layer};
 
 /// Mount points under `dir`, deepest first, from `/proc/self/mounts`
@@ -162,8 +161,13 @@ fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
 }
 
 fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
-    let parse = |what: &str, s: &str| -> Result<OciDigest> {
-        s.parse().map_err(|e| BuildError::other(format!("layer {}", l.blake3), format!("{what} {s}: {e}")))
+    let parse = |what: &'static str, s: &str| -> Result<OciDigest> {
+        s.parse().map_err(|e: rbk_image::ImageError| ExecError::LayerDigest {
+            layer: format!("layer {}", l.blake3),
+            field: what,
+            value: s.to_owned(),
+            message: e.to_string(),
+        })
     };
     Ok(LayerRef { digest: parse("digest", &l.digest)?, diff_id: parse("diff_id", &l.diff_id)? })
 }
@@ -178,8 +182,8 @@ struct Failure {
     exit_code: i32,
 }
 
-impl From<BuildError> for Failure {
-    fn from(e: BuildError) -> Self {
+impl From<ExecError> for Failure {
+    fn from(e: ExecError) -> Self {
         Failure { message: e.to_string(), exit_code: -1 }
     }
 }
@@ -210,11 +214,11 @@ impl FarmExecutor {
         store: Arc<dyn Store>,
         layer_store_bytes: Option<u64>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|e| BuildError::io(root, e))?;
-        let root = std::path::absolute(root).map_err(|e| BuildError::io(root, e))?;
+        std::fs::create_dir_all(root).map_err(|e| ExecError::io(root, e))?;
+        let root = std::path::absolute(root).map_err(|e| ExecError::io(root, e))?;
         for d in ["contexts", "held-layers"] {
             let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, e))?;
+            std::fs::create_dir_all(&p).map_err(|e| ExecError::io(&p, e))?;
         }
         release_stale_mounts(&root.join("worker").join("steps"));
         let mut config = WorkerConfig::new(root.join("worker"), runtime, runtime_program);
@@ -225,10 +229,10 @@ impl FarmExecutor {
         let executor = Executor::new(config)?;
         let layout = OciLayout::create(root.join("images"))?;
         let cache_root = match cache_dir {
-            Some(d) => std::path::absolute(d).map_err(|e| BuildError::io(d, e))?,
+            Some(d) => std::path::absolute(d).map_err(|e| ExecError::io(d, e))?,
             None => root.join("caches"),
         };
-        std::fs::create_dir_all(&cache_root).map_err(|e| BuildError::io(&cache_root, e))?;
+        std::fs::create_dir_all(&cache_root).map_err(|e| ExecError::io(&cache_root, e))?;
         let caches = CacheDirs::new(cache_root);
         Ok(FarmExecutor {
             root,
@@ -349,9 +353,9 @@ impl FarmExecutor {
             let parent = self.image_layers(assign, &step.parent).await?;
             if matches!(step.work, Work::Step { .. }) {
                 let refs = parent.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
-                self.executor.unpack(&refs, &self.layout).await.map_err(BuildError::from)?;
+                self.executor.unpack(&refs, &self.layout).await.map_err(ExecError::from)?;
             }
-            Ok::<_, BuildError>(parent)
+            Ok::<_, ExecError>(parent)
         };
         let (parent, caches) = tokio::join!(parent_ready, self.restore_caches(assign, &step, &where_));
         let parent = parent?;
@@ -372,7 +376,7 @@ impl FarmExecutor {
         for (name, source) in &step.stages {
             let layers = self.image_layers(assign, source).await?;
             let refs = layers.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
-            let r = self.executor.mount_readonly(&refs, &self.layout).await.map_err(BuildError::from)?;
+            let r = self.executor.mount_readonly(&refs, &self.layout).await.map_err(ExecError::from)?;
             inputs.stages.insert(name.clone(), r.path().to_owned());
             rootfs.push(r);
         }
@@ -385,7 +389,7 @@ impl FarmExecutor {
             Work::Step { step: kind } => {
                 let base = parent.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
                 let wstep = rbk_worker::Step { base, kind: kind.clone() };
-                let r = self.executor.execute(&wstep, &self.layout, &inputs, log).await.map_err(BuildError::from);
+                let r = self.executor.execute(&wstep, &self.layout, &inputs, log).await.map_err(ExecError::from);
                 drop(rootfs);
                 match r {
                     Ok(o) => match o.layer {
@@ -417,8 +421,8 @@ impl FarmExecutor {
         drop(_held);
         let layer = outcome?;
 
-        layer.add_to_layout(&self.layout).map_err(BuildError::from)?;
-        layer.put_into(&*self.store).await.map_err(BuildError::from)?;
+        layer.add_to_layout(&self.layout).map_err(ExecError::from)?;
+        layer.put_into(&*self.store).await.map_err(ExecError::from)?;
         self.mark_held(&layer.blake3.to_string(), &layer.digest.to_string());
         let mut layers = parent;
         layers.push(LayerDesc {
@@ -429,7 +433,7 @@ impl FarmExecutor {
             media_type: layer.media_type.clone(),
         });
         out.layers = layers.iter().map(|l| l.blake3.clone()).collect();
-        out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|e| BuildError::other(&where_, e))?;
+        out.config = serde_json::to_vec(&FarmResult { layers }).map_err(|source| ExecError::EncodeResult { step: where_.clone(), source })?;
         Ok(())
     }
 
@@ -461,7 +465,7 @@ impl FarmExecutor {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
             let head = match g.snapshot.as_str() {
                 "" => None,
-                s => Some(s.parse::<Digest>().map_err(|e| BuildError::other(format!("cache {} head", g.cache_id), e))?),
+                s => Some(s.parse::<Digest>().map_err(|source| ExecError::CacheHead { cache_id: g.cache_id.clone(), source })?),
             };
             let p = self.caches.prepare_head(&self.store, &key, head).await?;
             restored += p.bytes_restored;
@@ -476,14 +480,15 @@ impl FarmExecutor {
             ImageSource::Scratch => vec![],
             ImageSource::Layers { layers } => layers.clone(),
             ImageSource::Step { step_id } => {
-                let input = assign.inputs.iter().find(|i| &i.step_id == step_id).ok_or_else(|| {
-                    BuildError::other(
-                        format!("step {}", assign.step_id),
-                        format!("it reads step {step_id}, whose result the coordinator did not send"),
-                    )
-                })?;
-                let r: FarmResult = serde_json::from_slice(&input.config).map_err(|e| {
-                    BuildError::other(format!("step {}", assign.step_id), format!("the result of step {step_id} is not a farm result: {e}"))
+                let input = assign
+                    .inputs
+                    .iter()
+                    .find(|i| &i.step_id == step_id)
+                    .ok_or_else(|| ExecError::MissingInput { step_id: assign.step_id.clone(), input: step_id.clone() })?;
+                let r: FarmResult = serde_json::from_slice(&input.config).map_err(|source| ExecError::BadInput {
+                    step_id: assign.step_id.clone(),
+                    input: step_id.clone(),
+                    source,
                 })?;
                 r.layers
             }
@@ -503,7 +508,7 @@ impl FarmExecutor {
     /// The build context snapshot `digest`, restored once per worker (and
     /// kept while steps use it; see [`KEEP_CONTEXTS`]).
     async fn context(&self, digest: &str) -> Result<ContextLease> {
-        let d: Digest = digest.parse().map_err(|e| BuildError::other("context snapshot", format!("{digest}: {e}")))?;
+        let d: Digest = digest.parse().map_err(|source| ExecError::ContextDigest { value: digest.to_owned(), source })?;
         let name = d.to_string();
         let contexts = self.root.join("contexts");
         let dir = contexts.join(&name);
@@ -518,13 +523,13 @@ impl FarmExecutor {
         let tmp = tempfile::Builder::new()
             .prefix(".restoring-")
             .tempdir_in(&contexts)
-            .map_err(|e| BuildError::io(&contexts, e))?;
+            .map_err(|e| ExecError::io(&contexts, e))?;
         let snap = Snapshot::load(&*self.store, d).await?;
         restore(self.store.clone(), &snap, tmp.path(), &RestoreOptions::default()).await?;
         // Visible only when complete: a restore cut short leaves nothing a
         // later step would mistake for the context.
         let tmp = tmp.keep();
-        std::fs::rename(&tmp, &dir).map_err(|e| BuildError::io(&dir, e))?;
+        std::fs::rename(&tmp, &dir).map_err(|e| ExecError::io(&dir, e))?;
         let in_use = self.contexts_in_use.lock().expect("context use map").clone();
         evict_contexts(&contexts, KEEP_CONTEXTS, &|n| in_use.contains_key(n));
         Ok(lease)

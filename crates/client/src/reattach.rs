@@ -6,18 +6,20 @@
 //! died), the client looks for the new leader through every URL
 //! ([`connect_any`]), calls `Build.Watch` for the build, re-supplying its
 //! `--secret` values (held only in the old leader's memory), and carries
-//! on printing progress; `run_build` drops events it already printed
-//! (`rbk_coordinator::build_events::Replayer`), so no step shows twice.
+//! on printing progress; the submit driver (`run_build`) drops events it
+//! already printed (`rbk_proto::replay::Replayer`), so no step shows twice.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use rbk_coordinator::leader_channel::connect_leader;
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{BuildEvent, WatchRequest};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
+
+use crate::error::SubmitError;
+use crate::leader::connect_leader;
+use crate::tls::ClientTls;
 
 /// How long to look for a new leader after the stream broke (an election
 /// takes about a second; a Kubernetes pod restart longer).
@@ -26,32 +28,32 @@ const REATTACH_PATIENCE: Duration = Duration::from_secs(60);
 const PER_URL: Duration = Duration::from_secs(3);
 
 /// The URLs `--coordinator` lists (comma-separated; blanks dropped).
-pub(crate) fn urls(list: &str) -> Vec<String> {
+pub fn urls(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
 }
 
 /// A channel to the leader found through any of `list`'s URLs (tried in
 /// turn, each with a short patience, until `patience` has passed); returns
 /// it and the leader's URL.
-pub(crate) async fn connect_any(list: &str, token: &str, patience: Duration) -> anyhow::Result<(Channel, String)> {
+pub async fn connect_any(tls: &ClientTls, list: &str, token: &str, patience: Duration) -> Result<(Channel, String), SubmitError> {
     let urls = urls(list);
     if urls.is_empty() {
-        bail!("--coordinator: no URL given");
+        return Err(SubmitError::NoUrl);
     }
     if urls.len() == 1 {
-        return Ok(connect_leader(&urls[0], token, patience).await?);
+        return Ok(connect_leader(tls, &urls[0], token, patience).await?);
     }
     let start = Instant::now();
     let mut last = String::new();
     loop {
         for url in &urls {
-            match connect_leader(url, token, PER_URL).await {
+            match connect_leader(tls, url, token, PER_URL).await {
                 Ok(found) => return Ok(found),
                 Err(e) => last = e.to_string(),
             }
         }
         if start.elapsed() >= patience {
-            bail!("no coordinator leader reachable through {} within {patience:?}: {last}", urls.join(", "));
+            return Err(SubmitError::NoLeader { urls: urls.join(", "), patience, last });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -61,22 +63,23 @@ pub(crate) async fn connect_any(list: &str, token: &str, patience: Duration) -> 
 /// new leader (for the `--ssh` agents' relay), its client and its `Watch`
 /// stream of the build (a replay, then live events). `secrets` go along so
 /// the new leader can run the build's remaining secret-using steps.
-pub(crate) async fn watch_again(
+pub async fn watch_again(
+    tls: &ClientTls,
     list: &str,
     token: &str,
     build_id: &str,
     secrets: &BTreeMap<String, Vec<u8>>,
     why: &str,
-) -> anyhow::Result<(Channel, BuildClient<Channel>, Streaming<BuildEvent>)> {
+) -> Result<(Channel, BuildClient<Channel>, Streaming<BuildEvent>), SubmitError> {
     let start = Instant::now();
     loop {
         let left = REATTACH_PATIENCE.saturating_sub(start.elapsed());
-        let (channel, leader) = connect_any(list, token, left.max(Duration::from_secs(1)))
+        let (channel, leader) = connect_any(tls, list, token, left.max(Duration::from_secs(1)))
             .await
-            .with_context(|| format!("the build's event stream broke ({why}) and no coordinator took it over"))?;
+            .map_err(|e| SubmitError::NoTakeover { why: why.to_owned(), source: Box::new(e) })?;
         let mut client = BuildClient::new(channel.clone());
         let req = WatchRequest { build_id: build_id.to_owned(), secrets: secrets.clone().into_iter().collect(), submitter: true };
-        match client.watch(crate::submit_cmd::authorized(req, token)?).await {
+        match client.watch(crate::bearer::authorized(req, token)?).await {
             Ok(stream) => {
                 tracing::info!(leader = %leader, build = build_id, "following the build on the new leader");
                 return Ok((channel, client, stream.into_inner()));
@@ -87,7 +90,14 @@ pub(crate) async fn watch_again(
                 tracing::debug!("watch on {leader}: {}", s.message());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(s) => bail!("{leader}: following build {build_id} after its event stream broke ({why}): {}", s.message()),
+            Err(s) => {
+                return Err(SubmitError::WatchRefused {
+                    leader,
+                    build_id: build_id.to_owned(),
+                    why: why.to_owned(),
+                    message: s.message().to_owned(),
+                });
+            }
         }
     }
 }

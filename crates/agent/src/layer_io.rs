@@ -1,5 +1,4 @@
-//! Layer blobs a worker needs, shared by the embedded driver
-//! ([`crate::solve`]) and farm workers ([`crate::farm_exec`]): fetching a
+//! Layer blobs a worker needs to run a step: fetching a
 //! layer blob from the content store into the local OCI layout, and
 //! WORKDIR's directory-only layer.
 
@@ -10,7 +9,7 @@ use futures::StreamExt;
 use rbk_image::{LayerOptions, OciDigest, OciLayout};
 use rbk_store::{ByteRange, Store};
 
-use crate::error::{BuildError, Result};
+use crate::exec_error::{ExecError, Result};
 
 /// Puts the layer blob `digest` (sha256, OCI name) into `layout` from the
 /// store's blob `blake3`, unless the layout has it; checks that the bytes
@@ -24,24 +23,23 @@ pub async fn fetch_blob(
 ) -> Result<()> {
     let digest: OciDigest = digest
         .parse()
-        .map_err(|e| BuildError::other(what, format!("layer digest {digest}: {e}")))?;
+        .map_err(|e: rbk_image::ImageError| ExecError::LayerDigest { layer: what.to_owned(), field: "layer digest", value: digest.to_owned(), message: e.to_string() })?;
     if layout.has_blob(&digest) {
         return Ok(());
     }
     let b3: rbk_store::Digest = blake3
         .parse()
-        .map_err(|e| BuildError::other(what, format!("blake3 {blake3}: {e}")))?;
+        .map_err(|e: rbk_store::DigestParseError| ExecError::LayerDigest { layer: what.to_owned(), field: "blake3", value: blake3.to_owned(), message: e.to_string() })?;
     // Streamed to a temporary file in the layout (a base layer may be
     // hundreds of MB); named only once its sha256 checks out.
     let mut stream = store.get(b3, ByteRange::FULL).await?;
     let mut w = layout.blob_writer()?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        w.write_all(&chunk).map_err(|e| BuildError::io(layout.root(), format!("writing layer {digest}: {e}")))?;
+        w.write_all(&chunk).map_err(|e| ExecError::io(layout.root(), format!("writing layer {digest}: {e}")))?;
     }
-    w.commit(Some((&digest, b3.size()))).map_err(|e| {
-        BuildError::other(format!("layer {digest}"), format!("the store's blob {b3} is not this layer: {e}"))
-    })?;
+    w.commit(Some((&digest, b3.size())))
+        .map_err(|source| ExecError::LayerMismatch { layer: digest.to_string(), blob: b3.to_string(), source })?;
     Ok(())
 }
 
@@ -52,18 +50,18 @@ pub async fn mkdir_layer(
     worker_dir: &Path,
     path: &str,
 ) -> Result<std::result::Result<rbk_image::Layer, String>> {
-    let tmp = tempfile::tempdir_in(worker_dir).map_err(|e| BuildError::io(worker_dir, e))?;
+    let tmp = tempfile::tempdir_in(worker_dir).map_err(|e| ExecError::io(worker_dir, e))?;
     let rel = Path::new(path.trim_start_matches('/'));
     if rel.components().any(|c| !matches!(c, Component::Normal(_))) && !rel.as_os_str().is_empty() {
         return Ok(Err(format!("WORKDIR {path}: not a clean absolute path")));
     }
     let dir = tmp.path().join(rel);
-    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| ExecError::io(&dir, e))?;
     let opts = LayerOptions::new(worker_dir.join("tmp"));
     let upper = tmp.path().to_owned();
     let layer = tokio::task::spawn_blocking(move || rbk_image::layer_from_upper(&upper, &opts))
         .await
-        .map_err(|e| BuildError::other(format!("WORKDIR {path}"), e))??;
+        .map_err(|source| ExecError::Task { what: format!("WORKDIR {path}"), source })??;
     drop(tmp);
     Ok(Ok(layer))
 }

@@ -14,7 +14,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::content_chunks::split_chunks;
+use rbk_proto::chunks::split_chunks;
+
+use crate::tls::ClientTls;
 
 /// Digests per FindMissing call, to stay well under message size limits.
 const FIND_BATCH: usize = 10_000;
@@ -39,8 +41,8 @@ fn backend(message: String, retryable: bool) -> StoreError {
 
 impl RemoteStore {
     /// Connects to a coordinator at `url` (for example `http://10.0.0.1:7070`).
-    pub async fn connect(url: &str, token: &str) -> StoreResult<Self> {
-        let endpoint = crate::client_tls::endpoint(url).map_err(|e| StoreError::Config(e.to_string()))?;
+    pub async fn connect(tls: &ClientTls, url: &str, token: &str) -> StoreResult<Self> {
+        let endpoint = tls.endpoint(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| backend(format!("connecting to {url}: {e}"), true))?;
         Self::new(channel, url, token)
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rbk_snapshot::{CaptureOptions, RestoreOptions, Snapshot, capture, restore};
 use rbk_store::{Digest, Store};
 
-use crate::error::{BuildError, Result};
+use crate::exec_error::{ExecError, Result};
 
 /// What capturing a cache directory produced.
 #[derive(Debug, Clone, Copy)]
@@ -62,15 +62,15 @@ impl CacheDirs {
                 .trim()
                 .parse()
                 .map(Some)
-                .map_err(|e| BuildError::io(&p, format!("not a snapshot digest: {e}"))),
+                .map_err(|e| ExecError::io(&p, format!("not a snapshot digest: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BuildError::io(&p, e)),
+            Err(e) => Err(ExecError::io(&p, e)),
         }
     }
 
     fn set_local_snapshot(&self, id: &str, d: &Digest) -> Result<()> {
         let p = self.slot(id).join("snapshot");
-        std::fs::write(&p, d.to_string()).map_err(|e| BuildError::io(&p, e))
+        std::fs::write(&p, d.to_string()).map_err(|e| ExecError::io(&p, e))
     }
 
     /// Makes the directory for `id` hold snapshot `head`: restored
@@ -91,18 +91,18 @@ impl CacheDirs {
             None
         };
         let slot = self.slot(id);
-        std::fs::create_dir_all(&slot).map_err(|e| BuildError::io(&slot, e))?;
+        std::fs::create_dir_all(&slot).map_err(|e| ExecError::io(&slot, e))?;
         let id_file = slot.join("id");
-        std::fs::write(&id_file, id).map_err(|e| BuildError::io(&id_file, e))?;
+        std::fs::write(&id_file, id).map_err(|e| ExecError::io(&id_file, e))?;
         match head {
             Some(head_digest) if local != Some(head_digest) => {
-                std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                std::fs::create_dir_all(&dir).map_err(|e| ExecError::io(&dir, e))?;
                 // Until the restore completes the directory holds neither
                 // snapshot: an interrupted restore (an aborted prefetch, a
                 // crash) must not leave it claiming the old one.
                 let marker = slot.join("snapshot");
                 if local.is_some() {
-                    std::fs::remove_file(&marker).map_err(|e| BuildError::io(&marker, e))?;
+                    std::fs::remove_file(&marker).map_err(|e| ExecError::io(&marker, e))?;
                 }
                 let snap = Snapshot::load(&**store, head_digest).await?;
                 let opts = RestoreOptions {
@@ -114,18 +114,18 @@ impl CacheDirs {
                 self.set_local_snapshot(id, &head_digest)?;
             }
             None if local.is_some() => {
-                std::fs::remove_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| ExecError::io(&dir, e))?;
                 for f in ["snapshot", "statcache"] {
                     let p = slot.join(f);
                     if p.exists() {
-                        std::fs::remove_file(&p).map_err(|e| BuildError::io(&p, e))?;
+                        std::fs::remove_file(&p).map_err(|e| ExecError::io(&p, e))?;
                     }
                 }
             }
             _ => {}
         }
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| ExecError::io(&dir, e))?;
         }
         Ok(out)
     }

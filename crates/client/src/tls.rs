@@ -5,6 +5,10 @@
 //! the system's roots plus an optional extra CA (`--tls-ca FILE` or
 //! `RBK_TLS_CA`, for a private or self-signed coordinator certificate).
 //! `http://` stays plain HTTP/2.
+//!
+//! The extra CA is a value ([`ClientTls`]) the caller loads once and passes
+//! to whatever connects, not a process-wide setting: two clients in one
+//! process (a test, an embedded farm) may trust different CAs.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,8 +16,18 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-/// The extra CA the process trusts (set once by the command line).
-static EXTRA_CA: OnceLock<Option<Certificate>> = OnceLock::new();
+/// What a client trusts for `https://` coordinators: the system's roots
+/// plus, optionally, one extra CA. `Default` trusts the system roots only.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    extra_ca: Option<Certificate>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("extra_ca", &self.extra_ca.is_some()).finish()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientTlsError {
@@ -25,17 +39,50 @@ pub enum ClientTlsError {
     NotPem { path: PathBuf },
 }
 
-/// Trusts the PEM certificates in `path` (besides the system roots) for
-/// every `https://` coordinator this process connects to; `None` falls back
-/// to `RBK_TLS_CA`. Call once, before connecting; later calls are ignored.
-pub fn trust_ca(path: Option<&Path>) -> Result<(), ClientTlsError> {
-    let from_env = std::env::var_os("RBK_TLS_CA").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let cert = match path.map(Path::to_path_buf).or(from_env) {
-        Some(p) => Some(load_ca(&p)?),
-        None => None,
-    };
-    let _ = EXTRA_CA.set(cert);
-    Ok(())
+impl ClientTls {
+    /// Trusts the PEM certificates in `path` besides the system roots;
+    /// `None` falls back to `RBK_TLS_CA`, and without either only the
+    /// system roots are trusted.
+    pub fn from_flag(path: Option<&Path>) -> Result<Self, ClientTlsError> {
+        let from_env = std::env::var_os("RBK_TLS_CA").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let extra_ca = match path.map(Path::to_path_buf).or(from_env) {
+            Some(p) => Some(load_ca(&p)?),
+            None => None,
+        };
+        Ok(ClientTls { extra_ca })
+    }
+
+    /// The endpoint for `url`, with TLS when it is `https://`, and the
+    /// connect timeout and HTTP/2 keepalives every long-lived rbk stream
+    /// wants (a stopped coordinator breaks the stream within seconds
+    /// instead of leaving it hanging).
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, ClientTlsError> {
+        let bad = |message: String| ClientTlsError::Url { url: url.into(), message };
+        let mut e = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if url.starts_with("https://") {
+            e = e.tls_config(self.tls_config()).map_err(|e| bad(format!("TLS: {e}")))?;
+        } else if !url.starts_with("http://") {
+            return Err(bad("expected an http:// or https:// URL".into()));
+        }
+        Ok(e)
+    }
+
+    fn tls_config(&self) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new();
+        // A minimal container may have no system roots; then only the extra CA.
+        static SYSTEM_ROOTS: OnceLock<bool> = OnceLock::new();
+        if *SYSTEM_ROOTS.get_or_init(|| !rustls_native_certs::load_native_certs().certs.is_empty()) {
+            c = c.with_native_roots();
+        }
+        if let Some(ca) = &self.extra_ca {
+            c = c.ca_certificate(ca.clone());
+        }
+        c
+    }
 }
 
 fn load_ca(path: &Path) -> Result<Certificate, ClientTlsError> {
@@ -44,25 +91,6 @@ fn load_ca(path: &Path) -> Result<Certificate, ClientTlsError> {
         return Err(ClientTlsError::NotPem { path: path.into() });
     }
     Ok(Certificate::from_pem(pem))
-}
-
-/// The endpoint for `url`, with TLS when it is `https://`, and the
-/// connect timeout and HTTP/2 keepalives every long-lived rbk stream wants
-/// (a stopped coordinator breaks the stream within seconds instead of
-/// leaving it hanging).
-pub fn endpoint(url: &str) -> Result<Endpoint, ClientTlsError> {
-    let bad = |message: String| ClientTlsError::Url { url: url.into(), message };
-    let mut e = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| bad(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10));
-    if url.starts_with("https://") {
-        e = e.tls_config(tls_config()).map_err(|e| bad(format!("TLS: {e}")))?;
-    } else if !url.starts_with("http://") {
-        return Err(bad("expected an http:// or https:// URL".into()));
-    }
-    Ok(e)
 }
 
 /// `e` with its sources: tonic's connect error alone says only "transport
@@ -96,32 +124,19 @@ pub fn is_refused_handshake(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn tls_config() -> ClientTlsConfig {
-    let mut c = ClientTlsConfig::new();
-    // A minimal container may have no system roots; then only the extra CA.
-    static SYSTEM_ROOTS: OnceLock<bool> = OnceLock::new();
-    if *SYSTEM_ROOTS.get_or_init(|| !rustls_native_certs::load_native_certs().certs.is_empty()) {
-        c = c.with_native_roots();
-    }
-    if let Some(Some(ca)) = EXTRA_CA.get() {
-        c = c.ca_certificate(ca.clone());
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn plain_and_tls_urls_both_make_endpoints() {
-        assert!(endpoint("http://127.0.0.1:7070").is_ok());
-        assert!(endpoint("https://rbk.example.com").is_ok());
+        assert!(ClientTls::default().endpoint("http://127.0.0.1:7070").is_ok());
+        assert!(ClientTls::default().endpoint("https://rbk.example.com").is_ok());
     }
 
     #[test]
     fn a_url_without_a_scheme_is_refused_naming_it() {
-        let e = endpoint("127.0.0.1:7070").unwrap_err().to_string();
+        let e = ClientTls::default().endpoint("127.0.0.1:7070").unwrap_err().to_string();
         assert!(e.contains("127.0.0.1:7070") && e.contains("https://"), "{e}");
     }
 

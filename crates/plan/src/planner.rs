@@ -31,7 +31,7 @@ use rbk_proto::build::{CacheMount, StepNode};
 use rbk_store::{Digest, Store, stream_from_bytes};
 
 use crate::error::{BuildError, Result};
-use crate::farm::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
 use crate::mapping::{self, Supports};
 
@@ -40,16 +40,6 @@ use crate::mapping::{self, Supports};
 /// prefix only keeps farm keys apart from `rbk build`'s local ones.
 pub const FARM_NAMESPACE: &str = "farm";
 
-/// The platform this client can build for: the machine's own (workers of
-/// other architectures and emulation are not supported yet).
-pub fn current_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    format!("linux/{arch}")
-}
 
 /// What `rbk submit` asks for, as far as planning goes.
 #[derive(Debug, Clone)]
@@ -102,7 +92,7 @@ impl PlanRequest {
 /// How to make the final image once the steps are done: the target
 /// stage's config (base image config + the stage's instructions, history
 /// included) and where its filesystem comes from — the last node's
-/// [`FarmResult`](crate::farm::FarmResult), or the bare base image when the
+/// [`FarmResult`](rbk_worker::payload::FarmResult), or the bare base image when the
 /// target stage makes no layer.
 #[derive(Debug, Clone)]
 pub struct FinalImage {
@@ -303,7 +293,7 @@ pub fn load_secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
         let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
-                BuildError::other(format!("--secret {spec}"), format!("{part:?} is not key=value"))
+                BuildError::SecretSpec { spec: spec.to_string(), problem: format!("{part:?} is not key=value") }
             })?;
             match k {
                 "id" => id = Some(v.to_owned()),
@@ -311,33 +301,34 @@ pub fn load_secrets(specs: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
                 "env" => env = Some(v.to_owned()),
                 "type" => kind = Some(v.to_owned()),
                 _ => {
-                    return Err(BuildError::other(
-                        format!("--secret {spec}"),
-                        format!("unknown key {k:?} (expected id, src, env or type)"),
-                    ));
+                    return Err(BuildError::SecretSpec {
+                        spec: spec.to_string(),
+                        problem: format!("unknown key {k:?} (expected id, src, env or type)"),
+                    });
                 }
             }
         }
         let id = id
             .filter(|i| !i.is_empty())
-            .ok_or_else(|| BuildError::other(format!("--secret {spec}"), "needs id=<name>"))?;
-        let what = format!("--secret id={id}");
+            .ok_or_else(|| BuildError::SecretSpec { spec: spec.to_string(), problem: "needs id=<name>".into() })?;
         let from_env = match (kind.as_deref(), &src, &env) {
             (Some("env"), _, _) | (None, None, Some(_)) => true,
             (Some("file") | None, _, _) => false,
-            (Some(t), _, _) => return Err(BuildError::other(what, format!("type={t}: expected file or env"))),
+            (Some(t), _, _) => {
+                return Err(BuildError::SecretSpec { spec: spec.to_string(), problem: format!("type={t}: expected file or env") });
+            }
         };
         let value = if from_env {
             let var = env.or(src).unwrap_or_else(|| id.clone());
             std::env::var_os(&var)
                 .map(std::os::unix::ffi::OsStringExt::into_vec)
-                .ok_or_else(|| BuildError::other(&what, format!("environment variable {var} is not set")))?
+                .ok_or_else(|| BuildError::SecretEnv { id: id.clone(), var: var.clone() })?
         } else {
             let file = PathBuf::from(src.unwrap_or_else(|| id.clone()));
-            std::fs::read(&file).map_err(|e| BuildError::other(&what, format!("{}: {e}", file.display())))?
+            std::fs::read(&file).map_err(|source| BuildError::SecretFile { id: id.clone(), path: file.clone(), source })?
         };
         if out.insert(id.clone(), value).is_some() {
-            return Err(BuildError::other(what, "given twice"));
+            return Err(BuildError::SecretTwice { id });
         }
     }
     Ok(out)
@@ -407,13 +398,13 @@ pub(crate) fn plan_graph(
         let l = label(graph, step, cx.file_name);
         let parent = || -> Result<Planned> {
             step.parent.and_then(|p| planned.get(&p).cloned()).ok_or_else(|| {
-                BuildError::other(l.text.clone(), "the step's parent was not planned (graph order)")
+                l.not_planned("the step's parent".into())
             })
         };
         let p = match &step.kind {
             df::StepKind::Image { reference, .. } => {
                 let image = bases.images.get(reference).cloned().ok_or_else(|| {
-                    BuildError::other(l.text.clone(), format!("base image {reference} was not resolved"))
+                    l.not_planned(format!("base image {reference}"))
                 })?;
                 let layers = bases.layers.get(reference).cloned().unwrap_or_default();
                 let source = if layers.is_empty() { ImageSource::Scratch } else { ImageSource::Layers { layers } };
@@ -453,7 +444,7 @@ pub(crate) fn plan_graph(
 
     let stage = &graph.stages[graph.target];
     let mut last = stage_result(graph, &planned, graph.target)
-        .ok_or_else(|| BuildError::other("target stage", "has no steps"))?;
+        .ok_or(BuildError::EmptyTarget)?;
     apply_config(&mut last.image, stage);
     Ok((
         nodes,
@@ -541,7 +532,7 @@ fn plan_node(
     let mut stages = BTreeMap::new();
     for s in stage_deps {
         let r = stage_result(graph, planned, s)
-            .ok_or_else(|| BuildError::other(l.text.clone(), format!("stage {s} was not planned yet")))?;
+            .ok_or_else(|| l.not_planned(format!("stage {s}")))?;
         stages.insert(mapping::stage_source(s), r.source);
     }
     let payload = FarmStep {
@@ -563,7 +554,7 @@ fn plan_node(
         labels: Default::default(),
         cache_mounts,
         payload: serde_json::to_vec(&payload)
-            .map_err(|e| BuildError::other(l.text.clone(), format!("encoding the payload: {e}")))?,
+            .map_err(|source| BuildError::EncodePayload { step: l.text.clone(), source })?,
         name: l.text.clone(),
         secret_ids,
     })
@@ -573,7 +564,7 @@ fn plan_node(
 /// inspection).
 pub fn payload_of(node: &StepNode) -> Result<FarmStep> {
     serde_json::from_slice(&node.payload)
-        .map_err(|e| BuildError::other(format!("step {}", node.id), format!("payload: {e}")))
+        .map_err(|source| BuildError::BadPayload { step_id: node.id.clone(), source })
 }
 
 #[cfg(test)]

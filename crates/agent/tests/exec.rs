@@ -1,10 +1,10 @@
-//! A farm worker's step execution (`rbk_build::farm_exec`) with runc and a
+//! A farm worker's step execution (`rbk_agent::exec`) with runc and a
 //! filesystem store: what an `Assign` turns into, and what comes back.
 
 use std::sync::{Arc, Mutex};
 
-use rbk_build::farm::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
-use rbk_build::farm_exec::FarmExecutor;
+use rbk_worker::payload::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_agent::exec::FarmExecutor;
 use rbk_image::OciLayout;
 use rbk_proto::worker::{Assign, Input, MountGrant, StepResult};
 use rbk_store::{FilesystemStore, Store, StoreExt};

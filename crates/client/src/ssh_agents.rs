@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
 use rbk_proto::ssh::ssh_relay_client::SshRelayClient;
 use rbk_proto::ssh::{AgentHello, AgentUp, ConnData, agent_down, agent_up};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -23,6 +22,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+use crate::error::{BadToken, SshError};
 
 /// Bytes read from the agent per frame.
 const READ: usize = 32 * 1024;
@@ -37,39 +38,34 @@ impl SshAgents {
     /// Parses `--ssh` values as `docker build` does (`default`, `ID`, or
     /// `ID=PATH`; without a path the agent is `$SSH_AUTH_SOCK`) and checks
     /// that every path is a unix socket.
-    pub fn parse(specs: &[String]) -> anyhow::Result<Self> {
+    pub fn parse(specs: &[String]) -> Result<Self, SshError> {
         Self::parse_with(specs, std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
     }
 
-    fn parse_with(specs: &[String], auth_sock: Option<PathBuf>) -> anyhow::Result<Self> {
+    fn parse_with(specs: &[String], auth_sock: Option<PathBuf>) -> Result<Self, SshError> {
         let mut sockets = BTreeMap::new();
         for spec in specs {
             let (id, path) = match spec.split_once('=') {
                 Some((id, paths)) => {
                     if paths.contains(',') {
-                        bail!("--ssh {spec}: rbk forwards one agent socket per id, not key files; load the keys into an agent (ssh-add) and pass its socket");
+                        return Err(SshError::KeyFiles { spec: spec.clone() });
                     }
                     (id, PathBuf::from(paths))
                 }
                 None => {
-                    let sock = auth_sock.clone().with_context(|| {
-                        format!("--ssh {spec}: SSH_AUTH_SOCK is not set; start an agent (eval $(ssh-agent); ssh-add) or pass --ssh {spec}=/path/to/agent.sock")
-                    })?;
+                    let sock = auth_sock.clone().ok_or_else(|| SshError::NoAuthSock { spec: spec.clone() })?;
                     (spec.as_str(), sock)
                 }
             };
             if id.is_empty() || id.contains(',') {
-                bail!("--ssh {spec}: expected default, ID or ID=SOCKET");
+                return Err(SshError::BadSpec { spec: spec.clone() });
             }
-            let md = std::fs::metadata(&path).with_context(|| format!("--ssh {spec}: agent socket {}", path.display()))?;
+            let md = std::fs::metadata(&path).map_err(|source| SshError::Socket { spec: spec.clone(), path: path.clone(), source })?;
             if !md.file_type().is_socket() {
-                bail!(
-                    "--ssh {spec}: {} is not a unix socket; rbk forwards ssh agent sockets only (BuildKit's key files are not supported): load the key with ssh-add and pass the agent's socket",
-                    path.display()
-                );
+                return Err(SshError::NotSocket { spec: spec.clone(), path });
             }
             if sockets.insert(id.to_owned(), path).is_some() {
-                bail!("--ssh {spec}: id {id:?} given twice");
+                return Err(SshError::Twice { spec: spec.clone(), id: id.to_owned() });
             }
         }
         Ok(SshAgents { sockets })
@@ -85,13 +81,13 @@ impl SshAgents {
 
     /// Serves the agents to `build_id`'s steps until the returned guard is
     /// dropped (the build is over).
-    pub fn serve(&self, channel: Channel, token: &str, build_id: &str) -> anyhow::Result<ServeGuard> {
+    pub fn serve(&self, channel: Channel, token: &str, build_id: &str) -> Result<ServeGuard, SshError> {
         let auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-            format!("Bearer {token}").parse().context("the token has characters a header cannot carry")?;
+            format!("Bearer {token}").parse().map_err(|_| BadToken)?;
         let (agents, build_id) = (self.sockets.clone(), build_id.to_owned());
         let task = tokio::spawn(async move {
             if let Err(e) = relay(channel, auth, build_id, agents).await {
-                eprintln!("warning: ssh agent forwarding stopped: {e:#}");
+                eprintln!("warning: ssh agent forwarding stopped: {e}");
             }
         });
         Ok(ServeGuard(task))
@@ -116,19 +112,19 @@ async fn relay(
     auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     build_id: String,
     agents: BTreeMap<String, PathBuf>,
-) -> anyhow::Result<()> {
+) -> Result<(), SshError> {
     let (tx, rx) = mpsc::channel::<AgentUp>(64);
     let hello = AgentHello { build_id: build_id.clone(), ssh_ids: agents.keys().cloned().collect() };
-    tx.send(AgentUp { frame: Some(agent_up::Frame::Hello(hello)) }).await.context("relay closed")?;
+    tx.send(AgentUp { frame: Some(agent_up::Frame::Hello(hello)) }).await.map_err(|_| SshError::RelayClosed)?;
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     req.metadata_mut().insert("authorization", auth);
     let mut down = SshRelayClient::new(channel)
         .agent(req)
         .await
-        .map_err(|s| anyhow::anyhow!("the coordinator refused the agent stream for build {build_id}: {}", s.message()))?
+        .map_err(|s| SshError::Refused { build_id: build_id.clone(), message: s.message().to_owned() })?
         .into_inner();
     let mut writers: HashMap<u64, OwnedWriteHalf> = HashMap::new();
-    while let Some(msg) = down.message().await.map_err(|s| anyhow::anyhow!("the agent stream broke: {}", s.message()))? {
+    while let Some(msg) = down.message().await.map_err(|s| SshError::StreamBroke { message: s.message().to_owned() })? {
         match msg.frame {
             Some(agent_down::Frame::Connect(c)) => {
                 let Some(path) = agents.get(&c.ssh_id) else {

@@ -17,8 +17,8 @@ use rbk_image::{Descriptor, ImageRef, OciDigest, OciLayout, PushOptions, Registr
 use rbk_store::{Store, StoreExt};
 
 use crate::error::{BuildError, Result};
-use crate::farm::{FarmResult, ImageSource, LayerDesc};
-use crate::farm_plan::FinalImage;
+use rbk_worker::payload::{FarmResult, ImageSource, LayerDesc};
+use crate::planner::FinalImage;
 
 /// Where the image goes (`--output`, `--push`, `--load`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl FarmOutput {
     /// Parses `--output` (`type=...,dest=...`; a bare path means
     /// `type=local,dest=PATH`, as in `docker build -o`).
     pub fn parse(spec: &str) -> Result<FarmOutput> {
-        let what = || format!("--output {spec}");
+        let bad = |problem: String| BuildError::OutputSpec { spec: spec.to_owned(), problem };
         if !spec.contains('=') {
             return Ok(FarmOutput::Local { dest: PathBuf::from(spec) });
         }
@@ -48,12 +48,12 @@ impl FarmOutput {
         for part in spec.split(',') {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| BuildError::other(what(), format!("{part:?} is not key=value")))?;
+                .ok_or_else(|| bad(format!("{part:?} is not key=value")))?;
             attrs.insert(k.to_owned(), v.to_owned());
         }
-        let kind = attrs.remove("type").ok_or_else(|| BuildError::other(what(), "needs type=oci|docker|local|registry"))?;
+        let kind = attrs.remove("type").ok_or_else(|| bad("needs type=oci|docker|local|registry".into()))?;
         let dest = |attrs: &mut BTreeMap<String, String>| {
-            attrs.remove("dest").map(PathBuf::from).ok_or_else(|| BuildError::other(what(), format!("type={kind} needs dest=<path>")))
+            attrs.remove("dest").map(PathBuf::from).ok_or_else(|| bad(format!("type={kind} needs dest=<path>")))
         };
         let out = match kind.as_str() {
             "oci" => FarmOutput::Oci { dest: dest(&mut attrs)? },
@@ -62,10 +62,10 @@ impl FarmOutput {
             "registry" => FarmOutput::Registry {
                 names: attrs.remove("name").map(|n| n.split(',').map(str::to_owned).collect()).unwrap_or_default(),
             },
-            other => return Err(BuildError::other(what(), format!("type={other}: expected oci, docker, local or registry"))),
+            other => return Err(bad(format!("type={other}: expected oci, docker, local or registry"))),
         };
         if let Some(k) = attrs.keys().next() {
-            return Err(BuildError::other(what(), format!("unknown key {k:?}")));
+            return Err(bad(format!("unknown key {k:?}")));
         }
         Ok(out)
     }
@@ -85,18 +85,20 @@ fn final_layers(recipe: &FinalImage, result: Option<&FarmResult>) -> Result<Vec<
         (ImageSource::Scratch, _) => Ok(vec![]),
         (ImageSource::Layers { layers }, _) => Ok(layers.clone()),
         (ImageSource::Step { .. }, Some(r)) => Ok(r.layers.clone()),
-        (ImageSource::Step { step_id }, None) => Err(BuildError::other(
-            "final image",
-            format!("step {step_id} reported no result to assemble the image from"),
-        )),
+        (ImageSource::Step { step_id }, None) => Err(BuildError::NoResult { step_id: step_id.clone() }),
     }
 }
 
 async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Result<Descriptor> {
-    let what = || format!("layer {}", l.digest);
-    let digest: OciDigest = l.digest.parse().map_err(|e| BuildError::other(what(), e))?;
+    let bad = |field: &'static str, value: &str, e: &dyn std::fmt::Display| BuildError::LayerDigest {
+        layer: l.digest.clone(),
+        field,
+        value: value.to_owned(),
+        message: e.to_string(),
+    };
+    let digest: OciDigest = l.digest.parse().map_err(|e| bad("digest", &l.digest, &e))?;
     if !layout.has_blob(&digest) {
-        let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| BuildError::other(what(), format!("blake3 {}: {e}", l.blake3)))?;
+        let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| bad("blake3", &l.blake3, &e))?;
         let bytes = store.get_bytes(b3).await?;
         // Checked: the bytes must hash to `digest` and have `size` bytes,
         // or nothing lands in the layout.
@@ -124,7 +126,12 @@ pub async fn assemble(
         let diff_id: OciDigest = l
             .diff_id
             .parse()
-            .map_err(|e| BuildError::other(format!("layer {}", l.digest), format!("diff_id {}: {e}", l.diff_id)))?;
+            .map_err(|e: rbk_image::ImageError| BuildError::LayerDigest {
+                layer: l.digest.clone(),
+                field: "diff_id",
+                value: l.diff_id.clone(),
+                message: e.to_string(),
+            })?;
         image.config.rootfs.diff_ids.push(diff_id);
     }
     let manifest = image.save(&layout, tags.first().map(String::as_str))?;
@@ -154,20 +161,20 @@ pub async fn write_outputs(
                 let (layout, manifest, dest) = (image.layout.clone(), image.manifest.clone(), dest.clone());
                 tokio::task::spawn_blocking(move || unpack_rootfs(&layout, &manifest, &dest))
                     .await
-                    .map_err(|e| BuildError::other("type=local", e))??;
+                    .map_err(|source| BuildError::Task { what: "type=local", source })??;
                 notes.push(format!("copying files to {}", out_dest(out)));
             }
             FarmOutput::Registry { names } => {
                 let names = if names.is_empty() { tags } else { names };
                 if names.is_empty() {
-                    return Err(BuildError::other("--push", "needs a name: give -t REGISTRY/REPO:TAG (or --output type=registry,name=...)"));
+                    return Err(BuildError::PushWithoutName);
                 }
                 let mut client = RegistryClient::new()?;
                 for i in insecure_registries {
                     client = client.with_insecure(i);
                 }
                 for name in names {
-                    let r: ImageRef = name.parse().map_err(|e| BuildError::other(format!("push {name}"), e))?;
+                    let r: ImageRef = name.parse().map_err(|source| BuildError::ImageRef { flag: "push", reference: name.clone(), source })?;
                     client.push(&image.layout, &image.manifest, &r, &PushOptions::default()).await?;
                     notes.push(format!("pushing {name} ({})", image.manifest.digest));
                 }
@@ -191,9 +198,7 @@ fn out_dest(out: &FarmOutput) -> String {
 
 /// `docker load` from a docker archive of the image.
 async fn load_into_docker(image: &Assembled, tags: &[String]) -> Result<()> {
-    let docker = find_program("docker").ok_or_else(|| {
-        BuildError::other("--load", "docker is not installed (no `docker` on PATH); use --output type=docker,dest=FILE and load it where docker runs")
-    })?;
+    let docker = find_program("docker").ok_or(BuildError::NoDocker)?;
     let tmp = tempfile::NamedTempFile::new_in(image.layout.root()).map_err(|e| BuildError::io(image.layout.root(), e))?;
     rbk_image::export_docker_archive(&image.layout, &image.manifest, tags, tmp.path())?;
     let file = std::fs::File::open(tmp.path()).map_err(|e| BuildError::io(tmp.path(), e))?;
@@ -204,10 +209,7 @@ async fn load_into_docker(image: &Assembled, tags: &[String]) -> Result<()> {
         .await
         .map_err(|e| BuildError::io(&docker, e))?;
     if !out.status.success() {
-        return Err(BuildError::other(
-            "--load",
-            format!("docker load failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        ));
+        return Err(BuildError::DockerLoad { status: out.status, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
     }
     Ok(())
 }

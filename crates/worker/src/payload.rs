@@ -1,5 +1,5 @@
-//! What a farm build sends through the coordinator, which treats both as
-//! opaque bytes: a [`FarmStep`] is a `StepNode.payload` (planned by
+//! The worker's step contract: what a farm build sends through the
+//! coordinator, which treats both as opaque bytes: a [`FarmStep`] is a `StepNode.payload` (planned by
 //! `rbk submit`, executed by `rbk worker`), a [`FarmResult`] is a step
 //! result's `config` (reported by the worker, kept in the action cache,
 //! handed to dependent steps as their input and to the client in
@@ -18,6 +18,18 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+/// The platform a worker builds for and a client plans for: this
+/// machine's own (workers of other architectures and emulation are not
+/// supported yet), named as OCI names it (`linux/amd64`).
+pub fn current_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
 
 /// Version of the payload format; a worker refuses payloads it does not
 /// know rather than misreading them.
@@ -56,7 +68,7 @@ pub enum ImageSource {
 pub enum Work {
     /// RUN or COPY/ADD, mapped with the image config the planner computed
     /// (env, user, workdir, shell already resolved).
-    Step { step: rbk_worker::StepKind },
+    Step { step: crate::StepKind },
     /// WORKDIR's directory creation: a layer holding just `path`.
     Mkdir { path: String },
 }
@@ -82,7 +94,7 @@ pub struct FarmStep {
     #[serde(default)]
     pub context: Option<String>,
     /// Other stages the step reads (`COPY --from`, `RUN --mount=from=`), by
-    /// the source name the worker step uses (see `mapping::stage_source`).
+    /// the source name the worker step uses (`rbk_plan::mapping::stage_source`).
     #[serde(default)]
     pub stages: BTreeMap<String, ImageSource>,
 }

@@ -1,9 +1,8 @@
-//! The front half every build shares, embedded (`rbk build`, [`crate::solve`])
-//! or on the farm (`rbk submit`, [`crate::farm_plan`]): read and parse the
+//! The front half of planning (the planner's input, for `rbk build` and
+//! `rbk submit` alike): read and parse the
 //! Dockerfile, pull the base images it names, build the keyed graph, stage
 //! the context the graph kept, and the per-step labels and image-config
-//! edits. Kept in one place so a farm build means exactly what the same
-//! embedded build means.
+//! edits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -212,7 +211,7 @@ async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> 
     }
     let r: ImageRef = reference
         .parse()
-        .map_err(|e| BuildError::other(format!("FROM {reference}"), e))?;
+        .map_err(|source| BuildError::ImageRef { flag: "FROM", reference: reference.to_owned(), source })?;
     let mut client = RegistryClient::new()?;
     for i in src.insecure_registries {
         client = client.with_insecure(i);
@@ -283,6 +282,12 @@ pub(crate) fn label(graph: &df::Graph, step: &df::Step, file: &str) -> Label {
 }
 
 impl Label {
+    /// The planner found `missing` (a parent, a base image, a stage) not
+    /// planned before this step.
+    pub fn not_planned(&self, missing: String) -> BuildError {
+        BuildError::PlanOrder { step: self.text.clone(), file: self.file.clone(), line: self.line, missing }
+    }
+
     pub fn unsupported(&self, message: String) -> BuildError {
         BuildError::Unsupported {
             step: self.text.clone(),

@@ -1,6 +1,6 @@
-//! How blob bytes are cut into gRPC messages, shared by the Content
-//! service (which sends them) and the remote store client (which uploads
-//! them).
+//! How blob bytes travel in the Content service's `ReadChunk` and
+//! `WriteChunk` messages: both the coordinator (serving reads) and the
+//! remote store (`rbk-client`, writing) cut them the same way.
 
 use bytes::Bytes;
 

@@ -2,7 +2,7 @@
 //!
 //! Only the Raft leader schedules. A follower answers Build and Worker calls
 //! with `UNAVAILABLE` and, when it knows the leader, the leader's client URL
-//! in the [`LEADER_METADATA`] header ([`redirect`]). Clients and workers
+//! (`rbk_proto::leader::redirect`). Clients and workers
 //! follow it with [`connect_leader`] / [`follow_leader`], so they can be
 //! pointed at any node (or a Kubernetes Service spanning all of them).
 //! A single-node coordinator never redirects, so these helpers cost one
@@ -11,44 +11,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use rbk_proto::leader::{is_redirect, leader_hint};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-/// Decides whether this node may serve Build and Worker calls now.
-pub trait LeaderGate: Send + Sync + 'static {
-    /// `Ok` on the leader; [`redirect`] on a follower.
-    fn check(&self) -> Result<(), Status>;
-}
-
-/// gRPC metadata key carrying the leader's client URL on a redirect.
-pub const LEADER_METADATA: &str = "rbk-leader";
-
-/// The status a follower answers with: UNAVAILABLE (so generic retry logic
-/// treats it as transient) plus the leader's URL when known (none during an
-/// election).
-pub fn redirect(leader_url: Option<&str>) -> Status {
-    let mut s = Status::unavailable(match leader_url {
-        Some(u) => format!("this coordinator is not the leader; the leader is {u}"),
-        None => "this coordinator is not the leader and no leader is known yet (election in progress)".to_owned(),
-    });
-    if let Some(v) = leader_url.and_then(|u| u.parse().ok()) {
-        s.metadata_mut().insert(LEADER_METADATA, v);
-    }
-    s
-}
-
-/// The leader URL a redirect names, if `status` is one.
-pub fn leader_hint(status: &Status) -> Option<String> {
-    if status.code() != Code::Unavailable {
-        return None;
-    }
-    status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-/// Whether `status` says "not the leader" (with or without a hint).
-pub fn is_redirect(status: &Status) -> bool {
-    status.code() == Code::Unavailable && (leader_hint(status).is_some() || status.message().contains("not the leader"))
-}
+use crate::tls::ClientTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -58,8 +25,8 @@ pub enum LeaderError {
     Timeout { url: String, waited: Duration, last: String },
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, LeaderError> {
-    crate::client_tls::endpoint(url)
+fn endpoint(tls: &ClientTls, url: &str) -> Result<Endpoint, LeaderError> {
+    tls.endpoint(url)
         // Keepalive pings: a stopped or partitioned coordinator breaks the
         // stream within seconds instead of leaving it hanging forever.
         .map(|e| {
@@ -78,7 +45,7 @@ fn endpoint(url: &str) -> Result<Endpoint, LeaderError> {
 /// leader is unreachable) until `patience` has
 /// passed. Any other status is the call's answer. Returns the answer and the
 /// URL that gave it (the leader, for reuse).
-pub async fn follow_leader<T, F, Fut>(url: &str, patience: Duration, mut call: F) -> Result<(Result<T, Status>, String), LeaderError>
+pub async fn follow_leader<T, F, Fut>(tls: &ClientTls, url: &str, patience: Duration, mut call: F) -> Result<(Result<T, Status>, String), LeaderError>
 where
     F: FnMut(Channel) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -88,7 +55,7 @@ where
     // A stopped (not dead) node accepts connections and never answers.
     let per_try = patience.clamp(Duration::from_millis(500), Duration::from_secs(5));
     loop {
-        let last = match endpoint(&target)?.connect().await {
+        let last = match endpoint(tls, &target)?.connect().await {
             Ok(channel) => match tokio::time::timeout(per_try, call(channel)).await {
                 Ok(Ok(v)) => return Ok((Ok(v), target)),
                 Ok(Err(s)) if s.code() == Code::Unavailable => {
@@ -108,8 +75,8 @@ where
                 }
             },
             Err(e) => {
-                let m = format!("connecting to {target}: {}", crate::client_tls::describe(&e));
-                if crate::client_tls::is_refused_handshake(&e) {
+                let m = format!("connecting to {target}: {}", crate::tls::describe(&e));
+                if crate::tls::is_refused_handshake(&e) {
                     // An untrusted certificate (or TLS to a plain port) does
                     // not heal by waiting.
                     return Err(LeaderError::Url { url: target, message: m });
@@ -129,11 +96,11 @@ where
 /// authenticated call (`Build.List` with limit 1, which followers redirect).
 /// Use it for long-lived streams (a worker session, a submit); when one
 /// breaks or answers a redirect, call this again.
-pub async fn connect_leader(url: &str, token: &str, patience: Duration) -> Result<(Channel, String), LeaderError> {
+pub async fn connect_leader(tls: &ClientTls, url: &str, token: &str, patience: Duration) -> Result<(Channel, String), LeaderError> {
     use rbk_proto::build::{ListRequest, build_client::BuildClient};
     let auth: tonic::metadata::MetadataValue<_> =
         format!("Bearer {token}").parse().map_err(|_| LeaderError::Url { url: url.into(), message: "token has characters a header cannot carry".into() })?;
-    let (answer, leader) = follow_leader(url, patience, |channel| {
+    let (answer, leader) = follow_leader(tls, url, patience, |channel| {
         let auth = auth.clone();
         async move {
             let mut req = tonic::Request::new(ListRequest { limit: 1 });
@@ -147,26 +114,6 @@ pub async fn connect_leader(url: &str, token: &str, patience: Duration) -> Resul
         Ok(channel) => Ok((channel, leader)),
         // Not a leadership problem (a bad token, ...): hand back a channel and
         // let the caller's own call report it.
-        Err(_) => Ok((endpoint(&leader)?.connect_lazy(), leader)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_redirect_carries_the_leader_url() {
-        let s = redirect(Some("http://127.0.0.1:7070"));
-        assert_eq!(leader_hint(&s).as_deref(), Some("http://127.0.0.1:7070"));
-        assert!(is_redirect(&s));
-    }
-
-    #[test]
-    fn a_redirect_during_an_election_names_no_leader() {
-        let s = redirect(None);
-        assert_eq!(leader_hint(&s), None);
-        assert!(is_redirect(&s));
-        assert!(!is_redirect(&Status::unavailable("disk full")));
+        Err(_) => Ok((endpoint(tls, &leader)?.connect_lazy(), leader)),
     }
 }

@@ -1,0 +1,99 @@
+//! The flag groups several commands share, declared once and flattened
+//! into each command's arguments (`#[command(flatten)]`), so a flag means
+//! the same thing, with the same help, everywhere.
+//!
+//! - [`DockerBuildFlags`]: the `docker build` flags `rbk build` and
+//!   `rbk submit` read the same way (Dockerfile, build args, target,
+//!   secrets, cache, progress, base images, registries). `-t`, `-o` and
+//!   `--ssh` stay with each command: what they accept differs.
+//! - [`TlsCaFlag`]: `--tls-ca`, for every command that connects to a
+//!   coordinator (`rbk submit`, `rbk worker`, `rbk cache`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rbk_plan::planner::PlanRequest;
+
+#[derive(clap::Args)]
+pub struct DockerBuildFlags {
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// NAME=VALUE, or NAME to take the value from the environment.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage instead of the last one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// id=ID,src=FILE or id=ID,env=VAR: made available to
+    /// `RUN --mount=type=secret,id=ID`; never stored or logged.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Run every step; cache mounts keep their contents.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// auto, plain (full logs), tty (same as auto) or quiet.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// NAME=DIR[:REF]: `FROM NAME` loads this OCI layout instead of pulling.
+    #[arg(long = "base-image")]
+    pub base_images: Vec<String>,
+    /// Registries reached over plain HTTP (loopback always is).
+    #[arg(long = "insecure-registry")]
+    pub insecure: Vec<String>,
+}
+
+impl DockerBuildFlags {
+    /// What to plan: one place for both commands, so they read a
+    /// Dockerfile the same way.
+    pub fn plan_request<V>(&self, context: &Path, work_dir: &Path, secrets: &BTreeMap<String, V>) -> anyhow::Result<PlanRequest> {
+        let mut req = PlanRequest::new(context, work_dir);
+        req.dockerfile = self.file.clone();
+        req.target = self.target.clone();
+        req.build_args = parse_build_args(&self.build_args);
+        req.insecure_registries = self.insecure.clone();
+        req.secret_ids = secrets.keys().cloned().collect();
+        for b in &self.base_images {
+            let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
+            req.base_images.insert(name.to_owned(), dir.to_owned());
+        }
+        Ok(req)
+    }
+}
+
+/// `--tls-ca` (or `RBK_TLS_CA`): what a coordinator client trusts besides
+/// the system roots. Global, so `rbk cache` takes it after a subcommand.
+#[derive(clap::Args)]
+pub struct TlsCaFlag {
+    /// Extra CA certificate (PEM) to trust for an https:// coordinator,
+    /// besides the system roots (a private or self-signed certificate).
+    #[arg(long, env = "RBK_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsCaFlag {
+    pub fn load(&self) -> anyhow::Result<rbk_client::ClientTls> {
+        Ok(rbk_client::ClientTls::from_flag(self.tls_ca.as_deref())?)
+    }
+}
+
+/// `--build-arg NAME=VALUE`, or `NAME` to take the value from the
+/// environment (skipped when unset, as docker does).
+fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut build_args = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    build_args
+}
+

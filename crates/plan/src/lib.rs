@@ -1,0 +1,26 @@
+//! The client's half of a farm build: plan, then assemble.
+//!
+//! `rbk-dockerfile` turns a Dockerfile into a graph of steps with cache
+//! keys; this crate plans that graph for the farm (each step a payload in
+//! the worker's step contract, `rbk_worker::payload`) and, once the
+//! coordinator has run it, assembles the image from the target's result.
+//! `rbk submit` and `rbk build` (the farm in one process) both use it:
+//!
+//! - [`planner`]: Dockerfile → the step graph, base layers and the context
+//!   put into the store;
+//! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
+//! - [`assemble`]: the final image and outputs from the target's result.
+//!
+//! Sending the plan and following the build is `rbk-client`'s.
+
+// Errors carry step names, paths and output tails by value so messages can
+// name them; they are rare, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod assemble;
+mod error;
+mod frontend;
+pub mod mapping;
+pub mod planner;
+
+pub use error::{BuildError, Result};
