@@ -697,9 +697,17 @@ fn mount_fields(
     unexpanded: bool,
 ) -> Result<MountSpec, String> {
     let mut kind = None;
+    let mut type_seen = false;
     let mut opts = BTreeMap::new();
     for (key, val) in fields {
         let key = key.to_ascii_lowercase();
+        if key == "type" {
+            // One type per mount: with a literal and a variable one, which
+            // wins would depend on expansion order.
+            if std::mem::replace(&mut type_seen, true) {
+                return Err("mount option 'type' given twice".into());
+            }
+        }
         let deferred = unexpanded && val.as_deref().is_some_and(|v| v.contains('$'));
         if key == "from" && unexpanded && val.as_deref().is_some_and(has_variable) {
             return Err(

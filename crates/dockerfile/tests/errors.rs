@@ -620,3 +620,14 @@ fn pattern_operators_stay_fast_on_the_longest_accepted_values() {
     .unwrap();
     assert_eq!(g.stages[0].config.env[1].1.len(), 1000);
 }
+
+#[test]
+fn mount_type_given_twice() {
+    assert_eq!(
+        err(
+            "FROM alpine\nRUN --mount=type=cache,target=/c,type=$T true\n",
+            None
+        ),
+        "Dockerfile:2:5: RUN: mount option 'type' given twice"
+    );
+}
