@@ -754,7 +754,22 @@ fn mount_fields(
     }
     let kind = kind.unwrap_or(MountKind::Bind);
     if opts.contains_key("type") {
-        // The type comes from a variable: names are checked after expansion.
+        // The type comes from a variable: whether a name fits the type is
+        // checked after expansion; a name no mount type has is wrong now.
+        let all = [
+            MountKind::Bind,
+            MountKind::Cache,
+            MountKind::Tmpfs,
+            MountKind::Secret,
+            MountKind::Ssh,
+        ];
+        for k in opts.keys() {
+            let known = matches!(k.as_str(), "type" | "readwrite")
+                || all.iter().any(|m| m.options().contains(&k.as_str()));
+            if !known {
+                return Err(format!("unknown mount option '{}'", printable(k)));
+            }
+        }
         return Ok(MountSpec { kind, opts });
     }
     for k in opts.keys() {

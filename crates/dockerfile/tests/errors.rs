@@ -631,3 +631,14 @@ fn mount_type_given_twice() {
         "Dockerfile:2:5: RUN: mount option 'type' given twice"
     );
 }
+
+#[test]
+fn mount_option_unknown_to_every_type_with_a_type_from_a_variable() {
+    assert_eq!(
+        err(
+            "FROM alpine\nARG T=cache\nRUN --mount=type=$T,target=/c,colour=red true\n",
+            None
+        ),
+        "Dockerfile:3:5: RUN: unknown mount option 'colour'"
+    );
+}
