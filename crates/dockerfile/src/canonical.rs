@@ -30,7 +30,9 @@ pub fn instruction(inst: &Instruction) -> String {
     let mut line = head(inst);
     line.push('\n');
     for h in heredocs(inst) {
-        line.push_str(&h.content);
+        // The lexer drops one `\r` before each newline (CRLF files); a body
+        // line that really ends in `\r` gets one more so that it survives.
+        line.push_str(&h.content.replace("\r\n", "\r\r\n"));
         line.push_str(&h.name);
         line.push('\n');
     }

@@ -697,9 +697,17 @@ fn mount_fields(
     unexpanded: bool,
 ) -> Result<MountSpec, String> {
     let mut kind = None;
+    let mut type_seen = false;
     let mut opts = BTreeMap::new();
     for (key, val) in fields {
         let key = key.to_ascii_lowercase();
+        if key == "type" {
+            // One type per mount: with a literal and a variable one, which
+            // wins would depend on expansion order.
+            if std::mem::replace(&mut type_seen, true) {
+                return Err("mount option 'type' given twice".into());
+            }
+        }
         let deferred = unexpanded && val.as_deref().is_some_and(|v| v.contains('$'));
         if key == "from" && unexpanded && val.as_deref().is_some_and(has_variable) {
             return Err(
@@ -746,7 +754,22 @@ fn mount_fields(
     }
     let kind = kind.unwrap_or(MountKind::Bind);
     if opts.contains_key("type") {
-        // The type comes from a variable: names are checked after expansion.
+        // The type comes from a variable: whether a name fits the type is
+        // checked after expansion; a name no mount type has is wrong now.
+        let all = [
+            MountKind::Bind,
+            MountKind::Cache,
+            MountKind::Tmpfs,
+            MountKind::Secret,
+            MountKind::Ssh,
+        ];
+        for k in opts.keys() {
+            let known = matches!(k.as_str(), "type" | "readwrite")
+                || all.iter().any(|m| m.options().contains(&k.as_str()));
+            if !known {
+                return Err(format!("unknown mount option '{}'", printable(k)));
+            }
+        }
         return Ok(MountSpec { kind, opts });
     }
     for k in opts.keys() {

@@ -620,3 +620,25 @@ fn pattern_operators_stay_fast_on_the_longest_accepted_values() {
     .unwrap();
     assert_eq!(g.stages[0].config.env[1].1.len(), 1000);
 }
+
+#[test]
+fn mount_type_given_twice() {
+    assert_eq!(
+        err(
+            "FROM alpine\nRUN --mount=type=cache,target=/c,type=$T true\n",
+            None
+        ),
+        "Dockerfile:2:5: RUN: mount option 'type' given twice"
+    );
+}
+
+#[test]
+fn mount_option_unknown_to_every_type_with_a_type_from_a_variable() {
+    assert_eq!(
+        err(
+            "FROM alpine\nARG T=cache\nRUN --mount=type=$T,target=/c,colour=red true\n",
+            None
+        ),
+        "Dockerfile:3:5: RUN: unknown mount option 'colour'"
+    );
+}

@@ -341,3 +341,11 @@ fn a_mount_value_ending_in_the_escape_character_survives_printing() {
     let again = parse(&print(&df), "Dockerfile").unwrap();
     assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
 }
+
+#[test]
+fn a_heredoc_line_ending_in_carriage_return_survives_printing() {
+    let text = "FROM alpine\nRUN <<EOT\nab\r\r\nEOT\n";
+    let df = parse(text, "Dockerfile").unwrap();
+    let again = parse(&print(&df), "Dockerfile").unwrap();
+    assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
+}
