@@ -5,7 +5,7 @@ use futures::StreamExt;
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
+use crate::{ByteRange, ByteStream, Digest, ListPage, ListedBlob, Store, StoreError, StoreResult};
 
 /// Blobs as files under a local directory: the embedded default, and a
 /// worker's local cache.
@@ -147,6 +147,70 @@ impl Store for FilesystemStore {
             .await
             .map_err(|e| StoreError::io(None, "listing blobs", std::io::Error::other(e)))?
     }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+        let blobs = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || list_blobs_page(&blobs, after, limit.max(1)))
+            .await
+            .map_err(|e| StoreError::io(None, "listing blobs", std::io::Error::other(e)))?
+    }
+}
+
+/// Directory entries' names, sorted; a directory gone meanwhile is empty.
+fn sorted_names(dir: &Path) -> StoreResult<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(None, format!("listing {}", dir.display()), e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(None, format!("listing {}", dir.display()), e))?;
+        if let Some(n) = entry.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One page in name order. The shard directories are prefixes of the name,
+/// so walking them in order walks the names in order, and shards before
+/// `after`'s are skipped without being read.
+fn list_blobs_page(blobs: &Path, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+    let after_name = after.map(|d| d.to_string());
+    let after_shards = after_name.as_deref().map(|n| (n[0..2].to_owned(), n[2..4].to_owned()));
+    let mut page = ListPage::default();
+    for s1 in sorted_names(blobs)? {
+        if after_shards.as_ref().is_some_and(|(a1, _)| s1 < *a1) {
+            continue;
+        }
+        let dir1 = blobs.join(&s1);
+        for s2 in sorted_names(&dir1)? {
+            if after_shards.as_ref().is_some_and(|(a1, a2)| (&s1, &s2) < (a1, a2)) {
+                continue;
+            }
+            let dir2 = dir1.join(&s2);
+            for name in sorted_names(&dir2)? {
+                if after_name.as_ref().is_some_and(|a| name <= *a) {
+                    continue;
+                }
+                // Anything that does not parse as a digest is not ours.
+                let Ok(digest) = name.parse::<Digest>() else { continue };
+                let md = match std::fs::metadata(dir2.join(&name)) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(digest, "reading metadata", e)),
+                };
+                page.blobs.push(ListedBlob { digest, stored_bytes: md.len(), modified: md.modified().ok() });
+                if page.blobs.len() == limit {
+                    page.next_after = Some(digest);
+                    return Ok(page);
+                }
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// Creates the shard directories between `blobs` and `parent` that do not
@@ -217,6 +281,32 @@ mod tests {
         assert_eq!(s.get_bytes(digest).await.unwrap(), &b"hello world"[..]);
         assert_eq!(s.list().await.unwrap(), vec![digest]);
         assert!(s.find_missing(&[digest]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_through_every_blob_once_in_name_order_with_sizes_and_ages() {
+        let (_d, s) = store().await;
+        let mut digests = Vec::new();
+        for i in 0..25u32 {
+            digests.push(s.put_bytes(Bytes::from(vec![7u8; i as usize])).await.unwrap());
+        }
+        digests.sort_by(crate::listing_order);
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.list_page(after, 4).await.unwrap();
+            assert!(page.blobs.len() <= 4);
+            for b in &page.blobs {
+                assert_eq!(b.stored_bytes, b.digest.size());
+                assert!(b.modified.is_some());
+            }
+            seen.extend(page.blobs.iter().map(|b| b.digest));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        assert_eq!(seen, digests);
     }
 
     #[tokio::test]

@@ -646,6 +646,41 @@ impl Store for S3Store {
             .map_err(|e| self.error("DELETE", Some(&digest), e))
     }
 
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        let limit = limit.clamp(1, 1000);
+        let mut start_after = after.map(|d| self.key(&d));
+        let mut page = crate::ListPage::default();
+        // Keys that are not digests are skipped; a page of only those is
+        // followed by the next, so a caller never mistakes it for the end.
+        loop {
+            let mut req = self.client.list_objects_v2().bucket(&self.config.bucket).prefix(&self.blob_prefix).max_keys(limit as i32);
+            if let Some(k) = &start_after {
+                req = req.start_after(k);
+            }
+            let out = req.send().await.map_err(|e| self.error("ListObjectsV2", None, e))?;
+            for obj in out.contents() {
+                let Some(digest) = obj.key().and_then(|k| k.strip_prefix(&self.blob_prefix)).and_then(|n| n.parse::<Digest>().ok()) else {
+                    continue;
+                };
+                let modified = obj.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                let stored_bytes = obj.size().unwrap_or(0).max(0) as u64;
+                page.blobs.push(crate::ListedBlob { digest, stored_bytes, modified });
+            }
+            let truncated = out.is_truncated().unwrap_or(false);
+            if !truncated {
+                return Ok(page);
+            }
+            if let Some(last) = page.blobs.last() {
+                page.next_after = Some(last.digest);
+                return Ok(page);
+            }
+            match out.contents().last().and_then(|o| o.key()) {
+                Some(k) => start_after = Some(k.to_owned()),
+                None => return Ok(page),
+            }
+        }
+    }
+
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         let mut pages = self
             .client
