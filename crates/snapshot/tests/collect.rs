@@ -275,19 +275,11 @@ impl World {
     async fn reachable(&self) -> BTreeSet<Digest> {
         let farm = self.farm.lock().await;
         let mut out: BTreeSet<Digest> = farm.action_cache.values().copied().collect();
-        let mut snaps: Vec<(u8, BTreeSet<u8>, Digest)> = Vec::new();
-        for b in farm.builds.values() {
-            if let Some(base) = b.base {
-                out.insert(base);
-                snaps.push((b.ns, BTreeSet::new(), base));
-            }
-        }
-        for d in farm.heads.values() {
-            out.insert(*d);
-            snaps.push((0, BTreeSet::new(), *d));
-        }
+        let mut snaps: Vec<Digest> = farm.builds.values().filter_map(|b| b.base).collect();
+        snaps.extend(farm.heads.values().copied());
         drop(farm);
-        for (_, _, d) in snaps {
+        for d in snaps {
+            out.insert(d);
             if let Ok(s) = Snapshot::load(&*self.store, d).await {
                 out.extend(s.manifest.packs());
             }
