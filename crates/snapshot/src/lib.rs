@@ -30,11 +30,13 @@
 
 pub mod capture;
 pub mod chunk;
+pub mod collect;
 pub mod diff;
 mod error;
 pub mod filter;
 mod fsutil;
 pub mod gc;
+pub mod live;
 pub mod manifest;
 pub mod merge;
 pub mod pack;
@@ -47,6 +49,8 @@ use rbk_store::{Digest, Store, StoreExt};
 
 pub use capture::{CaptureOptions, CaptureStats, capture};
 pub use chunk::ChunkParams;
+pub use collect::{CollectError, CollectOptions, CollectReport, Fence, RootSource, collect};
+pub use live::{LiveSet, Roots};
 pub use diff::{Change, diff};
 pub use error::{SnapshotError, SnapshotResult};
 pub use filter::{IncludeAll, PathFilter};

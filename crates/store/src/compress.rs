@@ -313,6 +313,10 @@ impl<S: Store> Store for CompressedStore<S> {
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         self.inner.list().await
     }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        self.inner.list_page(after, limit).await
+    }
 }
 
 #[cfg(test)]

@@ -248,9 +248,27 @@ impl StoreConfig {
 
 /// Builds the configured stack. Connects to nothing that may be down:
 /// S3 and Redis are reached on first use.
+///
+/// Every stack built here checks what it reads against the digest: one
+/// configured without a `verify` layer (the coordinator's plain
+/// `dir = ...`, a bare `s3` table) gets one outermost. A disk that rots or a
+/// body cut short then surfaces as [`StoreError::Corrupt`], never as bytes
+/// handed on under a name they do not hash to.
 pub async fn build_store(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     config.validate()?;
-    Box::pin(build(config)).await
+    let store = Box::pin(build(config)).await?;
+    if config.verifies() { Ok(store) } else { Ok(Arc::new(VerifyingStore::new(store))) }
+}
+
+impl StoreConfig {
+    /// Whether some layer of the stack is a `verify` layer.
+    pub fn verifies(&self) -> bool {
+        match self {
+            StoreConfig::Verify { .. } => true,
+            StoreConfig::Filesystem { .. } | StoreConfig::S3(_) => false,
+            StoreConfig::Compress { inner, .. } | StoreConfig::ExistenceCache { inner, .. } => inner.verifies(),
+        }
+    }
 }
 
 async fn build(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
@@ -352,6 +370,30 @@ mod tests {
         assert_eq!(s3.endpoint.as_deref(), Some("http://10.0.0.1:9000"));
         assert_eq!(s3.secret_access_key.as_ref().unwrap().0, "secret");
         assert!(!format!("{c:?}").contains("secret\""), "secrets leak into Debug: {c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_plain_filesystem_store_from_configuration_refuses_a_corrupt_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::from_toml(&format!("[store]\ntype = \"filesystem\"\npath = {:?}\n", dir.path()), "t").unwrap();
+        assert!(!config.verifies());
+        let store = build_store(&config).await.unwrap();
+        let d = store.put_bytes(Bytes::from_static(b"hello world")).await.unwrap();
+        let path = FilesystemStore::open(dir.path()).await.unwrap().blob_path(&d);
+        std::fs::write(&path, b"hello w0rld").unwrap();
+        let err = store.get_bytes(d).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { digest, .. } if digest == d), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_plain_filesystem_store_refuses_a_truncated_ranged_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = build_store(&StoreConfig::Filesystem { path: dir.path().into() }).await.unwrap();
+        let d = store.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
+        let path = FilesystemStore::open(dir.path()).await.unwrap().blob_path(&d);
+        std::fs::write(&path, b"01234").unwrap();
+        let err = store.get_range_bytes(d, crate::ByteRange::new(2, 6)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { digest, .. } if digest == d), "{err:?}");
     }
 
     #[tokio::test]

@@ -100,6 +100,10 @@ impl<S: Store> Store for ExistenceCacheStore<S> {
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         self.inner.list().await
     }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        self.inner.list_page(after, limit).await
+    }
 }
 
 /// An in-process LRU of recently confirmed digests with a TTL: fast, private

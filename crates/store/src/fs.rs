@@ -5,7 +5,7 @@ use futures::StreamExt;
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
+use crate::{ByteRange, ByteStream, Digest, ListPage, ListedBlob, Store, StoreError, StoreResult};
 
 /// Blobs as files under a local directory: the embedded default, and a
 /// worker's local cache.
@@ -13,7 +13,15 @@ use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
 /// Layout: `ROOT/blobs/ab/cd/<digest>` (two levels of sharding keep
 /// directories small at millions of blobs) and `ROOT/tmp/` for writes in
 /// progress. A write goes to a temporary file, is synced, and is renamed into
-/// place, so a crash never leaves a partial blob under a real name.
+/// place, so a crash never leaves a partial blob under a real name. The
+/// directories the rename touched are then synced too: until they are, the
+/// new name lives only in the page cache, and a power loss after `put`
+/// returned could forget a blob the caller has already recorded (in a
+/// manifest, a cache head) as stored.
+///
+/// This store does not check what it reads against the digest: stacks built
+/// from configuration (see `build_store`) always put a `VerifyingStore` on
+/// top, which does.
 #[derive(Debug, Clone)]
 pub struct FilesystemStore {
     root: PathBuf,
@@ -88,9 +96,18 @@ impl Store for FilesystemStore {
         let tmp = self.write_temp(&digest, data).await?;
         let dest = self.blob_path(&digest);
         let parent = dest.parent().expect("blob path has a parent");
+        let blobs = self.root.join("blobs");
         let result = async {
-            fs::create_dir_all(parent).await?;
-            fs::rename(&tmp, &dest).await
+            let created = create_shard_dirs(&blobs, parent).await?;
+            fs::rename(&tmp, &dest).await?;
+            // The new name, then any shard directory made for it, in the
+            // directory that holds it: children before parents, so a
+            // directory entry that is durable never points at one that is not.
+            sync_dir(parent).await?;
+            for dir in created.iter().rev() {
+                sync_dir(dir.parent().expect("shard directories live under blobs/")).await?;
+            }
+            Ok::<_, std::io::Error>(())
         }
         .await;
         if let Err(e) = result {
@@ -130,6 +147,100 @@ impl Store for FilesystemStore {
             .await
             .map_err(|e| StoreError::io(None, "listing blobs", std::io::Error::other(e)))?
     }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+        let blobs = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || list_blobs_page(&blobs, after, limit.max(1)))
+            .await
+            .map_err(|e| StoreError::io(None, "listing blobs", std::io::Error::other(e)))?
+    }
+}
+
+/// Directory entries' names, sorted; a directory gone meanwhile is empty.
+fn sorted_names(dir: &Path) -> StoreResult<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(None, format!("listing {}", dir.display()), e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(None, format!("listing {}", dir.display()), e))?;
+        if let Some(n) = entry.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One page in name order. The shard directories are prefixes of the name,
+/// so walking them in order walks the names in order, and shards before
+/// `after`'s are skipped without being read.
+fn list_blobs_page(blobs: &Path, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+    let after_name = after.map(|d| d.to_string());
+    let after_shards = after_name.as_deref().map(|n| (n[0..2].to_owned(), n[2..4].to_owned()));
+    let mut page = ListPage::default();
+    for s1 in sorted_names(blobs)? {
+        if after_shards.as_ref().is_some_and(|(a1, _)| s1 < *a1) {
+            continue;
+        }
+        let dir1 = blobs.join(&s1);
+        for s2 in sorted_names(&dir1)? {
+            if after_shards.as_ref().is_some_and(|(a1, a2)| (&s1, &s2) < (a1, a2)) {
+                continue;
+            }
+            let dir2 = dir1.join(&s2);
+            for name in sorted_names(&dir2)? {
+                if after_name.as_ref().is_some_and(|a| name <= *a) {
+                    continue;
+                }
+                // Anything that does not parse as a digest is not ours.
+                let Ok(digest) = name.parse::<Digest>() else { continue };
+                let md = match std::fs::metadata(dir2.join(&name)) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(digest, "reading metadata", e)),
+                };
+                page.blobs.push(ListedBlob { digest, stored_bytes: md.len(), modified: md.modified().ok() });
+                if page.blobs.len() == limit {
+                    page.next_after = Some(digest);
+                    return Ok(page);
+                }
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// Creates the shard directories between `blobs` and `parent` that do not
+/// exist yet and returns them, outermost first.
+async fn create_shard_dirs(blobs: &Path, parent: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut dir = parent;
+    while dir != blobs && fs::metadata(dir).await.is_err() {
+        missing.push(dir.to_path_buf());
+        dir = dir.parent().expect("shard directories live under blobs/");
+    }
+    missing.reverse();
+    for d in &missing {
+        match fs::create_dir(d).await {
+            Ok(()) => {}
+            // Another put made it first and may not have synced it yet:
+            // it is synced below all the same.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
+}
+
+/// Makes a directory's entries durable (fsync on the directory itself).
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn list_blobs(blobs: &Path) -> StoreResult<Vec<Digest>> {
@@ -173,6 +284,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pages_through_every_blob_once_in_name_order_with_sizes_and_ages() {
+        let (_d, s) = store().await;
+        let mut digests = Vec::new();
+        for i in 0..25u32 {
+            digests.push(s.put_bytes(Bytes::from(vec![7u8; i as usize])).await.unwrap());
+        }
+        digests.sort_by(crate::listing_order);
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.list_page(after, 4).await.unwrap();
+            assert!(page.blobs.len() <= 4);
+            for b in &page.blobs {
+                assert_eq!(b.stored_bytes, b.digest.size());
+                assert!(b.modified.is_some());
+            }
+            seen.extend(page.blobs.iter().map(|b| b.digest));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        assert_eq!(seen, digests);
+    }
+
+    #[tokio::test]
     async fn serves_byte_ranges() {
         let (_d, s) = store().await;
         let digest = s.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
@@ -193,6 +330,49 @@ mod tests {
         assert!(s.put(digest, failing).await.is_err());
         assert_eq!(s.find_missing(&[digest]).await.unwrap(), vec![digest]);
         assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_off_by_a_crash_is_never_visible_and_is_cleaned_up_on_reopen() {
+        let (dir, s) = store().await;
+        let digest = Digest::of(b"0123456789");
+        // The writer stalls after half the bytes; dropping the put mid-way
+        // is what a crash looks like from the store's side.
+        let (half_written, wait) = tokio::sync::oneshot::channel::<()>();
+        let stalled = futures::stream::iter(vec![Ok(Bytes::from_static(b"01234"))])
+            .chain(futures::stream::once(async move {
+                let _ = half_written.send(());
+                futures::future::pending::<StoreResult<Bytes>>().await
+            }))
+            .boxed();
+        let writer = tokio::spawn({
+            let s = s.clone();
+            async move { s.put(digest, stalled).await }
+        });
+        wait.await.unwrap();
+        writer.abort();
+        assert!(writer.await.unwrap_err().is_cancelled());
+        assert_eq!(s.find_missing(&[digest]).await.unwrap(), vec![digest]);
+        assert!(s.list().await.unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1, "the partial write stays in tmp/");
+        let reopened = FilesystemStore::open(dir.path()).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(reopened.find_missing(&[digest]).await.unwrap(), vec![digest]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_puts_into_a_new_shard_all_land() {
+        let (_d, s) = store().await;
+        let blobs: Vec<Bytes> = (0..64u32).map(|i| Bytes::from(i.to_le_bytes().to_vec())).collect();
+        let puts = blobs.iter().cloned().map(|b| {
+            let s = s.clone();
+            tokio::spawn(async move { s.put_bytes(b).await })
+        });
+        let digests: Vec<Digest> = futures::future::join_all(puts).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert!(s.find_missing(&digests).await.unwrap().is_empty());
+        for (d, b) in digests.iter().zip(&blobs) {
+            assert_eq!(&s.get_bytes(*d).await.unwrap(), b);
+        }
     }
 
     #[tokio::test]

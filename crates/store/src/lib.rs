@@ -29,4 +29,4 @@ pub use redis_existence::RedisExistenceIndex;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store, Secret};
 pub use verify::VerifyingStore;
-pub use store::{ByteRange, ByteStream, Store, StoreExt, stream_from_bytes};
+pub use store::{ByteRange, ByteStream, ListPage, ListedBlob, Store, StoreExt, listing_order, stream_from_bytes};

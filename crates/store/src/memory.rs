@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -11,14 +12,14 @@ use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
 /// memory, so it is not offered in configuration.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    blobs: Mutex<HashMap<Digest, Bytes>>,
+    blobs: Mutex<HashMap<Digest, (Bytes, SystemTime)>>,
 }
 
 impl MemoryStore {
     /// Replaces a blob's stored bytes without any check: for tests that
     /// corrupt data on purpose.
     pub fn overwrite(&self, digest: Digest, data: Bytes) {
-        self.blobs.lock().unwrap().insert(digest, data);
+        self.blobs.lock().unwrap().insert(digest, (data, SystemTime::now()));
     }
 
     pub fn len(&self) -> usize {
@@ -42,12 +43,12 @@ impl Store for MemoryStore {
         while let Some(chunk) = data.next().await {
             buf.extend_from_slice(&chunk?);
         }
-        self.blobs.lock().unwrap().entry(digest).or_insert_with(|| buf.freeze());
+        self.blobs.lock().unwrap().entry(digest).or_insert_with(|| (buf.freeze(), SystemTime::now()));
         Ok(())
     }
 
     async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        let data = self.blobs.lock().unwrap().get(&digest).cloned().ok_or(StoreError::NotFound(digest))?;
+        let data = self.blobs.lock().unwrap().get(&digest).map(|b| b.0.clone()).ok_or(StoreError::NotFound(digest))?;
         let (start, end) = range.resolve(&digest, data.len() as u64)?;
         Ok(crate::stream_from_bytes(data.slice(start as usize..end as usize)))
     }
@@ -59,5 +60,19 @@ impl Store for MemoryStore {
 
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         Ok(self.blobs.lock().unwrap().keys().copied().collect())
+    }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        let blobs = self.blobs.lock().unwrap();
+        let mut all: Vec<crate::ListedBlob> = blobs
+            .iter()
+            .filter(|(d, _)| after.is_none_or(|a| crate::listing_order(d, &a).is_gt()))
+            .map(|(d, (data, at))| crate::ListedBlob { digest: *d, stored_bytes: data.len() as u64, modified: Some(*at) })
+            .collect();
+        all.sort_by(|a, b| crate::listing_order(&a.digest, &b.digest));
+        let more = all.len() > limit.max(1);
+        all.truncate(limit.max(1));
+        let next_after = if more { all.last().map(|b| b.digest) } else { None };
+        Ok(crate::ListPage { blobs: all, next_after })
     }
 }

@@ -255,7 +255,14 @@ impl S3Store {
     where
         E: std::error::Error + Send + Sync + 'static,
     {
-        let retryable = !matches!(err, SdkError::ServiceError(_) | SdkError::ConstructionFailure(_));
+        // The SDK has already retried what it could; what remains is still
+        // worth a later try when the server was the problem (5xx, throttling)
+        // or the network was, and not when the request itself was refused.
+        let retryable = match &err {
+            SdkError::ConstructionFailure(_) => false,
+            SdkError::ServiceError(_) => status(&err).is_some_and(|s| s >= 500 || s == 429 || s == 408),
+            _ => true,
+        };
         let target = match digest {
             Some(d) => format!("s3://{}/{}", self.config.bucket, self.key(d)),
             None => format!("s3://{}/{}", self.config.bucket, self.blob_prefix),
@@ -472,20 +479,83 @@ fn already_exists<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     status(err) == Some(412) || err.as_service_error().and_then(|e| e.code()) == Some("PreconditionFailed")
 }
 
-fn body_stream(digest: Digest, body: SdkBody) -> ByteStream {
-    futures::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
-        match body.next().await {
-            Some(Ok(chunk)) => Some((Ok(chunk), Some(body))),
-            Some(Err(e)) => Some((
-                Err(StoreError::Backend {
-                    backend: "s3",
-                    message: format!("reading blob {digest}: {}", error_chain(&e)),
-                    retryable: true,
-                }),
-                None,
-            )),
-            None => None,
+/// A GET's body, resumed where it broke off.
+///
+/// The SDK retries a request until its headers arrive; a body that breaks
+/// part way (a reset connection, a proxy that cuts it short) is past its
+/// reach. Blobs never change under their name, so the rest can be asked
+/// for with a range starting at the first byte not yet delivered, up to
+/// `max_attempts - 1` times per body. What the reader sees is the blob's
+/// bytes once each, in order, or an error; `VerifyingStore` above still
+/// checks the whole.
+struct Resuming {
+    store: S3Store,
+    digest: Digest,
+    body: Option<SdkBody>,
+    /// Offset in the stored object of the next byte to deliver.
+    next: u64,
+    /// One past the last byte this read covers; `None` when the server did
+    /// not say, and a broken body cannot be resumed.
+    end: Option<u64>,
+    resumes_left: u32,
+    backoff: Duration,
+}
+
+fn body_stream(store: &S3Store, digest: Digest, body: SdkBody, start: u64, len: Option<u64>) -> ByteStream {
+    let state = Resuming {
+        store: store.clone(),
+        digest,
+        body: Some(body),
+        next: start,
+        end: len.map(|l| start.saturating_add(l)),
+        resumes_left: store.config.max_attempts.saturating_sub(1),
+        backoff: Duration::from_millis(store.config.initial_backoff_ms),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let body = st.body.as_mut()?;
+            let failure = match body.next().await {
+                Some(Ok(chunk)) => {
+                    // Never more than the range: a server that sends extra is
+                    // cut off here and caught by the length checks above.
+                    st.next += chunk.len() as u64;
+                    return Some((Ok(chunk), st));
+                }
+                None => return None,
+                Some(Err(e)) => error_chain(&e),
+            };
+            let Some(end) = st.end else {
+                st.body = None;
+                let message = format!("reading blob {}: {failure} (length unknown, cannot resume)", st.digest);
+                return Some((Err(StoreError::Backend { backend: "s3", message, retryable: true }), st));
+            };
+            if st.next >= end {
+                // Everything arrived; the error came after the last byte.
+                return None;
+            }
+            if st.resumes_left == 0 {
+                st.body = None;
+                let message = format!("reading blob {}: {failure} (after {} resumed reads)", st.digest, st.store.config.max_attempts - 1);
+                return Some((Err(StoreError::Backend { backend: "s3", message, retryable: true }), st));
+            }
+            st.resumes_left -= 1;
+            tracing::warn!(blob = %st.digest, at = st.next, "s3 body broke off ({failure}); resuming with a ranged GET");
+            tokio::time::sleep(st.backoff).await;
+            st.backoff = (st.backoff * 2).min(Duration::from_millis(st.store.config.max_backoff_ms));
+            let range = format!("bytes={}-{}", st.next, end - 1);
+            let key = st.store.key(&st.digest);
+            match st.store.client.get_object().bucket(&st.store.config.bucket).key(key).range(range).send().await {
+                Ok(out) => st.body = Some(out.body),
+                Err(e) => {
+                    st.body = None;
+                    let err = if e.as_service_error().is_some_and(|s| s.is_no_such_key()) || status(&e) == Some(404) {
+                        StoreError::NotFound(st.digest)
+                    } else {
+                        st.store.error("GET (resuming)", Some(&st.digest), e)
+                    };
+                    return Some((Err(err), st));
+                }
+            }
         }
     })
     .boxed()
@@ -548,7 +618,8 @@ impl Store for S3Store {
                     range.resolve(&digest, total)?;
                     debug_assert!(range.offset + len <= total);
                 }
-                Ok(body_stream(digest, out.body))
+                let len = out.content_length().and_then(|l| u64::try_from(l).ok());
+                Ok(body_stream(self, digest, out.body, range.offset, len))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) || status(&e) == Some(404) => {
                 Err(StoreError::NotFound(digest))
@@ -573,6 +644,41 @@ impl Store for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| self.error("DELETE", Some(&digest), e))
+    }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        let limit = limit.clamp(1, 1000);
+        let mut start_after = after.map(|d| self.key(&d));
+        let mut page = crate::ListPage::default();
+        // Keys that are not digests are skipped; a page of only those is
+        // followed by the next, so a caller never mistakes it for the end.
+        loop {
+            let mut req = self.client.list_objects_v2().bucket(&self.config.bucket).prefix(&self.blob_prefix).max_keys(limit as i32);
+            if let Some(k) = &start_after {
+                req = req.start_after(k);
+            }
+            let out = req.send().await.map_err(|e| self.error("ListObjectsV2", None, e))?;
+            for obj in out.contents() {
+                let Some(digest) = obj.key().and_then(|k| k.strip_prefix(&self.blob_prefix)).and_then(|n| n.parse::<Digest>().ok()) else {
+                    continue;
+                };
+                let modified = obj.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                let stored_bytes = obj.size().unwrap_or(0).max(0) as u64;
+                page.blobs.push(crate::ListedBlob { digest, stored_bytes, modified });
+            }
+            let truncated = out.is_truncated().unwrap_or(false);
+            if !truncated {
+                return Ok(page);
+            }
+            if let Some(last) = page.blobs.last() {
+                page.next_after = Some(last.digest);
+                return Ok(page);
+            }
+            match out.contents().last().and_then(|o| o.key()) {
+                Some(k) => start_after = Some(k.to_owned()),
+                None => return Ok(page),
+            }
+        }
     }
 
     async fn list(&self) -> StoreResult<Vec<Digest>> {

@@ -43,6 +43,33 @@ impl ByteRange {
     }
 }
 
+/// One blob as a listing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedBlob {
+    pub digest: Digest,
+    /// Bytes the backend holds for it (compressed, when a compression
+    /// wrapper sits above): what deleting it frees.
+    pub stored_bytes: u64,
+    /// When the backend last wrote it, by the backend's clock. `None` when
+    /// the backend cannot say: a garbage collector must then treat the blob
+    /// as just written (and keep it).
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// A page of a listing, and where the next one starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub blobs: Vec<ListedBlob>,
+    /// Pass as `after` for the next page; `None` when this was the last.
+    pub next_after: Option<Digest>,
+}
+
+/// The order listings page in: by the digest's text form, which is the
+/// order of S3 keys and of file names.
+pub fn listing_order(a: &Digest, b: &Digest) -> std::cmp::Ordering {
+    a.to_string().cmp(&b.to_string())
+}
+
 /// The one interface every backend and wrapper implements.
 ///
 /// Kept deliberately small (NativeLink's lesson): anything richer, such as
@@ -71,6 +98,29 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Every digest held, for garbage collection. Order is unspecified.
     async fn list(&self) -> StoreResult<Vec<Digest>>;
+
+    /// Up to `limit` blobs whose names come after `after` in
+    /// [`listing_order`], with their stored size and age: how a collector
+    /// sweeps a store of any size in bounded memory.
+    ///
+    /// Wrappers must forward it. This default, for backends that have no
+    /// better way, lists everything on each call and reports no ages, so a
+    /// collector keeps every blob it finds this way.
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+        let mut all = self.list().await?;
+        all.sort_by(listing_order);
+        let start = match &after {
+            Some(a) => all.partition_point(|d| listing_order(d, a) != std::cmp::Ordering::Greater),
+            None => 0,
+        };
+        let blobs: Vec<ListedBlob> = all[start..]
+            .iter()
+            .take(limit.max(1))
+            .map(|d| ListedBlob { digest: *d, stored_bytes: d.size(), modified: None })
+            .collect();
+        let next_after = (start + blobs.len() < all.len()).then(|| blobs.last().map(|b| b.digest)).flatten();
+        Ok(ListPage { blobs, next_after })
+    }
 }
 
 #[async_trait::async_trait]
@@ -89,6 +139,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         (**self).list().await
+    }
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
+        (**self).list_page(after, limit).await
     }
 }
 

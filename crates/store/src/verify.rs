@@ -16,9 +16,13 @@ use crate::{ByteRange, ByteStream, Digest, Hasher, Store, StoreError, StoreResul
 ///   contract, a stream ending in an error is discarded entirely).
 /// * **ranged get**: a slice cannot be checked against the whole blob's hash
 ///   without reading the whole blob, which would defeat the point of a
-///   range. Ranged reads are passed through unchecked; their one consumer,
-///   the snapshot packs, names each piece it reads by its own digest and
-///   verifies it (`Digest::of(piece)`), which is both cheaper and finer.
+///   range. Its *length* can be, since the digest carries the blob's size:
+///   a slice that comes back shorter or longer than the range resolved
+///   against that size (a body cut short, a blob truncated on disk) ends in
+///   [`StoreError::Corrupt`]. The bytes themselves are checked by the one
+///   consumer of ranges, the snapshot packs, which names each piece it reads
+///   by its own digest and verifies it (`Digest::of(piece)`), which is both
+///   cheaper and finer.
 #[derive(Debug)]
 pub struct VerifyingStore<S> {
     inner: S,
@@ -89,6 +93,53 @@ fn checked(expected: Digest, data: ByteStream, on_mismatch: OnMismatch) -> ByteS
     .boxed()
 }
 
+/// Passes a ranged read through, holding back its last chunk until exactly
+/// `want` bytes have gone by; a stream that ends early or runs long ends in
+/// [`StoreError::Corrupt`] instead.
+fn exact_length(digest: Digest, want: u64, data: ByteStream) -> ByteStream {
+    struct State {
+        data: ByteStream,
+        seen: u64,
+        held: Option<Bytes>,
+        done: bool,
+    }
+    // The actual hash of a slice is unknown; the size says what went wrong.
+    let short = move |seen: u64| StoreError::Corrupt { digest, actual: Digest::new([0; 32], seen) };
+    futures::stream::unfold(State { data, seen: 0, held: None, done: false }, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.data.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => {
+                    st.seen += chunk.len() as u64;
+                    if st.seen > want {
+                        st.done = true;
+                        return Some((Err(short(st.seen)), st));
+                    }
+                    if let Some(prev) = st.held.replace(chunk) {
+                        return Some((Ok(prev), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.done = true;
+                    if st.seen != want {
+                        return Some((Err(short(st.seen)), st));
+                    }
+                    return st.held.take().map(|last| (Ok(last), st));
+                }
+            }
+        }
+    })
+    .fuse()
+    .boxed()
+}
+
 fn corrupt(digest: Digest, actual: Digest) -> StoreError {
     StoreError::Corrupt { digest, actual }
 }
@@ -108,8 +159,22 @@ impl<S: Store> Store for VerifyingStore<S> {
     }
 
     async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        let stream = self.inner.get(digest, range).await?;
-        if range.is_full() { Ok(checked(digest, stream, corrupt)) } else { Ok(stream) }
+        if range.is_full() {
+            let stream = self.inner.get(digest, range).await?;
+            return Ok(checked(digest, stream, corrupt));
+        }
+        // Refused against the size the name promises, before asking below.
+        let (start, end) = range.resolve(&digest, digest.size())?;
+        let stream = match self.inner.get(digest, range).await {
+            Ok(s) => s,
+            // In range for the blob its name describes, out of range for
+            // what is stored: the stored blob is not that blob.
+            Err(StoreError::InvalidRange { size, .. }) => {
+                return Err(StoreError::Corrupt { digest, actual: Digest::new([0; 32], size) });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(exact_length(digest, end - start, stream))
     }
 
     async fn delete(&self, digest: Digest) -> StoreResult<()> {
@@ -118,6 +183,10 @@ impl<S: Store> Store for VerifyingStore<S> {
 
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         self.inner.list().await
+    }
+
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
+        self.inner.list_page(after, limit).await
     }
 }
 
@@ -184,5 +253,25 @@ mod tests {
         let (_, s) = store();
         let d = s.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
         assert_eq!(s.get_range_bytes(d, ByteRange::new(2, 3)).await.unwrap(), &b"234"[..]);
+        assert_eq!(s.get_range_bytes(d, ByteRange { offset: 7, length: None }).await.unwrap(), &b"789"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_ranged_read_of_a_blob_shorter_than_its_name_says_is_corrupt() {
+        let (mem, s) = store();
+        let d = s.put_bytes(Bytes::from_static(b"0123456789")).await.unwrap();
+        mem.overwrite(d, Bytes::from_static(b"01234"));
+        let err = s.get_range_bytes(d, ByteRange::new(2, 6)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { digest, .. } if digest == d), "{err:?}");
+        let err = s.get_range_bytes(d, ByteRange { offset: 2, length: None }).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { digest, .. } if digest == d), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ranged_read_past_the_size_in_the_name_is_refused_without_asking_below() {
+        let (mem, s) = store();
+        let d = Digest::of(b"0123456789");
+        mem.overwrite(d, Bytes::from_static(b"0123456789 and more"));
+        assert!(matches!(s.get(d, ByteRange::new(8, 5)).await, Err(StoreError::InvalidRange { .. })));
     }
 }

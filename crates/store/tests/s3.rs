@@ -192,3 +192,28 @@ async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
     assert!(err.to_string().contains("GET") && err.to_string().contains(&d.to_string()), "unclear error: {err}");
     assert_eq!(s.get_bytes(d).await.unwrap(), &b"frozen"[..]);
 }
+
+#[tokio::test]
+async fn pages_through_every_blob_once_in_name_order_with_sizes_and_ages() {
+    let s = store().await;
+    let mut digests = Vec::new();
+    for i in 0..7u64 {
+        digests.push(s.put_bytes(common::data(10 + i as usize, i)).await.unwrap());
+    }
+    digests.sort_by(rbk_store::listing_order);
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = s.list_page(after, 3).await.unwrap();
+        assert!(page.blobs.len() <= 3);
+        for b in &page.blobs {
+            assert_eq!(b.stored_bytes, b.digest.size());
+            assert!(b.modified.is_some(), "S3 reports LastModified");
+        }
+        seen.extend(page.blobs.iter().map(|b| b.digest));
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(seen, digests);
+}

@@ -5,6 +5,10 @@
 //! panics at once with the name of the service and the command that starts
 //! it: never a hang, never a silent skip.
 
+pub mod faults;
+
+pub use faults::{FaultCounts, FaultPolicy, FaultProxy};
+
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
