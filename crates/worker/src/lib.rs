@@ -9,7 +9,6 @@
 //! The worker knows nothing about Dockerfiles: the coordinator maps build
 //! graph nodes onto [`Step`]s.
 
-pub mod bench;
 pub mod copy;
 mod error;
 pub mod execute;

@@ -39,10 +39,8 @@ pub struct RaftBenchArgs {
     fsync_probe: bool,
 }
 
-#[path = "bench_raft_soak.rs"]
 mod soak;
 
-#[path = "bench_raft_fsync.rs"]
 mod fsync;
 
 fn free_port() -> anyhow::Result<u16> {
