@@ -2,7 +2,8 @@
 # The chart tests' tools, in their own virtualenv ($RBK_DEV_DIR/helm-venv,
 # default .rbk-dev/helm-venv): helm-python-sdk (Helm's Go library behind a C
 # ABI, shipped in the wheel: no helm binary is downloaded), kubernetes-validate
-# (the Kubernetes OpenAPI schemas, shipped in the wheel) and pytest. Nothing
+# (the Kubernetes OpenAPI schemas, shipped in the wheel), pytest and promtool
+# (unpacked from Debian's prometheus package). Nothing
 # here needs a cluster or the network after installation. Idempotent: prints
 # the venv's directory.
 set -euo pipefail
@@ -21,5 +22,20 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q "${want[@]}" >&2
   "$venv/bin/python" -c 'import helm_python, kubernetes_validate; helm_python.helm_sdk_version()' >&2
   touch "$stamp"
+fi
+# promtool (Debian's prometheus package) checks and unit-tests the chart's
+# alert rules. Only the binary is unpacked into the venv: installing the
+# package would start a Prometheus server where systemd runs.
+if [ ! -x "$venv/bin/promtool" ]; then
+  if command -v promtool >/dev/null; then
+    ln -sf "$(command -v promtool)" "$venv/bin/promtool"
+  else
+    echo "helm-tools: unpacking promtool from Debian's prometheus package into $venv/bin" >&2
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download prometheus >&2) || { echo "helm-tools: apt-get download prometheus failed (run apt-get update?)" >&2; exit 1; }
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    install -m 0755 "$tmp/root/usr/bin/promtool" "$venv/bin/promtool"
+  fi
 fi
 echo "$venv"

@@ -1,38 +1,72 @@
 #!/usr/bin/env bash
-# The README's main demo on the embedded default (no servers): build on
-# worker A, then on a fresh worker B that shares only the content store and
-# the embedded coordinator state, and watch the cache mount arrive warm.
-# Then the same on a farm: `rbk coordinator` and two `rbk worker` processes
-# (filesystem store, started and stopped by this script), `rbk submit`.
-# Usage: examples/demo/run.sh [RBK_BINARY]   (root: runc and overlayfs)
+# The README's main demo: a warm pip cache follows a build to a fresh machine.
+#
+# The pip step of ./Dockerfile compiles source-only packages into wheels and
+# keeps them in its cache mount. The demo runs it three times, first with
+# `rbk build` (the embedded default, no servers), then on a farm of processes
+# this script starts itself (`rbk coordinator`, `rbk worker` a and b,
+# `rbk submit`; filesystem store):
+#   1. worker A, cold: pip downloads and compiles every wheel;
+#   2. worker A, warm: a changed requirements comment re-runs the step, and
+#      the wheels come from A's cache mount;
+#   3. worker B, fresh (an empty state dir sharing only the store and the
+#      coordinator): the step runs again and the cache arrives from the store.
+# It prints a table and fails unless B used the cache (no wheel rebuilt).
+#
+# Usage: examples/demo/run.sh [RBK_BINARY]     (root: runc, overlayfs, and
+# debootstrap for the base on first use, cached under .rbk-dev/bases)
+# env: RBK_DEMO_DIR (scratch dir, default a new temp dir)
 set -euo pipefail
 rbk=$(realpath "${1:-./target/release/rbk}")
 here=$(dirname "$(realpath "$0")")
+repo=$(cd "$here/../.." && pwd)
 work=${RBK_DEMO_DIR:-$(mktemp -d)}
-busybox=$(command -v busybox) || { echo "demo: needs a static busybox on PATH (deploy/dev/setup.sh installs it)" >&2; exit 1; }
+mkdir -p "$work"
+say() { echo "demo: $*" >&2; }
+die() { say "$*"; exit 1; }
+[ -x "$rbk" ] || die "no rbk binary at $rbk (cargo build --release -p rbk)"
+
+say "the python base (debootstrap on first use, then cached)"
+base=$(RBK="$rbk" "$repo/deploy/dev/base-image.sh" python)
 ctx=$work/context
-mkdir -p "$ctx"
-cp "$here/Dockerfile" "$here/hello.txt" "$ctx/"
-cp "$busybox" "$ctx/busybox"
-build() { "$rbk" build --state-dir "$work/state" -t rbk-demo:latest "$@" "$ctx" 2>&1; }
+rm -rf "$ctx" && mkdir -p "$ctx"
+cp "$here/Dockerfile" "$here/requirements.txt" "$here/app.py" "$ctx/"
 
-echo "== 1. worker A, cold: every step runs"
-build --worker-dir "$work/worker-a" --progress=plain
-echo
-echo "== 2. worker A again, nothing changed: every step CACHED"
-build --worker-dir "$work/worker-a"
-echo
-echo "== 3. worker B, fresh (empty local dir): layers come from the store, still all CACHED"
-build --worker-dir "$work/worker-b"
-echo
-echo "== 4. worker B with --no-cache: the RUN runs, and its cache mount arrives warm from the store"
-build --worker-dir "$work/worker-b" --no-cache --progress=plain -o type=oci,dest="$work/rbk-demo.tar" | tee "$work/b.log"
-grep -q "cache holds 1 earlier run(s)" "$work/b.log" || { echo "demo: the cache did not arrive warm on worker B" >&2; exit 1; }
-echo
-echo "demo: worker B's cache mount held worker A's run; image written to $work/rbk-demo.tar"
+rows=()
+# run LABEL LOG CMD...: one build with a new requirements comment (so the pip
+# step runs again, on whatever its cache mount holds); records a table row.
+run() {
+  local label=$1 out=$2; shift 2
+  sed -i '/^# demo run:/d' "$ctx/requirements.txt"
+  echo "# demo run: $label" >>"$ctx/requirements.txt"
+  echo
+  echo "== $label"
+  local t0 t1
+  t0=$(date +%s.%N)
+  if ! "$@" "$ctx" >"$out" 2>&1; then cat "$out"; die "$label failed (log: $out)"; fi
+  t1=$(date +%s.%N)
+  grep -E 'Building wheel for .*started|Using cached .*-linux_[a-z0-9_]+\.whl|cache: .* restored' "$out" | sed 's/^/  /' || true
+  local built cached restored
+  built=$( (grep -oE 'Building wheel for [A-Za-z0-9_.-]+' "$out" || true) | sort -u | wc -l)
+  cached=$( (grep -oE 'Using cached [^ ]*-linux_[a-z0-9_]+\.whl' "$out" || true) | sort -u | wc -l)
+  restored=$( (grep -oE 'cache: [^)]* restored' "$out" || true) | head -1 | sed 's/cache: //; s/ restored//')
+  rows+=("$(printf '%-32s %7.1f s %12s %17s %14s' "$label" "$(awk "BEGIN{print $t1-$t0}")" "$built" "$cached" "${restored:--}")")
+  echo "$built $cached" >"$out.counts"
+}
+built() { cut -d' ' -f1 "$1.counts"; }
+from_cache() { cut -d' ' -f2 "$1.counts"; }
 
-echo
-echo "== 5. the same on a farm: a coordinator and two worker processes on this machine"
+# --- 1-3 with rbk build: one process, the embedded coordinator and store.
+state=$work/state
+build() { # WORKER_DIR CONTEXT
+  "$rbk" build --progress=plain --state-dir "$state" --worker-dir "$1" \
+    --base-image "python-base=$base" -t rbk-demo:latest "$2"
+}
+run "rbk build: worker A, cold" "$work/a-cold.log" build "$work/worker-a"
+run "rbk build: worker A, warm" "$work/a-warm.log" build "$work/worker-a"
+run "rbk build: worker B, fresh" "$work/b-fresh.log" build "$work/worker-b"
+
+# --- 1-3 on a farm of processes on this machine.
 farm=$work/farm
 mkdir -p "$farm"
 tenant=demo-tenant-$RANDOM$RANDOM worker_token=demo-worker-$RANDOM$RANDOM
@@ -49,24 +83,36 @@ for _ in $(seq 1 100); do
   [ -n "$addr" ] && break
   sleep 0.1
 done
-[ -n "$addr" ] || { echo "demo: the coordinator did not start; see $farm/coordinator.log" >&2; cat "$farm/coordinator.log" >&2; exit 1; }
+[ -n "$addr" ] || { cat "$farm/coordinator.log" >&2; die "the coordinator did not start"; }
 export RBK_COORDINATOR=http://$addr RBK_TOKEN=$tenant
-worker() { # id: a worker with its own, empty state dir
+worker() { # ID: a worker process with its own, empty state dir
   "$rbk" worker --token "$worker_token" --id "$1" --state-dir "$farm/worker-$1" >"$farm/worker-$1.log" 2>&1 &
   pids+=($!)
   echo $! >"$farm/worker-$1.pid"
 }
-submit() { "$rbk" submit --client-dir "$farm/client" -t rbk-demo:latest "$@" "$ctx" 2>&1; }
-
-echo "-- worker a joins; rbk submit: every step runs on a"
+submit() { # CONTEXT
+  "$rbk" submit --progress=plain --client-dir "$farm/client" \
+    --base-image "python-base=$base" -t rbk-demo:latest -o "type=oci,dest=$work/rbk-demo.tar" "$1"
+}
 worker a
-submit --progress=plain | tee "$work/farm-a.log"
-kill -TERM "$(cat "$farm/worker-a.pid")"   # drains and exits
+run "farm: worker a, cold" "$work/farm-a-cold.log" submit
+run "farm: worker a, warm" "$work/farm-a-warm.log" submit
+kill -TERM "$(cat "$farm/worker-a.pid")" # drains and exits
 wait "$(cat "$farm/worker-a.pid")" || true
-echo
-echo "-- worker a leaves, worker b (empty state dir) joins; --no-cache: the RUN runs on b, its cache mount restored from the store"
 worker b
-submit --no-cache --progress=plain -o type=oci,dest="$work/rbk-demo-farm.tar" | tee "$work/farm-b.log"
-grep -q "cache holds 1 earlier run(s)" "$work/farm-b.log" || { echo "demo: the cache did not follow the build to worker b" >&2; exit 1; }
+run "farm: worker b, fresh (a left)" "$work/farm-b-fresh.log" submit
+
 echo
-echo "demo: on the farm too, worker b's cache mount held worker a's run; image written to $work/rbk-demo-farm.tar"
+echo "rbk demo: pip with a cache mount, the same requirements each run ($(date -u +%F), $(nproc) cores)"
+printf '%-32s %9s %12s %17s %14s\n' "run" "wall" "wheels built" "wheels from cache" "cache restored"
+printf '%s\n' "${rows[@]}"
+echo "(logs and the image, $work/rbk-demo.tar, in $work)"
+
+[ "$(built "$work/a-cold.log")" -gt 0 ] || die "worker A's cold run compiled no wheel: the demo shows nothing"
+for b in a-warm b-fresh farm-a-warm farm-b-fresh; do
+  [ "$(built "$work/$b.log")" -eq 0 ] || die "$b rebuilt wheels: its cache mount did not arrive warm (log: $work/$b.log)"
+  [ "$(from_cache "$work/$b.log")" -gt 0 ] || die "$b took no wheel from pip's cache (log: $work/$b.log)"
+done
+grep -q 'cache: .* restored' "$work/b-fresh.log" || die "worker B restored nothing from the store (log: $work/b-fresh.log)"
+grep -q 'cache: .* restored' "$work/farm-b-fresh.log" || die "farm worker b restored nothing from the store (log: $work/farm-b-fresh.log)"
+echo "demo: worker B compiled no wheel: the pip cache followed the build from A through the store"

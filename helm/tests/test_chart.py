@@ -17,6 +17,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import json
 import os
 import pathlib
 import queue
@@ -47,18 +48,36 @@ except ImportError as e:  # pragma: no cover - the message is the point
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "rbk"
 HA_VALUES = yaml.safe_load((CHART / "ci" / "ha-values.yaml").read_text())
+GITOPS_VALUES = yaml.safe_load((CHART / "ci" / "gitops-values.yaml").read_text())
+AUTOSCALED_VALUES = yaml.safe_load((CHART / "ci" / "autoscaled-values.yaml").read_text())
 # The newest Kubernetes kubernetes-validate ships schemas for.
 KUBE_VERSION = kubernetes_validate.utils.latest_version()
 RELEASE = "farm"
 NAMESPACE = "build"
 # Objects of CRDs kubernetes-validate has no schema for, checked by hand below.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+             ("keda.sh/v1alpha1", "ScaledObject")}
+
+
+def offline(values: dict | None) -> dict:
+    """`values` with auth.generateOffline on unless it or an existing Secret
+    is given: these renders have no cluster, and the chart refuses to
+    generate tokens without one unless told to (see the GitOps tests)."""
+    values = copy.deepcopy(values or {})
+    auth = values.setdefault("auth", {})
+    if not auth.get("existingSecret"):
+        auth.setdefault("generateOffline", True)
+    return values
+
+
+def render_manifests(values: dict | None) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(values: dict | None = None) -> list[dict]:
-    """Every object the chart renders for `values`, in template order."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    """Every object the chart renders for `values` (offline), in template order."""
+    manifests = render_manifests(offline(values))
     objects = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
@@ -88,12 +107,15 @@ def with_values(base: dict, **paths) -> dict:
     return values
 
 
-VALUE_SETS = {"default": {}, "ha": HA_VALUES}
+# minimal: the defaults (tokens generated); ha: three coordinators, TLS,
+# a cert-manager Ingress; gitops: existingSecret, Ingress TLS for the public
+# host only, alerts and dashboard; autoscaled: KEDA-scaled workers.
+VALUE_SETS = {"default": {}, "ha": HA_VALUES, "gitops": GITOPS_VALUES, "autoscaled": AUTOSCALED_VALUES}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_chart_lints_clean_in_strict_mode(name):
-    report = helm.lint(CHART, values=VALUE_SETS[name], strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    report = helm.lint(CHART, values=offline(VALUE_SETS[name]), strict=True, kube_version=f"v{KUBE_VERSION}.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     assert not problems, problems
 
@@ -160,7 +182,7 @@ def test_coordinators_are_a_statefulset_of_the_requested_size(replicas):
 @pytest.mark.parametrize("replicas,max_unavailable", [(3, 1), (5, 2)])
 def test_the_disruption_budget_keeps_a_majority(replicas, max_unavailable):
     objects = render({"coordinator": {"replicas": replicas}})
-    pdb = one(objects, "PodDisruptionBudget")
+    pdb = one(objects, "PodDisruptionBudget", "-coordinator")
     assert pdb["spec"]["maxUnavailable"] == max_unavailable
     assert replicas - max_unavailable > replicas // 2
     sts = one(objects, "StatefulSet", "-coordinator")
@@ -177,7 +199,7 @@ def test_voters_prefer_different_nodes_unless_affinity_is_given():
 
 
 def test_a_single_coordinator_gets_no_disruption_budget():
-    assert not [o for o in render({}) if o["kind"] == "PodDisruptionBudget"]
+    assert not [o for o in render({}) if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"].endswith("-coordinator")]
 
 
 def coordinator_configs(objects: list[dict]) -> dict[str, dict]:
@@ -388,7 +410,8 @@ def test_irsa_annotations_land_on_the_service_account_both_workloads_use():
 
 
 def test_tls_from_a_secret_terminates_at_the_ingress_and_is_mounted():
-    objects = render(HA_VALUES)
+    # Without an Ingress TLS list of its own, the Ingress uses the coordinators' certificate.
+    objects = render(with_values(HA_VALUES, coordinator__ingress__tls=[]))
     ingress = one(objects, "Ingress")
     assert ingress["spec"]["tls"] == [{"hosts": ["rbk.build.internal"], "secretName": "rbk-grpc-tls"}]
     volumes = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["volumes"]
@@ -686,3 +709,406 @@ def test_the_readiness_probe_passes_once_the_node_is_a_raft_member(tmp_path):
         assert done.returncode == 0, done.stderr
         assert probe_exit(4).returncode != 0, "node 5 is not a member, yet it reads as ready"
     assert probe_exit(0).returncode != 0, "ready with the coordinator gone"
+
+
+# Conventions operators expect of a chart (issue #24): escape hatches,
+# Ingress TLS of its own, GitOps-safe tokens, probes and budgets for
+# workers, autoscaling, alerts and a dashboard.
+
+def notes(values: dict | None = None) -> str:
+    return next(text for path, text in render_manifests(offline(values)).items() if path.endswith("NOTES.txt"))
+
+
+def coordinator_pod(objects: list[dict]) -> dict:
+    return one(objects, "StatefulSet", "-coordinator")["spec"]["template"]
+
+
+def role_pod(objects: list[dict], role: str) -> dict:
+    return coordinator_pod(objects) if role == "coordinator" else one(objects, "Deployment", "-worker")["spec"]["template"]
+
+
+def test_rendering_without_a_cluster_refuses_to_generate_tokens():
+    with pytest.raises(helm.HelmError) as refused:
+        render_manifests({})
+    message = str(refused.value)
+    assert "rendering without a cluster" in message
+    assert "auth.existingSecret" in message and "auth.generateOffline=true" in message
+
+
+def test_gitops_renders_are_identical_and_create_no_token_secret():
+    first, second = render_manifests(GITOPS_VALUES), render_manifests(GITOPS_VALUES)
+    assert first == second, "two renders of the same values differ: a GitOps tool would see drift on every sync"
+    objects = render(GITOPS_VALUES)
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    env = {e["name"]: e for e in worker_pod(objects)["containers"][0]["env"]}
+    assert env["RBK_WORKER_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "rbk-tokens"
+
+
+def test_generated_tokens_are_opt_in_offline():
+    secret = one(render({"auth": {"generateOffline": True}}), "Secret", "-tokens")
+    assert len(secret["stringData"]["worker-token"]) >= 16
+
+
+def test_the_ingress_serves_tls_for_the_public_host_while_coordinators_speak_h2c():
+    values = {"coordinator": {"ingress": {"enabled": True, "host": "rbk.example.com",
+                                          "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                                          "tls": [{"hosts": ["rbk.example.com"], "secretName": "rbk-public-tls"}]}}}
+    objects = render(values)
+    ingress = one(objects, "Ingress")
+    assert ingress["spec"]["tls"] == [{"hosts": ["rbk.example.com"], "secretName": "rbk-public-tls"}]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert all("tls" not in c for c in coordinator_configs(objects).values())
+    assert "from outside, https://rbk.example.com." in notes(values)
+
+
+def test_with_backend_tls_the_ingress_re_encrypts():
+    annotations = one(render(with_values(HA_VALUES, coordinator__ingress__annotations={})), "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+
+
+def test_the_ha_example_keeps_the_public_certificate_apart_from_the_coordinators():
+    """cert-manager's ingress-shim writes the Ingress's secretName: were it
+    the coordinators' Secret, it would replace their certificate with one
+    naming only the public host."""
+    ingress = one(render(HA_VALUES), "Ingress")
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "internal-ca"
+    assert [t["secretName"] for t in ingress["spec"]["tls"]] == ["rbk-public-tls"] != [HA_VALUES["tls"]["existingSecret"]]
+
+
+def test_ingress_nginx_gets_no_body_limit_and_long_stream_timeouts():
+    annotations = one(render({"coordinator": {"ingress": {"enabled": True}}}), "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+
+
+def test_the_operators_ingress_annotations_win_over_the_nginx_defaults():
+    values = {"coordinator": {"ingress": {"enabled": True, "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "512m"}}}}
+    annotations = one(render(values), "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "512m"
+
+
+def test_the_nginx_defaults_can_be_turned_off():
+    ingress = one(render({"coordinator": {"ingress": {"enabled": True, "nginx": {"enabled": False}}}}), "Ingress")
+    assert "annotations" not in ingress["metadata"]
+
+
+def test_an_ingress_without_tls_says_http_and_warns():
+    text = notes({"coordinator": {"ingress": {"enabled": True, "host": "rbk.example.com"}}})
+    assert "from outside, http://rbk.example.com." in text
+    assert "The Ingress has no TLS" in text
+
+
+@pytest.mark.parametrize("tls,app_protocol", [(False, "kubernetes.io/h2c"), (True, None)])
+def test_the_service_declares_h2c_only_without_tls(tls, app_protocol):
+    values = {"tls": {"enabled": True, "existingSecret": "rbk-grpc-tls"}} if tls else {}
+    port = one(render(values), "Service", "-coordinator")["spec"]["ports"][0]
+    assert port.get("appProtocol") == app_protocol
+
+
+@pytest.mark.parametrize("role", ["coordinator", "worker"])
+def test_log_level_and_format_reach_both_roles(role):
+    pod = role_pod(render({"log": {"level": "info,rbk_coordinator=debug", "format": "json"}}), role)
+    env = pod["spec"]["containers"][0]["env"]
+    assert {"name": "RBK_LOG", "value": "info,rbk_coordinator=debug"} in env
+    assert {"name": "RBK_LOG_FORMAT", "value": "json"} in env
+
+
+@pytest.mark.parametrize("role", ["coordinator", "worker"])
+def test_extra_env_volumes_and_mounts_are_added_to_the_pod(role):
+    extras = {"extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+              "extraEnvFrom": [{"configMapRef": {"name": "proxy-env"}}],
+              "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corp-ca"}}],
+              "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corp", "readOnly": True}]}
+    pod = role_pod(render({role: extras}), role)["spec"]
+    container = pod["containers"][0]
+    assert extras["extraEnv"][0] in container["env"]
+    assert container["envFrom"] == extras["extraEnvFrom"]
+    assert extras["extraVolumes"][0] in pod["volumes"]
+    assert extras["extraVolumeMounts"][0] in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("role", ["coordinator", "worker"])
+def test_pod_labels_and_priority_class_are_set_without_touching_the_selector(role):
+    objects = render({role: {"podLabels": {"team": "build"}, "priorityClassName": "rbk-critical"}})
+    pod = role_pod(objects, role)
+    assert pod["metadata"]["labels"]["team"] == "build"
+    assert pod["spec"]["priorityClassName"] == "rbk-critical"
+    kind = "StatefulSet" if role == "coordinator" else "Deployment"
+    assert "team" not in one(objects, kind, f"-{role}")["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("role", ["coordinator", "worker"])
+def test_topology_spread_gets_the_roles_selector_when_none_is_given(role):
+    constraint = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+    objects = render({role: {"topologySpreadConstraints": [constraint]}})
+    kind = "StatefulSet" if role == "coordinator" else "Deployment"
+    rendered = role_pod(objects, role)["spec"]["topologySpreadConstraints"]
+    assert rendered == [dict(constraint, labelSelector={"matchLabels": one(objects, kind, f"-{role}")["spec"]["selector"]["matchLabels"]})]
+
+
+@pytest.mark.parametrize("role", ["coordinator", "worker"])
+def test_node_placement_applies_to_each_role_separately(role):
+    placement = {"nodeSelector": {"pool": role}, "tolerations": [{"key": "builds", "operator": "Exists"}],
+                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                     {"matchExpressions": [{"key": "pool", "operator": "In", "values": [role]}]}]}}}}
+    objects = render({role: placement})
+    spec = role_pod(objects, role)["spec"]
+    assert (spec["nodeSelector"], spec["tolerations"], spec["affinity"]) == (
+        placement["nodeSelector"], placement["tolerations"], placement["affinity"])
+    other = role_pod(objects, "worker" if role == "coordinator" else "coordinator")["spec"]
+    assert "nodeSelector" not in other and "tolerations" not in other
+
+
+def test_workers_take_a_pod_security_context():
+    pod = worker_pod(render({"worker": {"podSecurityContext": {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"}}}))
+    assert pod["securityContext"] == {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def test_the_workers_emptydir_is_requested_as_ephemeral_storage():
+    resources = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 80}}}))["containers"][0]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "80Gi"
+    assert resources["requests"]["cpu"] == "1", "the other default requests stay"
+
+
+def test_an_ephemeral_storage_request_given_is_kept():
+    values = {"worker": {"resources": {"requests": {"cpu": "2", "ephemeral-storage": "60Gi"}}}}
+    requests = worker_pod(render(values))["containers"][0]["resources"]["requests"]
+    assert (requests["cpu"], requests["ephemeral-storage"]) == ("2", "60Gi")
+
+
+def test_a_host_path_worker_requests_no_ephemeral_storage():
+    resources = worker_pod(render({"worker": {"localStorage": {"type": "hostPath"}}}))["containers"][0]["resources"]
+    assert "ephemeral-storage" not in resources["requests"]
+
+
+def test_worker_probes_ask_the_metrics_endpoint():
+    container = worker_pod(render({}))["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    assert {p["name"] for p in container["ports"]} == {"metrics"}
+    bare = worker_pod(render({"metrics": {"enabled": False}}))["containers"][0]
+    assert "readinessProbe" not in bare and "livenessProbe" not in bare
+
+
+def test_workers_have_a_disruption_budget():
+    objects = render({})
+    pdb = one(objects, "PodDisruptionBudget", "-worker")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == one(objects, "Deployment", "-worker")["spec"]["selector"]["matchLabels"]
+    assert not [o for o in render({"worker": {"pdb": {"enabled": False}}}) if o["metadata"]["name"].endswith("-worker")
+                and o["kind"] == "PodDisruptionBudget"]
+
+
+def test_autoscaled_workers_follow_queue_depth_through_keda():
+    objects = render(AUTOSCALED_VALUES)
+    scaled = one(objects, "ScaledObject")
+    deployment = one(objects, "Deployment", "-worker")
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (0, 20)
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"] == (
+        'max(rbk_queue_depth{namespace="build",container="coordinator"})'
+        ' + max(rbk_steps_running{namespace="build",container="coordinator"})')
+    assert trigger["metadata"]["threshold"] == "4", "one worker per maxParallel steps of demand"
+    assert not [o for o in render({}) if o["kind"] == "ScaledObject"], "off by default"
+
+
+def test_autoscaling_a_daemonset_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"worker": {"kind": "DaemonSet", "autoscaling": {"enabled": True}}})
+    assert "worker.autoscaling needs worker.kind Deployment" in str(refused.value)
+
+
+def test_autoscaling_with_max_below_min_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"worker": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}})
+    assert "maxReplicas (2) is below minReplicas (5)" in str(refused.value)
+
+
+@pytest.mark.parametrize("feature,values", [
+    ("metrics.prometheusRule needs metrics.enabled", {"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}}),
+    ("worker.autoscaling needs metrics.enabled", {"metrics": {"enabled": False}, "worker": {"autoscaling": {"enabled": True}}}),
+])
+def test_what_reads_the_metrics_is_refused_without_them(feature, values):
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    assert feature in str(refused.value)
+
+
+def documented_metrics() -> set[str]:
+    text = (REPO / "docs" / "metrics.md").read_text()
+    return set(re.findall(r"`(rbk_[a-z_]+)`", text))
+
+
+def metric_names(expr: str) -> set[str]:
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\brbk_[a-z_]+", expr)}
+
+
+def prometheus_rule(values: dict | None = None) -> dict:
+    return one(render(with_values(values or {}, metrics__prometheusRule__enabled=True)), "PrometheusRule")
+
+
+def promtool() -> str:
+    """The promtool deploy/dev/helm-tools.sh puts beside the venv's python,
+    else one on PATH."""
+    import shutil
+    beside = pathlib.Path(sys.executable).parent / "promtool"
+    path = str(beside) if beside.exists() else shutil.which("promtool")
+    if not path:
+        pytest.fail("promtool is missing: deploy/dev/helm-tools.sh unpacks it from Debian's prometheus package")
+    return path
+
+
+@pytest.mark.parametrize("name", ["default", "ha"])
+def test_the_prometheus_rules_pass_promtool(name, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rule(with_values(VALUE_SETS[name], metrics__prometheusRule__workerDiskUsageMetric="ephemeral_storage_pod_usage"))["spec"]))
+    done = subprocess.run([promtool(), "check", "rules", rules], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 8 rules found" in done.stdout, done.stdout
+
+
+def test_the_alerts_cover_what_operators_page_on():
+    alerts = {r["alert"] for g in prometheus_rule()["spec"]["groups"] for r in g["rules"]}
+    assert {"RbkNoRaftLeader", "RbkRaftFollowerLagging", "RbkQueueGrowing", "RbkStepFailureRateHigh", "RbkS3Errors",
+            "RbkWorkerEvicted", "RbkWorkersGone"} <= alerts
+
+
+def test_the_alerts_use_only_metrics_rbk_exports():
+    exported = documented_metrics()
+    for group in prometheus_rule()["spec"]["groups"]:
+        for rule in group["rules"]:
+            unknown = metric_names(rule["expr"]) - exported
+            assert not unknown, f"{rule['alert']}: {sorted(unknown)} are not in docs/metrics.md"
+
+
+def test_no_leader_fires_only_once_no_coordinator_leads(tmp_path):
+    """Quiet while a coordinator leads (a worker's rbk_raft_is_leader 0
+    beside it), firing 2 minutes after none does (promtool test rules)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rule()["spec"]))
+    coordinator = 'rbk_raft_is_leader{namespace="build",container="coordinator",pod="farm-rbk-coordinator-0"}'
+    worker = 'rbk_raft_is_leader{namespace="build",container="worker",pod="farm-rbk-worker-a"}'
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            # The coordinator leads for 10 minutes, then loses leadership.
+            "input_series": [{"series": coordinator, "values": "1x10 0x10"}, {"series": worker, "values": "0x20"}],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "RbkNoRaftLeader", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "RbkNoRaftLeader",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical"}, "exp_annotations": prometheus_rule()["spec"]["groups"][0]["rules"][0]["annotations"]}]},
+            ],
+        }],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    done = subprocess.run([promtool(), "test", "rules", tmp_path / "test.yaml"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_rule_labels_let_a_prometheus_select_it():
+    rule = prometheus_rule({"metrics": {"prometheusRule": {"labels": {"release": "prometheus"}}}})
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert not [o for o in render({}) if o["kind"] == "PrometheusRule"], "off by default"
+
+
+def test_a_custom_matcher_selects_the_coordinators_series():
+    rule = prometheus_rule({"metrics": {"coordinatorMatcher": 'job="rbk-coordinators"'}})
+    no_leader = rule["spec"]["groups"][0]["rules"][0]
+    assert no_leader["expr"] == 'sum(rbk_raft_is_leader{job="rbk-coordinators"}) < 1'
+
+
+def test_the_grafana_dashboard_is_a_labelled_config_map_of_rbk_metrics():
+    objects = render({"metrics": {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "rbk"}}}})
+    config_map = one(objects, "ConfigMap", "-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "rbk"}
+    dashboard = json.loads(config_map["data"]["rbk.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    exported = documented_metrics()
+    for expr in exprs:
+        assert metric_names(expr) and metric_names(expr) <= exported, expr
+    assert not [o for o in render({}) if o["metadata"]["name"].endswith("-dashboard")], "off by default"
+
+
+# Every new value, refused when wrong (the schema stays strict).
+NEW_BAD_VALUES = {
+    "an unknown log format": ({"log": {"format": "xml"}}, "format"),
+    "an empty log level": ({"log": {"level": ""}}, "level"),
+    "generateOffline not a boolean": ({"auth": {"generateOffline": "yes"}}, "generateOffline"),
+    "an ingress tls entry without hosts": ({"coordinator": {"ingress": {"tls": [{"secretName": "x"}]}}}, "hosts"),
+    "an ingress tls entry with a typo": ({"coordinator": {"ingress": {"tls": [{"hosts": ["a"], "secret": "x"}]}}}, "secret"),
+    "a proxy body size with a unit nginx lacks": ({"coordinator": {"ingress": {"nginx": {"proxyBodySize": "1GiB"}}}}, "proxyBodySize"),
+    "a zero stream timeout": ({"coordinator": {"ingress": {"nginx": {"streamTimeoutSeconds": 0}}}}, "streamTimeoutSeconds"),
+    "coordinator extraEnv without a name": ({"coordinator": {"extraEnv": [{"value": "x"}]}}, "name"),
+    "worker extraEnv not a list": ({"worker": {"extraEnv": {"A": "b"}}}, "extraEnv"),
+    "coordinator extraEnvFrom not a list": ({"coordinator": {"extraEnvFrom": {}}}, "extraEnvFrom"),
+    "worker extraVolumes without a name": ({"worker": {"extraVolumes": [{"emptyDir": {}}]}}, "name"),
+    "coordinator extraVolumeMounts with a relative path": ({"coordinator": {"extraVolumeMounts": [{"name": "a", "mountPath": "etc"}]}}, "mountPath"),
+    "a pod label value with a space": ({"worker": {"podLabels": {"team": "build farm"}}}, "podLabels"),
+    "a coordinator priority class with capitals": ({"coordinator": {"priorityClassName": "High"}}, "priorityClassName"),
+    "a worker priority class with capitals": ({"worker": {"priorityClassName": "High"}}, "priorityClassName"),
+    "a spread constraint without topologyKey": ({"worker": {"topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}}, "topologyKey"),
+    "a spread constraint with an unknown policy": ({"coordinator": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}]}}, "whenUnsatisfiable"),
+    "worker podSecurityContext not an object": ({"worker": {"podSecurityContext": "root"}}, "podSecurityContext"),
+    "a misspelt probes key": ({"worker": {"probes": {"enable": True}}}, "enable"),
+    "a worker pdb of zero": ({"worker": {"pdb": {"maxUnavailable": 0}}}, "maxUnavailable"),
+    "a worker pdb percentage over 100": ({"worker": {"pdb": {"maxUnavailable": "150%"}}}, "maxUnavailable"),
+    "autoscaling max of zero": ({"worker": {"autoscaling": {"maxReplicas": 0}}}, "maxReplicas"),
+    "autoscaling negative min": ({"worker": {"autoscaling": {"minReplicas": -1}}}, "minReplicas"),
+    "autoscaling negative steps per worker": ({"worker": {"autoscaling": {"stepsPerWorker": -1}}}, "stepsPerWorker"),
+    "a prometheus address without a scheme": ({"worker": {"autoscaling": {"prometheusServerAddress": "prometheus:9090"}}}, "prometheusServerAddress"),
+    "autoscaling query not a string": ({"worker": {"autoscaling": {"query": 3}}}, "query"),
+    "a zero polling interval": ({"worker": {"autoscaling": {"pollingInterval": 0}}}, "pollingInterval"),
+    "a negative cooldown": ({"worker": {"autoscaling": {"cooldownPeriod": -1}}}, "cooldownPeriod"),
+    "a matcher that is not PromQL": ({"metrics": {"coordinatorMatcher": "container=coordinator"}}, "coordinatorMatcher"),
+    "a misspelt rule key": ({"metrics": {"prometheusRule": {"enable": True}}}, "enable"),
+    "rule labels not strings": ({"metrics": {"prometheusRule": {"labels": {"release": 1}}}}, "labels"),
+    "a zero follower lag": ({"metrics": {"prometheusRule": {"followerLagEntries": 0}}}, "followerLagEntries"),
+    "a zero queue depth": ({"metrics": {"prometheusRule": {"queueDepth": 0}}}, "queueDepth"),
+    "a queue duration without a unit": ({"metrics": {"prometheusRule": {"queueFor": "15"}}}, "queueFor"),
+    "a failure ratio above one": ({"metrics": {"prometheusRule": {"stepFailureRatio": 1.5}}}, "stepFailureRatio"),
+    "a zero S3 error rate": ({"metrics": {"prometheusRule": {"s3ErrorsPerSecond": 0}}}, "s3ErrorsPerSecond"),
+    "a disk metric that is not a name": ({"metrics": {"prometheusRule": {"workerDiskUsageMetric": "rate(x[5m])"}}}, "workerDiskUsageMetric"),
+    "a disk ratio above one": ({"metrics": {"prometheusRule": {"diskNearLimitRatio": 2}}}, "diskNearLimitRatio"),
+    "a misspelt dashboard key": ({"metrics": {"grafanaDashboard": {"enable": True}}}, "enable"),
+    "dashboard annotations not strings": ({"metrics": {"grafanaDashboard": {"annotations": {"a": 1}}}}, "annotations"),
+}
+
+
+@pytest.mark.parametrize("case", NEW_BAD_VALUES)
+def test_the_schema_refuses_a_bad_new_value(case):
+    values, field = NEW_BAD_VALUES[case]
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    assert field in str(refused.value), str(refused.value)
+
+
+def test_the_worker_answers_its_probes_when_started_as_the_chart_says(tmp_path):
+    objects = render({})
+    container = worker_pod(objects)["containers"][0]
+    probe = container["livenessProbe"]["httpGet"]
+    tokens = one(objects, "Secret", "-tokens")["stringData"]
+    port = free_port()
+    env = dict(os.environ, RBK_WORKER_TOKEN=tokens["worker-token"])
+    with running_coordinator(objects, tmp_path / "coordinator") as addr:
+        args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
+                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/")
+                 .replace("0.0.0.0:9465", f"127.0.0.1:{port}") for a in container["args"]]
+        worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            seen = read_until(worker.stdout, "rbk metrics listening on", 30)
+            assert any("rbk metrics listening on" in l for l in seen), "".join(seen)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe['path']}", timeout=10) as answer:
+                assert answer.status == 200
+        finally:
+            worker.kill()
+            worker.wait()

@@ -484,6 +484,7 @@ fn plan_node(
     debug_assert!(!matches!(step.kind, df::StepKind::Image { .. }));
     let mut stage_deps = BTreeSet::new();
     let mut cache_mounts = Vec::new();
+    let mut secret_ids = Vec::new();
     let mut reads_context = false;
     let work = match kind {
         df::StepKind::Mkdir { path, .. } => Work::Mkdir { path: path.clone() },
@@ -491,6 +492,9 @@ fn plan_node(
             let (mut r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true, ssh: true })
                 .map_err(|m| l.unsupported(m))?;
             for m in &run.mounts {
+                if let df::Mount::Secret { id, .. } = m {
+                    secret_ids.push(id.clone());
+                }
                 match m {
                     df::Mount::Bind { from: df::FromRef::Stage { stage, .. }, .. } => {
                         stage_deps.insert(*stage);
@@ -561,6 +565,7 @@ fn plan_node(
         payload: serde_json::to_vec(&payload)
             .map_err(|e| BuildError::other(l.text.clone(), format!("encoding the payload: {e}")))?,
         name: l.text.clone(),
+        secret_ids,
     })
 }
 
@@ -705,6 +710,14 @@ mod tests {
         let (nodes, _) = plan("FROM busybox\nRUN --mount=type=cache,target=/c,id=pip,sharing=locked true\n");
         assert_eq!(nodes[0].cache_mounts, vec![CacheMount { id: "farm/pip".into(), sharing: "locked".into() }]);
         assert_eq!(payload_of(&nodes[0]).unwrap().cache_ids, vec!["farm/pip".to_owned()]);
+    }
+
+    #[test]
+    fn a_step_names_the_secrets_it_mounts_so_a_new_coordinator_leader_can_wait_for_them() {
+        let df = "FROM busybox\nRUN --mount=type=secret,id=tok --mount=type=secret,id=npmrc,required=true true\nRUN true\n";
+        let (nodes, _) = plan_with(df, None, &["npmrc"]).unwrap();
+        assert_eq!(nodes[0].secret_ids, ["tok", "npmrc"]);
+        assert!(nodes[1].secret_ids.is_empty());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct GraphArgs {
     /// Without it, keys of FROM steps use the reference string.
     #[arg(long = "base-digest")]
     base_digests: Vec<String>,
+    /// Print the build checks (BuildKit's warnings) instead of the graph.
+    #[arg(long)]
+    check: bool,
     /// The build context directory.
     context: PathBuf,
 }
@@ -38,8 +41,8 @@ pub fn run(args: GraphArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{}: not valid UTF-8 text", file.display()))?;
+    // BuildKit reads bytes: text that is not UTF-8 still builds.
+    let text = rbk_dockerfile::decode(&bytes).into_owned();
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -67,6 +70,21 @@ pub fn run(args: GraphArgs) -> anyhow::Result<()> {
         ..BuildOptions::default()
     };
     let graph = build_graph(&text, &opts, &FsContext::new(&args.context), &resolver)?;
+    if args.check {
+        // `docker build --check`'s layout: the rule and its page, then
+        // where and what.
+        for c in &graph.checks {
+            println!("WARNING: {} - {}\n{}:{}: {}", c.rule, c.url(), opts.file_name, c.line, c.message);
+        }
+        match graph.checks.len() {
+            0 => println!("Check complete, no warnings found."),
+            n => println!("Check complete, {n} warning{} found.", if n == 1 { "" } else { "s" }),
+        }
+        return Ok(());
+    }
+    for c in &graph.checks {
+        eprintln!("WARNING: {c}");
+    }
     print!("{}", graph.render());
     if let Some(k) = graph.stages[graph.target].key {
         println!("\nimage key: {k}");

@@ -46,7 +46,27 @@ enum Command {
     Worker(worker_cmd::WorkerArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// User errors (a bad Dockerfile, bad flags, an unreachable coordinator)
+/// print their message and causes, never a stack trace, whatever
+/// `RUST_BACKTRACE` says (anyhow's `Debug` would add one).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for c in causes {
+                    eprintln!("    {c}");
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RBK_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

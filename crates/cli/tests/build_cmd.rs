@@ -52,6 +52,18 @@ fn build_prints_the_image_digest_and_a_finished_summary() {
 }
 
 #[test]
+fn a_successful_build_prints_no_warning() {
+    let ctx = context("RUN --mount=type=cache,target=/c echo hi > /c/hi\n");
+    let state = tempfile::tempdir().unwrap();
+    for progress in ["--progress=plain", "--progress=auto"] {
+        let out = build(ctx.path(), state.path(), &[progress]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("WARN") && !stderr.contains("ERROR"), "{progress}: {stderr}");
+    }
+}
+
+#[test]
 fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
     let ctx = context("RUN echo about-to-fail; exit 7\n");
     let state = tempfile::tempdir().unwrap();

@@ -38,3 +38,40 @@ fn graph_reports_errors_with_file_line_and_column() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Dockerfile:2:6: COPY: unknown flag --chmodd for COPY; did you mean --chmod?"), "{stderr}");
 }
+
+fn temp_context(tag: &str, dockerfile: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rbk-graph-cmd-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+#[test]
+fn graph_check_prints_buildkit_warnings_without_the_graph() {
+    let dir = temp_context("check", "FROM alpine\nEXPOSE 8080:80\n");
+    let out = rbk().args(["graph", "--check"]).arg(&dir).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("WARNING: ExposeInvalidFormat - https://docs.docker.com/go/dockerfile/rule/expose-invalid-format/\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Dockerfile:2: EXPOSE instruction should not define an IP address or host-port mapping, found '8080:80'"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("Check complete, 1 warning found.\n"), "{stdout}");
+    assert!(!stdout.contains("image key"), "{stdout}");
+}
+
+#[test]
+fn user_errors_print_no_stack_trace_even_with_rust_backtrace() {
+    let dir = temp_context("user-error", "FROM alpine\nRUNN x\n");
+    let out = rbk().arg("graph").arg(&dir).env("RUST_BACKTRACE", "1").env("RUST_LIB_BACKTRACE", "1").output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Dockerfile:2:1: unknown instruction 'RUNN'; did you mean RUN?"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}

@@ -97,12 +97,12 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels).unwrap_or_else(|| panic!("no sample {name}{labels:?} in\n{text}"))
 }
 
-/// The demo context: examples/demo plus a static busybox.
+/// The demo context: examples/demo-quick plus a static busybox.
 fn demo_context(dir: &Path) -> PathBuf {
     let ctx = dir.join("context");
     std::fs::create_dir_all(&ctx).unwrap();
     for f in ["Dockerfile", "hello.txt"] {
-        std::fs::copy(repo().join("examples/demo").join(f), ctx.join(f)).unwrap();
+        std::fs::copy(repo().join("examples/demo-quick").join(f), ctx.join(f)).unwrap();
     }
     std::fs::copy(rbk_testsupport::program("busybox"), ctx.join("busybox")).unwrap();
     ctx

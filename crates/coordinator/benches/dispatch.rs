@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rbk_coordinator::state::MemoryState;
-use rbk_coordinator::{Coordinator, MergedSnapshot, Merger, SchedulerConfig, TokenFile};
+use rbk_coordinator::{Coordinator, MergeError, MergedSnapshot, Merger, SchedulerConfig, TokenFile};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -26,8 +26,8 @@ const STEPS: usize = 500;
 struct Unused;
 #[async_trait::async_trait]
 impl Merger for Unused {
-    async fn merge(&self, _: Option<Digest>, _: Digest, _: Digest) -> Result<MergedSnapshot, String> {
-        Err("the dispatch benchmark commits no cache mounts".into())
+    async fn merge(&self, _: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError> {
+        Err(MergeError::Commit { earlier, later, source: "the dispatch benchmark commits no cache mounts".into() })
     }
 }
 
@@ -74,7 +74,7 @@ fn wide_graph(salt: u64) -> Vec<pb::StepNode> {
 }
 
 async fn run_build(client: &mut BuildClient<tonic::transport::Channel>, steps: Vec<pb::StepNode>) {
-    let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps };
+    let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, ..Default::default() };
     let mut events = client.submit(bearer(req, TENANT)).await.unwrap().into_inner();
     while let Some(e) = events.message().await.unwrap() {
         if let Some(Event::BuildFinished(f)) = e.event {

@@ -29,13 +29,28 @@ pub struct MergedSnapshot {
 pub trait Merger: Send + Sync + 'static {
     /// `base` is the common ancestor, `None` when it is no longer known (the
     /// merge is then a union in which `later` wins per path).
-    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, String>;
+    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError>;
+}
+
+/// The error of a [`Merger`]'s own failure (its store, its format), boxed:
+/// the coordinator does not know the merger's types.
+pub type MergeCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a three-way merge failed, naming the snapshot it was at.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// One of the snapshots to merge could not be read.
+    #[error("loading snapshot {snapshot}: {source}")]
+    Load { snapshot: Digest, source: MergeCause },
+    /// The merged snapshot could not be stored.
+    #[error("committing the merge of {earlier} and {later}: {source}")]
+    Commit { earlier: Digest, later: Digest, source: MergeCause },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheHeadError {
-    #[error("cache {head}: merging {later} into head {earlier}: {message}")]
-    Merge { head: HeadKey, earlier: Digest, later: Digest, message: String },
+    #[error("cache {head}: merging {later} into head {earlier}: {source}")]
+    Merge { head: HeadKey, earlier: Digest, later: Digest, source: MergeError },
     #[error("cache {head}: gave up after {attempts} commit attempts; the head keeps moving")]
     Contended { head: HeadKey, attempts: u32 },
     #[error(transparent)]
@@ -93,8 +108,8 @@ impl CacheHeads {
                         return Ok(Committed { snapshot, generation: current.generation, merged });
                     }
                     let base = if base_generation == 0 { None } else { current.snapshot_at(base_generation) };
-                    let m = self.merger.merge(base, current.snapshot, snapshot).await.map_err(|message| {
-                        CacheHeadError::Merge { head: head.clone(), earlier: current.snapshot, later: snapshot, message }
+                    let m = self.merger.merge(base, current.snapshot, snapshot).await.map_err(|source| {
+                        CacheHeadError::Merge { head: head.clone(), earlier: current.snapshot, later: snapshot, source }
                     })?;
                     snapshot = m.snapshot;
                     total_bytes = m.total_bytes;
@@ -179,10 +194,10 @@ pub(crate) mod tests {
 
     #[async_trait::async_trait]
     impl Merger for MapMerger {
-        async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, String> {
+        async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError> {
             let (base, earlier, later) = {
                 let t = self.trees.lock().unwrap();
-                let get = |d: Digest| t.get(&d).cloned().ok_or(format!("unknown snapshot {d}"));
+                let get = |d: Digest| t.get(&d).cloned().ok_or(MergeError::Load { snapshot: d, source: "unknown snapshot".into() });
                 (base.map(get).transpose()?.unwrap_or_default(), get(earlier)?, get(later)?)
             };
             let mut out = earlier.clone();

@@ -1,35 +1,44 @@
 //! The coordinator: the farm's brain.
 //!
+//! - [`model`]: the types every part speaks (step graphs, events,
+//!   assignments), below everything else;
 //! - [`state`]: all durable state behind one interface, changed only by
 //!   deterministic commands (what the Raft issue replicates);
 //! - [`scheduler`]: runs build graphs on workers (cache hits, dedupe,
 //!   affinity, retries, cancel);
 //! - [`cache_heads`]: the commit protocol and leases for cache mounts;
 //! - [`auth`]: token → tenant namespace, checked on every call;
-//! - [`server`]: the gRPC services; [`remote`]: a store over gRPC.
+//! - [`server`]: a running [`Coordinator`] and its gRPC server; the
+//!   services themselves are in `service/` (one file each), protobuf
+//!   conversion in `wire.rs`; [`remote`]: a store over gRPC.
 
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
 pub mod client_tls;
 pub mod config;
+mod content_chunks;
 pub mod leader_channel;
+pub mod model;
 pub mod raft_config;
 pub mod redis_fanout;
 mod observe;
 pub mod remote;
 pub mod scheduler;
 pub mod server;
+mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;
 pub mod state;
 pub mod watch_route;
+mod wire;
 
 pub use auth::{Auth, TokenFile};
-pub use cache_heads::{CacheHeads, MergedSnapshot, Merger};
+pub use cache_heads::{CacheHeads, MergeError, MergedSnapshot, Merger};
 pub use config::CoordinatorConfig;
 pub use remote::RemoteStore;
-pub use scheduler::{BuildEvent, BuildRequest, CacheMountSpec, Scheduler, SchedulerConfig, StepNode};
-pub use server::{Coordinator, Planner};
+pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
+pub use scheduler::{Scheduler, SchedulerConfig};
+pub use server::Coordinator;
 pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};

@@ -12,8 +12,7 @@ use std::time::Duration;
 use rbk_metrics::{BuildResult, CacheKind, StepResult};
 use tokio::sync::mpsc;
 
-use crate::scheduler::{BuildEvent, MountGrant, StepOutcome};
-use crate::state::BuildState;
+use crate::model::{BuildEvent, BuildState, MountGrant, StepOutcome};
 
 /// A build's events channel whose events are recorded as metrics before
 /// they reach the receiver (same order; recorded even after the client

@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::server::split_chunks;
+use crate::content_chunks::split_chunks;
 
 /// Digests per FindMissing call, to stay well under message size limits.
 const FIND_BATCH: usize = 10_000;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rbk_snapshot::{Manifest, Snapshot, merge};
 use rbk_store::{Digest, Store};
 
-use crate::cache_heads::{MergedSnapshot, Merger};
+use crate::cache_heads::{MergeError, MergedSnapshot, Merger};
 
 #[derive(Debug, Clone)]
 pub struct SnapshotMerger {
@@ -21,8 +21,11 @@ impl SnapshotMerger {
 
 #[async_trait::async_trait]
 impl Merger for SnapshotMerger {
-    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, String> {
-        let load = |d: Digest| async move { Snapshot::load(&*self.store, d).await.map_err(|e| format!("loading snapshot {d}: {e}")) };
+    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError> {
+        let load = |d: Digest| async move {
+            Snapshot::load(&*self.store, d).await.map_err(|e| MergeError::Load { snapshot: d, source: e.into() })
+        };
+        let (earlier_digest, later_digest) = (earlier, later);
         let (earlier, later) = (load(earlier).await?, load(later).await?);
         let base = match base {
             Some(b) => (*load(b).await?.manifest).clone(),
@@ -33,7 +36,9 @@ impl Merger for SnapshotMerger {
         // its capture time; `later` here is the commit that arrived last.
         let merged = merge(&base, &later.manifest, &earlier.manifest);
         let total_bytes = merged.content_bytes();
-        let (snapshot, _) = Snapshot::commit(&*self.store, merged).await.map_err(|e| format!("committing merge: {e}"))?;
+        let (snapshot, _) = Snapshot::commit(&*self.store, merged)
+            .await
+            .map_err(|e| MergeError::Commit { earlier: earlier_digest, later: later_digest, source: e.into() })?;
         Ok(MergedSnapshot { snapshot: snapshot.digest, total_bytes })
     }
 }
@@ -78,6 +83,7 @@ mod tests {
         let a = snap(&store, &[("x", "1")]).await;
         let missing = Digest::of(b"nope");
         let err = SnapshotMerger::new(store).merge(None, a, missing).await.unwrap_err();
-        assert!(err.contains(&missing.to_string()), "{err}");
+        assert!(matches!(err, MergeError::Load { snapshot, .. } if snapshot == missing), "{err}");
+        assert!(err.to_string().contains(&missing.to_string()), "{err}");
     }
 }

@@ -33,8 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{tenant_of, worker_pool_of};
-use crate::server::Coordinator;
-use crate::state::{BuildState, query};
+use crate::model::RunningAssignment;
+use crate::scheduler::Scheduler;
+use crate::state::{BuildState, CoordinatorState, query};
 
 /// How long a worker's forward waits for its build's client to open the
 /// `Agent` stream (it does so as soon as the build is accepted).
@@ -42,15 +43,6 @@ pub const CLIENT_WAIT: Duration = Duration::from_secs(15);
 
 /// Frames buffered per direction before the sender waits.
 const DEPTH: usize = 64;
-
-/// An assignment as the scheduler runs it now: what a forward must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningAssignment {
-    pub worker_id: String,
-    pub namespace: String,
-    /// Every build waiting on the step (identical steps run once).
-    pub build_ids: Vec<String>,
-}
 
 type Down<T> = mpsc::Sender<Result<T, Status>>;
 
@@ -163,13 +155,15 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 /// The `SshRelay` gRPC service over a coordinator's scheduler and state.
 pub struct SshRelayService {
-    coordinator: Coordinator,
+    state: Arc<dyn CoordinatorState>,
+    scheduler: Scheduler,
+    relay: AgentRelay,
     wait: Duration,
 }
 
 impl SshRelayService {
-    pub fn new(coordinator: Coordinator) -> Self {
-        Self { coordinator, wait: CLIENT_WAIT }
+    pub fn new(state: Arc<dyn CoordinatorState>, scheduler: Scheduler, relay: AgentRelay) -> Self {
+        Self { state, scheduler, relay, wait: CLIENT_WAIT }
     }
 }
 
@@ -190,7 +184,7 @@ impl SshRelay for SshRelayService {
             _ => return Err(Status::invalid_argument("ssh agent stream: the first frame must be hello")),
         };
         let build_id = hello.build_id;
-        let running = query(&*self.coordinator.state, |m| {
+        let running = query(&*self.state, |m| {
             m.build(&build_id).filter(|b| b.namespace == namespace).map(|b| b.state == BuildState::Running)
         });
         match running {
@@ -198,7 +192,7 @@ impl SshRelay for SshRelayService {
             Some(false) => return Err(Status::failed_precondition(format!("build {build_id} has finished"))),
             Some(true) => {}
         }
-        let relay = self.coordinator.ssh.clone();
+        let relay = self.relay.clone();
         let (tx, rx) = mpsc::channel(DEPTH);
         let ids: BTreeSet<String> = hello.ssh_ids.into_iter().collect();
         tracing::info!(build = %build_id, ids = ?ids, "client serves ssh agents");
@@ -228,11 +222,11 @@ impl SshRelay for SshRelayService {
                 open.assignment_id, open.worker_id
             ))
         };
-        let a = self.coordinator.scheduler.running_assignment(&open.assignment_id).await.ok_or_else(refused)?;
+        let a = self.scheduler.running_assignment(&open.assignment_id).await.ok_or_else(refused)?;
         if a.worker_id != open.worker_id {
             return Err(refused());
         }
-        let Paired { conn, client, rx } = self.coordinator.ssh.pair(&a, &open.ssh_id, self.wait).await?;
+        let Paired { conn, client, rx } = self.relay.pair(&a, &open.ssh_id, self.wait).await?;
         let connect = AgentDown { frame: Some(agent_down::Frame::Connect(AgentConnect { conn, ssh_id: open.ssh_id.clone() })) };
         if client.send(Ok(connect)).await.is_err() {
             return Err(Status::unavailable(format!("ssh agent {:?}: the client has gone", open.ssh_id)));

@@ -8,11 +8,14 @@
 //! connections and in-flight scheduling are rebuilt from workers and builds.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::RwLock;
 
 use rbk_store::Digest;
 use serde::{Deserialize, Serialize};
+
+// The state speaks the coordinator's vocabulary (see `model.rs`).
+pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
+use crate::model::StepNode;
 
 /// How many recent builds are remembered; older finished ones are dropped.
 pub const MAX_BUILDS: usize = 1000;
@@ -27,58 +30,6 @@ pub enum Principal {
     Tenant(String),
     /// A worker of the given pool; workers serve every tenant.
     Worker(String),
-}
-
-/// A cache mount's concurrency mode, as in `RUN --mount=type=cache,sharing=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Sharing {
-    /// Many users at once; concurrent commits are merged. Never blocks.
-    Shared,
-    /// Each concurrent user gets its own copy (a "slot"); never blocks.
-    Private,
-    /// One user at a time, farm-wide (a lease with expiry).
-    Locked,
-}
-
-impl Sharing {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sharing::Shared => "shared",
-            Sharing::Private => "private",
-            Sharing::Locked => "locked",
-        }
-    }
-}
-
-impl std::str::FromStr for Sharing {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "" | "shared" => Ok(Sharing::Shared),
-            "private" => Ok(Sharing::Private),
-            "locked" => Ok(Sharing::Locked),
-            other => Err(format!("sharing={other:?}: expected shared, private or locked")),
-        }
-    }
-}
-
-/// Names one cache-mount head. Slot 0 is the shared/locked head; private
-/// users get slots 1, 2, ... so concurrent private users never share one.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct HeadKey {
-    pub namespace: String,
-    pub cache_id: String,
-    pub slot: u32,
-}
-
-impl fmt::Display for HeadKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.cache_id)?;
-        if self.slot != 0 {
-            write!(f, "#{}", self.slot)?;
-        }
-        Ok(())
-    }
 }
 
 /// The newest snapshot of one cache mount.
@@ -100,17 +51,6 @@ impl CacheHead {
     }
 }
 
-/// What a step produced: enough to skip it next time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionResult {
-    pub layers: Vec<Digest>,
-    /// Image config changes, opaque JSON from the worker.
-    pub config: Vec<u8>,
-    pub duration_ms: u64,
-    pub worker_id: String,
-    pub created_ms: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepState {
     Pending,
@@ -130,25 +70,6 @@ impl StepState {
             StepState::Done => "done",
             StepState::Failed => "failed",
             StepState::Cancelled => "cancelled",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BuildState {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl BuildState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildState::Running => "running",
-            BuildState::Succeeded => "succeeded",
-            BuildState::Failed => "failed",
-            BuildState::Cancelled => "cancelled",
         }
     }
 }
@@ -175,7 +96,7 @@ pub struct BuildRecord {
     /// The whole step graph (payloads, deps, cache mounts), so a new Raft
     /// leader can resume the build; empty for builds created without it.
     #[serde(default)]
-    pub graph: Vec<crate::scheduler::StepNode>,
+    pub graph: Vec<StepNode>,
 }
 
 /// A farm-wide lease on one head (locked mounts, private slots).
@@ -198,7 +119,7 @@ pub enum Command {
         steps: Vec<(String, String)>,
         now_ms: u64,
         #[serde(default)]
-        graph: Vec<crate::scheduler::StepNode>,
+        graph: Vec<StepNode>,
     },
     SetStep { build_id: String, step_id: String, state: StepState, worker_id: String, attempts: u32, message: String },
     FinishBuild { build_id: String, state: BuildState, message: String, now_ms: u64 },

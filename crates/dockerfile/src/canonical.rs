@@ -41,6 +41,7 @@ fn heredocs(inst: &Instruction) -> &[Heredoc] {
     match inst {
         Instruction::Run(r) => &r.heredocs,
         Instruction::Copy(c) => &c.heredocs,
+        Instruction::Onbuild(i) => heredocs(i),
         _ => &[],
     }
 }
@@ -71,7 +72,11 @@ fn name_values(nv: &NameValues) -> String {
 
 /// A mount spec as `type=...,key=value,...`.
 pub(crate) fn mount(m: &MountSpec) -> String {
-    let mut fields = vec![format!("type={}", m.kind.as_str())];
+    // A type from a variable (`type=$T`) is among the options, as written.
+    let mut fields = Vec::new();
+    if !m.opts.contains_key("type") {
+        fields.push(format!("type={}", m.kind.as_str()));
+    }
     for (k, v) in &m.opts {
         let f = format!("{k}={v}");
         // Quote values that the word splitter or the CSV reader would
@@ -91,7 +96,7 @@ pub(crate) fn mount(m: &MountSpec) -> String {
 /// them instead: blank to the word splitter, not to JSON.
 fn word_list(items: &[String]) -> String {
     let spaced = items.join(" ");
-    if serde_json::from_str::<Vec<String>>(&spaced).is_ok() {
+    if serde_json::from_str::<Vec<serde_json::Value>>(&spaced).is_ok() {
         items.join("\u{b}")
     } else {
         spaced

@@ -38,25 +38,62 @@ pub fn expand_heredoc(
     run(body, escape, lookup, true)
 }
 
+/// Expands `word` and splits the result into words where an unquoted
+/// variable's value has blanks (BuildKit's `ProcessWords`, used by EXPOSE):
+/// `ARG P="80 443"` then `EXPOSE $P` exposes two ports, `"$P"` is one word.
+pub fn expand_words(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, String> {
+    let mut lx = Lexer::new(word, escape, lookup, false);
+    lx.split = true;
+    let out = lx.finish(word)?;
+    Ok(out
+        .split(SPLIT)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Marks a blank from an unquoted expansion in [`expand_words`].
+const SPLIT: char = '\u{0}';
+
 fn run(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
     literal_quotes: bool,
 ) -> Result<String, String> {
-    let mut lx = Lexer {
-        chars: word.chars().collect(),
-        i: 0,
-        escape,
-        lookup,
-        depth: 0,
-        literal_quotes,
-    };
-    let out = lx.process(&[])?;
-    if lx.i < lx.chars.len() {
-        return Err(format!("unexpected '{}' in '{}'", lx.chars[lx.i], word));
+    Lexer::new(word, escape, lookup, literal_quotes).finish(word)
+}
+
+impl<'a> Lexer<'a> {
+    fn new(
+        word: &str,
+        escape: char,
+        lookup: &'a dyn Fn(&str) -> Option<String>,
+        literal_quotes: bool,
+    ) -> Self {
+        Lexer {
+            chars: word.chars().collect(),
+            i: 0,
+            escape,
+            lookup,
+            depth: 0,
+            literal_quotes,
+            split: false,
+            raw_escapes: false,
+        }
     }
-    Ok(out)
+
+    fn finish(mut self, word: &str) -> Result<String, String> {
+        let out = self.process(&[])?;
+        if self.i < self.chars.len() {
+            return Err(format!("unexpected '{}' in '{}'", self.chars[self.i], word));
+        }
+        Ok(out)
+    }
 }
 
 struct Lexer<'a> {
@@ -66,6 +103,10 @@ struct Lexer<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     depth: usize,
     literal_quotes: bool,
+    /// Mark blanks of unquoted expansions for word splitting.
+    split: bool,
+    /// Keep escapes as glob escapes (`\*` is a literal star in a pattern).
+    raw_escapes: bool,
 }
 
 impl Lexer<'_> {
@@ -104,7 +145,9 @@ impl Lexer<'_> {
                 c if c == self.escape && self.literal_quotes => {
                     self.next();
                     match self.peek() {
-                        Some(n) if n == '$' || n == self.escape => {
+                        // BuildKit: an escaped newline in an expanded heredoc
+                        // is written as the newline alone.
+                        Some(n) if n == '$' || n == self.escape || n == '\n' => {
                             self.next();
                             out.push(n);
                         }
@@ -118,6 +161,10 @@ impl Lexer<'_> {
                         match self.next() {
                             None => return Err("unexpected end of statement while looking for matching single-quote".into()),
                             Some('\'') => break,
+                            Some(ch) if self.raw_escapes && matches!(ch, '*' | '?' | '[' | '\\') => {
+                                lit.push('\\');
+                                lit.push(ch);
+                            }
                             Some(ch) => lit.push(ch),
                         }
                     }
@@ -129,12 +176,18 @@ impl Lexer<'_> {
                     Self::push(&mut out, &s)?;
                 }
                 '$' => {
-                    let s = self.dollar()?;
+                    let mut s = self.dollar()?;
+                    if self.split && self.depth == 0 {
+                        s = s.replace(char::is_whitespace, &SPLIT.to_string());
+                    }
                     Self::push(&mut out, &s)?;
                 }
                 c if c == self.escape => {
                     self.next();
                     if let Some(n) = self.next() {
+                        if self.raw_escapes {
+                            out.push('\\');
+                        }
                         Self::push(&mut out, n.encode_utf8(&mut [0; 4]))?;
                     }
                 }
@@ -183,10 +236,29 @@ impl Lexer<'_> {
         }
     }
 
+    /// A variable name as BuildKit reads one: a positional parameter (all
+    /// its digits: `$1`, `${10}`), a special parameter (one of `@*#?-$!`),
+    /// or letters, digits and `_`. Positional and special parameters are
+    /// never set in a build, so they expand to nothing.
     fn name(&mut self) -> String {
         let mut name = String::new();
+        match self.peek() {
+            Some(c) if c.is_ascii_digit() => {
+                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(d);
+                    self.next();
+                }
+                return name;
+            }
+            Some(c) if is_special_param(c) => {
+                self.next();
+                name.push(c);
+                return name;
+            }
+            _ => {}
+        }
         while let Some(c) = self.peek() {
-            if c.is_ascii_alphanumeric() || c == '_' {
+            if c.is_alphanumeric() || c == '_' {
                 name.push(c);
                 self.next();
             } else {
@@ -194,6 +266,23 @@ impl Lexer<'_> {
             }
         }
         name
+    }
+
+    /// A variable's value; positional and special parameters are unset.
+    fn get(&self, name: &str) -> Option<String> {
+        if name.starts_with(|c: char| c.is_ascii_digit() || is_special_param(c)) {
+            return None;
+        }
+        (self.lookup)(name)
+    }
+
+    /// A shell pattern operand: escapes stay as glob escapes, so `\*` and
+    /// `\/` match a literal `*` and `/`.
+    fn pattern(&mut self, stop: &[char]) -> Result<String, String> {
+        let raw = std::mem::replace(&mut self.raw_escapes, true);
+        let r = self.process(stop);
+        self.raw_escapes = raw;
+        r
     }
 
     fn dollar(&mut self) -> Result<String, String> {
@@ -211,9 +300,9 @@ impl Lexer<'_> {
                 self.depth -= 1;
                 r
             }
-            Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
+            Some(c) if c.is_alphanumeric() || c == '_' || is_special_param(c) => {
                 let name = self.name();
-                Ok((self.lookup)(&name).unwrap_or_default())
+                Ok(self.get(&name).unwrap_or_default())
             }
             _ => Ok("$".into()),
         }
@@ -227,7 +316,7 @@ impl Lexer<'_> {
                 None => "missing '}' in '${'".into(),
             });
         }
-        let value = (self.lookup)(&name);
+        let value = self.get(&name);
         let op = self
             .next()
             .ok_or_else(|| format!("missing '}}' in '${{{name}'"))?;
@@ -291,7 +380,7 @@ impl Lexer<'_> {
                 if longest {
                     self.next();
                 }
-                let pat = self.process(&['}'])?;
+                let pat = self.pattern(&['}'])?;
                 let v = value.unwrap_or_default();
                 trim_pattern(&v, &pat, op == '#', longest)?
             }
@@ -300,7 +389,7 @@ impl Lexer<'_> {
                 if all {
                     self.next();
                 }
-                let pat = self.process(&['/', '}'])?;
+                let pat = self.pattern(&['/', '}'])?;
                 let repl = if self.peek() == Some('/') {
                     self.next();
                     self.process(&['}'])?
@@ -316,6 +405,10 @@ impl Lexer<'_> {
             _ => Err(format!("missing '}}' in '${{{name}{op}...'")),
         }
     }
+}
+
+fn is_special_param(c: char) -> bool {
+    matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!')
 }
 
 fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> Result<String, String> {

@@ -109,10 +109,17 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
         let pos = Pos::new(start_line, col);
         let mut heredocs = Vec::new();
         let kw = keyword.to_ascii_uppercase();
-        if matches!(kw.as_str(), "RUN" | "COPY" | "ADD")
-            && !rest_after_flags(&rest, escape).starts_with('[')
+        // ONBUILD RUN/COPY/ADD take heredocs too: the trigger's own line.
+        let (heredoc_kw, heredoc_rest) = if kw == "ONBUILD" {
+            let (sub, sub_rest) = split_word(&rest, escape);
+            (sub.to_ascii_uppercase(), sub_rest.trim_start())
+        } else {
+            (kw.clone(), rest.as_str())
+        };
+        if matches!(heredoc_kw.as_str(), "RUN" | "COPY" | "ADD")
+            && !rest_after_flags(heredoc_rest, escape).starts_with('[')
         {
-            for (name, expand, strip_tabs) in heredoc_markers(&rest, escape) {
+            for (name, expand, strip_tabs) in heredoc_markers(heredoc_rest, escape) {
                 let mut content = String::new();
                 let mut closed = false;
                 while i < physical.len() {
@@ -159,10 +166,16 @@ pub(crate) fn lex(text: &str) -> RawResult<Lexed> {
 }
 
 /// If `line` ends with the escape character (optionally followed by blanks),
-/// returns the line without it.
+/// returns the line without it. As in BuildKit, an escape character that is
+/// itself escaped (`x\\`) does not continue the line; a line that is only
+/// the escape character does.
 fn continuation(line: &str, escape: char) -> Option<&str> {
     let t = line.trim_end_matches([' ', '\t']);
-    t.strip_suffix(escape)
+    let head = t.strip_suffix(escape)?;
+    if head.ends_with(escape) && !head.trim_start().is_empty() {
+        return None;
+    }
+    Some(head)
 }
 
 /// Skips leading `--flag` words, so exec-form detection sees the command.
@@ -175,8 +188,21 @@ pub(crate) fn rest_after_flags(rest: &str, escape: char) -> &str {
     r
 }
 
-/// Splits off the first blank-delimited word, honouring quotes.
+/// Splits off the first blank-delimited word, honouring quotes; inside
+/// quotes the escape character is an ordinary character (how flags are
+/// read: `--mount="target=/a\"` ends at its closing quote).
 pub(crate) fn split_word(s: &str, escape: char) -> (&str, &str) {
+    split_word_with(s, escape, false)
+}
+
+/// Splits off the first word as BuildKit's word splitter does for ENV,
+/// LABEL, ARG and the like: inside double quotes the escape character still
+/// protects the next character (`"a \"b\" c"` is one word).
+pub(crate) fn split_arg_word(s: &str, escape: char) -> (&str, &str) {
+    split_word_with(s, escape, true)
+}
+
+fn split_word_with(s: &str, escape: char, escape_in_double_quotes: bool) -> (&str, &str) {
     let mut quote: Option<char> = None;
     let mut escaped = false;
     for (idx, c) in s.char_indices() {
@@ -186,6 +212,7 @@ pub(crate) fn split_word(s: &str, escape: char) -> (&str, &str) {
         }
         match quote {
             Some(q) if c == q => quote = None,
+            Some('"') if c == escape && escape_in_double_quotes => escaped = true,
             Some(_) => {}
             None if c == escape => escaped = true,
             None if c == '"' || c == '\'' => quote = Some(c),

@@ -7,6 +7,7 @@
 //! worker can execute, each with a content-derived cache [`Key`].
 
 mod canonical;
+mod checks;
 mod context;
 mod directives;
 mod dockerignore;
@@ -21,12 +22,13 @@ mod pattern;
 mod step;
 
 pub use canonical::print;
+pub use checks::Check;
 pub use context::{Context, Entry, EntryKind, FsContext};
 pub use directives::Directives;
 pub use dockerignore::Dockerignore;
 pub use error::{Error, Pos};
-pub use graph::{BaseResolver, BuildOptions, Graph, Stage, build_graph};
+pub use graph::{BaseResolver, BuildOptions, Graph, Stage, build_graph, check};
 pub use instruction::*;
 pub use key::Key;
-pub use parser::{parse, parse_bytes};
+pub use parser::{decode, parse, parse_bytes};
 pub use step::*;

@@ -13,27 +13,39 @@ pub fn parse(text: &str, file: &str) -> Result<Dockerfile, crate::Error> {
     parse_raw(text).map_err(|e| e.in_file(file))
 }
 
-/// Parses bytes, refusing text that is not UTF-8 with the line it is on.
+/// Parses bytes. BuildKit reads a Dockerfile as bytes, so text that is not
+/// UTF-8 (a Latin-1 `é` in a comment) builds there; here each byte that is
+/// not part of valid UTF-8 is read as the Latin-1 character it encodes
+/// (see [`decode`]).
 pub fn parse_bytes(bytes: &[u8], file: &str) -> Result<Dockerfile, crate::Error> {
-    match std::str::from_utf8(bytes) {
-        Ok(t) => parse(t, file),
-        Err(e) => {
-            let before = &bytes[..e.valid_up_to()];
-            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-            let col = before.len()
-                - before
-                    .iter()
-                    .rposition(|b| *b == b'\n')
-                    .map_or(0, |p| p + 1)
-                + 1;
-            Err(RawError::new(
-                Pos::new(line, col),
-                None,
-                "the Dockerfile is not valid UTF-8 text",
-            )
-            .in_file(file))
+    parse(&decode(bytes), file)
+}
+
+/// Dockerfile bytes as text: valid UTF-8 as is, any other byte as the
+/// Latin-1 character of the same value (U+0080..U+00FF), so nothing is lost
+/// and no line moves. Values with such bytes reach the image as UTF-8.
+pub fn decode(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    let mut rest = match std::str::from_utf8(bytes) {
+        Ok(t) => return std::borrow::Cow::Borrowed(t),
+        Err(_) => bytes,
+    };
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 8);
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(t) => {
+                out.push_str(t);
+                break;
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                out.push_str(std::str::from_utf8(&rest[..good]).unwrap_or_default());
+                let bad = e.error_len().unwrap_or(rest.len() - good);
+                out.extend(rest[good..good + bad].iter().map(|b| char::from(*b)));
+                rest = &rest[good + bad..];
+            }
         }
     }
+    std::borrow::Cow::Owned(out)
 }
 
 fn parse_raw(text: &str) -> RawResult<Dockerfile> {
@@ -138,7 +150,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                     format!("invalid --security={s}; expected sandbox or insecure"),
                 ));
             }
-            let cmd = cmd_form(args);
+            let cmd = cmd_form(&cx, args)?;
             if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
                 return Err(cx.err(cx.line.pos, "expected a command to run"));
             }
@@ -151,7 +163,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             })
         }
         "CMD" | "ENTRYPOINT" => {
-            let cmd = cmd_form(args);
+            let cmd = cmd_form(&cx, args)?;
             if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
                 return Err(cx.err(
                     cx.line.pos,
@@ -164,7 +176,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                 Instruction::Entrypoint(cmd)
             }
         }
-        "SHELL" => match json_list(args) {
+        "SHELL" => match json_list(&cx, args)? {
             Some(v) if !v.is_empty() => Instruction::Shell(v),
             _ => {
                 return Err(cx.err(
@@ -192,7 +204,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             Instruction::Expose(w)
         }
         "VOLUME" => {
-            let l = list_form(args);
+            let l = list_form(&cx, args)?;
             if l.items.is_empty() || l.items.iter().any(|i| i.is_empty()) {
                 return Err(cx.err(cx.line.pos, "expected at least one non-empty volume path"));
             }
@@ -258,7 +270,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                 keyword: sub_kw.to_string(),
                 rest: rest_trim.to_string(),
                 rest_col: cx.line.rest_col + sub_kw.len() + (sub_rest.len() - rest_trim.len()),
-                heredocs: Vec::new(),
+                heredocs: line.heredocs.clone(),
             };
             Instruction::Onbuild(Box::new(instruction(&sub, escape, true)?))
         }
@@ -275,7 +287,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                     Instruction::Healthcheck(Healthcheck::None)
                 }
                 "CMD" => {
-                    let cmd = cmd_form(rest.trim());
+                    let cmd = cmd_form(&cx, rest.trim())?;
                     if matches!(&cmd, CmdForm::Shell(s) if s.is_empty()) {
                         return Err(
                             cx.err(cx.args_pos(), "expected a command after HEALTHCHECK CMD")
@@ -321,7 +333,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             c.chmod = fl.string("chmod")?;
             c.link = fl.bool("link")?;
             c.exclude = fl.multi("exclude")?.into_iter().map(|(v, _)| v).collect();
-            let l = list_form(args);
+            let l = list_form(&cx, args)?;
             c.json = l.json;
             let mut items = l.items;
             if items.len() < 2 {
@@ -524,29 +536,61 @@ fn known_flags(kw: &str) -> &'static [&'static str] {
     }
 }
 
-/// Exec form if the arguments are a JSON array of strings, else shell form.
-fn cmd_form(args: &str) -> CmdForm {
-    match json_list(args) {
-        Some(v) => CmdForm::Exec(v),
-        None => CmdForm::Shell(args.to_string()),
-    }
+/// How an argument reads as JSON. BuildKit: text that is not a JSON array
+/// is shell form (or words); a JSON array with an item that is not a string
+/// is an error, not shell form.
+enum Json {
+    Not,
+    Strings(Vec<String>),
+    NotStrings,
 }
 
-fn json_list(args: &str) -> Option<Vec<String>> {
+fn json_array(args: &str) -> Json {
     if !args.starts_with('[') {
-        return None;
+        return Json::Not;
     }
-    serde_json::from_str::<Vec<String>>(args).ok()
+    match serde_json::from_str::<Vec<serde_json::Value>>(args) {
+        Err(_) => Json::Not,
+        Ok(items) => {
+            let strings: Option<Vec<String>> = items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            strings.map_or(Json::NotStrings, Json::Strings)
+        }
+    }
 }
 
-fn list_form(args: &str) -> ListForm {
-    match json_list(args) {
+const NOT_STRINGS: &str = "when using JSON array syntax, arrays must be comprised of strings only";
+
+/// Exec form if the arguments are a JSON array of strings, else shell form.
+fn cmd_form(cx: &Ctx<'_>, args: &str) -> RawResult<CmdForm> {
+    match json_array(args) {
+        Json::Strings(v) => Ok(CmdForm::Exec(v)),
+        Json::Not => Ok(CmdForm::Shell(args.to_string())),
+        Json::NotStrings => Err(cx.err(cx.args_pos(), NOT_STRINGS)),
+    }
+}
+
+fn json_list(cx: &Ctx<'_>, args: &str) -> RawResult<Option<Vec<String>>> {
+    match json_array(args) {
+        Json::Strings(v) => Ok(Some(v)),
+        Json::Not => Ok(None),
+        Json::NotStrings => Err(cx.err(cx.args_pos(), NOT_STRINGS)),
+    }
+}
+
+fn list_form(cx: &Ctx<'_>, args: &str) -> RawResult<ListForm> {
+    Ok(match json_list(cx, args)? {
         Some(items) => ListForm { items, json: true },
         None => ListForm {
             items: args.split_whitespace().map(str::to_string).collect(),
             json: false,
         },
-    }
+    })
 }
 
 /// Blank-separated words; quotes keep blanks inside a word (and stay in it).
@@ -554,7 +598,7 @@ pub(crate) fn words(s: &str, escape: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut r = s.trim_start();
     while !r.is_empty() {
-        let (w, after) = split_word(r, escape);
+        let (w, after) = lexer::split_arg_word(r, escape);
         out.push(w.to_string());
         r = after.trim_start();
     }
@@ -568,7 +612,7 @@ fn name_values(cx: &Ctx<'_>, args: &str) -> RawResult<NameValues> {
     };
     if !first.contains('=') {
         // Legacy form: NAME value with spaces
-        let (_, value) = split_word(args, cx.escape);
+        let (_, value) = lexer::split_arg_word(args, cx.escape);
         let value = value.trim_start();
         if value.is_empty() {
             return Err(cx.err(
@@ -612,99 +656,156 @@ fn name_values(cx: &Ctx<'_>, args: &str) -> RawResult<NameValues> {
 
 /// Parses a `--mount=` value (comma-separated, CSV-style quotes).
 fn mount_spec(cx: &Ctx<'_>, v: &str, pos: Pos) -> RawResult<MountSpec> {
+    let fields = csv_fields(v)
+        .into_iter()
+        .map(|field| match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), Some(v.to_string())),
+            None => (field.trim().to_string(), None),
+        });
+    mount_fields(fields, true).map_err(|m| cx.err(pos, m))
+}
+
+/// A mount spec after its values were expanded: checked as BuildKit checks
+/// it then (type, option names and boolean values may come from variables).
+pub(crate) fn expanded_mount(
+    spec: &MountSpec,
+    expanded: BTreeMap<String, String>,
+) -> Result<MountSpec, String> {
+    let mut fields = vec![("type".to_string(), Some(spec.kind.as_str().to_string()))];
+    if let Some(t) = expanded.get("type") {
+        fields[0].1 = Some(t.clone());
+    }
+    fields.extend(
+        expanded
+            .into_iter()
+            .filter(|(k, _)| k != "type")
+            .map(|(k, v)| (k, Some(v))),
+    );
+    mount_fields(fields.into_iter(), false)
+}
+
+/// Does `v` use a variable (BuildKit's test: a `$` followed by anything)?
+pub(crate) fn has_variable(v: &str) -> bool {
+    v.find('$').is_some_and(|i| i + 1 < v.len())
+}
+
+/// The options of one mount, names made canonical. With `unexpanded`, a
+/// value holding `$` is kept as written (under its own name for `type`,
+/// `readwrite`) and checked after expansion by [`expanded_mount`].
+fn mount_fields(
+    fields: impl Iterator<Item = (String, Option<String>)>,
+    unexpanded: bool,
+) -> Result<MountSpec, String> {
     let mut kind = None;
     let mut opts = BTreeMap::new();
-    for field in csv_fields(v) {
-        let (key, val) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
-            None => (field.trim().to_ascii_lowercase(), None),
-        };
+    for (key, val) in fields {
+        let key = key.to_ascii_lowercase();
+        let deferred = unexpanded && val.as_deref().is_some_and(|v| v.contains('$'));
+        if key == "from" && unexpanded && val.as_deref().is_some_and(has_variable) {
+            return Err(
+                "'from' doesn't support variable expansion, define alias stage instead".into(),
+            );
+        }
         let (key, val) = match (key.as_str(), val) {
+            ("type", Some(t)) if deferred => ("type".to_string(), t),
             ("type", Some(t)) => {
-                kind = Some(match t.as_str() {
-                    "bind" => MountKind::Bind,
-                    "cache" => MountKind::Cache,
-                    "tmpfs" => MountKind::Tmpfs,
-                    "secret" => MountKind::Secret,
-                    "ssh" => MountKind::Ssh,
-                    other => {
-                        return Err(cx.err(pos, format!("unknown mount type '{}'; expected bind, cache, tmpfs, secret or ssh", printable(other))));
-                    }
-                });
+                kind = Some(mount_kind(&t)?);
                 continue;
             }
             ("target" | "dst" | "destination", Some(v)) => ("target".to_string(), v),
             ("source" | "src", Some(v)) => ("source".to_string(), v),
             ("readonly" | "ro", None) => ("readonly".to_string(), "true".to_string()),
-            ("readonly" | "ro", Some(v)) => (
-                "readonly".to_string(),
-                bool_value(cx, pos, &key, &v)?.to_string(),
-            ),
+            ("readonly" | "ro", Some(v)) if deferred => ("readonly".to_string(), v),
+            ("readonly" | "ro", Some(v)) => {
+                ("readonly".to_string(), bool_value(&key, &v)?.to_string())
+            }
             ("readwrite" | "rw", None) => ("readonly".to_string(), "false".to_string()),
-            ("readwrite" | "rw", Some(v)) => (
-                "readonly".to_string(),
-                (!bool_value(cx, pos, &key, &v)?).to_string(),
-            ),
+            ("readwrite" | "rw", Some(v)) if deferred => ("readwrite".to_string(), v),
+            ("readwrite" | "rw", Some(v)) => {
+                ("readonly".to_string(), (!bool_value(&key, &v)?).to_string())
+            }
             ("required", None) => ("required".to_string(), "true".to_string()),
-            ("required", Some(v)) => (
-                "required".to_string(),
-                bool_value(cx, pos, &key, &v)?.to_string(),
-            ),
+            ("required", Some(v)) if deferred => ("required".to_string(), v),
+            ("required", Some(v)) => ("required".to_string(), bool_value(&key, &v)?.to_string()),
             (k, Some(v)) => (k.to_string(), v),
             (k, None) => {
-                return Err(cx.err(
-                    pos,
-                    format!(
-                        "mount option '{}' needs a value: {}=VALUE",
-                        printable(k),
-                        printable(k)
-                    ),
+                return Err(format!(
+                    "mount option '{}' needs a value: {}=VALUE",
+                    printable(k),
+                    printable(k)
                 ));
             }
         };
         if opts.insert(key.clone(), val).is_some() {
-            return Err(cx.err(pos, format!("mount option '{key}' given twice")));
+            let key = if key == "readwrite" { "readonly" } else { &key };
+            return Err(format!("mount option '{key}' given twice"));
         }
     }
+    if opts.contains_key("readwrite") && opts.contains_key("readonly") {
+        return Err("mount option 'readonly' given twice".into());
+    }
     let kind = kind.unwrap_or(MountKind::Bind);
+    if opts.contains_key("type") {
+        // The type comes from a variable: names are checked after expansion.
+        return Ok(MountSpec { kind, opts });
+    }
     for k in opts.keys() {
-        if !kind.options().contains(&k.as_str()) {
+        let k = if k == "readwrite" {
+            "readonly"
+        } else {
+            k.as_str()
+        };
+        if !kind.options().contains(&k) {
             let mut msg = format!(
                 "unknown option '{}' for a {} mount",
                 printable(k),
                 kind.as_str()
             );
-            if let Some(s) = did_you_mean(k, kind.options().iter().copied()) {
+            let names = std::iter::once("type").chain(kind.options().iter().copied());
+            if let Some(s) = did_you_mean(k, names) {
                 msg.push_str(&format!("; did you mean '{s}'?"));
             } else {
-                msg.push_str(&format!("; expected one of {}", kind.options().join(", ")));
+                msg.push_str(&format!(
+                    "; expected one of type, {}",
+                    kind.options().join(", ")
+                ));
             }
-            return Err(cx.err(pos, msg));
+            return Err(msg);
         }
     }
-    if matches!(kind, MountKind::Bind | MountKind::Cache | MountKind::Tmpfs)
-        && !opts.contains_key("target")
-    {
-        return Err(cx.err(pos, format!("{} mount needs target=PATH", kind.as_str())));
-    }
     if let Some(s) = opts.get("sharing")
+        && !s.contains('$')
         && !matches!(s.as_str(), "shared" | "private" | "locked")
     {
-        return Err(cx.err(
-            pos,
-            format!("invalid sharing={s}; expected shared, private or locked"),
+        return Err(format!(
+            "invalid sharing={s}; expected shared, private or locked"
         ));
     }
     Ok(MountSpec { kind, opts })
 }
 
-fn bool_value(cx: &Ctx<'_>, pos: Pos, key: &str, v: &str) -> RawResult<bool> {
+fn mount_kind(t: &str) -> Result<MountKind, String> {
+    Ok(match t.to_ascii_lowercase().as_str() {
+        "bind" => MountKind::Bind,
+        "cache" => MountKind::Cache,
+        "tmpfs" => MountKind::Tmpfs,
+        "secret" => MountKind::Secret,
+        "ssh" => MountKind::Ssh,
+        _ => {
+            return Err(format!(
+                "unknown mount type '{}'; expected bind, cache, tmpfs, secret or ssh",
+                printable(t)
+            ));
+        }
+    })
+}
+
+fn bool_value(key: &str, v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(cx.err(
-            pos,
-            format!("mount option {key}={v} is not a boolean; expected true or false"),
+        _ => Err(format!(
+            "mount option {key}={v} is not a boolean; expected true or false"
         )),
     }
 }

@@ -3,7 +3,8 @@
 //! optional `options` file (`target=NAME`, `build-arg=K=V` lines) and an
 //! optional `Dockerfile.dockerignore`. Its canonical form and graph are
 //! pinned by reviewed snapshots, and printing then re-parsing it changes
-//! nothing.
+//! nothing. Each Dockerfile ends with a `# Rule:` comment citing the Docker
+//! rule its snapshot's values follow (at the end, so lines do not move).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

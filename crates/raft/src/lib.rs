@@ -3,7 +3,8 @@
 //! through raft-rs on 1, 3 or 5 nodes.
 //!
 //! - [`storage`]: the durable log, hard state, membership and snapshots;
-//! - [`node`]: the Ready loop on its own thread;
+//! - [`node`]: the Ready loop on its own thread; [`shared`]: what it
+//!   shares with other threads (readable state, its inbox);
 //! - [`transport`]: raft messages over tonic streams, membership RPCs;
 //! - [`leadership`]: starts the scheduler on the leader, stops it elsewhere,
 //!   and the gate that redirects clients of followers to the leader.
@@ -19,7 +20,9 @@
 pub mod leadership;
 pub mod node;
 mod segments;
+pub mod shared;
 pub mod storage;
+mod storage_error;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -32,8 +35,9 @@ use rbk_coordinator::state::{Command, CoordinatorState, Outcome, StateError, Sta
 use rbk_proto::raft::raft_server::RaftServer;
 use tokio::sync::{oneshot, watch};
 
-pub use node::MemberChange;
-use node::{Input, Node, NodeOptions, Shared};
+pub use shared::{MemberChange, MemberChangeError};
+use node::{Node, NodeOptions};
+use shared::{Input, Shared};
 use storage::DiskStorage;
 use transport::{Peers, RaftService};
 
@@ -182,10 +186,10 @@ impl RaftState {
     }
 
     /// Asks the leader (this node) to add or remove a voter.
-    pub async fn change_members(&self, change: MemberChange) -> Result<(), String> {
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), MemberChangeError> {
         let (reply, rx) = oneshot::channel();
-        self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| "the raft node has stopped".to_owned())?;
-        rx.await.map_err(|_| "the raft node has stopped".to_owned())?
+        self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| MemberChangeError::Stopped)?;
+        rx.await.map_err(|_| MemberChangeError::Stopped)?
     }
 }
 

@@ -7,9 +7,9 @@
 //! disk would stall the gRPC servers on the same runtime.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost011::Message as _;
@@ -18,8 +18,9 @@ use raft::{Config, RawNode, StateRole};
 use rbk_coordinator::raft_config::PeerAddress;
 use rbk_coordinator::state::{Command, Outcome, StateError, StateMachine};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
+use crate::shared::{Input, MemberChange, MemberChangeError, Shared};
 use crate::storage::DiskStorage;
 use crate::transport::Peers;
 
@@ -40,48 +41,6 @@ struct SnapshotData {
     peers: BTreeMap<u64, PeerAddress>,
 }
 
-/// A membership change as requested.
-#[derive(Debug, Clone)]
-pub enum MemberChange {
-    Add { id: u64, addr: PeerAddress },
-    Remove { id: u64 },
-}
-
-pub(crate) enum Input {
-    Propose { id: u64, cmd: Command, reply: oneshot::Sender<Result<Outcome, StateError>> },
-    ChangeMembers { change: MemberChange, reply: oneshot::Sender<Result<(), String>> },
-    Message(Box<Message>),
-    /// Ends the Ready loop (tests, benchmarks; a process just exits).
-    Stop,
-}
-
-/// State readable from any thread.
-pub struct Shared {
-    pub id: u64,
-    pub machine: RwLock<StateMachine>,
-    pub peers: RwLock<BTreeMap<u64, PeerAddress>>,
-    pub leader_id: AtomicU64,
-    pub term: AtomicU64,
-    pub applied: AtomicU64,
-    /// Leader AND has applied everything committed before its term (its
-    /// first own entry): only then may it serve reads and schedule.
-    pub serving: AtomicBool,
-    /// Flips with `serving`, for the scheduler's start/stop.
-    pub serving_tx: watch::Sender<bool>,
-    pub voters: RwLock<Vec<u64>>,
-}
-
-impl Shared {
-    pub fn leader_api(&self) -> Option<String> {
-        let leader = self.leader_id.load(Ordering::Acquire);
-        (leader != 0).then(|| self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&leader).map(|p| p.api.clone())).flatten()
-    }
-    pub fn leader_raft(&self) -> Option<String> {
-        let leader = self.leader_id.load(Ordering::Acquire);
-        (leader != 0).then(|| self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&leader).map(|p| p.raft.clone())).flatten()
-    }
-}
-
 pub(crate) struct NodeOptions {
     pub tick: Duration,
     pub election_ticks: usize,
@@ -94,7 +53,8 @@ pub(crate) struct Node {
     shared: Arc<Shared>,
     peers: Peers,
     pending: HashMap<u64, oneshot::Sender<Result<Outcome, StateError>>>,
-    pending_conf: Option<oneshot::Sender<Result<(), String>>>,
+    /// The membership change waiting to commit, and the member it is about.
+    pending_conf: Option<(u64, oneshot::Sender<Result<(), MemberChangeError>>)>,
     opts: NodeOptions,
     /// Index of this leader's first entry of its term (0: not leader).
     term_start: u64,
@@ -199,12 +159,13 @@ impl Node {
                 }
             }
             Input::ChangeMembers { change, reply } => {
+                let member = change.id();
                 if !self.is_leader() {
-                    let _ = reply.send(Err("not the leader".into()));
+                    let _ = reply.send(Err(MemberChangeError::NotLeader { member }));
                     return;
                 }
                 if self.pending_conf.is_some() {
-                    let _ = reply.send(Err("another membership change is in progress".into()));
+                    let _ = reply.send(Err(MemberChangeError::InProgress { member }));
                     return;
                 }
                 let mut cc = ConfChange::default();
@@ -220,9 +181,9 @@ impl Node {
                     }
                 }
                 match self.raw.propose_conf_change(vec![], cc) {
-                    Ok(()) => self.pending_conf = Some(reply),
+                    Ok(()) => self.pending_conf = Some((member, reply)),
                     Err(e) => {
-                        let _ = reply.send(Err(format!("raft refused the membership change: {e}")));
+                        let _ = reply.send(Err(MemberChangeError::Refused { member, message: e.to_string() }));
                     }
                 }
             }
@@ -341,8 +302,8 @@ impl Node {
             // learns "unknown outcome", as with any lost RPC.
             let _ = reply.send(Err(StateError::NotLeader { leader: leader.clone() }));
         }
-        if let Some(reply) = self.pending_conf.take() {
-            let _ = reply.send(Err("lost leadership before the change committed".into()));
+        if let Some((member, reply)) = self.pending_conf.take() {
+            let _ = reply.send(Err(MemberChangeError::LostLeadership { member }));
         }
     }
 
@@ -387,8 +348,8 @@ impl Node {
             Ok(cs) => cs,
             Err(err) => {
                 tracing::error!("membership change refused by raft: {err}");
-                if let Some(reply) = self.pending_conf.take() {
-                    let _ = reply.send(Err(err.to_string()));
+                if let Some((member, reply)) = self.pending_conf.take() {
+                    let _ = reply.send(Err(MemberChangeError::Refused { member, message: err.to_string() }));
                 }
                 return;
             }
@@ -413,7 +374,7 @@ impl Node {
         *self.shared.voters.write().unwrap_or_else(|e| e.into_inner()) = cs.voters.clone();
         self.snapshot_now = true;
         tracing::info!(voters = ?cs.voters, "membership changed");
-        if let Some(reply) = self.pending_conf.take() {
+        if let Some((_, reply)) = self.pending_conf.take() {
             let _ = reply.send(Ok(()));
         }
     }

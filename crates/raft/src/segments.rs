@@ -36,7 +36,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crate::storage::{StorageError, io};
+use crate::storage_error::{StorageError, io};
 
 pub(crate) const HEADER: usize = 9;
 /// The default segment size: big enough that rolling over is rare, small

@@ -31,6 +31,8 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
 use crate::segments::{Record, SEGMENT_BYTES, SegmentLog, checksum, record, sync_dir};
+pub use crate::storage_error::StorageError;
+use crate::storage_error::io;
 
 const ENTRY: u8 = 1;
 const HARD_STATE: u8 = 2;
@@ -38,18 +40,6 @@ const CONF_STATE: u8 = 3;
 /// Drops every entry replayed so far: the log restarts after the snapshot
 /// (written when a snapshot from the leader replaces the whole log).
 const RESTART: u8 = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("raft storage {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("raft storage {path} at byte {offset}: {message}")]
-    Corrupt { path: String, offset: u64, message: String },
-}
-
-pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.display().to_string(), source }
-}
 
 /// The in-memory view raft-rs reads through [`raft::Storage`].
 #[derive(Default)]

@@ -23,7 +23,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::{Input, MemberChange, Shared};
+use crate::shared::{Input, MemberChange, Shared};
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -192,7 +192,7 @@ impl Raft for RaftService {
         self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| Status::unavailable("this raft node has stopped"))?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(Ok(()))) => Ok(Response::new(members_reply(&self.shared))),
-            Ok(Ok(Err(e))) => Err(Status::failed_precondition(e)),
+            Ok(Ok(Err(e))) => Err(Status::failed_precondition(e.to_string())),
             Ok(Err(_)) => Err(Status::unavailable("this raft node has stopped")),
             Err(_) => Err(Status::deadline_exceeded("the membership change did not commit within 10 s")),
         }

@@ -157,3 +157,40 @@ force_path_style = {{ .Values.store.s3.forcePathStyle }}
 {{- define "rbk.joinedProbe" -}}
 out=$(rbk coordinator members list --coordinator http://127.0.0.1:{{ .Values.coordinator.raft.port }}) && printf '%s\n' "$out" | awk -v id=$((RBK_NODE_INDEX + 1)) 'NR == 1 && $NF == 0 { exit 1 } NR > 2 && $1 == id { ok = 1 } END { exit !ok }'
 {{- end -}}
+
+{{/* Log settings both roles read (values log.*). */}}
+{{- define "rbk.logEnv" -}}
+- name: RBK_LOG
+  value: {{ .Values.log.level | quote }}
+- name: RBK_LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+{{- end -}}
+
+{{/* topologySpreadConstraints of one role, a constraint without a
+     labelSelector getting the role's selector. Call with
+     (list $ component constraints). */}}
+{{- define "rbk.topologySpread" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $out := list -}}
+{{- range $c := index . 2 -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $sel := fromYaml (include "rbk.selectorLabels" $) -}}
+{{- $_ := set $sel "app.kubernetes.io/component" $component -}}
+{{- $c = merge (dict "labelSelector" (dict "matchLabels" $sel)) $c -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* PromQL matchers of the coordinators' series (metrics.coordinatorMatcher). */}}
+{{- define "rbk.coordinatorMatcher" -}}
+{{- default (printf "namespace=%q,container=\"coordinator\"" .Release.Namespace) .Values.metrics.coordinatorMatcher -}}
+{{- end -}}
+
+{{/* The Ingress serves TLS: its own list (coordinator.ingress.tls) or,
+     without one, the coordinators' certificate (tls.enabled). */}}
+{{- define "rbk.ingressTLS" -}}
+{{- if or .Values.coordinator.ingress.tls .Values.tls.enabled }}true{{ end -}}
+{{- end -}}

@@ -375,6 +375,7 @@ impl Farm {
             cache_mounts,
             payload: serde_json::to_vec(&step).unwrap(),
             name: format!("RUN {script}"),
+            secret_ids: vec![],
         }
     }
 }

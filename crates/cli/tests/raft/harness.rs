@@ -378,6 +378,7 @@ pub fn step(id: &str, key: &str, deps: &[&str], cache: Option<&str>) -> pb::Step
         cache_mounts: cache.map(|c| pb::CacheMount { id: c.into(), sharing: "shared".into() }).into_iter().collect(),
         payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
         name: format!("RUN {id}"),
+        secret_ids: vec![],
     }
 }
 

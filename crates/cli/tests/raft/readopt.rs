@@ -154,6 +154,7 @@ fn run_step(base: &LayerDesc, id: &str, key: &str, script: &str, cache: &str) ->
         cache_mounts: vec![pb::CacheMount { id: cache.into(), sharing: "shared".into() }],
         payload: serde_json::to_vec(&step).unwrap(),
         name: format!("RUN {script}"),
+        secret_ids: vec![],
     }
 }
 

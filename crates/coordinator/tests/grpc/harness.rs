@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rbk_coordinator::server::Coordinator;
 use rbk_coordinator::state::MemoryState;
-use rbk_coordinator::{MergedSnapshot, Merger, RemoteStore, SchedulerConfig, TokenFile};
+use rbk_coordinator::{MergeError, MergedSnapshot, Merger, RemoteStore, SchedulerConfig, TokenFile};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -38,11 +38,12 @@ pub async fn load_tree(store: &dyn Store, d: Digest) -> Tree {
 
 #[async_trait::async_trait]
 impl Merger for JsonMerger {
-    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, String> {
+    async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError> {
         let load = |d: Digest| async move {
-            let bytes = self.store.get_bytes(d).await.map_err(|e| e.to_string())?;
-            serde_json::from_slice::<Tree>(&bytes).map_err(|e| format!("snapshot {d}: {e}"))
+            let bytes = self.store.get_bytes(d).await.map_err(|e| MergeError::Load { snapshot: d, source: e.into() })?;
+            serde_json::from_slice::<Tree>(&bytes).map_err(|e| MergeError::Load { snapshot: d, source: e.into() })
         };
+        let (earlier_digest, later_digest) = (earlier, later);
         let base = match base {
             Some(b) => load(b).await?,
             None => Tree::new(),
@@ -57,7 +58,11 @@ impl Merger for JsonMerger {
         }
         let bytes = serde_json::to_vec(&out).unwrap();
         let total_bytes = out.values().map(|v| v.len() as u64).sum();
-        let snapshot = self.store.put_bytes(bytes.into()).await.map_err(|e| e.to_string())?;
+        let snapshot = self
+            .store
+            .put_bytes(bytes.into())
+            .await
+            .map_err(|e| MergeError::Commit { earlier: earlier_digest, later: later_digest, source: e.into() })?;
         Ok(MergedSnapshot { snapshot, total_bytes })
     }
 }
@@ -225,6 +230,7 @@ pub fn step(id: &str, key: &str, deps: &[&str]) -> pb::StepNode {
         cache_mounts: vec![],
         payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
         name: format!("RUN {id}"),
+        secret_ids: vec![],
     }
 }
 

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rbk_dockerfile::{
-    BuildOptions, Context, Entry, EntryKind, build_graph, parse, parse_bytes, print,
+    BuildOptions, Context, Entry, EntryKind, build_graph, decode, parse, parse_bytes, print,
 };
 
 struct Tiny;
@@ -70,8 +70,10 @@ fuzz_target!(|data: &[u8]| {
         tree(&again),
         "canonical form changed the tree:\n{printed}"
     );
-    let text = std::str::from_utf8(data).unwrap_or_default();
+    let text = decode(data);
     let mut opts = BuildOptions::default();
     opts.build_args.insert("A".into(), "x".into());
-    let _ = build_graph(text, &opts, &Tiny, &());
+    if let Ok(g) = build_graph(&text, &opts, &Tiny, &()) {
+        let _ = g.render();
+    }
 });

@@ -1,0 +1,116 @@
+//! `Build`: what clients call. Every call is scoped to the caller's tenant
+//! (the namespace of its token); another tenant's build is "not found".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use rbk_proto::build::build_server::Build;
+use rbk_proto::build::{self as pb};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{EventStream, scheduler_status};
+use crate::auth::tenant_of;
+use crate::leader_channel::LeaderGate;
+use crate::model::{BuildRequest, Secrets};
+use crate::scheduler::Scheduler;
+use crate::state::{Command, CoordinatorState, now_ms, query};
+use crate::wire::{build_to_wire, event_to_wire, head_to_wire, step_from_wire};
+
+/// `Build` over the state (status, lists, heads), the scheduler (submit,
+/// cancel) and, replicated, the leader gate (which `Watch` consults).
+pub(crate) struct BuildService {
+    pub(crate) state: Arc<dyn CoordinatorState>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) gate: Option<Arc<dyn LeaderGate>>,
+}
+
+#[async_trait::async_trait]
+impl Build for BuildService {
+    type SubmitStream = EventStream<pb::BuildEvent>;
+
+    async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<Response<Self::SubmitStream>, Status> {
+        let namespace = tenant_of(&req)?;
+        let req = req.into_inner();
+        let options = req.options.unwrap_or_default();
+        // Kept in the scheduler's memory for this build only (see Secrets).
+        let secrets: BTreeMap<String, Vec<u8>> = req.secrets.into_iter().collect();
+        // Clients plan: the coordinator never reads a Dockerfile.
+        if req.steps.is_empty() {
+            return Err(Status::failed_precondition(
+                "this coordinator has no Dockerfile planner configured; submit a planned graph (steps)",
+            ));
+        }
+        let steps = req.steps.into_iter().map(step_from_wire).collect::<Result<_, _>>()?;
+        let (_, events) = self
+            .scheduler
+            .submit_with_secrets(BuildRequest { namespace, steps, no_cache: options.no_cache }, Secrets(secrets))
+            .await
+            .map_err(scheduler_status)?;
+        Ok(Response::new(UnboundedReceiverStream::new(events).map(|e| Ok(event_to_wire(e))).boxed()))
+    }
+
+    type WatchStream = EventStream<pb::BuildEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let namespace = tenant_of(&req)?;
+        let (state, gate) = (self.state.clone(), self.gate.as_deref());
+        super::watch::serve_watch(state, &self.scheduler, gate, &namespace, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::BuildStatus>, Status> {
+        let namespace = tenant_of(&req)?;
+        let id = req.into_inner().build_id;
+        let build = query(&*self.state, |m| m.build(&id).filter(|b| b.namespace == namespace).cloned());
+        build.map(|b| Response::new(build_to_wire(b))).ok_or_else(|| Status::not_found(format!("build {id} not found")))
+    }
+
+    async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let namespace = tenant_of(&req)?;
+        let id = req.into_inner().build_id;
+        self.scheduler.cancel(&namespace, &id).await.map_err(scheduler_status)?;
+        Ok(Response::new(pb::CancelResponse {}))
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let namespace = tenant_of(&req)?;
+        let limit = match req.into_inner().limit {
+            0 => 20,
+            n => n.min(1000) as usize,
+        };
+        let builds = query(&*self.state, |m| m.builds_of(&namespace, limit));
+        Ok(Response::new(pb::ListResponse { builds: builds.into_iter().map(build_to_wire).collect() }))
+    }
+
+    async fn list_caches(&self, req: Request<pb::ListCachesRequest>) -> Result<Response<pb::ListCachesResponse>, Status> {
+        let namespace = tenant_of(&req)?;
+        let heads = query(&*self.state, |m| m.heads_of(&namespace));
+        let heads = heads.into_iter().map(|(k, h)| head_to_wire(k, h)).collect();
+        Ok(Response::new(pb::ListCachesResponse { heads }))
+    }
+
+    async fn prune_caches(&self, req: Request<pb::PruneCachesRequest>) -> Result<Response<pb::PruneCachesResponse>, Status> {
+        let namespace = tenant_of(&req)?;
+        let r = req.into_inner();
+        let now = now_ms();
+        // Heads in use (a live lease) are kept: dropping one under a running
+        // locked or private step would orphan its commit.
+        let candidates = query(&*self.state, |m| {
+            m.heads_of(&namespace)
+                .into_iter()
+                .filter(|(k, h)| {
+                    (r.ids.is_empty() || r.ids.contains(&k.cache_id))
+                        && now.saturating_sub(h.updated_ms) >= r.unused_for_ms
+                        && m.lease(k).is_none_or(|l| l.expires_ms <= now)
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut dropped = Vec::new();
+        for (key, head) in candidates {
+            self.state.apply(Command::DropHead { head: key.clone() }).await.map_err(|e| Status::unavailable(e.to_string()))?;
+            dropped.push(head_to_wire(key, head));
+        }
+        Ok(Response::new(pb::PruneCachesResponse { dropped }))
+    }
+}

@@ -1,0 +1,82 @@
+//! `Worker`: one stream per connected worker. The first message registers
+//! it (what it is, what it holds); then assignments and cancels go down,
+//! heartbeats, logs and results come up, each handed to the scheduler.
+
+use futures::StreamExt;
+use rbk_proto::worker::worker_server::Worker;
+use rbk_proto::worker::{self as pw};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{EventStream, scheduler_status};
+use crate::auth::worker_pool_of;
+use crate::model::{FromWorker, StepOutcome, ToWorker};
+use crate::scheduler::Scheduler;
+use crate::wire::{register_to_info, result_from_wire, to_worker_wire};
+
+/// `Worker` over the scheduler; `heartbeat_ms` is what workers are told.
+pub(crate) struct WorkerService {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) heartbeat_ms: u64,
+}
+
+#[async_trait::async_trait]
+impl Worker for WorkerService {
+    type SessionStream = EventStream<pw::CoordinatorMessage>;
+
+    async fn session(&self, req: Request<Streaming<pw::WorkerMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        worker_pool_of(&req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
+        let Some(pw::worker_message::Msg::Register(reg)) = first.msg else {
+            return Err(Status::invalid_argument("the first message on a worker stream must be register"));
+        };
+        let info = register_to_info(reg)?;
+        let worker_id = info.id.clone();
+        let scheduler = self.scheduler.clone();
+        let link = scheduler.worker_up(info).await.map_err(scheduler_status)?;
+        let conn = link.conn;
+        tokio::spawn(async move {
+            use pw::worker_message::Msg;
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(worker = %worker_id, "worker stream broke: {e}");
+                        break;
+                    }
+                };
+                let msg = match msg.msg {
+                    Some(Msg::Heartbeat(_)) => FromWorker::Heartbeat,
+                    Some(Msg::Drain(_)) => FromWorker::Drain,
+                    Some(Msg::Log(l)) => FromWorker::Log { assignment_id: l.assignment_id, stream: l.stream, line: l.line },
+                    Some(Msg::Result(r)) => {
+                        let assignment_id = r.assignment_id.clone();
+                        let outcome = result_from_wire(r).unwrap_or_else(|e| StepOutcome::Failed {
+                            message: format!("worker {worker_id} sent an invalid result: {e}"),
+                            exit_code: -1,
+                            commits: vec![],
+                        });
+                        crate::observe::step_result(&outcome);
+                        FromWorker::Result { assignment_id, outcome }
+                    }
+                    Some(Msg::Register(_)) | None => continue,
+                };
+                scheduler.worker_message(&worker_id, conn, msg);
+            }
+            scheduler.worker_down(&worker_id, conn);
+        });
+        let hello = pw::CoordinatorMessage {
+            msg: Some(pw::coordinator_message::Msg::Registered(pw::Registered { heartbeat_interval_ms: self.heartbeat_ms })),
+        };
+        let out = futures::stream::once(async move { Ok(hello) })
+            .chain(UnboundedReceiverStream::new(link.assignments).map(|m| {
+            if let ToWorker::Assign(a) = &m {
+                crate::observe::assigned(&a.mounts);
+            }
+            Ok(to_worker_wire(m))
+        }));
+        Ok(Response::new(out.boxed()))
+    }
+}
