@@ -22,9 +22,13 @@ demo-quick: setup
 	"$$rbk" store selftest --dir "$${RBK_DEMO_DIR:-$$(mktemp -d)}/selftest"; \
 	examples/demo-quick/run.sh "$$rbk"
 
-# All set-up, then every test against real services on 127.0.0.1.
+# All set-up, then every test against real services on 127.0.0.1. The
+# services' environment is captured first: `eval "$$(...)"` alone would
+# hide a failing `services.sh up` (eval of an empty string succeeds) and
+# run every test against services that are not there.
 test: setup
-	eval "$$(deploy/dev/services.sh up)"; \
+	services_env="$$(deploy/dev/services.sh up)"; \
+	eval "$$services_env"; \
 	cargo nextest run --workspace --no-fail-fast --profile ci; \
 	venv=$$(deploy/dev/helm-tools.sh); \
 	RBK_BIN="$${RBK_BIN:-$$(realpath $${CARGO_TARGET_DIR:-target})/debug/rbk}" "$$venv/bin/pytest" -q -p no:cacheprovider helm/tests deploy/tests

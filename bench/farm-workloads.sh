@@ -60,7 +60,9 @@ trap cleanup EXIT
 start_farm() {
   local d=$1 bucket port
   bucket=rbk-bench-$(date +%s%N | tail -c 10)
-  curl -sf -X PUT "$RBK_TEST_S3_ENDPOINT/$bucket" >/dev/null || { log "cannot create bucket $bucket on $RBK_TEST_S3_ENDPOINT"; exit 1; }
+  curl -sf -X PUT -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+    --aws-sigv4 "aws:amz:$RBK_TEST_S3_REGION:s3" --user "$RBK_TEST_S3_ACCESS_KEY:$RBK_TEST_S3_SECRET_KEY" \
+    "$RBK_TEST_S3_ENDPOINT/$bucket" >/dev/null || { log "cannot create bucket $bucket on $RBK_TEST_S3_ENDPOINT"; exit 1; }
   port=$(free_port)
   printf '[tenants]\n"%s" = "bench"\n[workers]\n"%s" = "pool"\n' "$TENANT" "$WTOKEN" >"$d/tokens.toml"
   local store="type = \"s3\"\nbucket = \"$bucket\"\nendpoint = \"$RBK_TEST_S3_ENDPOINT\"\nregion = \"$RBK_TEST_S3_REGION\"\nprefix = \"farm\"\n"

@@ -12,5 +12,6 @@ set -eu
 cd "$(dirname "$0")/.."
 KILLS="${KILLS:-50}"
 PROFILE="${PROFILE:-release}"
-if [ "$PROFILE" = release ]; then cargo build --release -p rbk; else cargo build -p rbk; fi
-exec "target/$PROFILE/rbk" bench raft --soak-kills "$KILLS"
+# rbk-bench starts the `rbk` built next to it for the coordinator nodes.
+if [ "$PROFILE" = release ]; then cargo build --release -p rbk -p rbk-bench; else cargo build -p rbk -p rbk-bench; fi
+exec "target/$PROFILE/rbk-bench" raft --soak-kills "$KILLS"

@@ -4,7 +4,7 @@
 #
 # Starts a private moto_server inside a network namespace joined to this one
 # by a veth pair on a private /30, shapes the link on both ends to each RATE
-# in turn, and runs `rbk bench snapshot --s3-only` against that endpoint:
+# in turn, and runs `rbk-bench snapshot --s3-only` against that endpoint:
 # cold restore, raw aws-sdk-s3 GETs of the same ranges at the same
 # concurrency, naive restore, incremental restore. Prints one table row per
 # rate with restore ÷ raw GET. The namespace, the veth pair and moto are
@@ -12,7 +12,7 @@
 #
 #   bench/snapshot-link.sh                        # release build, all rates
 #   RATES="1gbit 10gbit" ROUNDS=3 bench/snapshot-link.sh
-#   RBK=/path/to/rbk bench/snapshot-link.sh        # no build
+#   RBK_BENCH=/path/to/rbk-bench bench/snapshot-link.sh   # no build
 #
 # Shaping: `tc qdisc ... netem delay 1ms rate RATE` (1 ms each way) when the
 # kernel has netem; otherwise `tbf rate RATE` (rate only, no added delay) and
@@ -40,10 +40,10 @@ NS_ADDR=10.203.77.2
 
 [ "$(id -u)" = 0 ] || { echo "snapshot-link: needs root (ip netns, tc)" >&2; exit 1; }
 [ -x "$MOTO" ] || { echo "snapshot-link: no moto_server at $MOTO; run deploy/dev/services.sh up first" >&2; exit 1; }
-if [ -z "${SKIP_BUILD:-}" ] && [ -z "${RBK:-}" ]; then
-  if [ "$PROFILE" = release ]; then cargo build --release -p rbk; else cargo build -p rbk; fi
+if [ -z "${SKIP_BUILD:-}" ] && [ -z "${RBK_BENCH:-}" ]; then
+  if [ "$PROFILE" = release ]; then cargo build --release -p rbk-bench; else cargo build -p rbk-bench; fi
 fi
-RBK="${RBK:-$PWD/target/$PROFILE/rbk}"
+RBK_BENCH="${RBK_BENCH:-$PWD/target/$PROFILE/rbk-bench}"
 
 moto_pid=
 cleanup() {
@@ -116,7 +116,7 @@ for rate in $RATES; do
   start_moto
   echo "=== link $rate ($how), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   log="$WORK.$rate.log"
-  "$RBK" bench snapshot --s3-only --work-dir "$WORK" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
+  "$RBK_BENCH" snapshot --s3-only --work-dir "$WORK" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
     --s3-endpoint "http://$NS_ADDR:$PORT" --s3-region us-east-1 --s3-access-key bench --s3-secret-key bench \
     | tee "$log" >&2
   stop_moto

@@ -41,6 +41,26 @@ install_packages() {
   fi
 }
 
+# The IAM calls that make the test key: CreateUser, PutUserPolicy,
+# CreateAccessKey (moto's INITIAL_NO_AUTH_ACTION_COUNT).
+s3_setup_actions=3
+
+# Creates a user allowed everything on the fresh moto and prints its
+# access key id and secret (one line, space-separated).
+s3_credentials() {
+  "$venv/bin/python" - "http://127.0.0.1:$s3_port" <<'PY'
+import json, sys
+import boto3
+iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+iam.create_user(UserName="rbk-test")
+allow_all = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+iam.put_user_policy(UserName="rbk-test", PolicyName="allow-all", PolicyDocument=json.dumps(allow_all))
+key = iam.create_access_key(UserName="rbk-test")["AccessKey"]
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+}
+
 running() { # pidfile
   [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
@@ -63,11 +83,22 @@ start() {
       --daemonize yes --pidfile "$state/redis.pid" --logfile "$state/redis.log" --dir "$state" >&2
     wait_port "$redis_port" redis
   fi
+  if running "$state/s3.pid" && [ ! -f "$state/s3.credentials" ]; then
+    # Started by an older version of this script, without auth.
+    log "restarting moto_server with auth on"
+    stop_one s3
+  fi
   if ! running "$state/s3.pid"; then
-    log "starting moto_server (S3) on 127.0.0.1:$s3_port"
-    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$state/s3.log" 2>&1 &
+    log "starting moto_server (S3, auth on) on 127.0.0.1:$s3_port"
+    rm -f "$state/s3.credentials"
+    # Auth on, so that wrong keys fail as they would on S3. Moto checks
+    # keys against its own IAM: the first $s3_setup_actions requests (the
+    # set-up below) go unchecked, every later one needs the key it creates.
+    INITIAL_NO_AUTH_ACTION_COUNT=$s3_setup_actions nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$state/s3.log" 2>&1 &
     echo $! >"$state/s3.pid"
     wait_port "$s3_port" s3
+    s3_credentials >"$state/s3.credentials.tmp"
+    mv "$state/s3.credentials.tmp" "$state/s3.credentials"
   fi
   if ! running "$state/registry.pid"; then
     log "starting docker-registry on 127.0.0.1:$registry_port"
@@ -87,11 +118,17 @@ YML
 }
 
 print_env() {
+  local s3_key s3_secret
+  if [ ! -f "$state/s3.credentials" ]; then
+    log "no S3 credentials in $state/s3.credentials (moto runs with auth on); run: $0 up"
+    exit 1
+  fi
+  read -r s3_key s3_secret <"$state/s3.credentials"
   cat <<ENV
 export RBK_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port
 export RBK_TEST_S3_REGION=us-east-1
-export RBK_TEST_S3_ACCESS_KEY=testing
-export RBK_TEST_S3_SECRET_KEY=testing
+export RBK_TEST_S3_ACCESS_KEY=$s3_key
+export RBK_TEST_S3_SECRET_KEY=$s3_secret
 export RBK_TEST_REDIS_URL=redis://127.0.0.1:$redis_port
 export RBK_TEST_REGISTRY=127.0.0.1:$registry_port
 export RBK_TEST_BIN_MOTO_SERVER=$venv/bin/moto_server
@@ -103,17 +140,24 @@ export RBK_TEST_BIN_SKOPEO=$(command -v skopeo || echo /usr/bin/skopeo)
 ENV
 }
 
+stop_one() { # name
+  local pid
+  if running "$state/$1.pid"; then
+    pid=$(cat "$state/$1.pid")
+    log "stopping $1 (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$state/$1.pid"
+}
+
 stop() {
-  local name pid
+  local name
   for name in registry s3 redis; do
-    if running "$state/$name.pid"; then
-      pid=$(cat "$state/$name.pid")
-      log "stopping $name (pid $pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    fi
-    rm -f "$state/$name.pid"
+    stop_one "$name"
   done
+  # The key lived in moto's memory only.
+  rm -f "$state/s3.credentials"
 }
 
 case "${1:-}" in

@@ -69,7 +69,10 @@ up() {
   fi
   # One bucket for the farm; S3 credentials and the Redis URL come from the
   # environment (RBK_S3_*, RBK_REDIS_URL), never from the files.
-  curl -fsS -X PUT "$RBK_TEST_S3_ENDPOINT/rbk-farm" -o /dev/null || true
+  # Signed (SigV4, the empty body's hash): the S3 server checks keys.
+  curl -fsS -X PUT -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+    --aws-sigv4 "aws:amz:$RBK_TEST_S3_REGION:s3" --user "$RBK_TEST_S3_ACCESS_KEY:$RBK_TEST_S3_SECRET_KEY" \
+    "$RBK_TEST_S3_ENDPOINT/rbk-farm" -o /dev/null || true
   local stack
   stack=$(cat <<TOML
 type = "existence_cache"

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
+import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -534,10 +538,21 @@ def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
 
 def test_the_rendered_s3_coordinator_config_starts_the_real_coordinator(tmp_path):
     endpoint = s3_endpoint()
-    objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
+    bucket = new_bucket(endpoint)
+    objects = render({"store": {"s3": {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1",
                                        "existingSecret": "rbk-s3"}},
                       "redis": {"enabled": True, "url": os.environ.get("RBK_TEST_REDIS_URL", "redis://127.0.0.1:6379")}})
-    start_coordinator(objects, tmp_path, env=s3_env())
+    container = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    env = pod_env(container, objects)
+    with running_coordinator(objects, tmp_path, env=env):
+        # The coordinator touches neither S3 nor Redis as it starts, so
+        # starting proves nothing about bucket, endpoint or keys: run real
+        # store operations through the [store] table it runs with, with
+        # the environment its pod gets (credentials from the Secret).
+        done = subprocess.run([rbk_binary(), "store", "selftest", "--config", tmp_path / "coordinator.toml"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"existence_cache\(.*\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
 
 
 def s3_endpoint() -> str:
@@ -549,14 +564,60 @@ def s3_endpoint() -> str:
 
 def new_bucket(endpoint: str) -> str:
     bucket = f"helm-{uuid.uuid4().hex[:12]}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    urllib.request.urlopen(signed_s3_request("PUT", endpoint, f"/{bucket}"), timeout=10).close()
     return bucket
 
 
+def signed_s3_request(method: str, endpoint: str, path: str) -> urllib.request.Request:
+    """An empty-bodied S3 request signed with AWS Signature Version 4 and
+    the test key (the S3 server checks keys, as S3 does)."""
+    key, secret = s3_test_key()
+    region, host = os.environ.get("RBK_TEST_S3_REGION", "us-east-1"), urllib.parse.urlsplit(endpoint).netloc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([method, path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    k = f"AWS4{secret}".encode()
+    for part in (day, region, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    del headers["host"]
+    return urllib.request.Request(f"{endpoint}{path}", method=method, headers=headers)
+
+
+def s3_test_key() -> tuple[str, str]:
+    key, secret = os.environ.get("RBK_TEST_S3_ACCESS_KEY"), os.environ.get("RBK_TEST_S3_SECRET_KEY")
+    if not key or not secret:
+        pytest.fail("RBK_TEST_S3_ACCESS_KEY/RBK_TEST_S3_SECRET_KEY are not set: run eval \"$(deploy/dev/services.sh up)\" first")
+    return key, secret
+
+
+def pod_env(container: dict, objects: list[dict]) -> dict:
+    """This process's environment plus `container`'s env as the kubelet
+    would set it: Secret references resolved against the chart's Secrets
+    and an `rbk-s3` Secret holding the test key."""
+    secrets = {}
+    for obj in objects:
+        if obj["kind"] == "Secret":
+            secrets.update({(obj["metadata"]["name"], k): v for k, v in obj.get("stringData", {}).items()})
+    secrets[("rbk-s3", "access-key-id")], secrets[("rbk-s3", "secret-access-key")] = s3_test_key()
+    env = dict(os.environ)
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif ref := e.get("valueFrom", {}).get("secretKeyRef"):
+            env[e["name"]] = secrets[(ref["name"], ref["key"])]
+    return env
+
+
 def s3_env() -> dict:
-    return dict(os.environ,
-                RBK_S3_ACCESS_KEY_ID=os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing"),
-                RBK_S3_SECRET_ACCESS_KEY=os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing"))
+    key, secret = s3_test_key()
+    return dict(os.environ, RBK_S3_ACCESS_KEY_ID=key, RBK_S3_SECRET_ACCESS_KEY=secret)
 
 
 def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_path):
@@ -575,17 +636,10 @@ def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
     endpoint = s3_endpoint()
     objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
                                        "existingSecret": "rbk-s3"}}})
-    tokens = one(objects, "Secret", "-tokens")
-    secrets = {(tokens["metadata"]["name"], k): v for k, v in tokens["stringData"].items()}
-    secrets[("rbk-s3", "access-key-id")] = os.environ.get("RBK_TEST_S3_ACCESS_KEY", "testing")
-    secrets[("rbk-s3", "secret-access-key")] = os.environ.get("RBK_TEST_S3_SECRET_KEY", "testing")
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "store.toml").write_text(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])
     container = worker_pod(objects)["containers"][0]
-    env = dict(os.environ)
-    for e in container["env"]:
-        ref = e.get("valueFrom", {}).get("secretKeyRef")
-        env[e["name"]] = secrets[(ref["name"], ref["key"])] if ref else e["value"]
+    env = pod_env(container, objects)
     with running_coordinator(objects, tmp_path / "coordinator", env=s3_env()) as addr:
         args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
                  .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/store/", f"{tmp_path}/store/")
@@ -594,15 +648,36 @@ def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
         try:
             seen = read_until(worker.stdout, "registered with", 30)
             assert any("registered with" in l for l in seen), "".join(seen)
-            # The kubelet's SIGTERM comes long after start-up; rbk worker
-            # installs its handler only once its agent loop first waits.
-            time.sleep(1)
+            # At once: SIGTERM drains from the moment rbk worker starts
+            # (exit 0; killed by the signal it would be -15).
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0, "".join(seen)
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def test_a_worker_terminated_as_it_starts_drains_instead_of_dying(tmp_path):
+    # The kubelet may stop a pod at any moment, also while rbk worker is
+    # still connecting: its first line is printed once SIGTERM drains.
+    objects = render({})
+    container = worker_pod(objects)["containers"][0]
+    args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://127.0.0.1:{free_port()}")
+             .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("0.0.0.0:9465", "127.0.0.1:0")
+            for a in container["args"]]
+    worker = subprocess.Popen([rbk_binary(), *args], env=pod_env(container, objects),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = read_until(worker.stdout, "connecting to", 30)
+        assert any("connecting to" in l for l in seen), "".join(seen)
+        worker.send_signal(signal.SIGTERM)
+        # 0: drained; killed by the signal it would be -15.
+        assert worker.wait(timeout=30) == 0, "".join(seen)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
 
 
 def free_port() -> int:

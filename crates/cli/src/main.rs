@@ -1,21 +1,15 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
-mod bench_cmd;
-mod bench_raft_cmd;
-mod bench_image_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
 mod coordinator_raft;
 mod embedded_farm;
 mod flags;
-mod bench_snapshot_cmd;
-mod bench_store_cmd;
 mod snapshot_cmd;
 mod graph_cmd;
 mod store_cmd;
 mod run_step_cmd;
-mod bench_worker_cmd;
 mod build_cmd;
 mod submit_cmd;
 mod worker_cmd;
@@ -39,8 +33,6 @@ enum Command {
     RunStep(run_step_cmd::RunStepArgs),
     /// Inspect and exercise the content store.
     Store(store_cmd::StoreArgs),
-    /// Measure throughput (prints tables for docs/benchmarks.md).
-    Bench(bench_cmd::BenchArgs),
     /// Run the farm's coordinator (build, worker and content services).
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// List cache-mount heads and their sizes on a coordinator.
@@ -89,7 +81,6 @@ fn run() -> anyhow::Result<()> {
             Command::Submit(args) => submit_cmd::run(args).await,
             Command::RunStep(args) => run_step_cmd::run(args).await,
             Command::Store(args) => store_cmd::run(args).await,
-            Command::Bench(args) => bench_cmd::run(args).await,
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),

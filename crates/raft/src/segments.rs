@@ -4,7 +4,7 @@
 //! Why preallocated: appending to a growing file makes every fdatasync also
 //! flush the inode (its size) and the block allocation — on this project's
 //! reference disk (ext4, no journal, virtio) that doubled the p99 of a
-//! durable append (docs/benchmarks.md, `rbk bench raft --fsync-probe`).
+//! durable append (docs/benchmarks.md, `rbk-bench raft --fsync-probe`).
 //! Overwriting bytes that are already allocated and written leaves
 //! fdatasync nothing but the data blocks to flush. (fallocate alone is not
 //! enough: writing into an unwritten extent converts it, which is metadata.)

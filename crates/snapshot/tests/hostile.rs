@@ -193,3 +193,54 @@ async fn an_interrupted_capture_leaves_no_manifest_naming_missing_content() {
     assert!(err.to_string().contains("is not in the store"), "{err}");
     assert!(!store.find_missing(&[Digest::of(&blob)]).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_stays_in_the_target_while_its_directories_are_swapped_for_symlinks() {
+    // A valid manifest; the attack is in the target, during the restore: a
+    // step still running (or a second writer) keeps swapping each
+    // directory restore writes into with a symlink to a directory outside
+    // (renameat2 RENAME_EXCHANGE, atomic). Restore's scan cannot see what
+    // has not happened yet; only opening everything beneath the target
+    // with symlinks refused keeps the files in. Restore may fail; nothing
+    // may land outside.
+    const DIRS: usize = 64;
+    let (t, store) = fs_store().await;
+    let (dst, outside) = (t.path().join("dst"), t.path().join("outside"));
+    let content = stored_file(&store, b"payload").await;
+    let mut entries = Vec::new();
+    for i in 0..DIRS {
+        std::fs::create_dir_all(dst.join(format!("d{i}"))).unwrap();
+        std::fs::create_dir_all(outside.join(format!("o{i}"))).unwrap();
+        entries.push(entry(&format!("d{i}"), EntryKind::Dir));
+        entries.push(entry(&format!("d{i}/x"), EntryKind::File(content.clone())));
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let snap = load(&store, entries).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (dst, outside, stop) = (dst.clone(), outside.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                for i in 0..DIRS {
+                    let (d, s) = (dst.join(format!("d{i}")), dst.join(format!("s{i}")));
+                    let _ = std::os::unix::fs::symlink(outside.join(format!("o{i}")), &s);
+                    let cwd = rustix::fs::CWD;
+                    if rustix::fs::renameat_with(cwd, &d, cwd, &s, rustix::fs::RenameFlags::EXCHANGE).is_ok() {
+                        swaps += 1;
+                    }
+                }
+            }
+            swaps
+        })
+    };
+    let result = restore(store.clone(), &snap, &dst, &restore_opts()).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0, "the swapper never swapped");
+    let escaped: Vec<String> = (0..DIRS)
+        .flat_map(|i| std::fs::read_dir(outside.join(format!("o{i}"))).unwrap())
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    assert!(escaped.is_empty(), "restore ({result:?}) wrote outside its target: {escaped:?}");
+}

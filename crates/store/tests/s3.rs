@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use rbk_store::{ByteRange, Digest, S3Store, Store, StoreError, StoreExt, stream_from_bytes};
+use rbk_store::{ByteRange, Digest, S3Store, Secret, Store, StoreError, StoreExt, stream_from_bytes};
 
 async fn store() -> S3Store {
     S3Store::new(common::fresh_bucket().await).await.unwrap()
@@ -216,4 +216,42 @@ async fn pages_through_every_blob_once_in_name_order_with_sizes_and_ages() {
         }
     }
     assert_eq!(seen, digests);
+}
+
+#[tokio::test]
+async fn a_put_never_replaces_an_object_already_at_its_key_single_or_multipart() {
+    // The conditional put (If-None-Match: *): whatever is at a digest's key
+    // stays, even when a put of that digest finds it only at the write
+    // (no existence check first), so two writers never replace each other.
+    let mut config = common::fresh_bucket().await;
+    config.multipart_threshold = 5 << 20;
+    config.part_size = 5 << 20;
+    let s = S3Store::new(config).await.unwrap();
+    for len in [1000, (5 << 20) + 1] {
+        let data = common::data(len, 26);
+        let digest = Digest::of(&data);
+        let first = Bytes::from(format!("the first writer's object for {len}"));
+        s.client().put_object().bucket(s.bucket()).key(s.key(&digest)).body(first.clone().into()).send().await.unwrap();
+        s.put(digest, stream_from_bytes(data)).await.unwrap();
+        let now = s.client().get_object().bucket(s.bucket()).key(s.key(&digest)).send().await.unwrap();
+        assert_eq!(now.body.collect().await.unwrap().into_bytes(), first, "a put of {len} bytes replaced the object at {}", s.key(&digest));
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_with_an_error_naming_the_bucket() {
+    let good = common::fresh_bucket().await;
+    let wrong_secret = (good.access_key_id.clone().unwrap().0, "not-the-secret-key".to_owned());
+    let unknown_key = ("AKIAUNKNOWNKEY000000".to_owned(), good.secret_access_key.clone().unwrap().0);
+    for (key, secret) in [wrong_secret, unknown_key] {
+        let mut config = good.clone();
+        config.access_key_id = Some(Secret(key.clone()));
+        config.secret_access_key = Some(Secret(secret));
+        let s = S3Store::new(config).await.unwrap();
+        let err = s.put_bytes(Bytes::from_static(b"refused")).await.unwrap_err().to_string();
+        assert!(err.contains(&good.bucket), "{err}");
+        assert!(err.contains("SignatureDoesNotMatch") || err.contains("InvalidAccessKeyId"), "key {key}: {err}");
+    }
+    let s = S3Store::new(good).await.unwrap();
+    assert_eq!(s.list().await.unwrap().len(), 0, "a refused put left a blob");
 }

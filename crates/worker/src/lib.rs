@@ -10,7 +10,6 @@
 //! build graph nodes onto [`Step`]s and sends them in the step contract,
 //! [`payload`].
 
-pub mod bench;
 pub mod copy;
 mod error;
 pub mod execute;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -73,17 +74,41 @@ async fn exported_image_runs_with_the_new_file_and_without_the_deleted_one() {
 async fn output_lines_stream_with_timestamps_in_order() {
     let base = busybox_base();
     let (_s, ex) = executor(RuntimeKind::Runc);
-    let (sink, lines) = collect();
+    // After each of its first two lines the step waits until the sink has
+    // seen that line (the sink drops a file into a cache mount). A worker
+    // that held lines back until the step ended would never let it go on:
+    // the wall-time limit would end it, and the test fails. The waits also
+    // fix the order across stdout and stderr.
+    let sync = tempfile::tempdir().unwrap();
+    let seen_dir = sync.path().to_path_buf();
+    let lines: Arc<Mutex<Vec<rbk_worker::LogLine>>> = Arc::default();
+    let sink: rbk_worker::LogSink = {
+        let lines = lines.clone();
+        Arc::new(move |l: &rbk_worker::LogLine| {
+            lines.lock().unwrap().push(l.clone());
+            std::fs::write(seen_dir.join(format!("seen-{}", l.line)), "").unwrap();
+        })
+    };
+    let inputs = StepInputs { caches: [("sync".to_string(), sync.path().to_path_buf())].into(), ..Default::default() };
+    let mut s = shell(
+        "echo one; until [ -e /sync/seen-one ]; do sleep 0.01; done; \
+         echo two >&2; until [ -e /sync/seen-two ]; do sleep 0.01; done; \
+         seq 3 40",
+    );
+    s["mounts"] = json!([{"target": "/sync", "type": "cache", "id": "sync"}]);
+    s["limits"] = json!({"wall_time_ms": 60_000});
     let before = std::time::SystemTime::now();
-    let st = step(&base, shell("echo one; echo two >&2; echo three"));
-    let out = ex.execute(&st, &base.layout, &StepInputs::default(), sink).await.unwrap();
-    assert!(out.succeeded());
+    let out = ex.execute(&step(&base, s), &base.layout, &inputs, sink).await.unwrap();
+    let after = std::time::SystemTime::now();
+    assert!(out.succeeded(), "timed out {} (lines not streamed?), exit {} tail {:?}", out.timed_out, out.exit_code, out.tail);
     let lines = lines.lock().unwrap();
-    let mut stdout: Vec<&str> = lines.iter().filter(|l| l.stream == rbk_worker::Stream::Stdout).map(|l| l.line.as_str()).collect();
-    stdout.sort();
-    assert_eq!(stdout, vec!["one", "three"]);
-    assert!(lines.iter().any(|l| l.stream == rbk_worker::Stream::Stderr && l.line == "two"));
-    assert!(lines.iter().all(|l| l.time >= before));
+    let got: Vec<(rbk_worker::Stream, &str)> = lines.iter().map(|l| (l.stream, l.line.as_str())).collect();
+    let numbers: Vec<String> = (3..=40).map(|i| i.to_string()).collect();
+    let mut want = vec![(rbk_worker::Stream::Stdout, "one"), (rbk_worker::Stream::Stderr, "two")];
+    want.extend(numbers.iter().map(|n| (rbk_worker::Stream::Stdout, n.as_str())));
+    assert_eq!(got, want);
+    assert!(lines.first().unwrap().time >= before && lines.last().unwrap().time <= after);
+    assert!(lines.windows(2).all(|w| w[0].time <= w[1].time), "timestamps go back: {:?}", lines.iter().map(|l| l.time).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -154,12 +179,21 @@ async fn readonly_cache_mount_refuses_writes() {
     let base = busybox_base();
     let (_s, ex) = executor(RuntimeKind::Runc);
     let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("kept"), "from the cache\n").unwrap();
     let inputs = StepInputs { caches: [("c".to_string(), cache.path().to_path_buf())].into(), ..Default::default() };
-    let mut s = shell("touch /c/x");
-    s["mounts"] = json!([{"target": "/c", "type": "cache", "id": "c", "readonly": true}]);
-    let out = run_with(&ex, &base, s, &inputs).await;
-    assert_ne!(out.exit_code, 0);
+    // /root exists in the base (writable there), so a dropped mount would
+    // let the write succeed; reading `kept` shows the cache is mounted.
+    let mut s = shell("cat /root/kept && touch /root/x 2>&1; echo touch-exit=$?");
+    s["mounts"] = json!([{"target": "/root", "type": "cache", "id": "c", "readonly": true}]);
+    let (sink, lines) = collect();
+    let out = ex.execute(&step(&base, s), &base.layout, &inputs, sink).await.unwrap();
+    let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
+    assert!(out.succeeded(), "exit {} output {text:?}", out.exit_code);
+    assert_eq!(text.first().map(String::as_str), Some("from the cache"), "{text:?}");
+    assert!(text.iter().any(|l| l.contains("Read-only file system")), "no EROFS in {text:?}");
+    assert_eq!(text.last().map(String::as_str), Some("touch-exit=1"), "{text:?}");
     assert!(!cache.path().join("x").exists());
+    assert!(!entries(out.layer.as_ref().unwrap()).keys().any(|k| k.starts_with("root/")));
 }
 
 #[tokio::test]
@@ -259,24 +293,42 @@ async fn ssh_mount_forwards_the_agent_socket() {
 async fn pids_limit_stops_a_fork_storm() {
     let base = busybox_base();
     let (_s, ex) = executor(RuntimeKind::Runc);
-    let mut s = shell("for i in $(seq 1 40); do sleep 3 & done; wait; echo finished");
-    s["limits"] = json!({"pids": 8});
+    // The storm runs in a subshell, which exits at its first failed fork
+    // (ash gives up on "can't fork"); its sleepers stay. After it, only
+    // shell builtins (a fork could fail): count the processes alive in the
+    // container's pid namespace, report the fork errors, kill the sleepers.
+    let mut s = shell(
+        "(for i in $(seq 1 40); do sleep 600 & done) 2>/tmp/forks; \
+         set -- /proc/[0-9]*; echo processes=$#; \
+         while read -r l; do case $l in *fork*) echo fork-failed;; esac; done </tmp/forks; \
+         kill -9 -1; echo finished",
+    );
+    s["limits"] = json!({"pids": 8, "wall_time_ms": 120_000});
     let (sink, lines) = collect();
     let out = ex.execute(&step(&base, s), &base.layout, &StepInputs::default(), sink).await.unwrap();
     let text: Vec<String> = lines.lock().unwrap().iter().map(|l| l.line.clone()).collect();
-    assert!(text.iter().any(|l| l.contains("fork")), "exit {} output {text:?}", out.exit_code);
+    assert!(out.succeeded(), "exit {} timed out {} output {text:?}", out.exit_code, out.timed_out);
+    let processes: usize = text.iter().find_map(|l| l.strip_prefix("processes=")).expect("a process count").parse().unwrap();
+    // 8 = the shell, the subshell and 6 sleepers; the 7th sleeper's fork
+    // fails; the subshell is gone when we count.
+    assert_eq!(processes, 7, "{text:?}");
+    assert_eq!(text.iter().filter(|l| *l == "fork-failed").count(), 1, "{text:?}");
+    assert_eq!(text.last().map(String::as_str), Some("finished"));
 }
 
 #[tokio::test]
 async fn memory_limit_kills_a_step_that_exceeds_it() {
     let base = busybox_base();
     let (_s, ex) = executor(RuntimeKind::Runc);
-    // tmpfs pages are charged to the step's memory cgroup.
+    // tmpfs pages are charged to the step's memory cgroup; without the
+    // limit the 200 MiB fit in the 512 MiB tmpfs and the step succeeds.
     let mut s = shell("dd if=/dev/zero of=/scratch/big bs=1M count=200");
     s["mounts"] = json!([{"target": "/scratch", "type": "tmpfs", "size_bytes": 512u64 << 20}]);
     s["limits"] = json!({"memory_bytes": 32 << 20});
     let out = run(&ex, &base, s).await;
-    assert!(!out.succeeded() && out.layer.is_none(), "exit {}", out.exit_code);
+    // 137 = 128 + SIGKILL: the kernel's OOM killer, not a write error.
+    assert_eq!(out.exit_code, 137, "tail {:?}", out.tail);
+    assert!(!out.timed_out && !out.succeeded() && out.layer.is_none());
 }
 
 #[tokio::test]

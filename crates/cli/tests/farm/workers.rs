@@ -81,14 +81,57 @@ async fn concurrent_builds_on_a_and_b_both_land_in_one_shared_cache() {
     let farm = Farm::start().await;
     let _a = farm.worker("a", &[]);
     let _b = farm.worker("b", &[]);
-    let on_a = farm.run("s", "ka", "sleep 1; echo from a > /cache/from-a", Some(("shared-c", "shared")), Some("a"));
-    let on_b = farm.run("s", "kb", "sleep 1; echo from b > /cache/from-b", Some(("shared-c", "shared")), Some("b"));
-    let (ea, eb) = tokio::join!(farm.build(vec![on_a]), farm.build(vec![on_b]));
+    // Each step marks that it runs (a file in its cache mount, which is a
+    // directory under its worker's state dir) and waits for `go`, which
+    // this test drops into both only once it has seen both marks: so the
+    // steps provably overlap, and steps run one after the other (as a
+    // locked cache would) never get `go` and the test fails.
+    let script = |w: &str| {
+        format!(
+            "echo {w} > /cache/running-{w}; i=0; until [ -e /cache/go ] || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done; \
+             [ -e /cache/go ] && rm /cache/go /cache/running-{w} && echo from {w} > /cache/from-{w}"
+        )
+    };
+    let on_a = farm.run("s", "ka", &script("a"), Some(("shared-c", "shared")), Some("a"));
+    let on_b = farm.run("s", "kb", &script("b"), Some(("shared-c", "shared")), Some("b"));
+    let workers = farm.dir.path().join("workers");
+    let rendezvous = async {
+        let start = Instant::now();
+        loop {
+            let marks = (find_file(&workers.join("a"), "running-a"), find_file(&workers.join("b"), "running-b"));
+            if let (Some(a), Some(b)) = marks {
+                std::fs::write(a.with_file_name("go"), "").unwrap();
+                std::fs::write(b.with_file_name("go"), "").unwrap();
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "the two shared-cache steps never ran at the same time: {marks:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (ea, eb, ()) = tokio::join!(farm.build(vec![on_a]), farm.build(vec![on_b]), rendezvous);
     assert_eq!((final_state(&ea), final_state(&eb)), ("succeeded".into(), "succeeded".into()), "{ea:#?} {eb:#?}");
     assert_eq!((finished_on(&ea)["s"].as_str(), finished_on(&eb)["s"].as_str()), ("a", "b"));
     let files = farm.cache_files("shared-c").await;
     assert_eq!(files.get("from-a").map(String::as_str), Some("from a\n"), "{files:?}");
     assert_eq!(files.get("from-b").map(String::as_str), Some("from b\n"), "{files:?}");
+}
+
+/// The first file named `name` under `dir` (None if there is none yet).
+fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_file() && e.file_name() == name {
+            return Some(path);
+        }
+        if kind.is_dir()
+            && let Some(found) = find_file(&path, name)
+        {
+            return Some(found);
+        }
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread")]

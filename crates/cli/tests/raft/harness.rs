@@ -27,20 +27,22 @@ pub fn free_port() -> u16 {
 
 pub struct Node {
     pub id: u64,
+    /// 127.0.0.1, or the node's address in its own network namespace.
+    pub host: String,
     pub api_port: u16,
     pub raft_port: u16,
     child: Option<Child>,
 }
 
 impl Node {
+    fn local(id: u64) -> Self {
+        Node { id, host: "127.0.0.1".into(), api_port: free_port(), raft_port: free_port(), child: None }
+    }
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("http://{}:{}", self.host, self.api_port)
     }
     pub fn raft(&self) -> String {
-        format!("http://127.0.0.1:{}", self.raft_port)
-    }
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        format!("http://{}:{}", self.host, self.raft_port)
     }
 }
 
@@ -48,6 +50,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     snapshot_entries: u64,
+    net: Option<Network>,
 }
 
 impl Drop for Cluster {
@@ -59,7 +62,87 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // The namespaces go after the processes in them.
+        self.net.take();
     }
+}
+
+/// Each node in a network namespace of its own, all on one bridge (in a
+/// hub namespace) with this process, which reaches them from the host
+/// end of one more veth pair: 10.B.C.1 for the host, 10.B.C.(10+id) for
+/// node `id`, a /24 derived from the process id. Nothing is routed or
+/// forwarded; the host's other interfaces are not touched.
+struct Network {
+    prefix: String,
+    hub: String,
+    host_if: String,
+}
+
+impl Network {
+    fn new(n: u64) -> Self {
+        let pid = std::process::id();
+        let prefix = format!("10.{}.{}", 220 + pid % 30, (pid / 30) % 256);
+        let (hub, host_if) = (format!("rbk-raft-{pid}-hub"), format!("rbkr{}h", pid % 1_000_000));
+        let net = Network { prefix, hub, host_if };
+        ip(&["netns", "add", &net.hub]);
+        ip(&["netns", "exec", &net.hub, "ip", "link", "add", "br0", "type", "bridge"]);
+        ip(&["netns", "exec", &net.hub, "ip", "link", "set", "br0", "up"]);
+        let host_peer = format!("rbkr{}p", pid % 1_000_000);
+        ip(&["link", "add", &net.host_if, "type", "veth", "peer", "name", &host_peer]);
+        net.plug(&host_peer);
+        ip(&["addr", "add", &format!("{}.1/24", net.prefix), "dev", &net.host_if]);
+        ip(&["link", "set", &net.host_if, "up"]);
+        for id in 1..=n {
+            let ns = net.ns(id);
+            let (inside, outside) = (format!("rbkr{}n{id}", pid % 1_000_000), format!("rbkr{}b{id}", pid % 1_000_000));
+            ip(&["netns", "add", &ns]);
+            ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
+            ip(&["link", "set", &inside, "netns", &ns]);
+            net.plug(&outside);
+            ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", net.addr(id)), "dev", &inside]);
+            ip(&["netns", "exec", &ns, "ip", "link", "set", &inside, "up"]);
+            ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Moves `link` into the hub and onto its bridge.
+    fn plug(&self, link: &str) {
+        ip(&["link", "set", link, "netns", &self.hub]);
+        ip(&["netns", "exec", &self.hub, "ip", "link", "set", link, "master", "br0"]);
+        ip(&["netns", "exec", &self.hub, "ip", "link", "set", link, "up"]);
+    }
+
+    fn ns(&self, id: u64) -> String {
+        format!("{}-n{id}", self.hub.trim_end_matches("-hub"))
+    }
+
+    fn addr(&self, id: u64) -> String {
+        format!("{}.{}", self.prefix, 10 + id)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth ends in it, and so both.
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name.starts_with(self.hub.trim_end_matches("hub")) {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+fn iptables(ns: &str, args: &[&str]) {
+    let out = Command::new("ip").args(["netns", "exec", ns, "iptables"]).args(args).output().expect("running iptables");
+    assert!(out.status.success(), "iptables {} in {ns}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 impl Cluster {
@@ -68,23 +151,58 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
-        let nodes: Vec<Node> = (1..=n).map(|id| Node { id, api_port: free_port(), raft_port: free_port(), child: None }).collect();
-        let c = Self { dir, nodes, snapshot_entries };
+        let nodes: Vec<Node> = (1..=n).map(Node::local).collect();
+        let c = Self { dir, nodes, snapshot_entries, net: None };
         for node in &c.nodes {
             c.write_config(node, &c.nodes, snapshot_entries, false);
         }
         c
     }
 
+    /// `n` nodes, all voters, none started, each in a network namespace
+    /// of its own (see [`Network`]) so that [`Cluster::isolate`] can cut
+    /// one off from its peers while it runs and this process still
+    /// reaches it.
+    pub fn new_in_namespaces(n: u64, snapshot_entries: u64) -> Self {
+        let mut c = Self::new(n, snapshot_entries);
+        let net = Network::new(n);
+        for node in &mut c.nodes {
+            // Alone at its address: fixed ports cannot be taken.
+            (node.host, node.api_port, node.raft_port) = (net.addr(node.id), 7070, 7071);
+        }
+        c.net = Some(net);
+        for node in &c.nodes {
+            c.write_config(node, &c.nodes, snapshot_entries, false);
+        }
+        c
+    }
+
+    /// Drops every packet between node `id` and the other nodes (in its
+    /// namespace, both ways); this process still reaches it.
+    pub fn isolate(&self, id: u64) {
+        let net = self.net.as_ref().expect("a cluster in namespaces");
+        for other in self.nodes.iter().filter(|n| n.id != id) {
+            iptables(&net.ns(id), &["-A", "INPUT", "-s", &other.host, "-j", "DROP"]);
+            iptables(&net.ns(id), &["-A", "OUTPUT", "-d", &other.host, "-j", "DROP"]);
+        }
+    }
+
+    /// Undoes [`Cluster::isolate`].
+    pub fn rejoin(&self, id: u64) {
+        let net = self.net.as_ref().expect("a cluster in namespaces");
+        iptables(&net.ns(id), &["-F", "INPUT"]);
+        iptables(&net.ns(id), &["-F", "OUTPUT"]);
+    }
+
     fn write_config(&self, node: &Node, peers: &[Node], snapshot_entries: u64, join: bool) {
         let mut text = format!(
-            "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\nreadopt_grace_ms = 3000\n\
-             [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"cluster.secret\"\nsnapshot_entries = {snapshot_entries}\n\
+            "listen = \"{}:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\nreadopt_grace_ms = 3000\n\
+             [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"{}:{}\"\nsecret_file = \"cluster.secret\"\nsnapshot_entries = {snapshot_entries}\n\
              tick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 1\njoin = {join}\n[raft.peers]\n",
-            node.api_port, node.id, node.id, node.raft_port
+            node.host, node.api_port, node.id, node.id, node.host, node.raft_port
         );
         for p in peers {
-            text += &format!("{} = {{ raft = \"127.0.0.1:{}\", api = \"{}\" }}\n", p.id, p.raft_port, p.api());
+            text += &format!("{} = {{ raft = \"{}:{}\", api = \"{}\" }}\n", p.id, p.host, p.raft_port, p.api());
         }
         std::fs::write(self.config_path(node.id), text).unwrap();
     }
@@ -100,7 +218,16 @@ impl Cluster {
     pub fn start(&mut self, id: u64) {
         let i = self.index(id);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("node{id}.log"))).unwrap();
-        let child = Command::new(RBK)
+        let mut command = match &self.net {
+            // `ip netns exec` execs rbk: the child is the node itself.
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(id), RBK]);
+                c
+            }
+            None => Command::new(RBK),
+        };
+        let child = command
             .args(["coordinator", "--config"])
             .arg(self.config_path(id))
             .env("RBK_LOG", "info")
@@ -132,7 +259,9 @@ impl Cluster {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
-                (n.api_port, n.raft_port) = (free_port(), free_port());
+                if self.net.is_none() {
+                    (n.api_port, n.raft_port) = (free_port(), free_port());
+                }
             }
             for n in &self.nodes {
                 let _ = std::fs::remove_dir_all(self.data_dir(n.id));
@@ -152,7 +281,7 @@ impl Cluster {
                 if c.try_wait().ok().flatten().is_some() {
                     return false;
                 }
-                let open = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                let open = |port: u16| std::net::TcpStream::connect((n.host.as_str(), port)).is_ok();
                 if open(n.api_port) && open(n.raft_port) {
                     up += 1;
                 }
@@ -181,7 +310,8 @@ impl Cluster {
     /// A new node that joins an existing cluster (`join = true`).
     pub fn add_joining(&mut self, snapshot_entries: u64) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        self.nodes.push(Node { id, api_port: free_port(), raft_port: free_port(), child: None });
+        assert!(self.net.is_none(), "joining nodes are on 127.0.0.1");
+        self.nodes.push(Node::local(id));
         // Addresses of the members to reach (the membership itself comes
         // from the leader).
         self.write_config(&self.nodes[self.nodes.len() - 1], &self.nodes, snapshot_entries, true);
@@ -195,11 +325,6 @@ impl Cluster {
 
     pub fn node(&self, id: u64) -> &Node {
         &self.nodes[self.index(id)]
-    }
-
-    pub fn signal(&self, id: u64, sig: &str) {
-        let st = Command::new("kill").args([sig, &self.node(id).pid().to_string()]).status().unwrap();
-        assert!(st.success());
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -287,6 +412,31 @@ pub async fn submit(via: &str, steps: Vec<pb::StepNode>) -> String {
     answer.unwrap()
 }
 
+/// One Submit to `url` itself (no redirect followed), bounded in time:
+/// the build id if the node accepted the build, else what it said.
+pub async fn submit_once(url: &str, steps: Vec<pb::StepNode>) -> Result<String, String> {
+    let attempt = async {
+        let channel = tonic::transport::Channel::from_shared(url.to_owned()).unwrap().connect().await.map_err(|e| e.to_string())?;
+        let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, secrets: Default::default() };
+        let mut events = BuildClient::new(channel).submit(bearer(req, TENANT)).await.map_err(|s| s.to_string())?.into_inner();
+        match events.message().await.map_err(|s| s.to_string())? {
+            Some(pb::BuildEvent { event: Some(Event::Accepted(a)), .. }) => Ok(a.build_id),
+            other => Err(format!("first event {other:?}")),
+        }
+    };
+    tokio::time::timeout(WAIT, attempt).await.unwrap_or_else(|_| Err(format!("no answer within {WAIT:?}")))
+}
+
+/// Every build the leader reached through `via` lists.
+pub async fn list_builds(via: &str) -> Vec<pb::BuildStatus> {
+    let (answer, _) = follow_leader(&rbk_client::ClientTls::default(), via, WAIT, |channel| async move {
+        Ok(BuildClient::new(channel).list(bearer(pb::ListRequest { limit: 1000 }, TENANT)).await?.into_inner().builds)
+    })
+    .await
+    .unwrap();
+    answer.unwrap()
+}
+
 /// The build's status as the leader reached through any of `urls` says.
 pub async fn status(urls: &[String], build_id: &str) -> pb::BuildStatus {
     let start = Instant::now();
@@ -332,6 +482,9 @@ pub async fn list_caches(via: &str) -> Vec<pb::CacheHead> {
 /// and reconnects when its stream ends. `ran` lists the step ids it ran.
 pub struct TestWorker {
     pub ran: Arc<Mutex<Vec<String>>>,
+    /// While set, steps do not finish (they stay running on the
+    /// coordinator) — a build held in flight.
+    pub hold: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -344,24 +497,25 @@ impl Drop for TestWorker {
 impl TestWorker {
     pub fn start(id: &str, urls: Vec<String>, step_ms: u64) -> Self {
         let ran = Arc::new(Mutex::new(Vec::new()));
-        let log = ran.clone();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, held) = (ran.clone(), hold.clone());
         let id = id.to_owned();
         let task = tokio::spawn(async move {
             let mut turn = 0;
             loop {
                 let url = &urls[turn % urls.len()];
                 turn += 1;
-                if let Err(e) = session(&id, url, step_ms, &log).await {
+                if let Err(e) = session(&id, url, step_ms, &log, &held).await {
                     eprintln!("test worker {id}: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Self { ran, task }
+        Self { ran, hold, task }
     }
 }
 
-async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>>) -> Result<(), String> {
+async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>>, hold: &Arc<std::sync::atomic::AtomicBool>) -> Result<(), String> {
     let (channel, _) = connect_leader(&rbk_client::ClientTls::default(), url, WORKER, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let register = pw::Register {
@@ -394,6 +548,7 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
         if let Some(Down::Assign(a)) = m.msg {
             let tx = tx.clone();
             let ran = ran.clone();
+            let hold = hold.clone();
             tokio::spawn(async move {
                 // One log line per step (what a watcher on any node sees).
                 let line = format!("running {}", a.step_id);
@@ -401,6 +556,9 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
                     msg: Some(Up::Log(pw::StepLog { assignment_id: a.assignment_id.clone(), stream: "stdout".into(), line })),
                 });
                 tokio::time::sleep(Duration::from_millis(step_ms)).await;
+                while hold.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 let commits = a
                     .mounts
                     .iter()

@@ -42,6 +42,50 @@ async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
 }
 
 #[tokio::test]
+async fn concurrent_real_snapshot_commits_from_two_workers_merge_through_the_snapshot_merger_and_none_is_lost() {
+    // The scenario above end to end with what a real coordinator runs:
+    // real snapshots captured from directories, merged by SnapshotMerger.
+    let farm = farm_merging_snapshots().await;
+    let mut w1 = farm.worker("w1", 4).await;
+    let mut w2 = farm.worker("w2", 4).await;
+    let mut client = farm.client(TENANT_A).await;
+    let steps = (0..8).map(|i| with_cache(step(&format!("s{i}"), &format!("k{i}"), &[]), "pip", "shared")).collect();
+    let mut build = client.submit(steps).await.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push((w1.assignment().await, 1));
+        jobs.push((w2.assignment().await, 2));
+    }
+    let commits = futures::future::join_all(jobs.iter().map(|(job, on)| {
+        let w = if *on == 1 { &w1 } else { &w2 };
+        let file = format!("{}.whl", job.step_id);
+        async move { (job, on, w.capture_snapshot(&job.mounts[0], &BTreeMap::from([(file, format!("wheel of {}", job.step_id))])).await) }
+    }))
+    .await;
+    for (job, on, commit) in commits {
+        let w = if *on == 1 { &w1 } else { &w2 };
+        w.succeed(job, vec![commit]).await;
+    }
+    assert_eq!(final_state(&build.finish().await), "succeeded");
+    let heads = client.list_caches().await.unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].generation, 8);
+    // Restore the head as the next worker would and read every file.
+    let store: std::sync::Arc<dyn rbk_store::Store> = farm.store.clone();
+    let head = rbk_snapshot::Snapshot::load(&*store, heads[0].snapshot.parse::<Digest>().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rbk_snapshot::restore(store, &head, dir.path(), &rbk_snapshot::RestoreOptions::default()).await.unwrap();
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    let expected: Vec<(String, String)> = (0..8).map(|i| (format!("s{i}.whl"), format!("wheel of s{i}"))).collect();
+    assert_eq!(files, expected);
+}
+
+#[tokio::test]
 async fn the_next_build_starts_from_the_committed_head_on_a_warm_worker() {
     let farm = farm().await;
     let mut client = farm.client(TENANT_A).await;

@@ -80,13 +80,25 @@ pub async fn farm() -> Farm {
 }
 
 pub async fn farm_with(config: SchedulerConfig) -> Farm {
+    start_farm(config, false).await
+}
+
+/// A farm whose concurrent cache commits are merged by the real
+/// [`rbk_coordinator::SnapshotMerger`] (commits must be real snapshots:
+/// [`TestWorker::capture_snapshot`]).
+pub async fn farm_merging_snapshots() -> Farm {
+    start_farm(SchedulerConfig::default(), true).await
+}
+
+async fn start_farm(config: SchedulerConfig, real_merger: bool) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FilesystemStore::open(dir.path().join("store")).await.unwrap());
     let tokens: TokenFile = toml::from_str(&format!(
         "[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER}\" = \"pool\"\n"
     ))
     .unwrap();
-    let merger = Arc::new(JsonMerger { store: store.clone() });
+    let merger: Arc<dyn Merger> =
+        if real_merger { Arc::new(rbk_coordinator::SnapshotMerger::new(store.clone())) } else { Arc::new(JsonMerger { store: store.clone() }) };
     let coordinator = Coordinator::start(Arc::new(MemoryState::new()), store.clone(), merger, &tokens, config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -283,6 +295,30 @@ impl TestWorker {
             slot: grant.slot,
             base_generation: grant.generation,
             snapshot: snapshot.to_string(),
+            total_bytes: tree.values().map(|v| v.len() as u64).sum(),
+        }
+    }
+
+    /// Like [`TestWorker::capture`], but as `rbk worker` does it: the
+    /// grant's snapshot restored into a directory, `tree` written over
+    /// it, the directory captured as a real snapshot (through the Content
+    /// service).
+    pub async fn capture_snapshot(&self, grant: &pw::MountGrant, tree: &Tree) -> pw::CacheCommit {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn rbk_store::Store> = Arc::new(self.store.clone());
+        if !grant.snapshot.is_empty() {
+            let base = rbk_snapshot::Snapshot::load(&*store, grant.snapshot.parse().unwrap()).await.unwrap();
+            rbk_snapshot::restore(store.clone(), &base, dir.path(), &rbk_snapshot::RestoreOptions::default()).await.unwrap();
+        }
+        for (name, content) in tree {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let (snapshot, _) = rbk_snapshot::capture(store, dir.path(), &rbk_snapshot::CaptureOptions::new(grant.cache_id.clone())).await.unwrap();
+        pw::CacheCommit {
+            cache_id: grant.cache_id.clone(),
+            slot: grant.slot,
+            base_generation: grant.generation,
+            snapshot: snapshot.digest.to_string(),
             total_bytes: tree.values().map(|v| v.len() as u64).sum(),
         }
     }

@@ -1,4 +1,4 @@
-//! `rbk bench store`: MB/s of every stage a blob passes through, and of our
+//! `rbk-bench store`: MB/s of every stage a blob passes through, and of our
 //! S3 path next to the raw SDK on the same bytes in the same run.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! `rbk bench raft --fsync-probe`: what one durable log append costs on the
+//! `rbk-bench raft --fsync-probe`: what one durable log append costs on the
 //! disk under `--dir`, by method. The Raft log's commit latency is bounded
 //! below by this (every commit waits for one durable append on a quorum),
 //! so this is the table that chose the log's storage layout

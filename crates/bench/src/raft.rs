@@ -1,4 +1,4 @@
-//! `rbk bench raft`: committed coordinator commands per second and commit
+//! `rbk-bench raft`: committed coordinator commands per second and commit
 //! latency (propose on the leader → committed on a quorum, fsynced, applied
 //! on the leader) for 1-, 3- and 5-node Raft clusters on 127.0.0.1. The nodes
 //! run in this process but talk over real gRPC and fsync to real files.
@@ -39,10 +39,8 @@ pub struct RaftBenchArgs {
     fsync_probe: bool,
 }
 
-#[path = "bench_raft_soak.rs"]
 mod soak;
 
-#[path = "bench_raft_fsync.rs"]
 mod fsync;
 
 fn free_port() -> anyhow::Result<u16> {

@@ -1,4 +1,4 @@
-//! `rbk bench snapshot`: snapshots against the naive `tar | zstd -3` method
+//! `rbk-bench snapshot`: snapshots against the naive `tar | zstd -3` method
 //! on the synthetic workload, through the filesystem store and S3.
 
 use std::collections::HashMap;

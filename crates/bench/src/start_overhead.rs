@@ -1,18 +1,16 @@
 //! Container start overhead per RUN (`true`), runc vs crun, through the
 //! worker's whole path (overlay mount, spec, runtime, diff of the empty
-//! upper dir) and the runtime alone. Shared by `rbk bench worker` and
-//! `cargo bench -p rbk-worker`.
+//! upper dir) and the runtime alone, through `rbk-worker`'s public API.
+//! Shared by `rbk-bench worker` and `cargo bench -p rbk-bench`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rbk_image::{History, Image, LayerOptions, OciLayout, Platform, layer_from_upper};
 
-use crate::error::{IoContext, Result, WorkerError};
-use crate::execute::{Executor, WorkerConfig};
-use crate::mounts::StepInputs;
-use crate::runtime::RuntimeKind;
-use crate::step::{Command, LayerRef, Network, RunStep, Step, StepKind, default_shell};
+use anyhow::{Context, Result, bail};
+use rbk_worker::step::default_shell;
+use rbk_worker::{Command, Executor, LayerRef, Network, RunStep, RuntimeKind, Step, StepInputs, StepKind, WorkerConfig};
 
 /// Medians and 90th percentiles of one runtime's runs.
 #[derive(Debug, Clone)]
@@ -28,14 +26,14 @@ pub struct StartOverhead {
 fn busybox_image(layout: &OciLayout, busybox: &Path, scratch: &Path) -> Result<Image> {
     let root = scratch.join("rootfs");
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).ctx(|| format!("creating {}", root.join(d).display()))?;
+        std::fs::create_dir_all(root.join(d)).with_context(|| format!("creating {}", root.join(d).display()))?;
     }
-    std::fs::copy(busybox, root.join("bin/busybox")).ctx(|| format!("copying {}", busybox.display()))?;
+    std::fs::copy(busybox, root.join("bin/busybox")).with_context(|| format!("copying {}", busybox.display()))?;
     for a in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).ctx(|| format!("linking {a}"))?;
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).with_context(|| format!("linking {a}"))?;
     }
     for (f, content) in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n")] {
-        std::fs::write(root.join(f), content).ctx(|| format!("writing {f}"))?;
+        std::fs::write(root.join(f), content).with_context(|| format!("writing {f}"))?;
     }
     let layer = layer_from_upper(&root, &LayerOptions::new(scratch))?;
     layer.add_to_layout(layout)?;
@@ -54,9 +52,9 @@ fn percentile(v: &mut [Duration], pct: usize) -> Duration {
 /// run that unpacks the base layer) with network `none`.
 pub async fn start_overhead(runs: usize, busybox: &Path, runtimes: &[(RuntimeKind, &Path)]) -> Result<Vec<StartOverhead>> {
     if runs == 0 {
-        return Err(WorkerError::step("runs", "must be at least 1"));
+        bail!("runs: must be at least 1");
     }
-    let dir = tempfile::tempdir().ctx(|| "creating a scratch dir".into())?;
+    let dir = tempfile::tempdir().context("creating a scratch dir")?;
     let layout = OciLayout::create(dir.path().join("layout"))?;
     let image = busybox_image(&layout, busybox, dir.path())?;
     let base: Vec<LayerRef> = image.layers().iter().zip(image.diff_ids()).map(|(d, id)| LayerRef { digest: d.digest, diff_id: *id }).collect();
@@ -80,9 +78,9 @@ pub async fn start_overhead(runs: usize, busybox: &Path, runtimes: &[(RuntimeKin
         let (mut total, mut run) = (Vec::new(), Vec::new());
         for i in 0..=runs {
             let t = Instant::now();
-            let out = ex.execute(&step, &layout, &StepInputs::default(), crate::logs::discard()).await?;
+            let out = ex.execute(&step, &layout, &StepInputs::default(), rbk_worker::logs::discard()).await?;
             if !out.succeeded() {
-                return Err(WorkerError::Runtime { program: program.display().to_string(), reason: format!("`true` failed: {:?}", out.tail) });
+                bail!("{}: `true` failed: {:?}", program.display(), out.tail);
             }
             if i > 0 {
                 total.push(t.elapsed());

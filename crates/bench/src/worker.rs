@@ -1,5 +1,5 @@
-//! `rbk bench worker`: container start overhead per RUN (`true`) for runc
-//! and crun (see `rbk_worker::bench`).
+//! `rbk-bench worker`: container start overhead per RUN (`true`) for runc
+//! and crun (see `rbk_bench::start_overhead`).
 
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub struct WorkerBenchArgs {
 }
 
 pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
-    let results = rbk_worker::bench::start_overhead(args.runs, &args.busybox, &[(RuntimeKind::Runc, &args.runc), (RuntimeKind::Crun, &args.crun)]).await?;
-    print!("{}", rbk_worker::bench::table(&results));
+    let results = rbk_bench::start_overhead::start_overhead(args.runs, &args.busybox, &[(RuntimeKind::Runc, &args.runc), (RuntimeKind::Crun, &args.crun)]).await?;
+    print!("{}", rbk_bench::start_overhead::table(&results));
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `rbk bench raft --soak-kills N`: failover under load with real
-//! processes. Three `rbk coordinator` nodes (this binary) on 127.0.0.1, a
+//! `rbk-bench raft --soak-kills N`: failover under load with real
+//! processes. Three `rbk coordinator` nodes (the `rbk` binary next to this
+//! one, or `$RBK`) on 127.0.0.1, a
 //! worker that follows the leader, a client submitting builds without
 //! pause; the leader is SIGKILLed N times (and restarted on its data dir).
 //! Prints kill → new leader serving times and fails if any accepted build
@@ -30,6 +31,18 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
     r
+}
+
+/// The product binary the nodes run: `$RBK`, else the `rbk` built next to
+/// `rbk-bench` (`cargo build --release -p rbk -p rbk-bench`).
+fn rbk_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RBK") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    let rbk = exe.with_file_name("rbk");
+    ensure!(rbk.is_file(), "no rbk binary at {} (build it with `cargo build -p rbk`, or set RBK)", rbk.display());
+    Ok(rbk)
 }
 
 struct Nodes {
@@ -72,7 +85,7 @@ impl Nodes {
 
     fn start(&mut self, i: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("node{}.log", i + 1)))?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(rbk_binary()?)
             .args(["coordinator", "--config"])
             .arg(self.dir.join(format!("node{}.toml", i + 1)))
             .env("RBK_LOG", "info")

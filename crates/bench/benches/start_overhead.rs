@@ -1,4 +1,4 @@
-//! `cargo bench -p rbk-worker --bench start_overhead`: container start
+//! `cargo bench -p rbk-bench --bench start_overhead`: container start
 //! overhead per RUN (`true`), runc vs crun (median of 20). Needs root and
 //! the test services' programs (`eval "$(deploy/dev/services.sh env)"`).
 
@@ -9,11 +9,11 @@ fn main() {
     let busybox = rbk_testsupport::program("busybox");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let results = rt
-        .block_on(rbk_worker::bench::start_overhead(
+        .block_on(rbk_bench::start_overhead::start_overhead(
             runs,
             &busybox,
             &[(rbk_worker::RuntimeKind::Runc, runc.as_path()), (rbk_worker::RuntimeKind::Crun, crun.as_path())],
         ))
         .expect("benchmark run");
-    print!("{}", rbk_worker::bench::table(&results));
+    print!("{}", rbk_bench::start_overhead::table(&results));
 }

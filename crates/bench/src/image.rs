@@ -1,4 +1,4 @@
-//! `rbk bench image`: layer unpack and layer diff+compress throughput on
+//! `rbk-bench image`: layer unpack and layer diff+compress throughput on
 //! the synthetic workload (an overlay upper dir of about 500 MB).
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,4 @@
+//! The part of `rbk-bench` that `cargo bench -p rbk-bench` shares with the
+//! binary: the container start-overhead measurement.
+
+pub mod start_overhead;
