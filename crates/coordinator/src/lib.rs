@@ -12,6 +12,7 @@
 //!   services themselves are in `service/` (one file each), protobuf
 //!   conversion in `wire.rs`; [`remote`]: a store over gRPC.
 
+pub mod action_key;
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
