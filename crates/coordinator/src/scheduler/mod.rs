@@ -55,6 +55,12 @@ pub struct SchedulerConfig {
     /// on a worker for that worker to reconnect and re-report it, before
     /// retrying it elsewhere (leader-local; a few heartbeat intervals).
     pub readopt_grace: Duration,
+    /// Key the action cache by the coordinator's hash of what each step
+    /// executes (`action_key.rs`) instead of the client's key. Off by
+    /// default until the client's context digest is the same for an
+    /// unchanged context (today the staged context's snapshot records the
+    /// staging copy's mtimes, so every step reading the context would miss).
+    pub server_action_keys: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +72,7 @@ impl Default for SchedulerConfig {
             lease_ttl: Duration::from_secs(120),
             secret_wait: Duration::from_secs(30),
             readopt_grace: Duration::from_secs(10),
+            server_action_keys: false,
         }
     }
 }
@@ -474,9 +481,11 @@ impl Core {
 
     async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         validate_graph(&req.steps)?;
-        // The action cache is keyed by what runs, not by what the client
-        // says (see `action_key.rs`).
-        crate::action_key::assign_keys(&mut req.steps);
+        // The action cache keyed by what runs, not by what the client says
+        // (see `action_key.rs`).
+        if self.config.server_action_keys {
+            crate::action_key::assign_keys(&mut req.steps);
+        }
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
         self.state
