@@ -62,7 +62,7 @@ up() {
   if [ ! -f "$farm/tokens.toml" ]; then
     local tenant worker
     tenant=local-tenant-$(token); worker=local-worker-$(token)
-    printf '[tenants]\n"%s" = "local"\n[workers]\n"%s" = "local"\n' "$tenant" "$worker" >"$farm/tokens.toml"
+    printf '[tenants]\n"%s" = "local"\n[workers]\n"%s" = "local"\n[pools.local]\ntenants = ["local"]\n' "$tenant" "$worker" >"$farm/tokens.toml"
     printf '%s' "$tenant" >"$farm/tenant.token"; printf '%s' "$worker" >"$farm/worker.token"
     printf '%s' "$(token)" >"$farm/raft.secret"
     chmod 600 "$farm"/tokens.toml "$farm"/*.token "$farm/raft.secret"

@@ -36,7 +36,7 @@ echo "== 5. the same on a farm: a coordinator and two worker processes on this m
 farm=$work/farm
 mkdir -p "$farm"
 tenant=demo-tenant-$RANDOM$RANDOM worker_token=demo-worker-$RANDOM$RANDOM
-printf '[tenants]\n"%s" = "demo"\n[workers]\n"%s" = "demo-pool"\n' "$tenant" "$worker_token" >"$farm/tokens.toml"
+printf '[tenants]\n"%s" = "demo"\n[workers]\n"%s" = "demo-pool"\n[pools.demo-pool]\ntenants = ["demo"]\n' "$tenant" "$worker_token" >"$farm/tokens.toml"
 printf 'listen = "127.0.0.1:0"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n' >"$farm/coordinator.toml"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

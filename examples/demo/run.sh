@@ -70,7 +70,7 @@ run "rbk build: worker B, fresh" "$work/b-fresh.log" build "$work/worker-b"
 farm=$work/farm
 mkdir -p "$farm"
 tenant=demo-tenant-$RANDOM$RANDOM worker_token=demo-worker-$RANDOM$RANDOM
-printf '[tenants]\n"%s" = "demo"\n[workers]\n"%s" = "demo-pool"\n' "$tenant" "$worker_token" >"$farm/tokens.toml"
+printf '[tenants]\n"%s" = "demo"\n[workers]\n"%s" = "demo-pool"\n[pools.demo-pool]\ntenants = ["demo"]\n' "$tenant" "$worker_token" >"$farm/tokens.toml"
 printf 'listen = "127.0.0.1:0"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n' >"$farm/coordinator.toml"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

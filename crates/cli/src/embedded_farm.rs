@@ -74,7 +74,7 @@ impl EmbeddedFarm {
 
         let (tenant, worker_token) = (random_token(), random_token());
         let tokens = TokenFile::parse(
-            &format!("[tenants]\n\"{tenant}\" = \"{TENANT}\"\n[workers]\n\"{worker_token}\" = \"local\"\n"),
+            &format!("[tenants]\n\"{tenant}\" = \"{TENANT}\"\n[workers]\n\"{worker_token}\" = \"local\"\n[pools.local]\ntenants = [\"{TENANT}\"]\n"),
             &coord_dir.join("tokens (generated per build)"),
         )?;
         let raft_port = {

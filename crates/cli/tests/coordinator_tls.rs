@@ -34,7 +34,7 @@ fn start_tls(name: &str) -> Running {
     std::fs::write(dir.join("tls/tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls/tls.key"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
     std::fs::write(
         dir.join("coordinator.toml"),
         "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[tls]\ncert = \"tls/tls.crt\"\nkey = \"tls/tls.key\"\n",

@@ -46,7 +46,7 @@ fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::pat
     let dir = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
     let metrics_key = metrics_listen.map(|a| format!("metrics_listen = \"{a}\"\n")).unwrap_or_default();
     std::fs::write(
         dir.join("coordinator.toml"),

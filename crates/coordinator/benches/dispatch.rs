@@ -90,7 +90,7 @@ fn dispatch(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut client) = rt.block_on(async {
         let store = Arc::new(FilesystemStore::open(dir.path()).await.unwrap());
-        let tokens: TokenFile = toml::from_str(&format!("[tenants]\n\"{TENANT}\" = \"t\"\n[workers]\n\"{WORKER}\" = \"p\"\n")).unwrap();
+        let tokens: TokenFile = toml::from_str(&format!("[tenants]\n\"{TENANT}\" = \"t\"\n[workers]\n\"{WORKER}\" = \"p\"\n[pools.p]\ntenants = [\"t\"]\n")).unwrap();
         let coordinator = Coordinator::start(Arc::new(MemoryState::new()), store, Arc::new(Unused), &tokens, SchedulerConfig::default())
             .await
             .unwrap();

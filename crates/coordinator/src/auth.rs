@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tonic::{Request, Status};
 
-use crate::state::{Command, CoordinatorState, Principal, StateError, query};
+use crate::state::{Command, CoordinatorState, Principal, StateError, WorkerGrant, query};
 
 /// The token file, for example:
 ///
@@ -22,7 +22,13 @@ use crate::state::{Command, CoordinatorState, Principal, StateError, query};
 /// [tenants]
 /// "s3cr3t-team-a" = "team-a"
 /// [workers]
+/// # One worker's own token: its id and labels are the file's, not its own.
+/// "s3cr3t-worker-1" = { pool = "default", id = "w1", labels = { gpu = "a100" } }
+/// # A pool token shared by many workers: each names its id; labels are the pool's.
 /// "s3cr3t-pool" = "default"
+/// [pools.default]
+/// tenants = ["team-a"]          # default: the tenant named like the pool
+/// labels = { zone = "eu-1" }
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +36,47 @@ pub struct TokenFile {
     #[serde(default)]
     pub tenants: BTreeMap<String, String>,
     #[serde(default)]
-    pub workers: BTreeMap<String, String>,
+    pub workers: BTreeMap<String, WorkerToken>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// A `[workers]` entry: a pool name (a token many workers share) or one
+/// worker's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerToken {
+    Pool(String),
+    Worker(WorkerIdentity),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerIdentity {
+    pub pool: String,
+    pub id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl WorkerToken {
+    pub fn pool(&self) -> &str {
+        match self {
+            WorkerToken::Pool(p) => p,
+            WorkerToken::Worker(w) => &w.pool,
+        }
+    }
+}
+
+/// `[pools.NAME]`: whom a pool's workers serve and the labels they carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Tenant names; absent: only the tenant named like the pool (a pool
+    /// never serves every tenant by default).
+    pub tenants: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +99,8 @@ impl TokenFile {
         let file: TokenFile =
             toml::from_str(text).map_err(|e| AuthError::Parse { path: path.display().to_string(), message: e.to_string() })?;
         let bad = |message: String| Err(AuthError::Parse { path: path.display().to_string(), message });
-        for (token, name) in file.tenants.iter().chain(&file.workers) {
+        let workers = file.workers.iter().map(|(t, w)| (t, w.pool()));
+        for (token, name) in file.tenants.iter().map(|(t, n)| (t, n.as_str())).chain(workers) {
             if token.len() < 16 {
                 // Never echo the token itself.
                 return bad(format!("a token for {name:?} is shorter than 16 characters"));
@@ -66,13 +113,49 @@ impl TokenFile {
             let name = &file.tenants[t];
             return bad(format!("tenant {name:?}'s token is also a worker token"));
         }
+        let mut ids = std::collections::BTreeSet::new();
+        for w in file.workers.values() {
+            if let WorkerToken::Worker(w) = w {
+                if !valid_namespace(&w.id) {
+                    return bad(format!("[workers] id {:?}: use 1-64 characters from [A-Za-z0-9._-]", w.id));
+                }
+                if !ids.insert(w.id.as_str()) {
+                    return bad(format!("[workers] id {:?} is given to two tokens", w.id));
+                }
+            }
+        }
+        let tenant_names: std::collections::BTreeSet<&str> = file.tenants.values().map(String::as_str).collect();
+        for (pool, cfg) in &file.pools {
+            for t in cfg.tenants.iter().flatten() {
+                if !tenant_names.contains(t.as_str()) {
+                    return bad(format!("[pools.{pool}] tenants: {t:?} is not a tenant of [tenants]"));
+                }
+            }
+        }
         Ok(file)
+    }
+
+    /// What a worker token grants: its pool's tenants, its identity, and
+    /// the pool's labels overlaid with its own.
+    pub fn grant(&self, worker: &WorkerToken) -> WorkerGrant {
+        let pool = worker.pool().to_owned();
+        let cfg = self.pools.get(&pool).cloned().unwrap_or_default();
+        let tenants = cfg.tenants.unwrap_or_else(|| vec![pool.clone()]).into_iter().collect();
+        let mut labels = cfg.labels;
+        let id = match worker {
+            WorkerToken::Pool(_) => None,
+            WorkerToken::Worker(w) => {
+                labels.extend(w.labels.clone());
+                Some(w.id.clone())
+            }
+        };
+        WorkerGrant { pool, id, labels, tenants }
     }
 
     /// The commands that register these tokens.
     pub fn commands(&self) -> Vec<Command> {
         let tenants = self.tenants.iter().map(|(t, n)| (t, Principal::Tenant(n.clone())));
-        let workers = self.workers.iter().map(|(t, n)| (t, Principal::Worker(n.clone())));
+        let workers = self.workers.iter().map(|(t, w)| (t, Principal::BoundWorker(self.grant(w))));
         tenants.chain(workers).map(|(t, principal)| Command::PutToken { token_hash: token_hash(t), principal }).collect()
     }
 }
@@ -119,13 +202,21 @@ impl Auth {
         query(&*self.state, |m| m.principal(&hash).cloned()).ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 
+    /// [`Self::principal`] and the [`Credential`] it was presented with.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<(Principal, Credential), Status> {
+        let p = self.principal(req)?;
+        let token = req.metadata().get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        Ok((p, Credential(token_hash(token.unwrap_or_default().trim()))))
+    }
+
     /// A tonic interceptor that refuses unknown tokens and attaches the
     /// caller's [`Principal`] to the request for the handlers.
     pub fn interceptor(&self) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
         let auth = self.clone();
         move |mut req: Request<()>| {
-            let p = auth.principal(&req)?;
+            let (p, credential) = auth.authenticate(&req)?;
             req.extensions_mut().insert(p);
+            req.extensions_mut().insert(credential);
             Ok(req)
         }
     }
@@ -135,15 +226,21 @@ impl Auth {
 pub fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
     match req.extensions().get::<Principal>() {
         Some(Principal::Tenant(ns)) => Ok(ns.clone()),
-        Some(Principal::Worker(_)) => Err(Status::permission_denied("worker tokens cannot use the build service")),
+        Some(Principal::Worker(_) | Principal::BoundWorker(_)) => Err(Status::permission_denied("worker tokens cannot use the build service")),
         None => Err(Status::unauthenticated("request was not authenticated")),
     }
 }
 
-/// The caller's worker pool, or refusal for tenants.
-pub fn worker_pool_of<T>(req: &Request<T>) -> Result<String, Status> {
+/// The blake3 hash of the token a request was authenticated with: tells
+/// apart two sessions presenting the same worker id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential(pub String);
+
+/// The caller's worker grant, or refusal for tenants.
+pub fn worker_pool_of<T>(req: &Request<T>) -> Result<WorkerGrant, Status> {
     match req.extensions().get::<Principal>() {
-        Some(Principal::Worker(pool)) => Ok(pool.clone()),
+        Some(Principal::BoundWorker(grant)) => Ok(grant.clone()),
+        Some(Principal::Worker(pool)) => Ok(WorkerGrant { pool: pool.clone(), id: None, labels: Default::default(), tenants: Default::default() }),
         Some(Principal::Tenant(_)) => Err(Status::permission_denied("tenant tokens cannot serve as workers")),
         None => Err(Status::unauthenticated("request was not authenticated")),
     }
@@ -174,7 +271,41 @@ mod tests {
     async fn known_tokens_map_to_their_principal() {
         let a = auth().await;
         assert_eq!(a.principal(&request(Some("aaaaaaaaaaaaaaaa-token"))).unwrap(), Principal::Tenant("team-a".into()));
-        assert_eq!(a.principal(&request(Some("wwwwwwwwwwwwwwww-token"))).unwrap(), Principal::Worker("pool".into()));
+        let Principal::BoundWorker(grant) = a.principal(&request(Some("wwwwwwwwwwwwwwww-token"))).unwrap() else { panic!("not a worker") };
+        assert_eq!(grant.pool, "pool");
+    }
+
+    fn grant_of(file: &str, token: &str) -> WorkerGrant {
+        let f = TokenFile::parse(file, Path::new("tokens.toml")).unwrap();
+        f.grant(&f.workers[token])
+    }
+
+    #[test]
+    fn a_pool_serves_only_the_tenant_named_like_it_unless_it_lists_its_tenants() {
+        let g = grant_of(FILE, "wwwwwwwwwwwwwwww-token");
+        assert_eq!(g.tenants, ["pool".to_string()].into(), "no [pools.pool]: only a tenant named pool");
+        let listed = format!("{FILE}[pools.pool]\ntenants = [\"team-a\"]\n");
+        assert_eq!(grant_of(&listed, "wwwwwwwwwwwwwwww-token").tenants, ["team-a".to_string()].into());
+    }
+
+    #[test]
+    fn a_worker_token_fixes_the_workers_id_and_labels() {
+        let file = "[tenants]\n\"aaaaaaaaaaaaaaaa-token\" = \"team-a\"\n\
+                    [workers]\n\"wwwwwwwwwwwwwwww-w1\" = { pool = \"gpu\", id = \"w1\", labels = { slot = \"1\" } }\n\
+                    [pools.gpu]\ntenants = [\"team-a\"]\nlabels = { gpu = \"a100\", slot = \"0\" }\n";
+        let g = grant_of(file, "wwwwwwwwwwwwwwww-w1");
+        assert_eq!(g.id.as_deref(), Some("w1"));
+        let labels: BTreeMap<String, String> = [("gpu", "a100"), ("slot", "1")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        assert_eq!(g.labels, labels, "the pool's labels overlaid with the worker's own");
+    }
+
+    #[test]
+    fn a_pool_listing_an_unknown_tenant_or_two_tokens_for_one_id_are_refused_naming_the_key() {
+        let e = TokenFile::parse(&format!("{FILE}[pools.pool]\ntenants = [\"team-z\"]\n"), Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.to_string(), "token file t.toml: [pools.pool] tenants: \"team-z\" is not a tenant of [tenants]");
+        let twice = "[workers]\n\"wwwwwwwwwwwwwwww-1\" = { pool = \"p\", id = \"w\" }\n\"wwwwwwwwwwwwwwww-2\" = { pool = \"p\", id = \"w\" }\n";
+        let e = TokenFile::parse(twice, Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("[workers] id \"w\" is given to two tokens"), "{e}");
     }
 
     #[tokio::test]

@@ -131,6 +131,8 @@ pub struct SchedulerSection {
     pub max_attempts: u32,
     pub lease_ttl_ms: u64,
     pub readopt_grace_ms: u64,
+    /// See [`SchedulerConfig::server_action_keys`].
+    pub server_action_keys: bool,
 }
 
 impl Default for SchedulerSection {
@@ -142,6 +144,7 @@ impl Default for SchedulerSection {
             max_attempts: d.max_attempts,
             lease_ttl_ms: d.lease_ttl.as_millis() as u64,
             readopt_grace_ms: d.readopt_grace.as_millis() as u64,
+            server_action_keys: d.server_action_keys,
         }
     }
 }
@@ -193,6 +196,7 @@ impl CoordinatorConfig {
             max_attempts: s.max_attempts,
             lease_ttl: Duration::from_millis(s.lease_ttl_ms),
             readopt_grace: Duration::from_millis(s.readopt_grace_ms),
+            server_action_keys: s.server_action_keys,
             ..SchedulerConfig::default()
         }
     }

@@ -14,6 +14,7 @@
 //!
 //! Clients (the remote store, TLS, leader following) are in `rbk-client`.
 
+pub mod action_key;
 pub mod auth;
 pub mod build_events;
 pub mod cache_heads;

@@ -150,7 +150,8 @@ pub enum BuildEvent {
     BuildFinished { state: BuildState, duration_ms: u64, message: String },
 }
 
-/// What a worker said about itself when it connected.
+/// A connected worker: what it said about itself (platform, capacity, what
+/// it holds) and what the token file says of it (id, labels, tenants).
 #[derive(Debug, Clone, Default)]
 pub struct WorkerInfo {
     pub id: String,
@@ -162,6 +163,20 @@ pub struct WorkerInfo {
     /// Assignments it holds from an earlier session (a new leader keeps
     /// them on it; see `scheduler/failover.rs`).
     pub running: Vec<HeldAssignment>,
+    /// Tenants whose steps it may run (its pool's, from the token file).
+    pub tenants: BTreeSet<String>,
+    /// Hash of the token its session presented: a second session under the
+    /// same id is refused unless it presents the same one.
+    pub credential: String,
+}
+
+
+#[cfg(test)]
+impl WorkerInfo {
+    /// A worker of a pool serving the tenants the unit tests submit as.
+    pub(crate) fn serving_test_tenants() -> Self {
+        Self { tenants: ["team", "a", "b"].map(String::from).into(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +268,8 @@ pub struct HeldAssignment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningAssignment {
     pub worker_id: String,
+    /// Hash of the token the running worker's session presented.
+    pub credential: String,
     pub namespace: String,
     /// Every build waiting on the step (identical steps run once).
     pub build_ids: Vec<String>,

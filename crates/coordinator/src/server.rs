@@ -105,7 +105,7 @@ impl Coordinator {
                 ungated: BuildServer::with_interceptor(self.build_service(), i.clone()),
             })
             .add_service(WorkerServer::with_interceptor(
-                WorkerService { scheduler: self.scheduler.clone(), heartbeat_ms: self.heartbeat_ms },
+                WorkerService { scheduler: self.scheduler.clone(), state: self.state.clone(), heartbeat_ms: self.heartbeat_ms },
                 gated.clone(),
             ))
             .add_service(rbk_proto::ssh::ssh_relay_server::SshRelayServer::with_interceptor(

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{tenant_of, worker_pool_of};
+use crate::auth::{Credential, tenant_of, worker_pool_of};
 use crate::model::RunningAssignment;
 use crate::scheduler::Scheduler;
 use crate::state::{BuildState, CoordinatorState, query};
@@ -210,7 +210,8 @@ impl SshRelay for SshRelayService {
     }
 
     async fn forward(&self, req: Request<Streaming<ForwardFrame>>) -> Result<Response<Self::ForwardStream>, Status> {
-        worker_pool_of(&req)?;
+        let grant = worker_pool_of(&req)?;
+        let credential = req.extensions().get::<Credential>().cloned();
         let mut inbound = req.into_inner();
         let open = match inbound.message().await? {
             Some(ForwardFrame { frame: Some(forward_frame::Frame::Open(o)) }) => o,
@@ -223,7 +224,10 @@ impl SshRelay for SshRelayService {
             ))
         };
         let a = self.scheduler.running_assignment(&open.assignment_id).await.ok_or_else(refused)?;
-        if a.worker_id != open.worker_id {
+        // Only the session that holds the assignment: same id, same token.
+        let same_session = credential.is_some_and(|c| c.0 == a.credential) && grant.id.as_ref().is_none_or(|id| *id == a.worker_id);
+        if a.worker_id != open.worker_id || !same_session {
+            tracing::warn!(worker = %open.worker_id, assignment = %open.assignment_id, "refused an ssh forward for an assignment the caller does not hold");
             return Err(refused());
         }
         let Paired { conn, client, rx } = self.relay.pair(&a, &open.ssh_id, self.wait).await?;

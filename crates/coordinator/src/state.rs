@@ -28,8 +28,29 @@ pub enum Principal {
     /// A tenant (team or project); its name is the namespace of all its
     /// cache ids and action-cache entries.
     Tenant(String),
-    /// A worker of the given pool; workers serve every tenant.
+    /// A worker of the given pool, from state written before pools listed
+    /// their tenants: it serves no tenant (the safe reading of an old log;
+    /// the token file re-installed at start replaces it).
     Worker(String),
+    /// A worker bound to the tenants its pool serves, with the identity and
+    /// labels the token file gives it (see `auth.rs`).
+    BoundWorker(WorkerGrant),
+}
+
+/// What a worker token allows: which pool, which tenants it serves, and the
+/// identity it runs under. Labels and tenants come from the coordinator's
+/// token file, never from what the worker says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerGrant {
+    pub pool: String,
+    /// The worker id this token is for; `None`: a pool token shared by many
+    /// workers, each naming its own id (a second session under an id in
+    /// use is refused unless it presents the same token).
+    pub id: Option<String>,
+    /// The pool's labels overlaid with the worker's own.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Tenants whose steps the scheduler may assign to this worker.
+    pub tenants: std::collections::BTreeSet<String>,
 }
 
 /// The newest snapshot of one cache mount.
@@ -319,6 +340,12 @@ impl StateMachine {
 
     pub fn principal(&self, token_hash: &str) -> Option<&Principal> {
         self.tokens.get(token_hash)
+    }
+
+    /// Whether a worker token of its own names this worker id: then only
+    /// that token may register under it (a pool token cannot squat it).
+    pub fn worker_id_is_owned(&self, worker_id: &str) -> bool {
+        self.tokens.values().any(|p| matches!(p, Principal::BoundWorker(g) if g.id.as_deref() == Some(worker_id)))
     }
 
     pub fn build(&self, build_id: &str) -> Option<&BuildRecord> {

@@ -130,6 +130,9 @@ pub(crate) fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
         platform: r.platform,
         labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
         max_parallel: r.resources.map_or(1, |res| res.max_parallel.max(1)),
+        // Filled by the worker service from the token that opened the stream.
+        tenants: Default::default(),
+        credential: String::new(),
         layers,
         snapshots,
         running: r

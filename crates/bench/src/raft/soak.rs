@@ -62,7 +62,7 @@ impl Drop for Nodes {
 
 impl Nodes {
     fn new(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"soak\"\n[workers]\n\"{WORKER}\" = \"pool\"\n"))?;
+        std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"soak\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"soak\"]\n"))?;
         let api: Vec<u16> = (0..3).map(|_| port()).collect::<Result<_, _>>()?;
         let raft: Vec<u16> = (0..3).map(|_| port()).collect::<Result<_, _>>()?;
         for i in 0..3 {

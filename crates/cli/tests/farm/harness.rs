@@ -29,6 +29,17 @@ pub const TENANT: &str = "farm-test-tenant-token-0001";
 /// A second tenant, for isolation tests.
 pub const TENANT_B: &str = "farm-test-tenant-b-token-0003";
 pub const WORKER_TOKEN: &str = "farm-test-worker-token-0002";
+/// A pool that serves only tenant B (`TENANT_B`).
+pub const ROGUE_TOKEN: &str = "farm-test-rogue-pool-token-0004";
+/// Worker ids with their own token in the farm's token file (id and
+/// `worker=ID` label fixed by it); other ids share [`WORKER_TOKEN`] and
+/// carry no labels.
+pub const OWN_TOKEN_IDS: [&str; 3] = ["a", "b", "c"];
+
+/// The token `rbk worker --id ID` presents: its own, or the pool's.
+pub fn worker_token(id: &str) -> String {
+    if OWN_TOKEN_IDS.contains(&id) { format!("farm-test-worker-{id}-token-0005") } else { WORKER_TOKEN.to_owned() }
+}
 pub const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 /// Longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(90);
@@ -157,7 +168,17 @@ impl Farm {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("tokens.toml"),
-            format!("[tenants]\n\"{TENANT}\" = \"team\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n"),
+            format!(
+                "[tenants]\n\"{TENANT}\" = \"team\"\n\"{TENANT_B}\" = \"team-b\"\n\
+                 [workers]\n\"{WORKER_TOKEN}\" = \"pool\"\n{}\
+                 \"{ROGUE_TOKEN}\" = \"rogue\"\n\
+                 [pools.pool]\ntenants = [\"team\", \"team-b\"]\n\
+                 [pools.rogue]\ntenants = [\"team-b\"]\n",
+                OWN_TOKEN_IDS
+                    .iter()
+                    .map(|id| format!("\"{}\" = {{ pool = \"pool\", id = \"{id}\", labels = {{ worker = \"{id}\" }} }}\n", worker_token(id)))
+                    .collect::<String>()
+            ),
         )
         .unwrap();
         std::fs::write(
@@ -224,6 +245,28 @@ impl Farm {
     }
 
     fn spawn_worker(&self, id: &str, url: &str, ns: Option<&NetNs>, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut w = self.spawn_worker_as(id, &worker_token(id), &format!("worker={id}"), url, ns, extra, env);
+        w.wait_registered();
+        w
+    }
+
+    /// `rbk worker --id ID --labels LABELS` presenting `token`, without
+    /// waiting for it to register (it may be refused).
+    pub fn worker_presenting(&self, id: &str, token: &str, labels: &str) -> Worker {
+        self.spawn_worker_as(id, token, labels, &self.url, None, &[], &[])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_worker_as(
+        &self,
+        id: &str,
+        token: &str,
+        labels: &str,
+        url: &str,
+        ns: Option<&NetNs>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let state = self.dir.path().join("workers").join(id);
         std::fs::create_dir_all(&state).unwrap();
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
@@ -240,8 +283,8 @@ impl Farm {
             None => Command::new(RBK),
         };
         let child = cmd
-            .args(["worker", "--coordinator", url, "--token", WORKER_TOKEN, "--id", id])
-            .args(["--labels", &format!("worker={id}")])
+            .args(["worker", "--coordinator", url, "--token", token, "--id", id])
+            .args(["--labels", labels])
             .arg("--state-dir")
             .arg(&state)
             .arg("--runtime-path")
@@ -254,9 +297,7 @@ impl Farm {
             .stderr(log)
             .spawn()
             .expect("starting rbk worker");
-        let mut w = Worker { id: id.to_owned(), child, log: log_path, registrations_before: before };
-        w.wait_registered();
-        w
+        Worker { id: id.to_owned(), child, log: log_path, registrations_before: before }
     }
 
     pub async fn client(&self) -> BuildClient<tonic::transport::Channel> {

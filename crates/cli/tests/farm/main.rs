@@ -6,3 +6,4 @@ mod harness;
 mod workers;
 mod submit;
 mod ssh;
+mod tenancy;

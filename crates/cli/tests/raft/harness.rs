@@ -149,7 +149,7 @@ impl Cluster {
     /// `n` nodes, all voters, none started.
     pub fn new(n: u64, snapshot_entries: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n")).unwrap();
+        std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
         let nodes: Vec<Node> = (1..=n).map(Node::local).collect();
         let c = Self { dir, nodes, snapshot_entries, net: None };

@@ -138,7 +138,7 @@ impl Core {
         let Some(exec) = self.execs.get_mut(key) else { return false };
         exec.attempt = attempt;
         // No assignment id until the worker reports it.
-        exec.running = Some(Running { assignment_id: String::new(), worker_id: worker_id.clone(), started: Instant::now(), committing: false });
+        exec.running = Some(Running { assignment_id: String::new(), worker_id: worker_id.clone(), granted: None, started: Instant::now(), committing: false });
         if let Some(b) = self.builds.get_mut(build_id)
             && let Some(&i) = b.index.get(step_id)
         {
@@ -181,6 +181,7 @@ impl Core {
         };
         for worker_id in workers {
             let Some(w) = self.workers.get(&worker_id) else { continue };
+            let tenants = w.info.tenants.clone();
             for held in w.info.running.clone() {
                 if self.assignments.contains_key(&held.assignment_id) {
                     continue;
@@ -192,7 +193,11 @@ impl Core {
                     .find(|(k, a)| {
                         a.worker_id == worker_id
                             && a.attempt == held.attempt
-                            && self.execs.get(*k).is_some_and(|e| e.waiters.iter().any(|(b, s)| *b == held.build_id && *s == held.step_id))
+                            && self.execs.get(*k).is_some_and(|e| {
+                                // Never a step of a tenant the worker does not serve.
+                                tenants.contains(&e.namespace)
+                                    && e.waiters.iter().any(|(b, s)| *b == held.build_id && *s == held.step_id)
+                            })
                     })
                     .map(|(k, _)| k.clone());
                 match found {
@@ -493,7 +498,7 @@ mod tests {
     }
 
     fn info(id: &str) -> WorkerInfo {
-        WorkerInfo { id: id.into(), max_parallel: 1, ..Default::default() }
+        WorkerInfo { id: id.into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }
     }
 
     #[tokio::test]

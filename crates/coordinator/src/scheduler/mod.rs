@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cache_heads::CacheHeads;
 use crate::model::{
-    ActionResult, Assignment, BuildEvent, BuildRequest, BuildState, FromWorker, HeadKey, MountGrant, RunningAssignment,
+    ActionResult, Assignment, BuildEvent, BuildRequest, BuildState, CacheCommit, FromWorker, HeadKey, MountGrant, RunningAssignment,
     Secrets, StepInput, StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
 use crate::state::{Command, CoordinatorState, StateError, StepState, now_ms, query};
@@ -55,6 +55,12 @@ pub struct SchedulerConfig {
     /// on a worker for that worker to reconnect and re-report it, before
     /// retrying it elsewhere (leader-local; a few heartbeat intervals).
     pub readopt_grace: Duration,
+    /// Key the action cache by the coordinator's hash of what each step
+    /// executes (`action_key.rs`) instead of the client's key. Off by
+    /// default until the client's context digest is the same for an
+    /// unchanged context (today the staged context's snapshot records the
+    /// staging copy's mtimes, so every step reading the context would miss).
+    pub server_action_keys: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +72,7 @@ impl Default for SchedulerConfig {
             lease_ttl: Duration::from_secs(120),
             secret_wait: Duration::from_secs(30),
             readopt_grace: Duration::from_secs(10),
+            server_action_keys: false,
         }
     }
 }
@@ -80,6 +87,9 @@ pub enum SchedulerError {
     State { build_id: String, source: StateError },
     #[error("the scheduler has stopped")]
     Stopped,
+    /// Another session holds this worker id under a different token.
+    #[error("worker id {0:?} is in use by a live session with another token")]
+    WorkerIdInUse(String),
 }
 
 /// A step's result after its cache commits: the result, the heads the worker
@@ -89,7 +99,7 @@ type CommitResult = Result<(ActionResult, Vec<(HeadKey, Digest)>, u64), String>;
 enum Msg {
     Submit { req: BuildRequest, secrets: Secrets, reply: oneshot::Sender<Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError>> },
     Cancel { namespace: String, build_id: String, reply: oneshot::Sender<Result<(), SchedulerError>> },
-    WorkerUp { info: WorkerInfo, tx: mpsc::UnboundedSender<ToWorker>, reply: oneshot::Sender<u64> },
+    WorkerUp { info: WorkerInfo, tx: mpsc::UnboundedSender<ToWorker>, reply: oneshot::Sender<Result<u64, SchedulerError>> },
     FromWorker { worker_id: String, conn: u64, msg: FromWorker },
     WorkerDown { worker_id: String, conn: u64 },
     Committed { assignment_id: String, result: CommitResult },
@@ -197,12 +207,13 @@ impl Scheduler {
     }
 
     /// Registers a connected worker. A worker reconnecting under the same id
-    /// replaces its old connection (whose steps are retried).
+    /// and token replaces its old connection (whose steps are retried); under
+    /// another token it is refused while the old one lives.
     pub async fn worker_up(&self, info: WorkerInfo) -> Result<WorkerLink, SchedulerError> {
         let (tx, assignments) = mpsc::unbounded_channel();
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::WorkerUp { info, tx, reply }).map_err(|_| SchedulerError::Stopped)?;
-        let conn = rx.await.map_err(|_| SchedulerError::Stopped)?;
+        let conn = rx.await.map_err(|_| SchedulerError::Stopped)??;
         Ok(WorkerLink { conn, assignments })
     }
 
@@ -283,6 +294,19 @@ pub fn validate_graph(steps: &[StepNode]) -> Result<(), SchedulerError> {
 
 type ExecKey = (String, String);
 
+/// The first commit of `outcome` to a head the assignment was not granted
+/// (or, without grants, a cache the step does not declare): a worker
+/// commits only the caches of the assignment it holds.
+fn foreign_commit<'a>(node: &StepNode, granted: Option<&[(String, u32)]>, outcome: &'a StepOutcome) -> Option<&'a CacheCommit> {
+    let commits = match outcome {
+        StepOutcome::Succeeded { commits, .. } | StepOutcome::Failed { commits, .. } => commits,
+    };
+    commits.iter().find(|c| match granted {
+        Some(g) => !g.iter().any(|(id, slot)| *id == c.cache_id && *slot == c.slot),
+        None => !node.cache_mounts.iter().any(|m| m.id == c.cache_id),
+    })
+}
+
 struct WorkerSlot {
     info: WorkerInfo,
     conn: u64,
@@ -320,6 +344,11 @@ struct Exec {
 struct Running {
     assignment_id: String,
     worker_id: String,
+    /// The `(cache id, slot)` pairs granted to this assignment, the only
+    /// heads its result may commit to; `None` for a step a new leader found
+    /// running (its grants were the old leader's): then the step's declared
+    /// cache ids bound what it may commit.
+    granted: Option<Vec<(String, u32)>>,
     started: Instant,
     committing: bool,
 }
@@ -391,6 +420,11 @@ impl Core {
                 }
             }
             Msg::WorkerUp { info, tx, reply } => {
+                if self.workers.get(&info.id).is_some_and(|old| old.info.credential != info.credential) {
+                    tracing::warn!(worker = %info.id, "refused a second session under a live worker id with another token");
+                    let _ = reply.send(Err(SchedulerError::WorkerIdInUse(info.id)));
+                    return;
+                }
                 let kept = self.carry_over(&info);
                 if let Some(old) = self.workers.get(&info.id) {
                     let conn = old.conn;
@@ -403,7 +437,7 @@ impl Core {
                     info.id.clone(),
                     WorkerSlot { info: info.clone(), conn, tx, running: kept, last_seen: Instant::now(), draining: false },
                 );
-                let _ = reply.send(conn);
+                let _ = reply.send(Ok(conn));
                 self.claim_reports(Some(&info.id)).await;
             }
             Msg::FromWorker { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
@@ -422,6 +456,7 @@ impl Core {
                     let r = e.running.as_ref().filter(|r| r.assignment_id == assignment_id && !r.committing)?;
                     Some(RunningAssignment {
                         worker_id: r.worker_id.clone(),
+                        credential: self.workers.get(&r.worker_id).map(|w| w.info.credential.clone()).unwrap_or_default(),
                         namespace: e.namespace.clone(),
                         build_ids: e.waiters.iter().map(|(b, _)| b.clone()).collect(),
                     })
@@ -444,8 +479,13 @@ impl Core {
         }
     }
 
-    async fn submit(&mut self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+    async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         validate_graph(&req.steps)?;
+        // The action cache keyed by what runs, not by what the client says
+        // (see `action_key.rs`).
+        if self.config.server_action_keys {
+            crate::action_key::assign_keys(&mut req.steps);
+        }
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
         self.state
@@ -700,6 +740,17 @@ impl Core {
         if let Some((build_id, step_id)) = exec.waiters.first() {
             tracing::Span::current().record("build_id", tracing::field::display(&build_id)).record("step_id", tracing::field::display(&step_id));
         }
+        let outcome = match foreign_commit(&exec.node, running.granted.as_deref(), &outcome) {
+            None => outcome,
+            Some(c) => {
+                tracing::warn!(cache = %c.cache_id, slot = c.slot, "refused a result committing to a cache head the assignment was not granted");
+                StepOutcome::Failed {
+                    message: format!("worker {worker_id} tried to commit cache {:?} slot {}, which this step was not granted", c.cache_id, c.slot),
+                    exit_code: -1,
+                    commits: vec![],
+                }
+            }
+        };
         match outcome {
             StepOutcome::Succeeded { layers, config, commits, bytes_restored, duration_ms } => {
                 tracing::info!(duration_ms, bytes_restored, commits = commits.len(), "step succeeded; committing");
@@ -927,6 +978,7 @@ impl Core {
         tracing::info!(attempt = exec.attempt, "step dispatched");
         let build_id = if exec.waiters.iter().any(|(b, _)| *b == exec.first_build) { exec.first_build.clone() } else { build_id };
         let secrets = self.secrets.get(&build_id).cloned().unwrap_or_default();
+        let granted = Some(mounts.iter().map(|m| (m.cache_id.clone(), m.slot)).collect());
         let assignment = Assignment {
             assignment_id: assignment_id.clone(),
             secrets,
@@ -942,6 +994,7 @@ impl Core {
         exec.running = Some(Running {
             assignment_id: assignment_id.clone(),
             worker_id: worker_id.clone(),
+            granted,
             started: Instant::now(),
             committing: false,
         });
@@ -976,6 +1029,7 @@ impl Core {
             .filter(|(_, w)| {
                 !w.draining
                     && (w.running.len() as u32) < w.info.max_parallel.max(1)
+                    && w.info.tenants.contains(&exec.namespace)
                     && (node.platform.is_empty() || node.platform == w.info.platform)
                     && node.labels.iter().all(|(k, v)| w.info.labels.get(k) == Some(v))
             })

@@ -122,7 +122,7 @@ mod tests {
     #[tokio::test]
     async fn an_adopted_step_runs_with_the_secret_its_client_re_supplied() {
         let (_state, s, build_id) = adopted(Duration::from_secs(60)).await;
-        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await.unwrap();
         // Nothing is dispatched without the secret.
         assert!(tokio::time::timeout(Duration::from_millis(300), w.assignments.recv()).await.is_err());
         let secrets = Secrets([("tok".to_owned(), b"s3cr3t".to_vec())].into());
@@ -137,7 +137,7 @@ mod tests {
     async fn an_adopted_step_whose_secret_nobody_re_supplied_fails_naming_it() {
         let (state, s, build_id) = adopted(Duration::from_millis(200)).await;
         let mut watch = s.events().subscribe(&build_id).unwrap();
-        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await.unwrap();
         let failed = loop {
             match tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.unwrap().unwrap() {
                 BuildEvent::Failed { message, .. } => break message,
@@ -159,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn a_re_attached_client_without_the_secret_releases_the_step_to_its_worker() {
         let (_state, s, build_id) = adopted(Duration::from_secs(60)).await;
-        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+        let mut w = s.worker_up(WorkerInfo { id: "w".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await.unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(300), w.assignments.recv()).await.is_err());
         // The submitter is back with no secrets: the worker decides
         // (an optional secret mount runs without it; a required one fails).

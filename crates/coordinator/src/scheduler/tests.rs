@@ -41,7 +41,9 @@ fn node(id: &str, key: &str, deps: &[&str]) -> StepNode {
         platform: String::new(),
         labels: BTreeMap::new(),
         cache_mounts: vec![],
-        payload: format!("run {id}").into_bytes(),
+        // The action key is the coordinator's hash of what runs: steps the
+        // tests call identical (same `key`) run the same payload.
+        payload: format!("run {key}").into_bytes(),
         name: format!("RUN {id}"),
         secret_ids: Default::default(),
     }
@@ -60,7 +62,7 @@ struct TestWorker {
 
 impl Harness {
     async fn worker(&self, id: &str, max_parallel: u32) -> TestWorker {
-        self.worker_with(WorkerInfo { id: id.into(), platform: "linux/amd64".into(), max_parallel, ..Default::default() })
+        self.worker_with(WorkerInfo { id: id.into(), platform: "linux/amd64".into(), max_parallel, ..WorkerInfo::serving_test_tenants() })
             .await
     }
 
@@ -84,7 +86,7 @@ impl Harness {
 
     fn succeed_with(&self, w: &TestWorker, a: &Assignment, commits: Vec<CacheCommit>) {
         let outcome = StepOutcome::Succeeded {
-            layers: vec![Digest::of(a.key.as_bytes())],
+            layers: vec![Digest::of(a.step_id.as_bytes())],
             config: b"{}".to_vec(),
             commits,
             bytes_restored: 7,
@@ -148,7 +150,7 @@ async fn independent_steps_run_in_parallel_on_different_workers() {
     assert_eq!(c.step_id, "c");
     let mut inputs: Vec<_> = c.inputs.iter().map(|i| (i.step_id.clone(), i.result.layers.clone())).collect();
     inputs.sort();
-    assert_eq!(inputs, vec![("a".into(), vec![Digest::of(b"ka")]), ("b".into(), vec![Digest::of(b"kb")])]);
+    assert_eq!(inputs, vec![("a".into(), vec![Digest::of(b"a")]), ("b".into(), vec![Digest::of(b"b")])]);
     let w = if on == 1 { &w1 } else { &w2 };
     h.succeed(w, &c);
     assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
@@ -309,8 +311,8 @@ async fn cancel_stops_running_steps_but_not_ones_another_build_shares() {
     let second = w.assignment().await;
     let (_, mut ev2) = h.submit(vec![node("s", "k-shared", &[])]).await;
     h.sched.cancel("team", &b1).await.unwrap();
-    let own = if first.key == "k-own" { &first } else { &second };
-    let shared = if first.key == "k-shared" { &first } else { &second };
+    let own = if first.step_id == "own" { &first } else { &second };
+    let shared = if first.step_id == "shared" { &first } else { &second };
     assert_eq!(w.next().await, ToWorker::Cancel { assignment_id: own.assignment_id.clone() });
     assert_eq!(final_state(&finish(&mut ev1).await), BuildState::Cancelled);
     h.succeed(&w, shared);
@@ -334,7 +336,7 @@ async fn steps_go_only_to_workers_with_their_platform_and_labels() {
             platform: "linux/amd64".into(),
             labels: [("gpu".to_string(), "yes".to_string())].into(),
             max_parallel: 4,
-            ..Default::default()
+            ..WorkerInfo::serving_test_tenants()
         })
         .await;
     let mut step = node("a", "ka", &[]);
@@ -361,7 +363,7 @@ async fn the_worker_holding_the_cache_head_is_preferred() {
             id: "z-warm".into(),
             max_parallel: 4,
             snapshots: [(key.clone(), snap)].into(),
-            ..Default::default()
+            ..WorkerInfo::serving_test_tenants()
         })
         .await;
     let (_, _ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)]).await;
@@ -527,7 +529,7 @@ async fn a_result_sent_twice_is_committed_once() {
     let state = Arc::new(CountingState::default());
     let merger = Arc::new(MapMerger::default());
     let sched = Scheduler::start(state.clone(), CacheHeads::new(state.clone(), merger.clone()), SchedulerConfig::default());
-    let link = sched.worker_up(WorkerInfo { id: "w1".into(), max_parallel: 1, ..Default::default() }).await.unwrap();
+    let link = sched.worker_up(WorkerInfo { id: "w1".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await.unwrap();
     let mut w = TestWorker { id: "w1".into(), conn: link.conn, rx: link.assignments };
     let req = BuildRequest { namespace: "team".into(), steps: vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)], no_cache: false };
     let (_, mut ev) = sched.submit(req).await.unwrap();
@@ -540,4 +542,66 @@ async fn a_result_sent_twice_is_committed_once() {
     }
     assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
     assert_eq!(state.puts.load(std::sync::atomic::Ordering::SeqCst), 1, "the step's result was recorded once");
+}
+
+#[tokio::test]
+async fn a_worker_gets_only_steps_of_the_tenants_its_pool_serves() {
+    let h = harness();
+    let only_b = WorkerInfo { id: "b-only".into(), max_parallel: 4, tenants: ["b".to_string()].into(), ..Default::default() };
+    let mut other_pool = h.worker_with(only_b).await;
+    let (_, mut ev) = h.submit(vec![node("a", "ka", &[])]).await;
+    assert!(other_pool.idle().await, "a step of tenant team went to a pool serving only b");
+    let mut w = h.worker("team-worker", 1).await;
+    let a = w.assignment().await;
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_second_session_under_a_live_worker_id_is_refused_unless_it_presents_the_same_token() {
+    let h = harness();
+    let info = |credential: &str| WorkerInfo { id: "w".into(), max_parallel: 1, credential: credential.into(), ..WorkerInfo::serving_test_tenants() };
+    let mut first = h.worker_with(info("token-1")).await;
+    let refused = h.sched.worker_up(info("token-2")).await.err().expect("a second session with another token was accepted");
+    assert!(matches!(refused, SchedulerError::WorkerIdInUse(ref id) if id == "w"), "{refused}");
+    let (_, _ev) = h.submit(vec![node("a", "ka", &[])]).await;
+    assert_eq!(first.assignment().await.step_id, "a", "the first session was kicked off");
+    assert!(h.sched.worker_up(info("token-1")).await.is_ok(), "the same worker reconnecting is refused");
+}
+
+#[tokio::test]
+async fn a_result_committing_a_cache_the_step_was_not_granted_fails_and_commits_nothing() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (_, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)]).await;
+    let a = w.assignment().await;
+    let snap = h.merger.store([("planted".to_string(), "1".to_string())].into());
+    let foreign = CacheCommit { cache_id: "other".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 };
+    h.succeed_with(&w, &a, vec![foreign]);
+    let events = finish(&mut ev).await;
+    assert_eq!(final_state(&events), BuildState::Failed);
+    let failed = events.iter().find_map(|e| if let BuildEvent::Failed { message, .. } = e { Some(message.clone()) } else { None });
+    assert!(failed.unwrap_or_default().contains("cache \"other\" slot 0, which this step was not granted"), "{events:?}");
+    let other = HeadKey { namespace: "team".into(), cache_id: "other".into(), slot: 0 };
+    assert!(query(&*h.state, |m| m.head(&other).is_none()), "the foreign commit reached the head");
+}
+
+#[tokio::test]
+async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under_its_client_key_for_another_payload() {
+    let h = harness_with(SchedulerConfig { server_action_keys: true, ..SchedulerConfig::default() });
+    let mut w = h.worker("w", 1).await;
+    let mut planted = node("x", "victim-key", &[]);
+    planted.payload = b"echo planted > /out".to_vec();
+    let (_, mut ev) = h.submit(vec![planted]).await;
+    let a = w.assignment().await;
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    let mut honest = node("x", "victim-key", &[]);
+    honest.payload = b"echo honest > /out".to_vec();
+    let (_, mut ev) = h.submit(vec![honest]).await;
+    let b = w.assignment().await;
+    assert_eq!(b.payload, b"echo honest > /out", "the honest step must run, not reuse the planted result");
+    h.succeed(&w, &b);
+    let events = finish(&mut ev).await;
+    assert!(!events.iter().any(|e| matches!(e, BuildEvent::Cached { .. })), "{events:?}");
 }

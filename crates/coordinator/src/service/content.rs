@@ -65,9 +65,18 @@ fn verified_upload(expected: Digest, first: Vec<u8>, rest: Streaming<pc::WriteCh
     .boxed()
 }
 
+/// The most digests one `FindMissing` call may ask about: a client asks in
+/// batches (an image's layers, a context's chunks); more is refused so one
+/// call cannot probe the store at scale.
+pub const FIND_MISSING_MAX: usize = 10_000;
+
 #[async_trait::async_trait]
 impl Content for ContentService {
     async fn find_missing(&self, req: Request<pc::FindMissingRequest>) -> Result<Response<pc::FindMissingResponse>, Status> {
+        let n = req.get_ref().digests.len();
+        if n > FIND_MISSING_MAX {
+            return Err(Status::invalid_argument(format!("find_missing: {n} digests, more than the limit of {FIND_MISSING_MAX} per call")));
+        }
         let digests = req.into_inner().digests.iter().map(|d| parse_digest("find_missing", d)).collect::<Result<Vec<_>, _>>()?;
         let missing = self.store.find_missing(&digests).await.map_err(store_status)?;
         Ok(Response::new(pc::FindMissingResponse { missing: missing.iter().map(ToString::to_string).collect() }))

@@ -9,14 +9,17 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{EventStream, scheduler_status};
-use crate::auth::worker_pool_of;
+use crate::auth::{Credential, worker_pool_of};
 use crate::model::{FromWorker, StepOutcome, ToWorker};
 use crate::scheduler::Scheduler;
+use crate::state::{CoordinatorState, query};
 use crate::wire::{register_to_info, result_from_wire, to_worker_wire};
 
 /// `Worker` over the scheduler; `heartbeat_ms` is what workers are told.
 pub(crate) struct WorkerService {
     pub(crate) scheduler: Scheduler,
+    /// Which worker ids have a token of their own.
+    pub(crate) state: std::sync::Arc<dyn CoordinatorState>,
     pub(crate) heartbeat_ms: u64,
 }
 
@@ -25,13 +28,33 @@ impl Worker for WorkerService {
     type SessionStream = EventStream<pw::CoordinatorMessage>;
 
     async fn session(&self, req: Request<Streaming<pw::WorkerMessage>>) -> Result<Response<Self::SessionStream>, Status> {
-        worker_pool_of(&req)?;
+        let grant = worker_pool_of(&req)?;
+        let credential = req.extensions().get::<Credential>().cloned().ok_or_else(|| Status::unauthenticated("request was not authenticated"))?;
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
         let Some(pw::worker_message::Msg::Register(reg)) = first.msg else {
             return Err(Status::invalid_argument("the first message on a worker stream must be register"));
         };
-        let info = register_to_info(reg)?;
+        let mut info = register_to_info(reg)?;
+        // Who the worker is and what it carries is the token file's word,
+        // not the worker's: a per-worker token fixes the id, and labels are
+        // always the pool's and the token's.
+        if let Some(id) = &grant.id
+            && *id != info.id
+        {
+            tracing::warn!(claimed = %info.id, worker = %id, pool = %grant.pool, "a worker registered under another id than its token's; using the token's");
+            info.id = id.clone();
+        }
+        if !info.labels.is_empty() && info.labels != grant.labels {
+            tracing::info!(worker = %info.id, pool = %grant.pool, "ignoring the labels the worker claims; using the token file's");
+        }
+        if grant.id.is_none() && query(&*self.state, |m| m.worker_id_is_owned(&info.id)) {
+            tracing::warn!(worker = %info.id, pool = %grant.pool, "refused a pool token registering under a worker id another token owns");
+            return Err(Status::permission_denied(format!("worker id {:?} belongs to another worker token", info.id)));
+        }
+        info.labels = grant.labels;
+        info.tenants = grant.tenants;
+        info.credential = credential.0;
         let worker_id = info.id.clone();
         let scheduler = self.scheduler.clone();
         let link = scheduler.worker_up(info).await.map_err(scheduler_status)?;

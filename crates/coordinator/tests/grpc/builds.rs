@@ -16,7 +16,7 @@ async fn a_worker_runs_a_small_dag_and_the_client_sees_it_finish() {
 
     let base = w.assignment().await;
     assert_eq!((base.step_id.as_str(), base.namespace.as_str(), base.attempt), ("base", "team-a", 1));
-    assert_eq!(base.payload, b"{\"run\":\"base\"}");
+    assert_eq!(base.payload, b"{\"run\":\"k-base\"}");
     w.send(Up::Log(pw::StepLog { assignment_id: base.assignment_id.clone(), stream: "stdout".into(), line: "hi".into() }));
     w.succeed(&base, vec![]).await;
     let app = w.assignment().await;

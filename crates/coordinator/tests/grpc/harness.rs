@@ -94,7 +94,7 @@ async fn start_farm(config: SchedulerConfig, real_merger: bool) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FilesystemStore::open(dir.path().join("store")).await.unwrap());
     let tokens: TokenFile = toml::from_str(&format!(
-        "[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER}\" = \"pool\"\n"
+        "[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team-a\", \"team-b\"]\n"
     ))
     .unwrap();
     let merger: Arc<dyn Merger> =
@@ -229,7 +229,9 @@ pub fn step(id: &str, key: &str, deps: &[&str]) -> pb::StepNode {
         platform: String::new(),
         labels: Default::default(),
         cache_mounts: vec![],
-        payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
+        // The coordinator keys the action cache by what runs: steps the
+        // tests call identical (same `key`) run the same payload.
+        payload: format!("{{\"run\":\"{key}\"}}").into_bytes(),
         name: format!("RUN {id}"),
         secret_ids: vec![],
     }
