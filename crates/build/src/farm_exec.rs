@@ -391,8 +391,7 @@ impl FarmExecutor {
                     Ok(o) => match o.layer {
                         Some(layer) if o.succeeded() => Ok(layer),
                         _ => {
-                            let why = if o.timed_out { "killed at its time limit".to_owned() } else { format!("exit code {}", o.exit_code) };
-                            Err(Failure { message: format!("{where_} failed: {why}"), exit_code: o.exit_code })
+                            Err(Failure { message: format!("{where_} failed: {}", o.why()), exit_code: o.exit_code })
                         }
                     },
                     Err(e) => Err(Failure::from(e)),

@@ -10,13 +10,14 @@ use rbk_image::{Compression, Layer, LayerOptions, OciLayout, layer_from_upper};
 use crate::copy::{CopyStats, copy, fetch_url};
 use crate::error::{IoContext, Result, WorkerError};
 use crate::layers::{LayerLease, LayerStore};
-use crate::logs::LogSink;
+use crate::limits::{LimitHit, effective};
+use crate::logs::{DEFAULT_LOG_LIMIT_BYTES, LogSink};
 use crate::mounts::{MountStubs, StepInputs, prepare};
 use crate::rootfs::OverlayRootfs;
-use crate::runtime::{RunOutcome, Runtime, RuntimeKind, container_id};
+use crate::runtime::{RunOptions, RunOutcome, Runtime, RuntimeKind, container_id};
 use crate::scope::{clean_abs, resolve_in_root};
 use crate::spec::{SpecInput, build_spec};
-use crate::step::{Command, CopySource, CopyStep, LayerRef, Network, RunStep, Step, StepKind};
+use crate::step::{Command, CopySource, CopyStep, LayerRef, Limits, Network, RunStep, Step, StepKind};
 use crate::users::resolve_user;
 
 /// Docker's default `PATH` for containers whose image sets none.
@@ -36,7 +37,18 @@ pub struct WorkerConfig {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamp layer mtimes for reproducible layers.
     pub source_date_epoch: Option<i64>,
+    /// The pool's per-step limits: every RUN gets them, a step may only
+    /// ask for lower ones ([`crate::limits::effective`]).
+    pub limits: Limits,
+    /// A step's log is clipped after this many bytes of output.
+    pub log_limit_bytes: u64,
 }
+
+/// The pool limits a worker applies when its configuration sets none: no
+/// memory limit (the pod's or host's own limit applies; a pool sets one
+/// from its nodes' size), 4096 tasks (a fork bomb stops there) and 6 hours
+/// (a hung step does not hold a worker slot forever).
+pub const DEFAULT_POOL_LIMITS: Limits = Limits { memory_bytes: None, pids: Some(4096), wall_time_ms: Some(6 * 3600 * 1000) };
 
 impl WorkerConfig {
     /// runc, gzip, a 20 GiB layer store, under `state_dir`.
@@ -48,6 +60,8 @@ impl WorkerConfig {
             layer_store_bytes: 20 << 30,
             compression: Compression::Gzip,
             source_date_epoch: None,
+            limits: DEFAULT_POOL_LIMITS,
+            log_limit_bytes: DEFAULT_LOG_LIMIT_BYTES,
         }
     }
 }
@@ -72,6 +86,10 @@ pub struct StepOutput {
     pub exit_code: i32,
     /// Killed at its wall-time limit.
     pub timed_out: bool,
+    /// The limit the step ran into, if any (the step then failed).
+    pub limit_hit: Option<LimitHit>,
+    /// Its log passed the log limit and was clipped.
+    pub log_clipped: bool,
     /// Last lines of output, secrets scrubbed.
     pub tail: Vec<String>,
     pub timings: Timings,
@@ -80,8 +98,21 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
+    /// A step that ran into a limit failed even if its command exited 0
+    /// (a process of it was killed or refused a fork).
     pub fn succeeded(&self) -> bool {
-        self.exit_code == 0 && !self.timed_out
+        self.exit_code == 0 && !self.timed_out && self.limit_hit.is_none()
+    }
+
+    /// Why the step failed, for its failure message: the limit it ran
+    /// into, else its exit code.
+    pub fn why(&self) -> String {
+        match (&self.limit_hit, self.exit_code) {
+            (Some(hit), 0) => hit.to_string(),
+            (Some(hit), code) => format!("{hit}; exit code {code}"),
+            (None, _) if self.timed_out => "killed at its time limit".to_owned(),
+            (None, code) => format!("exit code {code}"),
+        }
     }
 }
 
@@ -257,6 +288,7 @@ impl Executor {
                 a
             }
         };
+        let limits = effective(&self.config.limits, &run.limits);
         let prepared = prepare(&run.mounts, inputs, dir)?;
         let mut env = run.env.clone();
         env.extend(prepared.env.iter().cloned());
@@ -279,7 +311,7 @@ impl Executor {
             user,
             cwd,
             network: run.network,
-            limits: run.limits,
+            limits,
             security: run.security,
             mounts: prepared.oci.clone(),
         })?;
@@ -291,12 +323,30 @@ impl Executor {
 
         let t = Instant::now();
         let redactor = inputs.redactor();
-        let RunOutcome { exit_code, timed_out, tail } =
-            self.runtime.run(&bundle, id, run.limits.wall_time_ms.map(Duration::from_millis), &sink, &redactor).await?;
+        let opts = RunOptions { wall_time: limits.wall_time_ms.map(Duration::from_millis), log_limit_bytes: self.config.log_limit_bytes };
+        let RunOutcome { exit_code, timed_out, tail, log_clipped, cgroup } = self.runtime.run(&bundle, id, opts, &sink, &redactor).await?;
         let run_time = t.elapsed();
+        let limit_hit = match (limits, cgroup) {
+            (Limits { wall_time_ms: Some(ms), .. }, _) if timed_out => Some(LimitHit::WallTime { limit: Duration::from_millis(ms) }),
+            (Limits { memory_bytes: Some(m), .. }, Some(ev)) if ev.oom_kills > 0 => Some(LimitHit::Memory { limit_bytes: m, certain: true }),
+            (Limits { pids: Some(p), .. }, Some(ev)) if ev.pids_refused > 0 => Some(LimitHit::Pids { limit: p, refused: ev.pids_refused }),
+            // No counters (crun removed the cgroup): a SIGKILL with a
+            // memory limit set is almost always the OOM killer.
+            (Limits { memory_bytes: Some(m), .. }, None) if exit_code == 128 + 9 => Some(LimitHit::Memory { limit_bytes: m, certain: false }),
+            _ => None,
+        };
         stubs.cleanup(&root)?;
         drop(prepared);
-        Ok(StepOutput { layer: None, exit_code, timed_out, tail, timings: Timings { prepare: prepare_time, run: run_time, diff: Duration::ZERO }, copied: None })
+        Ok(StepOutput {
+            layer: None,
+            exit_code,
+            timed_out,
+            limit_hit,
+            log_clipped,
+            tail,
+            timings: Timings { prepare: prepare_time, run: run_time, diff: Duration::ZERO },
+            copied: None,
+        })
     }
 
     async fn copy(&self, c: &CopyStep, dir: &Path, overlay: &OverlayRootfs, inputs: &StepInputs, t0: Instant) -> Result<StepOutput> {
@@ -326,6 +376,8 @@ impl Executor {
             layer: None,
             exit_code: 0,
             timed_out: false,
+            limit_hit: None,
+            log_clipped: false,
             tail: vec![],
             timings: Timings { prepare: prepare_time, run: t.elapsed(), diff: Duration::ZERO },
             copied: Some(stats),
