@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub limits: Limits,
     /// A step's log is clipped after this many bytes of output.
     pub log_limit_bytes: u64,
+    /// Pool policy: sandboxed steps keep `CAP_NET_RAW` (ping, raw
+    /// sockets), which Docker grants and rbk does not by default.
+    pub allow_net_raw: bool,
 }
 
 /// The pool limits a worker applies when its configuration sets none: no
@@ -62,6 +65,7 @@ impl WorkerConfig {
             source_date_epoch: None,
             limits: DEFAULT_POOL_LIMITS,
             log_limit_bytes: DEFAULT_LOG_LIMIT_BYTES,
+            allow_net_raw: false,
         }
     }
 }
@@ -313,6 +317,8 @@ impl Executor {
             network: run.network,
             limits,
             security: run.security,
+            net_raw: self.config.allow_net_raw,
+            netns: None,
             mounts: prepared.oci.clone(),
         })?;
         let bundle = dir.join("bundle");

@@ -20,6 +20,7 @@ pub mod mounts;
 pub mod rootfs;
 pub mod runtime;
 pub mod scope;
+pub mod seccomp;
 pub mod spec;
 pub mod step;
 pub mod users;

@@ -1,8 +1,11 @@
 //! The OCI runtime spec (`config.json`) for a RUN step, built with the
 //! `oci-spec` crate so the field names and shapes are the spec's, not ours.
-//! Defaults follow Docker's: the 14 default capabilities, its masked and
-//! read-only paths, `/proc`, `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue`
-//! and a read-only `/sys`.
+//! Defaults follow Docker's: its default capabilities (less `NET_RAW`,
+//! unless the pool allows it), its seccomp profile ([`crate::seccomp`]), its
+//! masked and read-only paths, `/proc`, `/dev`, `/dev/pts`, `/dev/shm`,
+//! `/dev/mqueue` and a read-only `/sys`; stricter than Docker, sandboxed
+//! steps also get `noNewPrivileges` (a setuid program cannot gain more
+//! than the step has).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,14 +20,16 @@ use crate::error::{Result, WorkerError};
 use crate::step::{Limits, Network, Security};
 use crate::users::ResolvedUser;
 
-/// Docker's default capability set for containers (and BuildKit's for RUN).
-pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+/// Docker's default capability set for containers (and BuildKit's for RUN)
+/// without `CAP_NET_RAW`: no raw or packet sockets, so a step can neither
+/// sniff nor forge other traffic on the host's or its own network. A pool
+/// that needs `ping` in steps allows it (`WorkerConfig::allow_net_raw`).
+pub const DEFAULT_CAPABILITIES: [Capability; 13] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
     Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -67,6 +72,12 @@ pub struct SpecInput {
     pub network: Network,
     pub limits: Limits,
     pub security: Security,
+    /// Add `CAP_NET_RAW` to a sandboxed step's capabilities (pool policy).
+    pub net_raw: bool,
+    /// The network namespace to join (one the worker set up with its
+    /// egress, [`crate::network`]); `None` with [`Network::Private`] or
+    /// [`Network::None`] means a new one holding only `lo`.
+    pub netns: Option<PathBuf>,
     pub mounts: Vec<Mount>,
 }
 
@@ -113,8 +124,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .into_iter()
         .collect()
     } else {
-        DEFAULT_CAPABILITIES.into_iter().collect()
+        let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
+        if input.net_raw {
+            caps.insert(Capability::NetRaw);
+        }
+        caps
     };
+    // `--security=insecure` runs unconfined, like Docker's privileged.
+    let seccomp = if insecure { None } else { Some(crate::seccomp::for_capabilities(&caps)?) };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -137,7 +154,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .cwd(input.cwd.clone())
         .capabilities(capabilities)
         .rlimits(vec![rlimit])
-        .no_new_privileges(false)
+        .no_new_privileges(!insecure)
         .build()
         .map_err(spec_err)?;
 
@@ -163,9 +180,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
 
     let mut namespaces =
         vec![namespace(LinuxNamespaceType::Pid)?, namespace(LinuxNamespaceType::Ipc)?, namespace(LinuxNamespaceType::Uts)?, namespace(LinuxNamespaceType::Mount)?];
-    if input.network != Network::Host {
-        // A fresh network namespace has only `lo`; runc brings it up.
-        namespaces.push(namespace(LinuxNamespaceType::Network)?);
+    match (&input.network, &input.netns) {
+        (Network::Host, _) => {}
+        (_, Some(path)) => namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path.clone()).build().map_err(spec_err)?),
+        // A fresh network namespace has only `lo`; the runtime brings it up.
+        (_, None) => namespaces.push(namespace(LinuxNamespaceType::Network)?),
     }
 
     let mut resources = LinuxResourcesBuilder::default();
@@ -176,6 +195,9 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build().map_err(spec_err)?);
     }
     let mut linux = LinuxBuilder::default().namespaces(namespaces).resources(resources.build().map_err(spec_err)?);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
     let (masked, readonly): (&[&str], &[&str]) = if insecure { (&[], &[]) } else { (MASKED_PATHS, READONLY_PATHS) };
     linux = linux
         .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -206,6 +228,8 @@ mod tests {
             network: Network::None,
             limits: Limits { memory_bytes: Some(64 << 20), pids: Some(100), wall_time_ms: None },
             security: Security::Sandbox,
+            net_raw: false,
+            netns: None,
             mounts: vec![],
         }
     }
@@ -214,8 +238,11 @@ mod tests {
     fn default_spec_has_dockers_capabilities_limits_and_masks() {
         let v = serde_json::to_value(build_spec(&input()).unwrap()).unwrap();
         let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
-        assert_eq!(caps.len(), 14);
+        assert_eq!(caps.len(), 13);
         assert!(caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE"));
+        assert!(!caps.iter().any(|c| c == "CAP_NET_RAW"));
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
         assert_eq!(v["process"]["user"]["uid"], 1000);
         assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
@@ -244,5 +271,6 @@ mod tests {
         let v = serde_json::to_value(build_spec(&SpecInput { security: Security::Insecure, ..input() }).unwrap()).unwrap();
         assert!(v["process"]["capabilities"]["bounding"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
         assert!(v["linux"]["maskedPaths"].as_array().is_none_or(|m| m.is_empty()));
+        assert!(v["linux"]["seccomp"].is_null());
     }
 }

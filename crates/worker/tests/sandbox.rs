@@ -125,3 +125,50 @@ async fn a_100_mb_log_is_clipped_with_one_marker_at_the_configured_size() {
         assert_eq!(out.tail.last().map(String::as_str), Some("tail-line"), "{kind:?}");
     }
 }
+
+// ---- seccomp, capabilities, privileges ----
+
+#[tokio::test]
+async fn step_runs_under_seccomp_filter_with_no_new_privileges() {
+    let base = busybox_base();
+    for kind in BOTH {
+        let (_s, ex) = executor(kind);
+        let (out, lines) = output_of(&ex, &base, shell("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status")).await;
+        assert!(out.succeeded(), "{kind:?}: {:?}", out.tail);
+        let text: Vec<String> = lines.iter().map(|l| l.line.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+        assert!(text.contains(&"Seccomp: 2".to_string()) && text.contains(&"NoNewPrivs: 1".to_string()), "{kind:?}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn step_cannot_open_a_packet_socket() {
+    let base = busybox_base();
+    for kind in BOTH {
+        let (_s, ex) = executor(kind);
+        // busybox arping opens its AF_PACKET socket before anything else.
+        let (_, lines) = output_of(&ex, &base, shell("arping -c1 -I lo 127.0.0.1")).await;
+        let text: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+        assert!(text.iter().any(|l| l.contains("arping: socket") && l.contains("not permitted")), "{kind:?}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn pool_that_allows_net_raw_lets_a_step_open_a_packet_socket() {
+    let base = busybox_base();
+    let (_s, ex) = executor_with(RuntimeKind::Runc, |c| c.allow_net_raw = true);
+    let (_, lines) = output_of(&ex, &base, shell("arping -c1 -I lo 127.0.0.1")).await;
+    let text: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert!(!text.iter().any(|l| l.contains("arping: socket")), "{text:?}");
+    assert!(text.iter().any(|l| l.contains("arping")), "arping said nothing: {text:?}");
+}
+
+#[tokio::test]
+async fn step_cannot_create_user_or_network_namespaces() {
+    let base = busybox_base();
+    for kind in BOTH {
+        let (_s, ex) = executor(kind);
+        let (out, lines) = output_of(&ex, &base, shell("unshare -U -r -n true")).await;
+        assert_ne!(out.exit_code, 0, "{kind:?}: unshare succeeded");
+        assert!(lines.iter().any(|l| l.line.contains("not permitted")), "{kind:?}: {:?}", lines.iter().map(|l| &l.line).collect::<Vec<_>>());
+    }
+}
