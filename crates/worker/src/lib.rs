@@ -11,12 +11,15 @@
 
 pub mod bench;
 pub mod copy;
+pub mod entitlements;
 mod error;
 pub mod execute;
+pub mod hygiene;
 pub mod layers;
 pub mod limits;
 pub mod logs;
 pub mod mounts;
+pub mod network;
 pub mod rootfs;
 pub mod runtime;
 pub mod scope;
@@ -25,6 +28,7 @@ pub mod spec;
 pub mod step;
 pub mod users;
 
+pub use entitlements::Entitlement;
 pub use error::{Result, WorkerError};
 pub use execute::{DEFAULT_PATH, DEFAULT_POOL_LIMITS, Executor, ReadonlyRootfs, StepOutput, Timings, WorkerConfig};
 pub use limits::LimitHit;

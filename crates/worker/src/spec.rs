@@ -85,6 +85,11 @@ fn spec_err(e: impl std::fmt::Display) -> WorkerError {
     WorkerError::Spec(e.to_string())
 }
 
+/// A read-only bind mount of a host file the worker made for the step.
+pub fn bind_ro(dest: &str, source: &std::path::Path) -> Result<Mount> {
+    mount(dest, "bind", &source.display().to_string(), &["rbind", "ro", "nosuid", "nodev", "noexec"])
+}
+
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
     MountBuilder::default()
         .destination(dest)
@@ -99,6 +104,24 @@ fn namespace(typ: LinuxNamespaceType) -> Result<LinuxNamespace> {
     LinuxNamespaceBuilder::default().typ(typ).build().map_err(spec_err)
 }
 
+/// Capability names by bit number (`linux/capability.h`).
+const CAPS_BY_BIT: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The worker's capability bounding set (`CapBnd`), all bits when unknown.
+fn host_bounding_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .unwrap_or(u64::MAX)
+}
+
 /// The host's hard `RLIMIT_NOFILE`.
 fn host_nofile_hard() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -110,16 +133,13 @@ fn host_nofile_hard() -> u64 {
 pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     let insecure = input.security == Security::Insecure;
     let caps: HashSet<Capability> = if insecure {
-        // Every capability the spec knows: `--security=insecure` is a
-        // privileged container.
-        serde_json::from_value::<Vec<Capability>>(serde_json::json!([
-            "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-            "CAP_KILL", "CAP_LEASE", "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN",
-            "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETGID", "CAP_SETFCAP", "CAP_SETPCAP",
-            "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE", "CAP_SYS_PACCT",
-            "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_SYSLOG", "CAP_WAKE_ALARM"
-        ]))
+        // Every capability the worker itself holds (its bounding set):
+        // `--security=insecure` is a privileged container, and a runtime
+        // cannot grant more than it has.
+        let bounding = host_bounding_caps();
+        serde_json::from_value::<Vec<Capability>>(serde_json::json!(
+            CAPS_BY_BIT.iter().enumerate().filter(|(bit, _)| bounding & (1u64 << bit) != 0).map(|(_, n)| *n).collect::<Vec<_>>()
+        ))
         .map_err(spec_err)?
         .into_iter()
         .collect()
