@@ -20,6 +20,7 @@ pub mod limits;
 pub mod logs;
 pub mod mounts;
 pub mod network;
+pub mod policy;
 pub mod rootfs;
 pub mod runtime;
 pub mod scope;
@@ -34,5 +35,6 @@ pub use execute::{DEFAULT_PATH, DEFAULT_POOL_LIMITS, Executor, ReadonlyRootfs, S
 pub use limits::LimitHit;
 pub use logs::{DEFAULT_LOG_LIMIT_BYTES, LogLine, LogSink, MAX_LINE_BYTES, Redactor, Stream};
 pub use mounts::{SecretValue, StepInputs};
+pub use policy::WorkerPolicy;
 pub use runtime::{RunOptions, RuntimeKind, TAIL_LINES};
 pub use step::{Command, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source, Step, StepKind};
