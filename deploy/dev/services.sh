@@ -24,7 +24,7 @@ log() { echo "services: $*" >&2; }
 
 install_packages() {
   local want=() pkg
-  for pkg in redis-server docker-registry runc crun busybox-static skopeo python3-venv; do
+  for pkg in redis-server docker-registry runc crun passt busybox-static skopeo python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || want+=("$pkg")
   done
   if [ ${#want[@]} -gt 0 ]; then

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Prerequisites on a fresh Debian machine (as root): a C compiler for the
 # -sys crates, a Rust toolchain and cargo-nextest; and what the embedded
-# default needs to run steps: an OCI runtime (runc) and busybox-static (the
+# default needs to run steps: an OCI runtime (runc), pasta (package passt:
+# the egress of a RUN step's own network namespace) and busybox-static (the
 # demo's base image is built from it). Idempotent.
 set -euo pipefail
 log() { echo "setup: $*" >&2; }
 
 need=()
-for pkg in build-essential pkg-config curl ca-certificates runc busybox-static; do
+for pkg in build-essential pkg-config curl ca-certificates runc passt busybox-static; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

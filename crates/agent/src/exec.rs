@@ -24,7 +24,7 @@ use rbk_image::{OciDigest, OciLayout};
 use rbk_proto::worker::{Assign, CacheCommit, StepResult};
 use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
-use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig};
+use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
 
 use crate::cache_mounts::CacheDirs;
 use crate::exec_error::{ExecError, Result};
@@ -214,14 +214,31 @@ impl FarmExecutor {
         store: Arc<dyn Store>,
         layer_store_bytes: Option<u64>,
     ) -> Result<Self> {
+        Self::open_with_policy(root, cache_dir, runtime, runtime_program, store, layer_store_bytes, &WorkerPolicy::default())
+    }
+
+    /// [`Self::open_with_layer_limit`] with the pool's sandbox policy
+    /// (`rbk worker --policy`: entitlements, step limits, log size).
+    pub fn open_with_policy(
+        root: &Path,
+        cache_dir: Option<&Path>,
+        runtime: RuntimeKind,
+        runtime_program: &Path,
+        store: Arc<dyn Store>,
+        layer_store_bytes: Option<u64>,
+        policy: &WorkerPolicy,
+    ) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|e| ExecError::io(root, e))?;
         let root = std::path::absolute(root).map_err(|e| ExecError::io(root, e))?;
+        // Tenants' contexts, caches and layers: root only.
+        rbk_worker::hygiene::private_dir(&root)?;
         for d in ["contexts", "held-layers"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| ExecError::io(&p, e))?;
         }
         release_stale_mounts(&root.join("worker").join("steps"));
         let mut config = WorkerConfig::new(root.join("worker"), runtime, runtime_program);
+        policy.apply(&mut config);
         if let Some(bytes) = layer_store_bytes {
             config.layer_store_bytes = bytes;
         }
@@ -233,6 +250,7 @@ impl FarmExecutor {
             None => root.join("caches"),
         };
         std::fs::create_dir_all(&cache_root).map_err(|e| ExecError::io(&cache_root, e))?;
+        rbk_worker::hygiene::private_dir(&cache_root)?;
         let caches = CacheDirs::new(cache_root);
         Ok(FarmExecutor {
             root,
@@ -395,10 +413,12 @@ impl FarmExecutor {
                     Ok(o) => match o.layer {
                         Some(layer) if o.succeeded() => Ok(layer),
                         _ => {
-                            let why = if o.timed_out { "killed at its time limit".to_owned() } else { format!("exit code {}", o.exit_code) };
-                            Err(Failure { message: format!("{where_} failed: {why}"), exit_code: o.exit_code })
+                            Err(Failure { message: format!("{where_} failed: {}", o.why()), exit_code: o.exit_code })
                         }
                     },
+                    Err(e @ ExecError::Worker(rbk_worker::WorkerError::Entitlement { .. })) => {
+                        Err(Failure { message: format!("{where_}: {e}"), exit_code: -1 })
+                    }
                     Err(e) => Err(Failure::from(e)),
                 }
             }

@@ -122,7 +122,7 @@ pub async fn run(args: RunStepArgs) -> anyhow::Result<()> {
         secrets.insert(id.clone(), SecretValue(std::fs::read(&file).with_context(|| format!("reading secret {id:?} from {}", file.display()))?));
     }
     let inputs =
-        StepInputs { context: args.context.clone(), stages: HashMap::new(), caches: pairs(&args.caches, "cache")?, secrets, ssh: pairs(&args.ssh, "ssh")? };
+        StepInputs { context: args.context.clone(), stages: HashMap::new(), caches: pairs(&args.caches, "cache")?, secrets, ssh: pairs(&args.ssh, "ssh")?, allow: Vec::new() };
     let sink = Arc::new(|l: &LogLine| {
         let t = l.time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let tag = if l.stream == Stream::Stdout { "out" } else { "err" };

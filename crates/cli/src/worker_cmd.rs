@@ -65,6 +65,10 @@ pub struct WorkerArgs {
     /// volume's size so scratch space and cache dirs still fit.
     #[arg(long, value_parser = parse_size, default_value = "20GiB")]
     max_layer_bytes: u64,
+    /// The pool's sandbox policy (JSON: entitlements, step limits, log
+    /// size; docs/security.md). Default: no entitlements, default limits.
+    #[arg(long, env = "RBK_WORKER_POLICY")]
+    policy: Option<PathBuf>,
     /// Longest wait between reconnect attempts.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     max_backoff: Duration,
@@ -158,7 +162,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     };
     let store: Arc<dyn Store> = Arc::new(MetricsStore::new(store, backend, rbk_metrics::global().clone()));
-    let exec = FarmExecutor::open_with_layer_limit(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes))
+    let policy = match &args.policy {
+        Some(f) => rbk_worker::WorkerPolicy::load(f)?,
+        None => rbk_worker::WorkerPolicy::default(),
+    };
+    let exec = FarmExecutor::open_with_policy(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
     config.tls = tls;

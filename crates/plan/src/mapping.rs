@@ -221,7 +221,8 @@ pub fn run_step_with(
         workdir: Some(run.workdir.clone()),
         mounts,
         network: match run.network {
-            df::Network::Default | df::Network::Host => wk::Network::Host,
+            df::Network::Default => wk::Network::Private,
+            df::Network::Host => wk::Network::Host,
             df::Network::None => wk::Network::None,
         },
         limits: wk::Limits::default(),

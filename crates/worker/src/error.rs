@@ -22,6 +22,9 @@ pub enum WorkerError {
     CopySource { source_path: String, reason: String },
     #[error("ADD {url}: {reason}")]
     Fetch { url: String, reason: String },
+    /// A step needs an entitlement it was not granted; nothing of it ran.
+    #[error("{reason}")]
+    Entitlement { entitlement: crate::entitlements::Entitlement, reason: String },
     #[error("OCI runtime spec: {0}")]
     Spec(String),
     #[error(transparent)]

@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 use rbk_image::{Compression, Layer, LayerOptions, OciLayout, layer_from_upper};
 
 use crate::copy::{CopyStats, copy, fetch_url};
+use crate::entitlements::{Entitlement, refusal, required};
 use crate::error::{IoContext, Result, WorkerError};
 use crate::layers::{LayerLease, LayerStore};
-use crate::logs::LogSink;
+use crate::limits::{LimitHit, effective};
+use crate::logs::{DEFAULT_LOG_LIMIT_BYTES, LogSink};
 use crate::mounts::{MountStubs, StepInputs, prepare};
+use crate::network::{HOSTS, NetworkPool, find_pasta, resolv_conf};
 use crate::rootfs::OverlayRootfs;
-use crate::runtime::{RunOutcome, Runtime, RuntimeKind, container_id};
+use crate::runtime::{RunOptions, RunOutcome, Runtime, RuntimeKind, container_id};
 use crate::scope::{clean_abs, resolve_in_root};
-use crate::spec::{SpecInput, build_spec};
-use crate::step::{Command, CopySource, CopyStep, LayerRef, Network, RunStep, Step, StepKind};
+use crate::spec::{SpecInput, bind_ro, build_spec};
+use crate::step::{Command, CopySource, CopyStep, LayerRef, Limits, Network, RunStep, Step, StepKind};
 use crate::users::resolve_user;
 
 /// Docker's default `PATH` for containers whose image sets none.
@@ -36,7 +39,29 @@ pub struct WorkerConfig {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamp layer mtimes for reproducible layers.
     pub source_date_epoch: Option<i64>,
+    /// The pool's per-step limits: every RUN gets them, a step may only
+    /// ask for lower ones ([`crate::limits::effective`]).
+    pub limits: Limits,
+    /// A step's log is clipped after this many bytes of output.
+    pub log_limit_bytes: u64,
+    /// Pool policy: sandboxed steps keep `CAP_NET_RAW` (ping, raw
+    /// sockets), which Docker grants and rbk does not by default.
+    pub allow_net_raw: bool,
+    /// Pool policy: the entitlements steps may be granted (each also needs
+    /// the build's `--allow`). Default none.
+    pub entitlements: Vec<Entitlement>,
+    /// pasta, which gives default-network steps their egress; default:
+    /// found on `PATH`. Without it such steps fail, naming it.
+    pub pasta: Option<PathBuf>,
+    /// How many step network namespaces are kept ready.
+    pub netns_pool: usize,
 }
+
+/// The pool limits a worker applies when its configuration sets none: no
+/// memory limit (the pod's or host's own limit applies; a pool sets one
+/// from its nodes' size), 4096 tasks (a fork bomb stops there) and 6 hours
+/// (a hung step does not hold a worker slot forever).
+pub const DEFAULT_POOL_LIMITS: Limits = Limits { memory_bytes: None, pids: Some(4096), wall_time_ms: Some(6 * 3600 * 1000) };
 
 impl WorkerConfig {
     /// runc, gzip, a 20 GiB layer store, under `state_dir`.
@@ -48,6 +73,12 @@ impl WorkerConfig {
             layer_store_bytes: 20 << 30,
             compression: Compression::Gzip,
             source_date_epoch: None,
+            limits: DEFAULT_POOL_LIMITS,
+            log_limit_bytes: DEFAULT_LOG_LIMIT_BYTES,
+            allow_net_raw: false,
+            entitlements: Vec::new(),
+            pasta: find_pasta(),
+            netns_pool: 2,
         }
     }
 }
@@ -72,6 +103,10 @@ pub struct StepOutput {
     pub exit_code: i32,
     /// Killed at its wall-time limit.
     pub timed_out: bool,
+    /// The limit the step ran into, if any (the step then failed).
+    pub limit_hit: Option<LimitHit>,
+    /// Its log passed the log limit and was clipped.
+    pub log_clipped: bool,
     /// Last lines of output, secrets scrubbed.
     pub tail: Vec<String>,
     pub timings: Timings,
@@ -80,8 +115,21 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
+    /// A step that ran into a limit failed even if its command exited 0
+    /// (a process of it was killed or refused a fork).
     pub fn succeeded(&self) -> bool {
-        self.exit_code == 0 && !self.timed_out
+        self.exit_code == 0 && !self.timed_out && self.limit_hit.is_none()
+    }
+
+    /// Why the step failed, for its failure message: the limit it ran
+    /// into, else its exit code.
+    pub fn why(&self) -> String {
+        match (&self.limit_hit, self.exit_code) {
+            (Some(hit), 0) => hit.to_string(),
+            (Some(hit), code) => format!("{hit}; exit code {code}"),
+            (None, _) if self.timed_out => "killed at its time limit".to_owned(),
+            (None, code) => format!("exit code {code}"),
+        }
     }
 }
 
@@ -114,19 +162,26 @@ pub struct Executor {
     config: WorkerConfig,
     layers: LayerStore,
     runtime: Runtime,
+    network: Option<NetworkPool>,
 }
 
 impl Executor {
     pub fn new(mut config: WorkerConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.state_dir).ctx(|| format!("creating worker state dir {}", config.state_dir.display()))?;
         config.state_dir = config.state_dir.canonicalize().ctx(|| format!("resolving {}", config.state_dir.display()))?;
-        for d in ["steps", "tmp", "runtime"] {
+        crate::hygiene::private_dir(&config.state_dir)?;
+        for d in ["steps", "tmp", "runtime", "layers"] {
             let p = config.state_dir.join(d);
             std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+            crate::hygiene::private_dir(&p)?;
         }
         let layers = LayerStore::open(config.state_dir.join("layers"), config.layer_store_bytes)?;
         let runtime = Runtime::new(config.runtime, &config.runtime_program, config.state_dir.join("runtime"));
-        Ok(Executor { config, layers, runtime })
+        let network = match &config.pasta {
+            Some(pasta) => Some(NetworkPool::new(pasta, config.state_dir.join("netns"), config.netns_pool)?),
+            None => None,
+        };
+        Ok(Executor { config, layers, runtime, network })
     }
 
     pub fn layers(&self) -> &LayerStore {
@@ -183,6 +238,19 @@ impl Executor {
     /// it failed; `Err` means the worker could not do its part.
     pub async fn execute(&self, step: &Step, blobs: &OciLayout, inputs: &StepInputs, sink: LogSink) -> Result<StepOutput> {
         let t0 = Instant::now();
+        if let StepKind::Run(run) = &step.kind {
+            // Before anything of the step runs or is even unpacked.
+            for e in required(run) {
+                if let Some(reason) = refusal(e, &self.config.entitlements, &inputs.allow) {
+                    return Err(WorkerError::Entitlement { entitlement: e, reason });
+                }
+            }
+            if run.network == Network::Private {
+                if let Some(pool) = &self.network {
+                    pool.refill();
+                }
+            }
+        }
         let leases = self.lease_all(&step.base, blobs).await?;
         let lowers: Vec<PathBuf> = leases.iter().map(|l| l.path().to_path_buf()).collect();
         let (id, dir) = self.scratch();
@@ -257,6 +325,7 @@ impl Executor {
                 a
             }
         };
+        let limits = effective(&self.config.limits, &run.limits);
         let prepared = prepare(&run.mounts, inputs, dir)?;
         let mut env = run.env.clone();
         env.extend(prepared.env.iter().cloned());
@@ -267,9 +336,29 @@ impl Executor {
             env.push(format!("HOME={}", user.home));
         }
         let mut stub_targets: Vec<String> = ["/proc", "/dev", "/sys"].iter().map(|s| s.to_string()).collect();
-        if run.network == Network::Host {
+        if run.network != Network::None {
             stub_targets.extend(["/etc/resolv.conf".to_string(), "/etc/hosts".to_string()]);
         }
+        let mut oci_mounts = Vec::new();
+        let netns = match run.network {
+            Network::Private => {
+                let pool = self.network.as_ref().ok_or_else(|| WorkerError::Runtime {
+                    program: "pasta".into(),
+                    reason: "not installed (package passt): a RUN step's default network needs it; install it, or use RUN --network=none".into(),
+                })?;
+                let ns = pool.take().await?;
+                let resolv = dir.join("resolv.conf");
+                let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                std::fs::write(&resolv, resolv_conf(&host_resolv)).ctx(|| format!("writing {}", resolv.display()))?;
+                let hosts = dir.join("hosts");
+                std::fs::write(&hosts, HOSTS).ctx(|| format!("writing {}", hosts.display()))?;
+                oci_mounts.push(bind_ro("/etc/resolv.conf", &resolv)?);
+                oci_mounts.push(bind_ro("/etc/hosts", &hosts)?);
+                Some(ns)
+            }
+            _ => None,
+        };
+        oci_mounts.extend(prepared.oci.iter().cloned());
         stub_targets.extend(prepared.targets.iter().cloned());
         let stubs = MountStubs::before(&root, &stub_targets)?;
         let spec = build_spec(&SpecInput {
@@ -279,9 +368,11 @@ impl Executor {
             user,
             cwd,
             network: run.network,
-            limits: run.limits,
+            limits,
             security: run.security,
-            mounts: prepared.oci.clone(),
+            net_raw: self.config.allow_net_raw,
+            netns: netns.as_ref().map(|n| n.path().to_path_buf()),
+            mounts: oci_mounts,
         })?;
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).ctx(|| format!("creating {}", bundle.display()))?;
@@ -291,12 +382,31 @@ impl Executor {
 
         let t = Instant::now();
         let redactor = inputs.redactor();
-        let RunOutcome { exit_code, timed_out, tail } =
-            self.runtime.run(&bundle, id, run.limits.wall_time_ms.map(Duration::from_millis), &sink, &redactor).await?;
+        let opts = RunOptions { wall_time: limits.wall_time_ms.map(Duration::from_millis), log_limit_bytes: self.config.log_limit_bytes };
+        let RunOutcome { exit_code, timed_out, tail, log_clipped, cgroup } = self.runtime.run(&bundle, id, opts, &sink, &redactor).await?;
         let run_time = t.elapsed();
+        drop(netns);
+        let limit_hit = match (limits, cgroup) {
+            (Limits { wall_time_ms: Some(ms), .. }, _) if timed_out => Some(LimitHit::WallTime { limit: Duration::from_millis(ms) }),
+            (Limits { memory_bytes: Some(m), .. }, Some(ev)) if ev.oom_kills > 0 => Some(LimitHit::Memory { limit_bytes: m, certain: true }),
+            (Limits { pids: Some(p), .. }, Some(ev)) if ev.pids_refused > 0 => Some(LimitHit::Pids { limit: p, refused: ev.pids_refused }),
+            // No counters (crun removed the cgroup): a SIGKILL with a
+            // memory limit set is almost always the OOM killer.
+            (Limits { memory_bytes: Some(m), .. }, None) if exit_code == 128 + 9 => Some(LimitHit::Memory { limit_bytes: m, certain: false }),
+            _ => None,
+        };
         stubs.cleanup(&root)?;
         drop(prepared);
-        Ok(StepOutput { layer: None, exit_code, timed_out, tail, timings: Timings { prepare: prepare_time, run: run_time, diff: Duration::ZERO }, copied: None })
+        Ok(StepOutput {
+            layer: None,
+            exit_code,
+            timed_out,
+            limit_hit,
+            log_clipped,
+            tail,
+            timings: Timings { prepare: prepare_time, run: run_time, diff: Duration::ZERO },
+            copied: None,
+        })
     }
 
     async fn copy(&self, c: &CopyStep, dir: &Path, overlay: &OverlayRootfs, inputs: &StepInputs, t0: Instant) -> Result<StepOutput> {
@@ -326,6 +436,8 @@ impl Executor {
             layer: None,
             exit_code: 0,
             timed_out: false,
+            limit_hit: None,
+            log_clipped: false,
             tail: vec![],
             timings: Timings { prepare: prepare_time, run: t.elapsed(), diff: Duration::ZERO },
             copied: Some(stats),

@@ -11,22 +11,31 @@
 //! [`payload`].
 
 pub mod copy;
+pub mod entitlements;
 mod error;
 pub mod execute;
+pub mod hygiene;
 pub mod layers;
+pub mod limits;
 pub mod logs;
 pub mod mounts;
+pub mod network;
 pub mod payload;
+pub mod policy;
 pub mod rootfs;
 pub mod runtime;
 pub mod scope;
+pub mod seccomp;
 pub mod spec;
 pub mod step;
 pub mod users;
 
+pub use entitlements::Entitlement;
 pub use error::{Result, WorkerError};
-pub use execute::{DEFAULT_PATH, Executor, ReadonlyRootfs, StepOutput, Timings, WorkerConfig};
-pub use logs::{LogLine, LogSink, Redactor, Stream};
+pub use execute::{DEFAULT_PATH, DEFAULT_POOL_LIMITS, Executor, ReadonlyRootfs, StepOutput, Timings, WorkerConfig};
+pub use limits::LimitHit;
+pub use logs::{DEFAULT_LOG_LIMIT_BYTES, LogLine, LogSink, MAX_LINE_BYTES, Redactor, Stream};
 pub use mounts::{SecretValue, StepInputs};
-pub use runtime::{RuntimeKind, TAIL_LINES};
+pub use policy::WorkerPolicy;
+pub use runtime::{RunOptions, RuntimeKind, TAIL_LINES};
 pub use step::{Command, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source, Step, StepKind};

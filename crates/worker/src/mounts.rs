@@ -44,6 +44,10 @@ pub struct StepInputs {
     pub secrets: HashMap<String, SecretValue>,
     /// SSH agent sockets by id.
     pub ssh: HashMap<String, PathBuf>,
+    /// The entitlements the build's client asked for (`--allow`): a step
+    /// needing one runs only when this lists it and the worker pool's
+    /// policy allows it ([`crate::entitlements`]).
+    pub allow: Vec<crate::entitlements::Entitlement>,
 }
 
 impl StepInputs {

@@ -1,6 +1,7 @@
 //! Running a bundle with an OCI runtime (runc or crun) as a child process:
-//! output streamed line by line, a wall-time limit, and cleanup of the
-//! container whatever happens.
+//! output streamed line by line within the bounds of [`crate::logs`], a
+//! wall-time limit, the cgroup counters that say which limit a step ran
+//! into, and cleanup of the container whatever happens.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::error::{Result, WorkerError};
-use crate::logs::{LogLine, LogSink, Redactor, Stream};
+use crate::limits::CgroupEvents;
+use crate::logs::{Admit, LineSplitter, LogBudget, LogLine, LogSink, Redactor, Stream, clipped_marker};
 
 /// How many of the last output lines a failure reports.
 pub const TAIL_LINES: usize = 20;
@@ -45,6 +47,26 @@ pub struct RunOutcome {
     /// The last [`TAIL_LINES`] lines of output (stdout and stderr, in the
     /// order read), already scrubbed of secrets.
     pub tail: Vec<String>,
+    /// The output passed the log limit and was clipped.
+    pub log_clipped: bool,
+    /// The kernel's counters of the container's cgroups; `None` when the
+    /// runtime removed them before they could be read (crun).
+    pub cgroup: Option<CgroupEvents>,
+}
+
+/// How to run one container.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Kill the container after this long.
+    pub wall_time: Option<Duration>,
+    /// Clip the output after this many bytes.
+    pub log_limit_bytes: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { wall_time: None, log_limit_bytes: crate::logs::DEFAULT_LOG_LIMIT_BYTES }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -88,14 +110,21 @@ impl Runtime {
     }
 
     /// Runs the bundle at `bundle` as container `id` to completion (or
-    /// until `wall_time`), sending each output line to `sink`. The
+    /// until `opts.wall_time`), sending each output line to `sink`. The
     /// container is deleted before this returns, also on error and on
-    /// timeout.
-    pub async fn run(&self, bundle: &Path, id: &str, wall_time: Option<Duration>, sink: &LogSink, redactor: &Redactor) -> Result<RunOutcome> {
+    /// timeout. runc keeps the stopped container (`--keep`) until its
+    /// cgroup counters are read.
+    pub async fn run(&self, bundle: &Path, id: &str, opts: RunOptions, sink: &LogSink, redactor: &Redactor) -> Result<RunOutcome> {
         std::fs::create_dir_all(&self.state_root).map_err(|e| WorkerError::io(format!("creating runtime state dir {}", self.state_root.display()), e))?;
+        let wall_time = opts.wall_time;
         let bundle_s = bundle.display().to_string();
+        let mut args = vec!["run", "--bundle", &bundle_s];
+        if self.kind == RuntimeKind::Runc {
+            args.push("--keep");
+        }
+        args.push(id);
         let mut child = self
-            .command(&["run", "--bundle", &bundle_s, id])
+            .command(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,8 +133,9 @@ impl Runtime {
             .map_err(|e| WorkerError::Runtime { program: self.name(), reason: format!("starting `run` for container {id}: {e}") })?;
         let guard = DeleteOnDrop { runtime: self.clone(), id: id.to_owned(), armed: true };
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        let out = tokio::spawn(pump(child.stdout.take().expect("piped"), Stream::Stdout, sink.clone(), redactor.clone(), tail.clone()));
-        let err = tokio::spawn(pump(child.stderr.take().expect("piped"), Stream::Stderr, sink.clone(), redactor.clone(), tail.clone()));
+        let budget = Arc::new(LogBudget::new(opts.log_limit_bytes));
+        let out = tokio::spawn(pump(child.stdout.take().expect("piped"), Stream::Stdout, sink.clone(), redactor.clone(), tail.clone(), budget.clone()));
+        let err = tokio::spawn(pump(child.stderr.take().expect("piped"), Stream::Stderr, sink.clone(), redactor.clone(), tail.clone(), budget.clone()));
 
         let waited = match wall_time {
             Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
@@ -128,11 +158,29 @@ impl Runtime {
         };
         let _ = out.await;
         let _ = err.await;
+        let cgroup = self.cgroup_events(id);
         guard.delete().await;
         use std::os::unix::process::ExitStatusExt;
         let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         let tail = tail.lock().expect("tail lock").iter().cloned().collect();
-        Ok(RunOutcome { exit_code, timed_out, tail })
+        Ok(RunOutcome { exit_code, timed_out, tail, log_clipped: budget.clipped(), cgroup })
+    }
+
+    /// The counters of a stopped (kept) runc container, from the cgroup
+    /// paths runc records in its `state.json`.
+    fn cgroup_events(&self, id: &str) -> Option<CgroupEvents> {
+        if self.kind != RuntimeKind::Runc {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct State {
+            #[serde(default)]
+            cgroup_paths: std::collections::HashMap<String, PathBuf>,
+        }
+        let raw = std::fs::read(self.state_root.join(id).join("state.json")).ok()?;
+        let state: State = serde_json::from_slice(&raw).ok()?;
+        let p = |k: &str| state.cgroup_paths.get(k).map(PathBuf::as_path);
+        Some(CgroupEvents::read(p("memory"), p("pids"), p("")))
     }
 
     /// Force-deletes container `id` (kills what is left of it); errors
@@ -167,27 +215,43 @@ impl Drop for DeleteOnDrop {
     }
 }
 
-async fn pump(r: impl AsyncRead + Unpin, stream: Stream, sink: LogSink, redactor: Redactor, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut reader = BufReader::new(r);
-    let mut buf = Vec::new();
+/// Reads one of the container's streams to its end, in bounded pieces
+/// (see [`crate::logs`]): lines are split, scrubbed, counted against the
+/// step's budget and sent; after the budget, read and dropped, so the
+/// step never blocks on a full pipe.
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    stream: Stream,
+    sink: LogSink,
+    redactor: Redactor,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    budget: Arc<LogBudget>,
+) {
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
+        let (lines, done) = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => (splitter.finish(&redactor), true),
+            Ok(n) => (splitter.push(&buf[..n], &redactor), false),
+        };
+        for line in lines {
+            {
+                let mut t = tail.lock().expect("tail lock");
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
                 }
-                let line = redactor.scrub(&String::from_utf8_lossy(&buf));
-                {
-                    let mut t = tail.lock().expect("tail lock");
-                    if t.len() == TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line.clone());
-                }
-                sink(&LogLine { time: SystemTime::now(), stream, line });
+                t.push_back(line.clone());
             }
+            match budget.admit(line.len()) {
+                Admit::Send => sink(&LogLine { time: SystemTime::now(), stream, line }),
+                Admit::SendMarker => {
+                    sink(&LogLine { time: SystemTime::now(), stream: Stream::Stderr, line: clipped_marker(budget.limit()) })
+                }
+                Admit::Drop => {}
+            }
+        }
+        if done {
+            break;
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The OCI runtime spec (`config.json`) for a RUN step, built with the
 //! `oci-spec` crate so the field names and shapes are the spec's, not ours.
-//! Defaults follow Docker's: the 14 default capabilities, its masked and
-//! read-only paths, `/proc`, `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue`
-//! and a read-only `/sys`.
+//! Defaults follow Docker's: its default capabilities (less `NET_RAW`,
+//! unless the pool allows it), its seccomp profile ([`crate::seccomp`]), its
+//! masked and read-only paths, `/proc`, `/dev`, `/dev/pts`, `/dev/shm`,
+//! `/dev/mqueue` and a read-only `/sys`; stricter than Docker, sandboxed
+//! steps also get `noNewPrivileges` (a setuid program cannot gain more
+//! than the step has).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,14 +20,16 @@ use crate::error::{Result, WorkerError};
 use crate::step::{Limits, Network, Security};
 use crate::users::ResolvedUser;
 
-/// Docker's default capability set for containers (and BuildKit's for RUN).
-pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+/// Docker's default capability set for containers (and BuildKit's for RUN)
+/// without `CAP_NET_RAW`: no raw or packet sockets, so a step can neither
+/// sniff nor forge other traffic on the host's or its own network. A pool
+/// that needs `ping` in steps allows it (`WorkerConfig::allow_net_raw`).
+pub const DEFAULT_CAPABILITIES: [Capability; 13] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
     Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -67,11 +72,22 @@ pub struct SpecInput {
     pub network: Network,
     pub limits: Limits,
     pub security: Security,
+    /// Add `CAP_NET_RAW` to a sandboxed step's capabilities (pool policy).
+    pub net_raw: bool,
+    /// The network namespace to join (one the worker set up with its
+    /// egress, [`crate::network`]); `None` with [`Network::Private`] or
+    /// [`Network::None`] means a new one holding only `lo`.
+    pub netns: Option<PathBuf>,
     pub mounts: Vec<Mount>,
 }
 
 fn spec_err(e: impl std::fmt::Display) -> WorkerError {
     WorkerError::Spec(e.to_string())
+}
+
+/// A read-only bind mount of a host file the worker made for the step.
+pub fn bind_ro(dest: &str, source: &std::path::Path) -> Result<Mount> {
+    mount(dest, "bind", &source.display().to_string(), &["rbind", "ro", "nosuid", "nodev", "noexec"])
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
@@ -88,6 +104,24 @@ fn namespace(typ: LinuxNamespaceType) -> Result<LinuxNamespace> {
     LinuxNamespaceBuilder::default().typ(typ).build().map_err(spec_err)
 }
 
+/// Capability names by bit number (`linux/capability.h`).
+const CAPS_BY_BIT: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The worker's capability bounding set (`CapBnd`), all bits when unknown.
+fn host_bounding_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())))
+        .unwrap_or(u64::MAX)
+}
+
 /// The host's hard `RLIMIT_NOFILE`.
 fn host_nofile_hard() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -99,22 +133,25 @@ fn host_nofile_hard() -> u64 {
 pub fn build_spec(input: &SpecInput) -> Result<Spec> {
     let insecure = input.security == Security::Insecure;
     let caps: HashSet<Capability> = if insecure {
-        // Every capability the spec knows: `--security=insecure` is a
-        // privileged container.
-        serde_json::from_value::<Vec<Capability>>(serde_json::json!([
-            "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-            "CAP_KILL", "CAP_LEASE", "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN",
-            "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETGID", "CAP_SETFCAP", "CAP_SETPCAP",
-            "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE", "CAP_SYS_PACCT",
-            "CAP_SYS_PTRACE", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_SYSLOG", "CAP_WAKE_ALARM"
-        ]))
+        // Every capability the worker itself holds (its bounding set):
+        // `--security=insecure` is a privileged container, and a runtime
+        // cannot grant more than it has.
+        let bounding = host_bounding_caps();
+        serde_json::from_value::<Vec<Capability>>(serde_json::json!(
+            CAPS_BY_BIT.iter().enumerate().filter(|(bit, _)| bounding & (1u64 << bit) != 0).map(|(_, n)| *n).collect::<Vec<_>>()
+        ))
         .map_err(spec_err)?
         .into_iter()
         .collect()
     } else {
-        DEFAULT_CAPABILITIES.into_iter().collect()
+        let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
+        if input.net_raw {
+            caps.insert(Capability::NetRaw);
+        }
+        caps
     };
+    // `--security=insecure` runs unconfined, like Docker's privileged.
+    let seccomp = if insecure { None } else { Some(crate::seccomp::for_capabilities(&caps)?) };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -137,7 +174,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .cwd(input.cwd.clone())
         .capabilities(capabilities)
         .rlimits(vec![rlimit])
-        .no_new_privileges(false)
+        .no_new_privileges(!insecure)
         .build()
         .map_err(spec_err)?;
 
@@ -163,9 +200,11 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
 
     let mut namespaces =
         vec![namespace(LinuxNamespaceType::Pid)?, namespace(LinuxNamespaceType::Ipc)?, namespace(LinuxNamespaceType::Uts)?, namespace(LinuxNamespaceType::Mount)?];
-    if input.network != Network::Host {
-        // A fresh network namespace has only `lo`; runc brings it up.
-        namespaces.push(namespace(LinuxNamespaceType::Network)?);
+    match (&input.network, &input.netns) {
+        (Network::Host, _) => {}
+        (_, Some(path)) => namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path.clone()).build().map_err(spec_err)?),
+        // A fresh network namespace has only `lo`; the runtime brings it up.
+        (_, None) => namespaces.push(namespace(LinuxNamespaceType::Network)?),
     }
 
     let mut resources = LinuxResourcesBuilder::default();
@@ -176,6 +215,9 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build().map_err(spec_err)?);
     }
     let mut linux = LinuxBuilder::default().namespaces(namespaces).resources(resources.build().map_err(spec_err)?);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
     let (masked, readonly): (&[&str], &[&str]) = if insecure { (&[], &[]) } else { (MASKED_PATHS, READONLY_PATHS) };
     linux = linux
         .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -206,6 +248,8 @@ mod tests {
             network: Network::None,
             limits: Limits { memory_bytes: Some(64 << 20), pids: Some(100), wall_time_ms: None },
             security: Security::Sandbox,
+            net_raw: false,
+            netns: None,
             mounts: vec![],
         }
     }
@@ -214,8 +258,11 @@ mod tests {
     fn default_spec_has_dockers_capabilities_limits_and_masks() {
         let v = serde_json::to_value(build_spec(&input()).unwrap()).unwrap();
         let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
-        assert_eq!(caps.len(), 14);
+        assert_eq!(caps.len(), 13);
         assert!(caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE"));
+        assert!(!caps.iter().any(|c| c == "CAP_NET_RAW"));
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
         assert_eq!(v["process"]["user"]["uid"], 1000);
         assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
@@ -244,5 +291,6 @@ mod tests {
         let v = serde_json::to_value(build_spec(&SpecInput { security: Security::Insecure, ..input() }).unwrap()).unwrap();
         assert!(v["process"]["capabilities"]["bounding"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
         assert!(v["linux"]["maskedPaths"].as_array().is_none_or(|m| m.is_empty()));
+        assert!(v["linux"]["seccomp"].is_null());
     }
 }

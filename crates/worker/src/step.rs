@@ -79,13 +79,15 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// The host's network namespace (Docker's `default` for builds).
-    #[default]
+    /// The worker's network namespace (`RUN --network=host`; an
+    /// entitlement, [`crate::entitlements`]).
     Host,
-    /// A new network namespace holding only loopback.
+    /// A new network namespace holding only loopback (`--network=none`).
     None,
-    /// A new network namespace holding only loopback; kept distinct from
-    /// `none` so a later bridge/CNI setup can give it an interface.
+    /// The default: a network namespace of the step's own with egress
+    /// through pasta to what the worker can reach, but not the worker's
+    /// loopback ([`crate::network`]).
+    #[default]
     Private,
 }
 
