@@ -3,6 +3,7 @@
 //! `[+] Building 12.3s (8/8) FINISHED`. `plain` also streams every log
 //! line; `quiet` prints only errors.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +39,10 @@ pub type Out = Arc<Mutex<dyn Write + Send>>;
 pub struct Progress {
     mode: ProgressMode,
     started: Instant,
+    /// When each step (by its `#N`) started here: its log lines are timed
+    /// from it, as BuildKit times a vertex's logs, so they agree with the
+    /// step's DONE time.
+    steps: Arc<Mutex<HashMap<usize, Instant>>>,
     total: usize,
     out: Out,
 }
@@ -47,6 +52,7 @@ impl Progress {
         Progress {
             mode,
             started: Instant::now(),
+            steps: Arc::default(),
             total: 0,
             out,
         }
@@ -71,6 +77,7 @@ impl Progress {
     }
 
     pub fn started(&self, n: usize, label: &str) {
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).insert(n, Instant::now());
         if self.mode == ProgressMode::Plain {
             self.line(&format!("#{n} {label}"));
         }
@@ -78,10 +85,8 @@ impl Progress {
 
     pub fn log(&self, n: usize, line: &str) {
         if self.mode == ProgressMode::Plain {
-            self.line(&format!(
-                "#{n} {:.3} {line}",
-                self.started.elapsed().as_secs_f64()
-            ));
+            let since = self.steps.lock().unwrap_or_else(|e| e.into_inner()).get(&n).copied().unwrap_or(self.started);
+            self.line(&format!("#{n} {:.3} {line}", since.elapsed().as_secs_f64()));
         }
     }
 
@@ -151,5 +156,33 @@ impl Progress {
         if self.mode != ProgressMode::Quiet {
             self.line(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured() -> (Progress, Arc<Mutex<Vec<u8>>>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        (Progress::new(ProgressMode::Plain, buf.clone()), buf)
+    }
+
+    fn seconds_of(line: &str) -> f64 {
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn log_lines_are_timed_from_their_steps_start_not_the_builds() {
+        let (p, buf) = captured();
+        std::thread::sleep(Duration::from_millis(300));
+        p.started(2, "[2/2] RUN x");
+        p.log(2, "hello");
+        let since_build = p.started.elapsed().as_secs_f64();
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let line = text.lines().find(|l| l.ends_with("hello")).unwrap();
+        // The step started at least 0.3 s after the build: timed from the
+        // build, the line would read at least that much more.
+        assert!(seconds_of(line) <= since_build - 0.3 + 0.001, "{text} (build: {since_build:.3} s)");
     }
 }

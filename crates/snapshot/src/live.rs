@@ -15,7 +15,7 @@
 //!
 //! Everything reachable from those is live. Everything else is garbage
 //! once it is older than the collector's grace period (see
-//! [`crate::collect`] for why age alone is not enough and what else the
+//! the collector (`collect.rs`) for why age alone is not enough and what else the
 //! collector requires).
 
 use std::collections::{BTreeSet, HashSet};

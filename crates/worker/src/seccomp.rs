@@ -12,6 +12,26 @@ use serde_json::{Value, json};
 
 use crate::error::{Result, WorkerError};
 
+/// Docker's default capability set for containers (and BuildKit's for RUN)
+/// without `CAP_NET_RAW`: no raw or packet sockets, so a step can neither
+/// sniff nor forge other traffic on the host's or its own network. A pool
+/// that needs `ping` in steps allows it (`WorkerConfig::allow_net_raw`).
+pub const DEFAULT_CAPABILITIES: [Capability; 13] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
 /// The profile, in Docker's format.
 pub const DEFAULT_PROFILE: &str = include_str!("../seccomp/default.json");
 
@@ -124,7 +144,7 @@ mod tests {
 
     #[test]
     fn default_caps_get_no_namespace_syscalls() {
-        let caps: HashSet<Capability> = crate::spec::DEFAULT_CAPABILITIES.into_iter().collect();
+        let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
         let s = for_capabilities(&caps).unwrap();
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
@@ -136,7 +156,7 @@ mod tests {
 
     #[test]
     fn sys_admin_gets_the_namespace_syscalls() {
-        let mut caps: HashSet<Capability> = crate::spec::DEFAULT_CAPABILITIES.into_iter().collect();
+        let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
         caps.insert(Capability::SysAdmin);
         let s = for_capabilities(&caps).unwrap();
         assert!(allowed(&s, "unshare") && allowed(&s, "mount"));

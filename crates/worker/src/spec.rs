@@ -17,28 +17,10 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Result, WorkerError};
+use crate::seccomp::DEFAULT_CAPABILITIES;
 use crate::step::{Limits, Network, Security};
 use crate::users::ResolvedUser;
 
-/// Docker's default capability set for containers (and BuildKit's for RUN)
-/// without `CAP_NET_RAW`: no raw or packet sockets, so a step can neither
-/// sniff nor forge other traffic on the host's or its own network. A pool
-/// that needs `ping` in steps allows it (`WorkerConfig::allow_net_raw`).
-pub const DEFAULT_CAPABILITIES: [Capability; 13] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/asound",

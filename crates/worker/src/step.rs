@@ -80,13 +80,13 @@ pub enum Command {
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// The worker's network namespace (`RUN --network=host`; an
-    /// entitlement, [`crate::entitlements`]).
+    /// entitlement, `entitlements.rs`).
     Host,
     /// A new network namespace holding only loopback (`--network=none`).
     None,
     /// The default: a network namespace of the step's own with egress
     /// through pasta to what the worker can reach, but not the worker's
-    /// loopback ([`crate::network`]).
+    /// loopback (`network.rs`).
     #[default]
     Private,
 }
