@@ -73,16 +73,17 @@ fn rbk_build(state: &Path, args: &[&str], context: &Path) -> Output {
         .arg(context))
 }
 
-/// A `debian:bookworm-slim` stand-in: busybox, runc, crun and the libraries
-/// of runc, crun and rbk, as an OCI layout.
+/// A `debian:bookworm-slim` stand-in: busybox, runc, crun, pasta and the
+/// libraries of runc, crun, pasta and rbk, as an OCI layout.
 fn stand_in_base(work: &Path) -> PathBuf {
     let ctx = work.join("base-context");
     let root = ctx.join("rootfs");
-    let (runc, crun, rbk) = (program("runc"), program("crun"), PathBuf::from(env!("CARGO_BIN_EXE_rbk")));
+    let (runc, crun, pasta, rbk) = (program("runc"), program("crun"), program("pasta"), PathBuf::from(env!("CARGO_BIN_EXE_rbk")));
     copy_into(&root, &program("busybox"), "/bin/busybox");
     copy_into(&root, &runc, "/usr/sbin/runc");
     copy_into(&root, &crun, "/usr/bin/crun");
-    for lib in shared_libraries(&[&runc, &crun, &rbk]) {
+    copy_into(&root, &pasta, "/usr/bin/pasta");
+    for lib in shared_libraries(&[&runc, &crun, &pasta, &rbk]) {
         copy_into(&root, &lib, lib.to_str().unwrap());
     }
     std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n")

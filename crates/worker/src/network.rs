@@ -162,6 +162,15 @@ impl Inner {
         if !out.status.success() {
             let err: Vec<String> =
                 String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.contains("syslog")).map(str::to_owned).collect();
+            if err.iter().any(|l| l.contains("No external routable interface")) {
+                // The worker has no route out (e.g. it runs in a network
+                // namespace of its own): pasta has nothing to connect the
+                // step to, and the step gets a namespace with loopback
+                // only. Stricter than egress, never looser.
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| tracing::warn!("this worker has no external route: RUN steps get a network namespace without egress"));
+                return Ok(ns);
+            }
             return Err(WorkerError::Runtime { program: self.pasta.display().to_string(), reason: format!("{}: {}", out.status, err.join("; ")) });
         }
         ns.pasta_pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok());
