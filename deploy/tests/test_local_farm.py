@@ -66,7 +66,7 @@ def demo_context(tmp_path: pathlib.Path) -> pathlib.Path:
     ctx = tmp_path / "context"
     ctx.mkdir()
     for name in ("Dockerfile", "hello.txt"):
-        shutil.copy(REPO / "examples" / "demo" / name, ctx / name)
+        shutil.copy(REPO / "examples" / "demo-quick" / name, ctx / name)
     busybox = os.environ.get("RBK_TEST_BIN_BUSYBOX") or shutil.which("busybox")
     assert busybox, "busybox-static is not installed (deploy/dev/setup.sh)"
     shutil.copy(busybox, ctx / "busybox")

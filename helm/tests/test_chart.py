@@ -632,6 +632,16 @@ def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_
     assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
 
 
+def local_policy(objects, tmp_path) -> str:
+    """Writes the rendered worker policy ConfigMap where the worker's
+    `--policy` will read it; returns the directory standing in for
+    /etc/rbk/policy/."""
+    d = tmp_path / "policy"
+    d.mkdir(exist_ok=True)
+    (d / "policy.json").write_text(one(objects, "ConfigMap", "-policy")["data"]["policy.json"])
+    return f"{d}/"
+
+
 def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
     endpoint = s3_endpoint()
     objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
@@ -642,7 +652,7 @@ def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
     env = pod_env(container, objects)
     with running_coordinator(objects, tmp_path / "coordinator", env=s3_env()) as addr:
         args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
-                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/store/", f"{tmp_path}/store/")
+                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/policy/", local_policy(objects, tmp_path)).replace("/etc/rbk/store/", f"{tmp_path}/store/")
                  .replace("0.0.0.0:9465", "127.0.0.1:0") for a in container["args"]]
         worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -664,7 +674,7 @@ def test_a_worker_terminated_as_it_starts_drains_instead_of_dying(tmp_path):
     objects = render({})
     container = worker_pod(objects)["containers"][0]
     args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://127.0.0.1:{free_port()}")
-             .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("0.0.0.0:9465", "127.0.0.1:0")
+             .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/policy/", local_policy(objects, tmp_path)).replace("0.0.0.0:9465", "127.0.0.1:0")
             for a in container["args"]]
     worker = subprocess.Popen([rbk_binary(), *args], env=pod_env(container, objects),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -1101,7 +1111,7 @@ def test_the_worker_answers_its_probes_when_started_as_the_chart_says(tmp_path):
     env = dict(os.environ, RBK_WORKER_TOKEN=tokens["worker-token"])
     with running_coordinator(objects, tmp_path / "coordinator") as addr:
         args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
-                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/")
+                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/policy/", local_policy(objects, tmp_path))
                  .replace("0.0.0.0:9465", f"127.0.0.1:{port}") for a in container["args"]]
         worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
