@@ -34,28 +34,7 @@ echo "demo: worker B's cache mount held worker A's run; image written to $work/r
 echo
 echo "== 5. the same on a farm: a coordinator and two worker processes on this machine"
 farm=$work/farm
-mkdir -p "$farm"
-tenant=demo-tenant-$RANDOM$RANDOM worker_token=demo-worker-$RANDOM$RANDOM
-printf '[tenants]\n"%s" = "demo"\n[workers]\n"%s" = "demo-pool"\n[pools.demo-pool]\ntenants = ["demo"]\n' "$tenant" "$worker_token" >"$farm/tokens.toml"
-printf 'listen = "127.0.0.1:0"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n' >"$farm/coordinator.toml"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-"$rbk" coordinator --config "$farm/coordinator.toml" >"$farm/coordinator.log" 2>&1 &
-pids+=($!)
-addr=
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/^rbk coordinator listening on //p' "$farm/coordinator.log")
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "demo: the coordinator did not start; see $farm/coordinator.log" >&2; cat "$farm/coordinator.log" >&2; exit 1; }
-export RBK_COORDINATOR=http://$addr RBK_TOKEN=$tenant
-worker() { # id: a worker with its own, empty state dir
-  "$rbk" worker --token "$worker_token" --id "$1" --state-dir "$farm/worker-$1" >"$farm/worker-$1.log" 2>&1 &
-  pids+=($!)
-  echo $! >"$farm/worker-$1.pid"
-}
+. "$here/../farm.sh"
 submit() { "$rbk" submit --client-dir "$farm/client" -t rbk-demo:latest "$@" "$ctx" 2>&1; }
 
 echo "-- worker a joins; rbk submit: every step runs on a"
