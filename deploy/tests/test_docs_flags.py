@@ -23,7 +23,7 @@ RBK_COMMANDS = [["submit"], ["worker"], ["build"], ["cache"], ["cache", "prune"]
                 ["coordinator"], ["coordinator", "members", "add"]]
 NOT_RBKS = {
     # buildctl / buildkitd, on the migration page
-    "--frontend", "--local", "--opt", "--export-cache", "--import-cache", "--allow",
+    "--frontend", "--local", "--opt", "--export-cache", "--import-cache",
     "--allow-insecure-entitlement",
     # Dockerfile RUN options
     "--mount", "--network", "--security",

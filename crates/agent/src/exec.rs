@@ -379,7 +379,7 @@ impl FarmExecutor {
         let parent = parent?;
         let (grants, _held, restored, cache_dirs) = caches?;
         out.bytes_restored += restored;
-        let mut inputs = StepInputs { ssh, ..StepInputs::default() };
+        let mut inputs = StepInputs { ssh, allow: step.allow.clone(), ..StepInputs::default() };
         inputs.caches.extend(cache_dirs);
         for (k, v) in &assign.secrets {
             inputs.secrets.insert(k.clone(), SecretValue(v.clone()));

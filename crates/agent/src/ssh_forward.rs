@@ -229,6 +229,7 @@ mod tests {
             cache_ids: vec![],
             context: None,
             stages: Default::default(),
+            allow: Vec::new(),
         })
         .unwrap()
     }

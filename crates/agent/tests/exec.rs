@@ -73,6 +73,7 @@ fn step(parent: ImageSource, work: Work, cache_ids: &[&str]) -> FarmStep {
         cache_ids: cache_ids.iter().map(|s| s.to_string()).collect(),
         context: None,
         stages: Default::default(),
+        allow: Vec::new(),
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(
         FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
     );
-    let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program).await?;
+    let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program, &args.docker.entitlements()?).await?;
     let built = build_on(&farm, &args, &req, &parsed, secrets, &ssh, store.clone(), &mut progress).await;
     farm.stop().await?;
     let result = built?;

@@ -42,6 +42,11 @@ pub struct DockerBuildFlags {
     /// Registries reached over plain HTTP (loopback always is).
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// Extra privileged entitlement: network.host or security.insecure
+    /// (repeat or comma-separate, as `docker buildx build --allow`). A
+    /// worker pool must allow it too; `rbk build` allows what you pass.
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
 }
 
 impl DockerBuildFlags {
@@ -54,11 +59,17 @@ impl DockerBuildFlags {
         req.build_args = parse_build_args(&self.build_args);
         req.insecure_registries = self.insecure.clone();
         req.secret_ids = secrets.keys().cloned().collect();
+        req.allow = self.entitlements()?.into_iter().collect();
         for b in &self.base_images {
             let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
             req.base_images.insert(name.to_owned(), dir.to_owned());
         }
         Ok(req)
+    }
+
+    /// `--allow`, parsed.
+    pub fn entitlements(&self) -> anyhow::Result<Vec<rbk_worker::Entitlement>> {
+        self.allow.iter().map(|a| a.trim().parse().with_context(|| format!("--allow {a}"))).collect()
     }
 }
 

@@ -73,6 +73,7 @@ impl Drop for Farm {
         // A worker a test SIGKILLed mid-step leaves the step's overlay
         // mounted (the next start of that worker would detach it); detach
         // whatever is left under this farm so the host does not collect them.
+        rbk_testsupport::stop_pasta_under(self.dir.path());
         let dir = self.dir.path().to_string_lossy().into_owned();
         let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut left: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&dir)).collect();
@@ -406,6 +407,7 @@ impl Farm {
             cache_ids,
             context: None,
             stages: Default::default(),
+            allow: Vec::new(),
         };
         pb::StepNode {
             id: id.into(),

@@ -84,6 +84,7 @@ struct Unmount(PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
+        rbk_testsupport::stop_pasta_under(&self.0);
         let dir = self.0.to_string_lossy().into_owned();
         let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut left: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&dir)).collect();
@@ -144,6 +145,7 @@ fn run_step(base: &LayerDesc, id: &str, key: &str, script: &str, cache: &str) ->
         cache_ids: vec![cache.into()],
         context: None,
         stages: Default::default(),
+        allow: Vec::new(),
     };
     pb::StepNode {
         id: id.into(),
