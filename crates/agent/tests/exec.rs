@@ -44,17 +44,7 @@ impl Fixture {
 
 fn run_step(script: &str, mounts: Vec<Mount>) -> Work {
     Work::Step {
-        step: StepKind::Run(RunStep {
-            command: Command::Shell(script.into()),
-            shell: vec!["/bin/sh".into(), "-c".into()],
-            env: vec![],
-            user: None,
-            workdir: None,
-            mounts,
-            network: Default::default(),
-            limits: Default::default(),
-            security: Default::default(),
-        }),
+        step: StepKind::Run(RunStep { mounts, ..RunStep::new(Command::Shell(script.into())) }),
     }
 }
 

@@ -392,15 +392,9 @@ impl Farm {
             parent: ImageSource::Layers { layers: vec![self.base.clone()] },
             work: Work::Step {
                 step: StepKind::Run(RunStep {
-                    command: WCommand::Shell(script.into()),
-                    shell: vec!["/bin/sh".into(), "-c".into()],
                     env: vec!["PATH=/bin".into()],
-                    user: None,
-                    workdir: None,
                     mounts,
-                    network: Default::default(),
-                    limits: Default::default(),
-                    security: Default::default(),
+                    ..RunStep::new(WCommand::Shell(script.into()))
                 }),
             },
             cache_ids,

@@ -130,15 +130,9 @@ fn run_step(base: &LayerDesc, id: &str, key: &str, script: &str, cache: &str) ->
         parent: ImageSource::Layers { layers: vec![base.clone()] },
         work: Work::Step {
             step: StepKind::Run(RunStep {
-                command: WCommand::Shell(script.into()),
-                shell: vec!["/bin/sh".into(), "-c".into()],
                 env: vec!["PATH=/bin".into()],
-                user: None,
-                workdir: None,
                 mounts: vec![mount],
-                network: Default::default(),
-                limits: Default::default(),
-                security: Default::default(),
+                ..RunStep::new(WCommand::Shell(script.into()))
             }),
         },
         cache_ids: vec![cache.into()],
