@@ -191,35 +191,12 @@ impl From<ExecError> for Failure {
 impl FarmExecutor {
     /// Opens (creating) the worker's local state under `root`; cache-mount
     /// directories go to `cache_dir` (default `root/caches`), which a CI
-    /// system may keep between jobs.
-    pub fn open(
-        root: &Path,
-        cache_dir: Option<&Path>,
-        runtime: RuntimeKind,
-        runtime_program: &Path,
-        store: Arc<dyn Store>,
-    ) -> Result<Self> {
-        Self::open_with_layer_limit(root, cache_dir, runtime, runtime_program, store, None)
-    }
-
-    /// [`Self::open`] with the local layer store's eviction threshold
-    /// (`rbk worker --max-layer-bytes`; `None`: the executor's default), so
-    /// a worker on a size-limited volume evicts layers before the volume
-    /// fills.
-    pub fn open_with_layer_limit(
-        root: &Path,
-        cache_dir: Option<&Path>,
-        runtime: RuntimeKind,
-        runtime_program: &Path,
-        store: Arc<dyn Store>,
-        layer_store_bytes: Option<u64>,
-    ) -> Result<Self> {
-        Self::open_with_policy(root, cache_dir, runtime, runtime_program, store, layer_store_bytes, &WorkerPolicy::default())
-    }
-
-    /// [`Self::open_with_layer_limit`] with the pool's sandbox policy
+    /// system may keep between jobs. `layer_store_bytes` is the local layer
+    /// store's eviction threshold (`rbk worker --max-layer-bytes`; `None`:
+    /// the executor's default), so a worker on a size-limited volume evicts
+    /// layers before the volume fills; `policy` is the pool's sandbox policy
     /// (`rbk worker --policy`: entitlements, step limits, log size).
-    pub fn open_with_policy(
+    pub fn open(
         root: &Path,
         cache_dir: Option<&Path>,
         runtime: RuntimeKind,

@@ -37,7 +37,7 @@ impl Fixture {
     }
 
     fn worker(&self, name: &str) -> FarmExecutor {
-        FarmExecutor::open(&self.dir.path().join(name), None, RuntimeKind::Runc, &rbk_testsupport::program("runc"), self.store.clone())
+        FarmExecutor::open(&self.dir.path().join(name), None, RuntimeKind::Runc, &rbk_testsupport::program("runc"), self.store.clone(), None, &Default::default())
             .unwrap()
     }
 }

@@ -134,7 +134,7 @@ impl EmbeddedFarm {
             }
         });
 
-        let exec = FarmExecutor::open(worker_dir, None, runtime, program, store)
+        let exec = FarmExecutor::open(worker_dir, None, runtime, program, store, None, &Default::default())
             .with_context(|| format!("opening the worker state in {}", worker_dir.display()))?;
         let mut agent = AgentConfig::new(&url, &worker_token, "local");
         agent.backoff_initial = Duration::from_millis(20);
