@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rbk_image::{OciDigest, OciLayout};
-use rbk_proto::worker::{Assign, CacheCommit, StepResult};
+use rbk_proto::worker::{Assign, StepResult};
 use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
@@ -407,13 +407,7 @@ impl FarmExecutor {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
             let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
             rbk_metrics::global().worker_committed(c.bytes_uploaded);
-            out.commits.push(CacheCommit {
-                cache_id: g.cache_id.clone(),
-                slot: g.slot,
-                base_generation: g.generation,
-                snapshot: c.snapshot.to_string(),
-                total_bytes: c.total_bytes,
-            });
+            out.commits.push(g.commit(c.snapshot.to_string(), c.total_bytes));
         }
         drop(_held);
         let layer = outcome?;
