@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use rbk_plan::planner::PlanRequest;
+use rbk_plan::planner::{Plan, PlanRequest};
+use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
 
 #[derive(clap::Args)]
 pub struct DockerBuildFlags {
@@ -59,6 +60,36 @@ impl DockerBuildFlags {
             req.base_images.insert(name.to_owned(), dir.to_owned());
         }
         Ok(req)
+    }
+}
+
+impl DockerBuildFlags {
+    /// The request that submits `plan`: the flags' options (target,
+    /// `--no-cache`), `req`'s build args and the secrets' values, for
+    /// `platform`, writing `outputs` (the coordinator's exporters).
+    pub fn submit_request(
+        &self,
+        plan: &Plan,
+        req: &PlanRequest,
+        secrets: BTreeMap<String, Vec<u8>>,
+        platform: String,
+        outputs: Vec<Output>,
+    ) -> SubmitRequest {
+        let options = BuildOptions {
+            dockerfile: plan.file_name.clone(),
+            target: self.target.clone().unwrap_or_default(),
+            build_args: req.build_args.clone().into_iter().collect(),
+            secret_ids: secrets.keys().cloned().collect(),
+            no_cache: self.no_cache,
+            platform,
+            outputs,
+        };
+        SubmitRequest {
+            options: Some(options),
+            context_digest: plan.context_digest.clone(),
+            steps: plan.steps.clone(),
+            secrets: secrets.into_iter().collect(),
+        }
     }
 }
 

@@ -17,9 +17,8 @@ use rbk_client::submit::{Target, human, run_build};
 use rbk_client::{Progress, ProgressMode, RemoteStore};
 use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner;
-use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
+use rbk_proto::build::Output;
 use rbk_store::Store;
-use rbk_worker::payload::ImageSource;
 
 use crate::flags::{DockerBuildFlags, TlsCaFlag};
 
@@ -137,25 +136,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         // Nothing to run: the target is a base image with a new config.
         None
     } else {
-        let options = BuildOptions {
-            dockerfile: plan.file_name.clone(),
-            target: args.docker.target.clone().unwrap_or_default(),
-            build_args: req.build_args.clone().into_iter().collect(),
-            secret_ids: secrets.keys().cloned().collect(),
-            no_cache: args.docker.no_cache,
-            platform: platform.clone(),
-            outputs: args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect(),
-        };
-        let submit = SubmitRequest {
-            options: Some(options),
-            context_digest: plan.context_digest.clone(),
-            steps: plan.steps.clone(),
-            secrets: secrets.into_iter().collect(),
-        };
-        let target_step = match &plan.final_image.source {
-            ImageSource::Step { step_id } => Some(step_id.as_str()),
-            _ => None,
-        };
+        let outputs = args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect();
+        let submit = args.docker.submit_request(&plan, &req, secrets, platform.clone(), outputs);
+        let target_step = plan.target_step();
         let to = Target { tls: &tls, url: &args.coordinator, token: &token };
         run_build(channel, to, submit, target_step, &progress, true, &ssh).await?
     };
