@@ -43,6 +43,18 @@ fn cache_ls(url: &str, ca: Option<&Path>) -> Output {
     cmd.output().unwrap()
 }
 
+/// `rbk submit` of `dockerfile` (written into the coordinator's dir, also
+/// the context) to `c`, trusting `ca` when given.
+fn submit(c: &Coordinator, dockerfile: &str, ca: Option<&Path>) -> Output {
+    std::fs::write(c.dir.join("Dockerfile"), dockerfile).unwrap();
+    let mut cmd = Command::new(RBK);
+    cmd.args(["submit", "--coordinator", &c.url, "--token", TENANT]).env_remove("RBK_TLS_CA");
+    if let Some(ca) = ca {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    cmd.arg("-f").arg(c.dir.join("Dockerfile")).arg(&c.dir).output().unwrap()
+}
+
 #[test]
 fn a_client_trusting_the_ca_is_served_over_https() {
     let c = start_tls("trusted");
@@ -74,14 +86,7 @@ fn a_client_without_the_ca_is_refused_naming_the_certificate_problem() {
 #[test]
 fn submit_without_the_ca_is_refused_naming_the_certificate_problem() {
     let c = start_tls("submit");
-    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
-    let out = Command::new(RBK)
-        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "-f"])
-        .arg(c.dir.join("Dockerfile"))
-        .arg(&c.dir)
-        .env_remove("RBK_TLS_CA")
-        .output()
-        .unwrap();
+    let out = submit(&c, "FROM scratch\nCOPY Dockerfile /\n", None);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate"), "{err}");
@@ -97,16 +102,7 @@ fn a_plain_client_to_a_tls_coordinator_fails_instead_of_hanging() {
 #[test]
 fn submit_trusting_the_ca_is_served_over_https() {
     let c = start_tls("submit-ok");
-    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\n").unwrap();
-    let out = Command::new(RBK)
-        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "--tls-ca"])
-        .arg(c.dir.join("ca.pem"))
-        .arg("-f")
-        .arg(c.dir.join("Dockerfile"))
-        .arg(&c.dir)
-        .env_remove("RBK_TLS_CA")
-        .output()
-        .unwrap();
+    let out = submit(&c, "FROM scratch\n", Some(&c.dir.join("ca.pem")));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
