@@ -9,14 +9,8 @@ use rbk_proto::build::{CacheHead, ListCachesRequest, PruneCachesRequest};
 pub struct CacheArgs {
     #[command(subcommand)]
     command: CacheCommand,
-    /// The coordinator, e.g. http://127.0.0.1:7070.
-    #[arg(long, env = "RBK_COORDINATOR", global = true, default_value = "http://127.0.0.1:7070")]
-    coordinator: String,
-    /// The tenant token.
-    #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::flags::TlsCaFlag,
+    conn: crate::flags::CoordinatorConn,
 }
 
 #[derive(clap::Subcommand)]
@@ -63,24 +57,17 @@ fn human(bytes: u64) -> String {
 }
 
 async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
-    let tls = args.tls.load()?;
-    let channel = tls.endpoint(&args.coordinator)?
+    let tls = args.conn.tls.load()?;
+    let channel = tls.endpoint(&args.conn.coordinator)?
         .connect()
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
+        .with_context(|| format!("connecting to the coordinator at {}", args.conn.coordinator))?;
     Ok(BuildClient::new(channel))
 }
 
-fn request<T>(args: &CacheArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let token = args.token.as_deref().context("no token: pass --token or set RBK_TOKEN")?;
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("token is not a valid header value")?);
-    Ok(req)
-}
-
 async fn heads(args: &CacheArgs) -> anyhow::Result<Vec<CacheHead>> {
-    let req = request(args, ListCachesRequest {})?;
-    let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
+    let req = args.conn.request(ListCachesRequest {})?;
+    let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.conn.coordinator, s.message()))?;
     Ok(resp.into_inner().heads)
 }
 
@@ -110,8 +97,8 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
 }
 
 async fn prune(args: &CacheArgs, ids: Vec<String>, unused_for_ms: u64) -> anyhow::Result<()> {
-    let req = request(args, PruneCachesRequest { ids, unused_for_ms })?;
-    let resp = client(args).await?.prune_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
+    let req = args.conn.request(PruneCachesRequest { ids, unused_for_ms })?;
+    let resp = client(args).await?.prune_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.conn.coordinator, s.message()))?;
     let dropped = resp.into_inner().dropped;
     for h in &dropped {
         println!("dropped {} (slot {}, generation {}, {})", h.id, h.slot, h.generation, human(h.total_bytes));

@@ -138,7 +138,7 @@ impl EmbeddedFarm {
         });
 
         let policy = rbk_worker::WorkerPolicy { entitlements: allow.to_vec(), ..Default::default() };
-        let exec = FarmExecutor::open_with_policy(worker_dir, None, runtime, program, store, None, &policy)
+        let exec = FarmExecutor::open(worker_dir, None, runtime, program, store, None, &policy)
             .with_context(|| format!("opening the worker state in {}", worker_dir.display()))?;
         let mut agent = AgentConfig::new(&url, &worker_token, "local");
         agent.backoff_initial = Duration::from_millis(20);

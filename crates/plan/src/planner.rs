@@ -129,6 +129,17 @@ pub struct Plan {
     pub resolve_took: std::time::Duration,
 }
 
+impl Plan {
+    /// The step whose result the final image is made from (none when the
+    /// target is a base image with a new config).
+    pub fn target_step(&self) -> Option<&str> {
+        match &self.final_image.source {
+            ImageSource::Step { step_id } => Some(step_id),
+            _ => None,
+        }
+    }
+}
+
 /// What planning sent to the farm's store (a second submit of the same
 /// bases and context sends next to nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,8 +5,10 @@
 //! panics at once with the name of the service and the command that starts
 //! it: never a hang, never a silent skip.
 
+pub mod data;
 pub mod faults;
 
+pub use data::half_compressible;
 pub use faults::{FaultCounts, FaultPolicy, FaultProxy};
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -345,7 +345,16 @@ impl Cluster {
         url
     }
 
-    pub fn id_of(&self, url: &str) -> u64 {
+    /// Starts every node and waits until one leads; returns its API URL and
+    /// its id.
+    pub async fn start_and_elect(&mut self) -> (String, u64) {
+        self.start_all();
+        let url = self.leader_via(&self.node(1).api()).await;
+        let id = self.id_of(&url);
+        (url, id)
+    }
+
+        pub fn id_of(&self, url: &str) -> u64 {
         self.nodes.iter().find(|n| n.api() == url).unwrap().id
     }
 
@@ -373,12 +382,10 @@ pub fn step(id: &str, key: &str, deps: &[&str], cache: Option<&str>) -> pb::Step
         id: id.into(),
         key: key.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
-        platform: String::new(),
-        labels: Default::default(),
         cache_mounts: cache.map(|c| pb::CacheMount { id: c.into(), sharing: "shared".into() }).into_iter().collect(),
         payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
         name: format!("RUN {id}"),
-        secret_ids: vec![],
+        ..Default::default()
     }
 }
 
@@ -562,13 +569,7 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
                 let commits = a
                     .mounts
                     .iter()
-                    .map(|g| pw::CacheCommit {
-                        cache_id: g.cache_id.clone(),
-                        slot: g.slot,
-                        base_generation: g.generation,
-                        snapshot: rbk_store::Digest::of(format!("{} of {}", g.cache_id, a.key).as_bytes()).to_string(),
-                        total_bytes: 10,
-                    })
+                    .map(|g| g.commit(rbk_store::Digest::of(format!("{} of {}", g.cache_id, a.key).as_bytes()).to_string(), 10))
                     .collect();
                 ran.lock().unwrap().push(a.step_id.clone());
                 let _ = tx.send(pw::WorkerMessage {

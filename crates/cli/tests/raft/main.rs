@@ -4,6 +4,8 @@
 
 mod failover;
 mod five_nodes;
+#[path = "../common/busybox_steps.rs"]
+mod busybox_steps;
 mod harness;
 mod membership;
 mod readopt;
