@@ -41,6 +41,11 @@ impl Merger for SnapshotMerger {
             .map_err(|e| MergeError::Commit { earlier: earlier_digest, later: later_digest, source: e.into() })?;
         Ok(MergedSnapshot { snapshot: snapshot.digest, total_bytes })
     }
+
+    async fn packs(&self, snapshot: Digest) -> Result<Vec<Digest>, MergeError> {
+        let s = Snapshot::load(&*self.store, snapshot).await.map_err(|e| MergeError::Load { snapshot, source: e.into() })?;
+        Ok(s.manifest.packs().into_iter().collect())
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 // The state speaks the coordinator's vocabulary (see `model.rs`).
 pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
+use crate::gc_fence::{GcCommand, GcFences};
 use crate::model::StepNode;
 
 /// How many recent builds are remembered; older finished ones are dropped.
@@ -158,6 +159,13 @@ pub enum Command {
     ReleaseLeases { holder: String },
     /// Forgets a head (eviction); its snapshot becomes garbage.
     DropHead { head: HeadKey },
+    /// The store collector's fences (see `gc_fence.rs`).
+    Gc(GcCommand),
+    /// Applies `cmd` (a command that adds references) unless a blob it
+    /// names, or one of `packs` (the packs of a committed snapshot), is
+    /// fenced against a writer that started at `started_ms`: then nothing
+    /// changes and the answer is [`Outcome::Refused`].
+    Guarded { started_ms: u64, packs: Vec<Digest>, cmd: Box<Command> },
 }
 
 /// What applying a command answered.
@@ -168,6 +176,12 @@ pub enum Outcome {
     HeadMoved { current: CacheHead },
     LeaseGranted { slot: u32 },
     LeaseBusy { holder: String, expires_ms: u64 },
+    /// A [`GcCommand`]: whether it took effect (a fence is refused when
+    /// references were committed since its generation).
+    Gc { held: bool },
+    /// A guarded command named blobs the store collector fenced: the
+    /// writer must upload them again (or fail with a retryable error).
+    Refused { blobs: Vec<Digest> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,10 +212,15 @@ pub struct StateMachine {
     actions: BTreeMap<(String, String), ActionResult>,
     heads: BTreeMap<HeadKey, CacheHead>,
     leases: BTreeMap<HeadKey, Lease>,
+    /// The store collector's epoch and fences.
+    gc: GcFences,
 }
 
 impl StateMachine {
     pub fn apply(&mut self, cmd: Command) -> Result<Outcome, StateError> {
+        if cmd.may_add_references() {
+            self.gc.note_reference();
+        }
         match cmd {
             Command::PutToken { token_hash, principal } => {
                 self.tokens.insert(token_hash, principal);
@@ -319,6 +338,18 @@ impl StateMachine {
             Command::DropHead { head } => {
                 self.heads.remove(&head);
             }
+            Command::Gc(gc) => {
+                let oldest = self.builds.values().filter(|b| b.state == BuildState::Running).map(|b| b.created_ms).min();
+                return Ok(Outcome::Gc { held: self.gc.apply(gc, oldest) });
+            }
+            Command::Guarded { started_ms, packs, cmd } => {
+                let refs = cmd.references();
+                let blobs = self.gc.refused(refs.all().chain(packs.iter()), started_ms);
+                if !blobs.is_empty() {
+                    return Ok(Outcome::Refused { blobs });
+                }
+                return self.apply(*cmd);
+            }
         }
         Ok(Outcome::Ok)
     }
@@ -382,6 +413,21 @@ impl StateMachine {
 
     pub fn lease(&self, key: &HeadKey) -> Option<&Lease> {
         self.leases.get(key)
+    }
+
+    /// The store collector's epoch and fences.
+    pub fn gc(&self) -> &GcFences {
+        &self.gc
+    }
+
+    /// Every head of every namespace (what the store collector marks from).
+    pub fn all_heads(&self) -> impl Iterator<Item = (&HeadKey, &CacheHead)> {
+        self.heads.iter()
+    }
+
+    /// Every action-cache entry of every namespace.
+    pub fn all_actions(&self) -> impl Iterator<Item = (&(String, String), &ActionResult)> {
+        self.actions.iter()
     }
 }
 
