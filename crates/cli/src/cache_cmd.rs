@@ -51,7 +51,8 @@ fn parse_age(s: &str) -> Result<u64, String> {
     n.checked_mul(ms).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn human(bytes: u64) -> String {
+/// Bytes in binary units, e.g. `1.5 MiB` (also `rbk store gc`'s output).
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -23,6 +23,12 @@
 //! a fenced blob are refused. Being in the log, the fence binds every node
 //! that ever becomes leader, with no clock shared between them.
 //!
+//! # Eviction first
+//!
+//! Each run (dry or not) first plans the evictions the per-tenant budgets
+//! ask for (`eviction.rs`) and, unless dry, applies them through Raft; what
+//! they drop is then unreachable, so the same run deletes it.
+//!
 //! # Leader changes
 //!
 //! Only the serving leader runs the collector, and its deletes go through
@@ -40,9 +46,13 @@ use std::time::{Duration, SystemTime};
 use rbk_snapshot::{CollectError, CollectOptions, CollectReport, Fence, RootSource, Roots, collect};
 use rbk_store::{ByteRange, ByteStream, Digest, ListPage, Store, StoreError, StoreResult};
 
+use crate::eviction::{EvictionPolicy, Evictions};
 use crate::gc_fence::GcCommand;
 use crate::references::References;
-use crate::state::{Command, CoordinatorState, Outcome, StateError, now_ms, query};
+use crate::state::{Command, CoordinatorState, EvictCommand, Outcome, StateError, now_ms, query};
+
+/// Heads or entries dropped per eviction command (a bound on its size).
+const EVICT_BATCH: usize = 1000;
 
 /// How the collector runs (`[gc]` in the coordinator config).
 #[derive(Debug, Clone)]
@@ -167,32 +177,91 @@ impl Store for LeaderOnlyStore {
     }
 }
 
+/// What one run did: the evictions, then the collection.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Dropped (dry run: would be) before the collection.
+    pub evicted: Evictions,
+    pub collect: CollectReport,
+}
+
+impl std::ops::Deref for RunReport {
+    type Target = CollectReport;
+    fn deref(&self) -> &CollectReport {
+        &self.collect
+    }
+}
+
 /// Runs collections, one at a time.
 #[derive(Clone)]
 pub struct Collector {
     state: Arc<dyn CoordinatorState>,
     store: Arc<dyn Store>,
     config: GcConfig,
+    eviction: Arc<EvictionPolicy>,
     leader: IsLeader,
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Collector {
     pub fn new(state: Arc<dyn CoordinatorState>, store: Arc<dyn Store>, config: GcConfig, leader: IsLeader) -> Self {
-        Self { state, store, config, leader, one_at_a_time: Arc::default() }
+        Self { state, store, config, eviction: Arc::default(), leader, one_at_a_time: Arc::default() }
+    }
+
+    /// Evicts by `policy` at the start of every run.
+    pub fn with_eviction(mut self, policy: EvictionPolicy) -> Self {
+        self.eviction = Arc::new(policy);
+        self
     }
 
     pub fn config(&self) -> &GcConfig {
         &self.config
     }
 
+    pub fn eviction(&self) -> &EvictionPolicy {
+        &self.eviction
+    }
+
+    /// Plans the evictions and, unless `dry_run`, applies them.
+    async fn evict(&self, dry_run: bool) -> Result<Evictions, CollectorError> {
+        let planned = query(&*self.state, |m| crate::eviction::plan(m, &self.eviction, now_ms()));
+        if dry_run || (planned.heads.is_empty() && planned.actions.is_empty()) {
+            return Ok(planned);
+        }
+        for chunk in planned.heads.chunks(EVICT_BATCH) {
+            if !(self.leader)() {
+                return Err(CollectorError::NotLeader);
+            }
+            self.state.apply(Command::Evict(EvictCommand::DropHeads { heads: chunk.to_vec() })).await?;
+        }
+        for chunk in planned.actions.chunks(EVICT_BATCH) {
+            if !(self.leader)() {
+                return Err(CollectorError::NotLeader);
+            }
+            self.state.apply(Command::Evict(EvictCommand::DropActions { entries: chunk.to_vec() })).await?;
+        }
+        rbk_metrics::global().gc_evicted(planned.heads.len() as u64, planned.actions.len() as u64, planned.heads_bytes + planned.actions_bytes);
+        for (head, used) in &planned.heads {
+            tracing::info!(head = %head, last_used_ms = used, "evicted a cache head");
+        }
+        tracing::info!(
+            heads = planned.heads.len(),
+            heads_bytes = planned.heads_bytes,
+            actions = planned.actions.len(),
+            actions_bytes = planned.actions_bytes,
+            "evicted over-budget and unused state"
+        );
+        Ok(planned)
+    }
+
     /// One collection; a dry run decides but deletes and fences nothing.
     /// Waits for a run in progress to end first.
-    pub async fn run(&self, dry_run: bool) -> Result<CollectReport, CollectorError> {
+    pub async fn run(&self, dry_run: bool) -> Result<RunReport, CollectorError> {
         let _one = self.one_at_a_time.lock().await;
         if !(self.leader)() {
             return Err(CollectorError::NotLeader);
         }
+        let evicted = self.evict(dry_run).await?;
         let run = format!("{:016x}", rand::random::<u64>());
         let began = std::time::Instant::now();
         // Taken before the roots are read (see `rbk_snapshot::collect`).
@@ -235,7 +304,7 @@ impl Collector {
                     duration_ms = report.duration.as_millis() as u64,
                     "store collection finished"
                 );
-                Ok(report)
+                Ok(RunReport { evicted, collect: report })
             }
             Err(e) => {
                 if !dry_run {

@@ -20,6 +20,7 @@ pub mod build_events;
 pub mod cache_heads;
 pub mod collector;
 pub mod config;
+pub mod eviction;
 pub mod gc_fence;
 pub mod model;
 pub mod raft_config;

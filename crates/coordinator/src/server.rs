@@ -34,6 +34,8 @@ pub struct Coordinator {
     /// The store collector and the admin token's hash (see
     /// [`Self::with_collector`]).
     collector: Option<(crate::collector::Collector, Option<[u8; 32]>)>,
+    /// The per-tenant budgets (`rbk cache du` shows them).
+    eviction: Arc<crate::eviction::EvictionPolicy>,
 }
 
 impl Coordinator {
@@ -50,7 +52,7 @@ impl Coordinator {
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Ok(Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default(), collector: None })
+        Ok(Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default(), collector: None, eviction: Arc::default() })
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -65,10 +67,11 @@ impl Coordinator {
     /// on demand through the Admin service for callers presenting
     /// `admin_token`). Call after [`Self::with_gate`]: only the node the
     /// gate lets through collects.
-    pub fn with_collector(mut self, config: crate::collector::GcConfig, admin_token: Option<&str>) -> Self {
+    pub fn with_collector(mut self, config: crate::collector::GcConfig, eviction: crate::eviction::EvictionPolicy, admin_token: Option<&str>) -> Self {
         let gate = self.gate.clone();
         let leader: crate::collector::IsLeader = Arc::new(move || gate.as_ref().is_none_or(|g| g.check().is_ok()));
-        let collector = crate::collector::Collector::new(self.state.clone(), self.store.clone(), config, leader);
+        self.eviction = Arc::new(eviction.clone());
+        let collector = crate::collector::Collector::new(self.state.clone(), self.store.clone(), config, leader).with_eviction(eviction);
         collector.clone().spawn_schedule();
         self.collector = Some((collector, admin_token.map(|t| *blake3::hash(t.trim().as_bytes()).as_bytes())));
         self
@@ -80,7 +83,7 @@ impl Coordinator {
     }
 
     fn build_service(&self) -> BuildService {
-        BuildService { state: self.state.clone(), scheduler: self.scheduler.clone(), gate: self.gate.clone() }
+        BuildService { state: self.state.clone(), scheduler: self.scheduler.clone(), gate: self.gate.clone(), eviction: self.eviction.clone() }
     }
 
     /// Serves all three services on `listener` until `shutdown` resolves.

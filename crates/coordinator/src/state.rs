@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 // The state speaks the coordinator's vocabulary (see `model.rs`).
 pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
+use crate::eviction::Usage;
 use crate::gc_fence::{GcCommand, GcFences};
 use crate::model::StepNode;
 
@@ -166,6 +167,18 @@ pub enum Command {
     /// fenced against a writer that started at `started_ms`: then nothing
     /// changes and the answer is [`Outcome::Refused`].
     Guarded { started_ms: u64, packs: Vec<Digest>, cmd: Box<Command> },
+    /// Eviction (see `eviction.rs`).
+    Evict(EvictCommand),
+}
+
+/// The eviction's commands. Each names what it drops with the last use
+/// the plan saw: one used since (a commit, a hit, a new build mounting it)
+/// is kept, so a plan made from a read never drops what just became hot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvictCommand {
+    DropHeads { heads: Vec<(HeadKey, u64)> },
+    /// `((namespace, key), last used)` action-cache entries.
+    DropActions { entries: Vec<((String, String), u64)> },
 }
 
 /// What applying a command answered.
@@ -214,6 +227,9 @@ pub struct StateMachine {
     leases: BTreeMap<HeadKey, Lease>,
     /// The store collector's epoch and fences.
     gc: GcFences,
+    /// When heads and action-cache entries were last used (eviction).
+    #[serde(default)]
+    usage: Usage,
 }
 
 impl StateMachine {
@@ -229,6 +245,7 @@ impl StateMachine {
                 if self.builds.contains_key(&build_id) {
                     return Err(StateError::DuplicateBuild(build_id));
                 }
+                self.note_mounts_used(&namespace, &graph, now_ms);
                 let steps = steps
                     .into_iter()
                     .map(|(id, key)| StepRecord {
@@ -262,6 +279,10 @@ impl StateMachine {
                     .iter_mut()
                     .find(|s| s.id == step_id)
                     .ok_or_else(|| StateError::UnknownStep { build: build_id.clone(), step: step_id.clone() })?;
+                if state == StepState::Cached && self.actions.contains_key(&(build.namespace.clone(), step.key.clone())) {
+                    // A hit, at the build's time (the command has none).
+                    self.usage.action_used(&build.namespace, &step.key, build.created_ms);
+                }
                 step.state = state;
                 step.worker_id = worker_id;
                 step.attempts = attempts;
@@ -274,6 +295,7 @@ impl StateMachine {
                 build.finished_ms = now_ms;
             }
             Command::PutAction { namespace, key, result } => {
+                self.usage.action_used(&namespace, &key, result.created_ms);
                 self.actions.insert((namespace, key), result);
             }
             Command::CommitHead { head, base_generation, snapshot, total_bytes, now_ms } => {
@@ -284,6 +306,7 @@ impl StateMachine {
                 {
                     return Ok(Outcome::HeadMoved { current: current.clone() });
                 }
+                let head_key = head.clone();
                 let entry = self.heads.entry(head).or_insert_with(|| CacheHead {
                     snapshot,
                     generation: 0,
@@ -299,7 +322,9 @@ impl StateMachine {
                 if entry.history.len() > HEAD_HISTORY {
                     entry.history.remove(0);
                 }
-                return Ok(Outcome::Committed { generation: entry.generation });
+                let generation = entry.generation;
+                self.usage.head_used(&head_key, now_ms);
+                return Ok(Outcome::Committed { generation });
             }
             Command::AcquireLease { namespace, cache_id, sharing, holder, now_ms, ttl_ms } => {
                 let mut key = HeadKey { namespace, cache_id, slot: 0 };
@@ -324,6 +349,9 @@ impl StateMachine {
                     }
                 }
                 let slot = key.slot;
+                if self.heads.contains_key(&key) {
+                    self.usage.head_used(&key, now_ms);
+                }
                 self.leases.insert(key, Lease { holder, expires_ms: now_ms.saturating_add(ttl_ms) });
                 return Ok(Outcome::LeaseGranted { slot });
             }
@@ -337,6 +365,23 @@ impl StateMachine {
             }
             Command::DropHead { head } => {
                 self.heads.remove(&head);
+                self.usage.head_dropped(&head);
+            }
+            Command::Evict(EvictCommand::DropHeads { heads }) => {
+                for (key, seen) in heads {
+                    if self.heads.get(&key).is_some_and(|h| self.usage.head_used_at(&key, h) <= seen) {
+                        self.heads.remove(&key);
+                        self.usage.head_dropped(&key);
+                    }
+                }
+            }
+            Command::Evict(EvictCommand::DropActions { entries }) => {
+                for ((namespace, key), seen) in entries {
+                    if self.actions.get(&(namespace.clone(), key.clone())).is_some_and(|r| self.usage.action_used_at(&namespace, &key, r) <= seen) {
+                        self.usage.action_dropped(&namespace, &key);
+                        self.actions.remove(&(namespace, key));
+                    }
+                }
             }
             Command::Gc(gc) => {
                 let oldest = self.builds.values().filter(|b| b.state == BuildState::Running).map(|b| b.created_ms).min();
@@ -352,6 +397,17 @@ impl StateMachine {
             }
         }
         Ok(Outcome::Ok)
+    }
+
+    /// A new build mounts these heads (slot 0; private slots are used
+    /// through their leases): they are in use now.
+    fn note_mounts_used(&mut self, namespace: &str, graph: &[StepNode], now_ms: u64) {
+        for mount in graph.iter().flat_map(|s| &s.cache_mounts) {
+            let key = HeadKey { namespace: namespace.to_owned(), cache_id: mount.id.clone(), slot: 0 };
+            if self.heads.contains_key(&key) {
+                self.usage.head_used(&key, now_ms);
+            }
+        }
     }
 
     fn evict_old_builds(&mut self) {
@@ -418,6 +474,11 @@ impl StateMachine {
     /// The store collector's epoch and fences.
     pub fn gc(&self) -> &GcFences {
         &self.gc
+    }
+
+    /// When heads and action-cache entries were last used.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 
     /// Every head of every namespace (what the store collector marks from).

@@ -75,6 +75,9 @@ struct Inner {
     gc_freed_bytes: Counter,
     gc_duration: Histogram,
     gc_store_bytes: Gauge,
+    gc_evicted_heads: Counter,
+    gc_evicted_actions: Counter,
+    gc_evicted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -187,6 +190,12 @@ impl Metrics {
         r.register("rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", gc_duration.clone());
         let gc_store_bytes = Gauge::default();
         r.register("rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", gc_store_bytes.clone());
+        let gc_evicted_heads = Counter::default();
+        r.register("rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", gc_evicted_heads.clone());
+        let gc_evicted_actions = Counter::default();
+        r.register("rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", gc_evicted_actions.clone());
+        let gc_evicted_bytes = Counter::default();
+        r.register("rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", gc_evicted_bytes.clone());
 
         for r in ["done", "failed"] {
             let _ = gc_runs.get_or_create(&ResultLabels { result: r });
@@ -243,6 +252,9 @@ impl Metrics {
                 gc_freed_bytes,
                 gc_duration,
                 gc_store_bytes,
+                gc_evicted_heads,
+                gc_evicted_actions,
+                gc_evicted_bytes,
             }),
         }
     }
@@ -291,6 +303,14 @@ impl Metrics {
         i.gc_freed_bytes.inc_by(freed_bytes);
         i.gc_duration.observe(duration.as_secs_f64());
         i.gc_store_bytes.set(gauge_value(scanned_bytes));
+    }
+
+    /// Eviction dropped heads and action-cache entries charged `bytes`.
+    pub fn gc_evicted(&self, heads: u64, actions: u64, bytes: u64) {
+        let i = &self.inner;
+        i.gc_evicted_heads.inc_by(heads);
+        i.gc_evicted_actions.inc_by(actions);
+        i.gc_evicted_bytes.inc_by(bytes);
     }
 
     /// A store collection failed (it deleted what it had fenced so far).

@@ -63,6 +63,9 @@ impl Admin for AdminService {
             freed_bytes: r.freed_bytes,
             missing_roots: r.missing_roots.iter().map(|d| d.to_string()).collect(),
             duration_ms: r.duration.as_millis() as u64,
+            evicted_heads: r.evicted.heads.len() as u64,
+            evicted_actions: r.evicted.actions.len() as u64,
+            evicted_bytes: r.evicted.heads_bytes + r.evicted.actions_bytes,
         }))
     }
 }
