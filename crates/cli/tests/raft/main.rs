@@ -4,6 +4,7 @@
 
 mod failover;
 mod five_nodes;
+mod gc;
 mod harness;
 mod membership;
 mod readopt;
