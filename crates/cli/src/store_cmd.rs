@@ -106,6 +106,10 @@ fn print_report(r: &rbk_proto::admin::CollectGarbageReport) {
         println!("rescued   {} blobs (referenced during the run)", r.rescued_objects);
         println!("left      {} blobs (references kept changing; next run)", r.contended_objects);
     }
+    if r.evicted_heads + r.evicted_actions > 0 {
+        let verb = if r.dry_run { "would evict" } else { "evicted" };
+        println!("{verb} {} cache heads and {} action-cache entries ({}) over budget or unused", r.evicted_heads, r.evicted_actions, human(r.evicted_bytes));
+    }
     for root in &r.missing_roots {
         println!("warning: a live snapshot's manifest is missing: {root}");
     }

@@ -1,7 +1,8 @@
 //! The store collector on a replicated coordinator, through `rbk store gc`:
 //! a dry run deletes nothing, a head committed while a run deletes stays
 //! whole, and a leader killed mid-run leaves a store in which every head
-//! restores and the next leader's run finishes the job.
+//! restores and the next leader's run finishes the job; a run first
+//! evicts what is over a tenant's budget.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,9 +22,14 @@ const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 /// blob written before a run is a candidate) and small batches (a run is
 /// many fences through Raft, so builds and kills land inside it).
 fn cluster() -> Cluster {
+    cluster_with("")
+}
+
+/// [`cluster`] with more config (e.g. `[eviction]`).
+fn cluster_with(extra: &str) -> Cluster {
     let mut c = Cluster::new(3, 1000);
     std::fs::write(c.dir.path().join("admin-token"), ADMIN).unwrap();
-    c.configure("[gc]\ninterval = \"off\"\ngrace = \"0s\"\nexistence_ttl = \"0s\"\nbatch = 4\n[admin]\ntoken_file = \"admin-token\"\n");
+    c.configure(&format!("[gc]\ninterval = \"off\"\ngrace = \"0s\"\nexistence_ttl = \"0s\"\nbatch = 4\n[admin]\ntoken_file = \"admin-token\"\n{extra}"));
     c
 }
 
@@ -224,4 +230,27 @@ async fn a_leader_killed_mid_collection_leaves_every_head_whole_and_the_next_lea
     // commit again.
     let again = submit(&survivor, chain(2, "after-kill")).await;
     assert_eq!(wait_finished(&c.apis(), &again).await.state, "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_first_evicts_a_tenants_least_recently_used_heads_over_its_budget_and_cache_du_shows_the_budget() {
+    // Every head the test worker commits is charged 10 bytes.
+    let mut c = cluster_with("[eviction]\nheads_bytes = \"25\"\n");
+    c.start_all();
+    let leader = c.leader_via(&c.node(1).api()).await;
+    let _w = TestWorker::start("w1", c.apis(), 10);
+    for cache in ["e0", "e1", "e2"] {
+        let build = submit(&leader, vec![cache_step(&format!("evict-{cache}"), cache)]).await;
+        assert_eq!(wait_finished(&c.apis(), &build).await.state, "succeeded");
+    }
+
+    let report = gc(&leader, &[]).await.unwrap();
+
+    assert!(report.contains("evicted 1 cache heads"), "{report}");
+    let mut left: Vec<String> = list_caches(&leader).await.into_iter().map(|h| h.id).collect();
+    left.sort();
+    assert_eq!(left, ["e1", "e2"], "the least recently committed head goes first");
+    let du = std::process::Command::new(RBK).args(["cache", "du", "--coordinator", &leader, "--token", TENANT]).output().unwrap();
+    let du = String::from_utf8_lossy(&du.stdout);
+    assert!(du.contains("20 B of 25 B (80%)"), "{du}");
 }
