@@ -20,15 +20,13 @@
 //! hold a lease on, and the action-cache entries of its steps (a cached
 //! step's layers are read by the client after the build). "Used" is the
 //! last commit, lease or build that mounted a head, and the last write or
-//! hit of an entry (`Usage`, kept by the state machine).
+//! hit of an entry (`usage.rs`, kept by the state machine).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::{ActionResult, HeadKey};
-use crate::state::{CacheHead, StateMachine};
+use crate::state::StateMachine;
 
 /// What one tenant may keep; `None`: unbounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,54 +54,6 @@ impl EvictionPolicy {
     /// Whether this policy can ever evict anything.
     pub fn is_unbounded(&self) -> bool {
         self.keep_duration.is_none() && self.default == Budget::default() && self.tenants.values().all(|b| *b == Budget::default())
-    }
-}
-
-/// When each head and action-cache entry was last used (milliseconds);
-/// entries exist only for heads and entries that exist, so it is bounded
-/// by them. Maintained by [`StateMachine::apply`] from the times inside
-/// commands, so it is the same on every Raft node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    heads: BTreeMap<HeadKey, u64>,
-    actions: BTreeMap<(String, String), u64>,
-}
-
-impl Usage {
-    pub(crate) fn head_used(&mut self, head: &HeadKey, at_ms: u64) {
-        let e = self.heads.entry(head.clone()).or_default();
-        *e = (*e).max(at_ms);
-    }
-
-    pub(crate) fn action_used(&mut self, namespace: &str, key: &str, at_ms: u64) {
-        let e = self.actions.entry((namespace.to_owned(), key.to_owned())).or_default();
-        *e = (*e).max(at_ms);
-    }
-
-    pub(crate) fn head_dropped(&mut self, head: &HeadKey) {
-        self.heads.remove(head);
-    }
-
-    pub(crate) fn action_dropped(&mut self, namespace: &str, key: &str) {
-        self.actions.remove(&(namespace.to_owned(), key.to_owned()));
-    }
-
-    pub fn head_last_used(&self, head: &HeadKey) -> Option<u64> {
-        self.heads.get(head).copied()
-    }
-
-    pub fn action_last_used(&self, namespace: &str, key: &str) -> Option<u64> {
-        self.actions.get(&(namespace.to_owned(), key.to_owned())).copied()
-    }
-
-    /// A head's last use: its last commit at least.
-    pub fn head_used_at(&self, key: &HeadKey, head: &CacheHead) -> u64 {
-        self.head_last_used(key).unwrap_or(0).max(head.updated_ms)
-    }
-
-    /// An entry's last use: its creation at least.
-    pub fn action_used_at(&self, namespace: &str, key: &str, result: &ActionResult) -> u64 {
-        self.action_last_used(namespace, key).unwrap_or(0).max(result.created_ms)
     }
 }
 
@@ -170,7 +120,7 @@ pub fn plan(m: &StateMachine, policy: &EvictionPolicy, now_ms: u64) -> Evictions
     // Heads, per tenant, least recently used first.
     let mut heads: BTreeMap<&str, Vec<(u64, &HeadKey, u64)>> = BTreeMap::new();
     for (k, h) in m.all_heads() {
-        let used = usage.head_used_at(k, h);
+        let used = usage.head_used_at(k, h.updated_ms);
         heads.entry(k.namespace.as_str()).or_default().push((used, k, h.total_bytes));
     }
     for (tenant, mut list) in heads {
@@ -195,7 +145,7 @@ pub fn plan(m: &StateMachine, policy: &EvictionPolicy, now_ms: u64) -> Evictions
     // Action-cache entries, per tenant, least recently used first.
     let mut actions: BTreeMap<&str, Vec<(u64, &(String, String), u64)>> = BTreeMap::new();
     for (k, r) in m.all_actions() {
-        let used = usage.action_used_at(&k.0, &k.1, r);
+        let used = usage.action_used_at(&k.0, &k.1, r.created_ms);
         actions.entry(k.0.as_str()).or_default().push((used, k, result_bytes(r)));
     }
     for (tenant, mut list) in actions {

@@ -9,8 +9,8 @@
 //!   that epoch; [`GcCommand::Fence`] is refused (`held: false`) if the
 //!   epoch moved since, so a reference committed between the read and the
 //!   fence is always seen by a re-read.
-//! - A held fence makes every later [`Command::Guarded`] commit that names
-//!   a fenced blob fail with [`Outcome::Refused`] (the leader's scheduler
+//! - A held fence makes every later `Command::Guarded` commit that names
+//!   a fenced blob fail with `Outcome::Refused` (the leader's scheduler
 //!   sends its reference commits guarded).
 //! - [`GcCommand::Release`] ends a batch's deletes. Writers whose work
 //!   started before `release + hold` (the existence cache's TTL) are still
@@ -25,8 +25,6 @@ use std::collections::BTreeMap;
 use rbk_store::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::references::References;
-use crate::state::Command;
 
 /// At most this many blobs are fenced (held or released, not yet
 /// forgotten) at once; a fence beyond it is refused and the collector
@@ -124,32 +122,6 @@ impl GcFences {
             return Vec::new();
         }
         refs.filter(|d| self.fences.get(d).is_some_and(|e| e.hold_until_ms.is_none_or(|h| started_ms < h))).copied().collect()
-    }
-}
-
-impl Command {
-    /// Whether applying this may make a blob reachable.
-    pub fn may_add_references(&self) -> bool {
-        matches!(self, Command::CreateBuild { .. } | Command::PutAction { .. } | Command::CommitHead { .. } | Command::Guarded { .. })
-    }
-
-    /// What this command would make reachable (head commits: the manifest
-    /// only; its packs travel in [`Command::Guarded`]'s `packs`).
-    pub fn references(&self) -> References {
-        let mut r = References::default();
-        match self {
-            Command::CreateBuild { graph, .. } => r.add_graph(graph),
-            Command::PutAction { result, .. } => r.add_result(result),
-            Command::CommitHead { snapshot, .. } => {
-                r.snapshots.insert(*snapshot);
-            }
-            Command::Guarded { packs, cmd, .. } => {
-                r = cmd.references();
-                r.blobs.extend(packs.iter().copied());
-            }
-            _ => {}
-        }
-        r
     }
 }
 

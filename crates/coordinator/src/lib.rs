@@ -33,6 +33,7 @@ mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;
 pub mod state;
+pub mod usage;
 pub mod watch_route;
 mod wire;
 

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 // The state speaks the coordinator's vocabulary (see `model.rs`).
 pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
-use crate::eviction::Usage;
+use crate::usage::Usage;
 use crate::gc_fence::{GcCommand, GcFences};
 use crate::model::StepNode;
+use crate::references::References;
 
 /// How many recent builds are remembered; older finished ones are dropped.
 pub const MAX_BUILDS: usize = 1000;
@@ -215,6 +216,32 @@ pub enum StateError {
     NotLeader { leader: Option<String> },
 }
 
+impl Command {
+    /// Whether applying this may make a blob reachable.
+    pub fn may_add_references(&self) -> bool {
+        matches!(self, Command::CreateBuild { .. } | Command::PutAction { .. } | Command::CommitHead { .. } | Command::Guarded { .. })
+    }
+
+    /// What this command would make reachable (head commits: the manifest
+    /// only; its packs travel in [`Command::Guarded`]'s `packs`).
+    pub fn references(&self) -> References {
+        let mut r = References::default();
+        match self {
+            Command::CreateBuild { graph, .. } => r.add_graph(graph),
+            Command::PutAction { result, .. } => r.add_result(result),
+            Command::CommitHead { snapshot, .. } => {
+                r.snapshots.insert(*snapshot);
+            }
+            Command::Guarded { packs, cmd, .. } => {
+                r = cmd.references();
+                r.blobs.extend(packs.iter().copied());
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
 /// The deterministic state machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
@@ -369,7 +396,7 @@ impl StateMachine {
             }
             Command::Evict(EvictCommand::DropHeads { heads }) => {
                 for (key, seen) in heads {
-                    if self.heads.get(&key).is_some_and(|h| self.usage.head_used_at(&key, h) <= seen) {
+                    if self.heads.get(&key).is_some_and(|h| self.usage.head_used_at(&key, h.updated_ms) <= seen) {
                         self.heads.remove(&key);
                         self.usage.head_dropped(&key);
                     }
@@ -377,7 +404,7 @@ impl StateMachine {
             }
             Command::Evict(EvictCommand::DropActions { entries }) => {
                 for ((namespace, key), seen) in entries {
-                    if self.actions.get(&(namespace.clone(), key.clone())).is_some_and(|r| self.usage.action_used_at(&namespace, &key, r) <= seen) {
+                    if self.actions.get(&(namespace.clone(), key.clone())).is_some_and(|r| self.usage.action_used_at(&namespace, &key, r.created_ms) <= seen) {
                         self.usage.action_dropped(&namespace, &key);
                         self.actions.remove(&(namespace, key));
                     }
