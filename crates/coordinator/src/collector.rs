@@ -240,7 +240,25 @@ impl Collector {
             }
             self.state.apply(Command::Evict(EvictCommand::DropActions { entries: chunk.to_vec() })).await?;
         }
-        rbk_metrics::global().gc_evicted(planned.heads.len() as u64, planned.actions.len() as u64, planned.heads_bytes + planned.actions_bytes);
+        // A drop keeps what was used since the plan: report what went.
+        let mut planned = planned;
+        query(&*self.state, |m| {
+            planned.heads.retain(|(h, _)| match m.head(h) {
+                Some(kept) => {
+                    planned.heads_bytes = planned.heads_bytes.saturating_sub(kept.total_bytes);
+                    false
+                }
+                None => true,
+            });
+            planned.actions.retain(|((ns, key), _)| match m.action(ns, key) {
+                Some(kept) => {
+                    planned.actions_bytes = planned.actions_bytes.saturating_sub(crate::eviction::result_bytes(kept));
+                    false
+                }
+                None => true,
+            });
+        });
+                rbk_metrics::global().gc_evicted(planned.heads.len() as u64, planned.actions.len() as u64, planned.heads_bytes + planned.actions_bytes);
         for (head, used) in &planned.heads {
             tracing::info!(head = %head, last_used_ms = used, "evicted a cache head");
         }
@@ -332,7 +350,11 @@ impl Collector {
                 led = leads;
                 if due {
                     last = tokio::time::Instant::now();
-                    let _ = self.run(false).await;
+                    match self.run(false).await {
+                        // Collection failures are logged by `run`.
+                        Ok(_) | Err(CollectorError::NotLeader) | Err(CollectorError::Collect(_)) => {}
+                        Err(e) => tracing::warn!("scheduled store collection: {e}"),
+                    }
                 }
             }
         }))

@@ -266,3 +266,28 @@ async fn only_the_leader_collects() {
     f.leads.store(false, Ordering::SeqCst);
     assert!(matches!(f.collector().run(false).await, Err(CollectorError::NotLeader)));
 }
+
+#[tokio::test]
+async fn a_run_first_evicts_the_least_recently_used_head_over_budget_and_deletes_its_snapshot() {
+    let f = farm();
+    let (old, old_blobs) = f.snapshot(&[("a", "old cache")]).await;
+    let (new, new_blobs) = f.snapshot(&[("a", "new cache")]).await;
+    f.heads.commit(&head("old"), 0, old, 10, 1).await.unwrap();
+    f.heads.commit(&head("new"), 0, new, 10, 2).await.unwrap();
+    tick().await;
+    let policy = crate::eviction::EvictionPolicy {
+        default: crate::eviction::Budget { heads_bytes: Some(15), actions_bytes: None },
+        ..Default::default()
+    };
+
+    let dry = f.collector().with_eviction(policy.clone()).run(true).await.unwrap();
+    assert_eq!(dry.evicted.heads.len(), 1, "a dry run reports the eviction");
+    assert!(f.heads.head(&head("old")).is_some(), "a dry run evicts nothing");
+    let report = f.collector().with_eviction(policy).run(false).await.unwrap();
+
+    assert_eq!(report.evicted.heads.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>(), [head("old")]);
+    assert_eq!(report.evicted.heads_bytes, 10);
+    assert!(f.heads.head(&head("old")).is_none());
+    assert_eq!(f.store.find_missing(&old_blobs).await.unwrap().len(), old_blobs.len(), "the evicted head's snapshot was kept");
+    assert!(f.present(&new_blobs).await);
+}
