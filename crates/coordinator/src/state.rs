@@ -242,6 +242,24 @@ impl Command {
     }
 }
 
+/// The state machine as snapshots held it before the store collector and
+/// eviction added their parts (`gc`, `usage`): what a coordinator upgraded
+/// across that change reads from its last snapshot, once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LegacyStateMachine {
+    pub tokens: BTreeMap<String, Principal>,
+    pub builds: BTreeMap<String, BuildRecord>,
+    pub actions: BTreeMap<(String, String), ActionResult>,
+    pub heads: BTreeMap<HeadKey, CacheHead>,
+    pub leases: BTreeMap<HeadKey, Lease>,
+}
+
+impl From<LegacyStateMachine> for StateMachine {
+    fn from(l: LegacyStateMachine) -> Self {
+        StateMachine { tokens: l.tokens, builds: l.builds, actions: l.actions, heads: l.heads, leases: l.leases, ..Default::default() }
+    }
+}
+
 /// The deterministic state machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
