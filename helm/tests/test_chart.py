@@ -228,6 +228,20 @@ def test_each_coordinator_gets_its_node_id_and_every_peer_address():
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 7070, "raft": 7071}
 
 
+def test_the_collector_runs_hourly_with_the_existence_cache_ttl_and_no_budgets_by_default():
+    config = coordinator_configs(render())["coordinator-0.toml"]
+    assert config["gc"] == {"interval": "1h", "grace": "1h", "existence_ttl": "600s", "batch": 1000}
+    assert "eviction" not in config
+
+
+def test_per_tenant_budgets_and_keep_duration_reach_every_coordinator():
+    values = {"coordinator": {"replicas": 3, "eviction": {"keepDuration": "14d", "headsBytes": "20GiB", "actionsBytes": "50GiB",
+                                                          "tenants": {"big-team": {"headsBytes": "100GiB"}}}}}
+    for name, config in coordinator_configs(render(values)).items():
+        assert config["eviction"] == {"keep_duration": "14d", "heads_bytes": "20GiB", "actions_bytes": "50GiB",
+                                      "tenants": {"big-team": {"heads_bytes": "100GiB"}}}, name
+
+
 def test_coordinators_beyond_the_bootstrap_voters_join_at_run_time():
     configs = coordinator_configs(render({"coordinator": {"replicas": 5, "raft": {"bootstrapVoters": 3}}}))
     for i in range(5):
@@ -462,6 +476,8 @@ BAD_VALUES = {
     "tls on without a secret": ({"tls": {"enabled": True}}, "existingSecret"),
     "a grace period too short for a step": ({"worker": {"terminationGracePeriodSeconds": 5}}, "terminationGracePeriodSeconds"),
     "an S3 endpoint without a scheme": ({"store": {"s3": {"endpoint": "minio:9000"}}}, "endpoint"),
+    "a budget without a unit rbk knows": ({"coordinator": {"eviction": {"headsBytes": "20G"}}}, "headsBytes"),
+    "a gc interval without a unit": ({"coordinator": {"gc": {"interval": "60"}}}, "interval"),
 }
 
 
@@ -526,6 +542,11 @@ def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | N
 
 def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
     start_coordinator(render({"metrics": {"enabled": True}}), tmp_path)
+
+
+def test_the_rendered_budgets_start_the_real_coordinator(tmp_path):
+    start_coordinator(render({"coordinator": {"eviction": {"keepDuration": "7d", "headsBytes": "1GiB",
+                                                           "tenants": {"big-team": {"actionsBytes": "500MB"}}}}}), tmp_path)
 
 
 def test_the_rendered_s3_coordinator_config_starts_the_real_coordinator(tmp_path):

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use rbk_proto::build::build_client::BuildClient;
-use rbk_proto::build::{CacheHead, ListCachesRequest, PruneCachesRequest};
+use rbk_proto::build::{ListCachesRequest, ListCachesResponse, PruneCachesRequest};
 
 #[derive(clap::Args)]
 pub struct CacheArgs {
@@ -17,7 +17,8 @@ pub struct CacheArgs {
 enum CacheCommand {
     /// One line per cache head: id, slot, generation, size, snapshot.
     Ls,
-    /// Bytes held per cache id, and the total.
+    /// Bytes held per cache id, the total against the tenant's budget,
+    /// and what its action-cache entries are charged against theirs.
     Du,
     /// Forget cache heads (all, or those named) so their snapshots can be
     /// collected; heads in use by a running step are kept.
@@ -29,6 +30,16 @@ enum CacheCommand {
         #[arg(long, value_parser = parse_age)]
         unused_for: Option<u64>,
     },
+}
+
+/// Milliseconds as the largest whole unit, e.g. `14d`.
+fn age(ms: u64) -> String {
+    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)] {
+        if ms >= len && ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{}s", ms / 1000)
 }
 
 /// `<n>s|m|h|d` → milliseconds.
@@ -45,7 +56,8 @@ fn parse_age(s: &str) -> Result<u64, String> {
     n.checked_mul(ms).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn human(bytes: u64) -> String {
+/// Bytes in binary units, e.g. `1.5 MiB` (also `rbk store gc`'s output).
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -65,10 +77,19 @@ async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport
     Ok(BuildClient::new(channel))
 }
 
-async fn heads(args: &CacheArgs) -> anyhow::Result<Vec<CacheHead>> {
+async fn list(args: &CacheArgs) -> anyhow::Result<ListCachesResponse> {
     let req = args.conn.request(ListCachesRequest {})?;
     let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.conn.coordinator, s.message()))?;
-    Ok(resp.into_inner().heads)
+    Ok(resp.into_inner())
+}
+
+/// `used` against `budget` (0: none), e.g. `1.5 GiB of 10.0 GiB (15%)`.
+fn against(used: u64, budget: u64) -> String {
+    if budget == 0 {
+        format!("{} (no budget)", human(used))
+    } else {
+        format!("{} of {} ({}%)", human(used), human(budget), (used as u128 * 100 / budget as u128))
+    }
 }
 
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
@@ -76,21 +97,27 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
         CacheCommand::Prune { ids, unused_for } => prune(&args, ids.clone(), unused_for.unwrap_or(0)).await,
         CacheCommand::Ls => {
             println!("{:<32} {:>4} {:>10} {:>12}  SNAPSHOT", "ID", "SLOT", "GENERATION", "SIZE");
-            for h in &heads(&args).await? {
+            for h in &list(&args).await?.heads {
                 println!("{:<32} {:>4} {:>10} {:>12}  {}", h.id, h.slot, h.generation, human(h.total_bytes), h.snapshot);
             }
             Ok(())
         }
         CacheCommand::Du => {
-            let heads = heads(&args).await?;
+            let r = list(&args).await?;
             let mut per_id = std::collections::BTreeMap::<&str, u64>::new();
-            for h in &heads {
+            for h in &r.heads {
                 *per_id.entry(&h.id).or_default() += h.total_bytes;
             }
             for (id, bytes) in &per_id {
                 println!("{:>12}  {id}", human(*bytes));
             }
             println!("{:>12}  total", human(per_id.values().sum()));
+            println!();
+            println!("cache heads:   {}", against(per_id.values().sum(), r.heads_budget_bytes));
+            println!("action cache:  {} in {} entries", against(r.action_bytes, r.actions_budget_bytes), r.action_entries);
+            if r.keep_duration_ms > 0 {
+                println!("heads unused for {} are dropped", age(r.keep_duration_ms));
+            }
             Ok(())
         }
     }

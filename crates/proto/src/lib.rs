@@ -15,6 +15,10 @@ pub mod content {
     tonic::include_proto!("rbk.content.v1");
 }
 
+pub mod admin {
+    tonic::include_proto!("rbk.admin.v1");
+}
+
 pub mod build {
     tonic::include_proto!("rbk.build.v1");
 }

@@ -38,6 +38,9 @@ pub const ROGUE_TOKEN: &str = "farm-test-rogue-pool-token-0004";
 /// `worker=ID` label fixed by it); other ids share [`WORKER_TOKEN`] and
 /// carry no labels.
 pub const OWN_TOKEN_IDS: [&str; 3] = ["a", "b", "c"];
+/// The operators' token, in `admin-token` of the farm's dir (for an
+/// `[admin] token_file = "admin-token"` given to [`Farm::start_configured`]).
+pub const ADMIN: &str = "farm-test-admin-token-0006";
 
 /// The token `rbk worker --id ID` presents: its own, or the pool's.
 pub fn worker_token(id: &str) -> String {
@@ -157,19 +160,26 @@ impl Farm {
     }
 
     pub async fn start_with(t: Timing) -> Farm {
-        Self::start_listening(t, "127.0.0.1").await
+        Self::start_listening(t, "127.0.0.1", "").await
+    }
+
+    /// A farm whose coordinator config ends with `extra` (whole sections,
+    /// e.g. `[gc]`; relative paths are in [`Farm::dir`]).
+    pub async fn start_configured(extra: &str) -> Farm {
+        Self::start_listening(Timing::default(), "127.0.0.1", extra).await
     }
 
     /// A farm whose coordinator also answers on the host ends of
     /// [`NetNs`] links (it listens on 0.0.0.0).
     pub async fn start_for_netns() -> Farm {
-        Self::start_listening(Timing::default(), "0.0.0.0").await
+        Self::start_listening(Timing::default(), "0.0.0.0", "").await
     }
 
-    async fn start_listening(t: Timing, host: &str) -> Farm {
+    async fn start_listening(t: Timing, host: &str, extra: &str) -> Farm {
         let s3 = rbk_testsupport::s3();
         let b = bucket().await;
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-token"), ADMIN).unwrap();
         std::fs::write(
             dir.path().join("tokens.toml"),
             format!(
@@ -190,7 +200,7 @@ impl Farm {
             format!(
                 "listen = \"{}:{}\"\ntoken_file = \"tokens.toml\"\n\
                  [store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n\
-                 [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n",
+                 [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n{extra}",
                 host,
                 rbk_testsupport::free_port(),
                 b.bucket,
