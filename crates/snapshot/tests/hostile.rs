@@ -244,3 +244,39 @@ async fn restore_stays_in_the_target_while_its_directories_are_swapped_for_symli
         .collect();
     assert!(escaped.is_empty(), "restore ({result:?}) wrote outside its target: {escaped:?}");
 }
+
+#[tokio::test]
+async fn restore_stays_in_the_target_when_a_parent_directory_becomes_a_symlink_before_its_files_are_written() {
+    // Restore opens `p/d` to write `p/d/x` only when x's bytes arrive. By
+    // then (a step still running in the target, or a second writer) `p` has
+    // become a symlink to a directory outside with a `d` of its own. The
+    // scan is long done; O_NOFOLLOW guards only a path's last component;
+    // only opening beneath the target with symlinks refused (openat2
+    // RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) keeps the walk through `p` in.
+    let (t, fs) = fs_store().await;
+    let (dst, outside) = (t.path().join("dst"), t.path().join("outside"));
+    std::fs::create_dir_all(dst.join("p/d")).unwrap();
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    let content = stored_file(&fs, b"payload").await;
+    let snap = load(&fs, vec![entry("p", EntryKind::Dir), entry("p/d", EntryKind::Dir), entry("p/d/x", EntryKind::File(content))])
+        .await
+        .unwrap();
+    let swap = std::sync::Once::new();
+    let (p, aside, target) = (dst.join("p"), t.path().join("aside"), outside.clone());
+    let store: Arc<dyn Store> = Arc::new(ReshapedReads {
+        inner: fs.clone(),
+        reshape: move |_, bytes| {
+            swap.call_once(|| {
+                std::fs::rename(&p, &aside).unwrap();
+                std::os::unix::fs::symlink(&target, &p).unwrap();
+            });
+            vec![Ok(bytes)]
+        },
+    });
+    let result = restore(store, &snap, &dst, &restore_opts()).await;
+    assert!(std::fs::symlink_metadata(dst.join("p")).unwrap().is_symlink(), "the swap happened before the write");
+    let escaped: Vec<_> = std::fs::read_dir(outside.join("d")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(escaped.is_empty(), "restore ({result:?}) wrote outside its target: {escaped:?}");
+    let err = result.expect_err("a parent that became a symlink is refused");
+    assert!(err.to_string().contains("p/d"), "{err}");
+}
