@@ -45,6 +45,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     ));
     let merger = Arc::new(SnapshotMerger::new(store.clone()));
     let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?;
+    coordinator.scheduler.events().history().set_limits(config.history);
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
         let fanout = redis.start().map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;

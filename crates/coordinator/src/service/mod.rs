@@ -5,7 +5,8 @@
 //!   cancel builds, list and prune cache heads;
 //! - [`worker`]: one bidirectional stream per worker (register, assignments
 //!   down, logs and results up);
-//! - [`content`]: blobs for callers without S3 credentials.
+//! - [`content`]: blobs for callers without S3 credentials;
+//! - [`history`]: a build's steps and kept logs after the fact.
 //!
 //! Each service holds only the parts it uses; protobuf conversion is in
 //! `wire.rs`. The SSH agent relay is `ssh_relay.rs`.
@@ -19,6 +20,7 @@ use crate::scheduler::SchedulerError;
 
 pub(crate) mod build;
 pub(crate) mod content;
+pub(crate) mod history;
 pub(crate) mod watch;
 pub(crate) mod worker;
 
