@@ -48,9 +48,14 @@ pub struct SubmitArgs {
     load: bool,
     /// The coordinator, e.g. http://127.0.0.1:7070; for a replicated one,
     /// every node's URL, comma-separated, so the build is followed to a new
-    /// leader when the current one dies (see rbk_client::reattach).
+    /// leader when the current one dies.
     #[arg(long, env = "RBK_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     coordinator: String,
+    /// How long to keep trying when no coordinator URL accepts a
+    /// connection (e.g. 30s, while one starts); by default a refused
+    /// address fails at once.
+    #[arg(long, env = "RBK_CONNECT_RETRY", default_value = "0s", value_parser = crate::cache_cmd::parse_duration)]
+    connect_retry: Duration,
     /// The tenant token.
     #[arg(long, env = "RBK_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -111,6 +116,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
 
     let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
     let tls = args.tls.load()?;
+    // Nothing listening there is the user's to fix, not an election to
+    // wait out.
+    rbk_client::reattach::reachable_any(&tls, &args.coordinator, args.connect_retry).await?;
     // Any node of a Raft group will do: a follower names the leader, and
     // the build goes there (the same blob store is behind every node).
     let (channel, _leader) = rbk_client::reattach::connect_any(&tls, &args.coordinator, &token, LEADER_PATIENCE)
