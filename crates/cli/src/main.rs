@@ -1,5 +1,6 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
+mod builds_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
@@ -12,6 +13,7 @@ mod store_cmd;
 mod run_step_cmd;
 mod build_cmd;
 mod submit_cmd;
+mod utc;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,8 @@ enum Command {
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// List cache-mount heads and their sizes on a coordinator.
     Cache(cache_cmd::CacheArgs),
+    /// Past and running builds on a coordinator: ls, inspect, logs.
+    Builds(builds_cmd::BuildsArgs),
     /// Print a Dockerfile's build graph with cache keys (no build).
     Graph(graph_cmd::GraphArgs),
     /// Capture, restore and inspect directory snapshots by hand (debugging).
@@ -83,6 +87,7 @@ fn run() -> anyhow::Result<()> {
             Command::Store(args) => store_cmd::run(args).await,
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
+            Command::Builds(args) => builds_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,

@@ -7,3 +7,4 @@ mod workers;
 mod submit;
 mod ssh;
 mod tenancy;
+mod history;
