@@ -9,6 +9,7 @@ mod embedded_farm;
 mod flags;
 mod snapshot_cmd;
 mod graph_cmd;
+mod log_format;
 mod store_cmd;
 mod run_step_cmd;
 mod build_cmd;
@@ -23,6 +24,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or json (one object per line, for log
+    /// shippers); which lines is RBK_LOG (e.g. info, rbk_coordinator=debug).
+    #[arg(long, env = "RBK_LOG_FORMAT", global = true, default_value = "text", value_enum)]
+    log_format: log_format::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -70,14 +75,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RBK_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: log files stay greppable
-        // (`grep build_id=...`).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    log_format::init(cli.log_format);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.command {
