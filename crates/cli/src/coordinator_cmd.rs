@@ -29,6 +29,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         return crate::coordinator_members_cmd::run(cmd).await;
     }
     let config_path = args.config.context("--config FILE is required to run a coordinator")?;
+    crate::build_info::init_metrics(rbk_metrics::Role::Coordinator);
     let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;

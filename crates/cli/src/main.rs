@@ -1,5 +1,6 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
+mod build_info;
 mod builds_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
@@ -20,7 +21,7 @@ mod worker_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rbk", version, about = "A distributed remote-cache build farm for Dockerfiles")]
+#[command(name = "rbk", version = build_info::VERSION, about = "A distributed remote-cache build farm for Dockerfiles")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -200,6 +200,19 @@ async fn eventually(c: &Coordinator, name: &str, labels: &[(&str, &str)], want: 
 }
 
 #[tokio::test]
+async fn a_coordinator_exports_its_build_info_and_process_series_and_no_worker_series() {
+    let c = start("info", Some("127.0.0.1:0"));
+    let text = scrape(&c).await;
+    let info = text.lines().find(|l| l.starts_with("rbk_build_info{")).unwrap_or_else(|| panic!("no rbk_build_info:\n{text}"));
+    assert!(info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && info.contains("commit=\"") && info.ends_with(" 1"), "{info}");
+    assert!(value(&text, "process_cpu_seconds_total", &[]) >= 0.0, "{text}");
+    assert!(value(&text, "process_open_fds", &[]) > 0.0, "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("rbk_worker_")), "a coordinator exports worker series:\n{text}");
+    assert!(!text.contains("cache=\"layer\""), "layer cache lookups are the workers':\n{text}");
+    assert_eq!(value(&text, "rbk_queue_depth", &[]), 0.0);
+}
+
+#[tokio::test]
 async fn metrics_follow_builds_steps_workers_and_caches_through_a_coordinator() {
     let c = start("builds", Some("127.0.0.1:0"));
     let before = scrape(&c).await;
