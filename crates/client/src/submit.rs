@@ -189,7 +189,13 @@ pub async fn run_build(
                     .map(|p| format!(" ({}:{})", p.file, p.line))
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };
-                let why = if f.exit_code != 0 { format!("exit code {}", f.exit_code) } else { f.message.clone() };
+                // A negative code is rbk's own failure (a fetch, a mount,
+                // the runtime): its message is the cause, not the code.
+                let why = if f.exit_code > 0 || (f.exit_code < 0 && f.message.is_empty()) {
+                    format!("exit code {}", f.exit_code)
+                } else {
+                    f.message.clone()
+                };
                 failure.get_or_insert(SubmitError::StepFailed { label: label.to_owned(), place, worker, why });
             }
             Event::BuildFinished(b) => {

@@ -407,3 +407,18 @@ async fn a_target_without_layer_making_steps_is_assembled_without_running_anythi
     assert!(image.layers().is_empty());
     assert_eq!(image.config.config.cmd, Some(vec!["/nothing".to_owned()]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_add_of_a_url_names_its_cause_instead_of_exit_code_minus_one() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let ctx = context();
+    let url = format!("http://127.0.0.1:{}/missing.txt", free_port());
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM scratch\nCOPY busybox /bin/busybox\nADD {url} /missing.txt\n")).unwrap();
+    let out = submit(&farm, Some(TENANT_A), ctx.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("Error: ")).unwrap_or_else(|| panic!("no Error line:\n{stderr}"));
+    assert!(error.contains("Dockerfile:3)") && error.contains(&url), "{error}");
+    assert!(!stderr.contains("exit code -1"), "{stderr}");
+}
