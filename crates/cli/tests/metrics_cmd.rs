@@ -41,8 +41,9 @@ fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
     start_logging(name, metrics_listen, None)
 }
 
-/// Like [`start`]; with `log`, the coordinator logs at info into that file.
-fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::path::Path>) -> Coordinator {
+/// Like [`start`]; with `log`, the coordinator logs at info into that file,
+/// in the given `RBK_LOG_FORMAT`.
+fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<(&std::path::Path, &str)>) -> Coordinator {
     let dir = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -55,8 +56,8 @@ fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::pat
     .unwrap();
     let mut cmd = Command::new(RBK);
     cmd.args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped());
-    if let Some(log) = log {
-        cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+    if let Some((log, format)) = log {
+        cmd.env("RBK_LOG", "info").env("RBK_LOG_FORMAT", format).stderr(std::fs::File::create(log).unwrap());
     }
     let mut child = cmd.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -311,8 +312,32 @@ fn a_busy_metrics_address_stops_the_coordinator_naming_the_key() {
 
 #[tokio::test]
 async fn scheduler_log_lines_name_the_build_and_step() {
-    let log = std::env::temp_dir().join(format!("rbk-metrics-log-{}.log", std::process::id()));
-    let c = start_logging("log", None, Some(&log));
+    let (text, build_id) = one_logged_build("log", "text").await;
+    let ids = format!("build_id={build_id} step_id=only");
+    for span in ["dispatch{", "step_result{", "commit{"] {
+        assert!(text.lines().any(|l| l.contains(span) && l.contains(&ids)), "no {span} line with {ids} in:\n{text}");
+    }
+    assert!(!text.contains('\u{1b}'), "a log file gets no colour codes");
+}
+
+#[tokio::test]
+async fn with_log_format_json_every_coordinator_log_line_is_a_json_object_with_its_spans() {
+    let (text, build_id) = one_logged_build("json", "json").await;
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l:?}\nin:\n{text}"))).collect();
+    let done = lines.iter().find(|v| v["message"] == "step done").unwrap_or_else(|| panic!("no step done line in:\n{text}"));
+    assert_eq!(done["level"], "INFO", "{done}");
+    assert!(done["target"].as_str().unwrap().starts_with("rbk_coordinator"), "{done}");
+    assert!(done["timestamp"].as_str().unwrap().ends_with('Z'), "{done}");
+    let spans = done["spans"].as_array().unwrap_or_else(|| panic!("no spans: {done}"));
+    assert!(spans.iter().any(|s| s["fields"].as_str().unwrap_or_default().contains(&build_id)), "{done}");
+}
+
+/// Runs one single-step build through a coordinator logging at info in
+/// `format`: (its log, the build id).
+async fn one_logged_build(name: &str, format: &str) -> (String, String) {
+    let log = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}.log", std::process::id()));
+    let c = start_logging(name, None, Some((&log, format)));
     let mut w = Worker::connect(&c.url).await;
     let mut events = submit(&c.url, vec![step("only", "k-only", &[], None)]).await;
     let accepted = timeout(WAIT, events.message()).await.unwrap().unwrap().unwrap();
@@ -329,9 +354,5 @@ async fn scheduler_log_lines_name_the_build_and_step() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_file(&log);
-    let ids = format!("build_id={} step_id=only", a.build_id);
-    for span in ["dispatch{", "step_result{", "commit{"] {
-        assert!(text.lines().any(|l| l.contains(span) && l.contains(&ids)), "no {span} line with {ids} in:\n{text}");
-    }
-    assert!(!text.contains('\u{1b}'), "a log file gets no colour codes");
+    (text, a.build_id)
 }
