@@ -5,6 +5,7 @@ mod builds_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
+mod coordinator_snapshot_cmd;
 mod coordinator_raft;
 mod embedded_farm;
 mod flags;

@@ -7,6 +7,7 @@ mod five_nodes;
 mod harness;
 mod membership;
 mod readopt;
+mod snapshot;
 #[path = "../common/ssh_agent.rs"]
 mod ssh_agent;
 mod watch;
