@@ -19,7 +19,7 @@ use crate::coordinator_members_cmd::{Target, client, request};
 #[derive(clap::Subcommand)]
 pub enum SnapshotOp {
     /// Saves the leader's state to FILE while the group runs (asks any
-    /// node; a follower sends the request on to the leader).
+    /// node; a follower names the leader, which is then asked).
     Save {
         #[command(flatten)]
         target: Target,

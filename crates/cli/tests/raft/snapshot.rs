@@ -19,7 +19,7 @@ async fn a_new_group_restored_from_a_saved_snapshot_has_the_same_builds_heads_an
     drop(w);
     let (builds, heads) = (list_builds(&leader).await, list_caches(&leader).await);
     assert_eq!(heads.len(), 3, "{heads:?}");
-    // Asked of a follower: it sends the request on to the leader.
+    // Asked of a follower: it names the leader, which is then asked.
     let follower = old.nodes.iter().map(|n| n.id).find(|id| old.node(*id).api() != leader).unwrap();
     let keep = tempfile::tempdir().unwrap();
     let file = keep.path().join("state.rbk-backup");
