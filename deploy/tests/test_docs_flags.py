@@ -19,26 +19,21 @@ import subprocess
 
 import pytest
 
+from rbk_under_test import rbk_binary
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGES = [REPO / "docs" / "ci-workers.md", REPO / "docs" / "coming-from-buildkitd.md"]
 RBK_COMMANDS = [["submit"], ["worker"], ["build"], ["cache"], ["cache", "prune"], ["cache", "ls"],
                 ["coordinator"], ["coordinator", "members", "add"]]
 NOT_RBKS = {
     # buildctl / buildkitd, on the migration page
-    "--frontend", "--local", "--opt", "--export-cache", "--import-cache", "--allow",
+    "--frontend", "--local", "--opt", "--export-cache", "--import-cache",
     "--allow-insecure-entitlement",
     # Dockerfile RUN options
     "--mount", "--network", "--security",
     # docker run
     "--privileged",
 }
-
-
-def rbk_binary() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("RBK_BIN", REPO / "target" / "debug" / "rbk"))
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: build it (cargo build -p rbk) or set RBK_BIN")
-    return path
 
 
 @functools.cache

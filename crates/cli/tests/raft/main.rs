@@ -4,6 +4,9 @@
 
 mod failover;
 mod five_nodes;
+#[path = "../common/busybox_steps.rs"]
+mod busybox_steps;
+mod gc;
 mod harness;
 mod membership;
 mod readopt;

@@ -6,6 +6,8 @@
 //! - [`worker`]: one bidirectional stream per worker (register, assignments
 //!   down, logs and results up);
 //! - [`content`]: blobs for callers without S3 credentials;
+//! - [`admin`]: operator calls (a store collection), behind the admin
+//!   token instead.
 //! - [`history`]: a build's steps and kept logs after the fact.
 //!
 //! Each service holds only the parts it uses; protobuf conversion is in
@@ -18,6 +20,7 @@ use tonic::Status;
 
 use crate::scheduler::SchedulerError;
 
+pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod content;
 pub(crate) mod history;
