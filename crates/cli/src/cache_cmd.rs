@@ -32,6 +32,11 @@ enum CacheCommand {
     },
 }
 
+/// `<n>s|m|h|d` as a duration (`--connect-retry` and the like).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_age(s).map(std::time::Duration::from_millis)
+}
+
 /// Milliseconds as the largest whole unit, e.g. `14d`.
 fn age(ms: u64) -> String {
     for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)] {
@@ -94,7 +99,7 @@ fn against(used: u64, budget: u64) -> String {
 
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
     match &args.command {
-        CacheCommand::Prune { ids, unused_for } => prune(&args, ids.clone(), unused_for.unwrap_or(0)).await,
+        CacheCommand::Prune { ids, unused_for } => prune(&args, planned_ids(ids), unused_for.unwrap_or(0)).await,
         CacheCommand::Ls => {
             println!("{:<32} {:>4} {:>10} {:>12}  SNAPSHOT", "ID", "SLOT", "GENERATION", "SIZE");
             for h in &list(&args).await?.heads {
@@ -121,6 +126,22 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The cache ids to prune for the ids a user wrote: `--id /cache` is the
+/// mount's id as the Dockerfile writes it (`id=`, else the target), while
+/// the planner files its head under `farm//cache`; both forms are sent,
+/// so either spelling (or one copied from `rbk cache ls`) finds the head.
+fn planned_ids(ids: &[String]) -> Vec<String> {
+    let prefix = format!("{}/", rbk_plan::planner::FARM_NAMESPACE);
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(id.clone());
+        if !id.starts_with(&prefix) {
+            out.push(format!("{prefix}{id}"));
+        }
+    }
+    out
 }
 
 async fn prune(args: &CacheArgs, ids: Vec<String>, unused_for_ms: u64) -> anyhow::Result<()> {

@@ -29,6 +29,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         return crate::coordinator_members_cmd::run(cmd).await;
     }
     let config_path = args.config.context("--config FILE is required to run a coordinator")?;
+    crate::build_info::init_metrics(rbk_metrics::Role::Coordinator);
     let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
     let tokens = TokenFile::load(&config.token_file)?;
@@ -59,6 +60,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     };
     // Only the leader collects (the collector asks the Raft gate).
     let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?.with_collector(gc, eviction, admin_token.as_deref());
+    coordinator.scheduler.events().history().set_limits(config.history);
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
         let fanout = redis.start().map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;

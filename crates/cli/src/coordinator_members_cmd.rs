@@ -17,16 +17,22 @@ pub enum CoordinatorCommand {
         #[command(subcommand)]
         op: MembersOp,
     },
+    /// Backs up the replicated state (save) and starts a new group from a
+    /// backup (restore).
+    Snapshot {
+        #[command(subcommand)]
+        op: crate::coordinator_snapshot_cmd::SnapshotOp,
+    },
 }
 
 #[derive(clap::Args)]
 pub struct Target {
     /// Any node's raft port, e.g. http://10.0.0.1:7071.
     #[arg(long)]
-    coordinator: String,
+    pub(crate) coordinator: String,
     /// The cluster secret (`[raft] secret_file`), if the cluster has one.
     #[arg(long, env = "RBK_RAFT_SECRET", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -58,7 +64,7 @@ pub enum MembersOp {
     },
 }
 
-fn request<T>(msg: T, token: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn request<T>(msg: T, token: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
     if let Some(t) = token {
         r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().context("the token has characters a header cannot carry")?);
@@ -66,7 +72,7 @@ fn request<T>(msg: T, token: &Option<String>) -> anyhow::Result<tonic::Request<T
     Ok(r)
 }
 
-async fn client(url: &str) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
+pub(crate) async fn client(url: &str) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
     let channel = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("--coordinator {url:?}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -85,7 +91,10 @@ fn print(reply: &MembersReply) {
 }
 
 pub async fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
-    let CoordinatorCommand::Members { op } = cmd;
+    let op = match cmd {
+        CoordinatorCommand::Members { op } => op,
+        CoordinatorCommand::Snapshot { op } => return crate::coordinator_snapshot_cmd::run(op).await,
+    };
     let (target, change) = match op {
         MembersOp::List { target } => {
             let reply = client(&target.coordinator).await?.members(request(MembersRequest {}, &target.token)?).await?.into_inner();

@@ -1,26 +1,35 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
+mod build_info;
+mod builds_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
+mod coordinator_snapshot_cmd;
 mod coordinator_raft;
 mod embedded_farm;
 mod flags;
 mod snapshot_cmd;
 mod graph_cmd;
+mod log_format;
 mod store_cmd;
 mod run_step_cmd;
 mod build_cmd;
 mod submit_cmd;
+mod utc;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rbk", version, about = "A distributed remote-cache build farm for Dockerfiles")]
+#[command(name = "rbk", version = build_info::VERSION, about = "A distributed remote-cache build farm for Dockerfiles")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or json (one object per line, for log
+    /// shippers); which lines is RBK_LOG (e.g. info, rbk_coordinator=debug).
+    #[arg(long, env = "RBK_LOG_FORMAT", global = true, default_value = "text", value_enum)]
+    log_format: log_format::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -37,6 +46,8 @@ enum Command {
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// List cache-mount heads and their sizes on a coordinator.
     Cache(cache_cmd::CacheArgs),
+    /// Past and running builds on a coordinator: ls, inspect, logs.
+    Builds(builds_cmd::BuildsArgs),
     /// Print a Dockerfile's build graph with cache keys (no build).
     Graph(graph_cmd::GraphArgs),
     /// Capture, restore and inspect directory snapshots by hand (debugging).
@@ -67,14 +78,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RBK_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: log files stay greppable
-        // (`grep build_id=...`).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    log_format::init(cli.log_format);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.command {
@@ -84,6 +89,7 @@ fn run() -> anyhow::Result<()> {
             Command::Store(args) => store_cmd::run(args).await,
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
+            Command::Builds(args) => builds_cmd::run(args).await,
             Command::Graph(args) => graph_cmd::run(args),
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,

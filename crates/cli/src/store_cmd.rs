@@ -39,7 +39,13 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         StoreCommand::Gc(gc) => collect(gc).await,
         StoreCommand::Selftest { dir, config } => {
             let config = match &config {
-                Some(path) => StoreConfig::load(path)?,
+                // Read as the coordinator reads its `[store]` (the chart
+                // renders `dir = ...` there), then the environment.
+                Some(path) => {
+                    let mut c = rbk_coordinator::config::StoreSection::load(path)?;
+                    c.apply_env(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+                    c
+                }
                 None => StoreConfig::local(&dir),
             };
             let store = build_store(&config).await.with_context(|| format!("opening store {}", config.describe()))?;

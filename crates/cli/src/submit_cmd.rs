@@ -45,6 +45,11 @@ pub struct SubmitArgs {
     /// Load the image into docker (`docker load`).
     #[arg(long)]
     load: bool,
+    /// How long to keep trying when no coordinator URL accepts a
+    /// connection (e.g. 30s, while one starts); by default a refused
+    /// address fails at once.
+    #[arg(long, env = "RBK_CONNECT_RETRY", default_value = "0s", value_parser = crate::cache_cmd::parse_duration)]
+    connect_retry: Duration,
     #[command(flatten)]
     conn: CoordinatorConn,
     /// Client scratch space: pulled base images (kept between submits),
@@ -102,6 +107,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
 
     let token = args.conn.token()?.to_owned();
     let tls = args.conn.tls.load()?;
+    // Nothing listening there is the user's to fix, not an election to
+    // wait out.
+    rbk_client::reattach::reachable_any(&tls, &args.conn.coordinator, args.connect_retry).await?;
     // Any node of a Raft group will do: a follower names the leader, and
     // the build goes there (the same blob store is behind every node).
     let (channel, _leader) = rbk_client::reattach::connect_any(&tls, &args.conn.coordinator, &token, LEADER_PATIENCE)

@@ -129,6 +129,7 @@ fn hostname() -> String {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    crate::build_info::init_metrics(rbk_metrics::Role::Worker);
     let runtime = match args.runtime.as_str() {
         "runc" => RuntimeKind::Runc,
         "crun" => RuntimeKind::Crun,

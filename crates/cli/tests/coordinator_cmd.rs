@@ -67,3 +67,16 @@ fn cache_prune_reports_what_it_dropped_and_refuses_a_bad_age() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a number followed by s, m, h or d"));
 }
+
+#[test]
+fn store_selftest_reads_the_dir_form_of_a_coordinator_configs_store_table() {
+    let dir = scratch("selftest-dir");
+    // As the chart renders it: the whole coordinator config, `[store] dir =`.
+    let cfg = dir.join("coordinator.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n").unwrap();
+    let out = Command::new(RBK).args(["store", "selftest", "--config"]).arg(&cfg).env_remove("RBK_STORE_DIR").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("store selftest passed"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(dir.join("store").is_dir(), "the store dir is relative to the config file");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,8 +34,9 @@ fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
     start_logging(name, metrics_listen, None)
 }
 
-/// Like [`start`]; with `log`, the coordinator logs at info into that file.
-fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::path::Path>) -> Coordinator {
+/// Like [`start`]; with `log`, the coordinator logs at info into that file,
+/// in the given `RBK_LOG_FORMAT`.
+fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<(&std::path::Path, &str)>) -> Coordinator {
     let dir = scratch(&format!("metrics-{name}"));
     let metrics_key = metrics_listen.map(|a| format!("metrics_listen = \"{a}\"\n")).unwrap_or_default();
     let mut process = coordinator::Coordinator::start(
@@ -43,8 +44,8 @@ fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::pat
         &format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n"),
         &format!("listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n{metrics_key}[store]\ndir = \"store\"\n"),
         |cmd| {
-            if let Some(log) = log {
-                cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+            if let Some((log, format)) = log {
+                cmd.env("RBK_LOG", "info").env("RBK_LOG_FORMAT", format).stderr(std::fs::File::create(log).unwrap());
             }
         },
     );
@@ -176,6 +177,19 @@ async fn eventually(c: &Coordinator, name: &str, labels: &[(&str, &str)], want: 
 }
 
 #[tokio::test]
+async fn a_coordinator_exports_its_build_info_and_process_series_and_no_worker_series() {
+    let c = start("info", Some("127.0.0.1:0"));
+    let text = scrape(&c).await;
+    let info = text.lines().find(|l| l.starts_with("rbk_build_info{")).unwrap_or_else(|| panic!("no rbk_build_info:\n{text}"));
+    assert!(info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && info.contains("commit=\"") && info.ends_with(" 1"), "{info}");
+    assert!(value(&text, "process_cpu_seconds_total", &[]) >= 0.0, "{text}");
+    assert!(value(&text, "process_open_fds", &[]) > 0.0, "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("rbk_worker_")), "a coordinator exports worker series:\n{text}");
+    assert!(!text.contains("cache=\"layer\""), "layer cache lookups are the workers':\n{text}");
+    assert_eq!(value(&text, "rbk_queue_depth", &[]), 0.0);
+}
+
+#[tokio::test]
 async fn metrics_follow_builds_steps_workers_and_caches_through_a_coordinator() {
     let c = start("builds", Some("127.0.0.1:0"));
     let before = scrape(&c).await;
@@ -274,8 +288,32 @@ fn a_busy_metrics_address_stops_the_coordinator_naming_the_key() {
 
 #[tokio::test]
 async fn scheduler_log_lines_name_the_build_and_step() {
-    let log = std::env::temp_dir().join(format!("rbk-metrics-log-{}.log", std::process::id()));
-    let c = start_logging("log", None, Some(&log));
+    let (text, build_id) = one_logged_build("log", "text").await;
+    let ids = format!("build_id={build_id} step_id=only");
+    for span in ["dispatch{", "step_result{", "commit{"] {
+        assert!(text.lines().any(|l| l.contains(span) && l.contains(&ids)), "no {span} line with {ids} in:\n{text}");
+    }
+    assert!(!text.contains('\u{1b}'), "a log file gets no colour codes");
+}
+
+#[tokio::test]
+async fn with_log_format_json_every_coordinator_log_line_is_a_json_object_with_its_spans() {
+    let (text, build_id) = one_logged_build("json", "json").await;
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l:?}\nin:\n{text}"))).collect();
+    let done = lines.iter().find(|v| v["message"] == "step done").unwrap_or_else(|| panic!("no step done line in:\n{text}"));
+    assert_eq!(done["level"], "INFO", "{done}");
+    assert!(done["target"].as_str().unwrap().starts_with("rbk_coordinator"), "{done}");
+    assert!(done["timestamp"].as_str().unwrap().ends_with('Z'), "{done}");
+    let spans = done["spans"].as_array().unwrap_or_else(|| panic!("no spans: {done}"));
+    assert!(spans.iter().any(|s| s["fields"].as_str().unwrap_or_default().contains(&build_id)), "{done}");
+}
+
+/// Runs one single-step build through a coordinator logging at info in
+/// `format`: (its log, the build id).
+async fn one_logged_build(name: &str, format: &str) -> (String, String) {
+    let log = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}.log", std::process::id()));
+    let c = start_logging(name, None, Some((&log, format)));
     let mut w = Worker::connect(&c.url).await;
     let mut events = submit(&c.url, vec![step("only", "k-only", &[], None)]).await;
     let accepted = timeout(WAIT, events.message()).await.unwrap().unwrap().unwrap();
@@ -292,9 +330,5 @@ async fn scheduler_log_lines_name_the_build_and_step() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_file(&log);
-    let ids = format!("build_id={} step_id=only", a.build_id);
-    for span in ["dispatch{", "step_result{", "commit{"] {
-        assert!(text.lines().any(|l| l.contains(span) && l.contains(&ids)), "no {span} line with {ids} in:\n{text}");
-    }
-    assert!(!text.contains('\u{1b}'), "a log file gets no colour codes");
+    (text, a.build_id)
 }

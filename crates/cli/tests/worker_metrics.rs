@@ -77,3 +77,19 @@ async fn a_failed_step_counts_as_failed_on_its_worker() {
     assert_eq!(value(&text, "rbk_worker_steps_total", &[("result", "done")]), 0.0);
     assert_eq!(value(&text, "rbk_worker_steps_running", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_exports_its_build_info_and_process_series_and_no_coordinator_series() {
+    let farm = Farm::start().await;
+    let m = format!("127.0.0.1:{}", rbk_testsupport::free_port());
+    let _a = farm.worker("a", &["--metrics-listen", &m]);
+    let text = scrape(&m).await;
+    let info = text.lines().find(|l| l.starts_with("rbk_build_info{")).unwrap_or_else(|| panic!("no rbk_build_info:\n{text}"));
+    assert!(info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && info.contains("commit=\"") && info.ends_with(" 1"), "{info}");
+    assert!(value(&text, "process_resident_memory_bytes", &[]) > 0.0, "{text}");
+    assert!(value(&text, "process_start_time_seconds", &[]) > 0.0, "{text}");
+    for coordinator_only in ["rbk_raft_", "rbk_queue_depth", "rbk_builds_", "rbk_workers_connected"] {
+        assert!(!text.lines().any(|l| l.starts_with(coordinator_only)), "a worker exports {coordinator_only}*:\n{text}");
+    }
+    assert!(text.contains("rbk_worker_steps_running"), "{text}");
+}

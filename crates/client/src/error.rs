@@ -50,6 +50,13 @@ pub enum SubmitError {
     Leader(#[from] LeaderError),
     #[error("--coordinator: no URL given")]
     NoUrl,
+    /// No `--coordinator` URL accepted a connection (`retry`: how long it
+    /// was tried again).
+    #[error(
+        "cannot reach the coordinator: {errors}{}",
+        if retry.is_zero() { " (is `rbk coordinator` running at that address? --connect-retry DURATION waits for one that is starting)".to_string() } else { format!(" (tried for {retry:?})") }
+    )]
+    Unreachable { errors: String, retry: Duration },
     #[error("no coordinator leader reachable through {urls} within {patience:?}: {last}")]
     NoLeader { urls: String, patience: Duration, last: String },
     #[error("{url}: the build was refused: {message}")]

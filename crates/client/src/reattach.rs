@@ -32,6 +32,34 @@ pub fn urls(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
 }
 
+/// Whether any of `list`'s URLs accepts a connection, trying again for up
+/// to `retry` (zero: one try each). A refused or unresolvable address
+/// fails here at once, naming it, instead of after the patience a leader
+/// election gets: nothing is listening there, and waiting rarely helps
+/// unless the coordinator is known to be starting (`--connect-retry`).
+pub async fn reachable_any(tls: &ClientTls, list: &str, retry: Duration) -> Result<(), SubmitError> {
+    let urls = urls(list);
+    if urls.is_empty() {
+        return Err(SubmitError::NoUrl);
+    }
+    let start = Instant::now();
+    loop {
+        let mut errors = Vec::new();
+        for url in &urls {
+            let endpoint = tls.endpoint(url).map_err(|e| SubmitError::Leader(crate::leader::LeaderError::Url { url: url.clone(), message: e.to_string() }))?;
+            match tokio::time::timeout(PER_URL, endpoint.connect()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => errors.push(format!("{url}: {}", crate::tls::describe(&e))),
+                Err(_) => errors.push(format!("{url}: no answer within {PER_URL:?}")),
+            }
+        }
+        if start.elapsed() >= retry {
+            return Err(SubmitError::Unreachable { errors: errors.join("; "), retry });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A channel to the leader found through any of `list`'s URLs (tried in
 /// turn, each with a short patience, until `patience` has passed); returns
 /// it and the leader's URL.

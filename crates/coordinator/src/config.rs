@@ -13,6 +13,9 @@
 //! key = "tls/tls.key"             # PEM private key
 //! [redis]                         # optional: build events fan out to every node
 //! url = "redis://127.0.0.1:6379"  # (default: the store's existence_cache redis_url)
+//! [history]                      # kept in memory by the node running a build
+//! builds = 100                    # builds whose logs and step times are kept
+//! log_bytes_per_build = 1048576   # beyond it a build's oldest lines go
 //! [scheduler]
 //! heartbeat_ms = 5000
 //! worker_timeout_ms = 30000
@@ -66,6 +69,10 @@ pub struct CoordinatorConfig {
     /// existence-cache Redis, if it has one.
     #[serde(default)]
     pub redis: Option<crate::redis_fanout::RedisSection>,
+    /// What is kept of finished builds for `rbk builds logs|inspect`
+    /// beyond the replicated state (see [`crate::build_history`]).
+    #[serde(default)]
+    pub history: crate::build_history::HistoryLimits,
     /// The store collector; see [`GcSection`].
     #[serde(default)]
     pub gc: GcSection,
@@ -232,6 +239,23 @@ impl<'de> Deserialize<'de> for StoreSection {
 }
 
 impl StoreSection {
+    /// The `[store]` table of any rbk TOML file — a coordinator's config
+    /// (`dir = ...` or a full stack) or a worker's store file — with paths
+    /// relative to the file resolved, as the coordinator itself reads it
+    /// (`rbk store selftest --config` tests exactly that store).
+    pub fn load(path: &Path) -> Result<rbk_store::StoreConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        #[derive(Deserialize)]
+        struct File {
+            store: Option<StoreSection>,
+        }
+        let file: File = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut section = file.store.ok_or_else(|| invalid("no [store] table".into()))?;
+        section.resolve(path.parent().unwrap_or(Path::new(".")));
+        Ok(section.config)
+    }
+
     /// Makes filesystem paths relative to `base` (the config file's dir).
     fn resolve(&mut self, base: &Path) {
         fn walk(c: &mut rbk_store::StoreConfig, base: &Path) {
@@ -417,6 +441,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("worker_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn history_limits_default_and_can_be_set() {
+        let parse = |extra: &str| {
+            let text = format!("listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n{extra}");
+            CoordinatorConfig::parse(&text, Path::new("c.toml")).map(|c| c.history)
+        };
+        assert_eq!(parse("").unwrap(), crate::build_history::HistoryLimits::default());
+        let set = parse("[history]\nbuilds = 5\n").unwrap();
+        assert_eq!((set.builds, set.log_bytes_per_build), (5, 1 << 20));
+        let e = parse("[history]\nlines = 5\n").unwrap_err().to_string();
+        assert!(e.contains("lines"), "{e}");
     }
 
     #[test]

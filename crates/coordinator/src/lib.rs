@@ -17,6 +17,7 @@
 pub mod action_key;
 pub mod auth;
 pub mod build_events;
+pub mod build_history;
 pub mod cache_heads;
 pub mod collector;
 pub mod config;

@@ -16,6 +16,7 @@ use crate::cache_heads::{CacheHeads, Merger};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::service::build::BuildService;
 use crate::service::content::ContentService;
+use crate::service::history::HistoryService;
 use crate::service::worker::WorkerService;
 use crate::state::CoordinatorState;
 
@@ -130,6 +131,11 @@ impl Coordinator {
             })
             .add_service(WorkerServer::with_interceptor(
                 WorkerService { scheduler: self.scheduler.clone(), state: self.state.clone(), heartbeat_ms: self.heartbeat_ms },
+                gated.clone(),
+            ))
+            // The logs are kept by the node that ran the build: the leader.
+            .add_service(rbk_proto::history::history_server::HistoryServer::with_interceptor(
+                HistoryService { state: self.state.clone(), history: self.scheduler.events().history().clone() },
                 gated.clone(),
             ))
             .add_service(rbk_proto::ssh::ssh_relay_server::SshRelayServer::with_interceptor(

@@ -147,3 +147,10 @@ pub(crate) struct DirectionLabels {
     pub direction: &'static str,
     pub backend: &'static str,
 }
+
+/// `rbk_build_info`'s labels: which rbk a process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BuildInfoLabels {
+    pub version: String,
+    pub commit: String,
+}

@@ -12,10 +12,19 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::labels::{
-    BuildResult, CacheKind, CacheLabels, DirectionLabels, Readopted, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
+    BuildInfoLabels, BuildResult, CacheKind, CacheLabels, DirectionLabels, Readopted, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
 };
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Which series a process exposes (see [`Metrics::for_role`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Coordinator,
+    Worker,
+    /// Both: `rbk build`'s in-process farm.
+    All,
+}
 
 /// Build and step durations: 100 ms .. ~27 min.
 fn duration_histogram() -> Histogram {
@@ -43,6 +52,7 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
+    build_info: Family<BuildInfoLabels, Gauge>,
     builds: Family<ResultLabels, Counter>,
     build_duration: HistogramFamily<ResultLabels>,
     builds_running: Gauge,
@@ -93,55 +103,94 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every rbk metric registered. Labelled series
-    /// whose values are known in advance start at zero.
+    /// A fresh registry with every rbk metric registered (both roles: an
+    /// in-process farm, and tests). Labelled series whose values are known
+    /// in advance start at zero.
     pub fn new() -> Self {
+        Self::for_role(Role::All)
+    }
+
+    /// A registry exposing only what a process of `role` records (plus
+    /// the store's series, `rbk_build_info` and the `process_*` series
+    /// every role has): a worker exports no `rbk_raft_*` or scheduler
+    /// series stuck at 0, which would match alerts such as "no leader".
+    /// Recording a series of another role is harmless; it is not exposed.
+    pub fn for_role(role: Role) -> Self {
+        let coordinator = role != Role::Worker;
+        let worker = role != Role::Coordinator;
         let mut r = Registry::default();
+        let build_info = Family::<BuildInfoLabels, Gauge>::default();
+        r.register("rbk_build_info", "Always 1; the labels say which rbk this process runs (version, git commit)", build_info.clone());
+        r.register_collector(Box::new(crate::process::ProcessCollector));
         // Counters are registered without `_total`; the encoder appends it.
         let builds = Family::<ResultLabels, Counter>::default();
-        r.register("rbk_builds", "Builds that ended, by result (succeeded, failed, cancelled)", builds.clone());
+        if coordinator {
+            r.register("rbk_builds", "Builds that ended, by result (succeeded, failed, cancelled)", builds.clone());
+        }
         let build_duration: HistogramFamily<ResultLabels> = Family::new_with_constructor(duration_histogram);
-        r.register("rbk_build_duration_seconds", "Wall time of builds from submit to end, by result", build_duration.clone());
+        if coordinator {
+            r.register("rbk_build_duration_seconds", "Wall time of builds from submit to end, by result", build_duration.clone());
+        }
         let builds_running = Gauge::default();
-        r.register("rbk_builds_running", "Builds accepted by this coordinator and not yet ended", builds_running.clone());
+        if coordinator {
+            r.register("rbk_builds_running", "Builds accepted by this coordinator and not yet ended", builds_running.clone());
+        }
         let steps = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "rbk_steps",
-            "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)",
-            steps.clone(),
-        );
+        if coordinator {
+            r.register(
+                "rbk_steps",
+                "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)",
+                steps.clone(),
+            );
+        }
         let steps_readopted = Family::<ResultLabels, Counter>::default();
-        r.register(
-            "rbk_steps_readopted",
-            "Steps a new coordinator leader found running on a worker, by result: kept (the worker re-reported it), retried (it did not come back in the grace period), ignored (a result for an assignment the leader does not know)",
-            steps_readopted.clone(),
-        );
+        if coordinator {
+            r.register(
+                "rbk_steps_readopted",
+                "Steps a new coordinator leader found running on a worker, by result: kept (the worker re-reported it), retried (it did not come back in the grace period), ignored (a result for an assignment the leader does not know)",
+                steps_readopted.clone(),
+            );
+        }
         let step_duration = duration_histogram();
-        r.register("rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", step_duration.clone());
+        if coordinator {
+            r.register("rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", step_duration.clone());
+        }
         let steps_running = Gauge::default();
-        r.register("rbk_steps_running", "Step executions assigned to workers and not yet finished (coordinator view)", steps_running.clone());
+        if coordinator {
+            r.register("rbk_steps_running", "Step executions assigned to workers and not yet finished (coordinator view)", steps_running.clone());
+        }
         let queue_depth = Gauge::default();
-        r.register("rbk_queue_depth", "Ready step executions waiting for a worker", queue_depth.clone());
+        if coordinator {
+            r.register("rbk_queue_depth", "Ready step executions waiting for a worker", queue_depth.clone());
+        }
         let workers_connected = Gauge::default();
-        r.register("rbk_workers_connected", "Workers with an open session to this coordinator", workers_connected.clone());
+        if coordinator {
+            r.register("rbk_workers_connected", "Workers with an open session to this coordinator", workers_connected.clone());
+        }
         let cache_hits = Family::<CacheLabels, Counter>::default();
         r.register("rbk_cache_hits", "Cache hits by cache: action, layer, cache_mount", cache_hits.clone());
         let cache_misses = Family::<CacheLabels, Counter>::default();
         r.register("rbk_cache_misses", "Cache misses by cache: action, layer, cache_mount", cache_misses.clone());
         let cache_mount_bytes_restored = Counter::default();
-        r.register(
-            "rbk_cache_mount_restored_bytes",
-            "Bytes of cache-mount snapshots workers restored for steps (as reported with each step result)",
-            cache_mount_bytes_restored.clone(),
-        );
+        if coordinator {
+            r.register(
+                "rbk_cache_mount_restored_bytes",
+                "Bytes of cache-mount snapshots workers restored for steps (as reported with each step result)",
+                cache_mount_bytes_restored.clone(),
+            );
+        }
         let cache_mount_commits = Counter::default();
-        r.register("rbk_cache_mount_commits", "Cache-mount snapshots workers committed with step results", cache_mount_commits.clone());
+        if coordinator {
+            r.register("rbk_cache_mount_commits", "Cache-mount snapshots workers committed with step results", cache_mount_commits.clone());
+        }
         let cache_mount_bytes_committed = Counter::default();
-        r.register(
-            "rbk_cache_mount_committed_bytes",
-            "Total size of the cache-mount snapshots committed (each commit counts its whole tree)",
-            cache_mount_bytes_committed.clone(),
-        );
+        if coordinator {
+            r.register(
+                "rbk_cache_mount_committed_bytes",
+                "Total size of the cache-mount snapshots committed (each commit counts its whole tree)",
+                cache_mount_bytes_committed.clone(),
+            );
+        }
         let store_duration: HistogramFamily<StoreLabels> = Family::new_with_constructor(store_histogram);
         r.register(
             "rbk_store_operation_duration_seconds",
@@ -153,50 +202,91 @@ impl Metrics {
         let store_bytes = Family::<DirectionLabels, Counter>::default();
         r.register("rbk_store_bytes", "Bytes read from and written to the content store, by direction and backend", store_bytes.clone());
         let raft_term = Gauge::default();
-        r.register("rbk_raft_term", "This node's current Raft term", raft_term.clone());
+        if coordinator {
+            r.register("rbk_raft_term", "This node's current Raft term", raft_term.clone());
+        }
         let raft_leader_id = Gauge::default();
-        r.register("rbk_raft_leader_id", "The Raft node id this node believes leads (0: none known)", raft_leader_id.clone());
+        if coordinator {
+            r.register("rbk_raft_leader_id", "The Raft node id this node believes leads (0: none known)", raft_leader_id.clone());
+        }
         let raft_is_leader = Gauge::default();
-        r.register("rbk_raft_is_leader", "1 while this node is the Raft leader, else 0", raft_is_leader.clone());
+        if coordinator {
+            r.register("rbk_raft_is_leader", "1 while this node is the Raft leader, else 0", raft_is_leader.clone());
+        }
         let raft_commit_index = Gauge::default();
-        r.register("rbk_raft_commit_index", "Highest Raft log index known committed on this node", raft_commit_index.clone());
+        if coordinator {
+            r.register("rbk_raft_commit_index", "Highest Raft log index known committed on this node", raft_commit_index.clone());
+        }
         let raft_applied_index = Gauge::default();
-        r.register("rbk_raft_applied_index", "Highest Raft log index applied to this node's state machine", raft_applied_index.clone());
+        if coordinator {
+            r.register("rbk_raft_applied_index", "Highest Raft log index applied to this node's state machine", raft_applied_index.clone());
+        }
         let worker_steps_running = Gauge::default();
-        r.register("rbk_worker_steps_running", "Steps this worker process is executing now", worker_steps_running.clone());
+        if worker {
+            r.register("rbk_worker_steps_running", "Steps this worker process is executing now", worker_steps_running.clone());
+        }
         let worker_steps = Family::<ResultLabels, Counter>::default();
-        r.register("rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", worker_steps.clone());
+        if worker {
+            r.register("rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", worker_steps.clone());
+        }
         let worker_bytes_restored = Counter::default();
-        r.register(
-            "rbk_worker_restored_bytes",
-            "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)",
-            worker_bytes_restored.clone(),
-        );
+        if worker {
+            r.register(
+                "rbk_worker_restored_bytes",
+                "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)",
+                worker_bytes_restored.clone(),
+            );
+        }
         let worker_bytes_committed = Counter::default();
-        r.register(
-            "rbk_worker_committed_bytes",
-            "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)",
-            worker_bytes_committed.clone(),
-        );
-        let gc_runs = Family::<ResultLabels, Counter>::default();
-        r.register("rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", gc_runs.clone());
-        let gc_scanned_objects = Counter::default();
-        r.register("rbk_gc_scanned_objects", "Blobs the store collector listed", gc_scanned_objects.clone());
-        let gc_deleted_objects = Counter::default();
-        r.register("rbk_gc_deleted_objects", "Blobs the store collector deleted", gc_deleted_objects.clone());
-        let gc_freed_bytes = Counter::default();
-        r.register("rbk_gc_freed_bytes", "Stored bytes the store collector deleted", gc_freed_bytes.clone());
-        let gc_duration = duration_histogram();
-        r.register("rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", gc_duration.clone());
-        let gc_store_bytes = Gauge::default();
-        r.register("rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", gc_store_bytes.clone());
-        let gc_evicted_heads = Counter::default();
-        r.register("rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", gc_evicted_heads.clone());
-        let gc_evicted_actions = Counter::default();
-        r.register("rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", gc_evicted_actions.clone());
-        let gc_evicted_bytes = Counter::default();
-        r.register("rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", gc_evicted_bytes.clone());
+        if worker {
+            r.register(
+                "rbk_worker_committed_bytes",
+                "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)",
+                worker_bytes_committed.clone(),
+            );
+        }
 
+        let gc_runs = Family::<ResultLabels, Counter>::default();
+        if coordinator {
+            r.register("rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", gc_runs.clone());
+        }
+        let gc_scanned_objects = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_scanned_objects", "Blobs the store collector listed", gc_scanned_objects.clone());
+        }
+        let gc_deleted_objects = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_deleted_objects", "Blobs the store collector deleted", gc_deleted_objects.clone());
+        }
+        let gc_freed_bytes = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_freed_bytes", "Stored bytes the store collector deleted", gc_freed_bytes.clone());
+        }
+        let gc_duration = duration_histogram();
+        if coordinator {
+            r.register("rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", gc_duration.clone());
+        }
+        let gc_store_bytes = Gauge::default();
+        if coordinator {
+            r.register("rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", gc_store_bytes.clone());
+        }
+        let gc_evicted_heads = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", gc_evicted_heads.clone());
+        }
+        let gc_evicted_actions = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", gc_evicted_actions.clone());
+        }
+        let gc_evicted_bytes = Counter::default();
+        if coordinator {
+            r.register("rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", gc_evicted_bytes.clone());
+        }
+
+        for c in CacheKind::ALL.into_iter().filter(|c| if *c == CacheKind::Layer { worker } else { coordinator }) {
+            let _ = cache_hits.get_or_create(&CacheLabels { cache: c.as_str() });
+            let _ = cache_misses.get_or_create(&CacheLabels { cache: c.as_str() });
+        }
         for r in ["done", "failed"] {
             let _ = gc_runs.get_or_create(&ResultLabels { result: r });
         }
@@ -212,14 +302,11 @@ impl Metrics {
         for s in [StepResult::Done, StepResult::Failed] {
             let _ = worker_steps.get_or_create(&ResultLabels { result: s.as_str() });
         }
-        for c in CacheKind::ALL {
-            let _ = cache_hits.get_or_create(&CacheLabels { cache: c.as_str() });
-            let _ = cache_misses.get_or_create(&CacheLabels { cache: c.as_str() });
-        }
 
         Self {
             inner: Arc::new(Inner {
                 registry: r,
+                build_info,
                 builds,
                 build_duration,
                 builds_running,
@@ -257,6 +344,11 @@ impl Metrics {
                 gc_evicted_bytes,
             }),
         }
+    }
+
+    /// Sets `rbk_build_info{version,commit} 1` (once, at start-up).
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        self.inner.build_info.get_or_create(&BuildInfoLabels { version: version.to_owned(), commit: commit.to_owned() }).set(1);
     }
 
     // ---- coordinator: builds and steps ----

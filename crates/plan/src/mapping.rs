@@ -23,7 +23,7 @@ fn source_of(from: &df::FromRef) -> Result<wk::Source, Unsupported> {
         df::FromRef::Context => Ok(wk::Source::Context),
         df::FromRef::Stage { stage, .. } => Ok(wk::Source::Stage(stage_source(*stage))),
         df::FromRef::Image { reference, .. } => Err(format!(
-            "files from image {reference} (--from=<image>) are not supported by rbk build yet"
+            "files from image {reference} (--from=<image>) are not supported by rbk yet"
         )),
     }
 }
@@ -83,7 +83,7 @@ pub fn run_mounts_with(
             } => {
                 if from.is_some() {
                     return Err(format!(
-                        "cache mount {target}: seeding a cache from=... is not supported by rbk build yet"
+                        "cache mount {target}: seeding a cache from=... is not supported by rbk yet"
                     ));
                 }
                 caches.push(id.clone());
@@ -113,7 +113,7 @@ pub fn run_mounts_with(
             }),
             df::Mount::Bind { target, .. } => {
                 return Err(format!(
-                    "bind mount {target}: only --mount=type=bind,from=<stage> is supported by rbk build yet"
+                    "bind mount {target}: only --mount=type=bind,from=<stage> is supported by rbk yet"
                 ));
             }
             df::Mount::Tmpfs { target, size } => {
@@ -154,7 +154,7 @@ pub fn run_mounts_with(
             }
             df::Mount::Secret { id, .. } => {
                 return Err(format!(
-                    "secret mount {id:?}: secrets are not supported by rbk build yet"
+                    "secret mount {id:?}: secrets are not supported by rbk build yet (rbk submit --secret passes them)"
                 ));
             }
             df::Mount::Ssh { id, target, required, mode, uid, gid } if supports.ssh => out.push(wk::Mount {
@@ -163,12 +163,12 @@ pub fn run_mounts_with(
             }),
             df::Mount::Ssh { id, .. } => {
                 return Err(format!(
-                    "ssh mount {id:?}: ssh agents are not supported by rbk build yet"
+                    "ssh mount {id:?}: ssh agents are not supported by rbk build yet (rbk submit --ssh forwards one)"
                 ));
             }
             df::Mount::File { target, .. } => {
                 return Err(format!(
-                    "heredoc file {target}: not supported by rbk build yet"
+                    "heredoc file {target}: not supported by rbk yet"
                 ));
             }
         }
@@ -238,7 +238,7 @@ pub fn run_step_with(
 /// A COPY or ADD step.
 pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
     if c.parents {
-        return Err("COPY --parents is not supported by rbk build yet".into());
+        return Err("COPY --parents is not supported by rbk yet".into());
     }
     let from = source_of(&c.from)?;
     let mut sources = Vec::new();
@@ -262,18 +262,18 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
             }
             df::CopySource::Inline { name, .. } => {
                 return Err(format!(
-                    "heredoc source {name:?}: not supported by rbk build yet"
+                    "heredoc source {name:?}: not supported by rbk yet"
                 ));
             }
             df::CopySource::Git { url, .. } => {
-                return Err(format!("git source {url}: not supported by rbk build yet"));
+                return Err(format!("git source {url}: not supported by rbk yet"));
             }
         });
     }
     let chmod = match &c.chmod {
         None => None,
         Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            format!("--chmod={m}: only octal modes are supported by rbk build yet")
+            format!("--chmod={m}: only octal modes are supported by rbk yet")
         })?),
     };
     Ok(wk::CopyStep {

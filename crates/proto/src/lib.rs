@@ -37,3 +37,8 @@ pub mod raft {
 pub mod ssh {
     tonic::include_proto!("rbk.ssh.v1");
 }
+
+/// Build history for `rbk builds inspect|logs` (`proto/history.proto`).
+pub mod history {
+    tonic::include_proto!("rbk.history.v1");
+}

@@ -7,7 +7,9 @@
 //!   shares with other threads (readable state, its inbox);
 //! - [`transport`]: raft messages over tonic streams, membership RPCs;
 //! - [`leadership`]: starts the scheduler on the leader, stops it elsewhere,
-//!   and the gate that redirects clients of followers to the leader.
+//!   and the gate that redirects clients of followers to the leader;
+//! - [`backup`]: the state machine saved to a file while the group runs,
+//!   and restored into a new group.
 //!
 //! Writes (`apply`) are proposed on the leader and answered once committed
 //! and applied on this node; followers answer `StateError::NotLeader` with
@@ -17,6 +19,7 @@
 //! lease (check_quorum) and has applied its own first entry of the term —
 //! so they see every committed write (leader-lease linearizability).
 
+pub mod backup;
 pub mod leadership;
 pub mod node;
 mod segments;

@@ -148,8 +148,23 @@ fn members_reply(shared: &Shared) -> pr::MembersReply {
     }
 }
 
+/// The size of the chunks a backup is streamed in.
+const BACKUP_CHUNK: usize = 1 << 20;
+
+/// This node is not the serving leader: UNAVAILABLE, naming the leader's
+/// raft address when known (clients retry there).
+fn not_leader(shared: &Shared) -> Status {
+    let mut s = Status::unavailable("this node is not the raft leader");
+    if let Some(v) = shared.leader_raft().and_then(|l| l.parse().ok()) {
+        s.metadata_mut().insert(RAFT_LEADER_METADATA, v);
+    }
+    s
+}
+
 #[tonic::async_trait]
 impl Raft for RaftService {
+    type SaveSnapshotStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pr::SnapshotChunk, Status>> + Send>>;
+
     async fn send(&self, req: Request<Streaming<pr::RaftMessage>>) -> Result<Response<pr::SendAck>, Status> {
         let mut inbound = req.into_inner();
         while let Some(m) = inbound.next().await {
@@ -182,11 +197,7 @@ impl Raft for RaftService {
             other => return Err(Status::invalid_argument(format!("op {other:?}: expected add or remove"))),
         };
         if !self.shared.serving.load(Ordering::Acquire) {
-            let mut s = Status::unavailable("this node is not the raft leader");
-            if let Some(v) = self.shared.leader_raft().and_then(|l| l.parse().ok()) {
-                s.metadata_mut().insert(RAFT_LEADER_METADATA, v);
-            }
-            return Err(s);
+            return Err(not_leader(&self.shared));
         }
         let (reply, rx) = oneshot::channel();
         self.inbox.send(Input::ChangeMembers { change, reply }).map_err(|_| Status::unavailable("this raft node has stopped"))?;
@@ -196,6 +207,16 @@ impl Raft for RaftService {
             Ok(Err(_)) => Err(Status::unavailable("this raft node has stopped")),
             Err(_) => Err(Status::deadline_exceeded("the membership change did not commit within 10 s")),
         }
+    }
+
+    async fn save_snapshot(&self, _: Request<pr::SaveSnapshotRequest>) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        // The leader: a follower's state may lag what clients were told.
+        if !self.shared.serving.load(Ordering::Acquire) {
+            return Err(not_leader(&self.shared));
+        }
+        let bytes = crate::backup::save(&self.shared).map_err(|e| Status::internal(e.to_string()))?;
+        let chunks: Vec<Result<pr::SnapshotChunk, Status>> = bytes.chunks(BACKUP_CHUNK).map(|c| Ok(pr::SnapshotChunk { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }
 

@@ -9,3 +9,4 @@ mod submit;
 mod ssh;
 mod tenancy;
 mod entitlements;
+mod history;

@@ -407,3 +407,66 @@ async fn a_target_without_layer_making_steps_is_assembled_without_running_anythi
     assert!(image.layers().is_empty());
     assert_eq!(image.config.config.cmd, Some(vec!["/nothing".to_owned()]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submit_to_a_port_nothing_listens_on_fails_naming_the_address() {
+    let ctx = context();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut c = Command::new(RBK);
+    c.args(["submit", "--token", TENANT_A, "--coordinator", &url]).arg(ctx.path()).env_remove("RBK_CONNECT_RETRY").env("RUST_BACKTRACE", "0");
+    let out = run(c, Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("cannot reach the coordinator: {url}")), "{stderr}");
+    assert!(stderr.contains("--connect-retry"), "the way to wait for a starting coordinator is named:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_add_of_a_url_names_its_cause_instead_of_exit_code_minus_one() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let ctx = context();
+    let url = format!("http://127.0.0.1:{}/missing.txt", free_port());
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM scratch\nCOPY busybox /bin/busybox\nADD {url} /missing.txt\n")).unwrap();
+    let out = submit(&farm, Some(TENANT_A), ctx.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("Error: ")).unwrap_or_else(|| panic!("no Error line:\n{stderr}"));
+    assert!(error.contains("Dockerfile:3)") && error.contains(&url), "{error}");
+    assert!(!stderr.contains("exit code -1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsupported_instruction_in_a_submit_does_not_blame_rbk_build() {
+    let farm = Farm::start().await;
+    let ctx = context();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY --parents busybox /bin/\n").unwrap();
+    let out = submit(&farm, Some(TENANT_A), ctx.path(), &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("COPY --parents is not supported by rbk yet"), "{stderr}");
+    assert!(!stderr.contains("rbk build"), "{stderr}");
+}
+
+#[test]
+fn submit_help_cites_no_source_file() {
+    let out = Command::new(RBK).args(["submit", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    assert!(help.contains("--coordinator"), "{help}");
+    for needle in ["rbk_client", "::", ".rs"] {
+        assert!(!help.contains(needle), "rbk submit --help cites {needle:?}:\n{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_prune_takes_the_mount_id_as_the_dockerfile_writes_it() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let ctx = context();
+    // `id=notes`: the planner files the head as `farm/notes`.
+    succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
+    farm.wait_cache_files("farm/notes").await;
+    let out = Command::new(RBK).args(["cache", "prune", "--id", "notes", "--coordinator", &farm.url, "--token", TENANT_A]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("dropped 1 heads"), "{}", text(&out.stdout));
+}

@@ -219,7 +219,7 @@ impl Cluster {
         std::fs::write(self.config_path(node.id), text).unwrap();
     }
 
-    fn config_path(&self, id: u64) -> PathBuf {
+    pub fn config_path(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}.toml"))
     }
 
@@ -257,7 +257,14 @@ impl Cluster {
     /// node survives one kill less. So a cluster that did not come up
     /// whole starts again on new ports.
     pub fn start_all(&mut self) {
+        self.start_all_after(|_| ());
+    }
+
+    /// [`Cluster::start_all`], calling `prepare` before each attempt to
+    /// start the nodes (a retry starts from new, empty data dirs).
+    pub fn start_all_after(&mut self, prepare: impl Fn(&Cluster)) {
         for attempt in 1.. {
+            prepare(self);
             for id in 1..=self.nodes.len() as u64 {
                 self.start(id);
             }
@@ -368,6 +375,19 @@ impl Cluster {
 
         pub fn id_of(&self, url: &str) -> u64 {
         self.nodes.iter().find(|n| n.api() == url).unwrap().id
+    }
+
+    /// `rbk coordinator snapshot ARGS` (a save's target is `via`'s raft
+    /// port): its stdout; panics naming its stderr if it fails.
+    pub fn snapshot(&self, args: &[&std::ffi::OsStr], via: Option<u64>) -> String {
+        let mut c = Command::new(RBK);
+        c.args(["coordinator", "snapshot"]).args(args);
+        if let Some(via) = via {
+            c.args(["--coordinator", &self.node(via).raft(), "--token", SECRET]);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "snapshot {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `rbk coordinator members ...` against `via`'s raft port.

@@ -10,6 +10,7 @@ mod gc;
 mod harness;
 mod membership;
 mod readopt;
+mod snapshot;
 #[path = "../common/ssh_agent.rs"]
 mod ssh_agent;
 mod watch;

@@ -4,13 +4,15 @@
 //! the submitting client's stream (through the metrics tap of `observe.rs`),
 //! to local `Watch` subscribers (a broadcast channel in the [`EventHub`])
 //! and, when the farm has Redis, to the build's pub/sub channel
-//! (`redis_fanout.rs`) where followers pick it up.
+//! (`redis_fanout.rs`) where followers pick it up. The hub also keeps the
+//! builds' log lines and step times (`build_history.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::build_history::BuildHistory;
 use crate::model::BuildEvent;
 use crate::redis_fanout::RedisFanout;
 
@@ -23,6 +25,8 @@ const LIVE_BACKLOG: usize = 4096;
 pub struct EventHub {
     live: Arc<Mutex<HashMap<String, broadcast::Sender<BuildEvent>>>>,
     fanout: Arc<OnceLock<Arc<RedisFanout>>>,
+    /// Logs and step times kept after the build (`rbk builds logs`).
+    history: BuildHistory,
 }
 
 impl EventHub {
@@ -35,6 +39,11 @@ impl EventHub {
     /// The farm's Redis fan-out, when configured.
     pub fn fanout(&self) -> Option<Arc<RedisFanout>> {
         self.fanout.get().cloned()
+    }
+
+    /// What this node keeps of its builds' logs and step times.
+    pub fn history(&self) -> &BuildHistory {
+        &self.history
     }
 
     /// The sink for a build's events and the submitter's receiver.
@@ -66,6 +75,7 @@ impl EventSink {
     /// queued. Fails only when the submitter stopped listening, which the
     /// scheduler ignores as before.
     pub(crate) fn send(&self, e: BuildEvent) -> Result<(), mpsc::error::SendError<BuildEvent>> {
+        self.hub.history.record(&self.build_id, &e);
         if let Some(f) = self.hub.fanout.get() {
             f.publish(&self.build_id, &crate::wire::event_to_wire(e.clone()));
         }

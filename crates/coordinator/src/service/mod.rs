@@ -8,6 +8,7 @@
 //! - [`content`]: blobs for callers without S3 credentials;
 //! - [`admin`]: operator calls (a store collection), behind the admin
 //!   token instead.
+//! - [`history`]: a build's steps and kept logs after the fact.
 //!
 //! Each service holds only the parts it uses; protobuf conversion is in
 //! `wire.rs`. The SSH agent relay is `ssh_relay.rs`.
@@ -22,6 +23,7 @@ use crate::scheduler::SchedulerError;
 pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod content;
+pub(crate) mod history;
 pub(crate) mod watch;
 pub(crate) mod worker;
 

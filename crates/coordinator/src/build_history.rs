@@ -1,0 +1,217 @@
+//! What a coordinator keeps of the builds it ran beyond the replicated
+//! state: their log lines and when each step started and ended, for
+//! `rbk builds logs|inspect` (`service/history.rs`).
+//!
+//! Log lines are too many and too big for the Raft log (and may carry what
+//! a step printed of its secrets), so they stay in the memory of the node
+//! whose scheduler ran the build, fed from the same event sink as the
+//! submitting client (`scheduler/events.rs`). Both dimensions are bounded:
+//! the newest [`HistoryLimits::builds`] builds, and per build at most
+//! [`HistoryLimits::log_bytes_per_build`] of lines, dropping the oldest
+//! lines first (a failure's cause is usually at the end). A leader change
+//! or a restart loses them; the steps' states, workers and results are in
+//! the replicated state and survive.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::model::BuildEvent;
+use crate::state::now_ms;
+
+/// How much history a coordinator keeps (config `[history]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryLimits {
+    /// Builds whose logs and step times are kept, newest first.
+    pub builds: usize,
+    /// Bytes of log lines kept per build; beyond it the oldest go.
+    pub log_bytes_per_build: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self { builds: 100, log_bytes_per_build: 1 << 20 }
+    }
+}
+
+/// One kept log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub step_id: String,
+    pub stream: String,
+    pub line: String,
+    pub at_ms: u64,
+}
+
+/// When a step started and ended, as this node saw it (0: not seen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepTimes {
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+/// One build's kept history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildLog {
+    pub lines: VecDeque<LogLine>,
+    /// Lines dropped from the front to stay within the byte bound.
+    pub dropped: u64,
+    pub steps: BTreeMap<String, StepTimes>,
+    bytes: usize,
+}
+
+impl BuildLog {
+    fn push(&mut self, line: LogLine, cap: usize) {
+        self.bytes += cost(&line);
+        self.lines.push_back(line);
+        while self.bytes > cap {
+            let Some(old) = self.lines.pop_front() else { break };
+            self.bytes -= cost(&old);
+            self.dropped += 1;
+        }
+    }
+}
+
+/// What a line counts against the bound: its text plus a little for the
+/// bookkeeping, so a flood of empty lines is bounded too.
+fn cost(l: &LogLine) -> usize {
+    l.line.len() + l.step_id.len() + 32
+}
+
+#[derive(Default)]
+struct Inner {
+    limits: HistoryLimits,
+    /// Build ids, oldest first: the eviction order.
+    order: VecDeque<String>,
+    builds: HashMap<String, BuildLog>,
+}
+
+/// The kept history of this node's builds; cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct BuildHistory {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl BuildHistory {
+    /// Sets the bounds (at start-up, from the config); builds beyond the
+    /// new bound go at the next build.
+    pub fn set_limits(&self, limits: HistoryLimits) {
+        self.lock().limits = limits;
+    }
+
+    pub fn limits(&self) -> HistoryLimits {
+        self.lock().limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records what `e`, an event of `build_id`, says about its history.
+    pub fn record(&self, build_id: &str, e: &BuildEvent) {
+        self.record_at(build_id, e, now_ms());
+    }
+
+    fn record_at(&self, build_id: &str, e: &BuildEvent, at_ms: u64) {
+        let mut inner = self.lock();
+        let limits = inner.limits;
+        if limits.builds == 0 {
+            return;
+        }
+        if !inner.builds.contains_key(build_id) {
+            inner.order.push_back(build_id.to_owned());
+            inner.builds.insert(build_id.to_owned(), BuildLog::default());
+            while inner.order.len() > limits.builds {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.builds.remove(&old);
+                }
+            }
+        }
+        let Some(b) = inner.builds.get_mut(build_id) else { return };
+        match e {
+            BuildEvent::Log { step_id, stream, line, .. } => {
+                b.push(LogLine { step_id: step_id.clone(), stream: stream.clone(), line: line.clone(), at_ms }, limits.log_bytes_per_build);
+            }
+            // A retry starts the step's clock again.
+            BuildEvent::Started { step_id, .. } => {
+                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, finished_ms: 0 });
+            }
+            BuildEvent::Cached { step_id, .. } => {
+                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, finished_ms: at_ms });
+            }
+            BuildEvent::Finished { step_id, .. } | BuildEvent::Failed { step_id, .. } => {
+                b.steps.entry(step_id.clone()).or_default().finished_ms = at_ms;
+            }
+            BuildEvent::Accepted { .. } | BuildEvent::BuildFinished { .. } => {}
+        }
+    }
+
+    /// A copy of what is kept of `build_id`, if anything.
+    pub fn get(&self, build_id: &str) -> Option<BuildLog> {
+        self.lock().builds.get(build_id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(step: &str, line: &str) -> BuildEvent {
+        BuildEvent::Log { step_id: step.into(), worker_id: "w".into(), stream: "stdout".into(), line: line.into() }
+    }
+
+    fn history(builds: usize, bytes: usize) -> BuildHistory {
+        let h = BuildHistory::default();
+        h.set_limits(HistoryLimits { builds, log_bytes_per_build: bytes });
+        h
+    }
+
+    #[test]
+    fn lines_are_kept_in_order_with_their_step() {
+        let h = history(10, 1 << 20);
+        h.record("b1", &log("a", "one"));
+        h.record("b1", &log("b", "two"));
+        let lines: Vec<_> = h.get("b1").unwrap().lines.into_iter().map(|l| (l.step_id, l.line)).collect();
+        assert_eq!(lines, [("a".to_string(), "one".to_string()), ("b".into(), "two".into())]);
+    }
+
+    #[test]
+    fn only_the_newest_builds_are_kept() {
+        let h = history(2, 1 << 20);
+        for b in ["b1", "b2", "b3"] {
+            h.record(b, &log("s", b));
+        }
+        assert!(h.get("b1").is_none());
+        assert!(h.get("b2").is_some() && h.get("b3").is_some());
+    }
+
+    #[test]
+    fn a_build_over_its_byte_bound_keeps_its_newest_lines_and_counts_the_dropped() {
+        let h = history(10, 3 * (10 + 1 + 32));
+        for i in 0..10 {
+            h.record("b1", &log("s", &format!("line-{i:05}")));
+        }
+        let kept = h.get("b1").unwrap();
+        let lines: Vec<_> = kept.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(lines, ["line-00007", "line-00008", "line-00009"]);
+        assert_eq!(kept.dropped, 7);
+    }
+
+    #[test]
+    fn step_times_follow_start_retry_and_end() {
+        let h = history(10, 1 << 20);
+        let started = |attempt| BuildEvent::Started { step_id: "s".into(), worker_id: "w".into(), attempt, name: String::new() };
+        h.record_at("b1", &started(1), 10);
+        h.record_at("b1", &started(2), 20);
+        let done = BuildEvent::Failed { step_id: "s".into(), worker_id: "w".into(), message: String::new(), exit_code: 1 };
+        h.record_at("b1", &done, 35);
+        assert_eq!(h.get("b1").unwrap().steps["s"], StepTimes { started_ms: 20, finished_ms: 35 });
+    }
+
+    #[test]
+    fn zero_builds_keeps_nothing() {
+        let h = history(0, 1 << 20);
+        h.record("b1", &log("s", "x"));
+        assert!(h.get("b1").is_none());
+    }
+}
