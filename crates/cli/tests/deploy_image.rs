@@ -155,7 +155,8 @@ fn the_deploy_dockerfile_builds_with_rbk_and_the_image_runs_rbk_under_runc() {
 
     // The produced image, run under the real runc by rbk's worker.
     let stderr = run_in_image(work, &layout, &["/usr/local/bin/rbk", "--version"]);
-    assert!(stderr.lines().any(|l| l.ends_with(&format!("out {version}"))), "no {version:?} from the image:\n{stderr}");
+    // `rbk 0.1.0 (commit abc123)`: the version, then the commit it was built from.
+    assert!(stderr.lines().any(|l| l.contains(&format!(" out {version} (commit "))), "no {version:?} from the image:\n{stderr}");
 }
 
 #[test]

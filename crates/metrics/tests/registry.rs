@@ -69,14 +69,16 @@ fn worker_and_cache_mount_bytes_accumulate() {
 }
 
 #[test]
-fn every_metric_is_named_rbk_and_documented() {
+fn every_metric_is_named_rbk_or_process_and_documented() {
     let t = Metrics::new().encode_prometheus();
     let helps: Vec<_> = t.lines().filter(|l| l.starts_with("# HELP ")).collect();
     // Families without series yet (store, build duration) print no HELP.
     assert!(helps.len() >= 20, "{t}");
     for h in helps {
         let name = h.split_whitespace().nth(2).unwrap();
-        assert!(name.starts_with("rbk_"), "{h}");
+        // process_*: the Prometheus client libraries' standard process
+        // series, under their standard names so dashboards find them.
+        assert!(name.starts_with("rbk_") || name.starts_with("process_"), "{h}");
         let doc = include_str!("../../../docs/metrics.md");
         let base = name.trim_end_matches("_total");
         assert!(doc.contains(&format!("`{base}")), "{name} is missing from docs/metrics.md");
