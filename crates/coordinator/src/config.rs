@@ -3,6 +3,8 @@
 //! ```toml
 //! listen = "127.0.0.1:7070"
 //! token_file = "tokens.toml"      # relative paths are relative to this file
+//! token_reload_ms = 5000          # re-read the token file this often (and on
+//!                                 # SIGHUP); 0: only on SIGHUP and restart
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus `GET /metrics` (docs/metrics.md)
 //! [store]
 //! dir = "/var/lib/rbk/store"      # filesystem store; or any rbk_store::StoreConfig:
@@ -34,6 +36,10 @@ use crate::scheduler::SchedulerConfig;
 pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
+    /// How often the token file is re-read (it is also re-read on SIGHUP);
+    /// 0: only on SIGHUP and at start. See [`crate::token_reload`].
+    #[serde(default = "default_token_reload_ms")]
+    pub token_reload_ms: u64,
     pub store: StoreSection,
     #[serde(default)]
     pub scheduler: SchedulerSection,
@@ -53,6 +59,10 @@ pub struct CoordinatorConfig {
     /// existence-cache Redis, if it has one.
     #[serde(default)]
     pub redis: Option<crate::redis_fanout::RedisSection>,
+}
+
+fn default_token_reload_ms() -> u64 {
+    5000
 }
 
 /// `[tls]`: the coordinator's certificate and key (PEM files, for example
@@ -186,6 +196,11 @@ impl CoordinatorConfig {
             r.resolve(base).map_err(invalid)?;
         }
         Ok(c)
+    }
+
+    /// The periodic re-read of the token file; `None`: only on SIGHUP.
+    pub fn token_reload(&self) -> Option<Duration> {
+        (self.token_reload_ms > 0).then(|| Duration::from_millis(self.token_reload_ms))
     }
 
     pub fn scheduler_config(&self) -> SchedulerConfig {

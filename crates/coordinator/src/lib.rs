@@ -8,6 +8,8 @@
 //!   affinity, retries, cancel);
 //! - [`cache_heads`]: the commit protocol and leases for cache mounts;
 //! - [`auth`]: token → tenant namespace, checked on every call;
+//!   [`token_reload`]: the token file re-read (SIGHUP, periodically), so a
+//!   removed token is revoked;
 //! - [`server`]: a running [`Coordinator`] and its gRPC server; the
 //!   services themselves are in `service/` (one file each), protobuf
 //!   conversion in `wire.rs`.
@@ -29,6 +31,7 @@ mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;
 pub mod state;
+pub mod token_reload;
 pub mod watch_route;
 mod wire;
 

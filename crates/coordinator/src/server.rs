@@ -42,12 +42,21 @@ impl Coordinator {
         tokens: &TokenFile,
         config: SchedulerConfig,
     ) -> Result<Self, AuthError> {
+        let coordinator = Self::new(state, store, merger, config);
+        coordinator.auth.install(tokens).await?;
+        Ok(coordinator)
+    }
+
+    /// Starts the scheduler without touching the token table: for a
+    /// replicated coordinator, whose leader installs the token file (see
+    /// `rbk_raft::leadership`); installing an empty file would revoke
+    /// every token.
+    pub fn new(state: Arc<dyn CoordinatorState>, store: Arc<dyn Store>, merger: Arc<dyn Merger>, config: SchedulerConfig) -> Self {
         let auth = Auth::new(state.clone());
-        auth.install(tokens).await?;
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Ok(Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default() })
+        Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default() }
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -84,13 +93,15 @@ impl Coordinator {
         // that may talk to the cluster at all. A token the follower does
         // not know may be one its replicated state has not caught up with
         // (just after an election), so it answers "unavailable, retry"
-        // without the leader's address rather than a final refusal.
+        // without the leader's address rather than a final refusal. A
+        // revoked token is refused as such by every node that knows it.
         let gated = move |req: Request<()>| {
             let follower = gate.as_ref().and_then(|g| g.check().err());
             match (auth(req), follower) {
                 (Ok(req), None) => Ok(req),
                 (Ok(_), Some(redirect)) => Err(redirect),
                 (Err(refused), None) => Err(refused),
+                (Err(refused), Some(_)) if crate::auth::is_final_refusal(&refused) => Err(refused),
                 (Err(refused), Some(_)) => Err(Status::unavailable(format!("this coordinator is not the leader ({})", refused.message()))),
             }
         };

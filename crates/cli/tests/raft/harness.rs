@@ -349,6 +349,18 @@ impl Cluster {
         self.nodes.iter().find(|n| n.api() == url).unwrap().id
     }
 
+    /// The token file every node reads.
+    pub fn tokens_path(&self) -> PathBuf {
+        self.dir.path().join("tokens.toml")
+    }
+
+    /// Sends `signal` (a `kill -s` name: HUP, STOP, ...) to node `id`.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.node(id).child.as_ref().expect("a running node").id();
+        let status = Command::new("kill").args(["-s", signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -s {signal} {pid}");
+    }
+
     /// `rbk coordinator members ...` against `via`'s raft port.
     pub fn members(&self, args: &[&str], via: u64) -> String {
         let out = Command::new(RBK)

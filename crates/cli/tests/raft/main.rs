@@ -9,4 +9,5 @@ mod membership;
 mod readopt;
 #[path = "../common/ssh_agent.rs"]
 mod ssh_agent;
+mod tokens;
 mod watch;
