@@ -20,6 +20,11 @@ pub struct CoordinatorArgs {
     /// The coordinator's TOML config (listen address, token file, store).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve plain HTTP/2 (no `[tls]`) on a non-loopback `listen` address:
+    /// tokens then cross the network in the clear. For TLS that ends at a
+    /// proxy or ingress in front of the coordinator, or a trusted network.
+    #[arg(long)]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Option<crate::coordinator_members_cmd::CoordinatorCommand>,
 }
@@ -29,8 +34,10 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         return crate::coordinator_members_cmd::run(cmd).await;
     }
     let config_path = args.config.context("--config FILE is required to run a coordinator")?;
+    let args_insecure_plaintext = args.insecure_plaintext;
     let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
+    plaintext_check(&config, &args.config, args_insecure_plaintext)?;
     let tokens = TokenFile::load(&config.token_file)?;
     let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let mut store_config = config.store.config.clone();
@@ -74,5 +81,27 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         }
     };
     coordinator.serve_tls(listener, tls, shutdown).await.context("serving")?;
+    Ok(())
+}
+
+/// Bearer tokens in plain HTTP/2 are readable by anyone on the path: the
+/// API serves plaintext on a non-loopback address only when told
+/// `--insecure-plaintext`, and then says so at start.
+fn plaintext_check(config: &CoordinatorConfig, path: &std::path::Path, insecure_plaintext: bool) -> anyhow::Result<()> {
+    if config.tls.is_some() || config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !insecure_plaintext {
+        anyhow::bail!(
+            "refusing to serve plaintext gRPC on {} (not a loopback address; tokens would cross the network in the clear): \
+             give [tls] cert and key in {}, or pass --insecure-plaintext if TLS ends at a proxy in front of this coordinator",
+            config.listen,
+            path.display()
+        );
+    }
+    tracing::warn!(
+        listen = %config.listen,
+        "--insecure-plaintext: serving plain HTTP/2 on a non-loopback address; tokens cross the network in the clear unless a proxy terminates TLS"
+    );
     Ok(())
 }

@@ -96,3 +96,32 @@ fn cache_prune_reports_what_it_dropped_and_refuses_a_bad_age() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a number followed by s, m, h or d"));
 }
+
+#[test]
+fn plaintext_on_a_non_loopback_address_needs_insecure_plaintext() {
+    let dir = scratch("plaintext");
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n")).unwrap();
+    let cfg = dir.join("coordinator.toml");
+    std::fs::write(&cfg, "listen = \"0.0.0.0:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n").unwrap();
+    let out = Command::new(RBK).args(["coordinator", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success(), "a plaintext coordinator started on 0.0.0.0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve plaintext gRPC on 0.0.0.0:0") && err.contains("--insecure-plaintext"), "{err}");
+
+    let mut child = Command::new(RBK)
+        .args(["coordinator", "--insecure-plaintext", "--config"])
+        .arg(&cfg)
+        .env("RBK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(line.starts_with("rbk coordinator listening on 0.0.0.0:"), "{line:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-plaintext: serving plain HTTP/2 on a non-loopback address"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

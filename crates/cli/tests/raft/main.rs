@@ -10,4 +10,5 @@ mod readopt;
 #[path = "../common/ssh_agent.rs"]
 mod ssh_agent;
 mod tokens;
+mod transport;
 mod watch;
