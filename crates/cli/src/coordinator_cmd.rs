@@ -54,7 +54,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?;
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
-        let fanout = redis.start().map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;
+        let fanout = redis.start(event_keys(&config)?).map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;
         coordinator.scheduler.events().set_fanout(fanout);
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -104,4 +104,15 @@ fn plaintext_check(config: &CoordinatorConfig, path: &std::path::Path, insecure_
         "--insecure-plaintext: serving plain HTTP/2 on a non-loopback address; tokens cross the network in the clear unless a proxy terminates TLS"
     );
     Ok(())
+}
+
+/// The keys that name and seal build-event channels on Redis: derived from
+/// the Raft cluster secret (every node of the farm derives the same), or
+/// random for a single unreplicated coordinator (no one else subscribes).
+fn event_keys(config: &CoordinatorConfig) -> anyhow::Result<rbk_coordinator::event_seal::EventKeys> {
+    let Some(path) = config.raft.as_ref().and_then(|r| r.secret_file.as_ref()) else {
+        return Ok(rbk_coordinator::event_seal::EventKeys::random());
+    };
+    let secret = std::fs::read_to_string(path).with_context(|| format!("raft.secret_file {}", path.display()))?;
+    Ok(rbk_coordinator::event_seal::EventKeys::derive(secret.trim().as_bytes()))
 }

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod build_events;
 pub mod cache_heads;
 pub mod config;
+pub mod event_seal;
 pub mod model;
 pub mod raft_config;
 pub mod redis_fanout;
