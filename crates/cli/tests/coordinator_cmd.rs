@@ -103,8 +103,13 @@ fn plaintext_on_a_non_loopback_address_needs_insecure_plaintext() {
     std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n")).unwrap();
     let cfg = dir.join("coordinator.toml");
     std::fs::write(&cfg, "listen = \"0.0.0.0:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n").unwrap();
-    let out = Command::new(RBK).args(["coordinator", "--config"]).arg(&cfg).output().unwrap();
-    assert!(!out.status.success(), "a plaintext coordinator started on 0.0.0.0");
+    let mut refused = Command::new(RBK).args(["coordinator", "--config"]).arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    // A coordinator that starts prints its address; one that refuses exits.
+    BufReader::new(refused.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = refused.kill();
+    let out = refused.wait_with_output().unwrap();
+    assert!(line.is_empty() && !out.status.success(), "a plaintext coordinator started on 0.0.0.0: {line:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to serve plaintext gRPC on 0.0.0.0:0") && err.contains("--insecure-plaintext"), "{err}");
 
