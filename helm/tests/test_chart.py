@@ -255,7 +255,7 @@ def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
 def test_each_pod_reads_the_config_of_its_own_ordinal():
     sts = one(render(HA_VALUES), "StatefulSet", "-coordinator")
     container = sts["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["coordinator", "--insecure-plaintext", "--config", "/etc/rbk/config/coordinator-$(RBK_NODE_INDEX).toml"]
+    assert container["args"] == ["coordinator", "--config", "/etc/rbk/config/coordinator-$(RBK_NODE_INDEX).toml"], "ci/ha-values.yaml has TLS: no --insecure-plaintext"
     env = {e["name"]: e for e in container["env"]}
     assert env["RBK_NODE_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
 
