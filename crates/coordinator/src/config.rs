@@ -143,6 +143,8 @@ pub struct SchedulerSection {
     pub readopt_grace_ms: u64,
     /// See [`SchedulerConfig::server_action_keys`].
     pub server_action_keys: bool,
+    /// See [`SchedulerConfig::unschedulable_timeout`].
+    pub unschedulable_timeout_ms: u64,
 }
 
 impl Default for SchedulerSection {
@@ -155,6 +157,7 @@ impl Default for SchedulerSection {
             lease_ttl_ms: d.lease_ttl.as_millis() as u64,
             readopt_grace_ms: d.readopt_grace.as_millis() as u64,
             server_action_keys: d.server_action_keys,
+            unschedulable_timeout_ms: d.unschedulable_timeout.as_millis() as u64,
         }
     }
 }
@@ -212,6 +215,7 @@ impl CoordinatorConfig {
             lease_ttl: Duration::from_millis(s.lease_ttl_ms),
             readopt_grace: Duration::from_millis(s.readopt_grace_ms),
             server_action_keys: s.server_action_keys,
+            unschedulable_timeout: Duration::from_millis(s.unschedulable_timeout_ms),
             ..SchedulerConfig::default()
         }
     }

@@ -61,6 +61,10 @@ pub struct SchedulerConfig {
     /// unchanged context (today the staged context's snapshot records the
     /// staging copy's mtimes, so every step reading the context would miss).
     pub server_action_keys: bool,
+    /// How long a step may wait with no connected worker able to ever run
+    /// it (none serves its tenant, has its platform and its labels) before
+    /// it fails naming what is missing (see `unschedulable.rs`).
+    pub unschedulable_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +77,7 @@ impl Default for SchedulerConfig {
             secret_wait: Duration::from_secs(30),
             readopt_grace: Duration::from_secs(10),
             server_action_keys: false,
+            unschedulable_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -339,6 +344,8 @@ struct Exec {
     waiters: Vec<(String, String)>,
     attempt: u32,
     running: Option<Running>,
+    /// Since when no connected worker could run it (see `unschedulable.rs`).
+    unschedulable_since: Option<Instant>,
 }
 
 struct Running {
@@ -583,6 +590,7 @@ impl Core {
                 waiters: vec![(build_id.into(), step_id.into())],
                 attempt: 0,
                 running: None,
+                unschedulable_since: None,
             },
         );
         if self.readopt_recorded(&key, build_id, step_id) {
@@ -944,7 +952,7 @@ impl Core {
             return done;
         }
         let Some(exec) = self.execs.get(key) else { return true };
-        let Some(worker_id) = self.pick_worker(exec) else { return false };
+        let Some(worker_id) = self.pick_worker(exec) else { return self.expire_if_unschedulable(key).await };
         let assignment_id = self.fresh_id("a");
         let exec = self.execs.get(key).expect("checked above");
         let ttl = self.config.lease_ttl.as_millis() as u64;
@@ -1046,6 +1054,7 @@ pub mod events;
 mod failover;
 
 mod secrets;
+mod unschedulable;
 
 #[cfg(test)]
 mod tests;

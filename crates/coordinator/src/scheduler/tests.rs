@@ -605,3 +605,67 @@ async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under
     let events = finish(&mut ev).await;
     assert!(!events.iter().any(|e| matches!(e, BuildEvent::Cached { .. })), "{events:?}");
 }
+
+// Steps no worker can run (unschedulable.rs).
+
+fn expiring() -> SchedulerConfig {
+    SchedulerConfig { unschedulable_timeout: Duration::from_millis(200), ..Default::default() }
+}
+
+fn failure(events: &[BuildEvent]) -> String {
+    let Some(BuildEvent::BuildFinished { state: BuildState::Failed, .. }) = events.last() else { panic!("{events:?}") };
+    events
+        .iter()
+        .find_map(|e| match e {
+            BuildEvent::Failed { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no step failed: {events:?}"))
+}
+
+#[tokio::test]
+async fn a_step_needing_a_label_no_worker_has_fails_naming_the_label() {
+    let h = harness_with(expiring());
+    let info = WorkerInfo { id: "w1".into(), platform: "linux/amd64".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() };
+    let _w = h.worker_with(info).await;
+    let mut gpu = node("a", "k-a", &[]);
+    gpu.labels.insert("gpu".into(), "yes".into());
+    let (_, mut rx) = h.submit(vec![gpu]).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("cannot be scheduled") && message.contains("label gpu=yes"), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_for_a_platform_no_worker_has_fails_naming_the_platform() {
+    let h = harness_with(expiring());
+    let _w = h.worker("w1", 1).await;
+    let mut arm = node("a", "k-a", &[]);
+    arm.platform = "linux/arm64".into();
+    let (_, mut rx) = h.submit(vec![arm]).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("has platform linux/arm64"), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_of_a_tenant_no_pool_serves_fails_naming_the_tenant() {
+    let h = harness_with(expiring());
+    let (_, mut rx) = h.submit_ns("nobody-serves-me", vec![node("a", "k-a", &[])], false).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("no connected worker serves tenant \"nobody-serves-me\""), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_waiting_only_for_a_busy_worker_does_not_expire() {
+    let h = harness_with(expiring());
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut first) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let (_, mut second) = h.submit(vec![node("b", "k-b", &[])]).await;
+    let a = w.assignment().await;
+    // Longer than the timeout passes while `b` waits for the one slot.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut first).await), BuildState::Succeeded);
+    let b = w.assignment().await;
+    h.succeed(&w, &b);
+    assert_eq!(final_state(&finish(&mut second).await), BuildState::Succeeded);
+}
