@@ -80,7 +80,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    coordinator.serve_tls(listener, tls, shutdown).await.context("serving")?;
+    coordinator.with_limits(config.server.clone()).serve_tls(listener, tls, shutdown).await.context("serving")?;
     Ok(())
 }
 

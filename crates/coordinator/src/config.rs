@@ -59,6 +59,9 @@ pub struct CoordinatorConfig {
     /// existence-cache Redis, if it has one.
     #[serde(default)]
     pub redis: Option<crate::redis_fanout::RedisSection>,
+    /// The gRPC server's connection limits; see [`crate::server_limits`].
+    #[serde(default)]
+    pub server: crate::server_limits::ServerLimits,
 }
 
 fn default_token_reload_ms() -> u64 {
@@ -188,6 +191,7 @@ impl CoordinatorConfig {
         if s.max_attempts == 0 {
             return Err(invalid("scheduler.max_attempts must be at least 1".into()));
         }
+        c.server.validate().map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
         c.store.resolve(base);

@@ -28,6 +28,7 @@ pub mod redis_fanout;
 mod observe;
 pub mod scheduler;
 pub mod server;
+pub mod server_limits;
 mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;

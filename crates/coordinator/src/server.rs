@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rbk_proto::build::build_server::BuildServer;
 use rbk_proto::content::content_server::ContentServer;
 use rbk_proto::worker::worker_server::WorkerServer;
@@ -31,6 +30,8 @@ pub struct Coordinator {
     gate: Option<Arc<dyn rbk_proto::leader::LeaderGate>>,
     /// Clients serving SSH agents to their builds' steps.
     pub ssh: crate::ssh_relay::AgentRelay,
+    /// Streams per connection, keepalives, handshake timeout.
+    limits: crate::server_limits::ServerLimits,
 }
 
 impl Coordinator {
@@ -56,7 +57,7 @@ impl Coordinator {
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default() }
+        Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default(), limits: Default::default() }
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -64,6 +65,12 @@ impl Coordinator {
     /// answer with [`rbk_proto::leader::redirect`].
     pub fn with_gate(mut self, gate: Arc<dyn rbk_proto::leader::LeaderGate>) -> Self {
         self.gate = Some(gate);
+        self
+    }
+
+    /// The gRPC server's connection limits (config `[server]`).
+    pub fn with_limits(mut self, limits: crate::server_limits::ServerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -105,7 +112,7 @@ impl Coordinator {
                 (Err(refused), Some(_)) => Err(Status::unavailable(format!("this coordinator is not the leader ({})", refused.message()))),
             }
         };
-        let mut server = tonic::transport::Server::builder();
+        let mut server = self.limits.apply(tonic::transport::Server::builder());
         if let Some(tls) = tls {
             server = server.tls_config(tls)?;
         }
@@ -128,14 +135,7 @@ impl Coordinator {
             // small reply waits for the peer's delayed ACK (~40 ms), which
             // request/response traffic (the relayed SSH agent protocol)
             // pays on every exchange.
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                }),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(self.limits.incoming(listener), shutdown)
             .await
     }
 }
