@@ -43,5 +43,7 @@ pub use config::CoordinatorConfig;
 pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use server::Coordinator;
+/// Events kept for a submitting client that is not reading (`service/submit_stream.rs`).
+pub use service::submit_stream::SUBMIT_BACKLOG;
 pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};

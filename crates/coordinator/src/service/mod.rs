@@ -19,6 +19,7 @@ use crate::scheduler::SchedulerError;
 
 pub(crate) mod build;
 pub(crate) mod content;
+pub(crate) mod submit_stream;
 pub(crate) mod watch;
 pub(crate) mod worker;
 
