@@ -197,6 +197,9 @@ impl Scheduler {
         req: BuildRequest,
         secrets: Secrets,
     ) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+        // Here, on the caller's task: the scheduler's single loop serves
+        // every tenant and must not spend a large graph's time on it.
+        validate_graph(&req.steps)?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Submit { req, secrets, reply }).map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)?
@@ -275,17 +278,24 @@ pub fn validate_graph(steps: &[StepNode]) -> Result<(), SchedulerError> {
             }
         }
     }
-    // Kahn's algorithm: anything left over sits on a cycle.
+    // Kahn's algorithm, linear in steps + edges (a tenant's graph must not
+    // cost quadratic time): anything left over sits on a cycle.
     let mut indegree: HashMap<&str, usize> = steps.iter().map(|s| (s.id.as_str(), s.deps.len())).collect();
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in steps {
+        for d in &s.deps {
+            dependents.entry(d.as_str()).or_default().push(s.id.as_str());
+        }
+    }
     let mut ready: Vec<&str> = indegree.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
     let mut seen = 0;
     while let Some(id) = ready.pop() {
         seen += 1;
-        for s in steps.iter().filter(|s| s.deps.iter().any(|d| d == id)) {
-            let n = indegree.get_mut(s.id.as_str()).expect("every step has an indegree");
-            *n -= s.deps.iter().filter(|d| *d == id).count();
+        for dependent in dependents.get(id).map(Vec::as_slice).unwrap_or_default() {
+            let n = indegree.get_mut(dependent).expect("every step has an indegree");
+            *n -= 1;
             if *n == 0 {
-                ready.push(&s.id);
+                ready.push(dependent);
             }
         }
     }
@@ -486,8 +496,8 @@ impl Core {
         }
     }
 
+    /// `req.steps` were validated by [`Scheduler::submit_with_secrets`].
     async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
-        validate_graph(&req.steps)?;
         // The action cache keyed by what runs, not by what the client says
         // (see `action_key.rs`).
         if self.config.server_action_keys {

@@ -465,6 +465,24 @@ fn graphs_with_cycles_unknown_deps_or_duplicate_ids_are_refused() {
     assert_eq!(nokey.to_string(), "invalid build graph: step a: empty cache key");
 }
 
+#[test]
+fn validating_a_long_chain_is_linear_not_quadratic() {
+    // 200,000 steps: quadratic validation would take hours; linear, well
+    // under a second. The bound below only keeps a regression from hanging.
+    let n = 200_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let steps: Vec<StepNode> = (0..n)
+        .map(|i| {
+            let deps: Vec<&str> = if i == 0 { vec![] } else { vec![ids[i - 1].as_str()] };
+            node(&ids[i], &format!("k{i}"), &deps)
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(validate_graph(&steps)).unwrap());
+    let validated = rx.recv_timeout(Duration::from_secs(60)).expect("validating a 200,000-step chain took more than 60 s");
+    assert!(validated.is_ok(), "{validated:?}");
+}
+
 #[tokio::test]
 async fn secrets_travel_in_assignments_but_never_into_state() {
     let h = harness();
