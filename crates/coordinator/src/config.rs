@@ -148,6 +148,10 @@ pub struct SchedulerSection {
     pub server_action_keys: bool,
     /// See [`SchedulerConfig::unschedulable_timeout`].
     pub unschedulable_timeout_ms: u64,
+    /// See [`SchedulerConfig::max_builds_per_tenant`].
+    pub max_builds_per_tenant: usize,
+    /// See [`SchedulerConfig::max_steps_per_tenant`].
+    pub max_steps_per_tenant: usize,
 }
 
 impl Default for SchedulerSection {
@@ -161,6 +165,8 @@ impl Default for SchedulerSection {
             readopt_grace_ms: d.readopt_grace.as_millis() as u64,
             server_action_keys: d.server_action_keys,
             unschedulable_timeout_ms: d.unschedulable_timeout.as_millis() as u64,
+            max_builds_per_tenant: d.max_builds_per_tenant,
+            max_steps_per_tenant: d.max_steps_per_tenant,
         }
     }
 }
@@ -220,6 +226,8 @@ impl CoordinatorConfig {
             readopt_grace: Duration::from_millis(s.readopt_grace_ms),
             server_action_keys: s.server_action_keys,
             unschedulable_timeout: Duration::from_millis(s.unschedulable_timeout_ms),
+            max_builds_per_tenant: s.max_builds_per_tenant,
+            max_steps_per_tenant: s.max_steps_per_tenant,
             ..SchedulerConfig::default()
         }
     }

@@ -65,6 +65,12 @@ pub struct SchedulerConfig {
     /// it (none serves its tenant, has its platform and its labels) before
     /// it fails naming what is missing (see `unschedulable.rs`).
     pub unschedulable_timeout: Duration,
+    /// Builds one tenant may have running at once (0: no limit; see
+    /// `quota.rs`).
+    pub max_builds_per_tenant: usize,
+    /// Unfinished steps one tenant's running builds may hold, the new
+    /// build's included (0: no limit).
+    pub max_steps_per_tenant: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -78,6 +84,8 @@ impl Default for SchedulerConfig {
             readopt_grace: Duration::from_secs(10),
             server_action_keys: false,
             unschedulable_timeout: Duration::from_secs(600),
+            max_builds_per_tenant: 100,
+            max_steps_per_tenant: 20_000,
         }
     }
 }
@@ -95,6 +103,9 @@ pub enum SchedulerError {
     /// Another session holds this worker id under a different token.
     #[error("worker id {0:?} is in use by a live session with another token")]
     WorkerIdInUse(String),
+    /// A per-tenant limit (see `quota.rs`).
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// A step's result after its cache commits: the result, the heads the worker
@@ -498,6 +509,7 @@ impl Core {
 
     /// `req.steps` were validated by [`Scheduler::submit_with_secrets`].
     async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+        self.check_quota(&req)?;
         // The action cache keyed by what runs, not by what the client says
         // (see `action_key.rs`).
         if self.config.server_action_keys {
@@ -1064,6 +1076,7 @@ pub mod events;
 mod failover;
 
 mod secrets;
+mod quota;
 mod unschedulable;
 
 #[cfg(test)]

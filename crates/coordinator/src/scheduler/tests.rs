@@ -624,6 +624,35 @@ async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under
     assert!(!events.iter().any(|e| matches!(e, BuildEvent::Cached { .. })), "{events:?}");
 }
 
+// Per-tenant limits (quota.rs).
+
+#[tokio::test]
+async fn a_tenant_at_its_build_limit_is_refused_while_another_tenant_is_not() {
+    let h = harness_with(SchedulerConfig { max_builds_per_tenant: 2, ..Default::default() });
+    let (_, _a1) = h.submit_ns("team", vec![node("a", "k-a", &[])], false).await;
+    let (_, _a2) = h.submit_ns("team", vec![node("b", "k-b", &[])], false).await;
+    let refused = h.sched.submit(BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[])], no_cache: false }).await.unwrap_err();
+    assert!(matches!(refused, SchedulerError::Quota(_)), "{refused}");
+    assert!(refused.to_string().contains("max_builds_per_tenant = 2"), "{refused}");
+    let (_, _other) = h.submit_ns("team-b", vec![node("d", "k-d", &[])], false).await;
+}
+
+#[tokio::test]
+async fn a_build_that_would_take_a_tenant_past_its_step_limit_is_refused_and_fits_once_one_finishes() {
+    let h = harness_with(SchedulerConfig { max_steps_per_tenant: 3, ..Default::default() });
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut first) = h.submit(vec![node("a", "k-a", &[]), node("b", "k-b", &["a"])]).await;
+    let two_more = || BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[]), node("d", "k-d", &["c"])], no_cache: false };
+    let refused = h.sched.submit(two_more()).await.unwrap_err();
+    assert!(refused.to_string().contains("max_steps_per_tenant = 3"), "{refused}");
+    for _ in 0..2 {
+        let a = w.assignment().await;
+        h.succeed(&w, &a);
+    }
+    assert_eq!(final_state(&finish(&mut first).await), BuildState::Succeeded);
+    h.sched.submit(two_more()).await.expect("room again once the first build finished");
+}
+
 // Steps no worker can run (unschedulable.rs).
 
 fn expiring() -> SchedulerConfig {

@@ -32,6 +32,7 @@ pub(crate) fn scheduler_status(e: SchedulerError) -> Status {
         SchedulerError::InvalidGraph(_) => Status::invalid_argument(e.to_string()),
         SchedulerError::UnknownBuild(_) => Status::not_found(e.to_string()),
         SchedulerError::WorkerIdInUse(_) => Status::already_exists(e.to_string()),
+        SchedulerError::Quota(_) => Status::resource_exhausted(e.to_string()),
         SchedulerError::State { .. } | SchedulerError::Stopped => Status::unavailable(e.to_string()),
     }
 }
