@@ -254,4 +254,67 @@ mod tests {
         let first = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.expect("an event within 30 s").expect("the stream is open");
         assert_eq!(first, log_event("genuine"));
     }
+
+    /// A redis-server of this test's own that speaks only TLS and wants a
+    /// password; stopped on drop.
+    struct TlsRedis {
+        child: std::process::Child,
+        port: u16,
+        cert: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TlsRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn tls_redis(password: &str) -> TlsRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(&crt)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&crt)
+            .args(["--requirepass", password, "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = TlsRedis { child, port, cert: crt, _dir: dir };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    #[tokio::test]
+    async fn events_travel_over_a_rediss_url_with_a_password_and_a_wrong_password_is_refused() {
+        let redis = tls_redis("redis-test-password-01");
+        // The system roots, plus this server's certificate (each nextest
+        // test runs in a process of its own).
+        unsafe { std::env::set_var("SSL_CERT_FILE", &redis.cert) };
+        let url = format!("rediss://:redis-test-password-01@127.0.0.1:{}/0", redis.port);
+        let (leader, follower) = publisher_and_watcher(&url, b"farm-secret-for-the-tls-test-01").await;
+        let mut watch = follower.subscribe("b-tls").await.unwrap();
+        leader.publish("b-tls", &log_event("over tls"));
+        let first = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.expect("an event within 30 s").expect("the stream is open");
+        assert_eq!(first, log_event("over tls"));
+        let wrong = RedisFanout::start(&format!("rediss://:wrong@127.0.0.1:{}/0", redis.port), "rbk-test:", Duration::from_secs(5), EventKeys::random()).unwrap();
+        let refused = wrong.subscribe("b-tls").await.err().expect("subscribed with a wrong password");
+        assert!(refused.contains("subscribing to") && !refused.contains(":wrong@"), "the password is not shown: {refused}");
+    }
 }
