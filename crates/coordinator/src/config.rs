@@ -152,6 +152,8 @@ pub struct SchedulerSection {
     pub max_builds_per_tenant: usize,
     /// See [`SchedulerConfig::max_steps_per_tenant`].
     pub max_steps_per_tenant: usize,
+    /// See [`SchedulerConfig::max_step_log_bytes`].
+    pub max_step_log_bytes: u64,
 }
 
 impl Default for SchedulerSection {
@@ -167,6 +169,7 @@ impl Default for SchedulerSection {
             unschedulable_timeout_ms: d.unschedulable_timeout.as_millis() as u64,
             max_builds_per_tenant: d.max_builds_per_tenant,
             max_steps_per_tenant: d.max_steps_per_tenant,
+            max_step_log_bytes: d.max_step_log_bytes,
         }
     }
 }
@@ -228,6 +231,7 @@ impl CoordinatorConfig {
             unschedulable_timeout: Duration::from_millis(s.unschedulable_timeout_ms),
             max_builds_per_tenant: s.max_builds_per_tenant,
             max_steps_per_tenant: s.max_steps_per_tenant,
+            max_step_log_bytes: s.max_step_log_bytes,
             ..SchedulerConfig::default()
         }
     }

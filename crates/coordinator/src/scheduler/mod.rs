@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     /// Unfinished steps one tenant's running builds may hold, the new
     /// build's included (0: no limit).
     pub max_steps_per_tenant: usize,
+    /// Log bytes the coordinator passes on per running step; past it, one
+    /// marker line and nothing more (see `log_clip.rs`).
+    pub max_step_log_bytes: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +89,7 @@ impl Default for SchedulerConfig {
             unschedulable_timeout: Duration::from_secs(600),
             max_builds_per_tenant: 100,
             max_steps_per_tenant: 20_000,
+            max_step_log_bytes: 8 << 20,
         }
     }
 }
@@ -379,6 +383,8 @@ struct Running {
     granted: Option<Vec<(String, u32)>>,
     started: Instant,
     committing: bool,
+    /// Log bytes of this attempt passed on so far (see `log_clip.rs`).
+    logged: u64,
 }
 
 struct Core {
@@ -734,7 +740,11 @@ impl Core {
                 let _ = w.tx.send(ToWorker::DrainAck);
             }
             FromWorker::Log { assignment_id, stream, line } => {
-                let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get(k)) else { return };
+                let limit = self.config.max_step_log_bytes;
+                let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get_mut(k)) else { return };
+                // Only the worker running the step speaks for it.
+                let Some(running) = exec.running.as_mut().filter(|r| r.worker_id == worker_id) else { return };
+                let Some(line) = log_clip::admit(&mut running.logged, limit, line) else { return };
                 for (bid, sid) in &exec.waiters {
                     if let Some(b) = self.builds.get(bid) {
                         let _ = b.events.send(BuildEvent::Log {
@@ -1027,6 +1037,7 @@ impl Core {
             granted,
             started: Instant::now(),
             committing: false,
+            logged: 0,
         });
         let attempt = exec.attempt;
         let waiters = exec.waiters.clone();
@@ -1076,6 +1087,7 @@ pub mod events;
 mod failover;
 
 mod secrets;
+mod log_clip;
 mod quota;
 mod unschedulable;
 

@@ -653,6 +653,54 @@ async fn a_build_that_would_take_a_tenant_past_its_step_limit_is_refused_and_fit
     h.sched.submit(two_more()).await.expect("room again once the first build finished");
 }
 
+// Step logs on the coordinator (log_clip.rs).
+
+fn log(h: &Harness, w: &TestWorker, a: &Assignment, line: &str) {
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Log { assignment_id: a.assignment_id.clone(), stream: "stdout".into(), line: line.into() });
+}
+
+fn log_lines(events: &[BuildEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Log { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_steps_log_past_the_coordinators_limit_is_clipped_with_one_marker() {
+    let h = harness_with(SchedulerConfig { max_step_log_bytes: 1000, ..Default::default() });
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut ev) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let a = w.assignment().await;
+    for i in 0..100 {
+        log(&h, &w, &a, &format!("{i:03} {}", "x".repeat(95)));
+    }
+    h.succeed(&w, &a);
+    let lines = log_lines(&finish(&mut ev).await);
+    assert_eq!(lines.len(), 11, "10 lines of 100 bytes (newline included) fill 1000, then the marker: {lines:?}");
+    assert!(lines[..10].iter().all(|l| l.ends_with("xxx")), "{lines:?}");
+    assert!(lines[10].contains("log clipped by the coordinator"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn log_lines_for_a_step_from_a_worker_not_running_it_are_not_shown() {
+    let h = harness();
+    let mut w1 = h.worker("w1", 1).await;
+    let w2 = h.worker("w2", 1).await;
+    let (_, mut ev) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let (runner, other) = match timeout(Duration::from_millis(500), w1.rx.recv()).await {
+        Ok(Some(ToWorker::Assign(a))) => ((&w1, a), &w2),
+        other => panic!("expected w1 (the first worker) to get the step: {other:?}"),
+    };
+    log(&h, other, &runner.1, "forged by w2");
+    log(&h, runner.0, &runner.1, "genuine");
+    h.succeed(runner.0, &runner.1);
+    assert_eq!(log_lines(&finish(&mut ev).await), vec!["genuine".to_owned()]);
+}
+
 // Steps no worker can run (unschedulable.rs).
 
 fn expiring() -> SchedulerConfig {
