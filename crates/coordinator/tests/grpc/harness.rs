@@ -70,6 +70,8 @@ impl Merger for JsonMerger {
 
 pub struct Farm {
     pub url: String,
+    /// The coordinator itself (its token table: `coordinator.auth`).
+    pub coordinator: Coordinator,
     pub store: Arc<FilesystemStore>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -121,7 +123,7 @@ async fn start_farm_limited(config: SchedulerConfig, real_merger: bool, limits: 
             .await
             .unwrap()
     });
-    Farm { url, store, _dir: dir, _stop: stop }
+    Farm { url, coordinator, store, _dir: dir, _stop: stop }
 }
 
 impl Farm {
