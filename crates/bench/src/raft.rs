@@ -39,7 +39,7 @@ pub struct RaftBenchArgs {
     fsync_probe: bool,
 }
 
-mod soak;
+pub(crate) mod soak;
 
 mod fsync;
 

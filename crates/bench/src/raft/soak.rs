@@ -35,7 +35,7 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 /// The product binary the nodes run: `$RBK`, else the `rbk` built next to
 /// `rbk-bench` (`cargo build --release -p rbk -p rbk-bench`).
-fn rbk_binary() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn rbk_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("RBK") {
         return Ok(p.into());
     }
