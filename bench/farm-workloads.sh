@@ -31,15 +31,9 @@
 # Variants as in bench/workloads.sh (synthetic: SEED=N; pip: a comment in
 # requirements.txt).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-REPS=${REPS:-1}
-WORKLOADS_DIR=${WORKLOADS_DIR:-$(cd "$root/../shared/workloads" 2>/dev/null && pwd || echo /work/shared/workloads)}
-BENCH_DIR=${BENCH_DIR:-/tmp/rbk-bench}
-RBK=${RBK:-$root/target/release/rbk}
+CTX_PREFIX=farm-
+. "$(dirname "$0")/workloads-common.sh"
 WORKER_STORE=${WORKER_STORE:-s3}
-workloads=("$@")
-[ ${#workloads[@]} -gt 0 ] || workloads=(synthetic pip)
 log() { echo "farm-bench: $*" >&2; }
 base_oci=$BENCH_DIR/python-oci
 [ -e "$base_oci/index.json" ] || { log "no base image at $base_oci: run bench/workloads.sh once first (it builds it)"; exit 2; }
@@ -89,16 +83,14 @@ stop_worker() { # ID: SIGTERM drains; wait for it
   local v="WORKER_$1"; kill -TERM "${!v}" 2>/dev/null || true; wait "${!v}" 2>/dev/null || true
 }
 
-variant() { # WORKLOAD N: sets ctx, vargs (as bench/workloads.sh)
-  local w=$1 n=$2
-  case $w in
-    synthetic) ctx=$WORKLOADS_DIR/synthetic; vargs=(--build-arg "SEED=$n")
-      [ -z "${SYNTH_FILES:-}" ] || vargs+=(--build-arg "FILES=$SYNTH_FILES") ;;
-    pip) ctx=$BENCH_DIR/ctx/farm-pip-$n; rm -rf "$ctx"; mkdir -p "$ctx"; cp -a "$WORKLOADS_DIR/pip/." "$ctx/"
-      [ "$n" = 0 ] || echo "# variant $n" >>"$ctx/requirements.txt"; vargs=() ;;
-    seed) ctx=$BENCH_DIR/seed-ctx; mkdir -p "$ctx"; printf 'FROM python-base\nRUN true\n' >"$ctx/Dockerfile"; vargs=() ;;
-    *) log "unknown workload $w"; exit 2 ;;
-  esac
+# The workloads' variants are workloads-common.sh's; `seed` is the untimed
+# `FROM python-base` + `RUN true` build that gives a fresh worker the base.
+variant() { # WORKLOAD N: sets ctx, vargs
+  if [ "$1" = seed ]; then
+    ctx=$BENCH_DIR/seed-ctx; mkdir -p "$ctx"; printf 'FROM python-base\nRUN true\n' >"$ctx/Dockerfile"; vargs=()
+  else
+    workload_variant "$@"
+  fi
 }
 submit() { # DIR N WORKLOAD
   variant "$3" "$2"

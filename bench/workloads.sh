@@ -50,16 +50,10 @@
 # requirements.txt in a copy of the context (changes the key of the COPY and
 # the pip step on both builders; pip ignores the comment).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 REPS=${REPS:-3}
-WORKLOADS_DIR=${WORKLOADS_DIR:-$(cd "$root/../shared/workloads" 2>/dev/null && pwd || echo /work/shared/workloads)}
-BENCH_DIR=${BENCH_DIR:-/tmp/rbk-bench}
-RBK=${RBK:-$root/target/release/rbk}
+. "$(dirname "$0")/workloads-common.sh"
 DOCKER=/usr/bin/docker # the docker first on PATH refuses BuildKit without buildx
 export DOCKER_BUILDKIT=1
-workloads=("$@")
-[ ${#workloads[@]} -gt 0 ] || workloads=(synthetic pip)
 mkdir -p "$BENCH_DIR"
 log() { echo "bench: $*" >&2; }
 
@@ -99,20 +93,7 @@ fi
 now() { date +%s.%N; }
 # cache_target WORKLOAD: the cache mount's target (BuildKit's default cache id).
 cache_target() { case $1 in synthetic) echo /cache ;; pip) echo /root/.cache/pip ;; *) echo "unknown workload $1" >&2; exit 2 ;; esac; }
-# variant WORKLOAD N: sets ctx and vargs for variant N.
-variant() {
-  local w=$1 n=$2
-  case $w in
-    synthetic) ctx=$WORKLOADS_DIR/synthetic; vargs=(--build-arg "SEED=$n")
-      [ -z "${SYNTH_FILES:-}" ] || vargs+=(--build-arg "FILES=$SYNTH_FILES") ;;
-    pip)
-      ctx=$BENCH_DIR/ctx/pip-$n
-      rm -rf "$ctx"; mkdir -p "$ctx"; cp -a "$WORKLOADS_DIR/pip/." "$ctx/"
-      [ "$n" = 0 ] || echo "# variant $n" >>"$ctx/requirements.txt"
-      vargs=() ;;
-    *) echo "unknown workload $w" >&2; exit 2 ;;
-  esac
-}
+# workload_variant WORKLOAD N (workloads-common.sh): sets ctx and vargs.
 # timed LOG CMD...: runs CMD with output to LOG, prints wall seconds; fails loudly.
 timed() {
   local out=$1; shift
@@ -124,7 +105,7 @@ timed() {
 }
 rbk_build() { # DIR WORKER N WORKLOAD
   local d=$1 wk=$2 n=$3 w=$4
-  variant "$w" "$n"
+  workload_variant "$w" "$n"
   "$RBK" build --progress=plain --state-dir "$d/state" --worker-dir "$d/$wk" --store "$d/store" \
     --base-image "python-base=$base_oci:latest" "${vargs[@]}" -t "bench-$w:latest" "$ctx"
 }
@@ -135,7 +116,7 @@ seed_base() { # DIR WORKER — the worker unpacks the base, never sees the cache
     --base-image "python-base=$base_oci:latest" "$s"
 }
 bk_build() { # N WORKLOAD
-  variant "$2" "$1"
+  workload_variant "$2" "$1"
   "$DOCKER" build --network host --progress=plain --build-arg BASE=python-base "${vargs[@]}" -t "bench-$2:latest" "$ctx"
 }
 bk_prune() { "$DOCKER" builder prune -af >/dev/null; }

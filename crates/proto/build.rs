@@ -3,7 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let protos = ["../../proto/content.proto", "../../proto/build.proto", "../../proto/worker.proto", "../../proto/raft.proto", "../../proto/ssh.proto"];
+    let protos = ["../../proto/content.proto", "../../proto/build.proto", "../../proto/worker.proto", "../../proto/raft.proto", "../../proto/ssh.proto", "../../proto/admin.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -13,14 +13,9 @@ import subprocess
 
 import pytest
 
+from rbk_under_test import rbk_binary
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def rbk_binary() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("RBK_BIN", REPO / "target" / "debug" / "rbk"))
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: build it (cargo build -p rbk) or set RBK_BIN")
-    return path
 
 
 def test_the_demo_shows_worker_b_using_worker_as_pip_cache(tmp_path):

@@ -10,12 +10,13 @@ renamed or removed rbk flag cannot linger in them.
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 import re
 import subprocess
 
 import pytest
+
+from rbk_under_test import rbk_binary
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGES = [REPO / "docs" / "ci-workers.md", REPO / "docs" / "coming-from-buildkitd.md"]
@@ -23,7 +24,7 @@ RBK_COMMANDS = [["submit"], ["worker"], ["build"], ["cache"], ["cache", "prune"]
                 ["coordinator"], ["coordinator", "members", "add"]]
 NOT_RBKS = {
     # buildctl / buildkitd, on the migration page
-    "--frontend", "--local", "--opt", "--export-cache", "--import-cache", "--allow",
+    "--frontend", "--local", "--opt", "--export-cache", "--import-cache",
     "--allow-insecure-entitlement",
     # Dockerfile RUN options
     "--mount", "--network", "--security",
@@ -32,13 +33,6 @@ NOT_RBKS = {
     # not in rbk yet, said so where named
     "--log-format",
 }
-
-
-def rbk_binary() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("RBK_BIN", REPO / "target" / "debug" / "rbk"))
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: build it (cargo build -p rbk) or set RBK_BIN")
-    return path
 
 
 @functools.cache

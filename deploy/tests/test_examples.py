@@ -12,25 +12,19 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import subprocess
 import tarfile
 
 import pytest
 import yaml
 
+from rbk_under_test import local_farm, rbk_binary
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.yml"))
 ACTION_DIR = REPO / ".github" / "actions" / "rbk-submit"
 ACTION = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
 GITLAB_TEMPLATE = REPO / "deploy" / "ci" / "rbk.gitlab-ci.yml"
-
-
-def rbk_binary() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("RBK_BIN", REPO / "target" / "debug" / "rbk"))
-    if not path.exists():
-        pytest.fail(f"{path} does not exist: build it (cargo build -p rbk) or set RBK_BIN")
-    return path
 
 
 def strings(node):
@@ -150,39 +144,10 @@ def test_the_action_keeps_the_client_dir_with_actions_cache():
 
 # The action and the template against a real farm.
 
-def free_port_block() -> int:
-    """A base port whose farm.sh neighbours (+0.., +100.., +200.., +300..) are free now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + 400 >= 65535:
-            continue
-        try:
-            for off in (0, 1, 2, 100, 101, 102, 200, 201, 202, 300, 301):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-            return base
-        except OSError:
-            continue
-    pytest.fail("no free block of ports")
-
-
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    if not os.environ.get("RBK_TEST_S3_ENDPOINT"):
-        pytest.fail('RBK_TEST_S3_ENDPOINT is not set: run eval "$(deploy/dev/services.sh up)" first')
-    state = tmp_path_factory.mktemp("farm")
-    env = dict(os.environ, RBK=str(rbk_binary()), RBK_FARM_DIR=str(state), RBK_FARM_PORT=str(free_port_block()))
-    up = subprocess.run([REPO / "deploy" / "local" / "farm.sh", "up"], env=env, capture_output=True, text=True, timeout=120)
-    try:
-        assert up.returncode == 0, f"farm.sh up failed:\n{up.stderr}"
-        for line in up.stdout.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value
+    with local_farm(tmp_path_factory.mktemp("farm")) as env:
         yield env
-    finally:
-        subprocess.run([REPO / "deploy" / "local" / "farm.sh", "down"], env=env, capture_output=True, timeout=60)
 
 
 def project(tmp_path: pathlib.Path, farm_env: dict) -> tuple[pathlib.Path, dict]:

@@ -228,6 +228,20 @@ def test_each_coordinator_gets_its_node_id_and_every_peer_address():
     assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"grpc": 7070, "raft": 7071}
 
 
+def test_the_collector_runs_hourly_with_the_existence_cache_ttl_and_no_budgets_by_default():
+    config = coordinator_configs(render())["coordinator-0.toml"]
+    assert config["gc"] == {"interval": "1h", "grace": "1h", "existence_ttl": "600s", "batch": 1000}
+    assert "eviction" not in config
+
+
+def test_per_tenant_budgets_and_keep_duration_reach_every_coordinator():
+    values = {"coordinator": {"replicas": 3, "eviction": {"keepDuration": "14d", "headsBytes": "20GiB", "actionsBytes": "50GiB",
+                                                          "tenants": {"big-team": {"headsBytes": "100GiB"}}}}}
+    for name, config in coordinator_configs(render(values)).items():
+        assert config["eviction"] == {"keep_duration": "14d", "heads_bytes": "20GiB", "actions_bytes": "50GiB",
+                                      "tenants": {"big-team": {"heads_bytes": "100GiB"}}}, name
+
+
 def test_coordinators_beyond_the_bootstrap_voters_join_at_run_time():
     configs = coordinator_configs(render({"coordinator": {"replicas": 5, "raft": {"bootstrapVoters": 3}}}))
     for i in range(5):
@@ -472,15 +486,9 @@ BAD_VALUES = {
     "tls on without a secret": ({"tls": {"enabled": True}}, "existingSecret"),
     "a grace period too short for a step": ({"worker": {"terminationGracePeriodSeconds": 5}}, "terminationGracePeriodSeconds"),
     "an S3 endpoint without a scheme": ({"store": {"s3": {"endpoint": "minio:9000"}}}, "endpoint"),
+    "a budget without a unit rbk knows": ({"coordinator": {"eviction": {"headsBytes": "20G"}}}, "headsBytes"),
+    "a gc interval without a unit": ({"coordinator": {"gc": {"interval": "60"}}}, "interval"),
 }
-
-
-@pytest.mark.parametrize("case", BAD_VALUES)
-def test_the_schema_refuses(case):
-    values, field = BAD_VALUES[case]
-    with pytest.raises(helm.HelmError) as refused:
-        render(values)
-    assert field in str(refused.value), str(refused.value)
 
 
 # The rendered configs, read by the real rbk binary.
@@ -544,6 +552,11 @@ def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | N
 
 def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
     start_coordinator(render({"metrics": {"enabled": True}}), tmp_path)
+
+
+def test_the_rendered_budgets_start_the_real_coordinator(tmp_path):
+    start_coordinator(render({"coordinator": {"eviction": {"keepDuration": "7d", "headsBytes": "1GiB",
+                                                           "tenants": {"big-team": {"actionsBytes": "500MB"}}}}}), tmp_path)
 
 
 def test_the_rendered_s3_coordinator_config_starts_the_real_coordinator(tmp_path):
@@ -652,6 +665,32 @@ def local_policy(objects, tmp_path) -> str:
     return f"{d}/"
 
 
+def local_worker_args(container: dict, objects: list, tmp_path: pathlib.Path, coordinator: str) -> list[str]:
+    """The worker container's args with the cluster's coordinator address,
+    volume mounts and metrics address replaced by local ones."""
+    return [a.replace("http://farm-rbk-coordinator.build.svc:7070", coordinator)
+             .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/")
+             .replace("/etc/rbk/policy/", local_policy(objects, tmp_path))
+             .replace("/etc/rbk/store/", f"{tmp_path}/store/")
+             .replace("0.0.0.0:9465", "127.0.0.1:0") for a in container["args"]]
+
+
+def assert_worker_drains_on_sigterm_after(line: str, args: list[str], env: dict) -> None:
+    """Starts `rbk ARGS`, waits for its output to say `line`, then sends
+    SIGTERM at once: the worker drains (exit 0; killed by the signal it
+    would be -15)."""
+    worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = read_until(worker.stdout, line, 30)
+        assert any(line in l for l in seen), "".join(seen)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, "".join(seen)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
     endpoint = s3_endpoint()
     objects = render({"store": {"s3": {"bucket": new_bucket(endpoint), "endpoint": endpoint, "region": "us-east-1",
@@ -659,23 +698,10 @@ def test_a_worker_started_as_the_chart_says_registers_and_drains(tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "store.toml").write_text(one(objects, "ConfigMap", "-worker-store")["data"]["store.toml"])
     container = worker_pod(objects)["containers"][0]
-    env = pod_env(container, objects)
     with running_coordinator(objects, tmp_path / "coordinator", env=s3_env()) as addr:
-        args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://{addr}")
-                 .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/policy/", local_policy(objects, tmp_path)).replace("/etc/rbk/store/", f"{tmp_path}/store/")
-                 .replace("0.0.0.0:9465", "127.0.0.1:0") for a in container["args"]]
-        worker = subprocess.Popen([rbk_binary(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            seen = read_until(worker.stdout, "registered with", 30)
-            assert any("registered with" in l for l in seen), "".join(seen)
-            # At once: SIGTERM drains from the moment rbk worker starts
-            # (exit 0; killed by the signal it would be -15).
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=30) == 0, "".join(seen)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        # SIGTERM drains from the moment rbk worker starts.
+        args = local_worker_args(container, objects, tmp_path, f"http://{addr}")
+        assert_worker_drains_on_sigterm_after("registered with", args, pod_env(container, objects))
 
 
 def test_a_worker_terminated_as_it_starts_drains_instead_of_dying(tmp_path):
@@ -683,21 +709,8 @@ def test_a_worker_terminated_as_it_starts_drains_instead_of_dying(tmp_path):
     # still connecting: its first line is printed once SIGTERM drains.
     objects = render({})
     container = worker_pod(objects)["containers"][0]
-    args = [a.replace("http://farm-rbk-coordinator.build.svc:7070", f"http://127.0.0.1:{free_port()}")
-             .replace("/var/lib/rbk-worker/", f"{tmp_path}/worker/").replace("/etc/rbk/policy/", local_policy(objects, tmp_path)).replace("0.0.0.0:9465", "127.0.0.1:0")
-            for a in container["args"]]
-    worker = subprocess.Popen([rbk_binary(), *args], env=pod_env(container, objects),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        seen = read_until(worker.stdout, "connecting to", 30)
-        assert any("connecting to" in l for l in seen), "".join(seen)
-        worker.send_signal(signal.SIGTERM)
-        # 0: drained; killed by the signal it would be -15.
-        assert worker.wait(timeout=30) == 0, "".join(seen)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+    args = local_worker_args(container, objects, tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert_worker_drains_on_sigterm_after("connecting to", args, pod_env(container, objects))
 
 
 def free_port() -> int:
@@ -1104,9 +1117,13 @@ NEW_BAD_VALUES = {
 }
 
 
-@pytest.mark.parametrize("case", NEW_BAD_VALUES)
-def test_the_schema_refuses_a_bad_new_value(case):
-    values, field = NEW_BAD_VALUES[case]
+ALL_BAD_VALUES = BAD_VALUES | NEW_BAD_VALUES
+assert len(ALL_BAD_VALUES) == len(BAD_VALUES) + len(NEW_BAD_VALUES), "a case named twice"
+
+
+@pytest.mark.parametrize("case", ALL_BAD_VALUES)
+def test_the_schema_refuses(case):
+    values, field = ALL_BAD_VALUES[case]
     with pytest.raises(helm.HelmError) as refused:
         render(values)
     assert field in str(refused.value), str(refused.value)

@@ -192,41 +192,51 @@ mod tests {
         Arc::new(FilesystemStore::open(dir).await.unwrap())
     }
 
-    #[tokio::test]
-    async fn a_fresh_worker_restores_the_head_written_by_another() {
+    /// Worker `a` (under a fresh store) wrote `file` into cache `id` of
+    /// namespace `ns` and captured it: `captured.snapshot` is the head the
+    /// coordinator would grant the next step, on `a` or on another worker.
+    struct Filled {
+        tmp: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        a: CacheDirs,
+        captured: Captured,
+    }
+
+    async fn filled_by_worker_a(ns: &str, id: &str, file: &str, data: &[u8]) -> Filled {
         let tmp = tempfile::tempdir().unwrap();
         let store = store(&tmp.path().join("store")).await;
         let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare_head(&store, "local/pip", None).await.unwrap();
-        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
-        let head = a.capture(&store, "local", "local/pip").await.unwrap().snapshot;
+        a.prepare_head(&store, id, None).await.unwrap();
+        std::fs::write(a.dir(id).join(file), data).unwrap();
+        let captured = a.capture(&store, ns, id).await.unwrap();
+        Filled { tmp, store, a, captured }
+    }
 
+    async fn a_wheel_built_once() -> Filled {
+        filled_by_worker_a("local", "local/pip", "wheel", b"built once").await
+    }
+
+    #[tokio::test]
+    async fn a_fresh_worker_restores_the_head_written_by_another() {
+        let Filled { tmp, store, captured, a: _ } = a_wheel_built_once().await;
         let b = CacheDirs::new(tmp.path().join("b"));
-        let p = b.prepare_head(&store, "local/pip", Some(head)).await.unwrap();
+        let p = b.prepare_head(&store, "local/pip", Some(captured.snapshot)).await.unwrap();
         assert!(p.bytes_restored > 0);
         assert_eq!(std::fs::read(b.dir("local/pip").join("wheel")).unwrap(), b"built once");
     }
 
     #[tokio::test]
     async fn an_unchanged_cache_captures_the_same_snapshot() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = store(&tmp.path().join("store")).await;
-        let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare_head(&store, "local/c", None).await.unwrap();
-        std::fs::write(a.dir("local/c").join("f"), b"x").unwrap();
-        let first = a.capture(&store, "local", "local/c").await.unwrap().snapshot;
+        let Filled { tmp: _tmp, store, a, captured } = filled_by_worker_a("local", "local/c", "f", b"x").await;
+        let first = captured.snapshot;
         a.prepare_head(&store, "local/c", Some(first)).await.unwrap();
         assert_eq!(a.capture(&store, "local", "local/c").await.unwrap().snapshot, first);
     }
 
     #[tokio::test]
     async fn a_directory_already_at_the_head_restores_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = store(&tmp.path().join("store")).await;
-        let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare_head(&store, "local/pip", None).await.unwrap();
-        std::fs::write(a.dir("local/pip").join("wheel"), b"built once").unwrap();
-        let head = a.capture(&store, "local", "local/pip").await.unwrap().snapshot;
+        let Filled { tmp, store, captured, a: _ } = a_wheel_built_once().await;
+        let head = captured.snapshot;
         let b = CacheDirs::new(tmp.path().join("b"));
         assert!(b.prepare_head(&store, "local/pip", Some(head)).await.unwrap().bytes_restored > 0);
         assert_eq!(b.prepare_head(&store, "local/pip", Some(head)).await.unwrap().bytes_restored, 0);
@@ -235,12 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_directory_without_head_is_emptied_and_held_lists_what_is_held() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = store(&tmp.path().join("store")).await;
-        let a = CacheDirs::new(tmp.path().join("a"));
-        a.prepare_head(&store, "ns/c", None).await.unwrap();
-        std::fs::write(a.dir("ns/c").join("f"), b"x").unwrap();
-        let c = a.capture(&store, "ns", "ns/c").await.unwrap();
+        let Filled { tmp: _tmp, store, a, captured: c } = filled_by_worker_a("ns", "ns/c", "f", b"x").await;
         assert_eq!(c.total_bytes, 1);
         assert_eq!(a.held(), vec![("ns/c".to_owned(), c.snapshot)]);
         a.prepare_head(&store, "ns/c", None).await.unwrap();

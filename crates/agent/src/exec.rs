@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rbk_image::{OciDigest, OciLayout};
-use rbk_proto::worker::{Assign, CacheCommit, StepResult};
+use rbk_proto::worker::{Assign, StepResult};
 use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
@@ -191,35 +191,12 @@ impl From<ExecError> for Failure {
 impl FarmExecutor {
     /// Opens (creating) the worker's local state under `root`; cache-mount
     /// directories go to `cache_dir` (default `root/caches`), which a CI
-    /// system may keep between jobs.
-    pub fn open(
-        root: &Path,
-        cache_dir: Option<&Path>,
-        runtime: RuntimeKind,
-        runtime_program: &Path,
-        store: Arc<dyn Store>,
-    ) -> Result<Self> {
-        Self::open_with_layer_limit(root, cache_dir, runtime, runtime_program, store, None)
-    }
-
-    /// [`Self::open`] with the local layer store's eviction threshold
-    /// (`rbk worker --max-layer-bytes`; `None`: the executor's default), so
-    /// a worker on a size-limited volume evicts layers before the volume
-    /// fills.
-    pub fn open_with_layer_limit(
-        root: &Path,
-        cache_dir: Option<&Path>,
-        runtime: RuntimeKind,
-        runtime_program: &Path,
-        store: Arc<dyn Store>,
-        layer_store_bytes: Option<u64>,
-    ) -> Result<Self> {
-        Self::open_with_policy(root, cache_dir, runtime, runtime_program, store, layer_store_bytes, &WorkerPolicy::default())
-    }
-
-    /// [`Self::open_with_layer_limit`] with the pool's sandbox policy
+    /// system may keep between jobs. `layer_store_bytes` is the local layer
+    /// store's eviction threshold (`rbk worker --max-layer-bytes`; `None`:
+    /// the executor's default), so a worker on a size-limited volume evicts
+    /// layers before the volume fills; `policy` is the pool's sandbox policy
     /// (`rbk worker --policy`: entitlements, step limits, log size).
-    pub fn open_with_policy(
+    pub fn open(
         root: &Path,
         cache_dir: Option<&Path>,
         runtime: RuntimeKind,
@@ -379,7 +356,7 @@ impl FarmExecutor {
         let parent = parent?;
         let (grants, _held, restored, cache_dirs) = caches?;
         out.bytes_restored += restored;
-        let mut inputs = StepInputs { ssh, ..StepInputs::default() };
+        let mut inputs = StepInputs { ssh, allow: step.allow.clone(), ..StepInputs::default() };
         inputs.caches.extend(cache_dirs);
         for (k, v) in &assign.secrets {
             inputs.secrets.insert(k.clone(), SecretValue(v.clone()));
@@ -430,13 +407,7 @@ impl FarmExecutor {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
             let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
             rbk_metrics::global().worker_committed(c.bytes_uploaded);
-            out.commits.push(CacheCommit {
-                cache_id: g.cache_id.clone(),
-                slot: g.slot,
-                base_generation: g.generation,
-                snapshot: c.snapshot.to_string(),
-                total_bytes: c.total_bytes,
-            });
+            out.commits.push(g.commit(c.snapshot.to_string(), c.total_bytes));
         }
         drop(_held);
         let layer = outcome?;

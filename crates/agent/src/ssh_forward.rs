@@ -208,17 +208,7 @@ mod tests {
     }
 
     fn payload(mounts: Vec<Mount>) -> Vec<u8> {
-        let run = RunStep {
-            command: rbk_worker::Command::Exec(vec!["ssh-add".into(), "-l".into()]),
-            shell: rbk_worker::step::default_shell(),
-            env: vec![],
-            user: None,
-            workdir: None,
-            mounts,
-            network: Default::default(),
-            limits: Default::default(),
-            security: Default::default(),
-        };
+        let run = RunStep { mounts, ..RunStep::new(rbk_worker::Command::Exec(vec!["ssh-add".into(), "-l".into()])) };
         serde_json::to_vec(&FarmStep {
             version: FARM_STEP_VERSION,
             label: "[1/1] RUN ssh-add -l".into(),
@@ -229,6 +219,7 @@ mod tests {
             cache_ids: vec![],
             context: None,
             stages: Default::default(),
+            allow: Vec::new(),
         })
         .unwrap()
     }

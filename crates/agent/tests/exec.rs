@@ -37,24 +37,14 @@ impl Fixture {
     }
 
     fn worker(&self, name: &str) -> FarmExecutor {
-        FarmExecutor::open(&self.dir.path().join(name), None, RuntimeKind::Runc, &rbk_testsupport::program("runc"), self.store.clone())
+        FarmExecutor::open(&self.dir.path().join(name), None, RuntimeKind::Runc, &rbk_testsupport::program("runc"), self.store.clone(), None, &Default::default())
             .unwrap()
     }
 }
 
 fn run_step(script: &str, mounts: Vec<Mount>) -> Work {
     Work::Step {
-        step: StepKind::Run(RunStep {
-            command: Command::Shell(script.into()),
-            shell: vec!["/bin/sh".into(), "-c".into()],
-            env: vec![],
-            user: None,
-            workdir: None,
-            mounts,
-            network: Default::default(),
-            limits: Default::default(),
-            security: Default::default(),
-        }),
+        step: StepKind::Run(RunStep { mounts, ..RunStep::new(Command::Shell(script.into())) }),
     }
 }
 
@@ -73,6 +63,7 @@ fn step(parent: ImageSource, work: Work, cache_ids: &[&str]) -> FarmStep {
         cache_ids: cache_ids.iter().map(|s| s.to_string()).collect(),
         context: None,
         stages: Default::default(),
+        allow: Vec::new(),
     }
 }
 

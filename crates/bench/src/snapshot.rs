@@ -443,38 +443,32 @@ async fn naive_restore(store: &dyn Store, digest: Digest, dir: &Path) -> anyhow:
 /// The ranged GETs a cold restore makes, issued with the bare SDK and
 /// collected into memory; returns the bytes received.
 async fn raw_ranged_gets(s3: &S3Store, gets: &[(Digest, ByteRange)], concurrency: usize) -> anyhow::Result<u64> {
-    let client = s3.client().clone();
-    let bucket = s3.bucket().to_owned();
-    let sizes = futures::stream::iter(gets.iter().map(|(d, r)| (s3.key(d), *r)))
-        .map(|(key, r)| {
-            let (client, bucket) = (client.clone(), bucket.clone());
-            async move {
-                let len = r.length.context("a cold restore GET has a length")?;
-                let range = format!("bytes={}-{}", r.offset, r.offset + len - 1);
-                let out = client.get_object().bucket(bucket).key(&key).range(range).send().await.with_context(|| format!("GET {key}"))?;
-                let body = out.body.collect().await.context("reading body")?;
-                anyhow::Ok(body.into_bytes().len() as u64)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    let mut total = 0;
-    for s in sizes {
-        total += s?;
-    }
-    Ok(total)
+    raw_gets(s3, gets.iter().map(|(d, r)| (*d, Some(*r))), concurrency).await
 }
 
 async fn raw_get_all(s3: &S3Store, packs: &[Digest], concurrency: usize) -> anyhow::Result<u64> {
+    raw_gets(s3, packs.iter().map(|d| (*d, None)), concurrency).await
+}
+
+/// GETs of whole objects or of a `range` of them, `concurrency` at a time,
+/// with the bare SDK, collected into memory; returns the bytes received.
+async fn raw_gets(
+    s3: &S3Store,
+    gets: impl Iterator<Item = (Digest, Option<ByteRange>)>,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
     let client = s3.client().clone();
     let bucket = s3.bucket().to_owned();
-    let keys: Vec<String> = packs.iter().map(|d| s3.key(d)).collect();
-    let sizes = futures::stream::iter(keys)
-        .map(|key| {
+    let sizes = futures::stream::iter(gets.map(|(d, r)| (s3.key(&d), r)))
+        .map(|(key, r)| {
             let (client, bucket) = (client.clone(), bucket.clone());
             async move {
-                let out = client.get_object().bucket(bucket).key(&key).send().await.with_context(|| format!("GET {key}"))?;
+                let mut get = client.get_object().bucket(bucket).key(&key);
+                if let Some(r) = r {
+                    let len = r.length.context("a cold restore GET has a length")?;
+                    get = get.range(format!("bytes={}-{}", r.offset, r.offset + len - 1));
+                }
+                let out = get.send().await.with_context(|| format!("GET {key}"))?;
                 let body = out.body.collect().await.context("reading body")?;
                 anyhow::Ok(body.into_bytes().len() as u64)
             }

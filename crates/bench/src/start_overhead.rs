@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use rbk_image::{History, Image, LayerOptions, OciLayout, Platform, layer_from_upper};
 
 use anyhow::{Context, Result, bail};
-use rbk_worker::step::default_shell;
 use rbk_worker::{Command, Executor, LayerRef, Network, RunStep, RuntimeKind, Step, StepInputs, StepKind, WorkerConfig};
 
 /// Medians and 90th percentiles of one runtime's runs.
@@ -60,17 +59,7 @@ pub async fn start_overhead(runs: usize, busybox: &Path, runtimes: &[(RuntimeKin
     let base: Vec<LayerRef> = image.layers().iter().zip(image.diff_ids()).map(|(d, id)| LayerRef { digest: d.digest, diff_id: *id }).collect();
     let step = Step {
         base,
-        kind: StepKind::Run(RunStep {
-            command: Command::Exec(vec!["/bin/true".into()]),
-            shell: default_shell(),
-            env: vec![],
-            user: None,
-            workdir: None,
-            mounts: vec![],
-            network: Network::None,
-            limits: Default::default(),
-            security: Default::default(),
-        }),
+        kind: StepKind::Run(RunStep { network: Network::None, ..RunStep::new(Command::Exec(vec!["/bin/true".into()])) }),
     };
     let mut results = Vec::new();
     for (kind, program) in runtimes {

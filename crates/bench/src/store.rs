@@ -41,19 +41,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Half-compressible data like a build cache: 4 KiB random blocks
 /// alternating with 4 KiB of text.
 fn pool(len: usize) -> Bytes {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let mut out = vec![0u8; len];
-    for (i, block) in out.chunks_mut(4096).enumerate() {
-        if i % 2 == 0 {
-            rng.fill(block);
-        } else {
-            for (j, b) in block.iter_mut().enumerate() {
-                *b = b"the quick brown fox jumps over the lazy dog "[(i + j) % 44];
-            }
-        }
-    }
-    out.into()
+    rbk_testsupport::half_compressible(len, 42).into()
 }
 
 /// Blob `i` of a run: a window of the pool, made unique by its first bytes.
@@ -153,7 +141,7 @@ pub async fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     ] {
         let store = build_store(&config).await?;
         for &c in &args.concurrency {
-            let (put_s, get_s) = put_get(store.clone(), &pool, nonce ^ (c as u64) << 32 ^ name.len() as u64, count, blob_len, c).await?;
+            let (put_s, get_s) = put_get(Target::Ours(store.clone()), &pool, nonce ^ (c as u64) << 32 ^ name.len() as u64, count, blob_len, c).await?;
             t.row(name, c, total_mb / put_s, None);
             t.row(&name.replace("put", "get"), c, total_mb / get_s, None);
         }
@@ -176,10 +164,54 @@ fn tempfile_dir(dir: Option<&std::path::Path>) -> anyhow::Result<std::path::Path
     Ok(path)
 }
 
+/// Where a row's blobs go: through one of our store stacks (by digest), or
+/// the same bytes through the bare SDK, one PutObject / GetObject each
+/// (`raw-NONCE/I`), the baseline the S3 rows are compared with.
+#[derive(Clone)]
+enum Target {
+    Ours(Arc<dyn Store>),
+    Raw { client: aws_sdk_s3::Client, bucket: String },
+}
+
+impl Target {
+    fn raw_key(nonce: u64, i: usize) -> String {
+        format!("raw-{nonce:016x}/{i}")
+    }
+
+    async fn put(&self, nonce: u64, i: usize, body: Bytes) -> anyhow::Result<()> {
+        match self {
+            Target::Ours(store) => drop(store.put_bytes(body).await?),
+            Target::Raw { client, bucket } => {
+                client.put_object().bucket(bucket).key(Self::raw_key(nonce, i)).body(body.into()).send().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Blob `i` (digest `d`) read back; returns its length.
+    async fn get(&self, nonce: u64, i: usize, d: Digest) -> anyhow::Result<usize> {
+        Ok(match self {
+            Target::Ours(store) => store.get_bytes(d).await?.len(),
+            Target::Raw { client, bucket } => {
+                let out = client.get_object().bucket(bucket).key(Self::raw_key(nonce, i)).send().await?;
+                out.body.collect().await?.into_bytes().len()
+            }
+        })
+    }
+
+    async fn delete(&self, nonce: u64, i: usize, d: Digest) -> anyhow::Result<()> {
+        match self {
+            Target::Ours(store) => store.delete(d).await?,
+            Target::Raw { client, bucket } => drop(client.delete_object().bucket(bucket).key(Self::raw_key(nonce, i)).send().await?),
+        }
+        Ok(())
+    }
+}
+
 /// Puts `count` fresh blobs, reads them all back, deletes them; returns the
 /// seconds the puts and the gets took.
 async fn put_get(
-    store: Arc<dyn Store>,
+    target: Target,
     pool: &Bytes,
     nonce: u64,
     count: usize,
@@ -188,30 +220,27 @@ async fn put_get(
 ) -> anyhow::Result<(f64, f64)> {
     let digests: Arc<Vec<Digest>> = Arc::new((0..count).map(|i| Digest::of(&blob(pool, nonce, i, blob_len))).collect());
     let put = {
-        let (store, pool) = (store.clone(), pool.clone());
+        let (target, pool) = (target.clone(), pool.clone());
         timed(count, concurrency, move |i| {
-            let (store, pool) = (store.clone(), pool.clone());
-            async move {
-                store.put_bytes(blob(&pool, nonce, i, blob_len)).await?;
-                Ok(())
-            }
+            let (target, pool) = (target.clone(), pool.clone());
+            async move { target.put(nonce, i, blob(&pool, nonce, i, blob_len)).await }
         })
         .await?
     };
     let get = {
-        let (store, digests) = (store.clone(), digests.clone());
+        let (target, digests) = (target.clone(), digests.clone());
         timed(count, concurrency, move |i| {
-            let (store, digests) = (store.clone(), digests.clone());
+            let (target, digests) = (target.clone(), digests.clone());
             async move {
-                let back = store.get_bytes(digests[i]).await?;
-                anyhow::ensure!(back.len() == blob_len, "blob {} came back with {} bytes", digests[i], back.len());
+                let len = target.get(nonce, i, digests[i]).await?;
+                anyhow::ensure!(len == blob_len, "blob {i} ({}) came back with {len} bytes", digests[i]);
                 Ok(())
             }
         })
         .await?
     };
-    for d in digests.iter() {
-        store.delete(*d).await?;
+    for (i, d) in digests.iter().enumerate() {
+        target.delete(nonce, i, *d).await?;
     }
     Ok((put, get))
 }
@@ -259,11 +288,12 @@ async fn s3_rows(
     let StoreConfig::Compress { inner: s3_only, .. } = &**inner else { unreachable!("built above") };
     let uncompressed = build_store(&StoreConfig::Verify { inner: s3_only.clone() }).await?;
     for &c in &args.concurrency {
-        let (raw_put, raw_get) = raw_put_get(&client, &bucket, pool, nonce ^ 0xffff ^ (c as u64) << 40, count, blob_len, c).await?;
-        let (put, get) = put_get(store.clone(), pool, nonce ^ (c as u64) << 40, count, blob_len, c).await?;
+        let raw = Target::Raw { client: client.clone(), bucket: bucket.clone() };
+        let (raw_put, raw_get) = put_get(raw, pool, nonce ^ 0xffff ^ (c as u64) << 40, count, blob_len, c).await?;
+        let (put, get) = put_get(Target::Ours(store.clone()), pool, nonce ^ (c as u64) << 40, count, blob_len, c).await?;
         t.row("S3 put (full stack)", c, total_mb / put, Some(total_mb / raw_put));
         t.row("S3 get (full stack)", c, total_mb / get, Some(total_mb / raw_get));
-        let (put, get) = put_get(uncompressed.clone(), pool, nonce ^ 0xabcd ^ (c as u64) << 40, count, blob_len, c).await?;
+        let (put, get) = put_get(Target::Ours(uncompressed.clone()), pool, nonce ^ 0xabcd ^ (c as u64) << 40, count, blob_len, c).await?;
         t.row("S3 put (verify, no zstd)", c, total_mb / put, Some(total_mb / raw_put));
         t.row("S3 get (verify, no zstd)", c, total_mb / get, Some(total_mb / raw_get));
     }
@@ -271,47 +301,4 @@ async fn s3_rows(
         let _ = client.delete_bucket().bucket(&bucket).send().await;
     }
     Ok(())
-}
-
-/// The same bytes through the bare SDK: one PutObject / GetObject each.
-#[allow(clippy::too_many_arguments)]
-async fn raw_put_get(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    pool: &Bytes,
-    nonce: u64,
-    count: usize,
-    blob_len: usize,
-    concurrency: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let key = move |i: usize| format!("raw-{nonce:016x}/{i}");
-    let put = {
-        let (client, bucket, pool) = (client.clone(), bucket.to_owned(), pool.clone());
-        timed(count, concurrency, move |i| {
-            let (client, bucket, pool) = (client.clone(), bucket.clone(), pool.clone());
-            async move {
-                let body = blob(&pool, nonce, i, blob_len);
-                client.put_object().bucket(bucket).key(key(i)).body(body.into()).send().await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
-    let get = {
-        let (client, bucket) = (client.clone(), bucket.to_owned());
-        timed(count, concurrency, move |i| {
-            let (client, bucket) = (client.clone(), bucket.clone());
-            async move {
-                let out = client.get_object().bucket(bucket).key(key(i)).send().await?;
-                let back = out.body.collect().await?.into_bytes();
-                anyhow::ensure!(back.len() == blob_len, "raw object {i} came back with {} bytes", back.len());
-                Ok(())
-            }
-        })
-        .await?
-    };
-    for i in 0..count {
-        client.delete_object().bucket(bucket).key(key(i)).send().await?;
-    }
-    Ok((put, get))
 }

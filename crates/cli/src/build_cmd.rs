@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_worker::payload::{FarmResult, ImageSource};
+use rbk_worker::payload::FarmResult;
 use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner::{self, Plan, PlanRequest};
 use rbk_client::{Progress, ProgressMode};
-use rbk_proto::build::{BuildOptions, SubmitRequest};
 use rbk_store::{FilesystemStore, Store};
 use rbk_worker::RuntimeKind;
 use tonic::transport::Endpoint;
@@ -99,7 +98,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(
         FilesystemStore::open(&store_dir).await.with_context(|| format!("opening the store {}", store_dir.display()))?,
     );
-    let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program).await?;
+    let farm = EmbeddedFarm::start(&state_dir, &worker_dir, store.clone(), runtime, &program, &args.docker.entitlements()?).await?;
     let built = build_on(&farm, &args, &req, &parsed, secrets, &ssh, store.clone(), &mut progress).await;
     farm.stop().await?;
     let result = built?;
@@ -135,29 +134,12 @@ async fn build_on(
         // Nothing to run: the target is a base image with a new config.
         return Ok((plan, None));
     }
-    let options = BuildOptions {
-        dockerfile: plan.file_name.clone(),
-        target: args.docker.target.clone().unwrap_or_default(),
-        build_args: req.build_args.clone().into_iter().collect(),
-        secret_ids: secrets.keys().cloned().collect(),
-        no_cache: args.docker.no_cache,
-        platform: rbk_worker::payload::current_platform(),
-        outputs: vec![],
-    };
-    let submit = SubmitRequest {
-        options: Some(options),
-        context_digest: plan.context_digest.clone(),
-        steps: plan.steps.clone(),
-        secrets: secrets.into_iter().collect(),
-    };
+    let submit = args.docker.submit_request(&plan, req, secrets, rbk_worker::payload::current_platform(), vec![]);
     let channel = Endpoint::from_shared(farm.url.clone())?
         .connect()
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
-    let target_step = match &plan.final_image.source {
-        ImageSource::Step { step_id } => Some(step_id.as_str()),
-        _ => None,
-    };
+    let target_step = plan.target_step();
     let tls = rbk_client::ClientTls::default();
     let to = rbk_client::submit::Target { tls: &tls, url: &farm.url, token: &farm.token };
     let result = rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await?;

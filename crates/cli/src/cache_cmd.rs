@@ -3,27 +3,22 @@
 
 use anyhow::Context;
 use rbk_proto::build::build_client::BuildClient;
-use rbk_proto::build::{CacheHead, ListCachesRequest, PruneCachesRequest};
+use rbk_proto::build::{ListCachesRequest, ListCachesResponse, PruneCachesRequest};
 
 #[derive(clap::Args)]
 pub struct CacheArgs {
     #[command(subcommand)]
     command: CacheCommand,
-    /// The coordinator, e.g. http://127.0.0.1:7070.
-    #[arg(long, env = "RBK_COORDINATOR", global = true, default_value = "http://127.0.0.1:7070")]
-    coordinator: String,
-    /// The tenant token.
-    #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::flags::TlsCaFlag,
+    conn: crate::flags::CoordinatorConn,
 }
 
 #[derive(clap::Subcommand)]
 enum CacheCommand {
     /// One line per cache head: id, slot, generation, size, snapshot.
     Ls,
-    /// Bytes held per cache id, and the total.
+    /// Bytes held per cache id, the total against the tenant's budget,
+    /// and what its action-cache entries are charged against theirs.
     Du,
     /// Forget cache heads (all, or those named) so their snapshots can be
     /// collected; heads in use by a running step are kept.
@@ -35,6 +30,16 @@ enum CacheCommand {
         #[arg(long, value_parser = parse_age)]
         unused_for: Option<u64>,
     },
+}
+
+/// Milliseconds as the largest whole unit, e.g. `14d`.
+fn age(ms: u64) -> String {
+    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)] {
+        if ms >= len && ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{}s", ms / 1000)
 }
 
 /// `<n>s|m|h|d` → milliseconds.
@@ -51,7 +56,8 @@ fn parse_age(s: &str) -> Result<u64, String> {
     n.checked_mul(ms).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn human(bytes: u64) -> String {
+/// Bytes in binary units, e.g. `1.5 MiB` (also `rbk store gc`'s output).
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -63,25 +69,27 @@ fn human(bytes: u64) -> String {
 }
 
 async fn client(args: &CacheArgs) -> anyhow::Result<BuildClient<tonic::transport::Channel>> {
-    let tls = args.tls.load()?;
-    let channel = tls.endpoint(&args.coordinator)?
+    let tls = args.conn.tls.load()?;
+    let channel = tls.endpoint(&args.conn.coordinator)?
         .connect()
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
+        .with_context(|| format!("connecting to the coordinator at {}", args.conn.coordinator))?;
     Ok(BuildClient::new(channel))
 }
 
-fn request<T>(args: &CacheArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let token = args.token.as_deref().context("no token: pass --token or set RBK_TOKEN")?;
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().context("token is not a valid header value")?);
-    Ok(req)
+async fn list(args: &CacheArgs) -> anyhow::Result<ListCachesResponse> {
+    let req = args.conn.request(ListCachesRequest {})?;
+    let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.conn.coordinator, s.message()))?;
+    Ok(resp.into_inner())
 }
 
-async fn heads(args: &CacheArgs) -> anyhow::Result<Vec<CacheHead>> {
-    let req = request(args, ListCachesRequest {})?;
-    let resp = client(args).await?.list_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
-    Ok(resp.into_inner().heads)
+/// `used` against `budget` (0: none), e.g. `1.5 GiB of 10.0 GiB (15%)`.
+fn against(used: u64, budget: u64) -> String {
+    if budget == 0 {
+        format!("{} (no budget)", human(used))
+    } else {
+        format!("{} of {} ({}%)", human(used), human(budget), (used as u128 * 100 / budget as u128))
+    }
 }
 
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
@@ -89,29 +97,35 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
         CacheCommand::Prune { ids, unused_for } => prune(&args, ids.clone(), unused_for.unwrap_or(0)).await,
         CacheCommand::Ls => {
             println!("{:<32} {:>4} {:>10} {:>12}  SNAPSHOT", "ID", "SLOT", "GENERATION", "SIZE");
-            for h in &heads(&args).await? {
+            for h in &list(&args).await?.heads {
                 println!("{:<32} {:>4} {:>10} {:>12}  {}", h.id, h.slot, h.generation, human(h.total_bytes), h.snapshot);
             }
             Ok(())
         }
         CacheCommand::Du => {
-            let heads = heads(&args).await?;
+            let r = list(&args).await?;
             let mut per_id = std::collections::BTreeMap::<&str, u64>::new();
-            for h in &heads {
+            for h in &r.heads {
                 *per_id.entry(&h.id).or_default() += h.total_bytes;
             }
             for (id, bytes) in &per_id {
                 println!("{:>12}  {id}", human(*bytes));
             }
             println!("{:>12}  total", human(per_id.values().sum()));
+            println!();
+            println!("cache heads:   {}", against(per_id.values().sum(), r.heads_budget_bytes));
+            println!("action cache:  {} in {} entries", against(r.action_bytes, r.actions_budget_bytes), r.action_entries);
+            if r.keep_duration_ms > 0 {
+                println!("heads unused for {} are dropped", age(r.keep_duration_ms));
+            }
             Ok(())
         }
     }
 }
 
 async fn prune(args: &CacheArgs, ids: Vec<String>, unused_for_ms: u64) -> anyhow::Result<()> {
-    let req = request(args, PruneCachesRequest { ids, unused_for_ms })?;
-    let resp = client(args).await?.prune_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.coordinator, s.message()))?;
+    let req = args.conn.request(PruneCachesRequest { ids, unused_for_ms })?;
+    let resp = client(args).await?.prune_caches(req).await.map_err(|s| anyhow::anyhow!("{}: {}", args.conn.coordinator, s.message()))?;
     let dropped = resp.into_inner().dropped;
     for h in &dropped {
         println!("dropped {} (slot {}, generation {}, {})", h.id, h.slot, h.generation, human(h.total_bytes));

@@ -51,7 +51,21 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         rbk_metrics::global().clone(),
     ));
     let merger = Arc::new(SnapshotMerger::new(store.clone()));
-    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?;
+    let gc = config.gc.collector_config().map_err(anyhow::Error::msg).with_context(|| format!("[gc] in {}", args.config.display()))?;
+    let eviction = config.eviction.policy().map_err(anyhow::Error::msg).with_context(|| format!("[eviction] in {}", args.config.display()))?;
+    let admin_token = match &config.admin {
+        Some(a) => {
+            let text = std::fs::read_to_string(&a.token_file).with_context(|| format!("reading [admin] token_file {}", a.token_file.display()))?;
+            let token = text.trim().to_owned();
+            if token.len() < 16 {
+                anyhow::bail!("[admin] token_file {}: the token is shorter than 16 characters", a.token_file.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    // Only the leader collects (the collector asks the Raft gate).
+    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?.with_collector(gc, eviction, admin_token.as_deref());
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
         let fanout = redis.start(event_keys(&config)?).map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;

@@ -52,7 +52,9 @@ fn toml_str(p: &Path) -> String {
 
 impl EmbeddedFarm {
     /// Starts the coordinator on `state_dir/coordinator`, then the worker
-    /// on `worker_dir`; both use `store`. Returns once the coordinator
+    /// on `worker_dir`; both use `store`. The worker's pool policy allows
+    /// the entitlements in `allow` (the user's own `--allow`: on their own
+    /// machine they are the operator too). Returns once the coordinator
     /// leads its one-node Raft group and has installed the tokens.
     pub async fn start(
         state_dir: &Path,
@@ -60,6 +62,7 @@ impl EmbeddedFarm {
         store: Arc<dyn Store>,
         runtime: RuntimeKind,
         program: &Path,
+        allow: &[rbk_worker::Entitlement],
     ) -> anyhow::Result<Self> {
         let coord_dir = state_dir.join("coordinator");
         std::fs::create_dir_all(&coord_dir).with_context(|| format!("creating {}", coord_dir.display()))?;
@@ -134,7 +137,8 @@ impl EmbeddedFarm {
             }
         });
 
-        let exec = FarmExecutor::open(worker_dir, None, runtime, program, store)
+        let policy = rbk_worker::WorkerPolicy { entitlements: allow.to_vec(), ..Default::default() };
+        let exec = FarmExecutor::open(worker_dir, None, runtime, program, store, None, &policy)
             .with_context(|| format!("opening the worker state in {}", worker_dir.display()))?;
         let mut agent = AgentConfig::new(&url, &worker_token, "local");
         agent.backoff_initial = Duration::from_millis(20);

@@ -6,14 +6,19 @@
 //!   `rbk submit` read the same way (Dockerfile, build args, target,
 //!   secrets, cache, progress, base images, registries). `-t`, `-o` and
 //!   `--ssh` stay with each command: what they accept differs.
+//! - [`CoordinatorConn`]: `--coordinator`, `--token` and `--tls-ca`, how
+//!   a client (`rbk submit`, `rbk cache`) reaches a coordinator as a tenant.
 //! - [`TlsCaFlag`]: `--tls-ca`, for every command that connects to a
-//!   coordinator (`rbk submit`, `rbk worker`, `rbk cache`).
+//!   coordinator (the client commands above and `rbk worker`, whose
+//!   `--coordinator` and `--token` are its own: one URL and a worker-pool
+//!   token, `RBK_WORKER_TOKEN`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use rbk_plan::planner::PlanRequest;
+use rbk_plan::planner::{Plan, PlanRequest};
+use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
 
 #[derive(clap::Args)]
 pub struct DockerBuildFlags {
@@ -42,6 +47,11 @@ pub struct DockerBuildFlags {
     /// Registries reached over plain HTTP (loopback always is).
     #[arg(long = "insecure-registry")]
     pub insecure: Vec<String>,
+    /// Extra privileged entitlement: network.host or security.insecure
+    /// (repeat or comma-separate, as `docker buildx build --allow`). A
+    /// worker pool must allow it too; `rbk build` allows what you pass.
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
 }
 
 impl DockerBuildFlags {
@@ -54,10 +64,78 @@ impl DockerBuildFlags {
         req.build_args = parse_build_args(&self.build_args);
         req.insecure_registries = self.insecure.clone();
         req.secret_ids = secrets.keys().cloned().collect();
+        req.allow = self.entitlements()?.into_iter().collect();
         for b in &self.base_images {
             let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
             req.base_images.insert(name.to_owned(), dir.to_owned());
         }
+        Ok(req)
+    }
+
+    /// `--allow`, parsed.
+    pub fn entitlements(&self) -> anyhow::Result<Vec<rbk_worker::Entitlement>> {
+        self.allow.iter().map(|a| a.trim().parse().with_context(|| format!("--allow {a}"))).collect()
+    }
+}
+
+impl DockerBuildFlags {
+    /// The request that submits `plan`: the flags' options (target,
+    /// `--no-cache`), `req`'s build args and the secrets' values, for
+    /// `platform`, writing `outputs` (the coordinator's exporters).
+    pub fn submit_request(
+        &self,
+        plan: &Plan,
+        req: &PlanRequest,
+        secrets: BTreeMap<String, Vec<u8>>,
+        platform: String,
+        outputs: Vec<Output>,
+    ) -> SubmitRequest {
+        let options = BuildOptions {
+            dockerfile: plan.file_name.clone(),
+            target: self.target.clone().unwrap_or_default(),
+            build_args: req.build_args.clone().into_iter().collect(),
+            secret_ids: secrets.keys().cloned().collect(),
+            no_cache: self.no_cache,
+            platform,
+            outputs,
+        };
+        SubmitRequest {
+            options: Some(options),
+            context_digest: plan.context_digest.clone(),
+            steps: plan.steps.clone(),
+            secrets: secrets.into_iter().collect(),
+        }
+    }
+}
+
+/// How a client reaches a coordinator as a tenant: the same flags, help
+/// and environment variables in every command that does. Global, so
+/// `rbk cache` takes them after a subcommand.
+#[derive(clap::Args)]
+pub struct CoordinatorConn {
+    /// The coordinator, e.g. http://127.0.0.1:7070; for a replicated one,
+    /// every node's URL, comma-separated (`rbk submit` follows the build
+    /// to a new leader when the current one dies).
+    #[arg(long, env = "RBK_COORDINATOR", global = true, default_value = "http://127.0.0.1:7070")]
+    pub coordinator: String,
+    /// The tenant token.
+    #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsCaFlag,
+}
+
+impl CoordinatorConn {
+    /// The tenant token, which every call needs.
+    pub fn token(&self) -> anyhow::Result<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")
+    }
+
+    /// `msg` carrying the token as its bearer credential.
+    pub fn request<T>(&self, msg: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut req = tonic::Request::new(msg);
+        let value = format!("Bearer {}", self.token()?).parse().context("token is not a valid header value")?;
+        req.metadata_mut().insert("authorization", value);
         Ok(req)
     }
 }

@@ -49,6 +49,7 @@ enum Command {
 /// print their message and causes, never a stack trace, whatever
 /// `RUST_BACKTRACE` says (anyhow's `Debug` would add one).
 fn main() -> std::process::ExitCode {
+    rbk_worker::hygiene::close_inherited_fds();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

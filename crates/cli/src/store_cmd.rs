@@ -1,4 +1,5 @@
-//! `rbk store ...`: check that the configured content store works.
+//! `rbk store selftest|gc`: check that the configured content store works;
+//! collect its garbage through the coordinator's Admin service.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use rbk_store::{ByteRange, Store, StoreConfig, StoreExt, build_store};
+
+use crate::cache_cmd::human;
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -26,10 +29,14 @@ enum StoreCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Runs the coordinator's store collector now and prints what it freed
+    /// (or, with --dry-run, what it would free). Needs the admin token.
+    Gc(GcArgs),
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     match args.command {
+        StoreCommand::Gc(gc) => collect(gc).await,
         StoreCommand::Selftest { dir, config } => {
             let config = match &config {
                 Some(path) => StoreConfig::load(path)?,
@@ -40,6 +47,76 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             println!("store selftest passed ({})", config.describe());
             Ok(())
         }
+    }
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// The coordinator (any node: followers name their leader).
+    #[arg(long, env = "RBK_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    coordinator: String,
+    /// The admin token (the coordinator's `[admin] token_file`).
+    #[arg(long, env = "RBK_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Decide what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    tls: crate::flags::TlsCaFlag,
+}
+
+/// Redirects followed before giving up (an election in progress).
+const MAX_REDIRECTS: usize = 10;
+
+async fn collect(args: GcArgs) -> anyhow::Result<()> {
+    use rbk_proto::admin::CollectGarbageRequest;
+    use rbk_proto::admin::admin_client::AdminClient;
+    let token = args.admin_token.as_deref().context("no admin token: pass --admin-token or set RBK_ADMIN_TOKEN")?;
+    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().context("the admin token is not a valid header value")?;
+    let tls = args.tls.load()?;
+    let mut target = args.coordinator.clone();
+    let mut last = String::new();
+    for _ in 0..MAX_REDIRECTS {
+        let channel = tls.endpoint(&target)?.connect().await.with_context(|| format!("connecting to the coordinator at {target}"))?;
+        let mut req = tonic::Request::new(CollectGarbageRequest { dry_run: args.dry_run });
+        req.metadata_mut().insert("authorization", auth.clone());
+        match AdminClient::new(channel).collect_garbage(req).await {
+            Ok(r) => {
+                print_report(&r.into_inner());
+                return Ok(());
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                last = s.message().to_owned();
+                match rbk_proto::leader::leader_hint(&s).filter(|l| *l != target) {
+                    Some(leader) => target = leader,
+                    None => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+                }
+            }
+            Err(s) => bail!("{target}: {}", s.message()),
+        }
+    }
+    bail!("{}: no leader collected: {last}", args.coordinator)
+}
+
+fn print_report(r: &rbk_proto::admin::CollectGarbageReport) {
+    println!("scanned   {} blobs, {}", r.objects_scanned, human(r.bytes_scanned));
+    println!("live      {} blobs", r.live_objects);
+    println!("young     {} blobs (written within the grace period)", r.young_objects);
+    if r.rescued_objects + r.contended_objects > 0 {
+        println!("rescued   {} blobs (referenced during the run)", r.rescued_objects);
+        println!("left      {} blobs (references kept changing; next run)", r.contended_objects);
+    }
+    if r.evicted_heads + r.evicted_actions > 0 {
+        let verb = if r.dry_run { "would evict" } else { "evicted" };
+        println!("{verb} {} cache heads and {} action-cache entries ({}) over budget or unused", r.evicted_heads, r.evicted_actions, human(r.evicted_bytes));
+    }
+    for root in &r.missing_roots {
+        println!("warning: a live snapshot's manifest is missing: {root}");
+    }
+    if r.dry_run {
+        println!("would delete {} blobs, freeing {} (dry run: nothing deleted) in {} ms", r.deleted_objects, human(r.freed_bytes), r.duration_ms);
+    } else {
+        println!("deleted {} blobs, freed {} in {} ms", r.deleted_objects, human(r.freed_bytes), r.duration_ms);
     }
 }
 

@@ -17,11 +17,10 @@ use rbk_client::submit::{Target, human, run_build};
 use rbk_client::{Progress, ProgressMode, RemoteStore};
 use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner;
-use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
+use rbk_proto::build::Output;
 use rbk_store::Store;
-use rbk_worker::payload::ImageSource;
 
-use crate::flags::{DockerBuildFlags, TlsCaFlag};
+use crate::flags::{CoordinatorConn, DockerBuildFlags};
 
 #[derive(clap::Args)]
 pub struct SubmitArgs {
@@ -46,16 +45,8 @@ pub struct SubmitArgs {
     /// Load the image into docker (`docker load`).
     #[arg(long)]
     load: bool,
-    /// The coordinator, e.g. http://127.0.0.1:7070; for a replicated one,
-    /// every node's URL, comma-separated, so the build is followed to a new
-    /// leader when the current one dies (see rbk_client::reattach).
-    #[arg(long, env = "RBK_COORDINATOR", default_value = "http://127.0.0.1:7070")]
-    coordinator: String,
-    /// The tenant token.
-    #[arg(long, env = "RBK_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: TlsCaFlag,
+    conn: CoordinatorConn,
     /// Client scratch space: pulled base images (kept between submits),
     /// the staged context and the assembled image.
     #[arg(long, env = "RBK_CLIENT_DIR")]
@@ -109,14 +100,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     // Before any connection: a Dockerfile error is the user's to fix first.
     let parsed = planner::parse(&req)?;
 
-    let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
-    let tls = args.tls.load()?;
+    let token = args.conn.token()?.to_owned();
+    let tls = args.conn.tls.load()?;
     // Any node of a Raft group will do: a follower names the leader, and
     // the build goes there (the same blob store is behind every node).
-    let (channel, _leader) = rbk_client::reattach::connect_any(&tls, &args.coordinator, &token, LEADER_PATIENCE)
+    let (channel, _leader) = rbk_client::reattach::connect_any(&tls, &args.conn.coordinator, &token, LEADER_PATIENCE)
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
-    let store: Arc<dyn Store> = Arc::new(RemoteStore::new(channel.clone(), &args.coordinator, &token)?);
+        .with_context(|| format!("connecting to the coordinator at {}", args.conn.coordinator))?;
+    let store: Arc<dyn Store> = Arc::new(RemoteStore::new(channel.clone(), &args.conn.coordinator, &token)?);
 
     let t0 = Instant::now();
     let plan = parsed.plan(&req, store.clone()).await?;
@@ -137,34 +128,18 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         // Nothing to run: the target is a base image with a new config.
         None
     } else {
-        let options = BuildOptions {
-            dockerfile: plan.file_name.clone(),
-            target: args.docker.target.clone().unwrap_or_default(),
-            build_args: req.build_args.clone().into_iter().collect(),
-            secret_ids: secrets.keys().cloned().collect(),
-            no_cache: args.docker.no_cache,
-            platform: platform.clone(),
-            outputs: args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect(),
-        };
-        let submit = SubmitRequest {
-            options: Some(options),
-            context_digest: plan.context_digest.clone(),
-            steps: plan.steps.clone(),
-            secrets: secrets.into_iter().collect(),
-        };
-        let target_step = match &plan.final_image.source {
-            ImageSource::Step { step_id } => Some(step_id.as_str()),
-            _ => None,
-        };
-        let to = Target { tls: &tls, url: &args.coordinator, token: &token };
+        let outputs = args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect();
+        let submit = args.docker.submit_request(&plan, &req, secrets, platform.clone(), outputs);
+        let target_step = plan.target_step();
+        let to = Target { tls: &tls, url: &args.conn.coordinator, token: &token };
         run_build(channel, to, submit, target_step, &progress, true, &ssh).await?
     };
 
     let layout_dir = work_dir.join("out");
     // The node the build started on may be gone (a leader change): the
     // image's blobs are read through whichever node leads now.
-    let store = match rbk_client::reattach::connect_any(&tls, &args.coordinator, &token, LEADER_PATIENCE).await {
-        Ok((channel, _)) => Arc::new(RemoteStore::new(channel, &args.coordinator, &token)?),
+    let store = match rbk_client::reattach::connect_any(&tls, &args.conn.coordinator, &token, LEADER_PATIENCE).await {
+        Ok((channel, _)) => Arc::new(RemoteStore::new(channel, &args.conn.coordinator, &token)?),
         Err(_) => store,
     };
     let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;

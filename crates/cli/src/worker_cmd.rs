@@ -166,7 +166,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Some(f) => rbk_worker::WorkerPolicy::load(f)?,
         None => rbk_worker::WorkerPolicy::default(),
     };
-    let exec = FarmExecutor::open_with_policy(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
+    let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
     config.tls = tls;

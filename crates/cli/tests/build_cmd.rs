@@ -351,3 +351,19 @@ fn an_ssh_mount_with_a_uid_lets_a_non_root_step_use_the_agent() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(&agent.fingerprint), "uid 1000 reaches the agent:\n{stderr}");
 }
+
+#[test]
+fn network_host_needs_allow_and_runs_in_the_hosts_network_with_it() {
+    let ctx = context("RUN --network=host echo \"netns=$(readlink /proc/self/ns/net)\"\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build(ctx.path(), state.path(), &["--progress=plain"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Dockerfile:4") && stderr.contains("--allow network.host"), "{stderr}");
+
+    let out = build(ctx.path(), state.path(), &["--progress=plain", "--allow", "network.host"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap().display().to_string();
+    assert!(stderr.contains(&format!("netns={host}")), "{host}:\n{stderr}");
+}

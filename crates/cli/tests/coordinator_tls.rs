@@ -3,49 +3,35 @@
 //! they do not.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+#[path = "common/coordinator.rs"]
+mod coordinator;
+use coordinator::{Coordinator, RBK, scratch};
 
 const TENANT: &str = "tls-test-tenant-token-0001";
 const WORKER: &str = "tls-test-worker-token-0001";
-const RBK: &str = env!("CARGO_BIN_EXE_rbk");
-
-struct Running {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A coordinator serving a fresh self-signed certificate for `localhost`
-/// and 127.0.0.1; the certificate is written to `ca.pem` in its dir.
-fn start_tls(name: &str) -> Running {
-    let dir = std::env::temp_dir().join(format!("rbk-cli-tls-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// and 127.0.0.1; the certificate is written to `ca.pem` in its dir, and
+/// `url` is `https://localhost:PORT`.
+fn start_tls(name: &str) -> Coordinator {
+    let dir = scratch(&format!("cli-tls-{name}"));
     std::fs::create_dir_all(dir.join("tls")).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     std::fs::write(dir.join("tls/tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls/tls.key"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
-    std::fs::write(
-        dir.join("coordinator.toml"),
+    let mut c = Coordinator::start(
+        &dir,
+        &format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n"),
         "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[tls]\ncert = \"tls/tls.crt\"\nkey = \"tls/tls.key\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(RBK).args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("rbk coordinator listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let port = addr.rsplit(':').next().unwrap();
-    Running { url: format!("https://localhost:{port}"), child, dir }
+        |_| {},
+    );
+    let port = c.url.rsplit(':').next().unwrap().to_owned();
+    c.url = format!("https://localhost:{port}");
+    c
 }
 
 fn cache_ls(url: &str, ca: Option<&Path>) -> Output {
@@ -55,6 +41,18 @@ fn cache_ls(url: &str, ca: Option<&Path>) -> Output {
         cmd.arg("--tls-ca").arg(ca);
     }
     cmd.output().unwrap()
+}
+
+/// `rbk submit` of `dockerfile` (written into the coordinator's dir, also
+/// the context) to `c`, trusting `ca` when given.
+fn submit(c: &Coordinator, dockerfile: &str, ca: Option<&Path>) -> Output {
+    std::fs::write(c.dir.join("Dockerfile"), dockerfile).unwrap();
+    let mut cmd = Command::new(RBK);
+    cmd.args(["submit", "--coordinator", &c.url, "--token", TENANT]).env_remove("RBK_TLS_CA");
+    if let Some(ca) = ca {
+        cmd.arg("--tls-ca").arg(ca);
+    }
+    cmd.arg("-f").arg(c.dir.join("Dockerfile")).arg(&c.dir).output().unwrap()
 }
 
 #[test]
@@ -88,14 +86,7 @@ fn a_client_without_the_ca_is_refused_naming_the_certificate_problem() {
 #[test]
 fn submit_without_the_ca_is_refused_naming_the_certificate_problem() {
     let c = start_tls("submit");
-    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
-    let out = Command::new(RBK)
-        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "-f"])
-        .arg(c.dir.join("Dockerfile"))
-        .arg(&c.dir)
-        .env_remove("RBK_TLS_CA")
-        .output()
-        .unwrap();
+    let out = submit(&c, "FROM scratch\nCOPY Dockerfile /\n", None);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate"), "{err}");
@@ -111,22 +102,13 @@ fn a_plain_client_to_a_tls_coordinator_fails_instead_of_hanging() {
 #[test]
 fn submit_trusting_the_ca_is_served_over_https() {
     let c = start_tls("submit-ok");
-    std::fs::write(c.dir.join("Dockerfile"), "FROM scratch\n").unwrap();
-    let out = Command::new(RBK)
-        .args(["submit", "--coordinator", &c.url, "--token", TENANT, "--tls-ca"])
-        .arg(c.dir.join("ca.pem"))
-        .arg("-f")
-        .arg(c.dir.join("Dockerfile"))
-        .arg(&c.dir)
-        .env_remove("RBK_TLS_CA")
-        .output()
-        .unwrap();
+    let out = submit(&c, "FROM scratch\n", Some(&c.dir.join("ca.pem")));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Starts `rbk worker` against `c` and returns the first stderr line
 /// containing one of `markers` (or everything read, if it exited).
-fn worker_until(c: &Running, ca: Option<&Path>, markers: &[&str]) -> String {
+fn worker_until(c: &Coordinator, ca: Option<&Path>, markers: &[&str]) -> String {
     let mut cmd = Command::new(RBK);
     cmd.args(["worker", "--coordinator", &c.url, "--token", WORKER, "--id", "tls-worker", "--until-idle", "5s", "--state-dir"])
         .arg(c.dir.join("worker"))

@@ -107,49 +107,54 @@ fn context_with_binary(work: &Path) -> PathBuf {
     ctx
 }
 
+/// `rbk build -f deploy/Dockerfile` of the context [`context_with_binary`]
+/// makes, on the stand-in base, with `extra` flags, into an OCI layout
+/// under `work`; returns the build's output and the layout.
+fn build_deploy_image(work: &Path, extra: &[&str]) -> (Output, PathBuf) {
+    let base = stand_in_base(work);
+    let ctx = context_with_binary(work);
+    let image = work.join("rbk-image.tar");
+    let dockerfile = repo().join("deploy/Dockerfile");
+    let base_image = format!("debian:bookworm-slim={}", base.display());
+    let output = format!("type=oci,dest={}", image.display());
+    let mut args = vec!["-f", dockerfile.to_str().unwrap(), "--base-image", &base_image];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", &output]);
+    let out = rbk_build(&work.join("state"), &args, &ctx);
+    let layout = work.join("rbk-oci");
+    unpack_oci(&image, &layout);
+    (out, layout)
+}
+
+/// Runs `argv` (exec form) in the image at `layout` with `rbk run-step`
+/// under the real runc; returns the step's log (stderr).
+fn run_in_image(work: &Path, layout: &Path, argv: &[&str]) -> String {
+    let step = work.join("step.json");
+    let payload = serde_json::json!({"kind": "run", "command": {"exec": argv}});
+    std::fs::write(&step, payload.to_string()).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_rbk"))
+        .arg("run-step")
+        .arg(&step)
+        .arg("--base")
+        .arg(layout)
+        .arg("--state")
+        .arg(work.join("run-state"))
+        .arg("--runtime-path")
+        .arg(program("runc")));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn the_deploy_dockerfile_builds_with_rbk_and_the_image_runs_rbk_under_runc() {
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
-    let base = stand_in_base(work);
-    let ctx = context_with_binary(work);
-
-    let dockerfile = repo().join("deploy/Dockerfile");
-    let image = work.join("rbk-image.tar");
-    let out = rbk_build(
-        &work.join("state"),
-        &[
-            "-f",
-            dockerfile.to_str().unwrap(),
-            "--base-image",
-            &format!("debian:bookworm-slim={}", base.display()),
-            "-t",
-            "rbk:test",
-            "--progress=plain",
-            "-o",
-            &format!("type=oci,dest={}", image.display()),
-        ],
-        &ctx,
-    );
+    let (out, layout) = build_deploy_image(work, &["-t", "rbk:test", "--progress=plain"]);
     let log = String::from_utf8_lossy(&out.stderr);
     let version = format!("rbk {}", env!("CARGO_PKG_VERSION"));
     assert!(log.contains(&version), "the build's own `rbk --version` step printed no {version:?}:\n{log}");
 
     // The produced image, run under the real runc by rbk's worker.
-    let layout = work.join("rbk-oci");
-    unpack_oci(&image, &layout);
-    let step = work.join("version.json");
-    std::fs::write(&step, r#"{"kind": "run", "command": {"exec": ["/usr/local/bin/rbk", "--version"]}}"#).unwrap();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_rbk"))
-        .arg("run-step")
-        .arg(&step)
-        .arg("--base")
-        .arg(&layout)
-        .arg("--state")
-        .arg(work.join("run-state"))
-        .arg("--runtime-path")
-        .arg(program("runc")));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = run_in_image(work, &layout, &["/usr/local/bin/rbk", "--version"]);
     assert!(stderr.lines().any(|l| l.ends_with(&format!("out {version}"))), "no {version:?} from the image:\n{stderr}");
 }
 
@@ -157,23 +162,7 @@ fn the_deploy_dockerfile_builds_with_rbk_and_the_image_runs_rbk_under_runc() {
 fn the_image_starts_rbk_and_records_its_runtimes() {
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
-    let base = stand_in_base(work);
-    let ctx = context_with_binary(work);
-    let image = work.join("rbk-image.tar");
-    rbk_build(
-        &work.join("state"),
-        &[
-            "-f",
-            repo().join("deploy/Dockerfile").to_str().unwrap(),
-            "--base-image",
-            &format!("debian:bookworm-slim={}", base.display()),
-            "-o",
-            &format!("type=oci,dest={}", image.display()),
-        ],
-        &ctx,
-    );
-    let layout = work.join("rbk-oci");
-    unpack_oci(&image, &layout);
+    let (_, layout) = build_deploy_image(work, &[]);
     let blob = |digest: &str| -> serde_json::Value {
         let hex = digest.strip_prefix("sha256:").unwrap();
         serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
@@ -184,17 +173,6 @@ fn the_image_starts_rbk_and_records_its_runtimes() {
     assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/rbk"]));
     assert_eq!(config["config"]["WorkingDir"], "/var/lib/rbk");
 
-    let step = work.join("runtimes.json");
-    std::fs::write(&step, r#"{"kind": "run", "command": {"exec": ["/bin/cat", "/usr/share/rbk/runtimes"]}}"#).unwrap();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_rbk"))
-        .arg("run-step")
-        .arg(&step)
-        .arg("--base")
-        .arg(&layout)
-        .arg("--state")
-        .arg(work.join("run-state"))
-        .arg("--runtime-path")
-        .arg(program("runc")));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = run_in_image(work, &layout, &["/bin/cat", "/usr/share/rbk/runtimes"]);
     assert!(stderr.contains("out runc version") && stderr.contains("out crun version"), "{stderr}");
 }

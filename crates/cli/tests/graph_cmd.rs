@@ -14,8 +14,7 @@ fn workload(name: &str) -> std::path::PathBuf {
 fn graph_prints_steps_keys_and_the_scoped_cache_id() {
     let dir = workload("131-workload-pip");
     let out = rbk()
-        .args(["graph", "-f"])
-        .arg(dir.join("Dockerfile"))
+        .arg("graph")
         .args(["--build-arg", "BASE=python:3.12", "--namespace", "acme"])
         .arg(dir.join("context"))
         .output()

@@ -1,9 +1,6 @@
 //! `GET /metrics` of a real `rbk coordinator` process while builds run
 //! through it (a worker speaking the Worker stream over gRPC).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rbk_metrics::exposition::sample;
@@ -17,24 +14,20 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tonic::Request;
 
+#[path = "common/coordinator.rs"]
+mod coordinator;
+use coordinator::{RBK, scratch};
+use std::process::Command;
+
 const TENANT: &str = "metrics-test-tenant-token-01";
 const WORKER: &str = "metrics-test-worker-token-02";
-const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Coordinator {
-    child: Child,
     url: String,
+    /// The metrics address it printed (empty without `metrics_listen`).
     metrics: String,
-    dir: PathBuf,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _process: coordinator::Coordinator,
 }
 
 fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
@@ -43,33 +36,20 @@ fn start(name: &str, metrics_listen: Option<&str>) -> Coordinator {
 
 /// Like [`start`]; with `log`, the coordinator logs at info into that file.
 fn start_logging(name: &str, metrics_listen: Option<&str>, log: Option<&std::path::Path>) -> Coordinator {
-    let dir = std::env::temp_dir().join(format!("rbk-metrics-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
+    let dir = scratch(&format!("metrics-{name}"));
     let metrics_key = metrics_listen.map(|a| format!("metrics_listen = \"{a}\"\n")).unwrap_or_default();
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        format!("listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n{metrics_key}[store]\ndir = \"store\"\n"),
-    )
-    .unwrap();
-    let mut cmd = Command::new(RBK);
-    cmd.args(["coordinator", "--config"]).arg(dir.join("coordinator.toml")).stdout(Stdio::piped());
-    if let Some(log) = log {
-        cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("rbk coordinator listening on ").unwrap_or_else(|| panic!("unexpected line {line:?}")).to_owned();
-    let mut metrics = String::new();
-    if metrics_listen.is_some() {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        metrics = line.trim().strip_prefix("rbk metrics listening on ").unwrap_or_else(|| panic!("unexpected line {line:?}")).to_owned();
-    }
-    Coordinator { child, url: format!("http://{addr}"), metrics, dir }
+    let mut process = coordinator::Coordinator::start(
+        &dir,
+        &format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n"),
+        &format!("listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n{metrics_key}[store]\ndir = \"store\"\n"),
+        |cmd| {
+            if let Some(log) = log {
+                cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+            }
+        },
+    );
+    let metrics = if metrics_listen.is_some() { process.printed("rbk metrics listening on ") } else { String::new() };
+    Coordinator { url: process.url.clone(), metrics, _process: process }
 }
 
 /// `GET path` over plain HTTP/1.1: (status code, body).
@@ -137,13 +117,7 @@ impl Worker {
         let mut commits = Vec::new();
         for g in &a.mounts {
             let snapshot = self.store.put_bytes(format!("cache {} after {}", g.cache_id, a.key).into_bytes().into()).await.unwrap();
-            commits.push(pw::CacheCommit {
-                cache_id: g.cache_id.clone(),
-                slot: g.slot,
-                base_generation: g.generation,
-                snapshot: snapshot.to_string(),
-                total_bytes: 100,
-            });
+            commits.push(g.commit(snapshot.to_string(), 100));
         }
         let result = pw::StepResult {
             assignment_id: a.assignment_id.clone(),

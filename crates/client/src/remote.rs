@@ -152,4 +152,10 @@ impl Store for RemoteStore {
     async fn list(&self) -> StoreResult<Vec<Digest>> {
         Err(backend("the content service offers no listing; garbage collection runs on the coordinator".into(), false))
     }
+
+    /// No pages either: the collector runs where the store is (the
+    /// coordinator leader), never through the content service.
+    async fn list_page(&self, _after: Option<Digest>, _limit: usize) -> StoreResult<rbk_store::ListPage> {
+        Err(backend("the content service offers no listing; garbage collection runs on the coordinator".into(), false))
+    }
 }

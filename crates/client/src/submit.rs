@@ -189,7 +189,7 @@ pub async fn run_build(
                     .map(|p| format!(" ({}:{})", p.file, p.line))
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };
-                let why = if f.exit_code != 0 { format!("exit code {}", f.exit_code) } else { f.message.clone() };
+                let why = failure_reason(&f.message, label, &place, f.exit_code);
                 failure.get_or_insert(SubmitError::StepFailed { label: label.to_owned(), place, worker, why });
             }
             Event::BuildFinished(b) => {
@@ -206,5 +206,36 @@ pub async fn run_build(
             results.remove(step_id).ok_or_else(|| SubmitError::NoTargetResult { step_id: step_id.to_owned() })?,
         )),
         None => Ok(None),
+    }
+}
+
+/// Why a step failed, as the worker said it (a refused entitlement, a
+/// limit the step ran into, ...) without the step's label and place,
+/// which the error already names; the exit code when it said nothing more.
+fn failure_reason(message: &str, label: &str, place: &str, exit_code: i32) -> String {
+    let head = format!("{label}{place}");
+    let said = message
+        .strip_prefix(head.as_str())
+        .map(|rest| rest.trim_start_matches(" failed").trim_start_matches(':').trim())
+        .unwrap_or(message.trim());
+    match (said.is_empty(), exit_code) {
+        (true, 0) => "failed".to_owned(),
+        (true, code) => format!("exit code {code}"),
+        (false, _) => said.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod failure_reason_tests {
+    use super::failure_reason;
+
+    #[test]
+    fn the_workers_reason_is_kept_without_the_label_and_place_it_repeats() {
+        let label = "[4/4] RUN --network=host true";
+        let m = "[4/4] RUN --network=host true (Dockerfile:4): RUN --network=host needs the entitlement network.host";
+        assert_eq!(failure_reason(m, label, " (Dockerfile:4)", -1), "RUN --network=host needs the entitlement network.host");
+        let m = "[2/2] RUN x (Dockerfile:2) failed: exit code 7";
+        assert_eq!(failure_reason(m, "[2/2] RUN x", " (Dockerfile:2)", 7), "exit code 7");
+        assert_eq!(failure_reason("", "[2/2] RUN x", " (Dockerfile:2)", 7), "exit code 7");
     }
 }

@@ -30,6 +30,13 @@ pub trait Merger: Send + Sync + 'static {
     /// `base` is the common ancestor, `None` when it is no longer known (the
     /// merge is then a union in which `later` wins per path).
     async fn merge(&self, base: Option<Digest>, earlier: Digest, later: Digest) -> Result<MergedSnapshot, MergeError>;
+
+    /// The blobs a snapshot's manifest names (its packs), which a commit
+    /// makes reachable and the store collector's fence must see
+    /// (`gc_fence.rs`). The default, for mergers of test trees, names none.
+    async fn packs(&self, _snapshot: Digest) -> Result<Vec<Digest>, MergeError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The error of a [`Merger`]'s own failure (its store, its format), boxed:
@@ -51,6 +58,8 @@ pub enum MergeError {
 pub enum CacheHeadError {
     #[error("cache {head}: merging {later} into head {earlier}: {source}")]
     Merge { head: HeadKey, earlier: Digest, later: Digest, source: MergeError },
+    #[error("cache {head}: {} blob(s) of the commit (first: {}) were being deleted by the store collector; retry", blobs.len(), blobs.first().map(|d| d.to_string()).unwrap_or_default())]
+    Fenced { head: HeadKey, blobs: Vec<Digest> },
     #[error("cache {head}: gave up after {attempts} commit attempts; the head keeps moving")]
     Contended { head: HeadKey, attempts: u32 },
     #[error(transparent)]
@@ -96,11 +105,33 @@ impl CacheHeads {
         total_bytes: u64,
         now_ms: u64,
     ) -> Result<Committed, CacheHeadError> {
+        self.commit_from(head, base_generation, snapshot, total_bytes, now_ms, now_ms).await
+    }
+
+    /// [`Self::commit`] by a writer whose work started at `started_ms`: the
+    /// commit is refused if the snapshot or one of its packs is fenced by
+    /// the store collector against such a writer (`gc_fence.rs`).
+    pub async fn commit_from(
+        &self,
+        head: &HeadKey,
+        base_generation: u64,
+        snapshot: Digest,
+        total_bytes: u64,
+        now_ms: u64,
+        started_ms: u64,
+    ) -> Result<Committed, CacheHeadError> {
         let (mut base_generation, mut snapshot, mut total_bytes) = (base_generation, snapshot, total_bytes);
         let mut merged = false;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let packs = self.merger.packs(snapshot).await.map_err(|source| CacheHeadError::Merge {
+                head: head.clone(),
+                earlier: snapshot,
+                later: snapshot,
+                source,
+            })?;
             let cmd = Command::CommitHead { head: head.clone(), base_generation, snapshot, total_bytes, now_ms };
-            match self.state.apply(cmd).await? {
+            match self.state.apply(Command::Guarded { started_ms, packs, cmd: Box::new(cmd) }).await? {
+                Outcome::Refused { blobs } => return Err(CacheHeadError::Fenced { head: head.clone(), blobs }),
                 Outcome::Committed { generation } => return Ok(Committed { snapshot, generation, merged }),
                 Outcome::HeadMoved { current } => {
                     if current.snapshot == snapshot {

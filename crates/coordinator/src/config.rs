@@ -21,6 +21,19 @@
 //! max_attempts = 3
 //! readopt_grace_ms = 10000        # after a leader change: how long a step stays
 //!                                 # on the worker running it, awaiting its return
+//! [gc]                            # the store collector (docs/operations.md)
+//! interval = "1h"                 # between runs on the leader; "off": on demand only
+//! grace = "1h"                    # blobs written more recently are always kept
+//! existence_ttl = "10m"           # the store's existence-cache TTL
+//! batch = 1000                    # blobs fenced and deleted together
+//! [eviction]                      # per-tenant budgets (docs/operations.md)
+//! keep_duration = "14d"           # heads unused this long are dropped; "off"
+//! heads_bytes = "20GiB"           # default budget: cache heads of a tenant
+//! actions_bytes = "50GiB"         # default budget: its action-cache results
+//! [eviction.tenants.big-team]     # a tenant's own budget (unset: the default)
+//! heads_bytes = "100GiB"
+//! [admin]                         # optional: the Admin service (`rbk store gc`)
+//! token_file = "admin-token"      # one token, 16+ characters; relative to this file
 //! ```
 
 use std::net::SocketAddr;
@@ -62,10 +75,120 @@ pub struct CoordinatorConfig {
     /// The gRPC server's connection limits; see [`crate::server_limits`].
     #[serde(default)]
     pub server: crate::server_limits::ServerLimits,
+    /// The store collector; see [`GcSection`].
+    #[serde(default)]
+    pub gc: GcSection,
+    /// Per-tenant budgets; see [`EvictionSection`].
+    #[serde(default)]
+    pub eviction: EvictionSection,
+    /// The Admin service; absent: it refuses every call.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
 }
 
 fn default_token_reload_ms() -> u64 {
     5000
+}
+
+/// `[gc]`: when and how carefully the leader collects the store.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcSection {
+    /// `"<n>s|m|h|d"` or `"off"`.
+    pub interval: String,
+    pub grace: String,
+    pub existence_ttl: String,
+    pub batch: usize,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        Self { interval: "1h".into(), grace: "1h".into(), existence_ttl: "10m".into(), batch: 1000 }
+    }
+}
+
+impl GcSection {
+    /// The collector's config, or the key that is wrong and why.
+    pub fn collector_config(&self) -> Result<crate::collector::GcConfig, String> {
+        let interval = match self.interval.as_str() {
+            "off" | "0" => None,
+            s => Some(parse_duration(s).map_err(|e| format!("gc.interval: {e}"))?),
+        };
+        let grace = parse_duration(&self.grace).map_err(|e| format!("gc.grace: {e}"))?;
+        let existence_ttl = parse_duration(&self.existence_ttl).map_err(|e| format!("gc.existence_ttl: {e}"))?;
+        if grace < existence_ttl {
+            return Err(format!(
+                "gc.grace ({}) must be at least gc.existence_ttl ({}): a blob a cached \"present\" answer vouches for must not be young enough to be collected unseen",
+                self.grace, self.existence_ttl
+            ));
+        }
+        if self.batch == 0 || self.batch > 10_000 {
+            return Err("gc.batch: between 1 and 10000".into());
+        }
+        Ok(crate::collector::GcConfig { interval, grace, existence_ttl, batch: self.batch })
+    }
+}
+
+/// `[eviction]`: what each tenant may keep (sizes like `"10GiB"`; unset:
+/// unbounded), applied by the leader before each store collection.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvictionSection {
+    /// `"<n>s|m|h|d"` or `"off"`.
+    pub keep_duration: Option<String>,
+    pub heads_bytes: Option<String>,
+    pub actions_bytes: Option<String>,
+    /// Budgets of named tenants; a key left unset takes the default.
+    pub tenants: std::collections::BTreeMap<String, BudgetSection>,
+}
+
+/// `[eviction.tenants.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    pub heads_bytes: Option<String>,
+    pub actions_bytes: Option<String>,
+}
+
+impl EvictionSection {
+    /// The policy, or the key that is wrong and why.
+    pub fn policy(&self) -> Result<crate::eviction::EvictionPolicy, String> {
+        use crate::eviction::{Budget, EvictionPolicy, parse_bytes};
+        let bytes = |v: &Option<String>, key: &str| v.as_deref().map(parse_bytes).transpose().map_err(|e| format!("{key}: {e}"));
+        let keep_duration = match self.keep_duration.as_deref() {
+            None | Some("off") => None,
+            Some(s) => Some(parse_duration(s).map_err(|e| format!("eviction.keep_duration: {e}"))?),
+        };
+        let default = Budget { heads_bytes: bytes(&self.heads_bytes, "eviction.heads_bytes")?, actions_bytes: bytes(&self.actions_bytes, "eviction.actions_bytes")? };
+        let mut tenants = std::collections::BTreeMap::new();
+        for (name, b) in &self.tenants {
+            let heads = bytes(&b.heads_bytes, &format!("eviction.tenants.{name}.heads_bytes"))?;
+            let actions = bytes(&b.actions_bytes, &format!("eviction.tenants.{name}.actions_bytes"))?;
+            tenants.insert(name.clone(), Budget { heads_bytes: heads.or(default.heads_bytes), actions_bytes: actions.or(default.actions_bytes) });
+        }
+        Ok(EvictionPolicy { keep_duration, default, tenants })
+    }
+}
+
+/// `"<n>s|m|h|d"` as a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number followed by s, m, h or d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: expected a number followed by s, m, h or d")),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// `[admin]`: who may call the Admin service.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub token_file: PathBuf,
 }
 
 /// `[tls]`: the coordinator's certificate and key (PEM files, for example
@@ -211,6 +334,11 @@ impl CoordinatorConfig {
         if let Some(r) = &mut c.raft {
             r.resolve(base).map_err(invalid)?;
         }
+        c.gc.collector_config().map_err(invalid)?;
+        c.eviction.policy().map_err(invalid)?;
+        if let Some(a) = &mut c.admin {
+            a.token_file = base.join(&a.token_file);
+        }
         Ok(c)
     }
 
@@ -324,6 +452,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("worker_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn gc_defaults_to_hourly_runs_with_an_hour_of_grace() {
+        let c = CoordinatorConfig::parse("listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n", Path::new("c.toml")).unwrap();
+        let g = c.gc.collector_config().unwrap();
+        assert_eq!((g.interval, g.grace, g.existence_ttl), (Some(Duration::from_secs(3600)), Duration::from_secs(3600), Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn a_gc_grace_shorter_than_the_existence_ttl_is_refused_naming_both_keys() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[gc]\ninterval = \"off\"\ngrace = \"1m\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("coordinator config c.toml:") && e.contains("gc.grace") && e.contains("gc.existence_ttl"), "{e}");
+    }
+
+    #[test]
+    fn eviction_budgets_default_per_tenant_and_a_named_tenant_overrides_only_what_it_sets() {
+        let c = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[eviction]\nkeep_duration = \"7d\"\nheads_bytes = \"1GiB\"\nactions_bytes = \"500MB\"\n[eviction.tenants.big]\nheads_bytes = \"2GiB\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let p = c.eviction.policy().unwrap();
+        assert_eq!(p.keep_duration, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!((p.budget("small").heads_bytes, p.budget("small").actions_bytes), (Some(1 << 30), Some(500_000_000)));
+        assert_eq!((p.budget("big").heads_bytes, p.budget("big").actions_bytes), (Some(2 << 30), Some(500_000_000)));
+    }
+
+    #[test]
+    fn a_bad_budget_is_named_with_its_tenant() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[eviction.tenants.big]\nactions_bytes = \"lots\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("eviction.tenants.big.actions_bytes") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_gc_interval_is_named() {
+        let e = CoordinatorConfig::parse(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n[gc]\ninterval = \"hourly\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gc.interval") && e.contains("hourly"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub struct Coordinator {
     pub ssh: crate::ssh_relay::AgentRelay,
     /// Streams per connection, keepalives, handshake timeout.
     limits: crate::server_limits::ServerLimits,
+    /// The store collector and the admin token's hash (see
+    /// [`Self::with_collector`]).
+    collector: Option<(crate::collector::Collector, Option<[u8; 32]>)>,
+    /// The per-tenant budgets (`rbk cache du` shows them).
+    eviction: Arc<crate::eviction::EvictionPolicy>,
 }
 
 impl Coordinator {
@@ -57,7 +62,18 @@ impl Coordinator {
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default(), limits: Default::default() }
+        Self {
+            state,
+            scheduler,
+            auth,
+            store,
+            heartbeat_ms,
+            gate: None,
+            ssh: Default::default(),
+            limits: Default::default(),
+            collector: None,
+            eviction: Arc::default(),
+        }
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -74,8 +90,27 @@ impl Coordinator {
         self
     }
 
+    /// Runs the store collector on the leader (on `config.interval`, and
+    /// on demand through the Admin service for callers presenting
+    /// `admin_token`). Call after [`Self::with_gate`]: only the node the
+    /// gate lets through collects.
+    pub fn with_collector(mut self, config: crate::collector::GcConfig, eviction: crate::eviction::EvictionPolicy, admin_token: Option<&str>) -> Self {
+        let gate = self.gate.clone();
+        let leader: crate::collector::IsLeader = Arc::new(move || gate.as_ref().is_none_or(|g| g.check().is_ok()));
+        self.eviction = Arc::new(eviction.clone());
+        let collector = crate::collector::Collector::new(self.state.clone(), self.store.clone(), config, leader).with_eviction(eviction);
+        collector.clone().spawn_schedule();
+        self.collector = Some((collector, admin_token.map(|t| *blake3::hash(t.trim().as_bytes()).as_bytes())));
+        self
+    }
+
+    /// The store collector, when [`Self::with_collector`] set one up.
+    pub fn collector(&self) -> Option<&crate::collector::Collector> {
+        self.collector.as_ref().map(|(c, _)| c)
+    }
+
     fn build_service(&self) -> BuildService {
-        BuildService { state: self.state.clone(), scheduler: self.scheduler.clone(), gate: self.gate.clone() }
+        BuildService { state: self.state.clone(), scheduler: self.scheduler.clone(), gate: self.gate.clone(), eviction: self.eviction.clone() }
     }
 
     /// Serves all three services on `listener` until `shutdown` resolves.
@@ -130,6 +165,12 @@ impl Coordinator {
                 crate::ssh_relay::SshRelayService::new(self.state.clone(), self.scheduler.clone(), self.ssh.clone()),
                 gated,
             ))
+            .add_optional_service(self.collector.clone().map(|(collector, token)| {
+                rbk_proto::admin::admin_server::AdminServer::with_interceptor(
+                    crate::service::admin::AdminService { collector },
+                    crate::service::admin::admin_interceptor(token, self.gate.clone()),
+                )
+            }))
             .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))
             // TCP_NODELAY, as tonic's own `serve` sets it: with Nagle on, a
             // small reply waits for the peer's delayed ACK (~40 ms), which

@@ -41,6 +41,18 @@ impl Merger for SnapshotMerger {
             .map_err(|e| MergeError::Commit { earlier: earlier_digest, later: later_digest, source: e.into() })?;
         Ok(MergedSnapshot { snapshot: snapshot.digest, total_bytes })
     }
+
+    async fn packs(&self, snapshot: Digest) -> Result<Vec<Digest>, MergeError> {
+        match Snapshot::load(&*self.store, snapshot).await {
+            Ok(s) => Ok(s.manifest.packs().into_iter().collect()),
+            // A manifest that is not stored names no packs; the fence still
+            // sees the snapshot digest itself (a manifest the collector
+            // deleted is refused by it), and committing a head to a missing
+            // snapshot stays what it was before the collector existed.
+            Err(rbk_snapshot::SnapshotError::Store(rbk_store::StoreError::NotFound(_))) => Ok(Vec::new()),
+            Err(e) => Err(MergeError::Load { snapshot, source: e.into() }),
+        }
+    }
 }
 
 #[cfg(test)]

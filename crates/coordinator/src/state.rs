@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 // The state speaks the coordinator's vocabulary (see `model.rs`).
 pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
+use crate::usage::Usage;
+use crate::gc_fence::{GcCommand, GcFences};
 use crate::model::StepNode;
+use crate::references::References;
 
 /// How many recent builds are remembered; older finished ones are dropped.
 pub const MAX_BUILDS: usize = 1000;
@@ -167,11 +170,30 @@ pub enum Command {
     ReleaseLeases { holder: String },
     /// Forgets a head (eviction); its snapshot becomes garbage.
     DropHead { head: HeadKey },
+    /// The store collector's fences (see `gc_fence.rs`).
+    Gc(GcCommand),
+    /// Applies `cmd` (a command that adds references) unless a blob it
+    /// names, or one of `packs` (the packs of a committed snapshot), is
+    /// fenced against a writer that started at `started_ms`: then nothing
+    /// changes and the answer is [`Outcome::Refused`].
+    Guarded { started_ms: u64, packs: Vec<Digest>, cmd: Box<Command> },
+    /// Eviction (see `eviction.rs`).
+    Evict(EvictCommand),
     /// Makes the token table exactly `tokens` (the token file, by hash):
     /// every other known token becomes [`Principal::Revoked`]. One command
     /// for the whole file, so a removal reaches every node with the same
     /// log entry.
     SetTokens { tokens: BTreeMap<String, Principal>, now_ms: u64 },
+}
+
+/// The eviction's commands. Each names what it drops with the last use
+/// the plan saw: one used since (a commit, a hit, a new build mounting it)
+/// is kept, so a plan made from a read never drops what just became hot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvictCommand {
+    DropHeads { heads: Vec<(HeadKey, u64)> },
+    /// `((namespace, key), last used)` action-cache entries.
+    DropActions { entries: Vec<((String, String), u64)> },
 }
 
 /// What applying a command answered.
@@ -182,6 +204,12 @@ pub enum Outcome {
     HeadMoved { current: CacheHead },
     LeaseGranted { slot: u32 },
     LeaseBusy { holder: String, expires_ms: u64 },
+    /// A [`GcCommand`]: whether it took effect (a fence is refused when
+    /// references were committed since its generation).
+    Gc { held: bool },
+    /// A guarded command named blobs the store collector fenced: the
+    /// writer must upload them again (or fail with a retryable error).
+    Refused { blobs: Vec<Digest> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,6 +230,50 @@ pub enum StateError {
     NotLeader { leader: Option<String> },
 }
 
+impl Command {
+    /// Whether applying this may make a blob reachable.
+    pub fn may_add_references(&self) -> bool {
+        matches!(self, Command::CreateBuild { .. } | Command::PutAction { .. } | Command::CommitHead { .. } | Command::Guarded { .. })
+    }
+
+    /// What this command would make reachable (head commits: the manifest
+    /// only; its packs travel in [`Command::Guarded`]'s `packs`).
+    pub fn references(&self) -> References {
+        let mut r = References::default();
+        match self {
+            Command::CreateBuild { graph, .. } => r.add_graph(graph),
+            Command::PutAction { result, .. } => r.add_result(result),
+            Command::CommitHead { snapshot, .. } => {
+                r.snapshots.insert(*snapshot);
+            }
+            Command::Guarded { packs, cmd, .. } => {
+                r = cmd.references();
+                r.blobs.extend(packs.iter().copied());
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+/// The state machine as snapshots held it before the store collector and
+/// eviction added their parts (`gc`, `usage`): what a coordinator upgraded
+/// across that change reads from its last snapshot, once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LegacyStateMachine {
+    pub tokens: BTreeMap<String, Principal>,
+    pub builds: BTreeMap<String, BuildRecord>,
+    pub actions: BTreeMap<(String, String), ActionResult>,
+    pub heads: BTreeMap<HeadKey, CacheHead>,
+    pub leases: BTreeMap<HeadKey, Lease>,
+}
+
+impl From<LegacyStateMachine> for StateMachine {
+    fn from(l: LegacyStateMachine) -> Self {
+        StateMachine { tokens: l.tokens, builds: l.builds, actions: l.actions, heads: l.heads, leases: l.leases, ..Default::default() }
+    }
+}
+
 /// The deterministic state machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
@@ -212,10 +284,18 @@ pub struct StateMachine {
     actions: BTreeMap<(String, String), ActionResult>,
     heads: BTreeMap<HeadKey, CacheHead>,
     leases: BTreeMap<HeadKey, Lease>,
+    /// The store collector's epoch and fences.
+    gc: GcFences,
+    /// When heads and action-cache entries were last used (eviction).
+    #[serde(default)]
+    usage: Usage,
 }
 
 impl StateMachine {
     pub fn apply(&mut self, cmd: Command) -> Result<Outcome, StateError> {
+        if cmd.may_add_references() {
+            self.gc.note_reference();
+        }
         match cmd {
             Command::PutToken { token_hash, principal } => {
                 self.tokens.insert(token_hash, principal);
@@ -224,6 +304,7 @@ impl StateMachine {
                 if self.builds.contains_key(&build_id) {
                     return Err(StateError::DuplicateBuild(build_id));
                 }
+                self.note_mounts_used(&namespace, &graph, now_ms);
                 let steps = steps
                     .into_iter()
                     .map(|(id, key)| StepRecord {
@@ -257,6 +338,10 @@ impl StateMachine {
                     .iter_mut()
                     .find(|s| s.id == step_id)
                     .ok_or_else(|| StateError::UnknownStep { build: build_id.clone(), step: step_id.clone() })?;
+                if state == StepState::Cached && self.actions.contains_key(&(build.namespace.clone(), step.key.clone())) {
+                    // A hit, at the build's time (the command has none).
+                    self.usage.action_used(&build.namespace, &step.key, build.created_ms);
+                }
                 step.state = state;
                 step.worker_id = worker_id;
                 step.attempts = attempts;
@@ -269,6 +354,7 @@ impl StateMachine {
                 build.finished_ms = now_ms;
             }
             Command::PutAction { namespace, key, result } => {
+                self.usage.action_used(&namespace, &key, result.created_ms);
                 self.actions.insert((namespace, key), result);
             }
             Command::CommitHead { head, base_generation, snapshot, total_bytes, now_ms } => {
@@ -279,6 +365,7 @@ impl StateMachine {
                 {
                     return Ok(Outcome::HeadMoved { current: current.clone() });
                 }
+                let head_key = head.clone();
                 let entry = self.heads.entry(head).or_insert_with(|| CacheHead {
                     snapshot,
                     generation: 0,
@@ -294,7 +381,9 @@ impl StateMachine {
                 if entry.history.len() > HEAD_HISTORY {
                     entry.history.remove(0);
                 }
-                return Ok(Outcome::Committed { generation: entry.generation });
+                let generation = entry.generation;
+                self.usage.head_used(&head_key, now_ms);
+                return Ok(Outcome::Committed { generation });
             }
             Command::AcquireLease { namespace, cache_id, sharing, holder, now_ms, ttl_ms } => {
                 let mut key = HeadKey { namespace, cache_id, slot: 0 };
@@ -319,6 +408,9 @@ impl StateMachine {
                     }
                 }
                 let slot = key.slot;
+                if self.heads.contains_key(&key) {
+                    self.usage.head_used(&key, now_ms);
+                }
                 self.leases.insert(key, Lease { holder, expires_ms: now_ms.saturating_add(ttl_ms) });
                 return Ok(Outcome::LeaseGranted { slot });
             }
@@ -332,6 +424,35 @@ impl StateMachine {
             }
             Command::DropHead { head } => {
                 self.heads.remove(&head);
+                self.usage.head_dropped(&head);
+            }
+            Command::Evict(EvictCommand::DropHeads { heads }) => {
+                for (key, seen) in heads {
+                    if self.heads.get(&key).is_some_and(|h| self.usage.head_used_at(&key, h.updated_ms) <= seen) {
+                        self.heads.remove(&key);
+                        self.usage.head_dropped(&key);
+                    }
+                }
+            }
+            Command::Evict(EvictCommand::DropActions { entries }) => {
+                for ((namespace, key), seen) in entries {
+                    if self.actions.get(&(namespace.clone(), key.clone())).is_some_and(|r| self.usage.action_used_at(&namespace, &key, r.created_ms) <= seen) {
+                        self.usage.action_dropped(&namespace, &key);
+                        self.actions.remove(&(namespace, key));
+                    }
+                }
+            }
+            Command::Gc(gc) => {
+                let oldest = self.builds.values().filter(|b| b.state == BuildState::Running).map(|b| b.created_ms).min();
+                return Ok(Outcome::Gc { held: self.gc.apply(gc, oldest) });
+            }
+            Command::Guarded { started_ms, packs, cmd } => {
+                let refs = cmd.references();
+                let blobs = self.gc.refused(refs.all().chain(packs.iter()), started_ms);
+                if !blobs.is_empty() {
+                    return Ok(Outcome::Refused { blobs });
+                }
+                return self.apply(*cmd);
             }
             Command::SetTokens { tokens, now_ms } => self.set_tokens(tokens, now_ms),
         }
@@ -361,6 +482,17 @@ impl StateMachine {
                 }
                 self.tokens.remove(&hash);
                 excess -= 1;
+            }
+        }
+    }
+
+    /// A new build mounts these heads (slot 0; private slots are used
+    /// through their leases): they are in use now.
+    fn note_mounts_used(&mut self, namespace: &str, graph: &[StepNode], now_ms: u64) {
+        for mount in graph.iter().flat_map(|s| &s.cache_mounts) {
+            let key = HeadKey { namespace: namespace.to_owned(), cache_id: mount.id.clone(), slot: 0 };
+            if self.heads.contains_key(&key) {
+                self.usage.head_used(&key, now_ms);
             }
         }
     }
@@ -430,6 +562,26 @@ impl StateMachine {
 
     pub fn lease(&self, key: &HeadKey) -> Option<&Lease> {
         self.leases.get(key)
+    }
+
+    /// The store collector's epoch and fences.
+    pub fn gc(&self) -> &GcFences {
+        &self.gc
+    }
+
+    /// When heads and action-cache entries were last used.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// Every head of every namespace (what the store collector marks from).
+    pub fn all_heads(&self) -> impl Iterator<Item = (&HeadKey, &CacheHead)> {
+        self.heads.iter()
+    }
+
+    /// Every action-cache entry of every namespace.
+    pub fn all_actions(&self) -> impl Iterator<Item = (&(String, String), &ActionResult)> {
+        self.actions.iter()
     }
 }
 

@@ -1,5 +1,8 @@
 //! The Dockerfile corpus under `tests/dockerfiles/` (repository root): each
-//! case is a directory with a `Dockerfile`, an optional `context/`, an
+//! case is a directory with a `Dockerfile`, an optional `context/` (a case
+//! without its own `Dockerfile` uses `context/Dockerfile`, as `docker build`
+//! does when not given `-f`: the workload cases are a workload's directory,
+//! Dockerfile included, so it is one file, not a copy beside the context), an
 //! optional `options` file (`target=NAME`, `build-arg=K=V` lines) and an
 //! optional `Dockerfile.dockerignore`. Its canonical form and graph are
 //! pinned by reviewed snapshots, and printing then re-parsing it changes
@@ -34,10 +37,13 @@ fn cases() -> Vec<Case> {
 
 fn load(dir: &Path) -> Case {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let dockerfile = dir.join("Dockerfile");
+    let context = dir.join("context");
+    let dockerfile = match dir.join("Dockerfile") {
+        own if own.is_file() => own,
+        _ => context.join("Dockerfile"),
+    };
     let text = std::fs::read_to_string(&dockerfile)
         .unwrap_or_else(|e| panic!("{}: {e}", dockerfile.display()));
-    let context = dir.join("context");
     let mut opts = BuildOptions {
         file_name: format!("{name}/Dockerfile"),
         ..BuildOptions::default()

@@ -4,6 +4,17 @@
 
 use rbk_dockerfile::{BuildOptions, FsContext, build_graph, parse_bytes};
 
+/// Builds `df` with the default options against an empty context.
+fn graph(df: &str) -> Result<rbk_dockerfile::Graph, rbk_dockerfile::Error> {
+    let ctx = tempfile::tempdir().unwrap();
+    build_graph(
+        df,
+        &BuildOptions::default(),
+        &FsContext::new(ctx.path()),
+        &(),
+    )
+}
+
 /// Builds `df` against a context holding `a.txt` and `b.txt` and returns the
 /// error message.
 fn err(df: &str, target: Option<&str>) -> String {
@@ -86,14 +97,7 @@ fn invalid_stage_name() {
 
 #[test]
 fn stage_names_are_case_insensitive() {
-    let ctx = tempfile::tempdir().unwrap();
-    let g = build_graph(
-        "FROM alpine AS Build\nFROM BUILD\n",
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .unwrap();
+    let g = graph("FROM alpine AS Build\nFROM BUILD\n").unwrap();
     assert_eq!(g.stages[0].name.as_deref(), Some("build"));
     assert_eq!(
         g.stages[1].deps.iter().copied().collect::<Vec<_>>(),
@@ -502,14 +506,7 @@ fn a_huge_line_parses_in_linear_time() {
     let long = "x".repeat(2 << 20);
     let env = "y".repeat(512 << 10);
     let df = format!("FROM alpine\nENV A={env}\nRUN echo {long} \\\n  {long}\n");
-    let ctx = tempfile::tempdir().unwrap();
-    let g = build_graph(
-        &df,
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .unwrap();
+    let g = graph(&df).unwrap();
     assert_eq!(g.steps.len(), 2);
 }
 
@@ -526,14 +523,7 @@ fn deeply_nested_substitutions_are_an_error_not_a_stack_overflow() {
 #[test]
 fn deeply_nested_json_falls_back_to_shell_form() {
     let deep = "[".repeat(100_000);
-    let ctx = tempfile::tempdir().unwrap();
-    let g = build_graph(
-        &format!("FROM alpine\nRUN {deep}\n"),
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .unwrap();
+    let g = graph(&format!("FROM alpine\nRUN {deep}\n")).unwrap();
     let rbk_dockerfile::StepKind::Run(r) = &g.steps[1].kind else {
         panic!("not a RUN")
     };
@@ -559,16 +549,7 @@ fn binary_garbage_is_an_error() {
         .collect();
     assert!(parse_bytes(&garbage, "Dockerfile").is_err());
     let lossy = String::from_utf8_lossy(&garbage).into_owned();
-    let ctx = tempfile::tempdir().unwrap();
-    assert!(
-        build_graph(
-            &lossy,
-            &BuildOptions::default(),
-            &FsContext::new(ctx.path()),
-            &()
-        )
-        .is_err()
-    );
+    assert!(graph(&lossy).is_err());
 }
 
 #[test]
@@ -581,14 +562,7 @@ fn a_long_chain_of_stages_is_handled_without_recursion() {
             i - 1
         ));
     }
-    let ctx = tempfile::tempdir().unwrap();
-    let g = build_graph(
-        &df,
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .unwrap();
+    let g = graph(&df).unwrap();
     assert_eq!(g.stages.iter().filter(|s| s.needed).count(), 2000);
 }
 
@@ -610,14 +584,7 @@ fn pattern_operators_stay_fast_on_the_longest_accepted_values() {
     let df = format!(
         "FROM alpine\nENV A={long}\nENV B=${{A//*a*a*a*b/x}} C=${{A##*a*b}} D=${{A%%a*a*b}}\n"
     );
-    let ctx = tempfile::tempdir().unwrap();
-    let g = build_graph(
-        &df,
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .unwrap();
+    let g = graph(&df).unwrap();
     assert_eq!(g.stages[0].config.env[1].1.len(), 1000);
 }
 

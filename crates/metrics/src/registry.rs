@@ -69,6 +69,15 @@ struct Inner {
     worker_steps: Family<ResultLabels, Counter>,
     worker_bytes_restored: Counter,
     worker_bytes_committed: Counter,
+    gc_runs: Family<ResultLabels, Counter>,
+    gc_scanned_objects: Counter,
+    gc_deleted_objects: Counter,
+    gc_freed_bytes: Counter,
+    gc_duration: Histogram,
+    gc_store_bytes: Gauge,
+    gc_evicted_heads: Counter,
+    gc_evicted_actions: Counter,
+    gc_evicted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -169,7 +178,28 @@ impl Metrics {
             "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)",
             worker_bytes_committed.clone(),
         );
+        let gc_runs = Family::<ResultLabels, Counter>::default();
+        r.register("rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", gc_runs.clone());
+        let gc_scanned_objects = Counter::default();
+        r.register("rbk_gc_scanned_objects", "Blobs the store collector listed", gc_scanned_objects.clone());
+        let gc_deleted_objects = Counter::default();
+        r.register("rbk_gc_deleted_objects", "Blobs the store collector deleted", gc_deleted_objects.clone());
+        let gc_freed_bytes = Counter::default();
+        r.register("rbk_gc_freed_bytes", "Stored bytes the store collector deleted", gc_freed_bytes.clone());
+        let gc_duration = duration_histogram();
+        r.register("rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", gc_duration.clone());
+        let gc_store_bytes = Gauge::default();
+        r.register("rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", gc_store_bytes.clone());
+        let gc_evicted_heads = Counter::default();
+        r.register("rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", gc_evicted_heads.clone());
+        let gc_evicted_actions = Counter::default();
+        r.register("rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", gc_evicted_actions.clone());
+        let gc_evicted_bytes = Counter::default();
+        r.register("rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", gc_evicted_bytes.clone());
 
+        for r in ["done", "failed"] {
+            let _ = gc_runs.get_or_create(&ResultLabels { result: r });
+        }
         for b in BuildResult::ALL {
             let _ = builds.get_or_create(&ResultLabels { result: b.as_str() });
         }
@@ -216,6 +246,15 @@ impl Metrics {
                 worker_steps,
                 worker_bytes_restored,
                 worker_bytes_committed,
+                gc_runs,
+                gc_scanned_objects,
+                gc_deleted_objects,
+                gc_freed_bytes,
+                gc_duration,
+                gc_store_bytes,
+                gc_evicted_heads,
+                gc_evicted_actions,
+                gc_evicted_bytes,
             }),
         }
     }
@@ -251,6 +290,33 @@ impl Metrics {
         i.workers_connected.set(gauge_value(workers_connected as u64));
         i.steps_running.set(gauge_value(steps_running as u64));
         i.builds_running.set(gauge_value(builds_running as u64));
+    }
+
+    // ---- store collector ----
+
+    /// A store collection (not a dry run) ended: what it listed and freed.
+    pub fn gc_finished(&self, scanned_objects: u64, scanned_bytes: u64, deleted_objects: u64, freed_bytes: u64, duration: Duration) {
+        let i = &self.inner;
+        i.gc_runs.get_or_create(&ResultLabels { result: "done" }).inc();
+        i.gc_scanned_objects.inc_by(scanned_objects);
+        i.gc_deleted_objects.inc_by(deleted_objects);
+        i.gc_freed_bytes.inc_by(freed_bytes);
+        i.gc_duration.observe(duration.as_secs_f64());
+        i.gc_store_bytes.set(gauge_value(scanned_bytes));
+    }
+
+    /// Eviction dropped heads and action-cache entries charged `bytes`.
+    pub fn gc_evicted(&self, heads: u64, actions: u64, bytes: u64) {
+        let i = &self.inner;
+        i.gc_evicted_heads.inc_by(heads);
+        i.gc_evicted_actions.inc_by(actions);
+        i.gc_evicted_bytes.inc_by(bytes);
+    }
+
+    /// A store collection failed (it deleted what it had fenced so far).
+    pub fn gc_failed(&self, duration: Duration) {
+        self.inner.gc_runs.get_or_create(&ResultLabels { result: "failed" }).inc();
+        self.inner.gc_duration.observe(duration.as_secs_f64());
     }
 
     // ---- caches ----

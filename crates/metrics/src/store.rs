@@ -112,6 +112,16 @@ impl<S: Store> Store for MetricsStore<S> {
         self.record(StoreOp::List, started, &r);
         r
     }
+
+    /// Forwarded (timed as a list), so a collector sweeping through this
+    /// wrapper sees the backend's pages and ages, not the trait's
+    /// list-everything default that reports no ages.
+    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<rbk_store::ListPage> {
+        let started = Instant::now();
+        let r = self.inner.list_page(after, limit).await;
+        self.record(StoreOp::List, started, &r);
+        r
+    }
 }
 
 /// A get's stream: counts bytes as they pass and records the operation

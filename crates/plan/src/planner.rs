@@ -56,6 +56,10 @@ pub struct PlanRequest {
     pub secret_ids: BTreeSet<String>,
     /// The ssh ids `--ssh` serves (the agents stay with the caller).
     pub ssh_ids: BTreeSet<String>,
+    /// The entitlements the build is run with (`--allow`): a RUN step that
+    /// needs one not listed is refused here, naming its line, before
+    /// anything is uploaded or run.
+    pub allow: BTreeSet<rbk_worker::Entitlement>,
     /// The client's scratch space: pulled base images (kept, so the next
     /// submit pulls nothing) and the staged context.
     pub work_dir: PathBuf,
@@ -72,6 +76,7 @@ impl PlanRequest {
             insecure_registries: vec![],
             secret_ids: BTreeSet::new(),
             ssh_ids: BTreeSet::new(),
+            allow: BTreeSet::new(),
             work_dir: work_dir.into(),
         }
     }
@@ -122,6 +127,17 @@ pub struct Plan {
     pub from_lines: Vec<String>,
     /// How long resolving (and pulling) the bases took.
     pub resolve_took: std::time::Duration,
+}
+
+impl Plan {
+    /// The step whose result the final image is made from (none when the
+    /// target is a base image with a new config).
+    pub fn target_step(&self) -> Option<&str> {
+        match &self.final_image.source {
+            ImageSource::Step { step_id } => Some(step_id),
+            _ => None,
+        }
+    }
 }
 
 /// What planning sent to the farm's store (a second submit of the same
@@ -196,6 +212,7 @@ impl Parsed {
                 platform: &current_platform(),
                 secret_ids: &req.secret_ids,
                 ssh_ids: &req.ssh_ids,
+                allow: &req.allow,
             },
         )?;
         Ok(Plan {
@@ -346,6 +363,7 @@ pub(crate) struct PlanContext<'a> {
     pub platform: &'a str,
     pub secret_ids: &'a BTreeSet<String>,
     pub ssh_ids: &'a BTreeSet<String>,
+    pub allow: &'a BTreeSet<rbk_worker::Entitlement>,
 }
 
 /// The image after a graph step, as far as the planner knows it: its
@@ -477,11 +495,21 @@ fn plan_node(
     let mut cache_mounts = Vec::new();
     let mut secret_ids = Vec::new();
     let mut reads_context = false;
+    let mut allow = Vec::new();
     let work = match kind {
         df::StepKind::Mkdir { path, .. } => Work::Mkdir { path: path.clone() },
         df::StepKind::Run(run) => {
             let (mut r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true, ssh: true })
                 .map_err(|m| l.unsupported(m))?;
+            for e in rbk_worker::entitlements::required(&r) {
+                if !cx.allow.contains(&e) {
+                    return Err(l.unsupported(format!(
+                        "RUN {} needs the entitlement {e}, which this build was not run with: pass --allow {e} (the worker pool must allow it too)",
+                        e.flag()
+                    )));
+                }
+                allow.push(e);
+            }
             for m in &run.mounts {
                 if let df::Mount::Secret { id, .. } = m {
                     secret_ids.push(id.clone());
@@ -545,6 +573,7 @@ fn plan_node(
         cache_ids: cache_mounts.iter().map(|c| c.id.clone()).collect(),
         context: reads_context.then(|| cx.context_digest.to_owned()),
         stages,
+        allow,
     };
     Ok(StepNode {
         id: id.to_owned(),
@@ -595,6 +624,21 @@ mod tests {
 
     /// Plans as a client serving the ssh agents `ssh`.
     fn plan_serving(dockerfile: &str, target: Option<&str>, secrets: &[&str], ssh: &[&str]) -> Result<(Vec<StepNode>, FinalImage)> {
+        plan_full(dockerfile, target, secrets, ssh, &[])
+    }
+
+    /// Plans as a client run with `--allow` for each of `allow`.
+    fn plan_allowing(dockerfile: &str, allow: &[rbk_worker::Entitlement]) -> Result<(Vec<StepNode>, FinalImage)> {
+        plan_full(dockerfile, None, &[], &[], allow)
+    }
+
+    fn plan_full(
+        dockerfile: &str,
+        target: Option<&str>,
+        secrets: &[&str],
+        ssh: &[&str],
+        allow: &[rbk_worker::Entitlement],
+    ) -> Result<(Vec<StepNode>, FinalImage)> {
         let ctx_dir = tempfile::tempdir().unwrap();
         std::fs::write(ctx_dir.path().join("a.txt"), "a").unwrap();
         let opts = df::BuildOptions {
@@ -608,11 +652,34 @@ mod tests {
         let layers = HashMap::from([("busybox".to_owned(), layers)]);
         let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
         let ssh_ids = ssh.iter().map(|s| s.to_string()).collect();
+        let allow = allow.iter().copied().collect();
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
         )
+    }
+
+    #[test]
+    fn a_step_needing_an_entitlement_the_build_was_not_run_with_is_refused_naming_its_line() {
+        let df = "FROM busybox\nRUN true\nRUN --network=host wget -q -O- http://127.0.0.1/\n";
+        let err = plan_with(df, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("Dockerfile:3"), "{err}");
+        assert!(err.contains("--allow network.host"), "{err}");
+        let df = "FROM busybox\nRUN --security=insecure true\n";
+        let err = plan_allowing(df, &[rbk_worker::Entitlement::NetworkHost]).unwrap_err().to_string();
+        assert!(err.contains("Dockerfile:2") && err.contains("--allow security.insecure"), "{err}");
+    }
+
+    #[test]
+    fn an_allowed_entitlement_travels_in_the_payload_of_the_step_that_needs_it_only() {
+        let df = "FROM busybox\nRUN true\nRUN --network=host true\n";
+        let (nodes, _) = plan_allowing(df, &[rbk_worker::Entitlement::NetworkHost, rbk_worker::Entitlement::SecurityInsecure]).unwrap();
+        assert_eq!(payload_of(node(&nodes, "--network=host")).unwrap().allow, vec![rbk_worker::Entitlement::NetworkHost]);
+        let plain = node(&nodes, "RUN true");
+        assert!(payload_of(plain).unwrap().allow.is_empty());
+        // An ordinary step's bytes (and so its key) do not depend on --allow.
+        assert!(!String::from_utf8_lossy(&plain.payload).contains("allow"));
     }
 
     fn plan(dockerfile: &str) -> (Vec<StepNode>, FinalImage) {

@@ -2,15 +2,21 @@
 //! truth; this crate generates tonic code from them and holds the few
 //! conventions on top of the messages that both ends must agree on:
 //! [`chunks`] (how blob bytes are cut into messages), [`leader`] (the
-//! "not the leader, ask X" redirect) and [`replay`] (what a build's event
-//! stream already said).
+//! "not the leader, ask X" redirect), [`replay`] (what a build's event
+//! stream already said) and [`commit`] (how a cache commit answers its
+//! grant).
 
 pub mod chunks;
+pub mod commit;
 pub mod leader;
 pub mod replay;
 
 pub mod content {
     tonic::include_proto!("rbk.content.v1");
+}
+
+pub mod admin {
+    tonic::include_proto!("rbk.admin.v1");
 }
 
 pub mod build {

@@ -11,49 +11,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use futures::StreamExt;
 use rbk_snapshot::{Snapshot, capture, cold_restore_gets, restore};
-use rbk_store::{ByteRange, ByteStream, Digest, Store, StoreError, StoreExt, StoreResult};
-
-/// Passes the first `ok` ranged reads through to `inner`; the next one
-/// yields half of its bytes and then fails, as a dropped connection does,
-/// and every later one fails at once. Whole-blob reads (manifests) pass.
-#[derive(Debug)]
-struct FailingMidway {
-    inner: Arc<dyn Store>,
-    ok: AtomicUsize,
-}
+use bytes::Bytes;
+use rbk_store::{ByteRange, Store, StoreError};
 
 fn reset() -> StoreError {
     StoreError::Backend { backend: "test", message: "connection reset mid-transfer".into(), retryable: true }
 }
 
-#[async_trait::async_trait]
-impl Store for FailingMidway {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
-    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
-        self.inner.put(digest, data).await
-    }
-    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        if range.is_full() || self.ok.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return self.inner.get(digest, range).await;
-        }
-        let bytes = self.inner.get_range_bytes(digest, range).await?;
-        let half = bytes.slice(..bytes.len() / 2);
-        Ok(futures::stream::iter([Ok(half), Err(reset())]).boxed())
-    }
-    async fn delete(&self, digest: Digest) -> StoreResult<()> {
-        self.inner.delete(digest).await
-    }
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
-    }
-}
-
-fn noise(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8).collect()
+/// Passes the first `ok` ranged reads through to `inner`; the next one
+/// yields half of its bytes and then fails, as a dropped connection does,
+/// and every later one fails at once. Whole-blob reads (manifests) pass.
+fn failing_midway(inner: Arc<dyn Store>, ok: usize) -> Arc<dyn Store> {
+    let ok = AtomicUsize::new(ok);
+    Arc::new(ReshapedReads {
+        inner,
+        reshape: move |range: ByteRange, bytes: Bytes| {
+            if range.is_full() || ok.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return vec![Ok(bytes)];
+            }
+            vec![Ok(bytes.slice(..bytes.len() / 2)), Err(reset())]
+        },
+    })
 }
 
 /// Many one-chunk files and a few multi-chunk ones (with the small test
@@ -101,7 +80,7 @@ async fn a_cold_restore_interrupted_half_way_is_repaired_by_the_next() {
     std::fs::remove_dir_all(&dst).unwrap();
     std::fs::create_dir(&dst).unwrap();
 
-    let failing: Arc<dyn Store> = Arc::new(FailingMidway { inner: store.clone(), ok: AtomicUsize::new(gets / 2) });
+    let failing = failing_midway(store.clone(), gets / 2);
     let err = restore(failing, &snap, &dst, &ropts).await.unwrap_err();
     assert!(err.to_string().contains("connection reset mid-transfer"), "{err}");
 
@@ -146,7 +125,7 @@ async fn an_incremental_restore_interrupted_half_way_is_repaired_by_the_next() {
     ropts.stat_cache = Some(tmp.path().join("dst.statcache"));
     restore(store.clone(), &s_old, &dst, &ropts).await.unwrap();
 
-    let failing: Arc<dyn Store> = Arc::new(FailingMidway { inner: store.clone(), ok: AtomicUsize::new(3) });
+    let failing = failing_midway(store.clone(), 3);
     restore(failing, &s_new, &dst, &ropts).await.unwrap_err();
     restore(store.clone(), &s_new, &dst, &ropts).await.unwrap();
     assert_eq!(observe(&dst), observe(&new));

@@ -10,40 +10,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use futures::StreamExt;
 use rbk_snapshot::{capture, restore};
-use rbk_store::{ByteRange, ByteStream, Digest, Store, StoreExt, StoreResult};
+use rbk_store::Store;
 
-/// Hands out every ranged read in pieces of `piece` bytes.
-#[derive(Debug)]
-struct Piecewise {
-    inner: Arc<dyn Store>,
-    piece: usize,
-}
-
-#[async_trait::async_trait]
-impl Store for Piecewise {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
-    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
-        self.inner.put(digest, data).await
-    }
-    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        let all = self.inner.get_range_bytes(digest, range).await?;
-        let pieces: Vec<StoreResult<Bytes>> = (0..all.len()).step_by(self.piece.max(1)).map(|i| Ok(all.slice(i..(i + self.piece).min(all.len())))).collect();
-        Ok(futures::stream::iter(pieces).boxed())
-    }
-    async fn delete(&self, digest: Digest) -> StoreResult<()> {
-        self.inner.delete(digest).await
-    }
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
-    }
-}
-
-fn noise(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8).collect()
+/// Hands out every read in pieces of `piece` bytes.
+fn piecewise(inner: Arc<dyn Store>, piece: usize) -> Arc<dyn Store> {
+    Arc::new(ReshapedReads {
+        inner,
+        reshape: move |_, all: Bytes| (0..all.len()).step_by(piece.max(1)).map(|i| Ok(all.slice(i..(i + piece).min(all.len())))).collect(),
+    })
 }
 
 #[tokio::test]
@@ -63,7 +38,7 @@ async fn restore_reassembles_chunks_from_body_pieces_of_any_size() {
     let (s0, _) = capture(store.clone(), &v0, &small_opts("ns")).await.unwrap();
     let (s1, _) = capture(store.clone(), &v1, &small_opts("ns")).await.unwrap();
     for piece in [1, 7, 1000, 1 << 20] {
-        let pieced: Arc<dyn Store> = Arc::new(Piecewise { inner: store.clone(), piece });
+        let pieced = piecewise(store.clone(), piece);
         let dst = tmp.path().join(format!("dst-{piece}"));
         restore(pieced.clone(), &s0, &dst, &restore_opts()).await.unwrap();
         assert_eq!(observe(&dst), observe(&v0), "cold restore, pieces of {piece} bytes");

@@ -184,48 +184,19 @@ fn inflate(digest: Digest, body: ByteStream, start: u64, end: u64) -> ByteStream
     })
 }
 
-/// Passes a raw body through, refusing more or fewer than `expected` bytes.
+/// Passes a raw body through, refusing more or fewer than `expected` bytes
+/// (its last chunk held back until the length is confirmed).
 fn exact_length(digest: Digest, body: ByteStream, expected: u64) -> ByteStream {
-    let mut seen = 0u64;
-    let mut done = false;
-    body.map(Some)
-        .chain(futures::stream::once(async { None }))
-        .filter_map(move |item| {
-            let out = if done {
-                None
-            } else {
-                match item {
-                    Some(Ok(chunk)) => {
-                        seen += chunk.len() as u64;
-                        if seen > expected {
-                            done = true;
-                            Some(Err(corrupt_format(digest, format!("raw object is longer than {expected} bytes"))))
-                        } else {
-                            Some(Ok(chunk))
-                        }
-                    }
-                    Some(Err(e)) => {
-                        done = true;
-                        Some(Err(e))
-                    }
-                    None if seen != expected => Some(Err(corrupt_format(
-                        digest,
-                        format!("raw object holds {seen} bytes, expected {expected}"),
-                    ))),
-                    None => None,
-                }
-            };
-            futures::future::ready(out)
-        })
-        .boxed()
+    crate::held_back::exact_length(body, expected, move |seen| {
+        if seen > expected {
+            corrupt_format(digest, format!("raw object is longer than {expected} bytes"))
+        } else {
+            corrupt_format(digest, format!("raw object holds {seen} bytes, expected {expected}"))
+        }
+    })
 }
 
-#[async_trait::async_trait]
-impl<S: Store> Store for CompressedStore<S> {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
-
+store_changing_reads_and_writes!(CompressedStore {
     async fn put(&self, digest: Digest, mut data: ByteStream) -> StoreResult<()> {
         let mut first = BytesMut::new();
         while first.len() < SAMPLE {
@@ -305,19 +276,7 @@ impl<S: Store> Store for CompressedStore<S> {
             other => Err(unknown_header(digest, other)),
         }
     }
-
-    async fn delete(&self, digest: Digest) -> StoreResult<()> {
-        self.inner.delete(digest).await
-    }
-
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
-    }
-
-    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
-        self.inner.list_page(after, limit).await
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

@@ -6,12 +6,16 @@
 //! others. Data that enters rbk (layers, cache-mount snapshots, build
 //! contexts) is stored here and nowhere else.
 
+#[macro_use]
+mod wrapper;
+
 mod compress;
 mod config;
 mod digest;
 mod error;
 mod existence;
 mod fs;
+mod held_back;
 mod memory;
 pub mod redis_conn;
 mod redis_existence;

@@ -1,6 +1,6 @@
 use bytes::Bytes;
-use futures::StreamExt;
 
+use crate::held_back::{self, BodyCheck, held_back};
 use crate::{ByteRange, ByteStream, Digest, Hasher, Store, StoreError, StoreResult};
 
 /// Checks every blob against its name, on the way in and on the way out.
@@ -46,114 +46,54 @@ type OnMismatch = fn(Digest, Digest) -> StoreError;
 /// instead when it is not. Stops early once more bytes than the digest's
 /// size have gone by.
 fn checked(expected: Digest, data: ByteStream, on_mismatch: OnMismatch) -> ByteStream {
-    struct State {
-        data: ByteStream,
-        hasher: Hasher,
-        held: Option<Bytes>,
-        done: bool,
+    held_back(data, Hashed { expected, hasher: Hasher::new(), on_mismatch })
+}
+
+struct Hashed {
+    expected: Digest,
+    hasher: Hasher,
+    on_mismatch: OnMismatch,
+}
+
+impl BodyCheck for Hashed {
+    fn chunk(&mut self, chunk: &Bytes) -> StoreResult<()> {
+        self.hasher.update(chunk);
+        if self.hasher.bytes_so_far() > self.expected.size() {
+            // Do not hash the rest: it is already too long.
+            let actual = Digest::new([0; 32], self.hasher.bytes_so_far());
+            return Err((self.on_mismatch)(self.expected, actual));
+        }
+        Ok(())
     }
-    let state = State { data, hasher: Hasher::new(), held: None, done: false };
-    futures::stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
+
+    fn end(&mut self) -> StoreResult<()> {
+        let actual = self.hasher.finish();
+        if actual != self.expected {
+            return Err((self.on_mismatch)(self.expected, actual));
         }
-        loop {
-            match st.data.next().await {
-                Some(Ok(chunk)) => {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    st.hasher.update(&chunk);
-                    if st.hasher.bytes_so_far() > expected.size() {
-                        st.done = true;
-                        // Do not hash the rest: it is already too long.
-                        let actual = Digest::new([0; 32], st.hasher.bytes_so_far());
-                        return Some((Err(on_mismatch(expected, actual)), st));
-                    }
-                    if let Some(prev) = st.held.replace(chunk) {
-                        return Some((Ok(prev), st));
-                    }
-                }
-                Some(Err(e)) => {
-                    st.done = true;
-                    return Some((Err(e), st));
-                }
-                None => {
-                    st.done = true;
-                    let actual = st.hasher.finish();
-                    if actual != expected {
-                        return Some((Err(on_mismatch(expected, actual)), st));
-                    }
-                    return st.held.take().map(|last| (Ok(last), st));
-                }
-            }
-        }
-    })
-    .fuse()
-    .boxed()
+        Ok(())
+    }
 }
 
 /// Passes a ranged read through, holding back its last chunk until exactly
 /// `want` bytes have gone by; a stream that ends early or runs long ends in
 /// [`StoreError::Corrupt`] instead.
 fn exact_length(digest: Digest, want: u64, data: ByteStream) -> ByteStream {
-    struct State {
-        data: ByteStream,
-        seen: u64,
-        held: Option<Bytes>,
-        done: bool,
-    }
     // The actual hash of a slice is unknown; the size says what went wrong.
-    let short = move |seen: u64| StoreError::Corrupt { digest, actual: Digest::new([0; 32], seen) };
-    futures::stream::unfold(State { data, seen: 0, held: None, done: false }, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        loop {
-            match st.data.next().await {
-                Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => {
-                    st.seen += chunk.len() as u64;
-                    if st.seen > want {
-                        st.done = true;
-                        return Some((Err(short(st.seen)), st));
-                    }
-                    if let Some(prev) = st.held.replace(chunk) {
-                        return Some((Ok(prev), st));
-                    }
-                }
-                Some(Err(e)) => {
-                    st.done = true;
-                    return Some((Err(e), st));
-                }
-                None => {
-                    st.done = true;
-                    if st.seen != want {
-                        return Some((Err(short(st.seen)), st));
-                    }
-                    return st.held.take().map(|last| (Ok(last), st));
-                }
-            }
-        }
-    })
-    .fuse()
-    .boxed()
+    held_back::exact_length(data, want, move |seen| StoreError::Corrupt { digest, actual: Digest::new([0; 32], seen) })
 }
 
-fn corrupt(digest: Digest, actual: Digest) -> StoreError {
-    StoreError::Corrupt { digest, actual }
-}
-
+/// A put whose bytes are not the blob its digest names.
 fn mismatch(expected: Digest, actual: Digest) -> StoreError {
     StoreError::DigestMismatch { expected, actual }
 }
 
-#[async_trait::async_trait]
-impl<S: Store> Store for VerifyingStore<S> {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
+/// A stored blob whose bytes are not the blob its digest names.
+fn corrupt(digest: Digest, actual: Digest) -> StoreError {
+    StoreError::Corrupt { digest, actual }
+}
 
+store_changing_reads_and_writes!(VerifyingStore {
     async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
         self.inner.put(digest, checked(digest, data, mismatch)).await
     }
@@ -176,24 +116,13 @@ impl<S: Store> Store for VerifyingStore<S> {
         };
         Ok(exact_length(digest, end - start, stream))
     }
-
-    async fn delete(&self, digest: Digest) -> StoreResult<()> {
-        self.inner.delete(digest).await
-    }
-
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
-    }
-
-    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<crate::ListPage> {
-        self.inner.list_page(after, limit).await
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{MemoryStore, StoreExt, stream_from_bytes};
+    use futures::StreamExt;
     use std::sync::Arc;
 
     fn store() -> (Arc<MemoryStore>, VerifyingStore<Arc<MemoryStore>>) {

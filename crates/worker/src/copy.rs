@@ -281,6 +281,19 @@ fn copy_tree(src_root: &Path, rel: &Path, root: &Path, dest: &str, attrs: &Attrs
     Ok(())
 }
 
+/// Creates the file a copy or unpack writes: never one that exists, never
+/// through a symlink planted at its name, and private (0600) until
+/// [`apply_attrs`] gives it its real mode and owner.
+fn create_new_file(host: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(host)
+        .ctx(|| format!("creating {}", host.display()))
+}
+
 fn apply_attrs(host: &Path, src: &std::fs::Metadata, attrs: &Attrs, keep_owner: bool, symlink: bool) -> Result<()> {
     let (uid, gid) = attrs.chown.unwrap_or(if keep_owner { (src.uid(), src.gid()) } else { (0, 0) });
     lchown(host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
@@ -318,13 +331,7 @@ fn write_entry(src: &Path, root: &Path, target: &str, attrs: &Attrs, keep_owner:
         stats.symlinks += 1;
     } else if ft.is_file() {
         let mut input = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&host)
-            .ctx(|| format!("creating {}", host.display()))?;
+        let mut out = create_new_file(&host)?;
         stats.bytes += std::io::copy(&mut input, &mut out).ctx(|| format!("copying {} to {}", src.display(), host.display()))?;
         drop(out);
         apply_attrs(&host, &md, attrs, keep_owner, false)?;
@@ -413,13 +420,7 @@ fn extract_archive(archive: &Path, root: &Path, dest: &str, attrs: &Attrs, stats
                 stats.dirs += 1;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
-                    .open(&host)
-                    .ctx(|| format!("creating {}", host.display()))?;
+                let mut out = create_new_file(&host)?;
                 stats.bytes += std::io::copy(&mut entry, &mut out).ctx(|| format!("unpacking {raw:?} from {what}"))?;
                 stats.files += 1;
             }

@@ -81,6 +81,10 @@ impl NetworkPool {
         crate::hygiene::private_dir(&dir)?;
         for e in std::fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))?.flatten() {
             let p = e.path();
+            // A worker that was killed left its pasta processes running.
+            if p.extension().is_some_and(|x| x == "pid") {
+                stop_stale_pasta(&p);
+            }
             let _ = nix::mount::umount2(&p, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&p);
         }
@@ -175,6 +179,20 @@ impl Inner {
         }
         ns.pasta_pid = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok());
         Ok(ns)
+    }
+}
+
+/// SIGTERM to the pasta whose pid file is `pid_file`, if that process is
+/// still a pasta (the pid may have been reused since).
+fn stop_stale_pasta(pid_file: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) else { return };
+    // pasta is passt's alternate name: the running image is `passt` or
+    // `passt.avx2` (what /proc/PID/comm shows), started as `pasta`.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = comm.trim();
+    let base = comm.split('.').next().unwrap_or_default();
+    if base == "pasta" || base == "passt" {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
 }
 

@@ -97,6 +97,12 @@ pub struct FarmStep {
     /// the source name the worker step uses (`rbk_plan::mapping::stage_source`).
     #[serde(default)]
     pub stages: BTreeMap<String, ImageSource>,
+    /// The entitlements this step needs that the build was run with
+    /// (`--allow`); the worker still refuses one its pool's policy does
+    /// not allow. Empty (and absent from the bytes, so keys of ordinary
+    /// steps do not change) for a step that needs none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::Entitlement>,
 }
 
 /// A step result: the whole layer chain of the image after the step.

@@ -63,6 +63,26 @@ pub struct RunStep {
     pub security: Security,
 }
 
+impl RunStep {
+    /// `command` with every other field at the default a payload without
+    /// it gets (serde's defaults above): `/bin/sh -c`, an empty environment,
+    /// root, `/`, no mounts, the private network, no limits. Callers set
+    /// what differs with struct update syntax (`..RunStep::new(c)`).
+    pub fn new(command: Command) -> Self {
+        RunStep {
+            command,
+            shell: default_shell(),
+            env: vec![],
+            user: None,
+            workdir: None,
+            mounts: vec![],
+            network: Network::default(),
+            limits: Limits::default(),
+            security: Security::default(),
+        }
+    }
+}
+
 pub fn default_shell() -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into()]
 }

@@ -5,8 +5,10 @@
 //! panics at once with the name of the service and the command that starts
 //! it: never a hang, never a silent skip.
 
+pub mod data;
 pub mod faults;
 
+pub use data::half_compressible;
 pub use faults::{FaultCounts, FaultPolicy, FaultProxy};
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -96,4 +98,21 @@ pub fn wait_for_port(addr: &str, service: &str, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{service} did not start listening on {addr} within {timeout:?}");
+}
+
+/// SIGTERMs the pasta processes serving step namespaces under `dir`: a
+/// worker a test SIGKILLs leaves them behind (the next start of that
+/// worker would stop them; a test's worker never starts again).
+pub fn stop_pasta_under(dir: &std::path::Path) {
+    let dir = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_pasta = args.first().is_some_and(|a| a.ends_with(b"pasta"));
+        if is_pasta && args.iter().any(|a| String::from_utf8_lossy(a).starts_with(&dir)) {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
 }

@@ -155,13 +155,7 @@ async fn worker_session(url: &str) -> anyhow::Result<()> {
                 let commits = a
                     .mounts
                     .iter()
-                    .map(|g| pw::CacheCommit {
-                        cache_id: g.cache_id.clone(),
-                        slot: g.slot,
-                        base_generation: g.generation,
-                        snapshot: rbk_store::Digest::of(a.key.as_bytes()).to_string(),
-                        total_bytes: 1,
-                    })
+                    .map(|g| g.commit(rbk_store::Digest::of(a.key.as_bytes()).to_string(), 1))
                     .collect();
                 let result = pw::StepResult { assignment_id: a.assignment_id, ok: true, config: b"{}".to_vec(), commits, ..Default::default() };
                 let _ = tx.send(pw::WorkerMessage { msg: Some(Up::Result(result)) });

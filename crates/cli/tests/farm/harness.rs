@@ -16,13 +16,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::LayerDesc;
+
+#[path = "../common/busybox_steps.rs"]
+mod busybox_steps;
+use busybox_steps::{busybox_base, busybox_run};
 use rbk_client::RemoteStore;
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::build_event::Event;
 use rbk_proto::build::{self as pb};
 use rbk_store::{Digest, S3Config, S3Store, Secret, Store, StoreExt};
-use rbk_worker::{Command as WCommand, Mount, MountKind, RunStep, StepKind};
 use tonic::Request;
 
 pub const TENANT: &str = "farm-test-tenant-token-0001";
@@ -35,6 +38,9 @@ pub const ROGUE_TOKEN: &str = "farm-test-rogue-pool-token-0004";
 /// `worker=ID` label fixed by it); other ids share [`WORKER_TOKEN`] and
 /// carry no labels.
 pub const OWN_TOKEN_IDS: [&str; 3] = ["a", "b", "c"];
+/// The operators' token, in `admin-token` of the farm's dir (for an
+/// `[admin] token_file = "admin-token"` given to [`Farm::start_configured`]).
+pub const ADMIN: &str = "farm-test-admin-token-0006";
 
 /// The token `rbk worker --id ID` presents: its own, or the pool's.
 pub fn worker_token(id: &str) -> String {
@@ -73,6 +79,7 @@ impl Drop for Farm {
         // A worker a test SIGKILLed mid-step leaves the step's overlay
         // mounted (the next start of that worker would detach it); detach
         // whatever is left under this farm so the host does not collect them.
+        rbk_testsupport::stop_pasta_under(self.dir.path());
         let dir = self.dir.path().to_string_lossy().into_owned();
         let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut left: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&dir)).collect();
@@ -154,19 +161,26 @@ impl Farm {
     }
 
     pub async fn start_with(t: Timing) -> Farm {
-        Self::start_listening(t, "127.0.0.1").await
+        Self::start_listening(t, "127.0.0.1", "").await
+    }
+
+    /// A farm whose coordinator config ends with `extra` (whole sections,
+    /// e.g. `[gc]`; relative paths are in [`Farm::dir`]).
+    pub async fn start_configured(extra: &str) -> Farm {
+        Self::start_listening(Timing::default(), "127.0.0.1", extra).await
     }
 
     /// A farm whose coordinator also answers on the host ends of
     /// [`NetNs`] links (it listens on 0.0.0.0).
     pub async fn start_for_netns() -> Farm {
-        Self::start_listening(Timing::default(), "0.0.0.0").await
+        Self::start_listening(Timing::default(), "0.0.0.0", "").await
     }
 
-    async fn start_listening(t: Timing, host: &str) -> Farm {
+    async fn start_listening(t: Timing, host: &str, extra: &str) -> Farm {
         let s3 = rbk_testsupport::s3();
         let b = bucket().await;
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-token"), ADMIN).unwrap();
         std::fs::write(
             dir.path().join("tokens.toml"),
             format!(
@@ -187,7 +201,7 @@ impl Farm {
             format!(
                 "listen = \"{}:{}\"\ntoken_file = \"tokens.toml\"\n\
                  [store]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"farm\"\n\
-                 [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n",
+                 [scheduler]\nheartbeat_ms = {}\nworker_timeout_ms = {}\n{extra}",
                 host,
                 rbk_testsupport::free_port(),
                 b.bucket,
@@ -374,51 +388,10 @@ impl Farm {
     /// A RUN step on the busybox base: `script` under `/bin/sh -c`, with
     /// `cache` mounted at /cache, placed on worker `on` when given.
     pub fn run(&self, id: &str, key: &str, script: &str, cache: Option<(&str, &str)>, on: Option<&str>) -> pb::StepNode {
-        let mut mounts = vec![];
-        let mut cache_ids = vec![];
-        let mut cache_mounts = vec![];
-        if let Some((cid, sharing)) = cache {
-            mounts.push(Mount {
-                target: "/cache".into(),
-                kind: MountKind::Cache { id: cid.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 },
-            });
-            cache_ids.push(cid.to_owned());
-            cache_mounts.push(pb::CacheMount { id: cid.into(), sharing: sharing.into() });
-        }
-        let step = FarmStep {
-            version: FARM_STEP_VERSION,
-            label: format!("[{id}] RUN {script}"),
-            file: "Dockerfile".into(),
-            line: 2,
-            parent: ImageSource::Layers { layers: vec![self.base.clone()] },
-            work: Work::Step {
-                step: StepKind::Run(RunStep {
-                    command: WCommand::Shell(script.into()),
-                    shell: vec!["/bin/sh".into(), "-c".into()],
-                    env: vec!["PATH=/bin".into()],
-                    user: None,
-                    workdir: None,
-                    mounts,
-                    network: Default::default(),
-                    limits: Default::default(),
-                    security: Default::default(),
-                }),
-            },
-            cache_ids,
-            context: None,
-            stages: Default::default(),
-        };
-        pb::StepNode {
-            id: id.into(),
-            key: key.into(),
-            deps: vec![],
-            platform: "linux/amd64".into(),
-            labels: on.map(|w| [("worker".to_string(), w.to_string())].into_iter().collect()).unwrap_or_default(),
-            cache_mounts,
-            payload: serde_json::to_vec(&step).unwrap(),
-            name: format!("RUN {script}"),
-            secret_ids: vec![],
-        }
+        let mut node = busybox_run(&self.base, id, key, script, cache);
+        node.platform = "linux/amd64".into();
+        node.labels = on.map(|w| [("worker".to_string(), w.to_string())].into_iter().collect()).unwrap_or_default();
+        node
     }
 }
 
@@ -431,19 +404,8 @@ pub fn bearer<T>(msg: T) -> Request<T> {
 /// Builds the busybox test image and puts its layer into the farm's store
 /// (as `rbk submit` does with base images).
 async fn put_busybox(url: &str, dir: &Path) -> LayerDesc {
-    let layout = rbk_image::OciLayout::create(dir.join("base")).unwrap();
-    let image = rbk_image::testimage::busybox_image(&layout, &rbk_testsupport::program("busybox"), "busybox").unwrap();
-    let l = &image.layers()[0];
-    let blob = std::fs::read(layout.blob_path(&l.digest)).unwrap();
     let store = RemoteStore::connect(&rbk_client::ClientTls::default(), url, TENANT).await.expect("content service");
-    let blake3 = store.put_bytes(blob.into()).await.expect("uploading the base layer");
-    LayerDesc {
-        digest: l.digest.to_string(),
-        diff_id: image.diff_ids()[0].to_string(),
-        blake3: blake3.to_string(),
-        size: l.size,
-        media_type: l.media_type.clone(),
-    }
+    busybox_base(dir, |blob| async move { store.put_bytes(blob.into()).await.expect("uploading the base layer") }).await
 }
 
 pub struct Worker {

@@ -2,8 +2,10 @@
 //! server), `rbk worker`s with separate state dirs, builds submitted over
 //! gRPC or with `rbk submit`. See `harness.rs`.
 
+mod gc;
 mod harness;
 mod workers;
 mod submit;
 mod ssh;
 mod tenancy;
+mod entitlements;

@@ -226,25 +226,11 @@ async fn a_step_of_a_worker_killed_mid_run_reruns_on_another_and_the_build_succe
     let mut stream = farm.submit(vec![step], Default::default()).await;
     let mut events = Vec::new();
     // Until the step runs on a.
-    loop {
-        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("no Started within the deadline").unwrap().unwrap();
-        let started_on_a = matches!(&e.event, Some(Event::Started(s)) if s.worker_id == "a");
-        events.extend(e.event);
-        if started_on_a {
-            break;
-        }
-    }
+    read_until(&mut stream, &mut events, "a Started on a", |e| matches!(e, Event::Started(s) if s.worker_id == "a")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.sigkill();
     let _b = farm.worker("b", &[]);
-    loop {
-        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("the build did not finish").unwrap().unwrap();
-        let done = matches!(e.event, Some(Event::BuildFinished(_)));
-        events.extend(e.event);
-        if done {
-            break;
-        }
-    }
+    read_until(&mut stream, &mut events, "the end of the build", |e| matches!(e, Event::BuildFinished(_))).await;
     assert_eq!(final_state(&events), "succeeded", "{events:#?}");
     assert_eq!(finished_on(&events)["s"], "b");
     assert!(events.iter().any(|e| matches!(e, Event::Started(s) if s.worker_id == "b" && s.attempt == 2)), "{events:#?}");
@@ -257,23 +243,9 @@ async fn a_sigtermed_worker_finishes_its_running_step_then_exits_0() {
     let step = farm.run("s", "k", "sleep 2; echo drained-ok", None, None);
     let mut stream = farm.submit(vec![step], Default::default()).await;
     let mut events = Vec::new();
-    loop {
-        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("no Started within the deadline").unwrap().unwrap();
-        let started = matches!(&e.event, Some(Event::Started(_)));
-        events.extend(e.event);
-        if started {
-            break;
-        }
-    }
+    read_until(&mut stream, &mut events, "a Started", |e| matches!(e, Event::Started(_))).await;
     a.sigterm();
-    loop {
-        let e = tokio::time::timeout(WAIT, stream.message()).await.expect("the build did not finish").unwrap().unwrap();
-        let done = matches!(e.event, Some(Event::BuildFinished(_)));
-        events.extend(e.event);
-        if done {
-            break;
-        }
-    }
+    read_until(&mut stream, &mut events, "the end of the build", |e| matches!(e, Event::BuildFinished(_))).await;
     assert_eq!(final_state(&events), "succeeded", "{events:#?}");
     assert_eq!(logs_of(&events, "s"), ["drained-ok"]);
     let status = a.wait_exit(Duration::from_secs(30));
@@ -403,4 +375,26 @@ async fn a_worker_over_its_layer_budget_evicts_blobs_and_their_held_markers_and_
     // worker is idle, and it no longer claims to hold any layer.
     assert_eq!(files_in(&state.join("images/blobs/sha256")), Vec::<String>::new());
     assert_eq!(files_in(&state.join("held-layers")), Vec::<String>::new());
+}
+
+/// Reads the build's events into `events` until one matches `stop`
+/// (included), each within the harness's deadline.
+async fn read_until(
+    stream: &mut tonic::Streaming<rbk_proto::build::BuildEvent>,
+    events: &mut Vec<Event>,
+    what: &str,
+    stop: impl Fn(&Event) -> bool,
+) {
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; events so far: {events:#?}"))
+            .unwrap()
+            .unwrap();
+        let done = e.event.as_ref().is_some_and(&stop);
+        events.extend(e.event);
+        if done {
+            return;
+        }
+    }
 }

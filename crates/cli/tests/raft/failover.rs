@@ -7,8 +7,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_submitted_to_a_follower_runs_on_the_leader_and_completes() {
     let mut c = Cluster::new(3, 1000);
-    c.start_all();
-    let leader = c.leader_via(&c.node(1).api()).await;
+    let (leader, _) = c.start_and_elect().await;
     let follower = c.apis().into_iter().find(|u| *u != leader).unwrap();
     let _w = TestWorker::start("w1", c.apis(), 50);
     let build = submit(&follower, chain(3, "follower")).await;
@@ -21,9 +20,7 @@ async fn a_build_submitted_to_a_follower_runs_on_the_leader_and_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_build_elects_a_new_one_that_finishes_the_build_and_keeps_committed_state() {
     let mut c = Cluster::new(3, 1000);
-    c.start_all();
-    let leader_url = c.leader_via(&c.node(1).api()).await;
-    let leader = c.id_of(&leader_url);
+    let (leader_url, leader) = c.start_and_elect().await;
     let w = TestWorker::start("w1", c.apis(), 400);
     let build = submit(&leader_url, chain(5, "failover")).await;
     // Wait until two steps are committed, then kill the leader mid-build.
@@ -69,9 +66,7 @@ async fn an_isolated_old_leader_commits_no_write_and_converges_after_it_rejoins(
     // running, cut off from its peers only, and this process still
     // reaches it to write through it.
     let mut c = Cluster::new_in_namespaces(3, 1000);
-    c.start_all();
-    let leader_url = c.leader_via(&c.node(1).api()).await;
-    let old = c.id_of(&leader_url);
+    let (leader_url, old) = c.start_and_elect().await;
     let _w = TestWorker::start("w1", c.apis(), 50);
     c.isolate(old);
     // A write through it at once, while it may still think it leads:
@@ -119,9 +114,7 @@ async fn an_isolated_old_leader_commits_no_write_and_converges_after_it_rejoins(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_rejoins_and_catches_up_through_a_snapshot() {
     let mut c = Cluster::new(3, 20);
-    c.start_all();
-    let leader_url = c.leader_via(&c.node(1).api()).await;
-    let leader = c.id_of(&leader_url);
+    let (leader_url, leader) = c.start_and_elect().await;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
     c.kill(victim);
     std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
@@ -163,8 +156,7 @@ async fn a_wiped_node_rejoins_and_catches_up_through_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_names_the_leader_only_to_callers_with_a_valid_token() {
     let mut c = Cluster::new(3, 1000);
-    c.start_all();
-    let leader = c.leader_via(&c.node(1).api()).await;
+    let (leader, _) = c.start_and_elect().await;
     let follower = c.apis().into_iter().find(|u| *u != leader).unwrap();
     let channel = tonic::transport::Channel::from_shared(follower).unwrap().connect().await.unwrap();
     let list = |token: &str| {

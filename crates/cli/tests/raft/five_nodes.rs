@@ -14,9 +14,7 @@ fn applied(c: &Cluster, id: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_survive_two_leader_kills_and_the_restarted_nodes_converge() {
     let mut c = Cluster::new(5, 1000);
-    c.start_all();
-    let first_url = c.leader_via(&c.node(1).api()).await;
-    let first = c.id_of(&first_url);
+    let (first_url, first) = c.start_and_elect().await;
     let w = TestWorker::start("w1", c.apis(), 20);
     let follower = c.apis().into_iter().find(|u| *u != first_url).unwrap();
     let before = submit(&follower, chain(3, "five-before")).await;

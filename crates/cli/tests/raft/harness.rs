@@ -51,6 +51,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     snapshot_entries: u64,
     net: Option<Network>,
+    /// TOML appended to every node's config (see [`Cluster::configure`]).
+    extra: String,
 }
 
 impl Drop for Cluster {
@@ -152,7 +154,7 @@ impl Cluster {
         std::fs::write(dir.path().join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team\"]\n")).unwrap();
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
         let nodes: Vec<Node> = (1..=n).map(Node::local).collect();
-        let c = Self { dir, nodes, snapshot_entries, net: None };
+        let c = Self { dir, nodes, snapshot_entries, net: None, extra: String::new() };
         for node in &c.nodes {
             c.write_config(node, &c.nodes, snapshot_entries, false);
         }
@@ -175,6 +177,15 @@ impl Cluster {
             c.write_config(node, &c.nodes, snapshot_entries, false);
         }
         c
+    }
+
+    /// Appends `toml` (whole sections, e.g. `[gc]`) to every node's config;
+    /// call before starting the nodes.
+    pub fn configure(&mut self, toml: &str) {
+        self.extra = toml.to_owned();
+        for node in &self.nodes {
+            self.write_config(node, &self.nodes, self.snapshot_entries, false);
+        }
     }
 
     /// Drops every packet between node `id` and the other nodes (in its
@@ -204,6 +215,7 @@ impl Cluster {
         for p in peers {
             text += &format!("{} = {{ raft = \"{}:{}\", api = \"{}\" }}\n", p.id, p.host, p.raft_port, p.api());
         }
+        text += &self.extra;
         std::fs::write(self.config_path(node.id), text).unwrap();
     }
 
@@ -345,7 +357,16 @@ impl Cluster {
         url
     }
 
-    pub fn id_of(&self, url: &str) -> u64 {
+    /// Starts every node and waits until one leads; returns its API URL and
+    /// its id.
+    pub async fn start_and_elect(&mut self) -> (String, u64) {
+        self.start_all();
+        let url = self.leader_via(&self.node(1).api()).await;
+        let id = self.id_of(&url);
+        (url, id)
+    }
+
+        pub fn id_of(&self, url: &str) -> u64 {
         self.nodes.iter().find(|n| n.api() == url).unwrap().id
     }
 
@@ -401,12 +422,10 @@ pub fn step(id: &str, key: &str, deps: &[&str], cache: Option<&str>) -> pb::Step
         id: id.into(),
         key: key.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
-        platform: String::new(),
-        labels: Default::default(),
         cache_mounts: cache.map(|c| pb::CacheMount { id: c.into(), sharing: "shared".into() }).into_iter().collect(),
         payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
         name: format!("RUN {id}"),
-        secret_ids: vec![],
+        ..Default::default()
     }
 }
 
@@ -524,6 +543,13 @@ impl Drop for TestWorker {
 
 impl TestWorker {
     pub fn start(id: &str, urls: Vec<String>, step_ms: u64) -> Self {
+        Self::start_with(id, urls, step_ms, Arc::new(|cache_id: &str, key: &str| rbk_store::Digest::of(format!("{cache_id} of {key}").as_bytes()).to_string()))
+    }
+
+    /// [`TestWorker::start`] committing `snapshot_of(cache_id, step key)`
+    /// for each cache mount (by default a digest of the two that names no
+    /// stored snapshot).
+    pub fn start_with(id: &str, urls: Vec<String>, step_ms: u64, snapshot_of: SnapshotOf) -> Self {
         let ran = Arc::new(Mutex::new(Vec::new()));
         let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (log, held) = (ran.clone(), hold.clone());
@@ -533,7 +559,7 @@ impl TestWorker {
             loop {
                 let url = &urls[turn % urls.len()];
                 turn += 1;
-                if let Err(e) = session(&id, url, step_ms, &log, &held).await {
+                if let Err(e) = session(&id, url, step_ms, &log, &held, &snapshot_of).await {
                     eprintln!("test worker {id}: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -543,7 +569,17 @@ impl TestWorker {
     }
 }
 
-async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>>, hold: &Arc<std::sync::atomic::AtomicBool>) -> Result<(), String> {
+/// The snapshot a [`TestWorker`] commits for `(cache_id, step key)`.
+pub type SnapshotOf = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+async fn session(
+    id: &str,
+    url: &str,
+    step_ms: u64,
+    ran: &Arc<Mutex<Vec<String>>>,
+    hold: &Arc<std::sync::atomic::AtomicBool>,
+    snapshot_of: &SnapshotOf,
+) -> Result<(), String> {
     let (channel, _) = connect_leader(&rbk_client::ClientTls::default(), url, WORKER, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let register = pw::Register {
@@ -577,6 +613,7 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
             let tx = tx.clone();
             let ran = ran.clone();
             let hold = hold.clone();
+            let snapshot_of = snapshot_of.clone();
             tokio::spawn(async move {
                 // One log line per step (what a watcher on any node sees).
                 let line = format!("running {}", a.step_id);
@@ -590,13 +627,7 @@ async fn session(id: &str, url: &str, step_ms: u64, ran: &Arc<Mutex<Vec<String>>
                 let commits = a
                     .mounts
                     .iter()
-                    .map(|g| pw::CacheCommit {
-                        cache_id: g.cache_id.clone(),
-                        slot: g.slot,
-                        base_generation: g.generation,
-                        snapshot: rbk_store::Digest::of(format!("{} of {}", g.cache_id, a.key).as_bytes()).to_string(),
-                        total_bytes: 10,
-                    })
+                    .map(|g| g.commit(snapshot_of(&g.cache_id, &a.key), 10))
                     .collect();
                 ran.lock().unwrap().push(a.step_id.clone());
                 let _ = tx.send(pw::WorkerMessage {

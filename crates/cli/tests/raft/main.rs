@@ -5,6 +5,9 @@
 mod bounds;
 mod failover;
 mod five_nodes;
+#[path = "../common/busybox_steps.rs"]
+mod busybox_steps;
+mod gc;
 mod harness;
 mod membership;
 mod readopt;

@@ -5,9 +5,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_is_added_and_one_removed_while_builds_keep_running() {
     let mut c = Cluster::new(3, 1000);
-    c.start_all();
-    let leader_url = c.leader_via(&c.node(1).api()).await;
-    let leader = c.id_of(&leader_url);
+    let (leader_url, leader) = c.start_and_elect().await;
     let w = TestWorker::start("w1", c.apis(), 20);
     let first = submit(&leader_url, chain(2, "members-1")).await;
     assert_eq!(wait_finished(&c.apis(), &first).await.state, "succeeded");

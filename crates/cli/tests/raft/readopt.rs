@@ -9,11 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work};
+use rbk_worker::payload::LayerDesc;
 use rbk_client::RemoteStore;
 use rbk_proto::build as pb;
 use rbk_store::{Digest, Store, StoreExt};
-use rbk_worker::{Command as WCommand, Mount, MountKind, RunStep, StepKind};
 
 use crate::harness::*;
 
@@ -84,6 +83,7 @@ struct Unmount(PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
+        rbk_testsupport::stop_pasta_under(&self.0);
         let dir = self.0.to_string_lossy().into_owned();
         let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut left: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&dir)).collect();
@@ -96,66 +96,24 @@ impl Drop for Unmount {
 
 /// The busybox test image's layer, put into the cluster's store.
 async fn busybox_base(via: &str, dir: &Path) -> LayerDesc {
-    let layout = rbk_image::OciLayout::create(dir.join("base")).unwrap();
-    let image = rbk_image::testimage::busybox_image(&layout, &rbk_testsupport::program("busybox"), "busybox").unwrap();
-    let l = &image.layers()[0];
-    let blob = std::fs::read(layout.blob_path(&l.digest)).unwrap();
     let store = RemoteStore::connect(&rbk_client::ClientTls::default(), via, TENANT).await.expect("content service");
-    // A new leader installs the tokens just after it starts serving.
-    let start = Instant::now();
-    let blake3 = loop {
-        match store.put_bytes(blob.clone().into()).await {
-            Ok(d) => break d,
-            Err(e) => assert!(start.elapsed() < WAIT, "uploading the base layer: {e}"),
+    crate::busybox_steps::busybox_base(dir, |blob| async move {
+        // A new leader installs the tokens just after it starts serving.
+        let start = Instant::now();
+        loop {
+            match store.put_bytes(blob.clone().into()).await {
+                Ok(d) => break d,
+                Err(e) => assert!(start.elapsed() < WAIT, "uploading the base layer: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    LayerDesc {
-        digest: l.digest.to_string(),
-        diff_id: image.diff_ids()[0].to_string(),
-        blake3: blake3.to_string(),
-        size: l.size,
-        media_type: l.media_type.clone(),
-    }
+    })
+    .await
 }
 
 /// `RUN --mount=type=cache,id=CACHE,target=/cache sh -c SCRIPT` on busybox.
 fn run_step(base: &LayerDesc, id: &str, key: &str, script: &str, cache: &str) -> pb::StepNode {
-    let mount = Mount { target: "/cache".into(), kind: MountKind::Cache { id: cache.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 } };
-    let step = FarmStep {
-        version: FARM_STEP_VERSION,
-        label: format!("[{id}] RUN {script}"),
-        file: "Dockerfile".into(),
-        line: 2,
-        parent: ImageSource::Layers { layers: vec![base.clone()] },
-        work: Work::Step {
-            step: StepKind::Run(RunStep {
-                command: WCommand::Shell(script.into()),
-                shell: vec!["/bin/sh".into(), "-c".into()],
-                env: vec!["PATH=/bin".into()],
-                user: None,
-                workdir: None,
-                mounts: vec![mount],
-                network: Default::default(),
-                limits: Default::default(),
-                security: Default::default(),
-            }),
-        },
-        cache_ids: vec![cache.into()],
-        context: None,
-        stages: Default::default(),
-    };
-    pb::StepNode {
-        id: id.into(),
-        key: key.into(),
-        deps: vec![],
-        platform: String::new(),
-        labels: Default::default(),
-        cache_mounts: vec![pb::CacheMount { id: cache.into(), sharing: "shared".into() }],
-        payload: serde_json::to_vec(&step).unwrap(),
-        name: format!("RUN {script}"),
-        secret_ids: vec![],
-    }
+    crate::busybox_steps::busybox_run(base, id, key, script, Some((cache, "shared")))
 }
 
 /// One file per execution that committed its cache mount.
@@ -183,9 +141,7 @@ async fn cache_files(via: &str, id: &str) -> BTreeMap<String, String> {
 /// survives the leader's kill; returns (cluster, leader id, follower URL, base).
 async fn cluster() -> (Cluster, u64, String, LayerDesc) {
     let mut c = Cluster::new(3, 1000);
-    c.start_all();
-    let leader_url = c.leader_via(&c.node(1).api()).await;
-    let leader = c.id_of(&leader_url);
+    let (leader_url, leader) = c.start_and_elect().await;
     let follower = c.apis().into_iter().find(|u| *u != leader_url).unwrap();
     let base = busybox_base(&leader_url, c.dir.path()).await;
     (c, leader, follower, base)

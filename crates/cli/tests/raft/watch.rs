@@ -206,6 +206,23 @@ async fn when_redis_dies_mid_build_the_build_and_a_follower_watching_it_still_fi
 /// `rbk submit` to every node of `c`, with secret `tok` from `secret` and
 /// `agent` as `--ssh default` (the steps of [`context`] use both); the
 /// caller adds outputs and the context.
+/// A real `rbk worker` (runc) as `w1`, reaching the farm through `via`,
+/// its state under `work`; with `log`, it logs at info into that file.
+fn worker(via: &str, work: &Path, log: Option<&Path>) -> Child {
+    let mut cmd = Command::new(RBK);
+    cmd.args(["worker", "--coordinator", via, "--token", WORKER, "--id", "w1", "--max-backoff", "1s"])
+        .arg("--state-dir")
+        .arg(work.join("worker"))
+        .arg("--runtime-path")
+        .arg(rbk_testsupport::program("runc"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(log) = log {
+        cmd.env("RBK_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+    }
+    cmd.spawn().unwrap()
+}
+
 fn submit_to(c: &Cluster, work: &Path, secret: &Path, agent: &crate::ssh_agent::TestAgent) -> Command {
     let mut cmd = Command::new(RBK);
     cmd.args(["submit", "--progress=plain", "--token", TENANT, "--coordinator", &c.apis().join(",")])
@@ -255,17 +272,7 @@ async fn rbk_submit_follows_its_build_to_a_new_leader_and_the_new_leader_gets_it
     // A real worker (runc), reaching the farm through a node that survives.
     let work = tempfile::tempdir().unwrap();
     let worker_log = work.path().join("worker.log");
-    let mut worker = Command::new(RBK)
-        .args(["worker", "--coordinator", &follower, "--token", WORKER, "--id", "w1", "--max-backoff", "1s"])
-        .arg("--state-dir")
-        .arg(work.path().join("worker"))
-        .arg("--runtime-path")
-        .arg(rbk_testsupport::program("runc"))
-        .env("RBK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&worker_log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut worker = worker(&follower, work.path(), Some(&worker_log));
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     context(&ctx);
@@ -341,16 +348,7 @@ async fn ctrl_c_while_rbk_submit_looks_for_a_new_leader_ends_it_at_once() {
     let leader_url = serving_leader(&c).await;
     let follower = c.apis().into_iter().find(|u| *u != leader_url).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut worker = Command::new(RBK)
-        .args(["worker", "--coordinator", &follower, "--token", WORKER, "--id", "w1", "--max-backoff", "1s"])
-        .arg("--state-dir")
-        .arg(work.path().join("worker"))
-        .arg("--runtime-path")
-        .arg(rbk_testsupport::program("runc"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker(&follower, work.path(), None);
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     context(&ctx);

@@ -35,7 +35,7 @@ use crate::model::{
     ActionResult, Assignment, BuildEvent, BuildRequest, BuildState, CacheCommit, FromWorker, HeadKey, MountGrant, RunningAssignment,
     Secrets, StepInput, StepNode, StepOutcome, ToWorker, WorkerInfo,
 };
-use crate::state::{Command, CoordinatorState, StateError, StepState, now_ms, query};
+use crate::state::{Command, CoordinatorState, Outcome, StateError, StepState, now_ms, query};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -327,6 +327,23 @@ type ExecKey = (String, String);
 /// The first commit of `outcome` to a head the assignment was not granted
 /// (or, without grants, a cache the step does not declare): a worker
 /// commits only the caches of the assignment it holds.
+/// The error a writer gets when the store collector fenced a blob it
+/// names: retryable, since the next attempt uploads what was deleted.
+fn fenced_message(blobs: &[Digest]) -> String {
+    let first = blobs.first().map(|d| d.to_string()).unwrap_or_default();
+    format!(
+        "{} blob(s) this names (first: {first}) were being deleted by the store collector when it committed; retry (the retry uploads them again)",
+        blobs.len()
+    )
+}
+
+/// When the work of a step's writers started, for the store collector's
+/// fences: the creation of the oldest build waiting on it (0, the most
+/// cautious answer, when none is known).
+fn writer_started_ms(state: &dyn CoordinatorState, waiters: &[(String, String)]) -> u64 {
+    query(state, |m| waiters.iter().filter_map(|(b, _)| m.build(b).map(|r| r.created_ms)).min()).unwrap_or(0)
+}
+
 fn foreign_commit<'a>(node: &StepNode, granted: Option<&[(String, u32)]>, outcome: &'a StepOutcome) -> Option<&'a CacheCommit> {
     let commits = match outcome {
         StepOutcome::Succeeded { commits, .. } | StepOutcome::Failed { commits, .. } => commits,
@@ -523,16 +540,25 @@ impl Core {
         }
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
-        self.state
-            .apply(Command::CreateBuild {
-                build_id: build_id.clone(),
-                namespace: req.namespace.clone(),
-                steps: steps_kv,
-                now_ms: now_ms(),
-                graph: req.steps.clone(),
-            })
-            .await
-            .map_err(|source| SchedulerError::State { build_id: build_id.clone(), source })?;
+        let now = now_ms();
+        let create = Command::CreateBuild {
+            build_id: build_id.clone(),
+            namespace: req.namespace.clone(),
+            steps: steps_kv,
+            now_ms: now,
+            graph: req.steps.clone(),
+        };
+        // Guarded: a context or base layer the client found present may be
+        // in a batch the store collector is deleting (`gc_fence.rs`).
+        let guarded = Command::Guarded { started_ms: now, packs: Vec::new(), cmd: Box::new(create) };
+        match self.state.apply(guarded).await {
+            Ok(Outcome::Refused { blobs }) => {
+                let source = StateError::Unavailable(fenced_message(&blobs));
+                return Err(SchedulerError::State { build_id, source });
+            }
+            Ok(_) => {}
+            Err(source) => return Err(SchedulerError::State { build_id, source }),
+        }
         let (events, rx) = self.hub.open(&build_id);
         let _ = events.send(BuildEvent::Accepted { build_id: build_id.clone(), total_steps: req.steps.len() as u32 });
         let index = req.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
@@ -802,13 +828,14 @@ impl Core {
                 let step_key = exec.node.key.clone();
                 let worker = worker_id.to_owned();
                 let tx = self.self_tx.clone();
+                let started_ms = writer_started_ms(&*self.state, &exec.waiters);
                 tokio::spawn(async move {
                     let result = async {
                         let mut held = Vec::new();
                         for c in commits {
                             let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id, slot: c.slot };
                             let done = heads
-                                .commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms())
+                                .commit_from(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms)
                                 .await
                                 .map_err(|e| e.to_string())?;
                             // The worker holds what it captured; after a merge
@@ -818,10 +845,11 @@ impl Core {
                             }
                         }
                         let result = ActionResult { layers, config, duration_ms, worker_id: worker, created_ms: now_ms() };
-                        state
-                            .apply(Command::PutAction { namespace: ns, key: step_key, result: result.clone() })
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let put = Command::PutAction { namespace: ns, key: step_key, result: result.clone() };
+                        let guarded = Command::Guarded { started_ms, packs: Vec::new(), cmd: Box::new(put) };
+                        if let Outcome::Refused { blobs } = state.apply(guarded).await.map_err(|e| e.to_string())? {
+                            return Err(fenced_message(&blobs));
+                        }
                         Ok((result, held, bytes_restored))
                     }
                     .await;
@@ -844,10 +872,11 @@ impl Core {
                     // Merging reads the store: off the actor; the lease is
                     // released once the commits are in.
                     let (heads, ns, holder) = (self.heads.clone(), exec.namespace.clone(), assignment_id.clone());
+                    let started_ms = writer_started_ms(&*self.state, &exec.waiters);
                     tokio::spawn(async move {
                         for c in commits {
                             let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id.clone(), slot: c.slot };
-                            if let Err(e) = heads.commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms()).await {
+                            if let Err(e) = heads.commit_from(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms).await {
                                 tracing::warn!("committing cache {} after a failed step: {e}", c.cache_id);
                             }
                         }

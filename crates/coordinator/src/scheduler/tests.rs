@@ -519,7 +519,8 @@ async fn a_failed_step_still_commits_its_cache_mounts() {
     assert_eq!(query(&*h.state, |m| m.head(&key).unwrap().snapshot), snap);
 }
 
-/// Memory state that counts the `PutAction` commands applied.
+/// Memory state that counts the `PutAction` commands applied (guarded or
+/// not).
 #[derive(Default)]
 struct CountingState {
     inner: MemoryState,
@@ -529,7 +530,12 @@ struct CountingState {
 #[async_trait::async_trait]
 impl CoordinatorState for CountingState {
     async fn apply(&self, cmd: crate::state::Command) -> Result<crate::state::Outcome, crate::state::StateError> {
-        if matches!(cmd, crate::state::Command::PutAction { .. }) {
+        // The scheduler sends it guarded by the store collector's fences.
+        let inner = match &cmd {
+            crate::state::Command::Guarded { cmd, .. } => &**cmd,
+            other => other,
+        };
+        if matches!(inner, crate::state::Command::PutAction { .. }) {
             self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         self.inner.apply(cmd).await

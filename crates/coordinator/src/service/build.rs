@@ -22,6 +22,8 @@ pub(crate) struct BuildService {
     pub(crate) state: Arc<dyn CoordinatorState>,
     pub(crate) scheduler: Scheduler,
     pub(crate) gate: Option<Arc<dyn LeaderGate>>,
+    /// The per-tenant budgets, reported with the heads.
+    pub(crate) eviction: Arc<crate::eviction::EvictionPolicy>,
 }
 
 #[async_trait::async_trait]
@@ -83,9 +85,17 @@ impl Build for BuildService {
 
     async fn list_caches(&self, req: Request<pb::ListCachesRequest>) -> Result<Response<pb::ListCachesResponse>, Status> {
         let namespace = tenant_of(&req)?;
-        let heads = query(&*self.state, |m| m.heads_of(&namespace));
+        let (heads, usage) = query(&*self.state, |m| (m.heads_of(&namespace), crate::eviction::tenant_usage(m, &namespace)));
         let heads = heads.into_iter().map(|(k, h)| head_to_wire(k, h)).collect();
-        Ok(Response::new(pb::ListCachesResponse { heads }))
+        let budget = self.eviction.budget(&namespace);
+        Ok(Response::new(pb::ListCachesResponse {
+            heads,
+            heads_budget_bytes: budget.heads_bytes.unwrap_or(0),
+            action_entries: usage.actions,
+            action_bytes: usage.actions_bytes,
+            actions_budget_bytes: budget.actions_bytes.unwrap_or(0),
+            keep_duration_ms: self.eviction.keep_duration.map_or(0, |d| d.as_millis() as u64),
+        }))
     }
 
     async fn prune_caches(&self, req: Request<pb::PruneCachesRequest>) -> Result<Response<pb::PruneCachesResponse>, Status> {

@@ -5,7 +5,9 @@
 //!   cancel builds, list and prune cache heads;
 //! - [`worker`]: one bidirectional stream per worker (register, assignments
 //!   down, logs and results up);
-//! - [`content`]: blobs for callers without S3 credentials.
+//! - [`content`]: blobs for callers without S3 credentials;
+//! - [`admin`]: operator calls (a store collection), behind the admin
+//!   token instead.
 //!
 //! Each service holds only the parts it uses; protobuf conversion is in
 //! `wire.rs`. The SSH agent relay is `ssh_relay.rs`.
@@ -17,6 +19,7 @@ use tonic::Status;
 
 use crate::scheduler::SchedulerError;
 
+pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod content;
 pub(crate) mod submit_stream;

@@ -7,15 +7,17 @@ use rbk_store::Digest;
 
 use crate::harness::*;
 
-#[tokio::test]
-async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
-    let farm = farm().await;
+/// Eight steps sharing cache `pip`, four on each of two workers, all
+/// started from the same (empty) head and committing `s{i}.whl` at once
+/// (`real`: real snapshots captured from directories, else the harness's
+/// trees); checks the build succeeds with one head at generation 8 and
+/// returns that head.
+async fn eight_concurrent_commits_from_two_workers(farm: &Farm, real: bool) -> Digest {
     let mut w1 = farm.worker("w1", 4).await;
     let mut w2 = farm.worker("w2", 4).await;
     let mut client = farm.client(TENANT_A).await;
     let steps = (0..8).map(|i| with_cache(step(&format!("s{i}"), &format!("k{i}"), &[]), "pip", "shared")).collect();
     let mut build = client.submit(steps).await.unwrap();
-    // All eight start from the same (empty) head, four on each worker.
     let mut jobs = Vec::new();
     for _ in 0..4 {
         jobs.push((w1.assignment().await, 1));
@@ -23,8 +25,11 @@ async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
     }
     let commits = futures::future::join_all(jobs.iter().map(|(job, on)| {
         let w = if *on == 1 { &w1 } else { &w2 };
-        let file = format!("{}.whl", job.step_id);
-        async move { (job, on, w.capture(&job.mounts[0], &BTreeMap::from([(file, "x".into())])).await) }
+        let tree = BTreeMap::from([(format!("{}.whl", job.step_id), format!("wheel of {}", job.step_id))]);
+        async move {
+            let commit = if real { w.capture_snapshot(&job.mounts[0], &tree).await } else { w.capture(&job.mounts[0], &tree).await };
+            (job, on, commit)
+        }
     }))
     .await;
     for (job, on, commit) in commits {
@@ -35,7 +40,14 @@ async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
     let heads = client.list_caches().await.unwrap();
     assert_eq!(heads.len(), 1);
     assert_eq!(heads[0].generation, 8);
-    let tree = load_tree(&*farm.store, heads[0].snapshot.parse::<Digest>().unwrap()).await;
+    heads[0].snapshot.parse::<Digest>().unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_cache_commits_from_two_workers_merge_and_none_is_lost() {
+    let farm = farm().await;
+    let head = eight_concurrent_commits_from_two_workers(&farm, false).await;
+    let tree = load_tree(&*farm.store, head).await;
     let files: Vec<_> = tree.keys().cloned().collect();
     let expected: Vec<_> = (0..8).map(|i| format!("s{i}.whl")).collect();
     assert_eq!(files, expected);
@@ -46,33 +58,10 @@ async fn concurrent_real_snapshot_commits_from_two_workers_merge_through_the_sna
     // The scenario above end to end with what a real coordinator runs:
     // real snapshots captured from directories, merged by SnapshotMerger.
     let farm = farm_merging_snapshots().await;
-    let mut w1 = farm.worker("w1", 4).await;
-    let mut w2 = farm.worker("w2", 4).await;
-    let mut client = farm.client(TENANT_A).await;
-    let steps = (0..8).map(|i| with_cache(step(&format!("s{i}"), &format!("k{i}"), &[]), "pip", "shared")).collect();
-    let mut build = client.submit(steps).await.unwrap();
-    let mut jobs = Vec::new();
-    for _ in 0..4 {
-        jobs.push((w1.assignment().await, 1));
-        jobs.push((w2.assignment().await, 2));
-    }
-    let commits = futures::future::join_all(jobs.iter().map(|(job, on)| {
-        let w = if *on == 1 { &w1 } else { &w2 };
-        let file = format!("{}.whl", job.step_id);
-        async move { (job, on, w.capture_snapshot(&job.mounts[0], &BTreeMap::from([(file, format!("wheel of {}", job.step_id))])).await) }
-    }))
-    .await;
-    for (job, on, commit) in commits {
-        let w = if *on == 1 { &w1 } else { &w2 };
-        w.succeed(job, vec![commit]).await;
-    }
-    assert_eq!(final_state(&build.finish().await), "succeeded");
-    let heads = client.list_caches().await.unwrap();
-    assert_eq!(heads.len(), 1);
-    assert_eq!(heads[0].generation, 8);
+    let head = eight_concurrent_commits_from_two_workers(&farm, true).await;
     // Restore the head as the next worker would and read every file.
     let store: std::sync::Arc<dyn rbk_store::Store> = farm.store.clone();
-    let head = rbk_snapshot::Snapshot::load(&*store, heads[0].snapshot.parse::<Digest>().unwrap()).await.unwrap();
+    let head = rbk_snapshot::Snapshot::load(&*store, head).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     rbk_snapshot::restore(store, &head, dir.path(), &rbk_snapshot::RestoreOptions::default()).await.unwrap();
     let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())

@@ -237,14 +237,11 @@ pub fn step(id: &str, key: &str, deps: &[&str]) -> pb::StepNode {
         id: id.into(),
         key: key.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
-        platform: String::new(),
-        labels: Default::default(),
-        cache_mounts: vec![],
         // The coordinator keys the action cache by what runs: steps the
         // tests call identical (same `key`) run the same payload.
         payload: format!("{{\"run\":\"{key}\"}}").into_bytes(),
         name: format!("RUN {id}"),
-        secret_ids: vec![],
+        ..Default::default()
     }
 }
 
@@ -303,13 +300,7 @@ impl TestWorker {
     pub async fn capture(&self, grant: &pw::MountGrant, tree: &Tree) -> pw::CacheCommit {
         let bytes = serde_json::to_vec(tree).unwrap();
         let snapshot = self.store.put_bytes(bytes.into()).await.unwrap();
-        pw::CacheCommit {
-            cache_id: grant.cache_id.clone(),
-            slot: grant.slot,
-            base_generation: grant.generation,
-            snapshot: snapshot.to_string(),
-            total_bytes: tree.values().map(|v| v.len() as u64).sum(),
-        }
+        grant.commit(snapshot.to_string(), tree.values().map(|v| v.len() as u64).sum())
     }
 
     /// Like [`TestWorker::capture`], but as `rbk worker` does it: the
@@ -327,13 +318,7 @@ impl TestWorker {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
         let (snapshot, _) = rbk_snapshot::capture(store, dir.path(), &rbk_snapshot::CaptureOptions::new(grant.cache_id.clone())).await.unwrap();
-        pw::CacheCommit {
-            cache_id: grant.cache_id.clone(),
-            slot: grant.slot,
-            base_generation: grant.generation,
-            snapshot: snapshot.digest.to_string(),
-            total_bytes: tree.values().map(|v| v.len() as u64).sum(),
-        }
+        grant.commit(snapshot.digest.to_string(), tree.values().map(|v| v.len() as u64).sum())
     }
 
     /// The tree a grant starts from (empty for a new cache).

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rbk_snapshot::{CaptureOptions, ChunkParams, RestoreOptions};
-use rbk_store::{FilesystemStore, Store};
+use bytes::Bytes;
+use futures::StreamExt;
+use rbk_store::{ByteRange, ByteStream, Digest, FilesystemStore, Store, StoreExt, StoreResult};
 
 pub async fn fs_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -94,4 +96,47 @@ pub fn write(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
+}
+
+/// Deterministic incompressible-looking bytes: `n` of them from `seed`.
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8).collect()
+}
+
+/// A store whose reads come back as `reshape` makes them from the range
+/// asked for and the bytes `inner` holds there: cut into pieces, or cut off
+/// by an error, as a real response body can be. Everything else passes
+/// through to `inner`.
+pub struct ReshapedReads<F> {
+    pub inner: Arc<dyn Store>,
+    pub reshape: F,
+}
+
+impl<F> std::fmt::Debug for ReshapedReads<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReshapedReads").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> Store for ReshapedReads<F>
+where
+    F: Fn(ByteRange, Bytes) -> Vec<StoreResult<Bytes>> + Send + Sync + 'static,
+{
+    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
+        self.inner.find_missing(digests).await
+    }
+    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
+        self.inner.put(digest, data).await
+    }
+    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
+        let bytes = self.inner.get_range_bytes(digest, range).await?;
+        Ok(futures::stream::iter((self.reshape)(range, bytes)).boxed())
+    }
+    async fn delete(&self, digest: Digest) -> StoreResult<()> {
+        self.inner.delete(digest).await
+    }
+    async fn list(&self) -> StoreResult<Vec<Digest>> {
+        self.inner.list().await
+    }
 }

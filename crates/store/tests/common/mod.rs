@@ -30,19 +30,7 @@ pub async fn bucket_on(endpoint: &str, region: &str, access_key: &str, secret_ke
 /// Half-compressible bytes, like real build caches: runs of text-like data
 /// interleaved with random bytes.
 pub fn data(len: usize, seed: u64) -> Bytes {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut out = vec![0u8; len];
-    for (i, block) in out.chunks_mut(4096).enumerate() {
-        if i % 2 == 0 {
-            rng.fill(block);
-        } else {
-            for (j, b) in block.iter_mut().enumerate() {
-                *b = b"the quick brown fox jumps over the lazy dog "[(i + j) % 44];
-            }
-        }
-    }
-    out.into()
+    rbk_testsupport::half_compressible(len, seed).into()
 }
 
 /// A server process this test owns; killed when dropped.
