@@ -116,7 +116,9 @@ impl Worker {
         let layer = self.store.put_bytes(format!("layer of {}", a.key).into_bytes().into()).await.unwrap();
         let mut commits = Vec::new();
         for g in &a.mounts {
-            let snapshot = self.store.put_bytes(format!("cache {} after {}", g.cache_id, a.key).into_bytes().into()).await.unwrap();
+            // A name only: the coordinator reads a committed snapshot's
+            // manifest when it is stored, and this stand-in worker has none.
+            let snapshot = rbk_store::Digest::of(format!("cache {} after {}", g.cache_id, a.key).as_bytes());
             commits.push(g.commit(snapshot.to_string(), 100));
         }
         let result = pw::StepResult {
@@ -206,7 +208,7 @@ async fn metrics_follow_builds_steps_workers_and_caches_through_a_coordinator() 
     assert_eq!(value(&after, "rbk_builds_running", &[]), 0.0);
     assert_eq!(value(&after, "rbk_workers_connected", &[]), 1.0);
     assert!(value(&after, "rbk_store_bytes_total", &[("direction", "written"), ("backend", "fs")]) > 0.0, "{after}");
-    assert!(value(&after, "rbk_store_operation_duration_seconds_count", &[("op", "put"), ("backend", "fs")]) >= 3.0);
+    assert!(value(&after, "rbk_store_operation_duration_seconds_count", &[("op", "put"), ("backend", "fs")]) >= 2.0, "two layers were put through the coordinator");
 
     // The same graph again: both steps CACHED, nothing runs.
     let mut again = submit(&c.url, graph).await;
