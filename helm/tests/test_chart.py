@@ -269,7 +269,7 @@ def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
 def test_each_pod_reads_the_config_of_its_own_ordinal():
     sts = one(render(HA_VALUES), "StatefulSet", "-coordinator")
     container = sts["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["coordinator", "--config", "/etc/rbk/config/coordinator-$(RBK_NODE_INDEX).toml"]
+    assert container["args"] == ["coordinator", "--config", "/etc/rbk/config/coordinator-$(RBK_NODE_INDEX).toml"], "ci/ha-values.yaml has TLS: no --insecure-plaintext"
     env = {e["name"]: e for e in container["env"]}
     assert env["RBK_NODE_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
 
@@ -280,6 +280,12 @@ def test_a_single_coordinator_is_a_one_voter_raft_group():
     raft = configs["coordinator-0.toml"]["raft"]
     assert raft["node_id"] == 1 and list(raft["peers"]) == ["1"]
     assert raft["data_dir"].startswith("/var/lib/rbk/"), "the state must live on the PVC"
+
+
+def test_raft_without_a_secret_key_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"coordinator": {"raft": {"secretKey": ""}}})
+    assert "coordinator.raft.secretKey is required" in str(refused.value)
 
 
 def test_a_single_coordinator_may_keep_its_state_in_memory():
@@ -442,11 +448,15 @@ def test_with_tls_the_coordinators_serve_it_and_workers_dial_https():
     assert url.startswith("https://") and ".build.svc:" in url
     assert {"name": "RBK_TLS_CA", "value": "/etc/rbk/tls-ca/ca.crt"} in worker["env"]
     assert {"name": "tls-ca", "mountPath": "/etc/rbk/tls-ca", "readOnly": True} in worker["volumeMounts"]
+    coordinator = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    assert "--insecure-plaintext" not in coordinator["args"]
 
 
 def test_without_tls_coordinators_serve_plain_http2():
     objects = render()
     assert all("tls" not in c for c in coordinator_configs(objects).values())
+    coordinator = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    assert "--insecure-plaintext" in coordinator["args"], "the coordinator refuses plain h2c on 0.0.0.0 without it"
     worker = worker_pod(objects)["containers"][0]
     assert worker["args"][worker["args"].index("--coordinator") + 1].startswith("http://")
 

@@ -6,6 +6,7 @@ mod image;
 mod raft;
 mod snapshot;
 mod store;
+mod tenants;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum BenchCommand {
     Image(image::ImageBenchArgs),
     /// Replicated coordinator: committed commands/s and commit latency, 1 and 3 Raft nodes.
     Raft(raft::RaftBenchArgs),
+    /// Many tenants submitting at once: submit latency, quota refusals, coordinator RSS.
+    Tenants(tenants::TenantsBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Snapshot(a) => snapshot::run(a).await,
             BenchCommand::Image(a) => image::run(a).await,
             BenchCommand::Raft(a) => raft::run(a).await,
+            BenchCommand::Tenants(a) => tenants::run(a).await,
         }
     })
 }

@@ -39,7 +39,7 @@ pub struct RaftBenchArgs {
     fsync_probe: bool,
 }
 
-mod soak;
+pub(crate) mod soak;
 
 mod fsync;
 
@@ -50,9 +50,10 @@ fn free_port() -> anyhow::Result<u16> {
 async fn cluster(dir: &std::path::Path, n: u64) -> anyhow::Result<Vec<RaftState>> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
+    std::fs::write(dir.join("raft.secret"), "rbk-bench-raft-secret-0001")?;
     for id in 1..=n {
         let mut text = format!(
-            "node_id = {id}\ndata_dir = \"n{n}-{id}\"\nlisten = \"127.0.0.1:{}\"\nsnapshot_entries = 100000\ntick_ms = 50\nheartbeat_ticks = 1\n[peers]\n",
+            "node_id = {id}\ndata_dir = \"n{n}-{id}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"raft.secret\"\nsnapshot_entries = 100000\ntick_ms = 50\nheartbeat_ticks = 1\n[peers]\n",
             ports[id as usize - 1]
         );
         for (i, p) in ports.iter().enumerate() {

@@ -20,6 +20,11 @@ pub struct CoordinatorArgs {
     /// The coordinator's TOML config (listen address, token file, store).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve plain HTTP/2 (no `[tls]`) on a non-loopback `listen` address:
+    /// tokens then cross the network in the clear. For TLS that ends at a
+    /// proxy or ingress in front of the coordinator, or a trusted network.
+    #[arg(long)]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Option<crate::coordinator_members_cmd::CoordinatorCommand>,
 }
@@ -30,8 +35,10 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     }
     let config_path = args.config.context("--config FILE is required to run a coordinator")?;
     crate::build_info::init_metrics(rbk_metrics::Role::Coordinator);
+    let args_insecure_plaintext = args.insecure_plaintext;
     let args = Args { config: config_path };
     let config = CoordinatorConfig::load(&args.config)?;
+    plaintext_check(&config, &args.config, args_insecure_plaintext)?;
     let tokens = TokenFile::load(&config.token_file)?;
     let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let mut store_config = config.store.config.clone();
@@ -63,7 +70,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     coordinator.scheduler.events().history().set_limits(config.history);
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
-        let fanout = redis.start().map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;
+        let fanout = redis.start(event_keys(&config)?).map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;
         coordinator.scheduler.events().set_fanout(fanout);
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -89,6 +96,39 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    coordinator.serve_tls(listener, tls, shutdown).await.context("serving")?;
+    coordinator.with_limits(config.server.clone()).serve_tls(listener, tls, shutdown).await.context("serving")?;
     Ok(())
+}
+
+/// Bearer tokens in plain HTTP/2 are readable by anyone on the path: the
+/// API serves plaintext on a non-loopback address only when told
+/// `--insecure-plaintext`, and then says so at start.
+fn plaintext_check(config: &CoordinatorConfig, path: &std::path::Path, insecure_plaintext: bool) -> anyhow::Result<()> {
+    if config.tls.is_some() || config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !insecure_plaintext {
+        anyhow::bail!(
+            "refusing to serve plaintext gRPC on {} (not a loopback address; tokens would cross the network in the clear): \
+             give [tls] cert and key in {}, or pass --insecure-plaintext if TLS ends at a proxy in front of this coordinator",
+            config.listen,
+            path.display()
+        );
+    }
+    tracing::warn!(
+        listen = %config.listen,
+        "--insecure-plaintext: serving plain HTTP/2 on a non-loopback address; tokens cross the network in the clear unless a proxy terminates TLS"
+    );
+    Ok(())
+}
+
+/// The keys that name and seal build-event channels on Redis: derived from
+/// the Raft cluster secret (every node of the farm derives the same), or
+/// random for a single unreplicated coordinator (no one else subscribes).
+fn event_keys(config: &CoordinatorConfig) -> anyhow::Result<rbk_coordinator::event_seal::EventKeys> {
+    let Some(path) = config.raft.as_ref().and_then(|r| r.secret_file.as_ref()) else {
+        return Ok(rbk_coordinator::event_seal::EventKeys::random());
+    };
+    let secret = std::fs::read_to_string(path).with_context(|| format!("raft.secret_file {}", path.display()))?;
+    Ok(rbk_coordinator::event_seal::EventKeys::derive(secret.trim().as_bytes()))
 }

@@ -30,7 +30,7 @@ pub struct Target {
     /// Any node's raft port, e.g. http://10.0.0.1:7071.
     #[arg(long)]
     pub(crate) coordinator: String,
-    /// The cluster secret (`[raft] secret_file`), if the cluster has one.
+    /// The cluster secret (the contents of `[raft] secret_file`).
     #[arg(long, env = "RBK_RAFT_SECRET", hide_env_values = true)]
     pub(crate) token: Option<String>,
 }

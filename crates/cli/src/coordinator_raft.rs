@@ -6,20 +6,25 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use rbk_coordinator::token_reload::{install_changes, watch_token_file};
 use rbk_coordinator::{Coordinator, CoordinatorConfig, MemoryState, Merger, TokenFile};
 use rbk_store::Store;
 
-/// Starts the coordinator on the state its config asks for.
+/// Starts the coordinator on the state its config asks for. `tokens`: the
+/// token file as read at start; it is re-read on SIGHUP and every
+/// `token_reload_ms` (see `rbk_coordinator::token_reload`).
 pub async fn start(config: &CoordinatorConfig, store: Arc<dyn Store>, merger: Arc<dyn Merger>, tokens: &TokenFile) -> anyhow::Result<Coordinator> {
+    let files = watch_token_file(config.token_file.clone(), tokens.clone(), config.token_reload());
     let Some(raft_config) = &config.raft else {
-        return Ok(Coordinator::start(Arc::new(MemoryState::new()), store, merger, tokens, config.scheduler_config()).await?);
+        let coordinator = Coordinator::start(Arc::new(MemoryState::new()), store, merger, tokens, config.scheduler_config()).await?;
+        install_changes(coordinator.auth.clone(), files);
+        return Ok(coordinator);
     };
     let raft = rbk_raft::RaftState::start(raft_config).await.with_context(|| format!("starting raft node {}", raft_config.node_id))?;
     println!("rbk raft node {} listening on {}", raft_config.node_id, raft_config.listen);
     // Tokens are installed by whichever node leads (a follower cannot write).
-    let coordinator = Coordinator::start(Arc::new(raft.clone()), store, merger, &TokenFile::default(), config.scheduler_config())
-        .await?
+    let coordinator = Coordinator::new(Arc::new(raft.clone()), store, merger, config.scheduler_config())
         .with_gate(Arc::new(rbk_raft::leadership::RaftGate(raft.clone())));
-    tokio::spawn(rbk_raft::leadership::drive(raft, coordinator.clone(), tokens.clone()));
+    tokio::spawn(rbk_raft::leadership::drive(raft, coordinator.clone(), files));
     Ok(coordinator)
 }

@@ -1,6 +1,7 @@
 //! `rbk coordinator` and `rbk cache` as processes.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 #[path = "common/coordinator.rs"]
 mod coordinator;
@@ -78,5 +79,39 @@ fn store_selftest_reads_the_dir_form_of_a_coordinator_configs_store_table() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("store selftest passed"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(dir.join("store").is_dir(), "the store dir is relative to the config file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plaintext_on_a_non_loopback_address_needs_insecure_plaintext() {
+    let dir = scratch("plaintext");
+    std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"team\"\n")).unwrap();
+    let cfg = dir.join("coordinator.toml");
+    std::fs::write(&cfg, "listen = \"0.0.0.0:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n").unwrap();
+    let mut refused = Command::new(RBK).args(["coordinator", "--config"]).arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    // A coordinator that starts prints its address; one that refuses exits.
+    BufReader::new(refused.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = refused.kill();
+    let out = refused.wait_with_output().unwrap();
+    assert!(line.is_empty() && !out.status.success(), "a plaintext coordinator started on 0.0.0.0: {line:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve plaintext gRPC on 0.0.0.0:0") && err.contains("--insecure-plaintext"), "{err}");
+
+    let mut child = Command::new(RBK)
+        .args(["coordinator", "--insecure-plaintext", "--config"])
+        .arg(&cfg)
+        .env("RBK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(line.starts_with("rbk coordinator listening on 0.0.0.0:"), "{line:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-plaintext: serving plain HTTP/2 on a non-loopback address"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

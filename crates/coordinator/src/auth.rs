@@ -97,7 +97,7 @@ impl TokenFile {
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, AuthError> {
         let file: TokenFile =
-            toml::from_str(text).map_err(|e| AuthError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| AuthError::Parse { path: path.display().to_string(), message: redacted(&e, text) })?;
         let bad = |message: String| Err(AuthError::Parse { path: path.display().to_string(), message });
         let workers = file.workers.iter().map(|(t, w)| (t, w.pool()));
         for (token, name) in file.tenants.iter().map(|(t, n)| (t, n.as_str())).chain(workers) {
@@ -152,11 +152,38 @@ impl TokenFile {
         WorkerGrant { pool, id, labels, tenants }
     }
 
-    /// The commands that register these tokens.
-    pub fn commands(&self) -> Vec<Command> {
+    /// The command that makes the replicated token table exactly this
+    /// file (by hash): tokens no longer in it are revoked.
+    pub fn command(&self, now_ms: u64) -> Command {
         let tenants = self.tenants.iter().map(|(t, n)| (t, Principal::Tenant(n.clone())));
         let workers = self.workers.iter().map(|(t, w)| (t, Principal::BoundWorker(self.grant(w))));
-        tenants.chain(workers).map(|(t, principal)| Command::PutToken { token_hash: token_hash(t), principal }).collect()
+        let tokens = tenants.chain(workers).map(|(t, principal)| (token_hash(t), principal)).collect();
+        Command::SetTokens { tokens, now_ms }
+    }
+}
+
+/// A TOML error without the source excerpt `toml` prints (that line may be
+/// a token) and with any long backquoted part (`duplicate key `...``) cut:
+/// the line and column, and what is wrong.
+fn redacted(e: &toml::de::Error, text: &str) -> String {
+    let mut message = String::new();
+    for (i, part) in e.message().split('`').enumerate() {
+        if i % 2 == 1 {
+            message.push('`');
+            message.push_str(if part.len() >= 16 { "<redacted>" } else { part });
+            message.push('`');
+        } else {
+            message.push_str(part);
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
 
@@ -179,11 +206,11 @@ impl Auth {
         Self { state }
     }
 
-    /// Loads a token file into state.
+    /// Makes the token file the state's token table: its tokens are
+    /// accepted, every other one is revoked (on every node, through the
+    /// replicated command).
     pub async fn install(&self, file: &TokenFile) -> Result<(), AuthError> {
-        for cmd in file.commands() {
-            self.state.apply(cmd).await?;
-        }
+        self.state.apply(file.command(crate::state::now_ms())).await?;
         Ok(())
     }
 
@@ -199,7 +226,11 @@ impl Auth {
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization header must be `Bearer <token>`"))?;
         let hash = token_hash(token.trim());
-        query(&*self.state, |m| m.principal(&hash).cloned()).ok_or_else(|| Status::unauthenticated("unknown token"))
+        query(&*self.state, |m| match m.principal(&hash) {
+            Some(p) => Ok(p.clone()),
+            None if m.token_revoked(&hash) => Err(Status::unauthenticated(REVOKED)),
+            None => Err(Status::unauthenticated("unknown token")),
+        })
     }
 
     /// [`Self::principal`] and the [`Credential`] it was presented with.
@@ -222,11 +253,22 @@ impl Auth {
     }
 }
 
+/// What a revoked token is told, on the leader and on followers alike.
+pub const REVOKED: &str = "token revoked (removed from the coordinator's token file)";
+
+/// Whether `status` is a refusal that no other node would answer
+/// differently (a revoked token), so a follower says it itself rather
+/// than "retry".
+pub fn is_final_refusal(status: &Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated && status.message() == REVOKED
+}
+
 /// The caller's tenant namespace, or refusal for workers.
 pub fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
     match req.extensions().get::<Principal>() {
         Some(Principal::Tenant(ns)) => Ok(ns.clone()),
         Some(Principal::Worker(_) | Principal::BoundWorker(_)) => Err(Status::permission_denied("worker tokens cannot use the build service")),
+        Some(Principal::Revoked { .. }) => Err(Status::unauthenticated(REVOKED)),
         None => Err(Status::unauthenticated("request was not authenticated")),
     }
 }
@@ -242,6 +284,7 @@ pub fn worker_pool_of<T>(req: &Request<T>) -> Result<WorkerGrant, Status> {
         Some(Principal::BoundWorker(grant)) => Ok(grant.clone()),
         Some(Principal::Worker(pool)) => Ok(WorkerGrant { pool: pool.clone(), id: None, labels: Default::default(), tenants: Default::default() }),
         Some(Principal::Tenant(_)) => Err(Status::permission_denied("tenant tokens cannot serve as workers")),
+        Some(Principal::Revoked { .. }) => Err(Status::unauthenticated(REVOKED)),
         None => Err(Status::unauthenticated("request was not authenticated")),
     }
 }
@@ -318,8 +361,26 @@ mod tests {
     #[test]
     fn state_holds_hashes_not_tokens() {
         let f = TokenFile::parse(FILE, Path::new("tokens.toml")).unwrap();
-        let text = format!("{:?}", f.commands());
+        let text = format!("{:?}", f.command(0));
         assert!(!text.contains("aaaaaaaaaaaaaaaa-token"));
+    }
+
+    #[tokio::test]
+    async fn a_token_removed_from_the_file_is_refused_as_revoked_once_the_file_is_installed_again() {
+        let a = auth().await;
+        let without_a = "[workers]\n\"wwwwwwwwwwwwwwww-token\" = \"pool\"\n";
+        a.install(&TokenFile::parse(without_a, Path::new("tokens.toml")).unwrap()).await.unwrap();
+        let refused = a.principal(&request(Some("aaaaaaaaaaaaaaaa-token"))).unwrap_err();
+        assert!(is_final_refusal(&refused), "{refused:?}");
+        assert!(a.principal(&request(Some("wwwwwwwwwwwwwwww-token"))).is_ok());
+    }
+
+    #[test]
+    fn a_token_file_error_never_shows_the_token() {
+        let dup = "[tenants]\n\"aaaaaaaaaaaaaaaa-token\" = \"a\"\n\"aaaaaaaaaaaaaaaa-token\" = \"b\"\n";
+        let e = TokenFile::parse(dup, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(!e.contains("aaaaaaaaaaaaaaaa"), "{e}");
+        assert!(e.starts_with("token file t.toml: line 3"), "{e}");
     }
 
     #[test]

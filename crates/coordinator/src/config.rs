@@ -3,6 +3,8 @@
 //! ```toml
 //! listen = "127.0.0.1:7070"
 //! token_file = "tokens.toml"      # relative paths are relative to this file
+//! token_reload_ms = 5000          # re-read the token file this often (and on
+//!                                 # SIGHUP); 0: only on SIGHUP and restart
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus `GET /metrics` (docs/metrics.md)
 //! [store]
 //! dir = "/var/lib/rbk/store"      # filesystem store; or any rbk_store::StoreConfig:
@@ -50,6 +52,10 @@ use crate::scheduler::SchedulerConfig;
 pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
+    /// How often the token file is re-read (it is also re-read on SIGHUP);
+    /// 0: only on SIGHUP and at start. See [`crate::token_reload`].
+    #[serde(default = "default_token_reload_ms")]
+    pub token_reload_ms: u64,
     pub store: StoreSection,
     #[serde(default)]
     pub scheduler: SchedulerSection,
@@ -73,6 +79,9 @@ pub struct CoordinatorConfig {
     /// beyond the replicated state (see [`crate::build_history`]).
     #[serde(default)]
     pub history: crate::build_history::HistoryLimits,
+    /// The gRPC server's connection limits; see [`crate::server_limits`].
+    #[serde(default)]
+    pub server: crate::server_limits::ServerLimits,
     /// The store collector; see [`GcSection`].
     #[serde(default)]
     pub gc: GcSection,
@@ -82,6 +91,10 @@ pub struct CoordinatorConfig {
     /// The Admin service; absent: it refuses every call.
     #[serde(default)]
     pub admin: Option<AdminSection>,
+}
+
+fn default_token_reload_ms() -> u64 {
+    5000
 }
 
 /// `[gc]`: when and how carefully the leader collects the store.
@@ -280,6 +293,14 @@ pub struct SchedulerSection {
     pub readopt_grace_ms: u64,
     /// See [`SchedulerConfig::server_action_keys`].
     pub server_action_keys: bool,
+    /// See [`SchedulerConfig::unschedulable_timeout`].
+    pub unschedulable_timeout_ms: u64,
+    /// See [`SchedulerConfig::max_builds_per_tenant`].
+    pub max_builds_per_tenant: usize,
+    /// See [`SchedulerConfig::max_steps_per_tenant`].
+    pub max_steps_per_tenant: usize,
+    /// See [`SchedulerConfig::max_step_log_bytes`].
+    pub max_step_log_bytes: u64,
 }
 
 impl Default for SchedulerSection {
@@ -292,6 +313,10 @@ impl Default for SchedulerSection {
             lease_ttl_ms: d.lease_ttl.as_millis() as u64,
             readopt_grace_ms: d.readopt_grace.as_millis() as u64,
             server_action_keys: d.server_action_keys,
+            unschedulable_timeout_ms: d.unschedulable_timeout.as_millis() as u64,
+            max_builds_per_tenant: d.max_builds_per_tenant,
+            max_steps_per_tenant: d.max_steps_per_tenant,
+            max_step_log_bytes: d.max_step_log_bytes,
         }
     }
 }
@@ -322,6 +347,7 @@ impl CoordinatorConfig {
         if s.max_attempts == 0 {
             return Err(invalid("scheduler.max_attempts must be at least 1".into()));
         }
+        c.server.validate().map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
         c.store.resolve(base);
@@ -340,6 +366,11 @@ impl CoordinatorConfig {
         Ok(c)
     }
 
+    /// The periodic re-read of the token file; `None`: only on SIGHUP.
+    pub fn token_reload(&self) -> Option<Duration> {
+        (self.token_reload_ms > 0).then(|| Duration::from_millis(self.token_reload_ms))
+    }
+
     pub fn scheduler_config(&self) -> SchedulerConfig {
         let s = &self.scheduler;
         SchedulerConfig {
@@ -349,6 +380,10 @@ impl CoordinatorConfig {
             lease_ttl: Duration::from_millis(s.lease_ttl_ms),
             readopt_grace: Duration::from_millis(s.readopt_grace_ms),
             server_action_keys: s.server_action_keys,
+            unschedulable_timeout: Duration::from_millis(s.unschedulable_timeout_ms),
+            max_builds_per_tenant: s.max_builds_per_tenant,
+            max_steps_per_tenant: s.max_steps_per_tenant,
+            max_step_log_bytes: s.max_step_log_bytes,
             ..SchedulerConfig::default()
         }
     }

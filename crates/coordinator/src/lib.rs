@@ -8,6 +8,8 @@
 //!   affinity, retries, cancel);
 //! - [`cache_heads`]: the commit protocol and leases for cache mounts;
 //! - [`auth`]: token → tenant namespace, checked on every call;
+//!   [`token_reload`]: the token file re-read (SIGHUP, periodically), so a
+//!   removed token is revoked;
 //! - [`server`]: a running [`Coordinator`] and its gRPC server; the
 //!   services themselves are in `service/` (one file each), protobuf
 //!   conversion in `wire.rs`.
@@ -21,6 +23,7 @@ pub mod build_history;
 pub mod cache_heads;
 pub mod collector;
 pub mod config;
+pub mod event_seal;
 pub mod eviction;
 pub mod gc_fence;
 pub mod model;
@@ -30,10 +33,12 @@ pub mod references;
 mod observe;
 pub mod scheduler;
 pub mod server;
+pub mod server_limits;
 mod service;
 pub mod snapshot_merger;
 pub mod ssh_relay;
 pub mod state;
+pub mod token_reload;
 pub mod usage;
 pub mod watch_route;
 mod wire;
@@ -44,5 +49,7 @@ pub use config::CoordinatorConfig;
 pub use model::{BuildEvent, BuildRequest, CacheMountSpec, StepNode};
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use server::Coordinator;
+/// Events kept for a submitting client that is not reading (`service/submit_stream.rs`).
+pub use service::submit_stream::SUBMIT_BACKLOG;
 pub use snapshot_merger::SnapshotMerger;
 pub use state::{CoordinatorState, MemoryState, Sharing};

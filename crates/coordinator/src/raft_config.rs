@@ -7,7 +7,7 @@
 //! node_id = 1
 //! data_dir = "raft"                 # log, hard state, snapshots (relative to this file)
 //! listen = "0.0.0.0:7071"           # the raft port (peer traffic + membership)
-//! secret_file = "cluster.secret"    # optional: peers and `members` must present it
+//! secret_file = "cluster.secret"    # required: peers and `members` must present it
 //! snapshot_entries = 10000          # snapshot + compact after this many applied entries
 //! tick_ms = 100
 //! election_ticks = 10
@@ -33,6 +33,11 @@ pub struct RaftConfig {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The shared secret (>= 16 characters) every raft RPC must carry:
+    /// peer traffic and `rbk coordinator members`. Required: without it
+    /// anyone who reaches the raft port could change the membership (an
+    /// `Option` only so that its absence is reported by [`Self::resolve`]
+    /// naming the key).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Node id (a TOML key, so a string) → addresses; see [`Self::peers`].
@@ -105,8 +110,12 @@ impl RaftConfig {
             return Err("raft.tick_ms and raft.snapshot_entries must be > 0".into());
         }
         self.data_dir = base.join(&self.data_dir);
-        if let Some(s) = &mut self.secret_file {
-            *s = base.join(&*s);
+        match &mut self.secret_file {
+            Some(s) => *s = base.join(&*s),
+            None => {
+                return Err("raft.secret_file is required: the raft port (peer traffic and `rbk coordinator members`) accepts only callers presenting this shared secret (a file of >= 16 random characters, the same on every node)"
+                    .into());
+            }
         }
         Ok(())
     }
@@ -125,12 +134,18 @@ mod tests {
     #[test]
     fn peers_are_keyed_by_node_id_and_paths_resolve() {
         let c = parse(
-            "node_id = 2\ndata_dir = \"raft\"\nlisten = \"127.0.0.1:1\"\n[peers]\n1 = { raft = \"h:1\", api = \"http://h:2\" }\n2 = { raft = \"h:3\", api = \"http://h:4\" }\n",
+            "node_id = 2\ndata_dir = \"raft\"\nlisten = \"127.0.0.1:1\"\nsecret_file = \"s\"\n[peers]\n1 = { raft = \"h:1\", api = \"http://h:2\" }\n2 = { raft = \"h:3\", api = \"http://h:4\" }\n",
         )
         .unwrap();
         assert_eq!(c.peers()[&2].raft, "h:3");
         assert_eq!(c.data_dir, Path::new("/etc/rbk/raft"));
         assert_eq!(c.election_ticks, 10);
+    }
+
+    #[test]
+    fn raft_without_a_secret_file_is_refused_naming_the_key() {
+        let e = parse("node_id = 1\ndata_dir = \"r\"\nlisten = \"127.0.0.1:1\"\n[peers]\n1 = { raft = \"h:1\", api = \"http://h:2\" }\n").unwrap_err();
+        assert!(e.starts_with("raft.secret_file is required"), "{e}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Build events over Redis pub/sub, so a client attached to any node of a
 //! replicated coordinator sees the whole stream (logs included).
 //!
-//! The leader publishes every event of its builds (protobuf bytes) on the
-//! channel `<prefix>events:<build_id>`; a follower serving `Watch`
-//! subscribes to it. Redis is optional and may be lost: publishing is
+//! The leader publishes every event of its builds (protobuf bytes, sealed:
+//! see `event_seal.rs`) on the build's channel `<prefix>events:<keyed hash
+//! of the build id>`; a follower serving `Watch` subscribes to it and
+//! ignores anything it cannot open. Redis is optional and may be lost: publishing is
 //! queued and bounded (a full queue drops events; a watch re-reads the
 //! replicated state for results anyway), every Redis call is bounded by a
 //! short timeout, and a follower that cannot subscribe redirects the watch
-//! to the leader. Secrets never travel here: events carry none.
+//! to the leader. Secrets never travel here: events carry none. Redis
+//! AUTH (`redis://user:password@host`) and TLS (`rediss://`) URLs work.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,8 @@ use rbk_proto::build as pb;
 use rbk_store::redis_conn::{bounded_config, redact};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
+
+use crate::event_seal::EventKeys;
 
 /// Events waiting to be published while Redis is slow or down.
 const QUEUE: usize = 10_000;
@@ -34,6 +38,7 @@ pub struct RedisFanout {
     timeout: Duration,
     queue: mpsc::Sender<(String, Vec<u8>)>,
     last_warned: Arc<AtomicU64>,
+    keys: Arc<EventKeys>,
 }
 
 impl std::fmt::Debug for RedisFanout {
@@ -53,23 +58,26 @@ fn warn_throttled(last: &AtomicU64, url: &str, what: &str, err: &str) {
 impl RedisFanout {
     /// Starts the publisher on the current runtime. Fails only on a
     /// malformed URL: Redis may be down now and come back later.
-    pub fn start(url: &str, prefix: &str, timeout: Duration) -> Result<Arc<Self>, String> {
+    pub fn start(url: &str, prefix: &str, timeout: Duration, keys: EventKeys) -> Result<Arc<Self>, String> {
         let url_for_logs = redact(url);
         let client = redis::Client::open(url).map_err(|e| format!("redis url {url_for_logs:?}: {e}"))?;
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), bounded_config(timeout)).map_err(|e| format!("redis url {url_for_logs:?}: {e}"))?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let last_warned = Arc::new(AtomicU64::new(0));
         tokio::spawn(publish_loop(conn, rx, timeout, url_for_logs.clone(), last_warned.clone()));
-        Ok(Arc::new(Self { client, url_for_logs, prefix: prefix.to_owned(), timeout, queue, last_warned }))
+        Ok(Arc::new(Self { client, url_for_logs, prefix: prefix.to_owned(), timeout, queue, last_warned, keys: Arc::new(keys) }))
     }
 
-    fn channel(&self, build_id: &str) -> String {
-        format!("{}events:{build_id}", self.prefix)
+    /// The build's channel name (see `event_seal.rs`).
+    pub fn channel(&self, build_id: &str) -> String {
+        self.keys.channel(&self.prefix, build_id)
     }
 
     /// Queues `event` for the build's channel; never blocks.
     pub fn publish(&self, build_id: &str, event: &pb::BuildEvent) {
-        if self.queue.try_send((self.channel(build_id), event.encode_to_vec())).is_err() {
+        let channel = self.channel(build_id);
+        let sealed = self.keys.seal(&channel, &event.encode_to_vec());
+        if self.queue.try_send((channel, sealed)).is_err() {
             warn_throttled(&self.last_warned, &self.url_for_logs, "publishing", "the queue is full (Redis too slow or down); dropping events");
         }
     }
@@ -91,18 +99,19 @@ impl RedisFanout {
         };
         // The sink rides along: dropping it would close the subscription.
         let (sink, messages) = pubsub.split();
+        let (keys, last_warned, url) = (self.keys.clone(), self.last_warned.clone(), self.url_for_logs.clone());
         let events = messages.filter_map(move |m| {
             let _keep = &sink;
-            let decoded = pb::BuildEvent::decode(m.get_payload_bytes());
-            async move {
-                match decoded {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        tracing::warn!("build event fan-out: an undecodable message on the channel: {e}");
-                        None
-                    }
-                }
+            // Anyone who reaches Redis can publish here: only what a
+            // coordinator of this farm sealed for this build is shown.
+            let decoded = match keys.open(&channel, m.get_payload_bytes()) {
+                Some(bytes) => pb::BuildEvent::decode(bytes.as_slice()).map_err(|e| e.to_string()),
+                None => Err("a message not sealed by this farm for this build (ignored)".into()),
+            };
+            if let Err(e) = &decoded {
+                warn_throttled(&last_warned, &url, "receiving", e);
             }
+            async move { decoded.ok() }
         });
         Ok(events.boxed())
     }
@@ -168,9 +177,11 @@ impl RedisSection {
         }
     }
 
-    /// Starts the fan-out these settings describe.
-    pub fn start(&self) -> Result<Arc<RedisFanout>, String> {
-        RedisFanout::start(&self.url.0, &self.prefix, Duration::from_millis(self.timeout_ms.max(1)))
+    /// Starts the fan-out these settings describe; `keys` name and seal
+    /// the channels (from the Raft cluster secret: every node derives the
+    /// same ones).
+    pub fn start(&self, keys: EventKeys) -> Result<Arc<RedisFanout>, String> {
+        RedisFanout::start(&self.url.0, &self.prefix, Duration::from_millis(self.timeout_ms.max(1)), keys)
     }
 }
 
@@ -194,12 +205,116 @@ mod tests {
     #[tokio::test]
     async fn subscribing_to_an_unreachable_redis_fails_fast() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let f = RedisFanout::start(&format!("redis://127.0.0.1:{port}"), "rbk:", Duration::from_millis(250)).unwrap();
+        let f = RedisFanout::start(&format!("redis://127.0.0.1:{port}"), "rbk:", Duration::from_millis(250), EventKeys::random()).unwrap();
         // Bounded: a hang here would hang a watch.
         let r = tokio::time::timeout(Duration::from_secs(10), f.subscribe("b1")).await.expect("subscribe is bounded");
         let Err(e) = r else { panic!("subscribed to a Redis that is not there") };
-        assert!(e.contains("subscribing to rbk:events:b1"), "{e}");
+        assert!(e.contains(&format!("subscribing to {}", f.channel("b1"))), "{e}");
         // Publishing to it neither blocks nor fails.
         f.publish("b1", &pb::BuildEvent::default());
+    }
+
+    #[tokio::test]
+    async fn tls_and_auth_urls_are_accepted() {
+        for url in ["rediss://127.0.0.1:1", "redis://user:pass@127.0.0.1:1/0", "rediss://:pass@cache.example:6380/0"] {
+            let r = RedisFanout::start(url, "rbk:", Duration::from_millis(250), EventKeys::random());
+            assert!(r.is_ok(), "{url}: {:?}", r.err());
+        }
+    }
+
+    /// Events a real Redis carries from one coordinator's publish to a
+    /// subscriber's watch; `url` is the test services' redis-server.
+    async fn publisher_and_watcher(url: &str, secret: &[u8]) -> (Arc<RedisFanout>, Arc<RedisFanout>) {
+        let timeout = Duration::from_secs(5);
+        let leader = RedisFanout::start(url, "rbk-test:", timeout, EventKeys::derive(secret)).unwrap();
+        let follower = RedisFanout::start(url, "rbk-test:", timeout, EventKeys::derive(secret)).unwrap();
+        (leader, follower)
+    }
+
+    fn log_event(line: &str) -> pb::BuildEvent {
+        pb::BuildEvent { event: Some(pb::build_event::Event::Log(pb::StepLog { line: line.into(), ..Default::default() })) }
+    }
+
+    #[tokio::test]
+    async fn a_message_published_by_hand_onto_a_builds_channel_is_not_shown_to_its_watcher() {
+        use redis::AsyncCommands;
+        let url = rbk_testsupport::redis_url();
+        let build = format!("b-injected-{}", std::process::id());
+        let (leader, follower) = publisher_and_watcher(&url, b"farm-secret-for-this-test-0001").await;
+        let mut watch = follower.subscribe(&build).await.unwrap();
+        let mut attacker = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let forged = log_event("forged").encode_to_vec();
+        // On the channel itself (as if its name leaked) and on the old, guessable one.
+        let _: i64 = attacker.publish(follower.channel(&build), forged.clone()).await.unwrap();
+        let _: i64 = attacker.publish(format!("rbk-test:events:{build}"), forged).await.unwrap();
+        // Sealed by another farm's coordinator, for the same build.
+        let (other, _) = publisher_and_watcher(&url, b"another-farm-secret-000000002").await;
+        let _: i64 = attacker.publish(follower.channel(&build), other.keys.seal(&follower.channel(&build), &log_event("other farm").encode_to_vec())).await.unwrap();
+        leader.publish(&build, &log_event("genuine"));
+        let first = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.expect("an event within 30 s").expect("the stream is open");
+        assert_eq!(first, log_event("genuine"));
+    }
+
+    /// A redis-server of this test's own that speaks only TLS and wants a
+    /// password; stopped on drop.
+    struct TlsRedis {
+        child: std::process::Child,
+        port: u16,
+        cert: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for TlsRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn tls_redis(password: &str) -> TlsRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(&crt)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&crt)
+            .args(["--requirepass", password, "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = TlsRedis { child, port, cert: crt, _dir: dir };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    #[tokio::test]
+    async fn events_travel_over_a_rediss_url_with_a_password_and_a_wrong_password_is_refused() {
+        let redis = tls_redis("redis-test-password-01");
+        // The system roots, plus this server's certificate (each nextest
+        // test runs in a process of its own).
+        unsafe { std::env::set_var("SSL_CERT_FILE", &redis.cert) };
+        let url = format!("rediss://:redis-test-password-01@127.0.0.1:{}/0", redis.port);
+        let (leader, follower) = publisher_and_watcher(&url, b"farm-secret-for-the-tls-test-01").await;
+        let mut watch = follower.subscribe("b-tls").await.unwrap();
+        leader.publish("b-tls", &log_event("over tls"));
+        let first = tokio::time::timeout(Duration::from_secs(30), watch.next()).await.expect("an event within 30 s").expect("the stream is open");
+        assert_eq!(first, log_event("over tls"));
+        let wrong = RedisFanout::start(&format!("rediss://:wrong@127.0.0.1:{}/0", redis.port), "rbk-test:", Duration::from_secs(5), EventKeys::random()).unwrap();
+        let refused = wrong.subscribe("b-tls").await.err().expect("subscribed with a wrong password");
+        assert!(refused.contains("subscribing to") && !refused.contains(":wrong@"), "the password is not shown: {refused}");
     }
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rbk_proto::build::build_server::BuildServer;
 use rbk_proto::content::content_server::ContentServer;
 use rbk_proto::worker::worker_server::WorkerServer;
@@ -32,6 +31,8 @@ pub struct Coordinator {
     gate: Option<Arc<dyn rbk_proto::leader::LeaderGate>>,
     /// Clients serving SSH agents to their builds' steps.
     pub ssh: crate::ssh_relay::AgentRelay,
+    /// Streams per connection, keepalives, handshake timeout.
+    limits: crate::server_limits::ServerLimits,
     /// The store collector and the admin token's hash (see
     /// [`Self::with_collector`]).
     collector: Option<(crate::collector::Collector, Option<[u8; 32]>)>,
@@ -48,12 +49,32 @@ impl Coordinator {
         tokens: &TokenFile,
         config: SchedulerConfig,
     ) -> Result<Self, AuthError> {
+        let coordinator = Self::new(state, store, merger, config);
+        coordinator.auth.install(tokens).await?;
+        Ok(coordinator)
+    }
+
+    /// Starts the scheduler without touching the token table: for a
+    /// replicated coordinator, whose leader installs the token file (see
+    /// `rbk_raft::leadership`); installing an empty file would revoke
+    /// every token.
+    pub fn new(state: Arc<dyn CoordinatorState>, store: Arc<dyn Store>, merger: Arc<dyn Merger>, config: SchedulerConfig) -> Self {
         let auth = Auth::new(state.clone());
-        auth.install(tokens).await?;
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
         let scheduler = Scheduler::start(state.clone(), heads, config);
-        Ok(Self { state, scheduler, auth, store, heartbeat_ms, gate: None, ssh: Default::default(), collector: None, eviction: Arc::default() })
+        Self {
+            state,
+            scheduler,
+            auth,
+            store,
+            heartbeat_ms,
+            gate: None,
+            ssh: Default::default(),
+            limits: Default::default(),
+            collector: None,
+            eviction: Arc::default(),
+        }
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -61,6 +82,12 @@ impl Coordinator {
     /// answer with [`rbk_proto::leader::redirect`].
     pub fn with_gate(mut self, gate: Arc<dyn rbk_proto::leader::LeaderGate>) -> Self {
         self.gate = Some(gate);
+        self
+    }
+
+    /// The gRPC server's connection limits (config `[server]`).
+    pub fn with_limits(mut self, limits: crate::server_limits::ServerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -109,17 +136,19 @@ impl Coordinator {
         // that may talk to the cluster at all. A token the follower does
         // not know may be one its replicated state has not caught up with
         // (just after an election), so it answers "unavailable, retry"
-        // without the leader's address rather than a final refusal.
+        // without the leader's address rather than a final refusal. A
+        // revoked token is refused as such by every node that knows it.
         let gated = move |req: Request<()>| {
             let follower = gate.as_ref().and_then(|g| g.check().err());
             match (auth(req), follower) {
                 (Ok(req), None) => Ok(req),
                 (Ok(_), Some(redirect)) => Err(redirect),
                 (Err(refused), None) => Err(refused),
+                (Err(refused), Some(_)) if crate::auth::is_final_refusal(&refused) => Err(refused),
                 (Err(refused), Some(_)) => Err(Status::unavailable(format!("this coordinator is not the leader ({})", refused.message()))),
             }
         };
-        let mut server = tonic::transport::Server::builder();
+        let mut server = self.limits.apply(tonic::transport::Server::builder());
         if let Some(tls) = tls {
             server = server.tls_config(tls)?;
         }
@@ -153,14 +182,7 @@ impl Coordinator {
             // small reply waits for the peer's delayed ACK (~40 ms), which
             // request/response traffic (the relayed SSH agent protocol)
             // pays on every exchange.
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                }),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(self.limits.incoming(listener), shutdown)
             .await
     }
 }

@@ -38,7 +38,16 @@ pub enum Principal {
     /// A worker bound to the tenants its pool serves, with the identity and
     /// labels the token file gives it (see `auth.rs`).
     BoundWorker(WorkerGrant),
+    /// A token removed from the token file (see [`Command::SetTokens`]):
+    /// refused everywhere with "token revoked", also by followers, which
+    /// otherwise answer an unknown token with "retry" (their state may lag).
+    /// Kept by hash only, at most [`MAX_REVOKED`] of them.
+    Revoked { revoked_ms: u64 },
 }
+
+/// How many revoked token hashes are remembered (oldest forgotten first;
+/// a forgotten one is simply unknown, which is still refused).
+pub const MAX_REVOKED: usize = 10_000;
 
 /// What a worker token allows: which pool, which tenants it serves, and the
 /// identity it runs under. Labels and tenants come from the coordinator's
@@ -170,6 +179,11 @@ pub enum Command {
     Guarded { started_ms: u64, packs: Vec<Digest>, cmd: Box<Command> },
     /// Eviction (see `eviction.rs`).
     Evict(EvictCommand),
+    /// Makes the token table exactly `tokens` (the token file, by hash):
+    /// every other known token becomes [`Principal::Revoked`]. One command
+    /// for the whole file, so a removal reaches every node with the same
+    /// log entry.
+    SetTokens { tokens: BTreeMap<String, Principal>, now_ms: u64 },
 }
 
 /// The eviction's commands. Each names what it drops with the last use
@@ -440,8 +454,36 @@ impl StateMachine {
                 }
                 return self.apply(*cmd);
             }
+            Command::SetTokens { tokens, now_ms } => self.set_tokens(tokens, now_ms),
         }
         Ok(Outcome::Ok)
+    }
+
+    /// See [`Command::SetTokens`].
+    fn set_tokens(&mut self, tokens: BTreeMap<String, Principal>, now_ms: u64) {
+        for (hash, principal) in self.tokens.iter_mut() {
+            if !tokens.contains_key(hash) && !matches!(principal, Principal::Revoked { .. }) {
+                *principal = Principal::Revoked { revoked_ms: now_ms };
+            }
+        }
+        // A file cannot revoke by naming a token: only absence does.
+        self.tokens.extend(tokens.into_iter().filter(|(_, p)| !matches!(p, Principal::Revoked { .. })));
+        let revoked = |p: &Principal| match p {
+            Principal::Revoked { revoked_ms } => Some(*revoked_ms),
+            _ => None,
+        };
+        let mut excess = self.tokens.values().filter(|p| revoked(p).is_some()).count().saturating_sub(MAX_REVOKED);
+        if excess > 0 {
+            let mut oldest: Vec<(u64, String)> = self.tokens.iter().filter_map(|(h, p)| Some((revoked(p)?, h.clone()))).collect();
+            oldest.sort();
+            for (_, hash) in oldest {
+                if excess == 0 {
+                    break;
+                }
+                self.tokens.remove(&hash);
+                excess -= 1;
+            }
+        }
     }
 
     /// A new build mounts these heads (slot 0; private slots are used
@@ -470,8 +512,14 @@ impl StateMachine {
         }
     }
 
+    /// Who a token hash belongs to; `None` for unknown and revoked ones.
     pub fn principal(&self, token_hash: &str) -> Option<&Principal> {
-        self.tokens.get(token_hash)
+        self.tokens.get(token_hash).filter(|p| !matches!(p, Principal::Revoked { .. }))
+    }
+
+    /// Whether this token was removed from the token file.
+    pub fn token_revoked(&self, token_hash: &str) -> bool {
+        matches!(self.tokens.get(token_hash), Some(Principal::Revoked { .. }))
     }
 
     /// Whether a worker token of its own names this worker id: then only
@@ -768,5 +816,34 @@ mod tests {
         m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999, graph: vec![] }).unwrap();
         assert!(m.build("b00000").is_none());
         assert!(m.build("last").is_some());
+    }
+
+    fn tokens(names: &[&str]) -> Command {
+        let tokens = names.iter().map(|n| (format!("hash-{n}"), Principal::Tenant(n.to_string()))).collect();
+        Command::SetTokens { tokens, now_ms: 7 }
+    }
+
+    #[test]
+    fn a_token_left_out_of_the_file_is_revoked_and_comes_back_when_re_added() {
+        let mut m = StateMachine::default();
+        m.apply(tokens(&["a", "b"])).unwrap();
+        m.apply(tokens(&["a"])).unwrap();
+        assert_eq!(m.principal("hash-a"), Some(&Principal::Tenant("a".into())));
+        assert_eq!(m.principal("hash-b"), None);
+        assert!(m.token_revoked("hash-b"));
+        assert!(!m.token_revoked("hash-never"));
+        m.apply(tokens(&["a", "b"])).unwrap();
+        assert_eq!(m.principal("hash-b"), Some(&Principal::Tenant("b".into())));
+    }
+
+    #[test]
+    fn revoked_token_hashes_are_bounded_oldest_forgotten_first() {
+        let mut m = StateMachine::default();
+        let many: Vec<String> = (0..MAX_REVOKED + 3).map(|i| format!("t{i:05}")).collect();
+        m.apply(tokens(&many.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+        m.apply(tokens(&[])).unwrap();
+        assert_eq!(m.tokens.len(), MAX_REVOKED);
+        assert!(!m.token_revoked("hash-t00000"), "the oldest (then smallest) hashes go first");
+        assert!(m.token_revoked(&format!("hash-t{:05}", MAX_REVOKED + 2)));
     }
 }

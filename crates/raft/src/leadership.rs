@@ -3,11 +3,14 @@
 //! The coordinator is started on every node (its scheduler idle), gated by
 //! [`RaftGate`] so followers redirect Build and Worker calls to the leader.
 //! [`drive`] watches leadership: on becoming the serving leader it installs
-//! the token file (replicated, so followers authenticate the same tokens)
-//! and adopts the running builds; on losing it, the scheduler steps down.
+//! the token file (replicated, so followers authenticate the same tokens),
+//! again each time the file changes (revoking removed tokens), and adopts the running builds; on losing it, the scheduler steps down.
 
 use rbk_proto::leader::{LeaderGate, redirect};
+use std::sync::Arc;
+
 use rbk_coordinator::{Coordinator, TokenFile};
+use tokio::sync::watch;
 use tonic::Status;
 
 use crate::RaftState;
@@ -24,9 +27,12 @@ impl LeaderGate for RaftGate {
     }
 }
 
-/// Runs until the process ends.
-pub async fn drive(raft: RaftState, coordinator: Coordinator, tokens: TokenFile) {
+/// Runs until the process ends. `tokens` publishes the token file each
+/// time it changes (`rbk_coordinator::token_reload`): the leader applies
+/// it, so a token removed from the file is revoked on every node.
+pub async fn drive(raft: RaftState, coordinator: Coordinator, mut tokens: watch::Receiver<Arc<TokenFile>>) {
     let mut serving = raft.serving();
+    let mut file_open = true;
     loop {
         let now = *serving.borrow_and_update();
         if now {
@@ -34,7 +40,8 @@ pub async fn drive(raft: RaftState, coordinator: Coordinator, tokens: TokenFile)
             // Tokens first: they also prove every earlier entry is applied.
             let mut installed = false;
             while raft.is_serving_leader() {
-                match coordinator.auth.install(&tokens).await {
+                let file = tokens.borrow_and_update().clone();
+                match coordinator.auth.install(&file).await {
                     Ok(()) => {
                         installed = true;
                         break;
@@ -54,8 +61,27 @@ pub async fn drive(raft: RaftState, coordinator: Coordinator, tokens: TokenFile)
         } else {
             coordinator.scheduler.step_down();
         }
-        if serving.changed().await.is_err() {
-            return;
+        loop {
+            tokio::select! {
+                changed = serving.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                changed = tokens.changed(), if file_open => {
+                    if changed.is_err() {
+                        file_open = false;
+                        continue;
+                    }
+                    let file = tokens.borrow_and_update().clone();
+                    if raft.is_serving_leader()
+                        && let Err(e) = coordinator.auth.install(&file).await
+                    {
+                        tracing::error!("applying the changed token file: {e}");
+                    }
+                }
+            }
         }
     }
 }

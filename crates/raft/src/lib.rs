@@ -74,24 +74,18 @@ impl RaftState {
     /// Opens the data dir, starts the Ready loop thread and serves the raft
     /// port; returns once the port is bound (not once a leader is known).
     pub async fn start(config: &RaftConfig) -> Result<Self, RaftError> {
-        let secret: Option<Arc<str>> = match &config.secret_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| RaftError::Secret { path: path.display().to_string(), message: e.to_string() })?;
-                let t = text.trim();
-                if t.len() < 16 {
-                    return Err(RaftError::Secret { path: path.display().to_string(), message: "shorter than 16 characters".into() });
-                }
-                Some(t.into())
-            }
-            None => {
-                tracing::warn!(
-                    listen = %config.listen,
-                    "raft.secret_file is not set: anyone who reaches the raft port can change membership; keep it on a private network"
-                );
-                None
-            }
-        };
+        // `RaftConfig::resolve` refuses a config without one.
+        let path = config
+            .secret_file
+            .as_ref()
+            .ok_or_else(|| RaftError::Secret { path: "(none)".into(), message: "raft.secret_file is required".into() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| RaftError::Secret { path: path.display().to_string(), message: e.to_string() })?;
+        let t = text.trim();
+        if t.len() < 16 {
+            return Err(RaftError::Secret { path: path.display().to_string(), message: "shorter than 16 characters".into() });
+        }
+        let secret: Option<Arc<str>> = Some(t.into());
         let voters: Vec<u64> = if config.join { vec![] } else { config.peers().keys().copied().collect() };
         let (storage, mut recovered) = DiskStorage::open(&config.data_dir, &voters)?;
         if !recovered.existed && !config.join {

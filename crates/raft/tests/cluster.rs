@@ -13,12 +13,13 @@ fn free_port() -> u16 {
 
 fn config(dir: &Path, id: u64, ports: &[u16], snapshot_entries: u64) -> RaftConfig {
     let mut text = format!(
-        "node_id = {id}\ndata_dir = \"n{id}\"\nlisten = \"127.0.0.1:{}\"\nsnapshot_entries = {snapshot_entries}\ntick_ms = 50\n[peers]\n",
+        "node_id = {id}\ndata_dir = \"n{id}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"cluster.secret\"\nsnapshot_entries = {snapshot_entries}\ntick_ms = 50\n[peers]\n",
         ports[id as usize - 1]
     );
     for (i, p) in ports.iter().enumerate() {
         text += &format!("{} = {{ raft = \"127.0.0.1:{p}\", api = \"http://127.0.0.1:{}\" }}\n", i + 1, 20000 + i);
     }
+    std::fs::write(dir.join("cluster.secret"), "raft-cluster-test-secret-0001").unwrap();
     let mut c: RaftConfig = toml::from_str(&text).unwrap();
     c.resolve(dir).unwrap();
     c

@@ -35,7 +35,7 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 /// The product binary the nodes run: `$RBK`, else the `rbk` built next to
 /// `rbk-bench` (`cargo build --release -p rbk -p rbk-bench`).
-fn rbk_binary() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn rbk_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("RBK") {
         return Ok(p.into());
     }
@@ -63,12 +63,13 @@ impl Drop for Nodes {
 impl Nodes {
     fn new(dir: &Path) -> anyhow::Result<Self> {
         std::fs::write(dir.join("tokens.toml"), format!("[tenants]\n\"{TENANT}\" = \"soak\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"soak\"]\n"))?;
+        std::fs::write(dir.join("raft.secret"), "rbk-soak-raft-secret-0001")?;
         let api: Vec<u16> = (0..3).map(|_| port()).collect::<Result<_, _>>()?;
         let raft: Vec<u16> = (0..3).map(|_| port()).collect::<Result<_, _>>()?;
         for i in 0..3 {
             let mut t = format!(
                 "listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n[scheduler]\nheartbeat_ms = 500\nworker_timeout_ms = 5000\n\
-                 [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsnapshot_entries = 500\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 1\n[raft.peers]\n",
+                 [raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"raft.secret\"\nsnapshot_entries = 500\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 1\n[raft.peers]\n",
                 api[i], i + 1, i + 1, raft[i]
             );
             for j in 0..3 {

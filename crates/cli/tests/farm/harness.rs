@@ -123,7 +123,8 @@ fn spawn_coordinator(dir: &Path) -> (Child, String) {
     let s3 = rbk_testsupport::s3();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).unwrap();
     let mut coordinator = Command::new(RBK)
-        .args(["coordinator", "--config"])
+        // Some farms listen on 0.0.0.0 (workers in network namespaces).
+        .args(["coordinator", "--insecure-plaintext", "--config"])
         .arg(dir.join("coordinator.toml"))
         // Credentials reach the store from the environment, never the file.
         .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)

@@ -240,7 +240,7 @@ impl Cluster {
             None => Command::new(RBK),
         };
         let child = command
-            .args(["coordinator", "--config"])
+            .args(["coordinator", "--insecure-plaintext", "--config"])
             .arg(self.config_path(id))
             .env("RBK_LOG", "info")
             .stdout(Stdio::null())
@@ -388,6 +388,34 @@ impl Cluster {
         let out = c.output().unwrap();
         assert!(out.status.success(), "snapshot {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `rbk coordinator members ...` against `via`'s raft port, with the
+    /// cluster secret `secret` (`None`: without one), as it ran.
+    pub fn members_with(&self, args: &[&str], via: u64, secret: Option<&str>) -> std::process::Output {
+        let mut command = Command::new(RBK);
+        command.args(["coordinator", "members"]).args(args).args(["--coordinator", &self.node(via).raft()]);
+        if let Some(s) = secret {
+            command.args(["--token", s]);
+        }
+        command.output().unwrap()
+    }
+
+    /// The token file every node reads.
+    pub fn tokens_path(&self) -> PathBuf {
+        self.dir.path().join("tokens.toml")
+    }
+
+    /// Sends `signal` (a `kill -s` name: HUP, STOP, ...) to node `id`.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.node(id).child.as_ref().expect("a running node").id();
+        let status = Command::new("kill").args(["-s", signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -s {signal} {pid}");
+    }
+
+    /// The path of node `id`'s config file.
+    pub fn config_of(&self, id: u64) -> PathBuf {
+        self.config_path(id)
     }
 
     /// `rbk coordinator members ...` against `via`'s raft port.

@@ -2,6 +2,7 @@
 //! fourth) on 127.0.0.1 with `[raft]`, killed, stopped, wiped and
 //! reconfigured while builds run.
 
+mod bounds;
 mod failover;
 mod five_nodes;
 #[path = "../common/busybox_steps.rs"]
@@ -13,4 +14,6 @@ mod readopt;
 mod snapshot;
 #[path = "../common/ssh_agent.rs"]
 mod ssh_agent;
+mod tokens;
+mod transport;
 mod watch;

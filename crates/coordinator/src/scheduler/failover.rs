@@ -138,7 +138,7 @@ impl Core {
         let Some(exec) = self.execs.get_mut(key) else { return false };
         exec.attempt = attempt;
         // No assignment id until the worker reports it.
-        exec.running = Some(Running { assignment_id: String::new(), worker_id: worker_id.clone(), granted: None, started: Instant::now(), committing: false });
+        exec.running = Some(Running { assignment_id: String::new(), worker_id: worker_id.clone(), granted: None, started: Instant::now(), committing: false, logged: 0 });
         if let Some(b) = self.builds.get_mut(build_id)
             && let Some(&i) = b.index.get(step_id)
         {

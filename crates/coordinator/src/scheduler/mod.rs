@@ -61,6 +61,19 @@ pub struct SchedulerConfig {
     /// unchanged context (today the staged context's snapshot records the
     /// staging copy's mtimes, so every step reading the context would miss).
     pub server_action_keys: bool,
+    /// How long a step may wait with no connected worker able to ever run
+    /// it (none serves its tenant, has its platform and its labels) before
+    /// it fails naming what is missing (see `unschedulable.rs`).
+    pub unschedulable_timeout: Duration,
+    /// Builds one tenant may have running at once (0: no limit; see
+    /// `quota.rs`).
+    pub max_builds_per_tenant: usize,
+    /// Unfinished steps one tenant's running builds may hold, the new
+    /// build's included (0: no limit).
+    pub max_steps_per_tenant: usize,
+    /// Log bytes the coordinator passes on per running step; past it, one
+    /// marker line and nothing more (see `log_clip.rs`).
+    pub max_step_log_bytes: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +86,10 @@ impl Default for SchedulerConfig {
             secret_wait: Duration::from_secs(30),
             readopt_grace: Duration::from_secs(10),
             server_action_keys: false,
+            unschedulable_timeout: Duration::from_secs(600),
+            max_builds_per_tenant: 100,
+            max_steps_per_tenant: 20_000,
+            max_step_log_bytes: 8 << 20,
         }
     }
 }
@@ -90,6 +107,9 @@ pub enum SchedulerError {
     /// Another session holds this worker id under a different token.
     #[error("worker id {0:?} is in use by a live session with another token")]
     WorkerIdInUse(String),
+    /// A per-tenant limit (see `quota.rs`).
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// A step's result after its cache commits: the result, the heads the worker
@@ -192,6 +212,9 @@ impl Scheduler {
         req: BuildRequest,
         secrets: Secrets,
     ) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+        // Here, on the caller's task: the scheduler's single loop serves
+        // every tenant and must not spend a large graph's time on it.
+        validate_graph(&req.steps)?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Submit { req, secrets, reply }).map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)?
@@ -270,17 +293,24 @@ pub fn validate_graph(steps: &[StepNode]) -> Result<(), SchedulerError> {
             }
         }
     }
-    // Kahn's algorithm: anything left over sits on a cycle.
+    // Kahn's algorithm, linear in steps + edges (a tenant's graph must not
+    // cost quadratic time): anything left over sits on a cycle.
     let mut indegree: HashMap<&str, usize> = steps.iter().map(|s| (s.id.as_str(), s.deps.len())).collect();
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in steps {
+        for d in &s.deps {
+            dependents.entry(d.as_str()).or_default().push(s.id.as_str());
+        }
+    }
     let mut ready: Vec<&str> = indegree.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
     let mut seen = 0;
     while let Some(id) = ready.pop() {
         seen += 1;
-        for s in steps.iter().filter(|s| s.deps.iter().any(|d| d == id)) {
-            let n = indegree.get_mut(s.id.as_str()).expect("every step has an indegree");
-            *n -= s.deps.iter().filter(|d| *d == id).count();
+        for dependent in dependents.get(id).map(Vec::as_slice).unwrap_or_default() {
+            let n = indegree.get_mut(dependent).expect("every step has an indegree");
+            *n -= 1;
             if *n == 0 {
-                ready.push(&s.id);
+                ready.push(dependent);
             }
         }
     }
@@ -356,6 +386,8 @@ struct Exec {
     waiters: Vec<(String, String)>,
     attempt: u32,
     running: Option<Running>,
+    /// Since when no connected worker could run it (see `unschedulable.rs`).
+    unschedulable_since: Option<Instant>,
 }
 
 struct Running {
@@ -368,6 +400,8 @@ struct Running {
     granted: Option<Vec<(String, u32)>>,
     started: Instant,
     committing: bool,
+    /// Log bytes of this attempt passed on so far (see `log_clip.rs`).
+    logged: u64,
 }
 
 struct Core {
@@ -496,8 +530,9 @@ impl Core {
         }
     }
 
+    /// `req.steps` were validated by [`Scheduler::submit_with_secrets`].
     async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
-        validate_graph(&req.steps)?;
+        self.check_quota(&req)?;
         // The action cache keyed by what runs, not by what the client says
         // (see `action_key.rs`).
         if self.config.server_action_keys {
@@ -609,6 +644,7 @@ impl Core {
                 waiters: vec![(build_id.into(), step_id.into())],
                 attempt: 0,
                 running: None,
+                unschedulable_since: None,
             },
         );
         if self.readopt_recorded(&key, build_id, step_id) {
@@ -730,7 +766,11 @@ impl Core {
                 let _ = w.tx.send(ToWorker::DrainAck);
             }
             FromWorker::Log { assignment_id, stream, line } => {
-                let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get(k)) else { return };
+                let limit = self.config.max_step_log_bytes;
+                let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get_mut(k)) else { return };
+                // Only the worker running the step speaks for it.
+                let Some(running) = exec.running.as_mut().filter(|r| r.worker_id == worker_id) else { return };
+                let Some(line) = log_clip::admit(&mut running.logged, limit, line) else { return };
                 for (bid, sid) in &exec.waiters {
                     if let Some(b) = self.builds.get(bid) {
                         let _ = b.events.send(BuildEvent::Log {
@@ -973,7 +1013,7 @@ impl Core {
             return done;
         }
         let Some(exec) = self.execs.get(key) else { return true };
-        let Some(worker_id) = self.pick_worker(exec) else { return false };
+        let Some(worker_id) = self.pick_worker(exec) else { return self.expire_if_unschedulable(key).await };
         let assignment_id = self.fresh_id("a");
         let exec = self.execs.get(key).expect("checked above");
         let ttl = self.config.lease_ttl.as_millis() as u64;
@@ -1026,6 +1066,7 @@ impl Core {
             granted,
             started: Instant::now(),
             committing: false,
+            logged: 0,
         });
         let attempt = exec.attempt;
         let waiters = exec.waiters.clone();
@@ -1075,6 +1116,9 @@ pub mod events;
 mod failover;
 
 mod secrets;
+mod log_clip;
+mod quota;
+mod unschedulable;
 
 #[cfg(test)]
 mod tests;

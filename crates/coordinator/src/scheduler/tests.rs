@@ -465,6 +465,24 @@ fn graphs_with_cycles_unknown_deps_or_duplicate_ids_are_refused() {
     assert_eq!(nokey.to_string(), "invalid build graph: step a: empty cache key");
 }
 
+#[test]
+fn validating_a_long_chain_is_linear_not_quadratic() {
+    // 200,000 steps: quadratic validation would take hours; linear, well
+    // under a second. The bound below only keeps a regression from hanging.
+    let n = 200_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let steps: Vec<StepNode> = (0..n)
+        .map(|i| {
+            let deps: Vec<&str> = if i == 0 { vec![] } else { vec![ids[i - 1].as_str()] };
+            node(&ids[i], &format!("k{i}"), &deps)
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(validate_graph(&steps)).unwrap());
+    let validated = rx.recv_timeout(Duration::from_secs(60)).expect("validating a 200,000-step chain took more than 60 s");
+    assert!(validated.is_ok(), "{validated:?}");
+}
+
 #[tokio::test]
 async fn secrets_travel_in_assignments_but_never_into_state() {
     let h = harness();
@@ -610,4 +628,145 @@ async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under
     h.succeed(&w, &b);
     let events = finish(&mut ev).await;
     assert!(!events.iter().any(|e| matches!(e, BuildEvent::Cached { .. })), "{events:?}");
+}
+
+// Per-tenant limits (quota.rs).
+
+#[tokio::test]
+async fn a_tenant_at_its_build_limit_is_refused_while_another_tenant_is_not() {
+    let h = harness_with(SchedulerConfig { max_builds_per_tenant: 2, ..Default::default() });
+    let (_, _a1) = h.submit_ns("team", vec![node("a", "k-a", &[])], false).await;
+    let (_, _a2) = h.submit_ns("team", vec![node("b", "k-b", &[])], false).await;
+    let refused = h.sched.submit(BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[])], no_cache: false }).await.unwrap_err();
+    assert!(matches!(refused, SchedulerError::Quota(_)), "{refused}");
+    assert!(refused.to_string().contains("max_builds_per_tenant = 2"), "{refused}");
+    let (_, _other) = h.submit_ns("team-b", vec![node("d", "k-d", &[])], false).await;
+}
+
+#[tokio::test]
+async fn a_build_that_would_take_a_tenant_past_its_step_limit_is_refused_and_fits_once_one_finishes() {
+    let h = harness_with(SchedulerConfig { max_steps_per_tenant: 3, ..Default::default() });
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut first) = h.submit(vec![node("a", "k-a", &[]), node("b", "k-b", &["a"])]).await;
+    let two_more = || BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[]), node("d", "k-d", &["c"])], no_cache: false };
+    let refused = h.sched.submit(two_more()).await.unwrap_err();
+    assert!(refused.to_string().contains("max_steps_per_tenant = 3"), "{refused}");
+    for _ in 0..2 {
+        let a = w.assignment().await;
+        h.succeed(&w, &a);
+    }
+    assert_eq!(final_state(&finish(&mut first).await), BuildState::Succeeded);
+    h.sched.submit(two_more()).await.expect("room again once the first build finished");
+}
+
+// Step logs on the coordinator (log_clip.rs).
+
+fn log(h: &Harness, w: &TestWorker, a: &Assignment, line: &str) {
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Log { assignment_id: a.assignment_id.clone(), stream: "stdout".into(), line: line.into() });
+}
+
+fn log_lines(events: &[BuildEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Log { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_steps_log_past_the_coordinators_limit_is_clipped_with_one_marker() {
+    let h = harness_with(SchedulerConfig { max_step_log_bytes: 1000, ..Default::default() });
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut ev) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let a = w.assignment().await;
+    for i in 0..100 {
+        log(&h, &w, &a, &format!("{i:03} {}", "x".repeat(95)));
+    }
+    h.succeed(&w, &a);
+    let lines = log_lines(&finish(&mut ev).await);
+    assert_eq!(lines.len(), 11, "10 lines of 100 bytes (newline included) fill 1000, then the marker: {lines:?}");
+    assert!(lines[..10].iter().all(|l| l.ends_with("xxx")), "{lines:?}");
+    assert!(lines[10].contains("log clipped by the coordinator"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn log_lines_for_a_step_from_a_worker_not_running_it_are_not_shown() {
+    let h = harness();
+    let mut w1 = h.worker("w1", 1).await;
+    let w2 = h.worker("w2", 1).await;
+    let (_, mut ev) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let (runner, other) = match timeout(Duration::from_millis(500), w1.rx.recv()).await {
+        Ok(Some(ToWorker::Assign(a))) => ((&w1, a), &w2),
+        other => panic!("expected w1 (the first worker) to get the step: {other:?}"),
+    };
+    log(&h, other, &runner.1, "forged by w2");
+    log(&h, runner.0, &runner.1, "genuine");
+    h.succeed(runner.0, &runner.1);
+    assert_eq!(log_lines(&finish(&mut ev).await), vec!["genuine".to_owned()]);
+}
+
+// Steps no worker can run (unschedulable.rs).
+
+fn expiring() -> SchedulerConfig {
+    SchedulerConfig { unschedulable_timeout: Duration::from_millis(200), ..Default::default() }
+}
+
+fn failure(events: &[BuildEvent]) -> String {
+    let Some(BuildEvent::BuildFinished { state: BuildState::Failed, .. }) = events.last() else { panic!("{events:?}") };
+    events
+        .iter()
+        .find_map(|e| match e {
+            BuildEvent::Failed { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no step failed: {events:?}"))
+}
+
+#[tokio::test]
+async fn a_step_needing_a_label_no_worker_has_fails_naming_the_label() {
+    let h = harness_with(expiring());
+    let info = WorkerInfo { id: "w1".into(), platform: "linux/amd64".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() };
+    let _w = h.worker_with(info).await;
+    let mut gpu = node("a", "k-a", &[]);
+    gpu.labels.insert("gpu".into(), "yes".into());
+    let (_, mut rx) = h.submit(vec![gpu]).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("cannot be scheduled") && message.contains("label gpu=yes"), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_for_a_platform_no_worker_has_fails_naming_the_platform() {
+    let h = harness_with(expiring());
+    let _w = h.worker("w1", 1).await;
+    let mut arm = node("a", "k-a", &[]);
+    arm.platform = "linux/arm64".into();
+    let (_, mut rx) = h.submit(vec![arm]).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("has platform linux/arm64"), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_of_a_tenant_no_pool_serves_fails_naming_the_tenant() {
+    let h = harness_with(expiring());
+    let (_, mut rx) = h.submit_ns("nobody-serves-me", vec![node("a", "k-a", &[])], false).await;
+    let message = failure(&finish(&mut rx).await);
+    assert!(message.contains("no connected worker serves tenant \"nobody-serves-me\""), "{message}");
+}
+
+#[tokio::test]
+async fn a_step_waiting_only_for_a_busy_worker_does_not_expire() {
+    let h = harness_with(expiring());
+    let mut w = h.worker("w1", 1).await;
+    let (_, mut first) = h.submit(vec![node("a", "k-a", &[])]).await;
+    let (_, mut second) = h.submit(vec![node("b", "k-b", &[])]).await;
+    let a = w.assignment().await;
+    // Longer than the timeout passes while `b` waits for the one slot.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut first).await), BuildState::Succeeded);
+    let b = w.assignment().await;
+    h.succeed(&w, &b);
+    assert_eq!(final_state(&finish(&mut second).await), BuildState::Succeeded);
 }

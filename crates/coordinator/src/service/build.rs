@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rbk_proto::build::build_server::Build;
 use rbk_proto::build::{self as pb};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{EventStream, scheduler_status};
@@ -16,7 +14,7 @@ use rbk_proto::leader::LeaderGate;
 use crate::model::{BuildRequest, Secrets};
 use crate::scheduler::Scheduler;
 use crate::state::{Command, CoordinatorState, now_ms, query};
-use crate::wire::{build_to_wire, event_to_wire, head_to_wire, step_from_wire};
+use crate::wire::{build_to_wire, head_to_wire, step_from_wire};
 
 /// `Build` over the state (status, lists, heads), the scheduler (submit,
 /// cancel) and, replicated, the leader gate (which `Watch` consults).
@@ -45,12 +43,12 @@ impl Build for BuildService {
             ));
         }
         let steps = req.steps.into_iter().map(step_from_wire).collect::<Result<_, _>>()?;
-        let (_, events) = self
+        let (build_id, events) = self
             .scheduler
             .submit_with_secrets(BuildRequest { namespace, steps, no_cache: options.no_cache }, Secrets(secrets))
             .await
             .map_err(scheduler_status)?;
-        Ok(Response::new(UnboundedReceiverStream::new(events).map(|e| Ok(event_to_wire(e))).boxed()))
+        Ok(Response::new(super::submit_stream::bounded(build_id, events, super::submit_stream::SUBMIT_BACKLOG)))
     }
 
     type WatchStream = EventStream<pb::BuildEvent>;

@@ -24,6 +24,7 @@ pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod content;
 pub(crate) mod history;
+pub(crate) mod submit_stream;
 pub(crate) mod watch;
 pub(crate) mod worker;
 
@@ -36,6 +37,7 @@ pub(crate) fn scheduler_status(e: SchedulerError) -> Status {
         SchedulerError::InvalidGraph(_) => Status::invalid_argument(e.to_string()),
         SchedulerError::UnknownBuild(_) => Status::not_found(e.to_string()),
         SchedulerError::WorkerIdInUse(_) => Status::already_exists(e.to_string()),
+        SchedulerError::Quota(_) => Status::resource_exhausted(e.to_string()),
         SchedulerError::State { .. } | SchedulerError::Stopped => Status::unavailable(e.to_string()),
     }
 }

@@ -54,7 +54,9 @@ impl Worker for WorkerService {
         }
         info.labels = grant.labels;
         info.tenants = grant.tenants;
+        let credential_hash = credential.0.clone();
         info.credential = credential.0;
+        let state = self.state.clone();
         let worker_id = info.id.clone();
         let scheduler = self.scheduler.clone();
         let link = scheduler.worker_up(info).await.map_err(scheduler_status)?;
@@ -71,6 +73,12 @@ impl Worker for WorkerService {
                     }
                 };
                 let msg = match msg.msg {
+                    // A token removed from the token file ends the sessions
+                    // it opened at their next heartbeat.
+                    Some(Msg::Heartbeat(_)) if query(&*state, |m| m.token_revoked(&credential_hash)) => {
+                        tracing::warn!(worker = %worker_id, "ending the session of a worker whose token was revoked");
+                        break;
+                    }
                     Some(Msg::Heartbeat(_)) => FromWorker::Heartbeat,
                     Some(Msg::Drain(_)) => FromWorker::Drain,
                     Some(Msg::Log(l)) => FromWorker::Log { assignment_id: l.assignment_id, stream: l.stream, line: l.line },

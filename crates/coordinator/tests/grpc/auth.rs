@@ -80,3 +80,30 @@ async fn another_tenant_can_neither_see_nor_touch_a_tenants_cache_or_builds() {
     assert_eq!(b.inner.cancel(bearer(cancel, TENANT_B)).await.unwrap_err().code(), tonic::Code::NotFound);
     // And A's action cache does not serve B: B's identical key ran (above).
 }
+
+#[tokio::test]
+async fn a_revoked_tenant_token_is_refused_and_a_revoked_workers_session_ends_at_its_next_heartbeat() {
+    use rbk_proto::worker::worker_message::Msg as Up;
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    // The token file without tenant A and without the worker token.
+    let file = rbk_coordinator::TokenFile::parse(&format!("[tenants]\n\"{TENANT_B}\" = \"team-b\"\n"), std::path::Path::new("tokens.toml")).unwrap();
+    farm.coordinator.auth.install(&file).await.unwrap();
+    let mut a = farm.client(TENANT_A).await;
+    let refused = a.inner.list(bearer(pb::ListRequest::default(), TENANT_A)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    let mut b = farm.client(TENANT_B).await;
+    b.inner.list(bearer(pb::ListRequest::default(), TENANT_B)).await.expect("tenant B is still in the file");
+    w.send(Up::Heartbeat(pw::Heartbeat {}));
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match w.down.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the session of a revoked worker token stayed open");
+}

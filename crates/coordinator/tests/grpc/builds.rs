@@ -1,9 +1,13 @@
 //! Builds over the real Build and Worker services.
 
-use rbk_proto::build::build_event::Event;
+use std::time::Duration;
+
+use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::coordinator_message::Msg as Down;
 use rbk_proto::worker::worker_message::Msg as Up;
 use rbk_proto::worker::{self as pw};
+
+use tokio::time::timeout;
 
 use crate::harness::*;
 
@@ -205,3 +209,50 @@ async fn submitting_without_steps_needs_a_planner_and_says_so() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("no Dockerfile planner"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_submitting_client_that_does_not_read_is_dropped_with_an_error_and_can_replay_with_watch() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    let mut client = farm.client(TENANT_A).await;
+    // Not read until the build is over.
+    let mut unread = client.submit(vec![step("a", "k-noisy", &[])]).await.unwrap();
+    let a = w.assignment().await;
+    // Long lines: more than the backlog and the client's HTTP/2 window
+    // (which it fills without reading) together.
+    let lines = 4 * rbk_coordinator::SUBMIT_BACKLOG;
+    let filler = "x".repeat(1000);
+    for i in 0..lines {
+        w.send(Up::Log(pw::StepLog { assignment_id: a.assignment_id.clone(), stream: "stdout".into(), line: format!("line {i} {filler}") }));
+    }
+    w.succeed(&a, vec![]).await;
+    let mut status = client.status(&unread.build_id).await.unwrap();
+    while status.state == "running" {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = client.status(&unread.build_id).await.unwrap();
+    }
+    assert_eq!(status.state, "succeeded");
+    let mut received = 0;
+    let error = loop {
+        match timeout(WAIT, unread.events.message()).await.expect("the stream neither ended nor failed") {
+            Ok(Some(m)) => {
+                assert!(!matches!(m.event, Some(Event::BuildFinished(_))), "every event was kept for a client that did not read");
+                received += 1;
+            }
+            Ok(None) => panic!("the stream ended without saying why after {received} events"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    assert!(error.message().contains("re-attach with Watch"), "{error:?}");
+    assert!(received < lines, "{received} of {lines} events were kept");
+    // Watch replays the build, to its end.
+    let req = pb::WatchRequest { build_id: unread.build_id.clone(), ..Default::default() };
+    let mut watch = client.inner.watch(bearer(req, TENANT_A)).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(m) = timeout(WAIT, watch.message()).await.unwrap().unwrap() {
+        last = m.event;
+    }
+    assert!(matches!(&last, Some(Event::BuildFinished(f)) if f.state == "succeeded"), "{last:?}");
+}
+

@@ -70,6 +70,8 @@ impl Merger for JsonMerger {
 
 pub struct Farm {
     pub url: String,
+    /// The coordinator itself (its token table: `coordinator.auth`).
+    pub coordinator: Coordinator,
     pub store: Arc<FilesystemStore>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -90,7 +92,16 @@ pub async fn farm_merging_snapshots() -> Farm {
     start_farm(SchedulerConfig::default(), true).await
 }
 
+/// A farm whose gRPC server runs with `limits` (config `[server]`).
+pub async fn farm_with_limits(limits: rbk_coordinator::server_limits::ServerLimits) -> Farm {
+    start_farm_limited(SchedulerConfig::default(), false, limits).await
+}
+
 async fn start_farm(config: SchedulerConfig, real_merger: bool) -> Farm {
+    start_farm_limited(config, real_merger, Default::default()).await
+}
+
+async fn start_farm_limited(config: SchedulerConfig, real_merger: bool, limits: rbk_coordinator::server_limits::ServerLimits) -> Farm {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FilesystemStore::open(dir.path().join("store")).await.unwrap());
     let tokens: TokenFile = toml::from_str(&format!(
@@ -103,7 +114,7 @@ async fn start_farm(config: SchedulerConfig, real_merger: bool) -> Farm {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = coordinator.clone();
+    let serving = coordinator.clone().with_limits(limits);
     tokio::spawn(async move {
         serving
             .serve(listener, async {
@@ -112,7 +123,7 @@ async fn start_farm(config: SchedulerConfig, real_merger: bool) -> Farm {
             .await
             .unwrap()
     });
-    Farm { url, store, _dir: dir, _stop: stop }
+    Farm { url, coordinator, store, _dir: dir, _stop: stop }
 }
 
 impl Farm {

@@ -8,5 +8,6 @@ mod auth;
 mod builds;
 mod cache;
 mod content;
+mod limits;
 mod ssh;
 mod watch;

@@ -1,0 +1,192 @@
+//! `rbk-bench tenants`: many tenants submitting at once (issue #15). One
+//! `rbk coordinator` process (the `rbk` binary next to this one, or `$RBK`)
+//! on 127.0.0.1, two workers serving every tenant (gRPC sessions that
+//! finish each step after 20 ms), and `--tenants` × `--submits` builds of
+//! one step submitted concurrently. Every build must complete or be
+//! refused by a quota with a clear message; prints the submit latency
+//! (Submit sent → `Accepted`) and the coordinator's peak RSS.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use rbk_proto::build::build_client::BuildClient;
+use rbk_proto::build::{self as pb, build_event::Event};
+use rbk_proto::worker::worker_client::WorkerClient;
+use rbk_proto::worker::{self as pw, coordinator_message::Msg as Down, worker_message::Msg as Up};
+use tokio::sync::mpsc;
+
+const WORKER: &str = "tenants-bench-worker-token-01";
+
+#[derive(clap::Args)]
+pub struct TenantsBenchArgs {
+    /// Tenants, each with a token of its own.
+    #[arg(long, default_value_t = 8)]
+    tenants: usize,
+    /// Concurrent submits per tenant.
+    #[arg(long, default_value_t = 50)]
+    submits: usize,
+    /// Give up on the run after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+fn tenant_token(i: usize) -> String {
+    format!("tenants-bench-tenant-token-{i:04}")
+}
+
+fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    r
+}
+
+struct Coordinator {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coordinator {
+    fn start(dir: &std::path::Path, tenants: usize) -> anyhow::Result<Self> {
+        let mut tokens = String::from("[tenants]\n");
+        for i in 0..tenants {
+            tokens += &format!("\"{}\" = \"tenant-{i}\"\n", tenant_token(i));
+        }
+        let served: Vec<String> = (0..tenants).map(|i| format!("\"tenant-{i}\"")).collect();
+        tokens += &format!("[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [{}]\n", served.join(", "));
+        std::fs::write(dir.join("tokens.toml"), tokens)?;
+        std::fs::write(dir.join("coordinator.toml"), "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n")?;
+        let mut child = Command::new(crate::raft::soak::rbk_binary()?)
+            .args(["coordinator", "--config"])
+            .arg(dir.join("coordinator.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting rbk coordinator")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
+        let addr = line.trim().strip_prefix("rbk coordinator listening on ").with_context(|| format!("unexpected first line {line:?}"))?;
+        Ok(Self { url: format!("http://{addr}"), child })
+    }
+
+    /// Peak resident set size (`VmHWM`), in MiB.
+    fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM")?;
+        Ok(kb / 1024.0)
+    }
+}
+
+/// A worker session that finishes every step after 20 ms.
+async fn worker(url: String, id: String) -> anyhow::Result<()> {
+    let channel = tonic::transport::Channel::from_shared(url)?.connect().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let register = pw::Register { worker_id: id, resources: Some(pw::Resources { cpus: 2, memory_bytes: 1 << 30, max_parallel: 8 }), ..Default::default() };
+    tx.send(pw::WorkerMessage { msg: Some(Up::Register(register)) })?;
+    let up = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut down = WorkerClient::new(channel).session(bearer(up, WORKER)).await?.into_inner();
+    let beat = tx.clone();
+    tokio::spawn(async move {
+        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    });
+    while let Some(m) = down.message().await? {
+        if let Some(Down::Assign(a)) = m.msg {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let result = pw::StepResult { assignment_id: a.assignment_id, ok: true, config: b"{}".to_vec(), ..Default::default() };
+                let _ = tx.send(pw::WorkerMessage { msg: Some(Up::Result(result)) });
+            });
+        }
+    }
+    Ok(())
+}
+
+enum Outcome {
+    /// Submit → `Accepted`, and the build's final state.
+    Built(Duration, String),
+    /// Refused by a per-tenant limit (the message).
+    Refused(String),
+}
+
+async fn one_build(url: String, token: String, salt: usize) -> anyhow::Result<Outcome> {
+    let channel = tonic::transport::Channel::from_shared(url)?.connect().await?;
+    let step = pb::StepNode { id: "s".into(), key: format!("tenants-bench-{salt}"), payload: format!("{{\"n\":{salt}}}").into_bytes(), name: "RUN s".into(), ..Default::default() };
+    let req = pb::SubmitRequest { options: Some(Default::default()), steps: vec![step], ..Default::default() };
+    let sent = Instant::now();
+    let mut events = match BuildClient::new(channel).submit(bearer(req, &token)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => return Ok(Outcome::Refused(s.message().to_owned())),
+        Err(s) => bail!("submit refused: {s}"),
+    };
+    let Some(Event::Accepted(_)) = events.message().await?.and_then(|m| m.event) else { bail!("the first event is not Accepted") };
+    let accepted = sent.elapsed();
+    while let Some(m) = events.message().await? {
+        if let Some(Event::BuildFinished(f)) = m.event {
+            return Ok(Outcome::Built(accepted, f.state));
+        }
+    }
+    bail!("the stream ended before BuildFinished")
+}
+
+pub async fn run(args: TenantsBenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let coordinator = Coordinator::start(tmp.path(), args.tenants)?;
+    let workers: Vec<_> = (0..2).map(|i| tokio::spawn(worker(coordinator.url.clone(), format!("w{i}")))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut builds = Vec::new();
+    for t in 0..args.tenants {
+        for s in 0..args.submits {
+            builds.push(tokio::spawn(one_build(coordinator.url.clone(), tenant_token(t), t * args.submits + s)));
+        }
+    }
+    let all = futures::future::join_all(builds);
+    let results = tokio::time::timeout(Duration::from_secs(args.timeout_secs), all).await.context("the builds did not all end in time")?;
+    let wall = started.elapsed();
+    let (mut latencies, mut refused, mut failed) = (Vec::new(), Vec::new(), 0);
+    for r in results {
+        match r?? {
+            Outcome::Built(d, state) if state == "succeeded" => latencies.push(d),
+            Outcome::Built(_, _) => failed += 1,
+            Outcome::Refused(m) => refused.push(m),
+        }
+    }
+    let rss = coordinator.peak_rss_mib()?;
+    for w in workers {
+        w.abort();
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    println!("| tenants × submits | completed | refused (quota) | failed | submit p50 | p99 | max | wall | coordinator peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} × {} | {} | {} | {failed} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {rss:.0} MiB |",
+        args.tenants,
+        args.submits,
+        latencies.len(),
+        refused.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        wall.as_secs_f64()
+    );
+    if let Some(m) = refused.first() {
+        println!("\nfirst refusal: {m}");
+    }
+    ensure!(failed == 0, "{failed} builds failed");
+    Ok(())
+}
