@@ -72,25 +72,29 @@ mod tests {
     use super::*;
     use rbk_store::{MemoryStore, StoreExt};
 
-    #[tokio::test]
-    async fn a_blob_is_fetched_into_the_layout_under_its_sha256() {
+    /// Fetches the layer `b"layer bytes"` into a fresh layout from a store
+    /// whose blob named for it holds `stored`.
+    async fn fetch_layer_stored_as(stored: &'static [u8]) -> (tempfile::TempDir, OciLayout, OciDigest, rbk_store::Digest, Result<()>) {
         let tmp = tempfile::tempdir().unwrap();
         let layout = OciLayout::create(tmp.path()).unwrap();
         let store = MemoryStore::default();
-        let b3 = store.put_bytes(bytes::Bytes::from_static(b"layer bytes")).await.unwrap();
+        let b3 = store.put_bytes(bytes::Bytes::from_static(stored)).await.unwrap();
         let sha = OciDigest::of(b"layer bytes");
-        fetch_blob(&store, &layout, &sha.to_string(), &b3.to_string(), "test").await.unwrap();
+        let fetched = fetch_blob(&store, &layout, &sha.to_string(), &b3.to_string(), "test").await;
+        (tmp, layout, sha, b3, fetched)
+    }
+
+    #[tokio::test]
+    async fn a_blob_is_fetched_into_the_layout_under_its_sha256() {
+        let (_tmp, layout, sha, _, fetched) = fetch_layer_stored_as(b"layer bytes").await;
+        fetched.unwrap();
         assert_eq!(layout.read_blob(&sha).unwrap(), b"layer bytes");
     }
 
     #[tokio::test]
     async fn a_store_blob_that_is_not_the_layer_is_refused_and_leaves_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::create(tmp.path()).unwrap();
-        let store = MemoryStore::default();
-        let b3 = store.put_bytes(bytes::Bytes::from_static(b"other bytes")).await.unwrap();
-        let sha = OciDigest::of(b"layer bytes");
-        let e = fetch_blob(&store, &layout, &sha.to_string(), &b3.to_string(), "test").await.unwrap_err();
+        let (_tmp, layout, sha, b3, fetched) = fetch_layer_stored_as(b"other bytes").await;
+        let e = fetched.unwrap_err();
         assert!(e.to_string().contains(&b3.to_string()) && e.to_string().contains("not this layer"), "{e}");
         assert!(!layout.has_blob(&sha));
     }

@@ -61,6 +61,13 @@ struct Row {
     note: String,
 }
 
+impl Row {
+    /// A row of a method that only wrote to the store.
+    fn uploaded(what: impl Into<String>, secs: f64, bytes_up: u64, note: impl Into<String>) -> Row {
+        Row { what: what.into(), secs, bytes_up: Some(bytes_up), bytes_down: None, note: note.into() }
+    }
+}
+
 pub async fn run(args: SnapshotBenchArgs) -> anyhow::Result<()> {
     let w = &args.work_dir;
     let _ = std::fs::remove_dir_all(w);
@@ -134,14 +141,14 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
     let t = Instant::now();
     let (s0, cs) = capture(store.clone(), &src, &copts).await?;
     let objects = s0.manifest.packs().len() + 1;
-    rows.push(Row { what: "snapshot: capture cold".into(), secs: secs(t), bytes_up: Some(cs.bytes_uploaded), bytes_down: None, note: format!("{objects} objects ({} packs + manifest)", objects - 1) });
+    rows.push(Row::uploaded("snapshot: capture cold", secs(t), cs.bytes_uploaded, format!("{objects} objects ({} packs + manifest)", objects - 1)));
 
     // The naive method's object, so that cold restores can alternate.
     let src0 = w.join("naive-src");
     copy_tree(v0, &src0)?;
     let t = Instant::now();
     let (d0, up0) = naive_capture(&*store, &src0).await?;
-    let naive_capture_row = Row { what: "naive tar + zstd -3: capture".into(), secs: secs(t), bytes_up: Some(up0), bytes_down: None, note: "1 object".into() };
+    let naive_capture_row = Row::uploaded("naive tar + zstd -3: capture", secs(t), up0, "1 object");
 
     // Cold restores: snapshot, naive and the raw GETs in turn, each round
     // into fresh directories (nothing is deleted until the end: on ext4
@@ -252,24 +259,22 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
     copts.base = Some(s1.clone());
     let t = Instant::now();
     let (s2, cs2) = capture(store.clone(), &src, &copts).await?;
-    rows.push(Row {
-        what: format!("snapshot: re-capture unchanged ({} files)", args.files),
-        secs: secs(t),
-        bytes_up: Some(cs2.bytes_uploaded),
-        bytes_down: None,
-        note: format!("read {} files; same snapshot: {}", cs2.files_read, s2.digest == s1.digest),
-    });
+    rows.push(Row::uploaded(
+        format!("snapshot: re-capture unchanged ({} files)", args.files),
+        secs(t),
+        cs2.bytes_uploaded,
+        format!("read {} files; same snapshot: {}", cs2.files_read, s2.digest == s1.digest),
+    ));
 
     rows.push(naive_capture_row);
     let t = Instant::now();
     let (d1, up1) = naive_capture(&*store, &src).await?;
-    rows.push(Row {
-        what: "naive: incremental capture (whole tree again)".into(),
-        secs: secs(t),
-        bytes_up: Some(up1),
-        bytes_down: None,
-        note: format!("uploaded ÷ changed = {:.2}", up1 as f64 / changed as f64),
-    });
+    rows.push(Row::uploaded(
+        "naive: incremental capture (whole tree again)",
+        secs(t),
+        up1,
+        format!("uploaded ÷ changed = {:.2}", up1 as f64 / changed as f64),
+    ));
     let t = Instant::now();
     naive_restore(&*store, d1, &naive_dst).await?;
     rows.push(Row { what: "naive: incremental restore (untar over v0)".into(), secs: secs(t), bytes_up: None, bytes_down: Some(up1), note: String::new() });
@@ -291,13 +296,12 @@ async fn bench_store(args: &SnapshotBenchArgs, name: &str, store: Arc<dyn Store>
     xopts.base = Some(c0);
     let t = Instant::now();
     let (_, xs) = capture(store.clone(), &ctx, &xopts).await?;
-    rows.push(Row {
-        what: format!("build context: re-send unchanged ({} files)", args.context_files),
-        secs: secs(t),
-        bytes_up: Some(xs.bytes_uploaded),
-        bytes_down: None,
-        note: format!("read {} files", xs.files_read),
-    });
+    rows.push(Row::uploaded(
+        format!("build context: re-send unchanged ({} files)", args.context_files),
+        secs(t),
+        xs.bytes_uploaded,
+        format!("read {} files", xs.files_read),
+    ));
     let _ = total;
     Ok(rows)
 }

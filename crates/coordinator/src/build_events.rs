@@ -95,25 +95,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::state::{ActionResult, Command, MemoryState, StepRecord};
 
-    fn started(step: &str, attempt: u32) -> pb::BuildEvent {
-        wire(Event::Started(pb::StepStarted { step_id: step.into(), worker_id: "w".into(), attempt, name: String::new() }))
-    }
-
-    fn finished(step: &str) -> pb::BuildEvent {
-        wire(Event::Finished(pb::StepFinished { step_id: step.into(), ..Default::default() }))
-    }
-
-    #[test]
-    fn a_live_event_already_replayed_is_not_sent_again() {
-        let mut r = Replayer::default();
-        assert!(r.admit(&started("a", 1)));
-        assert!(!r.admit(&started("a", 1)));
-        assert!(r.admit(&started("a", 2)), "a retry is news");
-        assert!(r.admit(&finished("a")));
-        assert!(!r.admit(&finished("a")));
-        assert!(!r.admit(&started("a", 3)), "nothing starts after it ended");
-    }
-
     /// A build of two steps: `a` done (its result cached), `b` running.
     pub(crate) async fn state_with_build() -> Arc<MemoryState> {
         let state = Arc::new(MemoryState::new());

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rbk_snapshot::{CollectError, CollectOptions, CollectReport, Fence, RootSource, Roots, collect};
-use rbk_store::{ByteRange, ByteStream, Digest, ListPage, Store, StoreError, StoreResult};
+use rbk_store::{Digest, Store, StoreError, StoreResult};
 
 use crate::eviction::{EvictionPolicy, Evictions};
 use crate::gc_fence::GcCommand;
@@ -152,30 +152,14 @@ impl std::fmt::Debug for LeaderOnlyStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for LeaderOnlyStore {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
-    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
-        self.inner.put(digest, data).await
-    }
-    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        self.inner.get(digest, range).await
-    }
+rbk_store::forward_store!(LeaderOnlyStore => inner [find_missing, put, get, list, list_page] {
     async fn delete(&self, digest: Digest) -> StoreResult<()> {
         if !(self.leader)() {
             return Err(StoreError::Backend { backend: "collector", message: "this node stopped leading; deletes stop".into(), retryable: true });
         }
         self.inner.delete(digest).await
     }
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
-    }
-    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
-        self.inner.list_page(after, limit).await
-    }
-}
+});
 
 /// What one run did: the evictions, then the collection.
 #[derive(Debug, Clone)]

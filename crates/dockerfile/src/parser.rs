@@ -193,16 +193,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
                 Instruction::Label(nv)
             }
         }
-        "EXPOSE" => {
-            let w = words(args, escape);
-            if w.is_empty() {
-                return Err(cx.err(
-                    cx.line.pos,
-                    "expected at least one port, e.g. EXPOSE 80/tcp",
-                ));
-            }
-            Instruction::Expose(w)
-        }
+        "EXPOSE" => Instruction::Expose(some_words(&cx, args, escape, "expected at least one port, e.g. EXPOSE 80/tcp")?),
         "VOLUME" => {
             let l = list_form(&cx, args)?;
             if l.items.is_empty() || l.items.iter().any(|i| i.is_empty()) {
@@ -223,13 +214,7 @@ fn instruction(line: &LogicalLine, escape: char, in_onbuild: bool) -> RawResult<
             }
         }
         "ARG" => {
-            let w = words(args, escape);
-            if w.is_empty() {
-                return Err(cx.err(
-                    cx.line.pos,
-                    "expected a name, e.g. ARG VERSION or ARG VERSION=1.0",
-                ));
-            }
+            let w = some_words(&cx, args, escape, "expected a name, e.g. ARG VERSION or ARG VERSION=1.0")?;
             let mut decls = Vec::new();
             for word in w {
                 let (name, default) = match word.split_once('=') {
@@ -581,6 +566,16 @@ fn json_list(cx: &Ctx<'_>, args: &str) -> RawResult<Option<Vec<String>>> {
         Json::Not => Ok(None),
         Json::NotStrings => Err(cx.err(cx.args_pos(), NOT_STRINGS)),
     }
+}
+
+/// The whitespace-separated words of `args`; an instruction that needs
+/// at least one refuses none with `expected` at the line.
+fn some_words(cx: &Ctx<'_>, args: &str, escape: char, expected: &str) -> RawResult<Vec<String>> {
+    let w = words(args, escape);
+    if w.is_empty() {
+        return Err(cx.err(cx.line.pos, expected));
+    }
+    Ok(w)
 }
 
 fn list_form(cx: &Ctx<'_>, args: &str) -> RawResult<ListForm> {

@@ -12,6 +12,8 @@
 //!   snapshot, so a regression names the broken fact),
 //! - `#! error` the Dockerfile must be refused.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,12 +36,7 @@ fn dir() -> PathBuf {
 }
 
 fn cases() -> Vec<Case> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
+    let files = support::sorted_entries(&dir(), |p| p.extension().is_some_and(|e| e == "txt"));
     let mut out = Vec::new();
     for f in files {
         let text = decode(&std::fs::read(&f).unwrap()).into_owned();

@@ -9,6 +9,8 @@
 //! nothing. Each Dockerfile ends with a `# Rule:` comment citing the Docker
 //! rule its snapshot's values follow (at the end, so lines do not move).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -26,13 +28,7 @@ fn corpus_root() -> PathBuf {
 }
 
 fn cases() -> Vec<Case> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus_root())
-        .expect("tests/dockerfiles exists")
-        .map(|e| e.expect("readable corpus entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs.into_iter().map(|d| load(&d)).collect()
+    support::sorted_entries(&corpus_root(), |p| p.is_dir()).into_iter().map(|d| load(&d)).collect()
 }
 
 fn load(dir: &Path) -> Case {

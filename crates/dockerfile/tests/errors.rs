@@ -2,18 +2,11 @@
 //! instruction, and what was expected. The exact messages are the
 //! specification.
 
-use rbk_dockerfile::{BuildOptions, FsContext, build_graph, parse_bytes};
+mod support;
 
-/// Builds `df` with the default options against an empty context.
-fn graph(df: &str) -> Result<rbk_dockerfile::Graph, rbk_dockerfile::Error> {
-    let ctx = tempfile::tempdir().unwrap();
-    build_graph(
-        df,
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-}
+use rbk_dockerfile::{BuildOptions, FsContext, build_graph, parse_bytes};
+use support::graph;
+
 
 /// Builds `df` against a context holding `a.txt` and `b.txt` and returns the
 /// error message.

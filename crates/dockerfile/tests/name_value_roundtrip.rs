@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use rbk_dockerfile::{BuildOptions, FsContext, Graph, StepKind, build_graph};
+mod support;
+
+use rbk_dockerfile::{Graph, StepKind};
 
 fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
     prop::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,8}", "[ -~\té€]{0,16}", 1..6)
@@ -37,14 +39,7 @@ fn render(kw: &str, m: &BTreeMap<String, String>, escape: char) -> String {
 }
 
 fn build(text: &str) -> Result<Graph, TestCaseError> {
-    let ctx = tempfile::tempdir().unwrap();
-    build_graph(
-        text,
-        &BuildOptions::default(),
-        &FsContext::new(ctx.path()),
-        &(),
-    )
-    .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))
+    support::graph(text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))
 }
 
 fn check(kw: &str, m: &BTreeMap<String, String>, escape: char) -> Result<(), TestCaseError> {

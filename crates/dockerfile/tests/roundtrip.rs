@@ -6,6 +6,13 @@
 use proptest::prelude::*;
 use rbk_dockerfile::{BuildOptions, FsContext, build_graph, parse, print};
 
+/// `text` parsed, and what its printed form parses back to.
+fn reprinted(text: &str) -> (rbk_dockerfile::Dockerfile, rbk_dockerfile::Dockerfile) {
+    let df = parse(text, "Dockerfile").unwrap();
+    let again = parse(&print(&df), "Dockerfile").unwrap();
+    (df, again)
+}
+
 fn word() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_.-]{0,7}"
 }
@@ -327,8 +334,7 @@ fn arguments_that_look_like_flags_survive_printing() {
 #[test]
 fn a_word_list_that_would_read_back_as_json_keeps_its_words() {
     let text = "FROM alpine\nVOLUME [\"\u{b}var/lib\"]\nVOLUME [\"a\",\u{b}\"b\"]\n";
-    let df = parse(text, "Dockerfile").unwrap();
-    let again = parse(&print(&df), "Dockerfile").unwrap();
+    let (df, again) = reprinted(text);
     assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
     assert_eq!(df.instructions[2].inst, again.instructions[2].inst);
 }
@@ -337,15 +343,13 @@ fn a_word_list_that_would_read_back_as_json_keeps_its_words() {
 fn a_mount_value_ending_in_the_escape_character_survives_printing() {
     let text =
         "FROM alpine\nRUN --mount=type=secret,id=x,target=/run/a[\\,required=true cat /run/a\n";
-    let df = parse(text, "Dockerfile").unwrap();
-    let again = parse(&print(&df), "Dockerfile").unwrap();
+    let (df, again) = reprinted(text);
     assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
 }
 
 #[test]
 fn a_heredoc_line_ending_in_carriage_return_survives_printing() {
     let text = "FROM alpine\nRUN <<EOT\nab\r\r\nEOT\n";
-    let df = parse(text, "Dockerfile").unwrap();
-    let again = parse(&print(&df), "Dockerfile").unwrap();
+    let (df, again) = reprinted(text);
     assert_eq!(df.instructions[1].inst, again.instructions[1].inst);
 }

@@ -40,6 +40,21 @@ fn token(i: usize) -> Command {
     Command::PutToken { token_hash: format!("hash-{i}"), principal: Principal::Tenant(format!("t{i}")) }
 }
 
+/// Starts nodes 1..=`started` of the cluster on `ports` and has their
+/// leader commit tokens 0..`tokens` (`hash-0`, `hash-1`, ...); returns
+/// the nodes and the leader's index among them.
+async fn start_and_write(dir: &Path, ports: &[u16], started: u64, snapshot_entries: u64, tokens: usize) -> (Vec<RaftState>, usize) {
+    let mut nodes = Vec::new();
+    for id in 1..=started {
+        nodes.push(RaftState::start(&config(dir, id, ports, snapshot_entries)).await.unwrap());
+    }
+    let l = leader_of(&nodes).await;
+    for i in 0..tokens {
+        nodes[l].apply(token(i)).await.unwrap();
+    }
+    (nodes, l)
+}
+
 async fn wait_for(node: &RaftState, hash: &str) {
     let start = Instant::now();
     while !query(node, |m| m.principal(hash).is_some()) {
@@ -69,14 +84,7 @@ async fn a_single_voter_commits_and_recovers_after_restart() {
 async fn three_nodes_replicate_and_followers_refuse_writes_naming_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(RaftState::start(&config(dir.path(), id, &ports, 1000)).await.unwrap());
-    }
-    let l = leader_of(&nodes).await;
-    for i in 0..20 {
-        nodes[l].apply(token(i)).await.unwrap();
-    }
+    let (nodes, l) = start_and_write(dir.path(), &ports, 3, 1000, 20).await;
     for n in &nodes {
         wait_for(n, "hash-19").await;
     }
@@ -91,14 +99,7 @@ async fn three_nodes_replicate_and_followers_refuse_writes_naming_the_leader() {
 async fn a_wiped_node_catches_up_through_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for id in 1..=2 {
-        nodes.push(RaftState::start(&config(dir.path(), id, &ports, 5)).await.unwrap());
-    }
-    let l = leader_of(&nodes).await;
-    for i in 0..30 {
-        nodes[l].apply(token(i)).await.unwrap();
-    }
+    let (_nodes, _) = start_and_write(dir.path(), &ports, 2, 5, 30).await;
     // Node 3 was never started (as good as wiped): the log it needs is
     // compacted away, so only a snapshot can bring it up to date.
     std::fs::remove_dir_all(dir.path().join("n3")).ok();

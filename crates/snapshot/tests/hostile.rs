@@ -41,11 +41,16 @@ fn refused(r: Result<Snapshot, SnapshotError>, needle: &str) {
     }
 }
 
-#[tokio::test]
-async fn restore_refuses_absolute_paths() {
+/// A manifest of one file at `path` is refused with an error saying `needle`.
+async fn lone_file_refused(path: &str, needle: &str) {
     let (_t, store) = fs_store().await;
     let f = stored_file(&store, b"x").await;
-    refused(load(&store, vec![entry("/tmp/evil", EntryKind::File(f))]).await, "absolute path");
+    refused(load(&store, vec![entry(path, EntryKind::File(f))]).await, needle);
+}
+
+#[tokio::test]
+async fn restore_refuses_absolute_paths() {
+    lone_file_refused("/tmp/evil", "absolute path").await;
 }
 
 #[tokio::test]
@@ -135,9 +140,7 @@ async fn restore_refuses_hard_links_outside_the_snapshot() {
 
 #[tokio::test]
 async fn restore_refuses_entries_whose_parent_is_missing() {
-    let (_t, store) = fs_store().await;
-    let f = stored_file(&store, b"x").await;
-    refused(load(&store, vec![entry("nodir/f", EntryKind::File(f))]).await, "parent \"nodir\" is not in the manifest");
+    lone_file_refused("nodir/f", "parent \"nodir\" is not in the manifest").await;
 }
 
 #[tokio::test]

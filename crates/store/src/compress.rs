@@ -196,7 +196,7 @@ fn exact_length(digest: Digest, body: ByteStream, expected: u64) -> ByteStream {
     })
 }
 
-store_changing_reads_and_writes!(CompressedStore {
+forward_store!(impl<S> CompressedStore<S> => inner [find_missing, delete, list, list_page] {
     async fn put(&self, digest: Digest, mut data: ByteStream) -> StoreResult<()> {
         let mut first = BytesMut::new();
         while first.len() < SAMPLE {

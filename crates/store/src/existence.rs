@@ -216,25 +216,12 @@ mod tests {
         asked: AtomicUsize,
     }
 
-    #[async_trait::async_trait]
-    impl Store for Counting {
+    crate::forward_store!(Counting => inner [put, get, delete, list] {
         async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
             self.asked.fetch_add(digests.len(), Ordering::SeqCst);
             self.inner.find_missing(digests).await
         }
-        async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
-            self.inner.put(digest, data).await
-        }
-        async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-            self.inner.get(digest, range).await
-        }
-        async fn delete(&self, digest: Digest) -> StoreResult<()> {
-            self.inner.delete(digest).await
-        }
-        async fn list(&self) -> StoreResult<Vec<Digest>> {
-            self.inner.list().await
-        }
-    }
+    });
 
     fn cached(ttl: Duration) -> ExistenceCacheStore<Arc<Counting>> {
         let index = Arc::new(LruExistenceIndex::new(100, ttl).unwrap());

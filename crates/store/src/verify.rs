@@ -93,7 +93,7 @@ fn corrupt(digest: Digest, actual: Digest) -> StoreError {
     StoreError::Corrupt { digest, actual }
 }
 
-store_changing_reads_and_writes!(VerifyingStore {
+forward_store!(impl<S> VerifyingStore<S> => inner [find_missing, delete, list, list_page] {
     async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
         self.inner.put(digest, checked(digest, data, mismatch)).await
     }

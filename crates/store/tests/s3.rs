@@ -14,6 +14,15 @@ async fn store() -> S3Store {
     S3Store::new(common::fresh_bucket().await).await.unwrap()
 }
 
+/// A store on a fresh bucket that writes blobs over 5 MiB in 5 MiB parts
+/// (the smallest S3 allows), so tests reach the multipart path cheaply.
+async fn multipart_store() -> S3Store {
+    let mut config = common::fresh_bucket().await;
+    config.multipart_threshold = 5 << 20;
+    config.part_size = 5 << 20;
+    S3Store::new(config).await.unwrap()
+}
+
 async fn round_trip(s: &S3Store, len: usize) {
     let data = common::data(len, len as u64);
     let digest = s.put_bytes(data.clone()).await.unwrap();
@@ -59,10 +68,7 @@ async fn serves_byte_ranges_and_refuses_ranges_past_the_end() {
 
 #[tokio::test]
 async fn sixteen_concurrent_writers_of_one_digest_all_succeed() {
-    let mut config = common::fresh_bucket().await;
-    config.multipart_threshold = 5 << 20;
-    config.part_size = 5 << 20;
-    let s = Arc::new(S3Store::new(config).await.unwrap());
+    let s = Arc::new(multipart_store().await);
     for len in [1000, (5 << 20) + 1] {
         let data = common::data(len, 16);
         let digest = Digest::of(&data);
@@ -83,10 +89,7 @@ async fn sixteen_concurrent_writers_of_one_digest_all_succeed() {
 
 #[tokio::test]
 async fn a_stream_failing_mid_multipart_upload_leaves_nothing_visible() {
-    let mut config = common::fresh_bucket().await;
-    config.multipart_threshold = 5 << 20;
-    config.part_size = 5 << 20;
-    let s = S3Store::new(config).await.unwrap();
+    let s = multipart_store().await;
     let data = common::data(12 << 20, 3);
     let digest = Digest::of(&data);
     let failing = futures::stream::iter(vec![
@@ -201,21 +204,8 @@ async fn pages_through_every_blob_once_in_name_order_with_sizes_and_ages() {
         digests.push(s.put_bytes(common::data(10 + i as usize, i)).await.unwrap());
     }
     digests.sort_by(rbk_store::listing_order);
-    let (mut seen, mut after) = (Vec::new(), None);
-    loop {
-        let page = s.list_page(after, 3).await.unwrap();
-        assert!(page.blobs.len() <= 3);
-        for b in &page.blobs {
-            assert_eq!(b.stored_bytes, b.digest.size());
-            assert!(b.modified.is_some(), "S3 reports LastModified");
-        }
-        seen.extend(page.blobs.iter().map(|b| b.digest));
-        match page.next_after {
-            Some(a) => after = Some(a),
-            None => break,
-        }
-    }
-    assert_eq!(seen, digests);
+    // S3 reports LastModified: every page carries ages.
+    assert_eq!(common::page_through(&s, 3).await, digests);
 }
 
 #[tokio::test]
@@ -223,10 +213,7 @@ async fn a_put_never_replaces_an_object_already_at_its_key_single_or_multipart()
     // The conditional put (If-None-Match: *): whatever is at a digest's key
     // stays, even when a put of that digest finds it only at the write
     // (no existence check first), so two writers never replace each other.
-    let mut config = common::fresh_bucket().await;
-    config.multipart_threshold = 5 << 20;
-    config.part_size = 5 << 20;
-    let s = S3Store::new(config).await.unwrap();
+    let s = multipart_store().await;
     for len in [1000, (5 << 20) + 1] {
         let data = common::data(len, 26);
         let digest = Digest::of(&data);

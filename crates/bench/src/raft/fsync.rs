@@ -50,6 +50,15 @@ fn fallocated(path: &Path, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The op of the methods that make each write durable with a call after it
+/// (`File::sync_all` or `File::sync_data`).
+fn write_then(sync: fn(&File) -> std::io::Result<()>) -> impl FnMut(&File, u64, &[u8]) -> std::io::Result<()> {
+    move |f, at, r| {
+        f.write_all_at(r, at)?;
+        sync(f)
+    }
+}
+
 /// One method: `op(file, offset, record)` writes the record and makes it
 /// durable.
 fn measure(
@@ -91,28 +100,14 @@ pub fn run(dir: &Path, ops: usize) -> anyhow::Result<()> {
     let path = dir.join("fsync-probe");
     let append = |p: &Path| OpenOptions::new().create(true).truncate(true).write(true).open(p);
 
-    let f = append(&path)?;
-    measure("append + fsync (growing file)", &f, ops, &mut |f, at, r| {
-        f.write_all_at(r, at)?;
-        f.sync_all()
-    })?;
-    let f = append(&path)?;
-    measure("append + fdatasync (growing file)", &f, ops, &mut |f, at, r| {
-        f.write_all_at(r, at)?;
-        f.sync_data()
-    })?;
+    measure("append + fsync (growing file)", &append(&path)?, ops, &mut write_then(File::sync_all))?;
+    measure("append + fdatasync (growing file)", &append(&path)?, ops, &mut write_then(File::sync_data))?;
     fallocated(&path, PREALLOC)?;
     let f = OpenOptions::new().write(true).open(&path)?;
-    measure("overwrite fallocated (unwritten) + fdatasync", &f, ops, &mut |f, at, r| {
-        f.write_all_at(r, at)?;
-        f.sync_data()
-    })?;
+    measure("overwrite fallocated (unwritten) + fdatasync", &f, ops, &mut write_then(File::sync_data))?;
     zero_filled(&path, PREALLOC)?;
     let f = OpenOptions::new().write(true).open(&path)?;
-    measure("overwrite zero-written + fdatasync", &f, ops, &mut |f, at, r| {
-        f.write_all_at(r, at)?;
-        f.sync_data()
-    })?;
+    measure("overwrite zero-written + fdatasync", &f, ops, &mut write_then(File::sync_data))?;
     zero_filled(&path, PREALLOC)?;
     let f = OpenOptions::new().write(true).custom_flags(libc::O_DSYNC).open(&path)?;
     measure("overwrite zero-written, O_DSYNC", &f, ops, &mut |f, at, r| f.write_all_at(r, at))?;

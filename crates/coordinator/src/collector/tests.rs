@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use rbk_snapshot::{CaptureOptions, Snapshot, capture};
-use rbk_store::{MemoryStore, StoreExt};
+use rbk_store::{ListPage, MemoryStore, StoreExt};
 
 use super::*;
 use crate::cache_heads::{CacheHeadError, CacheHeads};
@@ -33,26 +33,13 @@ impl std::fmt::Debug for HookedStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for HookedStore {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        self.inner.find_missing(digests).await
-    }
-    async fn put(&self, digest: Digest, data: ByteStream) -> StoreResult<()> {
-        self.inner.put(digest, data).await
-    }
-    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        self.inner.get(digest, range).await
-    }
+rbk_store::forward_store!(HookedStore => inner [find_missing, put, get, list] {
     async fn delete(&self, digest: Digest) -> StoreResult<()> {
         let hook = self.on_delete.lock().unwrap().take();
         if let Some(h) = hook {
             h().await;
         }
         self.inner.delete(digest).await
-    }
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        self.inner.list().await
     }
     async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
         let hook = self.on_list.lock().unwrap().take();
@@ -61,7 +48,7 @@ impl Store for HookedStore {
         }
         self.inner.list_page(after, limit).await
     }
-}
+});
 
 struct Farm {
     state: Arc<dyn CoordinatorState>,

@@ -62,10 +62,7 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
             }
         }
         StepKind::Run(r) => {
-            out.push(format!(
-                "argv {}",
-                serde_json::to_string(&r.argv).unwrap_or_default()
-            ));
+            out.push(format!("argv {}", json(&r.argv)));
             for (k, v) in &r.env {
                 out.push(format!("env {k}={}", q(v)));
             }
@@ -181,16 +178,10 @@ pub(crate) fn describe_config(c: &ImageConfig) -> Vec<String> {
         out.push(format!("user {u}"));
     }
     if let Some(v) = &c.entrypoint {
-        out.push(format!(
-            "entrypoint {}",
-            serde_json::to_string(v).unwrap_or_default()
-        ));
+        out.push(format!("entrypoint {}", json(v)));
     }
     if let Some(v) = &c.cmd {
-        out.push(format!(
-            "cmd {}",
-            serde_json::to_string(v).unwrap_or_default()
-        ));
+        out.push(format!("cmd {}", json(v)));
     }
     for (k, v) in &c.labels {
         out.push(format!("label {}={}", q(k), q(v)));
@@ -204,7 +195,7 @@ pub(crate) fn describe_config(c: &ImageConfig) -> Vec<String> {
     if let Some(h) = &c.healthcheck {
         out.push(format!(
             "healthcheck {} interval={} timeout={} start-period={} start-interval={} retries={}",
-            serde_json::to_string(&h.test).unwrap_or_default(),
+            json(&h.test),
             h.interval.as_deref().unwrap_or("-"),
             h.timeout.as_deref().unwrap_or("-"),
             h.start_period.as_deref().unwrap_or("-"),
@@ -216,10 +207,7 @@ pub(crate) fn describe_config(c: &ImageConfig) -> Vec<String> {
         out.push(format!("stopsignal {s}"));
     }
     if let Some(s) = &c.shell {
-        out.push(format!(
-            "shell {}",
-            serde_json::to_string(s).unwrap_or_default()
-        ));
+        out.push(format!("shell {}", json(s)));
     }
     for o in &c.onbuild {
         out.push(format!("onbuild {o}"));
@@ -307,4 +295,10 @@ fn first_line(s: &str) -> String {
         l = l.chars().take(157).collect::<String>() + "...";
     }
     l
+}
+
+/// A list as JSON in a description line (argv, and the lists Docker
+/// writes as JSON: ENTRYPOINT, CMD, SHELL, the healthcheck's test).
+fn json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rbk_store::{S3Config, Secret};
+use rbk_store::{Digest, S3Config, Secret, Store};
 
 /// A configuration for a new, empty bucket on the shared S3 server, so tests
 /// never see each other's objects.
@@ -93,5 +93,25 @@ impl Private {
 impl Drop for Private {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Every blob's digest, read through `list_page` `limit` at a time,
+/// asserting what every page of a backend that knows ages holds: at most
+/// `limit` blobs, each with its stored size and modification time.
+pub async fn page_through(s: &dyn Store, limit: usize) -> Vec<Digest> {
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = s.list_page(after, limit).await.unwrap();
+        assert!(page.blobs.len() <= limit);
+        for b in &page.blobs {
+            assert_eq!(b.stored_bytes, b.digest.size());
+            assert!(b.modified.is_some(), "{} has no age", b.digest);
+        }
+        seen.extend(page.blobs.iter().map(|b| b.digest));
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => return seen,
+        }
     }
 }
