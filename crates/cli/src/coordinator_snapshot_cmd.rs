@@ -14,7 +14,7 @@ use rbk_proto::raft::SaveSnapshotRequest;
 use rbk_raft::backup::{Backup, restore_into};
 use rbk_raft::transport::RAFT_LEADER_METADATA;
 
-use crate::coordinator_members_cmd::{Target, client, request};
+use crate::raft_port::{Target, client, request};
 
 #[derive(clap::Subcommand)]
 pub enum SnapshotOp {

@@ -9,6 +9,7 @@ mod coordinator_snapshot_cmd;
 mod coordinator_raft;
 mod embedded_farm;
 mod flags;
+mod raft_port;
 mod snapshot_cmd;
 mod graph_cmd;
 mod log_format;

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use rbk_coordinator::raft_config::RaftConfig;
 
-use crate::node;
+use crate::snapshot_format;
 use crate::shared::Shared;
 use crate::storage::DiskStorage;
 
@@ -78,7 +78,7 @@ impl Backup {
         if blake3::hash(body).as_bytes() != &bytes[MAGIC.len() + 16..HEADER] {
             return Err(BackupError::Checksum { path: path_s() });
         }
-        node::restore(body).map_err(|message| BackupError::Decode { path: path_s(), message })?;
+        snapshot_format::restore(body).map_err(|message| BackupError::Decode { path: path_s(), message })?;
         Ok(Backup { index, body: body.to_vec() })
     }
 }
@@ -92,7 +92,7 @@ pub(crate) fn save(shared: &Shared) -> Result<Vec<u8>, BackupError> {
         (m.clone(), shared.applied.load(Ordering::Acquire))
     };
     let peers = shared.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let body = node::encode_snapshot(&machine, &peers).map_err(BackupError::Encode)?;
+    let body = snapshot_format::encode_snapshot(&machine, &peers).map_err(BackupError::Encode)?;
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&index.to_le_bytes());
@@ -114,8 +114,8 @@ pub fn restore_into(config: &RaftConfig, backup: &Backup) -> Result<(), BackupEr
     if occupied {
         return Err(BackupError::NotEmpty { dir: dir.display().to_string() });
     }
-    let (machine, _old_peers) = node::restore(&backup.body).map_err(|message| BackupError::Decode { path: dir.display().to_string(), message })?;
-    let data = node::encode_snapshot(&machine, config.peers()).map_err(BackupError::Encode)?;
+    let (machine, _old_peers) = snapshot_format::restore(&backup.body).map_err(|message| BackupError::Decode { path: dir.display().to_string(), message })?;
+    let data = snapshot_format::encode_snapshot(&machine, config.peers()).map_err(BackupError::Encode)?;
     let voters: Vec<u64> = config.peers().keys().copied().collect();
     let (storage, recovered) = DiskStorage::open(dir, &voters)?;
     if recovered.existed {

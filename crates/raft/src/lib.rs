@@ -23,6 +23,7 @@ pub mod backup;
 pub mod leadership;
 pub mod node;
 mod segments;
+mod snapshot_format;
 pub mod shared;
 pub mod storage;
 mod storage_error;
@@ -89,7 +90,7 @@ impl RaftState {
         let voters: Vec<u64> = if config.join { vec![] } else { config.peers().keys().copied().collect() };
         let (storage, mut recovered) = DiskStorage::open(&config.data_dir, &voters)?;
         if !recovered.existed && !config.join {
-            let data = node::encode_snapshot(&StateMachine::default(), config.peers())
+            let data = snapshot_format::encode_snapshot(&StateMachine::default(), config.peers())
                 .map_err(|message| RaftError::Snapshot { dir: config.data_dir.display().to_string(), message })?;
             storage.bootstrap(&voters, data.clone())?;
             recovered.snapshot = Some((1, data));
@@ -98,7 +99,7 @@ impl RaftState {
         let mut machine = StateMachine::default();
         let mut applied = 0;
         if let Some((index, data)) = &recovered.snapshot {
-            let (m, p) = node::restore(data)
+            let (m, p) = snapshot_format::restore(data)
                 .map_err(|message| RaftError::Snapshot { dir: config.data_dir.display().to_string(), message })?;
             machine = m;
             // The replicated table wins; the config fills in the rest.
