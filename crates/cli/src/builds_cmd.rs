@@ -25,15 +25,8 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 pub struct BuildsArgs {
     #[command(subcommand)]
     command: BuildsCommand,
-    /// The coordinator, e.g. http://127.0.0.1:7070 (several, comma-separated,
-    /// for a replicated one).
-    #[arg(long, env = "RBK_COORDINATOR", global = true, default_value = "http://127.0.0.1:7070")]
-    coordinator: String,
-    /// The tenant token.
-    #[arg(long, env = "RBK_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
     #[command(flatten)]
-    tls: crate::flags::TlsCaFlag,
+    conn: crate::flags::CoordinatorConn,
 }
 
 #[derive(clap::Subcommand)]
@@ -77,12 +70,12 @@ struct Conn {
 
 impl Conn {
     async fn open(args: &BuildsArgs) -> anyhow::Result<Conn> {
-        let token = args.token.clone().filter(|t| !t.is_empty()).context("no token: pass --token or set RBK_TOKEN")?;
-        let tls = args.tls.load()?;
-        rbk_client::reattach::reachable_any(&tls, &args.coordinator, Duration::ZERO).await?;
-        let (channel, _) = rbk_client::reattach::connect_any(&tls, &args.coordinator, &token, LEADER_PATIENCE)
+        let (token, coordinator) = (args.conn.token()?.to_owned(), &args.conn.coordinator);
+        let tls = args.conn.tls.load()?;
+        rbk_client::reattach::reachable_any(&tls, coordinator, Duration::ZERO).await?;
+        let (channel, _) = rbk_client::reattach::connect_any(&tls, coordinator, &token, LEADER_PATIENCE)
             .await
-            .with_context(|| format!("connecting to the coordinator at {}", args.coordinator))?;
+            .with_context(|| format!("connecting to the coordinator at {coordinator}"))?;
         Ok(Conn { channel, token })
     }
 

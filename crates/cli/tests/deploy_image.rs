@@ -177,3 +177,36 @@ fn the_image_starts_rbk_and_records_its_runtimes() {
     let stderr = run_in_image(work, &layout, &["/bin/cat", "/usr/share/rbk/runtimes"]);
     assert!(stderr.contains("out runc version") && stderr.contains("out crun version"), "{stderr}");
 }
+
+#[test]
+fn the_release_script_pushes_the_image_rbk_built_and_the_packaged_chart_to_a_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let base = stand_in_base(work);
+    let ctx = context_with_binary(work);
+    let unique = work.file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let registry = format!("{}/release-{unique}", rbk_testsupport::registry());
+    let out = run(Command::new(repo().join("deploy/release.sh"))
+        .arg(&registry)
+        .arg("--base-image")
+        .arg(format!("debian:bookworm-slim={}", base.display()))
+        .arg("--plain-http")
+        .env("RBK", env!("CARGO_BIN_EXE_rbk"))
+        .env("RELEASE_CONTEXT", &ctx)
+        .env("RELEASE_STATE", work.join("release-state"))
+        .env("RELEASE_BUILD_FLAGS", format!("--runtime-path {}", program("runc").display())));
+    let version = env!("CARGO_PKG_VERSION");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(&format!("image {registry}/rbk:{version} sha256:")), "{printed}");
+
+    // What a registry client sees: the image rbk built, and the chart as Helm pushes it.
+    let raw = |reference: &str| {
+        let out = run(Command::new(program("skopeo")).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reference}")));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let image = raw(&format!("{registry}/rbk:{version}"));
+    assert_eq!(image["config"]["mediaType"], "application/vnd.oci.image.config.v1+json", "{image}");
+    let chart = raw(&format!("{registry}/charts/rbk:{version}"));
+    assert_eq!(chart["config"]["mediaType"], "application/vnd.cncf.helm.config.v1+json", "{chart}");
+    assert_eq!(chart["layers"][0]["mediaType"], "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "{chart}");
+}
