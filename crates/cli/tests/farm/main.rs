@@ -10,3 +10,4 @@ mod ssh;
 mod tenancy;
 mod entitlements;
 mod history;
+mod output_bounds;
