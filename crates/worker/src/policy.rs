@@ -21,6 +21,10 @@ pub struct WorkerPolicy {
     pub entitlements: Vec<Entitlement>,
     #[serde(default)]
     pub allow_net_raw: bool,
+    /// Steps may make 32-bit x86 / x32 system calls (Docker allows them;
+    /// rbk by default does not, see `crate::seccomp::for_capabilities`).
+    #[serde(default)]
+    pub compat_syscall_arches: bool,
     /// Each limit given replaces the default one.
     #[serde(default)]
     pub limits: Limits,
@@ -39,6 +43,7 @@ impl WorkerPolicy {
     pub fn apply(&self, config: &mut WorkerConfig) {
         config.entitlements = self.entitlements.clone();
         config.allow_net_raw = self.allow_net_raw;
+        config.compat_syscall_arches = self.compat_syscall_arches;
         let l = &self.limits;
         config.limits.memory_bytes = l.memory_bytes.or(config.limits.memory_bytes);
         config.limits.pids = l.pids.or(config.limits.pids);
