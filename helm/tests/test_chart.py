@@ -676,6 +676,12 @@ def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_
     assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
 
 
+def test_the_pool_policy_keeps_32_bit_system_calls_off_unless_asked():
+    policy = lambda values: json.loads(one(render(values), "ConfigMap", "-policy")["data"]["policy.json"])
+    assert policy({})["compat_syscall_arches"] is False
+    assert policy({"worker": {"policy": {"compatSyscallArches": True}}})["compat_syscall_arches"] is True
+
+
 def local_policy(objects, tmp_path) -> str:
     """Writes the rendered worker policy ConfigMap where the worker's
     `--policy` will read it; returns the directory standing in for

@@ -72,6 +72,19 @@ mod tests {
     }
 
     #[test]
+    fn compat_syscall_arches_is_off_unless_the_policy_turns_it_on() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("policy.json");
+        let mut c = WorkerConfig::new("/tmp/x", crate::RuntimeKind::Runc, "runc");
+        std::fs::write(&f, "{}").unwrap();
+        WorkerPolicy::load(&f).unwrap().apply(&mut c);
+        assert!(!c.compat_syscall_arches);
+        std::fs::write(&f, r#"{"compat_syscall_arches": true}"#).unwrap();
+        WorkerPolicy::load(&f).unwrap().apply(&mut c);
+        assert!(c.compat_syscall_arches);
+    }
+
+    #[test]
     fn unknown_entitlement_is_an_error_naming_the_file() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("policy.json");
