@@ -65,6 +65,13 @@ pub struct WorkerArgs {
     /// volume's size so scratch space and cache dirs still fit.
     #[arg(long, value_parser = parse_size, default_value = "20GiB")]
     max_layer_bytes: u64,
+    /// Keep the worker's whole local disk use (state dir and cache dirs:
+    /// restored contexts, layer blobs, unpacked layers, cache-mount dirs)
+    /// under this size, e.g. 50GiB: after each step the least recently
+    /// used of them that no running step uses are removed (each is a copy
+    /// of something in the store, fetched again when needed).
+    #[arg(long, value_parser = parse_size, default_value = "50GiB")]
+    disk_limit: u64,
     /// The pool's sandbox policy (JSON: entitlements, step limits, log
     /// size; docs/security.md). Default: no entitlements, default limits.
     #[arg(long, env = "RBK_WORKER_POLICY")]
@@ -169,6 +176,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
+    let exec = exec.with_disk_limit(args.disk_limit);
     let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
     config.tls = tls;
     config.labels = labels;

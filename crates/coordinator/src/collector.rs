@@ -259,6 +259,12 @@ impl Collector {
     /// One collection; a dry run decides but deletes and fences nothing.
     /// Waits for a run in progress to end first.
     pub async fn run(&self, dry_run: bool) -> Result<RunReport, CollectorError> {
+        self.run_verified(dry_run, false).await
+    }
+
+    /// [`Self::run`], then, with `verify`, a check that the store holds
+    /// every live blob (`rbk store gc --verify`).
+    pub async fn run_verified(&self, dry_run: bool, verify: bool) -> Result<RunReport, CollectorError> {
         let _one = self.one_at_a_time.lock().await;
         if !(self.leader)() {
             return Err(CollectorError::NotLeader);
@@ -277,6 +283,7 @@ impl Collector {
         let mut options = CollectOptions::new(started, self.config.grace);
         options.batch = self.config.batch.max(1);
         options.dry_run = dry_run;
+        options.verify = verify;
         tracing::info!(%run, dry_run, grace_s = self.config.grace.as_secs(), "store collection started");
         match collect(&store, &source, options).await {
             Ok(report) => {
@@ -288,6 +295,9 @@ impl Collector {
                         report.freed_bytes,
                         report.duration,
                     );
+                }
+                for blob in &report.missing_live {
+                    tracing::warn!(%run, %blob, "a live blob is missing from the store");
                 }
                 for root in &report.missing_roots {
                     tracing::warn!(%run, snapshot = %root, "a live snapshot's manifest is missing from the store");

@@ -294,7 +294,7 @@ impl Executor {
                 // packed. (Not with SOURCE_DATE_EPOCH: the layer's mtimes
                 // are clamped, the tree's are not.)
                 if keep_tree {
-                    layers.adopt(&layer.diff_id, &upper, layer.uncompressed_size)?;
+                    layers.adopt(&layer.diff_id, &upper)?;
                 }
                 Ok(layer)
             })
