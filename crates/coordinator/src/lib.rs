@@ -17,6 +17,7 @@
 //! Clients (the remote store, TLS, leader following) are in `rbk-client`.
 
 pub mod action_key;
+pub mod blob_owners;
 pub mod auth;
 pub mod build_events;
 pub mod build_history;
