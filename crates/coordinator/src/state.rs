@@ -912,6 +912,58 @@ mod tests {
         assert!(m.build("last").is_some());
     }
 
+    #[test]
+    fn a_tenant_has_what_it_uploaded_and_what_its_results_and_head_commits_name_but_not_what_its_graph_names() {
+        let mut m = StateMachine::default();
+        let (uploaded, layer, manifest, pack, named) = (Digest::of(b"u"), Digest::of(b"l"), Digest::of(b"m"), Digest::of(b"p"), Digest::of(b"n"));
+        m.apply(Command::OwnBlobs { namespace: "a".into(), blobs: vec![uploaded] }).unwrap();
+        let result = ActionResult { layers: vec![layer], config: vec![], duration_ms: 1, worker_id: "w".into(), created_ms: 0 };
+        m.apply(Command::PutAction { namespace: "a".into(), key: "k".into(), result }).unwrap();
+        let commit = Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: manifest, total_bytes: 1, now_ms: 1 };
+        m.apply(Command::Guarded { started_ms: 0, packs: vec![pack], cmd: Box::new(commit) }).unwrap();
+        let payload = serde_json::to_vec(&serde_json::json!({ "context": named.to_string() })).unwrap();
+        let graph = vec![StepNode {
+            id: "s".into(),
+            key: "k".into(),
+            deps: vec![],
+            platform: String::new(),
+            labels: Default::default(),
+            cache_mounts: vec![],
+            payload,
+            name: String::new(),
+            secret_ids: Default::default(),
+        }];
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![], now_ms: 1, graph }).unwrap();
+        for d in [uploaded, layer, manifest, pack] {
+            assert!(m.tenant_has_blob("a", &d), "{d}");
+            assert!(!m.tenant_has_blob("b", &d), "{d}");
+        }
+        assert!(!m.tenant_has_blob("a", &named), "naming a digest in a graph grants it");
+    }
+
+    #[test]
+    fn a_collected_blob_has_no_owner_left() {
+        let mut m = StateMachine::default();
+        let d = Digest::of(b"u");
+        m.apply(Command::OwnBlobs { namespace: "a".into(), blobs: vec![d] }).unwrap();
+        m.apply(Command::ForgetBlobs { blobs: vec![d] }).unwrap();
+        assert!(!m.tenant_has_blob("a", &d));
+        assert_eq!(m.owned_blobs(), 0);
+    }
+
+    #[test]
+    fn a_worker_sees_the_tenants_of_the_steps_running_on_it() {
+        let mut m = StateMachine::default();
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph: vec![] }).unwrap();
+        assert!(m.tenants_running_on("w1").is_empty());
+        let set = |state| Command::SetStep { build_id: "b".into(), step_id: "s".into(), state, worker_id: "w1".into(), attempts: 1, message: String::new() };
+        m.apply(set(StepState::Running)).unwrap();
+        assert_eq!(m.tenants_running_on("w1"), ["a".to_string()].into());
+        assert!(m.tenants_running_on("w2").is_empty());
+        m.apply(set(StepState::Done)).unwrap();
+        assert!(m.tenants_running_on("w1").is_empty());
+    }
+
     fn tokens(names: &[&str]) -> Command {
         let tokens = names.iter().map(|n| (format!("hash-{n}"), Principal::Tenant(n.to_string()))).collect();
         Command::SetTokens { tokens, now_ms: 7 }

@@ -8,5 +8,6 @@ mod workers;
 mod submit;
 mod ssh;
 mod tenancy;
+mod blob_scope;
 mod entitlements;
 mod history;
