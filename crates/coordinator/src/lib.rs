@@ -42,6 +42,7 @@ pub mod state;
 pub mod token_reload;
 pub mod usage;
 pub mod watch_route;
+pub mod worker_uploads;
 mod wire;
 
 pub use auth::{Auth, TokenFile};

@@ -25,6 +25,7 @@ use rbk_proto::chunks::split_chunks;
 use crate::auth::REVOKED;
 use crate::state::{Command, CoordinatorState, Principal, StateError, query};
 use crate::wire::parse_digest;
+use crate::worker_uploads::WorkerUploads;
 
 /// The header a worker sharing a pool token names itself with on
 /// `Content` calls (a worker with a token of its own is named by it).
@@ -45,6 +46,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
 pub(crate) struct ContentService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) state: Arc<dyn CoordinatorState>,
+    pub(crate) worker_uploads: Arc<WorkerUploads>,
 }
 
 /// Whose blobs a caller sees.
@@ -52,10 +54,18 @@ pub(crate) struct ContentService {
 enum Scope {
     /// A tenant: its own.
     Tenant(String),
-    /// A worker: those of the tenants whose steps run on it now (and that
-    /// its pool serves); none between assignments.
-    Worker(BTreeSet<String>),
+    /// A worker: those of the tenants whose steps run on it now (of those
+    /// its pool `serves`; none between assignments), and what it uploaded
+    /// itself (`worker_uploads.rs`).
+    Worker { id: Option<String>, serves: BTreeSet<String> },
 }
+
+/// How long a worker's read of a blob that a tenant its pool serves has,
+/// but whose step the state does not yet show running on the worker, waits
+/// for the state to catch up: a worker may read through a follower, which
+/// applies the leader's "running" record a little after the worker was
+/// told of the step. On the leader the record precedes the assignment.
+const FOLLOWER_LAG: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ContentService {
     fn scope<T>(&self, req: &Request<T>) -> Result<Scope, Status> {
@@ -63,37 +73,69 @@ impl ContentService {
             Some(Principal::Tenant(ns)) => Ok(Scope::Tenant(ns.clone())),
             Some(Principal::BoundWorker(grant)) => {
                 let claimed = req.metadata().get(WORKER_ID_HEADER).and_then(|v| v.to_str().ok());
-                let Some(id) = grant.id.as_deref().or(claimed) else { return Ok(Scope::Worker(BTreeSet::new())) };
-                let running = query(&*self.state, |m| m.tenants_running_on(id));
-                Ok(Scope::Worker(running.intersection(&grant.tenants).cloned().collect()))
+                Ok(Scope::Worker { id: grant.id.as_deref().or(claimed).map(str::to_owned), serves: grant.tenants.clone() })
             }
             // A worker token from before pools listed their tenants serves none.
-            Some(Principal::Worker(_)) => Ok(Scope::Worker(BTreeSet::new())),
+            Some(Principal::Worker(_)) => Ok(Scope::Worker { id: None, serves: BTreeSet::new() }),
             Some(Principal::Revoked { .. }) => Err(Status::unauthenticated(REVOKED)),
             None => Err(Status::unauthenticated("request was not authenticated")),
         }
     }
 
-    /// Whether `scope` has `digest` (one read of the state).
-    fn has(&self, scope: &Scope, digests: &[Digest]) -> Vec<bool> {
-        query(&*self.state, |m| {
-            digests
-                .iter()
-                .map(|d| match scope {
-                    Scope::Tenant(ns) => m.tenant_has_blob(ns, d),
-                    Scope::Worker(tenants) => m.any_tenant_has_blob(tenants, d),
-                })
-                .collect()
-        })
+    /// Whether `scope` has each of `digests`.
+    async fn has(&self, scope: &Scope, digests: &[Digest]) -> Vec<bool> {
+        let (has, lagging) = self.has_now(scope, digests);
+        if !lagging {
+            return has;
+        }
+        let deadline = tokio::time::Instant::now() + FOLLOWER_LAG;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let (has, lagging) = self.has_now(scope, digests);
+            if !lagging || tokio::time::Instant::now() >= deadline {
+                return has;
+            }
+        }
+    }
+
+    /// [`Self::has`] from one read of the state, and whether a worker
+    /// misses a blob that a tenant its pool serves has (see
+    /// [`FOLLOWER_LAG`]).
+    fn has_now(&self, scope: &Scope, digests: &[Digest]) -> (Vec<bool>, bool) {
+        match scope {
+            Scope::Tenant(ns) => (query(&*self.state, |m| digests.iter().map(|d| m.tenant_has_blob(ns, d)).collect()), false),
+            Scope::Worker { id: None, .. } => (vec![false; digests.len()], false),
+            Scope::Worker { id: Some(id), serves } => query(&*self.state, |m| {
+                let running: BTreeSet<String> = m.tenants_running_on(id).intersection(serves).cloned().collect();
+                let mut lagging = false;
+                let has = digests
+                    .iter()
+                    .map(|d| {
+                        let has = m.any_tenant_has_blob(&running, d) || self.worker_uploads.uploaded(id, d);
+                        lagging |= !has && m.any_tenant_has_blob(serves, d);
+                        has
+                    })
+                    .collect();
+                (has, lagging)
+            }),
+        }
     }
 
     /// Records a verified upload as the tenant's. A worker's uploads are
-    /// not recorded: they become a tenant's when the result or cache
-    /// commit of that tenant's step names them, which is the only tenant
-    /// they belong to (a worker may run several tenants' steps at once).
+    /// the worker's only (`worker_uploads.rs`): they become a tenant's when
+    /// the result or cache commit of that tenant's step names them, the
+    /// only tenant they belong to (a worker may run several tenants' steps
+    /// at once).
     async fn record_upload(&self, scope: &Scope, digest: Digest) -> Result<(), Status> {
-        let Scope::Tenant(ns) = scope else { return Ok(()) };
-        if self.has(scope, &[digest])[0] {
+        let ns = match scope {
+            Scope::Tenant(ns) => ns,
+            Scope::Worker { id: Some(id), .. } => {
+                self.worker_uploads.record(id, digest);
+                return Ok(());
+            }
+            Scope::Worker { id: None, .. } => return Ok(()),
+        };
+        if self.has(scope, &[digest]).await[0] {
             return Ok(());
         }
         match self.state.apply(Command::OwnBlobs { namespace: ns.clone(), blobs: vec![digest] }).await {
@@ -159,7 +201,7 @@ impl Content for ContentService {
         let digests = req.into_inner().digests.iter().map(|d| parse_digest("find_missing", d)).collect::<Result<Vec<_>, _>>()?;
         let mut missing = self.store.find_missing(&digests).await.map_err(store_status)?;
         // Present in the store but not the caller's: missing to it too.
-        let has = self.has(&scope, &digests);
+        let has = self.has(&scope, &digests).await;
         let absent: BTreeSet<Digest> = missing.iter().copied().collect();
         missing.extend(digests.iter().zip(has).filter(|(d, has)| !has && !absent.contains(d)).map(|(d, _)| *d));
         Ok(Response::new(pc::FindMissingResponse { missing: missing.iter().map(ToString::to_string).collect() }))
@@ -171,7 +213,7 @@ impl Content for ContentService {
         let scope = self.scope(&req)?;
         let r = req.into_inner();
         let digest = parse_digest("read", &r.digest)?;
-        if !self.has(&scope, &[digest])[0] {
+        if !self.has(&scope, &[digest]).await[0] {
             // The very answer the store gives for a blob it lacks.
             return Err(store_status(StoreError::NotFound(digest)));
         }
@@ -194,7 +236,7 @@ impl Content for ContentService {
         let digest = parse_digest("write", &first.digest)?;
         let verified = Arc::new(AtomicBool::new(false));
         let upload = verified_upload(digest, first.data, inbound, verified.clone());
-        if matches!(scope, Scope::Tenant(_)) && self.store.find_missing(&[digest]).await.map_err(store_status)?.is_empty() {
+        if self.store.find_missing(&[digest]).await.map_err(store_status)?.is_empty() {
             // Stored already (maybe by another tenant): the store would
             // not read the bytes, but the upload must still prove them.
             let mut upload = upload;
@@ -204,7 +246,7 @@ impl Content for ContentService {
         } else {
             self.store.put(digest, upload).await.map_err(store_status)?;
         }
-        if matches!(scope, Scope::Tenant(_)) && !verified.load(Ordering::SeqCst) {
+        if !verified.load(Ordering::SeqCst) {
             return Err(Status::unavailable(format!("write {digest}: the store took the blob without reading all of the upload; upload it again")));
         }
         self.record_upload(&scope, digest).await?;
