@@ -7,7 +7,7 @@
 //!
 //! - it uploaded the bytes through `Content.Write` (verified against the
 //!   digest, so the upload proves it holds the content; see
-//!   [`crate::state::Command::OwnBlobs`]), or
+//!   `Command::OwnBlobs` in `state.rs`), or
 //! - an action-cache entry of its own names the blob (a step's result:
 //!   its layers and what its config names), or a cache head of its own
 //!   commits it (the snapshot's manifest and every pack).
@@ -23,7 +23,7 @@
 //! answers the same. It is bounded by the store itself: an entry exists
 //! only for a blob that was uploaded or named by a result or head, and the
 //! store collector forgets the entries of the blobs it deletes
-//! ([`crate::state::Command::ForgetBlobs`]); a blob collected and written
+//! (`Command::ForgetBlobs`); a blob collected and written
 //! again is owned afresh by whoever uploads it.
 
 use std::collections::{BTreeMap, BTreeSet};
