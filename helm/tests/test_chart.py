@@ -266,6 +266,27 @@ def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
     assert config["raft"]["secret_file"] == f"{mount['mountPath']}/raft-secret"
 
 
+def test_raft_mutual_tls_mounts_its_secret_and_the_probe_dials_https_with_a_client_certificate():
+    objects = render(with_values(HA_VALUES, coordinator__raft__tls={"enabled": True, "secretName": "raft-peers"}))
+    config = coordinator_configs(objects)["coordinator-0.toml"]
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "raft-tls")
+    assert volume["secret"] == {"secretName": "raft-peers"}
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "raft-tls")["mountPath"]
+    assert config["raft"]["tls"] == {"cert": f"{mount}/tls.crt", "key": f"{mount}/tls.key", "ca": f"{mount}/ca.crt"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["RBK_RAFT_TLS_CERT"], env["RBK_RAFT_TLS_KEY"], env["RBK_RAFT_TLS_CA"]) == (f"{mount}/tls.crt", f"{mount}/tls.key", f"{mount}/ca.crt")
+    probe = container["readinessProbe"]["exec"]["command"][-1]
+    assert "--coordinator https://127.0.0.1:7071" in probe, probe
+
+
+def test_raft_tls_without_a_secret_name_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render(with_values(HA_VALUES, coordinator__raft__tls={"enabled": True}))
+    assert "coordinator.raft.tls.secretName is required" in str(refused.value)
+
+
 def test_each_pod_reads_the_config_of_its_own_ordinal():
     sts = one(render(HA_VALUES), "StatefulSet", "-coordinator")
     container = sts["spec"]["template"]["spec"]["containers"][0]

@@ -157,6 +157,14 @@ impl Farm {
         assert_eq!(base.blake3, self.base.blake3, "the base layer came out different");
     }
 
+    /// A `kB` field of the coordinator process's `/proc/PID/status`
+    /// (`VmRSS` now, `VmHWM` its peak).
+    pub fn coordinator_memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.coordinator.id())).expect("coordinator status");
+        let line = status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field} in status"));
+        line.trim().trim_end_matches("kB").trim().parse().expect("kB figure")
+    }
+
     pub async fn cancel(&self, build_id: &str) {
         self.client().await.cancel(bearer(pb::CancelRequest { build_id: build_id.into() })).await.expect("cancel");
     }

@@ -11,3 +11,4 @@ mod tenancy;
 mod blob_scope;
 mod entitlements;
 mod history;
+mod output_bounds;
