@@ -159,3 +159,35 @@ async fn find_missing_refuses_more_digests_than_its_cap_naming_the_cap() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("more than the limit of 10000 per call"), "{refused:?}");
 }
+
+/// Submits `steps` as `token` and collects the events until the build ends.
+async fn build_as(farm: &Farm, token: &str, steps: Vec<pb::StepNode>) -> Vec<Event> {
+    let req = pb::SubmitRequest { options: Some(Default::default()), context_digest: String::new(), steps, secrets: Default::default() };
+    let mut stream = farm.client().await.submit(with_token(req, token)).await.expect("submit").into_inner();
+    let mut events = Vec::new();
+    loop {
+        let m = tokio::time::timeout(WAIT, stream.message()).await.expect("build did not finish").unwrap().expect("stream ended");
+        let done = matches!(m.event, Some(Event::BuildFinished(_)));
+        events.extend(m.event);
+        if done {
+            return events;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_of_tenant_b_naming_tenant_as_base_layer_cannot_read_it_until_b_uploads_it() {
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    // The farm's busybox base layer was uploaded by tenant A only.
+    let base: Digest = farm.base.blake3.parse().unwrap();
+    let refused = build_as(&farm, TENANT_B, vec![farm.run("s", "k-b", "echo b", None, None)]).await;
+    assert_eq!(final_state(&refused), "failed", "{refused:#?}");
+    let message = refused.iter().find_map(|e| if let Event::Failed(f) = e { Some(f.message.clone()) } else { None }).unwrap_or_default();
+    assert!(message.contains(&format!("blob {base} not found")), "{refused:#?}");
+
+    let bytes = store_as(&farm, TENANT).await.get_bytes(base).await.expect("A reads its base layer");
+    assert_eq!(store_as(&farm, TENANT_B).await.put_bytes(bytes).await.unwrap(), base);
+    let built = build_as(&farm, TENANT_B, vec![farm.run("s", "k-b", "echo b", None, None)]).await;
+    assert_eq!(final_state(&built), "succeeded", "{built:#?}");
+}
