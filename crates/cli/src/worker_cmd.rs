@@ -154,6 +154,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let worker_id = args.id.clone().unwrap_or_else(hostname);
     let mut backend = "remote";
     let store: Arc<dyn Store> = match &args.store_config {
         Some(f) => {
@@ -166,7 +167,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             // Lazy: the coordinator may not be up yet; the session loop
             // retries, and the store reconnects on its own.
             let channel = tls.endpoint(&args.coordinator).context("--coordinator")?.connect_lazy();
-            Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
+            Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?.for_worker(&worker_id)?)
         }
     };
     let store: Arc<dyn Store> = Arc::new(MetricsStore::new(store, backend, rbk_metrics::global().clone()));
@@ -177,7 +178,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
     let exec = exec.with_disk_limit(args.disk_limit);
-    let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
+    let mut config = AgentConfig::new(&args.coordinator, &args.token, worker_id);
     config.tls = tls;
     config.labels = labels;
     config.max_parallel = args.max_parallel.max(1);

@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime};
 use rbk_snapshot::{CollectError, CollectOptions, CollectReport, Fence, RootSource, Roots, collect};
 use rbk_store::{Digest, Store, StoreError, StoreResult};
 
+use crate::blob_owners::OWN_BATCH_MAX;
 use crate::eviction::{EvictionPolicy, Evictions};
 use crate::gc_fence::GcCommand;
 use crate::references::References;
@@ -140,10 +141,29 @@ impl RootSource for StateRoots {
     }
 }
 
-/// A store whose deletes are refused once this node stops leading.
+/// A store whose deletes are refused once this node stops leading, and
+/// whose deletes make the blobs' owners forget them (`blob_owners.rs`), in
+/// batches of [`OWN_BATCH_MAX`], so ownership never outlives the blob.
 pub struct LeaderOnlyStore {
     inner: Arc<dyn Store>,
     leader: IsLeader,
+    state: Arc<dyn CoordinatorState>,
+    deleted: tokio::sync::Mutex<Vec<Digest>>,
+}
+
+impl LeaderOnlyStore {
+    /// Forgets the owners of the blobs deleted since the last flush.
+    async fn flush_forgotten(&self) {
+        let blobs = std::mem::take(&mut *self.deleted.lock().await);
+        if blobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.apply(Command::ForgetBlobs { blobs: blobs.clone() }).await {
+            // Harmless but for its size: an owner of a blob that is gone
+            // reads NotFound as anyone does, and a new upload owns it anew.
+            tracing::warn!("forgetting the owners of {} deleted blobs: {e}", blobs.len());
+        }
+    }
 }
 
 impl std::fmt::Debug for LeaderOnlyStore {
@@ -157,7 +177,16 @@ rbk_store::forward_store!(LeaderOnlyStore => inner [find_missing, put, get, list
         if !(self.leader)() {
             return Err(StoreError::Backend { backend: "collector", message: "this node stopped leading; deletes stop".into(), retryable: true });
         }
-        self.inner.delete(digest).await
+        self.inner.delete(digest).await?;
+        let full = {
+            let mut deleted = self.deleted.lock().await;
+            deleted.push(digest);
+            deleted.len() >= OWN_BATCH_MAX
+        };
+        if full {
+            self.flush_forgotten().await;
+        }
+        Ok(())
     }
 });
 
@@ -279,13 +308,15 @@ impl Collector {
             self.state.apply(Command::Gc(begin)).await?;
         }
         let source = StateRoots::new(self.state.clone(), run.clone(), self.config.existence_ttl);
-        let store = LeaderOnlyStore { inner: self.store.clone(), leader: self.leader.clone() };
+        let store = LeaderOnlyStore { inner: self.store.clone(), leader: self.leader.clone(), state: self.state.clone(), deleted: Default::default() };
         let mut options = CollectOptions::new(started, self.config.grace);
         options.batch = self.config.batch.max(1);
         options.dry_run = dry_run;
         options.verify = verify;
         tracing::info!(%run, dry_run, grace_s = self.config.grace.as_secs(), "store collection started");
-        match collect(&store, &source, options).await {
+        let collected = collect(&store, &source, options).await;
+        store.flush_forgotten().await;
+        match collected {
             Ok(report) => {
                 if !dry_run {
                     rbk_metrics::global().gc_finished(

@@ -9,6 +9,7 @@ mod workers;
 mod submit;
 mod ssh;
 mod tenancy;
+mod blob_scope;
 mod entitlements;
 mod history;
 mod output_bounds;

@@ -175,7 +175,9 @@ impl Farm {
         let (tx, mut down) = open_session_on(channel, WORKER, register).await.unwrap();
         let first = timeout(WAIT, down.message()).await.unwrap().unwrap().unwrap();
         assert!(matches!(first.msg, Some(Down::Registered(_))), "{first:?}");
-        TestWorker { tx, down, store: self.remote_store(WORKER).await }
+        // Named as `rbk worker` names itself on Content calls: a pool-token
+        // worker sees the blobs of the tenants whose steps run on it.
+        TestWorker { tx, down, store: self.remote_store(WORKER).await.for_worker(id).unwrap() }
     }
 }
 
