@@ -145,6 +145,14 @@ impl StepOutput {
     }
 }
 
+/// Whether a line of a step's output says a fork or clone failed with
+/// `EAGAIN` (`sh: can't fork: Resource temporarily unavailable`, bash's
+/// `fork: retry: ...`, Python's `BlockingIOError: [Errno 11]` on fork).
+fn fork_refused(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    (l.contains("fork") || l.contains("clone")) && (l.contains("resource temporarily unavailable") || l.contains("errno 11"))
+}
+
 /// A read-only rootfs of a layer chain, for use as another step's `--from`
 /// stage (COPY --from, bind mounts). Layers stay leased while it lives.
 #[derive(Debug)]
@@ -406,6 +414,9 @@ impl Executor {
             // No counters (crun removed the cgroup): a SIGKILL with a
             // memory limit set is almost always the OOM killer.
             (Limits { memory_bytes: Some(m), .. }, None) if exit_code == 128 + 9 => Some(LimitHit::Memory { limit_bytes: m, certain: false }),
+            // Likewise a failed step whose last words are a fork refused
+            // with EAGAIN ran into its pids limit.
+            (Limits { pids: Some(p), .. }, None) if exit_code != 0 && tail.iter().any(|l| fork_refused(l)) => Some(LimitHit::PidsLikely { limit: p }),
             _ => None,
         };
         stubs.cleanup(&root)?;

@@ -37,6 +37,9 @@ pub enum LimitHit {
     Memory { limit_bytes: i64, certain: bool },
     /// A `fork`/`clone` was refused because the step had `limit` tasks.
     Pids { limit: i64, refused: u64 },
+    /// No counters to read (crun removes the cgroup as the container
+    /// ends), but the step failed after a fork failed with `EAGAIN`.
+    PidsLikely { limit: i64 },
     /// The container was killed at the wall-time limit.
     WallTime { limit: Duration },
 }
@@ -49,6 +52,9 @@ impl fmt::Display for LimitHit {
                 write!(f, "memory limit {} exceeded (killed by SIGKILL, most likely the OOM killer)", human_bytes(*limit_bytes))
             }
             LimitHit::Pids { limit, refused } => write!(f, "pids limit {limit} reached ({refused} fork/clone refused)"),
+            LimitHit::PidsLikely { limit } => {
+                write!(f, "pids limit {limit} reached (a fork failed with \"Resource temporarily unavailable\", most likely at this limit)")
+            }
             LimitHit::WallTime { limit } => write!(f, "wall-time limit {} exceeded (killed)", human_duration(*limit)),
         }
     }
@@ -130,6 +136,7 @@ mod tests {
     fn messages_name_the_limit() {
         assert_eq!(LimitHit::Memory { limit_bytes: 256 << 20, certain: true }.to_string(), "memory limit 256 MiB exceeded (OOM kill)");
         assert_eq!(LimitHit::Pids { limit: 64, refused: 3 }.to_string(), "pids limit 64 reached (3 fork/clone refused)");
+        assert!(LimitHit::PidsLikely { limit: 64 }.to_string().starts_with("pids limit 64 reached (a fork failed"));
         assert_eq!(LimitHit::WallTime { limit: Duration::from_secs(2) }.to_string(), "wall-time limit 2s exceeded (killed)");
     }
 

@@ -66,12 +66,14 @@ async fn step_can_lower_the_pool_memory_limit_but_not_raise_it() {
 #[tokio::test]
 async fn step_forking_past_its_pids_limit_fails_naming_the_limit() {
     let base = busybox_base();
-    let (_s, ex) = executor_with(RuntimeKind::Runc, |c| c.limits.pids = Some(16));
-    let (out, _) = output_of(&ex, &base, shell("for i in $(seq 1 40); do sleep 2 & done; wait; echo finished")).await;
-    assert!(!out.succeeded() && out.layer.is_none());
-    assert!(out.why().starts_with("pids limit 16 reached"), "{}", out.why());
-    let (next, _) = output_of(&ex, &base, shell("true")).await;
-    assert!(next.succeeded(), "{:?}", next.tail);
+    for kind in BOTH {
+        let (_s, ex) = executor_with(kind, |c| c.limits.pids = Some(16));
+        let (out, _) = output_of(&ex, &base, shell("for i in $(seq 1 40); do sleep 2 & done; wait; echo finished")).await;
+        assert!(!out.succeeded() && out.layer.is_none(), "{kind:?}");
+        assert!(out.why().starts_with("pids limit 16 reached"), "{kind:?}: {}", out.why());
+        let (next, _) = output_of(&ex, &base, shell("true")).await;
+        assert!(next.succeeded(), "{kind:?}: {:?}", next.tail);
+    }
 }
 
 #[tokio::test]
