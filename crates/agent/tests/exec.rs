@@ -49,7 +49,7 @@ fn run_step(script: &str, mounts: Vec<Mount>) -> Work {
 }
 
 fn cache_mount(id: &str) -> Mount {
-    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 } }
+    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: String::new(), readonly: false, mode: 0o755, uid: 0, gid: 0 } }
 }
 
 fn step(parent: ImageSource, work: Work, cache_ids: &[&str]) -> FarmStep {
@@ -214,4 +214,59 @@ async fn opening_after_a_crash_detaches_the_steps_left_mounted() {
     let _w = f.worker("a");
     assert!(!mounted(), "the stale mount is still there");
     assert!(!f.dir.path().join("a/worker/steps/rbk-1-0").exists());
+}
+
+/// A cache mount of `id` showing its `sub` subdirectory (`source=sub`).
+fn cache_subdir_mount(id: &str, sub: &str) -> Mount {
+    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: sub.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 } }
+}
+
+/// The grant of cache `id` at the snapshot `prev` committed, as generation `generation`.
+fn grant_at(id: &str, prev: &StepResult, generation: u64) -> MountGrant {
+    MountGrant { generation, ..grant(id, Some(prev)) }
+}
+
+#[tokio::test]
+async fn cache_mounts_with_different_sources_see_separate_subdirectories_of_one_cache() {
+    let f = Fixture::new().await;
+    let base = ImageSource::Layers { layers: vec![f.base.clone()] };
+    let a = step(base.clone(), run_step("echo A > /cache/f", vec![cache_subdir_mount("c", "a")]), &["c"]);
+    let (sink, log) = capture_log();
+    let ra = f.worker("a").run(&assign(&a, vec![grant("c", None)]), sink).await;
+    assert!(ra.ok, "{}: {:?}", ra.message, log.lock().unwrap());
+
+    let b = step(base.clone(), run_step("cat /cache/f 2>/dev/null || echo none; echo B > /cache/f", vec![cache_subdir_mount("c", "b")]), &["c"]);
+    let (sink, log) = capture_log();
+    let rb = f.worker("b").run(&assign(&b, vec![grant_at("c", &ra, 1)]), sink).await;
+    assert!(rb.ok, "{}", rb.message);
+    assert_eq!(log.lock().unwrap().as_slice(), ["none"], "source=b must not see source=a's file");
+
+    // The whole cache holds both, each in its own directory.
+    let whole = step(base, run_step("cat /cache/a/f /cache/b/f", vec![cache_mount("c")]), &["c"]);
+    let (sink, log) = capture_log();
+    let rw = f.worker("c").run(&assign(&whole, vec![grant_at("c", &rb, 2)]), sink).await;
+    assert!(rw.ok, "{}", rw.message);
+    assert_eq!(log.lock().unwrap().as_slice(), ["A", "B"]);
+}
+
+#[tokio::test]
+async fn a_symlink_planted_in_the_cache_does_not_let_a_cache_source_reach_the_host() {
+    let f = Fixture::new().await;
+    let base = ImageSource::Layers { layers: vec![f.base.clone()] };
+    // An earlier step plants sub -> / (and a marker to tell the host's root
+    // from the cache's own directory).
+    let plant = step(base.clone(), run_step("ln -s / /cache/sub", vec![cache_mount("c")]), &["c"]);
+    let rp = f.worker("a").run(&assign(&plant, vec![grant("c", None)]), capture_log().0).await;
+    assert!(rp.ok, "{}", rp.message);
+
+    let host_marker = f.dir.path().join("host-marker");
+    std::fs::write(&host_marker, "host").unwrap();
+    let peek = format!("cat /cache{} && echo SAW-HOST; ls /cache/etc/hostname && echo SAW-HOST", host_marker.display());
+    let s = step(base, run_step(&peek, vec![cache_subdir_mount("c", "sub")]), &["c"]);
+    let (sink, log) = capture_log();
+    let r = f.worker("b").run(&assign(&s, vec![grant_at("c", &rp, 1)]), sink).await;
+    let log = log.lock().unwrap().join("\n");
+    assert!(!log.contains("SAW-HOST"), "the step saw the host through the symlink: {log}");
+    assert!(!r.ok, "the step must be refused, not run");
+    assert!(r.message.contains("\"sub\" is a symlink"), "{}", r.message);
 }

@@ -110,6 +110,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         progress.note(&format!(" => {n}"));
     }
     progress.note(&format!(" => writing image {}", image.manifest.digest));
+    progress.warnings(&result.0.checks);
     println!("{}", image.manifest.digest);
     Ok(())
 }
@@ -127,7 +128,16 @@ async fn build_on(
     store: Arc<dyn Store>,
     progress: &mut Progress,
 ) -> anyhow::Result<(Plan, Option<FarmResult>)> {
-    let plan = parsed.plan(req, store).await?;
+    let plan = match parsed.plan(req, store).await {
+        Ok(p) => p,
+        Err(e) => {
+            // `check=error=true`: the warnings, then the error naming them.
+            if let Some(checks) = e.checks() {
+                progress.warnings(checks);
+            }
+            return Err(e.into());
+        }
+    };
     progress.set_total(plan.steps.len());
     progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
     if plan.steps.is_empty() {
@@ -142,6 +152,13 @@ async fn build_on(
     let target_step = plan.target_step();
     let tls = rbk_client::ClientTls::default();
     let to = rbk_client::submit::Target { tls: &tls, url: &farm.url, token: &farm.token };
-    let result = rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await?;
+    let result = match rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await {
+        Ok(r) => r,
+        Err(e) => {
+            // buildx lists the warnings of a failed build too.
+            progress.warnings(&plan.checks);
+            return Err(e.into());
+        }
+    };
     Ok((plan, result))
 }

@@ -118,7 +118,16 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(RemoteStore::new(channel.clone(), &args.conn.coordinator, &token)?);
 
     let t0 = Instant::now();
-    let plan = parsed.plan(&req, store.clone()).await?;
+    let plan = match parsed.plan(&req, store.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            // `check=error=true`: the warnings, then the error naming them.
+            if let Some(checks) = e.checks() {
+                progress.warnings(checks);
+            }
+            return Err(e.into());
+        }
+    };
     let u = plan.uploads;
     progress.note(&format!(
         " => [internal] bases and context: {} base layers ({} sent, {}), {} context files ({} sent)  {:.1}s",
@@ -140,7 +149,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         let submit = args.docker.submit_request(&plan, &req, secrets, platform.clone(), outputs);
         let target_step = plan.target_step();
         let to = Target { tls: &tls, url: &args.conn.coordinator, token: &token };
-        run_build(channel, to, submit, target_step, &progress, true, &ssh).await?
+        match run_build(channel, to, submit, target_step, &progress, true, &ssh).await {
+            Ok(r) => r,
+            Err(e) => {
+                // buildx lists the warnings of a failed build too.
+                progress.warnings(&plan.checks);
+                return Err(e.into());
+            }
+        }
     };
 
     let layout_dir = work_dir.join("out");
@@ -157,6 +173,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         progress.note(&format!(" => {n}"));
     }
     progress.note(&format!(" => writing image {}", image.manifest.digest));
+    progress.warnings(&plan.checks);
     println!("{}", image.manifest.digest);
     Ok(())
 }

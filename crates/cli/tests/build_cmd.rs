@@ -63,6 +63,55 @@ fn a_successful_build_prints_no_warning() {
     }
 }
 
+/// [`context`] with parser directives (`# check=...`) above its FROM.
+fn context_with_directive(directive: &str, extra: &str) -> tempfile::TempDir {
+    let dir = context(extra);
+    let path = dir.path().join("Dockerfile");
+    let df = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{directive}\n{df}")).unwrap();
+    dir
+}
+
+#[test]
+fn a_build_check_warning_is_printed_once_after_the_build_as_buildx_prints_it() {
+    let ctx = context("CMD echo hi\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build(ctx.path(), state.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = " - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 4)";
+    assert_eq!(stderr.matches("JSONArgsRecommended").count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!(" 1 warning found (use rbk graph --check to expand):\n{warning}")), "{stderr}");
+    // After the build: below the summary line.
+    assert!(stderr.find("FINISHED").unwrap() < stderr.find(warning).unwrap(), "{stderr}");
+}
+
+#[test]
+fn check_skip_silences_the_rules_it_names() {
+    let ctx = context_with_directive("# check=skip=JSONArgsRecommended", "CMD echo hi\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build(ctx.path(), state.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("JSONArgsRecommended") && !stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn check_error_true_fails_the_build_before_any_step_runs_naming_the_rules() {
+    let ctx = context_with_directive("# check=error=true", "CMD echo hi\nMAINTAINER me\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = build(ctx.path(), state.path(), &["--progress=plain"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lint violation found for rules: JSONArgsRecommended, MaintainerDeprecated"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" 2 warnings found"), "{stderr}");
+    // Nothing ran: no step's progress line, no summary.
+    assert!(!stderr.contains("COPY busybox") && !stderr.contains("FINISHED"), "{stderr}");
+}
+
 #[test]
 fn a_failing_run_exits_non_zero_naming_the_step_and_its_output() {
     let ctx = context("RUN echo about-to-fail; exit 7\n");

@@ -152,6 +152,24 @@ impl Progress {
         }
     }
 
+    /// The build checks' summary after a build, as buildx prints it:
+    /// ` N warnings found (...):` then ` - Rule: message (line N)` each.
+    /// Not in quiet mode (buildx neither).
+    pub fn warnings<T: std::fmt::Display>(&self, checks: &[T]) {
+        if checks.is_empty() || self.mode == ProgressMode::Quiet {
+            return;
+        }
+        let n = checks.len();
+        let mut text = format!(
+            "\n {n} warning{} found (use rbk graph --check to expand):",
+            if n == 1 { "" } else { "s" }
+        );
+        for c in checks {
+            text.push_str(&format!("\n - {c}"));
+        }
+        self.line(&text);
+    }
+
     pub fn note(&self, s: &str) {
         if self.mode != ProgressMode::Quiet {
             self.line(s);

@@ -2,8 +2,10 @@
 //! probably does not mean what it says (a host-port mapping in EXPOSE, the
 //! legacy `ENV key value` form, ...). Each check has BuildKit's rule name
 //! and wording, so that a user can look the rule up in Docker's reference
-//! (<https://docs.docker.com/reference/build-checks/>). They never stop a
-//! build; `rbk graph --check` prints them without building.
+//! (<https://docs.docker.com/reference/build-checks/>). They stop a build
+//! only with `# check=error=true` (see `check_config`); `rbk build` and
+//! `rbk submit` print them after the build, `rbk graph --check` without
+//! building.
 
 use std::fmt;
 
@@ -68,10 +70,88 @@ fn looks_secret(name: &str) -> bool {
         .any(|w| SECRET_WORDS.iter().any(|s| w.eq_ignore_ascii_case(s)))
 }
 
+/// BuildKit's `suggest.Search` for checks: the first option at the
+/// smallest edit distance under 3, case-sensitive; none when the word is
+/// itself an option.
+pub(crate) fn suggest<'a>(word: &str, options: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.len() > 64 {
+        return None;
+    }
+    let mut best: Option<(&str, usize)> = None;
+    for o in options {
+        if o == word {
+            return None;
+        }
+        let d = crate::error::levenshtein(word, o);
+        if d < best.map_or(3, |(_, bd)| bd) {
+            best = Some((o, d));
+        }
+    }
+    best.map(|(o, _)| o)
+}
+
+/// `UndefinedVar`: an instruction Docker expands used a variable that no
+/// ENV, ARG of the stage or base image defines.
+pub(crate) fn undefined_var(line: usize, name: &str, suggestion: Option<&str>) -> Check {
+    let mut m = format!("Usage of undefined variable '${name}'");
+    if let Some(s) = suggestion {
+        m.push_str(&format!(" (did you mean ${s}?)"));
+    }
+    Check::new("UndefinedVar", line, m)
+}
+
+/// `UndefinedArgInFrom`: FROM used a variable that no global ARG declares.
+pub(crate) fn undefined_arg_in_from(line: usize, name: &str, suggestion: Option<&str>) -> Check {
+    let mut m = format!("FROM argument '{name}' is not declared");
+    if let Some(s) = suggestion {
+        m.push_str(&format!(" (did you mean {s}?)"));
+    }
+    Check::new("UndefinedArgInFrom", line, m)
+}
+
+/// `ConsistentInstructionCasing`: each keyword of the stages (FROM and what
+/// follows; not the global ARGs, as in BuildKit) should be all upper or all
+/// lower case, as the majority is (upper on a tie).
+fn casing(df: &Dockerfile) -> Vec<Check> {
+    let Some(first_from) = df
+        .instructions
+        .iter()
+        .position(|l| matches!(l.inst, Instruction::From(_)))
+    else {
+        return Vec::new();
+    };
+    let stages = &df.instructions[first_from..];
+    let (mut lower, mut upper) = (0usize, 0usize);
+    for l in stages {
+        if l.keyword == l.keyword.to_ascii_lowercase() {
+            lower += 1;
+        } else if l.keyword == l.keyword.to_ascii_uppercase() {
+            upper += 1;
+        }
+    }
+    let majority_lower = lower > upper;
+    let mut out = Vec::new();
+    for l in stages {
+        let want = if majority_lower && l.keyword != l.keyword.to_ascii_lowercase() {
+            "lowercase"
+        } else if !majority_lower && l.keyword != l.keyword.to_ascii_uppercase() {
+            "uppercase"
+        } else {
+            continue;
+        };
+        out.push(Check::new(
+            "ConsistentInstructionCasing",
+            l.pos.line,
+            format!("Command '{}' should match the case of the command majority ({want})", l.keyword),
+        ));
+    }
+    out
+}
+
 /// The checks that need only the syntax tree (the graph adds those that
 /// need expanded values, like EXPOSE's).
 pub(crate) fn syntax(df: &Dockerfile) -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut out = casing(df);
     // Per stage: lines of CMD, ENTRYPOINT and HEALTHCHECK.
     let mut seen: Vec<(&'static str, usize)> = Vec::new();
     // BuildKit does not recommend JSON form in a stage that set its SHELL.

@@ -2,6 +2,7 @@
 //! a Dockerfile. They change how the rest of the file is read (the escape
 //! character), so they are parsed before anything else.
 
+use crate::check_config::CheckConfig;
 use crate::error::{Pos, RawError, RawResult};
 
 /// The directives of one Dockerfile.
@@ -11,7 +12,8 @@ pub struct Directives {
     pub syntax: Option<String>,
     /// `# escape=`: `\` (default) or `` ` `` (Windows-style Dockerfiles).
     pub escape: char,
-    /// `# check=`: build check configuration, recorded for the caller.
+    /// `# check=`: which build checks run and whether they fail the build
+    /// (see [`CheckConfig`]); valid when set.
     pub check: Option<String>,
 }
 
@@ -55,7 +57,13 @@ pub(crate) fn parse(lines: &[&str]) -> RawResult<(Directives, usize)> {
         seen.push(known);
         match known {
             "syntax" => d.syntax = Some(value.to_string()),
-            "check" => d.check = Some(value.to_string()),
+            "check" => {
+                // Checked here so that a typo names its line.
+                CheckConfig::parse(value).map_err(|m| {
+                    RawError::new(pos, None, format!("failed to parse check options: {m}"))
+                })?;
+                d.check = Some(value.to_string())
+            }
             _ => {
                 d.escape = match value {
                     "\\" => '\\',
@@ -89,9 +97,26 @@ fn directive(line: &str) -> Option<(&str, &str)> {
     Some((key, value))
 }
 
+impl Directives {
+    /// The `# check=` configuration (default when absent).
+    pub fn check_config(&self) -> CheckConfig {
+        self.check
+            .as_deref()
+            .and_then(|c| CheckConfig::parse(c).ok())
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_directive_that_does_not_parse_names_its_line() {
+        let e = parse(&["# syntax=docker/dockerfile:1", "# check=skip=all;eror=true"]).unwrap_err();
+        assert_eq!(e.pos.line, 2);
+        assert!(e.message.contains("invalid check option \"eror\""), "{}", e.message);
+    }
 
     #[test]
     fn directives_stop_at_the_first_non_directive_line() {

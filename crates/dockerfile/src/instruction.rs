@@ -20,6 +20,9 @@ pub struct Dockerfile {
 pub struct Located {
     pub pos: Pos,
     pub inst: Instruction,
+    /// The keyword as written (`from`, `Run`): the
+    /// `ConsistentInstructionCasing` check compares them.
+    pub keyword: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! worker can execute, each with a content-derived cache [`Key`].
 
 mod canonical;
+mod check_config;
 mod checks;
 mod context;
 mod directives;
@@ -22,6 +23,7 @@ mod pattern;
 mod step;
 
 pub use canonical::print;
+pub use check_config::{CHECK_BUILD_ARG, CheckConfig};
 pub use checks::Check;
 pub use context::{Context, Entry, EntryKind, FsContext};
 pub use directives::Directives;

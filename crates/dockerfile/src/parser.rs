@@ -57,6 +57,7 @@ fn parse_raw(text: &str) -> RawResult<Dockerfile> {
         instructions.push(Located {
             pos: line.pos,
             inst,
+            keyword: line.keyword.clone(),
         });
     }
     Ok(Dockerfile {

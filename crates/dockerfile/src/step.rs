@@ -113,6 +113,9 @@ pub enum Mount {
         sharing: Sharing,
         /// Seed the empty cache from here (`from=`/`source=`).
         from: Option<(FromRef, String)>,
+        /// Without `from=`, `source=`: the subdirectory of the cache that
+        /// is mounted (relative, clean; empty for the whole cache).
+        subdir: String,
         mode: u32,
         uid: u32,
         gid: u32,

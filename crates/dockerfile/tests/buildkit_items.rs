@@ -276,14 +276,30 @@ fn targetstage_is_the_stage_being_built() {
     assert_eq!(env(&g)["S"], "build");
 }
 
-/// Item 14. BuildKit mounts the `source` subdirectory of a cache; rbk's
-/// workers mount whole caches, so this is refused instead of ignored.
+/// Item 14. Without from=, BuildKit mounts the `source` subdirectory of
+/// the cache.
 #[test]
-fn cache_mount_source_without_from_is_refused_not_ignored() {
-    assert_eq!(
-        err("FROM alpine\nRUN --mount=type=cache,target=/c,source=sub true\n"),
-        "Dockerfile:2:1: RUN: source=sub on a cache mount without from= (a subdirectory of the cache) is not supported; mount the whole cache or use from="
-    );
+fn cache_mount_source_without_from_mounts_that_subdirectory_of_the_cache() {
+    let g = graph("FROM alpine\nRUN --mount=type=cache,target=/c,source=./sub/x/ true\n");
+    match &mounts(&g)[..] {
+        [Mount::Cache { subdir, from: None, .. }] => assert_eq!(subdir, "sub/x"),
+        other => panic!("{other:?}"),
+    }
+    let whole = graph("FROM alpine\nRUN --mount=type=cache,target=/c true\n");
+    assert!(matches!(&mounts(&whole)[..], [Mount::Cache { subdir, .. }] if subdir.is_empty()));
+}
+
+/// Item 14: a cache subdirectory that could leave the cache is refused
+/// when the graph is built, naming the line.
+#[test]
+fn cache_mount_source_leaving_the_cache_is_refused_naming_the_line() {
+    for src in ["../x", "a/../../x", "/abs"] {
+        let e = err(&format!("FROM alpine\nRUN true\nRUN --mount=type=cache,target=/c,source={src} true\n"));
+        assert_eq!(
+            e,
+            format!("Dockerfile:3:1: RUN: cache mount source={src}: must be a path inside the cache (relative, without '..')")
+        );
+    }
 }
 
 /// Item 15. Positional and special parameters expand to nothing; escaped

@@ -10,6 +10,8 @@
 //! - `#! file PATH=CONTENT` a context file (`\n` for newlines),
 //! - `#! expect TEXT` a line the result must contain (checked before the
 //!   snapshot, so a regression names the broken fact),
+//! - `#! absent TEXT` text the result must not contain (a check that
+//!   must not fire),
 //! - `#! error` the Dockerfile must be refused.
 
 mod support;
@@ -27,6 +29,7 @@ struct Case {
     target: Option<String>,
     files: Vec<(String, String)>,
     expect: Vec<String>,
+    absent: Vec<String>,
     error: bool,
     dockerfile: String,
 }
@@ -53,6 +56,7 @@ fn cases() -> Vec<Case> {
                     target: None,
                     files: Vec::new(),
                     expect: Vec::new(),
+                    absent: Vec::new(),
                     error: false,
                     dockerfile: String::new(),
                 });
@@ -78,6 +82,8 @@ fn cases() -> Vec<Case> {
                         c.files.push((p.into(), v.replace("\\n", "\n")));
                     } else if let Some(e) = m.strip_prefix("expect ") {
                         c.expect.push(e.to_string());
+                    } else if let Some(a) = m.strip_prefix("absent ") {
+                        c.absent.push(a.to_string());
                     } else if m == "error" {
                         c.error = true;
                     } else {
@@ -143,6 +149,11 @@ fn run(case: &Case) -> Result<String, String> {
     for e in &case.expect {
         if !out.contains(e.as_str()) {
             return Err(format!("expected '{e}' in:\n{out}"));
+        }
+    }
+    for a in &case.absent {
+        if out.contains(a.as_str()) {
+            return Err(format!("did not expect '{a}' in:\n{out}"));
         }
     }
     Ok(out)

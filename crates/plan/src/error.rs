@@ -23,6 +23,15 @@ pub enum BuildError {
         line: usize,
         missing: String,
     },
+    /// `# check=error=true` (or `BUILDKIT_DOCKERFILE_CHECK=error=true`)
+    /// and build checks warned: refused before any step runs.
+    #[error("{file}: {message}")]
+    CheckViolation {
+        file: String,
+        /// BuildKit's `lint violation found for rules: A, B`.
+        message: String,
+        checks: Vec<rbk_dockerfile::Check>,
+    },
     #[error("target stage: has no steps")]
     EmptyTarget,
     #[error("{step}: encoding the payload: {source}")]
@@ -84,6 +93,15 @@ pub enum BuildError {
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 impl BuildError {
+    /// The build checks behind a [`BuildError::CheckViolation`], for the
+    /// caller to print as it prints them after a build.
+    pub fn checks(&self) -> Option<&[rbk_dockerfile::Check]> {
+        match self {
+            BuildError::CheckViolation { checks, .. } => Some(checks),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
         BuildError::Io {
             path: path.into(),

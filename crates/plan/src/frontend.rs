@@ -54,8 +54,8 @@ impl Source<'_> {
     pub fn parse(&self) -> Result<Parsed> {
         let file = self.dockerfile_path();
         let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| BuildError::io(&file, "not valid UTF-8 text"))?;
+        // BuildKit reads bytes: text that is not UTF-8 still builds.
+        let text = df::decode(&bytes).into_owned();
         let file_name = file.display().to_string();
         let opts = df::BuildOptions {
             file_name: file_name.clone(),
@@ -92,6 +92,15 @@ impl Parsed {
         }
         let ctx = df::FsContext::new(src.context);
         let graph = df::build_graph(&self.text, &self.opts, &ctx, &bases)?;
+        // With the bases' env known every check has run: `check=error=true`
+        // stops the build here, before anything is uploaded or run.
+        if let Some(message) = graph.check_violation() {
+            return Err(BuildError::CheckViolation {
+                file: self.file_name.clone(),
+                message,
+                checks: graph.checks.clone(),
+            });
+        }
         Ok(Resolved {
             graph,
             bases: bases.0,

@@ -75,6 +75,7 @@ pub fn run_mounts_with(
                 target,
                 id,
                 from,
+                subdir,
                 mode,
                 uid,
                 gid,
@@ -91,6 +92,7 @@ pub fn run_mounts_with(
                     target: target.clone(),
                     kind: wk::MountKind::Cache {
                         id: id.clone(),
+                        subdir: subdir.clone(),
                         readonly: *readonly,
                         mode: *mode,
                         uid: *uid,

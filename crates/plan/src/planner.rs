@@ -127,6 +127,9 @@ pub struct Plan {
     pub from_lines: Vec<String>,
     /// How long resolving (and pulling) the bases took.
     pub resolve_took: std::time::Duration,
+    /// The build checks (BuildKit's warnings) of the resolved graph, for
+    /// the summary after the build.
+    pub checks: Vec<df::Check>,
 }
 
 impl Plan {
@@ -224,6 +227,7 @@ impl Parsed {
             uploads,
             from_lines: from_lines(&resolved.graph, &resolved.bases, &self.inner.file_name),
             resolve_took,
+            checks: resolved.graph.checks.clone(),
         })
     }
 }

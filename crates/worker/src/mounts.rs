@@ -80,6 +80,9 @@ pub struct PreparedMounts {
     pub targets: Vec<String>,
     secret_fs: Option<PathBuf>,
     overlays: Vec<OverlayRootfs>,
+    /// Open cache subdirectories, bind-mounted through their descriptors:
+    /// kept open until the container is gone.
+    cache_subdirs: Vec<crate::cache_subdir::CacheSubdir>,
 }
 
 impl Drop for PreparedMounts {
@@ -121,7 +124,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
             (_, false) => clean_abs("/", &m.target),
         };
         match &m.kind {
-            MountKind::Cache { id, readonly, mode, uid, gid } => {
+            MountKind::Cache { id, subdir, readonly, mode, uid, gid } => {
                 let dir = inputs.caches.get(id).ok_or_else(|| WorkerError::mount(&target, format!("no host directory was given for cache id {id:?}")))?;
                 std::fs::create_dir_all(dir).ctx(|| format!("creating cache dir {}", dir.display()))?;
                 let empty = std::fs::read_dir(dir).ctx(|| format!("reading cache dir {}", dir.display()))?.next().is_none();
@@ -131,7 +134,14 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
                     chown(dir, Some(*uid), Some(*gid)).ctx(|| format!("chown of cache dir {}", dir.display()))?;
                     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)).ctx(|| format!("chmod of cache dir {}", dir.display()))?;
                 }
-                out.oci.push(bind(&target, dir, *readonly)?);
+                if subdir.is_empty() {
+                    out.oci.push(bind(&target, dir, *readonly)?);
+                } else {
+                    let at = scratch.join(format!("cache-{i}"));
+                    let sub = crate::cache_subdir::open(dir, subdir, &at, &target, *mode, *uid, *gid)?;
+                    out.oci.push(bind(&target, sub.mount_source(), *readonly)?);
+                    out.cache_subdirs.push(sub);
+                }
             }
             MountKind::Bind { from, source, rw } => {
                 let root = inputs.source_root(from)?;

@@ -147,6 +147,11 @@ pub enum MountKind {
     /// A persistent directory, supplied by the caller under `id`.
     Cache {
         id: String,
+        /// The subdirectory of the cache to mount (`source=`), relative;
+        /// empty for the whole cache. Opened without following symlinks
+        /// and created when missing.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        subdir: String,
         #[serde(default)]
         readonly: bool,
         /// Applied to the directory's root when it is first used (empty).

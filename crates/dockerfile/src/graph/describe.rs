@@ -84,11 +84,14 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
                     Mount::Bind { target, from, source, readonly } => {
                         format!("mount bind {target} <- {}:{} {}", from_text(from, names), q(source), if *readonly { "ro" } else { "rw" })
                     }
-                    Mount::Cache { target, id, sharing, from, mode, uid, gid, readonly } => {
+                    Mount::Cache { target, id, sharing, from, subdir, mode, uid, gid, readonly } => {
                         let mut s = format!("mount cache {target} id={id} sharing={sharing:?} mode={mode:o} uid={uid} gid={gid}").to_string();
                         s = s.replace("Shared", "shared").replace("Private", "private").replace("Locked", "locked");
                         if let Some((f, src)) = from {
                             s.push_str(&format!(" seed={}:{src}", from_text(f, names)));
+                        }
+                        if !subdir.is_empty() {
+                            s.push_str(&format!(" subdir={}", q(subdir)));
                         }
                         if *readonly {
                             s.push_str(" ro");

@@ -12,9 +12,11 @@
 //! `from_ref`, pass 2's in `order`, `context_index` and `resolve`, the
 //! textual form in `describe`, and value syntax checks in `validate`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::canonical;
+use crate::check_config::{CHECK_BUILD_ARG, CheckConfig};
 use crate::checks::Check;
 use crate::context::Context;
 use crate::directives::Directives;
@@ -52,8 +54,19 @@ pub struct Graph {
     pub target: usize,
     /// Build args that no ARG declares (Docker warns about these).
     pub unused_build_args: Vec<String>,
-    /// Build checks (BuildKit's warnings), in line order.
+    /// Build checks (BuildKit's warnings), in line order, without those
+    /// `check_config` skips.
     pub checks: Vec<Check>,
+    /// `# check=` or the `BUILDKIT_DOCKERFILE_CHECK` build arg.
+    pub check_config: CheckConfig,
+}
+
+impl Graph {
+    /// With `check=error=true` and warnings: the error that stops the
+    /// build before any step runs (`lint violation found for rules: ...`).
+    pub fn check_violation(&self) -> Option<String> {
+        self.check_config.violation(&self.checks)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +118,8 @@ pub struct HealthConfig {
 }
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+/// Build args BuildKit reads itself: never "undefined" (its `nonEnvArgs`).
+const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
@@ -204,6 +219,9 @@ struct Builder<'a> {
     target_stage: String,
     /// Build checks found while walking (those that need expanded values).
     checks: Vec<Check>,
+    /// `UndefinedVar` checks with their stage: BuildKit reports them only
+    /// for the stages the target needs.
+    undefined_vars: Vec<(usize, Check)>,
 }
 
 /// The variable scope inside a stage.
@@ -213,6 +231,9 @@ struct Scope {
     /// The base image sets no PATH (or its env is unknown): `$PATH` expands
     /// to Docker's default.
     path_fallback: bool,
+    /// Names looked up and not found since the last instruction, in order
+    /// (for `UndefinedVar`).
+    missed: RefCell<Vec<String>>,
 }
 
 /// The PATH Docker uses when an image sets none.
@@ -223,10 +244,18 @@ impl Scope {
         if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
             return Some(v.clone());
         }
-        match self.args.get(name).cloned().flatten() {
+        let v = match self.args.get(name).cloned().flatten() {
             None if name == "PATH" && self.path_fallback => Some(DEFAULT_PATH.to_string()),
             v => v,
+        };
+        if v.is_none() {
+            let mut missed = self.missed.borrow_mut();
+            // Bounded: one entry per distinct name.
+            if !missed.iter().any(|m| m == name) {
+                missed.push(name.to_string());
+            }
         }
+        v
     }
 
     fn visible(&self) -> Vec<(String, String)> {
@@ -259,6 +288,7 @@ impl<'a> Builder<'a> {
             declared: BTreeSet::new(),
             target_stage: target_stage_name(df, opts),
             checks: Vec::new(),
+            undefined_vars: Vec::new(),
         }
     }
 
@@ -448,7 +478,11 @@ impl<'a> Builder<'a> {
             .opts
             .build_args
             .keys()
-            .filter(|k| !self.declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .filter(|k| {
+                !self.declared.contains(*k)
+                    && !PROXY_ARGS.contains(&k.as_str())
+                    && k.as_str() != CHECK_BUILD_ARG
+            })
             .cloned()
             .collect();
         let stages = stages
@@ -465,8 +499,25 @@ impl<'a> Builder<'a> {
                 key: stage_keys[i],
             })
             .collect();
+        let check_config = match self.opts.build_args.get(CHECK_BUILD_ARG) {
+            Some(v) => CheckConfig::parse(v).map_err(|m| {
+                RawError::new(
+                    Pos::new(1, 1),
+                    None,
+                    format!("--build-arg {CHECK_BUILD_ARG}={v}: failed to parse check options: {m}"),
+                )
+            })?,
+            None => self.df.directives.check_config(),
+        };
         let mut checks = crate::checks::syntax(self.df);
         checks.append(&mut self.checks);
+        checks.extend(
+            self.undefined_vars
+                .drain(..)
+                .filter(|(si, _)| needed.contains(si))
+                .map(|(_, c)| c),
+        );
+        checks.retain(|c| check_config.runs(c.rule));
         checks.sort_by_key(|c| c.line);
         Ok(Graph {
             directives: self.df.directives.clone(),
@@ -475,6 +526,7 @@ impl<'a> Builder<'a> {
             target,
             unused_build_args,
             checks,
+            check_config,
         })
     }
 
@@ -495,11 +547,17 @@ impl<'a> Builder<'a> {
         };
         let pos = insts[0].pos;
         let meta = &self.meta;
+        let from_missed: RefCell<Vec<String>> = RefCell::new(Vec::new());
         let meta_lookup = |n: &str| {
-            meta.get(n)
+            let v = meta
+                .get(n)
                 .cloned()
                 .flatten()
-                .or_else(|| platform.get(n).cloned())
+                .or_else(|| platform.get(n).cloned());
+            if v.is_none() && !meta.contains_key(n) && !from_missed.borrow().iter().any(|m| m == n) {
+                from_missed.borrow_mut().push(n.to_string());
+            }
+            v
         };
         let image = self.expand_with(&from.image, pos, "FROM", &meta_lookup)?;
         if image.is_empty() {
@@ -513,6 +571,12 @@ impl<'a> Builder<'a> {
             Some(p) => Some(self.expand_with(p, pos, "FROM", &meta_lookup)?),
             None => None,
         };
+        // BuildKit's UndefinedArgInFrom: FROM sees only global ARGs and the
+        // built-in platform args.
+        for name in from_missed.into_inner() {
+            let known = self.meta.keys().map(String::as_str).chain(platform.keys().map(String::as_str));
+            self.checks.push(crate::checks::undefined_arg_in_from(pos.line, &name, crate::checks::suggest(&name, known)));
+        }
         if let Some(a) = &from.alias
             && earlier.iter().any(|s| s.name.as_deref() == Some(a))
         {
@@ -551,6 +615,7 @@ impl<'a> Builder<'a> {
             args: BTreeMap::new(),
             env: Vec::new(),
             path_fallback: false,
+            missed: RefCell::new(Vec::new()),
         };
         let mut triggers: Vec<Located> = Vec::new();
         let base_kind = match &st.base {
@@ -564,6 +629,7 @@ impl<'a> Builder<'a> {
                     .map(|i| Located {
                         pos,
                         inst: i.clone(),
+                        keyword: i.keyword().to_string(),
                     })
                     .collect();
                 scope.env = earlier[*b].final_env.clone();
@@ -598,8 +664,33 @@ impl<'a> Builder<'a> {
             visible: Vec::new(),
         });
         let mut cmd_set_here = false;
+        let stage_index = earlier.len();
         for l in triggers.iter().chain(&insts[1..]) {
+            // Suggestions come from the env the instruction expands with
+            // (BuildKit's), not the one it leaves.
+            let env_before: Vec<String> = match st.env_known {
+                true => scope.env.iter().map(|(k, _)| k.clone()).collect(),
+                false => Vec::new(),
+            };
+            let fallback = scope.path_fallback.then_some("PATH");
             self.instruction(l, &mut st, &mut scope, earlier, &mut cmd_set_here)?;
+            let missed = std::mem::take(&mut *scope.missed.borrow_mut());
+            // Without the base image's env (not resolved), an unknown name
+            // may well be the image's: say nothing rather than guess.
+            if !st.env_known {
+                continue;
+            }
+            for name in missed {
+                if scope.args.contains_key(&name) || NON_ENV_ARGS.contains(&name.as_str()) {
+                    continue;
+                }
+                let env_keys = env_before.iter().map(String::as_str).chain(fallback);
+                let suggestion = crate::checks::suggest(&name, env_keys);
+                self.undefined_vars.push((
+                    stage_index,
+                    crate::checks::undefined_var(l.pos.line, &name, suggestion),
+                ));
+            }
         }
         st.final_env = scope.env;
         Ok(st)

@@ -96,15 +96,21 @@ impl Builder<'_> {
             }
             MountKind::Cache => {
                 let target = dir_target()?;
-                if from.is_none() && o.contains_key("source") {
-                    // BuildKit mounts that subdirectory of the cache; the
-                    // workers mount whole caches only, so refuse rather than
-                    // silently mount the whole cache.
-                    return Err(err(format!(
-                        "source={} on a cache mount without from= (a subdirectory of the cache) is not supported; mount the whole cache or use from=",
-                        o["source"]
-                    )));
-                }
+                // Without from=, BuildKit mounts the `source` subdirectory of
+                // the cache. It must stay inside the cache: a relative path
+                // without `..` (the worker also opens it without following
+                // symlinks).
+                let subdir = match (&from, o.get("source")) {
+                    (None, Some(src)) => {
+                        if src.starts_with('/') || src.split('/').any(|c| c == "..") {
+                            return Err(err(format!(
+                                "cache mount source={src}: must be a path inside the cache (relative, without '..')"
+                            )));
+                        }
+                        clean_relative(src).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
                 let id = o.get("id").cloned().unwrap_or_else(|| target.clone());
                 let sharing = match o.get("sharing").map(String::as_str) {
                     Some("private") => Sharing::Private,
@@ -120,6 +126,7 @@ impl Builder<'_> {
                     id: format!("{}/{}", self.opts.namespace, id),
                     sharing,
                     from: from.map(|f| (f, source)),
+                    subdir,
                     mode: num("mode", 0o755, true)?,
                     uid: num("uid", 0, false)?,
                     gid: num("gid", 0, false)?,
