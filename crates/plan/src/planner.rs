@@ -731,6 +731,14 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_reading_the_context_starts_with_its_snapshot_digest() {
+        // Where the coordinator looks for it (`rbk_coordinator::action_key`).
+        let (nodes, _) = plan(MULTI);
+        let payload = &node(&nodes, "COPY a.txt").payload;
+        assert!(payload.starts_with(br#"{"context":"ctx","#), "{}", String::from_utf8_lossy(payload));
+    }
+
+    #[test]
     fn stage_without_layer_making_steps_folds_into_its_base() {
         let df = "FROM busybox AS base\nENV A=1\nLABEL x=y\n\nFROM base\nRUN echo hi\n";
         let (nodes, fin) = plan(df);
