@@ -612,7 +612,8 @@ async fn a_result_committing_a_cache_the_step_was_not_granted_fails_and_commits_
 
 #[tokio::test]
 async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under_its_client_key_for_another_payload() {
-    let h = harness_with(SchedulerConfig { server_action_keys: true, ..SchedulerConfig::default() });
+    // The default configuration: server keys are on without being asked for.
+    let h = harness();
     let mut w = h.worker("w", 1).await;
     let mut planted = node("x", "victim-key", &[]);
     planted.payload = b"echo planted > /out".to_vec();
