@@ -198,6 +198,7 @@ impl Parsed {
         remember_context(&memo, &context_digest);
         uploads.context_files = stats.files;
         uploads.context_bytes_sent = stats.bytes_uploaded;
+        let step_contexts = step_contexts(&*store, &resolved.graph, &snapshot, &mut uploads).await?;
 
         let bases = Bases {
             images: &resolved.bases,
@@ -209,6 +210,7 @@ impl Parsed {
             &PlanContext {
                 file_name: &self.inner.file_name,
                 context_digest: &context_digest,
+                step_contexts: &step_contexts,
                 platform: &current_platform(),
                 secret_ids: &req.secret_ids,
                 ssh_ids: &req.ssh_ids,
@@ -245,6 +247,57 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
         }
     }
     lines
+}
+
+/// Each context-reading COPY's own snapshot, by graph step: the entries it
+/// reads out of the whole context's (`rbk_snapshot::subset`; only the small
+/// manifest is new). The coordinator keys a step by its snapshot's tree
+/// (`rbk_coordinator::action_key`), so a file only another COPY reads does
+/// not change this step's key, and the worker sees no more than that.
+async fn step_contexts(
+    store: &dyn Store,
+    graph: &df::Graph,
+    whole: &rbk_snapshot::Snapshot,
+    uploads: &mut Uploads,
+) -> Result<HashMap<df::StepId, String>> {
+    let mut by_paths: HashMap<BTreeSet<Vec<u8>>, String> = HashMap::new();
+    let mut out = HashMap::new();
+    for step in &graph.steps {
+        let df::StepKind::Copy(c) = &step.kind else { continue };
+        if !matches!(c.from, df::FromRef::Context) {
+            continue;
+        }
+        let mut reads = false;
+        let mut paths = BTreeSet::new();
+        for src in &c.sources {
+            if let df::CopySource::Context { paths: p, .. } = src {
+                reads = true;
+                paths.extend(p.iter().filter_map(|p| snapshot_path(p)));
+            }
+        }
+        if !reads {
+            continue;
+        }
+        let digest = match by_paths.get(&paths) {
+            Some(d) => d.clone(),
+            None => {
+                let sub = rbk_snapshot::subset(&whole.manifest, paths.iter().map(Vec::as_slice));
+                let (snapshot, uploaded) = rbk_snapshot::Snapshot::commit(store, sub).await?;
+                uploads.context_bytes_sent += uploaded;
+                by_paths.entry(paths).or_insert(snapshot.digest.to_string()).clone()
+            }
+        };
+        out.insert(step.id, digest);
+    }
+    Ok(out)
+}
+
+/// A context path as the staged context's snapshot names it (`./a//b/` →
+/// `a/b`); `None` for the context's root, which the snapshot has no entry
+/// for (a match of the root lists everything under it too).
+fn snapshot_path(p: &str) -> Option<Vec<u8>> {
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    (!parts.is_empty()).then(|| parts.join("/").into_bytes())
 }
 
 /// Where the client notes the last snapshot of a context directory.
@@ -359,7 +412,11 @@ pub(crate) struct Bases<'a> {
 
 pub(crate) struct PlanContext<'a> {
     pub file_name: &'a str,
+    /// The whole context's snapshot: what a context-reading step without
+    /// one of its own in `step_contexts` names.
     pub context_digest: &'a str,
+    /// Each context-reading COPY's snapshot of just what it reads.
+    pub step_contexts: &'a HashMap<df::StepId, String>,
     pub platform: &'a str,
     pub secret_ids: &'a BTreeSet<String>,
     pub ssh_ids: &'a BTreeSet<String>,
@@ -571,7 +628,7 @@ fn plan_node(
         parent: parent.source.clone(),
         work,
         cache_ids: cache_mounts.iter().map(|c| c.id.clone()).collect(),
-        context: reads_context.then(|| cx.context_digest.to_owned()),
+        context: reads_context.then(|| cx.step_contexts.get(&step.id).cloned().unwrap_or_else(|| cx.context_digest.to_owned())),
         stages,
         allow,
     };
@@ -656,7 +713,7 @@ mod tests {
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
         )
     }
 
@@ -728,6 +785,14 @@ mod tests {
         assert_eq!(payload_of(node(&nodes, "COPY a.txt")).unwrap().context.as_deref(), Some("ctx"));
         assert_eq!(payload_of(node(&nodes, "RUN")).unwrap().context, None);
         assert_eq!(payload_of(node(&nodes, "COPY --from")).unwrap().context, None);
+    }
+
+    #[test]
+    fn context_paths_take_the_snapshot_s_form_and_the_root_has_none() {
+        assert_eq!(snapshot_path("./src//lib/"), Some(b"src/lib".to_vec()));
+        assert_eq!(snapshot_path("a.txt"), Some(b"a.txt".to_vec()));
+        assert_eq!(snapshot_path("."), None);
+        assert_eq!(snapshot_path(""), None);
     }
 
     #[test]
