@@ -186,19 +186,31 @@ impl Parsed {
 
         let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
         frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
-        // The last snapshot of this context (if the store still has it):
-        // content it holds is not sent again.
+        // The last snapshot of this context and its COPYs' snapshots (those
+        // the store still has): content they hold is not sent again. No
+        // build names the whole one (steps name their COPY's), so the store
+        // collector may delete it after its grace; the COPYs' live as long
+        // as the builds naming them.
         let memo = context_memo(&req.work_dir, &req.context);
         let mut opts = rbk_snapshot::CaptureOptions::new("context");
-        if let Some(d) = std::fs::read_to_string(&memo).ok().and_then(|s| s.trim().parse::<Digest>().ok()) {
-            opts.base = rbk_snapshot::Snapshot::load(&*store, d).await.ok();
+        let noted: Vec<Digest> = std::fs::read_to_string(&memo)
+            .map(|s| s.split_whitespace().filter_map(|d| d.parse().ok()).take(MEMO_SNAPSHOTS).collect())
+            .unwrap_or_default();
+        if let Some((whole, copies)) = noted.split_first() {
+            opts.base = rbk_snapshot::Snapshot::load(&*store, *whole).await.ok();
+            for d in copies {
+                if let Ok(s) = rbk_snapshot::Snapshot::load(&*store, *d).await {
+                    opts.dedupe_from.push(s.manifest);
+                }
+            }
         }
         let (snapshot, stats) = rbk_snapshot::capture(store.clone(), staged.path(), &opts).await?;
         let context_digest = snapshot.digest.to_string();
-        remember_context(&memo, &context_digest);
         uploads.context_files = stats.files;
         uploads.context_bytes_sent = stats.bytes_uploaded;
         let step_contexts = step_contexts(&*store, &resolved.graph, &snapshot, &mut uploads).await?;
+        let copies: BTreeSet<&String> = step_contexts.values().filter(|d| **d != context_digest).collect();
+        remember_context(&memo, &context_digest, copies.into_iter().take(MEMO_SNAPSHOTS - 1));
 
         let bases = Bases {
             images: &resolved.bases,
@@ -300,6 +312,10 @@ fn snapshot_path(p: &str) -> Option<Vec<u8>> {
     (!parts.is_empty()).then(|| parts.join("/").into_bytes())
 }
 
+/// Snapshots a context's memo names at most (the whole context's, then its
+/// COPYs'): each costs a store read at the next submit.
+const MEMO_SNAPSHOTS: usize = 16;
+
 /// Where the client notes the last snapshot of a context directory.
 fn context_memo(work_dir: &std::path::Path, context: &std::path::Path) -> PathBuf {
     let abs = std::path::absolute(context).unwrap_or_else(|_| context.to_path_buf());
@@ -309,7 +325,8 @@ fn context_memo(work_dir: &std::path::Path, context: &std::path::Path) -> PathBu
 
 /// Best effort: a lost note only means the next submit sends the context
 /// in full again.
-fn remember_context(memo: &std::path::Path, digest: &str) {
+fn remember_context<'a>(memo: &std::path::Path, digest: &'a str, copies: impl Iterator<Item = &'a String>) {
+    let digest = std::iter::once(digest).chain(copies.map(String::as_str)).collect::<Vec<_>>().join("\n");
     let Some(dir) = memo.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
