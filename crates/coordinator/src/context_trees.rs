@@ -22,7 +22,6 @@ use tokio::sync::Semaphore;
 
 use crate::action_key::{ContextTrees, split_context};
 use crate::model::StepNode;
-use crate::scheduler::SchedulerError;
 
 /// Largest context manifest blob the coordinator fetches (a context of a
 /// few hundred thousand files).
@@ -49,6 +48,17 @@ struct Remembered {
     order: VecDeque<Digest>,
 }
 
+/// Why a graph's contexts cannot be keyed; the message names the step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// Not a readable manifest within the bounds: the client's fault.
+    #[error("{0}")]
+    Bad(String),
+    /// The store failed while reading one: worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Why one context could not be read; the caller names the step.
 enum Unread {
     /// The client's fault: a refusal.
@@ -65,7 +75,7 @@ impl ContextReader {
     /// The tree digest of every context `steps` read. Refuses, naming the
     /// step, a context that is not a readable manifest within the bounds,
     /// and a payload that names `context` again after its first field.
-    pub async fn resolve(&self, steps: &[StepNode]) -> Result<ContextTrees, SchedulerError> {
+    pub async fn resolve(&self, steps: &[StepNode]) -> Result<ContextTrees, ContextError> {
         let mut wanted: Vec<(Digest, &StepNode)> = Vec::new();
         for step in steps {
             let Some((manifest, _)) = split_context(&step.payload) else { continue };
@@ -83,7 +93,7 @@ impl ContextReader {
                 Ok(t) => t,
                 Err(Unread::Bad(why)) => return Err(bad(step, manifest, why)),
                 Err(Unread::Store(e)) => {
-                    return Err(SchedulerError::ContextUnavailable(format!("{}: reading its build context {manifest}: {e}", name(step))));
+                    return Err(ContextError::Unavailable(format!("{}: reading its build context {manifest}: {e}", name(step))));
                 }
             };
             trees.insert(manifest, tree);
@@ -136,7 +146,7 @@ impl ContextReader {
 /// The key holds the bytes after the first `context` field only; a second
 /// one (JSON keeps the last of duplicate keys) would name a context the key
 /// does not cover.
-fn check_single_context(step: &StepNode, manifest: Digest) -> Result<(), SchedulerError> {
+fn check_single_context(step: &StepNode, manifest: Digest) -> Result<(), ContextError> {
     let named = serde_json::from_slice::<serde_json::Value>(&step.payload)
         .ok()
         .and_then(|v| v.get("context").and_then(|c| c.as_str()).map(str::to_owned));
@@ -151,8 +161,8 @@ fn name(step: &StepNode) -> String {
     if step.name.is_empty() { format!("step {}", step.id) } else { format!("step {} ({})", step.id, step.name) }
 }
 
-fn bad(step: &StepNode, manifest: Digest, why: String) -> SchedulerError {
-    SchedulerError::BadContext(format!("{}: build context {manifest}: {why}", name(step)))
+fn bad(step: &StepNode, manifest: Digest, why: String) -> ContextError {
+    ContextError::Bad(format!("{}: build context {manifest}: {why}", name(step)))
 }
 
 #[cfg(test)]
@@ -194,7 +204,7 @@ mod tests {
         capture(store, dir.path(), &CaptureOptions::new("context")).await.unwrap().0.digest
     }
 
-    fn message(r: Result<ContextTrees, SchedulerError>) -> String {
+    fn message(r: Result<ContextTrees, ContextError>) -> String {
         r.unwrap_err().to_string()
     }
 

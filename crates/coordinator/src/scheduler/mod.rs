@@ -242,7 +242,10 @@ impl Scheduler {
         // (see `action_key.rs`).
         if self.server_action_keys {
             let trees = match &self.contexts {
-                Some(reader) => reader.resolve(&req.steps).await?,
+                Some(reader) => reader.resolve(&req.steps).await.map_err(|e| match e {
+                    crate::context_trees::ContextError::Bad(m) => SchedulerError::BadContext(m),
+                    crate::context_trees::ContextError::Unavailable(m) => SchedulerError::ContextUnavailable(m),
+                })?,
                 None => Default::default(),
             };
             crate::action_key::assign_keys(&mut req.steps, &trees);
