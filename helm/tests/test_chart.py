@@ -266,6 +266,27 @@ def test_the_raft_secret_file_is_mounted_from_the_auth_secret():
     assert config["raft"]["secret_file"] == f"{mount['mountPath']}/raft-secret"
 
 
+def test_raft_mutual_tls_mounts_its_secret_and_the_probe_dials_https_with_a_client_certificate():
+    objects = render(with_values(HA_VALUES, coordinator__raft__tls={"enabled": True, "secretName": "raft-peers"}))
+    config = coordinator_configs(objects)["coordinator-0.toml"]
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "raft-tls")
+    assert volume["secret"] == {"secretName": "raft-peers"}
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "raft-tls")["mountPath"]
+    assert config["raft"]["tls"] == {"cert": f"{mount}/tls.crt", "key": f"{mount}/tls.key", "ca": f"{mount}/ca.crt"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["RBK_RAFT_TLS_CERT"], env["RBK_RAFT_TLS_KEY"], env["RBK_RAFT_TLS_CA"]) == (f"{mount}/tls.crt", f"{mount}/tls.key", f"{mount}/ca.crt")
+    probe = container["readinessProbe"]["exec"]["command"][-1]
+    assert "--coordinator https://127.0.0.1:7071" in probe, probe
+
+
+def test_raft_tls_without_a_secret_name_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render(with_values(HA_VALUES, coordinator__raft__tls={"enabled": True}))
+    assert "coordinator.raft.tls.secretName is required" in str(refused.value)
+
+
 def test_each_pod_reads_the_config_of_its_own_ordinal():
     sts = one(render(HA_VALUES), "StatefulSet", "-coordinator")
     container = sts["spec"]["template"]["spec"]["containers"][0]
@@ -347,6 +368,23 @@ def test_a_size_limit_without_room_above_the_layer_store_is_refused():
     assert "worker.localStorage.sizeGiB (20) must exceed worker.localStorage.layerStoreGiB (20)" in str(refused.value)
 
 
+def test_the_worker_keeps_its_state_under_four_fifths_of_the_volume_by_default():
+    args = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 50}}}))["containers"][0]["args"]
+    assert args[args.index("--disk-limit") + 1] == "40GiB"
+
+
+def test_an_explicit_disk_limit_reaches_the_worker():
+    pod = worker_pod(render({"worker": {"localStorage": {"sizeGiB": 100, "diskLimitGiB": 70}}}))
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--disk-limit") + 1] == "70GiB"
+
+
+def test_a_disk_limit_that_leaves_no_room_for_step_scratch_is_refused():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"worker": {"localStorage": {"sizeGiB": 30, "diskLimitGiB": 30}}})
+    assert "worker.localStorage.sizeGiB (30) must exceed worker.localStorage.diskLimitGiB (30)" in str(refused.value)
+
+
 def test_a_host_path_volume_keeps_layers_on_the_node():
     pod = worker_pod(render({"worker": {"localStorage": {"type": "hostPath", "hostPath": "/srv/rbk"}}}))
     volume = next(v for v in pod["volumes"] if v["name"] == "local")
@@ -403,7 +441,7 @@ def test_secrets_reach_pods_only_through_secret_references():
 def test_generated_tokens_appear_in_no_config_map_or_pod_spec():
     objects = render({"redis": {"enabled": True, "url": "redis://redis:6379"}, "coordinator": {"replicas": 3}})
     secret = one(objects, "Secret", "-tokens")["stringData"]
-    values = [secret["tenant-token"], secret["worker-token"], secret["raft-secret"]]
+    values = [secret["tenant-token"], secret["worker-token"], secret["raft-secret"], secret["admin-token"]]
     for obj in objects:
         if obj["kind"] != "Secret":
             assert not any(v in yaml.safe_dump(obj) for v in values), f"{obj['kind']}/{obj['metadata']['name']}"
@@ -528,6 +566,8 @@ def running_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict |
     text = text.replace("/etc/rbk/tokens/", f"{tmp_path}/").replace("/var/lib/rbk/", f"{tmp_path}/data/")
     text = text.replace("/etc/rbk/raft/", f"{tmp_path}/")
     (tmp_path / "raft-secret").write_text(secret["raft-secret"])
+    if "admin-token" in secret:
+        (tmp_path / "admin-token").write_text(secret["admin-token"])
     (tmp_path / "tokens.toml").write_text(tokens)
     (tmp_path / "coordinator.toml").write_text(text)
     proc = subprocess.Popen([rbk_binary(), "coordinator", "--config", tmp_path / "coordinator.toml"],
@@ -552,6 +592,50 @@ def start_coordinator(objects: list[dict], tmp_path: pathlib.Path, env: dict | N
 
 def test_the_rendered_coordinator_config_starts_the_real_coordinator(tmp_path):
     start_coordinator(render({"metrics": {"enabled": True}}), tmp_path)
+
+
+def test_the_admin_token_is_generated_and_mounted_beside_the_token_file_as_the_admin_token_file():
+    objects = render({})
+    secret = one(objects, "Secret", "-tokens")["stringData"]
+    assert len(secret["admin-token"]) >= 16
+    assert secret["admin-token"] not in (secret["tenant-token"], secret["worker-token"])
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]
+    tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    assert {"key": "admin-token", "path": "admin-token"} in tokens["secret"]["items"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tokens")
+    assert coordinator_configs(objects)["coordinator-0.toml"]["admin"] == {"token_file": f"{mount['mountPath']}/admin-token"}
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["RBK_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "farm-rbk-tokens", "key": "admin-token"}
+    assert env["RBK_COORDINATOR"]["value"] == "http://farm-rbk-coordinator.build.svc:7070"
+
+
+def test_without_an_admin_token_key_the_coordinators_offer_no_admin_service():
+    objects = render({"auth": {"adminTokenKey": ""}})
+    assert "admin" not in coordinator_configs(objects)["coordinator-0.toml"]
+    assert "admin-token" not in one(objects, "Secret", "-tokens")["stringData"]
+    container = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    assert "RBK_ADMIN_TOKEN" not in {e["name"] for e in container["env"]}
+
+
+def test_with_tls_store_gc_in_a_coordinator_pod_dials_https_and_trusts_the_ca():
+    objects = render(with_values(HA_VALUES, tls__caKey="ca.crt"))
+    env = {e["name"]: e for e in one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RBK_COORDINATOR"]["value"].startswith("https://")
+    assert env["RBK_TLS_CA"]["value"] == "/etc/rbk/tls/ca.crt"
+
+
+def test_store_gc_run_as_kubectl_exec_in_a_coordinator_pod_collects_with_the_mounted_token(tmp_path):
+    objects = render({})
+    container = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]["spec"]["containers"][0]
+    with running_coordinator(objects, tmp_path / "coordinator") as addr:
+        # The pod's environment, as the kubelet sets it; only the Service
+        # name, which does not resolve here, is replaced by the address.
+        env = dict(pod_env(container, objects), RBK_COORDINATOR=f"http://{addr}")
+        gc = subprocess.run([rbk_binary(), "store", "gc", "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
+        assert gc.returncode == 0, gc.stderr
+        refused = subprocess.run([rbk_binary(), "store", "gc", "--dry-run"], env=dict(env, RBK_ADMIN_TOKEN="not-the-admin-token-at-all"),
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0, "a wrong admin token was accepted"
 
 
 def test_the_rendered_budgets_start_the_real_coordinator(tmp_path):
@@ -653,6 +737,12 @@ def test_the_rendered_worker_store_config_round_trips_blobs_through_real_s3(tmp_
                           env=s3_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert re.search(r"existence_cache\(lru\) > verify > compress\(3\) > s3\(" + bucket, done.stdout), done.stdout
+
+
+def test_the_pool_policy_keeps_32_bit_system_calls_off_unless_asked():
+    policy = lambda values: json.loads(one(render(values), "ConfigMap", "-policy")["data"]["policy.json"])
+    assert policy({})["compat_syscall_arches"] is False
+    assert policy({"worker": {"policy": {"compatSyscallArches": True}}})["compat_syscall_arches"] is True
 
 
 def local_policy(objects, tmp_path) -> str:
@@ -1113,6 +1203,8 @@ NEW_BAD_VALUES = {
     "a disk metric that is not a name": ({"metrics": {"prometheusRule": {"workerDiskUsageMetric": "rate(x[5m])"}}}, "workerDiskUsageMetric"),
     "a disk ratio above one": ({"metrics": {"prometheusRule": {"diskNearLimitRatio": 2}}}, "diskNearLimitRatio"),
     "a misspelt dashboard key": ({"metrics": {"grafanaDashboard": {"enable": True}}}, "enable"),
+    "an admin token key with a slash": ({"auth": {"adminTokenKey": "../admin"}}, "adminTokenKey"),
+    "a disk limit of zero": ({"worker": {"localStorage": {"diskLimitGiB": 0}}}, "diskLimitGiB"),
     "dashboard annotations not strings": ({"metrics": {"grafanaDashboard": {"annotations": {"a": 1}}}}, "annotations"),
 }
 

@@ -68,6 +68,14 @@ pub fn trim(blobs_dir: &Path, held_dir: &Path, budget: u64) -> Trimmed {
             Err(e) => tracing::warn!("could not evict the layer blob {}: {e}", path.display()),
         }
     }
+    drop_markers(held_dir, &gone);
+    tracing::info!(blobs = out.blobs, bytes = out.bytes, budget, "evicted least recently used layer blobs");
+    out
+}
+
+/// Removes the markers in `held_dir` that name a blob in `gone`
+/// (`sha256:<hex>`), and legacy empty ones.
+pub fn drop_markers(held_dir: &Path, gone: &HashSet<String>) {
     for marker in std::fs::read_dir(held_dir).into_iter().flatten().flatten() {
         let names = std::fs::read_to_string(marker.path()).unwrap_or_default();
         let names = names.trim();
@@ -75,8 +83,6 @@ pub fn trim(blobs_dir: &Path, held_dir: &Path, budget: u64) -> Trimmed {
             let _ = std::fs::remove_file(marker.path());
         }
     }
-    tracing::info!(blobs = out.blobs, bytes = out.bytes, budget, "evicted least recently used layer blobs");
-    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 //! `caches/` (one directory per namespace, cache id and slot),
 //! `contexts/<digest>` (restored build contexts, reused by later steps) and
 //! `held-layers/<blake3>` (what the worker tells the scheduler it holds).
-//! `images/` is kept under the layer budget (see [`crate::blob_budget`]).
+//! `images/` is kept under the layer budget (see [`crate::blob_budget`]);
+//! all of it, with the cache directories, under the disk limit (see
+//! [`crate::disk_budget`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,10 @@ pub struct FarmExecutor {
     /// unpacked or read); eviction of blobs takes it exclusively, so it
     /// happens only between steps.
     blob_use: tokio::sync::RwLock<()>,
+    /// `rbk worker --disk-limit`: bytes of everything above plus the cache
+    /// directories.
+    disk_limit: u64,
+    context_sizes: Arc<Mutex<crate::disk_budget::ContextSizes>>,
 }
 
 /// Restored build contexts kept on disk for later steps; older unused
@@ -240,7 +246,58 @@ impl FarmExecutor {
             contexts_in_use: Arc::new(Mutex::new(HashMap::new())),
             blob_budget,
             blob_use: tokio::sync::RwLock::new(()),
+            disk_limit: crate::disk_budget::DEFAULT_DISK_LIMIT,
+            context_sizes: Arc::default(),
         })
+    }
+
+    /// Keeps the worker's local disk use (state dir and cache dirs) under
+    /// `bytes` (`rbk worker --disk-limit`; default
+    /// [`crate::disk_budget::DEFAULT_DISK_LIMIT`]) by evicting the least
+    /// recently used local copies after each step.
+    pub fn with_disk_limit(mut self, bytes: u64) -> Self {
+        self.disk_limit = bytes;
+        self
+    }
+
+    /// Measures the local disk use and evicts, least recently used first,
+    /// what no running step uses until it fits the disk limit. Runs after
+    /// every step; a step that starts meanwhile waits for the contexts and
+    /// cache directories it needs (their locks are held here), and blobs
+    /// are only touched when no step runs at all.
+    pub async fn keep_disk_limit(&self) -> crate::disk_budget::Swept {
+        let _no_context_restores = self.context_lock.lock().await;
+        let blobs_alone = self.blob_use.try_write().ok();
+        let contexts_in_use = self.contexts_in_use.lock().expect("context use map").keys().cloned().collect();
+        let mut guards = Vec::new();
+        let mut free_slots = std::collections::HashSet::new();
+        for e in std::fs::read_dir(self.caches.root()).into_iter().flatten().flatten() {
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            // A slot names its key in `id`; one without is a leftover no
+            // step can be using.
+            if let Ok(key) = std::fs::read_to_string(e.path().join("id")) {
+                let lock = self.cache_locks.lock().expect("cache lock map").entry(key).or_default().clone();
+                match lock.try_lock_owned() {
+                    Ok(g) => guards.push(g),
+                    Err(_) => continue,
+                }
+            }
+            free_slots.insert(name);
+        }
+        let sweep = crate::disk_budget::Sweep {
+            root: self.root.clone(),
+            cache_root: self.caches.root().to_owned(),
+            layers: self.executor.layers().clone(),
+            context_sizes: self.context_sizes.clone(),
+            limit: self.disk_limit,
+            contexts_in_use,
+            blobs_free: blobs_alone.is_some(),
+            free_slots,
+        };
+        let swept = tokio::task::spawn_blocking(move || sweep.run()).await.unwrap_or_default();
+        drop(guards);
+        drop(blobs_alone);
+        swept
     }
 
     /// blake3 names of the layer blobs held locally (`Register.layers`).
@@ -306,6 +363,7 @@ impl FarmExecutor {
         let outcome = self.try_run(assign, log, ssh, &mut result).await;
         drop(blobs_in_use);
         self.trim_blobs().await;
+        self.keep_disk_limit().await;
         match outcome {
             Ok(()) => result.ok = true,
             Err(f) => {

@@ -15,6 +15,8 @@
 //!   and captured into the content store after each step;
 //! - [`layer_io`]: layer blobs from the store, WORKDIR layers;
 //! - [`blob_budget`]: the local layer blobs kept under a byte budget;
+//! - [`disk_budget`]: all local state (contexts, blobs, unpacked layers,
+//!   cache dirs) kept under the disk limit, least recently used first;
 //! - [`backoff`]: reconnect delays (exponential, capped, jittered);
 //! - [`ssh_forward`]: agent sockets for `RUN --mount=type=ssh`, relayed
 //!   to the client through the coordinator.
@@ -27,6 +29,7 @@ pub mod agent;
 pub mod backoff;
 pub mod blob_budget;
 pub mod cache_mounts;
+pub mod disk_budget;
 pub mod exec;
 mod exec_error;
 pub mod layer_io;

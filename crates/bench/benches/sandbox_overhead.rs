@@ -29,8 +29,10 @@ fn main() {
     println!("| runtime | case | runs | whole step, median | whole step, p90 |\n|---|---|---|---|---|");
     for (kind, prog) in [(RuntimeKind::Runc, "runc"), (RuntimeKind::Crun, "crun")] {
         let program = rbk_testsupport::program(prog);
-        let cases: [(&str, &str, &str, usize); 4] = [
+        let cases: [(&str, &str, &str, usize); 6] = [
             ("host + insecure", "host", "insecure", 2),
+            ("host + sandbox", "host", "sandbox", 2),
+            ("none + insecure", "none", "insecure", 2),
             ("none + sandbox", "none", "sandbox", 2),
             ("default + sandbox", "private", "sandbox", 2),
             ("default, no pool", "private", "sandbox", 0),

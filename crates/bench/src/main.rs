@@ -5,6 +5,7 @@
 mod image;
 mod raft;
 mod snapshot;
+mod soak;
 mod store;
 mod tenants;
 mod worker;
@@ -32,6 +33,8 @@ enum BenchCommand {
     Raft(raft::RaftBenchArgs),
     /// Many tenants submitting at once: submit latency, quota refusals, coordinator RSS.
     Tenants(tenants::TenantsBenchArgs),
+    /// Storage bounds under load: builds with cache mounts, the collector and small budgets, S3 faults, a final reachability check.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             BenchCommand::Image(a) => image::run(a).await,
             BenchCommand::Raft(a) => raft::run(a).await,
             BenchCommand::Tenants(a) => tenants::run(a).await,
+            BenchCommand::Soak(a) => soak::run(a).await,
         }
     })
 }

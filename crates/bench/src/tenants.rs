@@ -1,10 +1,12 @@
 //! `rbk-bench tenants`: many tenants submitting at once (issue #15). One
 //! `rbk coordinator` process (the `rbk` binary next to this one, or `$RBK`)
-//! on 127.0.0.1, two workers serving every tenant (gRPC sessions that
-//! finish each step after 20 ms), and `--tenants` × `--submits` builds of
-//! one step submitted concurrently. Every build must complete or be
-//! refused by a quota with a clear message; prints the submit latency
-//! (Submit sent → `Accepted`) and the coordinator's peak RSS.
+//! on 127.0.0.1 — or, with `--raft N`, a Raft group of N such processes
+//! (every write committed through the replicated, fsynced log) — two
+//! workers serving every tenant (gRPC sessions that finish each step after
+//! 20 ms), and `--tenants` × `--submits` builds of one step submitted
+//! concurrently to the leader. Every build must complete or be refused by
+//! a quota with a clear message; prints the submit latency (Submit sent →
+//! `Accepted`) and the leader's peak RSS.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +31,10 @@ pub struct TenantsBenchArgs {
     /// Give up on the run after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Run the coordinator as a Raft group of this many nodes (0: one
+    /// coordinator with its state in memory).
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["0", "1", "3", "5"]), |v| v.parse::<usize>().expect("listed")))]
+    raft: usize,
 }
 
 fn tenant_token(i: usize) -> String {
@@ -42,19 +48,27 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
 }
 
 struct Coordinator {
-    child: Child,
-    url: String,
+    children: Vec<Child>,
+    /// Every node's API URL.
+    urls: Vec<String>,
 }
 
 impl Drop for Coordinator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 impl Coordinator {
-    fn start(dir: &std::path::Path, tenants: usize) -> anyhow::Result<Self> {
+    /// One coordinator (`raft` 0) or a Raft group of `raft` nodes.
+    fn start(dir: &std::path::Path, tenants: usize, raft: usize) -> anyhow::Result<Self> {
         let mut tokens = String::from("[tenants]\n");
         for i in 0..tenants {
             tokens += &format!("\"{}\" = \"tenant-{i}\"\n", tenant_token(i));
@@ -62,23 +76,55 @@ impl Coordinator {
         let served: Vec<String> = (0..tenants).map(|i| format!("\"tenant-{i}\"")).collect();
         tokens += &format!("[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [{}]\n", served.join(", "));
         std::fs::write(dir.join("tokens.toml"), tokens)?;
-        std::fs::write(dir.join("coordinator.toml"), "listen = \"127.0.0.1:0\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n")?;
-        let mut child = Command::new(crate::raft::soak::rbk_binary()?)
-            .args(["coordinator", "--config"])
-            .arg(dir.join("coordinator.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting rbk coordinator")?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
-        let addr = line.trim().strip_prefix("rbk coordinator listening on ").with_context(|| format!("unexpected first line {line:?}"))?;
-        Ok(Self { url: format!("http://{addr}"), child })
+        std::fs::write(dir.join("raft.secret"), "rbk-tenants-bench-raft-secret")?;
+        let nodes = raft.max(1);
+        let api: Vec<u16> = (0..nodes).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let peer: Vec<u16> = (0..nodes).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut children = Vec::new();
+        for i in 0..nodes {
+            let mut config = format!("listen = \"127.0.0.1:{}\"\ntoken_file = \"tokens.toml\"\n[store]\ndir = \"store\"\n", api[i]);
+            if raft > 0 {
+                config += &format!(
+                    "[raft]\nnode_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nsecret_file = \"raft.secret\"\n[raft.peers]\n",
+                    i + 1,
+                    i + 1,
+                    peer[i]
+                );
+                for j in 0..nodes {
+                    config += &format!("{} = {{ raft = \"127.0.0.1:{}\", api = \"http://127.0.0.1:{}\" }}\n", j + 1, peer[j], api[j]);
+                }
+            }
+            let path = dir.join(format!("node{}.toml", i + 1));
+            std::fs::write(&path, config)?;
+            let child = Command::new(crate::raft::soak::rbk_binary()?)
+                .args(["coordinator", "--config"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting rbk coordinator")?;
+            children.push(child);
+        }
+        Ok(Self { children, urls: api.iter().map(|p| format!("http://127.0.0.1:{p}")).collect() })
     }
 
-    /// Peak resident set size (`VmHWM`), in MiB.
-    fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+    /// The leader's URL (the only node, without Raft), once one serves.
+    async fn leader(&self) -> anyhow::Result<String> {
+        let tls = rbk_client::ClientTls::default();
+        let (_, url) = rbk_client::leader::connect_leader(&tls, &self.urls[0], &tenant_token(0), Duration::from_secs(30))
+            .await
+            .context("no coordinator leader within 30 s")?;
+        Ok(url)
+    }
+
+    /// The process serving `url`.
+    fn child_of(&self, url: &str) -> &Child {
+        &self.children[self.urls.iter().position(|u| u == url).unwrap_or(0)]
+    }
+
+    /// Peak resident set size (`VmHWM`) of the node at `url`, in MiB.
+    fn peak_rss_mib(&self, url: &str) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child_of(url).id()))?;
         let kb: f64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -144,14 +190,15 @@ async fn one_build(url: String, token: String, salt: usize) -> anyhow::Result<Ou
 
 pub async fn run(args: TenantsBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let coordinator = Coordinator::start(tmp.path(), args.tenants)?;
-    let workers: Vec<_> = (0..2).map(|i| tokio::spawn(worker(coordinator.url.clone(), format!("w{i}")))).collect();
+    let coordinator = Coordinator::start(tmp.path(), args.tenants, args.raft)?;
+    let leader = coordinator.leader().await?;
+    let workers: Vec<_> = (0..2).map(|i| tokio::spawn(worker(leader.clone(), format!("w{i}")))).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut builds = Vec::new();
     for t in 0..args.tenants {
         for s in 0..args.submits {
-            builds.push(tokio::spawn(one_build(coordinator.url.clone(), tenant_token(t), t * args.submits + s)));
+            builds.push(tokio::spawn(one_build(leader.clone(), tenant_token(t), t * args.submits + s)));
         }
     }
     let all = futures::future::join_all(builds);
@@ -165,16 +212,17 @@ pub async fn run(args: TenantsBenchArgs) -> anyhow::Result<()> {
             Outcome::Refused(m) => refused.push(m),
         }
     }
-    let rss = coordinator.peak_rss_mib()?;
+    let rss = coordinator.peak_rss_mib(&leader)?;
     for w in workers {
         w.abort();
     }
     latencies.sort();
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    println!("| tenants × submits | completed | refused (quota) | failed | submit p50 | p99 | max | wall | coordinator peak RSS |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| coordinators | tenants × submits | completed | refused (quota) | failed | submit p50 | p99 | max | wall | leader peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} × {} | {} | {} | {failed} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {rss:.0} MiB |",
+        "| {} | {} × {} | {} | {} | {failed} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {rss:.0} MiB |",
+        if args.raft == 0 { "1, no Raft".to_owned() } else { format!("{} (Raft)", args.raft) },
         args.tenants,
         args.submits,
         latencies.len(),

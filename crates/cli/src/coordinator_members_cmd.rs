@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use rbk_proto::raft::{ChangeMembersRequest, MembersReply, MembersRequest};
 use rbk_raft::transport::RAFT_LEADER_METADATA;
-use crate::raft_port::{Target, client, request};
+use crate::raft_port::{Target, request};
 
 #[derive(clap::Subcommand)]
 pub enum CoordinatorCommand {
@@ -68,7 +68,7 @@ pub async fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     };
     let (target, change) = match op {
         MembersOp::List { target } => {
-            let reply = client(&target.coordinator).await?.members(request(MembersRequest {}, &target.token)?).await?.into_inner();
+            let reply = target.client(&target.coordinator).await?.members(request(MembersRequest {}, &target.token)?).await?.into_inner();
             print(&reply);
             return Ok(());
         }
@@ -77,14 +77,14 @@ pub async fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     };
     let mut url = target.coordinator.clone();
     for _ in 0..20 {
-        match client(&url).await?.change_members(request(change.clone(), &target.token)?).await {
+        match target.client(&url).await?.change_members(request(change.clone(), &target.token)?).await {
             Ok(reply) => {
                 print(&reply.into_inner());
                 return Ok(());
             }
             Err(s) if s.code() == tonic::Code::Unavailable => {
                 if let Some(leader) = s.metadata().get(RAFT_LEADER_METADATA).and_then(|v| v.to_str().ok()) {
-                    url = format!("http://{leader}");
+                    url = target.url_of(leader);
                 } else {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }

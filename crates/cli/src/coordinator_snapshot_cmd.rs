@@ -14,7 +14,7 @@ use rbk_proto::raft::SaveSnapshotRequest;
 use rbk_raft::backup::{Backup, restore_into};
 use rbk_raft::transport::RAFT_LEADER_METADATA;
 
-use crate::raft_port::{Target, client, request};
+use crate::raft_port::{Target, request};
 
 #[derive(clap::Subcommand)]
 pub enum SnapshotOp {
@@ -50,11 +50,11 @@ pub async fn run(op: SnapshotOp) -> anyhow::Result<()> {
 async fn save(target: &Target, out: &std::path::Path) -> anyhow::Result<()> {
     let mut url = target.coordinator.clone();
     for _ in 0..20 {
-        let mut stream = match client(&url).await?.save_snapshot(request(SaveSnapshotRequest {}, &target.token)?).await {
+        let mut stream = match target.client(&url).await?.save_snapshot(request(SaveSnapshotRequest {}, &target.token)?).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::Unavailable => {
                 match s.metadata().get(RAFT_LEADER_METADATA).and_then(|v| v.to_str().ok()) {
-                    Some(leader) => url = format!("http://{leader}"),
+                    Some(leader) => url = target.url_of(leader),
                     None => tokio::time::sleep(Duration::from_millis(300)).await,
                 }
                 continue;

@@ -67,6 +67,11 @@ struct GcArgs {
     /// Decide what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Then check that the store holds every live blob (each cache head's
+    /// snapshot and packs, each action-cache entry's layers); exits
+    /// non-zero naming the missing ones. Run it on a quiet farm.
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     tls: crate::flags::TlsCaFlag,
 }
@@ -84,11 +89,15 @@ async fn collect(args: GcArgs) -> anyhow::Result<()> {
     let mut last = String::new();
     for _ in 0..MAX_REDIRECTS {
         let channel = tls.endpoint(&target)?.connect().await.with_context(|| format!("connecting to the coordinator at {target}"))?;
-        let mut req = tonic::Request::new(CollectGarbageRequest { dry_run: args.dry_run });
+        let mut req = tonic::Request::new(CollectGarbageRequest { dry_run: args.dry_run, verify: args.verify });
         req.metadata_mut().insert("authorization", auth.clone());
         match AdminClient::new(channel).collect_garbage(req).await {
             Ok(r) => {
-                print_report(&r.into_inner());
+                let r = r.into_inner();
+                print_report(&r);
+                if !r.missing_live.is_empty() {
+                    bail!("{} live blobs are missing from the store", r.missing_live.len());
+                }
                 return Ok(());
             }
             Err(s) if s.code() == tonic::Code::Unavailable => {
@@ -115,6 +124,12 @@ fn print_report(r: &rbk_proto::admin::CollectGarbageReport) {
     if r.evicted_heads + r.evicted_actions > 0 {
         let verb = if r.dry_run { "would evict" } else { "evicted" };
         println!("{verb} {} cache heads and {} action-cache entries ({}) over budget or unused", r.evicted_heads, r.evicted_actions, human(r.evicted_bytes));
+    }
+    if r.verified_objects > 0 {
+        println!("verified  {} live blobs, {} missing", r.verified_objects, r.missing_live.len());
+    }
+    for blob in &r.missing_live {
+        println!("error: a live blob is missing from the store: {blob}");
     }
     for root in &r.missing_roots {
         println!("warning: a live snapshot's manifest is missing: {root}");

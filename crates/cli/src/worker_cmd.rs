@@ -65,6 +65,13 @@ pub struct WorkerArgs {
     /// volume's size so scratch space and cache dirs still fit.
     #[arg(long, value_parser = parse_size, default_value = "20GiB")]
     max_layer_bytes: u64,
+    /// Keep the worker's whole local disk use (state dir and cache dirs:
+    /// restored contexts, layer blobs, unpacked layers, cache-mount dirs)
+    /// under this size, e.g. 50GiB: after each step the least recently
+    /// used of them that no running step uses are removed (each is a copy
+    /// of something in the store, fetched again when needed).
+    #[arg(long, value_parser = parse_size, default_value = "50GiB")]
+    disk_limit: u64,
     /// The pool's sandbox policy (JSON: entitlements, step limits, log
     /// size; docs/security.md). Default: no entitlements, default limits.
     #[arg(long, env = "RBK_WORKER_POLICY")]
@@ -147,6 +154,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let worker_id = args.id.clone().unwrap_or_else(hostname);
     let mut backend = "remote";
     let store: Arc<dyn Store> = match &args.store_config {
         Some(f) => {
@@ -159,7 +167,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             // Lazy: the coordinator may not be up yet; the session loop
             // retries, and the store reconnects on its own.
             let channel = tls.endpoint(&args.coordinator).context("--coordinator")?.connect_lazy();
-            Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?)
+            Arc::new(RemoteStore::new(channel, &args.coordinator, &args.token)?.for_worker(&worker_id)?)
         }
     };
     let store: Arc<dyn Store> = Arc::new(MetricsStore::new(store, backend, rbk_metrics::global().clone()));
@@ -169,7 +177,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let exec = FarmExecutor::open(&args.state_dir, args.cache_dir.as_deref(), runtime, &program, store, Some(args.max_layer_bytes), &policy)
         .with_context(|| format!("opening the worker state in {}", args.state_dir.display()))?;
-    let mut config = AgentConfig::new(&args.coordinator, &args.token, args.id.clone().unwrap_or_else(hostname));
+    let exec = exec.with_disk_limit(args.disk_limit);
+    let mut config = AgentConfig::new(&args.coordinator, &args.token, worker_id);
     config.tls = tls;
     config.labels = labels;
     config.max_parallel = args.max_parallel.max(1);

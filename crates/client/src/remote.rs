@@ -26,6 +26,10 @@ pub struct RemoteStore {
     channel: Channel,
     auth: MetadataValue<tonic::metadata::Ascii>,
     url: String,
+    /// A worker's id, sent as `rbk-worker-id`: the coordinator shows a
+    /// worker the blobs of the tenants whose steps run on it, and a worker
+    /// sharing a pool token is known by the id it registered with.
+    worker_id: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -49,7 +53,13 @@ impl RemoteStore {
 
     pub fn new(channel: Channel, url: &str, token: &str) -> StoreResult<Self> {
         let auth = format!("Bearer {token}").parse().map_err(|_| StoreError::Config("token has characters a header cannot carry".into()))?;
-        Ok(Self { channel, auth, url: url.to_owned() })
+        Ok(Self { channel, auth, url: url.to_owned(), worker_id: None })
+    }
+
+    /// This store's calls come from worker `id` (see the field).
+    pub fn for_worker(mut self, id: &str) -> StoreResult<Self> {
+        self.worker_id = Some(id.parse().map_err(|_| StoreError::Config(format!("worker id {id:?} has characters a header cannot carry")))?);
+        Ok(self)
     }
 
     fn client(&self) -> ContentClient<Channel> {
@@ -59,6 +69,9 @@ impl RemoteStore {
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.metadata_mut().insert("authorization", self.auth.clone());
+        if let Some(id) = &self.worker_id {
+            r.metadata_mut().insert("rbk-worker-id", id.clone());
+        }
         r
     }
 

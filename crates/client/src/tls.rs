@@ -60,6 +60,8 @@ impl ClientTls {
         let bad = |message: String| ClientTlsError::Url { url: url.into(), message };
         let mut e = Endpoint::from_shared(url.to_owned())
             .map_err(|e| bad(e.to_string()))?
+            .user_agent(rbk_proto::version::user_agent())
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));

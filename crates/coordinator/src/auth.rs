@@ -240,17 +240,33 @@ impl Auth {
         Ok((p, Credential(token_hash(token.unwrap_or_default().trim()))))
     }
 
-    /// A tonic interceptor that refuses unknown tokens and attaches the
-    /// caller's [`Principal`] to the request for the handlers.
+    /// A tonic interceptor that refuses unknown tokens and rbk versions
+    /// outside this coordinator's window, and attaches the caller's
+    /// [`Principal`] to the request for the handlers.
     pub fn interceptor(&self) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
         let auth = self.clone();
         move |mut req: Request<()>| {
             let (p, credential) = auth.authenticate(&req)?;
+            check_version(&req)?;
             req.extensions_mut().insert(p);
             req.extensions_mut().insert(credential);
             Ok(req)
         }
     }
+}
+
+/// Refuses a caller whose `user-agent` names an rbk version this
+/// coordinator does not serve (`rbk_proto::version::check`); a caller that
+/// names none is served.
+fn check_version<T>(req: &Request<T>) -> Result<(), Status> {
+    use rbk_proto::version::{check, from_user_agent, Version};
+    let Some(caller) = req.metadata().get("user-agent").and_then(|h| h.to_str().ok()).and_then(from_user_agent) else {
+        return Ok(());
+    };
+    check(caller, Version::own()).map_err(|skew| {
+        tracing::warn!(%caller, "refused a caller outside the version-skew window");
+        Status::failed_precondition(skew.to_string())
+    })
 }
 
 /// What a revoked token is told, on the leader and on followers alike.

@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime};
 use rbk_snapshot::{CollectError, CollectOptions, CollectReport, Fence, RootSource, Roots, collect};
 use rbk_store::{Digest, Store, StoreError, StoreResult};
 
+use crate::blob_owners::OWN_BATCH_MAX;
 use crate::eviction::{EvictionPolicy, Evictions};
 use crate::gc_fence::GcCommand;
 use crate::references::References;
@@ -140,10 +141,29 @@ impl RootSource for StateRoots {
     }
 }
 
-/// A store whose deletes are refused once this node stops leading.
+/// A store whose deletes are refused once this node stops leading, and
+/// whose deletes make the blobs' owners forget them (`blob_owners.rs`), in
+/// batches of [`OWN_BATCH_MAX`], so ownership never outlives the blob.
 pub struct LeaderOnlyStore {
     inner: Arc<dyn Store>,
     leader: IsLeader,
+    state: Arc<dyn CoordinatorState>,
+    deleted: tokio::sync::Mutex<Vec<Digest>>,
+}
+
+impl LeaderOnlyStore {
+    /// Forgets the owners of the blobs deleted since the last flush.
+    async fn flush_forgotten(&self) {
+        let blobs = std::mem::take(&mut *self.deleted.lock().await);
+        if blobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.apply(Command::ForgetBlobs { blobs: blobs.clone() }).await {
+            // Harmless but for its size: an owner of a blob that is gone
+            // reads NotFound as anyone does, and a new upload owns it anew.
+            tracing::warn!("forgetting the owners of {} deleted blobs: {e}", blobs.len());
+        }
+    }
 }
 
 impl std::fmt::Debug for LeaderOnlyStore {
@@ -157,7 +177,16 @@ rbk_store::forward_store!(LeaderOnlyStore => inner [find_missing, put, get, list
         if !(self.leader)() {
             return Err(StoreError::Backend { backend: "collector", message: "this node stopped leading; deletes stop".into(), retryable: true });
         }
-        self.inner.delete(digest).await
+        self.inner.delete(digest).await?;
+        let full = {
+            let mut deleted = self.deleted.lock().await;
+            deleted.push(digest);
+            deleted.len() >= OWN_BATCH_MAX
+        };
+        if full {
+            self.flush_forgotten().await;
+        }
+        Ok(())
     }
 });
 
@@ -259,6 +288,12 @@ impl Collector {
     /// One collection; a dry run decides but deletes and fences nothing.
     /// Waits for a run in progress to end first.
     pub async fn run(&self, dry_run: bool) -> Result<RunReport, CollectorError> {
+        self.run_verified(dry_run, false).await
+    }
+
+    /// [`Self::run`], then, with `verify`, a check that the store holds
+    /// every live blob (`rbk store gc --verify`).
+    pub async fn run_verified(&self, dry_run: bool, verify: bool) -> Result<RunReport, CollectorError> {
         let _one = self.one_at_a_time.lock().await;
         if !(self.leader)() {
             return Err(CollectorError::NotLeader);
@@ -273,12 +308,15 @@ impl Collector {
             self.state.apply(Command::Gc(begin)).await?;
         }
         let source = StateRoots::new(self.state.clone(), run.clone(), self.config.existence_ttl);
-        let store = LeaderOnlyStore { inner: self.store.clone(), leader: self.leader.clone() };
+        let store = LeaderOnlyStore { inner: self.store.clone(), leader: self.leader.clone(), state: self.state.clone(), deleted: Default::default() };
         let mut options = CollectOptions::new(started, self.config.grace);
         options.batch = self.config.batch.max(1);
         options.dry_run = dry_run;
+        options.verify = verify;
         tracing::info!(%run, dry_run, grace_s = self.config.grace.as_secs(), "store collection started");
-        match collect(&store, &source, options).await {
+        let collected = collect(&store, &source, options).await;
+        store.flush_forgotten().await;
+        match collected {
             Ok(report) => {
                 if !dry_run {
                     rbk_metrics::global().gc_finished(
@@ -288,6 +326,9 @@ impl Collector {
                         report.freed_bytes,
                         report.duration,
                     );
+                }
+                for blob in &report.missing_live {
+                    tracing::warn!(%run, %blob, "a live blob is missing from the store");
                 }
                 for root in &report.missing_roots {
                     tracing::warn!(%run, snapshot = %root, "a live snapshot's manifest is missing from the store");

@@ -17,6 +17,7 @@
 //! Clients (the remote store, TLS, leader following) are in `rbk-client`.
 
 pub mod action_key;
+pub mod blob_owners;
 pub mod auth;
 pub mod build_events;
 pub mod build_history;
@@ -42,6 +43,7 @@ pub mod state;
 pub mod token_reload;
 pub mod usage;
 pub mod watch_route;
+pub mod worker_uploads;
 mod wire;
 
 pub use auth::{Auth, TokenFile};

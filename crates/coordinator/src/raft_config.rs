@@ -13,6 +13,10 @@
 //! election_ticks = 10
 //! heartbeat_ticks = 2
 //! join = false                      # true: start empty and wait to be added
+//! [raft.tls]                        # optional: mutual TLS between peers
+//! cert = "raft/tls.crt"             # this node's certificate (server and client auth)
+//! key = "raft/tls.key"
+//! ca = "raft/ca.crt"                # the CA that signed every peer's certificate
 //! [raft.peers]                      # the initial voters, this node included
 //! 1 = { raft = "10.0.0.1:7071", api = "http://10.0.0.1:7070" }
 //! 2 = { raft = "10.0.0.2:7071", api = "http://10.0.0.2:7070" }
@@ -57,6 +61,21 @@ pub struct RaftConfig {
     /// no voters of its own and learns the membership from the leader.
     #[serde(default)]
     pub join: bool,
+    /// Mutual TLS on the raft port: peers (and `rbk coordinator members`)
+    /// must present a certificate signed by `ca`, and each node dials its
+    /// peers over TLS with its own. The secret is still required: TLS
+    /// proves a machine, the secret the cluster.
+    #[serde(default)]
+    pub tls: Option<RaftTls>,
+}
+
+/// `[raft.tls]`: PEM files, relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// Where one node listens.
@@ -110,6 +129,11 @@ impl RaftConfig {
             return Err("raft.tick_ms and raft.snapshot_entries must be > 0".into());
         }
         self.data_dir = base.join(&self.data_dir);
+        if let Some(t) = &mut self.tls {
+            for p in [&mut t.cert, &mut t.key, &mut t.ca] {
+                *p = base.join(&*p);
+            }
+        }
         match &mut self.secret_file {
             Some(s) => *s = base.join(&*s),
             None => {

@@ -177,7 +177,7 @@ impl Coordinator {
                     crate::service::admin::admin_interceptor(token, self.gate.clone()),
                 )
             }))
-            .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone() }, i))
+            .add_service(ContentServer::with_interceptor(ContentService { store: self.store.clone(), state: self.state.clone(), worker_uploads: Default::default() }, i))
             // TCP_NODELAY, as tonic's own `serve` sets it: with Nagle on, a
             // small reply waits for the peer's delayed ACK (~40 ms), which
             // request/response traffic (the relayed SSH agent protocol)

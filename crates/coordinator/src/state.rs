@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 // The state speaks the coordinator's vocabulary (see `model.rs`).
 pub use crate::model::{ActionResult, BuildState, HeadKey, Sharing};
+use crate::blob_owners::BlobOwners;
 use crate::usage::Usage;
 use crate::gc_fence::{GcCommand, GcFences};
 use crate::model::StepNode;
@@ -184,6 +185,13 @@ pub enum Command {
     /// for the whole file, so a removal reaches every node with the same
     /// log entry.
     SetTokens { tokens: BTreeMap<String, Principal>, now_ms: u64 },
+    /// `namespace` uploaded these blobs through the `Content` service (the
+    /// bytes verified against each digest): it has them from now on (see
+    /// `blob_owners.rs`). At most `blob_owners::OWN_BATCH_MAX` per command.
+    OwnBlobs { namespace: String, blobs: Vec<Digest> },
+    /// The store collector deleted these blobs: nobody has them any more.
+    /// At most `blob_owners::OWN_BATCH_MAX` per command.
+    ForgetBlobs { blobs: Vec<Digest> },
 }
 
 /// The eviction's commands. Each names what it drops with the last use
@@ -270,7 +278,9 @@ pub struct LegacyStateMachine {
 
 impl From<LegacyStateMachine> for StateMachine {
     fn from(l: LegacyStateMachine) -> Self {
-        StateMachine { tokens: l.tokens, builds: l.builds, actions: l.actions, heads: l.heads, leases: l.leases, ..Default::default() }
+        let mut m = StateMachine { tokens: l.tokens, builds: l.builds, actions: l.actions, heads: l.heads, leases: l.leases, ..Default::default() };
+        m.own_what_results_and_heads_name();
+        m
     }
 }
 
@@ -289,6 +299,35 @@ pub struct StateMachine {
     /// When heads and action-cache entries were last used (eviction).
     #[serde(default)]
     usage: Usage,
+    /// Which tenants have which blobs (`blob_owners.rs`): what the
+    /// `Content` service lets each caller see.
+    #[serde(default)]
+    blob_owners: BlobOwners,
+}
+
+/// The state machine as `rbksnap2` snapshots held it, before blob
+/// ownership: bincode has no field names, so a snapshot of that layout is
+/// read through this and converted (its tenants then own nothing until
+/// they upload again or their next results and commits name blobs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateMachineV2 {
+    pub tokens: BTreeMap<String, Principal>,
+    pub builds: BTreeMap<String, BuildRecord>,
+    pub actions: BTreeMap<(String, String), ActionResult>,
+    pub heads: BTreeMap<HeadKey, CacheHead>,
+    pub leases: BTreeMap<HeadKey, Lease>,
+    pub gc: GcFences,
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+impl From<StateMachineV2> for StateMachine {
+    fn from(v: StateMachineV2) -> Self {
+        let StateMachineV2 { tokens, builds, actions, heads, leases, gc, usage } = v;
+        let mut m = StateMachine { tokens, builds, actions, heads, leases, gc, usage, blob_owners: BlobOwners::default() };
+        m.own_what_results_and_heads_name();
+        m
+    }
 }
 
 impl StateMachine {
@@ -355,6 +394,9 @@ impl StateMachine {
             }
             Command::PutAction { namespace, key, result } => {
                 self.usage.action_used(&namespace, &key, result.created_ms);
+                let mut refs = References::default();
+                refs.add_result(&result);
+                self.blob_owners.grant(&namespace, refs.all());
                 self.actions.insert((namespace, key), result);
             }
             Command::CommitHead { head, base_generation, snapshot, total_bytes, now_ms } => {
@@ -383,6 +425,7 @@ impl StateMachine {
                 }
                 let generation = entry.generation;
                 self.usage.head_used(&head_key, now_ms);
+                self.blob_owners.grant(&head_key.namespace, [&snapshot]);
                 return Ok(Outcome::Committed { generation });
             }
             Command::AcquireLease { namespace, cache_id, sharing, holder, now_ms, ttl_ms } => {
@@ -452,11 +495,62 @@ impl StateMachine {
                 if !blobs.is_empty() {
                     return Ok(Outcome::Refused { blobs });
                 }
-                return self.apply(*cmd);
+                let committer = match &*cmd {
+                    Command::CommitHead { head, .. } => Some(head.namespace.clone()),
+                    _ => None,
+                };
+                let outcome = self.apply(*cmd)?;
+                if let (Some(ns), Outcome::Committed { .. }) = (committer, &outcome) {
+                    // The packs of the snapshot the head now names.
+                    self.blob_owners.grant(&ns, packs.iter());
+                }
+                return Ok(outcome);
             }
             Command::SetTokens { tokens, now_ms } => self.set_tokens(tokens, now_ms),
+            Command::OwnBlobs { namespace, blobs } => self.blob_owners.grant(&namespace, blobs.iter()),
+            Command::ForgetBlobs { blobs } => self.blob_owners.forget(blobs.iter()),
         }
         Ok(Outcome::Ok)
+    }
+
+    /// Grants every tenant what its action-cache entries and heads name
+    /// (heads: their manifests; packs are only known at commit time, so a
+    /// head restored this way has its packs uploaded again when needed).
+    fn own_what_results_and_heads_name(&mut self) {
+        for ((ns, _), result) in &self.actions {
+            let mut refs = References::default();
+            refs.add_result(result);
+            self.blob_owners.grant(ns, refs.all());
+        }
+        for (key, head) in &self.heads {
+            self.blob_owners.grant(&key.namespace, std::iter::once(&head.snapshot).chain(head.history.iter().map(|(_, d)| d)));
+        }
+    }
+
+    /// Whether tenant `namespace` has `digest` (see `blob_owners.rs`).
+    pub fn tenant_has_blob(&self, namespace: &str, digest: &Digest) -> bool {
+        self.blob_owners.has(namespace, digest)
+    }
+
+    /// Whether any of `namespaces` has `digest`.
+    pub fn any_tenant_has_blob(&self, namespaces: &std::collections::BTreeSet<String>, digest: &Digest) -> bool {
+        self.blob_owners.any_has(namespaces, digest)
+    }
+
+    /// How many blobs have an owner (bounded by the store's blobs).
+    pub fn owned_blobs(&self) -> usize {
+        self.blob_owners.len()
+    }
+
+    /// The tenants of the builds whose steps run on `worker_id` now: whose
+    /// blobs that worker may read through the `Content` service.
+    pub fn tenants_running_on(&self, worker_id: &str) -> std::collections::BTreeSet<String> {
+        self.builds
+            .values()
+            .filter(|b| b.state == BuildState::Running)
+            .filter(|b| b.steps.iter().any(|s| s.state == StepState::Running && s.worker_id == worker_id))
+            .map(|b| b.namespace.clone())
+            .collect()
     }
 
     /// See [`Command::SetTokens`].
@@ -816,6 +910,58 @@ mod tests {
         m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999, graph: vec![] }).unwrap();
         assert!(m.build("b00000").is_none());
         assert!(m.build("last").is_some());
+    }
+
+    #[test]
+    fn a_tenant_has_what_it_uploaded_and_what_its_results_and_head_commits_name_but_not_what_its_graph_names() {
+        let mut m = StateMachine::default();
+        let (uploaded, layer, manifest, pack, named) = (Digest::of(b"u"), Digest::of(b"l"), Digest::of(b"m"), Digest::of(b"p"), Digest::of(b"n"));
+        m.apply(Command::OwnBlobs { namespace: "a".into(), blobs: vec![uploaded] }).unwrap();
+        let result = ActionResult { layers: vec![layer], config: vec![], duration_ms: 1, worker_id: "w".into(), created_ms: 0 };
+        m.apply(Command::PutAction { namespace: "a".into(), key: "k".into(), result }).unwrap();
+        let commit = Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: manifest, total_bytes: 1, now_ms: 1 };
+        m.apply(Command::Guarded { started_ms: 0, packs: vec![pack], cmd: Box::new(commit) }).unwrap();
+        let payload = serde_json::to_vec(&serde_json::json!({ "context": named.to_string() })).unwrap();
+        let graph = vec![StepNode {
+            id: "s".into(),
+            key: "k".into(),
+            deps: vec![],
+            platform: String::new(),
+            labels: Default::default(),
+            cache_mounts: vec![],
+            payload,
+            name: String::new(),
+            secret_ids: Default::default(),
+        }];
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![], now_ms: 1, graph }).unwrap();
+        for d in [uploaded, layer, manifest, pack] {
+            assert!(m.tenant_has_blob("a", &d), "{d}");
+            assert!(!m.tenant_has_blob("b", &d), "{d}");
+        }
+        assert!(!m.tenant_has_blob("a", &named), "naming a digest in a graph grants it");
+    }
+
+    #[test]
+    fn a_collected_blob_has_no_owner_left() {
+        let mut m = StateMachine::default();
+        let d = Digest::of(b"u");
+        m.apply(Command::OwnBlobs { namespace: "a".into(), blobs: vec![d] }).unwrap();
+        m.apply(Command::ForgetBlobs { blobs: vec![d] }).unwrap();
+        assert!(!m.tenant_has_blob("a", &d));
+        assert_eq!(m.owned_blobs(), 0);
+    }
+
+    #[test]
+    fn a_worker_sees_the_tenants_of_the_steps_running_on_it() {
+        let mut m = StateMachine::default();
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph: vec![] }).unwrap();
+        assert!(m.tenants_running_on("w1").is_empty());
+        let set = |state| Command::SetStep { build_id: "b".into(), step_id: "s".into(), state, worker_id: "w1".into(), attempts: 1, message: String::new() };
+        m.apply(set(StepState::Running)).unwrap();
+        assert_eq!(m.tenants_running_on("w1"), ["a".to_string()].into());
+        assert!(m.tenants_running_on("w2").is_empty());
+        m.apply(set(StepState::Done)).unwrap();
+        assert!(m.tenants_running_on("w1").is_empty());
     }
 
     fn tokens(names: &[&str]) -> Command {

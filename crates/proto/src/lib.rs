@@ -3,13 +3,14 @@
 //! conventions on top of the messages that both ends must agree on:
 //! [`chunks`] (how blob bytes are cut into messages), [`leader`] (the
 //! "not the leader, ask X" redirect), [`replay`] (what a build's event
-//! stream already said) and [`commit`] (how a cache commit answers its
-//! grant).
+//! stream already said), [`commit`] (how a cache commit answers its
+//! grant) and [`version`] (which rbk versions may talk to each other).
 
 pub mod chunks;
 pub mod commit;
 pub mod leader;
 pub mod replay;
+pub mod version;
 
 pub mod content {
     tonic::include_proto!("rbk.content.v1");

@@ -6,6 +6,7 @@
 //! - [`node`]: the Ready loop on its own thread; [`shared`]: what it
 //!   shares with other threads (readable state, its inbox);
 //! - [`transport`]: raft messages over tonic streams, membership RPCs;
+//!   [`peer_tls`]: the optional mutual TLS between peers;
 //! - [`leadership`]: starts the scheduler on the leader, stops it elsewhere,
 //!   and the gate that redirects clients of followers to the leader;
 //! - [`backup`]: the state machine saved to a file while the group runs,
@@ -22,6 +23,7 @@
 pub mod backup;
 pub mod leadership;
 pub mod node;
+pub mod peer_tls;
 mod segments;
 mod snapshot_format;
 pub mod shared;
@@ -58,6 +60,8 @@ pub enum RaftError {
     Raft(#[from] raft::Error),
     #[error("raft secret_file {path}: {message}")]
     Secret { path: String, message: String },
+    #[error("raft.tls {path}: {message}")]
+    Tls { path: String, message: String },
     #[error("raft listen {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -122,7 +126,8 @@ impl RaftState {
             voters: RwLock::new(conf_voters),
         });
         let auth = secret.as_ref().map(|s| format!("Bearer {s}").parse().expect("a trimmed secret file is a valid header"));
-        let peers = Peers::new(shared.clone(), tokio::runtime::Handle::current(), auth);
+        let tls = config.tls.as_ref().map(peer_tls::PeerTls::load).transpose()?;
+        let peers = Peers::new(shared.clone(), tokio::runtime::Handle::current(), auth, tls.as_ref().map(|t| t.client.clone()));
         let opts = NodeOptions {
             tick: Duration::from_millis(config.tick_ms),
             election_ticks: config.election_ticks,
@@ -142,9 +147,15 @@ impl RaftState {
             .max_decoding_message_size(transport::MAX_MESSAGE);
         let service = tonic::service::interceptor::InterceptedService::new(service, transport::secret_interceptor(secret));
         let node_id = config.node_id;
+        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(t) = &tls {
+            builder = builder
+                .tls_config(t.server.clone())
+                .map_err(|e| RaftError::Tls { path: config.tls.as_ref().map(|t| t.cert.display().to_string()).unwrap_or_default(), message: e.to_string() })?;
+        }
         let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
+            if let Err(e) = builder.add_service(service).serve_with_incoming(incoming).await {
                 tracing::error!(node = node_id, "raft port stopped serving: {e}");
             }
         });

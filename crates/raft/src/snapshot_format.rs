@@ -1,12 +1,13 @@
 //! The bytes of a Raft snapshot: the state machine and where the members
-//! listen, bincode behind a magic that tells today's layout from the one
-//! before the store collector. Shared by the node (taking and installing
+//! listen, bincode behind a magic that tells today's layout from the ones
+//! before blob ownership (`rbksnap2`) and before the store collector (no
+//! magic). Shared by the node (taking and installing
 //! snapshots), start-up and backups (`backup.rs`).
 
 use std::collections::BTreeMap;
 
 use rbk_coordinator::raft_config::PeerAddress;
-use rbk_coordinator::state::{LegacyStateMachine, StateMachine};
+use rbk_coordinator::state::{LegacyStateMachine, StateMachine, StateMachineV2};
 use serde::{Deserialize, Serialize};
 
 /// What a snapshot holds: the state machine and where the members listen.
@@ -17,12 +18,23 @@ struct SnapshotData {
     peers: BTreeMap<u64, PeerAddress>,
 }
 
-/// Leads every snapshot written since the state machine gained the store
-/// collector's fences and the last-use times. Snapshots without it are the
-/// earlier layout ([`LegacySnapshotData`]): bincode has no field names, so
-/// the two must be told apart before decoding (a legacy snapshot starts
-/// with the token map's 8-byte length, never these bytes).
-const SNAPSHOT_MAGIC: &[u8; 8] = b"rbksnap2";
+/// Leads every snapshot written since the state machine gained blob
+/// ownership (`blob_owners.rs`). bincode has no field names, so each layout
+/// is told apart before decoding by its magic.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rbksnap3";
+
+/// Led snapshots written since the state machine gained the store
+/// collector's fences and the last-use times, until blob ownership
+/// ([`Snapshot2Data`]). Snapshots with no magic are the layout before
+/// ([`LegacySnapshotData`]; they start with the token map's 8-byte length,
+/// never these bytes).
+const SNAPSHOT2_MAGIC: &[u8; 8] = b"rbksnap2";
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot2Data {
+    machine: StateMachineV2,
+    peers: BTreeMap<u64, PeerAddress>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct LegacySnapshotData {
@@ -39,6 +51,10 @@ pub(crate) fn encode_snapshot(machine: &StateMachine, peers: &BTreeMap<u64, Peer
 
 /// Restores what a snapshot on disk held (used at startup).
 pub(crate) fn restore(data: &[u8]) -> Result<(StateMachine, BTreeMap<u64, PeerAddress>), String> {
+    if let Some(v2) = data.strip_prefix(SNAPSHOT2_MAGIC) {
+        let d: Snapshot2Data = bincode::deserialize(v2).map_err(|e| format!("a snapshot of the layout before blob ownership: {e}"))?;
+        return Ok((d.machine.into(), d.peers));
+    }
     match data.strip_prefix(SNAPSHOT_MAGIC) {
         Some(current) => {
             let d: SnapshotData = bincode::deserialize(current).map_err(|e| e.to_string())?;
@@ -77,6 +93,26 @@ mod snapshot_tests {
         assert_eq!(machine.principal("hash"), Some(&Principal::Tenant("team".into())));
         assert_eq!(machine.head(&key).map(|h| (h.snapshot.to_string(), h.generation)), Some((text.to_string(), 3)));
         assert_eq!(machine.gc().fenced(), 0);
+        assert_eq!(restored_peers, peers());
+    }
+
+    #[test]
+    fn a_snapshot_taken_before_blob_ownership_restores_with_each_tenant_owning_what_its_results_and_heads_name() {
+        use rbk_coordinator::state::ActionResult;
+        let mut v2 = StateMachineV2::default();
+        let layer = format!("{}-3", "1".repeat(64)).parse().unwrap();
+        let result = ActionResult { layers: vec![layer], config: vec![], duration_ms: 1, worker_id: "w".into(), created_ms: 0 };
+        v2.actions.insert(("team".into(), "k".into()), result);
+        let manifest = format!("{}-5", "2".repeat(64)).parse().unwrap();
+        let key = HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 };
+        v2.heads.insert(key, CacheHead { snapshot: manifest, generation: 1, total_bytes: 5, updated_ms: 9, history: vec![(1, manifest)] });
+        let mut data = SNAPSHOT2_MAGIC.to_vec();
+        bincode::serialize_into(&mut data, &Snapshot2Data { machine: v2, peers: peers() }).unwrap();
+
+        let (machine, restored_peers) = restore(&data).unwrap();
+
+        assert!(machine.tenant_has_blob("team", &layer) && machine.tenant_has_blob("team", &manifest));
+        assert!(!machine.tenant_has_blob("other", &layer));
         assert_eq!(restored_peers, peers());
     }
 

@@ -20,7 +20,7 @@ use rbk_proto::raft::{self as pr};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::shared::{Input, MemberChange, Shared};
@@ -42,11 +42,18 @@ pub(crate) struct Peers {
     links: Arc<Mutex<HashMap<u64, Link>>>,
     runtime: tokio::runtime::Handle,
     auth: Option<MetadataValue<Ascii>>,
+    /// Dial peers over mutual TLS (`[raft.tls]`).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
-    pub(crate) fn new(shared: Arc<Shared>, runtime: tokio::runtime::Handle, auth: Option<MetadataValue<Ascii>>) -> Self {
-        Self { shared, links: Default::default(), runtime, auth }
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        runtime: tokio::runtime::Handle,
+        auth: Option<MetadataValue<Ascii>>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Self {
+        Self { shared, links: Default::default(), runtime, auth, tls }
     }
 
     pub(crate) fn send(&self, m: Message) {
@@ -62,7 +69,7 @@ impl Peers {
         }
         let (_, tx) = links.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            self.runtime.spawn(pump(to, addr.clone(), rx, self.auth.clone()));
+            self.runtime.spawn(pump(to, addr.clone(), rx, self.auth.clone(), self.tls.clone()));
             (addr, tx)
         });
         // Full: the peer is slow or down; Raft will resend.
@@ -76,12 +83,21 @@ impl Peers {
 }
 
 /// Streams one peer's queue, reconnecting whenever the stream breaks.
-async fn pump(to: u64, addr: String, mut rx: mpsc::Receiver<Vec<u8>>, auth: Option<MetadataValue<Ascii>>) {
-    let url = format!("http://{addr}");
-    let Ok(endpoint) = Endpoint::from_shared(url.clone()) else {
+async fn pump(to: u64, addr: String, mut rx: mpsc::Receiver<Vec<u8>>, auth: Option<MetadataValue<Ascii>>, tls: Option<ClientTlsConfig>) {
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    let Ok(mut endpoint) = Endpoint::from_shared(url.clone()) else {
         tracing::error!(to, "raft peer address {addr:?} is not host:port");
         return;
     };
+    if let Some(tls) = tls {
+        endpoint = match endpoint.tls_config(tls) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(to, "raft peer {addr}: TLS: {e}");
+                return;
+            }
+        };
+    }
     let endpoint = endpoint.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true);
     while let Some(first) = rx.recv().await {
         let channel = match endpoint.connect().await {

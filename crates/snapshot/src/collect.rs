@@ -115,11 +115,17 @@ pub struct CollectOptions {
     pub fence_attempts: u32,
     /// Decide, but delete nothing.
     pub dry_run: bool,
+    /// After the sweep, ask the store for every live blob and report the
+    /// ones it lacks ([`CollectReport::missing_live`]): the full
+    /// reachability check an operator or a soak runs on a quiet farm (a
+    /// blob uploaded and named during the run may show as missing only if
+    /// it is deleted behind the collector's back).
+    pub verify: bool,
 }
 
 impl CollectOptions {
     pub fn new(started: SystemTime, grace: Duration) -> Self {
-        Self { started, grace, page: 1000, batch: 1000, fence_attempts: 5, dry_run: false }
+        Self { started, grace, page: 1000, batch: 1000, fence_attempts: 5, dry_run: false, verify: false }
     }
 }
 
@@ -142,8 +148,16 @@ pub struct CollectReport {
     pub freed_bytes: u64,
     /// Snapshot roots whose manifest is missing from the store.
     pub missing_roots: Vec<Digest>,
+    /// Live blobs (named by a root, or a pack of a live snapshot) the store
+    /// does not hold; only checked with [`CollectOptions::verify`].
+    pub missing_live: Vec<Digest>,
+    /// Live blobs checked by `verify`.
+    pub verified_objects: u64,
     pub duration: Duration,
 }
+
+/// Live blobs asked about at once by `verify`.
+const VERIFY_BATCH: usize = 1000;
 
 /// Marks, sweeps and deletes; see the module documentation.
 pub async fn collect(store: &dyn Store, source: &dyn RootSource, options: CollectOptions) -> Result<CollectReport, CollectError> {
@@ -183,6 +197,14 @@ pub async fn collect(store: &dyn Store, source: &dyn RootSource, options: Collec
         delete_batch(store, source, &mut live, &mut candidates, &options, &mut report).await?;
     }
     report.missing_roots = live.missing_roots().copied().collect();
+    if options.verify {
+        let all: Vec<Digest> = live.iter().copied().collect();
+        for chunk in all.chunks(VERIFY_BATCH) {
+            report.missing_live.extend(store.find_missing(chunk).await.map_err(CollectError::Sweep)?);
+        }
+        report.verified_objects = all.len() as u64;
+        report.missing_live.sort();
+    }
     report.duration = clock.elapsed();
     tracing::info!(
         scanned = report.objects_scanned,

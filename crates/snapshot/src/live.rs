@@ -96,6 +96,11 @@ impl LiveSet {
         self.live.is_empty()
     }
 
+    /// Every live blob known.
+    pub fn iter(&self) -> impl Iterator<Item = &Digest> {
+        self.live.iter()
+    }
+
     pub fn missing_roots(&self) -> impl Iterator<Item = &Digest> {
         self.missing_roots.iter()
     }

@@ -473,3 +473,21 @@ fn a_root_whose_manifest_is_missing_is_reported() {
         assert_eq!(report.missing_roots, vec![gone]);
     });
 }
+
+#[test]
+fn verify_names_the_live_blobs_the_store_lacks_and_only_those() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        world.apply(&Op::Layer { key: 0, content: 1 }).await;
+        world.apply(&Op::Layer { key: 1, content: 2 }).await;
+        let lost = Digest::of(&layer_bytes(2));
+        world.store.blobs.lock().unwrap().remove(&lost);
+        let mut options = CollectOptions::new(SystemTime::now(), Duration::from_secs(GRACE_SECS));
+        options.dry_run = true;
+        options.verify = true;
+        let report = collect(&*world.store, &world, options).await.unwrap();
+        assert_eq!(report.missing_live, vec![lost]);
+        assert_eq!(report.verified_objects, 2);
+    });
+}

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rbk_image::{OciDigest, UnpackOptions, unpack_layer};
 
@@ -23,7 +24,21 @@ const SIZE_SUFFIX: &str = ".size";
 struct Entry {
     bytes: u64,
     last_used: u64,
+    /// Wall-clock time of the last lease (or of the directory's mtime when
+    /// the store was opened), so the worker's disk budget can order layers
+    /// against its other state (contexts, blobs, cache dirs) by last use.
+    used_at: SystemTime,
     leases: usize,
+}
+
+/// An unpacked layer no running step holds: what the worker's disk budget
+/// may evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusedLayer {
+    /// The diff_id's hex (the directory's name).
+    pub key: String,
+    pub bytes: u64,
+    pub used_at: SystemTime,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +84,7 @@ impl Drop for LayerLease {
         if let Some(e) = st.entries.get_mut(&self.key) {
             e.leases -= 1;
             e.last_used = now;
+            e.used_at = SystemTime::now();
         }
     }
 }
@@ -111,7 +127,8 @@ impl LayerStore {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or_else(|| dir_bytes(&e.path()));
-            state.entries.insert(name, Entry { bytes, last_used: 0, leases: 0 });
+            let used_at = e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            state.entries.insert(name, Entry { bytes, last_used: 0, used_at, leases: 0 });
         }
         Ok(LayerStore { shared: Arc::new(Shared { root, limit_bytes, state: Mutex::new(state) }) })
     }
@@ -157,8 +174,7 @@ impl LayerStore {
             ));
         }
         let tmp = tmp.keep();
-        std::fs::write(self.shared.root.join(format!("{key}{SIZE_SUFFIX}")), stats.tar_bytes.to_string())
-            .ctx(|| format!("recording the size of layer {}", layer.diff_id))?;
+        let bytes = self.record_size(&key, &tmp).ctx(|| format!("recording the size of layer {}", layer.diff_id))?;
         {
             let mut st = self.shared.state.lock().expect("layer store lock");
             if let Err(e) = std::fs::rename(&tmp, &path) {
@@ -168,7 +184,7 @@ impl LayerStore {
                     return Err(WorkerError::io(format!("moving unpacked layer into {}", path.display()), e));
                 }
             }
-            st.entries.entry(key.clone()).or_insert(Entry { bytes: stats.tar_bytes, last_used: 0, leases: 0 });
+            st.entries.entry(key.clone()).or_insert(Entry { bytes, last_used: 0, used_at: SystemTime::now(), leases: 0 });
         }
         let lease = self.try_lease(&key, &path).ok_or_else(|| WorkerError::path(&path, "layer vanished right after unpacking"))?;
         self.evict()?;
@@ -183,7 +199,7 @@ impl LayerStore {
     /// false, leaving `dir` alone, when the layer is already here or the
     /// rename is impossible; the layer is then unpacked from its blob when
     /// needed, as before.
-    pub fn adopt(&self, diff_id: &OciDigest, dir: &Path, bytes: u64) -> Result<bool> {
+    pub fn adopt(&self, diff_id: &OciDigest, dir: &Path) -> Result<bool> {
         let key = Self::key(diff_id);
         let path = self.shared.root.join(&key);
         {
@@ -194,12 +210,22 @@ impl LayerStore {
             if std::fs::rename(dir, &path).is_err() {
                 return Ok(false);
             }
-            st.entries.insert(key.clone(), Entry { bytes, last_used: 0, leases: 0 });
+            let bytes = self.record_size(&key, &path).ctx(|| format!("recording the size of layer {diff_id}"))?;
+            st.entries.insert(key.clone(), Entry { bytes, last_used: 0, used_at: SystemTime::now(), leases: 0 });
         }
-        std::fs::write(self.shared.root.join(format!("{key}{SIZE_SUFFIX}")), bytes.to_string())
-            .ctx(|| format!("recording the size of layer {diff_id}"))?;
         self.evict()?;
         Ok(true)
+    }
+
+    /// Measures the unpacked tree at `dir` as the disk holds it (files and
+    /// directories, apparent sizes, plus the `.size` file itself, so the
+    /// worker's disk budget adds up to what `du` sees) and records it in
+    /// `<key>.size`; returns the bytes.
+    fn record_size(&self, key: &str, dir: &Path) -> std::io::Result<u64> {
+        let tree = std::fs::symlink_metadata(dir)?.len() + dir_bytes(dir);
+        let total = tree + tree.to_string().len() as u64;
+        std::fs::write(self.shared.root.join(format!("{key}{SIZE_SUFFIX}")), total.to_string())?;
+        Ok(total)
     }
 
     fn try_lease(&self, key: &str, path: &Path) -> Option<LayerLease> {
@@ -209,6 +235,7 @@ impl LayerStore {
         let e = st.entries.get_mut(key)?;
         e.leases += 1;
         e.last_used = now;
+        e.used_at = SystemTime::now();
         Some(LayerLease { shared: self.shared.clone(), key: key.to_owned(), path: path.to_path_buf() })
     }
 
@@ -226,18 +253,51 @@ impl LayerStore {
                 let Some(key) = st.entries.iter().filter(|(_, e)| e.leases == 0).min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone()) else {
                     break;
                 };
-                st.entries.remove(&key);
-                // Out of the way under the lock, so no new lease finds a
-                // half-deleted directory.
-                let doomed = self.shared.root.join(format!("{TMP_PREFIX}evict-{key}"));
-                std::fs::rename(self.shared.root.join(&key), &doomed).ctx(|| format!("evicting layer {key}"))?;
-                let _ = std::fs::remove_file(self.shared.root.join(format!("{key}{SIZE_SUFFIX}")));
+                let doomed = self.unlink(&mut st, &key)?;
                 (key, doomed)
             };
             let _ = std::fs::remove_dir_all(&victim.1);
             evicted.push(victim.0);
         }
         Ok(evicted)
+    }
+
+    /// Takes `key` out of the store under the state lock: renamed out of
+    /// the way, so no new lease finds a half-deleted directory. The caller
+    /// deletes the returned directory after releasing the lock.
+    fn unlink(&self, st: &mut State, key: &str) -> Result<PathBuf> {
+        st.entries.remove(key);
+        let doomed = self.shared.root.join(format!("{TMP_PREFIX}evict-{key}"));
+        std::fs::rename(self.shared.root.join(key), &doomed).ctx(|| format!("evicting layer {key}"))?;
+        let _ = std::fs::remove_file(self.shared.root.join(format!("{key}{SIZE_SUFFIX}")));
+        Ok(doomed)
+    }
+
+    /// The layers no running step holds, with their size and last use.
+    pub fn unused(&self) -> Vec<UnusedLayer> {
+        let st = self.shared.state.lock().expect("layer store lock");
+        let mut out: Vec<UnusedLayer> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| e.leases == 0)
+            .map(|(k, e)| UnusedLayer { key: k.clone(), bytes: e.bytes, used_at: e.used_at })
+            .collect();
+        out.sort_by(|a, b| (a.used_at, &a.key).cmp(&(b.used_at, &b.key)));
+        out
+    }
+
+    /// Evicts the layer `key` (a diff_id hex from [`Self::unused`]) unless
+    /// a step leased it meanwhile; returns whether it was removed.
+    pub fn remove_unused(&self, key: &str) -> Result<bool> {
+        let doomed = {
+            let mut st = self.shared.state.lock().expect("layer store lock");
+            match st.entries.get(key) {
+                Some(e) if e.leases == 0 => self.unlink(&mut st, key)?,
+                _ => return Ok(false),
+            }
+        };
+        let _ = std::fs::remove_dir_all(&doomed);
+        Ok(true)
     }
 }
 

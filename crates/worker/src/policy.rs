@@ -21,6 +21,10 @@ pub struct WorkerPolicy {
     pub entitlements: Vec<Entitlement>,
     #[serde(default)]
     pub allow_net_raw: bool,
+    /// Steps may make 32-bit x86 / x32 system calls (Docker allows them;
+    /// rbk by default does not, see `crate::seccomp::for_capabilities`).
+    #[serde(default)]
+    pub compat_syscall_arches: bool,
     /// Each limit given replaces the default one.
     #[serde(default)]
     pub limits: Limits,
@@ -39,6 +43,7 @@ impl WorkerPolicy {
     pub fn apply(&self, config: &mut WorkerConfig) {
         config.entitlements = self.entitlements.clone();
         config.allow_net_raw = self.allow_net_raw;
+        config.compat_syscall_arches = self.compat_syscall_arches;
         let l = &self.limits;
         config.limits.memory_bytes = l.memory_bytes.or(config.limits.memory_bytes);
         config.limits.pids = l.pids.or(config.limits.pids);
@@ -64,6 +69,19 @@ mod tests {
         assert_eq!(c.limits.memory_bytes, Some(1 << 30));
         assert_eq!(c.limits.pids, crate::DEFAULT_POOL_LIMITS.pids);
         assert_eq!(c.log_limit_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn compat_syscall_arches_is_off_unless_the_policy_turns_it_on() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("policy.json");
+        let mut c = WorkerConfig::new("/tmp/x", crate::RuntimeKind::Runc, "runc");
+        std::fs::write(&f, "{}").unwrap();
+        WorkerPolicy::load(&f).unwrap().apply(&mut c);
+        assert!(!c.compat_syscall_arches);
+        std::fs::write(&f, r#"{"compat_syscall_arches": true}"#).unwrap();
+        WorkerPolicy::load(&f).unwrap().apply(&mut c);
+        assert!(c.compat_syscall_arches);
     }
 
     #[test]

@@ -92,11 +92,20 @@ fn arch() -> (&'static str, &'static str) {
 }
 
 /// The OCI seccomp section for a step holding `caps`.
-pub fn for_capabilities(caps: &HashSet<Capability>) -> Result<LinuxSeccomp> {
-    resolve(DEFAULT_PROFILE, caps, arch())
+///
+/// `compat_arches`: also allow the machine's compatibility ABIs (on x86_64,
+/// 32-bit x86 and x32), as Docker's profile does. Off by default, which is
+/// stricter than Docker and BuildKit: a 32-bit system call from a step is
+/// refused (the process gets `SIGSYS`). The runtime compiles the profile
+/// once per architecture listed on every step's start, and each extra
+/// architecture costs this machine ~7 ms a step (docs/benchmarks.md,
+/// "what the RUN sandbox costs"); a pool that builds 32-bit code turns
+/// them on (`compat_syscall_arches` in its policy).
+pub fn for_capabilities(caps: &HashSet<Capability>, compat_arches: bool) -> Result<LinuxSeccomp> {
+    resolve(DEFAULT_PROFILE, caps, arch(), compat_arches)
 }
 
-fn resolve(profile: &str, caps: &HashSet<Capability>, (arch, scmp_arch): (&str, &str)) -> Result<LinuxSeccomp> {
+fn resolve(profile: &str, caps: &HashSet<Capability>, (arch, scmp_arch): (&str, &str), compat_arches: bool) -> Result<LinuxSeccomp> {
     let err = |e: String| WorkerError::Spec(format!("seccomp profile: {e}"));
     let p: Profile = serde_json::from_str(profile).map_err(|e| err(e.to_string()))?;
     let cap_names: HashSet<String> = caps.iter().map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()).collect();
@@ -104,7 +113,7 @@ fn resolve(profile: &str, caps: &HashSet<Capability>, (arch, scmp_arch): (&str, 
         .arch_map
         .iter()
         .find(|a| a.architecture == scmp_arch)
-        .map(|a| std::iter::once(a.architecture.clone()).chain(a.sub_architectures.iter().cloned()).collect())
+        .map(|a| std::iter::once(a.architecture.clone()).chain(a.sub_architectures.iter().cloned().filter(|_| compat_arches)).collect())
         .unwrap_or_default();
     let mut syscalls = Vec::new();
     for r in &p.syscalls {
@@ -145,7 +154,7 @@ mod tests {
     #[test]
     fn default_caps_get_no_namespace_syscalls() {
         let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
-        let s = for_capabilities(&caps).unwrap();
+        let s = for_capabilities(&caps, false).unwrap();
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(allowed(&s, "read") && allowed(&s, "openat"));
@@ -158,16 +167,24 @@ mod tests {
     fn sys_admin_gets_the_namespace_syscalls() {
         let mut caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
         caps.insert(Capability::SysAdmin);
-        let s = for_capabilities(&caps).unwrap();
+        let s = for_capabilities(&caps, false).unwrap();
         assert!(allowed(&s, "unshare") && allowed(&s, "mount"));
     }
 
     #[test]
     fn arch_specific_rules_follow_the_architecture() {
         let caps = HashSet::new();
-        let amd = resolve(DEFAULT_PROFILE, &caps, ("amd64", "SCMP_ARCH_X86_64")).unwrap();
-        let arm = resolve(DEFAULT_PROFILE, &caps, ("arm64", "SCMP_ARCH_AARCH64")).unwrap();
+        let amd = resolve(DEFAULT_PROFILE, &caps, ("amd64", "SCMP_ARCH_X86_64"), false).unwrap();
+        let arm = resolve(DEFAULT_PROFILE, &caps, ("arm64", "SCMP_ARCH_AARCH64"), false).unwrap();
         assert!(allowed(&amd, "arch_prctl") && !allowed(&arm, "arch_prctl"));
         assert_eq!(serde_json::to_value(&amd).unwrap()["architectures"][0], "SCMP_ARCH_X86_64");
+    }
+
+    #[test]
+    fn only_the_native_architecture_is_allowed_unless_the_pool_asks_for_compat_arches() {
+        let caps = HashSet::new();
+        let arches = |compat| serde_json::to_value(resolve(DEFAULT_PROFILE, &caps, ("amd64", "SCMP_ARCH_X86_64"), compat).unwrap()).unwrap()["architectures"].clone();
+        assert_eq!(arches(false), serde_json::json!(["SCMP_ARCH_X86_64"]));
+        assert_eq!(arches(true), serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]));
     }
 }

@@ -56,6 +56,9 @@ pub struct SpecInput {
     pub security: Security,
     /// Add `CAP_NET_RAW` to a sandboxed step's capabilities (pool policy).
     pub net_raw: bool,
+    /// Allow the compatibility ABIs' system calls (32-bit x86, x32) in the
+    /// seccomp filter (pool policy; see [`crate::seccomp::for_capabilities`]).
+    pub compat_syscall_arches: bool,
     /// The network namespace to join (one the worker set up with its
     /// egress, [`crate::network`]); `None` with [`Network::Private`] or
     /// [`Network::None`] means a new one holding only `lo`.
@@ -133,7 +136,7 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         caps
     };
     // `--security=insecure` runs unconfined, like Docker's privileged.
-    let seccomp = if insecure { None } else { Some(crate::seccomp::for_capabilities(&caps)?) };
+    let seccomp = if insecure { None } else { Some(crate::seccomp::for_capabilities(&caps, input.compat_syscall_arches)?) };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -231,6 +234,7 @@ mod tests {
             limits: Limits { memory_bytes: Some(64 << 20), pids: Some(100), wall_time_ms: None },
             security: Security::Sandbox,
             net_raw: false,
+            compat_syscall_arches: false,
             netns: None,
             mounts: vec![],
         }

@@ -160,3 +160,20 @@ async fn a_steps_layer_is_kept_unpacked_and_later_steps_see_its_changes_and_dele
     let unpacked = run_on(&fresh, &base.layout, &image2, check, &Default::default()).await;
     assert!(unpacked.succeeded(), "on unpacked blobs: {:?}", unpacked.tail);
 }
+
+#[tokio::test]
+async fn a_leased_layer_is_not_offered_for_eviction_and_survives_a_request_to_remove_it() {
+    let (base, refs) = two_layers().await;
+    let root = tempfile::tempdir().unwrap();
+    let store = LayerStore::open(root.path(), u64::MAX).unwrap();
+    let blob = |r: &LayerRef| base.layout.blob_path(&r.digest);
+    let held = store.lease(&refs[0], &blob(&refs[0])).unwrap();
+    drop(store.lease(&refs[1], &blob(&refs[1])).unwrap());
+    let unused: Vec<String> = store.unused().into_iter().map(|u| u.key).collect();
+    assert_eq!(unused, [refs[1].diff_id.hex()]);
+    assert!(!store.remove_unused(&refs[0].diff_id.hex()).unwrap(), "a leased layer was removed");
+    assert!(store.remove_unused(&refs[1].diff_id.hex()).unwrap());
+    assert!(store.contains(&refs[0].diff_id) && !store.contains(&refs[1].diff_id));
+    assert!(held.path().join("bin/busybox").exists());
+    assert!(!root.path().join(refs[1].diff_id.hex()).exists());
+}

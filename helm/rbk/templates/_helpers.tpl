@@ -155,7 +155,7 @@ force_path_style = {{ .Values.store.s3.forcePathStyle }}
      `rbk coordinator members list` and a leader is known (first line:
      "term T  applied index A  leader L", L = 0 while none is). */}}
 {{- define "rbk.joinedProbe" -}}
-out=$(rbk coordinator members list --coordinator http://127.0.0.1:{{ .Values.coordinator.raft.port }}) && printf '%s\n' "$out" | awk -v id=$((RBK_NODE_INDEX + 1)) 'NR == 1 && $NF == 0 { exit 1 } NR > 2 && $1 == id { ok = 1 } END { exit !ok }'
+out=$(rbk coordinator members list --coordinator {{ if .Values.coordinator.raft.tls.enabled }}https{{ else }}http{{ end }}://127.0.0.1:{{ .Values.coordinator.raft.port }}) && printf '%s\n' "$out" | awk -v id=$((RBK_NODE_INDEX + 1)) 'NR == 1 && $NF == 0 { exit 1 } NR > 2 && $1 == id { ok = 1 } END { exit !ok }'
 {{- end -}}
 
 {{/* Log settings both roles read (values log.*). */}}

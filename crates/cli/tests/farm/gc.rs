@@ -58,3 +58,25 @@ async fn a_collection_without_grace_deletes_garbage_and_keeps_what_a_finished_bu
     assert!(again.iter().any(|e| matches!(e, Event::Cached(_))), "the rebuild ran the step again: {again:?}");
     assert!(store.find_missing(&layers(&again)).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_gc_verify_finds_every_blob_a_finished_build_left_live() {
+    let farm = Farm::start_configured(GC).await;
+    let _w = farm.worker("a", &[]);
+    let step = farm.run("s1", "gc-verify-key", "echo kept > /cache/f && echo built > /out", Some(("gc-verify", "shared")), None);
+    assert_eq!(final_state(&farm.build(vec![step]).await), "succeeded");
+
+    let out = std::process::Command::new(RBK)
+        .args(["store", "gc", "--dry-run", "--verify", "--coordinator", &farm.url])
+        .env("RBK_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rbk store gc --verify: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    let verified = stdout.lines().find(|l| l.starts_with("verified")).unwrap_or_else(|| panic!("no verified line:\n{stdout}"));
+    let n: u64 = verified.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // The layer, the base layer, the cache head's manifest and its pack.
+    assert!(n >= 4, "{verified}");
+    assert!(verified.ends_with(", 0 missing"), "{verified}");
+}

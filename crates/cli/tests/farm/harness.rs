@@ -142,14 +142,27 @@ fn spawn_coordinator(dir: &Path) -> (Child, String) {
 
 impl Farm {
     /// Kills the coordinator (SIGKILL) and starts it again on the same
-    /// address (its state is in memory: builds and heads start over, the
-    /// store keeps its blobs).
+    /// address (its state is in memory: builds, heads and who uploaded
+    /// which blob start over, the store keeps its blobs). Then uploads the
+    /// base layer again, as a client does once `FindMissing` calls it
+    /// missing: the tenant has it only once it proves it again.
     pub fn restart_coordinator(&mut self) {
         let _ = self.coordinator.kill();
         let _ = self.coordinator.wait();
         let (c, addr) = spawn_coordinator(self.dir.path());
         assert_eq!(format!("http://{addr}"), self.url);
         self.coordinator = c;
+        let (url, dir) = (self.url.clone(), self.dir.path().to_path_buf());
+        let base = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(put_busybox(&url, &dir)));
+        assert_eq!(base.blake3, self.base.blake3, "the base layer came out different");
+    }
+
+    /// A `kB` field of the coordinator process's `/proc/PID/status`
+    /// (`VmRSS` now, `VmHWM` its peak).
+    pub fn coordinator_memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.coordinator.id())).expect("coordinator status");
+        let line = status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field} in status"));
+        line.trim().trim_end_matches("kB").trim().parse().expect("kB figure")
     }
 
     pub async fn cancel(&self, build_id: &str) {

@@ -2,11 +2,14 @@
 //! server), `rbk worker`s with separate state dirs, builds submitted over
 //! gRPC or with `rbk submit`. See `harness.rs`.
 
+mod disk_limit;
 mod gc;
 mod harness;
 mod workers;
 mod submit;
 mod ssh;
 mod tenancy;
+mod blob_scope;
 mod entitlements;
 mod history;
+mod output_bounds;

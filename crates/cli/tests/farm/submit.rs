@@ -21,7 +21,7 @@ use crate::harness::{Farm, RBK, TENANT as TENANT_A, TENANT_B, WORKER_TOKEN};
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `rbk submit` against `farm` as `token` (none: no token at all).
-fn submit(farm: &Farm, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
+pub(crate) fn submit(farm: &Farm, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
     submit_from(farm, &farm.dir.path().join("client"), token, ctx, extra)
 }
 
@@ -100,7 +100,7 @@ fn context() -> tempfile::TempDir {
     dir
 }
 
-fn succeeded(out: &Output) -> (String, String) {
+pub(crate) fn succeeded(out: &Output) -> (String, String) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "rbk submit failed:\n{stderr}");
     let digest = stdout.trim().to_owned();

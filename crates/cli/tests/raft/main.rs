@@ -2,6 +2,7 @@
 //! fourth) on 127.0.0.1 with `[raft]`, killed, stopped, wiped and
 //! reconfigured while builds run.
 
+mod blob_scope;
 mod bounds;
 mod failover;
 mod five_nodes;

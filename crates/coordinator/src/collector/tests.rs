@@ -155,6 +155,22 @@ async fn a_collection_keeps_heads_their_history_action_results_and_running_build
 }
 
 #[tokio::test]
+async fn a_collected_blob_loses_its_owners_and_a_live_one_keeps_them() {
+    let f = farm();
+    let (garbage, kept) = (f.blob("an upload nothing names").await, f.blob("a layer a result names").await);
+    f.state.apply(Command::OwnBlobs { namespace: "team".into(), blobs: vec![garbage, kept] }).await.unwrap();
+    let result = ActionResult { layers: vec![kept], config: vec![], duration_ms: 1, worker_id: "w".into(), created_ms: 1 };
+    f.state.apply(Command::PutAction { namespace: "team".into(), key: "k".into(), result }).await.unwrap();
+    tick().await;
+
+    f.collector().run(false).await.unwrap();
+
+    assert!(!f.present(&[garbage]).await);
+    assert!(!query(&*f.state, |m| m.tenant_has_blob("team", &garbage)), "the owner of a deleted blob was kept");
+    assert!(query(&*f.state, |m| m.tenant_has_blob("team", &kept)));
+}
+
+#[tokio::test]
 async fn a_dry_run_deletes_nothing_and_reports_what_it_would_free() {
     let f = farm();
     let garbage = f.blob("garbage").await;

@@ -1101,14 +1101,17 @@ impl Core {
         let attempt = exec.attempt;
         let waiters = exec.waiters.clone();
         self.assignments.insert(assignment_id.clone(), key.clone());
-        let w = self.workers.get_mut(&worker_id).expect("picked from workers");
-        w.running.insert(assignment_id.clone());
+        self.workers.get_mut(&worker_id).expect("picked from workers").running.insert(assignment_id.clone());
+        // Recorded before the worker hears of it: the `Content` service lets
+        // a worker read the blobs of the tenants whose steps the state shows
+        // running on it (`blob_owners.rs`), and the worker reads at once.
+        for (bid, sid) in waiters {
+            self.mark_running(&bid, &sid, &worker_id, attempt).await;
+        }
+        let Some(w) = self.workers.get_mut(&worker_id) else { return true };
         if w.tx.send(ToWorker::Assign(assignment)).is_err() {
             // The connection is closing; WorkerDown will requeue it.
             tracing::debug!(worker = %worker_id, "assignment to a closing connection");
-        }
-        for (bid, sid) in waiters {
-            self.mark_running(&bid, &sid, &worker_id, attempt).await;
         }
         true
     }

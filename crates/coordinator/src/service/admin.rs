@@ -45,8 +45,9 @@ pub(crate) fn admin_interceptor(
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn collect_garbage(&self, req: Request<CollectGarbageRequest>) -> Result<Response<CollectGarbageReport>, Status> {
-        let dry_run = req.into_inner().dry_run;
-        let r = self.collector.run(dry_run).await.map_err(|e| match e {
+        let req = req.into_inner();
+        let dry_run = req.dry_run;
+        let r = self.collector.run_verified(dry_run, req.verify).await.map_err(|e| match e {
             CollectorError::NotLeader => Status::unavailable(e.to_string()),
             CollectorError::State(_) => Status::unavailable(e.to_string()),
             CollectorError::Collect(_) => Status::internal(e.to_string()),
@@ -66,6 +67,8 @@ impl Admin for AdminService {
             evicted_heads: r.evicted.heads.len() as u64,
             evicted_actions: r.evicted.actions.len() as u64,
             evicted_bytes: r.evicted.heads_bytes + r.evicted.actions_bytes,
+            verified_objects: r.verified_objects,
+            missing_live: r.missing_live.iter().map(|d| d.to_string()).collect(),
         }))
     }
 }

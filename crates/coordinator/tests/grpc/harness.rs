@@ -131,8 +131,18 @@ impl Farm {
         Channel::from_shared(self.url.clone()).unwrap().connect().await.unwrap()
     }
 
+    /// A channel whose calls carry `user_agent` (as an rbk of another
+    /// version would connect).
+    pub async fn channel_as(&self, user_agent: &str) -> Channel {
+        Channel::from_shared(self.url.clone()).unwrap().user_agent(user_agent).unwrap().connect().await.unwrap()
+    }
+
     pub async fn client(&self, token: &str) -> Client {
         Client { inner: BuildClient::new(self.channel().await), token: token.into() }
+    }
+
+    pub async fn client_as(&self, token: &str, user_agent: &str) -> Client {
+        Client { inner: BuildClient::new(self.channel_as(user_agent).await), token: token.into() }
     }
 
     pub async fn remote_store(&self, token: &str) -> RemoteStore {
@@ -144,6 +154,15 @@ impl Farm {
     }
 
     pub async fn worker_holding(&self, id: &str, max_parallel: u32, snapshots: Vec<pw::HeldSnapshot>) -> TestWorker {
+        self.worker_on(self.channel().await, id, max_parallel, snapshots).await
+    }
+
+    /// A worker whose session carries `user_agent`.
+    pub async fn worker_as(&self, id: &str, user_agent: &str) -> TestWorker {
+        self.worker_on(self.channel_as(user_agent).await, id, 1, vec![]).await
+    }
+
+    async fn worker_on(&self, channel: Channel, id: &str, max_parallel: u32, snapshots: Vec<pw::HeldSnapshot>) -> TestWorker {
         let register = pw::Register {
             worker_id: id.into(),
             platform: "linux/amd64".into(),
@@ -153,10 +172,12 @@ impl Farm {
             snapshots,
             running: vec![],
         };
-        let (tx, mut down) = open_session(self, WORKER, register).await.unwrap();
+        let (tx, mut down) = open_session_on(channel, WORKER, register).await.unwrap();
         let first = timeout(WAIT, down.message()).await.unwrap().unwrap().unwrap();
         assert!(matches!(first.msg, Some(Down::Registered(_))), "{first:?}");
-        TestWorker { tx, down, store: self.remote_store(WORKER).await }
+        // Named as `rbk worker` names itself on Content calls: a pool-token
+        // worker sees the blobs of the tenants whose steps run on it.
+        TestWorker { tx, down, store: self.remote_store(WORKER).await.for_worker(id).unwrap() }
     }
 }
 
@@ -174,9 +195,18 @@ pub async fn open_session(
     token: &str,
     register: pw::Register,
 ) -> Result<(mpsc::UnboundedSender<pw::WorkerMessage>, Streaming<pw::CoordinatorMessage>), tonic::Status> {
+    open_session_on(farm.channel().await, token, register).await
+}
+
+/// [`open_session`] over `channel`.
+pub async fn open_session_on(
+    channel: Channel,
+    token: &str,
+    register: pw::Register,
+) -> Result<(mpsc::UnboundedSender<pw::WorkerMessage>, Streaming<pw::CoordinatorMessage>), tonic::Status> {
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(pw::WorkerMessage { msg: Some(Up::Register(register)) }).unwrap();
-    let mut client = WorkerClient::new(farm.channel().await);
+    let mut client = WorkerClient::new(channel);
     let resp = client.session(bearer(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), token)).await?;
     Ok((tx, resp.into_inner()))
 }

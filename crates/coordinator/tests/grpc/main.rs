@@ -10,4 +10,5 @@ mod cache;
 mod content;
 mod limits;
 mod ssh;
+mod version_skew;
 mod watch;
