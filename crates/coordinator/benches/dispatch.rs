@@ -63,13 +63,14 @@ async fn instant_worker(url: String, id: String) {
     }
 }
 
-/// `STEPS - 1` independent steps and one that joins them.
+/// `STEPS - 1` independent steps and one that joins them. Each runs its own
+/// payload: the coordinator keys steps by what they run, and steps with one
+/// key would run once.
 fn wide_graph(salt: u64) -> Vec<pb::StepNode> {
-    let mut steps: Vec<_> = (0..STEPS - 1)
-        .map(|i| pb::StepNode { id: format!("s{i}"), key: format!("{salt}-{i}"), ..Default::default() })
-        .collect();
+    let step = |id: String, key: String, deps: Vec<String>| pb::StepNode { id, payload: format!("run {key}").into_bytes(), key, deps, ..Default::default() };
+    let mut steps: Vec<_> = (0..STEPS - 1).map(|i| step(format!("s{i}"), format!("{salt}-{i}"), vec![])).collect();
     let deps = steps.iter().map(|s| s.id.clone()).collect();
-    steps.push(pb::StepNode { id: "join".into(), key: format!("{salt}-join"), deps, ..Default::default() });
+    steps.push(step("join".into(), format!("{salt}-join"), deps));
     steps
 }
 

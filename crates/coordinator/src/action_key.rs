@@ -8,29 +8,78 @@
 //! of the action, the key is blake3 over a versioned, length-prefixed
 //! encoding of everything that decides what the step produces:
 //!
-//! - its payload bytes (the work, the base image, the context digest and the
-//!   other stages it reads, as the client's planner wrote them);
+//! - its payload (the work, the base image, the context and the other stages
+//!   it reads, as the client's planner wrote them), in one of two forms:
+//!   - a payload reading a build context starts `{"context":"<manifest
+//!     digest>"` (the worker's `FarmStep` puts that field first). The
+//!     manifest digest is not content-only: the manifest records the
+//!     client's staging copy's mtimes, its capture time and its pack layout,
+//!     so an unchanged context has a new one on every submit. This form
+//!     hashes instead the context's **tree digest**
+//!     (`rbk_snapshot::tree_digest`: paths, kinds, modes, owners, file
+//!     contents, link targets) and the payload bytes *after* the manifest
+//!     digest. The coordinator computes the tree digest itself from the
+//!     manifest it fetched by that digest, checked against it, and that
+//!     manifest is the one the worker restores (`context_trees.rs`); no
+//!     client claim about a context's content is ever used;
+//!   - any other payload: all its bytes;
 //! - its platform and the labels its worker must carry;
 //! - its cache mounts (id and sharing) and the ids of the secrets it mounts;
 //! - for each dependency, in the order the step lists them, the dependency's
 //!   id (the payload names parents by id) and its own server-computed key.
 //!
 //! Two steps share a key only if they execute the same bytes on top of
-//! results with the same keys, so a result stored under a key is one some
-//! worker produced for exactly that action. Bumping [`VERSION`] (or any
-//! change of this encoding) starts a fresh action cache: old entries are
-//! never hit again and age out with the builds that made them.
+//! results with the same keys, with, for the first form, contexts whose trees
+//! differ at most in mtimes (a field the worker's COPY keeps, so a cached
+//! result may carry an earlier capture's mtimes, as in BuildKit, whose context
+//! checksums ignore mtimes too). The two forms are told apart by a tag, so
+//! one never collides with the other. Why the first form is sound: its
+//! payload is the fixed prefix, the manifest digest (64 hex digits, `-`, a
+//! size: no escapes, so the JSON string is exactly those bytes) and the
+//! hashed remainder; two payloads with one key therefore differ only in that
+//! digest, whose trees the coordinator found equal. A payload naming
+//! `context` a second time later on is refused before keying (`serde` would
+//! refuse it on the worker as a duplicate field anyway).
+//!
+//! Bumping [`VERSION`] (or any change of this encoding) starts a fresh
+//! action cache: old entries are never hit again and age out with the builds
+//! that made them.
 
 use std::collections::HashMap;
+
+use rbk_snapshot::TreeDigest;
+use rbk_store::Digest;
 
 use crate::model::StepNode;
 
 /// Part of every key: a change of the encoding never matches old keys.
-pub const VERSION: &str = "rbk action key v1";
+pub const VERSION: &str = "rbk action key v2";
+
+/// How a payload reading a build context starts (then the manifest digest
+/// and its closing quote).
+const CONTEXT_PREFIX: &[u8] = br#"{"context":""#;
+
+/// The tree digest of each context manifest the graph's steps name (see
+/// `context_trees.rs`).
+pub type ContextTrees = HashMap<Digest, TreeDigest>;
+
+/// A payload reading a build context: the manifest digest it starts with
+/// and the bytes after it. `None` for any other payload, and for one whose
+/// digest is not written in the canonical form (it is then keyed by all its
+/// bytes).
+pub fn split_context(payload: &[u8]) -> Option<(Digest, &[u8])> {
+    let rest = payload.strip_prefix(CONTEXT_PREFIX)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let digest: Digest = text.parse().ok()?;
+    (digest.to_string() == text).then_some((digest, &rest[end + 1..]))
+}
 
 /// Sets each step's `key` to its server-computed key. `steps` must be a
-/// valid graph (known deps, no cycle: `validate_graph`).
-pub fn assign_keys(steps: &mut [StepNode]) {
+/// valid graph (known deps, no cycle: `validate_graph`); `trees` holds the
+/// tree digest of every context they name (a context missing from it keys
+/// its steps by their whole payload: sound, but never a hit across submits).
+pub fn assign_keys(steps: &mut [StepNode], trees: &ContextTrees) {
     let index: HashMap<String, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
     let mut keys: Vec<Option<String>> = vec![None; steps.len()];
     // Iterative depth-first order, so a deep chain cannot overflow the stack.
@@ -45,7 +94,7 @@ pub fn assign_keys(steps: &mut [StepNode]) {
             if pending.is_empty() {
                 let parents: Vec<(&str, &str)> =
                     steps[i].deps.iter().map(|d| (d.as_str(), keys[index[d]].as_deref().expect("computed first"))).collect();
-                keys[i] = Some(action_key(&steps[i], &parents));
+                keys[i] = Some(action_key(&steps[i], &parents, trees));
                 stack.pop();
             } else {
                 stack.extend(pending);
@@ -59,14 +108,24 @@ pub fn assign_keys(steps: &mut [StepNode]) {
 
 /// The key of `step` whose dependencies (in `step.deps` order) have the
 /// given `(id, key)`s.
-pub fn action_key(step: &StepNode, parents: &[(&str, &str)]) -> String {
+pub fn action_key(step: &StepNode, parents: &[(&str, &str)], trees: &ContextTrees) -> String {
     let mut h = blake3::Hasher::new();
     let mut field = |b: &[u8]| {
         h.update(&(b.len() as u64).to_le_bytes());
         h.update(b);
     };
     field(VERSION.as_bytes());
-    field(&step.payload);
+    match split_context(&step.payload).and_then(|(m, rest)| Some((trees.get(&m)?, rest))) {
+        Some((tree, rest)) => {
+            field(b"context tree and payload after the manifest digest");
+            field(tree.as_bytes());
+            field(rest);
+        }
+        None => {
+            field(b"payload");
+            field(&step.payload);
+        }
+    }
     field(step.platform.as_bytes());
     field(&(step.labels.len() as u64).to_le_bytes());
     for (k, v) in &step.labels {
@@ -109,7 +168,7 @@ mod tests {
     }
 
     fn keys(mut steps: Vec<StepNode>) -> Vec<String> {
-        assign_keys(&mut steps);
+        assign_keys(&mut steps, &ContextTrees::new());
         steps.into_iter().map(|s| s.key).collect()
     }
 
@@ -135,6 +194,59 @@ mod tests {
         let other_parent = keys(vec![step("a", "run w", &[]), step("b", "run y", &["a"])]);
         assert_ne!(base[1], other_payload[1]);
         assert_ne!(base[1], other_parent[1], "a child's key holds its parent's");
+    }
+
+    fn tree(dirs: &[&str]) -> TreeDigest {
+        let mut m = rbk_snapshot::Manifest::new("context");
+        for d in dirs {
+            m.entries.push(rbk_snapshot::Entry {
+                path: d.as_bytes().to_vec(),
+                kind: rbk_snapshot::EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: Default::default(),
+            });
+        }
+        rbk_snapshot::tree_digest(&m)
+    }
+
+    fn reading(manifest: Digest, rest: &str) -> String {
+        format!(r#"{{"context":"{manifest}"{rest}"#)
+    }
+
+    #[test]
+    fn two_manifests_of_one_tree_give_a_step_reading_the_context_one_key() {
+        let (m1, m2) = (Digest::of(b"manifest 1"), Digest::of(b"manifest 2"));
+        let trees = ContextTrees::from([(m1, tree(&["src"])), (m2, tree(&["src"]))]);
+        let key = |m| action_key(&step("a", &reading(m, r#","work":"copy"}"#), &[]), &[], &trees);
+        assert_eq!(key(m1), key(m2));
+    }
+
+    #[test]
+    fn another_tree_or_other_bytes_after_the_manifest_digest_change_the_key() {
+        let (m1, m2) = (Digest::of(b"manifest 1"), Digest::of(b"manifest 2"));
+        let trees = ContextTrees::from([(m1, tree(&["src"])), (m2, tree(&["lib"]))]);
+        let key = |m, rest| action_key(&step("a", &reading(m, rest), &[]), &[], &trees);
+        assert_ne!(key(m1, r#","work":"copy"}"#), key(m2, r#","work":"copy"}"#), "another tree");
+        assert_ne!(key(m1, r#","work":"copy"}"#), key(m1, r#","work":"run"}"#), "other work");
+    }
+
+    #[test]
+    fn a_context_without_a_tree_digest_keys_the_step_by_its_whole_payload() {
+        let (m1, m2) = (Digest::of(b"manifest 1"), Digest::of(b"manifest 2"));
+        let key = |m| action_key(&step("a", &reading(m, "}"), &[]), &[], &ContextTrees::new());
+        assert_ne!(key(m1), key(m2));
+    }
+
+    #[test]
+    fn only_a_canonically_written_digest_at_the_very_start_is_a_context() {
+        let m = Digest::of(b"manifest");
+        assert_eq!(split_context(reading(m, ",\"x\":1}").as_bytes()), Some((m, &b",\"x\":1}"[..])));
+        let upper = format!(r#"{{"context":"{}-{}"}}"#, m.hash_hex().to_uppercase(), m.size());
+        assert_eq!(split_context(upper.as_bytes()), None, "upper-case hex");
+        assert_eq!(split_context(format!(r#"{{ "context":"{m}"}}"#).as_bytes()), None, "a space first");
+        assert_eq!(split_context(format!(r#"{{"version":1,"context":"{m}"}}"#).as_bytes()), None, "not the first field");
     }
 
     #[test]

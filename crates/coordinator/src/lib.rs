@@ -24,6 +24,7 @@ pub mod build_history;
 pub mod cache_heads;
 pub mod collector;
 pub mod config;
+pub mod context_trees;
 pub mod event_seal;
 pub mod eviction;
 pub mod gc_fence;

@@ -62,7 +62,7 @@ impl Coordinator {
         let auth = Auth::new(state.clone());
         let heads = CacheHeads::new(state.clone(), merger);
         let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
-        let scheduler = Scheduler::start(state.clone(), heads, config);
+        let scheduler = Scheduler::start(state.clone(), heads, config).with_contexts(store.clone());
         Self {
             state,
             scheduler,

@@ -189,18 +189,31 @@ impl Parsed {
 
         let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
         frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
-        // The last snapshot of this context (if the store still has it):
-        // content it holds is not sent again.
+        // The last snapshot of this context and its COPYs' snapshots (those
+        // the store still has): content they hold is not sent again. No
+        // build names the whole one (steps name their COPY's), so the store
+        // collector may delete it after its grace; the COPYs' live as long
+        // as the builds naming them.
         let memo = context_memo(&req.work_dir, &req.context);
         let mut opts = rbk_snapshot::CaptureOptions::new("context");
-        if let Some(d) = std::fs::read_to_string(&memo).ok().and_then(|s| s.trim().parse::<Digest>().ok()) {
-            opts.base = rbk_snapshot::Snapshot::load(&*store, d).await.ok();
+        let noted: Vec<Digest> = std::fs::read_to_string(&memo)
+            .map(|s| s.split_whitespace().filter_map(|d| d.parse().ok()).take(MEMO_SNAPSHOTS).collect())
+            .unwrap_or_default();
+        if let Some((whole, copies)) = noted.split_first() {
+            opts.base = rbk_snapshot::Snapshot::load(&*store, *whole).await.ok();
+            for d in copies {
+                if let Ok(s) = rbk_snapshot::Snapshot::load(&*store, *d).await {
+                    opts.dedupe_from.push(s.manifest);
+                }
+            }
         }
         let (snapshot, stats) = rbk_snapshot::capture(store.clone(), staged.path(), &opts).await?;
         let context_digest = snapshot.digest.to_string();
-        remember_context(&memo, &context_digest);
         uploads.context_files = stats.files;
         uploads.context_bytes_sent = stats.bytes_uploaded;
+        let step_contexts = step_contexts(&*store, &resolved.graph, &snapshot, &mut uploads).await?;
+        let copies: BTreeSet<&String> = step_contexts.values().filter(|d| **d != context_digest).collect();
+        remember_context(&memo, &context_digest, copies.into_iter().take(MEMO_SNAPSHOTS - 1));
 
         let bases = Bases {
             images: &resolved.bases,
@@ -212,6 +225,7 @@ impl Parsed {
             &PlanContext {
                 file_name: &self.inner.file_name,
                 context_digest: &context_digest,
+                step_contexts: &step_contexts,
                 platform: &current_platform(),
                 secret_ids: &req.secret_ids,
                 ssh_ids: &req.ssh_ids,
@@ -251,6 +265,61 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
     lines
 }
 
+/// Each context-reading COPY's own snapshot, by graph step: the entries it
+/// reads out of the whole context's (`rbk_snapshot::subset`; only the small
+/// manifest is new). The coordinator keys a step by its snapshot's tree
+/// (`rbk_coordinator::action_key`), so a file only another COPY reads does
+/// not change this step's key, and the worker sees no more than that.
+async fn step_contexts(
+    store: &dyn Store,
+    graph: &df::Graph,
+    whole: &rbk_snapshot::Snapshot,
+    uploads: &mut Uploads,
+) -> Result<HashMap<df::StepId, String>> {
+    let mut by_paths: HashMap<BTreeSet<Vec<u8>>, String> = HashMap::new();
+    let mut out = HashMap::new();
+    for step in &graph.steps {
+        let df::StepKind::Copy(c) = &step.kind else { continue };
+        if !matches!(c.from, df::FromRef::Context) {
+            continue;
+        }
+        let mut reads = false;
+        let mut paths = BTreeSet::new();
+        for src in &c.sources {
+            if let df::CopySource::Context { paths: p, .. } = src {
+                reads = true;
+                paths.extend(p.iter().filter_map(|p| snapshot_path(p)));
+            }
+        }
+        if !reads {
+            continue;
+        }
+        let digest = match by_paths.get(&paths) {
+            Some(d) => d.clone(),
+            None => {
+                let sub = rbk_snapshot::subset(&whole.manifest, paths.iter().map(Vec::as_slice));
+                let (snapshot, uploaded) = rbk_snapshot::Snapshot::commit(store, sub).await?;
+                uploads.context_bytes_sent += uploaded;
+                by_paths.entry(paths).or_insert(snapshot.digest.to_string()).clone()
+            }
+        };
+        out.insert(step.id, digest);
+    }
+    Ok(out)
+}
+
+/// A context path as the staged context's snapshot names it (`./a//b/` →
+/// `a/b`); `None` for the context's root, which the snapshot has no entry
+/// for (a match of the root lists everything under it too).
+fn snapshot_path(p: &str) -> Option<Vec<u8>> {
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    (!parts.is_empty()).then(|| parts.join("/").into_bytes())
+}
+
+/// Snapshots a context's memo names at most (the whole context's, then its
+/// COPYs'): each costs a store read at the next submit.
+const MEMO_SNAPSHOTS: usize = 16;
+
 /// Where the client notes the last snapshot of a context directory.
 fn context_memo(work_dir: &std::path::Path, context: &std::path::Path) -> PathBuf {
     let abs = std::path::absolute(context).unwrap_or_else(|_| context.to_path_buf());
@@ -260,7 +329,8 @@ fn context_memo(work_dir: &std::path::Path, context: &std::path::Path) -> PathBu
 
 /// Best effort: a lost note only means the next submit sends the context
 /// in full again.
-fn remember_context(memo: &std::path::Path, digest: &str) {
+fn remember_context<'a>(memo: &std::path::Path, digest: &'a str, copies: impl Iterator<Item = &'a String>) {
+    let digest = std::iter::once(digest).chain(copies.map(String::as_str)).collect::<Vec<_>>().join("\n");
     let Some(dir) = memo.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
@@ -363,7 +433,11 @@ pub(crate) struct Bases<'a> {
 
 pub(crate) struct PlanContext<'a> {
     pub file_name: &'a str,
+    /// The whole context's snapshot: what a context-reading step without
+    /// one of its own in `step_contexts` names.
     pub context_digest: &'a str,
+    /// Each context-reading COPY's snapshot of just what it reads.
+    pub step_contexts: &'a HashMap<df::StepId, String>,
     pub platform: &'a str,
     pub secret_ids: &'a BTreeSet<String>,
     pub ssh_ids: &'a BTreeSet<String>,
@@ -575,7 +649,7 @@ fn plan_node(
         parent: parent.source.clone(),
         work,
         cache_ids: cache_mounts.iter().map(|c| c.id.clone()).collect(),
-        context: reads_context.then(|| cx.context_digest.to_owned()),
+        context: reads_context.then(|| cx.step_contexts.get(&step.id).cloned().unwrap_or_else(|| cx.context_digest.to_owned())),
         stages,
         allow,
     };
@@ -660,7 +734,7 @@ mod tests {
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
         )
     }
 
@@ -732,6 +806,22 @@ mod tests {
         assert_eq!(payload_of(node(&nodes, "COPY a.txt")).unwrap().context.as_deref(), Some("ctx"));
         assert_eq!(payload_of(node(&nodes, "RUN")).unwrap().context, None);
         assert_eq!(payload_of(node(&nodes, "COPY --from")).unwrap().context, None);
+    }
+
+    #[test]
+    fn context_paths_take_the_snapshot_s_form_and_the_root_has_none() {
+        assert_eq!(snapshot_path("./src//lib/"), Some(b"src/lib".to_vec()));
+        assert_eq!(snapshot_path("a.txt"), Some(b"a.txt".to_vec()));
+        assert_eq!(snapshot_path("."), None);
+        assert_eq!(snapshot_path(""), None);
+    }
+
+    #[test]
+    fn a_payload_reading_the_context_starts_with_its_snapshot_digest() {
+        // Where the coordinator looks for it (`rbk_coordinator::action_key`).
+        let (nodes, _) = plan(MULTI);
+        let payload = &node(&nodes, "COPY a.txt").payload;
+        assert!(payload.starts_with(br#"{"context":"ctx","#), "{}", String::from_utf8_lossy(payload));
     }
 
     #[test]

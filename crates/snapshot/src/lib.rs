@@ -42,6 +42,8 @@ pub mod merge;
 pub mod pack;
 pub mod restore;
 pub mod statcache;
+pub mod subset;
+pub mod tree_digest;
 
 use std::sync::Arc;
 
@@ -57,6 +59,8 @@ pub use filter::{IncludeAll, PathFilter};
 pub use manifest::{ChunkRef, Codec, Entry, EntryKind, FileContent, Manifest, Timestamp};
 pub use merge::merge;
 pub use restore::{RestoreOptions, RestoreStats, cold_restore_gets, restore};
+pub use subset::subset;
+pub use tree_digest::{TreeDigest, tree_digest};
 
 /// A stored snapshot: its manifest and the digest that names it.
 #[derive(Debug, Clone)]

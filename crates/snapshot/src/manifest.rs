@@ -263,15 +263,23 @@ impl Manifest {
     /// bounded by the bytes present, and decompression is capped, so a
     /// hostile blob costs at most [`MAX_MANIFEST_BYTES`] of memory.
     pub fn decode(blob: &[u8]) -> SnapshotResult<Self> {
+        Self::decode_within(blob, MAX_MANIFEST_BYTES)
+    }
+
+    /// [`Self::decode`] refusing a manifest larger than `max_bytes`
+    /// uncompressed: for a reader (the coordinator) that must not spend
+    /// [`MAX_MANIFEST_BYTES`] of memory on one untrusted blob.
+    pub fn decode_within(blob: &[u8], max_bytes: u64) -> SnapshotResult<Self> {
+        let max_bytes = max_bytes.min(MAX_MANIFEST_BYTES);
         let body = blob
             .strip_prefix(BLOB_MAGIC)
             .ok_or_else(|| SnapshotError::bad(None, "not a snapshot manifest (bad magic)"))?;
         let mut raw = Vec::new();
         zstd::stream::read::Decoder::new(body)
-            .and_then(|d| d.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut raw))
+            .and_then(|d| d.take(max_bytes + 1).read_to_end(&mut raw))
             .map_err(|e| SnapshotError::bad(None, format!("decompressing: {e}")))?;
-        if raw.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(SnapshotError::bad(None, format!("larger than {MAX_MANIFEST_BYTES} bytes uncompressed")));
+        if raw.len() as u64 > max_bytes {
+            return Err(SnapshotError::bad(None, format!("larger than {max_bytes} bytes uncompressed")));
         }
         let m = Reader { buf: &raw, pos: 0 }.manifest()?;
         m.validate()?;
@@ -546,5 +554,14 @@ mod tests {
         assert!(Manifest::decode(&hostile).unwrap_err().to_string().contains("pack count"));
         let blob = sample().encode();
         assert!(Manifest::decode(&blob[..blob.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn a_manifest_past_the_reader_s_limit_is_refused_naming_it() {
+        let blob = sample().encode();
+        let raw = zstd::decode_all(&blob[BLOB_MAGIC.len()..]).unwrap().len() as u64;
+        assert_eq!(Manifest::decode_within(&blob, raw).unwrap(), sample());
+        let err = Manifest::decode_within(&blob, raw - 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("larger than {} bytes uncompressed", raw - 1)), "{err}");
     }
 }

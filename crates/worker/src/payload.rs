@@ -77,6 +77,17 @@ pub enum Work {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FarmStep {
+    /// The build context's snapshot digest, when the step reads the context
+    /// (COPY from it, or a bind mount of it).
+    ///
+    /// The first field on purpose: serialised, a payload reading the context
+    /// starts `{"context":"<digest>"`, which is how the coordinator finds
+    /// the one part of it that is not content-only (the manifest digest) and
+    /// keys the step by the snapshot's tree digest plus the bytes after it
+    /// (`rbk_coordinator::action_key`). Elsewhere it would still work, but
+    /// every submit of an unchanged context would miss the action cache.
+    #[serde(default)]
+    pub context: Option<String>,
     pub version: u32,
     /// Progress label as BuildKit prints it (`[build 2/5] RUN ...`).
     pub label: String,
@@ -89,10 +100,6 @@ pub struct FarmStep {
     /// each starts. Mount targets are inside `work`.
     #[serde(default)]
     pub cache_ids: Vec<String>,
-    /// The build context's snapshot digest, when the step reads the context
-    /// (COPY from it, or a bind mount of it).
-    #[serde(default)]
-    pub context: Option<String>,
     /// Other stages the step reads (`COPY --from`, `RUN --mount=from=`), by
     /// the source name the worker step uses (`rbk_plan::mapping::stage_source`).
     #[serde(default)]

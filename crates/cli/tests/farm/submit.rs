@@ -22,9 +22,15 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `rbk submit` against `farm` as `token` (none: no token at all).
 pub(crate) fn submit(farm: &Farm, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
+    submit_from(farm, &farm.dir.path().join("client"), token, ctx, extra)
+}
+
+/// [`submit`] from the client directory `client` (where a client keeps its
+/// base images and the last snapshot of each context).
+fn submit_from(farm: &Farm, client: &Path, token: Option<&str>, ctx: &Path, extra: &[&str]) -> Output {
     let mut cmd = Command::new(RBK);
     cmd.args(["submit", "--coordinator", &farm.url, "--client-dir"])
-        .arg(farm.dir.path().join("client"))
+        .arg(client)
         .args(extra)
         .arg(ctx)
         .env_remove("RBK_TOKEN")
@@ -118,6 +124,52 @@ async fn the_layer_cache_follows_a_build_to_another_machine() {
     assert!(!stderr.contains(" on b"), "worker b ran nothing:\n{stderr}");
     assert!(!stderr.contains("MiB sent"), "the unchanged context (busybox, 1 MiB) is not sent again:\n{stderr}");
     assert_eq!(first, second, "the same image");
+}
+
+/// Sets every file's and directory's mtime under `dir` an hour ahead.
+fn touch_all(dir: &Path) {
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            touch_all(&path);
+        }
+        std::fs::File::open(&path).unwrap().set_modified(later).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_context_touched_and_submitted_from_a_fresh_client_dir_is_all_cached() {
+    // The default configuration: the coordinator computes the keys.
+    let farm = Farm::start().await;
+    let ctx = context();
+    let _a = farm.worker("a", &[]);
+    let first_client = tempfile::tempdir().unwrap();
+    let (first, stderr) = succeeded(&submit_from(&farm, first_client.path(), Some(TENANT_A), ctx.path(), &[]));
+    assert!(stderr.contains("(6/6) FINISHED") && !stderr.contains("CACHED"), "{stderr}");
+    // New mtimes, a new staging copy, no previous snapshot to pack against.
+    touch_all(ctx.path());
+    let fresh_client = tempfile::tempdir().unwrap();
+    let (second, stderr) = succeeded(&submit_from(&farm, fresh_client.path(), Some(TENANT_A), ctx.path(), &[]));
+    assert_eq!(stderr.matches(" => CACHED ").count(), 6, "every step is CACHED:\n{stderr}");
+    assert_eq!(first, second, "the same image");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_file_misses_the_copy_reading_it_and_what_follows_while_a_copy_of_other_files_stays_cached() {
+    let farm = Farm::start().await;
+    let ctx = context();
+    let _a = farm.worker("a", &[]);
+    let (first, _) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
+    std::fs::write(ctx.path().join("a.txt"), "changed in the context\n").unwrap();
+    let (second, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &[]));
+    let cached: Vec<&str> = stderr.lines().filter(|l| l.contains(" => CACHED ")).collect();
+    // COPY busybox reads the context too, but not a.txt; the RUN and
+    // WORKDIR after it read nothing of the context.
+    assert!(cached.iter().any(|l| l.contains("COPY busybox")), "the COPY of an unchanged file missed:\n{stderr}");
+    assert_eq!(cached.len(), 3, "COPY busybox, RUN --install, WORKDIR are CACHED, nothing else:\n{stderr}");
+    assert!(!cached.iter().any(|l| l.contains("COPY a.txt") || l.contains("COPY --from=build")), "{stderr}");
+    assert_ne!(first, second, "the changed file is in the image");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -56,12 +56,8 @@ async fn a_pool_token_cannot_register_under_a_worker_id_another_token_owns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_server_action_keys_a_result_stored_under_a_forged_key_is_not_served_to_the_step_that_key_belongs_to() {
-    let mut farm = Farm::start().await;
-    // `[scheduler]` is the config's last section.
-    let config = farm.dir.path().join("coordinator.toml");
-    let text = std::fs::read_to_string(&config).unwrap() + "server_action_keys = true\n";
-    std::fs::write(&config, text).unwrap();
-    farm.restart_coordinator();
+    // The default configuration: server keys are on without being asked for.
+    let farm = Farm::start().await;
     let _a = farm.worker("a", &[]);
     // The attacker pairs its own payload with the key of the honest step.
     let forged = farm.build(vec![farm.run("s", "k-honest", "echo planted", None, None)]).await;

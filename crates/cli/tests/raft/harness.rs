@@ -443,7 +443,9 @@ pub fn step(id: &str, key: &str, deps: &[&str], cache: Option<&str>) -> pb::Step
         key: key.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
         cache_mounts: cache.map(|c| pb::CacheMount { id: c.into(), sharing: "shared".into() }).into_iter().collect(),
-        payload: format!("{{\"run\":\"{id}\"}}").into_bytes(),
+        // The coordinator keys a step by what it runs: steps the tests give
+        // one `key` run one payload, and steps with other keys other ones.
+        payload: format!("{{\"run\":\"{id}\",\"key\":\"{key}\"}}").into_bytes(),
         name: format!("RUN {id}"),
         ..Default::default()
     }

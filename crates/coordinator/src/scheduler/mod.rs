@@ -56,10 +56,11 @@ pub struct SchedulerConfig {
     /// retrying it elsewhere (leader-local; a few heartbeat intervals).
     pub readopt_grace: Duration,
     /// Key the action cache by the coordinator's hash of what each step
-    /// executes (`action_key.rs`) instead of the client's key. Off by
-    /// default until the client's context digest is the same for an
-    /// unchanged context (today the staged context's snapshot records the
-    /// staging copy's mtimes, so every step reading the context would miss).
+    /// executes (`action_key.rs`) instead of the client's key. On by
+    /// default: off, a client can pair one step's payload with another's
+    /// key and plant a result. A context-reading step is keyed by its
+    /// context's tree digest (`context_trees.rs`), so an unchanged context
+    /// still hits after a re-stage.
     pub server_action_keys: bool,
     /// How long a step may wait with no connected worker able to ever run
     /// it (none serves its tenant, has its platform and its labels) before
@@ -85,7 +86,7 @@ impl Default for SchedulerConfig {
             lease_ttl: Duration::from_secs(120),
             secret_wait: Duration::from_secs(30),
             readopt_grace: Duration::from_secs(10),
-            server_action_keys: false,
+            server_action_keys: true,
             unschedulable_timeout: Duration::from_secs(600),
             max_builds_per_tenant: 100,
             max_steps_per_tenant: 20_000,
@@ -110,6 +111,13 @@ pub enum SchedulerError {
     /// A per-tenant limit (see `quota.rs`).
     #[error("{0}")]
     Quota(String),
+    /// A step's build context cannot be keyed: not a readable manifest
+    /// within the bounds of `context_trees.rs` (names the step).
+    #[error("{0}")]
+    BadContext(String),
+    /// The store failed while a context manifest was read (names the step).
+    #[error("{0}")]
+    ContextUnavailable(String),
 }
 
 /// A step's result after its cache commits: the result, the heads the worker
@@ -139,6 +147,12 @@ enum Msg {
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
     hub: events::EventHub,
+    /// `SchedulerConfig::server_action_keys`: keys are computed on the
+    /// submitting task, before the build reaches the loop.
+    server_action_keys: bool,
+    /// Reads the context manifests keys hold the trees of; without one
+    /// (unit tests) a context-reading step is keyed by its whole payload.
+    contexts: Option<Arc<crate::context_trees::ContextReader>>,
 }
 
 /// A worker's side of its connection: assignments to run, and the handle to
@@ -164,6 +178,7 @@ impl Scheduler {
             }
         });
         let hub = events::EventHub::default();
+        let server_action_keys = config.server_action_keys;
         let core = Core {
             hub: hub.clone(),
             adopted: HashMap::new(),
@@ -181,7 +196,14 @@ impl Scheduler {
             readopt: failover::Readopt::default(),
         };
         tokio::spawn(core.run(rx));
-        Self { tx, hub }
+        Self { tx, hub, server_action_keys, contexts: None }
+    }
+
+    /// Keys context-reading steps by the tree of the context manifest they
+    /// name, read from `store` (see `context_trees.rs`).
+    pub fn with_contexts(mut self, store: Arc<dyn rbk_store::Store>) -> Self {
+        self.contexts = Some(Arc::new(crate::context_trees::ContextReader::new(store)));
+        self
     }
 
     /// Live events of the builds this node runs, for `Watch` (and the
@@ -209,12 +231,25 @@ impl Scheduler {
     /// assignment of the build carries to its worker.
     pub async fn submit_with_secrets(
         &self,
-        req: BuildRequest,
+        mut req: BuildRequest,
         secrets: Secrets,
     ) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         // Here, on the caller's task: the scheduler's single loop serves
-        // every tenant and must not spend a large graph's time on it.
+        // every tenant and must not spend a large graph's time (or a
+        // context manifest's read) on it.
         validate_graph(&req.steps)?;
+        // The action cache keyed by what runs, not by what the client says
+        // (see `action_key.rs`).
+        if self.server_action_keys {
+            let trees = match &self.contexts {
+                Some(reader) => reader.resolve(&req.steps).await.map_err(|e| match e {
+                    crate::context_trees::ContextError::Bad(m) => SchedulerError::BadContext(m),
+                    crate::context_trees::ContextError::Unavailable(m) => SchedulerError::ContextUnavailable(m),
+                })?,
+                None => Default::default(),
+            };
+            crate::action_key::assign_keys(&mut req.steps, &trees);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Submit { req, secrets, reply }).map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)?
@@ -530,14 +565,9 @@ impl Core {
         }
     }
 
-    /// `req.steps` were validated by [`Scheduler::submit_with_secrets`].
-    async fn submit(&mut self, mut req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
+    /// `req.steps` were validated (and keyed) by [`Scheduler::submit_with_secrets`].
+    async fn submit(&mut self, req: BuildRequest) -> Result<(String, mpsc::UnboundedReceiver<BuildEvent>), SchedulerError> {
         self.check_quota(&req)?;
-        // The action cache keyed by what runs, not by what the client says
-        // (see `action_key.rs`).
-        if self.config.server_action_keys {
-            crate::action_key::assign_keys(&mut req.steps);
-        }
         let build_id = self.fresh_id("b");
         let steps_kv = req.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
         let now = now_ms();

@@ -612,7 +612,8 @@ async fn a_result_committing_a_cache_the_step_was_not_granted_fails_and_commits_
 
 #[tokio::test]
 async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under_its_client_key_for_another_payload() {
-    let h = harness_with(SchedulerConfig { server_action_keys: true, ..SchedulerConfig::default() });
+    // The default configuration: server keys are on without being asked for.
+    let h = harness();
     let mut w = h.worker("w", 1).await;
     let mut planted = node("x", "victim-key", &[]);
     planted.payload = b"echo planted > /out".to_vec();
@@ -628,6 +629,18 @@ async fn with_server_action_keys_a_step_is_not_cached_from_a_result_stored_under
     h.succeed(&w, &b);
     let events = finish(&mut ev).await;
     assert!(!events.iter().any(|e| matches!(e, BuildEvent::Cached { .. })), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_build_whose_context_manifest_is_not_in_the_store_is_refused_naming_the_step_and_creates_nothing() {
+    let h = harness();
+    let sched = h.sched.clone().with_contexts(Arc::new(rbk_store::MemoryStore::default()));
+    let mut step = node("copy", "k", &[]);
+    step.payload = format!(r#"{{"context":"{}","version":1}}"#, Digest::of(b"never uploaded")).into_bytes();
+    let refused = sched.submit(BuildRequest { namespace: "team".into(), steps: vec![step], no_cache: false }).await.unwrap_err();
+    assert!(matches!(refused, SchedulerError::BadContext(_)), "{refused}");
+    assert!(refused.to_string().contains("step copy (RUN copy)") && refused.to_string().contains("not in the store"), "{refused}");
+    assert!(query(&*h.state, |m| m.builds_of("team", 10).is_empty()), "a build was created");
 }
 
 // Per-tenant limits (quota.rs).

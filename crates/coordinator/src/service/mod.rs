@@ -38,6 +38,8 @@ pub(crate) fn scheduler_status(e: SchedulerError) -> Status {
         SchedulerError::UnknownBuild(_) => Status::not_found(e.to_string()),
         SchedulerError::WorkerIdInUse(_) => Status::already_exists(e.to_string()),
         SchedulerError::Quota(_) => Status::resource_exhausted(e.to_string()),
+        SchedulerError::BadContext(_) => Status::failed_precondition(e.to_string()),
+        SchedulerError::ContextUnavailable(_) => Status::unavailable(e.to_string()),
         SchedulerError::State { .. } | SchedulerError::Stopped => Status::unavailable(e.to_string()),
     }
 }
