@@ -4,7 +4,6 @@
 //! `skip=all`, `skip=RuleA,RuleB`, `error=true`, joined by `;`
 //! (`# check=skip=JSONArgsRecommended;error=true`).
 
-use crate::checks::Check;
 
 /// The build arg that overrides the `# check=` directive, as in BuildKit.
 pub const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
@@ -57,19 +56,20 @@ impl CheckConfig {
         !self.skip_all && !self.skip.iter().any(|s| s == rule)
     }
 
-    /// With `error=true` and warnings: BuildKit's error, naming each rule
-    /// once (`lint violation found for rules: A, B`).
-    pub fn violation(&self, checks: &[Check]) -> Option<String> {
-        if !self.error || checks.is_empty() {
+    /// With `error=true` and warnings (the rules that fired, one per
+    /// warning): BuildKit's error, naming each rule once (`lint violation
+    /// found for rules: A, B`).
+    pub fn violation<'a>(&self, fired: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        if !self.error {
             return None;
         }
         let mut rules: Vec<&str> = Vec::new();
-        for c in checks {
-            if !rules.contains(&c.rule) {
-                rules.push(c.rule);
+        for rule in fired {
+            if !rules.contains(&rule) {
+                rules.push(rule);
             }
         }
-        Some(format!("lint violation found for rules: {}", rules.join(", ")))
+        (!rules.is_empty()).then(|| format!("lint violation found for rules: {}", rules.join(", ")))
     }
 }
 
@@ -105,17 +105,10 @@ mod tests {
 
     #[test]
     fn a_violation_names_each_rule_once_and_only_with_error_true() {
-        let checks = vec![
-            Check::new("JSONArgsRecommended", 3, "x"),
-            Check::new("JSONArgsRecommended", 4, "x"),
-            Check::new("UndefinedVar", 5, "y"),
-        ];
+        let fired = ["JSONArgsRecommended", "JSONArgsRecommended", "UndefinedVar"];
         let on = CheckConfig::parse("error=true").unwrap();
-        assert_eq!(
-            on.violation(&checks).unwrap(),
-            "lint violation found for rules: JSONArgsRecommended, UndefinedVar"
-        );
-        assert_eq!(on.violation(&[]), None);
-        assert_eq!(CheckConfig::default().violation(&checks), None);
+        assert_eq!(on.violation(fired).unwrap(), "lint violation found for rules: JSONArgsRecommended, UndefinedVar");
+        assert_eq!(on.violation([]), None);
+        assert_eq!(CheckConfig::default().violation(fired), None);
     }
 }

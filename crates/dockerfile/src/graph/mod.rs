@@ -65,7 +65,7 @@ impl Graph {
     /// With `check=error=true` and warnings: the error that stops the
     /// build before any step runs (`lint violation found for rules: ...`).
     pub fn check_violation(&self) -> Option<String> {
-        self.check_config.violation(&self.checks)
+        self.check_config.violation(self.checks.iter().map(|c| c.rule))
     }
 }
 
