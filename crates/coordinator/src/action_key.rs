@@ -154,17 +154,8 @@ mod tests {
     use super::*;
 
     fn step(id: &str, payload: &str, deps: &[&str]) -> StepNode {
-        StepNode {
-            id: id.into(),
-            key: format!("client-{id}"),
-            deps: deps.iter().map(|d| d.to_string()).collect(),
-            platform: String::new(),
-            labels: Default::default(),
-            cache_mounts: vec![],
-            payload: payload.as_bytes().to_vec(),
-            name: String::new(),
-            secret_ids: Default::default(),
-        }
+        let deps = deps.iter().map(|d| d.to_string()).collect();
+        StepNode { id: id.into(), key: format!("client-{id}"), deps, payload: payload.as_bytes().to_vec(), ..Default::default() }
     }
 
     fn keys(mut steps: Vec<StepNode>) -> Vec<String> {

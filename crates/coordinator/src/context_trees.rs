@@ -173,17 +173,7 @@ mod tests {
     use super::*;
 
     fn step(id: &str, payload: String) -> StepNode {
-        StepNode {
-            id: id.into(),
-            key: String::new(),
-            deps: vec![],
-            platform: String::new(),
-            labels: Default::default(),
-            cache_mounts: vec![],
-            payload: payload.into_bytes(),
-            name: format!("COPY {id}"),
-            secret_ids: Default::default(),
-        }
+        StepNode { id: id.into(), payload: payload.into_bytes(), name: format!("COPY {id}"), ..Default::default() }
     }
 
     fn reading(id: &str, manifest: impl std::fmt::Display) -> StepNode {

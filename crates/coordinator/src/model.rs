@@ -108,7 +108,7 @@ pub struct CacheMountSpec {
 /// One step of a build graph, neutral of the Dockerfile language: the
 /// frontend maps its steps onto this. Serde: it is replicated inside
 /// `Command::CreateBuild` so a new leader can resume the build.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepNode {
     pub id: String,
     pub key: String,

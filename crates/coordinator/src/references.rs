@@ -89,17 +89,7 @@ mod tests {
     use super::*;
 
     fn step(payload: serde_json::Value) -> StepNode {
-        StepNode {
-            id: "s".into(),
-            key: "k".into(),
-            deps: vec![],
-            platform: String::new(),
-            labels: Default::default(),
-            cache_mounts: vec![],
-            payload: serde_json::to_vec(&payload).unwrap(),
-            name: String::new(),
-            secret_ids: Default::default(),
-        }
+        StepNode { id: "s".into(), key: "k".into(), payload: serde_json::to_vec(&payload).unwrap(), ..Default::default() }
     }
 
     #[test]

@@ -922,17 +922,7 @@ mod tests {
         let commit = Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: manifest, total_bytes: 1, now_ms: 1 };
         m.apply(Command::Guarded { started_ms: 0, packs: vec![pack], cmd: Box::new(commit) }).unwrap();
         let payload = serde_json::to_vec(&serde_json::json!({ "context": named.to_string() })).unwrap();
-        let graph = vec![StepNode {
-            id: "s".into(),
-            key: "k".into(),
-            deps: vec![],
-            platform: String::new(),
-            labels: Default::default(),
-            cache_mounts: vec![],
-            payload,
-            name: String::new(),
-            secret_ids: Default::default(),
-        }];
+        let graph = vec![StepNode { id: "s".into(), key: "k".into(), payload, ..Default::default() }];
         m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![], now_ms: 1, graph }).unwrap();
         for d in [uploaded, layer, manifest, pack] {
             assert!(m.tenant_has_blob("a", &d), "{d}");

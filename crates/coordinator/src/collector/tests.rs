@@ -103,17 +103,7 @@ fn step_reading_context(context: Digest, layer: Digest) -> StepNode {
         "context": context.to_string(),
         "parent": {"kind": "layers", "layers": [{"blake3": layer.to_string()}]},
     });
-    StepNode {
-        id: "s1".into(),
-        key: "k1".into(),
-        deps: vec![],
-        platform: String::new(),
-        labels: Default::default(),
-        cache_mounts: vec![],
-        payload: serde_json::to_vec(&payload).unwrap(),
-        name: "COPY . /src".into(),
-        secret_ids: Default::default(),
-    }
+    StepNode { id: "s1".into(), key: "k1".into(), payload: serde_json::to_vec(&payload).unwrap(), name: "COPY . /src".into(), ..Default::default() }
 }
 
 /// So that every blob put so far is older than the run's start.

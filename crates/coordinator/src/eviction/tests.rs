@@ -23,17 +23,8 @@ fn put_action(m: &mut StateMachine, tenant: &str, key: &str, layer_bytes: usize,
 }
 
 fn step(key: &str, caches: &[&str]) -> StepNode {
-    StepNode {
-        id: format!("s-{key}"),
-        key: key.into(),
-        deps: vec![],
-        platform: String::new(),
-        labels: Default::default(),
-        cache_mounts: caches.iter().map(|c| CacheMountSpec { id: (*c).into(), sharing: Sharing::Shared }).collect(),
-        payload: b"{}".to_vec(),
-        name: String::new(),
-        secret_ids: Default::default(),
-    }
+    let cache_mounts = caches.iter().map(|c| CacheMountSpec { id: (*c).into(), sharing: Sharing::Shared }).collect();
+    StepNode { id: format!("s-{key}"), key: key.into(), cache_mounts, payload: b"{}".to_vec(), ..Default::default() }
 }
 
 fn create_build(m: &mut StateMachine, id: &str, tenant: &str, graph: Vec<StepNode>, at_ms: u64) {

@@ -325,7 +325,6 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -338,17 +337,8 @@ mod tests {
     use crate::state::{BuildState, CoordinatorState, MemoryState, StepState, query};
 
     fn node(id: &str, deps: &[&str]) -> StepNode {
-        StepNode {
-            id: id.into(),
-            key: format!("key-{id}"),
-            deps: deps.iter().map(|d| d.to_string()).collect(),
-            platform: String::new(),
-            labels: BTreeMap::new(),
-            cache_mounts: vec![],
-            payload: id.as_bytes().to_vec(),
-            name: id.into(),
-            secret_ids: Default::default(),
-        }
+        let deps = deps.iter().map(|d| d.to_string()).collect();
+        StepNode { id: id.into(), key: format!("key-{id}"), deps, payload: id.as_bytes().to_vec(), name: id.into(), ..Default::default() }
     }
 
     fn start(state: Arc<MemoryState>) -> Scheduler {

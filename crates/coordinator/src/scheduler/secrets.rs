@@ -78,7 +78,6 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -92,13 +91,10 @@ mod tests {
         StepNode {
             id: id.into(),
             key: format!("key-{id}"),
-            deps: vec![],
-            platform: String::new(),
-            labels: BTreeMap::new(),
-            cache_mounts: vec![],
             payload: br#"{"mounts":[{"kind":{"type":"secret","id":"tok"}}]}"#.to_vec(),
             name: format!("RUN {id}"),
             secret_ids: ["tok".to_owned()].into(),
+            ..Default::default()
         }
     }
 

@@ -38,14 +38,11 @@ fn node(id: &str, key: &str, deps: &[&str]) -> StepNode {
         id: id.into(),
         key: key.into(),
         deps: deps.iter().map(|d| d.to_string()).collect(),
-        platform: String::new(),
-        labels: BTreeMap::new(),
-        cache_mounts: vec![],
         // The action key is the coordinator's hash of what runs: steps the
         // tests call identical (same `key`) run the same payload.
         payload: format!("run {key}").into_bytes(),
         name: format!("RUN {id}"),
-        secret_ids: Default::default(),
+        ..Default::default()
     }
 }
 
