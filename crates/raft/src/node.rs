@@ -322,7 +322,11 @@ impl Node {
         let serving =
             self.is_leader() && self.term_start > 0 && self.shared.applied.load(Ordering::Acquire) >= self.term_start;
         if self.shared.serving.swap(serving, Ordering::AcqRel) != serving {
-            let _ = self.shared.serving_tx.send(serving);
+            // `send_replace`, not `send`: `send` drops the value when no
+            // receiver exists yet, and a node that leads before anyone
+            // subscribes (the sole voter campaigns at once) would then look
+            // not serving to every later subscriber.
+            self.shared.serving_tx.send_replace(serving);
         }
     }
 
