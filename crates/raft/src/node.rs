@@ -95,6 +95,7 @@ impl Node {
     }
 
     pub(crate) fn run(mut self, inbox: Receiver<Input>) {
+        self.campaign_if_sole_voter();
         let mut next_tick = Instant::now() + self.opts.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -122,6 +123,23 @@ impl Node {
             }
             self.on_ready();
         }
+    }
+
+    /// A group whose only voter is this node elects it at once instead of
+    /// after a randomized election timeout (100–200 ms at `rbk build`'s
+    /// 10 ms tick, paid on every embedded build): its own vote is the
+    /// quorum, nobody can be disrupted, and a campaign is exactly what the
+    /// timer would start. raft-rs refuses it while a membership change
+    /// awaits applying; the timer then campaigns as before.
+    fn campaign_if_sole_voter(&mut self) {
+        let sole = *self.shared.voters.read().unwrap_or_else(|e| e.into_inner()) == [self.shared.id];
+        if !sole {
+            return;
+        }
+        if let Err(e) = self.raw.campaign() {
+            tracing::warn!("campaigning at start as the sole voter: {e}; waiting for the election timeout");
+        }
+        self.on_ready();
     }
 
     fn is_leader(&self) -> bool {
@@ -304,7 +322,11 @@ impl Node {
         let serving =
             self.is_leader() && self.term_start > 0 && self.shared.applied.load(Ordering::Acquire) >= self.term_start;
         if self.shared.serving.swap(serving, Ordering::AcqRel) != serving {
-            let _ = self.shared.serving_tx.send(serving);
+            // `send_replace`, not `send`: `send` drops the value when no
+            // receiver exists yet, and a node that leads before anyone
+            // subscribes (the sole voter campaigns at once) would then look
+            // not serving to every later subscriber.
+            self.shared.serving_tx.send_replace(serving);
         }
     }
 

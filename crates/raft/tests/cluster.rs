@@ -81,6 +81,17 @@ async fn a_single_voter_commits_and_recovers_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_voter_that_leads_before_anyone_watches_is_seen_serving_by_a_later_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port()];
+    let n = RaftState::start(&config(dir.path(), 1, &ports, 1000)).await.unwrap();
+    // Nobody has subscribed to `serving()` yet when the node starts leading.
+    leader_of(std::slice::from_ref(&n)).await;
+    let serving = n.serving();
+    assert!(*serving.borrow(), "a watcher subscribing after the election sees the node serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_and_followers_refuse_writes_naming_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
