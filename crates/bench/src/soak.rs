@@ -107,16 +107,7 @@ async fn store_bytes(store: &S3Store) -> anyhow::Result<(u64, u64)> {
 
 fn start_coordinator(dir: &Path, rbk: &Path, s3: &rbk_testsupport::S3Service) -> anyhow::Result<(Proc, String)> {
     let log = std::fs::File::create(dir.join("coordinator.log"))?;
-    let mut child = Command::new(rbk)
-        .args(["coordinator", "--config"])
-        .arg(dir.join("coordinator.toml"))
-        .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)
-        .env("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("RBK_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("starting rbk coordinator")?;
+    let mut child = s3.coordinator_command(rbk, &dir.join("coordinator.toml"), log).spawn().context("starting rbk coordinator")?;
     let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
     let proc = Proc(child);
     let mut line = String::new();

@@ -96,22 +96,11 @@ impl CacheHeads {
     }
 
     /// Commits `snapshot`, captured from the head at `base_generation` (0 if
-    /// the worker started empty), merging with whatever landed meanwhile.
+    /// the worker started empty), merging with whatever landed meanwhile,
+    /// by a writer whose work started at `started_ms`: the commit is
+    /// refused if the snapshot or one of its packs is fenced by the store
+    /// collector against such a writer (`gc_fence.rs`).
     pub async fn commit(
-        &self,
-        head: &HeadKey,
-        base_generation: u64,
-        snapshot: Digest,
-        total_bytes: u64,
-        now_ms: u64,
-    ) -> Result<Committed, CacheHeadError> {
-        self.commit_from(head, base_generation, snapshot, total_bytes, now_ms, now_ms).await
-    }
-
-    /// [`Self::commit`] by a writer whose work started at `started_ms`: the
-    /// commit is refused if the snapshot or one of its packs is fenced by
-    /// the store collector against such a writer (`gc_fence.rs`).
-    pub async fn commit_from(
         &self,
         head: &HeadKey,
         base_generation: u64,
@@ -263,7 +252,7 @@ pub(crate) mod tests {
     async fn commit_without_contention_needs_no_merge() {
         let (heads, m) = setup();
         let s = m.store(tree(&[("a", "1")]));
-        let c = heads.commit(&head(), 0, s, 1, 0).await.unwrap();
+        let c = heads.commit(&head(), 0, s, 1, 0, 0).await.unwrap();
         assert_eq!(c, Committed { snapshot: s, generation: 1, merged: false });
     }
 
@@ -271,11 +260,11 @@ pub(crate) mod tests {
     async fn commit_from_a_stale_generation_merges_both_sides() {
         let (heads, m) = setup();
         let base = m.store(tree(&[("old", "0")]));
-        heads.commit(&head(), 0, base, 1, 0).await.unwrap();
+        heads.commit(&head(), 0, base, 1, 0, 0).await.unwrap();
         let a = m.store(tree(&[("old", "0"), ("a", "1")]));
         let b = m.store(tree(&[("old", "0"), ("b", "2")]));
-        heads.commit(&head(), 1, a, 2, 0).await.unwrap();
-        let c = heads.commit(&head(), 1, b, 2, 0).await.unwrap();
+        heads.commit(&head(), 1, a, 2, 0, 0).await.unwrap();
+        let c = heads.commit(&head(), 1, b, 2, 0, 0).await.unwrap();
         assert!(c.merged);
         assert_eq!(c.generation, 3);
         assert_eq!(m.tree(c.snapshot), tree(&[("old", "0"), ("a", "1"), ("b", "2")]));
@@ -290,7 +279,7 @@ pub(crate) mod tests {
                 let (heads, m) = (heads.clone(), m.clone());
                 tokio::spawn(async move {
                     let s = m.store(tree(&[(&format!("file{i}"), "x")]));
-                    heads.commit(&head(), 0, s, 1, 0).await.unwrap()
+                    heads.commit(&head(), 0, s, 1, 0, 0).await.unwrap()
                 })
             })
             .collect();
@@ -308,9 +297,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_failing_merge_is_an_error_naming_the_cache() {
         let (heads, m) = setup();
-        heads.commit(&head(), 0, m.store(tree(&[("a", "1")])), 1, 0).await.unwrap();
+        heads.commit(&head(), 0, m.store(tree(&[("a", "1")])), 1, 0, 0).await.unwrap();
         let unknown = Digest::of(b"not a snapshot the merger knows");
-        let err = heads.commit(&head(), 0, unknown, 1, 0).await.unwrap_err();
+        let err = heads.commit(&head(), 0, unknown, 1, 0, 0).await.unwrap_err();
         assert!(err.to_string().starts_with("cache team/pip: merging"), "{err}");
         assert_eq!(heads.head(&head()).unwrap().generation, 1);
     }

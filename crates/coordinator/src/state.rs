@@ -785,20 +785,15 @@ mod tests {
         assert_eq!(m.heads_of("a").len(), 1);
     }
 
+    /// Tenant `a`'s request for a lease on cache `pip`.
+    fn lease(sharing: Sharing, holder: &str, now_ms: u64, ttl_ms: u64) -> Command {
+        Command::AcquireLease { namespace: "a".into(), cache_id: "pip".into(), sharing, holder: holder.into(), now_ms, ttl_ms }
+    }
+
     #[test]
     fn locked_lease_excludes_others_until_released_or_expired() {
         let mut m = StateMachine::default();
-        let acquire = |m: &mut StateMachine, holder: &str, now| {
-            m.apply(Command::AcquireLease {
-                namespace: "a".into(),
-                cache_id: "apt".into(),
-                sharing: Sharing::Locked,
-                holder: holder.into(),
-                now_ms: now,
-                ttl_ms: 100,
-            })
-            .unwrap()
-        };
+        let acquire = |m: &mut StateMachine, holder: &str, now| m.apply(lease(Sharing::Locked, holder, now, 100)).unwrap();
         assert_eq!(acquire(&mut m, "s1", 0), Outcome::LeaseGranted { slot: 0 });
         assert!(matches!(acquire(&mut m, "s2", 50), Outcome::LeaseBusy { .. }));
         m.apply(Command::RenewLeases { holder: "s1".into(), now_ms: 90, ttl_ms: 100 }).unwrap();
@@ -811,17 +806,7 @@ mod tests {
     #[test]
     fn private_users_get_distinct_slots_and_reuse_freed_ones() {
         let mut m = StateMachine::default();
-        let acquire = |m: &mut StateMachine, holder: &str| {
-            m.apply(Command::AcquireLease {
-                namespace: "a".into(),
-                cache_id: "npm".into(),
-                sharing: Sharing::Private,
-                holder: holder.into(),
-                now_ms: 0,
-                ttl_ms: 1000,
-            })
-            .unwrap()
-        };
+        let acquire = |m: &mut StateMachine, holder: &str| m.apply(lease(Sharing::Private, holder, 0, 1000)).unwrap();
         assert_eq!(acquire(&mut m, "s1"), Outcome::LeaseGranted { slot: 1 });
         assert_eq!(acquire(&mut m, "s2"), Outcome::LeaseGranted { slot: 2 });
         m.apply(Command::ReleaseLeases { holder: "s1".into() }).unwrap();
@@ -831,16 +816,7 @@ mod tests {
     #[test]
     fn shared_mounts_take_no_lease() {
         let mut m = StateMachine::default();
-        let err = m
-            .apply(Command::AcquireLease {
-                namespace: "a".into(),
-                cache_id: "pip".into(),
-                sharing: Sharing::Shared,
-                holder: "s".into(),
-                now_ms: 0,
-                ttl_ms: 1,
-            })
-            .unwrap_err();
+        let err = m.apply(lease(Sharing::Shared, "s", 0, 1)).unwrap_err();
         assert!(matches!(err, StateError::SharedLease(_)));
     }
 

@@ -18,12 +18,15 @@ pub const MAX_EXPANDED: usize = 1 << 20;
 /// Pattern operators on longer values are refused (their cost is quadratic).
 const MAX_PATTERN_VALUE: usize = 1 << 10;
 
+/// Where expansion finds a variable's value (`None`: unset).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Expands `word` with `lookup` for variables. Errors are messages; the caller
 /// adds the position.
 pub fn expand(
     word: &str,
     escape: char,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'_>,
 ) -> Result<String, String> {
     run(word, escape, lookup, false)
 }
@@ -33,7 +36,7 @@ pub fn expand(
 pub fn expand_heredoc(
     body: &str,
     escape: char,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'_>,
 ) -> Result<String, String> {
     run(body, escape, lookup, true)
 }
@@ -44,7 +47,7 @@ pub fn expand_heredoc(
 pub fn expand_words(
     word: &str,
     escape: char,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'_>,
 ) -> Result<Vec<String>, String> {
     let mut lx = Lexer::new(word, escape, lookup, false);
     lx.split = true;
@@ -62,7 +65,7 @@ const SPLIT: char = '\u{0}';
 fn run(
     word: &str,
     escape: char,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'_>,
     literal_quotes: bool,
 ) -> Result<String, String> {
     Lexer::new(word, escape, lookup, literal_quotes).finish(word)
@@ -72,7 +75,7 @@ impl<'a> Lexer<'a> {
     fn new(
         word: &str,
         escape: char,
-        lookup: &'a dyn Fn(&str) -> Option<String>,
+        lookup: Lookup<'a>,
         literal_quotes: bool,
     ) -> Self {
         Lexer {
@@ -100,7 +103,7 @@ struct Lexer<'a> {
     chars: Vec<char>,
     i: usize,
     escape: char,
-    lookup: &'a dyn Fn(&str) -> Option<String>,
+    lookup: Lookup<'a>,
     depth: usize,
     literal_quotes: bool,
     /// Mark blanks of unquoted expansions for word splitting.

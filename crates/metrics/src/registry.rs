@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::labels::{
     BuildInfoLabels, BuildResult, CacheKind, CacheLabels, DirectionLabels, Readopted, ResultLabels, StepResult, StoreErrorLabels, StoreLabels, StoreOp,
@@ -24,6 +24,15 @@ pub enum Role {
     Worker,
     /// Both: `rbk build`'s in-process farm.
     All,
+}
+
+/// Registers `metric` only in a process whose role records it (`on`), and
+/// returns it either way: recording into an unexposed series is harmless.
+fn register_if<M: Metric + Clone>(r: &mut Registry, on: bool, name: &str, help: &str, metric: M) -> M {
+    if on {
+        r.register(name, help, metric.clone());
+    }
+    metric
 }
 
 /// Build and step durations: 100 ms .. ~27 min.
@@ -119,169 +128,45 @@ impl Metrics {
         let coordinator = role != Role::Worker;
         let worker = role != Role::Coordinator;
         let mut r = Registry::default();
-        let build_info = Family::<BuildInfoLabels, Gauge>::default();
-        r.register("rbk_build_info", "Always 1; the labels say which rbk this process runs (version, git commit)", build_info.clone());
+        let build_info = register_if(&mut r, true, "rbk_build_info", "Always 1; the labels say which rbk this process runs (version, git commit)", Family::<BuildInfoLabels, Gauge>::default());
         r.register_collector(Box::new(crate::process::ProcessCollector));
         // Counters are registered without `_total`; the encoder appends it.
-        let builds = Family::<ResultLabels, Counter>::default();
-        if coordinator {
-            r.register("rbk_builds", "Builds that ended, by result (succeeded, failed, cancelled)", builds.clone());
-        }
-        let build_duration: HistogramFamily<ResultLabels> = Family::new_with_constructor(duration_histogram);
-        if coordinator {
-            r.register("rbk_build_duration_seconds", "Wall time of builds from submit to end, by result", build_duration.clone());
-        }
-        let builds_running = Gauge::default();
-        if coordinator {
-            r.register("rbk_builds_running", "Builds accepted by this coordinator and not yet ended", builds_running.clone());
-        }
-        let steps = Family::<ResultLabels, Counter>::default();
-        if coordinator {
-            r.register(
-                "rbk_steps",
-                "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)",
-                steps.clone(),
-            );
-        }
-        let steps_readopted = Family::<ResultLabels, Counter>::default();
-        if coordinator {
-            r.register(
-                "rbk_steps_readopted",
-                "Steps a new coordinator leader found running on a worker, by result: kept (the worker re-reported it), retried (it did not come back in the grace period), ignored (a result for an assignment the leader does not know)",
-                steps_readopted.clone(),
-            );
-        }
-        let step_duration = duration_histogram();
-        if coordinator {
-            r.register("rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", step_duration.clone());
-        }
-        let steps_running = Gauge::default();
-        if coordinator {
-            r.register("rbk_steps_running", "Step executions assigned to workers and not yet finished (coordinator view)", steps_running.clone());
-        }
-        let queue_depth = Gauge::default();
-        if coordinator {
-            r.register("rbk_queue_depth", "Ready step executions waiting for a worker", queue_depth.clone());
-        }
-        let workers_connected = Gauge::default();
-        if coordinator {
-            r.register("rbk_workers_connected", "Workers with an open session to this coordinator", workers_connected.clone());
-        }
-        let cache_hits = Family::<CacheLabels, Counter>::default();
-        r.register("rbk_cache_hits", "Cache hits by cache: action, layer, cache_mount", cache_hits.clone());
-        let cache_misses = Family::<CacheLabels, Counter>::default();
-        r.register("rbk_cache_misses", "Cache misses by cache: action, layer, cache_mount", cache_misses.clone());
-        let cache_mount_bytes_restored = Counter::default();
-        if coordinator {
-            r.register(
-                "rbk_cache_mount_restored_bytes",
-                "Bytes of cache-mount snapshots workers restored for steps (as reported with each step result)",
-                cache_mount_bytes_restored.clone(),
-            );
-        }
-        let cache_mount_commits = Counter::default();
-        if coordinator {
-            r.register("rbk_cache_mount_commits", "Cache-mount snapshots workers committed with step results", cache_mount_commits.clone());
-        }
-        let cache_mount_bytes_committed = Counter::default();
-        if coordinator {
-            r.register(
-                "rbk_cache_mount_committed_bytes",
-                "Total size of the cache-mount snapshots committed (each commit counts its whole tree)",
-                cache_mount_bytes_committed.clone(),
-            );
-        }
-        let store_duration: HistogramFamily<StoreLabels> = Family::new_with_constructor(store_histogram);
-        r.register(
-            "rbk_store_operation_duration_seconds",
-            "Content store operations by operation and backend; a get lasts until its stream ends",
-            store_duration.clone(),
-        );
-        let store_errors = Family::<StoreErrorLabels, Counter>::default();
-        r.register("rbk_store_errors", "Failed content store operations by operation, backend and error kind", store_errors.clone());
-        let store_bytes = Family::<DirectionLabels, Counter>::default();
-        r.register("rbk_store_bytes", "Bytes read from and written to the content store, by direction and backend", store_bytes.clone());
-        let raft_term = Gauge::default();
-        if coordinator {
-            r.register("rbk_raft_term", "This node's current Raft term", raft_term.clone());
-        }
-        let raft_leader_id = Gauge::default();
-        if coordinator {
-            r.register("rbk_raft_leader_id", "The Raft node id this node believes leads (0: none known)", raft_leader_id.clone());
-        }
-        let raft_is_leader = Gauge::default();
-        if coordinator {
-            r.register("rbk_raft_is_leader", "1 while this node is the Raft leader, else 0", raft_is_leader.clone());
-        }
-        let raft_commit_index = Gauge::default();
-        if coordinator {
-            r.register("rbk_raft_commit_index", "Highest Raft log index known committed on this node", raft_commit_index.clone());
-        }
-        let raft_applied_index = Gauge::default();
-        if coordinator {
-            r.register("rbk_raft_applied_index", "Highest Raft log index applied to this node's state machine", raft_applied_index.clone());
-        }
-        let worker_steps_running = Gauge::default();
-        if worker {
-            r.register("rbk_worker_steps_running", "Steps this worker process is executing now", worker_steps_running.clone());
-        }
-        let worker_steps = Family::<ResultLabels, Counter>::default();
-        if worker {
-            r.register("rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", worker_steps.clone());
-        }
-        let worker_bytes_restored = Counter::default();
-        if worker {
-            r.register(
-                "rbk_worker_restored_bytes",
-                "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)",
-                worker_bytes_restored.clone(),
-            );
-        }
-        let worker_bytes_committed = Counter::default();
-        if worker {
-            r.register(
-                "rbk_worker_committed_bytes",
-                "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)",
-                worker_bytes_committed.clone(),
-            );
-        }
+        let builds = register_if(&mut r, coordinator, "rbk_builds", "Builds that ended, by result (succeeded, failed, cancelled)", Family::<ResultLabels, Counter>::default());
+        let build_duration: HistogramFamily<ResultLabels> = register_if(&mut r, coordinator, "rbk_build_duration_seconds", "Wall time of builds from submit to end, by result", Family::new_with_constructor(duration_histogram));
+        let builds_running = register_if(&mut r, coordinator, "rbk_builds_running", "Builds accepted by this coordinator and not yet ended", Gauge::default());
+        let steps = register_if(&mut r, coordinator, "rbk_steps", "Build steps by result: cached (action-cache hit), done, failed, retried (re-queued after a lost worker)", Family::<ResultLabels, Counter>::default());
+        let steps_readopted = register_if(&mut r, coordinator, "rbk_steps_readopted", "Steps a new coordinator leader found running on a worker, by result: kept (the worker re-reported it), retried (it did not come back in the grace period), ignored (a result for an assignment the leader does not know)", Family::<ResultLabels, Counter>::default());
+        let step_duration = register_if(&mut r, coordinator, "rbk_step_duration_seconds", "Wall time of steps that ran on a worker and succeeded", duration_histogram());
+        let steps_running = register_if(&mut r, coordinator, "rbk_steps_running", "Step executions assigned to workers and not yet finished (coordinator view)", Gauge::default());
+        let queue_depth = register_if(&mut r, coordinator, "rbk_queue_depth", "Ready step executions waiting for a worker", Gauge::default());
+        let workers_connected = register_if(&mut r, coordinator, "rbk_workers_connected", "Workers with an open session to this coordinator", Gauge::default());
+        let cache_hits = register_if(&mut r, true, "rbk_cache_hits", "Cache hits by cache: action, layer, cache_mount", Family::<CacheLabels, Counter>::default());
+        let cache_misses = register_if(&mut r, true, "rbk_cache_misses", "Cache misses by cache: action, layer, cache_mount", Family::<CacheLabels, Counter>::default());
+        let cache_mount_bytes_restored = register_if(&mut r, coordinator, "rbk_cache_mount_restored_bytes", "Bytes of cache-mount snapshots workers restored for steps (as reported with each step result)", Counter::default());
+        let cache_mount_commits = register_if(&mut r, coordinator, "rbk_cache_mount_commits", "Cache-mount snapshots workers committed with step results", Counter::default());
+        let cache_mount_bytes_committed = register_if(&mut r, coordinator, "rbk_cache_mount_committed_bytes", "Total size of the cache-mount snapshots committed (each commit counts its whole tree)", Counter::default());
+        let store_duration: HistogramFamily<StoreLabels> = register_if(&mut r, true, "rbk_store_operation_duration_seconds", "Content store operations by operation and backend; a get lasts until its stream ends", Family::new_with_constructor(store_histogram));
+        let store_errors = register_if(&mut r, true, "rbk_store_errors", "Failed content store operations by operation, backend and error kind", Family::<StoreErrorLabels, Counter>::default());
+        let store_bytes = register_if(&mut r, true, "rbk_store_bytes", "Bytes read from and written to the content store, by direction and backend", Family::<DirectionLabels, Counter>::default());
+        let raft_term = register_if(&mut r, coordinator, "rbk_raft_term", "This node's current Raft term", Gauge::default());
+        let raft_leader_id = register_if(&mut r, coordinator, "rbk_raft_leader_id", "The Raft node id this node believes leads (0: none known)", Gauge::default());
+        let raft_is_leader = register_if(&mut r, coordinator, "rbk_raft_is_leader", "1 while this node is the Raft leader, else 0", Gauge::default());
+        let raft_commit_index = register_if(&mut r, coordinator, "rbk_raft_commit_index", "Highest Raft log index known committed on this node", Gauge::default());
+        let raft_applied_index = register_if(&mut r, coordinator, "rbk_raft_applied_index", "Highest Raft log index applied to this node's state machine", Gauge::default());
+        let worker_steps_running = register_if(&mut r, worker, "rbk_worker_steps_running", "Steps this worker process is executing now", Gauge::default());
+        let worker_steps = register_if(&mut r, worker, "rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", Family::<ResultLabels, Counter>::default());
+        let worker_bytes_restored = register_if(&mut r, worker, "rbk_worker_restored_bytes", "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)", Counter::default());
+        let worker_bytes_committed = register_if(&mut r, worker, "rbk_worker_committed_bytes", "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)", Counter::default());
 
-        let gc_runs = Family::<ResultLabels, Counter>::default();
-        if coordinator {
-            r.register("rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", gc_runs.clone());
-        }
-        let gc_scanned_objects = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_scanned_objects", "Blobs the store collector listed", gc_scanned_objects.clone());
-        }
-        let gc_deleted_objects = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_deleted_objects", "Blobs the store collector deleted", gc_deleted_objects.clone());
-        }
-        let gc_freed_bytes = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_freed_bytes", "Stored bytes the store collector deleted", gc_freed_bytes.clone());
-        }
-        let gc_duration = duration_histogram();
-        if coordinator {
-            r.register("rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", gc_duration.clone());
-        }
-        let gc_store_bytes = Gauge::default();
-        if coordinator {
-            r.register("rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", gc_store_bytes.clone());
-        }
-        let gc_evicted_heads = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", gc_evicted_heads.clone());
-        }
-        let gc_evicted_actions = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", gc_evicted_actions.clone());
-        }
-        let gc_evicted_bytes = Counter::default();
-        if coordinator {
-            r.register("rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", gc_evicted_bytes.clone());
-        }
+        let gc_runs = register_if(&mut r, coordinator, "rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", Family::<ResultLabels, Counter>::default());
+        let gc_scanned_objects = register_if(&mut r, coordinator, "rbk_gc_scanned_objects", "Blobs the store collector listed", Counter::default());
+        let gc_deleted_objects = register_if(&mut r, coordinator, "rbk_gc_deleted_objects", "Blobs the store collector deleted", Counter::default());
+        let gc_freed_bytes = register_if(&mut r, coordinator, "rbk_gc_freed_bytes", "Stored bytes the store collector deleted", Counter::default());
+        let gc_duration = register_if(&mut r, coordinator, "rbk_gc_duration_seconds", "Wall time of store collections (mark, sweep and deletes)", duration_histogram());
+        let gc_store_bytes = register_if(&mut r, coordinator, "rbk_gc_store_bytes", "Stored bytes the last store collection listed, before its deletes", Gauge::default());
+        let gc_evicted_heads = register_if(&mut r, coordinator, "rbk_gc_evicted_heads", "Cache heads dropped for a tenant's budget or keep_duration", Counter::default());
+        let gc_evicted_actions = register_if(&mut r, coordinator, "rbk_gc_evicted_actions", "Action-cache entries dropped for a tenant's budget", Counter::default());
+        let gc_evicted_bytes = register_if(&mut r, coordinator, "rbk_gc_evicted_bytes", "Bytes charged to the heads and entries evicted (freed by the collection that follows)", Counter::default());
 
         for c in CacheKind::ALL.into_iter().filter(|c| if *c == CacheKind::Layer { worker } else { coordinator }) {
             let _ = cache_hits.get_or_create(&CacheLabels { cache: c.as_str() });

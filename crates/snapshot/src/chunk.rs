@@ -87,18 +87,6 @@ fn chunk_bytes(data: Vec<u8>, params: &ChunkParams) -> (Digest, Vec<RawChunk>) {
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn small_files_are_one_chunk_and_empty_files_none() {
         let p = ChunkParams::default();
@@ -111,7 +99,7 @@ mod tests {
     #[test]
     fn streamed_chunks_are_the_chunks_of_the_whole() {
         let p = ChunkParams { threshold: 64 << 10, min: 16 << 10, avg: 32 << 10, max: 64 << 10 };
-        let data = pseudo_random(1 << 20, 3);
+        let data = rbk_testsupport::incompressible(1 << 20, 3);
         let mut streamed = Vec::new();
         let digest = stream_chunks(&data[..], &p, |c| {
             streamed.push(c.digest);
@@ -127,7 +115,7 @@ mod tests {
     #[test]
     fn an_edit_in_the_middle_of_a_large_file_changes_only_nearby_chunks() {
         let p = ChunkParams { threshold: 64 << 10, min: 16 << 10, avg: 32 << 10, max: 64 << 10 };
-        let a = pseudo_random(2 << 20, 7);
+        let a = rbk_testsupport::incompressible(2 << 20, 7);
         let mut b = a.clone();
         b[1 << 20] ^= 0xff;
         let (_, ca) = chunk_reader(&a[..], a.len() as u64, &p).unwrap();

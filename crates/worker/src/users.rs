@@ -38,14 +38,18 @@ fn read_db(root: &Path, path: &str) -> Result<String> {
     }
 }
 
+/// A database line's `:`-separated fields; `None` (the line is skipped, as
+/// libc skips it) when it has fewer than `min`.
+fn fields(line: &str, min: usize) -> Option<Vec<&str>> {
+    let f: Vec<&str> = line.split(':').collect();
+    (f.len() >= min).then_some(f)
+}
+
 fn passwd(root: &Path) -> Result<Vec<PasswdEntry>> {
     Ok(read_db(root, "/etc/passwd")?
         .lines()
         .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 6 {
-                return None;
-            }
+            let f = fields(l, 6)?;
             Some(PasswdEntry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() })
         })
         .collect())
@@ -55,10 +59,7 @@ fn groups(root: &Path) -> Result<Vec<GroupEntry>> {
     Ok(read_db(root, "/etc/group")?
         .lines()
         .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 3 {
-                return None;
-            }
+            let f = fields(l, 3)?;
             let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default();
             Some(GroupEntry { name: f[0].into(), gid: f[2].parse().ok()?, members })
         })

@@ -19,3 +19,13 @@ pub fn half_compressible(len: usize, seed: u64) -> Vec<u8> {
     }
     out
 }
+
+/// `len` bytes that do not compress and differ for every `seed` (a
+/// repeatable xorshift stream): content-defined chunking and disk-usage
+/// tests need data whose stored size is its length.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = vec![0u8; len];
+    rng.fill(&mut out[..]);
+    out
+}

@@ -8,7 +8,7 @@
 pub mod data;
 pub mod faults;
 
-pub use data::half_compressible;
+pub use data::{half_compressible, incompressible};
 pub use faults::{FaultCounts, FaultPolicy, FaultProxy};
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -46,6 +46,23 @@ pub struct S3Service {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
+}
+
+impl S3Service {
+    /// `rbk coordinator --config CONFIG` as tests and benchmarks start it:
+    /// the S3 credentials in its environment (never in the file), its
+    /// stdout piped for the "listening on" line, its log to `log`.
+    pub fn coordinator_command(&self, rbk: &std::path::Path, config: &std::path::Path, log: std::fs::File) -> std::process::Command {
+        let mut c = std::process::Command::new(rbk);
+        c.args(["coordinator", "--config"])
+            .arg(config)
+            .env("RBK_S3_ACCESS_KEY_ID", &self.access_key)
+            .env("RBK_S3_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("RBK_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log);
+        c
+    }
 }
 
 pub fn s3() -> S3Service {

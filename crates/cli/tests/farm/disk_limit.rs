@@ -42,25 +42,12 @@ fn disk_use(dir: &Path) -> u64 {
     total
 }
 
-/// Deterministic bytes that differ for every `seed` (and do not compress).
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Build `n`'s context: busybox, 256 KiB of its own data, and a Dockerfile
 /// that copies both and keeps the data in cache mount `cache`.
 fn context(n: u64, cache: &str, run: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(program("busybox"), dir.path().join("busybox")).unwrap();
-    std::fs::write(dir.path().join("data"), data(n, 256 << 10)).unwrap();
+    std::fs::write(dir.path().join("data"), rbk_testsupport::incompressible(256 << 10, n)).unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
         format!(

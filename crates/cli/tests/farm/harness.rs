@@ -122,16 +122,10 @@ fn wait_for_line(child: &mut Child, prefix: &str, what: &str) -> String {
 fn spawn_coordinator(dir: &Path) -> (Child, String) {
     let s3 = rbk_testsupport::s3();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("coordinator.log")).unwrap();
-    let mut coordinator = Command::new(RBK)
+    let mut coordinator = s3
+        .coordinator_command(Path::new(RBK), &dir.join("coordinator.toml"), log)
         // Some farms listen on 0.0.0.0 (workers in network namespaces).
-        .args(["coordinator", "--insecure-plaintext", "--config"])
-        .arg(dir.join("coordinator.toml"))
-        // Credentials reach the store from the environment, never the file.
-        .env("RBK_S3_ACCESS_KEY_ID", &s3.access_key)
-        .env("RBK_S3_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("RBK_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
+        .arg("--insecure-plaintext")
         .spawn()
         .expect("starting rbk coordinator");
     let addr = wait_for_line(&mut coordinator, "rbk coordinator listening on", "rbk coordinator");

@@ -116,8 +116,8 @@ async fn a_collection_keeps_heads_their_history_action_results_and_running_build
     let f = farm();
     let (old_gen, old_blobs) = f.snapshot(&[("a", "first")]).await;
     let (cur, cur_blobs) = f.snapshot(&[("a", "second")]).await;
-    f.heads.commit(&head("pip"), 0, old_gen, 5, 1).await.unwrap();
-    f.heads.commit(&head("pip"), 1, cur, 6, 2).await.unwrap();
+    f.heads.commit(&head("pip"), 0, old_gen, 5, 1, 1).await.unwrap();
+    f.heads.commit(&head("pip"), 1, cur, 6, 2, 2).await.unwrap();
     let layer = f.blob("a layer").await;
     let config_layer = f.blob("a layer named only by the result's config").await;
     let config = serde_json::to_vec(&serde_json::json!({"layers": [{"blake3": config_layer.to_string()}]})).unwrap();
@@ -129,7 +129,7 @@ async fn a_collection_keeps_heads_their_history_action_results_and_running_build
     let create = Command::CreateBuild { build_id: "b1".into(), namespace: "team".into(), steps: vec![("s1".into(), "k1".into())], now_ms: 1, graph };
     f.state.apply(create).await.unwrap();
     let (dropped, dropped_blobs) = f.snapshot(&[("z", "a cache nobody holds any more")]).await;
-    f.heads.commit(&head("npm"), 0, dropped, 1, 1).await.unwrap();
+    f.heads.commit(&head("npm"), 0, dropped, 1, 1, 1).await.unwrap();
     f.state.apply(Command::DropHead { head: head("npm") }).await.unwrap();
     let garbage = f.blob("garbage").await;
     tick().await;
@@ -181,7 +181,7 @@ async fn a_head_committed_during_a_run_survives_with_its_packs() {
     let heads = f.heads.clone();
     *f.store.on_list.lock().unwrap() = Some(Box::new(move || {
         Box::pin(async move {
-            heads.commit(&head("pip"), 0, snap, 12, 1).await.unwrap();
+            heads.commit(&head("pip"), 0, snap, 12, 1, 1).await.unwrap();
         })
     }));
 
@@ -203,7 +203,7 @@ async fn a_commit_naming_a_blob_being_deleted_is_refused_and_the_head_stays_cons
     let out = refused.clone();
     *f.store.on_delete.lock().unwrap() = Some(Box::new(move || {
         Box::pin(async move {
-            *out.lock().unwrap() = Some(heads.commit_from(&head("pip"), 0, snap, 12, 1, 1).await);
+            *out.lock().unwrap() = Some(heads.commit(&head("pip"), 0, snap, 12, 1, 1).await);
         })
     }));
 
@@ -265,8 +265,8 @@ async fn a_run_first_evicts_the_least_recently_used_head_over_budget_and_deletes
     let f = farm();
     let (old, old_blobs) = f.snapshot(&[("a", "old cache")]).await;
     let (new, new_blobs) = f.snapshot(&[("a", "new cache")]).await;
-    f.heads.commit(&head("old"), 0, old, 10, 1).await.unwrap();
-    f.heads.commit(&head("new"), 0, new, 10, 2).await.unwrap();
+    f.heads.commit(&head("old"), 0, old, 10, 1, 1).await.unwrap();
+    f.heads.commit(&head("new"), 0, new, 10, 2, 2).await.unwrap();
     tick().await;
     let policy = crate::eviction::EvictionPolicy {
         default: crate::eviction::Budget { heads_bytes: Some(15), actions_bytes: None },

@@ -865,7 +865,7 @@ impl Core {
                         for c in commits {
                             let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id, slot: c.slot };
                             let done = heads
-                                .commit_from(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms)
+                                .commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms)
                                 .await
                                 .map_err(|e| e.to_string())?;
                             // The worker holds what it captured; after a merge
@@ -906,7 +906,7 @@ impl Core {
                     tokio::spawn(async move {
                         for c in commits {
                             let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id.clone(), slot: c.slot };
-                            if let Err(e) = heads.commit_from(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms).await {
+                            if let Err(e) = heads.commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms).await {
                                 tracing::warn!("committing cache {} after a failed step: {e}", c.cache_id);
                             }
                         }

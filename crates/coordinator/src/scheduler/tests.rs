@@ -353,7 +353,7 @@ async fn the_worker_holding_the_cache_head_is_preferred() {
     let snap = h.merger.store([("f".to_string(), "1".to_string())].into());
     let heads = CacheHeads::new(h.state.clone(), h.merger.clone());
     let key = HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 };
-    heads.commit(&key, 0, snap, 1, 0).await.unwrap();
+    heads.commit(&key, 0, snap, 1, 0, 0).await.unwrap();
     let mut cold = h.worker("a-cold", 4).await;
     let mut warm = h
         .worker_with(WorkerInfo {
