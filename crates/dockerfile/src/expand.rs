@@ -23,32 +23,20 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Expands `word` with `lookup` for variables. Errors are messages; the caller
 /// adds the position.
-pub fn expand(
-    word: &str,
-    escape: char,
-    lookup: Lookup<'_>,
-) -> Result<String, String> {
+pub fn expand(word: &str, escape: char, lookup: Lookup<'_>) -> Result<String, String> {
     run(word, escape, lookup, false)
 }
 
 /// Expands a heredoc body: variables are substituted but quotes are
 /// ordinary characters (it is file content, not a shell word).
-pub fn expand_heredoc(
-    body: &str,
-    escape: char,
-    lookup: Lookup<'_>,
-) -> Result<String, String> {
+pub fn expand_heredoc(body: &str, escape: char, lookup: Lookup<'_>) -> Result<String, String> {
     run(body, escape, lookup, true)
 }
 
 /// Expands `word` and splits the result into words where an unquoted
 /// variable's value has blanks (BuildKit's `ProcessWords`, used by EXPOSE):
 /// `ARG P="80 443"` then `EXPOSE $P` exposes two ports, `"$P"` is one word.
-pub fn expand_words(
-    word: &str,
-    escape: char,
-    lookup: Lookup<'_>,
-) -> Result<Vec<String>, String> {
+pub fn expand_words(word: &str, escape: char, lookup: Lookup<'_>) -> Result<Vec<String>, String> {
     let mut lx = Lexer::new(word, escape, lookup, false);
     lx.split = true;
     let out = lx.finish(word)?;

@@ -63,19 +63,22 @@ async fn wait_for(node: &RaftState, hash: &str) {
     }
 }
 
+/// A one-voter group on `dir`, listening on a fresh port.
+async fn sole_voter(dir: &Path) -> RaftState {
+    RaftState::start(&config(dir, 1, &[free_port()], 1000)).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_voter_commits_and_recovers_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port()];
     {
-        let n = RaftState::start(&config(dir.path(), 1, &ports, 1000)).await.unwrap();
+        let n = sole_voter(dir.path()).await;
         leader_of(std::slice::from_ref(&n)).await;
         assert_eq!(n.apply(token(1)).await.unwrap(), Outcome::Ok);
         n.stop();
     }
     // The same data dir, a new port (the old server task still holds one).
-    let ports = [free_port()];
-    let n = RaftState::start(&config(dir.path(), 1, &ports, 1000)).await.unwrap();
+    let n = sole_voter(dir.path()).await;
     leader_of(std::slice::from_ref(&n)).await;
     wait_for(&n, "hash-1").await;
 }
@@ -83,8 +86,7 @@ async fn a_single_voter_commits_and_recovers_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sole_voter_that_leads_before_anyone_watches_is_seen_serving_by_a_later_watcher() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port()];
-    let n = RaftState::start(&config(dir.path(), 1, &ports, 1000)).await.unwrap();
+    let n = sole_voter(dir.path()).await;
     // Nobody has subscribed to `serving()` yet when the node starts leading.
     leader_of(std::slice::from_ref(&n)).await;
     let serving = n.serving();

@@ -347,6 +347,12 @@ mod tests {
         }
     }
 
+    /// A get of `digest` fails with an error naming it and saying `what`.
+    async fn assert_get_fails_naming(s: &CompressedStore<Arc<MemoryStore>>, digest: Digest, what: &str) {
+        let err = s.get_bytes(digest).await.unwrap_err().to_string();
+        assert!(err.contains(&digest.to_string()) && err.contains(what), "{err}");
+    }
+
     #[tokio::test]
     async fn refuses_to_inflate_past_the_declared_size() {
         let (mem, s) = store();
@@ -356,8 +362,7 @@ mod tests {
         let mut stored = vec![HEADER_ZSTD];
         stored.extend_from_slice(&bomb);
         mem.put(digest, stream_from_bytes(stored.into())).await.unwrap();
-        let err = s.get_bytes(digest).await.unwrap_err().to_string();
-        assert!(err.contains(&digest.to_string()) && err.contains("past its declared size"), "{err}");
+        assert_get_fails_naming(&s, digest, "past its declared size").await;
     }
 
     #[tokio::test]
@@ -365,11 +370,9 @@ mod tests {
         let (mem, s) = store();
         let digest = Digest::of(b"0123456789");
         mem.put(digest, stream_from_bytes(Bytes::from_static(b"\x00012"))).await.unwrap();
-        let err = s.get_bytes(digest).await.unwrap_err().to_string();
-        assert!(err.contains(&digest.to_string()) && err.contains("expected 10"), "{err}");
+        assert_get_fails_naming(&s, digest, "expected 10").await;
         mem.overwrite(digest, Bytes::from_static(b"\x07abc"));
-        let err = s.get_bytes(digest).await.unwrap_err().to_string();
-        assert!(err.contains(&digest.to_string()) && err.contains("unknown header"), "{err}");
+        assert_get_fails_naming(&s, digest, "unknown header").await;
     }
 
     #[tokio::test]

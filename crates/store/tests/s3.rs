@@ -144,10 +144,7 @@ async fn deployments_sharing_a_bucket_do_not_see_each_other() {
 
 #[tokio::test]
 async fn a_stopped_server_gives_a_clear_error_in_bounded_time_and_the_store_recovers() {
-    let s3 = rbk_testsupport::s3();
-    let mut server = common::Private::moto();
-    let endpoint = format!("http://{}", server.addr());
-    let mut config = common::bucket_on(&endpoint, &s3.region, &s3.access_key, &s3.secret_key).await;
+    let (mut server, endpoint, mut config) = common::Private::moto_bucket().await;
     config.max_attempts = 3;
     config.connect_timeout_ms = 500;
     let s = S3Store::new(config).await.unwrap();
@@ -174,10 +171,7 @@ async fn a_stopped_server_gives_a_clear_error_in_bounded_time_and_the_store_reco
 
 #[tokio::test]
 async fn a_server_that_stops_answering_times_out_instead_of_hanging() {
-    let s3 = rbk_testsupport::s3();
-    let server = common::Private::moto();
-    let endpoint = format!("http://{}", server.addr());
-    let mut config = common::bucket_on(&endpoint, &s3.region, &s3.access_key, &s3.secret_key).await;
+    let (server, _endpoint, mut config) = common::Private::moto_bucket().await;
     config.max_attempts = 2;
     config.attempt_timeout_ms = 1_000;
     let s = S3Store::new(config).await.unwrap();

@@ -49,6 +49,16 @@ impl Private {
         p
     }
 
+    /// A private moto server and a config for a fresh bucket on it (with
+    /// the test credentials), for tests that stop or freeze the server.
+    pub async fn moto_bucket() -> (Self, String, S3Config) {
+        let s3 = rbk_testsupport::s3();
+        let server = Self::moto();
+        let endpoint = format!("http://{}", server.addr());
+        let config = bucket_on(&endpoint, &s3.region, &s3.access_key, &s3.secret_key).await;
+        (server, endpoint, config)
+    }
+
     /// A private moto S3 server on a free port.
     pub fn moto() -> Self {
         let port = rbk_testsupport::free_port();
