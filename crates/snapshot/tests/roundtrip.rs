@@ -147,15 +147,21 @@ fn sample_tree(root: &Path, files: usize) {
     }
 }
 
-#[tokio::test]
-async fn an_unchanged_tree_uploads_nothing_and_reads_no_file() {
+/// A sample tree of `files` in `src`, aged past the racy window so the
+/// stat cache trusts it, and capture options keeping a stat cache.
+async fn aged_tree(files: usize) -> (tempfile::TempDir, std::sync::Arc<dyn rbk_store::Store>, std::path::PathBuf, rbk_snapshot::CaptureOptions) {
     let (tmp, store) = fs_store().await;
     let src = tmp.path().join("src");
-    sample_tree(&src, 300);
-    // Let the files age past the racy window so the stat cache trusts them.
+    sample_tree(&src, files);
     std::thread::sleep(std::time::Duration::from_millis(100));
     let mut opts = small_opts("ns");
     opts.stat_cache = Some(tmp.path().join("stat-cache"));
+    (tmp, store, src, opts)
+}
+
+#[tokio::test]
+async fn an_unchanged_tree_uploads_nothing_and_reads_no_file() {
+    let (_tmp, store, src, mut opts) = aged_tree(300).await;
     let (first, s1) = capture(store.clone(), &src, &opts).await.unwrap();
     assert_eq!(s1.files_read, 300);
     opts.base = Some(first.clone());
@@ -166,12 +172,7 @@ async fn an_unchanged_tree_uploads_nothing_and_reads_no_file() {
 
 #[tokio::test]
 async fn incremental_capture_uploads_only_the_changed_files() {
-    let (tmp, store) = fs_store().await;
-    let src = tmp.path().join("src");
-    sample_tree(&src, 200);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let mut opts = small_opts("ns");
-    opts.stat_cache = Some(tmp.path().join("stat-cache"));
+    let (_tmp, store, src, mut opts) = aged_tree(200).await;
     let (first, _) = capture(store.clone(), &src, &opts).await.unwrap();
     let changed: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
     write(&src, "d1/f1", &changed);
