@@ -198,7 +198,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
             Ok((channel, _)) => Arc::new(RemoteStore::new(channel, &args.conn.coordinator, &token)?),
             Err(_) => store,
         };
-        let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
+        let t0 = Instant::now();
+        let mut fetched = |done: u64, total: u64| {
+            progress.note(&format!(" => [internal] downloading the image for local outputs: {} / {}  {:.1}s", human(done), human(total), t0.elapsed().as_secs_f64()));
+        };
+        let image = assemble::assemble_reporting(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir, &mut fetched).await?;
         notes.extend(assemble::write_outputs(&image, &local, &args.tags, &args.docker.insecure).await?);
         digest = image.manifest.digest.to_string();
     }

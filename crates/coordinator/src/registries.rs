@@ -8,6 +8,8 @@
 //!                              # relative to the config file
 //! insecure = ["registry.internal:5000"]  # plain HTTP (loopback always is)
 //! max_transfers = 4            # pulls and pushes at once
+//! [registries.mirrors]         # pulls try these first, in order, then the
+//! "docker.io" = ["mirror.internal:5000"]  # registry itself (pushes never)
 //! ```
 //!
 //! Credentials for a call come from the request (a client's own, sent for
@@ -46,11 +48,16 @@ pub struct RegistriesSection {
     /// Pulls and pushes the coordinator runs at once; more wait.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
+    /// Registry host → mirror hosts pulls try first (a mirror serves the
+    /// same repository names; the registry's credentials are not sent to
+    /// it, the mirror's own are, if the tenant has any).
+    #[serde(default)]
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RegistriesSection {
     fn default() -> Self {
-        RegistriesSection { auth_dir: None, insecure: vec![], max_transfers: default_max_transfers() }
+        RegistriesSection { auth_dir: None, insecure: vec![], max_transfers: default_max_transfers(), mirrors: Default::default() }
     }
 }
 
@@ -90,6 +97,13 @@ impl RegistryAccess {
     /// Waits for a transfer slot (`max_transfers`).
     pub async fn permit(&self) -> SemaphorePermit<'_> {
         self.transfers.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// Where to pull `r` from, in order: its registry's mirrors, then the
+    /// registry.
+    pub fn pull_sources(&self, r: &rbk_image::ImageRef) -> Vec<rbk_image::ImageRef> {
+        let mirrors = self.config.mirrors.get(&r.registry).into_iter().flatten();
+        mirrors.map(|m| rbk_image::ImageRef { registry: m.clone(), ..r.clone() }).chain(std::iter::once(r.clone())).collect()
     }
 
     /// The tenant's docker config file, if the operator gave it one.
@@ -170,6 +184,18 @@ mod tests {
         assert!(matches!(credentials(&a), Credentials::Basic { .. }));
         let t = RegistryAuth { identity_token: "t".into(), ..a };
         assert!(matches!(credentials(&t), Credentials::IdentityToken { .. }));
+    }
+
+    #[test]
+    fn pulls_try_the_mirrors_first_then_the_registry() {
+        let mut config = RegistriesSection::default();
+        config.mirrors.insert("docker.io".into(), vec!["mirror.internal:5000".into()]);
+        let access = RegistryAccess::new(config);
+        let r: rbk_image::ImageRef = "busybox:1".parse().unwrap();
+        let hosts: Vec<String> = access.pull_sources(&r).iter().map(|s| s.to_string()).collect();
+        assert_eq!(hosts, ["mirror.internal:5000/library/busybox:1", "docker.io/library/busybox:1"]);
+        let other: rbk_image::ImageRef = "ghcr.io/a/b:1".parse().unwrap();
+        assert_eq!(access.pull_sources(&other).len(), 1);
     }
 
     #[test]

@@ -137,10 +137,27 @@ pub async fn assemble(
     tags: &[String],
     layout_dir: &Path,
 ) -> Result<Assembled> {
+    assemble_reporting(store, recipe, result, tags, layout_dir, &mut |_, _| {}).await
+}
+
+/// [`assemble`], calling `fetched(bytes so far, bytes in all)` after each
+/// layer it has (downloaded or already in the layout).
+pub async fn assemble_reporting(
+    store: &dyn Store,
+    recipe: &FinalImage,
+    result: Option<&FarmResult>,
+    tags: &[String],
+    layout_dir: &Path,
+    fetched: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Assembled> {
     let layout = OciLayout::create(layout_dir)?;
     let (mut image, layers) = describe(recipe, result)?;
+    let total: u64 = layers.iter().map(|l| l.size).sum();
+    let mut done = 0;
     for l in &layers {
         fetch_layer(store, &layout, l).await?;
+        done += l.size;
+        fetched(done, total);
     }
     let manifest = image.save(&layout, tags.first().map(String::as_str))?;
     Ok(Assembled { layout, manifest })

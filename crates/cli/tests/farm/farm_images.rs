@@ -8,8 +8,7 @@
 //! the first one's private base through the farm's store.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use rbk_image::{Credentials, History, ImageRef, LayerOptions, OciLayout, PushOptions, RegistryClient};
@@ -19,44 +18,20 @@ use rbk_testsupport::program;
 use crate::harness::{Farm, NetNs, RBK, TENANT, TENANT_B};
 use crate::submit::succeeded;
 
+#[path = "../../../image/tests/common/mod.rs"]
+mod image_common;
+use image_common::PrivateRegistry;
+
 const USER: &str = "builder";
 /// Unusual enough that finding it anywhere means it leaked.
 const PASSWORD: &str = "pw-7f3a-never-stored-9c1e";
 
 /// A docker-registry with htpasswd auth on the host's loopback.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", rbk_testsupport::free_port());
-    std::fs::write(dir.path().join("htpasswd"), format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap())).unwrap();
-    let config = format!(
-        "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp: {{ addr: \"{addr}\" }}\nauth:\n  htpasswd:\n    realm: rbk-test\n    path: {}\n",
-        dir.path().join("data").display(),
-        dir.path().join("htpasswd").display()
-    );
-    std::fs::write(dir.path().join("config.yml"), config).unwrap();
-    let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.path().join("config.yml"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting docker-registry");
-    rbk_testsupport::wait_for_port(&addr, "private docker-registry", Duration::from_secs(10));
-    Registry { child, addr, _dir: dir }
+fn registry() -> PrivateRegistry {
+    PrivateRegistry::start(|dir| {
+        std::fs::write(dir.join("htpasswd"), format!("{USER}:{}\n", bcrypt::hash(PASSWORD, 4).unwrap())).unwrap();
+        format!("  htpasswd:\n    realm: rbk-test\n    path: {}", dir.join("htpasswd").display())
+    })
 }
 
 fn with_password(addr: &str) -> RegistryClient {

@@ -59,9 +59,27 @@ impl Images for ImagesService {
         let r = reference(&req.reference, "reference")?;
         let client = self.access.client(&ns, &req.auth, &req.insecure_registries, &req.platform)?;
         let _slot = self.access.permit().await;
-        let pulled = pull::resolve(&client, &*self.store, &self.memo, &r, self.has(&ns), &std::env::temp_dir())
-            .await
-            .map_err(|e| Status::from(e).with_context(&req.reference))?;
+        let mut tried = Vec::new();
+        let mut pulled = None;
+        for source in self.access.pull_sources(&r) {
+            match pull::resolve(&client, &*self.store, &self.memo, &source, self.has(&ns), &std::env::temp_dir()).await {
+                Ok(p) => {
+                    pulled = Some(p);
+                    break;
+                }
+                Err(e) => {
+                    if source.registry != r.registry {
+                        tracing::warn!(mirror = %source.registry, reference = %req.reference, "pulling through the mirror failed, trying the next source: {e}");
+                    }
+                    tried.push(e);
+                }
+            }
+        }
+        // The registry's own error (the last source) is the one to show.
+        let pulled = match pulled {
+            Some(p) => p,
+            None => return Err(Status::from(tried.pop().expect("the registry itself is always tried")).with_context(&req.reference)),
+        };
         self.grant(&ns, &pulled.blobs).await?;
         tracing::info!(tenant = %ns, reference = %req.reference, layers = pulled.layers.len(), pulled = pulled.layers_pulled, bytes = pulled.bytes_pulled, "resolved a base image for a build");
         Ok(Response::new(ResolveResponse {
