@@ -14,6 +14,7 @@
 #
 #   bench/thin-client.sh                     # target/debug/rbk
 #   RBK=target/release/rbk bench/thin-client.sh
+#   KEEP=1 bench/thin-client.sh              # keep the work dir (submit logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RBK=$(realpath "${RBK:-target/debug/rbk}")
@@ -33,7 +34,7 @@ cleanup() {
   wait 2>/dev/null
   ip link del "$HOST_IF" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
-  rm -rf "$W"
+  if [ -n "${KEEP:-}" ]; then echo "kept $W (each run's stderr: $W/FARM.N.err)" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -97,7 +98,7 @@ run() { # LABEL FARM N [submit flags]: one submit from the namespace
   t0=$(date +%s.%N)
   ip netns exec "$NS" "$RBK" submit --progress=plain --coordinator "http://$HOST_ADDR:$COORD_PORT" \
     --token bench-tenant-token-0001 --client-dir "$W/$f/client" --insecure-registry "$REG" \
-    -t "$REG/thin-bench/out:$f-$n" --push "$@" "$W/ctx" >"$W/$f.$n.out" 2>"$W/$f.$n.err" \
+    -t "$REG/thin-bench/out-$f:$n" --push "$@" "$W/ctx" >"$W/$f.$n.out" 2>"$W/$f.$n.err" \
     || { cat "$W/$f.$n.err" >&2; exit 1; }
   t1=$(date +%s.%N)
   read -r tx1 rx1 < <(counters)
