@@ -176,10 +176,11 @@ async fn store_blobs_holding(farm: &Farm, needle: &[u8]) -> Vec<Digest> {
     found
 }
 
-/// Redis keys (of the farm's prefix) whose name or value holds `needle`.
+/// Redis keys (any, not only the farm's prefix) whose name or value holds
+/// `needle`.
 fn redis_keys_holding(url: &str, needle: &str) -> Vec<String> {
     let cli = |args: &[&str]| String::from_utf8_lossy(&Command::new("redis-cli").args(["-u", url]).args(args).output().expect("redis-cli").stdout).into_owned();
-    cli(&["--scan", "--pattern", "rbk-thin-test:*"])
+    cli(&["--scan"])
         .lines()
         .filter(|k| k.contains(needle) || cli(&["DUMP", k]).contains(needle))
         .map(str::to_owned)

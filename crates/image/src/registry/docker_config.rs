@@ -173,21 +173,21 @@ impl DockerConfig {
     pub fn credentials_for(&self, registry: &str) -> Result<Credentials> {
         let registry = key_host(registry);
         if let Some(helper) = self.cred_helpers.get(&registry) {
-            return self.from_helper(helper, &registry);
+            return self.helper_credentials(helper, &registry);
         }
         if let Some(helper) = &self.creds_store {
-            let c = self.from_helper(helper, &registry)?;
+            let c = self.helper_credentials(helper, &registry)?;
             if !matches!(c, Credentials::Anonymous) {
                 return Ok(c);
             }
         }
         match self.auths.get(&registry) {
-            Some(entry) => self.from_entry(entry, &registry),
+            Some(entry) => self.entry_credentials(entry, &registry),
             None => Ok(Credentials::Anonymous),
         }
     }
 
-    fn from_entry(&self, e: &AuthEntry, registry: &str) -> Result<Credentials> {
+    fn entry_credentials(&self, e: &AuthEntry, registry: &str) -> Result<Credentials> {
         let bad = |why: &str| ImageError::invalid(format!("docker config {}: auths.{registry}", self.path.display()), why.to_owned());
         if let Some(token) = e.identitytoken.as_ref().filter(|t| !t.is_empty()) {
             return Ok(Credentials::IdentityToken { username: e.username.clone().unwrap_or_default(), token: token.clone() });
@@ -205,7 +205,7 @@ impl DockerConfig {
     }
 
     /// Runs `docker-credential-<helper> get` for `registry`.
-    fn from_helper(&self, helper: &str, registry: &str) -> Result<Credentials> {
+    fn helper_credentials(&self, helper: &str, registry: &str) -> Result<Credentials> {
         let program = format!("docker-credential-{helper}");
         let what = format!("credential helper {program} (docker config {}) for {registry}", self.path.display());
         let found = self.find_helper(&program).ok_or_else(|| ImageError::Auth { registry: registry.to_owned(), reason: format!("{what}: not found on PATH") })?;
