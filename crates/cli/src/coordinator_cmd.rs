@@ -66,7 +66,10 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         None => None,
     };
     // Only the leader collects (the collector asks the Raft gate).
-    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens).await?.with_collector(gc, eviction, admin_token.as_deref());
+    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens)
+        .await?
+        .with_collector(gc, eviction, admin_token.as_deref())
+        .with_registries(config.registries.clone());
     coordinator.scheduler.events().history().set_limits(config.history);
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {

@@ -8,6 +8,7 @@ mod coordinator_members_cmd;
 mod coordinator_snapshot_cmd;
 mod coordinator_raft;
 mod embedded_farm;
+mod farm_images;
 mod flags;
 mod raft_port;
 mod snapshot_cmd;

@@ -20,7 +20,9 @@ use rbk_plan::planner;
 use rbk_proto::build::Output;
 use rbk_store::Store;
 
+use crate::farm_images::SubmitImages;
 use crate::flags::{CoordinatorConn, DockerBuildFlags};
+use rbk_client::images::FarmImages;
 
 #[derive(clap::Args)]
 pub struct SubmitArgs {
@@ -45,6 +47,11 @@ pub struct SubmitArgs {
     /// Load the image into docker (`docker load`).
     #[arg(long)]
     load: bool,
+    /// Pull FROM images and push results from this machine (uploading
+    /// base layers to the farm and downloading the image from it) instead
+    /// of letting the farm pull and push.
+    #[arg(long)]
+    client_registry_access: bool,
     /// How long to keep trying when no coordinator URL accepts a
     /// connection (e.g. 30s, while one starts); by default a refused
     /// address fails at once.
@@ -116,6 +123,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to the coordinator at {}", args.conn.coordinator))?;
     let store: Arc<dyn Store> = Arc::new(RemoteStore::new(channel.clone(), &args.conn.coordinator, &token)?);
+    let images = Arc::new(SubmitImages::new(FarmImages::new(channel.clone(), &args.conn.coordinator, &token), &args.docker.insecure)?);
+    if !args.client_registry_access {
+        req.farm = Some(images.clone());
+    }
 
     let t0 = Instant::now();
     let plan = match parsed.plan(&req, store.clone()).await {
@@ -130,10 +141,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     };
     let u = plan.uploads;
     progress.note(&format!(
-        " => [internal] bases and context: {} base layers ({} sent, {}), {} context files ({} sent)  {:.1}s",
+        " => [internal] bases and context: {} base layers ({} sent, {}; {} pulled by the farm, {}), {} context files ({} sent)  {:.1}s",
         u.base_layers,
         u.base_layers_sent,
         human(u.base_bytes_sent),
+        u.farm_layers_pulled,
+        human(u.farm_bytes_pulled),
         u.context_files,
         human(u.context_bytes_sent),
         t0.elapsed().as_secs_f64()
@@ -159,22 +172,47 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         }
     };
 
-    let layout_dir = work_dir.join("out");
-    // The node the build started on may be gone (a leader change): the
-    // image's blobs are read through whichever node leads now.
-    let store = match rbk_client::reattach::connect_any(&tls, &args.conn.coordinator, &token, LEADER_PATIENCE).await {
-        Ok((channel, _)) => Arc::new(RemoteStore::new(channel, &args.conn.coordinator, &token)?),
-        Err(_) => store,
-    };
-    let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
-    let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
+    // Registry outputs are pushed by the farm from its store; only local
+    // outputs (oci, docker, local, --load) download the image.
+    let (pushed_by_farm, local): (Vec<FarmOutput>, Vec<FarmOutput>) =
+        outputs.into_iter().partition(|o| matches!(o, FarmOutput::Registry { .. }) && !args.client_registry_access);
+    let (mut described, layers) = assemble::describe(&plan.final_image, result.as_ref())?;
+    let mut digest = described.encode().2.digest.to_string();
+    let mut notes = Vec::new();
+    for out in &pushed_by_farm {
+        let FarmOutput::Registry { names } = out else { continue };
+        let names = if names.is_empty() { &args.tags } else { names };
+        if names.is_empty() {
+            return Err(rbk_plan::BuildError::PushWithoutName.into());
+        }
+        let pushed = images.push(&mut described, &layers, names).await?;
+        for name in names {
+            notes.push(format!("pushing {name} ({}) from the farm: {} blobs sent, {} there already", pushed.digest, pushed.blobs_uploaded, pushed.blobs_skipped));
+        }
+    }
+    if !local.is_empty() {
+        let layout_dir = work_dir.join("out");
+        // The node the build started on may be gone (a leader change): the
+        // image's blobs are read through whichever node leads now.
+        let store = match rbk_client::reattach::connect_any(&tls, &args.conn.coordinator, &token, LEADER_PATIENCE).await {
+            Ok((channel, _)) => Arc::new(RemoteStore::new(channel, &args.conn.coordinator, &token)?),
+            Err(_) => store,
+        };
+        let t0 = Instant::now();
+        let mut fetched = |done: u64, total: u64| {
+            progress.note(&format!(" => [internal] downloading the image for local outputs: {} / {}  {:.1}s", human(done), human(total), t0.elapsed().as_secs_f64()));
+        };
+        let image = assemble::assemble_reporting(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir, &mut fetched).await?;
+        notes.extend(assemble::write_outputs(&image, &local, &args.tags, &args.docker.insecure).await?);
+        digest = image.manifest.digest.to_string();
+    }
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));
     }
-    progress.note(&format!(" => writing image {}", image.manifest.digest));
+    progress.note(&format!(" => writing image {digest}"));
     progress.warnings(&plan.checks);
-    println!("{}", image.manifest.digest);
+    println!("{digest}");
     Ok(())
 }
 

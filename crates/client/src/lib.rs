@@ -7,6 +7,8 @@
 //! - [`bearer`]: the tenant token on a request;
 //! - [`leader`]: finding and following the leader of a replicated
 //!   coordinator;
+//! - [`images`]: the farm resolves and pulls `FROM` images and pushes
+//!   results;
 //! - [`remote`]: a content store over the coordinator's Content service;
 //! - [`submit`]: the submit driver: send a planned build, follow its
 //!   events, cancel on Ctrl-C;
@@ -16,6 +18,7 @@
 
 pub mod bearer;
 mod error;
+pub mod images;
 pub mod leader;
 pub mod progress;
 pub mod reattach;

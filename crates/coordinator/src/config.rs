@@ -35,6 +35,9 @@
 //! actions_bytes = "50GiB"         # default budget: its action-cache results
 //! [eviction.tenants.big-team]     # a tenant's own budget (unset: the default)
 //! heads_bytes = "100GiB"
+//! [registries]                    # the farm pulls and pushes (crate::registries)
+//! auth_dir = "registry-auth"      # <tenant>.json docker configs; relative to this file
+//! insecure = ["registry.internal:5000"]
 //! [admin]                         # optional: the Admin service (`rbk store gc`)
 //! token_file = "admin-token"      # one token, 16+ characters; relative to this file
 //! ```
@@ -91,6 +94,10 @@ pub struct CoordinatorConfig {
     /// The Admin service; absent: it refuses every call.
     #[serde(default)]
     pub admin: Option<AdminSection>,
+    /// Registries the farm pulls from and pushes to; see
+    /// [`crate::registries`].
+    #[serde(default)]
+    pub registries: crate::registries::RegistriesSection,
 }
 
 fn default_token_reload_ms() -> u64 {
@@ -351,6 +358,7 @@ impl CoordinatorConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         c.token_file = base.join(&c.token_file);
         c.store.resolve(base);
+        c.registries.resolve_paths(base);
         if let Some(t) = &mut c.tls {
             t.cert = base.join(&t.cert);
             t.key = base.join(&t.key);

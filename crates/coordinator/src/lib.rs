@@ -10,6 +10,8 @@
 //! - [`auth`]: token → tenant namespace, checked on every call;
 //!   [`token_reload`]: the token file re-read (SIGHUP, periodically), so a
 //!   removed token is revoked;
+//! - [`farm_images`]: the farm pulls base images into the store and pushes
+//!   results ([`registries`]: credentials, insecure registries);
 //! - [`server`]: a running [`Coordinator`] and its gRPC server; the
 //!   services themselves are in `service/` (one file each), protobuf
 //!   conversion in `wire.rs`.
@@ -27,11 +29,13 @@ pub mod config;
 pub mod context_trees;
 pub mod event_seal;
 pub mod eviction;
+pub mod farm_images;
 pub mod gc_fence;
 pub mod model;
 pub mod raft_config;
 pub mod redis_fanout;
 pub mod references;
+pub mod registries;
 mod observe;
 pub mod scheduler;
 pub mod server;

@@ -38,6 +38,10 @@ pub struct Coordinator {
     collector: Option<(crate::collector::Collector, Option<[u8; 32]>)>,
     /// The per-tenant budgets (`rbk cache du` shows them).
     eviction: Arc<crate::eviction::EvictionPolicy>,
+    /// Registries the farm pulls from and pushes to (config `[registries]`).
+    registries: Arc<crate::registries::RegistryAccess>,
+    /// Which store blob holds which pulled layer.
+    layer_memo: Arc<crate::farm_images::memo::LayerMemo>,
 }
 
 impl Coordinator {
@@ -74,7 +78,16 @@ impl Coordinator {
             limits: Default::default(),
             collector: None,
             eviction: Arc::default(),
+            registries: Arc::default(),
+            layer_memo: Arc::default(),
         }
+    }
+
+    /// The registries the farm pulls from and pushes to, and the
+    /// tenants' credentials for them (config `[registries]`).
+    pub fn with_registries(mut self, config: crate::registries::RegistriesSection) -> Self {
+        self.registries = Arc::new(crate::registries::RegistryAccess::new(config));
+        self
     }
 
     /// Only the leader of a replicated coordinator schedules: with a gate,
@@ -160,6 +173,19 @@ impl Coordinator {
             })
             .add_service(WorkerServer::with_interceptor(
                 WorkerService { scheduler: self.scheduler.clone(), state: self.state.clone(), heartbeat_ms: self.heartbeat_ms },
+                gated.clone(),
+            ))
+            // Pulls grant blobs (a replicated command): the leader's.
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                rbk_proto::images::images_server::ImagesServer::new(crate::service::images::ImagesService {
+                    store: self.store.clone(),
+                    state: self.state.clone(),
+                    access: self.registries.clone(),
+                    memo: self.layer_memo.clone(),
+                })
+                // Manifests and configs (registries cap manifests at 4 MiB).
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
                 gated.clone(),
             ))
             // The logs are kept by the node that ran the build: the leader.

@@ -72,6 +72,31 @@ impl Image {
         self.config.history.push(history);
     }
 
+    /// The config and manifest documents as they stand (the layers are
+    /// named, their blobs are not needed) and the manifest's descriptor;
+    /// the manifest's config descriptor is set to the config's. A farm
+    /// push sends these and the layers stay in the store.
+    pub fn encode(&mut self) -> (Vec<u8>, Vec<u8>, Descriptor) {
+        let config_bytes = to_json(&self.config);
+        let config_media_type = if self.manifest.media_type.as_deref() == Some(media_type::DOCKER_MANIFEST) {
+            media_type::DOCKER_CONFIG
+        } else {
+            media_type::OCI_CONFIG
+        };
+        self.manifest.config = Descriptor::for_bytes(config_media_type, &config_bytes);
+        let manifest_bytes = to_json(&self.manifest);
+        let mt = self.manifest.media_type.clone().unwrap_or_else(|| media_type::OCI_MANIFEST.to_owned());
+        let mut desc = Descriptor::for_bytes(mt, &manifest_bytes);
+        desc.platform = Some(Platform {
+            architecture: self.config.architecture.clone(),
+            os: self.config.os.clone(),
+            variant: self.config.variant.clone(),
+            os_version: None,
+            os_features: vec![],
+        });
+        (config_bytes, manifest_bytes, desc)
+    }
+
     /// Writes the config and manifest into `layout` (every layer blob must
     /// already be there), lists it in `index.json` under `ref_name`, and
     /// returns the new manifest descriptor.
@@ -84,24 +109,8 @@ impl Image {
                 ));
             }
         }
-        let config_bytes = to_json(&self.config);
-        let config_media_type = if self.manifest.media_type.as_deref() == Some(media_type::DOCKER_MANIFEST) {
-            media_type::DOCKER_CONFIG
-        } else {
-            media_type::OCI_CONFIG
-        };
-        self.manifest.config = Descriptor::for_bytes(config_media_type, &config_bytes);
+        let (config_bytes, manifest_bytes, desc) = self.encode();
         layout.write_blob(&config_bytes)?;
-        let manifest_bytes = to_json(&self.manifest);
-        let mt = self.manifest.media_type.clone().unwrap_or_else(|| media_type::OCI_MANIFEST.to_owned());
-        let mut desc = Descriptor::for_bytes(mt, &manifest_bytes);
-        desc.platform = Some(Platform {
-            architecture: self.config.architecture.clone(),
-            os: self.config.os.clone(),
-            variant: self.config.variant.clone(),
-            os_version: None,
-            os_features: vec![],
-        });
         layout.write_blob(&manifest_bytes)?;
         layout.add_manifest(desc.clone(), ref_name)?;
         self.manifest_descriptor = desc.clone();

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+use rbk_image::registry::DockerConfig;
 use rbk_image::{Credentials, ImageError, ImageRef, OciLayout, PushOptions, RegistryClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -68,6 +69,65 @@ async fn basic_auth_registry_refuses_a_wrong_password() {
     let err = client.push(&layout, &image.manifest_descriptor, &dest, &PushOptions::default()).await.unwrap_err();
     assert!(matches!(&err, ImageError::Auth { reason, .. } if reason.contains("refused the credentials")), "{err}");
     assert!(!err.to_string().contains("wrong"), "the password must not appear in errors: {err}");
+}
+
+// ---- docker config files and credential helpers ----
+
+/// A `docker-credential-test` helper script in `dir` that answers with the
+/// registry's password and notes the server address it was asked about.
+fn credential_helper(dir: &Path) {
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 1\ncat > {asked}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$(cat {asked})\"\n",
+        asked = dir.join("asked").display()
+    );
+    let helper = dir.join("docker-credential-test");
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn a_credential_helper_named_in_the_docker_config_supplies_the_password() {
+    let reg = htpasswd_registry();
+    let (_d, layout, image) = busybox_layout();
+    let dir = tempfile::tempdir().unwrap();
+    credential_helper(dir.path());
+    let json = format!(r#"{{"credHelpers":{{"{}":"test"}}}}"#, reg.addr);
+    let config = DockerConfig::parse(json.as_bytes(), &dir.path().join("config.json")).unwrap().with_helper_path(dir.path());
+    let dest: ImageRef = format!("{}/private/bb:v1", reg.addr).parse().unwrap();
+    let client = RegistryClient::new().unwrap().with_docker_config(config);
+    client.push(&layout, &image.manifest_descriptor, &dest, &PushOptions::default()).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let pulled = client.pull(&dest, &OciLayout::create(other.path()).unwrap()).await.unwrap();
+    assert_eq!(pulled.manifest_descriptor.digest, image.manifest_descriptor.digest);
+    assert_eq!(std::fs::read_to_string(dir.path().join("asked")).unwrap(), reg.addr, "the helper is asked for the registry host on stdin");
+}
+
+#[tokio::test]
+async fn an_auths_entry_in_the_docker_config_is_used_for_the_push() {
+    let reg = htpasswd_registry();
+    let (_d, layout, image) = busybox_layout();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr)).unwrap();
+    let config = DockerConfig::load(&dir.path().join("config.json")).unwrap();
+    let dest: ImageRef = format!("{}/private/bb:v2", reg.addr).parse().unwrap();
+    let report = RegistryClient::new().unwrap().with_docker_config(config).push(&layout, &image.manifest_descriptor, &dest, &PushOptions::default()).await.unwrap();
+    assert_eq!(report.manifest_digest, Some(image.manifest_descriptor.digest));
+}
+
+#[tokio::test]
+async fn a_credential_helper_that_fails_is_an_auth_error_naming_it() {
+    let reg = htpasswd_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let helper = dir.path().join("docker-credential-broken");
+    std::fs::write(&helper, "#!/bin/sh\necho 'keychain locked' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = DockerConfig::parse(br#"{"credsStore":"broken"}"#, &dir.path().join("config.json")).unwrap().with_helper_path(dir.path());
+    let r: ImageRef = format!("{}/private/bb:v1", reg.addr).parse().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = RegistryClient::new().unwrap().with_docker_config(config).pull(&r, &OciLayout::create(out.path()).unwrap()).await.unwrap_err();
+    let e = err.to_string();
+    assert!(e.contains("docker-credential-broken") && e.contains("keychain locked"), "{e}");
 }
 
 // ---- bearer tokens ----

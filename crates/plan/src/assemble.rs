@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use rbk_image::{Descriptor, ImageRef, OciDigest, OciLayout, PushOptions, RegistryClient, UnpackOptions};
+use rbk_image::{Descriptor, Image, ImageRef, OciDigest, OciLayout, PushOptions, UnpackOptions};
 use rbk_store::{Store, StoreExt};
 
 use crate::error::{BuildError, Result};
@@ -89,22 +89,43 @@ fn final_layers(recipe: &FinalImage, result: Option<&FarmResult>) -> Result<Vec<
     }
 }
 
-async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Result<Descriptor> {
-    let bad = |field: &'static str, value: &str, e: &dyn std::fmt::Display| BuildError::LayerDigest {
-        layer: l.digest.clone(),
-        field,
-        value: value.to_owned(),
-        message: e.to_string(),
-    };
-    let digest: OciDigest = l.digest.parse().map_err(|e| bad("digest", &l.digest, &e))?;
+fn layer_error(l: &LayerDesc, field: &'static str, value: &str, e: &dyn std::fmt::Display) -> BuildError {
+    BuildError::LayerDigest { layer: l.digest.clone(), field, value: value.to_owned(), message: e.to_string() }
+}
+
+/// A layer's descriptor in the manifest.
+fn layer_descriptor(l: &LayerDesc) -> Result<Descriptor> {
+    let digest: OciDigest = l.digest.parse().map_err(|e| layer_error(l, "digest", &l.digest, &e))?;
+    Ok(Descriptor::new(l.media_type.clone(), digest, l.size))
+}
+
+async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Result<()> {
+    let digest: OciDigest = l.digest.parse().map_err(|e| layer_error(l, "digest", &l.digest, &e))?;
     if !layout.has_blob(&digest) {
-        let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| bad("blake3", &l.blake3, &e))?;
+        let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| layer_error(l, "blake3", &l.blake3, &e))?;
         let bytes = store.get_bytes(b3).await?;
         // Checked: the bytes must hash to `digest` and have `size` bytes,
         // or nothing lands in the layout.
         layout.add_blob_reader(&mut &bytes[..], Some((&digest, l.size)), &format!("store blob {b3}"))?;
     }
-    Ok(Descriptor::new(l.media_type.clone(), digest, l.size))
+    Ok(())
+}
+
+/// The final image without its layer blobs: the planned config with the
+/// target's layers (manifest and diff_ids), and those layers. Its
+/// [`Image::encode`] is what a farm push sends; [`assemble`] saves the
+/// same documents, so both give one digest.
+pub fn describe(recipe: &FinalImage, result: Option<&FarmResult>) -> Result<(Image, Vec<LayerDesc>)> {
+    let layers = final_layers(recipe, result)?;
+    let mut image = recipe.image.clone();
+    image.manifest.layers.clear();
+    image.config.rootfs.diff_ids.clear();
+    for l in &layers {
+        image.manifest.layers.push(layer_descriptor(l)?);
+        let diff_id: OciDigest = l.diff_id.parse().map_err(|e: rbk_image::ImageError| layer_error(l, "diff_id", &l.diff_id, &e))?;
+        image.config.rootfs.diff_ids.push(diff_id);
+    }
+    Ok((image, layers))
 }
 
 /// Builds the final image into the layout at `layout_dir`, saved under the
@@ -116,23 +137,27 @@ pub async fn assemble(
     tags: &[String],
     layout_dir: &Path,
 ) -> Result<Assembled> {
+    assemble_reporting(store, recipe, result, tags, layout_dir, &mut |_, _| {}).await
+}
+
+/// [`assemble`], calling `fetched(bytes so far, bytes in all)` after each
+/// layer it has (downloaded or already in the layout).
+pub async fn assemble_reporting(
+    store: &dyn Store,
+    recipe: &FinalImage,
+    result: Option<&FarmResult>,
+    tags: &[String],
+    layout_dir: &Path,
+    fetched: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Assembled> {
     let layout = OciLayout::create(layout_dir)?;
-    let layers = final_layers(recipe, result)?;
-    let mut image = recipe.image.clone();
-    image.manifest.layers.clear();
-    image.config.rootfs.diff_ids.clear();
+    let (mut image, layers) = describe(recipe, result)?;
+    let total: u64 = layers.iter().map(|l| l.size).sum();
+    let mut done = 0;
     for l in &layers {
-        image.manifest.layers.push(fetch_layer(store, &layout, l).await?);
-        let diff_id: OciDigest = l
-            .diff_id
-            .parse()
-            .map_err(|e: rbk_image::ImageError| BuildError::LayerDigest {
-                layer: l.digest.clone(),
-                field: "diff_id",
-                value: l.diff_id.clone(),
-                message: e.to_string(),
-            })?;
-        image.config.rootfs.diff_ids.push(diff_id);
+        fetch_layer(store, &layout, l).await?;
+        done += l.size;
+        fetched(done, total);
     }
     let manifest = image.save(&layout, tags.first().map(String::as_str))?;
     Ok(Assembled { layout, manifest })
@@ -169,10 +194,7 @@ pub async fn write_outputs(
                 if names.is_empty() {
                     return Err(BuildError::PushWithoutName);
                 }
-                let mut client = RegistryClient::new()?;
-                for i in insecure_registries {
-                    client = client.with_insecure(i);
-                }
+                let client = crate::registry_access::registry_client(insecure_registries)?;
                 for name in names {
                     let r: ImageRef = name.parse().map_err(|source| BuildError::ImageRef { flag: "push", reference: name.clone(), source })?;
                     client.push(&image.layout, &image.manifest, &r, &PushOptions::default()).await?;

@@ -52,6 +52,8 @@ pub enum BuildError {
     OutputSpec { spec: String, problem: String },
     #[error("--push: needs a name: give -t REGISTRY/REPO:TAG (or --output type=registry,name=...)")]
     PushWithoutName,
+    #[error("FROM {reference}: the farm could not resolve it: {message}")]
+    FarmResolve { reference: String, message: String },
     #[error("{flag} {reference}: {source}")]
     ImageRef {
         /// `FROM` or `push`: where the reference came from.

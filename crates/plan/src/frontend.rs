@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use rbk_dockerfile as df;
-use rbk_image::{Image, ImageRef, OciLayout, Platform, RegistryClient};
+use rbk_image::{Image, ImageRef, OciLayout, Platform};
 
 use crate::error::{BuildError, Result};
 
@@ -25,6 +25,8 @@ pub(crate) struct Source<'a> {
     pub insecure_registries: &'a [String],
     /// Cache ids are prefixed with it.
     pub namespace: &'a str,
+    /// Registry `FROM`s resolved and pulled by the farm instead of here.
+    pub farm: Option<&'a dyn crate::farm_bases::FarmBases>,
 }
 
 /// A Dockerfile read and checked, bases not yet resolved. Parsing comes
@@ -41,6 +43,8 @@ pub(crate) struct Parsed {
 pub(crate) struct Resolved {
     pub graph: df::Graph,
     pub bases: HashMap<String, Image>,
+    /// The bases the farm resolved, whose layers are in its store already.
+    pub farm_bases: HashMap<String, crate::farm_bases::FarmBase>,
 }
 
 impl Source<'_> {
@@ -82,11 +86,23 @@ impl Parsed {
     /// again with their digests in the keys.
     pub async fn resolve(&self, src: &Source<'_>, layout: &OciLayout) -> Result<Resolved> {
         let mut bases = Bases::default();
+        let mut farm_bases = HashMap::new();
         for s in &self.unresolved.steps {
             if let df::StepKind::Image { reference, .. } = &s.kind
                 && !bases.0.contains_key(reference)
             {
-                let image = resolve_base(src, reference, layout).await?;
+                let image = match src.farm.filter(|_| !src.base_images.contains_key(reference)) {
+                    Some(farm) => {
+                        let base = farm
+                            .resolve(reference, &rbk_worker::payload::current_platform())
+                            .await
+                            .map_err(|message| BuildError::FarmResolve { reference: reference.clone(), message })?;
+                        let image = farm_image(reference, &base)?;
+                        farm_bases.insert(reference.clone(), base);
+                        image
+                    }
+                    None => resolve_base(src, reference, layout).await?,
+                };
                 bases.0.insert(reference.clone(), image);
             }
         }
@@ -104,6 +120,7 @@ impl Parsed {
         Ok(Resolved {
             graph,
             bases: bases.0,
+            farm_bases,
         })
     }
 }
@@ -201,6 +218,26 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
     Ok(())
 }
 
+/// The image a farm-resolved base describes (its config checked against
+/// the manifest's digest for it).
+fn farm_image(reference: &str, base: &crate::farm_bases::FarmBase) -> Result<Image> {
+    let desc = rbk_image::Descriptor::for_bytes(base.manifest_media_type.clone(), &base.manifest);
+    let image = Image::from_manifest_bytes(desc, &base.manifest, |d| {
+        let actual = rbk_image::OciDigest::of(&base.config);
+        d.verify(&actual, || format!("FROM {reference}: the config the farm sent"))?;
+        Ok(base.config.clone())
+    })?;
+    let named: Vec<String> = image.layers().iter().map(|l| l.digest.to_string()).collect();
+    let sent: Vec<&String> = base.layers.iter().map(|l| &l.digest).collect();
+    if named.iter().collect::<Vec<_>>() != sent {
+        return Err(BuildError::FarmResolve {
+            reference: reference.to_owned(),
+            message: format!("the layers the farm named ({}) are not the manifest's ({})", sent.len(), named.len()),
+        });
+    }
+    Ok(image)
+}
+
 /// Loads `FROM` images: from `--base-image` layouts, else from registries.
 async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
     if let Some(spec) = src.base_images.get(reference) {
@@ -221,11 +258,7 @@ async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> 
     let r: ImageRef = reference
         .parse()
         .map_err(|source| BuildError::ImageRef { flag: "FROM", reference: reference.to_owned(), source })?;
-    let mut client = RegistryClient::new()?;
-    for i in src.insecure_registries {
-        client = client.with_insecure(i);
-    }
-    Ok(client.pull(&r, layout).await?)
+    Ok(crate::registry_access::registry_client(src.insecure_registries)?.pull(&r, layout).await?)
 }
 
 /// The pulled base images, which the frontend asks for digests (keys) and

@@ -9,7 +9,8 @@
 //! - [`planner`]: Dockerfile → the step graph, base layers and the context
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
-//! - [`assemble`]: the final image and outputs from the target's result.
+//! - [`assemble`]: the final image and outputs from the target's result;
+//! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
 //!
 //! Sending the plan and following the build is `rbk-client`'s.
 
@@ -19,8 +20,10 @@
 
 pub mod assemble;
 mod error;
+pub mod farm_bases;
 mod frontend;
 pub mod mapping;
 pub mod planner;
+pub mod registry_access;
 
 pub use error::{BuildError, Result};

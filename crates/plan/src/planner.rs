@@ -63,6 +63,9 @@ pub struct PlanRequest {
     /// The client's scratch space: pulled base images (kept, so the next
     /// submit pulls nothing) and the staged context.
     pub work_dir: PathBuf,
+    /// Registry `FROM`s resolved and pulled by the farm (`rbk submit`);
+    /// `None`: pulled here and their layers uploaded (`rbk build`).
+    pub farm: Option<Arc<dyn crate::farm_bases::FarmBases>>,
 }
 
 impl PlanRequest {
@@ -78,6 +81,7 @@ impl PlanRequest {
             ssh_ids: BTreeSet::new(),
             allow: BTreeSet::new(),
             work_dir: work_dir.into(),
+            farm: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl PlanRequest {
             base_images: &self.base_images,
             insecure_registries: &self.insecure_registries,
             namespace: FARM_NAMESPACE,
+            farm: self.farm.as_deref(),
         }
     }
 }
@@ -151,6 +156,10 @@ pub struct Uploads {
     /// Base layer blobs the store lacked, and their bytes.
     pub base_layers_sent: usize,
     pub base_bytes_sent: u64,
+    /// Base layers the farm fetched from registries itself (`rbk submit`),
+    /// and their bytes.
+    pub farm_layers_pulled: usize,
+    pub farm_bytes_pulled: u64,
     pub context_files: usize,
     /// Bytes of context packs and manifest sent.
     pub context_bytes_sent: u64,
@@ -183,7 +192,16 @@ impl Parsed {
         let mut uploads = Uploads::default();
         let mut base_layers = HashMap::new();
         for (reference, image) in &resolved.bases {
-            let layers = upload_layers(&*store, &layout, &req.work_dir.join("layer-blake3"), image, &mut uploads).await?;
+            let layers = match resolved.farm_bases.get(reference) {
+                // Already in the farm's store: nothing to send.
+                Some(b) => {
+                    uploads.base_layers += b.layers.len();
+                    uploads.farm_layers_pulled += b.layers_pulled as usize;
+                    uploads.farm_bytes_pulled += b.bytes_pulled;
+                    b.layers.clone()
+                }
+                None => upload_layers(&*store, &layout, &req.work_dir.join("layer-blake3"), image, &mut uploads).await?,
+            };
             base_layers.insert(reference.clone(), layers);
         }
 

@@ -28,6 +28,18 @@ pub mod worker {
     tonic::include_proto!("rbk.worker.v1");
 }
 
+/// The farm pulls base images and pushes results (`proto/images.proto`).
+pub mod images {
+    tonic::include_proto!("rbk.images.v1");
+
+    impl std::fmt::Debug for RegistryAuth {
+        // The registry and user only: never a password or token.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RegistryAuth").field("registry", &self.registry).field("username", &self.username).finish_non_exhaustive()
+        }
+    }
+}
+
 /// Coordinator-to-coordinator Raft traffic (crate `rbk-raft`).
 pub mod raft {
     tonic::include_proto!("rbk.raft.v1");

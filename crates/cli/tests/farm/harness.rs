@@ -183,6 +183,12 @@ impl Farm {
         Self::start_listening(Timing::default(), "0.0.0.0", "").await
     }
 
+    /// [`Farm::start_for_netns`] with `extra` config sections (see
+    /// [`Farm::start_configured`]).
+    pub async fn start_for_netns_configured(extra: &str) -> Farm {
+        Self::start_listening(Timing::default(), "0.0.0.0", extra).await
+    }
+
     async fn start_listening(t: Timing, host: &str, extra: &str) -> Farm {
         let s3 = rbk_testsupport::s3();
         let b = bucket().await;

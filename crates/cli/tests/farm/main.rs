@@ -13,3 +13,4 @@ mod blob_scope;
 mod entitlements;
 mod history;
 mod output_bounds;
+mod farm_images;

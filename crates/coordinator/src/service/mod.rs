@@ -8,7 +8,8 @@
 //! - [`content`]: blobs for callers without S3 credentials;
 //! - [`admin`]: operator calls (a store collection), behind the admin
 //!   token instead.
-//! - [`history`]: a build's steps and kept logs after the fact.
+//! - [`history`]: a build's steps and kept logs after the fact;
+//! - [`images`]: the farm pulls base images and pushes results.
 //!
 //! Each service holds only the parts it uses; protobuf conversion is in
 //! `wire.rs`. The SSH agent relay is `ssh_relay.rs`.
@@ -24,6 +25,7 @@ pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod content;
 pub(crate) mod history;
+pub(crate) mod images;
 pub(crate) mod submit_stream;
 pub(crate) mod watch;
 pub(crate) mod worker;

@@ -2,8 +2,10 @@
 //! the CNCF `registry`).
 
 mod auth;
+mod docker_config;
 
 pub use auth::{Challenge, parse_www_authenticate};
+pub use docker_config::DockerConfig;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -31,6 +33,10 @@ pub enum Credentials {
     /// Sent as HTTP Basic to registries that ask for it, and to token
     /// servers when a registry asks for a bearer token.
     Basic { username: String, password: String },
+    /// An OAuth2 refresh token (`identitytoken` in a docker config, or a
+    /// credential helper's `<token>` answer), exchanged at the registry's
+    /// token server for a bearer token.
+    IdentityToken { username: String, token: String },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -39,6 +45,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Anonymous => write!(f, "Anonymous"),
             Credentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            Credentials::IdentityToken { username, .. } => write!(f, "IdentityToken({username}, <redacted>)"),
         }
     }
 }
@@ -73,6 +80,9 @@ pub struct PushReport {
 pub struct RegistryClient {
     http: reqwest::Client,
     credentials: HashMap<String, Credentials>,
+    /// Asked for registries `credentials` does not name, on their first
+    /// 401 (so a helper runs only for registries that want credentials).
+    docker_config: Option<Arc<DockerConfig>>,
     insecure: HashSet<String>,
     platform: Platform,
     auth: Arc<Mutex<HashMap<(String, String), String>>>,
@@ -92,7 +102,7 @@ impl RegistryClient {
             .user_agent(concat!("rbk/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ImageError::Http { url: "(client setup)".into(), source: e })?;
-        Ok(RegistryClient { http, credentials: HashMap::new(), insecure: HashSet::new(), platform: Platform::linux_amd64(), auth: Default::default() })
+        Ok(RegistryClient { http, credentials: HashMap::new(), docker_config: None, insecure: HashSet::new(), platform: Platform::linux_amd64(), auth: Default::default() })
     }
 
     /// Uses `credentials` for `registry` (as written in references, e.g.
@@ -100,6 +110,26 @@ impl RegistryClient {
     pub fn with_credentials(mut self, registry: &str, credentials: Credentials) -> Self {
         self.credentials.insert(registry.to_owned(), credentials);
         self
+    }
+
+    /// Looks up registries without explicit credentials in `config`
+    /// (its `auths`, credential helpers and `credsStore`).
+    pub fn with_docker_config(mut self, config: DockerConfig) -> Self {
+        self.docker_config = Some(Arc::new(config));
+        self
+    }
+
+    /// The credentials for `registry`: explicit ones, else the docker
+    /// config's (which may run a credential helper), else anonymous.
+    async fn credentials_for(&self, registry: &str) -> Result<Credentials> {
+        if let Some(c) = self.credentials.get(registry) {
+            return Ok(c.clone());
+        }
+        let Some(config) = self.docker_config.clone() else { return Ok(Credentials::Anonymous) };
+        let registry = registry.to_owned();
+        tokio::task::spawn_blocking(move || config.credentials_for(&registry))
+            .await
+            .map_err(|e| ImageError::invalid("credential lookup", e.to_string()))?
     }
 
     /// Speaks plain HTTP to `registry`. Loopback registries are insecure
@@ -171,7 +201,7 @@ impl RegistryClient {
 
     /// Produces the `Authorization` value a challenge asks for.
     async fn answer(&self, r: &ImageRef, challenges: &[Challenge], scopes: &[String]) -> Result<String> {
-        let creds = self.credentials.get(&r.registry).cloned().unwrap_or_default();
+        let creds = self.credentials_for(&r.registry).await?;
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             let realm = c.params.get("realm").ok_or_else(|| ImageError::Auth { registry: r.registry.clone(), reason: "bearer challenge without a realm".into() })?;
             let mut url = reqwest::Url::parse(realm)
@@ -185,10 +215,28 @@ impl RegistryClient {
                     q.append_pair("scope", s);
                 }
             }
-            let mut req = self.http.get(url.clone());
-            if let Credentials::Basic { username, password } = &creds {
-                req = req.basic_auth(username, Some(password));
-            }
+            let req = match &creds {
+                Credentials::Basic { username, password } => self.http.get(url.clone()).basic_auth(username, Some(password)),
+                Credentials::Anonymous => self.http.get(url.clone()),
+                // Docker's OAuth2 flow: the refresh token for an access token.
+                Credentials::IdentityToken { token, .. } => {
+                    let mut form = reqwest::Url::parse("http://form.invalid/").expect("a constant URL");
+                    {
+                        let mut q = form.query_pairs_mut();
+                        q.append_pair("grant_type", "refresh_token").append_pair("refresh_token", token).append_pair("client_id", "rbk");
+                        if let Some(s) = c.params.get("service") {
+                            q.append_pair("service", s);
+                        }
+                        q.append_pair("scope", &scopes.join(" "));
+                    }
+                    let mut post = url.clone();
+                    post.set_query(None);
+                    self.http
+                        .post(post)
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(form.query().unwrap_or_default().to_owned())
+                }
+            };
             let resp = self.execute(req).await?;
             let status = resp.status();
             let body = resp.bytes().await.map_err(|e| ImageError::Http { url: url.to_string(), source: e })?;
@@ -216,6 +264,9 @@ impl RegistryClient {
                     Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))))
                 }
                 Credentials::Anonymous => Err(ImageError::Auth { registry: r.registry.clone(), reason: "the registry wants a username and password; none configured".into() }),
+                Credentials::IdentityToken { .. } => {
+                    Err(ImageError::Auth { registry: r.registry.clone(), reason: "the registry wants a username and password; the configured identity token works only with token servers".into() })
+                }
             };
         }
         Err(ImageError::Auth {
