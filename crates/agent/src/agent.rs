@@ -434,6 +434,9 @@ impl Agent {
             while let Ok(Some(_)) = down.message().await {}
         })
         .await;
+        // The last steps' disk sweeps, so a drained worker leaves its disk
+        // within the limit (and no eviction half done).
+        self.exec.disk_settled().await;
         tracing::info!(worker = %self.config.worker_id, "drained");
         SessionEnd::Finished
     }

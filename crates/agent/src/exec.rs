@@ -29,6 +29,8 @@ use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
 
 use crate::cache_mounts::CacheDirs;
+use crate::disk_keeper::DiskKeeper;
+use crate::step_locks::StepLocks;
 use crate::exec_error::{ExecError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
 use crate::layer_io::{fetch_blob, mkdir_layer};
@@ -85,24 +87,14 @@ pub struct FarmExecutor {
     layout: OciLayout,
     store: Arc<dyn Store>,
     caches: CacheDirs,
-    /// One step at a time per local cache directory: two steps restoring
-    /// and capturing one directory at once would corrupt each other's view.
-    cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    context_lock: tokio::sync::Mutex<()>,
-    /// Restored contexts in use by running steps (digest → users): never
-    /// evicted under a step.
-    contexts_in_use: Arc<Mutex<HashMap<String, usize>>>,
-    /// Bytes of compressed layer blobs kept in `images/` (the layer
-    /// store's budget: `rbk worker --max-layer-bytes`).
-    blob_budget: u64,
-    /// Steps hold it shared while they run (a blob is fetched, then
-    /// unpacked or read); eviction of blobs takes it exclusively, so it
-    /// happens only between steps.
-    blob_use: tokio::sync::RwLock<()>,
-    /// `rbk worker --disk-limit`: bytes of everything above plus the cache
-    /// directories.
-    disk_limit: u64,
-    context_sizes: Arc<Mutex<crate::disk_budget::ContextSizes>>,
+    /// One step at a time per local cache directory (two steps restoring
+    /// and capturing one directory at once would corrupt each other's
+    /// view), context and blob use: what the disk keeper respects.
+    locks: Arc<StepLocks>,
+    /// The disk limit (`rbk worker --disk-limit`: everything above plus
+    /// the cache directories) and the layer budget (`images/`, `rbk worker
+    /// --max-layer-bytes`), kept in the background after each step.
+    keeper: Arc<DiskKeeper>,
 }
 
 /// Restored build contexts kept on disk for later steps; older unused
@@ -235,69 +227,43 @@ impl FarmExecutor {
         std::fs::create_dir_all(&cache_root).map_err(|e| ExecError::io(&cache_root, e))?;
         rbk_worker::hygiene::private_dir(&cache_root)?;
         let caches = CacheDirs::new(cache_root);
-        Ok(FarmExecutor {
-            root,
-            executor,
-            layout,
-            store,
-            caches,
-            cache_locks: Mutex::new(HashMap::new()),
-            context_lock: tokio::sync::Mutex::new(()),
-            contexts_in_use: Arc::new(Mutex::new(HashMap::new())),
+        let locks = Arc::new(StepLocks::default());
+        let keeper = Arc::new(DiskKeeper::new(
+            root.clone(),
+            caches.root().to_owned(),
+            executor.layers().clone(),
+            layout.root().join("blobs/sha256"),
+            root.join("held-layers"),
             blob_budget,
-            blob_use: tokio::sync::RwLock::new(()),
-            disk_limit: crate::disk_budget::DEFAULT_DISK_LIMIT,
-            context_sizes: Arc::default(),
-        })
+            crate::disk_budget::DEFAULT_DISK_LIMIT,
+            locks.clone(),
+        ));
+        Ok(FarmExecutor { root, executor, layout, store, caches, locks, keeper })
     }
 
     /// Keeps the worker's local disk use (state dir and cache dirs) under
     /// `bytes` (`rbk worker --disk-limit`; default
     /// [`crate::disk_budget::DEFAULT_DISK_LIMIT`]) by evicting the least
-    /// recently used local copies after each step.
-    pub fn with_disk_limit(mut self, bytes: u64) -> Self {
-        self.disk_limit = bytes;
+    /// recently used local copies after each step (in the background, see
+    /// [`crate::disk_keeper`]).
+    pub fn with_disk_limit(self, bytes: u64) -> Self {
+        self.keeper.set_limit(bytes);
         self
     }
 
-    /// Measures the local disk use and evicts, least recently used first,
-    /// what no running step uses until it fits the disk limit. Runs after
-    /// every step; a step that starts meanwhile waits for the contexts and
-    /// cache directories it needs (their locks are held here), and blobs
-    /// are only touched when no step runs at all.
+    /// Sweeps now: measures the local disk use and evicts, least recently
+    /// used first, what no running step uses until it fits the disk limit
+    /// (and layer blobs over their budget when no step runs). Returns once
+    /// that sweep (and any requested before) has run.
     pub async fn keep_disk_limit(&self) -> crate::disk_budget::Swept {
-        let _no_context_restores = self.context_lock.lock().await;
-        let blobs_alone = self.blob_use.try_write().ok();
-        let contexts_in_use = self.contexts_in_use.lock().expect("context use map").keys().cloned().collect();
-        let mut guards = Vec::new();
-        let mut free_slots = std::collections::HashSet::new();
-        for e in std::fs::read_dir(self.caches.root()).into_iter().flatten().flatten() {
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-            // A slot names its key in `id`; one without is a leftover no
-            // step can be using.
-            if let Ok(key) = std::fs::read_to_string(e.path().join("id")) {
-                let lock = self.cache_locks.lock().expect("cache lock map").entry(key).or_default().clone();
-                match lock.try_lock_owned() {
-                    Ok(g) => guards.push(g),
-                    Err(_) => continue,
-                }
-            }
-            free_slots.insert(name);
-        }
-        let sweep = crate::disk_budget::Sweep {
-            root: self.root.clone(),
-            cache_root: self.caches.root().to_owned(),
-            layers: self.executor.layers().clone(),
-            context_sizes: self.context_sizes.clone(),
-            limit: self.disk_limit,
-            contexts_in_use,
-            blobs_free: blobs_alone.is_some(),
-            free_slots,
-        };
-        let swept = tokio::task::spawn_blocking(move || sweep.run()).await.unwrap_or_default();
-        drop(guards);
-        drop(blobs_alone);
-        swept
+        self.keeper.request();
+        self.keeper.settled().await
+    }
+
+    /// Waits for the disk-limit sweeps requested so far (one follows every
+    /// step) and returns what the last one saw.
+    pub async fn disk_settled(&self) -> crate::disk_budget::Swept {
+        self.keeper.settled().await
     }
 
     /// blake3 names of the layer blobs held locally (`Register.layers`).
@@ -335,16 +301,6 @@ impl FarmExecutor {
         }
     }
 
-    /// Evicts least recently used layer blobs beyond the budget, unless a
-    /// step is running (then the next idle moment does it).
-    async fn trim_blobs(&self) {
-        let Ok(_alone) = self.blob_use.try_write() else { return };
-        let blobs = self.layout.root().join("blobs/sha256");
-        let held = self.root.join("held-layers");
-        let budget = self.blob_budget;
-        let _ = tokio::task::spawn_blocking(move || crate::blob_budget::trim(&blobs, &held, budget)).await;
-    }
-
     /// Runs `assign`, streaming the step's output to `log`. Never fails:
     /// what went wrong is in the result (`ok = false`, a message naming the
     /// step, and the exit code or -1 when rbk itself failed).
@@ -359,11 +315,12 @@ impl FarmExecutor {
     pub async fn run_with_ssh(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> StepResult {
         let t0 = Instant::now();
         let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
-        let blobs_in_use = self.blob_use.read().await;
+        let blobs_in_use = self.locks.blobs.read().await;
         let outcome = self.try_run(assign, log, ssh, &mut result).await;
         drop(blobs_in_use);
-        self.trim_blobs().await;
-        self.keep_disk_limit().await;
+        // Before the result is sent, so an observer who saw the result
+        // also sees the sweep pending.
+        self.keeper.request();
         match outcome {
             Ok(()) => result.ok = true,
             Err(f) => {
@@ -503,7 +460,7 @@ impl FarmExecutor {
         keys.dedup();
         let locks: Vec<_> = keys
             .iter()
-            .map(|k| self.cache_locks.lock().expect("cache lock map").entry(k.clone()).or_default().clone())
+            .map(|k| self.locks.cache(k))
             .collect();
         let mut held = Vec::new();
         let (mut restored, mut dirs) = (0, Vec::new());
@@ -561,9 +518,9 @@ impl FarmExecutor {
         let name = d.to_string();
         let contexts = self.root.join("contexts");
         let dir = contexts.join(&name);
-        let _g = self.context_lock.lock().await;
-        *self.contexts_in_use.lock().expect("context use map").entry(name.clone()).or_default() += 1;
-        let lease = ContextLease { dir: dir.clone(), name, in_use: self.contexts_in_use.clone() };
+        let _g = self.locks.context.lock().await;
+        *self.locks.contexts_in_use.lock().expect("context use map").entry(name.clone()).or_default() += 1;
+        let lease = ContextLease { dir: dir.clone(), name, in_use: self.locks.contexts_in_use.clone() };
         if dir.is_dir() {
             // Most recently used: evicted last.
             let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
@@ -579,7 +536,7 @@ impl FarmExecutor {
         // later step would mistake for the context.
         let tmp = tmp.keep();
         std::fs::rename(&tmp, &dir).map_err(|e| ExecError::io(&dir, e))?;
-        let in_use = self.contexts_in_use.lock().expect("context use map").clone();
+        let in_use = self.locks.contexts_in_use.lock().expect("context use map").clone();
         evict_contexts(&contexts, KEEP_CONTEXTS, &|n| in_use.contains_key(n));
         Ok(lease)
     }

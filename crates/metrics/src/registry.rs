@@ -78,6 +78,8 @@ struct Inner {
     worker_steps_running: Gauge,
     worker_steps: Family<ResultLabels, Counter>,
     worker_bytes_restored: Counter,
+    worker_disk_bytes: Gauge,
+    worker_disk_sweeps_pending: Gauge,
     worker_bytes_committed: Counter,
     gc_runs: Family<ResultLabels, Counter>,
     gc_scanned_objects: Counter,
@@ -245,6 +247,22 @@ impl Metrics {
                 worker_bytes_committed.clone(),
             );
         }
+        let worker_disk_bytes = Gauge::default();
+        if worker {
+            r.register(
+                "rbk_worker_disk_bytes",
+                "Bytes this worker keeps on its disk (state dir and cache directories) after its last disk-limit sweep",
+                worker_disk_bytes.clone(),
+            );
+        }
+        let worker_disk_sweeps_pending = Gauge::default();
+        if worker {
+            r.register(
+                "rbk_worker_disk_sweeps_pending",
+                "1 while a disk-limit sweep is requested or running on this worker, 0 once the disk is settled",
+                worker_disk_sweeps_pending.clone(),
+            );
+        }
 
         let gc_runs = Family::<ResultLabels, Counter>::default();
         if coordinator {
@@ -332,6 +350,8 @@ impl Metrics {
                 worker_steps_running,
                 worker_steps,
                 worker_bytes_restored,
+                worker_disk_bytes,
+                worker_disk_sweeps_pending,
                 worker_bytes_committed,
                 gc_runs,
                 gc_scanned_objects,
@@ -491,6 +511,17 @@ impl Metrics {
 
     pub fn worker_committed(&self, bytes: u64) {
         self.inner.worker_bytes_committed.inc_by(bytes);
+    }
+
+    /// A disk-limit sweep was requested (`true`) or the last one ended
+    /// with nothing more requested (`false`).
+    pub fn worker_disk_sweep_pending(&self, pending: bool) {
+        self.inner.worker_disk_sweeps_pending.set(i64::from(pending));
+    }
+
+    /// What a disk-limit sweep left on the worker's disk.
+    pub fn worker_disk_bytes(&self, bytes: u64) {
+        self.inner.worker_disk_bytes.set(gauge_value(bytes));
     }
 
     // ---- exposition ----
