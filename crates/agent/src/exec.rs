@@ -28,7 +28,8 @@ use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
 
-use crate::cache_mounts::CacheDirs;
+use crate::background_commit::{BackgroundCommit, capture_grants};
+use crate::cache_mounts::{CacheDirs, cache_key, granted_head};
 use crate::disk_keeper::DiskKeeper;
 use crate::step_locks::StepLocks;
 use crate::exec_error::{ExecError, Result};
@@ -150,12 +151,6 @@ impl std::fmt::Debug for FarmExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FarmExecutor").field("root", &self.root).finish_non_exhaustive()
     }
-}
-
-/// The local directory key of a granted cache mount: tenants never share
-/// a directory, and each `private` slot has its own.
-fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
-    serde_json::json!([namespace, cache_id, slot]).to_string()
 }
 
 fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
@@ -313,10 +308,23 @@ impl FarmExecutor {
     /// serves for the step's lifetime (the agent crate relays them to the
     /// client's agent).
     pub async fn run_with_ssh(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> StepResult {
+        let (mut result, later) = self.run_committing_later(assign, log, ssh).await;
+        if let Some(c) = later {
+            c.run_into(&mut result).await;
+        }
+        result
+    }
+
+    /// [`Self::run_with_ssh`], except that a successful step's cache mounts
+    /// are not captured yet: the result says `commits_follow` and the
+    /// returned [`BackgroundCommit`] captures them (its commits are sent
+    /// after the result). A failed step's are in its result, as before.
+    pub async fn run_committing_later(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> (StepResult, Option<BackgroundCommit>) {
         let t0 = Instant::now();
         let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
+        let mut later = None;
         let blobs_in_use = self.locks.blobs.read().await;
-        let outcome = self.try_run(assign, log, ssh, &mut result).await;
+        let outcome = self.try_run(assign, log, ssh, &mut result, &mut later).await;
         drop(blobs_in_use);
         // Before the result is sent, so an observer who saw the result
         // also sees the sweep pending.
@@ -329,10 +337,16 @@ impl FarmExecutor {
                 result.exit_code = f.exit_code;
                 result.layers.clear();
                 result.config.clear();
+                // Failed after the step ran (storing its layer): its
+                // cache writes are kept, committed with the failure.
+                if let Some(c) = later.take() {
+                    c.run_into(&mut result).await;
+                }
             }
         }
+        result.commits_follow = later.is_some();
         result.duration_ms = t0.elapsed().as_millis() as u64;
-        result
+        (result, later)
     }
 
     async fn try_run(
@@ -341,6 +355,7 @@ impl FarmExecutor {
         log: LogSink,
         ssh: HashMap<String, PathBuf>,
         out: &mut StepResult,
+        later: &mut Option<BackgroundCommit>,
     ) -> std::result::Result<(), Failure> {
         let step: FarmStep = serde_json::from_slice(&assign.payload).map_err(|e| Failure {
             message: format!("step {}: the payload is not a farm step: {e}", assign.step_id),
@@ -417,14 +432,22 @@ impl FarmExecutor {
         };
 
         // Cache mounts keep what the step wrote even when it fails (as in
-        // BuildKit); the commit travels with the result.
-        for g in &grants {
-            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
-            let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
-            rbk_metrics::global().worker_committed(c.bytes_uploaded);
-            out.commits.push(g.commit(c.snapshot.to_string(), c.total_bytes));
+        // BuildKit): a failed step's commit travels with the result, a
+        // successful one's is captured after it (the locks go along).
+        if outcome.is_ok() && !grants.is_empty() {
+            *later = Some(BackgroundCommit {
+                assignment_id: assign.assignment_id.clone(),
+                namespace: assign.namespace.clone(),
+                caches: self.caches.clone(),
+                store: self.store.clone(),
+                grants,
+                held: _held,
+                keeper: self.keeper.clone(),
+            });
+        } else {
+            out.commits = capture_grants(&self.caches, &self.store, &assign.namespace, &grants).await?;
+            drop(_held);
         }
-        drop(_held);
         let layer = outcome?;
 
         layer.add_to_layout(&self.layout).map_err(ExecError::from)?;
@@ -469,11 +492,7 @@ impl FarmExecutor {
         }
         for g in &grants {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
-            let head = match g.snapshot.as_str() {
-                "" => None,
-                s => Some(s.parse::<Digest>().map_err(|source| ExecError::CacheHead { cache_id: g.cache_id.clone(), source })?),
-            };
-            let p = self.caches.prepare_head(&self.store, &key, head).await?;
+            let p = self.caches.prepare_head(&self.store, &key, granted_head(g)?).await?;
             restored += p.bytes_restored;
             dirs.push((g.cache_id.clone(), self.caches.dir(&key)));
         }

@@ -13,6 +13,8 @@
 //! - [`cache_mounts`]: a worker-local directory per cache id, restored from
 //!   the granted head when missing or stale (a fresh worker starts warm)
 //!   and captured into the content store after each step;
+//! - [`background_commit`]: a step's cache mounts captured after its
+//!   result was sent (the commits follow it);
 //! - [`layer_io`]: layer blobs from the store, WORKDIR layers;
 //! - [`blob_budget`]: the local layer blobs kept under a byte budget;
 //! - [`disk_budget`]: all local state (contexts, blobs, unpacked layers,
@@ -30,6 +32,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod background_commit;
 pub mod blob_budget;
 pub mod cache_mounts;
 pub mod disk_budget;

@@ -507,12 +507,13 @@ pub fn finished_on(events: &[Event]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Log lines of step `id`.
+/// Output lines of step `id` (not the coordinator's lines about its cache
+/// commits).
 pub fn logs_of(events: &[Event], id: &str) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Log(l) if l.step_id == id => Some(l.line.clone()),
+            Event::Log(l) if l.step_id == id && l.stream != "commit" => Some(l.line.clone()),
             _ => None,
         })
         .collect()
