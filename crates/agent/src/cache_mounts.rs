@@ -9,7 +9,7 @@
 //!
 //! A capture may still be on its way to the coordinator when the next step
 //! mounting the same cache is granted (the capture runs after the step's
-//! result, see `crate::background_commit`): that step is granted the head
+//! result, see the `background_commit` module): that step is granted the head
 //! the captured one started from. The slot remembers that head (`base`), so
 //! a grant of it keeps the newer local directory instead of restoring the
 //! older head over it: a later step on the same worker uses the local

@@ -3,27 +3,9 @@
 //! afterwards; the build ends when the commit has landed, or when the
 //! worker is lost first (then only that commit is lost).
 
-use std::time::Duration;
-
 use rbk_proto::build::build_event::Event;
 
 use crate::harness::*;
-
-/// Reads the build's events until one matches `stop` (included).
-async fn read_until(stream: &mut tonic::Streaming<rbk_proto::build::BuildEvent>, events: &mut Vec<Event>, stop: impl Fn(&Event) -> bool) {
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(120), stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("the build stalled; events so far: {events:#?}"))
-            .unwrap()
-            .unwrap();
-        let done = e.event.as_ref().is_some_and(&stop);
-        events.extend(e.event);
-        if done {
-            return;
-        }
-    }
-}
 
 fn commit_lines(events: &[Event]) -> Vec<String> {
     events.iter().filter_map(|e| if let Event::Log(l) = e { (l.stream == "commit").then(|| l.line.clone()) } else { None }).collect()
@@ -55,9 +37,9 @@ async fn a_worker_killed_while_committing_in_the_background_leaves_the_previous_
     let second = farm.run("s", "k2", many, Some(("c", "shared")), Some("a"));
     let mut stream = farm.submit(vec![second], Default::default()).await;
     let mut events = Vec::new();
-    read_until(&mut stream, &mut events, |e| matches!(e, Event::Finished(_))).await;
+    read_until(&mut stream, &mut events, "the step's result", |e| matches!(e, Event::Finished(_))).await;
     a.sigkill();
-    read_until(&mut stream, &mut events, |e| matches!(e, Event::BuildFinished(_))).await;
+    read_until(&mut stream, &mut events, "the end of the build", |e| matches!(e, Event::BuildFinished(_))).await;
     assert_eq!(final_state(&events), "succeeded", "the step was done; only its commit was at stake: {events:#?}");
     eprintln!("commit lines of the interrupted build: {:?}", commit_lines(&events));
 

@@ -563,3 +563,25 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
+
+/// Reads the build's events into `events` until one matches `stop`
+/// (included), each within the harness's deadline.
+pub async fn read_until(
+    stream: &mut tonic::Streaming<rbk_proto::build::BuildEvent>,
+    events: &mut Vec<Event>,
+    what: &str,
+    stop: impl Fn(&Event) -> bool,
+) {
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; events so far: {events:#?}"))
+            .unwrap()
+            .unwrap();
+        let done = e.event.as_ref().is_some_and(&stop);
+        events.extend(e.event);
+        if done {
+            return;
+        }
+    }
+}
