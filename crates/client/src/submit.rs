@@ -156,7 +156,7 @@ pub async fn run_build(
             }
             // A cache commit that landed after its step was done (the
             // worker captures cache mounts behind the next steps).
-            Event::Log(l) if l.stream == "commit" => {
+            Event::Log(l) if l.stream == rbk_proto::replay::COMMIT_STREAM => {
                 let (n, label) = lookup(&l.step_id);
                 progress.commit(n, label, &l.line);
             }

@@ -16,10 +16,8 @@ use super::{Core, Msg, foreign_commit};
 use crate::cache_heads::CacheHeads;
 use crate::model::{BuildEvent, BuildState, CacheCommit, HeadKey, StepNode};
 use crate::state::now_ms;
+use rbk_proto::replay::COMMIT_STREAM;
 use rbk_store::Digest;
-
-/// The stream name of the progress lines a commit leaves in its step's log.
-pub const COMMIT_STREAM: &str = "commit";
 
 /// A step whose commits are still to come from its worker.
 pub(super) struct LateCommit {
