@@ -10,6 +10,12 @@
 //! registration names the assignments the worker still holds (running, or
 //! finished with the result not yet sent), so a new coordinator leader
 //! keeps those steps here instead of running them again.
+//!
+//! A step's cache mounts are captured after its result was sent (see
+//! [`crate::background_commit`]); their commits follow on the stream, and
+//! are kept and re-sent across a broken session like results. At most
+//! [`COMMITS_IN_FLIGHT`] captures per step slot run behind the steps; past
+//! that a step captures before its result, as a drain waits for them all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -105,7 +111,12 @@ pub enum AgentError {
 enum Event {
     Log(pw::StepLog),
     Done(pw::StepResult),
+    /// The cache commits of a step whose result said they follow.
+    Commits(pw::CacheCommits),
 }
+
+/// Captures running behind the steps, per step slot (`--max-parallel`).
+const COMMITS_IN_FLIGHT: usize = 2;
 
 /// What the loop keeps across sessions.
 struct Local {
@@ -123,6 +134,14 @@ struct Local {
     /// ignores them.
     sent: std::collections::VecDeque<(Instant, pw::HeldAssignment, pw::StepResult)>,
     shutdown_seen: bool,
+    /// Assignments whose result went back and whose cache capture runs.
+    committing: std::collections::HashSet<String>,
+    /// Cache commits finished while disconnected, sent after the backlog
+    /// of results on the next session.
+    commits_backlog: Vec<pw::CacheCommits>,
+    /// Commits sent on this session in the last [`RESEND_WINDOW`] (as
+    /// `sent`).
+    sent_commits: std::collections::VecDeque<(Instant, pw::CacheCommits)>,
     /// When this session told the coordinator it drains: an assignment it
     /// sent before reading that may still be on the way, so an idle worker
     /// waits [`DRAIN_GRACE`] before it leaves rather than dropping it.
@@ -152,11 +171,39 @@ impl Local {
         self.sent.push_back((now, held, r));
     }
 
-    /// The session broke: recently sent results go back to the backlog.
+    /// Records cache commits as sent on this session.
+    fn sent_commits(&mut self, c: pw::CacheCommits) {
+        let now = Instant::now();
+        while self.sent_commits.front().is_some_and(|(t, _)| now.duration_since(*t) > RESEND_WINDOW) {
+            self.sent_commits.pop_front();
+        }
+        self.sent_commits.push_back((now, c));
+    }
+
+    /// The session broke: recently sent results and commits go back to
+    /// the backlogs.
     fn unsent(&mut self) {
         let recent: Vec<_> =
             self.sent.drain(..).filter(|(t, _, _)| t.elapsed() <= RESEND_WINDOW).map(|(_, h, r)| (Some(h), r)).collect();
         self.backlog.splice(0..0, recent);
+        let commits: Vec<_> = self.sent_commits.drain(..).filter(|(t, _)| t.elapsed() <= RESEND_WINDOW).map(|(_, c)| c).collect();
+        self.commits_backlog.splice(0..0, commits);
+    }
+
+    /// Steps running, or captures of finished ones.
+    fn busy(&self) -> bool {
+        !self.running.is_empty() || !self.committing.is_empty()
+    }
+
+    /// A step's result arrived from its task: it no longer runs, and its
+    /// capture may.
+    fn step_done(&mut self, r: &pw::StepResult) -> Option<pw::HeldAssignment> {
+        let held = self.running.remove(&r.assignment_id).map(|(_, h)| h);
+        if r.commits_follow {
+            self.committing.insert(r.assignment_id.clone());
+        }
+        self.idle_since = Instant::now();
+        held
     }
 }
 
@@ -172,6 +219,8 @@ pub struct Agent {
     config: AgentConfig,
     exec: Arc<FarmExecutor>,
     permits: Arc<Semaphore>,
+    /// Captures behind the steps (see [`COMMITS_IN_FLIGHT`]).
+    commit_permits: Arc<Semaphore>,
     /// The leader a follower named when it refused our session (replicated
     /// coordinators): the next session goes there.
     leader_hint: std::sync::Mutex<Option<String>>,
@@ -188,8 +237,10 @@ fn endpoint_for(tls: &ClientTls, url: &str) -> Result<Endpoint, AgentError> {
 
 impl Agent {
     pub fn new(config: AgentConfig, exec: Arc<FarmExecutor>) -> Self {
-        let permits = Arc::new(Semaphore::new(config.max_parallel.max(1) as usize));
-        Agent { config, exec, permits, leader_hint: std::sync::Mutex::new(None) }
+        let slots = config.max_parallel.max(1) as usize;
+        let permits = Arc::new(Semaphore::new(slots));
+        let commit_permits = Arc::new(Semaphore::new(slots * COMMITS_IN_FLIGHT));
+        Agent { config, exec, permits, commit_permits, leader_hint: std::sync::Mutex::new(None) }
     }
 
     /// Serves until drained: `shutdown` resolving (SIGTERM) or the idle
@@ -212,6 +263,9 @@ impl Agent {
             backlog: vec![],
             sent: Default::default(),
             shutdown_seen: false,
+            committing: Default::default(),
+            commits_backlog: vec![],
+            sent_commits: Default::default(),
             drain_sent: None,
             drain_acked: false,
         };
@@ -241,14 +295,14 @@ impl Agent {
                         }
                         None => {}
                     }
-                    if local.draining && local.running.is_empty() {
+                    if local.draining && !local.busy() {
                         // Nobody to drain towards; what is left is lost
                         // either way, and the coordinator retries it.
                         tracing::warn!("draining while disconnected ({why}); exiting");
                         return Ok(());
                     }
                     if let Some(limit) = self.config.until_idle
-                        && local.running.is_empty()
+                        && !local.busy()
                         && local.idle_since.elapsed() >= limit
                     {
                         // A CI job's worker must end even if the farm is gone.
@@ -265,16 +319,20 @@ impl Agent {
                             _ = shutdown.as_mut(), if !local.shutdown_seen => {
                                 local.shutdown_seen = true;
                                 local.draining = true;
-                                if local.running.is_empty() {
+                                if !local.busy() {
                                     return Ok(());
                                 }
                             }
-                            Some(ev) = ev_rx.recv() => {
-                                if let Event::Done(r) = ev {
-                                    let held = local.running.remove(&r.assignment_id).map(|(_, h)| h);
-                                    local.idle_since = Instant::now();
+                            Some(ev) = ev_rx.recv() => match ev {
+                                Event::Done(r) => {
+                                    let held = local.step_done(&r);
                                     local.backlog.push((held, r));
                                 }
+                                Event::Commits(c) => {
+                                    local.committing.remove(&c.assignment_id);
+                                    local.commits_backlog.push(c);
+                                }
+                                Event::Log(_) => {}
                             }
                         }
                     }
@@ -344,6 +402,10 @@ impl Agent {
             }
             send(Up::Result(r));
         }
+        for c in std::mem::take(&mut local.commits_backlog) {
+            local.sent_commits(c.clone());
+            send(Up::Commits(c));
+        }
         local.drain_sent = None;
         local.drain_acked = false;
         if local.draining {
@@ -355,13 +417,13 @@ impl Agent {
         loop {
             let grace_over = local.drain_sent.map(|t| t + DRAIN_GRACE);
             let nothing_in_flight = local.drain_acked || grace_over.is_some_and(|t| t <= tokio::time::Instant::now());
-            if local.draining && local.running.is_empty() && nothing_in_flight {
+            if local.draining && !local.busy() && nothing_in_flight {
                 return Ok(self.finish(up, down).await);
             }
             let idle_deadline = self.config.until_idle.map(|d| tokio::time::Instant::from_std(local.idle_since + d));
             tokio::select! {
                 _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat {})),
-                _ = sleep_until_opt(grace_over), if local.draining && local.running.is_empty() => {}
+                _ = sleep_until_opt(grace_over), if local.draining && !local.busy() => {}
                 m = down.message() => match m {
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx, &ssh),
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Cancel(c)) })) => {
@@ -389,12 +451,18 @@ impl Agent {
                     Event::Log(l) => send(Up::Log(l)),
                     Event::Done(r) => {
                         // A cancelled step's result was already sent.
-                        if let Some((_, held)) = local.running.remove(&r.assignment_id) {
-                            tracing::info!(assignment = %r.assignment_id, ok = r.ok, "step finished");
+                        if let Some(held) = local.step_done(&r) {
+                            tracing::info!(assignment = %r.assignment_id, ok = r.ok, commits_follow = r.commits_follow, "step finished");
                             local.sent(held, r.clone());
                             send(Up::Result(r));
                         }
+                    }
+                    Event::Commits(c) => {
+                        local.committing.remove(&c.assignment_id);
                         local.idle_since = Instant::now();
+                        tracing::info!(assignment = %c.assignment_id, commits = c.commits.len(), "cache commits sent");
+                        local.sent_commits(c.clone());
+                        send(Up::Commits(c));
                     }
                 },
                 _ = shutdown.as_mut(), if !local.shutdown_seen => {
@@ -404,7 +472,7 @@ impl Agent {
                     send(Up::Drain(pw::Drain {}));
                     local.drain_sent = Some(tokio::time::Instant::now());
                 }
-                _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() && local.running.is_empty() && !local.draining => {
+                _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() && !local.busy() && !local.draining => {
                     tracing::info!("idle for {:?}; draining", self.config.until_idle.unwrap_or_default());
                     local.draining = true;
                     send(Up::Drain(pw::Drain {}));
@@ -434,6 +502,9 @@ impl Agent {
             while let Ok(Some(_)) = down.message().await {}
         })
         .await;
+        // The last steps' disk sweeps, so a drained worker leaves its disk
+        // within the limit (and no eviction half done).
+        self.exec.disk_settled().await;
         tracing::info!(worker = %self.config.worker_id, "drained");
         SessionEnd::Finished
     }
@@ -443,10 +514,11 @@ impl Agent {
         tracing::info!(assignment = %id, build = %a.build_id, step = %a.step_id, attempt = a.attempt, "assigned");
         let held = pw::HeldAssignment { assignment_id: id.clone(), build_id: a.build_id.clone(), step_id: a.step_id.clone(), attempt: a.attempt };
         let (exec, tx, permits, ssh) = (self.exec.clone(), ev_tx.clone(), self.permits.clone(), ssh.clone());
+        let commit_permits = self.commit_permits.clone();
         let h = tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            let permit = permits.acquire_owned().await;
             let metrics = rbk_metrics::global();
-            let _running = metrics.worker_step_running();
+            let running = metrics.worker_step_running();
             let (aid, ltx) = (a.assignment_id.clone(), tx.clone());
             let sink: LogSink = Arc::new(move |l: &LogLine| {
                 let stream = match l.stream {
@@ -455,13 +527,30 @@ impl Agent {
                 };
                 let _ = ltx.send(Event::Log(pw::StepLog { assignment_id: aid.clone(), stream: stream.into(), line: l.line.clone() }));
             });
-            let r = crate::ssh_forward::run(&exec, &a, sink, &ssh).await;
+            let (mut r, later) = crate::ssh_forward::run(&exec, &a, sink, &ssh).await;
+            let later = match later.map(|c| (commit_permits.try_acquire_owned(), c)) {
+                Some((Ok(p), c)) => Some((p, c)),
+                Some((Err(_), c)) => {
+                    // Enough captures behind the steps already: this one
+                    // goes before the result.
+                    c.run_into(&mut r).await;
+                    None
+                }
+                None => None,
+            };
             metrics.worker_step_finished(if r.ok { rbk_metrics::StepResult::Done } else { rbk_metrics::StepResult::Failed });
             metrics.worker_restored(r.bytes_restored);
             if !r.ok {
                 tracing::warn!(assignment = %r.assignment_id, "step failed: {}", r.message);
             }
+            // The slot is free for the next step while this one's cache
+            // mounts are captured.
+            drop(permit);
+            drop(running);
             let _ = tx.send(Event::Done(r));
+            if let Some((_p, c)) = later {
+                let _ = tx.send(Event::Commits(c.run().await));
+            }
         });
         local.running.insert(id, (h.abort_handle(), held));
     }

@@ -6,6 +6,15 @@
 //! fresh worker warm); after the step it is captured, incrementally against
 //! the snapshot it holds, and reported to the coordinator, which moves the
 //! head (merging concurrent commits, `rbk_coordinator::cache_heads`).
+//!
+//! A capture may still be on its way to the coordinator when the next step
+//! mounting the same cache is granted (the capture runs after the step's
+//! result, see the `background_commit` module): that step is granted the head
+//! the captured one started from. The slot remembers that head (`base`), so
+//! a grant of it keeps the newer local directory instead of restoring the
+//! older head over it: a later step on the same worker uses the local
+//! generation at once; any other grant (the head moved on, was merged or
+//! pruned) is restored as usual.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +45,20 @@ pub struct CacheDirs {
 pub struct Prepared {
     /// Bytes fetched from the store to bring the directory up to the head.
     pub bytes_restored: u64,
+}
+
+/// The local directory key of a granted cache mount: tenants never share
+/// a directory, and each `private` slot has its own.
+pub fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
+    serde_json::json!([namespace, cache_id, slot]).to_string()
+}
+
+/// The head a grant names (`None`: the cache has none yet).
+pub fn granted_head(g: &rbk_proto::worker::MountGrant) -> Result<Option<Digest>> {
+    match g.snapshot.as_str() {
+        "" => Ok(None),
+        s => s.parse::<Digest>().map(Some).map_err(|source| ExecError::CacheHead { cache_id: g.cache_id.clone(), source }),
+    }
 }
 
 impl CacheDirs {
@@ -91,6 +114,14 @@ impl CacheDirs {
             None
         };
         let slot = self.slot(id);
+        let granted = head.map(|d| d.to_string()).unwrap_or_default();
+        if head.is_some() && local.is_some() && local != head && std::fs::read_to_string(slot.join("base")).is_ok_and(|b| b == granted) {
+            // Newer than the grant: captured here from it, the commit
+            // still on its way (or lost, and then committed by this step).
+            // Never for "no head": that is also what a pruned cache is
+            // granted, and the head is the truth.
+            return Ok(out);
+        }
         std::fs::create_dir_all(&slot).map_err(|e| ExecError::io(&slot, e))?;
         let id_file = slot.join("id");
         std::fs::write(&id_file, id).map_err(|e| ExecError::io(&id_file, e))?;
@@ -104,6 +135,7 @@ impl CacheDirs {
                 if local.is_some() {
                     std::fs::remove_file(&marker).map_err(|e| ExecError::io(&marker, e))?;
                 }
+                let _ = std::fs::remove_file(slot.join("base"));
                 let snap = Snapshot::load(&**store, head_digest).await?;
                 let opts = RestoreOptions {
                     stat_cache: Some(slot.join("statcache")),
@@ -115,7 +147,7 @@ impl CacheDirs {
             }
             None if local.is_some() => {
                 std::fs::remove_dir_all(&dir).map_err(|e| ExecError::io(&dir, e))?;
-                for f in ["snapshot", "statcache"] {
+                for f in ["snapshot", "statcache", "base"] {
                     let p = slot.join(f);
                     if p.exists() {
                         std::fs::remove_file(&p).map_err(|e| ExecError::io(&p, e))?;
@@ -131,22 +163,35 @@ impl CacheDirs {
     }
 
     /// Captures the directory for `id` (incrementally against the snapshot
-    /// it holds) and records the result as what it holds now.
+    /// it holds) and records the result as what it holds now, derived from
+    /// the head `granted` (the step's grant; `None`: no head).
     pub async fn capture(
         &self,
         store: &Arc<dyn Store>,
         namespace: &str,
         id: &str,
+        granted: Option<Digest>,
     ) -> Result<Captured> {
         let dir = self.dir(id);
+        // Until the capture is recorded the directory is neither the old
+        // snapshot nor the new one: a capture that fails (or a crash) makes
+        // the next step restore the head.
+        let marker = self.slot(id).join("snapshot");
+        let base = self.local_snapshot(id)?;
+        if base.is_some() {
+            std::fs::remove_file(&marker).map_err(|e| ExecError::io(&marker, e))?;
+        }
         let mut opts = CaptureOptions::new(namespace);
         opts.stat_cache = Some(self.slot(id).join("statcache"));
-        if let Some(d) = self.local_snapshot(id)? {
+        if let Some(d) = base {
             // The base only speeds capture up; a base the store lost is
             // not an error, the capture just reads everything.
             opts.base = Snapshot::load(&**store, d).await.ok();
         }
         let (snap, stats) = capture(store.clone(), &dir, &opts).await?;
+        let base_file = self.slot(id).join("base");
+        let granted = granted.map(|d| d.to_string()).unwrap_or_default();
+        std::fs::write(&base_file, granted).map_err(|e| ExecError::io(&base_file, e))?;
         self.set_local_snapshot(id, &snap.digest)?;
         Ok(Captured {
             snapshot: snap.digest,
@@ -208,7 +253,7 @@ mod tests {
         let a = CacheDirs::new(tmp.path().join("a"));
         a.prepare_head(&store, id, None).await.unwrap();
         std::fs::write(a.dir(id).join(file), data).unwrap();
-        let captured = a.capture(&store, ns, id).await.unwrap();
+        let captured = a.capture(&store, ns, id, None).await.unwrap();
         Filled { tmp, store, a, captured }
     }
 
@@ -230,7 +275,7 @@ mod tests {
         let Filled { tmp: _tmp, store, a, captured } = filled_by_worker_a("local", "local/c", "f", b"x").await;
         let first = captured.snapshot;
         a.prepare_head(&store, "local/c", Some(first)).await.unwrap();
-        assert_eq!(a.capture(&store, "local", "local/c").await.unwrap().snapshot, first);
+        assert_eq!(a.capture(&store, "local", "local/c", Some(first)).await.unwrap().snapshot, first);
     }
 
     #[tokio::test]
@@ -251,6 +296,38 @@ mod tests {
         a.prepare_head(&store, "ns/c", None).await.unwrap();
         assert!(!a.dir("ns/c").join("f").exists());
         assert!(a.held().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_grant_of_the_head_a_newer_local_capture_started_from_keeps_the_local_directory() {
+        // a captured `wheel` (head H1, committed); a later step on a wrote
+        // `more` and captured it, its commit still on its way: the next
+        // grant is still H1.
+        let Filled { tmp: _tmp, store, a, captured } = a_wheel_built_once().await;
+        let h1 = captured.snapshot;
+        a.prepare_head(&store, "local/pip", Some(h1)).await.unwrap();
+        std::fs::write(a.dir("local/pip").join("more"), b"newer").unwrap();
+        let newer = a.capture(&store, "local", "local/pip", Some(h1)).await.unwrap();
+        let p = a.prepare_head(&store, "local/pip", Some(h1)).await.unwrap();
+        assert_eq!(p.bytes_restored, 0);
+        assert_eq!(std::fs::read(a.dir("local/pip").join("more")).unwrap(), b"newer");
+        assert_eq!(a.held(), vec![("local/pip".to_owned(), newer.snapshot)]);
+    }
+
+    #[tokio::test]
+    async fn a_grant_of_another_head_restores_it_over_a_newer_local_capture() {
+        let Filled { tmp, store, a, captured } = a_wheel_built_once().await;
+        let h1 = captured.snapshot;
+        // Worker b moved the head on from H1 meanwhile.
+        let b = CacheDirs::new(tmp.path().join("b"));
+        b.prepare_head(&store, "local/pip", Some(h1)).await.unwrap();
+        std::fs::write(b.dir("local/pip").join("from-b"), b"b").unwrap();
+        let h2 = b.capture(&store, "local", "local/pip", Some(h1)).await.unwrap().snapshot;
+        std::fs::write(a.dir("local/pip").join("more"), b"newer").unwrap();
+        a.capture(&store, "local", "local/pip", Some(h1)).await.unwrap();
+        a.prepare_head(&store, "local/pip", Some(h2)).await.unwrap();
+        assert!(a.dir("local/pip").join("from-b").exists());
+        assert!(!a.dir("local/pip").join("more").exists());
     }
 
     #[test]

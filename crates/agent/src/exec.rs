@@ -28,7 +28,10 @@ use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
 
-use crate::cache_mounts::CacheDirs;
+use crate::background_commit::{BackgroundCommit, capture_grants};
+use crate::cache_mounts::{CacheDirs, cache_key, granted_head};
+use crate::disk_keeper::DiskKeeper;
+use crate::step_locks::StepLocks;
 use crate::exec_error::{ExecError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmResult, FarmStep, ImageSource, LayerDesc, Work};
 use crate::layer_io::{fetch_blob, mkdir_layer};
@@ -85,24 +88,14 @@ pub struct FarmExecutor {
     layout: OciLayout,
     store: Arc<dyn Store>,
     caches: CacheDirs,
-    /// One step at a time per local cache directory: two steps restoring
-    /// and capturing one directory at once would corrupt each other's view.
-    cache_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    context_lock: tokio::sync::Mutex<()>,
-    /// Restored contexts in use by running steps (digest → users): never
-    /// evicted under a step.
-    contexts_in_use: Arc<Mutex<HashMap<String, usize>>>,
-    /// Bytes of compressed layer blobs kept in `images/` (the layer
-    /// store's budget: `rbk worker --max-layer-bytes`).
-    blob_budget: u64,
-    /// Steps hold it shared while they run (a blob is fetched, then
-    /// unpacked or read); eviction of blobs takes it exclusively, so it
-    /// happens only between steps.
-    blob_use: tokio::sync::RwLock<()>,
-    /// `rbk worker --disk-limit`: bytes of everything above plus the cache
-    /// directories.
-    disk_limit: u64,
-    context_sizes: Arc<Mutex<crate::disk_budget::ContextSizes>>,
+    /// One step at a time per local cache directory (two steps restoring
+    /// and capturing one directory at once would corrupt each other's
+    /// view), context and blob use: what the disk keeper respects.
+    locks: Arc<StepLocks>,
+    /// The disk limit (`rbk worker --disk-limit`: everything above plus
+    /// the cache directories) and the layer budget (`images/`, `rbk worker
+    /// --max-layer-bytes`), kept in the background after each step.
+    keeper: Arc<DiskKeeper>,
 }
 
 /// Restored build contexts kept on disk for later steps; older unused
@@ -158,12 +151,6 @@ impl std::fmt::Debug for FarmExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FarmExecutor").field("root", &self.root).finish_non_exhaustive()
     }
-}
-
-/// The local directory key of a granted cache mount: tenants never share
-/// a directory, and each `private` slot has its own.
-fn cache_key(namespace: &str, cache_id: &str, slot: u32) -> String {
-    serde_json::json!([namespace, cache_id, slot]).to_string()
 }
 
 fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
@@ -235,69 +222,43 @@ impl FarmExecutor {
         std::fs::create_dir_all(&cache_root).map_err(|e| ExecError::io(&cache_root, e))?;
         rbk_worker::hygiene::private_dir(&cache_root)?;
         let caches = CacheDirs::new(cache_root);
-        Ok(FarmExecutor {
-            root,
-            executor,
-            layout,
-            store,
-            caches,
-            cache_locks: Mutex::new(HashMap::new()),
-            context_lock: tokio::sync::Mutex::new(()),
-            contexts_in_use: Arc::new(Mutex::new(HashMap::new())),
+        let locks = Arc::new(StepLocks::default());
+        let keeper = Arc::new(DiskKeeper::new(
+            root.clone(),
+            caches.root().to_owned(),
+            executor.layers().clone(),
+            layout.root().join("blobs/sha256"),
+            root.join("held-layers"),
             blob_budget,
-            blob_use: tokio::sync::RwLock::new(()),
-            disk_limit: crate::disk_budget::DEFAULT_DISK_LIMIT,
-            context_sizes: Arc::default(),
-        })
+            crate::disk_budget::DEFAULT_DISK_LIMIT,
+            locks.clone(),
+        ));
+        Ok(FarmExecutor { root, executor, layout, store, caches, locks, keeper })
     }
 
     /// Keeps the worker's local disk use (state dir and cache dirs) under
     /// `bytes` (`rbk worker --disk-limit`; default
     /// [`crate::disk_budget::DEFAULT_DISK_LIMIT`]) by evicting the least
-    /// recently used local copies after each step.
-    pub fn with_disk_limit(mut self, bytes: u64) -> Self {
-        self.disk_limit = bytes;
+    /// recently used local copies after each step (in the background, see
+    /// [`crate::disk_keeper`]).
+    pub fn with_disk_limit(self, bytes: u64) -> Self {
+        self.keeper.set_limit(bytes);
         self
     }
 
-    /// Measures the local disk use and evicts, least recently used first,
-    /// what no running step uses until it fits the disk limit. Runs after
-    /// every step; a step that starts meanwhile waits for the contexts and
-    /// cache directories it needs (their locks are held here), and blobs
-    /// are only touched when no step runs at all.
+    /// Sweeps now: measures the local disk use and evicts, least recently
+    /// used first, what no running step uses until it fits the disk limit
+    /// (and layer blobs over their budget when no step runs). Returns once
+    /// that sweep (and any requested before) has run.
     pub async fn keep_disk_limit(&self) -> crate::disk_budget::Swept {
-        let _no_context_restores = self.context_lock.lock().await;
-        let blobs_alone = self.blob_use.try_write().ok();
-        let contexts_in_use = self.contexts_in_use.lock().expect("context use map").keys().cloned().collect();
-        let mut guards = Vec::new();
-        let mut free_slots = std::collections::HashSet::new();
-        for e in std::fs::read_dir(self.caches.root()).into_iter().flatten().flatten() {
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-            // A slot names its key in `id`; one without is a leftover no
-            // step can be using.
-            if let Ok(key) = std::fs::read_to_string(e.path().join("id")) {
-                let lock = self.cache_locks.lock().expect("cache lock map").entry(key).or_default().clone();
-                match lock.try_lock_owned() {
-                    Ok(g) => guards.push(g),
-                    Err(_) => continue,
-                }
-            }
-            free_slots.insert(name);
-        }
-        let sweep = crate::disk_budget::Sweep {
-            root: self.root.clone(),
-            cache_root: self.caches.root().to_owned(),
-            layers: self.executor.layers().clone(),
-            context_sizes: self.context_sizes.clone(),
-            limit: self.disk_limit,
-            contexts_in_use,
-            blobs_free: blobs_alone.is_some(),
-            free_slots,
-        };
-        let swept = tokio::task::spawn_blocking(move || sweep.run()).await.unwrap_or_default();
-        drop(guards);
-        drop(blobs_alone);
-        swept
+        self.keeper.request();
+        self.keeper.settled().await
+    }
+
+    /// Waits for the disk-limit sweeps requested so far (one follows every
+    /// step) and returns what the last one saw.
+    pub async fn disk_settled(&self) -> crate::disk_budget::Swept {
+        self.keeper.settled().await
     }
 
     /// blake3 names of the layer blobs held locally (`Register.layers`).
@@ -335,16 +296,6 @@ impl FarmExecutor {
         }
     }
 
-    /// Evicts least recently used layer blobs beyond the budget, unless a
-    /// step is running (then the next idle moment does it).
-    async fn trim_blobs(&self) {
-        let Ok(_alone) = self.blob_use.try_write() else { return };
-        let blobs = self.layout.root().join("blobs/sha256");
-        let held = self.root.join("held-layers");
-        let budget = self.blob_budget;
-        let _ = tokio::task::spawn_blocking(move || crate::blob_budget::trim(&blobs, &held, budget)).await;
-    }
-
     /// Runs `assign`, streaming the step's output to `log`. Never fails:
     /// what went wrong is in the result (`ok = false`, a message naming the
     /// step, and the exit code or -1 when rbk itself failed).
@@ -357,13 +308,27 @@ impl FarmExecutor {
     /// serves for the step's lifetime (the agent crate relays them to the
     /// client's agent).
     pub async fn run_with_ssh(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> StepResult {
+        let (mut result, later) = self.run_committing_later(assign, log, ssh).await;
+        if let Some(c) = later {
+            c.run_into(&mut result).await;
+        }
+        result
+    }
+
+    /// [`Self::run_with_ssh`], except that a successful step's cache mounts
+    /// are not captured yet: the result says `commits_follow` and the
+    /// returned [`BackgroundCommit`] captures them (its commits are sent
+    /// after the result). A failed step's are in its result, as before.
+    pub async fn run_committing_later(&self, assign: &Assign, log: LogSink, ssh: HashMap<String, PathBuf>) -> (StepResult, Option<BackgroundCommit>) {
         let t0 = Instant::now();
         let mut result = StepResult { assignment_id: assign.assignment_id.clone(), ..StepResult::default() };
-        let blobs_in_use = self.blob_use.read().await;
-        let outcome = self.try_run(assign, log, ssh, &mut result).await;
+        let mut later = None;
+        let blobs_in_use = self.locks.blobs.read().await;
+        let outcome = self.try_run(assign, log, ssh, &mut result, &mut later).await;
         drop(blobs_in_use);
-        self.trim_blobs().await;
-        self.keep_disk_limit().await;
+        // Before the result is sent, so an observer who saw the result
+        // also sees the sweep pending.
+        self.keeper.request();
         match outcome {
             Ok(()) => result.ok = true,
             Err(f) => {
@@ -372,10 +337,16 @@ impl FarmExecutor {
                 result.exit_code = f.exit_code;
                 result.layers.clear();
                 result.config.clear();
+                // Failed after the step ran (storing its layer): its
+                // cache writes are kept, committed with the failure.
+                if let Some(c) = later.take() {
+                    c.run_into(&mut result).await;
+                }
             }
         }
+        result.commits_follow = later.is_some();
         result.duration_ms = t0.elapsed().as_millis() as u64;
-        result
+        (result, later)
     }
 
     async fn try_run(
@@ -384,6 +355,7 @@ impl FarmExecutor {
         log: LogSink,
         ssh: HashMap<String, PathBuf>,
         out: &mut StepResult,
+        later: &mut Option<BackgroundCommit>,
     ) -> std::result::Result<(), Failure> {
         let step: FarmStep = serde_json::from_slice(&assign.payload).map_err(|e| Failure {
             message: format!("step {}: the payload is not a farm step: {e}", assign.step_id),
@@ -460,14 +432,22 @@ impl FarmExecutor {
         };
 
         // Cache mounts keep what the step wrote even when it fails (as in
-        // BuildKit); the commit travels with the result.
-        for g in &grants {
-            let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
-            let c = self.caches.capture(&self.store, &assign.namespace, &key).await?;
-            rbk_metrics::global().worker_committed(c.bytes_uploaded);
-            out.commits.push(g.commit(c.snapshot.to_string(), c.total_bytes));
+        // BuildKit): a failed step's commit travels with the result, a
+        // successful one's is captured after it (the locks go along).
+        if outcome.is_ok() && !grants.is_empty() {
+            *later = Some(BackgroundCommit {
+                assignment_id: assign.assignment_id.clone(),
+                namespace: assign.namespace.clone(),
+                caches: self.caches.clone(),
+                store: self.store.clone(),
+                grants,
+                held: _held,
+                keeper: self.keeper.clone(),
+            });
+        } else {
+            out.commits = capture_grants(&self.caches, &self.store, &assign.namespace, &grants).await?;
+            drop(_held);
         }
-        drop(_held);
         let layer = outcome?;
 
         layer.add_to_layout(&self.layout).map_err(ExecError::from)?;
@@ -503,7 +483,7 @@ impl FarmExecutor {
         keys.dedup();
         let locks: Vec<_> = keys
             .iter()
-            .map(|k| self.cache_locks.lock().expect("cache lock map").entry(k.clone()).or_default().clone())
+            .map(|k| self.locks.cache(k))
             .collect();
         let mut held = Vec::new();
         let (mut restored, mut dirs) = (0, Vec::new());
@@ -512,11 +492,7 @@ impl FarmExecutor {
         }
         for g in &grants {
             let key = cache_key(&assign.namespace, &g.cache_id, g.slot);
-            let head = match g.snapshot.as_str() {
-                "" => None,
-                s => Some(s.parse::<Digest>().map_err(|source| ExecError::CacheHead { cache_id: g.cache_id.clone(), source })?),
-            };
-            let p = self.caches.prepare_head(&self.store, &key, head).await?;
+            let p = self.caches.prepare_head(&self.store, &key, granted_head(g)?).await?;
             restored += p.bytes_restored;
             dirs.push((g.cache_id.clone(), self.caches.dir(&key)));
         }
@@ -561,9 +537,9 @@ impl FarmExecutor {
         let name = d.to_string();
         let contexts = self.root.join("contexts");
         let dir = contexts.join(&name);
-        let _g = self.context_lock.lock().await;
-        *self.contexts_in_use.lock().expect("context use map").entry(name.clone()).or_default() += 1;
-        let lease = ContextLease { dir: dir.clone(), name, in_use: self.contexts_in_use.clone() };
+        let _g = self.locks.context.lock().await;
+        *self.locks.contexts_in_use.lock().expect("context use map").entry(name.clone()).or_default() += 1;
+        let lease = ContextLease { dir: dir.clone(), name, in_use: self.locks.contexts_in_use.clone() };
         if dir.is_dir() {
             // Most recently used: evicted last.
             let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
@@ -579,7 +555,7 @@ impl FarmExecutor {
         // later step would mistake for the context.
         let tmp = tmp.keep();
         std::fs::rename(&tmp, &dir).map_err(|e| ExecError::io(&dir, e))?;
-        let in_use = self.contexts_in_use.lock().expect("context use map").clone();
+        let in_use = self.locks.contexts_in_use.lock().expect("context use map").clone();
         evict_contexts(&contexts, KEEP_CONTEXTS, &|n| in_use.contains_key(n));
         Ok(lease)
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rbk_worker::payload::{FarmStep, Work};
 
+use crate::background_commit::BackgroundCommit;
 use crate::exec::FarmExecutor;
 use rbk_proto::ssh::ssh_relay_client::SshRelayClient;
 use rbk_proto::ssh::{ConnData, ForwardFrame, ForwardOpen, forward_frame};
@@ -178,22 +179,23 @@ async fn relay(stream: UnixStream, link: SshLink, open: ForwardOpen) -> Result<(
 }
 
 /// Runs `assign` on `exec` with its agent sockets served for the step's
-/// lifetime.
-pub async fn run(exec: &Arc<FarmExecutor>, assign: &Assign, log: LogSink, link: &SshLink) -> StepResult {
+/// lifetime; its cache mounts are captured by the returned commit, if any
+/// (see [`FarmExecutor::run_committing_later`]).
+pub async fn run(exec: &Arc<FarmExecutor>, assign: &Assign, log: LogSink, link: &SshLink) -> (StepResult, Option<BackgroundCommit>) {
     match StepAgents::serve(assign, link, &log) {
-        Ok(None) => exec.run(assign, log).await,
+        Ok(None) => exec.run_committing_later(assign, log, HashMap::new()).await,
         Ok(Some(agents)) => {
-            let r = exec.run_with_ssh(assign, log, agents.sockets.clone()).await;
+            let r = exec.run_committing_later(assign, log, agents.sockets.clone()).await;
             drop(agents);
             r
         }
-        Err(e) => StepResult {
+        Err(e) => (StepResult {
             assignment_id: assign.assignment_id.clone(),
             ok: false,
             message: format!("step {}: creating its ssh agent socket: {e}", assign.step_id),
             exit_code: -1,
             ..Default::default()
-        },
+        }, None),
     }
 }
 

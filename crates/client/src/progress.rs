@@ -90,6 +90,15 @@ impl Progress {
         }
     }
 
+    /// A step's cache commit landed (after the step was done).
+    pub fn commit(&self, n: usize, label: &str, what: &str) {
+        match self.mode {
+            ProgressMode::Auto => self.line(&format!(" => {label}: {what}")),
+            ProgressMode::Plain => self.line(&format!("#{n} {what}")),
+            ProgressMode::Quiet => {}
+        }
+    }
+
     pub fn cached(&self, n: usize, label: &str) {
         match self.mode {
             ProgressMode::Auto => self.line(&format!(" => CACHED {label}")),

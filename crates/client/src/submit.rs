@@ -154,6 +154,12 @@ pub async fn run_build(
                 let on = if name_workers { format!(" on {}", s.worker_id) } else { String::new() };
                 progress.started(n, &format!("{label}{on}{retry}"));
             }
+            // A cache commit that landed after its step was done (the
+            // worker captures cache mounts behind the next steps).
+            Event::Log(l) if l.stream == rbk_proto::replay::COMMIT_STREAM => {
+                let (n, label) = lookup(&l.step_id);
+                progress.commit(n, label, &l.line);
+            }
             Event::Log(l) => {
                 let (n, _) = lookup(&l.step_id);
                 progress.log(n, &l.line);

@@ -240,7 +240,10 @@ pub struct CacheCommit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
-    Succeeded { layers: Vec<Digest>, config: Vec<u8>, commits: Vec<CacheCommit>, bytes_restored: u64, duration_ms: u64 },
+    /// `commits_follow`: the worker captures the cache mounts after this
+    /// result; they arrive as [`FromWorker::Commits`] (and `commits` is
+    /// empty).
+    Succeeded { layers: Vec<Digest>, config: Vec<u8>, commits: Vec<CacheCommit>, bytes_restored: u64, duration_ms: u64, commits_follow: bool },
     /// `commits`: cache mounts keep what a failed step wrote (as in
     /// BuildKit), so they are committed too.
     Failed { message: String, exit_code: i32, commits: Vec<CacheCommit> },
@@ -251,6 +254,9 @@ pub enum FromWorker {
     Heartbeat,
     Log { assignment_id: String, stream: String, line: String },
     Result { assignment_id: String, outcome: StepOutcome },
+    /// The commits of a step whose result said `commits_follow`; `error`
+    /// when capturing failed (nothing to commit).
+    Commits { assignment_id: String, commits: Vec<CacheCommit>, error: String },
     Drain,
 }
 

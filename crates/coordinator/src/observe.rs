@@ -80,10 +80,15 @@ pub(crate) fn assigned(mounts: &[MountGrant]) {
 /// builds wait for it).
 pub(crate) fn step_result(outcome: &StepOutcome) {
     if let StepOutcome::Succeeded { commits, bytes_restored, .. } = outcome {
-        let m = rbk_metrics::global();
-        m.cache_mount_restored(*bytes_restored);
-        for c in commits {
-            m.cache_mount_committed(c.total_bytes);
-        }
+        rbk_metrics::global().cache_mount_restored(*bytes_restored);
+        self::commits(commits);
+    }
+}
+
+/// Cache commits a worker reported (with its result, or after it).
+pub(crate) fn commits(commits: &[crate::model::CacheCommit]) {
+    let m = rbk_metrics::global();
+    for c in commits {
+        m.cache_mount_committed(c.total_bytes);
     }
 }

@@ -148,9 +148,9 @@ pub(crate) fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
     })
 }
 
-pub(crate) fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
-    let commits = r
-        .commits
+/// Cache commits as a worker sent them.
+pub(crate) fn commits_from_wire(commits: Vec<pw::CacheCommit>) -> Result<Vec<CacheCommit>, String> {
+    commits
         .into_iter()
         .map(|c| {
             let snapshot = c.snapshot.parse().map_err(|e| format!("commit of cache {}: {e}", c.cache_id))?;
@@ -162,7 +162,11 @@ pub(crate) fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String>
                 total_bytes: c.total_bytes,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect()
+}
+
+pub(crate) fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {
+    let commits = commits_from_wire(r.commits)?;
     if !r.ok {
         return Ok(StepOutcome::Failed { message: r.message, exit_code: r.exit_code, commits });
     }
@@ -173,6 +177,7 @@ pub(crate) fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String>
         commits,
         bytes_restored: r.bytes_restored,
         duration_ms: r.duration_ms,
+        commits_follow: r.commits_follow,
     })
 }
 

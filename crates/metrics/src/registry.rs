@@ -87,6 +87,8 @@ struct Inner {
     worker_steps_running: Gauge,
     worker_steps: Family<ResultLabels, Counter>,
     worker_bytes_restored: Counter,
+    worker_disk_bytes: Gauge,
+    worker_disk_sweeps_pending: Gauge,
     worker_bytes_committed: Counter,
     gc_runs: Family<ResultLabels, Counter>,
     gc_scanned_objects: Counter,
@@ -157,6 +159,8 @@ impl Metrics {
         let worker_steps = register_if(&mut r, worker, "rbk_worker_steps", "Steps this worker process finished, by result (done, failed)", Family::<ResultLabels, Counter>::default());
         let worker_bytes_restored = register_if(&mut r, worker, "rbk_worker_restored_bytes", "Bytes this worker process restored into cache mounts from the store (as it reports with each step result)", Counter::default());
         let worker_bytes_committed = register_if(&mut r, worker, "rbk_worker_committed_bytes", "Bytes this worker process uploaded when capturing cache mounts (new packs and manifests)", Counter::default());
+        let worker_disk_bytes = register_if(&mut r, worker, "rbk_worker_disk_bytes", "Bytes this worker keeps on its disk (state dir and cache directories) after its last disk-limit sweep", Gauge::default());
+        let worker_disk_sweeps_pending = register_if(&mut r, worker, "rbk_worker_disk_sweeps_pending", "1 while a disk-limit sweep is requested or running on this worker, 0 once the disk is settled", Gauge::default());
 
         let gc_runs = register_if(&mut r, coordinator, "rbk_gc_runs", "Store collections by result: done, failed (dry runs are not counted)", Family::<ResultLabels, Counter>::default());
         let gc_scanned_objects = register_if(&mut r, coordinator, "rbk_gc_scanned_objects", "Blobs the store collector listed", Counter::default());
@@ -217,6 +221,8 @@ impl Metrics {
                 worker_steps_running,
                 worker_steps,
                 worker_bytes_restored,
+                worker_disk_bytes,
+                worker_disk_sweeps_pending,
                 worker_bytes_committed,
                 gc_runs,
                 gc_scanned_objects,
@@ -376,6 +382,17 @@ impl Metrics {
 
     pub fn worker_committed(&self, bytes: u64) {
         self.inner.worker_bytes_committed.inc_by(bytes);
+    }
+
+    /// A disk-limit sweep was requested (`true`) or the last one ended
+    /// with nothing more requested (`false`).
+    pub fn worker_disk_sweep_pending(&self, pending: bool) {
+        self.inner.worker_disk_sweeps_pending.set(i64::from(pending));
+    }
+
+    /// What a disk-limit sweep left on the worker's disk.
+    pub fn worker_disk_bytes(&self, bytes: u64) {
+        self.inner.worker_disk_bytes.set(gauge_value(bytes));
     }
 
     // ---- exposition ----

@@ -10,6 +10,11 @@ use std::collections::HashSet;
 
 use crate::build::{BuildEvent, build_event::Event};
 
+/// The log stream of the coordinator's lines about a step's cache commits,
+/// which may land after the step ended (the worker captures cache mounts
+/// behind the next steps).
+pub const COMMIT_STREAM: &str = "commit";
+
 #[derive(Debug, Default)]
 pub struct Replayer {
     accepted: bool,
@@ -29,7 +34,9 @@ impl Replayer {
             Some(Event::Cached(c)) => self.ended.insert(c.step_id.clone()),
             Some(Event::Finished(f)) => self.ended.insert(f.step_id.clone()),
             Some(Event::Failed(f)) => self.ended.insert(f.step_id.clone()),
-            Some(Event::Log(l)) => !self.ended.contains(&l.step_id),
+            // A step's cache commits land after it ended (stream
+            // `commit`, see `COMMIT_STREAM`).
+            Some(Event::Log(l)) => l.stream == COMMIT_STREAM || !self.ended.contains(&l.step_id),
             Some(Event::BuildFinished(_)) => true,
             None => false,
         }
@@ -68,5 +75,16 @@ mod tests {
         assert!(r.admit(&finished("a")));
         assert!(!r.admit(&finished("a")));
         assert!(!r.admit(&started("a", 3)), "nothing starts after it ended");
+    }
+
+    #[test]
+    fn a_steps_output_ends_with_it_but_its_cache_commit_lines_come_after() {
+        let mut r = Replayer::default();
+        assert!(r.admit(&finished("a")));
+        let log = |stream: &str| BuildEvent {
+            event: Some(Event::Log(crate::build::StepLog { step_id: "a".into(), stream: stream.into(), line: "x".into(), ..Default::default() })),
+        };
+        assert!(!r.admit(&log("stdout")));
+        assert!(r.admit(&log(COMMIT_STREAM)));
     }
 }

@@ -507,12 +507,13 @@ pub fn finished_on(events: &[Event]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Log lines of step `id`.
+/// Output lines of step `id` (not the coordinator's lines about its cache
+/// commits).
 pub fn logs_of(events: &[Event], id: &str) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Log(l) if l.step_id == id => Some(l.line.clone()),
+            Event::Log(l) if l.step_id == id && l.stream != "commit" => Some(l.line.clone()),
             _ => None,
         })
         .collect()
@@ -560,5 +561,27 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the veth, and so both.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Reads the build's events into `events` until one matches `stop`
+/// (included), each within the harness's deadline.
+pub async fn read_until(
+    stream: &mut tonic::Streaming<rbk_proto::build::BuildEvent>,
+    events: &mut Vec<Event>,
+    what: &str,
+    stop: impl Fn(&Event) -> bool,
+) {
+    loop {
+        let e = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; events so far: {events:#?}"))
+            .unwrap()
+            .unwrap();
+        let done = e.event.as_ref().is_some_and(&stop);
+        events.extend(e.event);
+        if done {
+            return;
+        }
     }
 }

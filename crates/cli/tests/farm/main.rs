@@ -2,6 +2,7 @@
 //! server), `rbk worker`s with separate state dirs, builds submitted over
 //! gRPC or with `rbk submit`. See `harness.rs`.
 
+mod background_commits;
 mod disk_limit;
 mod gc;
 mod harness;

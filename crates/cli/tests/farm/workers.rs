@@ -312,6 +312,8 @@ async fn with_rbk_submit_a_cache_mount_follows_the_build_to_a_fresh_worker_and_b
     let mut a = farm.worker("a", &[]);
     let first = submit_plain(&farm, ctx.path());
     assert!(first.contains("lines: 1") && first.contains(" on a"), "{first}");
+    // The cache is committed after the step is done, and rbk submit says so.
+    assert!(first.contains("cache \"notes\": committed"), "{first}");
     a.sigterm();
     assert!(a.wait_exit(Duration::from_secs(30)).success());
 
@@ -377,24 +379,3 @@ async fn a_worker_over_its_layer_budget_evicts_blobs_and_their_held_markers_and_
     assert_eq!(files_in(&state.join("held-layers")), Vec::<String>::new());
 }
 
-/// Reads the build's events into `events` until one matches `stop`
-/// (included), each within the harness's deadline.
-async fn read_until(
-    stream: &mut tonic::Streaming<rbk_proto::build::BuildEvent>,
-    events: &mut Vec<Event>,
-    what: &str,
-    stop: impl Fn(&Event) -> bool,
-) {
-    loop {
-        let e = tokio::time::timeout(WAIT, stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; events so far: {events:#?}"))
-            .unwrap()
-            .unwrap();
-        let done = e.event.as_ref().is_some_and(&stop);
-        events.extend(e.event);
-        if done {
-            return;
-        }
-    }
-}

@@ -319,6 +319,7 @@ impl Core {
         self.execs.clear();
         self.queue.clear();
         self.assignments.clear();
+        self.late.clear();
         self.readopt = Readopt::default();
     }
 }
@@ -355,7 +356,7 @@ mod tests {
     }
 
     fn succeeded() -> StepOutcome {
-        StepOutcome::Succeeded { layers: vec![], config: vec![], commits: vec![], bytes_restored: 0, duration_ms: 1 }
+        StepOutcome::Succeeded { layers: vec![], config: vec![], commits: vec![], bytes_restored: 0, commits_follow: false, duration_ms: 1 }
     }
 
     async fn next_assignment(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ToWorker>) -> Assignment {
@@ -482,7 +483,7 @@ mod tests {
         let Some(ToWorker::Assign(a)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap() else {
             panic!("expected an assignment")
         };
-        let outcome = StepOutcome::Succeeded { layers: vec![], config: vec![], commits: vec![], bytes_restored: 0, duration_ms: 1 };
+        let outcome = StepOutcome::Succeeded { layers: vec![], config: vec![], commits: vec![], bytes_restored: 0, duration_ms: 1, commits_follow: false };
         s.worker_message(worker, conn, FromWorker::Result { assignment_id: a.assignment_id, outcome });
         a.step_id
     }

@@ -21,7 +21,10 @@
 //!   get a slot of their own;
 //! - a worker that disconnects or misses heartbeats has its steps retried
 //!   elsewhere, up to `max_attempts`; a step that fails (non-zero exit) is
-//!   not retried and fails its builds.
+//!   not retried and fails its builds;
+//! - a step whose worker captures its cache mounts after the result is done
+//!   at once for its dependents; its builds end when the commits land (see
+//!   `late_commits.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -131,6 +134,8 @@ enum Msg {
     FromWorker { worker_id: String, conn: u64, msg: FromWorker },
     WorkerDown { worker_id: String, conn: u64 },
     Committed { assignment_id: String, result: CommitResult },
+    /// A step's late cache commits were merged into their heads (or failed).
+    CommitsLanded { assignment_id: String, worker_id: String, waiters: Vec<(String, String)>, result: Result<Vec<late_commits::Landed>, String> },
     Tick,
     /// This node became the Raft leader: resume replicated builds.
     Adopt { reply: oneshot::Sender<usize> },
@@ -194,6 +199,7 @@ impl Scheduler {
             next_id: 0,
             secrets: HashMap::new(),
             readopt: failover::Readopt::default(),
+            late: HashMap::new(),
         };
         tokio::spawn(core.run(rx));
         Self { tx, hub, server_action_keys, contexts: None }
@@ -379,10 +385,7 @@ fn writer_started_ms(state: &dyn CoordinatorState, waiters: &[(String, String)])
     query(state, |m| waiters.iter().filter_map(|(b, _)| m.build(b).map(|r| r.created_ms)).min()).unwrap_or(0)
 }
 
-fn foreign_commit<'a>(node: &StepNode, granted: Option<&[(String, u32)]>, outcome: &'a StepOutcome) -> Option<&'a CacheCommit> {
-    let commits = match outcome {
-        StepOutcome::Succeeded { commits, .. } | StepOutcome::Failed { commits, .. } => commits,
-    };
+fn foreign_commit<'a>(node: &StepNode, granted: Option<&[(String, u32)]>, commits: &'a [CacheCommit]) -> Option<&'a CacheCommit> {
     commits.iter().find(|c| match granted {
         Some(g) => !g.iter().any(|(id, slot)| *id == c.cache_id && *slot == c.slot),
         None => !node.cache_mounts.iter().any(|m| m.id == c.cache_id),
@@ -459,6 +462,9 @@ struct Core {
     adopted: HashMap<String, Instant>,
     /// Steps a new leader found running on workers (leader-local).
     readopt: failover::Readopt,
+    /// Steps done whose cache commits are still to come, by assignment id
+    /// (at most one per step in flight; see `late_commits.rs`).
+    late: HashMap<String, late_commits::LateCommit>,
 }
 
 impl Core {
@@ -529,6 +535,9 @@ impl Core {
             Msg::FromWorker { worker_id, conn, msg } => self.worker_message(worker_id, conn, msg).await,
             Msg::WorkerDown { worker_id, conn } => self.worker_lost(&worker_id, conn, "disconnected").await,
             Msg::Committed { assignment_id, result } => self.committed(assignment_id, result).await,
+            Msg::CommitsLanded { assignment_id, worker_id, waiters, result } => {
+                self.commits_landed(assignment_id, worker_id, waiters, result).await
+            }
             Msg::Adopt { reply } => {
                 let n = self.adopt().await;
                 let _ = reply.send(n);
@@ -720,7 +729,9 @@ impl Core {
             }
         }
         if b.remaining == 0 {
-            self.end_build(build_id, BuildState::Succeeded, String::new()).await;
+            if !self.awaits_commits(build_id) {
+                self.end_build(build_id, BuildState::Succeeded, String::new()).await;
+            }
             return;
         }
         for s in ready {
@@ -790,6 +801,7 @@ impl Core {
                 for h in holders {
                     let _ = self.heads.renew(&h, now_ms(), self.config.lease_ttl.as_millis() as u64).await;
                 }
+                self.renew_late_commits(&worker_id).await;
             }
             FromWorker::Drain => {
                 w.draining = true;
@@ -813,6 +825,7 @@ impl Core {
                 }
             }
             FromWorker::Result { assignment_id, outcome } => self.step_result(&worker_id, assignment_id, outcome).await,
+            FromWorker::Commits { assignment_id, commits, error } => self.commits_arrived(&worker_id, assignment_id, commits, error).await,
         }
     }
 
@@ -836,7 +849,10 @@ impl Core {
         if let Some((build_id, step_id)) = exec.waiters.first() {
             tracing::Span::current().record("build_id", tracing::field::display(&build_id)).record("step_id", tracing::field::display(&step_id));
         }
-        let outcome = match foreign_commit(&exec.node, running.granted.as_deref(), &outcome) {
+        let commits = match &outcome {
+            StepOutcome::Succeeded { commits, .. } | StepOutcome::Failed { commits, .. } => commits,
+        };
+        let outcome = match foreign_commit(&exec.node, running.granted.as_deref(), commits) {
             None => outcome,
             Some(c) => {
                 tracing::warn!(cache = %c.cache_id, slot = c.slot, "refused a result committing to a cache head the assignment was not granted");
@@ -848,9 +864,23 @@ impl Core {
             }
         };
         match outcome {
-            StepOutcome::Succeeded { layers, config, commits, bytes_restored, duration_ms } => {
-                tracing::info!(duration_ms, bytes_restored, commits = commits.len(), "step succeeded; committing");
+            StepOutcome::Succeeded { layers, config, commits, bytes_restored, duration_ms, commits_follow } => {
+                tracing::info!(duration_ms, bytes_restored, commits = commits.len(), commits_follow, "step succeeded; committing");
                 running.committing = true;
+                if commits_follow {
+                    self.late.insert(
+                        assignment_id.clone(),
+                        late_commits::LateCommit {
+                            worker_id: worker_id.to_owned(),
+                            namespace: exec.namespace.clone(),
+                            node: exec.node.clone(),
+                            granted: running.granted.clone(),
+                            waiters: exec.waiters.clone(),
+                            started_ms: writer_started_ms(&*self.state, &exec.waiters),
+                            arrived: false,
+                        },
+                    );
+                }
                 // Merging cache heads reads the store: off the actor.
                 let heads = self.heads.clone();
                 let state = self.state.clone();
@@ -861,19 +891,14 @@ impl Core {
                 let started_ms = writer_started_ms(&*self.state, &exec.waiters);
                 tokio::spawn(async move {
                     let result = async {
-                        let mut held = Vec::new();
-                        for c in commits {
-                            let head = HeadKey { namespace: ns.clone(), cache_id: c.cache_id, slot: c.slot };
-                            let done = heads
-                                .commit(&head, c.base_generation, c.snapshot, c.total_bytes, now_ms(), started_ms)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            // The worker holds what it captured; after a merge
-                            // the head is newer than its copy.
-                            if !done.merged {
-                                held.push((head, done.snapshot));
-                            }
-                        }
+                        // The worker holds what it captured; after a merge
+                        // the head is newer than its copy.
+                        let held = late_commits::commit_heads(&heads, &ns, commits, started_ms)
+                            .await?
+                            .into_iter()
+                            .filter(|l| !l.merged)
+                            .map(|l| (l.head, l.snapshot))
+                            .collect();
                         let result = ActionResult { layers, config, duration_ms, worker_id: worker, created_ms: now_ms() };
                         let put = Command::PutAction { namespace: ns, key: step_key, result: result.clone() };
                         let guarded = Command::Guarded { started_ms, packs: Vec::new(), cmd: Box::new(put) };
@@ -883,7 +908,10 @@ impl Core {
                         Ok((result, held, bytes_restored))
                     }
                     .await;
-                    let _ = heads.release(&assignment_id).await;
+                    if !commits_follow {
+                        // Else the late commits release it when they land.
+                        let _ = heads.release(&assignment_id).await;
+                    }
                     if let Some(tx) = tx.upgrade() {
                         let _ = tx.send(Msg::Committed { assignment_id, result });
                     }
@@ -999,6 +1027,7 @@ impl Core {
             return;
         }
         let w = self.workers.remove(worker_id).expect("checked above");
+        self.late_commits_lost(worker_id).await;
         if w.running.is_empty() {
             // An idle worker leaving (a drained worker, `rbk build` at exit)
             // loses nothing: not worth a warning.
@@ -1147,6 +1176,7 @@ impl Core {
 
 pub mod events;
 mod failover;
+mod late_commits;
 
 mod secrets;
 mod log_clip;

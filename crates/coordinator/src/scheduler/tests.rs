@@ -88,6 +88,7 @@ impl Harness {
             commits,
             bytes_restored: 7,
             duration_ms: 1,
+            commits_follow: false,
         };
         self.sched.worker_message(&w.id, w.conn, FromWorker::Result { assignment_id: a.assignment_id.clone(), outcome });
     }
@@ -557,7 +558,7 @@ async fn a_result_sent_twice_is_committed_once() {
     let a = w.assignment().await;
     let snap = merger.store([("once".to_string(), "1".to_string())].into());
     let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
-    let outcome = StepOutcome::Succeeded { layers: vec![], config: b"{}".to_vec(), commits, bytes_restored: 0, duration_ms: 1 };
+    let outcome = StepOutcome::Succeeded { layers: vec![], config: b"{}".to_vec(), commits, bytes_restored: 0, duration_ms: 1, commits_follow: false };
     for _ in 0..2 {
         sched.worker_message("w1", w.conn, FromWorker::Result { assignment_id: a.assignment_id.clone(), outcome: outcome.clone() });
     }
@@ -779,4 +780,57 @@ async fn a_step_waiting_only_for_a_busy_worker_does_not_expire() {
     let b = w.assignment().await;
     h.succeed(&w, &b);
     assert_eq!(final_state(&finish(&mut second).await), BuildState::Succeeded);
+}
+
+/// A result whose cache commits follow (`StepResult.commits_follow`).
+fn succeeded_commits_follow(a: &Assignment) -> FromWorker {
+    let outcome = StepOutcome::Succeeded {
+        layers: vec![Digest::of(a.step_id.as_bytes())],
+        config: b"{}".to_vec(),
+        commits: vec![],
+        bytes_restored: 0,
+        duration_ms: 1,
+        commits_follow: true,
+    };
+    FromWorker::Result { assignment_id: a.assignment_id.clone(), outcome }
+}
+
+fn pip_head(h: &Harness) -> Option<crate::state::CacheHead> {
+    query(&*h.state, |m| m.head(&HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 }).cloned())
+}
+
+#[tokio::test]
+async fn a_step_whose_commits_follow_readies_its_dependents_at_once_and_its_build_ends_when_they_land() {
+    let h = harness();
+    let mut w = h.worker("w", 2).await;
+    let (_, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared), node("b", "kb", &["a"])]).await;
+    let a = w.assignment().await;
+    h.sched.worker_message(&w.id, w.conn, succeeded_commits_follow(&a));
+    // b runs while a's cache is still being captured.
+    let b = w.assignment().await;
+    assert_eq!(b.step_id, "b");
+    h.succeed(&w, &b);
+    let snap = h.merger.store([("wheel".to_string(), "1".to_string())].into());
+    let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Commits { assignment_id: a.assignment_id.clone(), commits, error: String::new() });
+    let events = finish(&mut ev).await;
+    assert_eq!(final_state(&events), BuildState::Succeeded);
+    // The build waited for the commit: its line came before the end.
+    let line = events.iter().position(|e| matches!(e, BuildEvent::Log { line, step_id, .. } if step_id == "a" && line.contains("\"pip\": committed")));
+    assert!(line.is_some(), "{events:?}");
+    assert_eq!(pip_head(&h).map(|hd| (hd.generation, hd.snapshot)), Some((1, snap)));
+}
+
+#[tokio::test]
+async fn a_worker_lost_before_sending_its_late_commits_leaves_the_head_as_it_was_and_the_build_still_ends() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (_, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)]).await;
+    let a = w.assignment().await;
+    h.sched.worker_message(&w.id, w.conn, succeeded_commits_follow(&a));
+    h.sched.worker_down(&w.id, w.conn);
+    let events = finish(&mut ev).await;
+    assert_eq!(final_state(&events), BuildState::Succeeded);
+    assert!(events.iter().any(|e| matches!(e, BuildEvent::Log { line, .. } if line.contains("commit lost"))), "{events:?}");
+    assert_eq!(pip_head(&h), None);
 }

@@ -92,6 +92,17 @@ impl Worker for WorkerService {
                         crate::observe::step_result(&outcome);
                         FromWorker::Result { assignment_id, outcome }
                     }
+                    Some(Msg::Commits(c)) => match crate::wire::commits_from_wire(c.commits) {
+                        Ok(commits) => {
+                            crate::observe::commits(&commits);
+                            FromWorker::Commits { assignment_id: c.assignment_id, commits, error: c.error }
+                        }
+                        Err(e) => FromWorker::Commits {
+                            assignment_id: c.assignment_id,
+                            commits: vec![],
+                            error: format!("worker {worker_id} sent invalid cache commits: {e}"),
+                        },
+                    },
                     Some(Msg::Register(_)) | None => continue,
                 };
                 scheduler.worker_message(&worker_id, conn, msg);

@@ -322,6 +322,7 @@ impl TestWorker {
             duration_ms: 1,
             message: String::new(),
             exit_code: 0,
+            commits_follow: false,
         }));
     }
 
