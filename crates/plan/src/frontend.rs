@@ -11,6 +11,7 @@ use rbk_dockerfile as df;
 use rbk_image::{Image, ImageRef, OciLayout, Platform, RegistryClient};
 
 use crate::error::{BuildError, Result};
+use crate::remote_sources::{self, RemoteSources, WithRemote};
 
 /// Where a build's Dockerfile, context and base images come from.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +26,8 @@ pub(crate) struct Source<'a> {
     pub insecure_registries: &'a [String],
     /// Cache ids are prefixed with it.
     pub namespace: &'a str,
+    /// The client's directory (remote sources' validators are noted there).
+    pub client_dir: &'a Path,
 }
 
 /// A Dockerfile read and checked, bases not yet resolved. Parsing comes
@@ -41,6 +44,8 @@ pub(crate) struct Parsed {
 pub(crate) struct Resolved {
     pub graph: df::Graph,
     pub bases: HashMap<String, Image>,
+    /// What each `ADD <url>` resolved to in this build.
+    pub remote: RemoteSources,
 }
 
 impl Source<'_> {
@@ -90,8 +95,10 @@ impl Parsed {
                 bases.0.insert(reference.clone(), image);
             }
         }
+        let remote = remote_sources::resolve(&self.unresolved, &self.file_name, src.client_dir).await?;
         let ctx = df::FsContext::new(src.context);
-        let graph = df::build_graph(&self.text, &self.opts, &ctx, &bases)?;
+        let resolver = WithRemote { inner: &bases, remote: &remote };
+        let graph = df::build_graph(&self.text, &self.opts, &ctx, &resolver)?;
         // With the bases' env known every check has run: `check=error=true`
         // stops the build here, before anything is uploaded or run.
         if let Some(message) = graph.check_violation() {
@@ -104,6 +111,7 @@ impl Parsed {
         Ok(Resolved {
             graph,
             bases: bases.0,
+            remote,
         })
     }
 }
