@@ -55,7 +55,7 @@ impl HttpServer {
         let (root, log) = (dir.join("served"), dir.join("requests.log"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(dir.join("server.py"), SERVER).unwrap();
-        let mut child = Command::new(rbk_testsupport::program("python3"))
+        let mut child = Command::new("python3")
             .arg(dir.join("server.py"))
             .arg(&root)
             .arg(&log)
@@ -223,4 +223,24 @@ async fn a_moved_registry_tag_reruns_the_steps_built_on_it() {
     let progress = build();
     assert_eq!(counts(&progress), (1, 0), "the RUN on the moved tag runs again:\n{progress}");
     assert_eq!(file_in_image(&dir.path().join("image.tar"), "variant").as_deref(), Some("two\n"));
+}
+
+#[test]
+fn rbk_graph_resolve_shows_what_a_url_resolved_to_and_keys_by_it() {
+    let srv_dir = tempfile::tempdir().unwrap();
+    let srv = HttpServer::start(srv_dir.path());
+    srv.serve("f.txt", "v1\n");
+    let p = Project::new(&format!("ADD {} /f.txt\n", srv.url("f.txt")));
+    let graph = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbk")).arg("graph").args(extra).arg(p.dir.path().join("ctx")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v1 = graph(&["--resolve"]);
+    assert!(v1.contains("checksum=- content=sha256:2d27fbdf4e8ca207afbfa388ca9172fbcc6c70e534af2476b3b704f87debadcf"), "{v1}");
+    assert!(!graph(&[]).contains("content="), "without --resolve nothing is fetched");
+    srv.serve("f.txt", "v2\n");
+    let v2 = graph(&["--resolve"]);
+    let image_key = |g: &str| g.lines().find(|l| l.starts_with("image key:")).unwrap().to_owned();
+    assert_ne!(image_key(&v1), image_key(&v2));
 }

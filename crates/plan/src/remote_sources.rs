@@ -191,7 +191,7 @@ pub async fn resolve(graph: &df::Graph, file: &str, client_dir: &Path) -> Result
 
 /// A resolver answering for bases as `inner` does, and for remote sources
 /// from what this build resolved.
-pub(crate) struct WithRemote<'a> {
+pub struct WithRemote<'a> {
     pub inner: &'a dyn df::BaseResolver,
     pub remote: &'a RemoteSources,
 }
