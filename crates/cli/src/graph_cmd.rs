@@ -31,11 +31,17 @@ pub struct GraphArgs {
     /// Print the build checks (BuildKit's warnings) instead of the graph.
     #[arg(long)]
     check: bool,
+    /// Resolve remote inputs as a build does and key by them: each FROM
+    /// image to its manifest digest (asked of its registry; --base-digest
+    /// wins) and each `ADD <url>` without --checksum to its content's sha256
+    /// (downloaded and hashed; no validators are kept).
+    #[arg(long)]
+    resolve: bool,
     /// The build context directory.
     context: PathBuf,
 }
 
-pub fn run(args: GraphArgs) -> anyhow::Result<()> {
+pub async fn run(args: GraphArgs) -> anyhow::Result<()> {
     let file = args
         .file
         .clone()
@@ -69,7 +75,21 @@ pub fn run(args: GraphArgs) -> anyhow::Result<()> {
         dockerignore: Dockerignore::load(&file, &args.context)?.unwrap_or_default(),
         ..BuildOptions::default()
     };
-    let graph = build_graph(&text, &opts, &FsContext::new(&args.context), &resolver)?;
+    let ctx = FsContext::new(&args.context);
+    let mut graph = build_graph(&text, &opts, &ctx, &resolver)?;
+    if args.resolve {
+        let client = rbk_image::RegistryClient::new()?;
+        for s in &graph.steps {
+            if let rbk_dockerfile::StepKind::Image { reference, digest: None, .. } = &s.kind {
+                let r: rbk_image::ImageRef = reference.parse().with_context(|| format!("FROM {reference}"))?;
+                let (desc, _, _) = client.fetch_manifest(&r).await.with_context(|| format!("resolving FROM {reference}"))?;
+                resolver.insert(reference.clone(), desc.digest.to_string());
+            }
+        }
+        let scratch = tempfile::tempdir()?;
+        let remote = rbk_plan::remote_sources::resolve(&graph, &opts.file_name, scratch.path()).await?;
+        graph = build_graph(&text, &opts, &ctx, &rbk_plan::remote_sources::WithRemote { inner: &resolver, remote: &remote })?;
+    }
     if args.check {
         // `docker build --check`'s layout: the rule and its page, then
         // where and what.

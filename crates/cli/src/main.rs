@@ -92,7 +92,7 @@ fn run() -> anyhow::Result<()> {
             Command::Coordinator(args) => coordinator_cmd::run(args).await,
             Command::Cache(args) => cache_cmd::run(args).await,
             Command::Builds(args) => builds_cmd::run(args).await,
-            Command::Graph(args) => graph_cmd::run(args),
+            Command::Graph(args) => graph_cmd::run(args).await,
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
         }

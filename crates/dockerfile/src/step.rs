@@ -185,7 +185,18 @@ pub enum CopySource {
     Url {
         url: String,
         checksum: Option<String>,
+        /// Without a pin: the content's `sha256:<hex>` the caller's
+        /// [`crate::BaseResolver::url`] found for this build (re-validated
+        /// every build), which the key holds instead of the URL alone.
+        /// `None` when nothing resolved it (keyed by the URL).
+        resolved: Option<String>,
     },
     /// ADD of a git repository.
-    Git { url: String, keep_git_dir: bool },
+    Git {
+        url: String,
+        keep_git_dir: bool,
+        /// The commit the ref resolved to for this build
+        /// ([`crate::BaseResolver::git`]); `None` when nothing resolved it.
+        commit: Option<String>,
+    },
 }

@@ -77,6 +77,9 @@ pub enum BuildError {
         value: String,
         message: String,
     },
+    /// A remote source (`ADD <url>`) that could not be resolved.
+    #[error("{file}:{line}: ADD {url}: {message}")]
+    RemoteSource { file: String, line: usize, url: String, message: String },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
     /// A blocking task (unpacking, exporting) panicked or was cancelled.

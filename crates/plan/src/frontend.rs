@@ -11,6 +11,7 @@ use rbk_dockerfile as df;
 use rbk_image::{Image, ImageRef, OciLayout, Platform};
 
 use crate::error::{BuildError, Result};
+use crate::remote_sources::{self, RemoteSources, WithRemote};
 
 /// Where a build's Dockerfile, context and base images come from.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,8 @@ pub(crate) struct Source<'a> {
     pub namespace: &'a str,
     /// Registry `FROM`s resolved and pulled by the farm instead of here.
     pub farm: Option<&'a dyn crate::farm_bases::FarmBases>,
+    /// The client's directory (remote sources' validators are noted there).
+    pub client_dir: &'a Path,
 }
 
 /// A Dockerfile read and checked, bases not yet resolved. Parsing comes
@@ -45,6 +48,8 @@ pub(crate) struct Resolved {
     pub bases: HashMap<String, Image>,
     /// The bases the farm resolved, whose layers are in its store already.
     pub farm_bases: HashMap<String, crate::farm_bases::FarmBase>,
+    /// What each `ADD <url>` resolved to in this build.
+    pub remote: RemoteSources,
 }
 
 impl Source<'_> {
@@ -106,8 +111,10 @@ impl Parsed {
                 bases.0.insert(reference.clone(), image);
             }
         }
+        let remote = remote_sources::resolve(&self.unresolved, &self.file_name, src.client_dir).await?;
         let ctx = df::FsContext::new(src.context);
-        let graph = df::build_graph(&self.text, &self.opts, &ctx, &bases)?;
+        let resolver = WithRemote { inner: &bases, remote: &remote };
+        let graph = df::build_graph(&self.text, &self.opts, &ctx, &resolver)?;
         // With the bases' env known every check has run: `check=error=true`
         // stops the build here, before anything is uploaded or run.
         if let Some(message) = graph.check_violation() {
@@ -121,6 +128,7 @@ impl Parsed {
             graph,
             bases: bases.0,
             farm_bases,
+            remote,
         })
     }
 }

@@ -9,6 +9,8 @@
 //! - [`planner`]: Dockerfile → the step graph, base layers and the context
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
+//! - [`remote_sources`]: `ADD <url>` re-validated each build, keyed by
+//!   content;
 //! - [`assemble`]: the final image and outputs from the target's result;
 //! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
 //!
@@ -25,5 +27,6 @@ mod frontend;
 pub mod mapping;
 pub mod planner;
 pub mod registry_access;
+pub mod remote_sources;
 
 pub use error::{BuildError, Result};

@@ -255,11 +255,14 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
                 from: from.clone(),
                 path: p.clone(),
             },
-            df::CopySource::Url { url, checksum } => {
+            // The pin, else the digest planning resolved: a worker fetching
+            // other bytes fails the step rather than cache them under a key
+            // that names this content.
+            df::CopySource::Url { url, checksum, resolved } => {
                 add = true;
                 wk::CopySource::Url {
                     url: url.clone(),
-                    checksum: checksum.clone(),
+                    checksum: checksum.clone().or_else(|| resolved.clone()),
                 }
             }
             df::CopySource::Inline { name, .. } => {

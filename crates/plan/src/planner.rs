@@ -95,6 +95,7 @@ impl PlanRequest {
             insecure_registries: &self.insecure_registries,
             namespace: FARM_NAMESPACE,
             farm: self.farm.as_deref(),
+            client_dir: &self.work_dir,
         }
     }
 }
@@ -125,7 +126,8 @@ pub struct Plan {
     pub graph_steps: usize,
     /// What planning put into the store, for progress lines.
     pub uploads: Uploads,
-    /// One progress line per FROM of the stages the target needs
+    /// One progress line per FROM of the stages the target needs, then one
+    /// per `ADD <url>` with the digest it resolved to;
     /// (`[1/3] FROM python-base@sha256:…`), as BuildKit prints them: the
     /// base is resolved at planning, so these steps are done before any
     /// worker runs.
@@ -257,7 +259,7 @@ impl Parsed {
             file_name: self.inner.file_name.clone(),
             graph_steps: resolved.graph.steps.len(),
             uploads,
-            from_lines: from_lines(&resolved.graph, &resolved.bases, &self.inner.file_name),
+            from_lines: from_lines(&resolved.graph, &resolved.bases, &self.inner.file_name).into_iter().chain(resolved.remote.lines()).collect(),
             resolve_took,
             checks: resolved.graph.checks.clone(),
         })

@@ -144,7 +144,9 @@ pub async fn fetch_url(url: &str, checksum: Option<&str>, dir: &Path) -> Result<
     let got = hex::encode(hasher.finalize());
     if let Some(want) = want
         && got != want {
-            return Err(fetch_err(format!("content has sha256:{got}, but --checksum says sha256:{want}")));
+            return Err(fetch_err(format!(
+                "content has sha256:{got}, but the build expects sha256:{want} (its ADD --checksum, or the content planning fetched: the source changed during the build)"
+            )));
         }
     let path = tmp.into_temp_path().keep().map_err(|e| fetch_err(e.to_string()))?;
     Ok((path, name))

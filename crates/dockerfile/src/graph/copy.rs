@@ -85,11 +85,13 @@ impl Builder<'_> {
                     CopySource::Git {
                         url: s,
                         keep_git_dir: c.keep_git_dir,
+                        commit: None,
                     }
                 } else {
                     CopySource::Url {
                         url: s,
                         checksum: None,
+                        resolved: None,
                     }
                 });
                 continue;

@@ -127,12 +127,22 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
                     CopySource::Inline { name, content } => {
                         format!("source heredoc {name} {}", q(content))
                     }
-                    CopySource::Url { url, checksum } => format!(
-                        "source url {url} checksum={}",
-                        checksum.as_deref().unwrap_or("-")
-                    ),
-                    CopySource::Git { url, keep_git_dir } => {
-                        format!("source git {url} keep-git-dir={keep_git_dir}")
+                    CopySource::Url { url, checksum, resolved } => {
+                        let mut s = format!(
+                            "source url {url} checksum={}",
+                            checksum.as_deref().unwrap_or("-")
+                        );
+                        if let Some(d) = resolved {
+                            s.push_str(&format!(" content={d}"));
+                        }
+                        s
+                    }
+                    CopySource::Git { url, keep_git_dir, commit } => {
+                        let mut s = format!("source git {url} keep-git-dir={keep_git_dir}");
+                        if let Some(c) = commit {
+                            s.push_str(&format!(" commit={c}"));
+                        }
+                        s
                     }
                 });
             }

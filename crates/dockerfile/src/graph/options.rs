@@ -50,6 +50,20 @@ pub trait BaseResolver {
     fn env(&self, _reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
         None
     }
+
+    /// The content digest (`sha256:<hex>`) an `ADD <http(s) url>` without
+    /// `--checksum` fetches in this build, re-validated by the caller on
+    /// every build. `None`: unknown, the key holds only the URL (what
+    /// `rbk graph` shows without `--resolve`).
+    fn url(&self, _url: &str) -> Option<String> {
+        None
+    }
+
+    /// The commit an `ADD <git url>` (`URL#ref:subdir`) resolves to in this
+    /// build. `None`: unknown, the key holds only the URL.
+    fn git(&self, _url: &str) -> Option<String> {
+        None
+    }
 }
 
 impl BaseResolver for BTreeMap<String, String> {

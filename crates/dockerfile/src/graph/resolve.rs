@@ -66,10 +66,21 @@ pub(super) fn resolve_kind(
             let exclude = Dockerignore::from_patterns(&c.exclude)
                 .map_err(|m| RawError::new(pos, Some(kw), m))?;
             for s in &mut c.sources {
-                if let CopySource::Context { pattern, paths } = s {
-                    *paths = ctx.select(pattern, &exclude, pos, kw)?;
-                    let k = ctx.content_key(paths, pos, kw)?;
-                    h.key("copy-content", &k);
+                match s {
+                    CopySource::Context { pattern, paths } => {
+                        *paths = ctx.select(pattern, &exclude, pos, kw)?;
+                        let k = ctx.content_key(paths, pos, kw)?;
+                        h.key("copy-content", &k);
+                    }
+                    // A pin is the content: nothing to ask (BuildKit keys a
+                    // `--checksum` source by it without a request).
+                    CopySource::Url {
+                        url,
+                        checksum: None,
+                        resolved,
+                    } => *resolved = resolver.url(url),
+                    CopySource::Git { url, commit, .. } => *commit = resolver.git(url),
+                    _ => {}
                 }
             }
         }
