@@ -349,6 +349,7 @@ impl Executor {
         let prepared = prepare(&run.mounts, inputs, dir)?;
         let mut env = run.env.clone();
         env.extend(prepared.env.iter().cloned());
+        env.extend(prepared.secret_env.0.iter().cloned());
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
@@ -395,7 +396,9 @@ impl Executor {
             netns: netns.as_ref().map(|n| n.path().to_path_buf()),
             mounts: oci_mounts,
         })?;
-        let bundle = dir.join("bundle");
+        // With secret variables in it, config.json lives on the secrets
+        // tmpfs (gone with the step), never on the worker's disk.
+        let bundle = prepared.secret_bundle_dir().unwrap_or_else(|| dir.join("bundle"));
         std::fs::create_dir_all(&bundle).ctx(|| format!("creating {}", bundle.display()))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| WorkerError::Spec(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), json).ctx(|| format!("writing {}/config.json", bundle.display()))?;
