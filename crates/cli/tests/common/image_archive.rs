@@ -2,6 +2,9 @@
 //! filesystem its layers make (whiteouts applied), its config, and every
 //! byte of it decompressed (to show a value is nowhere in it).
 
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
