@@ -34,16 +34,16 @@ pub struct CopyStats {
 }
 
 /// How copied entries are owned and moded.
-pub(crate) struct Attrs {
+struct Attrs {
     /// `--chown`; `None` keeps the source's owner (stages) or uses 0:0
     /// (context, URLs), as Docker does.
-    pub chown: Option<(u32, u32)>,
-    pub chmod: Option<Chmod>,
+    chown: Option<(u32, u32)>,
+    chmod: Option<Chmod>,
 }
 
 impl Attrs {
     /// The mode of an entry whose own mode is `own`.
-    pub(crate) fn mode(&self, own: u32, is_dir: bool) -> u32 {
+    fn mode(&self, own: u32, is_dir: bool) -> u32 {
         self.chmod.as_ref().map_or(own, |c| c.apply(own, is_dir))
     }
 }
@@ -212,7 +212,7 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
     let mut stats = CopyStats::default();
     for (name, content) in inline {
         let target = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
-        crate::copy_inline::write(dest_root, &target, content, &attrs, &mut stats)?;
+        write_inline(dest_root, &target, content, &attrs, &mut stats)?;
     }
     for (host, from, url_name) in items {
         let keep_owner = matches!(from, Some(Source::Stage(_)));
@@ -266,7 +266,7 @@ pub fn seed_dir(src: &Path, dest: &Path) -> Result<CopyStats> {
 }
 
 /// Creates the container directory `path` (and missing parents) in `root`.
-pub(crate) fn ensure_dir(root: &Path, path: &str, attrs: &Attrs, stats: &mut CopyStats) -> Result<PathBuf> {
+fn ensure_dir(root: &Path, path: &str, attrs: &Attrs, stats: &mut CopyStats) -> Result<PathBuf> {
     let mut prefix = String::new();
     let mut host = root.to_path_buf();
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -326,7 +326,7 @@ fn copy_tree(src_root: &Path, rel: &Path, root: &Path, dest: &str, attrs: &Attrs
 /// Creates the file a copy or unpack writes: never one that exists, never
 /// through a symlink planted at its name, and private (0600) until
 /// [`apply_attrs`] gives it its real mode and owner.
-pub(crate) fn create_new_file(host: &Path) -> Result<File> {
+fn create_new_file(host: &Path) -> Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -381,6 +381,30 @@ fn write_entry(src: &Path, root: &Path, target: &str, attrs: &Attrs, keep_owner:
     } else {
         return Err(WorkerError::CopySource { source_path: src.display().to_string(), reason: "is a device, fifo or socket; only files, directories and symlinks are copied".into() });
     }
+    Ok(())
+}
+
+/// `COPY <<EOF /dest`: a heredoc written as a file, as BuildKit does it
+/// (mode 0644 before `--chmod`, root-owned unless `--chown`), through the
+/// same confinement as every other copied file.
+fn write_inline(root: &Path, target: &str, content: &str, attrs: &Attrs, stats: &mut CopyStats) -> Result<()> {
+    let (parent, _) = target.rsplit_once('/').unwrap_or(("", target));
+    ensure_dir(root, parent, &Attrs { chown: attrs.chown, chmod: None }, stats)?;
+    let host = resolve_in_root(root, target)?;
+    if let Ok(existing) = std::fs::symlink_metadata(&host) {
+        if existing.is_dir() {
+            return Err(WorkerError::path(&host, format!("cannot overwrite directory {target} with a heredoc")));
+        }
+        std::fs::remove_file(&host).ctx(|| format!("replacing {}", host.display()))?;
+    }
+    let mut f = create_new_file(&host)?;
+    f.write_all(content.as_bytes()).ctx(|| format!("writing {}", host.display()))?;
+    drop(f);
+    let (uid, gid) = attrs.chown.unwrap_or((0, 0));
+    lchown(&host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(attrs.mode(0o644, false))).ctx(|| format!("chmod {}", host.display()))?;
+    stats.files += 1;
+    stats.bytes += content.len() as u64;
     Ok(())
 }
 

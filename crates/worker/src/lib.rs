@@ -13,7 +13,6 @@
 mod cache_subdir;
 pub mod chmod;
 pub mod copy;
-mod copy_inline;
 pub mod entitlements;
 mod error;
 pub mod execute;

@@ -151,7 +151,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
             (_, false) => clean_abs("/", &m.target),
         };
         match &m.kind {
-            MountKind::Cache { id, subdir, readonly, mode, uid, gid, seed } => {
+            MountKind::Cache { id, subdir, readonly, mode, uid, gid, .. } => {
                 let dir = inputs.caches.get(id).ok_or_else(|| WorkerError::mount(&target, format!("no host directory was given for cache id {id:?}")))?;
                 std::fs::create_dir_all(dir).ctx(|| format!("creating cache dir {}", dir.display()))?;
                 let empty = std::fs::read_dir(dir).ctx(|| format!("reading cache dir {}", dir.display()))?.next().is_none();
@@ -160,10 +160,6 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
                     // one keeps what its users made of it.
                     chown(dir, Some(*uid), Some(*gid)).ctx(|| format!("chown of cache dir {}", dir.display()))?;
                     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)).ctx(|| format!("chmod of cache dir {}", dir.display()))?;
-                    if let Some(seed) = seed {
-                        let root = inputs.source_root(&seed.from)?;
-                        crate::copy::seed_dir(&resolve_in_root(root, &seed.path)?, dir).map_err(|e| WorkerError::mount(&target, format!("seeding the cache from {:?}: {e}", seed.path)))?;
-                    }
                 }
                 if subdir.is_empty() {
                     out.oci.push(bind(&target, dir, *readonly)?);
