@@ -49,7 +49,7 @@ fn run_step(script: &str, mounts: Vec<Mount>) -> Work {
 }
 
 fn cache_mount(id: &str) -> Mount {
-    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: String::new(), readonly: false, mode: 0o755, uid: 0, gid: 0 } }
+    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: String::new(), readonly: false, mode: 0o755, uid: 0, gid: 0, seed: None } }
 }
 
 fn step(parent: ImageSource, work: Work, cache_ids: &[&str]) -> FarmStep {
@@ -164,7 +164,7 @@ async fn a_failing_step_still_commits_its_cache_and_names_the_step() {
 #[tokio::test]
 async fn secrets_reach_the_step_but_not_its_log() {
     let f = Fixture::new().await;
-    let secret = Mount { target: String::new(), kind: MountKind::Secret { id: "tok".into(), required: true, mode: 0o400, uid: 0, gid: 0 } };
+    let secret = Mount { target: String::new(), kind: MountKind::Secret { id: "tok".into(), env: None, required: true, mode: 0o400, uid: 0, gid: 0 } };
     let s = step(ImageSource::Layers { layers: vec![f.base.clone()] }, run_step("cat /run/secrets/tok", vec![secret]), &[]);
     let mut a = assign(&s, vec![]);
     a.secrets.insert("tok".into(), b"hunter2-very-secret".to_vec());
@@ -218,7 +218,7 @@ async fn opening_after_a_crash_detaches_the_steps_left_mounted() {
 
 /// A cache mount of `id` showing its `sub` subdirectory (`source=sub`).
 fn cache_subdir_mount(id: &str, sub: &str) -> Mount {
-    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: sub.into(), readonly: false, mode: 0o755, uid: 0, gid: 0 } }
+    Mount { target: "/cache".into(), kind: MountKind::Cache { id: id.into(), subdir: sub.into(), readonly: false, mode: 0o755, uid: 0, gid: 0, seed: None } }
 }
 
 /// The grant of cache `id` at the snapshot `prev` committed, as generation `generation`.

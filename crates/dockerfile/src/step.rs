@@ -104,6 +104,10 @@ pub enum Mount {
         source: String,
         /// Bind mounts are read-only unless `rw`; writes are discarded.
         readonly: bool,
+        /// For the context: the context paths under `source` (after
+        /// `.dockerignore`), sorted, as a COPY lists them; only these enter
+        /// the step's key and reach the worker. Empty for other sources.
+        paths: Vec<String>,
     },
     Cache {
         target: String,
@@ -150,6 +154,35 @@ pub enum Mount {
         content: String,
         mode: u32,
     },
+}
+
+impl StepKind {
+    /// The context paths the step reads (COPY sources from the context,
+    /// context bind mounts); `None` when it does not read the context.
+    pub fn context_paths(&self) -> Option<Vec<&str>> {
+        let mut out = Vec::new();
+        let mut reads = false;
+        match self {
+            StepKind::Copy(c) => {
+                for s in &c.sources {
+                    if let CopySource::Context { paths, .. } = s {
+                        reads = true;
+                        out.extend(paths.iter().map(String::as_str));
+                    }
+                }
+            }
+            StepKind::Run(r) => {
+                for m in &r.mounts {
+                    if let Mount::Bind { from: FromRef::Context, paths, .. } = m {
+                        reads = true;
+                        out.extend(paths.iter().map(String::as_str));
+                    }
+                }
+            }
+            _ => {}
+        }
+        reads.then_some(out)
+    }
 }
 
 /// COPY or ADD.

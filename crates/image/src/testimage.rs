@@ -41,8 +41,17 @@ pub fn busybox_rootfs(dir: &Path, busybox: &Path) -> Result<()> {
 /// (`Cmd ["sh"]`, `PATH` set). The same busybox binary always gives the
 /// same image digest.
 pub fn busybox_image(layout: &OciLayout, busybox: &Path, ref_name: &str) -> Result<Image> {
+    busybox_image_with(layout, busybox, ref_name, None)
+}
+
+/// [`busybox_image`] with the tree `overlay` copied over the rootfs (a
+/// test's stand-in tools in `usr/local/bin`, its own `etc/passwd`).
+pub fn busybox_image_with(layout: &OciLayout, busybox: &Path, ref_name: &str, overlay: Option<&Path>) -> Result<Image> {
     let root = tempfile::tempdir().ctx(|| "creating a temporary rootfs".to_owned())?;
     busybox_rootfs(root.path(), busybox)?;
+    if let Some(o) = overlay {
+        copy_tree(o, root.path())?;
+    }
     let blobs = layout.root().join("blobs/sha256");
     let layer = layer_from_upper(root.path(), &LayerOptions { source_date_epoch: Some(EPOCH), ..LayerOptions::new(&blobs) })?;
     layer.add_to_layout(layout)?;
@@ -53,6 +62,26 @@ pub fn busybox_image(layout: &OciLayout, busybox: &Path, ref_name: &str) -> Resu
     image.push_layer(&layer, History { created_by: Some("rbk test busybox rootfs".into()), ..Default::default() });
     image.save(layout, Some(ref_name))?;
     Ok(image)
+}
+
+/// Copies files, directories (modes kept) and symlinks of `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in std::fs::read_dir(from).ctx(|| format!("listing {}", from.display()))? {
+        let e = e.ctx(|| format!("listing {}", from.display()))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let md = std::fs::symlink_metadata(&src).ctx(|| format!("reading {}", src.display()))?;
+        if md.is_dir() {
+            std::fs::create_dir_all(&dst).ctx(|| format!("creating {}", dst.display()))?;
+            copy_tree(&src, &dst)?;
+        } else if md.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).ctx(|| format!("reading {}", src.display()))?;
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, &dst).ctx(|| format!("linking {}", dst.display()))?;
+        } else {
+            std::fs::copy(&src, &dst).ctx(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the busybox image and pushes it to `registry` (`host:port`,

@@ -181,18 +181,13 @@ pub(crate) fn apply_config(image: &mut Image, stage: &df::Stage) {
     }
 }
 
-/// Copies the context paths the graph kept (after `.dockerignore`) into
+/// Copies the context paths the graph's steps read (COPY sources, bind
+/// mounts; after `.dockerignore`) into
 /// `dest`, so that the worker's COPY cannot see an ignored file.
 pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> Result<()> {
     let mut paths = BTreeSet::new();
     for s in &graph.steps {
-        if let df::StepKind::Copy(c) = &s.kind {
-            for src in &c.sources {
-                if let df::CopySource::Context { paths: p, .. } = src {
-                    paths.extend(p.iter().cloned());
-                }
-            }
-        }
+        paths.extend(s.kind.context_paths().into_iter().flatten().map(str::to_owned));
     }
     for rel in paths {
         if Path::new(&rel)

@@ -3,8 +3,8 @@
 //! The graph says what a Dockerfile means; the worker knows nothing of
 //! Dockerfiles. Here the two meet: argv, environment (the base image's
 //! config under the step's ENV/ARG), user, workdir, mounts and copy
-//! sources. What the embedded worker cannot do yet is refused with an error
-//! naming the step, never silently dropped.
+//! sources. What the worker cannot do is refused with an error naming the
+//! step, never silently dropped.
 
 use rbk_dockerfile as df;
 use rbk_image::ContainerConfig;
@@ -46,27 +46,10 @@ pub fn run_env(image: &ContainerConfig, run: &df::RunStep) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// What the executing side can supply beyond what every worker step gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Supports {
-    /// `--mount=type=secret`: the farm carries `--secret` values to the
-    /// worker (`SubmitRequest.secrets`); `rbk build` has no `--secret` yet.
-    pub secrets: bool,
-    /// `--mount=type=ssh`: the worker serves an agent socket per ssh id
-    /// (relayed to the client's agent, `rbk submit --ssh`).
-    pub ssh: bool,
-}
-
 /// A RUN's mounts; returns the worker mounts and the scoped cache ids used.
+/// Secret and ssh mounts name ids only: the values and agents reach the
+/// worker beside the step (`SubmitRequest.secrets`, the ssh relay).
 pub fn run_mounts(mounts: &[df::Mount]) -> Result<(Vec<wk::Mount>, Vec<String>), Unsupported> {
-    run_mounts_with(mounts, Supports::default())
-}
-
-/// [`run_mounts`] for an executor that supports more.
-pub fn run_mounts_with(
-    mounts: &[df::Mount],
-    supports: Supports,
-) -> Result<(Vec<wk::Mount>, Vec<String>), Unsupported> {
     let mut out = Vec::new();
     let mut caches = Vec::new();
     for m in mounts {
@@ -82,11 +65,10 @@ pub fn run_mounts_with(
                 readonly,
                 sharing: _,
             } => {
-                if from.is_some() {
-                    return Err(format!(
-                        "cache mount {target}: seeding a cache from=... is not supported by rbk yet"
-                    ));
-                }
+                let seed = match from {
+                    None => None,
+                    Some((f, path)) => Some(wk::CacheSeed { from: source_of(f)?, path: path.clone() }),
+                };
                 caches.push(id.clone());
                 out.push(wk::Mount {
                     target: target.clone(),
@@ -97,27 +79,14 @@ pub fn run_mounts_with(
                         mode: *mode,
                         uid: *uid,
                         gid: *gid,
+                        seed,
                     },
                 });
             }
-            df::Mount::Bind {
-                target,
-                from: df::FromRef::Stage { stage, .. },
-                source,
-                readonly,
-            } => out.push(wk::Mount {
+            df::Mount::Bind { target, from, source, readonly, .. } => out.push(wk::Mount {
                 target: target.clone(),
-                kind: wk::MountKind::Bind {
-                    from: wk::Source::Stage(stage_source(*stage)),
-                    source: source.clone(),
-                    rw: !readonly,
-                },
+                kind: wk::MountKind::Bind { from: source_of(from)?, source: source.clone(), rw: !readonly },
             }),
-            df::Mount::Bind { target, .. } => {
-                return Err(format!(
-                    "bind mount {target}: only --mount=type=bind,from=<stage> is supported by rbk yet"
-                ));
-            }
             df::Mount::Tmpfs { target, size } => {
                 let size_bytes = match size {
                     None => None,
@@ -130,49 +99,27 @@ pub fn run_mounts_with(
                     kind: wk::MountKind::Tmpfs { size_bytes },
                 });
             }
-            df::Mount::Secret {
-                id,
-                target,
-                env: None,
-                required,
-                mode,
-                uid,
-                gid,
-            } if supports.secrets => out.push(wk::Mount {
-                // Empty: the worker's default, /run/secrets/<id>.
+            df::Mount::Secret { id, target, env, required, mode, uid, gid } => out.push(wk::Mount {
+                // Empty: the worker's default, /run/secrets/<id> (none
+                // when the secret is only a variable).
                 target: target.clone().unwrap_or_default(),
                 kind: wk::MountKind::Secret {
                     id: id.clone(),
+                    env: env.clone(),
                     required: *required,
                     mode: *mode,
                     uid: *uid,
                     gid: *gid,
                 },
             }),
-            df::Mount::Secret { id, env: Some(v), .. } if supports.secrets => {
-                return Err(format!(
-                    "secret mount {id:?}: env={v} (a secret as a variable) is not supported yet; mount it as a file"
-                ));
-            }
-            df::Mount::Secret { id, .. } => {
-                return Err(format!(
-                    "secret mount {id:?}: secrets are not supported by rbk build yet (rbk submit --secret passes them)"
-                ));
-            }
-            df::Mount::Ssh { id, target, required, mode, uid, gid } if supports.ssh => out.push(wk::Mount {
+            df::Mount::Ssh { id, target, required, mode, uid, gid } => out.push(wk::Mount {
                 target: target.clone(),
                 kind: wk::MountKind::Ssh { id: id.clone(), required: *required, mode: *mode, uid: *uid, gid: *gid },
             }),
-            df::Mount::Ssh { id, .. } => {
-                return Err(format!(
-                    "ssh mount {id:?}: ssh agents are not supported by rbk build yet (rbk submit --ssh forwards one)"
-                ));
-            }
-            df::Mount::File { target, .. } => {
-                return Err(format!(
-                    "heredoc file {target}: not supported by rbk yet"
-                ));
-            }
+            df::Mount::File { target, content, mode } => out.push(wk::Mount {
+                target: target.clone(),
+                kind: wk::MountKind::File { content: content.clone(), mode: *mode },
+            }),
         }
     }
     Ok((out, caches))
@@ -201,16 +148,7 @@ pub fn run_step(
     image: &ContainerConfig,
     run: &df::RunStep,
 ) -> Result<(wk::RunStep, Vec<String>), Unsupported> {
-    run_step_with(image, run, Supports::default())
-}
-
-/// [`run_step`] for an executor that supports more.
-pub fn run_step_with(
-    image: &ContainerConfig,
-    run: &df::RunStep,
-    supports: Supports,
-) -> Result<(wk::RunStep, Vec<String>), Unsupported> {
-    let (mounts, caches) = run_mounts_with(&run.mounts, supports)?;
+    let (mounts, caches) = run_mounts(&run.mounts)?;
     let step = wk::RunStep {
         command: wk::Command::Exec(run.argv.clone()),
         shell: wk::step::default_shell(),
@@ -239,9 +177,6 @@ pub fn run_step_with(
 
 /// A COPY or ADD step.
 pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
-    if c.parents {
-        return Err("COPY --parents is not supported by rbk yet".into());
-    }
     let from = source_of(&c.from)?;
     let mut sources = Vec::new();
     let mut add = c.unpack;
@@ -265,22 +200,16 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
                     checksum: checksum.clone().or_else(|| resolved.clone()),
                 }
             }
-            df::CopySource::Inline { name, .. } => {
-                return Err(format!(
-                    "heredoc source {name:?}: not supported by rbk yet"
-                ));
-            }
+            df::CopySource::Inline { name, content } => wk::CopySource::Inline {
+                name: name.clone(),
+                content: content.clone(),
+            },
             df::CopySource::Git { url, .. } => {
                 return Err(format!("git source {url}: not supported by rbk yet"));
             }
         });
     }
-    let chmod = match &c.chmod {
-        None => None,
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            format!("--chmod={m}: only octal modes are supported by rbk yet")
-        })?),
-    };
+    let chmod = c.chmod.as_deref().map(wk::Chmod::parse).transpose()?;
     Ok(wk::CopyStep {
         sources,
         dest: c.dest.clone(),
@@ -288,6 +217,7 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
         chown: c.chown.clone(),
         chmod,
         link: c.link,
+        parents: c.parents,
         exclude: c.exclude.clone(),
         add,
     })
@@ -338,22 +268,21 @@ mod tests {
     }
 
     #[test]
-    fn secret_mounts_are_refused_not_dropped() {
+    fn a_secret_variable_names_the_id_and_variable_never_a_value() {
         let mut r = run(&[]);
         r.mounts.push(df::Mount::Secret {
             id: "tok".into(),
             target: None,
-            env: None,
+            env: Some("TOKEN".into()),
             required: true,
             mode: 0o400,
             uid: 0,
             gid: 0,
         });
-        assert!(
-            run_step(&ContainerConfig::default(), &r)
-                .unwrap_err()
-                .contains("secret mount \"tok\"")
-        );
+        let (step, _) = run_step(&ContainerConfig::default(), &r).unwrap();
+        assert_eq!(step.mounts[0].target, "", "no file: the secret is only a variable");
+        assert!(matches!(&step.mounts[0].kind, wk::MountKind::Secret { id, env: Some(e), .. } if id == "tok" && e == "TOKEN"));
+        assert!(!step.env.iter().any(|e| e.starts_with("TOKEN=")), "the value is the worker's to set: {:?}", step.env);
     }
 
     #[test]

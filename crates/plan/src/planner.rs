@@ -33,7 +33,7 @@ use rbk_store::{Digest, Store, stream_from_bytes};
 use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
-use crate::mapping::{self, Supports};
+use crate::mapping;
 
 /// The namespace the client plans cache ids in. The coordinator scopes
 /// every cache id and action-cache entry by the caller's tenant anyway; the
@@ -285,10 +285,11 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
     lines
 }
 
-/// Each context-reading COPY's own snapshot, by graph step: the entries it
-/// reads out of the whole context's (`rbk_snapshot::subset`; only the small
-/// manifest is new). The coordinator keys a step by its snapshot's tree
-/// (`rbk_coordinator::action_key`), so a file only another COPY reads does
+/// Each context-reading step's own snapshot (a COPY's sources, a RUN's
+/// context bind mounts), by graph step: the entries it reads out of the
+/// whole context's (`rbk_snapshot::subset`; only the small manifest is
+/// new). The coordinator keys a step by its snapshot's tree
+/// (`rbk_coordinator::action_key`), so a file only another step reads does
 /// not change this step's key, and the worker sees no more than that.
 async fn step_contexts(
     store: &dyn Store,
@@ -299,21 +300,8 @@ async fn step_contexts(
     let mut by_paths: HashMap<BTreeSet<Vec<u8>>, String> = HashMap::new();
     let mut out = HashMap::new();
     for step in &graph.steps {
-        let df::StepKind::Copy(c) = &step.kind else { continue };
-        if !matches!(c.from, df::FromRef::Context) {
-            continue;
-        }
-        let mut reads = false;
-        let mut paths = BTreeSet::new();
-        for src in &c.sources {
-            if let df::CopySource::Context { paths: p, .. } = src {
-                reads = true;
-                paths.extend(p.iter().filter_map(|p| snapshot_path(p)));
-            }
-        }
-        if !reads {
-            continue;
-        }
+        let Some(read) = step.kind.context_paths() else { continue };
+        let paths: BTreeSet<Vec<u8>> = read.iter().filter_map(|p| snapshot_path(p)).collect();
         let digest = match by_paths.get(&paths) {
             Some(d) => d.clone(),
             None => {
@@ -618,12 +606,11 @@ fn plan_node(
     let mut stage_deps = BTreeSet::new();
     let mut cache_mounts = Vec::new();
     let mut secret_ids = Vec::new();
-    let mut reads_context = false;
     let mut allow = Vec::new();
     let work = match kind {
         df::StepKind::Mkdir { path, .. } => Work::Mkdir { path: path.clone() },
         df::StepKind::Run(run) => {
-            let (mut r, _) = mapping::run_step_with(&parent.image.config.config, run, Supports { secrets: true, ssh: true })
+            let (mut r, _) = mapping::run_step(&parent.image.config.config, run)
                 .map_err(|m| l.unsupported(m))?;
             for e in rbk_worker::entitlements::required(&r) {
                 if !cx.allow.contains(&e) {
@@ -642,10 +629,13 @@ fn plan_node(
                     df::Mount::Bind { from: df::FromRef::Stage { stage, .. }, .. } => {
                         stage_deps.insert(*stage);
                     }
-                    df::Mount::Cache { id, sharing, .. } => cache_mounts.push(CacheMount {
-                        id: id.clone(),
-                        sharing: sharing_name(*sharing).into(),
-                    }),
+                    df::Mount::Cache { id, sharing, from, .. } => {
+                        // A seed read from a stage (when the cache is new).
+                        if let Some((df::FromRef::Stage { stage, .. }, _)) = from {
+                            stage_deps.insert(*stage);
+                        }
+                        cache_mounts.push(CacheMount { id: id.clone(), sharing: sharing_name(*sharing).into() });
+                    }
                     df::Mount::Secret { id, required: true, .. } if !cx.secret_ids.contains(id) => {
                         return Err(l.unsupported(format!(
                             "needs secret {id:?}, but no --secret id={id} was given"
@@ -670,10 +660,7 @@ fn plan_node(
                 df::FromRef::Stage { stage, .. } => {
                     stage_deps.insert(*stage);
                 }
-                df::FromRef::Context => {
-                    reads_context = c.sources.iter().any(|s| matches!(s, df::CopySource::Context { .. }));
-                }
-                df::FromRef::Image { .. } => {}
+                df::FromRef::Context | df::FromRef::Image { .. } => {}
             }
             Work::Step {
                 step: rbk_worker::StepKind::Copy(mapping::copy_step(c).map_err(|m| l.unsupported(m))?),
@@ -695,7 +682,7 @@ fn plan_node(
         parent: parent.source.clone(),
         work,
         cache_ids: cache_mounts.iter().map(|c| c.id.clone()).collect(),
-        context: reads_context.then(|| cx.step_contexts.get(&step.id).cloned().unwrap_or_else(|| cx.context_digest.to_owned())),
+        context: kind.context_paths().map(|_| cx.step_contexts.get(&step.id).cloned().unwrap_or_else(|| cx.context_digest.to_owned())),
         stages,
         allow,
     };

@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{IoContext, Result, WorkerError};
 use crate::mounts::StepInputs;
 use crate::scope::{clean_abs, resolve_in_root};
-use crate::step::{CopySource, CopyStep, Source};
+use crate::step::{Chmod, CopySource, CopyStep, Source};
 use crate::users::resolve_user;
 
 /// What a copy wrote.
@@ -38,7 +38,14 @@ struct Attrs {
     /// `--chown`; `None` keeps the source's owner (stages) or uses 0:0
     /// (context, URLs), as Docker does.
     chown: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    chmod: Option<Chmod>,
+}
+
+impl Attrs {
+    /// The mode of an entry whose own mode is `own`.
+    fn mode(&self, own: u32, is_dir: bool) -> u32 {
+        self.chmod.as_ref().map_or(own, |c| c.apply(own, is_dir))
+    }
 }
 
 fn glob(pattern: &str, what: &str) -> Result<GlobMatcher> {
@@ -165,21 +172,27 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         }
         None => None,
     };
-    let attrs = Attrs { chown, chmod: step.chmod };
+    let attrs = Attrs { chown, chmod: step.chmod.clone() };
     let excludes = Excludes::new(&step.exclude)?;
     let workdir = step.workdir.clone().unwrap_or_else(|| "/".into());
     let dest = clean_abs(&workdir, &step.dest);
 
     // Expand every source first: the count decides whether dest is a dir.
+    // Each item: the host path, its source (none for a download), and the
+    // name a URL suggests or, with --parents, the path below its root.
     let mut items: Vec<(PathBuf, Option<&Source>, Option<String>)> = Vec::new();
+    let mut inline = Vec::new();
     for s in &step.sources {
         match s {
             CopySource::Path { from, path } => {
                 let root = inputs.source_root(from)?;
                 for host in expand_source(root, path)? {
-                    items.push((host, Some(from), None));
+                    // --parents: the path below the source's root, kept.
+                    let kept = step.parents.then(|| host.strip_prefix(root).unwrap_or(&host).to_string_lossy().into_owned());
+                    items.push((host, Some(from), kept));
                 }
             }
+            CopySource::Inline { name, content } => inline.push((name.as_str(), content.as_str())),
             CopySource::Url { url, .. } => {
                 if !step.add {
                     return Err(WorkerError::step("sources", format!("{url}: URLs are only allowed for ADD")));
@@ -189,18 +202,34 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
             }
         }
     }
-    let dest_is_dir = step.dest.ends_with('/') || step.dest.ends_with("/.") || step.dest == "." || items.len() > 1 || {
+    let count = items.len() + inline.len();
+    let dest_is_dir = step.dest.ends_with('/') || step.dest.ends_with("/.") || step.dest == "." || count > 1 || step.parents || {
         let h = resolve_in_root(dest_root, &dest)?;
         std::fs::metadata(&h).map(|m| m.is_dir()).unwrap_or(false)
     };
-    if items.len() > 1 && !step.dest.ends_with('/') && !resolve_in_root(dest_root, &dest)?.is_dir() {
+    if count > 1 && !step.dest.ends_with('/') && !resolve_in_root(dest_root, &dest)?.is_dir() {
         return Err(WorkerError::step("dest", format!("{:?}: with several sources the destination must be a directory ending in /", step.dest)));
     }
 
     let mut stats = CopyStats::default();
+    for (name, content) in inline {
+        let target = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
+        write_inline(dest_root, &target, content, &attrs, &mut stats)?;
+    }
     for (host, from, url_name) in items {
         let keep_owner = matches!(from, Some(Source::Stage(_)));
         let md = std::fs::symlink_metadata(&host).ctx(|| format!("reading {}", host.display()))?;
+        if let (Some(kept), Some(_)) = (&url_name, from) {
+            // --parents: `dest/<path below the root>`, directories too.
+            let target = format!("{}/{}", dest.trim_end_matches('/'), kept.trim_start_matches('/'));
+            if md.is_dir() {
+                ensure_dir(dest_root, &target, &attrs, &mut stats)?;
+                copy_tree(&host, Path::new(""), dest_root, &target, &attrs, keep_owner, &excludes, &mut stats)?;
+            } else {
+                write_entry(&host, dest_root, &target, &attrs, keep_owner, &mut stats)?;
+            }
+            continue;
+        }
         if md.is_dir() {
             ensure_dir(dest_root, &dest, &attrs, &mut stats)?;
             copy_tree(&host, Path::new(""), dest_root, &dest, &attrs, keep_owner, &excludes, &mut stats)?;
@@ -209,7 +238,7 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         if let Some(name) = url_name {
             let target = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
             // ADD <url>: mode 0600 unless --chmod, as in Docker.
-            let a = Attrs { chown: Some(attrs.chown.unwrap_or((0, 0))), chmod: Some(attrs.chmod.unwrap_or(0o600)) };
+            let a = Attrs { chown: Some(attrs.chown.unwrap_or((0, 0))), chmod: Some(Chmod::Octal(attrs.mode(0o600, false))) };
             write_entry(&host, dest_root, &target, &a, false, &mut stats)?;
             continue;
         }
@@ -222,6 +251,19 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         let target = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), base) } else { dest.clone() };
         write_entry(&host, dest_root, &target, &attrs, keep_owner, &mut stats)?;
     }
+    Ok(stats)
+}
+
+/// Copies the directory `src`'s content into the empty directory `dest`
+/// (a cache mount's seed), owners and modes kept; symlinks are copied as
+/// links, and nothing is written outside `dest`.
+pub fn seed_dir(src: &Path, dest: &Path) -> Result<CopyStats> {
+    let md = std::fs::metadata(src).ctx(|| format!("reading {}", src.display()))?;
+    if !md.is_dir() {
+        return Err(WorkerError::path(src, "a cache is seeded from a directory, and this is not one"));
+    }
+    let mut stats = CopyStats::default();
+    copy_tree(src, Path::new(""), dest, "/", &Attrs { chown: None, chmod: None }, true, &Excludes(vec![]), &mut stats)?;
     Ok(stats)
 }
 
@@ -241,7 +283,7 @@ fn ensure_dir(root: &Path, path: &str, attrs: &Attrs, stats: &mut CopyStats) -> 
                 std::fs::create_dir_all(&host).ctx(|| format!("creating {}", host.display()))?;
                 let (uid, gid) = attrs.chown.unwrap_or((0, 0));
                 lchown(&host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
-                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(attrs.chmod.unwrap_or(0o755)))
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(attrs.mode(0o755, true)))
                     .ctx(|| format!("chmod {}", host.display()))?;
                 stats.dirs += 1;
             }
@@ -300,7 +342,7 @@ fn apply_attrs(host: &Path, src: &std::fs::Metadata, attrs: &Attrs, keep_owner: 
     let (uid, gid) = attrs.chown.unwrap_or(if keep_owner { (src.uid(), src.gid()) } else { (0, 0) });
     lchown(host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
     if !symlink {
-        let mode = attrs.chmod.unwrap_or(src.mode() & 0o7777);
+        let mode = attrs.mode(src.mode() & 0o7777, src.is_dir());
         std::fs::set_permissions(host, std::fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", host.display()))?;
         let mtime = SystemTime::UNIX_EPOCH + Duration::new(src.mtime().max(0) as u64, src.mtime_nsec().clamp(0, 999_999_999) as u32);
         File::open(host).and_then(|f| f.set_modified(mtime)).ctx(|| format!("setting mtime of {}", host.display()))?;
@@ -341,6 +383,30 @@ fn write_entry(src: &Path, root: &Path, target: &str, attrs: &Attrs, keep_owner:
     } else {
         return Err(WorkerError::CopySource { source_path: src.display().to_string(), reason: "is a device, fifo or socket; only files, directories and symlinks are copied".into() });
     }
+    Ok(())
+}
+
+/// `COPY <<EOF /dest`: a heredoc written as a file, as BuildKit does it
+/// (mode 0644 before `--chmod`, root-owned unless `--chown`), through the
+/// same confinement as every other copied file.
+fn write_inline(root: &Path, target: &str, content: &str, attrs: &Attrs, stats: &mut CopyStats) -> Result<()> {
+    let (parent, _) = target.rsplit_once('/').unwrap_or(("", target));
+    ensure_dir(root, parent, &Attrs { chown: attrs.chown, chmod: None }, stats)?;
+    let host = resolve_in_root(root, target)?;
+    if let Ok(existing) = std::fs::symlink_metadata(&host) {
+        if existing.is_dir() {
+            return Err(WorkerError::path(&host, format!("cannot overwrite directory {target} with a heredoc")));
+        }
+        std::fs::remove_file(&host).ctx(|| format!("replacing {}", host.display()))?;
+    }
+    let mut f = create_new_file(&host)?;
+    f.write_all(content.as_bytes()).ctx(|| format!("writing {}", host.display()))?;
+    drop(f);
+    let (uid, gid) = attrs.chown.unwrap_or((0, 0));
+    lchown(&host, Some(uid), Some(gid)).ctx(|| format!("chown {}", host.display()))?;
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(attrs.mode(0o644, false))).ctx(|| format!("chmod {}", host.display()))?;
+    stats.files += 1;
+    stats.bytes += content.len() as u64;
     Ok(())
 }
 
@@ -400,7 +466,7 @@ fn extract_archive(archive: &Path, root: &Path, dest: &str, attrs: &Attrs, stats
         let target = format!("{}{}", dest.trim_end_matches('/'), rel);
         let h = entry.header();
         let (uid, gid) = attrs.chown.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
-        let mode = attrs.chmod.unwrap_or(h.mode().unwrap_or(0o644) & 0o7777);
+        let mode = attrs.mode(h.mode().unwrap_or(0o644) & 0o7777, h.entry_type().is_dir());
         let mtime = h.mtime().unwrap_or(0);
         let kind = h.entry_type();
         let (parent, _) = target.rsplit_once('/').unwrap_or(("", &target));

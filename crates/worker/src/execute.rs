@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rbk_image::{Compression, Layer, LayerOptions, OciLayout, layer_from_upper};
 
-use crate::copy::{CopyStats, copy, fetch_url};
+use crate::copy::{CopyStats, copy, fetch_url, seed_dir};
 use crate::entitlements::{Entitlement, refusal, required};
 use crate::error::{IoContext, Result, WorkerError};
 use crate::layers::{LayerLease, LayerStore};
@@ -19,7 +19,7 @@ use crate::rootfs::OverlayRootfs;
 use crate::runtime::{RunOptions, RunOutcome, Runtime, RuntimeKind, container_id};
 use crate::scope::{clean_abs, resolve_in_root};
 use crate::spec::{SpecInput, bind_ro, build_spec};
-use crate::step::{Command, CopySource, CopyStep, LayerRef, Limits, Network, RunStep, Step, StepKind};
+use crate::step::{Command, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Step, StepKind};
 use crate::users::resolve_user;
 
 /// Docker's default `PATH` for containers whose image sets none.
@@ -346,9 +346,11 @@ impl Executor {
             }
         };
         let limits = effective(&self.config.limits, &run.limits);
+        seed_new_caches(&run.mounts, inputs)?;
         let prepared = prepare(&run.mounts, inputs, dir)?;
         let mut env = run.env.clone();
         env.extend(prepared.env.iter().cloned());
+        env.extend(prepared.secret_env.0.iter().cloned());
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
@@ -395,7 +397,9 @@ impl Executor {
             netns: netns.as_ref().map(|n| n.path().to_path_buf()),
             mounts: oci_mounts,
         })?;
-        let bundle = dir.join("bundle");
+        // With secret variables in it, config.json lives on the secrets
+        // tmpfs (gone with the step), never on the worker's disk.
+        let bundle = prepared.secret_bundle_dir().unwrap_or_else(|| dir.join("bundle"));
         std::fs::create_dir_all(&bundle).ctx(|| format!("creating {}", bundle.display()))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| WorkerError::Spec(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), json).ctx(|| format!("writing {}/config.json", bundle.display()))?;
@@ -467,4 +471,21 @@ impl Executor {
             copied: Some(stats),
         })
     }
+}
+
+/// `--mount=type=cache,from=...,source=...`: a cache directory that is new
+/// (missing or empty) starts as a copy of the seed's directory, as BuildKit
+/// makes the seed the cache's first content; a used cache keeps its own.
+fn seed_new_caches(mounts: &[Mount], inputs: &StepInputs) -> Result<()> {
+    for m in mounts {
+        let MountKind::Cache { id, seed: Some(seed), .. } = &m.kind else { continue };
+        let dir = inputs.caches.get(id).ok_or_else(|| WorkerError::mount(&m.target, format!("no host directory was given for cache id {id:?}")))?;
+        std::fs::create_dir_all(dir).ctx(|| format!("creating cache dir {}", dir.display()))?;
+        if std::fs::read_dir(dir).ctx(|| format!("reading cache dir {}", dir.display()))?.next().is_some() {
+            continue;
+        }
+        let from = resolve_in_root(inputs.source_root(&seed.from)?, &seed.path)?;
+        seed_dir(&from, dir).map_err(|e| WorkerError::mount(&m.target, format!("seeding the cache from {:?}: {e}", seed.path)))?;
+    }
+    Ok(())
 }

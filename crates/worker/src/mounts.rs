@@ -30,6 +30,18 @@ impl std::fmt::Debug for SecretValue {
     }
 }
 
+/// `NAME=value` pairs of secrets given as variables; `Debug` shows the
+/// names only.
+#[derive(Clone, Default)]
+pub struct SecretEnv(pub Vec<String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k)).collect();
+        write!(f, "SecretEnv({names:?})")
+    }
+}
+
 /// Host-side material a step refers to by name. The step description
 /// itself holds no secrets and no host paths.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +88,8 @@ pub struct PreparedMounts {
     pub oci: Vec<OciMount>,
     /// Extra environment (`SSH_AUTH_SOCK`).
     pub env: Vec<String>,
+    /// Secrets as variables (`env=`), `NAME=value`; `Debug` hides them.
+    pub secret_env: SecretEnv,
     /// Targets in the container, for stub cleanup.
     pub targets: Vec<String>,
     secret_fs: Option<PathBuf>,
@@ -83,6 +97,18 @@ pub struct PreparedMounts {
     /// Open cache subdirectories, bind-mounted through their descriptors:
     /// kept open until the container is gone.
     cache_subdirs: Vec<crate::cache_subdir::CacheSubdir>,
+}
+
+impl PreparedMounts {
+    /// A directory on the secrets tmpfs for the runtime bundle, when the
+    /// step's `config.json` will hold secret variables: they then never
+    /// touch the worker's disk.
+    pub fn secret_bundle_dir(&self) -> Option<PathBuf> {
+        if self.secret_env.0.is_empty() {
+            return None;
+        }
+        self.secret_fs.as_ref().map(|d| d.join("bundle"))
+    }
 }
 
 impl Drop for PreparedMounts {
@@ -115,6 +141,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
     let mut ssh_count = 0;
     for (i, m) in mounts.iter().enumerate() {
         let target = match (&m.kind, m.target.is_empty()) {
+            (MountKind::Secret { env: Some(_), .. }, true) => String::new(),
             (MountKind::Secret { id, .. }, true) => format!("/run/secrets/{id}"),
             (MountKind::Ssh { .. }, true) => {
                 ssh_count += 1;
@@ -124,7 +151,7 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
             (_, false) => clean_abs("/", &m.target),
         };
         match &m.kind {
-            MountKind::Cache { id, subdir, readonly, mode, uid, gid } => {
+            MountKind::Cache { id, subdir, readonly, mode, uid, gid, .. } => {
                 let dir = inputs.caches.get(id).ok_or_else(|| WorkerError::mount(&target, format!("no host directory was given for cache id {id:?}")))?;
                 std::fs::create_dir_all(dir).ctx(|| format!("creating cache dir {}", dir.display()))?;
                 let empty = std::fs::read_dir(dir).ctx(|| format!("reading cache dir {}", dir.display()))?.next().is_none();
@@ -176,18 +203,36 @@ pub fn prepare(mounts: &[Mount], inputs: &StepInputs, scratch: &Path) -> Result<
                         .map_err(|e| WorkerError::mount(&target, e.to_string()))?,
                 );
             }
-            MountKind::Secret { id, required, mode, uid, gid } => {
+            MountKind::Secret { id, env, required, mode, uid, gid } => {
                 let Some(value) = inputs.secrets.get(id) else {
                     if *required {
                         return Err(WorkerError::mount(&target, format!("secret {id:?} is required but the client did not send it")));
                     }
                     continue;
                 };
+                if let Some(name) = env {
+                    let text = std::str::from_utf8(&value.0)
+                        .map_err(|_| WorkerError::mount(name, format!("secret {id:?} is not UTF-8 text, so it cannot be a variable; mount it as a file")))?;
+                    if text.contains('\0') {
+                        return Err(WorkerError::mount(name, format!("secret {id:?} holds a NUL byte, so it cannot be a variable; mount it as a file")));
+                    }
+                    secret_fs(&mut out, scratch)?;
+                    out.secret_env.0.push(format!("{name}={text}"));
+                    if target.is_empty() {
+                        continue;
+                    }
+                }
                 let dir = secret_fs(&mut out, scratch)?;
                 let file = dir.join(format!("{i}"));
                 std::fs::write(&file, &value.0).ctx(|| format!("writing secret {id:?} to its tmpfs"))?;
                 chown(&file, Some(*uid), Some(*gid)).ctx(|| format!("chown of secret {id:?}"))?;
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).ctx(|| format!("chmod of secret {id:?}"))?;
+                out.oci.push(bind(&target, &file, true)?);
+            }
+            MountKind::File { content, mode } => {
+                let file = scratch.join(format!("file-{i}"));
+                std::fs::write(&file, content).ctx(|| format!("writing {}", file.display()))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).ctx(|| format!("chmod of {}", file.display()))?;
                 out.oci.push(bind(&target, &file, true)?);
             }
             MountKind::Ssh { id, required, .. } => {

@@ -4,6 +4,8 @@
 
 
 use rbk_image::OciDigest;
+
+pub use crate::chmod::Chmod;
 use serde::{Deserialize, Serialize};
 
 /// One unit of work: a RUN in a container, or a COPY/ADD done by the worker
@@ -161,6 +163,10 @@ pub enum MountKind {
         uid: u32,
         #[serde(default)]
         gid: u32,
+        /// `from=`/`source=`: what a new (empty) cache starts with, as
+        /// BuildKit seeds it; a used cache keeps its own content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<CacheSeed>,
     },
     /// A directory or file of the context or of another stage's rootfs.
     Bind {
@@ -177,9 +183,14 @@ pub enum MountKind {
         size_bytes: Option<u64>,
     },
     /// A file from the client; default target `/run/secrets/<id>` when
-    /// `target` is empty.
+    /// `target` is empty, unless `env` is set (then only the variable).
     Secret {
         id: String,
+        /// `env=NAME`: the value is also the variable `NAME` of the
+        /// command (never of the image); the file is mounted only when
+        /// `target` is set too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
         #[serde(default)]
         required: bool,
         #[serde(default = "default_secret_mode")]
@@ -205,8 +216,28 @@ pub enum MountKind {
         #[serde(default)]
         gid: u32,
     },
+    /// A read-only file with the given content (a `RUN <<EOF` heredoc
+    /// starting with `#!`, run as a program from `/dev/pipes/`).
+    File {
+        content: String,
+        #[serde(default = "default_file_mode")]
+        mode: u32,
+    },
 }
 
+/// Where a new cache mount's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSeed {
+    pub from: Source,
+    /// Directory inside `from` (default its root).
+    #[serde(default)]
+    pub path: String,
+}
+
+fn default_file_mode() -> u32 {
+    0o755
+}
 fn default_cache_mode() -> u32 {
     0o755
 }
@@ -243,9 +274,14 @@ pub struct CopyStep {
     /// `user[:group]`, names resolved in the destination rootfs.
     #[serde(default)]
     pub chown: Option<String>,
-    /// Permission bits applied to every copied file and directory.
+    /// `--chmod`: octal bits for every copied file and directory, or a
+    /// symbolic change of each one's own mode ([`crate::chmod`]).
     #[serde(default)]
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
+    /// `--parents`: each source lands under `dest` at its path relative
+    /// to its source's root (`a/b/c.txt` → `dest/a/b/c.txt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
     /// `--link`: the files land in an empty layer, independent of the base
     /// (destination paths do not follow the base's symlinks).
     #[serde(default)]
@@ -264,6 +300,10 @@ pub struct CopyStep {
 pub enum CopySource {
     /// A path (globs `*`, `?`, `[...]` allowed) inside a source tree.
     Path { from: Source, path: String },
+    /// A heredoc (`COPY <<EOF /dest`): a file named `name` holding
+    /// `content` (mode 0644 unless `--chmod`, owned by root unless
+    /// `--chown`).
+    Inline { name: String, content: String },
     /// ADD of a URL; `checksum` is `sha256:<hex>` and is verified.
     Url {
         url: String,

@@ -41,7 +41,7 @@ pub fn busybox_run(base: &LayerDesc, id: &str, key: &str, script: &str, cache: O
     if let Some((cid, sharing)) = cache {
         mounts.push(Mount {
             target: "/cache".into(),
-            kind: MountKind::Cache { id: cid.into(), subdir: String::new(), readonly: false, mode: 0o755, uid: 0, gid: 0 },
+            kind: MountKind::Cache { id: cid.into(), subdir: String::new(), readonly: false, mode: 0o755, uid: 0, gid: 0, seed: None },
         });
         cache_ids.push(cid.to_owned());
         cache_mounts.push(pb::CacheMount { id: cid.into(), sharing: sharing.into() });

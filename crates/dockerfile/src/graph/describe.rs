@@ -81,7 +81,7 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
             }
             for m in &r.mounts {
                 out.push(match m {
-                    Mount::Bind { target, from, source, readonly } => {
+                    Mount::Bind { target, from, source, readonly, .. } => {
                         format!("mount bind {target} <- {}:{} {}", from_text(from, names), q(source), if *readonly { "ro" } else { "rw" })
                     }
                     Mount::Cache { target, id, sharing, from, subdir, mode, uid, gid, readonly } => {

@@ -92,6 +92,7 @@ impl Builder<'_> {
                     from,
                     source,
                     readonly: flag("readonly", true),
+                    paths: Vec::new(),
                 }
             }
             MountKind::Cache => {

@@ -45,10 +45,10 @@ pub(super) fn resolve_kind(
         StepKind::Run(r) => {
             for m in &mut r.mounts {
                 match m {
-                    Mount::Bind { from, source, .. } => {
+                    Mount::Bind { from, source, paths, .. } => {
                         if let FromRef::Context = from {
-                            let paths = ctx.select(source, &Dockerignore::default(), pos, "RUN")?;
-                            let k = ctx.content_key(&paths, pos, "RUN")?;
+                            *paths = ctx.select(source, &Dockerignore::default(), pos, "RUN")?;
+                            let k = ctx.content_key(paths, pos, "RUN")?;
                             h.key("bind-content", &k);
                         }
                         fix_from(from, h);
