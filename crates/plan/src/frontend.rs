@@ -82,13 +82,10 @@ impl Parsed {
     /// again with their digests in the keys.
     pub async fn resolve(&self, src: &Source<'_>, layout: &OciLayout) -> Result<Resolved> {
         let mut bases = Bases::default();
-        for s in &self.unresolved.steps {
-            if let df::StepKind::Image { reference, .. } = &s.kind
-                && !bases.0.contains_key(reference)
-            {
-                let image = resolve_base(src, reference, layout).await?;
-                bases.0.insert(reference.clone(), image);
-            }
+        // `FROM <image>` and `--from=<image>` alike (one resolution path).
+        for reference in crate::image_sources::references(&self.unresolved) {
+            let image = resolve_base(src, reference, layout).await?;
+            bases.0.insert(reference.to_owned(), image);
         }
         let ctx = df::FsContext::new(src.context);
         let graph = df::build_graph(&self.text, &self.opts, &ctx, &bases)?;
@@ -148,9 +145,9 @@ pub(crate) fn apply_config(image: &mut Image, stage: &df::Stage) {
     if let Some(s) = &c.shell {
         cc.shell = Some(s.clone());
     }
-    if !c.onbuild.is_empty() {
-        cc.on_build = Some(c.onbuild.clone());
-    }
+    // The base image's triggers ran in this stage; only the stage's own
+    // are the image's (Docker clears the base's).
+    cc.on_build = (!c.onbuild.is_empty()).then(|| c.onbuild.clone());
     if let Some(m) = &c.maintainer {
         image.config.author = Some(m.clone());
     }
@@ -169,6 +166,7 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
             }
         }
     }
+    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for rel in paths {
         if Path::new(&rel)
             .components()
@@ -192,7 +190,19 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
             let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
             std::os::unix::fs::symlink(target, &dst).map_err(|e| BuildError::io(&dst, e))?;
         } else if meta.is_file() {
-            std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+            // Hard links stay links (the snapshot, COPY and the layer keep
+            // them): the first path of an inode is copied, the others
+            // linked to that copy.
+            use std::os::unix::fs::MetadataExt;
+            match (meta.nlink() > 1).then(|| linked.get(&(meta.dev(), meta.ino()))).flatten() {
+                Some(first) => std::fs::hard_link(first, &dst).map_err(|e| BuildError::io(&dst, e))?,
+                None => {
+                    std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+                    if meta.nlink() > 1 {
+                        linked.insert((meta.dev(), meta.ino()), dst.clone());
+                    }
+                }
+            }
         }
         // Devices, fifos and sockets are not staged: reading one could
         // block forever or never end (`/dev/zero`), and a build context
@@ -201,7 +211,9 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
     Ok(())
 }
 
-/// Loads `FROM` images: from `--base-image` layouts, else from registries.
+/// Loads the images a build reads (`FROM`, `--from=<image>`): from
+/// `--base-image` layouts, else from registries (a tag resolved to the
+/// digest it names now, on every build; a pinned `@sha256:` as is).
 async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
     if let Some(spec) = src.base_images.get(reference) {
         let (dir, ref_name) = match spec.rsplit_once(':') {
@@ -238,6 +250,10 @@ impl df::BaseResolver for Bases {
         self.0
             .get(reference)
             .map(|i| i.manifest_descriptor.digest.to_string())
+    }
+
+    fn onbuild(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<String>> {
+        self.0.get(reference)?.config.config.on_build.clone()
     }
 
     fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {

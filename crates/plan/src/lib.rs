@@ -9,6 +9,7 @@
 //! - [`planner`]: Dockerfile → the step graph, base layers and the context
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
+//! - `image_sources`: images read by `--from=<image>`, resolved like `FROM`;
 //! - [`assemble`]: the final image and outputs from the target's result.
 //!
 //! Sending the plan and following the build is `rbk-client`'s.
@@ -20,6 +21,7 @@
 pub mod assemble;
 mod error;
 mod frontend;
+mod image_sources;
 pub mod mapping;
 pub mod planner;
 

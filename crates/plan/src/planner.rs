@@ -34,6 +34,7 @@ use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
 use crate::mapping::{self, Supports};
+use crate::image_sources;
 
 /// The namespace the client plans cache ids in. The coordinator scopes
 /// every cache id and action-cache entry by the caller's tenant anyway; the
@@ -262,6 +263,7 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
             _ => {}
         }
     }
+    lines.extend(image_sources::from_lines(graph, bases));
     lines
 }
 
@@ -548,7 +550,7 @@ pub(crate) fn plan_graph(
                     Some(id) => id.clone(),
                     None => {
                         let id = format!("s{}", step.id);
-                        nodes.push(plan_node(graph, step, kind, &p, &planned, &id, &key, cx, &l)?);
+                        nodes.push(plan_node(graph, step, kind, &p, &planned, bases, &id, &key, cx, &l)?);
                         by_key.insert(key, id.clone());
                         id
                     }
@@ -589,6 +591,7 @@ fn plan_node(
     kind: &df::StepKind,
     parent: &Planned,
     planned: &HashMap<df::StepId, Planned>,
+    bases: &Bases<'_>,
     id: &str,
     key: &str,
     cx: &PlanContext<'_>,
@@ -667,6 +670,7 @@ fn plan_node(
             .ok_or_else(|| l.not_planned(format!("stage {s}")))?;
         stages.insert(mapping::stage_source(s), r.source);
     }
+    stages.extend(image_sources::stage_entries(kind, bases.layers).map_err(|m| l.not_planned(m))?);
     let payload = FarmStep {
         version: FARM_STEP_VERSION,
         label: l.text.clone(),

@@ -50,6 +50,12 @@ pub trait BaseResolver {
     fn env(&self, _reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
         None
     }
+
+    /// The image config's `OnBuild` triggers (instruction text each), run
+    /// first in a stage built on the image. `None` when unknown.
+    fn onbuild(&self, _reference: &str, _platform: Option<&str>) -> Option<Vec<String>> {
+        None
+    }
 }
 
 impl BaseResolver for BTreeMap<String, String> {
