@@ -91,22 +91,24 @@ mod tests {
     use super::*;
     use crate::{History, Image, LayerOptions, layer_from_upper};
 
-    fn image_with_one_layer(layout: &OciLayout) -> Descriptor {
+    /// A layout holding a one-layer (gzip) image: the layout's directory,
+    /// the layout, the manifest and the image.
+    fn one_layer_image() -> (tempfile::TempDir, OciLayout, Descriptor, Image) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(dir.path()).unwrap();
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("hello"), "hello ".repeat(1000)).unwrap();
         let layer = layer_from_upper(root.path(), &LayerOptions::new(layout.root().join("blobs/sha256"))).unwrap();
-        layer.add_to_layout(layout).unwrap();
+        layer.add_to_layout(&layout).unwrap();
         let mut image = Image::scratch(&Platform::linux_amd64());
         image.push_layer(&layer, History::default());
-        image.save(layout, None).unwrap()
+        let m = image.save(&layout, None).unwrap();
+        (dir, layout, m, image)
     }
 
     #[test]
     fn every_compression_keeps_the_diff_id_and_names_its_media_type() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = OciLayout::create(dir.path()).unwrap();
-        let m = image_with_one_layer(&layout);
-        let before = layout.load_image(&m, &Platform::linux_amd64()).unwrap();
+        let (_dir, layout, m, before) = one_layer_image();
         for c in [Compression::Zstd, Compression::None, Compression::Gzip] {
             let d = recompress_image(&layout, &m, Recompress { compression: c, level: Some(1) }, &|_| false).unwrap();
             let after = layout.load_image(&d, &Platform::linux_amd64()).unwrap();
@@ -118,10 +120,7 @@ mod tests {
 
     #[test]
     fn kept_layers_are_not_recompressed() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = OciLayout::create(dir.path()).unwrap();
-        let m = image_with_one_layer(&layout);
-        let before = layout.load_image(&m, &Platform::linux_amd64()).unwrap();
+        let (_dir, layout, m, before) = one_layer_image();
         let d = recompress_image(&layout, &m, Recompress { compression: Compression::Zstd, level: None }, &|_| true).unwrap();
         let after = layout.load_image(&d, &Platform::linux_amd64()).unwrap();
         assert_eq!(after.layers(), before.layers());

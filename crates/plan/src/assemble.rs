@@ -520,6 +520,36 @@ mod tests {
     }
 
     #[test]
+    fn image_outputs_parse_as_buildx_reads_them() {
+        let zstd = Recompress { compression: Compression::Zstd, level: Some(5) };
+        assert_eq!(FarmOutput::parse("type=tar,dest=fs.tar").unwrap(), FarmOutput::Tar { dest: "fs.tar".into() });
+        assert_eq!(FarmOutput::parse("type=docker").unwrap(), FarmOutput::Load, "no dest: docker load");
+        assert_eq!(
+            FarmOutput::parse("type=image,name=r/a:1,push=true").unwrap(),
+            FarmOutput::Registry { names: vec!["r/a:1".into()] }
+        );
+        assert_eq!(FarmOutput::parse("type=image,name=r/a:1").unwrap(), FarmOutput::Named { names: vec!["r/a:1".into()] });
+        assert_eq!(
+            FarmOutput::parse("type=image,\"name=r/a:1,r/a:2\",push=true").unwrap(),
+            FarmOutput::Registry { names: vec!["r/a:1".into(), "r/a:2".into()] }
+        );
+        assert_eq!(
+            FarmOutput::parse("type=oci,dest=x,compression=zstd,compression-level=5,force-compression=true").unwrap(),
+            FarmOutput::Recompressed { output: Box::new(FarmOutput::Oci { dest: "x".into() }), to: zstd, force: true }
+        );
+        for (spec, problem) in [
+            ("type=oci,dest=x,compression=lz4", "compression=lz4: expected gzip, zstd or uncompressed"),
+            ("type=oci,dest=x,compression=gzip,compression-level=12", "gzip takes 0-9"),
+            ("type=oci,dest=x,compression-level=3", "needs compression=gzip|zstd"),
+            ("type=local,dest=d,compression=zstd", "not type=local"),
+            ("type=image,push=maybe", "push=maybe: expected true or false"),
+        ] {
+            let e = FarmOutput::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(problem), "{spec}: {e}");
+        }
+    }
+
+    #[test]
     fn outputs_parse_like_docker_builds() {
         assert_eq!(FarmOutput::parse("type=oci,dest=x.tar").unwrap(), FarmOutput::Oci { dest: "x.tar".into() });
         assert_eq!(FarmOutput::parse("out").unwrap(), FarmOutput::Local { dest: "out".into() });

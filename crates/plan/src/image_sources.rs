@@ -101,3 +101,20 @@ pub(crate) fn from_lines(graph: &df::Graph, images: &HashMap<String, Image>) -> 
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(df: &str) -> df::Graph {
+        let dir = tempfile::tempdir().unwrap();
+        let digests = std::collections::BTreeMap::from([("tools:1".to_owned(), "sha256:abc".to_owned())]);
+        df::build_graph(df, &df::BuildOptions::default(), &df::FsContext::new(dir.path()), &digests).unwrap()
+    }
+
+    #[test]
+    fn an_image_read_by_copy_and_by_a_bind_mount_is_resolved_once_after_the_froms() {
+        let g = graph("FROM base:2\nCOPY --from=tools:1 /a /a\nRUN --mount=type=bind,from=tools:1,target=/t true\n");
+        assert_eq!(references(&g), ["base:2", "tools:1"]);
+    }
+}

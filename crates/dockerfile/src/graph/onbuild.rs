@@ -30,3 +30,41 @@ pub(super) fn image_triggers(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{BaseResolver, BuildOptions, FsContext, StepKind, build_graph};
+
+    /// A base image whose config carries `triggers`.
+    struct WithTriggers(Vec<String>);
+
+    impl BaseResolver for WithTriggers {
+        fn resolve(&self, _: &str, _: Option<&str>) -> Option<String> {
+            Some("sha256:0000000000000000000000000000000000000000000000000000000000000000".into())
+        }
+        fn onbuild(&self, _: &str, _: Option<&str>) -> Option<Vec<String>> {
+            Some(self.0.clone())
+        }
+    }
+
+    fn graph(triggers: &[&str], df: &str) -> Result<crate::Graph, crate::Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let r = WithTriggers(triggers.iter().map(|t| t.to_string()).collect());
+        build_graph(df, &BuildOptions::default(), &FsContext::new(dir.path()), &r)
+    }
+
+    #[test]
+    fn triggers_become_the_first_steps_of_the_stage_in_order() {
+        let g = graph(&["RUN echo one", "ENV X=2", "RUN echo $X"], "FROM base\nRUN echo child\n").unwrap();
+        let texts: Vec<&str> = g.steps.iter().map(|s| s.instruction.as_str()).collect();
+        assert_eq!(texts, ["FROM base", "ONBUILD RUN echo one", "ONBUILD RUN echo $X", "RUN echo child"]);
+        let StepKind::Run(r) = &g.steps[2].kind else { panic!("{:?}", g.steps[2].kind) };
+        assert!(r.env.contains(&("X".into(), "2".into())), "a trigger's ENV applies to what follows");
+    }
+
+    #[test]
+    fn a_forbidden_trigger_is_an_error_naming_the_image() {
+        let e = graph(&["FROM other"], "FROM base\n").unwrap_err().to_string();
+        assert!(e.contains("ONBUILD trigger \"FROM other\" of base image base") && e.contains("not allowed"), "{e}");
+    }
+}
