@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use rbk_worker::payload::FarmResult;
-use rbk_plan::assemble::{self, FarmOutput};
+use rbk_plan::assemble;
 use rbk_plan::planner::{self, Plan, PlanRequest};
 use rbk_client::{Progress, ProgressMode};
 use rbk_store::{FilesystemStore, Store};
@@ -17,16 +17,15 @@ use rbk_worker::RuntimeKind;
 use tonic::transport::Endpoint;
 
 use crate::embedded_farm::{self, EmbeddedFarm};
-use crate::flags::DockerBuildFlags;
+use crate::flags::{DockerBuildFlags, OutputFlags};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
     /// Name of the image (repeatable); the first also names it in the export.
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// `type=oci,dest=FILE` or `type=docker,dest=FILE` (repeatable).
-    #[arg(short = 'o', long = "output")]
-    outputs: Vec<String>,
+    #[command(flatten)]
+    out: OutputFlags,
     /// Coordinator state (action cache, cache heads); also holds `worker/`
     /// and `store/` unless --worker-dir / --store-dir say otherwise.
     #[arg(long, default_value = "/var/lib/rbk")]
@@ -53,30 +52,9 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-/// `type=oci|docker,dest=FILE` (what `rbk build` has always written;
-/// the farm's assembly supports more, but a local build's image is best
-/// taken as an archive).
-fn parse_output(s: &str) -> anyhow::Result<FarmOutput> {
-    let mut kind = None;
-    let mut dest = None;
-    for part in s.split(',') {
-        match part.split_once('=') {
-            Some(("type", t @ ("oci" | "docker"))) => kind = Some(t),
-            Some(("type", t)) => bail!("--output {s}: type={t} is not supported by rbk build yet (oci or docker)"),
-            Some(("dest", d)) => dest = Some(PathBuf::from(d)),
-            _ => bail!("--output {s}: unknown field {part:?} (expected type=...,dest=...)"),
-        }
-    }
-    match (kind, dest) {
-        (Some("oci"), Some(dest)) => Ok(FarmOutput::Oci { dest }),
-        (Some(_), Some(dest)) => Ok(FarmOutput::Docker { dest }),
-        _ => bail!("--output {s}: needs both type= and dest="),
-    }
-}
-
 pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
-    let outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = args.out.parse()?;
     let runtime = match args.runtime.as_str() {
         "runc" => RuntimeKind::Runc,
         "crun" => RuntimeKind::Crun,

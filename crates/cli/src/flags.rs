@@ -6,6 +6,8 @@
 //!   `rbk submit` read the same way (Dockerfile, build args, target,
 //!   secrets, cache, progress, base images, registries). `-t`, `-o` and
 //!   `--ssh` stay with each command: what they accept differs.
+//! - [`OutputFlags`]: `-o`/`--output`, `--push` and `--load`, where the
+//!   image goes, for `rbk build` and `rbk submit` alike.
 //! - [`CoordinatorConn`]: `--coordinator`, `--token` and `--tls-ca`, how
 //!   a client (`rbk submit`, `rbk cache`) reaches a coordinator as a tenant.
 //! - [`TlsCaFlag`]: `--tls-ca`, for every command that connects to a
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use rbk_plan::assemble::FarmOutput;
 use rbk_plan::planner::{Plan, PlanRequest};
 use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
 
@@ -105,6 +108,42 @@ impl DockerBuildFlags {
             steps: plan.steps.clone(),
             secrets: secrets.into_iter().collect(),
         }
+    }
+}
+
+/// Where the image goes, as buildx reads it: the same flags in `rbk build`
+/// and `rbk submit`.
+#[derive(clap::Args)]
+pub struct OutputFlags {
+    /// type=oci|docker|tar,dest=FILE; type=local,dest=DIR (or just DIR);
+    /// type=image,name=REF[,push=true]; type=registry[,name=REF];
+    /// type=docker without dest loads into docker. Image outputs take
+    /// compression=gzip|zstd|uncompressed[,compression-level=N]
+    /// [,force-compression=true]. Repeatable.
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Shorthand for --output=type=registry: push under every -t tag.
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for --output=type=docker: `docker load` the image.
+    #[arg(long)]
+    pub load: bool,
+}
+
+impl OutputFlags {
+    /// Every output the flags ask for, in order (`--push`, `--load` last).
+    pub fn parse(&self) -> anyhow::Result<Vec<FarmOutput>> {
+        let mut outputs = Vec::new();
+        for o in &self.outputs {
+            outputs.push(FarmOutput::parse(o)?);
+        }
+        if self.push {
+            outputs.push(FarmOutput::Registry { names: vec![] });
+        }
+        if self.load {
+            outputs.push(FarmOutput::Load);
+        }
+        Ok(outputs)
     }
 }
 

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use rbk_client::submit::{Target, human, run_build};
 use rbk_client::{Progress, ProgressMode, RemoteStore};
-use rbk_plan::assemble::{self, FarmOutput};
+use rbk_plan::assemble;
 use rbk_plan::planner;
 use rbk_proto::build::Output;
 use rbk_store::Store;
 
 use crate::farm_images::SubmitImages;
-use crate::flags::{CoordinatorConn, DockerBuildFlags};
+use crate::flags::{CoordinatorConn, DockerBuildFlags, OutputFlags};
 use rbk_client::images::FarmImages;
 
 #[derive(clap::Args)]
@@ -38,15 +38,8 @@ pub struct SubmitArgs {
     /// Only this machine's platform is supported (e.g. linux/amd64).
     #[arg(long)]
     platform: Option<String>,
-    /// type=oci|docker,dest=FILE, type=local,dest=DIR, type=registry (repeatable).
-    #[arg(short = 'o', long = "output")]
-    outputs: Vec<String>,
-    /// Push the image under every -t tag (type=registry).
-    #[arg(long)]
-    push: bool,
-    /// Load the image into docker (`docker load`).
-    #[arg(long)]
-    load: bool,
+    #[command(flatten)]
+    out: OutputFlags,
     /// Pull FROM images and push results from this machine (uploading
     /// base layers to the farm and downloading the image from it) instead
     /// of letting the farm pull and push.
@@ -91,16 +84,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         bail!("--platform {p}: the farm builds only for this machine's platform ({platform}) so far");
     }
     let ssh = rbk_client::ssh_agents::SshAgents::parse(&args.ssh)?;
-    let mut outputs = Vec::new();
-    for o in &args.outputs {
-        outputs.push(FarmOutput::parse(o)?);
-    }
-    if args.push {
-        outputs.push(FarmOutput::Registry { names: vec![] });
-    }
-    if args.load {
-        outputs.push(FarmOutput::Load);
-    }
+    let outputs = args.out.parse()?;
     let secrets = planner::load_secrets(&args.docker.secrets)?;
 
     let work_dir = client_dir(&args);
@@ -158,7 +142,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         // Nothing to run: the target is a base image with a new config.
         None
     } else {
-        let outputs = args.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect();
+        let outputs = args.out.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect();
         let submit = args.docker.submit_request(&plan, &req, secrets, platform.clone(), outputs);
         let target_step = plan.target_step();
         let to = Target { tls: &tls, url: &args.conn.coordinator, token: &token };

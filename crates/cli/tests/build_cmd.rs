@@ -140,7 +140,7 @@ fn unknown_output_types_are_refused() {
     let out = build(ctx.path(), state.path(), &["--output", "type=tarball,dest=x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("type=tarball is not supported"), "{stderr}");
+    assert!(stderr.contains("type=tarball: expected oci, docker, tar, local, image or registry"), "{stderr}");
 }
 
 // The embedded default's behaviours, through the binary (the in-process

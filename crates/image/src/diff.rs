@@ -157,21 +157,21 @@ impl Write for HashingFile {
     }
 }
 
-enum Compressor<W: Write> {
+pub(crate) enum Compressor<W: Write> {
     None(W),
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Compressor<W> {
-    fn new(w: W, c: Compression, level: Option<u32>) -> io::Result<Self> {
+    pub(crate) fn new(w: W, c: Compression, level: Option<u32>) -> io::Result<Self> {
         Ok(match c {
             Compression::None => Compressor::None(w),
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::new(level.unwrap_or(6).min(9)))),
             Compression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(w, level.unwrap_or(3).clamp(1, 19) as i32)?),
         })
     }
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Compressor::None(w) => Ok(w),
             Compressor::Gzip(g) => g.finish(),

@@ -24,6 +24,7 @@ mod image;
 mod import;
 mod layout;
 pub mod model;
+mod recompress;
 mod reference;
 pub mod registry;
 #[cfg(feature = "test-util")]
@@ -39,6 +40,7 @@ pub use image::Image;
 pub use import::{import_docker_archive, import_oci};
 pub use layout::{BlobWriter, OciLayout};
 pub use model::{ContainerConfig, Descriptor, HealthCheck, History, ImageConfig, Index, Manifest, Platform, RootFs, media_type};
+pub use recompress::{Recompress, recompress_image};
 pub use reference::{DOCKER_HUB, ImageRef};
 pub use registry::{Credentials, PushOptions, PushReport, RegistryClient};
 pub use unpack::{UnpackOptions, UnpackStats, unpack_layer, unpack_layer_file};

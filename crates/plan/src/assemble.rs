@@ -9,11 +9,11 @@
 //! checked write, so a wrong or truncated blob never becomes part of an
 //! image), and the image is saved and exported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use rbk_image::{Descriptor, Image, ImageRef, OciDigest, OciLayout, PushOptions, UnpackOptions};
+use rbk_image::{Compression, Descriptor, Image, ImageRef, LayerOptions, OciDigest, OciLayout, PushOptions, Recompress, UnpackOptions, recompress_image};
 use rbk_store::{Store, StoreExt};
 
 use crate::error::{BuildError, Result};
@@ -32,43 +32,132 @@ pub enum FarmOutput {
     /// `type=registry` or `--push`: pushed under every tag (`-t`), or
     /// `name=` if given.
     Registry { names: Vec<String> },
-    /// `--load`: piped into `docker load`.
+    /// `--load`, or `type=docker` without `dest`: piped into `docker load`.
     Load,
+    /// `type=tar,dest=F`: the root filesystem as one tar file (hard
+    /// links, owners and modes kept).
+    Tar { dest: PathBuf },
+    /// `type=image` without `push=true`: the image is named in the
+    /// client's own layout only (rbk has no image store of its own).
+    Named { names: Vec<String> },
+    /// `compression=...` on an image output: `output` written from a copy
+    /// of the image whose layers are recompressed; the base image's
+    /// layers stay as they are unless `force` (`force-compression=true`).
+    Recompressed { output: Box<FarmOutput>, to: Recompress, force: bool },
 }
 
 impl FarmOutput {
-    /// Parses `--output` (`type=...,dest=...`; a bare path means
-    /// `type=local,dest=PATH`, as in `docker build -o`).
+    /// Parses `--output` as buildx does (`type=...,dest=...`, read as
+    /// CSV so a quoted value may hold commas; a bare path means
+    /// `type=local,dest=PATH`).
     pub fn parse(spec: &str) -> Result<FarmOutput> {
         let bad = |problem: String| BuildError::OutputSpec { spec: spec.to_owned(), problem };
         if !spec.contains('=') {
             return Ok(FarmOutput::Local { dest: PathBuf::from(spec) });
         }
         let mut attrs = BTreeMap::new();
-        for part in spec.split(',') {
+        for part in split_csv(spec) {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| bad(format!("{part:?} is not key=value")))?;
-            attrs.insert(k.to_owned(), v.to_owned());
+            attrs.insert(k.trim().to_owned(), v.to_owned());
         }
-        let kind = attrs.remove("type").ok_or_else(|| bad("needs type=oci|docker|local|registry".into()))?;
+        let kind = attrs.remove("type").ok_or_else(|| bad("needs type=oci|docker|tar|local|image|registry".into()))?;
+        let flag = |attrs: &mut BTreeMap<String, String>, key: &str| -> Result<Option<bool>> {
+            match attrs.remove(key).as_deref() {
+                None => Ok(None),
+                Some("false") => Ok(Some(false)),
+                Some("true") | Some("") => Ok(Some(true)),
+                Some(v) => Err(bad(format!("{key}={v}: expected true or false"))),
+            }
+        };
         let dest = |attrs: &mut BTreeMap<String, String>| {
             attrs.remove("dest").map(PathBuf::from).ok_or_else(|| bad(format!("type={kind} needs dest=<path>")))
         };
+        let names = |attrs: &mut BTreeMap<String, String>| -> Vec<String> {
+            attrs.remove("name").map(|n| n.split(',').map(str::to_owned).filter(|n| !n.is_empty()).collect()).unwrap_or_default()
+        };
+        let compression = compression_of(&mut attrs).map_err(&bad)?;
+        let force = flag(&mut attrs, "force-compression")?.unwrap_or(false);
+        if flag(&mut attrs, "oci-mediatypes")? == Some(false) {
+            return Err(bad("oci-mediatypes=false: rbk writes OCI media types only".into()));
+        }
         let out = match kind.as_str() {
+            "local" | "tar" if compression.is_some() => {
+                return Err(bad(format!("compression= applies to image outputs (oci, docker, image, registry), not type={kind}")));
+            }
             "oci" => FarmOutput::Oci { dest: dest(&mut attrs)? },
-            "docker" => FarmOutput::Docker { dest: dest(&mut attrs)? },
-            "local" => FarmOutput::Local { dest: dest(&mut attrs)? },
-            "registry" => FarmOutput::Registry {
-                names: attrs.remove("name").map(|n| n.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+            "docker" => match attrs.remove("dest") {
+                Some(d) => FarmOutput::Docker { dest: PathBuf::from(d) },
+                None => FarmOutput::Load,
             },
-            other => return Err(bad(format!("type={other}: expected oci, docker, local or registry"))),
+            "local" => FarmOutput::Local { dest: dest(&mut attrs)? },
+            "tar" => FarmOutput::Tar { dest: dest(&mut attrs)? },
+            "registry" => {
+                if flag(&mut attrs, "push")? == Some(false) {
+                    return Err(bad("type=registry always pushes; for no push use type=image".into()));
+                }
+                FarmOutput::Registry { names: names(&mut attrs) }
+            }
+            "image" => {
+                let names = names(&mut attrs);
+                match flag(&mut attrs, "push")? {
+                    Some(true) => FarmOutput::Registry { names },
+                    _ => FarmOutput::Named { names },
+                }
+            }
+            other => return Err(bad(format!("type={other}: expected oci, docker, tar, local, image or registry"))),
         };
         if let Some(k) = attrs.keys().next() {
             return Err(bad(format!("unknown key {k:?}")));
         }
-        Ok(out)
+        Ok(match compression {
+            Some(to) => FarmOutput::Recompressed { output: Box::new(out), to, force },
+            None => out,
+        })
     }
+}
+
+/// `compression=` and `compression-level=` of an image output.
+fn compression_of(attrs: &mut BTreeMap<String, String>) -> std::result::Result<Option<Recompress>, String> {
+    let level = match attrs.remove("compression-level") {
+        None => None,
+        Some(l) => Some(l.parse::<u32>().map_err(|_| format!("compression-level={l}: expected a number"))?),
+    };
+    let Some(c) = attrs.remove("compression") else {
+        return match level {
+            Some(_) => Err("compression-level= needs compression=gzip|zstd".into()),
+            None => Ok(None),
+        };
+    };
+    let compression = match c.as_str() {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        "uncompressed" => Compression::None,
+        "estargz" => return Err("compression=estargz: not supported by rbk (gzip, zstd or uncompressed)".into()),
+        other => return Err(format!("compression={other}: expected gzip, zstd or uncompressed")),
+    };
+    match (compression, level) {
+        (Compression::Gzip, Some(l)) if l > 9 => Err(format!("compression-level={l}: gzip takes 0-9")),
+        (Compression::Zstd, Some(l)) if !(1..=19).contains(&l) => Err(format!("compression-level={l}: zstd takes 1-19")),
+        (Compression::None, Some(_)) => Err("compression-level= means nothing for compression=uncompressed".into()),
+        _ => Ok(Some(Recompress { compression, level })),
+    }
+}
+
+/// Splits `a=1,"name=x,y",b=2` at commas outside double quotes (buildx
+/// reads `--output` as CSV), quotes removed.
+fn split_csv(spec: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in spec.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
 }
 
 /// The saved image: its layout and manifest.
@@ -76,6 +165,9 @@ impl FarmOutput {
 pub struct Assembled {
     pub layout: OciLayout,
     pub manifest: Descriptor,
+    /// The layers that came from the target's base image (`compression=`
+    /// leaves them as they are unless `force-compression=true`).
+    pub base_layers: BTreeSet<OciDigest>,
 }
 
 /// The layer chain the final image has: the target node's result, or the
@@ -152,6 +244,7 @@ pub async fn assemble_reporting(
 ) -> Result<Assembled> {
     let layout = OciLayout::create(layout_dir)?;
     let (mut image, layers) = describe(recipe, result)?;
+    let base_layers = recipe.image.manifest.layers.iter().map(|l| l.digest).collect();
     let total: u64 = layers.iter().map(|l| l.size).sum();
     let mut done = 0;
     for l in &layers {
@@ -160,7 +253,7 @@ pub async fn assemble_reporting(
         fetched(done, total);
     }
     let manifest = image.save(&layout, tags.first().map(String::as_str))?;
-    Ok(Assembled { layout, manifest })
+    Ok(Assembled { layout, manifest, base_layers })
 }
 
 /// Writes the image to every output; returns one line per output for the
@@ -173,49 +266,73 @@ pub async fn write_outputs(
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     for out in outputs {
-        match out {
-            FarmOutput::Oci { dest } => {
-                rbk_image::export_oci_archive(&image.layout, &image.manifest, tags.first().map(String::as_str), dest)?;
-                notes.push(format!("exporting to oci image format {}", dest.display()));
-            }
-            FarmOutput::Docker { dest } => {
-                rbk_image::export_docker_archive(&image.layout, &image.manifest, tags, dest)?;
-                notes.push(format!("exporting to docker image format {}", dest.display()));
-            }
-            FarmOutput::Local { dest } => {
-                let (layout, manifest, dest) = (image.layout.clone(), image.manifest.clone(), dest.clone());
-                tokio::task::spawn_blocking(move || unpack_rootfs(&layout, &manifest, &dest))
-                    .await
-                    .map_err(|source| BuildError::Task { what: "type=local", source })??;
-                notes.push(format!("copying files to {}", out_dest(out)));
-            }
-            FarmOutput::Registry { names } => {
-                let names = if names.is_empty() { tags } else { names };
-                if names.is_empty() {
-                    return Err(BuildError::PushWithoutName);
-                }
-                let client = crate::registry_access::registry_client(insecure_registries)?;
-                for name in names {
-                    let r: ImageRef = name.parse().map_err(|source| BuildError::ImageRef { flag: "push", reference: name.clone(), source })?;
-                    client.push(&image.layout, &image.manifest, &r, &PushOptions::default()).await?;
-                    notes.push(format!("pushing {name} ({})", image.manifest.digest));
-                }
-            }
-            FarmOutput::Load => {
-                load_into_docker(image, tags).await?;
-                notes.push("loading image into docker".into());
-            }
-        }
+        let (image, out) = match out {
+            FarmOutput::Recompressed { output, to, force } => (recompressed(image, *to, *force).await?, &**output),
+            out => (image.clone(), out),
+        };
+        notes.push(write_output(&image, out, tags, insecure_registries).await?);
     }
     Ok(notes)
 }
 
-fn out_dest(out: &FarmOutput) -> String {
-    match out {
-        FarmOutput::Oci { dest } | FarmOutput::Docker { dest } | FarmOutput::Local { dest } => dest.display().to_string(),
-        FarmOutput::Registry { names } => names.join(","),
-        FarmOutput::Load => "docker".into(),
-    }
+/// A copy of the image with its layers compressed as `to` (the base
+/// image's kept unless `force`).
+async fn recompressed(image: &Assembled, to: Recompress, force: bool) -> Result<Assembled> {
+    let (layout, manifest) = (image.layout.clone(), image.manifest.clone());
+    let keep = if force { BTreeSet::new() } else { image.base_layers.clone() };
+    let m = tokio::task::spawn_blocking(move || recompress_image(&layout, &manifest, to, &|d| keep.contains(d)))
+        .await
+        .map_err(|source| BuildError::Task { what: "compression=", source })??;
+    Ok(Assembled { layout: image.layout.clone(), manifest: m, base_layers: image.base_layers.clone() })
+}
+
+/// One output (compression already applied); the progress note.
+async fn write_output(image: &Assembled, out: &FarmOutput, tags: &[String], insecure_registries: &[String]) -> Result<String> {
+    Ok(match out {
+        FarmOutput::Oci { dest } => {
+            rbk_image::export_oci_archive(&image.layout, &image.manifest, tags.first().map(String::as_str), dest)?;
+            format!("exporting to oci image format {}", dest.display())
+        }
+        FarmOutput::Docker { dest } => {
+            rbk_image::export_docker_archive(&image.layout, &image.manifest, tags, dest)?;
+            format!("exporting to docker image format {}", dest.display())
+        }
+        FarmOutput::Local { dest } | FarmOutput::Tar { dest } => {
+            let tar = matches!(out, FarmOutput::Tar { .. });
+            let (layout, manifest, to) = (image.layout.clone(), image.manifest.clone(), dest.clone());
+            tokio::task::spawn_blocking(move || if tar { rootfs_tar(&layout, &manifest, &to) } else { unpack_rootfs(&layout, &manifest, &to) })
+                .await
+                .map_err(|source| BuildError::Task { what: "type=local", source })??;
+            match tar {
+                true => format!("sending tarball {}", dest.display()),
+                false => format!("copying files to {}", dest.display()),
+            }
+        }
+        FarmOutput::Registry { names } => {
+            let names = if names.is_empty() { tags } else { names };
+            if names.is_empty() {
+                return Err(BuildError::PushWithoutName);
+            }
+            let client = crate::registry_access::registry_client(insecure_registries)?;
+            for name in names {
+                let r: ImageRef = name.parse().map_err(|source| BuildError::ImageRef { flag: "push", reference: name.clone(), source })?;
+                client.push(&image.layout, &image.manifest, &r, &PushOptions::default()).await?;
+            }
+            format!("pushing {} ({})", names.join(", "), image.manifest.digest)
+        }
+        FarmOutput::Named { names } => {
+            let names = if names.is_empty() { tags } else { names };
+            for name in names {
+                image.layout.add_manifest(image.manifest.clone(), Some(name))?;
+            }
+            format!("naming to {} in {} (push=true sends it to the registry)", names.join(", "), image.layout.root().display())
+        }
+        FarmOutput::Load => {
+            load_into_docker(image, tags).await?;
+            "loading image into docker".into()
+        }
+        FarmOutput::Recompressed { .. } => return Err(BuildError::OutputSpec { spec: "compression=".into(), problem: "applied twice".into() }),
+    })
 }
 
 /// `docker load` from a docker archive of the image.
@@ -242,6 +359,19 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+/// The image's root filesystem as one uncompressed tar at `dest`
+/// (`type=tar`): unpacked as for `type=local`, then written by the layer
+/// writer, so hard links stay links and the order is fixed.
+fn rootfs_tar(layout: &OciLayout, manifest: &Descriptor, dest: &Path) -> Result<()> {
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let root = tempfile::tempdir_in(parent).map_err(|e| BuildError::io(parent, e))?;
+    unpack_rootfs(layout, manifest, root.path())?;
+    let opts = LayerOptions { compression: Compression::None, ..LayerOptions::new(parent) };
+    let tar = rbk_image::layer_from_upper(root.path(), &opts)?;
+    tar.file.persist(dest).map_err(|e| BuildError::io(dest, e.error))?;
+    Ok(())
 }
 
 /// Unpacks the image's layers into `dest` as one root filesystem. Each
@@ -409,6 +539,36 @@ mod tests {
         assert_eq!(std::fs::read(root.join("over")).unwrap(), b"new");
         assert!(!root.join("etc/gone").exists(), "the whiteout removed it");
         assert!(!root.join("etc/.wh.gone").exists());
+    }
+
+    #[test]
+    fn image_outputs_parse_as_buildx_reads_them() {
+        let zstd = Recompress { compression: Compression::Zstd, level: Some(5) };
+        assert_eq!(FarmOutput::parse("type=tar,dest=fs.tar").unwrap(), FarmOutput::Tar { dest: "fs.tar".into() });
+        assert_eq!(FarmOutput::parse("type=docker").unwrap(), FarmOutput::Load, "no dest: docker load");
+        assert_eq!(
+            FarmOutput::parse("type=image,name=r/a:1,push=true").unwrap(),
+            FarmOutput::Registry { names: vec!["r/a:1".into()] }
+        );
+        assert_eq!(FarmOutput::parse("type=image,name=r/a:1").unwrap(), FarmOutput::Named { names: vec!["r/a:1".into()] });
+        assert_eq!(
+            FarmOutput::parse("type=image,\"name=r/a:1,r/a:2\",push=true").unwrap(),
+            FarmOutput::Registry { names: vec!["r/a:1".into(), "r/a:2".into()] }
+        );
+        assert_eq!(
+            FarmOutput::parse("type=oci,dest=x,compression=zstd,compression-level=5,force-compression=true").unwrap(),
+            FarmOutput::Recompressed { output: Box::new(FarmOutput::Oci { dest: "x".into() }), to: zstd, force: true }
+        );
+        for (spec, problem) in [
+            ("type=oci,dest=x,compression=lz4", "compression=lz4: expected gzip, zstd or uncompressed"),
+            ("type=oci,dest=x,compression=gzip,compression-level=12", "gzip takes 0-9"),
+            ("type=oci,dest=x,compression-level=3", "needs compression=gzip|zstd"),
+            ("type=local,dest=d,compression=zstd", "not type=local"),
+            ("type=image,push=maybe", "push=maybe: expected true or false"),
+        ] {
+            let e = FarmOutput::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(problem), "{spec}: {e}");
+        }
     }
 
     #[test]

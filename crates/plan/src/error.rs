@@ -65,7 +65,7 @@ pub enum BuildError {
         "--load: docker is not installed (no `docker` on PATH); use --output type=docker,dest=FILE and load it where docker runs"
     )]
     NoDocker,
-    #[error("--load: docker load failed ({status}): {stderr}")]
+    #[error("--load: docker load failed ({status}): {stderr} (without a docker daemon, use --output type=docker,dest=FILE and load it where docker runs)")]
     DockerLoad { status: std::process::ExitStatus, stderr: String },
     #[error("final image: step {step_id} reported no result to assemble the image from")]
     NoResult { step_id: String },

@@ -92,24 +92,22 @@ impl Parsed {
     pub async fn resolve(&self, src: &Source<'_>, layout: &OciLayout) -> Result<Resolved> {
         let mut bases = Bases::default();
         let mut farm_bases = HashMap::new();
-        for s in &self.unresolved.steps {
-            if let df::StepKind::Image { reference, .. } = &s.kind
-                && !bases.0.contains_key(reference)
-            {
-                let image = match src.farm.filter(|_| !src.base_images.contains_key(reference)) {
-                    Some(farm) => {
-                        let base = farm
-                            .resolve(reference, &rbk_worker::payload::current_platform())
-                            .await
-                            .map_err(|message| BuildError::FarmResolve { reference: reference.clone(), message })?;
-                        let image = farm_image(reference, &base)?;
-                        farm_bases.insert(reference.clone(), base);
-                        image
-                    }
-                    None => resolve_base(src, reference, layout).await?,
-                };
-                bases.0.insert(reference.clone(), image);
-            }
+        // `FROM <image>` and `--from=<image>` alike (one resolution path):
+        // by the farm when it pulls, else here.
+        for reference in crate::image_sources::references(&self.unresolved) {
+            let image = match src.farm.filter(|_| !src.base_images.contains_key(reference)) {
+                Some(farm) => {
+                    let base = farm
+                        .resolve(reference, &rbk_worker::payload::current_platform())
+                        .await
+                        .map_err(|message| BuildError::FarmResolve { reference: reference.to_owned(), message })?;
+                    let image = farm_image(reference, &base)?;
+                    farm_bases.insert(reference.to_owned(), base);
+                    image
+                }
+                None => resolve_base(src, reference, layout).await?,
+            };
+            bases.0.insert(reference.to_owned(), image);
         }
         let remote = remote_sources::resolve(&self.unresolved, &self.file_name, src.client_dir).await?;
         let ctx = df::FsContext::new(src.context);
@@ -173,9 +171,9 @@ pub(crate) fn apply_config(image: &mut Image, stage: &df::Stage) {
     if let Some(s) = &c.shell {
         cc.shell = Some(s.clone());
     }
-    if !c.onbuild.is_empty() {
-        cc.on_build = Some(c.onbuild.clone());
-    }
+    // The base image's triggers ran in this stage; only the stage's own
+    // are the image's (Docker clears the base's).
+    cc.on_build = (!c.onbuild.is_empty()).then(|| c.onbuild.clone());
     if let Some(m) = &c.maintainer {
         image.config.author = Some(m.clone());
     }
@@ -189,6 +187,7 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
     for s in &graph.steps {
         paths.extend(s.kind.context_paths().into_iter().flatten().map(str::to_owned));
     }
+    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for rel in paths {
         if Path::new(&rel)
             .components()
@@ -212,7 +211,19 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
             let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
             std::os::unix::fs::symlink(target, &dst).map_err(|e| BuildError::io(&dst, e))?;
         } else if meta.is_file() {
-            std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+            // Hard links stay links (the snapshot, COPY and the layer keep
+            // them): the first path of an inode is copied, the others
+            // linked to that copy.
+            use std::os::unix::fs::MetadataExt;
+            match (meta.nlink() > 1).then(|| linked.get(&(meta.dev(), meta.ino()))).flatten() {
+                Some(first) => std::fs::hard_link(first, &dst).map_err(|e| BuildError::io(&dst, e))?,
+                None => {
+                    std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+                    if meta.nlink() > 1 {
+                        linked.insert((meta.dev(), meta.ino()), dst.clone());
+                    }
+                }
+            }
         }
         // Devices, fifos and sockets are not staged: reading one could
         // block forever or never end (`/dev/zero`), and a build context
@@ -241,7 +252,9 @@ fn farm_image(reference: &str, base: &crate::farm_bases::FarmBase) -> Result<Ima
     Ok(image)
 }
 
-/// Loads `FROM` images: from `--base-image` layouts, else from registries.
+/// Loads the images a build reads (`FROM`, `--from=<image>`): from
+/// `--base-image` layouts, else from registries (a tag resolved to the
+/// digest it names now, on every build; a pinned `@sha256:` as is).
 async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
     if let Some(spec) = src.base_images.get(reference) {
         let (dir, ref_name) = match spec.rsplit_once(':') {
@@ -274,6 +287,10 @@ impl df::BaseResolver for Bases {
         self.0
             .get(reference)
             .map(|i| i.manifest_descriptor.digest.to_string())
+    }
+
+    fn onbuild(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<String>> {
+        self.0.get(reference)?.config.config.on_build.clone()
     }
 
     fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {

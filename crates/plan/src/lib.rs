@@ -11,6 +11,7 @@
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
 //! - [`remote_sources`]: `ADD <url>` re-validated each build, keyed by
 //!   content;
+//! - `image_sources`: images read by `--from=<image>`, resolved like `FROM`;
 //! - [`assemble`]: the final image and outputs from the target's result;
 //! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
 //!
@@ -24,6 +25,7 @@ pub mod assemble;
 mod error;
 pub mod farm_bases;
 mod frontend;
+mod image_sources;
 pub mod mapping;
 pub mod planner;
 pub mod registry_access;

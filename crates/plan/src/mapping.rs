@@ -18,12 +18,14 @@ pub fn stage_source(stage: usize) -> String {
     format!("stage-{stage}")
 }
 
-fn source_of(from: &df::FromRef) -> Result<wk::Source, Unsupported> {
+/// Where `--from` files come from, as the worker names it: the context,
+/// a stage's rootfs, or an image's (mounted like a stage's).
+pub fn source_of(from: &df::FromRef) -> Result<wk::Source, Unsupported> {
     match from {
         df::FromRef::Context => Ok(wk::Source::Context),
         df::FromRef::Stage { stage, .. } => Ok(wk::Source::Stage(stage_source(*stage))),
-        df::FromRef::Image { reference, .. } => Err(format!(
-            "files from image {reference} (--from=<image>) are not supported by rbk yet"
+        df::FromRef::Image { reference, digest } => Ok(wk::Source::Stage(
+            crate::image_sources::source_name(reference, digest.as_deref()),
         )),
     }
 }

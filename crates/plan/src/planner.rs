@@ -34,6 +34,7 @@ use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
 use crate::mapping;
+use crate::image_sources;
 
 /// The namespace the client plans cache ids in. The coordinator scopes
 /// every cache id and action-cache entry by the caller's tenant anyway; the
@@ -282,6 +283,7 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
             _ => {}
         }
     }
+    lines.extend(image_sources::from_lines(graph, bases));
     lines
 }
 
@@ -556,7 +558,7 @@ pub(crate) fn plan_graph(
                     Some(id) => id.clone(),
                     None => {
                         let id = format!("s{}", step.id);
-                        nodes.push(plan_node(graph, step, kind, &p, &planned, &id, &key, cx, &l)?);
+                        nodes.push(plan_node(graph, step, kind, &p, &planned, bases, &id, &key, cx, &l)?);
                         by_key.insert(key, id.clone());
                         id
                     }
@@ -597,6 +599,7 @@ fn plan_node(
     kind: &df::StepKind,
     parent: &Planned,
     planned: &HashMap<df::StepId, Planned>,
+    bases: &Bases<'_>,
     id: &str,
     key: &str,
     cx: &PlanContext<'_>,
@@ -674,6 +677,7 @@ fn plan_node(
             .ok_or_else(|| l.not_planned(format!("stage {s}")))?;
         stages.insert(mapping::stage_source(s), r.source);
     }
+    stages.extend(image_sources::stage_entries(kind, bases.layers).map_err(|m| l.not_planned(m))?);
     let payload = FarmStep {
         version: FARM_STEP_VERSION,
         label: l.text.clone(),
@@ -996,5 +1000,53 @@ mod tests {
         let e = load_secrets(&["id=c,env=RBK_PLAN_TEST_UNSET_VAR".into()]).unwrap_err().to_string();
         assert!(e.contains("RBK_PLAN_TEST_UNSET_VAR") && e.contains("id=c"), "{e}");
         assert!(load_secrets(&["src=/x".into()]).unwrap_err().to_string().contains("id="));
+    }
+
+    /// `COPY --from=<image>` (crate::image_sources).
+    mod image_source {
+        use super::*;
+
+        const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+        fn layer() -> LayerDesc {
+            LayerDesc {
+                digest: DIGEST.into(),
+                diff_id: DIGEST.into(),
+                blake3: rbk_store::Digest::of(b"tools").to_string(),
+                size: 5,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            }
+        }
+
+        fn graph(text: &str) -> df::Graph {
+            let dir = tempfile::tempdir().unwrap();
+            let digests = BTreeMap::from([("tools:1".to_owned(), "sha256:abc".to_owned())]);
+            df::build_graph(text, &df::BuildOptions::default(), &df::FsContext::new(dir.path()), &digests).unwrap()
+        }
+
+        #[test]
+        fn a_step_reading_an_image_names_its_layers_by_digest_in_the_payload() {
+            let g = graph("FROM scratch\nCOPY --from=tools:1 /bin/tool /tool\n");
+            let images = HashMap::from([("tools:1".to_owned(), rbk_image::Image::scratch(&rbk_image::Platform::linux_amd64()))]);
+            let layers = HashMap::from([("tools:1".to_owned(), vec![layer()])]);
+            let none = Default::default();
+            let cx = PlanContext {
+                file_name: "Dockerfile",
+                context_digest: "ctx",
+                step_contexts: &HashMap::new(),
+                platform: "linux/amd64",
+                secret_ids: &none,
+                ssh_ids: &none,
+                allow: &Default::default(),
+            };
+            let (nodes, _) = plan_graph(&g, &Bases { images: &images, layers: &layers }, &cx).unwrap();
+            let p = payload_of(&nodes[0]).unwrap();
+            assert_eq!(p.stages.get("image@sha256:abc"), Some(&ImageSource::Layers { layers: vec![layer()] }));
+            assert!(nodes[0].deps.is_empty(), "an image is no step to wait for");
+            let rbk_worker::payload::Work::Step { step: rbk_worker::StepKind::Copy(c) } = &p.work else { panic!("{:?}", p.work) };
+            assert!(
+                matches!(&c.sources[0], rbk_worker::CopySource::Path { from: rbk_worker::Source::Stage(s), .. } if s == "image@sha256:abc")
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use globset::{Glob, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
+use crate::archive::{is_tar, open_decompressed};
 use crate::error::{IoContext, Result, WorkerError};
 use crate::mounts::StepInputs;
 use crate::scope::{clean_abs, resolve_in_root};
@@ -224,7 +225,7 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
             let target = format!("{}/{}", dest.trim_end_matches('/'), kept.trim_start_matches('/'));
             if md.is_dir() {
                 ensure_dir(dest_root, &target, &attrs, &mut stats)?;
-                copy_tree(&host, Path::new(""), dest_root, &target, &attrs, keep_owner, &excludes, &mut stats)?;
+                copy_tree(&host, Path::new(""), dest_root, &target, &attrs, keep_owner, &excludes, &mut HardLinks::default(), &mut stats)?;
             } else {
                 write_entry(&host, dest_root, &target, &attrs, keep_owner, &mut stats)?;
             }
@@ -232,7 +233,8 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         }
         if md.is_dir() {
             ensure_dir(dest_root, &dest, &attrs, &mut stats)?;
-            copy_tree(&host, Path::new(""), dest_root, &dest, &attrs, keep_owner, &excludes, &mut stats)?;
+            let mut links = HardLinks::default();
+            copy_tree(&host, Path::new(""), dest_root, &dest, &attrs, keep_owner, &excludes, &mut links, &mut stats)?;
             continue;
         }
         if let Some(name) = url_name {
@@ -263,7 +265,7 @@ pub fn seed_dir(src: &Path, dest: &Path) -> Result<CopyStats> {
         return Err(WorkerError::path(src, "a cache is seeded from a directory, and this is not one"));
     }
     let mut stats = CopyStats::default();
-    copy_tree(src, Path::new(""), dest, "/", &Attrs { chown: None, chmod: None }, true, &Excludes(vec![]), &mut stats)?;
+    copy_tree(src, Path::new(""), dest, "/", &Attrs { chown: None, chmod: None }, true, &Excludes(vec![]), &mut HardLinks::default(), &mut stats)?;
     Ok(stats)
 }
 
@@ -292,8 +294,42 @@ fn ensure_dir(root: &Path, path: &str, attrs: &Attrs, stats: &mut CopyStats) -> 
     Ok(host)
 }
 
+/// Files with several links seen in one copied tree, by (device, inode):
+/// the destination of the first, so the others become hard links to it
+/// (as BuildKit copies them) instead of copies.
+#[derive(Default)]
+struct HardLinks(HashMap<(u64, u64), PathBuf>);
+
+impl HardLinks {
+    /// Links `target` to the copy of an inode seen before; false when
+    /// `md` is the first of its inode (the caller copies it, then
+    /// [`noted`](Self::noted)).
+    fn link(&self, md: &std::fs::Metadata, root: &Path, target: &str, stats: &mut CopyStats) -> Result<bool> {
+        let Some(first) = (md.is_file() && md.nlink() > 1).then(|| self.0.get(&(md.dev(), md.ino()))).flatten() else {
+            return Ok(false);
+        };
+        let host = resolve_in_root(root, target)?;
+        if let Ok(existing) = std::fs::symlink_metadata(&host) {
+            if existing.is_dir() {
+                return Err(WorkerError::path(&host, format!("cannot overwrite directory {target} with a file")));
+            }
+            std::fs::remove_file(&host).ctx(|| format!("replacing {}", host.display()))?;
+        }
+        std::fs::hard_link(first, &host).ctx(|| format!("linking {} to {}", host.display(), first.display()))?;
+        stats.files += 1;
+        Ok(true)
+    }
+
+    fn noted(&mut self, md: &std::fs::Metadata, root: &Path, target: &str) -> Result<()> {
+        if md.is_file() && md.nlink() > 1 {
+            self.0.insert((md.dev(), md.ino()), resolve_in_root(root, target)?);
+        }
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn copy_tree(src_root: &Path, rel: &Path, root: &Path, dest: &str, attrs: &Attrs, keep_owner: bool, excludes: &Excludes, stats: &mut CopyStats) -> Result<()> {
+fn copy_tree(src_root: &Path, rel: &Path, root: &Path, dest: &str, attrs: &Attrs, keep_owner: bool, excludes: &Excludes, links: &mut HardLinks, stats: &mut CopyStats) -> Result<()> {
     let dir = src_root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))?.collect::<std::io::Result<Vec<_>>>().ctx(|| format!("listing {}", dir.display()))?;
     entries.sort_by_key(|e| e.file_name());
@@ -317,9 +353,10 @@ fn copy_tree(src_root: &Path, rel: &Path, root: &Path, dest: &str, attrs: &Attrs
             }
             apply_attrs(&host, &md, attrs, keep_owner, false)?;
             stats.dirs += 1;
-            copy_tree(src_root, &rel_child, root, dest, attrs, keep_owner, excludes, stats)?;
-        } else {
+            copy_tree(src_root, &rel_child, root, dest, attrs, keep_owner, excludes, links, stats)?;
+        } else if !links.link(&md, root, &target, stats)? {
             write_entry(&src, root, &target, attrs, keep_owner, stats)?;
+            links.noted(&md, root, &target)?;
         }
     }
     Ok(())
@@ -410,43 +447,13 @@ fn write_inline(root: &Path, target: &str, content: &str, attrs: &Attrs, stats: 
     Ok(())
 }
 
-/// Whether `path` is a tar archive, plain or gzip-compressed (ADD unpacks
-/// those; anything else is copied as a file).
-fn is_tar(path: &Path) -> Result<bool> {
-    let mut head = [0u8; 512];
-    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    let n = read_full(&mut f, &mut head).ctx(|| format!("reading {}", path.display()))?;
-    if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        let f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-        let mut gz = flate2::read::GzDecoder::new(f);
-        let n = read_full(&mut gz, &mut head).unwrap_or(0);
-        return Ok(n >= 262 && &head[257..262] == b"ustar");
-    }
-    Ok(n >= 262 && &head[257..262] == b"ustar")
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 /// Unpacks a local archive into the container directory `dest`. Entries are
 /// confined: `..` that would climb above `dest` and device nodes are
 /// refused with an error naming the entry; paths are resolved inside the
 /// root, so symlinks (from the base or from earlier entries) cannot lead
 /// out.
 fn extract_archive(archive: &Path, root: &Path, dest: &str, attrs: &Attrs, stats: &mut CopyStats) -> Result<()> {
-    let f = File::open(archive).ctx(|| format!("opening {}", archive.display()))?;
-    let mut magic = [0u8; 2];
-    let n = read_full(&mut File::open(archive).ctx(|| format!("opening {}", archive.display()))?, &mut magic).ctx(|| format!("reading {}", archive.display()))?;
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(open_decompressed(archive)?);
     let what = archive.display().to_string();
     let hostile = |entry: &str, reason: &str| WorkerError::CopySource { source_path: format!("{what}: entry {entry:?}"), reason: reason.into() };
     for entry in ar.entries().ctx(|| format!("reading archive {what}"))? {

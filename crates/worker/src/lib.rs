@@ -10,6 +10,7 @@
 //! build graph nodes onto [`Step`]s and sends them in the step contract,
 //! [`payload`].
 
+pub mod archive;
 mod cache_subdir;
 pub mod chmod;
 pub mod copy;

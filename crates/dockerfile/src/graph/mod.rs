@@ -32,6 +32,7 @@ mod describe;
 mod from_ref;
 mod instruction;
 mod mount;
+mod onbuild;
 mod options;
 mod order;
 mod resolve;
@@ -645,6 +646,7 @@ impl<'a> Builder<'a> {
                     Some(env) => scope.env = env,
                     None => st.env_known = false,
                 }
+                triggers = onbuild::image_triggers(resolver, reference, platform.as_deref(), pos)?;
                 StepKind::Image {
                     reference: reference.clone(),
                     platform: platform.clone(),
@@ -665,7 +667,8 @@ impl<'a> Builder<'a> {
         });
         let mut cmd_set_here = false;
         let stage_index = earlier.len();
-        for l in triggers.iter().chain(&insts[1..]) {
+        for (i, l) in triggers.iter().chain(&insts[1..]).enumerate() {
+            let pending_before = st.pending.len();
             // Suggestions come from the env the instruction expands with
             // (BuildKit's), not the one it leaves.
             let env_before: Vec<String> = match st.env_known {
@@ -674,6 +677,12 @@ impl<'a> Builder<'a> {
             };
             let fallback = scope.path_fallback.then_some("PATH");
             self.instruction(l, &mut st, &mut scope, earlier, &mut cmd_set_here)?;
+            // A trigger's step says where it came from in progress lines.
+            if i < triggers.len()
+                && let Some(p) = st.pending.get_mut(pending_before)
+            {
+                p.text = format!("ONBUILD {}", p.text);
+            }
             let missed = std::mem::take(&mut *scope.missed.borrow_mut());
             // Without the base image's env (not resolved), an unknown name
             // may well be the image's: say nothing rather than guess.

@@ -64,6 +64,12 @@ pub trait BaseResolver {
     fn git(&self, _url: &str) -> Option<String> {
         None
     }
+
+    /// The image config's `OnBuild` triggers (instruction text each), run
+    /// first in a stage built on the image. `None` when unknown.
+    fn onbuild(&self, _reference: &str, _platform: Option<&str>) -> Option<Vec<String>> {
+        None
+    }
 }
 
 impl BaseResolver for BTreeMap<String, String> {
