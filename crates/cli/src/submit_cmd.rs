@@ -58,7 +58,8 @@ pub struct SubmitArgs {
     client_dir: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerBuildFlags,
-    /// The build context directory.
+    /// The build context: a directory, a git URL (`URL#REF:SUBDIR`), an
+    /// http(s) URL of a tar archive or Dockerfile, or `-` (stdin).
     context: PathBuf,
 }
 
@@ -76,7 +77,7 @@ fn client_dir(args: &SubmitArgs) -> PathBuf {
 const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
+    let mode: ProgressMode = args.docker.progress_mode()?;
     let platform = rbk_worker::payload::current_platform();
     if let Some(p) = &args.platform
         && p != &platform
@@ -97,11 +98,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let secrets = planner::load_secrets(&args.docker.secrets)?;
 
     let work_dir = client_dir(&args);
-    let mut req = args.docker.plan_request(&args.context, &work_dir, &secrets)?;
-    req.ssh_ids = ssh.ids();
-    // The clock starts here, as BuildKit's does: planning (pulling bases,
-    // uploading the context) is part of the build.
+    // The clock starts here, as BuildKit's does: fetching a remote
+    // context and planning (pulling bases, uploading the context) are part
+    // of the build.
     let mut progress = Progress::stderr(mode);
+    let (mut req, _inputs) = args.docker.prepare(&args.context, &work_dir, &secrets, &progress).await?;
+    req.ssh_ids = ssh.ids();
     // Before any connection: a Dockerfile error is the user's to fix first.
     let parsed = planner::parse(&req)?;
 
@@ -168,6 +170,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     };
     let image = assemble::assemble(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir).await?;
     let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
+    crate::build_result::write_files(&args.docker, &image, &args.tags)?;
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));

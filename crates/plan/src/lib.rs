@@ -9,7 +9,9 @@
 //! - [`planner`]: Dockerfile → the step graph, base layers and the context
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
-//! - [`assemble`]: the final image and outputs from the target's result.
+//! - [`assemble`]: the final image and outputs from the target's result;
+//! - [`run_defaults`]: the build's `--network`, `--add-host`, `--shm-size`
+//!   and `--ulimit`, applied to every RUN.
 //!
 //! Sending the plan and following the build is `rbk-client`'s.
 
@@ -22,5 +24,7 @@ mod error;
 mod frontend;
 pub mod mapping;
 pub mod planner;
+pub mod run_defaults;
 
 pub use error::{BuildError, Result};
+pub use frontend::IMAGE_ALIAS;

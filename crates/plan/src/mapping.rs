@@ -178,7 +178,7 @@ pub fn run_mounts_with(
     Ok((out, caches))
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1),
@@ -233,6 +233,7 @@ pub fn run_step_with(
         } else {
             wk::Security::Sandbox
         },
+        container: wk::ContainerOptions::default(),
     };
     Ok((step, caches))
 }

@@ -11,6 +11,7 @@
 //! [`payload`].
 
 mod cache_subdir;
+pub mod container_options;
 pub mod copy;
 pub mod entitlements;
 mod error;
@@ -39,4 +40,4 @@ pub use logs::{DEFAULT_LOG_LIMIT_BYTES, LogLine, LogSink, MAX_LINE_BYTES, Redact
 pub use mounts::{SecretValue, StepInputs};
 pub use policy::WorkerPolicy;
 pub use runtime::{RunOptions, RuntimeKind, TAIL_LINES};
-pub use step::{Command, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source, Step, StepKind};
+pub use step::{Command, ContainerOptions, HostEntry, Ulimit, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source, Step, StepKind};
