@@ -111,14 +111,7 @@ pub fn fetch(url: &GitUrl, work_dir: &Path) -> anyhow::Result<Checkout> {
     let name = blake3::hash(url.remote.as_bytes()).to_hex();
     let dir = work_dir.join("git").join(&name.as_str()[..32]);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lock_path = dir.join("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let lock = crate::file_lock::lock(&dir.join("lock"))?;
     let repo = dir.join("repo.git");
     let repo_s = repo.to_str().context("the client dir's path is not UTF-8")?.to_owned();
     if !repo.join("HEAD").exists() {

@@ -10,6 +10,7 @@ mod coordinator_snapshot_cmd;
 mod coordinator_raft;
 mod context_source;
 mod embedded_farm;
+mod file_lock;
 mod flags;
 mod git_context;
 mod raft_port;

@@ -203,25 +203,15 @@ fn is_cached(progress: &str, label: &str) -> bool {
         .any(|n| progress.lines().any(|l| l == format!("{n} CACHED")))
 }
 
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
+
 /// The content of `path` in the image of an OCI archive (topmost layer wins).
 fn file_in_image(archive: &std::path::Path, path: &str) -> Option<String> {
     use std::io::Read;
-    let mut blobs = std::collections::HashMap::new();
-    let mut index = Vec::new();
-    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        if name == "index.json" {
-            index = data;
-        } else if let Some(h) = name.strip_prefix("blobs/sha256/") {
-            blobs.insert(format!("sha256:{h}"), data);
-        }
-    }
-    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&blobs[index["manifests"][0]["digest"].as_str().unwrap()]).unwrap();
+    let oci = oci_archive::OciArchive::read(archive);
+    let (_, manifest) = oci.manifest();
+    let blobs = &oci.blobs;
     for layer in manifest["layers"].as_array().unwrap().iter().rev() {
         let blob = &blobs[layer["digest"].as_str().unwrap()];
         let mut t = tar::Archive::new(rbk_image::decompress(&blob[..]).unwrap());

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
 #[path = "common/ssh_agent.rs"]
 mod ssh_agent;
 
@@ -72,32 +74,6 @@ fn logged(progress: &str) -> Vec<String> {
         .collect()
 }
 
-/// The manifest and config of the one image in an OCI archive.
-fn image_of(archive: &Path) -> (String, serde_json::Value) {
-    use std::io::Read;
-    let mut blobs = std::collections::HashMap::new();
-    let mut index = Vec::new();
-    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        if name == "index.json" {
-            index = data;
-        } else if let Some(h) = name.strip_prefix("blobs/sha256/") {
-            blobs.insert(format!("sha256:{h}"), data);
-        }
-    }
-    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    let manifest: serde_json::Value = serde_json::from_slice(&blobs[&manifest_digest]).unwrap();
-    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
-    let mut config: serde_json::Value = serde_json::from_slice(&blobs[&config_digest]).unwrap();
-    config["rbk-test:digests"] = serde_json::json!({ "manifest": manifest_digest, "config": config_digest });
-    (manifest_digest, config)
-}
-
 #[test]
 fn label_iidfile_and_metadata_file_describe_the_built_image() {
     let ctx = context("LABEL from.dockerfile=yes\n");
@@ -109,10 +85,10 @@ fn label_iidfile_and_metadata_file_describe_the_built_image() {
     let (iid_s, meta_s) = (iid.to_str().unwrap().to_owned(), meta.to_str().unwrap().to_owned());
     args.extend(["--iidfile", &iid_s, "--metadata-file", &meta_s, ctx.path().to_str().unwrap()]);
     let (stdout, _) = built(rbk_build(state.path(), &args, None, &[]));
-    let (manifest, config) = image_of(&archive);
+    let oci = oci_archive::OciArchive::read(&archive);
+    let ((manifest, _), (config_digest, config)) = (oci.manifest(), oci.config());
     assert_eq!(config["config"]["Labels"]["org.example.team"], "build", "{config}");
     assert_eq!(config["config"]["Labels"]["from.dockerfile"], "overridden", "--label wins over LABEL: {config}");
-    let config_digest = config["rbk-test:digests"]["config"].as_str().unwrap();
     // docker's image ID: the config's digest.
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), config_digest);
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
