@@ -294,6 +294,7 @@ fn a_git_context_from_git_daemon_builds() {
         .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
         .arg(format!("--base-path={}", root.path().display()))
         .arg(root.path())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -331,6 +332,7 @@ fn a_git_context_over_ssh_uses_the_ssh_agent() {
         .arg(format!("AuthorizedKeysFile={}", dir.join("authorized_keys").display()))
         .arg("-o")
         .arg(format!("PidFile={}", dir.join("pid").display()))
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("log")).unwrap())
         .spawn();
     let Ok(child) = child else {
