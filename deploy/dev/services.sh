@@ -24,7 +24,9 @@ log() { echo "services: $*" >&2; }
 
 install_packages() {
   local want=() pkg
-  for pkg in redis-server docker-registry runc crun passt busybox-static skopeo python3-venv; do
+  # git, openssh-client/-server: git build contexts (file://, git daemon,
+  # and ssh:// against an sshd the test runs on a port of its own).
+  for pkg in redis-server docker-registry runc crun passt busybox-static skopeo python3-venv git openssh-client openssh-server; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || want+=("$pkg")
   done
   if [ ${#want[@]} -gt 0 ]; then

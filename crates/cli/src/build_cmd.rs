@@ -48,12 +48,13 @@ pub struct BuildArgs {
     runtime_path: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerBuildFlags,
-    /// The build context directory.
+    /// The build context: a directory, a git URL (`URL#REF:SUBDIR`), an
+    /// http(s) URL of a tar archive or Dockerfile, or `-` (stdin).
     context: PathBuf,
 }
 
 pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
+    let mode: ProgressMode = args.docker.progress_mode()?;
     let outputs = args.out.parse()?;
     let runtime = match args.runtime.as_str() {
         "runc" => RuntimeKind::Runc,
@@ -67,9 +68,9 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
 
     // The client's scratch space (pulled bases, staged context, the image).
     let client_dir = state_dir.join("client");
-    let mut req = args.docker.plan_request(&args.context, &client_dir, &secrets)?;
-    req.ssh_ids = ssh.ids();
     let mut progress = Progress::stderr(mode);
+    let (mut req, _inputs) = args.docker.prepare(&args.context, &client_dir, &secrets, &progress).await?;
+    req.ssh_ids = ssh.ids();
     // Before anything starts: a Dockerfile error is the user's to fix first.
     let parsed = planner::parse(&req)?;
 
@@ -83,6 +84,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
 
     let image = assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
     let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
+    crate::build_result::write_files_for(&args.docker, &image, &args.tags)?;
     progress.summary(result.0.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));

@@ -66,14 +66,7 @@ impl EmbeddedFarm {
     ) -> anyhow::Result<Self> {
         let coord_dir = state_dir.join("coordinator");
         std::fs::create_dir_all(&coord_dir).with_context(|| format!("creating {}", coord_dir.display()))?;
-        let lock_path = coord_dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = crate::file_lock::lock(&coord_dir.join("lock"))?;
 
         let (tenant, worker_token) = (random_token(), random_token());
         let tokens = TokenFile::parse(

@@ -4,7 +4,10 @@
 //!
 //! - [`DockerBuildFlags`]: the `docker build` flags `rbk build` and
 //!   `rbk submit` read the same way (Dockerfile, build args, target,
-//!   secrets, cache, progress, base images, registries). `-t`, `-o` and
+//!   secrets, cache, progress, base images, registries, and buildx's
+//!   `--label`, `--iidfile`, `--metadata-file`, `--network`, `--add-host`,
+//!   `--shm-size`, `--ulimit`, `--build-context`; `--cache-from/-to` and
+//!   attestations accepted with a warning). `-t`, `-o` and
 //!   `--ssh` stay with each command: what they accept differs.
 //! - [`OutputFlags`]: `-o`/`--output`, `--push` and `--load`, where the
 //!   image goes, for `rbk build` and `rbk submit` alike.
@@ -18,9 +21,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use rbk_client::ProgressMode;
 use rbk_plan::assemble::FarmOutput;
 use rbk_plan::planner::{Plan, PlanRequest};
+use rbk_plan::run_defaults::RunDefaults;
+
+use crate::context_source::BuildSource;
+use crate::named_contexts::NamedContexts;
 use rbk_proto::build::{BuildOptions, Output, SubmitRequest};
 
 #[derive(clap::Args)]
@@ -55,9 +63,94 @@ pub struct DockerBuildFlags {
     /// worker pool must allow it too; `rbk build` allows what you pass.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// KEY=VALUE: a label on the image's config, over the Dockerfile's
+    /// LABELs (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Write the image ID (its config's digest, as docker names images) to
+    /// FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build's result to FILE as JSON, with BuildKit's keys
+    /// (`containerimage.digest`, `containerimage.config.digest`,
+    /// `containerimage.descriptor`, `image.name`).
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// default|none|host: the network of RUN steps that do not name one
+    /// (`host` needs the network.host entitlement; it implies --allow
+    /// network.host, and the worker pool must allow it).
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// HOST:IP: a line of every RUN step's /etc/hosts (repeatable or
+    /// comma-separated).
+    #[arg(long = "add-host", value_delimiter = ',', value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of /dev/shm in RUN steps (e.g. 128m; default 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// NAME=SOFT[:HARD]: an rlimit of RUN steps, e.g. nofile=1024:2048
+    /// (repeatable; capped by the worker's own hard limits).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Accepted for docker buildx compatibility: provenance attestations
+    /// are not supported yet (a note says so unless false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "VALUE")]
+    pub provenance: Option<String>,
+    /// Accepted for docker buildx compatibility: SBOM attestations are not
+    /// supported yet (a note says so unless false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "VALUE")]
+    pub sbom: Option<String>,
+    /// Accepted for docker buildx compatibility: attestations are not
+    /// supported yet (a note says so).
+    #[arg(long = "attest", value_name = "type=TYPE,...")]
+    pub attest: Vec<String>,
+    /// Accepted and ignored, with a warning: rbk's cache is the farm's,
+    /// shared by every build.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Accepted and ignored, with a warning (see --cache-from).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Print nothing but the image digest (stdout) and errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Accepted: every build already resolves its base images' tags again.
+    #[arg(long)]
+    pub pull: bool,
+    /// NAME=DIR | NAME=docker-image://REF | NAME=oci-layout://DIR[:TAG] |
+    /// NAME=GIT_URL: a named context, usable as `FROM NAME` (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=SOURCE")]
+    pub build_contexts: Vec<String>,
+}
+
+/// What a build reads besides the plan request, kept in place until it
+/// ends: a remote or stdin context, git checkouts of named contexts.
+pub struct BuildInputs {
+    _source: BuildSource,
+    _named: NamedContexts,
 }
 
 impl DockerBuildFlags {
+    /// The plan request for `context` (a directory, a git or http(s) URL,
+    /// or `-`) with `-f` (maybe `-`) and the named contexts resolved;
+    /// prints the notes of flags accepted but not acted on.
+    pub async fn prepare<V>(
+        &self,
+        context: &Path,
+        work_dir: &Path,
+        secrets: &BTreeMap<String, V>,
+        progress: &rbk_client::Progress,
+    ) -> anyhow::Result<(PlanRequest, BuildInputs)> {
+        for n in self.notes() {
+            progress.note(&n);
+        }
+        let source = crate::context_source::resolve(context, self.file.as_deref(), work_dir).await?;
+        let mut req = self.plan_request(&source.context, work_dir, secrets)?;
+        req.dockerfile = source.dockerfile.clone();
+        let named = crate::named_contexts::resolve(&self.build_contexts, work_dir, &mut req.base_images)?;
+        Ok((req, BuildInputs { _source: source, _named: named }))
+    }
+
     /// What to plan: one place for both commands, so they read a
     /// Dockerfile the same way.
     pub fn plan_request<V>(&self, context: &Path, work_dir: &Path, secrets: &BTreeMap<String, V>) -> anyhow::Result<PlanRequest> {
@@ -68,6 +161,8 @@ impl DockerBuildFlags {
         req.insecure_registries = self.insecure.clone();
         req.secret_ids = secrets.keys().cloned().collect();
         req.allow = self.entitlements()?.into_iter().collect();
+        req.run_defaults = self.run_defaults()?;
+        req.labels = parse_labels(&self.labels)?;
         for b in &self.base_images {
             let (name, dir) = b.split_once('=').with_context(|| format!("--base-image {b}: expected NAME=DIR[:REF]"))?;
             req.base_images.insert(name.to_owned(), dir.to_owned());
@@ -75,10 +170,96 @@ impl DockerBuildFlags {
         Ok(req)
     }
 
-    /// `--allow`, parsed.
+    /// `--allow`, parsed; `--network=host` adds network.host (as buildx
+    /// does: the worker pool must still allow it).
     pub fn entitlements(&self) -> anyhow::Result<Vec<rbk_worker::Entitlement>> {
-        self.allow.iter().map(|a| a.trim().parse().with_context(|| format!("--allow {a}"))).collect()
+        let mut out: Vec<rbk_worker::Entitlement> =
+            self.allow.iter().map(|a| a.trim().parse().with_context(|| format!("--allow {a}"))).collect::<anyhow::Result<_>>()?;
+        if self.network_mode()? == Some(rbk_worker::Network::Host) && !out.contains(&rbk_worker::Entitlement::NetworkHost) {
+            out.push(rbk_worker::Entitlement::NetworkHost);
+        }
+        Ok(out)
     }
+
+    /// `--network`: `None` for default.
+    fn network_mode(&self) -> anyhow::Result<Option<rbk_worker::Network>> {
+        match self.network.as_str() {
+            "default" | "" => Ok(None),
+            "none" => Ok(Some(rbk_worker::Network::None)),
+            "host" => Ok(Some(rbk_worker::Network::Host)),
+            n => bail!("--network {n}: expected default, none or host"),
+        }
+    }
+
+    /// `--network`, `--add-host`, `--shm-size`, `--ulimit`, parsed.
+    pub fn run_defaults(&self) -> anyhow::Result<RunDefaults> {
+        let mut container = rbk_worker::ContainerOptions::default();
+        for h in &self.add_hosts {
+            container.extra_hosts.push(rbk_worker::HostEntry::parse(h).map_err(anyhow::Error::msg)?);
+        }
+        if container.extra_hosts.len() > rbk_worker::container_options::MAX_EXTRA_HOSTS {
+            bail!("--add-host: {} entries; at most {}", container.extra_hosts.len(), rbk_worker::container_options::MAX_EXTRA_HOSTS);
+        }
+        if let Some(s) = &self.shm_size {
+            let bytes = rbk_plan::mapping::parse_size(s).with_context(|| format!("--shm-size {s}: expected a size such as 128m"))?;
+            if bytes == 0 {
+                bail!("--shm-size {s}: must be more than 0");
+            }
+            container.shm_size_bytes = Some(bytes);
+        }
+        for u in &self.ulimits {
+            container.ulimits.push(rbk_worker::Ulimit::parse(u).map_err(anyhow::Error::msg)?);
+        }
+        Ok(RunDefaults { network: self.network_mode()?, container })
+    }
+
+    /// The progress mode: `--quiet` wins over `--progress`.
+    pub fn progress_mode(&self) -> anyhow::Result<ProgressMode> {
+        if self.quiet {
+            return Ok(ProgressMode::Quiet);
+        }
+        self.progress.parse().map_err(anyhow::Error::msg)
+    }
+
+    /// What the build accepts but does not do, said once each before it
+    /// starts: `--cache-from`/`--cache-to` and attestations.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.cache_from.is_empty() || !self.cache_to.is_empty() {
+            out.push(
+                "WARNING: --cache-from/--cache-to are ignored: rbk's cache is the farm's, shared by every build (layers and cache mounts), so there is nothing to import or export"
+                    .to_owned(),
+            );
+        }
+        let off = |v: &Option<String>| v.as_deref().is_none_or(|v| matches!(v.trim(), "false" | "0" | "disabled=true"));
+        let mut attest: Vec<&str> = Vec::new();
+        if !off(&self.provenance) {
+            attest.push("--provenance");
+        }
+        if !off(&self.sbom) {
+            attest.push("--sbom");
+        }
+        if !self.attest.is_empty() {
+            attest.push("--attest");
+        }
+        if !attest.is_empty() {
+            out.push(format!("WARNING: {}: attestations (SLSA provenance, SBOM) are not supported by rbk yet; the image is built without them", attest.join(", ")));
+        }
+        out
+    }
+}
+
+/// `--label KEY=VALUE` (a bare KEY is an empty label, as docker).
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            bail!("--label {l}: expected KEY=VALUE");
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
 }
 
 impl DockerBuildFlags {

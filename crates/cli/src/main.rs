@@ -1,19 +1,24 @@
 //! The `rbk` binary: one command for developers, CI runners and operators.
 
 mod build_info;
+mod build_result;
 mod builds_cmd;
 mod cache_cmd;
 mod coordinator_cmd;
 mod coordinator_members_cmd;
 mod coordinator_snapshot_cmd;
 mod coordinator_raft;
+mod context_source;
 mod embedded_farm;
 mod farm_images;
+mod file_lock;
 mod flags;
+mod git_context;
 mod raft_port;
 mod snapshot_cmd;
 mod graph_cmd;
 mod log_format;
+mod named_contexts;
 mod store_cmd;
 mod run_step_cmd;
 mod build_cmd;

@@ -58,7 +58,8 @@ pub struct SubmitArgs {
     client_dir: Option<PathBuf>,
     #[command(flatten)]
     docker: DockerBuildFlags,
-    /// The build context directory.
+    /// The build context: a directory, a git URL (`URL#REF:SUBDIR`), an
+    /// http(s) URL of a tar archive or Dockerfile, or `-` (stdin).
     context: PathBuf,
 }
 
@@ -76,7 +77,7 @@ fn client_dir(args: &SubmitArgs) -> PathBuf {
 const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
-    let mode: ProgressMode = args.docker.progress.parse().map_err(anyhow::Error::msg)?;
+    let mode: ProgressMode = args.docker.progress_mode()?;
     let platform = rbk_worker::payload::current_platform();
     if let Some(p) = &args.platform
         && p != &platform
@@ -88,11 +89,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let secrets = planner::load_secrets(&args.docker.secrets)?;
 
     let work_dir = client_dir(&args);
-    let mut req = args.docker.plan_request(&args.context, &work_dir, &secrets)?;
-    req.ssh_ids = ssh.ids();
-    // The clock starts here, as BuildKit's does: planning (pulling bases,
-    // uploading the context) is part of the build.
+    // The clock starts here, as BuildKit's does: fetching a remote
+    // context and planning (pulling bases, uploading the context) are part
+    // of the build.
     let mut progress = Progress::stderr(mode);
+    let (mut req, _inputs) = args.docker.prepare(&args.context, &work_dir, &secrets, &progress).await?;
+    req.ssh_ids = ssh.ids();
     // Before any connection: a Dockerfile error is the user's to fix first.
     let parsed = planner::parse(&req)?;
 
@@ -161,7 +163,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let (pushed_by_farm, local): (Vec<FarmOutput>, Vec<FarmOutput>) =
         outputs.into_iter().partition(|o| matches!(o, FarmOutput::Registry { .. }) && !args.client_registry_access);
     let (mut described, layers) = assemble::describe(&plan.final_image, result.as_ref())?;
-    let mut digest = described.encode().2.digest.to_string();
+    let (_, _, manifest) = described.encode();
+    let config = described.manifest.config.digest.to_string();
+    let mut digest = manifest.digest.to_string();
     let mut notes = Vec::new();
     for out in &pushed_by_farm {
         let FarmOutput::Registry { names } = out else { continue };
@@ -190,6 +194,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         notes.extend(assemble::write_outputs(&image, &local, &args.tags, &args.docker.insecure).await?);
         digest = image.manifest.digest.to_string();
     }
+    crate::build_result::write_files(&args.docker, &manifest, &config, &args.tags)?;
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));

@@ -188,7 +188,6 @@ pub async fn run_build(
             Event::Failed(f) => {
                 let (n, label) = lookup(&f.step_id);
                 let tail = steps.get(&f.step_id).map(|s| s.tail.clone()).unwrap_or_default();
-                progress.failed(n, label, &tail);
                 let node = graph.iter().find(|s| s.id == f.step_id);
                 let place = node
                     .and_then(|n| serde_json::from_slice::<FarmStep>(&n.payload).ok())
@@ -196,6 +195,7 @@ pub async fn run_build(
                     .unwrap_or_default();
                 let worker = if f.worker_id.is_empty() || !name_workers { String::new() } else { format!(" on {}", f.worker_id) };
                 let why = failure_reason(&f.message, label, &place, f.exit_code);
+                progress.failed(n, label, &why, &tail);
                 failure.get_or_insert(SubmitError::StepFailed { label: label.to_owned(), place, worker, why });
             }
             Event::BuildFinished(b) => {

@@ -252,11 +252,18 @@ fn farm_image(reference: &str, base: &crate::farm_bases::FarmBase) -> Result<Ima
     Ok(image)
 }
 
+/// What `--base-image NAME=docker-image://REF` (a named build context of
+/// that kind) makes `FROM NAME` pull instead.
+pub const IMAGE_ALIAS: &str = "docker-image://";
+
 /// Loads the images a build reads (`FROM`, `--from=<image>`): from
 /// `--base-image` layouts, else from registries (a tag resolved to the
-/// digest it names now, on every build; a pinned `@sha256:` as is).
+/// digest it names now, on every build; a pinned `@sha256:` as is; a
+/// `docker-image://` alias pulls the image it names).
 async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
-    if let Some(spec) = src.base_images.get(reference) {
+    let alias = src.base_images.get(reference).and_then(|s| s.strip_prefix(IMAGE_ALIAS));
+    let reference = alias.unwrap_or(reference);
+    if let Some(spec) = src.base_images.get(reference).filter(|_| alias.is_none()) {
         let (dir, ref_name) = match spec.rsplit_once(':') {
             Some((d, r)) if Path::new(d).is_dir() => (d.to_owned(), Some(r.to_owned())),
             _ => (spec.clone(), None),

@@ -14,6 +14,8 @@
 //! - `image_sources`: images read by `--from=<image>`, resolved like `FROM`;
 //! - [`assemble`]: the final image and outputs from the target's result;
 //! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
+//! - [`run_defaults`]: the build's `--network`, `--add-host`, `--shm-size`
+//!   and `--ulimit`, applied to every RUN.
 //!
 //! Sending the plan and following the build is `rbk-client`'s.
 
@@ -30,5 +32,7 @@ pub mod mapping;
 pub mod planner;
 pub mod registry_access;
 pub mod remote_sources;
+pub mod run_defaults;
 
 pub use error::{BuildError, Result};
+pub use frontend::IMAGE_ALIAS;

@@ -127,7 +127,7 @@ pub fn run_mounts(mounts: &[df::Mount]) -> Result<(Vec<wk::Mount>, Vec<String>),
     Ok((out, caches))
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1),
@@ -173,6 +173,7 @@ pub fn run_step(
         } else {
             wk::Security::Sandbox
         },
+        container: wk::ContainerOptions::default(),
     };
     Ok((step, caches))
 }

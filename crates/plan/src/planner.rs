@@ -33,8 +33,9 @@ use rbk_store::{Digest, Store, stream_from_bytes};
 use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FARM_STEP_VERSION, FarmStep, ImageSource, LayerDesc, Work, current_platform};
 use crate::frontend::{self, Source, apply_config, label};
-use crate::mapping;
 use crate::image_sources;
+use crate::mapping;
+use crate::run_defaults::RunDefaults;
 
 /// The namespace the client plans cache ids in. The coordinator scopes
 /// every cache id and action-cache entry by the caller's tenant anyway; the
@@ -61,6 +62,11 @@ pub struct PlanRequest {
     /// needs one not listed is refused here, naming its line, before
     /// anything is uploaded or run.
     pub allow: BTreeSet<rbk_worker::Entitlement>,
+    /// `--network`, `--add-host`, `--shm-size`, `--ulimit`: applied to
+    /// every RUN step.
+    pub run_defaults: RunDefaults,
+    /// `--label`: set on the final image's config, over the Dockerfile's.
+    pub labels: BTreeMap<String, String>,
     /// The client's scratch space: pulled base images (kept, so the next
     /// submit pulls nothing) and the staged context.
     pub work_dir: PathBuf,
@@ -81,6 +87,8 @@ impl PlanRequest {
             secret_ids: BTreeSet::new(),
             ssh_ids: BTreeSet::new(),
             allow: BTreeSet::new(),
+            run_defaults: RunDefaults::default(),
+            labels: BTreeMap::new(),
             work_dir: work_dir.into(),
             farm: None,
         }
@@ -240,7 +248,7 @@ impl Parsed {
             images: &resolved.bases,
             layers: &base_layers,
         };
-        let (steps, final_image) = plan_graph(
+        let (steps, mut final_image) = plan_graph(
             &resolved.graph,
             &bases,
             &PlanContext {
@@ -251,8 +259,12 @@ impl Parsed {
                 secret_ids: &req.secret_ids,
                 ssh_ids: &req.ssh_ids,
                 allow: &req.allow,
+                run_defaults: &req.run_defaults,
             },
         )?;
+        if !req.labels.is_empty() {
+            final_image.image.config.config.labels.get_or_insert_with(BTreeMap::new).extend(req.labels.clone());
+        }
         Ok(Plan {
             steps,
             context_digest,
@@ -478,6 +490,7 @@ pub(crate) struct PlanContext<'a> {
     pub secret_ids: &'a BTreeSet<String>,
     pub ssh_ids: &'a BTreeSet<String>,
     pub allow: &'a BTreeSet<rbk_worker::Entitlement>,
+    pub run_defaults: &'a RunDefaults,
 }
 
 /// The image after a graph step, as far as the planner knows it: its
@@ -615,6 +628,7 @@ fn plan_node(
         df::StepKind::Run(run) => {
             let (mut r, _) = mapping::run_step(&parent.image.config.config, run)
                 .map_err(|m| l.unsupported(m))?;
+            cx.run_defaults.apply(run, &mut r);
             for e in rbk_worker::entitlements::required(&r) {
                 if !cx.allow.contains(&e) {
                     return Err(l.unsupported(format!(
@@ -771,7 +785,7 @@ mod tests {
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow, run_defaults: &RunDefaults::default() },
         )
     }
 

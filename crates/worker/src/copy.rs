@@ -529,3 +529,18 @@ fn extract_archive(archive: &Path, root: &Path, dest: &str, attrs: &Attrs, stats
     }
     Ok(())
 }
+
+/// Unpacks `archive` into the directory `dir` as a build context (a tar
+/// context on stdin, a remote tarball context), with ADD's confinement:
+/// entries climbing out with `..`, through symlinks, or device nodes are
+/// refused naming the entry. Entries belong to the calling user. Returns
+/// `false`, unpacking nothing, when `archive` is not a tar (plain or gzip).
+pub fn unpack_context_archive(archive: &Path, dir: &Path) -> Result<bool> {
+    if !is_tar(archive)? {
+        return Ok(false);
+    }
+    let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    let mut stats = CopyStats::default();
+    extract_archive(archive, dir, "/", &Attrs { chown: Some(me), chmod: None }, &mut stats)?;
+    Ok(true)
+}

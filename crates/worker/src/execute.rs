@@ -14,6 +14,7 @@ use crate::layers::{LayerLease, LayerStore};
 use crate::limits::{LimitHit, effective};
 use crate::logs::{DEFAULT_LOG_LIMIT_BYTES, LogSink};
 use crate::mounts::{MountStubs, StepInputs, prepare};
+use crate::container_options::{MAX_EXTRA_HOSTS, hosts_file};
 use crate::network::{HOSTS, NetworkPool, find_pasta, resolv_conf};
 use crate::rootfs::OverlayRootfs;
 use crate::runtime::{RunOptions, RunOutcome, Runtime, RuntimeKind, container_id};
@@ -372,14 +373,34 @@ impl Executor {
                 let resolv = dir.join("resolv.conf");
                 let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
                 std::fs::write(&resolv, resolv_conf(&host_resolv)).ctx(|| format!("writing {}", resolv.display()))?;
-                let hosts = dir.join("hosts");
-                std::fs::write(&hosts, HOSTS).ctx(|| format!("writing {}", hosts.display()))?;
                 oci_mounts.push(bind_ro("/etc/resolv.conf", &resolv)?);
-                oci_mounts.push(bind_ro("/etc/hosts", &hosts)?);
                 Some(ns)
             }
             _ => None,
         };
+        // `/etc/hosts`: Docker's for the step's own network; with
+        // `--add-host` entries, also for `none` (whose image file it
+        // replaces) and `host` (the worker's, bound over it by the spec).
+        let hosts_base = match (run.network, run.container.extra_hosts.is_empty()) {
+            (Network::Private, _) => Some(HOSTS.to_owned()),
+            (_, true) => None,
+            (Network::None, false) => {
+                stub_targets.push("/etc/hosts".to_string());
+                Some(HOSTS.to_owned())
+            }
+            (Network::Host, false) => Some(std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.to_owned())),
+        };
+        if let Some(base) = hosts_base {
+            if run.container.extra_hosts.len() > MAX_EXTRA_HOSTS {
+                return Err(WorkerError::step("add-host", format!("{} entries; at most {MAX_EXTRA_HOSTS}", run.container.extra_hosts.len())));
+            }
+            for h in &run.container.extra_hosts {
+                h.check().map_err(|m| WorkerError::step("add-host", m))?;
+            }
+            let hosts = dir.join("hosts");
+            std::fs::write(&hosts, hosts_file(&base, &run.container.extra_hosts)).ctx(|| format!("writing {}", hosts.display()))?;
+            oci_mounts.push(bind_ro("/etc/hosts", &hosts)?);
+        }
         oci_mounts.extend(prepared.oci.iter().cloned());
         stub_targets.extend(prepared.targets.iter().cloned());
         let stubs = MountStubs::before(&root, &stub_targets)?;
@@ -396,6 +417,8 @@ impl Executor {
             compat_syscall_arches: self.config.compat_syscall_arches,
             netns: netns.as_ref().map(|n| n.path().to_path_buf()),
             mounts: oci_mounts,
+            shm_size_bytes: run.container.shm_size_bytes,
+            ulimits: run.container.ulimits.clone(),
         })?;
         // With secret variables in it, config.json lives on the secrets
         // tmpfs (gone with the step), never on the worker's disk.

@@ -13,6 +13,7 @@
 pub mod archive;
 mod cache_subdir;
 pub mod chmod;
+pub mod container_options;
 pub mod copy;
 pub mod entitlements;
 mod error;
@@ -41,4 +42,7 @@ pub use logs::{DEFAULT_LOG_LIMIT_BYTES, LogLine, LogSink, MAX_LINE_BYTES, Redact
 pub use mounts::{SecretValue, StepInputs};
 pub use policy::WorkerPolicy;
 pub use runtime::{RunOptions, RuntimeKind, TAIL_LINES};
-pub use step::{CacheSeed, Chmod, Command, CopySource, CopyStep, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source, Step, StepKind};
+pub use step::{
+    CacheSeed, Chmod, Command, ContainerOptions, CopySource, CopyStep, HostEntry, LayerRef, Limits, Mount, MountKind, Network, RunStep, Security, Source,
+    Step, StepKind, Ulimit,
+};

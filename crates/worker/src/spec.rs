@@ -18,7 +18,7 @@ use oci_spec::runtime::{
 
 use crate::error::{Result, WorkerError};
 use crate::seccomp::DEFAULT_CAPABILITIES;
-use crate::step::{Limits, Network, Security};
+use crate::step::{Limits, Network, Security, Ulimit};
 use crate::users::ResolvedUser;
 
 
@@ -64,7 +64,15 @@ pub struct SpecInput {
     /// [`Network::None`] means a new one holding only `lo`.
     pub netns: Option<PathBuf>,
     pub mounts: Vec<Mount>,
+    /// `/dev/shm`'s size; default 64 MiB, Docker's.
+    pub shm_size_bytes: Option<u64>,
+    /// Rlimits besides the default `nofile` (one named `nofile` replaces
+    /// it), each capped by the worker's own hard limit.
+    pub ulimits: Vec<Ulimit>,
 }
+
+/// Docker's default `/dev/shm` size.
+const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 
 fn spec_err(e: impl std::fmt::Display) -> WorkerError {
     WorkerError::Spec(e.to_string())
@@ -146,7 +154,14 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .build()
         .map_err(spec_err)?;
     let nofile = WANTED_NOFILE.min(host_nofile_hard());
-    let rlimit = PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(nofile).hard(nofile).build().map_err(spec_err)?;
+    let mut rlimits = Vec::new();
+    if !input.ulimits.iter().any(|u| u.name == "nofile") {
+        rlimits.push(PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(nofile).hard(nofile).build().map_err(spec_err)?);
+    }
+    for u in &input.ulimits {
+        let (typ, soft, hard) = u.capped().map_err(WorkerError::Spec)?;
+        rlimits.push(PosixRlimitBuilder::default().typ(typ).soft(soft).hard(hard).build().map_err(spec_err)?);
+    }
     let mut user = UserBuilder::default().uid(input.user.uid).gid(input.user.gid);
     if !input.user.additional_gids.is_empty() {
         user = user.additional_gids(input.user.additional_gids.clone());
@@ -158,17 +173,19 @@ pub fn build_spec(input: &SpecInput) -> Result<Spec> {
         .env(input.env.clone())
         .cwd(input.cwd.clone())
         .capabilities(capabilities)
-        .rlimits(vec![rlimit])
+        .rlimits(rlimits)
         .no_new_privileges(!insecure)
         .build()
         .map_err(spec_err)?;
 
+    // tmpfs sizes are whole KiB; a size below one KiB is one KiB.
+    let shm_kib = input.shm_size_bytes.unwrap_or(DEFAULT_SHM_BYTES).div_ceil(1024).max(1);
     let sys_opts: &[&str] = if insecure { &["nosuid", "noexec", "nodev"] } else { &["nosuid", "noexec", "nodev", "ro"] };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &format!("size={}k", shm_kib)])?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         mount("/sys", "sysfs", "sysfs", sys_opts)?,
     ];
@@ -237,6 +254,8 @@ mod tests {
             compat_syscall_arches: false,
             netns: None,
             mounts: vec![],
+            shm_size_bytes: None,
+            ulimits: vec![],
         }
     }
 
@@ -259,6 +278,18 @@ mod tests {
         assert!(nofile <= host_nofile_hard());
         let sys = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
         assert!(sys["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+    }
+
+    #[test]
+    fn shm_size_and_ulimits_reach_the_spec() {
+        let ulimits = vec![Ulimit { name: "nofile".into(), soft: 100, hard: 200 }, Ulimit { name: "core".into(), soft: 0, hard: 0 }];
+        let v = serde_json::to_value(build_spec(&SpecInput { shm_size_bytes: Some(128 << 20), ulimits, ..input() }).unwrap()).unwrap();
+        let shm = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap();
+        assert!(shm["options"].as_array().unwrap().iter().any(|o| o == "size=131072k"), "{shm}");
+        let rl = v["process"]["rlimits"].as_array().unwrap();
+        assert_eq!(rl.len(), 2, "{rl:?}");
+        assert_eq!((rl[0]["type"].as_str(), rl[0]["soft"].as_u64(), rl[0]["hard"].as_u64()), (Some("RLIMIT_NOFILE"), Some(100), Some(200)));
+        assert_eq!(rl[1]["type"], "RLIMIT_CORE");
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub struct RunStep {
     pub limits: Limits,
     #[serde(default)]
     pub security: Security,
+    /// What the container gets besides the command (`/etc/hosts` entries,
+    /// `/dev/shm` size, rlimits). Absent from the bytes when all default,
+    /// so the keys of ordinary steps do not change.
+    #[serde(default, skip_serializing_if = "ContainerOptions::is_default")]
+    pub container: ContainerOptions,
 }
 
 impl RunStep {
@@ -81,8 +86,53 @@ impl RunStep {
             network: Network::default(),
             limits: Limits::default(),
             security: Security::default(),
+            container: ContainerOptions::default(),
         }
     }
+}
+
+/// Build-wide container options a client applies to every RUN step
+/// (`docker buildx build --add-host`, `--shm-size`, `--ulimit`). The
+/// worker checks them again: host names and addresses must be what an
+/// `/etc/hosts` line can hold, and rlimits are capped by the worker's own
+/// hard limits (a step may lower a limit, never raise it past the worker's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerOptions {
+    /// Lines added to the step's `/etc/hosts` after the defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Size of `/dev/shm`; default 64 MiB (Docker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size_bytes: Option<u64>,
+    /// Resource limits the process starts with; one named `nofile`
+    /// replaces the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+}
+
+impl ContainerOptions {
+    pub fn is_default(&self) -> bool {
+        *self == ContainerOptions::default()
+    }
+}
+
+/// An `/etc/hosts` entry: `address name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    pub name: String,
+    pub address: std::net::IpAddr,
+}
+
+/// An rlimit by its `docker run --ulimit` name (`nofile`, `nproc`,
+/// `core`, ...), soft and hard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 pub fn default_shell() -> Vec<String> {

@@ -3,10 +3,23 @@
 
 /// Steps that ran and steps that were CACHED, from plain progress.
 pub fn counts(progress: &str) -> (usize, usize) {
-    // `#N DONE 0.1s` (a step that ran), not `#N [1/3] FROM … DONE 0.0s`.
-    let ran = progress.lines().filter(|l| l.starts_with('#') && l.split(' ').nth(1) == Some("DONE")).count();
-    let cached = progress.lines().filter(|l| l.starts_with('#') && l.contains(" CACHED ")).count();
-    (ran, cached)
+    // Blocks ending `#N DONE 0.1s` ran, except FROM's (`#N [1/3] FROM …`
+    // then `#N DONE 0.0s`), which run nothing.
+    let word = |l: &str, w: &str| l.starts_with('#') && l.split(' ').nth(1) == Some(w);
+    let done = progress.lines().filter(|l| word(l, "DONE")).count();
+    let froms = progress.lines().filter(|l| l.starts_with('#') && l.contains("] FROM ")).count();
+    let cached = progress.lines().filter(|l| word(l, "CACHED")).count();
+    (done - froms, cached)
+}
+
+/// Whether plain progress shows the step `label` as a `#N CACHED` block.
+#[allow(dead_code)]
+pub fn is_cached(progress: &str, label: &str) -> bool {
+    progress
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(label))
+        .filter_map(|l| l.split(' ').next())
+        .any(|n| progress.lines().any(|l| l == format!("{n} CACHED")))
 }
 
 /// The content of `path` in the image of an OCI archive (topmost layer wins).

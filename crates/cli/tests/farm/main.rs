@@ -11,6 +11,7 @@ mod submit;
 mod ssh;
 mod tenancy;
 mod blob_scope;
+mod buildx;
 mod entitlements;
 mod history;
 mod output_bounds;

@@ -1,0 +1,67 @@
+//! What a finished build writes besides its outputs, as `docker buildx
+//! build` does: `--iidfile` (the image ID: the config's digest) and
+//! `--metadata-file` (a JSON object with BuildKit's exporter-response
+//! keys), for both `rbk build` and `rbk submit`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use rbk_image::Descriptor;
+use rbk_plan::assemble::Assembled;
+
+use crate::flags::DockerBuildFlags;
+
+/// The image's config digest, from its manifest in the layout.
+fn config_digest(image: &Assembled) -> anyhow::Result<String> {
+    let bytes = image.layout.read_blob(&image.manifest.digest)?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading manifest {}", image.manifest.digest))?;
+    manifest["config"]["digest"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("manifest {} names no config digest", image.manifest.digest))
+}
+
+/// BuildKit's keys for an image result; `image.name` only when tagged.
+fn metadata(manifest: &Descriptor, config: &str, tags: &[String]) -> serde_json::Value {
+    let mut m = serde_json::json!({
+        "containerimage.digest": manifest.digest.to_string(),
+        "containerimage.config.digest": config,
+        "containerimage.descriptor": {
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest.to_string(),
+            "size": manifest.size,
+        },
+    });
+    if !tags.is_empty() {
+        m["image.name"] = tags.join(",").into();
+    }
+    m
+}
+
+fn write(path: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing the {what} {}", path.display()))
+}
+
+/// Writes `--iidfile` and `--metadata-file`, when given, for an image
+/// assembled on this machine.
+pub fn write_files_for(flags: &DockerBuildFlags, image: &Assembled, tags: &[String]) -> anyhow::Result<()> {
+    if flags.iidfile.is_none() && flags.metadata_file.is_none() {
+        return Ok(());
+    }
+    write_files(flags, &image.manifest, &config_digest(image)?, tags)
+}
+
+/// Writes `--iidfile` and `--metadata-file`, when given, for the image
+/// whose manifest is `manifest` and whose config has digest `config`
+/// (an image the farm pushed is never on this machine).
+pub fn write_files(flags: &DockerBuildFlags, manifest: &Descriptor, config: &str, tags: &[String]) -> anyhow::Result<()> {
+    if let Some(path) = &flags.iidfile {
+        write(path, config.as_bytes(), "--iidfile")?;
+    }
+    if let Some(path) = &flags.metadata_file {
+        let text = serde_json::to_string_pretty(&metadata(manifest, config, tags))?;
+        write(path, text.as_bytes(), "--metadata-file")?;
+    }
+    Ok(())
+}
