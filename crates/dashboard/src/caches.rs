@@ -12,7 +12,7 @@ use rbk_coordinator::state::now_ms;
 
 use crate::error::DashboardError;
 use crate::pages::{Frame, render};
-use crate::server::App;
+use crate::app::App;
 use crate::views::{bytes, utc};
 
 /// One head (a cache id's slot) as the page shows it.

@@ -1,9 +1,8 @@
 //! The Cluster page (operators): replication as this node sees it, and
 //! each tenant's accounted store use against its budgets.
 //!
-//! The coordinator crate does not know Raft; the binary hands the
-//! dashboard a [`ClusterView`] over its Raft node (none: one node, state
-//! in memory).
+//! Replication comes from the [`ClusterView`](crate::cluster_view::ClusterView)
+//! the binary gives (none: one node, state in memory).
 
 use askama::Template;
 use axum::extract::State;
@@ -13,34 +12,9 @@ use rbk_coordinator::state::query;
 
 use crate::error::DashboardError;
 use crate::pages::{Frame, render};
-use crate::server::App;
+use crate::app::App;
+use crate::cluster_view::ClusterStatus;
 use crate::views::bytes;
-
-/// One member of the Raft group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberStatus {
-    pub id: u64,
-    pub raft: String,
-    pub api: String,
-    pub voter: bool,
-}
-
-/// Replication as one node sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterStatus {
-    pub node_id: u64,
-    /// 0: unknown.
-    pub leader_id: u64,
-    pub term: u64,
-    /// The last log index applied on this node.
-    pub applied_index: u64,
-    pub members: Vec<MemberStatus>,
-}
-
-/// What the binary knows about replication.
-pub trait ClusterView: Send + Sync + 'static {
-    fn status(&self) -> ClusterStatus;
-}
 
 /// One tenant's accounted use.
 pub struct TenantRow {

@@ -36,7 +36,7 @@ impl IntoResponse for DashboardError {
         if code.is_server_error() {
             tracing::warn!("dashboard: {self}");
         }
-        let text = crate::pages::escape(&self.to_string());
+        let text = crate::html::escape(&self.to_string());
         let body = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>rbk: {code}</title>\
              <link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main><h1>{code}</h1>\

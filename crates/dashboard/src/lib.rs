@@ -12,13 +12,18 @@
 //! - [`live`]: a build's steps and log lines as Server-Sent Events;
 //! - [`caches`]: the Caches page and its prune action (CSRF-checked),
 //!   through the same code as `rbk cache ls|prune` (`cache_prune.rs`);
-//! - [`cluster`]: what the Cluster page shows of replication;
+//! - [`cluster`]: the operators' Cluster page; [`cluster_view`]: what the
+//!   binary tells it about replication;
+//! - [`app`]: what every handler shares; [`html`]: text into HTML;
 //! - [`server`]: the router and the listener; [`tls`]: HTTPS with the
 //!   coordinator's `[tls]` certificate.
 
+pub mod app;
 pub mod caches;
 pub mod cluster;
+pub mod cluster_view;
 pub mod error;
+pub mod html;
 pub mod live;
 pub mod pages;
 pub mod server;
@@ -26,6 +31,7 @@ pub mod session;
 pub mod tls;
 pub mod views;
 
-pub use cluster::{ClusterStatus, ClusterView, MemberStatus};
+pub use app::DashboardOptions;
+pub use cluster_view::{ClusterStatus, ClusterView, MemberStatus};
 pub use error::DashboardError;
-pub use server::{Dashboard, DashboardOptions};
+pub use server::Dashboard;

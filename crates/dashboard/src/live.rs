@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 
 use crate::error::DashboardError;
 use crate::pages::tenant_build;
-use crate::server::App;
+use crate::app::App;
 
 /// Lines per `log` event: a 10 MB log arrives in a few dozen events.
 pub const LINES_PER_EVENT: usize = 2000;
@@ -47,14 +47,15 @@ struct Follow {
     last_steps: String,
     live: Option<broadcast::Receiver<BuildEvent>>,
     out: VecDeque<Event>,
-    first: bool,
+    /// Lines are waiting beyond the last batch: look again at once.
+    behind: bool,
     ended: bool,
 }
 
 impl Follow {
     /// Waits for something to happen (a live event, or the poll interval).
     async fn wait(&mut self) {
-        if std::mem::take(&mut self.first) {
+        if self.behind {
             return;
         }
         match self.live.as_mut() {
@@ -76,8 +77,10 @@ impl Follow {
         let Ok(view) = tenant_build(&self.app, &self.namespace, &self.id) else { return false };
         let history = self.app.coordinator.scheduler.events().history();
         let mut caught_up = true;
+        self.behind = false;
         if let Some((lines, next)) = history.lines_since(&self.id, self.cursor, LINES_PER_EVENT) {
             caught_up = lines.len() < LINES_PER_EVENT;
+            self.behind = !caught_up;
             if !lines.is_empty() {
                 let batch: Vec<[&str; 3]> = lines.iter().map(|l| [l.step_id.as_str(), l.stream.as_str(), l.line.as_str()]).collect();
                 let data = serde_json::to_string(&batch).unwrap_or_default();
@@ -110,7 +113,7 @@ pub async fn events(
     let live = app.coordinator.scheduler.events().subscribe(&id);
     // A reconnecting browser says where it was (the `id:` of the last log event).
     let cursor = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let follow = Follow { app, headers, namespace, id, cursor, last_steps: String::new(), live, out: VecDeque::new(), first: true, ended: false };
+    let follow = Follow { app, headers, namespace, id, cursor, last_steps: String::new(), live, out: VecDeque::new(), behind: true, ended: false };
     let stream = futures::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(e) = f.out.pop_front() {

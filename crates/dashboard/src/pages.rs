@@ -8,31 +8,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use rbk_coordinator::state::{now_ms, query};
 
 use crate::error::DashboardError;
-use crate::server::App;
+use crate::app::App;
 use crate::session::{Role, Session};
 use crate::views::{BuildFilter, BuildRow, BuildView, build_rows, build_view};
-
-/// HTML-escapes `s` (for the few strings written outside a template).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `value` as JSON safe to embed in a `<script type="application/json">`:
-/// no `<` survives, so nothing in it can close the element.
-pub fn embed_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into()).replace('<', "\\u003c")
-}
 
 /// Renders a template, or says which page failed.
 pub fn render<T: Template>(page: &'static str, t: &T) -> Result<Html<String>, DashboardError> {
@@ -155,7 +133,7 @@ pub fn tenant_build(app: &App, ns: &str, id: &str) -> Result<BuildView, Dashboar
 pub async fn build(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Html<String>, DashboardError> {
     let s = app.sessions.check(&headers)?;
     let build = tenant_build(&app, s.tenant()?, &id)?;
-    let data = embed_json(&build);
+    let data = crate::html::embed_json(&build);
     render("build", &BuildPage { frame: Frame::of(&s, "builds"), build, data })
 }
 

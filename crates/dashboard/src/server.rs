@@ -9,28 +9,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use rbk_coordinator::Coordinator;
 
-use crate::cluster::ClusterView;
+use crate::app::{App, DashboardOptions};
+use crate::cluster_view::ClusterView;
 use crate::session::Sessions;
-
-/// How the dashboard is served.
-#[derive(Debug, Clone, Default)]
-pub struct DashboardOptions {
-    /// Mark the session cookie `Secure` (HTTPS only): with `[tls]`, or
-    /// behind an ingress or proxy that ends TLS.
-    pub secure_cookies: bool,
-    /// The operator's token (the `[admin]` token): opens Workers (all of
-    /// them) and Cluster.
-    pub operator_token: Option<String>,
-}
-
-/// What every handler shares. Cheap to clone.
-#[derive(Clone)]
-pub struct App {
-    pub coordinator: Coordinator,
-    pub sessions: Sessions,
-    pub options: Arc<DashboardOptions>,
-    pub cluster: Option<Arc<dyn ClusterView>>,
-}
 
 /// The dashboard of one coordinator.
 pub struct Dashboard {
