@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -37,6 +38,8 @@ TOKEN_B = "dash-tenant-b-0123456789abcdef"
 WORKER_TOKEN = "dash-worker-0123456789abcdef"
 OPERATOR_TOKEN = "dash-operator-0123456789abcdef"
 CACHE_ID = "dash-pip-cache"
+# The planner names a Dockerfile's cache ids under "farm/".
+CACHE_KEY = "farm/" + CACHE_ID
 
 
 def shots_dir(tmp: pathlib.Path) -> pathlib.Path:
@@ -195,10 +198,10 @@ def test_a_submitted_build_appears_streams_its_log_and_fills_its_timeline(browse
         page.get_by_role("heading", name=re.compile("^Build ")).wait_for()
         farm["builds"]["cache"] = page.url.rsplit("/", 1)[1]
         # Lines arrive while the build still runs: streamed, not loaded at the end.
-        page.wait_for_function("window.rbkLog && window.rbkLog.lines > 0 && !window.rbkLog.ended", timeout=120_000)
+        page.wait_for_function("() => window.rbkLog && window.rbkLog.lines > 0 && !window.rbkLog.ended", timeout=120_000)
         page.locator(".step-row .seg.run").first.wait_for(timeout=60_000)
         page.screenshot(path=farm["shots"] / "build-running.png")
-        page.wait_for_function("window.rbkLog.ended", timeout=180_000)
+        page.wait_for_function("() => window.rbkLog.ended", timeout=180_000)
         assert proc.wait(timeout=120) == 0, proc.stdout.read()
     finally:
         if proc.poll() is None:
@@ -229,7 +232,7 @@ def test_a_failed_build_opens_at_its_error_with_the_dockerfile_line(browser, far
     assert "exit 3" in error.inner_text()
     # The failing step is selected and its log is what the pane shows.
     assert page.locator("button.step[aria-pressed=true]").inner_text().endswith("exit 3")
-    page.wait_for_function("window.rbkLog.ended")
+    page.wait_for_function("() => window.rbkLog.ended")
     assert "about to fail" in page.locator("#log").inner_text()
     assert "preparing" not in page.locator("#log").inner_text()
     page.screenshot(path=farm["shots"] / "build-failed.png", full_page=True)
@@ -238,7 +241,7 @@ def test_a_failed_build_opens_at_its_error_with_the_dockerfile_line(browser, far
 def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser, farm):
     a = signed_in(browser, farm, TOKEN_A)
     a.goto(farm["dashboard"] + "/caches")
-    assert a.locator(f"tr.cache-row[data-cache='{CACHE_ID}']").count() == 1
+    assert a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']").count() == 1, a.locator("main").inner_text()
     a.screenshot(path=farm["shots"] / "caches.png", full_page=True)
     b = signed_in(browser, farm, TOKEN_B)
     b.goto(farm["dashboard"] + "/caches")
@@ -250,7 +253,9 @@ def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser,
     build = farm["builds"]["cache"]
     assert get(f"{farm['dashboard']}/builds/{build}", cookie) == 404
     assert get(f"{farm['dashboard']}/builds/{build}/events", cookie) == 404
-    assert get(f"{farm['dashboard']}/caches/{CACHE_ID}", cookie) == 404
+    cache_url = f"{farm['dashboard']}/caches/{urllib.parse.quote(CACHE_KEY, safe='')}"
+    assert get(cache_url, cookie) == 404
+    assert get(cache_url, session_cookie(a)) == 200
     assert get(f"{farm['dashboard']}/builds/{build}", session_cookie(a)) == 200
 
 
@@ -259,15 +264,15 @@ def test_pruning_a_cache_asks_first_needs_the_csrf_token_and_rbk_cache_ls_agrees
     page = signed_in(browser, farm, TOKEN_A)
     page.goto(farm["dashboard"] + "/caches")
     # Without the session's CSRF token the prune is refused.
-    refused = page.request.post(farm["dashboard"] + "/caches/prune", form={"csrf": "forged", "id": CACHE_ID})
+    refused = page.request.post(farm["dashboard"] + "/caches/prune", form={"csrf": "forged", "id": CACHE_KEY})
     assert refused.status == 403
     assert CACHE_ID in rbk_cache_ls(farm, TOKEN_A)
     # Dismissing the confirmation prunes nothing.
     page.once("dialog", lambda d: d.dismiss())
-    page.get_by_role("button", name=f"Prune cache {CACHE_ID}").click()
+    page.get_by_role("button", name=f"Prune cache {CACHE_KEY}").click()
     assert CACHE_ID in rbk_cache_ls(farm, TOKEN_A)
     page.once("dialog", lambda d: d.accept())
-    page.get_by_role("button", name=f"Prune cache {CACHE_ID}").click()
+    page.get_by_role("button", name=f"Prune cache {CACHE_KEY}").click()
     page.get_by_role("status").wait_for()
     assert "Pruned 1 head(s)" in page.get_by_role("status").inner_text()
     assert page.locator("tr.cache-row").count() == 0
@@ -310,7 +315,7 @@ def test_a_200_step_build_with_10_mb_of_log_stays_responsive(browser, farm):
     page = signed_in(browser, farm, TOKEN_A)
     page.goto(farm["dashboard"] + "/builds")
     page.locator("tr.build-row").first.get_by_role("link").click()
-    page.wait_for_function("window.rbkLog && window.rbkLog.ended", timeout=300_000)
+    page.wait_for_function("() => window.rbkLog && window.rbkLog.ended", timeout=300_000)
     steps = page.locator(".step-row").count()
     assert steps >= 200
     total_lines = page.evaluate("window.rbkLog.lines")
@@ -321,7 +326,7 @@ def test_a_200_step_build_with_10_mb_of_log_stays_responsive(browser, farm):
     # Responsive with the whole log loaded: choosing one step redraws its log.
     t0 = time.time()
     page.locator("button.step").nth(10).click()
-    page.wait_for_function("document.getElementById('log').childElementCount < 1000")
+    page.wait_for_function("() => document.getElementById('log').childElementCount < 1000")
     select_ms = (time.time() - t0) * 1000
     log_bytes = page.evaluate("window.rbkLog.lines")  # lines; bytes printed from the server side below
     print(f"\ndashboard 200-step build: {steps} steps, {total_lines} log lines (~{total_lines * 100 / 1e6:.1f} MB), "

@@ -18,6 +18,8 @@ use crate::views::{bytes, utc};
 /// One head (a cache id's slot) as the page shows it.
 pub struct CacheRow {
     pub id: String,
+    /// The id as one path segment (`/` and the rest percent-encoded).
+    pub href: String,
     pub slot: u32,
     pub generation: u64,
     pub size: String,
@@ -62,6 +64,7 @@ fn page(app: &App, headers: &HeaderMap, only: Option<String>, notice: String) ->
         .into_iter()
         .filter(|(k, _)| only.as_ref().is_none_or(|id| &k.cache_id == id))
         .map(|(k, h)| CacheRow {
+            href: format!("/caches/{}", path_segment(&k.cache_id)),
             id: k.cache_id,
             slot: k.slot,
             generation: h.generation,
@@ -131,6 +134,11 @@ pub async fn prune_cache(State(app): State<App>, headers: HeaderMap, Form(form):
     let filter = PruneFilter { ids: vec![form.id.clone()], unused_for_ms: 0 };
     let dropped = prune(&*app.coordinator.state, ns, &filter, now_ms()).await.map_err(|e| DashboardError::Unavailable(e.to_string()))?;
     tracing::info!(tenant = %ns, cache = %form.id, heads = dropped.len(), "dashboard: cache pruned");
-    let id: String = form.id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    Ok(Redirect::to(&format!("/caches?pruned={}&id={id}", dropped.len())))
+    Ok(Redirect::to(&format!("/caches?pruned={}&id={}", dropped.len(), path_segment(&form.id))))
+}
+
+/// `s` percent-encoded but for unreserved characters: one URL path
+/// segment or query value (cache ids contain `/`).
+pub fn path_segment(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
