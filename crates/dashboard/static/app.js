@@ -100,21 +100,40 @@ function buildPage(initial) {
     row.appendChild(document.createTextNode("\n"));
     frag.appendChild(row);
   };
-  const shown = () => { count.textContent = log.childElementCount + " of " + lines.length + " lines"; };
+  // Lines go into block chunks the browser skips laying out while they
+  // are off screen (content-visibility), so a 10 MB log stays responsive.
+  const CHUNK = 1000;
+  let shownCount = 0, scrollPending = false;
+  const shown = () => { count.textContent = shownCount + " of " + lines.length + " lines"; };
+  const scrollSoon = () => {
+    if (!followTail || scrollPending) return;
+    scrollPending = true;
+    requestAnimationFrame(() => { scrollPending = false; log.scrollTop = log.scrollHeight; });
+  };
+  const chunksOf = (batch) => {
+    const out = [];
+    let chunk = null, n = 0;
+    for (const l of batch) {
+      if (!shows(l)) continue;
+      if (!chunk || n === CHUNK) { chunk = document.createElement("div"); chunk.className = "chunk"; out.push(chunk); n = 0; }
+      lineInto(chunk, l);
+      n++;
+      shownCount++;
+    }
+    return out;
+  };
   const redrawLog = () => {
-    const frag = document.createDocumentFragment();
-    for (const l of lines) if (shows(l)) lineInto(frag, l);
-    log.replaceChildren(frag);
+    shownCount = 0;
+    log.replaceChildren(...chunksOf(lines));
     shown();
-    if (followTail) log.scrollTop = log.scrollHeight;
+    scrollSoon();
   };
   const appendLog = (batch) => {
-    const frag = document.createDocumentFragment();
-    for (const l of batch) { lines.push(l); if (shows(l)) lineInto(frag, l); }
-    log.appendChild(frag);
+    for (const l of batch) lines.push(l);
+    log.append(...chunksOf(batch));
     stats.lines = lines.length;
     shown();
-    if (followTail) log.scrollTop = log.scrollHeight;
+    scrollSoon();
   };
   log.addEventListener("scroll", () => { followTail = log.scrollTop + log.clientHeight >= log.scrollHeight - 4; });
 
