@@ -3,7 +3,9 @@
 # default .rbk-dev/helm-venv): helm-python-sdk (Helm's Go library behind a C
 # ABI, shipped in the wheel: no helm binary is downloaded), kubernetes-validate
 # (the Kubernetes OpenAPI schemas, shipped in the wheel), pytest and promtool
-# (unpacked from Debian's prometheus package). Nothing
+# (unpacked from Debian's prometheus package), and playwright for the
+# dashboard's browser tests (it drives Debian's chromium; it never downloads a
+# browser). Nothing
 # here needs a cluster or the network after installation. Idempotent: prints
 # the venv's directory.
 set -euo pipefail
@@ -11,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state=${RBK_DEV_DIR:-$(cd "$here/../.." && pwd)/.rbk-dev}
 venv=$state/helm-venv
 # Versions the chart tests were written against.
-want=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.4)
+want=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 pytest==9.2.0 PyYAML==6.0.4 playwright==1.65.2)
 stamp="$venv/.installed-$(printf '%s\n' "${want[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "helm-tools: installing ${want[*]} into $venv" >&2

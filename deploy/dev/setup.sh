@@ -3,12 +3,13 @@
 # -sys crates, a Rust toolchain and cargo-nextest; and what the embedded
 # default needs to run steps: an OCI runtime (runc), pasta (package passt:
 # the egress of a RUN step's own network namespace) and busybox-static (the
-# demo's base image is built from it). Idempotent.
+# demo's base image is built from it); Debian's chromium and a font for the
+# dashboard's browser tests (deploy/tests/test_dashboard.py). Idempotent.
 set -euo pipefail
 log() { echo "setup: $*" >&2; }
 
 need=()
-for pkg in build-essential pkg-config curl ca-certificates runc passt busybox-static; do
+for pkg in build-essential pkg-config curl ca-certificates runc passt busybox-static chromium fonts-dejavu-core; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

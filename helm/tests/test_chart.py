@@ -1241,3 +1241,28 @@ def test_the_worker_answers_its_probes_when_started_as_the_chart_says(tmp_path):
         finally:
             worker.kill()
             worker.wait()
+
+
+def test_coordinators_serve_the_dashboard_on_its_port_with_secure_cookies_under_tls():
+    objects = render({})
+    config = coordinator_configs(objects)["coordinator-0.toml"]
+    assert config["dashboard"] == {"listen": "0.0.0.0:7080"}
+    pod = one(objects, "StatefulSet", "-coordinator")["spec"]["template"]
+    assert {"name": "dashboard", "containerPort": 7080, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
+    service = one(objects, "Service", "-coordinator")
+    assert {"name": "dashboard", "port": 7080, "targetPort": "dashboard", "protocol": "TCP"} in service["spec"]["ports"]
+    assert coordinator_configs(render(HA_VALUES))["coordinator-0.toml"]["dashboard"]["secure_cookies"] is True
+    off = coordinator_configs(render({"coordinator": {"dashboard": {"enabled": False}}}))["coordinator-0.toml"]
+    assert "dashboard" not in off
+
+
+def test_the_dashboard_ingress_is_its_own_and_speaks_https_to_tls_coordinators():
+    values = with_values(HA_VALUES, coordinator__dashboard__ingress={"enabled": True, "host": "dash.build.internal"})
+    ingress = one(render(values), "Ingress", "-dashboard")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "dash.build.internal"
+    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "dashboard"}
+    assert ingress["spec"]["tls"] == [{"hosts": ["dash.build.internal"], "secretName": HA_VALUES["tls"]["existingSecret"]}]
+    assert not [o for o in render({}) if o["kind"] == "Ingress" and o["metadata"]["name"].endswith("-dashboard")]

@@ -66,15 +66,27 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         None => None,
     };
     // Only the leader collects (the collector asks the Raft gate).
-    let coordinator = crate::coordinator_raft::start(&config, store, merger, &tokens)
-        .await?
-        .with_collector(gc, eviction, admin_token.as_deref())
-        .with_registries(config.registries.clone());
+    let (coordinator, cluster) = crate::coordinator_raft::start(&config, store, merger, &tokens).await?;
+    let coordinator = coordinator.with_collector(gc, eviction, admin_token.as_deref()).with_registries(config.registries.clone());
     coordinator.scheduler.events().history().set_limits(config.history);
     // Build events to every node over Redis pub/sub (optional).
     if let Some(redis) = rbk_coordinator::redis_fanout::RedisSection::resolve(config.redis.as_ref(), &store_config) {
         let fanout = redis.start(event_keys(&config)?).map_err(anyhow::Error::msg).with_context(|| format!("[redis] in {}", args.config.display()))?;
         coordinator.scheduler.events().set_fanout(fanout);
+    }
+    if let Some(section) = &config.dashboard {
+        let listener = tokio::net::TcpListener::bind(section.listen)
+            .await
+            .with_context(|| format!("[dashboard] listen {} (from {})", section.listen, args.config.display()))?;
+        let options = rbk_dashboard::DashboardOptions {
+            secure_cookies: section.secure_cookies.unwrap_or(config.tls.is_some()),
+            operator_token: admin_token.clone(),
+        };
+        let tls = config.tls.as_ref().map(|t| rbk_dashboard::tls::server_config(&t.cert, &t.key)).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let addr = rbk_dashboard::Dashboard::new(coordinator.clone(), options, cluster.clone()).spawn(listener, tls)?;
+        // Tests and scripts read this line, as the one below.
+        println!("rbk dashboard listening on {scheme}://{addr}");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -43,11 +43,18 @@ pub struct LogLine {
     pub at_ms: u64,
 }
 
-/// When a step started and ended, as this node saw it (0: not seen).
+/// When a step started and ended, as this node saw it (0: not seen), and
+/// what its worker reported of the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepTimes {
     pub started_ms: u64,
     pub finished_ms: u64,
+    /// The worker's own measure of the step (restore, run, upload).
+    pub worker_ms: u64,
+    /// Cache-mount bytes the worker restored from the store for it.
+    pub bytes_restored: u64,
+    /// An action-cache hit: nothing ran.
+    pub cached: bool,
 }
 
 /// One build's kept history.
@@ -134,12 +141,16 @@ impl BuildHistory {
             }
             // A retry starts the step's clock again.
             BuildEvent::Started { step_id, .. } => {
-                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, finished_ms: 0 });
+                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, ..Default::default() });
             }
             BuildEvent::Cached { step_id, .. } => {
-                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, finished_ms: at_ms });
+                b.steps.insert(step_id.clone(), StepTimes { started_ms: at_ms, finished_ms: at_ms, cached: true, ..Default::default() });
             }
-            BuildEvent::Finished { step_id, .. } | BuildEvent::Failed { step_id, .. } => {
+            BuildEvent::Finished { step_id, duration_ms, bytes_restored, .. } => {
+                let t = b.steps.entry(step_id.clone()).or_default();
+                (t.finished_ms, t.worker_ms, t.bytes_restored) = (at_ms, *duration_ms, *bytes_restored);
+            }
+            BuildEvent::Failed { step_id, .. } => {
                 b.steps.entry(step_id.clone()).or_default().finished_ms = at_ms;
             }
             BuildEvent::Accepted { .. } | BuildEvent::BuildFinished { .. } => {}
@@ -149,6 +160,25 @@ impl BuildHistory {
     /// A copy of what is kept of `build_id`, if anything.
     pub fn get(&self, build_id: &str) -> Option<BuildLog> {
         self.lock().builds.get(build_id).cloned()
+    }
+
+    /// The kept step times of `build_id` (without its lines).
+    pub fn step_times(&self, build_id: &str) -> Option<BTreeMap<String, StepTimes>> {
+        self.lock().builds.get(build_id).map(|b| b.steps.clone())
+    }
+
+    /// Up to `max` kept lines of `build_id` from line number `from` on,
+    /// counting every line the build ever logged here (dropped ones
+    /// included), and the number after the last one returned: a reader
+    /// follows a growing log without copying it whole. Lines dropped
+    /// before `from` was reached are skipped.
+    pub fn lines_since(&self, build_id: &str, from: u64, max: usize) -> Option<(Vec<LogLine>, u64)> {
+        let inner = self.lock();
+        let b = inner.builds.get(build_id)?;
+        let skip = from.saturating_sub(b.dropped) as usize;
+        let lines: Vec<LogLine> = b.lines.iter().skip(skip).take(max).cloned().collect();
+        let next = b.dropped + (skip.min(b.lines.len()) + lines.len()) as u64;
+        Some((lines, next))
     }
 }
 
@@ -205,7 +235,31 @@ mod tests {
         h.record_at("b1", &started(2), 20);
         let done = BuildEvent::Failed { step_id: "s".into(), worker_id: "w".into(), message: String::new(), exit_code: 1 };
         h.record_at("b1", &done, 35);
-        assert_eq!(h.get("b1").unwrap().steps["s"], StepTimes { started_ms: 20, finished_ms: 35 });
+        assert_eq!(h.get("b1").unwrap().steps["s"], StepTimes { started_ms: 20, finished_ms: 35, ..Default::default() });
+    }
+
+    #[test]
+    fn a_finished_step_keeps_what_its_worker_reported() {
+        let h = history(10, 1 << 20);
+        h.record_at("b1", &BuildEvent::Started { step_id: "s".into(), worker_id: "w".into(), attempt: 1, name: String::new() }, 10);
+        let done = BuildEvent::Finished { step_id: "s".into(), worker_id: "w".into(), duration_ms: 7, bytes_restored: 99, layers: vec![], config: vec![] };
+        h.record_at("b1", &done, 20);
+        assert_eq!(h.step_times("b1").unwrap()["s"], StepTimes { started_ms: 10, finished_ms: 20, worker_ms: 7, bytes_restored: 99, cached: false });
+    }
+
+    #[test]
+    fn lines_since_follows_a_log_across_dropped_lines() {
+        let h = history(10, 3 * (10 + 1 + 32));
+        for i in 0..5 {
+            h.record("b1", &log("s", &format!("line-{i:05}")));
+        }
+        // Lines 0 and 1 were dropped: a reader at 1 gets 2.. and the next number.
+        let (lines, next) = h.lines_since("b1", 1, 2).unwrap();
+        assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["line-00002", "line-00003"]);
+        assert_eq!(next, 4);
+        let (lines, next) = h.lines_since("b1", next, 100).unwrap();
+        assert_eq!((lines.len(), next), (1, 5));
+        assert_eq!(h.lines_since("b1", 5, 100).unwrap(), (vec![], 5));
     }
 
     #[test]

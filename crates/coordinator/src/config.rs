@@ -40,6 +40,10 @@
 //! insecure = ["registry.internal:5000"]
 //! [admin]                         # optional: the Admin service (`rbk store gc`)
 //! token_file = "admin-token"      # one token, 16+ characters; relative to this file
+//! [dashboard]                     # optional: the web dashboard (docs/dashboard.md)
+//! listen = "127.0.0.1:7080"       # HTTP(S): over [tls] when that is set
+//! # secure_cookies = true          # default: whether [tls] is set; true behind
+//!                                 # an ingress or proxy that ends TLS
 //! ```
 
 use std::net::SocketAddr;
@@ -98,6 +102,20 @@ pub struct CoordinatorConfig {
     /// [`crate::registries`].
     #[serde(default)]
     pub registries: crate::registries::RegistriesSection,
+    /// The web dashboard; absent: not served.
+    #[serde(default)]
+    pub dashboard: Option<DashboardSection>,
+}
+
+/// `[dashboard]`: where the web dashboard listens (crate `rbk-dashboard`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSection {
+    pub listen: SocketAddr,
+    /// Whether the session cookie is `Secure` (sent over HTTPS only);
+    /// default: whether `[tls]` is set.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
 }
 
 fn default_token_reload_ms() -> u64 {
@@ -442,6 +460,16 @@ mod tests {
         .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("coordinator config c.toml:") && msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn the_dashboard_is_off_unless_its_section_names_an_address() {
+        let base = "listen = \"127.0.0.1:1\"\ntoken_file = \"t\"\n[store]\ndir = \"s\"\n";
+        assert_eq!(CoordinatorConfig::parse(base, Path::new("/c.toml")).unwrap().dashboard, None);
+        let on = CoordinatorConfig::parse(&format!("{base}[dashboard]\nlisten = \"127.0.0.1:7080\"\n"), Path::new("/c.toml")).unwrap();
+        assert_eq!(on.dashboard, Some(DashboardSection { listen: "127.0.0.1:7080".parse().unwrap(), secure_cookies: None }));
+        let bad = CoordinatorConfig::parse(&format!("{base}[dashboard]\nlisten = \"nowhere\"\n"), Path::new("/c.toml")).unwrap_err();
+        assert!(bad.to_string().contains("/c.toml") && bad.to_string().contains("listen"), "{bad}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod build_events;
 pub mod build_history;
 pub mod cache_heads;
+pub mod cache_prune;
 pub mod collector;
 pub mod config;
 pub mod context_trees;

@@ -118,6 +118,11 @@ impl Coordinator {
         self
     }
 
+    /// The per-tenant budgets (`rbk cache du` and the dashboard show them).
+    pub fn eviction(&self) -> &crate::eviction::EvictionPolicy {
+        &self.eviction
+    }
+
     /// The store collector, when [`Self::with_collector`] set one up.
     pub fn collector(&self) -> Option<&crate::collector::Collector> {
         self.collector.as_ref().map(|(c, _)| c)

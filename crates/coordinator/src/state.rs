@@ -634,6 +634,17 @@ impl StateMachine {
         v
     }
 
+    /// A namespace's builds, borrowed, in no particular order (a reader
+    /// that shapes many builds without copying their graphs).
+    pub fn builds_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a BuildRecord> + 'a {
+        self.builds.values().filter(move |b| b.namespace == namespace)
+    }
+
+    /// How many builds the state holds (every tenant's).
+    pub fn builds_count(&self) -> usize {
+        self.builds.len()
+    }
+
     /// Builds still running, oldest first (what a new leader resumes).
     pub fn running_builds(&self) -> Vec<BuildRecord> {
         let mut v: Vec<_> = self.builds.values().filter(|b| b.state == BuildState::Running).cloned().collect();

@@ -194,6 +194,19 @@ impl RaftState {
         self.shared.applied.load(Ordering::Acquire)
     }
 
+    /// The current term as this node knows it.
+    pub fn term(&self) -> u64 {
+        self.shared.term.load(Ordering::Acquire)
+    }
+
+    /// The members this node knows, by id: their raft address and client
+    /// URL, and whether each votes (the web dashboard's Cluster page).
+    pub fn members(&self) -> Vec<(u64, rbk_coordinator::raft_config::PeerAddress, bool)> {
+        let voters = self.shared.voters.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        peers.iter().map(|(id, p)| (*id, p.clone(), voters.contains(id))).collect()
+    }
+
     /// Asks the leader (this node) to add or remove a voter.
     pub async fn change_members(&self, change: MemberChange) -> Result<(), MemberChangeError> {
         let (reply, rx) = oneshot::channel();

@@ -145,6 +145,8 @@ enum Msg {
     AttachSecrets { namespace: String, build_id: String, secrets: Secrets, reply: oneshot::Sender<Result<(), SchedulerError>> },
     /// Who runs an assignment now (SSH forwarding checks it).
     Running { assignment_id: String, reply: oneshot::Sender<Option<RunningAssignment>> },
+    /// The connected workers (the dashboard's Workers page).
+    Workers { reply: oneshot::Sender<Vec<worker_view::WorkerView>> },
 }
 
 /// Handle to the scheduling actor. Cheap to clone.
@@ -303,6 +305,16 @@ impl Scheduler {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Running { assignment_id: assignment_id.into(), reply }).ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// The workers connected to this node's scheduler now (none on a
+    /// follower, whose scheduler does not run).
+    pub async fn workers(&self) -> Vec<worker_view::WorkerView> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Workers { reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Replicated coordinators, on losing leadership: forgets workers,
@@ -557,6 +569,9 @@ impl Core {
                     })
                 });
                 let _ = reply.send(running);
+            }
+            Msg::Workers { reply } => {
+                let _ = reply.send(self.worker_views());
             }
             Msg::Tick => {
                 let timeout = self.config.worker_timeout;
@@ -1182,6 +1197,7 @@ mod secrets;
 mod log_clip;
 mod quota;
 mod unschedulable;
+pub mod worker_view;
 
 #[cfg(test)]
 mod tests;

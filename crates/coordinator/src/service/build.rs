@@ -13,7 +13,7 @@ use crate::auth::tenant_of;
 use rbk_proto::leader::LeaderGate;
 use crate::model::{BuildRequest, Secrets};
 use crate::scheduler::Scheduler;
-use crate::state::{Command, CoordinatorState, now_ms, query};
+use crate::state::{CoordinatorState, now_ms, query};
 use crate::wire::{build_to_wire, head_to_wire, step_from_wire};
 
 /// `Build` over the state (status, lists, heads), the scheduler (submit,
@@ -85,15 +85,14 @@ impl Build for BuildService {
 
     async fn list_caches(&self, req: Request<pb::ListCachesRequest>) -> Result<Response<pb::ListCachesResponse>, Status> {
         let namespace = tenant_of(&req)?;
-        let (heads, usage) = query(&*self.state, |m| (m.heads_of(&namespace), crate::eviction::tenant_usage(m, &namespace)));
-        let heads = heads.into_iter().map(|(k, h)| head_to_wire(k, h)).collect();
-        let budget = self.eviction.budget(&namespace);
+        let listing = crate::cache_prune::list(&*self.state, &self.eviction, &namespace);
+        let heads = listing.heads.into_iter().map(|(k, h)| head_to_wire(k, h)).collect();
         Ok(Response::new(pb::ListCachesResponse {
             heads,
-            heads_budget_bytes: budget.heads_bytes.unwrap_or(0),
-            action_entries: usage.actions,
-            action_bytes: usage.actions_bytes,
-            actions_budget_bytes: budget.actions_bytes.unwrap_or(0),
+            heads_budget_bytes: listing.budget.heads_bytes.unwrap_or(0),
+            action_entries: listing.usage.actions,
+            action_bytes: listing.usage.actions_bytes,
+            actions_budget_bytes: listing.budget.actions_bytes.unwrap_or(0),
             keep_duration_ms: self.eviction.keep_duration.map_or(0, |d| d.as_millis() as u64),
         }))
     }
@@ -101,24 +100,8 @@ impl Build for BuildService {
     async fn prune_caches(&self, req: Request<pb::PruneCachesRequest>) -> Result<Response<pb::PruneCachesResponse>, Status> {
         let namespace = tenant_of(&req)?;
         let r = req.into_inner();
-        let now = now_ms();
-        // Heads in use (a live lease) are kept: dropping one under a running
-        // locked or private step would orphan its commit.
-        let candidates = query(&*self.state, |m| {
-            m.heads_of(&namespace)
-                .into_iter()
-                .filter(|(k, h)| {
-                    (r.ids.is_empty() || r.ids.contains(&k.cache_id))
-                        && now.saturating_sub(h.updated_ms) >= r.unused_for_ms
-                        && m.lease(k).is_none_or(|l| l.expires_ms <= now)
-                })
-                .collect::<Vec<_>>()
-        });
-        let mut dropped = Vec::new();
-        for (key, head) in candidates {
-            self.state.apply(Command::DropHead { head: key.clone() }).await.map_err(|e| Status::unavailable(e.to_string()))?;
-            dropped.push(head_to_wire(key, head));
-        }
-        Ok(Response::new(pb::PruneCachesResponse { dropped }))
+        let filter = crate::cache_prune::PruneFilter { ids: r.ids, unused_for_ms: r.unused_for_ms };
+        let dropped = crate::cache_prune::prune(&*self.state, &namespace, &filter, now_ms()).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::PruneCachesResponse { dropped: dropped.into_iter().map(|(k, h)| head_to_wire(k, h)).collect() }))
     }
 }

@@ -1,0 +1,29 @@
+//! What the binary knows about replication, for the Cluster page: the
+//! coordinator crate does not know Raft, so the binary hands the dashboard
+//! a [`ClusterView`] over its Raft node.
+
+/// One member of the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub raft: String,
+    pub api: String,
+    pub voter: bool,
+}
+
+/// Replication as one node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    /// 0: unknown.
+    pub leader_id: u64,
+    pub term: u64,
+    /// The last log index applied on this node.
+    pub applied_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// What the binary knows about replication.
+pub trait ClusterView: Send + Sync + 'static {
+    fn status(&self) -> ClusterStatus;
+}
