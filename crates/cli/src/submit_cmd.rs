@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use rbk_client::submit::{Target, human, run_build};
 use rbk_client::{Progress, ProgressMode, RemoteStore};
-use rbk_plan::assemble;
+use rbk_plan::assemble::{self, FarmOutput};
 use rbk_plan::planner;
 use rbk_proto::build::Output;
 use rbk_store::Store;

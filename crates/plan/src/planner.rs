@@ -1052,6 +1052,7 @@ mod tests {
                 secret_ids: &none,
                 ssh_ids: &none,
                 allow: &Default::default(),
+                run_defaults: &RunDefaults::default(),
             };
             let (nodes, _) = plan_graph(&g, &Bases { images: &images, layers: &layers }, &cx).unwrap();
             let p = payload_of(&nodes[0]).unwrap();
