@@ -290,8 +290,12 @@ fn a_git_context_from_git_daemon_builds() {
     let root = tempfile::tempdir().unwrap();
     git_repo(root.path());
     let port = 36011;
-    let daemon = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+    // git-daemon itself, not the `git daemon` wrapper: killing the wrapper
+    // would leave the daemon running.
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
         .arg(format!("--base-path={}", root.path().display()))
         .arg(root.path())
         .stdout(Stdio::null())
