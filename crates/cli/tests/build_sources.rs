@@ -85,8 +85,11 @@ impl Build {
 }
 
 /// Whether the plain progress shows the step containing `text` as CACHED.
+#[path = "common/image_files.rs"]
+mod image_files;
+
 fn cached(progress: &str, text: &str) -> bool {
-    progress.lines().any(|l| l.contains(" CACHED ") && l.contains(text))
+    image_files::is_cached(progress, text)
 }
 
 // 1. Context bind mounts.

@@ -208,6 +208,14 @@ impl df::BaseResolver for WithRemote<'_> {
     fn url(&self, url: &str) -> Option<String> {
         self.remote.urls.get(url).map(|r| r.digest.clone())
     }
+
+    fn git(&self, url: &str) -> Option<String> {
+        self.inner.git(url)
+    }
+
+    fn onbuild(&self, reference: &str, platform: Option<&str>) -> Option<Vec<String>> {
+        self.inner.onbuild(reference, platform)
+    }
 }
 
 #[cfg(test)]

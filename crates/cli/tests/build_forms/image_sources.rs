@@ -13,7 +13,12 @@ fn push_marker(producer: &Project, base: &str, tag: &str, value: &str) -> String
 }
 
 fn copy_step_cached(progress: &str) -> bool {
-    progress.lines().any(|l| l.contains(" CACHED ") && l.contains("COPY --from="))
+    // Plain progress: `#N [2/3] COPY --from=...`, then `#N CACHED`.
+    progress
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains("COPY --from="))
+        .filter_map(|l| l.split(' ').next())
+        .any(|n| progress.lines().any(|l| l == format!("{n} CACHED")))
 }
 
 #[tokio::test]

@@ -1,15 +1,21 @@
+#![allow(dead_code)]
 //! Reading a build's result the way a test checks it: the steps that ran
 //! or were cached (plain progress), a file's content in an OCI archive.
 
-/// Steps that ran and steps that were CACHED, from plain progress.
+/// Steps that ran and steps that were CACHED, from plain progress: blocks
+/// headed `#N [k/n] INSTRUCTION` (not FROM, which runs nothing, and not
+/// the internal blocks such as an ADD URL's re-validation) ending
+/// `#N DONE 0.1s` or `#N CACHED`.
 pub fn counts(progress: &str) -> (usize, usize) {
-    // Blocks ending `#N DONE 0.1s` ran, except FROM's (`#N [1/3] FROM …`
-    // then `#N DONE 0.0s`), which run nothing.
-    let word = |l: &str, w: &str| l.starts_with('#') && l.split(' ').nth(1) == Some(w);
-    let done = progress.lines().filter(|l| word(l, "DONE")).count();
-    let froms = progress.lines().filter(|l| l.starts_with('#') && l.contains("] FROM ")).count();
-    let cached = progress.lines().filter(|l| word(l, "CACHED")).count();
-    (done - froms, cached)
+    let mut headers: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for l in progress.lines().filter(|l| l.starts_with('#')) {
+        if let Some((id, rest)) = l.split_once(' ') {
+            headers.entry(id).or_insert(rest);
+        }
+    }
+    let step = |id: &str| headers.get(id).is_some_and(|h| h.starts_with('[') && !h.contains("] FROM ") && !h.contains("] ONBUILD FROM "));
+    let ending = |w: &str| progress.lines().filter(|l| l.split_once(' ').is_some_and(|(id, rest)| step(id) && rest.split(' ').next() == Some(w))).count();
+    (ending("DONE"), ending("CACHED"))
 }
 
 /// Whether plain progress shows the step `label` as a `#N CACHED` block.

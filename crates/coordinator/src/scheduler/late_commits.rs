@@ -3,10 +3,11 @@
 //! step's cache mounts while the next steps run, then sends their commits
 //! (`CacheCommits`).
 //!
-//! The consistency rule: the step is done for its dependents at once (a
-//! later step on the same worker uses the worker's local copy of the
-//! cache, see `rbk_agent::cache_mounts`); every other worker gets the new
-//! head once it is committed here. A build ends only when the commits of
+//! The consistency rule: the step is done for its dependents at once,
+//! except for a step that mounts one of its caches: that one waits until
+//! the commit has landed (`awaits_late_commit`), so its grant names the new
+//! head and no worker empties the cache as it empties a pruned one; every
+//! worker gets the new head once it is committed here. A build ends only when the commits of
 //! all its steps have landed, or when the worker that owes them is lost
 //! first: then they are lost and the heads stay where they were (a head
 //! only ever moves by a whole commit). A `locked` mount's lease stays held
@@ -55,6 +56,18 @@ pub(super) async fn commit_heads(heads: &CacheHeads, namespace: &str, commits: V
         out.push(Landed { head, snapshot: done.snapshot, merged: done.merged, total_bytes: c.total_bytes });
     }
     Ok(out)
+}
+
+impl Core {
+    /// Whether `exec` mounts a cache of its tenant whose commit is still on
+    /// its way: it waits for it, so its grant names the head that commit
+    /// makes (granted the head before it, a worker would empty the cache
+    /// the earlier step filled, as it empties a pruned one).
+    pub(super) fn awaits_late_commit(&self, exec: &super::Exec) -> bool {
+        exec.node.cache_mounts.iter().any(|m| {
+            self.late.values().any(|l| l.namespace == exec.namespace && l.node.cache_mounts.iter().any(|c| c.id == m.id))
+        })
+    }
 }
 
 fn bytes(n: u64) -> String {

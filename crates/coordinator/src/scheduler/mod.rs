@@ -1087,6 +1087,9 @@ impl Core {
             return done;
         }
         let Some(exec) = self.execs.get(key) else { return true };
+        if self.awaits_late_commit(exec) {
+            return false;
+        }
         let Some(worker_id) = self.pick_worker(exec) else { return self.expire_if_unschedulable(key).await };
         let assignment_id = self.fresh_id("a");
         let exec = self.execs.get(key).expect("checked above");
