@@ -100,6 +100,11 @@ pub async fn run(args: GraphArgs) -> anyhow::Result<()> {
             0 => println!("Check complete, no warnings found."),
             n => println!("Check complete, {n} warning{} found.", if n == 1 { "" } else { "s" }),
         }
+        // `# check=error=true` makes the warnings fail the check, as they
+        // fail a build: CI gates on the exit status.
+        if let Some(message) = graph.check_violation() {
+            bail!("{}: {message}", opts.file_name);
+        }
         return Ok(());
     }
     for c in &graph.checks {

@@ -65,6 +65,17 @@ fn graph_check_prints_buildkit_warnings_without_the_graph() {
 }
 
 #[test]
+fn graph_check_fails_when_the_dockerfile_makes_warnings_errors() {
+    let dir = temp_context("check-error", "# check=error=true\nFROM alpine\nEXPOSE 8080:80\n");
+    let out = rbk().args(["graph", "--check"]).arg(&dir).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.ends_with("Check complete, 1 warning found.\n"), "{stdout}");
+    assert!(stderr.contains("lint violation found for rules: ExposeInvalidFormat"), "{stderr}");
+}
+
+#[test]
 fn user_errors_print_no_stack_trace_even_with_rust_backtrace() {
     let dir = temp_context("user-error", "FROM alpine\nRUNN x\n");
     let out = rbk().arg("graph").arg(&dir).env("RUST_BACKTRACE", "1").env("RUST_LIB_BACKTRACE", "1").output().unwrap();
