@@ -33,7 +33,10 @@ DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 # Names the page has the operator create (Secrets, a bucket, a
 # Certificate, issuers, a file): not the chart's, so not looked up in it.
 OPERATOR_NAMES = {"rbk-s3", "rbk-tokens-own", "rbk-grpc-tls", "rbk-grpc", "rbk-public-tls", "rbk-redis",
-                  "rbk-cache", "rbk-image", "rbk.build.example.com", "rbk.example.com"}
+                  "rbk-cache", "rbk-image", "rbk.build.example.com", "rbk.example.com", "rbk-registry-auth"}
+# Secrets whose keys are one docker config per tenant (`<tenant>.json`,
+# `coordinator.registries.authSecret`), not keys the chart names.
+TENANT_FILE_SECRETS = {"rbk-registry-auth"}
 # Keys of a kubernetes.io/tls Secret the page names, not values.
 TLS_SECRET_KEYS = {"tls.crt", "tls.key"}
 # The helm flags the page may use (Helm 3's spelling).
@@ -216,8 +219,12 @@ def test_every_kubectl_command_works_in_the_release_namespace_on_rendered_object
         elif verb == "create" and words[1] == "secret":
             # The operator's own Secret: its keys must be the ones the chart reads.
             chart_keys = {v for v in yaml.safe_dump(DEFAULTS).split() if re.fullmatch(r"[a-z]+(-[a-z]+)+|tokens\.toml", v)}
+            per_tenant = words[3] in TENANT_FILE_SECRETS
             for literal in option(argv, "--from-literal") + option(argv, "--from-file"):
                 key = literal.split("=")[0]
+                if per_tenant:
+                    assert re.fullmatch(r"[a-z0-9-]+\.json", key), f"line {line}: {key} is no <tenant>.json"
+                    continue
                 assert key in chart_keys, f"line {line}: the chart reads no key {key}"
         else:
             pytest.fail(f"line {line}: kubectl {verb} is not checked by this test: add it")
