@@ -34,9 +34,6 @@ pub const MAX_CONTEXTS_PER_BUILD: usize = 16;
 const CONCURRENT_READS: usize = 4;
 /// Tree digests remembered.
 const REMEMBERED: usize = 4096;
-/// Why a context is refused when the store lacks it or the tenant does not
-/// have it: one message for both.
-const NOT_STORED: &str = "it is not in the store (upload the context before submitting)";
 
 /// Reads context manifests from the store and remembers their trees.
 pub struct ContextReader {
@@ -78,11 +75,7 @@ impl ContextReader {
     /// The tree digest of every context `steps` read. Refuses, naming the
     /// step, a context that is not a readable manifest within the bounds,
     /// and a payload that names `context` again after its first field.
-    /// A manifest the submitting tenant does not have (`owned`, see
-    /// `blob_owners.rs`) is refused exactly as one the store lacks, before
-    /// any read or remembered tree is consulted: a build naming another
-    /// tenant's context learns nothing about it.
-    pub async fn resolve(&self, steps: &[StepNode], owned: &(dyn Fn(&Digest) -> bool + Sync)) -> Result<ContextTrees, ContextError> {
+    pub async fn resolve(&self, steps: &[StepNode]) -> Result<ContextTrees, ContextError> {
         let mut wanted: Vec<(Digest, &StepNode)> = Vec::new();
         for step in steps {
             let Some((manifest, _)) = split_context(&step.payload) else { continue };
@@ -96,9 +89,6 @@ impl ContextReader {
         }
         let mut trees = ContextTrees::new();
         for (manifest, step) in wanted {
-            if !owned(&manifest) {
-                return Err(bad(step, manifest, NOT_STORED.into()));
-            }
             let tree = match self.tree(manifest).await {
                 Ok(t) => t,
                 Err(Unread::Bad(why)) => return Err(bad(step, manifest, why)),
@@ -124,7 +114,7 @@ impl ContextReader {
         let tree = {
             let _permit = self.reads.acquire().await.expect("the semaphore is never closed");
             let blob = self.store.get_bytes(manifest).await.map_err(|e| match e {
-                StoreError::NotFound(_) => Unread::Bad(NOT_STORED.into()),
+                StoreError::NotFound(_) => Unread::Bad("it is not in the store (upload the context before submitting)".into()),
                 e => Unread::Store(e),
             })?;
             // Decoding and hashing a large manifest is CPU work: off the
@@ -204,9 +194,6 @@ mod tests {
         capture(store, dir.path(), &CaptureOptions::new("context")).await.unwrap().0.digest
     }
 
-    /// Every tenant has every blob (the ownership rule is tested below).
-    const ALL: fn(&Digest) -> bool = |_| true;
-
     fn message(r: Result<ContextTrees, ContextError>) -> String {
         r.unwrap_err().to_string()
     }
@@ -217,17 +204,17 @@ mod tests {
         let m1 = context(&store, &[("a.txt", "hello")], 1_000).await;
         let m2 = context(&store, &[("a.txt", "hello")], 2_000).await;
         assert_ne!(m1, m2, "the manifests differ");
-        let trees = ContextReader::new(store.clone()).resolve(&[reading("s1", m1), reading("s2", m2)], &ALL).await.unwrap();
+        let trees = ContextReader::new(store.clone()).resolve(&[reading("s1", m1), reading("s2", m2)]).await.unwrap();
         assert_eq!(trees[&m1], trees[&m2]);
         let m3 = context(&store, &[("a.txt", "hellO")], 1_000).await;
-        let trees = ContextReader::new(store).resolve(&[reading("s1", m1), reading("s3", m3)], &ALL).await.unwrap();
+        let trees = ContextReader::new(store).resolve(&[reading("s1", m1), reading("s3", m3)]).await.unwrap();
         assert_ne!(trees[&m1], trees[&m3], "other content");
     }
 
     #[tokio::test]
     async fn a_context_the_store_lacks_is_refused_naming_the_step() {
         let reader = ContextReader::new(Arc::new(MemoryStore::default()));
-        let err = message(reader.resolve(&[reading("s7", Digest::of(b"no such manifest"))], &ALL).await);
+        let err = message(reader.resolve(&[reading("s7", Digest::of(b"no such manifest"))]).await);
         assert!(err.contains("step s7 (COPY s7)") && err.contains("not in the store"), "{err}");
     }
 
@@ -236,14 +223,14 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let d = Digest::of(b"just some bytes");
         store.put(d, rbk_store::stream_from_bytes(bytes::Bytes::from_static(b"just some bytes"))).await.unwrap();
-        let err = message(ContextReader::new(store).resolve(&[reading("s2", d)], &ALL).await);
+        let err = message(ContextReader::new(store).resolve(&[reading("s2", d)]).await);
         assert!(err.contains("step s2 (COPY s2)") && err.contains("not a snapshot manifest"), "{err}");
     }
 
     #[tokio::test]
     async fn a_manifest_past_the_size_bound_is_refused_without_reading_it() {
         let huge = Digest::new(*Digest::of(b"x").hash(), MAX_MANIFEST_BLOB_BYTES + 1);
-        let err = message(ContextReader::new(Arc::new(MemoryStore::default())).resolve(&[reading("s1", huge)], &ALL).await);
+        let err = message(ContextReader::new(Arc::new(MemoryStore::default())).resolve(&[reading("s1", huge)]).await);
         assert!(err.contains("step s1") && err.contains("more than the"), "{err}");
     }
 
@@ -252,7 +239,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let (m1, m2) = (context(&store, &[("a", "1")], 1).await, context(&store, &[("a", "2")], 1).await);
         let twice = step("s4", format!(r#"{{"context":"{m1}","version":1,"context":"{m2}"}}"#));
-        let err = message(ContextReader::new(store).resolve(&[twice], &ALL).await);
+        let err = message(ContextReader::new(store).resolve(&[twice]).await);
         assert!(err.contains("step s4 (COPY s4)") && err.contains("names another context"), "{err}");
     }
 
@@ -261,26 +248,15 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let m = context(&store, &[("a.txt", "hello")], 1).await;
         let reader = ContextReader::new(store.clone());
-        let first = reader.resolve(&[reading("s1", m)], &ALL).await.unwrap();
+        let first = reader.resolve(&[reading("s1", m)]).await.unwrap();
         store.delete(m).await.unwrap();
-        assert_eq!(reader.resolve(&[reading("s1", m)], &ALL).await.unwrap(), first, "served from memory");
-    }
-
-    #[tokio::test]
-    async fn a_context_the_tenant_does_not_have_is_refused_as_if_missing_even_when_remembered() {
-        let store = Arc::new(MemoryStore::default());
-        let m = context(&store, &[("secret.txt", "another tenant's")], 1).await;
-        let reader = ContextReader::new(store);
-        reader.resolve(&[reading("s1", m)], &ALL).await.expect("the owner's build reads it");
-        let err = message(reader.resolve(&[reading("s1", m)], &|_| false).await);
-        let missing = message(reader.resolve(&[reading("s1", Digest::of(b"absent"))], &ALL).await);
-        assert_eq!(err.split_once(": it").unwrap().1, missing.split_once(": it").unwrap().1, "{err} / {missing}");
+        assert_eq!(reader.resolve(&[reading("s1", m)]).await.unwrap(), first, "served from memory");
     }
 
     #[tokio::test]
     async fn steps_not_reading_a_context_need_no_read() {
         let reader = ContextReader::new(Arc::new(MemoryStore::default()));
-        let trees = reader.resolve(&[step("s1", r#"{"version":1,"work":"run"}"#.into())], &ALL).await.unwrap();
+        let trees = reader.resolve(&[step("s1", r#"{"version":1,"work":"run"}"#.into())]).await.unwrap();
         assert!(trees.is_empty());
     }
 }

@@ -160,8 +160,6 @@ pub struct Scheduler {
     /// Reads the context manifests keys hold the trees of; without one
     /// (unit tests) a context-reading step is keyed by its whole payload.
     contexts: Option<Arc<crate::context_trees::ContextReader>>,
-    /// Read on the submitting task: which context manifests the tenant has.
-    state: Arc<dyn CoordinatorState>,
 }
 
 /// A worker's side of its connection: assignments to run, and the handle to
@@ -191,7 +189,7 @@ impl Scheduler {
         let core = Core {
             hub: hub.clone(),
             adopted: HashMap::new(),
-            state: state.clone(),
+            state,
             heads,
             config,
             self_tx: tx.downgrade(),
@@ -206,7 +204,7 @@ impl Scheduler {
             late: HashMap::new(),
         };
         tokio::spawn(core.run(rx));
-        Self { tx, hub, server_action_keys, contexts: None, state }
+        Self { tx, hub, server_action_keys, contexts: None }
     }
 
     /// Keys context-reading steps by the tree of the context manifest they
@@ -252,14 +250,10 @@ impl Scheduler {
         // (see `action_key.rs`).
         if self.server_action_keys {
             let trees = match &self.contexts {
-                Some(reader) => {
-                    let (state, ns) = (&self.state, &req.namespace);
-                    let owned = |d: &rbk_store::Digest| crate::state::query(&**state, |m| m.tenant_has_blob(ns, d));
-                    reader.resolve(&req.steps, &owned).await.map_err(|e| match e {
-                        crate::context_trees::ContextError::Bad(m) => SchedulerError::BadContext(m),
-                        crate::context_trees::ContextError::Unavailable(m) => SchedulerError::ContextUnavailable(m),
-                    })?
-                }
+                Some(reader) => reader.resolve(&req.steps).await.map_err(|e| match e {
+                    crate::context_trees::ContextError::Bad(m) => SchedulerError::BadContext(m),
+                    crate::context_trees::ContextError::Unavailable(m) => SchedulerError::ContextUnavailable(m),
+                })?,
                 None => Default::default(),
             };
             crate::action_key::assign_keys(&mut req.steps, &trees);

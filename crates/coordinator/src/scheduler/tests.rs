@@ -641,26 +641,6 @@ async fn a_build_whose_context_manifest_is_not_in_the_store_is_refused_naming_th
     assert!(query(&*h.state, |m| m.builds_of("team", 10).is_empty()), "a build was created");
 }
 
-#[tokio::test]
-async fn a_build_naming_another_tenants_context_is_refused_as_if_it_were_missing() {
-    let h = harness();
-    let store = Arc::new(rbk_store::MemoryStore::default());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("id_rsa"), "team-a's key").unwrap();
-    let opts = rbk_snapshot::CaptureOptions::new("context");
-    let manifest = rbk_snapshot::capture(store.clone(), dir.path(), &opts).await.unwrap().0.digest;
-    h.state.apply(crate::state::Command::OwnBlobs { namespace: "team-a".into(), blobs: vec![manifest] }).await.unwrap();
-    let sched = h.sched.clone().with_contexts(store);
-    let reading = || {
-        let mut step = node("copy", "k", &[]);
-        step.payload = format!(r#"{{"context":"{manifest}","version":1}}"#).into_bytes();
-        vec![step]
-    };
-    let refused = sched.submit(BuildRequest { namespace: "team-b".into(), steps: reading(), no_cache: false }).await.unwrap_err();
-    assert!(matches!(refused, SchedulerError::BadContext(_)) && refused.to_string().contains("not in the store"), "{refused}");
-    sched.submit(BuildRequest { namespace: "team-a".into(), steps: reading(), no_cache: false }).await.expect("the owner's build");
-}
-
 // Per-tenant limits (quota.rs).
 
 #[tokio::test]
