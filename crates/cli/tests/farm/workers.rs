@@ -374,7 +374,14 @@ async fn a_worker_over_its_layer_budget_evicts_blobs_and_their_held_markers_and_
     }
     let state = farm.dir.path().join("workers/a");
     // Every blob is larger than the 1-byte budget: none stays once the
-    // worker is idle, and it no longer claims to hold any layer.
+    // worker is idle (its sweep runs after the step, in the background),
+    // and it no longer claims to hold any layer.
+    for _ in 0..200 {
+        if files_in(&state.join("images/blobs/sha256")).is_empty() && files_in(&state.join("held-layers")).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(files_in(&state.join("images/blobs/sha256")), Vec::<String>::new());
     assert_eq!(files_in(&state.join("held-layers")), Vec::<String>::new());
 }
