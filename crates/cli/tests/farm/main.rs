@@ -16,3 +16,4 @@ mod entitlements;
 mod history;
 mod output_bounds;
 mod farm_images;
+mod multiarch;
