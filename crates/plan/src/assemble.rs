@@ -17,7 +17,7 @@ use rbk_image::{
     Compression, Descriptor, Image, ImageRef, Index, LayerOptions, OciDigest, OciLayout, Platform, PushOptions, Recompress, UnpackOptions,
     media_type, recompress_image,
 };
-use rbk_store::{Store, StoreExt};
+use rbk_store::Store;
 
 use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FarmResult, ImageSource, LayerDesc};
@@ -198,10 +198,12 @@ async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Re
     let digest: OciDigest = l.digest.parse().map_err(|e| layer_error(l, "digest", &l.digest, &e))?;
     if !layout.has_blob(&digest) {
         let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| layer_error(l, "blake3", &l.blake3, &e))?;
-        let bytes = store.get_bytes(b3).await?;
         // Checked: the bytes must hash to `digest` and have `size` bytes,
         // or nothing lands in the layout.
-        layout.add_blob_reader(&mut &bytes[..], Some((&digest, l.size)), &format!("store blob {b3}"))?;
+        layout.add_blob_from_store(store, b3, (&digest, l.size), &format!("store blob {b3}")).await.map_err(|e| match e {
+            rbk_image::ImageError::Store(e) => BuildError::Store(e),
+            e => BuildError::Image(e),
+        })?;
     }
     Ok(())
 }
@@ -560,7 +562,7 @@ mod tests {
     use std::sync::Arc;
 
     use rbk_image::{Image, Platform};
-    use rbk_store::MemoryStore;
+    use rbk_store::{MemoryStore, StoreExt};
 
     fn tar_layer(files: &[(&str, &[u8])], whiteouts: &[&str]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

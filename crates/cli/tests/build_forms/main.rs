@@ -5,6 +5,9 @@
 //! only: runc, the test registry (`RBK_TEST_REGISTRY`), skopeo; bases are
 //! built from busybox-static and pushed there by the tests.
 
+#[path = "../common/oci_archive.rs"]
+mod oci_archive;
+
 mod archives;
 mod image_sources;
 mod onbuild;
