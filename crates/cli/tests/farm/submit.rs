@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rbk_testsupport::program;
+use rbk_testsupport::{free_port, program};
 
 use crate::harness::{Farm, RBK, TENANT as TENANT_A, TENANT_B, WORKER_TOKEN, exited_within, run_within};
 
@@ -178,10 +178,6 @@ async fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
     assert!(!out.status.success());
     assert!(stderr.contains("Dockerfile:3"), "{stderr}");
     assert!(!stderr.contains("connecting"), "{stderr}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
