@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -477,15 +477,49 @@ impl Worker {
 
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("waiting for the worker") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "worker {} still running after {limit:?}:\n{}", self.id, self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
+        match exited_within(&mut self.child, limit) {
+            Some(s) => s,
+            None => panic!("worker {} still running after {limit:?}:\n{}", self.id, self.log_text()),
         }
     }
+}
+
+/// Waits for `child` to exit, at most `limit`; `None` when it did not, and
+/// then it is killed (and reaped).
+pub fn exited_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child process") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command to completion, killing it (and failing the test) after
+/// `timeout`.
+pub fn run_within(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).unwrap();
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).unwrap();
+        b
+    });
+    let Some(status) = exited_within(&mut child, timeout) else {
+        panic!("{cmd:?} did not finish within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&e.join().unwrap()));
+    };
+    Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
 }
 
 /// The build's final state ("succeeded", "failed", ...).

@@ -13,9 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rbk_testsupport::program;
+use rbk_testsupport::{free_port, program};
 
-use crate::harness::{Farm, RBK, TENANT as TENANT_A, TENANT_B, WORKER_TOKEN};
+use crate::harness::{Farm, RBK, TENANT as TENANT_A, TENANT_B, WORKER_TOKEN, exited_within, run_within};
 
 /// Longest a submit may take before the test gives up on it.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -38,37 +38,7 @@ fn submit_from(farm: &Farm, client: &Path, token: Option<&str>, ctx: &Path, extr
     if let Some(t) = token {
         cmd.args(["--token", t]);
     }
-    run(cmd, SUBMIT_TIMEOUT)
-}
-
-/// Runs a command to completion, killing it (and failing the test) after
-/// `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let o = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut b).unwrap();
-        b
-    });
-    let e = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut b).unwrap();
-        b
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&e.join().unwrap()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() }
+    run_within(cmd, SUBMIT_TIMEOUT)
 }
 
 fn text(b: &[u8]) -> String {
@@ -196,7 +166,7 @@ async fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
     std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nFROMM x\n").unwrap();
     // Nothing listens on this port: the error must come before any connection.
     let port = free_port();
-    let out = run(
+    let out = run_within(
         {
             let mut c = Command::new(RBK);
             c.args(["submit", "--token", TENANT_A, "--coordinator", &format!("http://127.0.0.1:{port}")]).arg(ctx.path()).env("RUST_BACKTRACE", "0");
@@ -208,10 +178,6 @@ async fn a_dockerfile_syntax_error_names_the_line_before_anything_is_sent() {
     assert!(!out.status.success());
     assert!(stderr.contains("Dockerfile:3"), "{stderr}");
     assert!(!stderr.contains("connecting"), "{stderr}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,7 +231,7 @@ async fn oci_and_local_outputs_hold_the_built_image() {
     assert_eq!(image.manifest_descriptor.digest.to_string(), digest);
     assert_eq!(image.config.config.cmd, Some(vec!["/bin/sh".to_owned()]));
     assert_eq!(image.layers().len(), 3, "busybox, its links, /out");
-    let inspect = run(
+    let inspect = run_within(
         {
             let mut c = Command::new(program("skopeo"));
             c.arg("inspect").arg(format!("oci-archive:{}", oci.display()));
@@ -371,24 +337,14 @@ async fn ctrl_c_cancels_the_build_on_the_coordinator() {
     }
     let sent = Command::new("kill").args(["-INT", &guard_pid.to_string()]).status().unwrap();
     assert!(sent.success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("rbk submit did not exit within 30 s of Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exited_within(&mut child, Duration::from_secs(30)).expect("rbk submit did not exit within 30 s of Ctrl-C");
     seen.extend(rx.try_iter());
     let stderr = seen.join("\n");
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("cancelling build") && stderr.contains("cancelled"), "{stderr}");
     // The worker (one slot) is free again: its sleep was stopped.
     std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"true\"]\n").unwrap();
-    let out = run(
+    let out = run_within(
         {
             let mut c = Command::new(RBK);
             c.args(["submit", "--coordinator", &farm.url, "--token", TENANT_A, "--client-dir"])
@@ -466,7 +422,7 @@ async fn a_submit_to_a_port_nothing_listens_on_fails_naming_the_address() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let mut c = Command::new(RBK);
     c.args(["submit", "--token", TENANT_A, "--coordinator", &url]).arg(ctx.path()).env_remove("RBK_CONNECT_RETRY").env("RUST_BACKTRACE", "0");
-    let out = run(c, Duration::from_secs(60));
+    let out = run_within(c, Duration::from_secs(60));
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains(&format!("cannot reach the coordinator: {url}")), "{stderr}");

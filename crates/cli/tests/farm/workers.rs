@@ -265,33 +265,13 @@ async fn a_worker_with_until_idle_runs_a_step_then_exits_0_when_idle() {
 /// `rbk submit --progress=plain --no-cache CTX` as the test tenant; returns
 /// its stderr (the progress), failing the test if it fails or hangs.
 fn submit_plain(farm: &Farm, ctx: &Path) -> String {
-    let mut child = Command::new(RBK)
-        .args(["submit", "--progress=plain", "--no-cache", "--coordinator", &farm.url, "--token", TENANT, "--client-dir"])
+    let mut cmd = Command::new(RBK);
+    cmd.args(["submit", "--progress=plain", "--no-cache", "--coordinator", &farm.url, "--token", TENANT, "--client-dir"])
         .arg(farm.dir.path().join("client"))
-        .arg(ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting rbk submit");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rbk submit did not finish within {WAIT:?}:\n{}", reader.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = reader.join().unwrap();
-    assert!(status.success(), "rbk submit failed:\n{stderr}");
+        .arg(ctx);
+    let out = run_within(cmd, WAIT);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "rbk submit failed:\n{stderr}");
     stderr
 }
 
@@ -342,17 +322,7 @@ fn a_worker_with_until_idle_exits_0_even_when_no_coordinator_answers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the worker kept retrying past its idle limit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exited_within(&mut child, Duration::from_secs(30)).expect("the worker kept retrying past its idle limit");
     assert!(status.success(), "{status}");
 }
 

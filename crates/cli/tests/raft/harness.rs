@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rbk_client::leader::{connect_leader, follow_leader};
+use rbk_testsupport::free_port;
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
 use rbk_proto::worker::worker_client::WorkerClient;
@@ -20,10 +21,6 @@ pub const WORKER: &str = "raft-test-worker-token-0002";
 pub const SECRET: &str = "raft-test-cluster-secret-03";
 const RBK: &str = env!("CARGO_BIN_EXE_rbk");
 pub const WAIT: Duration = Duration::from_secs(30);
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 pub struct Node {
     pub id: u64,
