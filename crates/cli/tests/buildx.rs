@@ -98,6 +98,11 @@ fn label_iidfile_and_metadata_file_describe_the_built_image() {
     assert_eq!(m["containerimage.descriptor"]["digest"], manifest.as_str(), "{m}");
     assert_eq!(m["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{m}");
     assert_eq!(m["image.name"], "example/app:1", "{m}");
+    assert_eq!(m["containerimage.descriptor"]["annotations"]["config.digest"], config_digest, "{m}");
+    // buildx's `builder/node/ref`: the embedded farm's build id.
+    let build_ref = m["buildx.build.ref"].as_str().unwrap_or_else(|| panic!("{m}"));
+    let id = build_ref.strip_prefix("rbk/local/").unwrap_or_else(|| panic!("{build_ref}"));
+    assert!(!id.is_empty() && !id.contains('/'), "{build_ref}");
 }
 
 #[test]
@@ -144,6 +149,55 @@ fn network_none_gives_run_steps_only_loopback() {
     // The default network has an interface besides loopback (pasta's).
     let progress = plain(ctx.path(), &[]);
     assert!(logged(&progress).len() > 1, "{progress}");
+}
+
+/// Serves `body` over HTTP on 127.0.0.1 (a free port, returned) to at most
+/// `n` connections, from a thread of this test.
+fn serve_on_loopback(body: &'static str, n: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(n) {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
+#[test]
+fn a_host_network_step_reaches_the_hosts_loopback_and_a_default_one_does_not() {
+    let port = serve_on_loopback("reached the host\n", 4);
+    let fetch = format!("wget -q -O- http://127.0.0.1:{port}/ 2>/dev/null || echo unreachable");
+    let ctx = context(&format!("RUN --network=host {fetch}\nRUN {fetch}\n"));
+    let progress = plain(ctx.path(), &["--allow", "network.host"]);
+    assert_eq!(logged(&progress), ["reached the host", "unreachable"], "{progress}");
+}
+
+#[test]
+fn a_host_network_step_without_allow_is_refused_before_anything_runs() {
+    let ctx = context("RUN --network=host true\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = rbk_build(state.path(), &["--progress=plain", ctx.path().to_str().unwrap()], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Dockerfile:4") && stderr.contains("--allow network.host"), "{stderr}");
+    assert!(!stderr.contains("RUN [\"/bin/busybox\""), "no step ran:\n{stderr}");
+}
+
+#[test]
+fn a_platform_this_machine_neither_is_nor_emulates_is_refused_before_anything_runs() {
+    // No QEMU has an ia64 target: no machine here emulates it.
+    let ctx = context("");
+    let state = tempfile::tempdir().unwrap();
+    let out = rbk_build(state.path(), &["--progress=plain", "--platform", "linux/ia64", ctx.path().to_str().unwrap()], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("platform linux/ia64 is neither this machine's nor emulated here"), "{stderr}");
+    assert!(!stderr.contains("DONE"), "no step ran:\n{stderr}");
 }
 
 #[test]
