@@ -339,29 +339,137 @@ impl Drop for Server {
     }
 }
 
+/// `git-daemon` serving every repository under `root` on 127.0.0.1:`port`
+/// (the daemon itself, not the `git daemon` wrapper: killing the wrapper
+/// would leave the daemon running).
+fn git_daemon(root: &Path, port: u16) -> Server {
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+        .arg(format!("--base-path={}", root.display()))
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Server(daemon);
+    rbk_testsupport::wait_for_port(&format!("127.0.0.1:{port}"), "git daemon", Duration::from_secs(10));
+    daemon
+}
+
 #[test]
 fn a_git_context_from_git_daemon_builds() {
     let root = tempfile::tempdir().unwrap();
     git_repo(root.path());
     let port = 36011;
-    // git-daemon itself, not the `git daemon` wrapper: killing the wrapper
-    // would leave the daemon running.
-    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
-    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
-    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
-        .arg(format!("--base-path={}", root.path().display()))
-        .arg(root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Server(daemon);
-    rbk_testsupport::wait_for_port(&format!("127.0.0.1:{port}"), "git daemon", Duration::from_secs(10));
+    let _daemon = git_daemon(root.path(), port);
     let state = tempfile::tempdir().unwrap();
     let url = format!("git://127.0.0.1:{port}/repo.git#main:app");
     let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
     assert_built_the_git_context(&progress);
+}
+
+/// Runs git in `dir` (as a fixed author; `file://` submodules allowed,
+/// which only this test's own set-up asks for).
+fn git_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "protocol.file.allow=always"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A bare repository `root/NAME.git` of one commit holding `files` (mode
+/// 0755), then each `(path, url)` added as a submodule.
+fn bare_repo(root: &Path, name: &str, files: &[(&str, &[u8])], submodules: &[(&str, &str)]) -> PathBuf {
+    let work = root.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    for (path, content) in files {
+        std::fs::write(work.join(path), content).unwrap();
+        // Executable, as git records it (the busybox the base runs).
+        std::fs::set_permissions(work.join(path), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    git_in(&work, &["init", "-q", "-b", "main"]);
+    for (path, url) in submodules {
+        git_in(&work, &["submodule", "add", "-q", url, path]);
+    }
+    git_in(&work, &["add", "."]);
+    git_in(&work, &["commit", "-q", "-m", name]);
+    let bare = root.join(format!("{name}.git"));
+    git_in(root, &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    bare
+}
+
+/// An app repository whose `lib` is a submodule (relative URL
+/// `../lib.git`) that has a submodule `deep` of its own (`../deep.git`);
+/// the app's Dockerfile prints what the context holds.
+fn app_with_submodules(root: &Path) -> PathBuf {
+    bare_repo(root, "deep", &[("deep.txt", b"from the nested submodule\n")], &[]);
+    // `submodule add` takes the URL relative to the adding repository's
+    // own remote, which a fresh one lacks: add by path, then point
+    // `.gitmodules` at the relative URL the served repositories use.
+    let lib = bare_repo(root, "lib", &[("lib.txt", b"from the submodule\n")], &[("deep", root.join("deep.git").to_str().unwrap())]);
+    relative_submodule_urls(root, &lib, &[("deep", "../deep.git")]);
+    let dockerfile = format!("{BASE}COPY . /ctx\nRUN cat /ctx/lib/lib.txt /ctx/lib/deep/deep.txt; find /ctx -name .git | wc -l\n");
+    let busybox = std::fs::read(program("busybox")).unwrap();
+    let app = bare_repo(
+        root,
+        "app",
+        &[("Dockerfile", dockerfile.as_bytes()), ("busybox", &busybox)],
+        &[("lib", root.join("lib.git").to_str().unwrap())],
+    );
+    relative_submodule_urls(root, &app, &[("lib", "../lib.git")]);
+    app
+}
+
+/// Rewrites the `.gitmodules` of bare repository `bare` so each
+/// `(name, url)` has that URL, in a new commit on `main`.
+fn relative_submodule_urls(root: &Path, bare: &Path, urls: &[(&str, &str)]) {
+    let work = root.join("rewrite");
+    let _ = std::fs::remove_dir_all(&work);
+    git_in(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    for (name, url) in urls {
+        git_in(&work, &["config", "-f", ".gitmodules", &format!("submodule.{name}.url"), url]);
+    }
+    git_in(&work, &["commit", "-q", "-am", "relative submodule URLs"]);
+    git_in(&work, &["push", "-q", "origin", "main"]);
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+#[test]
+fn a_git_context_brings_its_submodules_recursively_without_their_git_files() {
+    let root = tempfile::tempdir().unwrap();
+    let app = app_with_submodules(root.path());
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("file://{}#main", app.display());
+    let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
+    let lines = logged(&progress);
+    assert!(lines.contains(&"from the submodule".to_owned()), "{progress}");
+    assert!(lines.contains(&"from the nested submodule".to_owned()), "{progress}");
+    assert_eq!(lines.last().map(String::as_str), Some("0"), "no .git in the context:\n{progress}");
+}
+
+#[test]
+fn submodules_of_a_git_daemon_context_come_from_the_daemon_and_a_file_url_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let app = app_with_submodules(root.path());
+    let port = rbk_testsupport::free_port();
+    let _daemon = git_daemon(root.path(), port);
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("git://127.0.0.1:{port}/app.git#main");
+    let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
+    assert!(logged(&progress).contains(&"from the nested submodule".to_owned()), "{progress}");
+    // A remote repository naming a file:// submodule cannot make the
+    // client read its own disk into the context.
+    relative_submodule_urls(root.path(), &app, &[("lib", &format!("file://{}", root.path().join("lib.git").display()))]);
+    let fresh = tempfile::tempdir().unwrap();
+    let out = rbk_build(fresh.path(), &[&url], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("checking out submodules failed") && stderr.contains("transport 'file' not allowed"), "{stderr}");
 }
 
 #[test]
