@@ -3,12 +3,11 @@
 //! worker, filesystem store; no servers), driven like `rbk submit` drives a
 //! farm (planning, progress from the event stream, assembly).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use rbk_worker::payload::FarmResult;
 use rbk_plan::assemble;
 use rbk_plan::planner::{self, Plan, PlanRequest};
 use rbk_client::{Progress, ProgressMode};
@@ -82,9 +81,9 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     farm.stop().await?;
     let result = built?;
 
-    let image = assemble::assemble_all(&*store, &result.0, &result.1, &args.tags, &client_dir.join("out")).await?;
+    let image = assemble::assemble_all(&*store, &result.0, &result.1.results, &args.tags, &client_dir.join("out")).await?;
     let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
-    crate::build_result::write_files_for(&args.docker, &image, &args.tags)?;
+    crate::build_result::write_files_for(&args.docker, &image, &args.tags, "local", &result.1.build_id)?;
     progress.summary(result.0.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));
@@ -107,7 +106,7 @@ async fn build_on(
     ssh: &rbk_client::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
     progress: &mut Progress,
-) -> anyhow::Result<(Plan, HashMap<String, FarmResult>)> {
+) -> anyhow::Result<(Plan, rbk_client::submit::Built)> {
     let plan = match parsed.plan(req, store).await {
         Ok(p) => p,
         Err(e) => {
@@ -118,11 +117,23 @@ async fn build_on(
             return Err(e.into());
         }
     };
+    // The one worker here runs only these: a step of another platform
+    // would wait for a worker that never comes.
+    if let Some(step) = plan.steps.iter().find(|s| !farm.platforms.contains(&s.platform)) {
+        bail!(
+            "{}: platform {} is neither this machine's nor emulated here (this machine runs {}); register a QEMU handler for it \
+             with the fix-binary flag (Debian: apt-get install qemu-user-static binfmt-support), or build it with rbk submit on a farm \
+             with workers of that platform",
+            step.name,
+            step.platform,
+            farm.platforms.join(", ")
+        );
+    }
     progress.set_total(plan.steps.len());
     progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
     if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.
-        return Ok((plan, HashMap::new()));
+        return Ok((plan, Default::default()));
     }
     let submit = args.docker.submit_request(&plan, req, secrets, vec![]);
     let channel = Endpoint::from_shared(farm.url.clone())?

@@ -26,10 +26,32 @@ fn config_digest(image: &Assembled) -> anyhow::Result<Option<String>> {
         .with_context(|| format!("manifest {} names no config digest", image.manifest.digest))
 }
 
-/// BuildKit's keys for an image result; `image.name` only when tagged,
-/// `containerimage.config.digest` only for a single-platform image (as
-/// BuildKit: an index has no config).
-fn metadata(manifest: &Descriptor, config: Option<&str>, tags: &[String]) -> serde_json::Value {
+/// The builder name in a `buildx.build.ref`.
+const BUILDER: &str = "rbk";
+
+/// What was built and where, as `--metadata-file` describes it.
+pub struct BuildRecord<'a> {
+    /// The image manifest, or the index of a multi-platform image.
+    pub manifest: &'a Descriptor,
+    /// The config digest (`None` for an index, which has no config).
+    pub config: Option<&'a str>,
+    pub tags: &'a [String],
+    /// Which farm built it: `farm` (`rbk submit`) or `local` (`rbk build`'s
+    /// embedded one); the node part of `buildx.build.ref`.
+    pub node: &'a str,
+    /// The coordinator's build id; empty when nothing ran (the target is a
+    /// base image with a new config), so no build ref is written.
+    pub build_id: &'a str,
+}
+
+/// BuildKit's keys for an image result, as buildx writes them:
+/// `buildx.build.ref` (`builder/node/ref`, here `rbk/farm/<build id>` or
+/// `rbk/local/<build id>`), `containerimage.digest` and
+/// `containerimage.descriptor` (with BuildKit's `config.digest`
+/// annotation), `containerimage.config.digest` only for a single-platform
+/// image (an index has no config), `image.name` only when tagged.
+fn metadata(r: &BuildRecord<'_>) -> serde_json::Value {
+    let manifest = r.manifest;
     let mut m = serde_json::json!({
         "containerimage.digest": manifest.digest.to_string(),
         "containerimage.descriptor": {
@@ -38,9 +60,14 @@ fn metadata(manifest: &Descriptor, config: Option<&str>, tags: &[String]) -> ser
             "size": manifest.size,
         },
     });
-    if let Some(config) = config {
+    if let Some(config) = r.config {
         m["containerimage.config.digest"] = config.into();
+        m["containerimage.descriptor"]["annotations"] = serde_json::json!({ "config.digest": config });
     }
+    if !r.build_id.is_empty() {
+        m["buildx.build.ref"] = format!("{BUILDER}/{}/{}", r.node, r.build_id).into();
+    }
+    let tags = r.tags;
     if !tags.is_empty() {
         m["image.name"] = tags.join(",").into();
     }
@@ -52,26 +79,27 @@ fn write(path: &Path, bytes: &[u8], what: &str) -> anyhow::Result<()> {
 }
 
 /// Writes `--iidfile` and `--metadata-file`, when given, for an image
-/// assembled on this machine.
-pub fn write_files_for(flags: &DockerBuildFlags, image: &Assembled, tags: &[String]) -> anyhow::Result<()> {
+/// assembled on this machine by build `build_id` of `node` (see
+/// [`BuildRecord`]).
+pub fn write_files_for(flags: &DockerBuildFlags, image: &Assembled, tags: &[String], node: &str, build_id: &str) -> anyhow::Result<()> {
     if flags.iidfile.is_none() && flags.metadata_file.is_none() {
         return Ok(());
     }
-    write_files(flags, &image.manifest, config_digest(image)?.as_deref(), tags)
+    let config = config_digest(image)?;
+    write_files(flags, &BuildRecord { manifest: &image.manifest, config: config.as_deref(), tags, node, build_id })
 }
 
 /// Writes `--iidfile` and `--metadata-file`, when given, for the image
-/// whose manifest is `manifest` and whose config has digest `config`
-/// (an image the farm pushed is never on this machine). The image ID is
-/// the config digest, or the index's own digest for a multi-platform
-/// image (as buildx).
-pub fn write_files(flags: &DockerBuildFlags, manifest: &Descriptor, config: Option<&str>, tags: &[String]) -> anyhow::Result<()> {
+/// `record` describes (an image the farm pushed is never on this
+/// machine). The image ID is the config digest, or the index's own digest
+/// for a multi-platform image (as buildx).
+pub fn write_files(flags: &DockerBuildFlags, record: &BuildRecord<'_>) -> anyhow::Result<()> {
     if let Some(path) = &flags.iidfile {
-        let id = config.map_or_else(|| manifest.digest.to_string(), str::to_owned);
+        let id = record.config.map_or_else(|| record.manifest.digest.to_string(), str::to_owned);
         write(path, id.as_bytes(), "--iidfile")?;
     }
     if let Some(path) = &flags.metadata_file {
-        let text = serde_json::to_string_pretty(&metadata(manifest, config, tags))?;
+        let text = serde_json::to_string_pretty(&metadata(record))?;
         write(path, text.as_bytes(), "--metadata-file")?;
     }
     Ok(())

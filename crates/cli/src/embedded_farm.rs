@@ -32,6 +32,9 @@ pub struct EmbeddedFarm {
     pub url: String,
     /// The tenant token `rbk build` submits with (made up per run).
     pub token: String,
+    /// The platforms its worker runs: this machine's, then those it
+    /// emulates through QEMU handlers registered here.
+    pub platforms: Vec<String>,
     raft: rbk_raft::RaftState,
     stop_worker: oneshot::Sender<()>,
     worker: JoinHandle<Result<(), rbk_agent::AgentError>>,
@@ -139,11 +142,12 @@ impl EmbeddedFarm {
         // whatever QEMU handlers this machine has registered, as docker does.
         agent.emulated_platforms =
             rbk_worker::emulation::emulated_platforms(std::path::Path::new(rbk_worker::emulation::BINFMT_MISC), &rbk_agent::platform());
+        let platforms = std::iter::once(rbk_agent::platform()).chain(agent.emulated_platforms.iter().cloned()).collect();
         let (stop_worker, drain) = oneshot::channel::<()>();
         let worker = tokio::spawn(Agent::new(agent, Arc::new(exec)).run(async {
             let _ = drain.await;
         }));
-        Ok(EmbeddedFarm { url, token: tenant, raft, stop_worker, worker, stop_server, server, _lock: lock })
+        Ok(EmbeddedFarm { url, token: tenant, platforms, raft, stop_worker, worker, stop_server, server, _lock: lock })
     }
 
     /// Drains the worker (its results are reported), then stops the

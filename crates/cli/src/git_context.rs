@@ -10,6 +10,14 @@
 //! checkout's path is stable, so the next build of the same repository
 //! uploads only what changed. A lock file makes two builds of one
 //! repository take turns.
+//!
+//! Submodules are checked out too, recursively, at the commits the
+//! checked-out tree records (as BuildKit does), their repositories kept in
+//! the bare repository's `modules/`; their `.git` files are not part of
+//! the context either. Relative submodule URLs resolve against the
+//! context's URL. A `file://` submodule is fetched only for a `file://`
+//! context: a remote repository cannot make the client read a local one
+//! (git's own `protocol.file.allow` default).
 
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -73,8 +81,17 @@ pub struct Checkout {
 }
 
 fn git(args: &[&str], what: &str, url: &GitUrl) -> anyhow::Result<()> {
+    git_in(None, args, what, url)
+}
+
+/// [`git`], run in `dir` when given (`git submodule` needs its work tree
+/// as the current directory).
+fn git_in(dir: Option<&Path>, args: &[&str], what: &str, url: &GitUrl) -> anyhow::Result<()> {
     let mut cmd = Command::new("git");
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
     // Never ask on a terminal: a build is not interactive. ssh keys come
     // from the agent; unknown host keys are refused (the user's
     // known_hosts decides), unless GIT_SSH_COMMAND says otherwise.
@@ -127,11 +144,51 @@ pub fn fetch(url: &GitUrl, work_dir: &Path) -> anyhow::Result<Checkout> {
     std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
     let work_tree = format!("--work-tree={}", tree.to_str().context("the client dir's path is not UTF-8")?);
     git(&[&git_dir, &work_tree, "checkout", "-q", "-f", &commit, "--", "."], "checking out", url)?;
+    if tree.join(".gitmodules").is_file() {
+        submodules(url, &git_dir, &tree)?;
+    }
     let sub = tree.join(&url.subdir);
     if !sub.is_dir() {
         bail!("git context {}#{}: {:?} is not a directory of the repository", shown(&url.remote), url.reference, url.subdir);
     }
     Ok(Checkout { dir: sub, _lock: lock })
+}
+
+/// Checks out the submodules of the checkout in `tree` (see the module's
+/// doc), then removes their `.git` files.
+fn submodules(url: &GitUrl, git_dir: &str, tree: &Path) -> anyhow::Result<()> {
+    // Relative submodule URLs (`../lib.git`) resolve against it.
+    git(&[git_dir, "config", "remote.origin.url", &url.remote], "noting the remote", url)?;
+    let file_ok = if url.remote.starts_with("file://") { "protocol.file.allow=always" } else { "protocol.file.allow=user" };
+    let update = |shallow: bool| {
+        let mut args = vec!["-c", file_ok, git_dir, "--work-tree=.", "submodule", "update", "-q", "--init", "--recursive"];
+        if shallow {
+            args.push("--depth=1");
+        }
+        git_in(Some(tree), &args, "checking out submodules", url)
+    };
+    // The URLs the checkout's `.gitmodules` names now, not those an
+    // earlier build of the repository noted.
+    git_in(Some(tree), &[git_dir, "--work-tree=.", "submodule", "sync", "-q"], "noting the submodules' URLs", url)?;
+    // A commit a server will not hand out shallow (not a branch tip):
+    // fetch the submodule's history instead.
+    update(true).or_else(|_| update(false))?;
+    remove_git_files(tree)
+}
+
+/// Removes the `.git` files git leaves in submodule checkouts (they name
+/// the client's own directories).
+fn remove_git_files(dir: &Path) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        let kind = e.file_type().with_context(|| format!("reading {}", e.path().display()))?;
+        if e.file_name() == ".git" && !kind.is_dir() {
+            std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+        } else if kind.is_dir() {
+            remove_git_files(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use rbk_plan::planner;
 use rbk_proto::build::Output;
 use rbk_store::Store;
 
+use crate::build_result::BuildRecord;
 use crate::farm_images::SubmitImages;
 use crate::flags::{CoordinatorConn, DockerBuildFlags, OutputFlags};
 use rbk_client::images::FarmImages;
@@ -131,7 +132,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     progress.set_total(plan.steps.len());
     progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
 
-    let results = if plan.steps.is_empty() {
+    let built = if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.
         Default::default()
     } else {
@@ -153,6 +154,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     // the image. A multi-platform image index is assembled here and pushed
     // from this machine (the farm's push takes one image manifest).
     let farm_pushes = !args.client_registry_access && plan.images.len() == 1;
+    let results = &built.results;
     let (pushed_by_farm, local): (Vec<FarmOutput>, Vec<FarmOutput>) =
         outputs.into_iter().partition(|o| matches!(o, FarmOutput::Registry { .. }) && farm_pushes);
     let mut notes = Vec::new();
@@ -189,17 +191,18 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         let mut fetched = |done: u64, total: u64| {
             progress.note(&format!(" => [internal] downloading the image for local outputs: {} / {}  {:.1}s", human(done), human(total), t0.elapsed().as_secs_f64()));
         };
-        let image = assemble::assemble_all_reporting(&*store, &plan, &results, &args.tags, &layout_dir, &mut fetched).await?;
+        let image = assemble::assemble_all_reporting(&*store, &plan, results, &args.tags, &layout_dir, &mut fetched).await?;
         notes.extend(assemble::write_outputs(&image, &local, &args.tags, &args.docker.insecure).await?);
         assembled = Some(image);
     }
     let digest = match (&described_image, &assembled) {
         (Some((manifest, config)), _) => {
-            crate::build_result::write_files(&args.docker, manifest, Some(config), &args.tags)?;
+            let record = BuildRecord { manifest, config: Some(config), tags: &args.tags, node: "farm", build_id: &built.build_id };
+            crate::build_result::write_files(&args.docker, &record)?;
             manifest.digest.to_string()
         }
         (None, Some(image)) => {
-            crate::build_result::write_files_for(&args.docker, image, &args.tags)?;
+            crate::build_result::write_files_for(&args.docker, image, &args.tags, "farm", &built.build_id)?;
             image.manifest.digest.to_string()
         }
         (None, None) => unreachable!("an image that is not described is assembled"),

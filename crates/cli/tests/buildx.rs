@@ -98,6 +98,11 @@ fn label_iidfile_and_metadata_file_describe_the_built_image() {
     assert_eq!(m["containerimage.descriptor"]["digest"], manifest.as_str(), "{m}");
     assert_eq!(m["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{m}");
     assert_eq!(m["image.name"], "example/app:1", "{m}");
+    assert_eq!(m["containerimage.descriptor"]["annotations"]["config.digest"], config_digest, "{m}");
+    // buildx's `builder/node/ref`: the embedded farm's build id.
+    let build_ref = m["buildx.build.ref"].as_str().unwrap_or_else(|| panic!("{m}"));
+    let id = build_ref.strip_prefix("rbk/local/").unwrap_or_else(|| panic!("{build_ref}"));
+    assert!(!id.is_empty() && !id.contains('/'), "{build_ref}");
 }
 
 #[test]
@@ -144,6 +149,55 @@ fn network_none_gives_run_steps_only_loopback() {
     // The default network has an interface besides loopback (pasta's).
     let progress = plain(ctx.path(), &[]);
     assert!(logged(&progress).len() > 1, "{progress}");
+}
+
+/// Serves `body` over HTTP on 127.0.0.1 (a free port, returned) to at most
+/// `n` connections, from a thread of this test.
+fn serve_on_loopback(body: &'static str, n: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(n) {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
+#[test]
+fn a_host_network_step_reaches_the_hosts_loopback_and_a_default_one_does_not() {
+    let port = serve_on_loopback("reached the host\n", 4);
+    let fetch = format!("wget -q -O- http://127.0.0.1:{port}/ 2>/dev/null || echo unreachable");
+    let ctx = context(&format!("RUN --network=host {fetch}\nRUN {fetch}\n"));
+    let progress = plain(ctx.path(), &["--allow", "network.host"]);
+    assert_eq!(logged(&progress), ["reached the host", "unreachable"], "{progress}");
+}
+
+#[test]
+fn a_host_network_step_without_allow_is_refused_before_anything_runs() {
+    let ctx = context("RUN --network=host true\n");
+    let state = tempfile::tempdir().unwrap();
+    let out = rbk_build(state.path(), &["--progress=plain", ctx.path().to_str().unwrap()], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Dockerfile:4") && stderr.contains("--allow network.host"), "{stderr}");
+    assert!(!stderr.contains("RUN [\"/bin/busybox\""), "no step ran:\n{stderr}");
+}
+
+#[test]
+fn a_platform_this_machine_neither_is_nor_emulates_is_refused_before_anything_runs() {
+    // No QEMU has an ia64 target: no machine here emulates it.
+    let ctx = context("");
+    let state = tempfile::tempdir().unwrap();
+    let out = rbk_build(state.path(), &["--progress=plain", "--platform", "linux/ia64", ctx.path().to_str().unwrap()], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("platform linux/ia64 is neither this machine's nor emulated here"), "{stderr}");
+    assert!(!stderr.contains("DONE"), "no step ran:\n{stderr}");
 }
 
 #[test]
@@ -285,29 +339,137 @@ impl Drop for Server {
     }
 }
 
+/// `git-daemon` serving every repository under `root` on 127.0.0.1:`port`
+/// (the daemon itself, not the `git daemon` wrapper: killing the wrapper
+/// would leave the daemon running).
+fn git_daemon(root: &Path, port: u16) -> Server {
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+        .arg(format!("--base-path={}", root.display()))
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Server(daemon);
+    rbk_testsupport::wait_for_port(&format!("127.0.0.1:{port}"), "git daemon", Duration::from_secs(10));
+    daemon
+}
+
 #[test]
 fn a_git_context_from_git_daemon_builds() {
     let root = tempfile::tempdir().unwrap();
     git_repo(root.path());
     let port = 36011;
-    // git-daemon itself, not the `git daemon` wrapper: killing the wrapper
-    // would leave the daemon running.
-    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
-    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
-    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
-        .arg(format!("--base-path={}", root.path().display()))
-        .arg(root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Server(daemon);
-    rbk_testsupport::wait_for_port(&format!("127.0.0.1:{port}"), "git daemon", Duration::from_secs(10));
+    let _daemon = git_daemon(root.path(), port);
     let state = tempfile::tempdir().unwrap();
     let url = format!("git://127.0.0.1:{port}/repo.git#main:app");
     let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
     assert_built_the_git_context(&progress);
+}
+
+/// Runs git in `dir` (as a fixed author; `file://` submodules allowed,
+/// which only this test's own set-up asks for).
+fn git_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "protocol.file.allow=always"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A bare repository `root/NAME.git` of one commit holding `files` (mode
+/// 0755), then each `(path, url)` added as a submodule.
+fn bare_repo(root: &Path, name: &str, files: &[(&str, &[u8])], submodules: &[(&str, &str)]) -> PathBuf {
+    let work = root.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    for (path, content) in files {
+        std::fs::write(work.join(path), content).unwrap();
+        // Executable, as git records it (the busybox the base runs).
+        std::fs::set_permissions(work.join(path), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    git_in(&work, &["init", "-q", "-b", "main"]);
+    for (path, url) in submodules {
+        git_in(&work, &["submodule", "add", "-q", url, path]);
+    }
+    git_in(&work, &["add", "."]);
+    git_in(&work, &["commit", "-q", "-m", name]);
+    let bare = root.join(format!("{name}.git"));
+    git_in(root, &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    bare
+}
+
+/// An app repository whose `lib` is a submodule (relative URL
+/// `../lib.git`) that has a submodule `deep` of its own (`../deep.git`);
+/// the app's Dockerfile prints what the context holds.
+fn app_with_submodules(root: &Path) -> PathBuf {
+    bare_repo(root, "deep", &[("deep.txt", b"from the nested submodule\n")], &[]);
+    // `submodule add` takes the URL relative to the adding repository's
+    // own remote, which a fresh one lacks: add by path, then point
+    // `.gitmodules` at the relative URL the served repositories use.
+    let lib = bare_repo(root, "lib", &[("lib.txt", b"from the submodule\n")], &[("deep", root.join("deep.git").to_str().unwrap())]);
+    relative_submodule_urls(root, &lib, &[("deep", "../deep.git")]);
+    let dockerfile = format!("{BASE}COPY . /ctx\nRUN cat /ctx/lib/lib.txt /ctx/lib/deep/deep.txt; find /ctx -name .git | wc -l\n");
+    let busybox = std::fs::read(program("busybox")).unwrap();
+    let app = bare_repo(
+        root,
+        "app",
+        &[("Dockerfile", dockerfile.as_bytes()), ("busybox", &busybox)],
+        &[("lib", root.join("lib.git").to_str().unwrap())],
+    );
+    relative_submodule_urls(root, &app, &[("lib", "../lib.git")]);
+    app
+}
+
+/// Rewrites the `.gitmodules` of bare repository `bare` so each
+/// `(name, url)` has that URL, in a new commit on `main`.
+fn relative_submodule_urls(root: &Path, bare: &Path, urls: &[(&str, &str)]) {
+    let work = root.join("rewrite");
+    let _ = std::fs::remove_dir_all(&work);
+    git_in(root, &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    for (name, url) in urls {
+        git_in(&work, &["config", "-f", ".gitmodules", &format!("submodule.{name}.url"), url]);
+    }
+    git_in(&work, &["commit", "-q", "-am", "relative submodule URLs"]);
+    git_in(&work, &["push", "-q", "origin", "main"]);
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+#[test]
+fn a_git_context_brings_its_submodules_recursively_without_their_git_files() {
+    let root = tempfile::tempdir().unwrap();
+    let app = app_with_submodules(root.path());
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("file://{}#main", app.display());
+    let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
+    let lines = logged(&progress);
+    assert!(lines.contains(&"from the submodule".to_owned()), "{progress}");
+    assert!(lines.contains(&"from the nested submodule".to_owned()), "{progress}");
+    assert_eq!(lines.last().map(String::as_str), Some("0"), "no .git in the context:\n{progress}");
+}
+
+#[test]
+fn submodules_of_a_git_daemon_context_come_from_the_daemon_and_a_file_url_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let app = app_with_submodules(root.path());
+    let port = rbk_testsupport::free_port();
+    let _daemon = git_daemon(root.path(), port);
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("git://127.0.0.1:{port}/app.git#main");
+    let (_, progress) = built(rbk_build(state.path(), &["--progress=plain", &url], None, &[]));
+    assert!(logged(&progress).contains(&"from the nested submodule".to_owned()), "{progress}");
+    // A remote repository naming a file:// submodule cannot make the
+    // client read its own disk into the context.
+    relative_submodule_urls(root.path(), &app, &[("lib", &format!("file://{}", root.path().join("lib.git").display()))]);
+    let fresh = tempfile::tempdir().unwrap();
+    let out = rbk_build(fresh.path(), &[&url], None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("checking out submodules failed") && stderr.contains("transport 'file' not allowed"), "{stderr}");
 }
 
 #[test]

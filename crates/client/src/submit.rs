@@ -52,10 +52,20 @@ pub struct Target<'a> {
     pub token: &'a str,
 }
 
+/// A finished build: the coordinator's id for it, and the results of its
+/// target steps by step id.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// As the coordinator named it when it accepted the build (what
+    /// `--metadata-file`'s `buildx.build.ref` ends with).
+    pub build_id: String,
+    pub results: HashMap<String, FarmResult>,
+}
+
 /// Submits `submit` (whose graph is `submit.steps`) and follows the build;
-/// returns the results of `target_steps` (the steps the final images are
-/// built from, one per platform; none when the image is a base image), by
-/// step id. `name_workers`: say which worker
+/// returns its id and the results of `target_steps` (the steps the final
+/// images are built from, one per platform; none when the image is a base
+/// image). `name_workers`: say which worker
 /// ran or failed a step (`rbk build` has only one). `ssh`: agents served
 /// to the build's steps while it runs.
 pub async fn run_build(
@@ -66,7 +76,7 @@ pub async fn run_build(
     progress: &Progress,
     name_workers: bool,
     ssh: &SshAgents,
-) -> Result<HashMap<String, FarmResult>, SubmitError> {
+) -> Result<Built, SubmitError> {
     let Target { tls, url, token } = to;
     let graph: Vec<StepNode> = submit.steps.clone();
     let mut client = BuildClient::new(channel.clone());
@@ -213,7 +223,7 @@ pub async fn run_build(
         let r = results.get(step_id).cloned().ok_or_else(|| SubmitError::NoTargetResult { step_id: step_id.to_owned() })?;
         targets.insert(step_id.clone(), r);
     }
-    Ok(targets)
+    Ok(Built { build_id, results: targets })
 }
 
 /// Why a step failed, as the worker said it (a refused entitlement, a

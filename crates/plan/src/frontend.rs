@@ -11,6 +11,7 @@ use rbk_dockerfile as df;
 use rbk_image::{Image, ImageRef, OciLayout, Platform};
 
 use crate::error::{BuildError, Result};
+use crate::platforms::base_key;
 use crate::remote_sources::{self, RemoteSources, WithRemote};
 
 /// Where a build's Dockerfile, context and base images come from.
@@ -265,14 +266,6 @@ fn farm_image(reference: &str, base: &crate::farm_bases::FarmBase) -> Result<Ima
 /// What `--base-image NAME=docker-image://REF` (a named build context of
 /// that kind) makes `FROM NAME` pull instead.
 pub const IMAGE_ALIAS: &str = "docker-image://";
-
-/// The name a base image is known by among a build's bases: its reference
-/// and the platform it was resolved for (`FROM --platform=`, else the
-/// target), so one reference can stand for two platforms' images (a
-/// cross-compiling stage on `$BUILDPLATFORM`, the final one on the target).
-pub(crate) fn base_key(reference: &str, from_platform: Option<&str>, target: &str) -> String {
-    format!("{reference} {}", from_platform.unwrap_or(target))
-}
 
 /// The platform to pick for a `FROM` out of a multi-platform index.
 fn base_platform(reference: &str, from_platform: Option<&str>, target: &str) -> Result<Platform> {

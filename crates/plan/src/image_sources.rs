@@ -73,7 +73,7 @@ pub fn source_name(reference: &str, digest: Option<&str>) -> String {
 }
 
 /// The `stages` entries for the images `kind` reads: each image's layers
-/// as the store holds them (`layers`, by the frontend's `base_key` for
+/// as the store holds them (`layers`, by [`crate::platforms::base_key`] for
 /// the `target` platform).
 pub(crate) fn stage_entries(
     kind: &df::StepKind,
@@ -82,7 +82,7 @@ pub(crate) fn stage_entries(
 ) -> Result<BTreeMap<String, ImageSource>, String> {
     let mut out = BTreeMap::new();
     for (reference, digest) in read_by(kind) {
-        let l = layers.get(&crate::frontend::base_key(reference, None, target)).ok_or_else(|| format!("image {reference}"))?;
+        let l = layers.get(&crate::platforms::base_key(reference, None, target)).ok_or_else(|| format!("image {reference}"))?;
         let source = if l.is_empty() { ImageSource::Scratch } else { ImageSource::Layers { layers: l.clone() } };
         out.insert(source_name(reference, digest), source);
     }
@@ -91,7 +91,7 @@ pub(crate) fn stage_entries(
 
 /// One progress line per image read by `--from=<image>` (BuildKit's
 /// implicit stage): `FROM <reference>@<digest>`, each once (`images` by
-/// the frontend's `base_key` for the `target` platform).
+/// [`crate::platforms::base_key`] for the `target` platform).
 pub(crate) fn from_lines(graph: &df::Graph, images: &HashMap<String, Image>, target: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut lines = Vec::new();
@@ -99,7 +99,7 @@ pub(crate) fn from_lines(graph: &df::Graph, images: &HashMap<String, Image>, tar
         if !seen.insert(reference) {
             continue;
         }
-        match images.get(&crate::frontend::base_key(reference, None, target)) {
+        match images.get(&crate::platforms::base_key(reference, None, target)) {
             Some(i) if !reference.contains('@') => lines.push(format!("FROM {reference}@{}", i.manifest_descriptor.digest)),
             _ => lines.push(format!("FROM {reference}")),
         }

@@ -377,7 +377,7 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str, tar
         match &step.kind {
             df::StepKind::Image { reference, platform, .. } => {
                 let text = label(graph, step, file).text;
-                match bases.get(&frontend::base_key(reference, platform.as_deref(), target)) {
+                match bases.get(&crate::platforms::base_key(reference, platform.as_deref(), target)) {
                     Some(image) if !text.contains('@') => lines.push(format!("{text}@{}", image.manifest_descriptor.digest)),
                     _ => lines.push(text),
                 }
@@ -636,7 +636,7 @@ pub(crate) fn plan_graph(
         };
         let p = match &step.kind {
             df::StepKind::Image { reference, platform, .. } => {
-                let key = frontend::base_key(reference, platform.as_deref(), cx.platform);
+                let key = crate::platforms::base_key(reference, platform.as_deref(), cx.platform);
                 let image = bases.images.get(&key).cloned().ok_or_else(|| {
                     l.not_planned(format!("base image {reference}"))
                 })?;
@@ -869,8 +869,8 @@ mod tests {
         };
         let graph = df::build_graph(dockerfile, &opts, &df::FsContext::new(ctx_dir.path()), &())?;
         let (image, layers) = busybox();
-        let images = HashMap::from([(frontend::base_key("busybox", None, "linux/amd64"), image)]);
-        let layers = HashMap::from([(frontend::base_key("busybox", None, "linux/amd64"), layers)]);
+        let images = HashMap::from([(crate::platforms::base_key("busybox", None, "linux/amd64"), image)]);
+        let layers = HashMap::from([(crate::platforms::base_key("busybox", None, "linux/amd64"), layers)]);
         let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
         let ssh_ids = ssh.iter().map(|s| s.to_string()).collect();
         let allow = allow.iter().copied().collect();
@@ -900,7 +900,7 @@ mod tests {
         let mut layers = HashMap::new();
         for from in [None, Some("linux/amd64"), Some("linux/arm64")] {
             let arm = from.unwrap_or(platform) == "linux/arm64";
-            let key = frontend::base_key("busybox", from, platform);
+            let key = crate::platforms::base_key("busybox", from, platform);
             images.insert(key.clone(), if arm { arm64.clone() } else { amd64.clone() });
             layers.insert(key, if arm { arm64_layers.clone() } else { amd64_layers.clone() });
         }
@@ -1208,7 +1208,7 @@ mod tests {
         #[test]
         fn a_step_reading_an_image_names_its_layers_by_digest_in_the_payload() {
             let g = graph("FROM scratch\nCOPY --from=tools:1 /bin/tool /tool\n");
-            let key = frontend::base_key("tools:1", None, "linux/amd64");
+            let key = crate::platforms::base_key("tools:1", None, "linux/amd64");
             let images = HashMap::from([(key.clone(), rbk_image::Image::scratch(&rbk_image::Platform::linux_amd64()))]);
             let layers = HashMap::from([(key, vec![layer()])]);
             let none = Default::default();

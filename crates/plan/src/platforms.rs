@@ -38,6 +38,14 @@ pub fn parse_platforms(specs: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The name a base image is known by among a build's bases: its reference
+/// and the platform it was resolved for (`FROM --platform=`, else the
+/// target), so one reference can stand for two platforms' images (a
+/// cross-compiling stage on `$BUILDPLATFORM`, the final one on the target).
+pub(crate) fn base_key(reference: &str, from_platform: Option<&str>, target: &str) -> String {
+    format!("{reference} {}", from_platform.unwrap_or(target))
+}
+
 /// The node-id prefix of a platform's steps (`linux-arm64.`).
 pub fn node_prefix(platform: &str) -> String {
     format!("{}.", platform.replace('/', "-"))

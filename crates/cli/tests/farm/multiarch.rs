@@ -209,9 +209,22 @@ fn one_rbk_build_makes_an_index_of_both_platforms_and_refuses_a_docker_archive_o
             .output()
             .unwrap()
     };
-    let out = build(&["-o", &format!("type=oci,dest={}", oci.display())]);
+    let (iid, meta) = (ctx.path().join("iid"), ctx.path().join("meta.json"));
+    let out = build(&[
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        &format!("--iidfile={}", iid.display()),
+        &format!("--metadata-file={}", meta.display()),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // As buildx for an index: its digest is the image ID, and there is no
+    // config digest.
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.digest"], digest.as_str(), "{m}");
+    assert_eq!(m["containerimage.descriptor"]["mediaType"], rbk_image::media_type::OCI_INDEX, "{m}");
+    assert!(m.get("containerimage.config.digest").is_none(), "{m}");
 
     let unpacked = tempfile::tempdir().unwrap();
     let status = Command::new("tar").arg("-xf").arg(&oci).arg("-C").arg(unpacked.path()).status().unwrap();
