@@ -6,9 +6,9 @@
 //! the mtime, the owner, the absolute checkout path, or permission bits that
 //! depend on the umask: a file's mode is reduced to "executable or not"
 //! (the owner's x bit — exactly what git records), and directory modes are
-//! left out. Workers must copy with the same normalisation (0o755 / 0o644
-//! files, 0o755 directories) so a cache hit is indistinguishable from a
-//! rebuild.
+//! left out. The client stages the context with the same normalisation
+//! (0o755 / 0o644 files, 0o755 directories; `rbk_plan`'s `stage_context`)
+//! so a cache hit is indistinguishable from a rebuild.
 
 use std::fmt;
 

@@ -160,6 +160,11 @@ pub async fn fetch_url(url: &str, checksum: Option<&str>, dir: &Path) -> Result<
     Ok((path, name))
 }
 
+/// The key of a git source's checkout in `fetched` (see [`copy`]).
+pub fn git_key(repo: &str, commit: &str) -> String {
+    format!("git {repo}@{commit}")
+}
+
 /// Performs `step` into `dest_root`. Names in `--chown` are resolved in
 /// `users_root` (the destination rootfs). `fetched` holds URL sources
 /// already downloaded by [`fetch_url`] (url → (file, name)).
@@ -200,6 +205,12 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
                 }
                 let (file, name) = fetched.get(url).ok_or_else(|| WorkerError::step("sources", format!("{url} was not fetched")))?;
                 items.push((file.clone(), None, Some(name.clone())));
+            }
+            // The checked-out tree, copied as a context directory is (0:0
+            // unless --chown).
+            CopySource::Git { repo, commit, .. } => {
+                let (tree, _) = fetched.get(&git_key(repo, commit)).ok_or_else(|| WorkerError::step("sources", format!("{repo} was not fetched")))?;
+                items.push((tree.clone(), None, None));
             }
         }
     }

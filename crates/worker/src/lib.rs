@@ -18,6 +18,7 @@ pub mod copy;
 pub mod entitlements;
 mod error;
 pub mod execute;
+pub mod git_source;
 pub mod hygiene;
 pub mod layers;
 pub mod limits;
