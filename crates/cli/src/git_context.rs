@@ -11,7 +11,7 @@
 //! uploads only what changed. A lock file makes two builds of one
 //! repository take turns.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -39,25 +39,18 @@ pub fn is_git_url(s: &str) -> bool {
 }
 
 impl GitUrl {
-    /// `URL[#REF][:SUBDIR]`.
+    /// `URL[#REF][:SUBDIR]` (BuildKit's fragment, `rbk_dockerfile::GitRef`),
+    /// and docker's `github.com/ORG/REPO` shorthand.
     pub fn parse(s: &str) -> anyhow::Result<GitUrl> {
-        let (base, fragment) = s.split_once('#').unwrap_or((s, ""));
-        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-        let remote = match base.strip_prefix("github.com/") {
+        let g = rbk_dockerfile::GitRef::parse(s).map_err(|m| anyhow::anyhow!("git context {}: {m}", redact(s)))?;
+        let remote = match g.remote.strip_prefix("github.com/") {
             Some(rest) => format!("https://github.com/{rest}"),
-            None => base.to_owned(),
+            None => g.remote,
         };
-        let subdir = subdir.trim_matches('/');
-        if Path::new(subdir).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-            bail!("git context {}: subdirectory {subdir:?} must stay inside the repository", redact(s));
-        }
-        if reference.starts_with('-') {
-            bail!("git context {}: ref {reference:?} is not a ref", redact(s));
-        }
         Ok(GitUrl {
             remote,
-            reference: if reference.is_empty() { "HEAD".into() } else { reference.to_owned() },
-            subdir: subdir.to_owned(),
+            reference: if g.reference.is_empty() { "HEAD".into() } else { g.reference },
+            subdir: g.subdir,
         })
     }
 }
@@ -65,13 +58,7 @@ impl GitUrl {
 /// `url` without a password or token (`https://user:token@host/...` →
 /// `https://***@host/...`), for messages.
 pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
-    }
-    url.to_owned()
+    rbk_worker::git_source::redact_url(url)
 }
 
 /// A fetched repository: the checkout's directory (the subdirectory the

@@ -224,10 +224,13 @@ pub enum CopySource {
         /// `None` when nothing resolved it (keyed by the URL).
         resolved: Option<String>,
     },
-    /// ADD of a git repository.
+    /// ADD of a git repository (`REPO#REF:SUBDIR`, see [`crate::GitRef`]).
     Git {
         url: String,
         keep_git_dir: bool,
+        /// `--checksum`: the commit the ref must resolve to (a prefix of
+        /// its id, as BuildKit takes it).
+        checksum: Option<String>,
         /// The commit the ref resolved to for this build
         /// ([`crate::BaseResolver::git`]); `None` when nothing resolved it.
         commit: Option<String>,

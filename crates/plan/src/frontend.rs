@@ -205,9 +205,10 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
         }
-        // Modes as the key sees them (git's model: owner-x → 0755, else
-        // 0644; directories 0755), so a checkout under another umask keys
-        // and builds the same (docs/cache-keys.md).
+        // Modes as the key sees them (`df::context_file_mode`: the owner's
+        // bits, group and other derived from them; directories 0755), so
+        // a checkout under another umask keys and builds the same
+        // (docs/cache-keys.md).
         if meta.is_dir() {
             std::fs::create_dir_all(&dst).map_err(|e| BuildError::io(&dst, e))?;
             std::fs::set_permissions(&dst, Permissions::from_mode(0o755))
@@ -223,8 +224,7 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
                 Some(first) => std::fs::hard_link(first, &dst).map_err(|e| BuildError::io(&dst, e))?,
                 None => {
                     std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
-                    let mode = if meta.mode() & 0o100 != 0 { 0o755 } else { 0o644 };
-                    std::fs::set_permissions(&dst, Permissions::from_mode(mode))
+                    std::fs::set_permissions(&dst, Permissions::from_mode(df::context_file_mode(meta.mode())))
                         .map_err(|e| BuildError::io(&dst, e))?;
                     if meta.nlink() > 1 {
                         linked.insert((meta.dev(), meta.ino()), dst.clone());

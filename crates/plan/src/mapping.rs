@@ -207,11 +207,14 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
                 name: name.clone(),
                 content: content.clone(),
             },
-            df::CopySource::Git { url, keep_git_dir, commit } => {
-                let g = crate::remote_sources::GitUrl::parse(url).map_err(|m| format!("git source {url}: {m}"))?;
-                let commit = commit.clone().ok_or_else(|| format!("git source {url}: its ref was not resolved to a commit"))?;
+            // The commit planning resolved: the step's key holds it, and
+            // the worker fetches exactly it.
+            df::CopySource::Git { url, keep_git_dir, commit, .. } => {
+                let shown = crate::remote_sources::shown(url);
+                let g = df::GitRef::parse(url).map_err(|m| format!("git source {shown}: {m}"))?;
+                let commit = commit.clone().ok_or_else(|| format!("git source {shown}: its ref was not resolved to a commit"))?;
                 add = true;
-                wk::CopySource::Git { repo: g.repo, reference: g.reference, commit, subdir: g.subdir, keep_git_dir: *keep_git_dir }
+                wk::CopySource::Git { repo: g.remote, reference: g.reference, commit, subdir: g.subdir, keep_git_dir: *keep_git_dir }
             }
         });
     }

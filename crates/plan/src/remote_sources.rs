@@ -1,7 +1,7 @@
 //! Remote sources, resolved on every build so that a cache hit never hides
 //! a change: `ADD <http(s) url>` → the sha256 of the content it serves now;
 //! `ADD <git url>` (`REPO#REF:SUBDIR`) → the commit its ref names now
-//! (`git ls-remote`; the worker fetches that ref and checks it still is).
+//! (`crate::git_sources`).
 //!
 //! As BuildKit's HTTP source does, each build asks the server again: a
 //! conditional `GET` with the validators (`ETag`, `Last-Modified`) of the
@@ -138,63 +138,6 @@ pub async fn resolve_url(client: &reqwest::Client, url: &str, notes: &UrlNotes) 
     Ok(UrlResolution { digest, downloaded: true })
 }
 
-/// An `ADD <git url>` source in BuildKit's syntax: `REPO#REF:SUBDIR`, each
-/// part after the repository optional (`REPO`, `REPO#REF`, `REPO#:SUBDIR`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitUrl {
-    pub repo: String,
-    /// Empty: the remote's HEAD.
-    pub reference: String,
-    /// Relative, without `..` (empty: the whole tree).
-    pub subdir: String,
-}
-
-impl GitUrl {
-    pub fn parse(url: &str) -> Result<GitUrl, String> {
-        let (repo, fragment) = url.split_once('#').unwrap_or((url, ""));
-        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-        let subdir = subdir.trim_matches('/');
-        if subdir.split('/').any(|c| c == "..") {
-            return Err(format!("subdirectory {subdir:?} leaves the repository"));
-        }
-        if reference.starts_with('-') || repo.starts_with('-') {
-            return Err("a repository or ref may not start with '-'".into());
-        }
-        Ok(GitUrl { repo: repo.to_owned(), reference: reference.to_owned(), subdir: subdir.to_owned() })
-    }
-}
-
-/// The commit `git ls-remote` finds for `reference` (empty: HEAD) of
-/// `repo`: a branch, a tag (peeled to its commit) or a full ref; a
-/// 40-digit commit is taken as it is.
-pub async fn resolve_git(git: &GitUrl) -> Result<String, String> {
-    let r = git.reference.as_str();
-    if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(r.to_ascii_lowercase());
-    }
-    let wanted = if r.is_empty() { "HEAD" } else { r };
-    let out = tokio::process::Command::new("git")
-        .args(["ls-remote", "--", &git.repo, wanted])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("running git ls-remote: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("git ls-remote: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    let refs: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('\t').map(|(c, n)| (c.to_owned(), n.to_owned())))
-        .collect();
-    let find = |name: &str| refs.iter().find(|(_, n)| n == name).map(|(c, _)| c.clone());
-    find(&format!("refs/tags/{wanted}^{{}}"))
-        .or_else(|| find(&format!("refs/heads/{wanted}")))
-        .or_else(|| find(&format!("refs/tags/{wanted}")))
-        .or_else(|| find(wanted))
-        .ok_or_else(|| format!("no ref {wanted:?} in {}", git.repo))
-}
-
 /// The remote sources of a graph as this build resolved them.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteSources {
@@ -218,17 +161,12 @@ impl RemoteSources {
 
 /// A URL as progress shows it: `user:password@` replaced by `***@`.
 pub fn shown(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
-    }
-    url.to_owned()
+    rbk_worker::git_source::redact_url(url)
 }
 
-/// Resolves every unpinned `ADD <http(s) url>` of `graph` (each URL once);
-/// an error names the Dockerfile line and the URL.
+/// Resolves every unpinned `ADD <http(s) url>` and every `ADD <git url>`
+/// of `graph` (each URL once); an error names the Dockerfile line and the
+/// URL.
 pub async fn resolve(graph: &df::Graph, file: &str, client_dir: &Path) -> Result<RemoteSources> {
     let mut out = RemoteSources::default();
     let mut client = None;
@@ -236,12 +174,13 @@ pub async fn resolve(graph: &df::Graph, file: &str, client_dir: &Path) -> Result
     for step in &graph.steps {
         let df::StepKind::Copy(c) = &step.kind else { continue };
         for s in &c.sources {
-            if let df::CopySource::Git { url, .. } = s
-                && !out.git.contains_key(url)
-            {
-                let err = |message: String| BuildError::RemoteSource { file: file.to_owned(), line: step.pos.line, url: url.clone(), message };
-                let commit = resolve_git(&GitUrl::parse(url).map_err(err)?).await.map_err(err)?;
-                out.git.insert(url.clone(), commit);
+            if let df::CopySource::Git { url, checksum, .. } = s {
+                if !out.git.contains_key(url) {
+                    let err = |message: String| BuildError::RemoteSource { file: file.to_owned(), line: step.pos.line, url: shown(url), message };
+                    let git = df::GitRef::parse(url).map_err(err)?;
+                    let commit = crate::git_sources::resolve_git(&git, checksum.as_deref()).await.map_err(err)?;
+                    out.git.insert(url.clone(), commit);
+                }
                 continue;
             }
             let df::CopySource::Url { url, checksum: None, .. } = s else { continue };
@@ -304,16 +243,6 @@ mod tests {
         assert!(!std::fs::read_to_string(&file).unwrap().contains("pw@"), "the URL (and its credentials) is not written");
         std::fs::write(&file, r#"{"etag":"\"v1\"","last_modified":null,"digest":"sha256:short"}"#).unwrap();
         assert_eq!(notes.load(url), None);
-    }
-
-    #[test]
-    fn git_urls_take_buildkits_ref_and_subdir_fragment() {
-        let g = GitUrl::parse("https://h/r.git#v1.2:docs/api/").unwrap();
-        assert_eq!((g.repo.as_str(), g.reference.as_str(), g.subdir.as_str()), ("https://h/r.git", "v1.2", "docs/api"));
-        let g = GitUrl::parse("https://h/r.git#:sub").unwrap();
-        assert_eq!((g.reference.as_str(), g.subdir.as_str()), ("", "sub"));
-        assert_eq!(GitUrl::parse("https://h/r.git").unwrap().reference, "");
-        assert!(GitUrl::parse("https://h/r.git#main:../etc").unwrap_err().contains("leaves"));
     }
 
     #[test]

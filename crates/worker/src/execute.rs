@@ -473,7 +473,7 @@ impl Executor {
                     let tree = crate::git_source::fetch_git(repo, reference, commit, subdir, *keep_git_dir, &downloads).await?;
                     fetched.insert(crate::copy::git_key(repo, commit), (tree, String::new()));
                 }
-                CopySource::Path { .. } => {}
+                CopySource::Path { .. } | CopySource::Inline { .. } => {}
             }
         }
         let prepare_time = t0.elapsed();

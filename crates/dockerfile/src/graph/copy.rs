@@ -82,9 +82,11 @@ impl Builder<'_> {
                     )));
                 }
                 sources.push(if is_git {
+                    crate::GitRef::parse(&s).map_err(|m| err(format!("git source '{s}': {m}")))?;
                     CopySource::Git {
                         url: s,
                         keep_git_dir: c.keep_git_dir,
+                        checksum: None,
                         commit: None,
                     }
                 } else {
@@ -119,7 +121,10 @@ impl Builder<'_> {
                         *checksum = Some(ck.clone());
                         n += 1;
                     }
-                    CopySource::Git { .. } => n += 1,
+                    CopySource::Git { checksum, .. } => {
+                        *checksum = Some(ck.clone());
+                        n += 1;
+                    }
                     _ => {}
                 }
             }

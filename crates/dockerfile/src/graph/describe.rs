@@ -137,8 +137,11 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
                         }
                         s
                     }
-                    CopySource::Git { url, keep_git_dir, commit } => {
+                    CopySource::Git { url, keep_git_dir, checksum, commit } => {
                         let mut s = format!("source git {url} keep-git-dir={keep_git_dir}");
+                        if let Some(c) = checksum {
+                            s.push_str(&format!(" checksum={c}"));
+                        }
                         if let Some(c) = commit {
                             s.push_str(&format!(" commit={c}"));
                         }
