@@ -262,6 +262,24 @@ fn copy_parents_keeps_each_sources_directories() {
 }
 
 #[test]
+fn copy_parents_keeps_only_the_directories_below_a_pivot() {
+    // BuildKit's docs: `COPY --parents ./x/./y/*.txt /parents/` gives
+    // /parents/y/a.txt; the same from another stage's rootfs.
+    let b = Build::new(
+        "FROM busybox AS tree\nRUN mkdir -p /srv/x/y && echo s > /srv/x/y/s.txt\n\
+         FROM busybox\nCOPY --parents ./x/./y/*.txt ./x/./y/dir /parents/\nCOPY --from=tree --parents /srv/./x/y/s.txt /staged/\n",
+        &[("x/y/a.txt", "a\n"), ("x/y/b.txt", "b\n"), ("x/y/dir/c.txt", "c\n")],
+    );
+    let (image, _) = b.image(&[]);
+    assert_eq!(image.text("parents/y/a.txt").as_deref(), Some("a\n"));
+    assert_eq!(image.text("parents/y/b.txt").as_deref(), Some("b\n"));
+    assert_eq!(image.text("parents/y/dir/c.txt").as_deref(), Some("c\n"));
+    assert_eq!(image.text("staged/x/y/s.txt").as_deref(), Some("s\n"));
+    let files = image.files();
+    assert!(!files.keys().any(|p| p.starts_with("parents/x") || p.starts_with("staged/srv")), "{:?}", files.keys().collect::<Vec<_>>());
+}
+
+#[test]
 fn copy_exclude_leaves_out_matching_files() {
     let b = Build::new(
         "FROM busybox\nCOPY --exclude=*.log --exclude=tmp src/ /app/\n",

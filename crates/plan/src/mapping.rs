@@ -185,9 +185,14 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
     let mut add = c.unpack;
     for s in &c.sources {
         sources.push(match s {
-            df::CopySource::Context { pattern, .. } => wk::CopySource::Path {
+            // `--parents` with a pivot: `above/./below`, as the worker
+            // splits it.
+            df::CopySource::Context { pattern, pivot, .. } => wk::CopySource::Path {
                 from: wk::Source::Context,
-                path: pattern.clone(),
+                path: match pivot {
+                    Some(p) => format!("{p}/./{}", pattern.strip_prefix(p.as_str()).unwrap_or(pattern).trim_start_matches('/')),
+                    None => pattern.clone(),
+                },
             },
             df::CopySource::Path(p) => wk::CopySource::Path {
                 from: from.clone(),

@@ -192,9 +192,14 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         match s {
             CopySource::Path { from, path } => {
                 let root = inputs.source_root(from)?;
-                for host in expand_source(root, path)? {
-                    // --parents: the path below the source's root, kept.
-                    let kept = step.parents.then(|| host.strip_prefix(root).unwrap_or(&host).to_string_lossy().into_owned());
+                // --parents: the path below the source's root is kept, or
+                // below the pivot (`x/./y/z` keeps `y/z`), as BuildKit does.
+                let (pivot, path) = match path.split_once("/./") {
+                    Some((above, below)) if step.parents => (resolve_in_root(root, above)?, format!("{above}/{below}")),
+                    _ => (root.to_path_buf(), path.clone()),
+                };
+                for host in expand_source(root, &path)? {
+                    let kept = step.parents.then(|| host.strip_prefix(&pivot).or_else(|_| host.strip_prefix(root)).unwrap_or(&host).to_string_lossy().into_owned());
                     items.push((host, Some(from), kept));
                 }
             }

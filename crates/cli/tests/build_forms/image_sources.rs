@@ -67,3 +67,20 @@ async fn an_image_that_does_not_exist_fails_naming_it() {
     assert!(built.progress.contains("imgsrc-no-such-image"), "{}", built.progress);
     assert!(!built.progress.contains("not supported"), "{}", built.progress);
 }
+
+#[tokio::test]
+async fn a_cache_mount_seeded_from_an_image_starts_with_its_directory_and_then_keeps_its_own() {
+    let base = busybox().await;
+    let tag = format!("{}/imgsrc-cache-seed:latest", registry());
+    let producer = Project::new();
+    let df = format!("FROM {base}\nRUN mkdir -p /opt/wheels && echo a.whl > /opt/wheels/a.whl\n");
+    producer.build(&df, &["-o", &format!("type=image,name={tag},push=true")]).assert_ok();
+    let p = Project::new();
+    let df = format!(
+        "FROM {base}\nRUN --mount=type=cache,id=wheels,target=/cache,from={tag},source=/opt/wheels ls /cache > /first && touch /cache/b.whl\n\
+         RUN --mount=type=cache,id=wheels,target=/cache,from={tag},source=/opt/wheels ls /cache > /second\n"
+    );
+    let (built, img) = p.build_oci(&df, &[]);
+    assert_eq!(img.file("first").as_deref(), Some("a.whl\n"), "{}", built.progress);
+    assert_eq!(img.file("second").as_deref(), Some("a.whl\nb.whl\n"), "the seeded cache is the cache");
+}
