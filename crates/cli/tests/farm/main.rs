@@ -16,3 +16,6 @@ mod entitlements;
 mod history;
 mod output_bounds;
 mod farm_images;
+
+#[path = "../common/image_files.rs"]
+mod image_files;
