@@ -16,9 +16,13 @@
 //! copied.
 //!
 //! The step comes from a client, so the repository is checked here too:
-//! only network transports (`git://`, `http(s)://`, `ssh://`, `user@host:`),
-//! never a path or `file://` on the worker, and git is told the same
-//! (`protocol.allow`), submodules included.
+//! only network transports (`git://`, `http(s)://`), never a path or
+//! `file://` on the worker, and git is told the same (`protocol.allow`),
+//! submodules included. Nor does git get the machine's credentials: no
+//! config, no `~/.netrc` (`HOME` is `/nonexistent`), and no ssh — a tenant
+//! naming `git@host:` would otherwise fetch with the worker's own key.
+//! BuildKit fetches ssh sources through the client's forwarded agent;
+//! rbk does not forward it to ADD yet, so they are refused saying so.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,8 +33,11 @@ use crate::error::{Result, WorkerError};
 use crate::scope::resolve_in_root;
 
 /// Transports a git source may use (`protocol.<name>.allow=always`; every
-/// other one, `file` and `ext` included, is refused by git itself too).
-const TRANSPORTS: &[&str] = &["git", "http", "https", "ssh"];
+/// other one, `file`, `ext` and `ssh` included, is refused by git itself
+/// too).
+const TRANSPORTS: &[&str] = &["git", "http", "https"];
+/// Why an ssh source is refused, and what to do instead.
+const NO_SSH: &str = "ssh git sources are not fetched by ADD yet (rbk does not forward an ssh agent to it, and never uses the machine's own keys): use an https:// or git:// URL, or RUN --mount=type=ssh git clone";
 /// A fetch that says nothing for this long is given up.
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -47,17 +54,18 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Why `repo` may not be fetched, if it may not: it must use one of
-/// [`TRANSPORTS`] (an scp-like `user@host:path` is ssh).
+/// [`TRANSPORTS`] (an scp-like `user@host:path` is ssh, refused).
 pub fn check_remote(repo: &str) -> std::result::Result<(), String> {
     if repo.starts_with('-') {
         return Err("a repository may not start with '-'".into());
     }
     match repo.split_once("://") {
         Some((scheme, rest)) if TRANSPORTS.contains(&scheme.to_ascii_lowercase().as_str()) && !rest.is_empty() => Ok(()),
-        Some((scheme, _)) => Err(format!("{scheme}:// is not a transport for a git source (git, http, https or ssh)")),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("ssh") => Err(NO_SSH.into()),
+        Some((scheme, _)) => Err(format!("{scheme}:// is not a transport for a git source (git, http or https)")),
         None => match repo.split_once(':') {
-            Some((user_host, path)) if user_host.contains('@') && !user_host.contains('/') && !path.is_empty() => Ok(()),
-            _ => Err("not a git URL (git://, http(s)://, ssh:// or user@host:path)".into()),
+            Some((user_host, path)) if user_host.contains('@') && !user_host.contains('/') && !path.is_empty() => Err(NO_SSH.into()),
+            _ => Err("not a git URL (git:// or http(s)://)".into()),
         },
     }
 }
@@ -165,7 +173,11 @@ impl Git<'_> {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+            .env("HOME", "/nonexistent")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("GIT_ASKPASS")
+            .env_remove("SSH_ASKPASS")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let out = match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
@@ -192,12 +204,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn network_transports_pass_and_local_paths_do_not() {
-        for ok in ["git://h/r.git", "https://h/r.git", "HTTP://h/r.git", "ssh://git@h/r", "git@github.com:o/r.git"] {
+    fn network_transports_pass_and_local_paths_and_ssh_do_not() {
+        for ok in ["git://h/r.git", "https://h/r.git", "HTTP://h/r.git"] {
             assert_eq!(check_remote(ok), Ok(()), "{ok}");
         }
         for bad in ["file:///srv/r.git", "/srv/r.git", "../r.git", "ext::sh -c id", "-oProxyCommand=x", "h:r.git", "git://"] {
             assert!(check_remote(bad).is_err(), "{bad}");
+        }
+        for ssh in ["ssh://git@h/r", "git@github.com:o/r.git"] {
+            assert!(check_remote(ssh).unwrap_err().contains("use an https:// or git:// URL"), "{ssh}");
         }
     }
 

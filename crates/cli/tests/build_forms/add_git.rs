@@ -184,3 +184,13 @@ async fn an_unknown_ref_or_an_unreachable_repository_fails_naming_the_dockerfile
     assert!(!built.ok);
     assert!(built.progress.contains("Dockerfile:2") && built.progress.contains(&nobody), "{}", built.progress);
 }
+
+#[tokio::test]
+async fn an_ssh_git_source_is_refused_before_anything_is_fetched_saying_what_to_use() {
+    let p = Project::new();
+    for url in ["git@127.0.0.1:o/r.git", "ssh://git@127.0.0.1/o/r.git"] {
+        let built = p.build(&format!("FROM scratch\nADD {url} /src/\n"), &[]);
+        assert!(!built.ok);
+        assert!(built.progress.contains("Dockerfile:2") && built.progress.contains("use an https:// or git:// URL"), "{}", built.progress);
+    }
+}

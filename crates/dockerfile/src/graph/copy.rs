@@ -69,6 +69,7 @@ impl Builder<'_> {
             let is_url = s.starts_with("http://") || s.starts_with("https://");
             let is_git = s.starts_with("git@")
                 || s.starts_with("git://")
+                || s.starts_with("ssh://")
                 || (is_url && (s.ends_with(".git") || s.contains(".git#")));
             if is_url || is_git {
                 if !c.add {
