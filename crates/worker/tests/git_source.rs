@@ -3,24 +3,9 @@
 //! transports.
 
 use std::path::Path;
-use std::process::Command;
 
-use rbk_testsupport::GitDaemon;
+use rbk_testsupport::{GitDaemon, git};
 use rbk_worker::git_source::fetch_git;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A served bare repository whose `main` held `v1`, then was force-pushed
 /// to an unrelated `v2` (v1's commit is no longer reachable); returns the

@@ -3,10 +3,9 @@
 //! each build (issue #21 item 1). A bare repository served by a real
 //! `git daemon` on 127.0.0.1; BuildKit does not take `file://` for ADD.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use rbk_testsupport::GitDaemon;
+use rbk_testsupport::{GitDaemon, git};
 
 use crate::image_files::is_cached;
 use crate::support::{Project, busybox};
@@ -50,7 +49,7 @@ impl Repo {
         git(&self.work(), &["add", "-A"]);
         git(&self.work(), &["commit", "-q", "-m", "change"]);
         self.push("main");
-        git(&self.work(), &["rev-parse", "HEAD"]).trim().to_owned()
+        git(&self.work(), &["rev-parse", "HEAD"])
     }
 
     fn push(&self, what: &str) {
@@ -63,21 +62,6 @@ impl Repo {
         git(&self.work(), &["tag", "-a", "-m", name, name]);
         self.push(&format!("refs/tags/{name}"));
     }
-}
-
-/// `git -C DIR ARGS` as a test user, without the host's config; stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "protocol.file.allow=always"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

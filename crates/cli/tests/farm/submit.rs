@@ -513,12 +513,8 @@ async fn cache_prune_takes_the_mount_id_as_the_dockerfile_writes_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn add_git_is_fetched_by_the_worker_at_the_commit_the_client_resolved() {
+    use rbk_testsupport::git;
     let repos = tempfile::tempdir().unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git").arg("-C").arg(dir).args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_owned()
-    };
     git(repos.path(), &["init", "-q", "--bare", "-b", "main", "app.git"]);
     git(repos.path(), &["init", "-q", "-b", "main", "work"]);
     std::fs::write(repos.path().join("work/hello.txt"), "from git\n").unwrap();

@@ -1,11 +1,29 @@
-//! `git daemon` on 127.0.0.1 for tests that fetch over `git://`: read-only,
+//! git for tests: `git` as a test user without the host's config, and
+//! `git daemon` on 127.0.0.1 for tests that fetch over `git://` (read-only,
 //! every repository under its base directory exported, stopped with its
-//! whole process group when the handle is dropped.
+//! whole process group when the handle is dropped).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// `git -C DIR ARGS` as user `t <t@example.com>`, without the host's or
+/// the user's config (`file://` pushes allowed); its stdout, trimmed, or a
+/// panic with its stderr.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "protocol.file.allow=always"])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("running git (is it installed?)");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
 
 /// A running `git-daemon`; `url(name)` is `git://127.0.0.1:PORT/name`.
 pub struct GitDaemon {
