@@ -19,7 +19,7 @@
 //! context: a remote repository cannot make the client read a local one
 //! (git's own `protocol.file.allow` default).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -50,25 +50,18 @@ pub fn is_git_url(s: &str) -> bool {
 }
 
 impl GitUrl {
-    /// `URL[#REF][:SUBDIR]`.
+    /// `URL[#REF][:SUBDIR]` (BuildKit's fragment, `rbk_dockerfile::GitRef`),
+    /// and docker's `github.com/ORG/REPO` shorthand.
     pub fn parse(s: &str) -> anyhow::Result<GitUrl> {
-        let (base, fragment) = s.split_once('#').unwrap_or((s, ""));
-        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-        let remote = match base.strip_prefix("github.com/") {
+        let g = rbk_dockerfile::GitRef::parse(s).map_err(|m| anyhow::anyhow!("git context {}: {m}", shown(s)))?;
+        let remote = match g.remote.strip_prefix("github.com/") {
             Some(rest) => format!("https://github.com/{rest}"),
-            None => base.to_owned(),
+            None => g.remote,
         };
-        let subdir = subdir.trim_matches('/');
-        if Path::new(subdir).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-            bail!("git context {}: subdirectory {subdir:?} must stay inside the repository", shown(s));
-        }
-        if reference.starts_with('-') {
-            bail!("git context {}: ref {reference:?} is not a ref", shown(s));
-        }
         Ok(GitUrl {
             remote,
-            reference: if reference.is_empty() { "HEAD".into() } else { reference.to_owned() },
-            subdir: subdir.to_owned(),
+            reference: if g.reference.is_empty() { "HEAD".into() } else { g.reference },
+            subdir: g.subdir,
         })
     }
 }

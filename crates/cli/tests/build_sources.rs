@@ -262,6 +262,24 @@ fn copy_parents_keeps_each_sources_directories() {
 }
 
 #[test]
+fn copy_parents_keeps_only_the_directories_below_a_pivot() {
+    // BuildKit's docs: `COPY --parents ./x/./y/*.txt /parents/` gives
+    // /parents/y/a.txt; the same from another stage's rootfs.
+    let b = Build::new(
+        "FROM busybox AS tree\nRUN mkdir -p /srv/x/y && echo s > /srv/x/y/s.txt\n\
+         FROM busybox\nCOPY --parents ./x/./y/*.txt ./x/./y/dir /parents/\nCOPY --from=tree --parents /srv/./x/y/s.txt /staged/\n",
+        &[("x/y/a.txt", "a\n"), ("x/y/b.txt", "b\n"), ("x/y/dir/c.txt", "c\n")],
+    );
+    let (image, _) = b.image(&[]);
+    assert_eq!(image.text("parents/y/a.txt").as_deref(), Some("a\n"));
+    assert_eq!(image.text("parents/y/b.txt").as_deref(), Some("b\n"));
+    assert_eq!(image.text("parents/y/dir/c.txt").as_deref(), Some("c\n"));
+    assert_eq!(image.text("staged/x/y/s.txt").as_deref(), Some("s\n"));
+    let files = image.files();
+    assert!(!files.keys().any(|p| p.starts_with("parents/x") || p.starts_with("staged/srv")), "{:?}", files.keys().collect::<Vec<_>>());
+}
+
+#[test]
 fn copy_exclude_leaves_out_matching_files() {
     let b = Build::new(
         "FROM busybox\nCOPY --exclude=*.log --exclude=tmp src/ /app/\n",
@@ -280,16 +298,19 @@ fn a_symbolic_chmod_changes_each_copied_files_own_mode() {
         ("bin/data.txt", "d\n"),
         ("tree/sub/f", "f\n"),
     ]);
-    for (p, m) in [("bin/run.sh", 0o664), ("bin/data.txt", 0o620), ("tree/sub/f", 0o640), ("tree/sub", 0o750)] {
+    // The context is staged with the owner's bits and group/other derived
+    // from them (docs/cache-keys.md): 0664 → 0644, 0400 → 0444, 0640 →
+    // 0644, directories 0755. The symbolic mode applies to those.
+    for (p, m) in [("bin/run.sh", 0o664), ("bin/data.txt", 0o400), ("tree/sub/f", 0o640), ("tree/sub", 0o750)] {
         std::fs::set_permissions(b.ctx().join(p), std::fs::Permissions::from_mode(m)).unwrap();
     }
     let (image, _) = b.image(&[]);
     let files = image.files();
     assert_eq!(files["opt/bin/run.sh"].mode, 0o744);
-    assert_eq!(files["opt/bin/data.txt"].mode, 0o700);
-    assert_eq!(files["opt/tree/sub/f"].mode, 0o640, "X adds execute to directories and executables only");
+    assert_eq!(files["opt/bin/data.txt"].mode, 0o544);
+    assert_eq!(files["opt/tree/sub/f"].mode, 0o644, "X adds execute to directories and executables only");
     assert!(files["opt/tree/sub"].is_dir());
-    assert_eq!(files["opt/tree/sub"].mode, 0o751);
+    assert_eq!(files["opt/tree/sub"].mode, 0o755);
 }
 
 #[test]

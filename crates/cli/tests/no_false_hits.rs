@@ -131,12 +131,19 @@ impl Project {
     }
 }
 
-#[test]
-fn an_unchanged_url_costs_one_conditional_request_and_no_download() {
+/// A server serving `f.txt` = `v1`, and a project that ADDs it and reads
+/// it in a RUN (4 layer-making steps).
+fn served_v1() -> (tempfile::TempDir, HttpServer, Project) {
     let srv_dir = tempfile::tempdir().unwrap();
     let srv = HttpServer::start(srv_dir.path());
     srv.serve("f.txt", "v1\n");
     let p = Project::new(&format!("ADD {} /f.txt\nRUN cat /f.txt > /seen\n", srv.url("f.txt")));
+    (srv_dir, srv, p)
+}
+
+#[test]
+fn an_unchanged_url_costs_one_conditional_request_and_no_download() {
+    let (_dir, srv, p) = served_v1();
     let (ok, progress) = p.build();
     assert!(ok, "{progress}");
     let first = srv.requests().len();
@@ -148,10 +155,7 @@ fn an_unchanged_url_costs_one_conditional_request_and_no_download() {
 
 #[test]
 fn a_changed_url_rebuilds_its_steps_and_the_image_holds_the_new_content() {
-    let srv_dir = tempfile::tempdir().unwrap();
-    let srv = HttpServer::start(srv_dir.path());
-    srv.serve("f.txt", "v1\n");
-    let p = Project::new(&format!("ADD {} /f.txt\nRUN cat /f.txt > /seen\n", srv.url("f.txt")));
+    let (_dir, srv, p) = served_v1();
     let (ok, progress) = p.build();
     assert!(ok, "{progress}");
     assert_eq!(file_in_image(&p.out(), "seen").as_deref(), Some("v1\n"));
@@ -246,4 +250,56 @@ fn rbk_graph_resolve_shows_what_a_url_resolved_to_and_keys_by_it() {
     let v2 = graph(&["--resolve"]);
     let image_key = |g: &str| g.lines().find(|l| l.starts_with("image key:")).unwrap().to_owned();
     assert_ne!(image_key(&v1), image_key(&v2));
+}
+
+/// Writes the same small repository into `root` as a checkout by another
+/// user would: file modes from `umask`, files owned by `owner`, written in
+/// `order`, with `mtime`, and the Dockerfile preceded by `preamble`.
+fn checkout(root: &Path, umask: u32, owner: u32, reverse: bool, mtime: std::time::SystemTime, preamble: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("busybox", std::fs::read(rbk_testsupport::program("busybox")).unwrap(), true),
+        ("app/main.sh", b"echo main\n".to_vec(), true),
+        ("app/data.txt", b"data\n".to_vec(), false),
+        ("Dockerfile", format!("{preamble}FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY app/ /app/\nRUN sh /app/main.sh > /out\n").into_bytes(), false),
+    ];
+    if reverse {
+        files.reverse();
+    }
+    for (p, content, exec) in files {
+        let f = root.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, content).unwrap();
+        let mode = if exec { 0o777 } else { 0o666 } & !umask;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+        std::os::unix::fs::lchown(&f, Some(owner), Some(owner)).unwrap();
+    }
+    std::fs::set_permissions(root.join("app"), std::fs::Permissions::from_mode(0o777 & !umask)).unwrap();
+}
+
+#[test]
+fn the_same_repository_checked_out_elsewhere_by_another_user_is_a_cache_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("alice/src/repo"), dir.path().join("b/checkout"));
+    let now = std::time::SystemTime::now();
+    checkout(&one, 0o022, 0, false, now - std::time::Duration::from_secs(86_400 * 30), "");
+    checkout(&two, 0o077, 1234, true, now, "# the same file, two lines down\n\n");
+    let build = |ctx: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbk"))
+            .args(["build", "--progress=plain"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--runtime-path")
+            .arg(rbk_testsupport::program("runc"))
+            .arg(ctx)
+            .output()
+            .unwrap();
+        let progress = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{progress}");
+        progress
+    };
+    assert_eq!(counts(&build(&one)), (4, 0));
+    let progress = build(&two);
+    assert_eq!(counts(&progress), (0, 4), "every step is the other checkout's:\n{progress}");
 }

@@ -41,6 +41,16 @@
 //! `context` a second time later on is refused before keying (`serde` would
 //! refuse it on the worker as a duplicate field anyway).
 //!
+//! Presentation fields are left out: a payload that is a JSON object is
+//! keyed as that object without `label`, `file` and `line` (the progress
+//! label and the Dockerfile path and line, which only name the step in
+//! messages), with `context` replaced by the tree digest, serialised
+//! canonically (keys sorted). So the same step at another line of the
+//! Dockerfile, or in a checkout at another path, keys the same. That is
+//! sound for the same reason: what the worker executes is that object — its
+//! payload parser refuses duplicate fields, so the object a duplicate would
+//! hide never runs — and the fields left out change only messages.
+//!
 //! Bumping [`VERSION`] (or any change of this encoding) starts a fresh
 //! action cache: old entries are never hit again and age out with the builds
 //! that made them.
@@ -53,7 +63,7 @@ use rbk_store::Digest;
 use crate::model::StepNode;
 
 /// Part of every key: a change of the encoding never matches old keys.
-pub const VERSION: &str = "rbk action key v2";
+pub const VERSION: &str = "rbk action key v3";
 
 /// How a payload reading a build context starts (then the manifest digest
 /// and its closing quote).
@@ -73,6 +83,31 @@ pub fn split_context(payload: &[u8]) -> Option<(Digest, &[u8])> {
     let text = std::str::from_utf8(&rest[..end]).ok()?;
     let digest: Digest = text.parse().ok()?;
     (digest.to_string() == text).then_some((digest, &rest[end + 1..]))
+}
+
+/// Fields of a payload that only name the step in messages.
+const PRESENTATION: &[&str] = &["label", "file", "line"];
+
+/// The payload as keyed (see the module docs): a JSON object without its
+/// presentation fields, its context (when it reads one) replaced by the
+/// tree digest, in canonical form. `None` — keyed by all its bytes — for a
+/// payload that is not a JSON object, or names a context whose tree is not
+/// known or that is not written where and as [`split_context`] expects.
+fn keyed_payload(payload: &[u8], trees: &ContextTrees) -> Option<Vec<u8>> {
+    let serde_json::Value::Object(mut object) = serde_json::from_slice(payload).ok()? else {
+        return None;
+    };
+    for f in PRESENTATION {
+        object.remove(*f);
+    }
+    if object.contains_key("context") && !object["context"].is_null() {
+        let (manifest, _) = split_context(payload)?;
+        if object["context"].as_str() != Some(manifest.to_string().as_str()) {
+            return None;
+        }
+        object.insert("context".into(), serde_json::Value::String(format!("tree {}", trees.get(&manifest)?)));
+    }
+    serde_json::to_vec(&serde_json::Value::Object(object)).ok()
 }
 
 /// Sets each step's `key` to its server-computed key. `steps` must be a
@@ -115,11 +150,10 @@ pub fn action_key(step: &StepNode, parents: &[(&str, &str)], trees: &ContextTree
         h.update(b);
     };
     field(VERSION.as_bytes());
-    match split_context(&step.payload).and_then(|(m, rest)| Some((trees.get(&m)?, rest))) {
-        Some((tree, rest)) => {
-            field(b"context tree and payload after the manifest digest");
-            field(tree.as_bytes());
-            field(rest);
+    match keyed_payload(&step.payload, trees) {
+        Some(object) => {
+            field(b"payload object without presentation fields, context by its tree");
+            field(&object);
         }
         None => {
             field(b"payload");
@@ -238,6 +272,24 @@ mod tests {
         assert_eq!(split_context(upper.as_bytes()), None, "upper-case hex");
         assert_eq!(split_context(format!(r#"{{ "context":"{m}"}}"#).as_bytes()), None, "a space first");
         assert_eq!(split_context(format!(r#"{{"version":1,"context":"{m}"}}"#).as_bytes()), None, "not the first field");
+    }
+
+    #[test]
+    fn the_label_and_the_dockerfile_path_and_line_leave_the_key_alone() {
+        let key = |p: &str| keys(vec![step("a", p, &[])])[0].clone();
+        let here = key(r#"{"version":1,"label":"[2/3] RUN x","file":"/home/a/repo/Dockerfile","line":2,"work":"run x"}"#);
+        let there = key(r#"{"version":1,"label":"[build 3/4] RUN x","file":"/srv/b/Dockerfile","line":9,"work":"run x"}"#);
+        assert_eq!(here, there);
+        assert_ne!(here, key(r#"{"version":1,"label":"[2/3] RUN x","file":"/home/a/repo/Dockerfile","line":2,"work":"run y"}"#));
+    }
+
+    #[test]
+    fn a_context_payload_keys_by_its_tree_without_presentation_fields() {
+        let (m1, m2) = (Digest::of(b"manifest 1"), Digest::of(b"manifest 2"));
+        let trees = ContextTrees::from([(m1, tree(&["src"])), (m2, tree(&["src"]))]);
+        let key = |m, rest| action_key(&step("a", &reading(m, rest), &[]), &[], &trees);
+        assert_eq!(key(m1, r#","line":3,"work":"copy"}"#), key(m2, r#","line":7,"work":"copy"}"#));
+        assert_ne!(key(m1, r#","work":"copy"}"#), key(m1, r#","work":"copy2"}"#));
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! and nothing else.
 //!
 //! Content of context files is hashed as: relative path, kind, for files
-//! the executable bit and the bytes' blake3, for symlinks the target. Never
-//! the mtime, the owner, the absolute checkout path, or permission bits that
-//! depend on the umask: a file's mode is reduced to "executable or not"
-//! (the owner's x bit — exactly what git records), and directory modes are
-//! left out. Workers must copy with the same normalisation (0o755 / 0o644
-//! files, 0o755 directories) so a cache hit is indistinguishable from a
-//! rebuild.
+//! the mode as [`context_file_mode`] gives it and the bytes' blake3, for
+//! symlinks the target. Never the mtime, the owner, the absolute checkout
+//! path, or permission bits that depend on the umask (group and other), and
+//! directory modes are left out. The client stages the context with the
+//! same modes (files by [`context_file_mode`], directories 0o755;
+//! `rbk_plan`'s `stage_context`) and owner 0:0, so a cache hit is
+//! indistinguishable from a rebuild.
 
 use std::fmt;
 
@@ -80,7 +80,29 @@ impl KeyHasher {
     }
 }
 
-/// The part of a file's mode that goes into keys: executable or not.
-pub(crate) fn normalised_mode(mode: u32) -> u32 {
-    if mode & 0o100 != 0 { 0o755 } else { 0o644 }
+/// A context file's mode as keys hold it and the client stages it: the
+/// bits Docker keeps that a checkout does not vary — the owner's
+/// permissions, setuid, setgid, sticky — with group and other given the
+/// owner's read and execute bits, because theirs are the umask's (git
+/// writes one file 0644 under umask 022, 0600 under 077, 0664 under 002).
+/// An ordinary file is 0644 or 0755 (git's model); a read-only one 0444.
+pub fn context_file_mode(mode: u32) -> u32 {
+    let owner = mode & 0o700;
+    (mode & 0o7000) | owner | ((owner >> 3) & 0o050) | ((owner >> 6) & 0o005)
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::context_file_mode;
+
+    #[test]
+    fn one_checkout_under_any_umask_has_one_mode_and_owner_bits_are_kept() {
+        for umask in [0o002, 0o022, 0o027, 0o077] {
+            assert_eq!(context_file_mode(0o666 & !umask), 0o644, "umask {umask:o}");
+            assert_eq!(context_file_mode(0o777 & !umask), 0o755, "umask {umask:o}");
+        }
+        assert_eq!(context_file_mode(0o400), 0o444);
+        assert_eq!(context_file_mode(0o500), 0o555);
+        assert_eq!(context_file_mode(0o4755), 0o4755);
+    }
 }

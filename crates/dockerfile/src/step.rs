@@ -209,8 +209,16 @@ pub enum CopySource {
     /// Context paths matched by `pattern`, after `.dockerignore` and
     /// `--exclude`, sorted. A directory match lists the directory and all
     /// that is under it and kept.
-    Context { pattern: String, paths: Vec<String> },
-    /// A path (or wildcard) inside a stage or image.
+    Context {
+        pattern: String,
+        paths: Vec<String>,
+        /// `--parents` with BuildKit's pivot (`COPY --parents x/./y/z`):
+        /// the part of `pattern` above it (`x`); what is copied keeps only
+        /// its path below it (`y/z`).
+        pivot: Option<String>,
+    },
+    /// A path (or wildcard) inside a stage or image; with `--parents`, a
+    /// pivot stays in it as `/./` (`/x/./y/z`).
     Path(String),
     /// A heredoc used as a file (`COPY <<EOF /dest`).
     Inline { name: String, content: String },
@@ -224,10 +232,13 @@ pub enum CopySource {
         /// `None` when nothing resolved it (keyed by the URL).
         resolved: Option<String>,
     },
-    /// ADD of a git repository.
+    /// ADD of a git repository (`REPO#REF:SUBDIR`, see [`crate::GitRef`]).
     Git {
         url: String,
         keep_git_dir: bool,
+        /// `--checksum`: the commit the ref must resolve to (a prefix of
+        /// its id, as BuildKit takes it).
+        checksum: Option<String>,
         /// The commit the ref resolved to for this build
         /// ([`crate::BaseResolver::git`]); `None` when nothing resolved it.
         commit: Option<String>,

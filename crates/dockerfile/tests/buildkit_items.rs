@@ -112,7 +112,7 @@ fn wildcard_source_that_matches_nothing_is_not_an_error() {
         .sources
         .iter()
         .map(|s| match s {
-            CopySource::Context { pattern, paths } => (pattern.clone(), paths.len()),
+            CopySource::Context { pattern, paths, .. } => (pattern.clone(), paths.len()),
             other => panic!("{other:?}"),
         })
         .collect();

@@ -5,6 +5,8 @@
 //! edits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::Permissions;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rbk_dockerfile as df;
@@ -214,9 +216,13 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
         }
+        // Modes as the key sees them (`df::context_file_mode`: the owner's
+        // bits, group and other derived from them; directories 0755), so
+        // a checkout under another umask keys and builds the same
+        // (docs/cache-keys.md).
         if meta.is_dir() {
             std::fs::create_dir_all(&dst).map_err(|e| BuildError::io(&dst, e))?;
-            std::fs::set_permissions(&dst, meta.permissions())
+            std::fs::set_permissions(&dst, Permissions::from_mode(0o755))
                 .map_err(|e| BuildError::io(&dst, e))?;
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
@@ -225,11 +231,12 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
             // Hard links stay links (the snapshot, COPY and the layer keep
             // them): the first path of an inode is copied, the others
             // linked to that copy.
-            use std::os::unix::fs::MetadataExt;
             match (meta.nlink() > 1).then(|| linked.get(&(meta.dev(), meta.ino()))).flatten() {
                 Some(first) => std::fs::hard_link(first, &dst).map_err(|e| BuildError::io(&dst, e))?,
                 None => {
                     std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
+                    std::fs::set_permissions(&dst, Permissions::from_mode(df::context_file_mode(meta.mode())))
+                        .map_err(|e| BuildError::io(&dst, e))?;
                     if meta.nlink() > 1 {
                         linked.insert((meta.dev(), meta.ino()), dst.clone());
                     }

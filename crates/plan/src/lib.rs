@@ -10,7 +10,8 @@
 //!   put into the store;
 //! - [`mapping`]: graph steps → `rbk_worker::Step` descriptions;
 //! - [`remote_sources`]: `ADD <url>` re-validated each build, keyed by
-//!   content;
+//!   content; `ADD <git url>` by the commit its ref names now
+//!   (`git_sources`);
 //! - `image_sources`: images read by `--from=<image>`, resolved like `FROM`;
 //! - [`assemble`]: the final image and outputs from the target's result;
 //! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
@@ -29,6 +30,7 @@ pub mod assemble;
 mod error;
 pub mod farm_bases;
 mod frontend;
+mod git_sources;
 mod image_sources;
 pub mod mapping;
 pub mod planner;

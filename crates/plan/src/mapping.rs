@@ -185,9 +185,14 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
     let mut add = c.unpack;
     for s in &c.sources {
         sources.push(match s {
-            df::CopySource::Context { pattern, .. } => wk::CopySource::Path {
+            // `--parents` with a pivot: `above/./below`, as the worker
+            // splits it.
+            df::CopySource::Context { pattern, pivot, .. } => wk::CopySource::Path {
                 from: wk::Source::Context,
-                path: pattern.clone(),
+                path: match pivot {
+                    Some(p) => format!("{p}/./{}", pattern.strip_prefix(p.as_str()).unwrap_or(pattern).trim_start_matches('/')),
+                    None => pattern.clone(),
+                },
             },
             df::CopySource::Path(p) => wk::CopySource::Path {
                 from: from.clone(),
@@ -207,8 +212,14 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
                 name: name.clone(),
                 content: content.clone(),
             },
-            df::CopySource::Git { url, .. } => {
-                return Err(format!("git source {url}: not supported by rbk yet"));
+            // The commit planning resolved: the step's key holds it, and
+            // the worker fetches exactly it.
+            df::CopySource::Git { url, keep_git_dir, commit, .. } => {
+                let shown = crate::remote_sources::shown(url);
+                let g = df::GitRef::parse(url).map_err(|m| format!("git source {shown}: {m}"))?;
+                let commit = commit.clone().ok_or_else(|| format!("git source {shown}: its ref was not resolved to a commit"))?;
+                add = true;
+                wk::CopySource::Git { repo: g.remote, reference: g.reference, commit, subdir: g.subdir, keep_git_dir: *keep_git_dir }
             }
         });
     }

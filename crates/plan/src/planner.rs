@@ -410,7 +410,7 @@ async fn step_contexts(
         let digest = match by_paths.get(&paths) {
             Some(d) => d.clone(),
             None => {
-                let sub = rbk_snapshot::subset(&whole.manifest, paths.iter().map(Vec::as_slice));
+                let sub = context_subset(&whole.manifest, &paths);
                 let (snapshot, uploaded) = rbk_snapshot::Snapshot::commit(store, sub).await?;
                 uploads.context_bytes_sent += uploaded;
                 by_paths.entry(paths).or_insert(snapshot.digest.to_string()).clone()
@@ -419,6 +419,19 @@ async fn step_contexts(
         out.insert(step.id, digest);
     }
     Ok(out)
+}
+
+/// The entries of the staged context one COPY reads, owned by 0:0: the
+/// staged copy belongs to whoever runs the client, and the worker's COPY
+/// owns context files by 0:0 (or `--chown`) whatever the snapshot says, so
+/// the owner would only split the action key (which hashes the tree,
+/// owners included) between two users building the same checkout.
+fn context_subset(whole: &rbk_snapshot::Manifest, paths: &BTreeSet<Vec<u8>>) -> rbk_snapshot::Manifest {
+    let mut sub = rbk_snapshot::subset(whole, paths.iter().map(Vec::as_slice));
+    for e in &mut sub.entries {
+        (e.uid, e.gid) = (0, 0);
+    }
+    sub
 }
 
 /// A context path as the staged context's snapshot names it (`./a//b/` →
@@ -1166,6 +1179,30 @@ mod tests {
         std::fs::write(&note, Digest::of(b"something else").to_string()).unwrap();
         let again = upload_layers(&store, &layout, &memo, &image, &mut Uploads::default()).await.unwrap();
         assert_eq!(again[0].blake3, descs[0].blake3);
+    }
+
+    #[tokio::test]
+    async fn two_users_staging_one_checkout_give_each_copy_the_same_tree() {
+        use std::os::unix::fs::PermissionsExt;
+        let store: Arc<dyn Store> = Arc::new(rbk_store::MemoryStore::default());
+        let mut trees = Vec::new();
+        for (uid, file_mode) in [(0, 0o644), (1234, 0o600)] {
+            let checkout = tempfile::tempdir().unwrap();
+            std::fs::create_dir(checkout.path().join("src")).unwrap();
+            std::fs::write(checkout.path().join("src/a.txt"), "a").unwrap();
+            std::fs::set_permissions(checkout.path().join("src/a.txt"), std::fs::Permissions::from_mode(file_mode)).unwrap();
+            let graph = df::build_graph("FROM scratch\nCOPY src /src\n", &df::BuildOptions::default(), &df::FsContext::new(checkout.path()), &()).unwrap();
+            let staged = tempfile::tempdir().unwrap();
+            frontend::stage_context(&graph, checkout.path(), staged.path()).unwrap();
+            // The staged copy belongs to whoever ran the client.
+            for p in ["src", "src/a.txt"] {
+                std::os::unix::fs::lchown(staged.path().join(p), Some(uid), Some(uid)).unwrap();
+            }
+            let (whole, _) = rbk_snapshot::capture(store.clone(), staged.path(), &rbk_snapshot::CaptureOptions::new("context")).await.unwrap();
+            let paths = [b"src".to_vec(), b"src/a.txt".to_vec()].into_iter().collect();
+            trees.push(rbk_snapshot::tree_digest(&context_subset(&whole.manifest, &paths)));
+        }
+        assert_eq!(trees[0], trees[1], "another owner and umask, one tree (and so one action key)");
     }
 
     #[test]

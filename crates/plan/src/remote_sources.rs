@@ -1,5 +1,7 @@
 //! Remote sources, resolved on every build so that a cache hit never hides
-//! a change: `ADD <http(s) url>` → the sha256 of the content it serves now.
+//! a change: `ADD <http(s) url>` → the sha256 of the content it serves now;
+//! `ADD <git url>` (`REPO#REF:SUBDIR`) → the commit its ref names now
+//! (`crate::git_sources`).
 //!
 //! As BuildKit's HTTP source does, each build asks the server again: a
 //! conditional `GET` with the validators (`ETag`, `Last-Modified`) of the
@@ -141,6 +143,8 @@ pub async fn resolve_url(client: &reqwest::Client, url: &str, notes: &UrlNotes) 
 pub struct RemoteSources {
     /// URL → its resolution, for every `ADD <url>` without `--checksum`.
     pub urls: BTreeMap<String, UrlResolution>,
+    /// Git URL (as written) → the commit its ref resolved to.
+    pub git: BTreeMap<String, String>,
 }
 
 impl RemoteSources {
@@ -150,23 +154,19 @@ impl RemoteSources {
         self.urls
             .iter()
             .map(|(url, r)| format!("{} -> {}{}", shown(url), r.digest, if r.downloaded { "" } else { " (not modified)" }))
+            .chain(self.git.iter().map(|(url, commit)| format!("{} -> {commit}", shown(url))))
             .collect()
     }
 }
 
 /// A URL as progress shows it: `user:password@` replaced by `***@`.
 pub fn shown(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
-    }
-    url.to_owned()
+    rbk_worker::git_source::redact_url(url)
 }
 
-/// Resolves every unpinned `ADD <http(s) url>` of `graph` (each URL once);
-/// an error names the Dockerfile line and the URL.
+/// Resolves every unpinned `ADD <http(s) url>` and every `ADD <git url>`
+/// of `graph` (each URL once); an error names the Dockerfile line and the
+/// URL.
 pub async fn resolve(graph: &df::Graph, file: &str, client_dir: &Path) -> Result<RemoteSources> {
     let mut out = RemoteSources::default();
     let mut client = None;
@@ -174,6 +174,15 @@ pub async fn resolve(graph: &df::Graph, file: &str, client_dir: &Path) -> Result
     for step in &graph.steps {
         let df::StepKind::Copy(c) = &step.kind else { continue };
         for s in &c.sources {
+            if let df::CopySource::Git { url, checksum, .. } = s {
+                if !out.git.contains_key(url) {
+                    let err = |message: String| BuildError::RemoteSource { file: file.to_owned(), line: step.pos.line, url: shown(url), message };
+                    let git = df::GitRef::parse(url).map_err(err)?;
+                    let commit = crate::git_sources::resolve_git(&git, checksum.as_deref()).await.map_err(err)?;
+                    out.git.insert(url.clone(), commit);
+                }
+                continue;
+            }
             let df::CopySource::Url { url, checksum: None, .. } = s else { continue };
             if out.urls.contains_key(url) {
                 continue;
@@ -210,7 +219,7 @@ impl df::BaseResolver for WithRemote<'_> {
     }
 
     fn git(&self, url: &str) -> Option<String> {
-        self.inner.git(url)
+        self.remote.git.get(url).cloned().or_else(|| self.inner.git(url))
     }
 
     fn onbuild(&self, reference: &str, platform: Option<&str>) -> Option<Vec<String>> {

@@ -160,6 +160,11 @@ pub async fn fetch_url(url: &str, checksum: Option<&str>, dir: &Path) -> Result<
     Ok((path, name))
 }
 
+/// The key of a git source's checkout in `fetched` (see [`copy`]).
+pub fn git_key(repo: &str, commit: &str) -> String {
+    format!("git {repo}@{commit}")
+}
+
 /// Performs `step` into `dest_root`. Names in `--chown` are resolved in
 /// `users_root` (the destination rootfs). `fetched` holds URL sources
 /// already downloaded by [`fetch_url`] (url → (file, name)).
@@ -187,9 +192,14 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
         match s {
             CopySource::Path { from, path } => {
                 let root = inputs.source_root(from)?;
-                for host in expand_source(root, path)? {
-                    // --parents: the path below the source's root, kept.
-                    let kept = step.parents.then(|| host.strip_prefix(root).unwrap_or(&host).to_string_lossy().into_owned());
+                // --parents: the path below the source's root is kept, or
+                // below the pivot (`x/./y/z` keeps `y/z`), as BuildKit does.
+                let (pivot, path) = match path.split_once("/./") {
+                    Some((above, below)) if step.parents => (resolve_in_root(root, above)?, format!("{above}/{below}")),
+                    _ => (root.to_path_buf(), path.clone()),
+                };
+                for host in expand_source(root, &path)? {
+                    let kept = step.parents.then(|| host.strip_prefix(&pivot).or_else(|_| host.strip_prefix(root)).unwrap_or(&host).to_string_lossy().into_owned());
                     items.push((host, Some(from), kept));
                 }
             }
@@ -200,6 +210,12 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
                 }
                 let (file, name) = fetched.get(url).ok_or_else(|| WorkerError::step("sources", format!("{url} was not fetched")))?;
                 items.push((file.clone(), None, Some(name.clone())));
+            }
+            // The checked-out tree, copied as a context directory is (0:0
+            // unless --chown).
+            CopySource::Git { repo, commit, .. } => {
+                let (tree, _) = fetched.get(&git_key(repo, commit)).ok_or_else(|| WorkerError::step("sources", format!("{repo} was not fetched")))?;
+                items.push((tree.clone(), None, None));
             }
         }
     }

@@ -465,8 +465,15 @@ impl Executor {
         std::fs::create_dir_all(&downloads).ctx(|| format!("creating {}", downloads.display()))?;
         let mut fetched = HashMap::new();
         for s in &c.sources {
-            if let CopySource::Url { url, checksum } = s {
-                fetched.insert(url.clone(), fetch_url(url, checksum.as_deref(), &downloads).await?);
+            match s {
+                CopySource::Url { url, checksum } => {
+                    fetched.insert(url.clone(), fetch_url(url, checksum.as_deref(), &downloads).await?);
+                }
+                CopySource::Git { repo, reference, commit, subdir, keep_git_dir } => {
+                    let tree = crate::git_source::fetch_git(repo, reference, commit, subdir, *keep_git_dir, &downloads).await?;
+                    fetched.insert(crate::copy::git_key(repo, commit), (tree, String::new()));
+                }
+                CopySource::Path { .. } | CopySource::Inline { .. } => {}
             }
         }
         let prepare_time = t0.elapsed();

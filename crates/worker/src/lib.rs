@@ -19,6 +19,7 @@ pub mod emulation;
 pub mod entitlements;
 mod error;
 pub mod execute;
+pub mod git_source;
 pub mod hygiene;
 pub mod layers;
 pub mod limits;

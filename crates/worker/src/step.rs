@@ -360,5 +360,18 @@ pub enum CopySource {
         #[serde(default)]
         checksum: Option<String>,
     },
+    /// ADD of a git repository at `commit` (reached through `reference`,
+    /// empty for the remote's HEAD); `subdir` (relative, may be empty) is
+    /// what is copied; `.git` is kept only with `keep_git_dir`.
+    Git {
+        repo: String,
+        #[serde(default)]
+        reference: String,
+        commit: String,
+        #[serde(default)]
+        subdir: String,
+        #[serde(default)]
+        keep_git_dir: bool,
+    },
 }
 

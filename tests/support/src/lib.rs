@@ -7,9 +7,11 @@
 
 pub mod data;
 pub mod faults;
+pub mod git;
 
 pub use data::{half_compressible, incompressible};
 pub use faults::{FaultCounts, FaultPolicy, FaultProxy};
+pub use git::{GitDaemon, git};
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! build (a tag to the digest it names now, a pinned digest as is), and
 //! the step's key follows the digest.
 
-use crate::support::{Project, busybox, registry};
+use crate::support::{Project, busybox, push_built, registry};
 
 /// Builds `FROM base` + `/marker` holding `value` and pushes it as `tag`
 /// (`-o type=image,name=...,push=true`); returns the image digest.
@@ -66,4 +66,19 @@ async fn an_image_that_does_not_exist_fails_naming_it() {
     assert!(!built.ok);
     assert!(built.progress.contains("imgsrc-no-such-image"), "{}", built.progress);
     assert!(!built.progress.contains("not supported"), "{}", built.progress);
+}
+
+#[tokio::test]
+async fn a_cache_mount_seeded_from_an_image_starts_with_its_directory_and_then_keeps_its_own() {
+    let base = busybox().await;
+    let tag = format!("{}/imgsrc-cache-seed:latest", registry());
+    push_built(&format!("FROM {base}\nRUN mkdir -p /opt/wheels && echo a.whl > /opt/wheels/a.whl\n"), &tag);
+    let p = Project::new();
+    let df = format!(
+        "FROM {base}\nRUN --mount=type=cache,id=wheels,target=/cache,from={tag},source=/opt/wheels ls /cache > /first && touch /cache/b.whl\n\
+         RUN --mount=type=cache,id=wheels,target=/cache,from={tag},source=/opt/wheels ls /cache > /second\n"
+    );
+    let (built, img) = p.build_oci(&df, &[]);
+    assert_eq!(img.file("first").as_deref(), Some("a.whl\n"), "{}", built.progress);
+    assert_eq!(img.file("second").as_deref(), Some("a.whl\nb.whl\n"), "the seeded cache is the cache");
 }

@@ -2,15 +2,13 @@
 //! on it, in order, each with its own progress line; the child image
 //! does not carry them on.
 
-use crate::support::{Project, busybox, registry};
+use crate::support::{Project, busybox, push_built, registry};
 
 #[tokio::test]
 async fn a_base_images_onbuild_triggers_run_in_order_before_the_childs_steps() {
     let base = busybox().await;
     let tag = format!("{}/imgsrc-onbuild:1", registry());
-    let producer = Project::new();
-    let df = format!("FROM {base}\nONBUILD RUN echo first >> /order\nONBUILD RUN echo second >> /order\n");
-    producer.build(&df, &["-o", &format!("type=image,name={tag},push=true")]).assert_ok();
+    push_built(&format!("FROM {base}\nONBUILD RUN echo first >> /order\nONBUILD RUN echo second >> /order\n"), &tag);
 
     let p = Project::new();
     let (built, img) = p.build_oci(&format!("FROM {tag}\nRUN echo child >> /order\n"), &[]);

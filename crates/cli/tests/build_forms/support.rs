@@ -16,6 +16,12 @@ pub async fn busybox() -> String {
     rbk_image::testimage::push_busybox(&registry(), &rbk_testsupport::program("busybox")).await.unwrap().to_string()
 }
 
+/// Builds `dockerfile` in a project of its own and pushes the image as
+/// `tag` (`-o type=image,name=TAG,push=true`); returns its digest.
+pub fn push_built(dockerfile: &str, tag: &str) -> String {
+    Project::new().build(dockerfile, &["-o", &format!("type=image,name={tag},push=true")]).assert_ok().digest
+}
+
 /// A build context and state directory (the state is kept between
 /// builds, as a developer's is).
 pub struct Project {

@@ -41,17 +41,23 @@ fn with_password(addr: &str) -> RegistryClient {
 /// Pushes a busybox image with one more layer (`/private.txt`) to the
 /// registry as `private/base:1`; returns that layer's blake3.
 async fn push_private_base(addr: &str) -> Digest {
+    push_private_image(addr, "private/base:1", &format!("team's private base {}\n", std::process::id())).await
+}
+
+/// Pushes a busybox image with `/private.txt` = `content` to the registry
+/// as `name`; returns that layer's blake3.
+async fn push_private_image(addr: &str, name: &str, content: &str) -> Digest {
     let dir = tempfile::tempdir().unwrap();
     let layout = OciLayout::create(dir.path().join("oci")).unwrap();
     let mut image = rbk_image::testimage::busybox_image(&layout, &program("busybox"), "bb").unwrap();
     let upper = dir.path().join("upper");
     std::fs::create_dir(&upper).unwrap();
-    std::fs::write(upper.join("private.txt"), format!("team's private base {}\n", std::process::id())).unwrap();
+    std::fs::write(upper.join("private.txt"), content).unwrap();
     let layer = rbk_image::layer_from_upper(&upper, &LayerOptions { source_date_epoch: Some(0), ..LayerOptions::new(&layout.root().join("blobs/sha256")) }).unwrap();
     layer.add_to_layout(&layout).unwrap();
     image.push_layer(&layer, History { created_by: Some("private layer".into()), ..Default::default() });
     let desc = image.save(&layout, Some("private")).unwrap();
-    let dest: ImageRef = format!("{addr}/private/base:1").parse().unwrap();
+    let dest: ImageRef = format!("{addr}/{name}").parse().unwrap();
     with_password(addr).push(&layout, &desc, &dest, &PushOptions::default()).await.unwrap();
     layer.blake3
 }
@@ -232,4 +238,38 @@ async fn a_second_tenant_cannot_build_from_the_first_tenants_private_base_throug
     assert!(stderr.contains(&reg.addr) && stderr.contains("username and password"), "{stderr}");
     let store_b = rbk_client::RemoteStore::connect(&rbk_client::ClientTls::default(), &farm.url, TENANT_B).await.unwrap();
     assert_eq!(store_b.find_missing(&[private_layer]).await.unwrap(), vec![private_layer], "B sees A's pulled layer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_from_and_a_bind_mount_of_a_private_image_build_on_the_farm_with_no_registry_access_but_the_coordinators() {
+    // The registry needs a password only the coordinator has (the tenant's
+    // docker config): the workers have none, the client has no route.
+    let reg = registry();
+    push_private_base(&reg.addr).await;
+    push_private_image(&reg.addr, "private/tools:1", "from the tools image\n").await;
+    let farm = Farm::start_for_netns_configured("[registries]\nauth_dir = \"registry-auth\"\n").await;
+    tenant_auth(&farm, &reg.addr);
+    let _a = farm.worker("a", &[]);
+    let ns = NetNs::new(23);
+    let (base, tools) = (format!("{}/private/base:1", reg.addr), format!("{}/private/tools:1", reg.addr));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {base}\nCOPY --from={tools} /private.txt /copied.txt\n\
+             RUN --mount=type=bind,from={tools},source=/private.txt,target=/m cat /m > /bound.txt\n"
+        ),
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = out_dir.path().join("image.tar");
+    let no_docker_config = tempfile::tempdir().unwrap();
+    let output = format!("type=oci,dest={}", dest.display());
+    let (_, stderr) = succeeded(&submit_in(&farm, &ns, TENANT, ctx.path(), no_docker_config.path(), None, &["-o", &output]));
+    assert!(stderr.contains(&format!("FROM {tools}@sha256:")), "the image source's own FROM line:\n{stderr}");
+
+    let image = crate::oci_archive::file_in_image;
+    assert_eq!(image(&dest, "copied.txt").as_deref(), Some("from the tools image\n"));
+    assert_eq!(image(&dest, "bound.txt").as_deref(), Some("from the tools image\n"));
+    assert_eq!(image(&dest, "m"), None, "the bind mount leaves nothing");
 }

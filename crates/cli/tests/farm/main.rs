@@ -17,3 +17,6 @@ mod history;
 mod output_bounds;
 mod farm_images;
 mod multiarch;
+
+#[path = "../common/oci_archive.rs"]
+mod oci_archive;

@@ -466,3 +466,27 @@ async fn cache_prune_takes_the_mount_id_as_the_dockerfile_writes_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("dropped 1 heads"), "{}", text(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_git_is_fetched_by_the_worker_at_the_commit_the_client_resolved() {
+    use rbk_testsupport::git;
+    let repos = tempfile::tempdir().unwrap();
+    git(repos.path(), &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(repos.path(), &["init", "-q", "-b", "main", "work"]);
+    std::fs::write(repos.path().join("work/hello.txt"), "from git\n").unwrap();
+    git(&repos.path().join("work"), &["add", "hello.txt"]);
+    git(&repos.path().join("work"), &["commit", "-q", "-m", "one"]);
+    git(&repos.path().join("work"), &["push", "-q", repos.path().join("app.git").to_str().unwrap(), "main"]);
+    let commit = git(&repos.path().join("work"), &["rev-parse", "HEAD"]);
+    let daemon = rbk_testsupport::GitDaemon::start(repos.path());
+
+    let farm = Farm::start().await;
+    let _a = farm.worker("a", &[]);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM scratch\nADD {} /src/\n", daemon.url("app.git#main"))).unwrap();
+    let dest = ctx.path().join("image.tar");
+    let output = format!("type=oci,dest={}", dest.display());
+    let (_, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &["--progress=plain", "-o", &output]));
+    assert!(stderr.contains(&format!("-> {commit}")), "progress names the commit:\n{stderr}");
+    assert_eq!(crate::oci_archive::file_in_image(&dest, "src/hello.txt").as_deref(), Some("from git\n"));
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::context::{Context, EntryKind};
 use crate::dockerignore::Dockerignore;
 use crate::error::{Pos, RawError};
-use crate::key::{Key, KeyHasher, normalised_mode};
+use crate::key::{Key, KeyHasher, context_file_mode};
 use crate::pattern::{Glob, PathPattern};
 
 /// The context, walked once, with `.dockerignore` applied; file digests are
@@ -169,7 +169,7 @@ impl<'a> ContextIndex<'a> {
                         }
                     };
                     h.field("file", &d);
-                    h.field("mode", &normalised_mode(mode).to_le_bytes());
+                    h.field("mode", &context_file_mode(mode).to_le_bytes());
                 }
                 Some(EntryKind::Dir { .. }) => {
                     h.field("dir", &[]);

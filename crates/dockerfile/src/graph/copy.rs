@@ -69,6 +69,7 @@ impl Builder<'_> {
             let is_url = s.starts_with("http://") || s.starts_with("https://");
             let is_git = s.starts_with("git@")
                 || s.starts_with("git://")
+                || s.starts_with("ssh://")
                 || (is_url && (s.ends_with(".git") || s.contains(".git#")));
             if is_url || is_git {
                 if !c.add {
@@ -82,9 +83,11 @@ impl Builder<'_> {
                     )));
                 }
                 sources.push(if is_git {
+                    crate::GitRef::parse(&s).map_err(|m| err(format!("git source '{s}': {m}")))?;
                     CopySource::Git {
                         url: s,
                         keep_git_dir: c.keep_git_dir,
+                        checksum: None,
                         commit: None,
                     }
                 } else {
@@ -96,18 +99,38 @@ impl Builder<'_> {
                 });
                 continue;
             }
+            // `--parents`: BuildKit's optional pivot, the first `/./`.
+            let pivot = if c.parents { s.split_once("/./") } else { None };
+            if let Some((above, _)) = pivot
+                && above.contains(['*', '?', '['])
+            {
+                return Err(err(format!(
+                    "--parents source '{s}': the part above the /./ pivot cannot hold wildcards in rbk; name the directory"
+                )));
+            }
             match from {
                 FromRef::Context => {
-                    let cleaned = clean_relative(&s)
-                        .ok_or_else(|| err(format!("source '{s}' is outside the build context")))?;
+                    let outside = || err(format!("source '{s}' is outside the build context"));
+                    let cleaned = clean_relative(&s).ok_or_else(outside)?;
                     PathPattern::compile(&cleaned, false)
                         .map_err(|m| err(format!("invalid source pattern: {m}")))?;
+                    let pivot = match pivot {
+                        Some((above, _)) => Some(clean_relative(above).ok_or_else(outside)?).filter(|p| !p.is_empty()),
+                        None => None,
+                    };
                     sources.push(CopySource::Context {
                         pattern: cleaned,
                         paths: Vec::new(),
+                        pivot,
                     });
                 }
-                _ => sources.push(CopySource::Path(clean_absolute(&s))),
+                _ => sources.push(CopySource::Path(match pivot {
+                    Some((above, below)) => match clean_absolute(above).as_str() {
+                        "/" => clean_absolute(below),
+                        above => format!("{above}/.{}", clean_absolute(below)),
+                    },
+                    None => clean_absolute(&s),
+                })),
             }
         }
         if let Some(ck) = &c.checksum {
@@ -119,7 +142,10 @@ impl Builder<'_> {
                         *checksum = Some(ck.clone());
                         n += 1;
                     }
-                    CopySource::Git { .. } => n += 1,
+                    CopySource::Git { checksum, .. } => {
+                        *checksum = Some(ck.clone());
+                        n += 1;
+                    }
                     _ => {}
                 }
             }

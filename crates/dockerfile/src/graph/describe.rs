@@ -115,10 +115,11 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
             out.push(format!("from {}", from_text(&c.from, names)));
             for s in &c.sources {
                 out.push(match s {
-                    CopySource::Context { pattern, paths } => {
+                    CopySource::Context { pattern, paths, pivot } => {
                         format!(
-                            "source {} -> {} path(s): {}",
+                            "source {}{} -> {} path(s): {}",
                             q(pattern),
+                            pivot.as_ref().map(|p| format!(" below {}", q(p))).unwrap_or_default(),
                             paths.len(),
                             preview(paths)
                         )
@@ -137,8 +138,11 @@ pub(crate) fn describe(kind: &StepKind, names: Option<&[Option<String>]>) -> Vec
                         }
                         s
                     }
-                    CopySource::Git { url, keep_git_dir, commit } => {
+                    CopySource::Git { url, keep_git_dir, checksum, commit } => {
                         let mut s = format!("source git {url} keep-git-dir={keep_git_dir}");
+                        if let Some(c) = checksum {
+                            s.push_str(&format!(" checksum={c}"));
+                        }
                         if let Some(c) = commit {
                             s.push_str(&format!(" commit={c}"));
                         }

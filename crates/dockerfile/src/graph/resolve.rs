@@ -67,7 +67,7 @@ pub(super) fn resolve_kind(
                 .map_err(|m| RawError::new(pos, Some(kw), m))?;
             for s in &mut c.sources {
                 match s {
-                    CopySource::Context { pattern, paths } => {
+                    CopySource::Context { pattern, paths, .. } => {
                         *paths = ctx.select(pattern, &exclude, pos, kw)?;
                         let k = ctx.content_key(paths, pos, kw)?;
                         h.key("copy-content", &k);
