@@ -16,5 +16,5 @@ mod onbuild;
 mod outputs;
 mod support;
 
-#[path = "../common/image_files.rs"]
-mod image_files;
+#[path = "../common/plain_progress.rs"]
+mod plain_progress;
