@@ -211,6 +211,13 @@ def test_a_submitted_build_appears_streams_its_log_and_fills_its_timeline(browse
     assert page.locator(".step-row").count() == 3
     assert page.locator(".step-row.state-done .seg.run").count() >= 2
     assert CACHE_ID in page.locator("#timeline").inner_text()
+    # The cache step's bar is split into the phases its worker measured,
+    # its cache commit drawn after it (captured while the build went on).
+    cache_row = page.locator(".step-row", has_text=CACHE_ID)
+    for phase in ["restore", "run", "upload", "commit.late"]:
+        assert cache_row.locator(f".bar .seg.{phase}").count() == 1, (phase, cache_row.inner_html())
+    info = cache_row.locator(".info").inner_text()
+    assert "commit after the step" in info and "stored " in info, info
     # ANSI colours are rendered as colours, not escape codes.
     assert page.locator("#log .fg-32").count() == 25
     assert "\x1b" not in page.locator("#log").inner_text()

@@ -144,7 +144,7 @@ async fn worker(url: String, id: String) -> anyhow::Result<()> {
     let mut down = WorkerClient::new(channel).session(bearer(up, WORKER)).await?.into_inner();
     let beat = tx.clone();
     tokio::spawn(async move {
-        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
+        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat::default())) }).is_ok() {
             tokio::time::sleep(Duration::from_millis(1000)).await;
         }
     });

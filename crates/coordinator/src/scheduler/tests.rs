@@ -834,3 +834,48 @@ async fn a_worker_lost_before_sending_its_late_commits_leaves_the_head_as_it_was
     assert!(events.iter().any(|e| matches!(e, BuildEvent::Log { line, .. } if line.contains("commit lost"))), "{events:?}");
     assert_eq!(pip_head(&h), None);
 }
+
+#[tokio::test]
+async fn a_steps_phases_and_its_late_commit_reach_the_build_history() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (build, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)]).await;
+    let a = w.assignment().await;
+    let ran = StepPhases { restore_ms: 30, cache_restore_ms: 20, run_ms: 500, upload_ms: 40, layer_bytes: 4096, ..Default::default() };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: ran });
+    h.sched.worker_message(&w.id, w.conn, succeeded_commits_follow(&a));
+    let snap = h.merger.store([("wheel".to_string(), "1".to_string())].into());
+    let captured = StepPhases { commit_ms: 70, cache_bytes_uploaded: 1000, ..Default::default() };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: captured });
+    let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Commits { assignment_id: a.assignment_id.clone(), commits, error: String::new() });
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    let t = h.sched.events().history().step_times(&build).unwrap()["a"];
+    assert_eq!(t.phases, StepPhases { commit_ms: 70, cache_bytes_uploaded: 1000, ..ran });
+    assert!(t.commit_follows && t.commit_done_ms >= t.started_ms && t.commit_done_ms > 0, "{t:?}");
+    assert_eq!(t.bytes_committed(), 5096);
+}
+
+#[tokio::test]
+async fn phases_from_a_worker_that_does_not_hold_the_assignment_are_ignored() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (build, mut ev) = h.submit(vec![node("a", "ka", &[])]).await;
+    let a = w.assignment().await;
+    let other = h.worker("other", 1).await;
+    let bogus = StepPhases { run_ms: 1, layer_bytes: 1 << 40, ..Default::default() };
+    h.sched.worker_message(&other.id, other.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: bogus });
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    assert_eq!(h.sched.events().history().step_times(&build).unwrap()["a"].phases, StepPhases::default());
+}
+
+#[tokio::test]
+async fn a_heartbeats_disk_use_shows_in_the_worker_view() {
+    let h = harness();
+    let w = h.worker("w", 1).await;
+    assert_eq!(h.sched.workers().await[0].disk, None);
+    let disk = DiskUse { used_bytes: 3 << 30, limit_bytes: 50 << 30, layer_bytes: 1 << 30, layer_limit_bytes: 20 << 30, cache_bytes: 5, blob_bytes: 7 };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Disk(disk));
+    assert_eq!(h.sched.workers().await[0].disk, Some(disk));
+}

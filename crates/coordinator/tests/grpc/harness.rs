@@ -323,6 +323,7 @@ impl TestWorker {
             message: String::new(),
             exit_code: 0,
             commits_follow: false,
+            phases: None,
         }));
     }
 
