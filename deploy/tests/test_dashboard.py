@@ -37,6 +37,8 @@ TOKEN_A = "dash-tenant-a-0123456789abcdef"
 TOKEN_B = "dash-tenant-b-0123456789abcdef"
 WORKER_TOKEN = "dash-worker-0123456789abcdef"
 OPERATOR_TOKEN = "dash-operator-0123456789abcdef"
+# The token file's name for TOKEN_A: shown as who submitted its builds.
+TOKEN_A_NAME = "alice-ci"
 CACHE_ID = "dash-pip-cache"
 # The planner names a Dockerfile's cache ids under "farm/".
 CACHE_KEY = "farm/" + CACHE_ID
@@ -85,7 +87,7 @@ def farm(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} is missing: deploy/dev/setup.sh installs Debian's chromium")
     root = tmp_path_factory.mktemp("dashboard")
     (root / "tokens.toml").write_text(
-        f'[tenants]\n"{TOKEN_A}" = "team-a"\n"{TOKEN_B}" = "team-b"\n'
+        f'[tenants]\n"{TOKEN_A}" = {{ tenant = "team-a", name = "{TOKEN_A_NAME}" }}\n"{TOKEN_B}" = "team-b"\n'
         f'[workers]\n"{WORKER_TOKEN}" = "pool"\n[pools.pool]\ntenants = ["team-a", "team-b"]\nlabels = {{ zone = "test" }}\n')
     (root / "admin-token").write_text(OPERATOR_TOKEN)
     (root / "coordinator.toml").write_text(
@@ -222,6 +224,15 @@ def test_a_submitted_build_appears_streams_its_log_and_fills_its_timeline(browse
     assert page.locator("#log .fg-32").count() == 25
     assert "\x1b" not in page.locator("#log").inner_text()
     assert "warm line 25" in page.locator("#log").inner_text()
+    # The builds page says who submitted it (the token's name, never the
+    # token) and what its steps stored.
+    page.goto(farm["dashboard"] + "/builds")
+    row = page.locator(f"tr.build-row:has(a[href='/builds/{farm['builds']['cache']}'])")
+    assert row.locator("td.submitter").inner_text() == TOKEN_A_NAME
+    assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", row.locator("td.committed").inner_text()), row.inner_text()
+    assert TOKEN_A not in page.content()
+    page.goto(farm["dashboard"] + f"/builds/{farm['builds']['cache']}")
+    page.wait_for_function("() => window.rbkLog && window.rbkLog.ended", timeout=60_000)
     page.screenshot(path=farm["shots"] / "build.png", full_page=True)
 
 
@@ -256,6 +267,7 @@ def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser,
     assert CACHE_ID not in b.content()
     b.goto(farm["dashboard"] + "/builds")
     assert b.locator("tr.build-row").count() == 0
+    assert TOKEN_A_NAME not in b.content(), "B never sees the name of A's token"
     cookie = session_cookie(b)
     build = farm["builds"]["cache"]
     assert get(f"{farm['dashboard']}/builds/{build}", cookie) == 404

@@ -135,6 +135,8 @@ pub struct BuildRequest {
     pub namespace: String,
     pub steps: Vec<StepNode>,
     pub no_cache: bool,
+    /// The submitting token's name (the token file's, never the token).
+    pub submitter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,6 +35,8 @@ pub struct BuildRow {
     /// The build's last step (its target's last instruction).
     pub title: String,
     pub created: String,
+    /// The name of the token that submitted it (never the token).
+    pub submitter: String,
     pub duration: String,
     pub steps_total: usize,
     pub steps_run: usize,
@@ -68,6 +70,7 @@ pub fn build_rows(m: &StateMachine, history: &BuildHistory, namespace: &str, fil
                 state: b.state.as_str(),
                 title: b.graph.last().map(|n| n.name.clone()).unwrap_or_default(),
                 created: utc(b.created_ms),
+                submitter: b.submitter.clone(),
                 duration: duration(end.saturating_sub(b.created_ms)),
                 steps_total: b.steps.len(),
                 steps_run: count(StepState::Done) + count(StepState::Failed),

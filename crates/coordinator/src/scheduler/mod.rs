@@ -603,6 +603,7 @@ impl Core {
             steps: steps_kv,
             now_ms: now,
             graph: req.steps.clone(),
+            submitter: req.submitter.clone(),
         };
         // Guarded: a context or base layer the client found present may be
         // in a batch the store collector is deleting (`gc_fence.rs`).
