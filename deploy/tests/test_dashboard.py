@@ -106,7 +106,7 @@ def farm(tmp_path_factory):
         worker_log = root / "worker.log"
         worker = subprocess.Popen(
             [rbk_binary(), "worker", "--coordinator", f"http://{api}", "--id", "dash-worker",
-             "--state-dir", root / "worker", "--max-parallel", "2"],
+             "--state-dir", root / "worker", "--max-parallel", "2", "--disk-limit", "3GiB", "--max-layer-bytes", "1GiB"],
             env=dict(os.environ, RBK_WORKER_TOKEN=WORKER_TOKEN), stdout=worker_log.open("w"), stderr=subprocess.STDOUT)
         procs.append(worker)
         time.sleep(1)
@@ -303,11 +303,17 @@ def test_the_operator_sees_workers_and_the_cluster_and_tenants_do_not_see_the_cl
     op.get_by_role("heading", name="Workers").wait_for()
     assert "dash-worker" in op.locator("table.workers").inner_text()
     assert "zone=test" in op.locator("table.workers").inner_text()
+    # Its disk against its limits, from its heartbeats (operators only).
+    disk = op.locator("table.workers td.disk").first.inner_text()
+    assert re.search(r"of 3\.0 GiB", disk) and re.search(r"layers .* of 1\.0 GiB", disk), disk
     op.screenshot(path=farm["shots"] / "workers.png", full_page=True)
     op.goto(farm["dashboard"] + "/cluster")
     assert "team-a" in op.locator("table.tenants").inner_text()
     op.screenshot(path=farm["shots"] / "cluster.png", full_page=True)
     a = signed_in(browser, farm, TOKEN_A)
+    a.goto(farm["dashboard"] + "/workers")
+    assert "dash-worker" in a.locator("table.workers").inner_text()
+    assert a.locator("td.disk").count() == 0 and "of 3.0 GiB" not in a.content(), "disk use is for operators"
     assert get(farm["dashboard"] + "/cluster", session_cookie(a)) == 403
     assert get(farm["dashboard"] + "/builds", session_cookie(op)) == 403
 
