@@ -259,12 +259,27 @@ def test_a_failed_build_opens_at_its_error_with_the_dockerfile_line(browser, far
 def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser, farm):
     a = signed_in(browser, farm, TOKEN_A)
     a.goto(farm["dashboard"] + "/caches")
-    assert a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']").count() == 1, a.locator("main").inner_text()
+    row = a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']")
+    assert row.count() == 1, a.locator("main").inner_text()
+    # A chart of its generations' sizes (one generation so far), and the
+    # tenant's action-cache hits and misses over time (its builds so far
+    # ran steps: misses; the base steps of the second build hit).
+    assert row.locator("svg.gen-sizes .bar").count() == 1
+    assert "generation 1:" in row.locator("svg.gen-sizes").inner_html()
+    hit_miss = a.locator("#hit-miss figcaption").inner_text()
+    hits, misses = map(int, re.search(r"(\d+) hits, (\d+) misses", hit_miss).groups())
+    assert hits >= 1 and misses >= 1, hit_miss
+    assert a.locator("#hit-miss svg rect.hit").count() >= 1 and a.locator("#hit-miss svg rect.miss").count() >= 1
     a.screenshot(path=farm["shots"] / "caches.png", full_page=True)
+    a.goto(f"{farm['dashboard']}/caches/{urllib.parse.quote(CACHE_KEY, safe='')}")
+    assert a.locator("svg.gen-sizes .bar").count() == 1
+    a.screenshot(path=farm["shots"] / "cache.png", full_page=True)
     b = signed_in(browser, farm, TOKEN_B)
     b.goto(farm["dashboard"] + "/caches")
     assert b.locator("tr.cache-row").count() == 0
     assert CACHE_ID not in b.content()
+    assert b.locator("svg.gen-sizes").count() == 0
+    assert "0 hits, 0 misses" in b.locator("#hit-miss figcaption").inner_text(), "B's chart counts none of A's steps"
     b.goto(farm["dashboard"] + "/builds")
     assert b.locator("tr.build-row").count() == 0
     assert TOKEN_A_NAME not in b.content(), "B never sees the name of A's token"
