@@ -14,6 +14,8 @@ with RBK_DASHBOARD_SCREENSHOTS=1 (see docs/dashboard.md).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import pathlib
 import re
@@ -257,13 +259,16 @@ def test_a_failed_build_opens_at_its_error_with_the_dockerfile_line(browser, far
 
 
 def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser, farm):
+    # The cache build again: every step an action-cache hit.
+    again = submit(farm, TOKEN_A, farm["root"] / "cache-build")
+    assert again.returncode == 0, again.stderr[-3000:]
     a = signed_in(browser, farm, TOKEN_A)
     a.goto(farm["dashboard"] + "/caches")
     row = a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']")
     assert row.count() == 1, a.locator("main").inner_text()
     # A chart of its generations' sizes (one generation so far), and the
-    # tenant's action-cache hits and misses over time (its builds so far
-    # ran steps: misses; the base steps of the second build hit).
+    # tenant's action-cache hits and misses over time (the first builds ran
+    # their steps: misses; the repeated build hit).
     assert row.locator("svg.gen-sizes .bar").count() == 1
     assert "generation 1:" in row.locator("svg.gen-sizes").inner_html()
     hit_miss = a.locator("#hit-miss figcaption").inner_text()
@@ -374,3 +379,72 @@ def test_a_200_step_build_with_10_mb_of_log_stays_responsive(browser, farm):
           f"full log {full:.0f} ms, selecting one step {select_ms:.0f} ms")
     assert log_bytes == total_lines
     page.screenshot(path=farm["shots"] / "build-200-steps.png")
+
+
+def openssl(*args, cwd: pathlib.Path, stdin: bytes | None = None) -> bytes:
+    done = subprocess.run(["openssl", *args], cwd=cwd, input=stdin, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def make_test_ca(root: pathlib.Path) -> str:
+    """A CA made for this test, and a server certificate it signs for
+    127.0.0.1 (tls.crt, tls.key in `root`); returns the base64 SHA-256 of
+    the certificate's public key, which the browser is told to trust."""
+    root.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rbk dashboard test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=root)
+    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1", cwd=root)
+    (root / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt",
+            "-days", "2", "-extfile", "ext.cnf", cwd=root)
+    pub = openssl("x509", "-in", "tls.crt", "-pubkey", "-noout", cwd=root)
+    der = openssl("pkey", "-pubin", "-outform", "der", cwd=root, stdin=pub)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_over_tls_the_dashboard_serves_https_and_its_session_cookie_is_secure(browser, tmp_path):
+    # The chart's settings with tls.enabled: the coordinator's [tls]
+    # certificate serves the dashboard too, and secure_cookies is left to
+    # its default (true with [tls]).
+    root = tmp_path / "tls-farm"
+    spki = make_test_ca(root / "certs")
+    (root / "tokens.toml").write_text(f'[tenants]\n"{TOKEN_A}" = {{ tenant = "team-a", name = "{TOKEN_A_NAME}" }}\n')
+    (root / "coordinator.toml").write_text(
+        'listen = "127.0.0.1:0"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n'
+        '[tls]\ncert = "certs/tls.crt"\nkey = "certs/tls.key"\n[dashboard]\nlisten = "127.0.0.1:0"\n')
+    log = root / "coordinator.log"
+    coordinator = subprocess.Popen([rbk_binary(), "coordinator", "--config", root / "coordinator.toml"],
+                                   stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        url = wait_line(coordinator, log, r"rbk dashboard listening on (\S+)", "the TLS coordinator").group(1)
+        assert url.startswith("https://"), url
+        # Without trusting the test CA's certificate, Chromium refuses it.
+        with pytest.raises(playwright_api.Error, match="ERR_CERT"):
+            browser.new_page().goto(url + "/login")
+        # Trusting exactly this certificate's key, it signs in over TLS.
+        trusting = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--ignore-certificate-errors-spki-list={spki}"])
+        try:
+            page = trusting.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.goto(url + "/login")
+            page.get_by_label("Token").fill(TOKEN_A)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name="Builds").wait_for()
+            assert page.url.startswith("https://127.0.0.1:")
+            assert page.evaluate("window.isSecureContext")
+            [cookie] = [c for c in page.context.cookies() if c["name"] == "rbk_session"]
+            assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+            page.goto(url + "/caches")
+            page.get_by_role("heading", name="Caches").wait_for()
+        finally:
+            trusting.close()
+        # Plain HTTP to the TLS port is not served.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(url.replace("https://", "http://") + "/login", timeout=5).read()
+    finally:
+        coordinator.terminate()
+        try:
+            coordinator.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            coordinator.kill()
