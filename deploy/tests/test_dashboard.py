@@ -20,6 +20,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -448,3 +449,81 @@ def test_over_tls_the_dashboard_serves_https_and_its_session_cookie_is_secure(br
             coordinator.wait(timeout=20)
         except subprocess.TimeoutExpired:
             coordinator.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_leaders_cluster_page_shows_a_stopped_followers_lag(browser, tmp_path):
+    """Three replicated coordinators; one follower stops while builds are
+    submitted: the leader's Cluster page shows it falling behind, the
+    others in sync."""
+    root = tmp_path / "raft-farm"
+    root.mkdir()
+    (root / "tokens.toml").write_text(f'[tenants]\n"{TOKEN_A}" = "team-a"\n')
+    (root / "admin-token").write_text(OPERATOR_TOKEN)
+    (root / "cluster.secret").write_text("dashboard-raft-test-secret-0001")
+    nodes = {i: {"api": free_port(), "raft": free_port()} for i in (1, 2, 3)}
+    peers = "".join(f'{i} = {{ raft = "127.0.0.1:{n["raft"]}", api = "http://127.0.0.1:{n["api"]}" }}\n' for i, n in nodes.items())
+    procs = {}
+    try:
+        for i, n in nodes.items():
+            (root / f"node{i}.toml").write_text(
+                f'listen = "127.0.0.1:{n["api"]}"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n'
+                f'[admin]\ntoken_file = "admin-token"\n[dashboard]\nlisten = "127.0.0.1:0"\n'
+                f'[raft]\nnode_id = {i}\ndata_dir = "node{i}"\nlisten = "127.0.0.1:{n["raft"]}"\nsecret_file = "cluster.secret"\n'
+                f'tick_ms = 50\n[raft.peers]\n{peers}')
+            log = root / f"node{i}.log"
+            procs[i] = subprocess.Popen([rbk_binary(), "coordinator", "--config", root / f"node{i}.toml"],
+                                        stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for i in nodes:
+            nodes[i]["dashboard"] = wait_line(procs[i], root / f"node{i}.log", r"rbk dashboard listening on (\S+)", f"node {i}").group(1)
+        pages = {i: signed_in(browser, {"dashboard": n["dashboard"]}, OPERATOR_TOKEN) for i, n in nodes.items()}
+
+        def leader() -> int | None:
+            for i, page in pages.items():
+                page.goto(nodes[i]["dashboard"] + "/cluster")
+                if "Last index" in page.locator("main").inner_text():
+                    return i
+            return None
+
+        end = time.time() + 60
+        while (lead := leader()) is None:
+            assert time.time() < end, "no leader's Cluster page showed replication within 60 s"
+            time.sleep(0.2)
+        page = pages[lead]
+        follower = next(i for i in nodes if i != lead)
+        other = next(i for i in nodes if i not in (lead, follower))
+        # A follower's page says the lag is known on the leader.
+        assert "known on the leader" in pages[follower].locator("main").inner_text()
+        procs[follower].terminate()
+        procs[follower].wait(timeout=20)
+        # Builds the farm cannot run (no worker) still write to the log.
+        ctx = context(root, "waiting-build", "FROM scratch\nCOPY Dockerfile /x\n")
+        env = dict(os.environ, RBK_COORDINATOR=f"http://127.0.0.1:{nodes[lead]['api']}", RBK_TOKEN=TOKEN_A)
+        submitter = subprocess.Popen([rbk_binary(), "submit", "--progress=plain", ctx], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            lag = page.locator(f"tr.member[data-node='{follower}'] td.lag")
+            end = time.time() + 60
+            while "behind" not in lag.inner_text():
+                assert time.time() < end, page.locator("main").inner_text()
+                time.sleep(0.2)
+                page.reload()
+            assert page.locator(f"tr.member[data-node='{other}'] td.lag").inner_text() == "0 (in sync)"
+            assert page.locator(f"tr.member[data-node='{lead}'] td.lag").inner_text() == "0 (in sync)"
+            page.screenshot(path=shots_dir(tmp_path) / "cluster-raft.png", full_page=True)
+        finally:
+            submitter.kill()
+            submitter.wait()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
