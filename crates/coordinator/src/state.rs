@@ -404,17 +404,8 @@ pub struct StateMachineV2 {
 impl From<StateMachineV2> for StateMachine {
     fn from(v: StateMachineV2) -> Self {
         let StateMachineV2 { tokens, builds, actions, heads, leases, gc, usage } = v;
-        let mut m = StateMachine {
-            tokens,
-            builds: upgrade(builds),
-            actions,
-            heads: upgrade(heads),
-            leases,
-            gc,
-            usage,
-            blob_owners: BlobOwners::default(),
-            token_names: BTreeMap::new(),
-        };
+        let blob_owners = BlobOwners::default();
+        let mut m: StateMachine = StateMachineV3 { tokens, builds, actions, heads, leases, gc, usage, blob_owners }.into();
         m.own_what_results_and_heads_name();
         m
     }
