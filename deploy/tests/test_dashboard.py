@@ -14,10 +14,13 @@ with RBK_DASHBOARD_SCREENSHOTS=1 (see docs/dashboard.md).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -37,6 +40,8 @@ TOKEN_A = "dash-tenant-a-0123456789abcdef"
 TOKEN_B = "dash-tenant-b-0123456789abcdef"
 WORKER_TOKEN = "dash-worker-0123456789abcdef"
 OPERATOR_TOKEN = "dash-operator-0123456789abcdef"
+# The token file's name for TOKEN_A: shown as who submitted its builds.
+TOKEN_A_NAME = "alice-ci"
 CACHE_ID = "dash-pip-cache"
 # The planner names a Dockerfile's cache ids under "farm/".
 CACHE_KEY = "farm/" + CACHE_ID
@@ -85,7 +90,7 @@ def farm(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} is missing: deploy/dev/setup.sh installs Debian's chromium")
     root = tmp_path_factory.mktemp("dashboard")
     (root / "tokens.toml").write_text(
-        f'[tenants]\n"{TOKEN_A}" = "team-a"\n"{TOKEN_B}" = "team-b"\n'
+        f'[tenants]\n"{TOKEN_A}" = {{ tenant = "team-a", name = "{TOKEN_A_NAME}" }}\n"{TOKEN_B}" = "team-b"\n'
         f'[workers]\n"{WORKER_TOKEN}" = "pool"\n[pools.pool]\ntenants = ["team-a", "team-b"]\nlabels = {{ zone = "test" }}\n')
     (root / "admin-token").write_text(OPERATOR_TOKEN)
     (root / "coordinator.toml").write_text(
@@ -104,7 +109,7 @@ def farm(tmp_path_factory):
         worker_log = root / "worker.log"
         worker = subprocess.Popen(
             [rbk_binary(), "worker", "--coordinator", f"http://{api}", "--id", "dash-worker",
-             "--state-dir", root / "worker", "--max-parallel", "2"],
+             "--state-dir", root / "worker", "--max-parallel", "2", "--disk-limit", "3GiB", "--max-layer-bytes", "1GiB"],
             env=dict(os.environ, RBK_WORKER_TOKEN=WORKER_TOKEN), stdout=worker_log.open("w"), stderr=subprocess.STDOUT)
         procs.append(worker)
         time.sleep(1)
@@ -211,10 +216,26 @@ def test_a_submitted_build_appears_streams_its_log_and_fills_its_timeline(browse
     assert page.locator(".step-row").count() == 3
     assert page.locator(".step-row.state-done .seg.run").count() >= 2
     assert CACHE_ID in page.locator("#timeline").inner_text()
+    # The cache step's bar is split into the phases its worker measured,
+    # its cache commit drawn after it (captured while the build went on).
+    cache_row = page.locator(".step-row", has_text=CACHE_ID)
+    for phase in ["restore", "run", "upload", "commit.late"]:
+        assert cache_row.locator(f".bar .seg.{phase}").count() == 1, (phase, cache_row.inner_html())
+    info = cache_row.locator(".info").inner_text()
+    assert "commit after the step" in info and "stored " in info, info
     # ANSI colours are rendered as colours, not escape codes.
     assert page.locator("#log .fg-32").count() == 25
     assert "\x1b" not in page.locator("#log").inner_text()
     assert "warm line 25" in page.locator("#log").inner_text()
+    # The builds page says who submitted it (the token's name, never the
+    # token) and what its steps stored.
+    page.goto(farm["dashboard"] + "/builds")
+    row = page.locator(f"tr.build-row:has(a[href='/builds/{farm['builds']['cache']}'])")
+    assert row.locator("td.submitter").inner_text() == TOKEN_A_NAME
+    assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", row.locator("td.committed").inner_text()), row.inner_text()
+    assert TOKEN_A not in page.content()
+    page.goto(farm["dashboard"] + f"/builds/{farm['builds']['cache']}")
+    page.wait_for_function("() => window.rbkLog && window.rbkLog.ended", timeout=60_000)
     page.screenshot(path=farm["shots"] / "build.png", full_page=True)
 
 
@@ -239,16 +260,35 @@ def test_a_failed_build_opens_at_its_error_with_the_dockerfile_line(browser, far
 
 
 def test_a_tenant_sees_its_own_cache_and_builds_and_not_another_tenants(browser, farm):
+    # The cache build again: every step an action-cache hit.
+    again = submit(farm, TOKEN_A, farm["root"] / "cache-build")
+    assert again.returncode == 0, again.stderr[-3000:]
     a = signed_in(browser, farm, TOKEN_A)
     a.goto(farm["dashboard"] + "/caches")
-    assert a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']").count() == 1, a.locator("main").inner_text()
+    row = a.locator(f"tr.cache-row[data-cache='{CACHE_KEY}']")
+    assert row.count() == 1, a.locator("main").inner_text()
+    # A chart of its generations' sizes (one generation so far), and the
+    # tenant's action-cache hits and misses over time (the first builds ran
+    # their steps: misses; the repeated build hit).
+    assert row.locator("svg.gen-sizes .bar").count() == 1
+    assert "generation 1:" in row.locator("svg.gen-sizes").inner_html()
+    hit_miss = a.locator("#hit-miss figcaption").inner_text()
+    hits, misses = map(int, re.search(r"(\d+) hits, (\d+) misses", hit_miss).groups())
+    assert hits >= 1 and misses >= 1, hit_miss
+    assert a.locator("#hit-miss svg rect.hit").count() >= 1 and a.locator("#hit-miss svg rect.miss").count() >= 1
     a.screenshot(path=farm["shots"] / "caches.png", full_page=True)
+    a.goto(f"{farm['dashboard']}/caches/{urllib.parse.quote(CACHE_KEY, safe='')}")
+    assert a.locator("svg.gen-sizes .bar").count() == 1
+    a.screenshot(path=farm["shots"] / "cache.png", full_page=True)
     b = signed_in(browser, farm, TOKEN_B)
     b.goto(farm["dashboard"] + "/caches")
     assert b.locator("tr.cache-row").count() == 0
     assert CACHE_ID not in b.content()
+    assert b.locator("svg.gen-sizes").count() == 0
+    assert "0 hits, 0 misses" in b.locator("#hit-miss figcaption").inner_text(), "B's chart counts none of A's steps"
     b.goto(farm["dashboard"] + "/builds")
     assert b.locator("tr.build-row").count() == 0
+    assert TOKEN_A_NAME not in b.content(), "B never sees the name of A's token"
     cookie = session_cookie(b)
     build = farm["builds"]["cache"]
     assert get(f"{farm['dashboard']}/builds/{build}", cookie) == 404
@@ -284,11 +324,17 @@ def test_the_operator_sees_workers_and_the_cluster_and_tenants_do_not_see_the_cl
     op.get_by_role("heading", name="Workers").wait_for()
     assert "dash-worker" in op.locator("table.workers").inner_text()
     assert "zone=test" in op.locator("table.workers").inner_text()
+    # Its disk against its limits, from its heartbeats (operators only).
+    disk = op.locator("table.workers td.disk").first.inner_text()
+    assert re.search(r"of 3\.0 GiB", disk) and re.search(r"layers .* of 1\.0 GiB", disk), disk
     op.screenshot(path=farm["shots"] / "workers.png", full_page=True)
     op.goto(farm["dashboard"] + "/cluster")
     assert "team-a" in op.locator("table.tenants").inner_text()
     op.screenshot(path=farm["shots"] / "cluster.png", full_page=True)
     a = signed_in(browser, farm, TOKEN_A)
+    a.goto(farm["dashboard"] + "/workers")
+    assert "dash-worker" in a.locator("table.workers").inner_text()
+    assert a.locator("td.disk").count() == 0 and "of 3.0 GiB" not in a.content(), "disk use is for operators"
     assert get(farm["dashboard"] + "/cluster", session_cookie(a)) == 403
     assert get(farm["dashboard"] + "/builds", session_cookie(op)) == 403
 
@@ -334,3 +380,150 @@ def test_a_200_step_build_with_10_mb_of_log_stays_responsive(browser, farm):
           f"full log {full:.0f} ms, selecting one step {select_ms:.0f} ms")
     assert log_bytes == total_lines
     page.screenshot(path=farm["shots"] / "build-200-steps.png")
+
+
+def openssl(*args, cwd: pathlib.Path, stdin: bytes | None = None) -> bytes:
+    done = subprocess.run(["openssl", *args], cwd=cwd, input=stdin, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def make_test_ca(root: pathlib.Path) -> str:
+    """A CA made for this test, and a server certificate it signs for
+    127.0.0.1 (tls.crt, tls.key in `root`); returns the base64 SHA-256 of
+    the certificate's public key, which the browser is told to trust."""
+    root.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rbk dashboard test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=root)
+    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1", cwd=root)
+    (root / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt",
+            "-days", "2", "-extfile", "ext.cnf", cwd=root)
+    pub = openssl("x509", "-in", "tls.crt", "-pubkey", "-noout", cwd=root)
+    der = openssl("pkey", "-pubin", "-outform", "der", cwd=root, stdin=pub)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_over_tls_the_dashboard_serves_https_and_its_session_cookie_is_secure(browser, tmp_path):
+    # The chart's settings with tls.enabled: the coordinator's [tls]
+    # certificate serves the dashboard too, and secure_cookies is left to
+    # its default (true with [tls]).
+    root = tmp_path / "tls-farm"
+    spki = make_test_ca(root / "certs")
+    (root / "tokens.toml").write_text(f'[tenants]\n"{TOKEN_A}" = {{ tenant = "team-a", name = "{TOKEN_A_NAME}" }}\n')
+    (root / "coordinator.toml").write_text(
+        'listen = "127.0.0.1:0"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n'
+        '[tls]\ncert = "certs/tls.crt"\nkey = "certs/tls.key"\n[dashboard]\nlisten = "127.0.0.1:0"\n')
+    log = root / "coordinator.log"
+    coordinator = subprocess.Popen([rbk_binary(), "coordinator", "--config", root / "coordinator.toml"],
+                                   stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        url = wait_line(coordinator, log, r"rbk dashboard listening on (\S+)", "the TLS coordinator").group(1)
+        assert url.startswith("https://"), url
+        # Without trusting the test CA's certificate, Chromium refuses it.
+        with pytest.raises(playwright_api.Error, match="ERR_CERT"):
+            browser.new_page().goto(url + "/login")
+        # Trusting exactly this certificate's key, it signs in over TLS.
+        trusting = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--ignore-certificate-errors-spki-list={spki}"])
+        try:
+            page = trusting.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.goto(url + "/login")
+            page.get_by_label("Token").fill(TOKEN_A)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name="Builds").wait_for()
+            assert page.url.startswith("https://127.0.0.1:")
+            assert page.evaluate("window.isSecureContext")
+            [cookie] = [c for c in page.context.cookies() if c["name"] == "rbk_session"]
+            assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+            page.goto(url + "/caches")
+            page.get_by_role("heading", name="Caches").wait_for()
+        finally:
+            trusting.close()
+        # Plain HTTP to the TLS port is not served.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(url.replace("https://", "http://") + "/login", timeout=5).read()
+    finally:
+        coordinator.terminate()
+        try:
+            coordinator.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            coordinator.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_leaders_cluster_page_shows_a_stopped_followers_lag(browser, tmp_path):
+    """Three replicated coordinators; one follower stops while builds are
+    submitted: the leader's Cluster page shows it falling behind, the
+    others in sync."""
+    root = tmp_path / "raft-farm"
+    root.mkdir()
+    (root / "tokens.toml").write_text(f'[tenants]\n"{TOKEN_A}" = "team-a"\n')
+    (root / "admin-token").write_text(OPERATOR_TOKEN)
+    (root / "cluster.secret").write_text("dashboard-raft-test-secret-0001")
+    nodes = {i: {"api": free_port(), "raft": free_port()} for i in (1, 2, 3)}
+    peers = "".join(f'{i} = {{ raft = "127.0.0.1:{n["raft"]}", api = "http://127.0.0.1:{n["api"]}" }}\n' for i, n in nodes.items())
+    procs = {}
+    try:
+        for i, n in nodes.items():
+            (root / f"node{i}.toml").write_text(
+                f'listen = "127.0.0.1:{n["api"]}"\ntoken_file = "tokens.toml"\n[store]\ndir = "store"\n'
+                f'[admin]\ntoken_file = "admin-token"\n[dashboard]\nlisten = "127.0.0.1:0"\n'
+                f'[raft]\nnode_id = {i}\ndata_dir = "node{i}"\nlisten = "127.0.0.1:{n["raft"]}"\nsecret_file = "cluster.secret"\n'
+                f'tick_ms = 50\n[raft.peers]\n{peers}')
+            log = root / f"node{i}.log"
+            procs[i] = subprocess.Popen([rbk_binary(), "coordinator", "--config", root / f"node{i}.toml"],
+                                        stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for i in nodes:
+            nodes[i]["dashboard"] = wait_line(procs[i], root / f"node{i}.log", r"rbk dashboard listening on (\S+)", f"node {i}").group(1)
+        pages = {i: signed_in(browser, {"dashboard": n["dashboard"]}, OPERATOR_TOKEN) for i, n in nodes.items()}
+
+        def leader() -> int | None:
+            for i, page in pages.items():
+                page.goto(nodes[i]["dashboard"] + "/cluster")
+                if "Last index" in page.locator("main").inner_text():
+                    return i
+            return None
+
+        end = time.time() + 60
+        while (lead := leader()) is None:
+            assert time.time() < end, "no leader's Cluster page showed replication within 60 s"
+            time.sleep(0.2)
+        page = pages[lead]
+        follower = next(i for i in nodes if i != lead)
+        other = next(i for i in nodes if i not in (lead, follower))
+        # A follower's page says the lag is known on the leader.
+        assert "known on the leader" in pages[follower].locator("main").inner_text()
+        procs[follower].terminate()
+        procs[follower].wait(timeout=20)
+        # Builds the farm cannot run (no worker) still write to the log.
+        ctx = context(root, "waiting-build", "FROM scratch\nCOPY Dockerfile /x\n")
+        env = dict(os.environ, RBK_COORDINATOR=f"http://127.0.0.1:{nodes[lead]['api']}", RBK_TOKEN=TOKEN_A)
+        submitter = subprocess.Popen([rbk_binary(), "submit", "--progress=plain", ctx], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            lag = page.locator(f"tr.member[data-node='{follower}'] td.lag")
+            end = time.time() + 60
+            while "behind" not in lag.inner_text():
+                assert time.time() < end, page.locator("main").inner_text()
+                time.sleep(0.2)
+                page.reload()
+            assert page.locator(f"tr.member[data-node='{other}'] td.lag").inner_text() == "0 (in sync)"
+            assert page.locator(f"tr.member[data-node='{lead}'] td.lag").inner_text() == "0 (in sync)"
+            page.screenshot(path=shots_dir(tmp_path) / "cluster-raft.png", full_page=True)
+        finally:
+            submitter.kill()
+            submitter.wait()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()

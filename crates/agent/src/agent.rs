@@ -275,6 +275,8 @@ impl Agent {
             drain_acked: false,
         };
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        // The first heartbeats report the disk use before any step ran.
+        self.exec.measure_disk();
         tokio::pin!(shutdown);
         loop {
             match self.session(&endpoint, &auth, &mut local, &ev_tx, &mut ev_rx, shutdown.as_mut()).await? {
@@ -428,7 +430,7 @@ impl Agent {
             }
             let idle_deadline = self.config.until_idle.map(|d| tokio::time::Instant::from_std(local.idle_since + d));
             tokio::select! {
-                _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat {})),
+                _ = heartbeat.tick() => send(Up::Heartbeat(pw::Heartbeat { disk: self.exec.disk_use() })),
                 _ = sleep_until_opt(grace_over), if local.draining && !local.busy() => {}
                 m = down.message() => match m {
                     Ok(Some(pw::CoordinatorMessage { msg: Some(Down::Assign(a)) })) => self.start(a, local, ev_tx, &ssh),

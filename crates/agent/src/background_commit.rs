@@ -10,8 +10,9 @@
 //! not restore over it), never from one being captured.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use rbk_proto::worker::{CacheCommit, CacheCommits, MountGrant, StepResult};
+use rbk_proto::worker::{CacheCommit, CacheCommits, MountGrant, StepPhases, StepResult};
 use rbk_store::Store;
 
 use crate::cache_mounts::{CacheDirs, cache_key, granted_head};
@@ -19,16 +20,28 @@ use crate::disk_keeper::DiskKeeper;
 use crate::exec_error::Result;
 
 /// Captures the cache directories of `grants` and returns their commits,
-/// each naming the generation its grant started from.
-pub async fn capture_grants(caches: &CacheDirs, store: &Arc<dyn Store>, namespace: &str, grants: &[MountGrant]) -> Result<Vec<CacheCommit>> {
+/// each naming the generation its grant started from, and the bytes the
+/// captures uploaded.
+pub async fn capture_grants(caches: &CacheDirs, store: &Arc<dyn Store>, namespace: &str, grants: &[MountGrant]) -> Result<(Vec<CacheCommit>, u64)> {
     let mut out = Vec::new();
+    let mut uploaded = 0;
     for g in grants {
         let key = cache_key(namespace, &g.cache_id, g.slot);
         let c = caches.capture(store, namespace, &key, granted_head(g)?).await?;
         rbk_metrics::global().worker_committed(c.bytes_uploaded);
+        uploaded += c.bytes_uploaded;
         out.push(g.commit(c.snapshot.to_string(), c.total_bytes));
     }
-    Ok(out)
+    Ok((out, uploaded))
+}
+
+/// Adds `capture` (how long capturing took, what it uploaded) to what
+/// `result` says of the step's phases.
+pub fn add_commit_phase(result: &mut StepResult, capture: Option<&StepPhases>) {
+    let Some(c) = capture else { return };
+    let p = result.phases.get_or_insert_with(StepPhases::default);
+    p.commit_ms += c.commit_ms;
+    p.cache_bytes_uploaded += c.cache_bytes_uploaded;
 }
 
 /// The capture of one finished step's cache mounts, still to run.
@@ -50,16 +63,29 @@ impl std::fmt::Debug for BackgroundCommit {
 }
 
 impl BackgroundCommit {
-    /// Captures, releases the cache locks, and returns what to send.
+    /// Captures, releases the cache locks, and returns what to send (with
+    /// how long the capture took and what it uploaded).
     pub async fn run(self) -> CacheCommits {
+        let t = Instant::now();
         let r = capture_grants(&self.caches, &self.store, &self.namespace, &self.grants).await;
         drop(self.held);
         self.keeper.request();
+        let commit_ms = t.elapsed().as_millis() as u64;
         match r {
-            Ok(commits) => CacheCommits { assignment_id: self.assignment_id, commits, error: String::new() },
+            Ok((commits, uploaded)) => CacheCommits {
+                assignment_id: self.assignment_id,
+                commits,
+                error: String::new(),
+                phases: Some(StepPhases { commit_ms, cache_bytes_uploaded: uploaded, ..StepPhases::default() }),
+            },
             Err(e) => {
                 tracing::warn!(assignment = %self.assignment_id, "capturing the cache mounts after the step: {e}");
-                CacheCommits { assignment_id: self.assignment_id, commits: vec![], error: format!("capturing the cache mounts: {e}") }
+                CacheCommits {
+                    assignment_id: self.assignment_id,
+                    commits: vec![],
+                    error: format!("capturing the cache mounts: {e}"),
+                    phases: Some(StepPhases { commit_ms, ..StepPhases::default() }),
+                }
             }
         }
     }
@@ -67,6 +93,7 @@ impl BackgroundCommit {
     /// Captures now and folds the commits into `result` (sent after).
     pub async fn run_into(self, result: &mut StepResult) {
         let c = self.run().await;
+        add_commit_phase(result, c.phases.as_ref());
         result.commits_follow = false;
         if c.error.is_empty() {
             result.commits = c.commits;

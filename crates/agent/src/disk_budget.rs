@@ -145,6 +145,11 @@ pub struct Swept {
     pub used: u64,
     pub removed: usize,
     pub freed: u64,
+    /// Of `used`: the cache-mount directories, the unpacked layers and the
+    /// compressed layer blobs (before the pass; for the Workers page).
+    pub cache_bytes: u64,
+    pub layer_bytes: u64,
+    pub blob_bytes: u64,
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -187,7 +192,19 @@ impl Sweep {
             + self.layers.bytes()
             + context_bytes.values().sum::<u64>()
             + slot_bytes.values().sum::<u64>();
-        let mut out = Swept { used, ..Swept::default() };
+        let blob_bytes: u64 = std::fs::read_dir(&blobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()))
+            .sum();
+        let mut out = Swept {
+            used,
+            cache_bytes: slot_bytes.values().sum(),
+            layer_bytes: self.layers.bytes(),
+            blob_bytes,
+            ..Swept::default()
+        };
         if used <= self.limit {
             return out;
         }

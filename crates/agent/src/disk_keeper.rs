@@ -83,6 +83,18 @@ impl DiskKeeper {
         self.limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// `--disk-limit`.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// What the last sweep measured, once one has run (heartbeats carry
+    /// it to the coordinator's Workers page).
+    pub fn last(&self) -> Option<Swept> {
+        let p = *self.progress.borrow();
+        (p.done > 0).then_some(p.last)
+    }
+
     /// Asks for a sweep after what just happened (a step ended). Returns at
     /// once; the sweep runs on a task of its own, started here when none
     /// runs.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rbk_image::{OciDigest, OciLayout};
-use rbk_proto::worker::{Assign, StepResult};
+use rbk_proto::worker::{Assign, StepPhases, StepResult};
 use rbk_snapshot::{RestoreOptions, Snapshot, restore};
 use rbk_store::{Digest, Store};
 use rbk_worker::{Executor, LayerRef, LogSink, RuntimeKind, SecretValue, StepInputs, WorkerConfig, WorkerPolicy};
@@ -169,6 +169,15 @@ fn layer_ref(l: &LayerDesc) -> Result<LayerRef> {
 /// per-id locks held until the commit, bytes restored, each id's directory.
 type RestoredCaches = (Vec<rbk_proto::worker::MountGrant>, Vec<tokio::sync::OwnedMutexGuard<()>>, u64, Vec<(String, PathBuf)>);
 
+/// The result's phases, created on first use.
+fn phases(out: &mut StepResult) -> &mut StepPhases {
+    out.phases.get_or_insert_with(StepPhases::default)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 /// Why a step could not run or failed, as the coordinator hears it.
 struct Failure {
     message: String,
@@ -259,6 +268,26 @@ impl FarmExecutor {
     /// step) and returns what the last one saw.
     pub async fn disk_settled(&self) -> crate::disk_budget::Swept {
         self.keeper.settled().await
+    }
+
+    /// Measures the local disk (a sweep, in the background): what the
+    /// first heartbeats report before any step ran.
+    pub fn measure_disk(&self) {
+        self.keeper.request();
+    }
+
+    /// The local disk use against the limits, as the last sweep measured
+    /// it (`Heartbeat.disk`; `None` before the first sweep).
+    pub fn disk_use(&self) -> Option<rbk_proto::worker::DiskUse> {
+        let s = self.keeper.last()?;
+        Some(rbk_proto::worker::DiskUse {
+            used_bytes: s.used.saturating_sub(s.freed),
+            limit_bytes: self.keeper.limit(),
+            layer_bytes: s.layer_bytes,
+            layer_limit_bytes: self.keeper.blob_budget,
+            cache_bytes: s.cache_bytes,
+            blob_bytes: s.blob_bytes,
+        })
     }
 
     /// blake3 names of the layer blobs held locally (`Register.layers`).
@@ -371,6 +400,7 @@ impl FarmExecutor {
             });
         }
         let where_ = format!("{} ({}:{})", step.label, step.file, step.line);
+        let started = Instant::now();
         // The parent's layers are fetched and unpacked while the cache
         // mounts are restored: on a fresh worker both are large and neither
         // needs the other.
@@ -382,7 +412,12 @@ impl FarmExecutor {
             }
             Ok::<_, ExecError>(parent)
         };
-        let (parent, caches) = tokio::join!(parent_ready, self.restore_caches(assign, &step, &where_));
+        let timed_restore = async {
+            let t = Instant::now();
+            (self.restore_caches(assign, &step, &where_).await, t.elapsed())
+        };
+        let (parent, (caches, cache_time)) = tokio::join!(parent_ready, timed_restore);
+        phases(out).cache_restore_ms = ms(cache_time);
         let parent = parent?;
         let (grants, _held, restored, cache_dirs) = caches?;
         out.bytes_restored += restored;
@@ -405,17 +440,26 @@ impl FarmExecutor {
             inputs.stages.insert(name.clone(), r.path().to_owned());
             rootfs.push(r);
         }
-
+        phases(out).restore_ms = ms(started.elapsed());
 
         let outcome = match &step.work {
-            Work::Mkdir { path } => mkdir_layer(&self.root.join("worker"), path)
-                .await?
-                .map_err(|m| Failure { message: format!("{where_}: {m}"), exit_code: -1 }),
+            Work::Mkdir { path } => {
+                let t = Instant::now();
+                let made = mkdir_layer(&self.root.join("worker"), path).await?;
+                phases(out).run_ms = ms(t.elapsed());
+                made.map_err(|m| Failure { message: format!("{where_}: {m}"), exit_code: -1 })
+            }
             Work::Step { step: kind } => {
                 let base = parent.iter().map(layer_ref).collect::<Result<Vec<_>>>()?;
                 let wstep = rbk_worker::Step { base, kind: kind.clone() };
                 let r = self.executor.execute(&wstep, &self.layout, &inputs, log).await.map_err(ExecError::from);
                 drop(rootfs);
+                if let Ok(o) = &r {
+                    let p = phases(out);
+                    p.restore_ms += ms(o.timings.prepare);
+                    p.run_ms = ms(o.timings.run);
+                    p.upload_ms = ms(o.timings.diff);
+                }
                 match r {
                     Ok(o) => match o.layer {
                         Some(layer) if o.succeeded() => Ok(layer),
@@ -445,13 +489,22 @@ impl FarmExecutor {
                 keeper: self.keeper.clone(),
             });
         } else {
-            out.commits = capture_grants(&self.caches, &self.store, &assign.namespace, &grants).await?;
+            let t = Instant::now();
+            let (commits, uploaded) = capture_grants(&self.caches, &self.store, &assign.namespace, &grants).await?;
+            out.commits = commits;
+            let p = phases(out);
+            p.commit_ms = ms(t.elapsed());
+            p.cache_bytes_uploaded = uploaded;
             drop(_held);
         }
         let layer = outcome?;
 
+        let t = Instant::now();
         layer.add_to_layout(&self.layout).map_err(ExecError::from)?;
         layer.put_into(&*self.store).await.map_err(ExecError::from)?;
+        let p = phases(out);
+        p.upload_ms += ms(t.elapsed());
+        p.layer_bytes = layer.size;
         self.mark_held(&layer.blake3.to_string(), &layer.digest.to_string());
         let mut layers = parent;
         layers.push(LayerDesc {

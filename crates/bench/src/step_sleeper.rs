@@ -26,7 +26,7 @@ pub(crate) async fn session(channel: tonic::transport::Channel, worker_id: Strin
     let mut down = WorkerClient::new(channel).session(bearer(up, token)).await?.into_inner();
     let beat = tx.clone();
     let hb = tokio::spawn(async move {
-        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
+        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat::default())) }).is_ok() {
             tokio::time::sleep(heartbeat).await;
         }
     });

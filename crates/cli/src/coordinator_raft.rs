@@ -15,16 +15,27 @@ struct RaftCluster(rbk_raft::RaftState);
 
 impl rbk_dashboard::ClusterView for RaftCluster {
     fn status(&self) -> rbk_dashboard::ClusterStatus {
+        // Replication lag is the leader's knowledge (raft-rs `Progress`).
+        let replication = self.0.replication().unwrap_or_default();
         rbk_dashboard::ClusterStatus {
             node_id: self.0.id(),
             leader_id: self.0.leader().0,
             term: self.0.term(),
             applied_index: self.0.applied_index(),
+            last_index: replication.last_index,
+            commit_index: replication.commit_index,
             members: self
                 .0
                 .members()
                 .into_iter()
-                .map(|(id, addr, voter)| rbk_dashboard::MemberStatus { id, raft: addr.raft, api: addr.api, voter })
+                .map(|(id, addr, voter)| rbk_dashboard::MemberStatus {
+                    id,
+                    raft: addr.raft,
+                    api: addr.api,
+                    voter,
+                    matched: replication.matched.get(&id).copied(),
+                    lag: replication.lag(id),
+                })
                 .collect(),
         }
     }

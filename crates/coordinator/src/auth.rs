@@ -21,6 +21,8 @@ use crate::state::{Command, CoordinatorState, Principal, StateError, WorkerGrant
 /// ```toml
 /// [tenants]
 /// "s3cr3t-team-a" = "team-a"
+/// # A named token: the dashboard shows "ci" as who submitted its builds.
+/// "s3cr3t-team-a-ci" = { tenant = "team-a", name = "ci" }
 /// [workers]
 /// # One worker's own token: its id and labels are the file's, not its own.
 /// "s3cr3t-worker-1" = { pool = "default", id = "w1", labels = { gpu = "a100" } }
@@ -34,11 +36,50 @@ use crate::state::{Command, CoordinatorState, Principal, StateError, WorkerGrant
 #[serde(deny_unknown_fields)]
 pub struct TokenFile {
     #[serde(default)]
-    pub tenants: BTreeMap<String, String>,
+    pub tenants: BTreeMap<String, TenantToken>,
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerToken>,
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// A `[tenants]` entry: the tenant's name, or the tenant and a name for
+/// the token itself (shown as who submitted a build; never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TenantToken {
+    Tenant(String),
+    Named(NamedTenantToken),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedTenantToken {
+    pub tenant: String,
+    pub name: String,
+}
+
+impl TenantToken {
+    pub fn tenant(&self) -> &str {
+        match self {
+            TenantToken::Tenant(t) => t,
+            TenantToken::Named(n) => &n.tenant,
+        }
+    }
+
+    /// The token's name: its own, or its tenant's.
+    pub fn name(&self) -> &str {
+        match self {
+            TenantToken::Tenant(t) => t,
+            TenantToken::Named(n) => &n.name,
+        }
+    }
+}
+
+impl From<&str> for TenantToken {
+    fn from(tenant: &str) -> Self {
+        TenantToken::Tenant(tenant.to_owned())
+    }
 }
 
 /// A `[workers]` entry: a pool name (a token many workers share) or one
@@ -100,7 +141,7 @@ impl TokenFile {
             toml::from_str(text).map_err(|e| AuthError::Parse { path: path.display().to_string(), message: redacted(&e, text) })?;
         let bad = |message: String| Err(AuthError::Parse { path: path.display().to_string(), message });
         let workers = file.workers.iter().map(|(t, w)| (t, w.pool()));
-        for (token, name) in file.tenants.iter().map(|(t, n)| (t, n.as_str())).chain(workers) {
+        for (token, name) in file.tenants.iter().map(|(t, n)| (t, n.tenant())).chain(workers) {
             if token.len() < 16 {
                 // Never echo the token itself.
                 return bad(format!("a token for {name:?} is shorter than 16 characters"));
@@ -109,8 +150,13 @@ impl TokenFile {
                 return bad(format!("name {name:?}: use 1-64 characters from [A-Za-z0-9._-]"));
             }
         }
+        for t in file.tenants.values() {
+            if !valid_token_name(t.name()) {
+                return bad(format!("the name {:?} of a token of tenant {:?}: use 1-64 characters from [A-Za-z0-9._@ -]", t.name(), t.tenant()));
+            }
+        }
         if let Some(t) = file.tenants.keys().find(|t| file.workers.contains_key(*t)) {
-            let name = &file.tenants[t];
+            let name = file.tenants[t].tenant();
             return bad(format!("tenant {name:?}'s token is also a worker token"));
         }
         let mut ids = std::collections::BTreeSet::new();
@@ -124,7 +170,7 @@ impl TokenFile {
                 }
             }
         }
-        let tenant_names: std::collections::BTreeSet<&str> = file.tenants.values().map(String::as_str).collect();
+        let tenant_names: std::collections::BTreeSet<&str> = file.tenants.values().map(TenantToken::tenant).collect();
         for (pool, cfg) in &file.pools {
             for t in cfg.tenants.iter().flatten() {
                 if !tenant_names.contains(t.as_str()) {
@@ -155,10 +201,11 @@ impl TokenFile {
     /// The command that makes the replicated token table exactly this
     /// file (by hash): tokens no longer in it are revoked.
     pub fn command(&self, now_ms: u64) -> Command {
-        let tenants = self.tenants.iter().map(|(t, n)| (t, Principal::Tenant(n.clone())));
+        let tenants = self.tenants.iter().map(|(t, n)| (t, Principal::Tenant(n.tenant().to_owned())));
         let workers = self.workers.iter().map(|(t, w)| (t, Principal::BoundWorker(self.grant(w))));
         let tokens = tenants.chain(workers).map(|(t, principal)| (token_hash(t), principal)).collect();
-        Command::SetTokens { tokens, now_ms }
+        let names = self.tenants.iter().map(|(t, n)| (token_hash(t), n.name().to_owned())).collect();
+        Command::SetTokens { tokens, now_ms, names }
     }
 }
 
@@ -185,6 +232,11 @@ fn redacted(e: &toml::de::Error, text: &str) -> String {
         }
         None => message,
     }
+}
+
+/// A token's name: shown in pages, so printable and short.
+fn valid_token_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b' '))
 }
 
 fn valid_namespace(s: &str) -> bool {
@@ -372,6 +424,25 @@ mod tests {
         let a = auth().await;
         assert_eq!(a.principal(&request(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(a.principal(&request(Some("nope-nope-nope-nope"))).unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_tenant_token_may_carry_a_name_which_the_state_keeps_by_the_tokens_hash() {
+        let file = "[tenants]\n\"aaaaaaaaaaaaaaaa-token\" = \"team-a\"\n\"cccccccccccccccc-token\" = { tenant = \"team-a\", name = \"ci bot\" }\n";
+        let f = TokenFile::parse(file, Path::new("t.toml")).unwrap();
+        let Command::SetTokens { tokens, names, .. } = f.command(0) else { panic!("not SetTokens") };
+        let ci = token_hash("cccccccccccccccc-token");
+        assert_eq!(tokens.get(&ci), Some(&Principal::Tenant("team-a".into())));
+        assert_eq!(names.get(&ci).map(String::as_str), Some("ci bot"));
+        assert_eq!(names.get(&token_hash("aaaaaaaaaaaaaaaa-token")).map(String::as_str), Some("team-a"), "unnamed: the tenant's name");
+        assert!(!format!("{names:?}").contains("cccccccccccccccc"), "names are keyed by hash");
+    }
+
+    #[test]
+    fn a_token_name_that_is_empty_or_has_markup_is_refused_naming_the_tenant() {
+        let file = "[tenants]\n\"cccccccccccccccc-token\" = { tenant = \"team-a\", name = \"<b>\" }\n";
+        let e = TokenFile::parse(file, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("\"<b>\"") && e.contains("team-a") && !e.contains("cccccccccccccccc"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub(crate) mod tests {
                 steps: vec![("a".into(), "ka".into()), ("b".into(), "kb".into())],
                 now_ms: 1,
                 graph: vec![],
+                submitter: String::new(),
             })
             .await
             .unwrap();

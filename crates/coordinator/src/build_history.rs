@@ -1,6 +1,8 @@
 //! What a coordinator keeps of the builds it ran beyond the replicated
-//! state: their log lines and when each step started and ended, for
-//! `rbk builds logs|inspect` (`service/history.rs`).
+//! state: their log lines, when each step started and ended and where its
+//! time went on its worker (phases, bytes stored, the cache commit after
+//! it), for `rbk builds logs|inspect` (`service/history.rs`) and the web
+//! dashboard.
 //!
 //! Log lines are too many and too big for the Raft log (and may carry what
 //! a step printed of its secrets), so they stay in the memory of the node
@@ -15,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::model::BuildEvent;
+use crate::model::{BuildEvent, StepPhases};
 use crate::state::now_ms;
 
 /// How much history a coordinator keeps (config `[history]`).
@@ -55,6 +57,28 @@ pub struct StepTimes {
     pub bytes_restored: u64,
     /// An action-cache hit: nothing ran.
     pub cached: bool,
+    /// Where the time went on the worker (zero from workers that do not
+    /// report it), and the capture after the step when it followed.
+    pub phases: StepPhases,
+    /// The step's cache mounts are captured after its result (their
+    /// commit follows), and when it landed here (0: not yet).
+    pub commit_follows: bool,
+    pub commit_done_ms: u64,
+}
+
+impl StepTimes {
+    /// Bytes the step stored: its layer and what its cache-mount capture
+    /// uploaded.
+    pub fn bytes_committed(&self) -> u64 {
+        self.phases.layer_bytes + self.phases.cache_bytes_uploaded
+    }
+}
+
+/// A build's totals over its kept step times (the builds page).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildTotals {
+    pub bytes_restored: u64,
+    pub bytes_committed: u64,
 }
 
 /// One build's kept history.
@@ -157,6 +181,48 @@ impl BuildHistory {
         }
     }
 
+    /// Changes the kept times of one step, if this node keeps the build
+    /// and has seen the step start.
+    fn update_step(&self, build_id: &str, step_id: &str, f: impl FnOnce(&mut StepTimes)) {
+        let mut inner = self.lock();
+        if let Some(t) = inner.builds.get_mut(build_id).and_then(|b| b.steps.get_mut(step_id)) {
+            f(t);
+        }
+    }
+
+    /// What the step's worker reported of where its time went (a result's
+    /// phases, then its late commit's capture).
+    pub fn record_phases(&self, build_id: &str, step_id: &str, phases: &StepPhases) {
+        self.update_step(build_id, step_id, |t| t.phases.merge(phases));
+    }
+
+    /// The step's result said its cache commits follow.
+    pub fn record_commit_follows(&self, build_id: &str, step_id: &str) {
+        self.update_step(build_id, step_id, |t| t.commit_follows = true);
+    }
+
+    /// The step's late cache commits landed (or were lost) at `at_ms`.
+    pub fn record_commit_done(&self, build_id: &str, step_id: &str, at_ms: u64) {
+        self.update_step(build_id, step_id, |t| t.commit_done_ms = at_ms);
+    }
+
+    /// Bytes restored and committed by each of `build_ids` this node keeps
+    /// (one lock for the whole page, no copies of the step maps).
+    pub fn totals<'a>(&self, build_ids: impl IntoIterator<Item = &'a str>) -> Vec<Option<BuildTotals>> {
+        let inner = self.lock();
+        build_ids
+            .into_iter()
+            .map(|id| {
+                inner.builds.get(id).map(|b| {
+                    b.steps.values().fold(BuildTotals::default(), |acc, t| BuildTotals {
+                        bytes_restored: acc.bytes_restored + t.bytes_restored,
+                        bytes_committed: acc.bytes_committed + t.bytes_committed(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// A copy of what is kept of `build_id`, if anything.
     pub fn get(&self, build_id: &str) -> Option<BuildLog> {
         self.lock().builds.get(build_id).cloned()
@@ -244,7 +310,31 @@ mod tests {
         h.record_at("b1", &BuildEvent::Started { step_id: "s".into(), worker_id: "w".into(), attempt: 1, name: String::new() }, 10);
         let done = BuildEvent::Finished { step_id: "s".into(), worker_id: "w".into(), duration_ms: 7, bytes_restored: 99, layers: vec![], config: vec![] };
         h.record_at("b1", &done, 20);
-        assert_eq!(h.step_times("b1").unwrap()["s"], StepTimes { started_ms: 10, finished_ms: 20, worker_ms: 7, bytes_restored: 99, cached: false });
+        assert_eq!(h.step_times("b1").unwrap()["s"], StepTimes { started_ms: 10, finished_ms: 20, worker_ms: 7, bytes_restored: 99, ..Default::default() });
+    }
+
+    #[test]
+    fn a_steps_phases_and_its_late_commit_are_kept_and_count_towards_the_bytes_committed() {
+        let h = history(10, 1 << 20);
+        h.record_at("b1", &BuildEvent::Started { step_id: "s".into(), worker_id: "w".into(), attempt: 1, name: String::new() }, 10);
+        let result = StepPhases { restore_ms: 3, run_ms: 5, upload_ms: 2, layer_bytes: 1000, ..Default::default() };
+        h.record_phases("b1", "s", &result);
+        h.record_commit_follows("b1", "s");
+        h.record_phases("b1", "s", &StepPhases { commit_ms: 4, cache_bytes_uploaded: 500, ..Default::default() });
+        h.record_commit_done("b1", "s", 40);
+        let t = h.step_times("b1").unwrap()["s"];
+        assert_eq!(t.phases, StepPhases { commit_ms: 4, cache_bytes_uploaded: 500, ..result });
+        assert!(t.commit_follows);
+        assert_eq!(t.commit_done_ms, 40);
+        assert_eq!(h.totals(["b1", "unknown"]), [Some(BuildTotals { bytes_restored: 0, bytes_committed: 1500 }), None]);
+    }
+
+    #[test]
+    fn phases_of_a_step_this_node_did_not_see_start_are_not_kept() {
+        let h = history(10, 1 << 20);
+        h.record("b1", &log("other", "x"));
+        h.record_phases("b1", "s", &StepPhases { run_ms: 5, ..Default::default() });
+        assert!(h.step_times("b1").unwrap().is_empty());
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct BuildRequest {
     pub namespace: String,
     pub steps: Vec<StepNode>,
     pub no_cache: bool,
+    /// The submitting token's name (the token file's, never the token).
+    pub submitter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,9 +253,72 @@ pub enum StepOutcome {
     Failed { message: String, exit_code: i32, commits: Vec<CacheCommit> },
 }
 
+/// Where a step's time went on its worker (milliseconds) and what it
+/// stored, as the worker reports it (`StepPhases` on the wire): the web
+/// dashboard's per-phase timeline and the bytes a build committed. Kept
+/// in the build history of the node that ran the build, never in the
+/// replicated state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StepPhases {
+    /// Before the command ran: layers fetched and unpacked while the cache
+    /// mounts were restored, the context restored, the rootfs mounted.
+    pub restore_ms: u64,
+    /// Of `restore_ms`: restoring the cache mounts (concurrent with the layers).
+    pub cache_restore_ms: u64,
+    pub run_ms: u64,
+    /// The layer diff and its upload.
+    pub upload_ms: u64,
+    /// Capturing the cache mounts (before the result, or after it: see
+    /// `StepOutcome::Succeeded::commits_follow`).
+    pub commit_ms: u64,
+    pub layer_bytes: u64,
+    pub cache_bytes_uploaded: u64,
+}
+
+impl StepPhases {
+    /// `other`'s non-zero fields over these (a step's result, then its
+    /// late commit's capture).
+    pub fn merge(&mut self, other: &StepPhases) {
+        let pairs = [
+            (&mut self.restore_ms, other.restore_ms),
+            (&mut self.cache_restore_ms, other.cache_restore_ms),
+            (&mut self.run_ms, other.run_ms),
+            (&mut self.upload_ms, other.upload_ms),
+            (&mut self.commit_ms, other.commit_ms),
+            (&mut self.layer_bytes, other.layer_bytes),
+            (&mut self.cache_bytes_uploaded, other.cache_bytes_uploaded),
+        ];
+        for (mine, theirs) in pairs {
+            if theirs != 0 {
+                *mine = theirs;
+            }
+        }
+    }
+}
+
+/// A worker's local disk against its limits, from its heartbeats (the
+/// Workers page, for operators).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUse {
+    /// Everything it keeps between steps, against `--disk-limit`.
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+    /// Unpacked layers, against `--max-layer-bytes`.
+    pub layer_bytes: u64,
+    pub layer_limit_bytes: u64,
+    pub cache_bytes: u64,
+    /// Compressed layer blobs (also kept under `--max-layer-bytes`).
+    pub blob_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromWorker {
     Heartbeat,
+    /// What a heartbeat said of the worker's disk.
+    Disk(DiskUse),
+    /// Where the time of an assignment went, sent before its result (or
+    /// before its late commits, with the capture's time alone).
+    Phases { assignment_id: String, phases: StepPhases },
     Log { assignment_id: String, stream: String, line: String },
     Result { assignment_id: String, outcome: StepOutcome },
     /// The commits of a step whose result said `commits_follow`; `error`

@@ -77,6 +77,41 @@ pub struct CacheHead {
     /// Recent `(generation, snapshot)` pairs, oldest first, newest included:
     /// the merge base for a commit that started from an older generation.
     pub history: Vec<(u64, Digest)>,
+    /// The sizes of the last [`HEAD_HISTORY`] generations, oldest first
+    /// (the dashboard's chart); only generations committed since sizes
+    /// were kept.
+    #[serde(default)]
+    pub sizes: Vec<GenerationSize>,
+}
+
+/// One generation of a head: its size and when it was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationSize {
+    pub generation: u64,
+    pub bytes: u64,
+    pub at_ms: u64,
+}
+
+/// A head as snapshots up to `rbksnap3` held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheHeadV3 {
+    pub snapshot: Digest,
+    pub generation: u64,
+    pub total_bytes: u64,
+    pub updated_ms: u64,
+    pub history: Vec<(u64, Digest)>,
+}
+
+impl From<CacheHeadV3> for CacheHead {
+    fn from(h: CacheHeadV3) -> Self {
+        let CacheHeadV3 { snapshot, generation, total_bytes, updated_ms, history } = h;
+        CacheHead { snapshot, generation, total_bytes, updated_ms, history, sizes: Vec::new() }
+    }
+}
+
+/// The builds and heads of an old layout in today's.
+fn upgrade<K: Ord, A: Into<B>, B>(m: BTreeMap<K, A>) -> BTreeMap<K, B> {
+    m.into_iter().map(|(k, v)| (k, v.into())).collect()
 }
 
 impl CacheHead {
@@ -131,6 +166,31 @@ pub struct BuildRecord {
     /// leader can resume the build; empty for builds created without it.
     #[serde(default)]
     pub graph: Vec<StepNode>,
+    /// The name of the token that submitted it (the token file's name for
+    /// it, never the token); empty for builds from before names.
+    #[serde(default)]
+    pub submitter: String,
+}
+
+/// A build as snapshots up to `rbksnap3` held it (bincode has no field
+/// names: a layout change needs its old form to read old snapshots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecordV3 {
+    pub id: String,
+    pub namespace: String,
+    pub state: BuildState,
+    pub steps: Vec<StepRecord>,
+    pub created_ms: u64,
+    pub finished_ms: u64,
+    pub message: String,
+    pub graph: Vec<StepNode>,
+}
+
+impl From<BuildRecordV3> for BuildRecord {
+    fn from(b: BuildRecordV3) -> Self {
+        let BuildRecordV3 { id, namespace, state, steps, created_ms, finished_ms, message, graph } = b;
+        BuildRecord { id, namespace, state, steps, created_ms, finished_ms, message, graph, submitter: String::new() }
+    }
 }
 
 /// A farm-wide lease on one head (locked mounts, private slots).
@@ -154,6 +214,9 @@ pub enum Command {
         now_ms: u64,
         #[serde(default)]
         graph: Vec<StepNode>,
+        /// The submitting token's name (see [`BuildRecord::submitter`]).
+        #[serde(default)]
+        submitter: String,
     },
     SetStep { build_id: String, step_id: String, state: StepState, worker_id: String, attempts: u32, message: String },
     FinishBuild { build_id: String, state: BuildState, message: String, now_ms: u64 },
@@ -184,7 +247,14 @@ pub enum Command {
     /// every other known token becomes [`Principal::Revoked`]. One command
     /// for the whole file, so a removal reaches every node with the same
     /// log entry.
-    SetTokens { tokens: BTreeMap<String, Principal>, now_ms: u64 },
+    SetTokens {
+        tokens: BTreeMap<String, Principal>,
+        now_ms: u64,
+        /// Token hash → the name the token file gives it (for the
+        /// dashboard's "submitted by"; never the token).
+        #[serde(default)]
+        names: BTreeMap<String, String>,
+    },
     /// `namespace` uploaded these blobs through the `Content` service (the
     /// bytes verified against each digest): it has them from now on (see
     /// `blob_owners.rs`). At most `blob_owners::OWN_BATCH_MAX` per command.
@@ -270,15 +340,22 @@ impl Command {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LegacyStateMachine {
     pub tokens: BTreeMap<String, Principal>,
-    pub builds: BTreeMap<String, BuildRecord>,
+    pub builds: BTreeMap<String, BuildRecordV3>,
     pub actions: BTreeMap<(String, String), ActionResult>,
-    pub heads: BTreeMap<HeadKey, CacheHead>,
+    pub heads: BTreeMap<HeadKey, CacheHeadV3>,
     pub leases: BTreeMap<HeadKey, Lease>,
 }
 
 impl From<LegacyStateMachine> for StateMachine {
     fn from(l: LegacyStateMachine) -> Self {
-        let mut m = StateMachine { tokens: l.tokens, builds: l.builds, actions: l.actions, heads: l.heads, leases: l.leases, ..Default::default() };
+        let mut m = StateMachine {
+            tokens: l.tokens,
+            builds: upgrade(l.builds),
+            actions: l.actions,
+            heads: upgrade(l.heads),
+            leases: l.leases,
+            ..Default::default()
+        };
         m.own_what_results_and_heads_name();
         m
     }
@@ -303,6 +380,9 @@ pub struct StateMachine {
     /// `Content` service lets each caller see.
     #[serde(default)]
     blob_owners: BlobOwners,
+    /// Token hash → the name the token file gives it.
+    #[serde(default)]
+    token_names: BTreeMap<String, String>,
 }
 
 /// The state machine as `rbksnap2` snapshots held it, before blob
@@ -312,9 +392,9 @@ pub struct StateMachine {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StateMachineV2 {
     pub tokens: BTreeMap<String, Principal>,
-    pub builds: BTreeMap<String, BuildRecord>,
+    pub builds: BTreeMap<String, BuildRecordV3>,
     pub actions: BTreeMap<(String, String), ActionResult>,
-    pub heads: BTreeMap<HeadKey, CacheHead>,
+    pub heads: BTreeMap<HeadKey, CacheHeadV3>,
     pub leases: BTreeMap<HeadKey, Lease>,
     pub gc: GcFences,
     #[serde(default)]
@@ -324,9 +404,31 @@ pub struct StateMachineV2 {
 impl From<StateMachineV2> for StateMachine {
     fn from(v: StateMachineV2) -> Self {
         let StateMachineV2 { tokens, builds, actions, heads, leases, gc, usage } = v;
-        let mut m = StateMachine { tokens, builds, actions, heads, leases, gc, usage, blob_owners: BlobOwners::default() };
+        let blob_owners = BlobOwners::default();
+        let mut m: StateMachine = StateMachineV3 { tokens, builds, actions, heads, leases, gc, usage, blob_owners }.into();
         m.own_what_results_and_heads_name();
         m
+    }
+}
+
+/// The state machine as `rbksnap3` snapshots held it, before token names,
+/// build submitters and generation sizes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateMachineV3 {
+    pub tokens: BTreeMap<String, Principal>,
+    pub builds: BTreeMap<String, BuildRecordV3>,
+    pub actions: BTreeMap<(String, String), ActionResult>,
+    pub heads: BTreeMap<HeadKey, CacheHeadV3>,
+    pub leases: BTreeMap<HeadKey, Lease>,
+    pub gc: GcFences,
+    pub usage: Usage,
+    pub blob_owners: BlobOwners,
+}
+
+impl From<StateMachineV3> for StateMachine {
+    fn from(v: StateMachineV3) -> Self {
+        let StateMachineV3 { tokens, builds, actions, heads, leases, gc, usage, blob_owners } = v;
+        StateMachine { tokens, builds: upgrade(builds), actions, heads: upgrade(heads), leases, gc, usage, blob_owners, token_names: BTreeMap::new() }
     }
 }
 
@@ -339,7 +441,7 @@ impl StateMachine {
             Command::PutToken { token_hash, principal } => {
                 self.tokens.insert(token_hash, principal);
             }
-            Command::CreateBuild { build_id, namespace, steps, now_ms, graph } => {
+            Command::CreateBuild { build_id, namespace, steps, now_ms, graph, submitter } => {
                 if self.builds.contains_key(&build_id) {
                     return Err(StateError::DuplicateBuild(build_id));
                 }
@@ -366,6 +468,7 @@ impl StateMachine {
                         finished_ms: 0,
                         message: String::new(),
                         graph,
+                        submitter,
                     },
                 );
                 self.evict_old_builds();
@@ -414,6 +517,7 @@ impl StateMachine {
                     total_bytes,
                     updated_ms: now_ms,
                     history: Vec::new(),
+                    sizes: Vec::new(),
                 });
                 entry.generation += 1;
                 entry.snapshot = snapshot;
@@ -422,6 +526,10 @@ impl StateMachine {
                 entry.history.push((entry.generation, snapshot));
                 if entry.history.len() > HEAD_HISTORY {
                     entry.history.remove(0);
+                }
+                entry.sizes.push(GenerationSize { generation: entry.generation, bytes: total_bytes, at_ms: now_ms });
+                if entry.sizes.len() > HEAD_HISTORY {
+                    entry.sizes.remove(0);
                 }
                 let generation = entry.generation;
                 self.usage.head_used(&head_key, now_ms);
@@ -506,7 +614,11 @@ impl StateMachine {
                 }
                 return Ok(outcome);
             }
-            Command::SetTokens { tokens, now_ms } => self.set_tokens(tokens, now_ms),
+            Command::SetTokens { tokens, now_ms, names } => {
+                // Names of tokens the file keeps; a revoked token's goes.
+                self.token_names = names.into_iter().filter(|(h, _)| tokens.contains_key(h)).collect();
+                self.set_tokens(tokens, now_ms)
+            }
             Command::OwnBlobs { namespace, blobs } => self.blob_owners.grant(&namespace, blobs.iter()),
             Command::ForgetBlobs { blobs } => self.blob_owners.forget(blobs.iter()),
         }
@@ -609,6 +721,11 @@ impl StateMachine {
     /// Who a token hash belongs to; `None` for unknown and revoked ones.
     pub fn principal(&self, token_hash: &str) -> Option<&Principal> {
         self.tokens.get(token_hash).filter(|p| !matches!(p, Principal::Revoked { .. }))
+    }
+
+    /// The name the token file gives this token (by hash), if any.
+    pub fn token_name(&self, token_hash: &str) -> Option<&str> {
+        self.token_names.get(token_hash).map(String::as_str)
     }
 
     /// Whether this token was removed from the token file.
@@ -859,7 +976,7 @@ mod tests {
     #[test]
     fn replaying_the_same_commands_gives_the_same_state() {
         let cmds = vec![
-            Command::CreateBuild { build_id: "b1".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 5, graph: vec![] },
+            Command::CreateBuild { build_id: "b1".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 5, graph: vec![], submitter: String::new() },
             Command::CommitHead { head: key("a", "pip"), base_generation: 0, snapshot: Digest::of(b"1"), total_bytes: 1, now_ms: 6 },
             Command::AcquireLease {
                 namespace: "a".into(),
@@ -890,11 +1007,11 @@ mod tests {
         let mut m = StateMachine::default();
         for i in 0..=MAX_BUILDS {
             let id = format!("b{i:05}");
-            m.apply(Command::CreateBuild { build_id: id.clone(), namespace: "a".into(), steps: vec![], now_ms: i as u64, graph: vec![] }).unwrap();
+            m.apply(Command::CreateBuild { build_id: id.clone(), namespace: "a".into(), steps: vec![], now_ms: i as u64, graph: vec![], submitter: String::new() }).unwrap();
             m.apply(Command::FinishBuild { build_id: id, state: BuildState::Succeeded, message: String::new(), now_ms: i as u64 })
                 .unwrap();
         }
-        m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999, graph: vec![] }).unwrap();
+        m.apply(Command::CreateBuild { build_id: "last".into(), namespace: "a".into(), steps: vec![], now_ms: 9999, graph: vec![], submitter: String::new() }).unwrap();
         assert!(m.build("b00000").is_none());
         assert!(m.build("last").is_some());
     }
@@ -910,7 +1027,7 @@ mod tests {
         m.apply(Command::Guarded { started_ms: 0, packs: vec![pack], cmd: Box::new(commit) }).unwrap();
         let payload = serde_json::to_vec(&serde_json::json!({ "context": named.to_string() })).unwrap();
         let graph = vec![StepNode { id: "s".into(), key: "k".into(), payload, ..Default::default() }];
-        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![], now_ms: 1, graph }).unwrap();
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![], now_ms: 1, graph, submitter: String::new() }).unwrap();
         for d in [uploaded, layer, manifest, pack] {
             assert!(m.tenant_has_blob("a", &d), "{d}");
             assert!(!m.tenant_has_blob("b", &d), "{d}");
@@ -931,7 +1048,7 @@ mod tests {
     #[test]
     fn a_worker_sees_the_tenants_of_the_steps_running_on_it() {
         let mut m = StateMachine::default();
-        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph: vec![] }).unwrap();
+        m.apply(Command::CreateBuild { build_id: "b".into(), namespace: "a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph: vec![], submitter: String::new() }).unwrap();
         assert!(m.tenants_running_on("w1").is_empty());
         let set = |state| Command::SetStep { build_id: "b".into(), step_id: "s".into(), state, worker_id: "w1".into(), attempts: 1, message: String::new() };
         m.apply(set(StepState::Running)).unwrap();
@@ -943,7 +1060,33 @@ mod tests {
 
     fn tokens(names: &[&str]) -> Command {
         let tokens = names.iter().map(|n| (format!("hash-{n}"), Principal::Tenant(n.to_string()))).collect();
-        Command::SetTokens { tokens, now_ms: 7 }
+        Command::SetTokens { tokens, now_ms: 7, names: BTreeMap::new() }
+    }
+
+    #[test]
+    fn a_tokens_name_is_kept_while_the_file_keeps_the_token() {
+        let mut m = StateMachine::default();
+        let names = BTreeMap::from([("hash-a".to_string(), "ci".to_string()), ("hash-gone".to_string(), "x".to_string())]);
+        let Command::SetTokens { tokens: file, now_ms, .. } = tokens(&["a"]) else { unreachable!() };
+        m.apply(Command::SetTokens { tokens: file, now_ms, names }).unwrap();
+        assert_eq!(m.token_name("hash-a"), Some("ci"));
+        assert_eq!(m.token_name("hash-gone"), None, "a name without its token is not kept");
+        m.apply(tokens(&["a"])).unwrap();
+        assert_eq!(m.token_name("hash-a"), None, "the file no longer names it");
+    }
+
+    #[test]
+    fn each_commit_records_its_generations_size_and_only_the_last_ones_are_kept() {
+        let mut m = StateMachine::default();
+        let head = HeadKey { namespace: "a".into(), cache_id: "pip".into(), slot: 0 };
+        for g in 0..(HEAD_HISTORY as u64 + 3) {
+            let commit = Command::CommitHead { head: head.clone(), base_generation: g, snapshot: Digest::of(&g.to_le_bytes()), total_bytes: 100 + g, now_ms: 1000 + g };
+            m.apply(commit).unwrap();
+        }
+        let sizes = &m.head(&head).unwrap().sizes;
+        assert_eq!(sizes.len(), HEAD_HISTORY);
+        assert_eq!(sizes.last(), Some(&GenerationSize { generation: HEAD_HISTORY as u64 + 3, bytes: 100 + HEAD_HISTORY as u64 + 2, at_ms: 1000 + HEAD_HISTORY as u64 + 2 }));
+        assert_eq!(sizes[0].generation, 4);
     }
 
     #[test]

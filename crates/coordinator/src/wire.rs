@@ -10,7 +10,7 @@ use rbk_store::Digest;
 use tonic::Status;
 
 use crate::model::{
-    BuildEvent, CacheCommit, CacheMountSpec, HeldAssignment, StepNode, StepOutcome, ToWorker, WorkerInfo,
+    BuildEvent, CacheCommit, CacheMountSpec, DiskUse, HeldAssignment, StepNode, StepOutcome, StepPhases, ToWorker, WorkerInfo,
 };
 use crate::state::{BuildRecord, CacheHead, HeadKey};
 
@@ -164,6 +164,29 @@ pub(crate) fn commits_from_wire(commits: Vec<pw::CacheCommit>) -> Result<Vec<Cac
             })
         })
         .collect()
+}
+
+pub(crate) fn phases_from_wire(p: &pw::StepPhases) -> StepPhases {
+    StepPhases {
+        restore_ms: p.restore_ms,
+        cache_restore_ms: p.cache_restore_ms,
+        run_ms: p.run_ms,
+        upload_ms: p.upload_ms,
+        commit_ms: p.commit_ms,
+        layer_bytes: p.layer_bytes,
+        cache_bytes_uploaded: p.cache_bytes_uploaded,
+    }
+}
+
+pub(crate) fn disk_from_wire(d: &pw::DiskUse) -> DiskUse {
+    DiskUse {
+        used_bytes: d.used_bytes,
+        limit_bytes: d.limit_bytes,
+        layer_bytes: d.layer_bytes,
+        layer_limit_bytes: d.layer_limit_bytes,
+        cache_bytes: d.cache_bytes,
+        blob_bytes: d.blob_bytes,
+    }
 }
 
 pub(crate) fn result_from_wire(r: pw::StepResult) -> Result<StepOutcome, String> {

@@ -8,11 +8,12 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, Redirect};
 use rbk_coordinator::cache_prune::{PruneFilter, list, prune};
-use rbk_coordinator::state::now_ms;
+use rbk_coordinator::state::{GenerationSize, now_ms, query};
 
 use crate::error::DashboardError;
 use crate::pages::{Frame, render};
 use crate::app::App;
+use crate::charts::{Bar, bar_chart};
 use crate::views::{bytes, utc};
 
 /// One head (a cache id's slot) as the page shows it.
@@ -27,6 +28,37 @@ pub struct CacheRow {
     pub snapshot: String,
     /// Kept generations (the merge bases), oldest first.
     pub generations: Vec<(u64, String)>,
+    /// The sizes of its last generations as an SVG bar chart.
+    pub sizes_chart: String,
+}
+
+/// The chart of a head's last generations' sizes.
+fn sizes_chart(id: &str, sizes: &[GenerationSize], single: bool) -> String {
+    let bars: Vec<Bar> = sizes
+        .iter()
+        .map(|g| Bar {
+            label: if single { g.generation.to_string() } else { String::new() },
+            segments: vec![("size", g.bytes)],
+            tooltip: format!("generation {}: {} (committed {})", g.generation, bytes(g.bytes), utc(g.at_ms)),
+        })
+        .collect();
+    let title = format!("Sizes of the last {} generations of cache {id}", sizes.len());
+    if single { bar_chart(&title, "gen-sizes", &bars, 480, 120) } else { bar_chart(&title, "gen-sizes", &bars, 160, 28) }
+}
+
+/// The chart of the tenant's (or one cache's) hits and misses over time.
+fn hit_miss_chart(buckets: &[crate::cache_stats::Bucket], of: &str) -> String {
+    let bars: Vec<Bar> = buckets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Bar {
+            label: if i % 3 == 0 { utc(b.start_ms)[11..16].to_owned() } else { String::new() },
+            segments: vec![("hit", b.hits), ("miss", b.misses)],
+            tooltip: format!("from {}: {} hit(s), {} miss(es)", utc(b.start_ms), b.hits, b.misses),
+        })
+        .collect();
+    let (hits, misses) = buckets.iter().fold((0, 0), |a, b| (a.0 + b.hits, a.1 + b.misses));
+    bar_chart(&format!("Action cache of {of} over time: {hits} hits, {misses} misses"), "hit-miss", &bars, 480, 120)
 }
 
 #[derive(Template)]
@@ -45,6 +77,10 @@ struct CachesPage {
     notice: String,
     /// One cache's page (`/caches/{id}`) rather than all.
     single: Option<String>,
+    /// Hits and misses over time (of the steps mounting `single`'s cache).
+    hit_miss: String,
+    hits: u64,
+    misses: u64,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -65,6 +101,7 @@ fn page(app: &App, headers: &HeaderMap, only: Option<String>, notice: String) ->
         .filter(|(k, _)| only.as_ref().is_none_or(|id| &k.cache_id == id))
         .map(|(k, h)| CacheRow {
             href: format!("/caches/{}", path_segment(&k.cache_id)),
+            sizes_chart: sizes_chart(&k.cache_id, &h.sizes, only.is_some()),
             id: k.cache_id,
             slot: k.slot,
             generation: h.generation,
@@ -79,6 +116,9 @@ fn page(app: &App, headers: &HeaderMap, only: Option<String>, notice: String) ->
     {
         return Err(DashboardError::NotFound(format!("cache {id} not found")));
     }
+    let buckets = query(&*app.coordinator.state, |m| crate::cache_stats::hit_miss(m, ns, only.as_deref(), now_ms()));
+    let (hits, misses) = buckets.iter().fold((0, 0), |a, b| (a.0 + b.hits, a.1 + b.misses));
+    let hit_miss = hit_miss_chart(&buckets, only.as_deref().map_or("your steps", |_| "the steps mounting this cache"));
     let budget = |b: Option<u64>| b.map_or_else(|| "no budget".to_owned(), bytes);
     let percent = listing.budget.heads_bytes.filter(|b| *b > 0).map_or(0, |b| (listing.usage.heads_bytes.saturating_mul(100) / b).min(100));
     render(
@@ -95,6 +135,9 @@ fn page(app: &App, headers: &HeaderMap, only: Option<String>, notice: String) ->
             csrf: s.csrf.clone(),
             notice,
             single: only,
+            hit_miss,
+            hits,
+            misses,
         },
     )
 }

@@ -73,3 +73,35 @@ pub async fn cluster(State(app): State<App>, headers: HeaderMap) -> Result<Html<
     };
     render("cluster", &ClusterPage { frame: Frame::of(&s, "cluster"), replicated, status, builds, running, tenants, total_used: bytes(total) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster_view::MemberStatus;
+
+    fn page(status: ClusterStatus) -> String {
+        let frame = Frame { who: "operator".into(), operator: true, current: "cluster" };
+        let p = ClusterPage { frame, replicated: true, status, builds: 0, running: 0, tenants: vec![], total_used: String::new() };
+        render("cluster", &p).unwrap().0
+    }
+
+    fn member(id: u64, matched: Option<u64>, lag: Option<u64>) -> MemberStatus {
+        MemberStatus { id, raft: format!("10.0.0.{id}:7071"), api: String::new(), voter: true, matched, lag }
+    }
+
+    #[test]
+    fn the_leaders_page_shows_each_followers_match_index_and_lag() {
+        let members = vec![member(1, Some(40), Some(0)), member(2, Some(40), Some(0)), member(3, Some(28), Some(12))];
+        let html = page(ClusterStatus { node_id: 1, leader_id: 1, term: 2, applied_index: 40, last_index: 40, commit_index: 40, members });
+        assert!(html.contains("<td class=\"lag\"><strong>12</strong> behind</td>"), "{html}");
+        assert_eq!(html.matches("0 (in sync)").count(), 2);
+    }
+
+    #[test]
+    fn a_followers_page_says_the_lag_is_known_on_the_leader() {
+        let members = vec![member(1, None, None), member(2, None, None)];
+        let html = page(ClusterStatus { node_id: 2, leader_id: 1, term: 2, applied_index: 40, last_index: 0, commit_index: 0, members });
+        assert!(html.contains("known on the leader (node 1)"), "{html}");
+        assert!(!html.contains("behind"));
+    }
+}

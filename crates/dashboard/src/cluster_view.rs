@@ -9,6 +9,10 @@ pub struct MemberStatus {
     pub raft: String,
     pub api: String,
     pub voter: bool,
+    /// The highest log index known to match the leader's, and how many
+    /// entries it lacks: known only on the leader (`None` elsewhere).
+    pub matched: Option<u64>,
+    pub lag: Option<u64>,
 }
 
 /// Replication as one node sees it.
@@ -20,6 +24,9 @@ pub struct ClusterStatus {
     pub term: u64,
     /// The last log index applied on this node.
     pub applied_index: u64,
+    /// On the leader: its last log index and commit index (0 elsewhere).
+    pub last_index: u64,
+    pub commit_index: u64,
     pub members: Vec<MemberStatus>,
 }
 

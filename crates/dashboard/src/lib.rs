@@ -12,6 +12,7 @@
 //! - [`live`]: a build's steps and log lines as Server-Sent Events;
 //! - [`caches`]: the Caches page and its prune action (CSRF-checked),
 //!   through the same code as `rbk cache ls|prune` (`cache_prune.rs`);
+//!   [`charts`]: its SVG charts; [`cache_stats`]: hit/miss over time;
 //! - [`cluster`]: the operators' Cluster page; [`cluster_view`]: what the
 //!   binary tells it about replication;
 //! - [`app`]: what every handler shares; [`html`]: text into HTML;
@@ -19,7 +20,9 @@
 //!   coordinator's `[tls]` certificate.
 
 pub mod app;
+pub mod cache_stats;
 pub mod caches;
+pub mod charts;
 pub mod cluster;
 pub mod cluster_view;
 pub mod error;

@@ -150,6 +150,39 @@ pub struct WorkerRow {
     pub layers_held: usize,
     pub snapshots_held: usize,
     pub tenants: String,
+    /// Its disk against its limits: operators only (`None` for a tenant,
+    /// or before the worker said).
+    pub disk: Option<DiskRow>,
+}
+
+/// A worker's disk use as the Workers page shows it.
+pub struct DiskRow {
+    pub used: String,
+    pub limit: String,
+    /// `used` as a share of `limit`, 0..=100.
+    pub percent: u64,
+    pub layers: String,
+    pub layer_limit: String,
+    pub layer_percent: u64,
+    pub caches: String,
+    pub blobs: String,
+}
+
+impl DiskRow {
+    fn of(d: &rbk_coordinator::model::DiskUse) -> Self {
+        let percent = |used: u64, limit: u64| if limit == 0 { 0 } else { (used.saturating_mul(100) / limit).min(100) };
+        use crate::views::bytes;
+        DiskRow {
+            used: bytes(d.used_bytes),
+            limit: bytes(d.limit_bytes),
+            percent: percent(d.used_bytes, d.limit_bytes),
+            layers: bytes(d.layer_bytes),
+            layer_limit: bytes(d.layer_limit_bytes),
+            layer_percent: percent(d.layer_bytes, d.layer_limit_bytes),
+            caches: bytes(d.cache_bytes),
+            blobs: bytes(d.blob_bytes),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -193,6 +226,7 @@ pub async fn workers(State(app): State<App>, headers: HeaderMap) -> Result<Html<
                 layers_held: w.layers_held,
                 snapshots_held: w.snapshots_held,
                 tenants: if tenant.is_some() { String::new() } else { w.tenants.iter().cloned().collect::<Vec<_>>().join(", ") },
+                disk: if tenant.is_some() { None } else { w.disk.as_ref().map(DiskRow::of) },
             }
         })
         .collect();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use rbk_coordinator::build_history::{BuildHistory, StepTimes};
-use rbk_coordinator::model::BuildState;
+use rbk_coordinator::model::{BuildState, StepPhases};
 use rbk_coordinator::state::{BuildRecord, StateMachine, StepState};
 use serde::Serialize;
 
@@ -35,12 +35,17 @@ pub struct BuildRow {
     /// The build's last step (its target's last instruction).
     pub title: String,
     pub created: String,
+    /// The name of the token that submitted it (never the token).
+    pub submitter: String,
     pub duration: String,
     pub steps_total: usize,
     pub steps_run: usize,
     pub steps_cached: usize,
     /// Cache-mount bytes restored, when this node ran the build.
     pub restored: String,
+    /// Bytes its steps stored (layers and cache-mount captures), when this
+    /// node ran the build.
+    pub committed: String,
 }
 
 /// Builds shown at most on one page.
@@ -51,22 +56,27 @@ pub fn build_rows(m: &StateMachine, history: &BuildHistory, namespace: &str, fil
     let mut builds: Vec<&BuildRecord> = m.builds_in(namespace).filter(|b| filter.keeps(b)).collect();
     builds.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
     builds.truncate(MAX_ROWS);
+    let totals = history.totals(builds.iter().map(|b| b.id.as_str()));
     builds
         .into_iter()
-        .map(|b| {
+        .zip(totals)
+        .map(|(b, totals)| {
             let count = |s: StepState| b.steps.iter().filter(|x| x.state == s).count();
             let end = if b.state == BuildState::Running { now_ms } else { b.finished_ms };
-            let restored: u64 = history.step_times(&b.id).map_or(0, |t| t.values().map(|t| t.bytes_restored).sum());
+            let totals = totals.unwrap_or_default();
+            let shown = |n: u64| if n == 0 { String::new() } else { bytes(n) };
             BuildRow {
                 id: b.id.clone(),
                 state: b.state.as_str(),
                 title: b.graph.last().map(|n| n.name.clone()).unwrap_or_default(),
                 created: utc(b.created_ms),
+                submitter: b.submitter.clone(),
                 duration: duration(end.saturating_sub(b.created_ms)),
                 steps_total: b.steps.len(),
                 steps_run: count(StepState::Done) + count(StepState::Failed),
                 steps_cached: count(StepState::Cached),
-                restored: if restored == 0 { String::new() } else { bytes(restored) },
+                restored: shown(totals.bytes_restored),
+                committed: shown(totals.bytes_committed),
             }
         })
         .collect()
@@ -96,6 +106,13 @@ pub struct StepView {
     pub worker_ms: u64,
     pub bytes_restored: u64,
     pub cached: bool,
+    /// Where the time went on the worker (restore, run, upload, commit)
+    /// and what it stored; zero from workers that do not say.
+    pub phases: StepPhases,
+    /// Its cache mounts were captured after its result; the commit landed
+    /// at `commit_done_ms` (0: not yet).
+    pub commit_follows: bool,
+    pub commit_done_ms: u64,
 }
 
 /// The build page's data (also what the live feed sends as `steps`).
@@ -143,6 +160,9 @@ pub fn build_view(m: &StateMachine, history: &BuildHistory, namespace: &str, id:
                 worker_ms: t.worker_ms,
                 bytes_restored: t.bytes_restored,
                 cached: t.cached || s.state == StepState::Cached,
+                phases: t.phases,
+                commit_follows: t.commit_follows,
+                commit_done_ms: t.commit_done_ms,
             }
         })
         .collect();

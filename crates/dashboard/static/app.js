@@ -188,9 +188,41 @@ function buildPage(initial) {
       } else if (s.started_ms) {
         if (s.ready_ms && s.started_ms > s.ready_ms) { seg("wait", s.ready_ms, s.started_ms, "waited " + fmtMs(s.started_ms - s.ready_ms)); parts.push("waited " + fmtMs(s.started_ms - s.ready_ms)); }
         const stop = s.finished_ms || now;
-        seg(s.state === "failed" ? "failed" : "run", s.started_ms, stop, "ran " + fmtMs(stop - s.started_ms));
-        parts.push((s.finished_ms ? "ran " : "running for ") + fmtMs(stop - s.started_ms));
-        if (s.worker_ms) parts.push("worker measured " + fmtMs(s.worker_ms));
+        const p = s.phases;
+        const inlineCommit = s.commit_follows ? 0 : p.commit_ms;
+        const measured = p.restore_ms + p.run_ms + p.upload_ms + inlineCommit;
+        if (s.finished_ms && measured > 0) {
+          // The worker's phases, laid end to end from the step's start on
+          // this coordinator's clock (what is left is reporting and dispatch).
+          let t = s.started_ms;
+          const phase = (cls, ms, label) => {
+            if (ms <= 0) return;
+            const end = Math.min(t + ms, stop);
+            seg(cls, t, end, label + " " + fmtMs(ms));
+            parts.push(label + " " + fmtMs(ms));
+            t = end;
+          };
+          phase("restore", p.restore_ms, p.cache_restore_ms ? "restore (cache mounts " + fmtMs(p.cache_restore_ms) + ")" : "restore");
+          phase(s.state === "failed" ? "failed" : "run", p.run_ms, "run");
+          phase("upload", p.upload_ms, "upload");
+          phase("commit", inlineCommit, "commit");
+          if (stop > t) seg("other", t, stop, "reporting and dispatch " + fmtMs(stop - t));
+        } else {
+          seg(s.state === "failed" ? "failed" : "run", s.started_ms, stop, "ran " + fmtMs(stop - s.started_ms));
+          parts.push((s.finished_ms ? "ran " : "running for ") + fmtMs(stop - s.started_ms));
+          if (s.worker_ms) parts.push("worker measured " + fmtMs(s.worker_ms));
+        }
+        if (s.commit_follows && s.finished_ms) {
+          // The cache mounts are captured after the step, while the next
+          // steps run; the build ends once the commit lands.
+          const end = Math.max(s.commit_done_ms || now, s.finished_ms);
+          const what = (s.commit_done_ms ? "commit after the step " : "committing for ") + fmtMs(end - s.finished_ms) +
+            (p.commit_ms ? " (capture " + fmtMs(p.commit_ms) + ")" : "");
+          seg("commit late", s.finished_ms, end, what);
+          parts.push(what);
+        }
+        const stored = p.layer_bytes + p.cache_bytes_uploaded;
+        if (stored) parts.push("stored " + fmtBytes(stored));
       } else {
         parts.push(s.state);
       }

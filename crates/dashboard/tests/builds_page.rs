@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use rbk_coordinator::build_history::BuildHistory;
-use rbk_coordinator::model::{BuildState, StepNode};
+use rbk_coordinator::build_history::{BuildHistory, HistoryLimits};
+use rbk_coordinator::model::{BuildEvent, BuildState, StepNode};
 use rbk_coordinator::state::{Command, CoordinatorState, MemoryState, StepState, query};
 use rbk_dashboard::pages::render_builds_page;
 
@@ -25,7 +25,7 @@ async fn state_with(builds: usize, steps: usize) -> MemoryState {
         let build_id = format!("build-{b:04}");
         let steps_list = graph.iter().map(|n| (n.id.clone(), n.key.clone())).collect();
         state
-            .apply(Command::CreateBuild { build_id: build_id.clone(), namespace: ns.into(), steps: steps_list, now_ms: 1_000 + b as u64, graph })
+            .apply(Command::CreateBuild { build_id: build_id.clone(), namespace: ns.into(), steps: steps_list, now_ms: 1_000 + b as u64, graph, submitter: format!("{ns}-bot") })
             .await
             .unwrap();
         for s in 0..steps {
@@ -46,6 +46,8 @@ async fn the_builds_page_lists_only_the_tenants_builds_newest_first() {
     let page = query(&state, |m| render_builds_page(m, &BuildHistory::default(), "team-b")).unwrap();
     let ids: Vec<&str> = page.match_indices("href=\"/builds/build-").map(|(i, _)| &page[i + 14..i + 24]).collect();
     assert_eq!(ids, ["build-0019", "build-0009"]);
+    assert!(page.contains("<td class=\"submitter\">team-b-bot</td>"), "who submitted each build");
+    assert!(!page.contains("team-a-bot"), "another tenant's token names are not shown");
 }
 
 #[tokio::test]
@@ -53,7 +55,7 @@ async fn a_step_name_with_markup_is_shown_as_text() {
     let state = MemoryState::new();
     let graph = vec![StepNode { id: "s".into(), key: "k".into(), name: "RUN echo '<script>alert(1)</script>'".into(), ..Default::default() }];
     state
-        .apply(Command::CreateBuild { build_id: "b1".into(), namespace: "team-a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph })
+        .apply(Command::CreateBuild { build_id: "b1".into(), namespace: "team-a".into(), steps: vec![("s".into(), "k".into())], now_ms: 1, graph, submitter: String::new() })
         .await
         .unwrap();
     let page = query(&state, |m| render_builds_page(m, &BuildHistory::default(), "team-a")).unwrap();
@@ -70,11 +72,20 @@ async fn rendering_the_builds_page_of_a_thousand_builds_is_measured() {
     let all = MemoryState::new();
     for b in query(&state, |m| m.builds_of("team-a", 1000).into_iter().chain(m.builds_of("team-b", 1000)).collect::<Vec<_>>()) {
         let steps = b.steps.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
-        all.apply(Command::CreateBuild { build_id: b.id.clone(), namespace: "team-a".into(), steps, now_ms: b.created_ms, graph: b.graph })
+        all.apply(Command::CreateBuild { build_id: b.id.clone(), namespace: "team-a".into(), steps, now_ms: b.created_ms, graph: b.graph, submitter: String::new() })
             .await
             .unwrap();
     }
+    // This node ran every one of them and keeps their step times.
     let history = BuildHistory::default();
+    history.set_limits(HistoryLimits { builds: 1000, log_bytes_per_build: 1 << 20 });
+    for b in query(&all, |m| m.builds_of("team-a", 1000)) {
+        for s in &b.steps {
+            history.record(&b.id, &BuildEvent::Started { step_id: s.id.clone(), worker_id: "w".into(), attempt: 1, name: String::new() });
+            let done = BuildEvent::Finished { step_id: s.id.clone(), worker_id: "w".into(), duration_ms: 5, bytes_restored: 10, layers: vec![], config: vec![] };
+            history.record(&b.id, &done);
+        }
+    }
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..5 {

@@ -146,6 +146,7 @@ mod tests {
             serving: Default::default(),
             serving_tx,
             voters: Default::default(),
+            replication: Default::default(),
         }
     }
 

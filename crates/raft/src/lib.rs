@@ -41,7 +41,7 @@ use rbk_coordinator::state::{Command, CoordinatorState, Outcome, StateError, Sta
 use rbk_proto::raft::raft_server::RaftServer;
 use tokio::sync::{oneshot, watch};
 
-pub use shared::{MemberChange, MemberChangeError};
+pub use shared::{MemberChange, MemberChangeError, Replication};
 use node::{Node, NodeOptions};
 use shared::{Input, Shared};
 use storage::DiskStorage;
@@ -124,6 +124,7 @@ impl RaftState {
             serving: AtomicBool::new(false),
             serving_tx,
             voters: RwLock::new(conf_voters),
+            replication: RwLock::new(None),
         });
         let auth = secret.as_ref().map(|s| format!("Bearer {s}").parse().expect("a trimmed secret file is a valid header"));
         let tls = config.tls.as_ref().map(peer_tls::PeerTls::load).transpose()?;
@@ -205,6 +206,12 @@ impl RaftState {
         let voters = self.shared.voters.read().unwrap_or_else(|e| e.into_inner()).clone();
         let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
         peers.iter().map(|(id, p)| (*id, p.clone(), voters.contains(id))).collect()
+    }
+
+    /// How far each member's log matches this node's, when it leads
+    /// (`None` on a follower: only the leader tracks it).
+    pub fn replication(&self) -> Option<shared::Replication> {
+        self.shared.replication.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Asks the leader (this node) to add or remove a voter.

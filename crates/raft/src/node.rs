@@ -116,6 +116,7 @@ impl Node {
             }
             if Instant::now() >= next_tick {
                 self.raw.tick();
+                self.publish_replication();
                 next_tick += self.opts.tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.opts.tick;
@@ -304,6 +305,18 @@ impl Node {
         metrics.set_raft_leader(raft.leader_id, raft.state == StateRole::Leader);
         metrics.set_raft_commit_index(raft.raft_log.committed);
         metrics.set_raft_applied_index(raft.raft_log.applied);
+    }
+
+    /// What the leader knows of its followers' logs, for readers on other
+    /// threads (the Cluster page).
+    fn publish_replication(&self) {
+        let raft = &self.raw.raft;
+        let replication = (raft.state == StateRole::Leader).then(|| crate::shared::Replication {
+            last_index: raft.raft_log.last_index(),
+            commit_index: raft.raft_log.committed,
+            matched: raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect(),
+        });
+        *self.shared.replication.write().unwrap_or_else(|e| e.into_inner()) = replication;
     }
 
     fn fail_pending(&mut self) {

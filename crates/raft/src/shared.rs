@@ -52,6 +52,24 @@ pub(crate) enum Input {
     Stop,
 }
 
+/// How far each member's log matches the leader's, as the leader sees it
+/// (raft-rs's `Progress`): the web dashboard's replication lag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// The leader's last log index and commit index.
+    pub last_index: u64,
+    pub commit_index: u64,
+    /// Member id → the highest index known to match the leader's log.
+    pub matched: BTreeMap<u64, u64>,
+}
+
+impl Replication {
+    /// Entries `member` lacks of the leader's log (`None`: not tracked).
+    pub fn lag(&self, member: u64) -> Option<u64> {
+        self.matched.get(&member).map(|m| self.last_index.saturating_sub(*m))
+    }
+}
+
 /// State readable from any thread.
 pub struct Shared {
     pub id: u64,
@@ -66,6 +84,9 @@ pub struct Shared {
     /// Flips with `serving`, for the scheduler's start/stop.
     pub serving_tx: watch::Sender<bool>,
     pub voters: RwLock<Vec<u64>>,
+    /// The leader's view of its followers (refreshed every tick; `None`
+    /// on a follower, which does not know it).
+    pub replication: RwLock<Option<Replication>>,
 }
 
 impl Shared {

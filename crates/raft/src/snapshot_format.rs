@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rbk_coordinator::raft_config::PeerAddress;
-use rbk_coordinator::state::{LegacyStateMachine, StateMachine, StateMachineV2};
+use rbk_coordinator::state::{LegacyStateMachine, StateMachine, StateMachineV2, StateMachineV3};
 use serde::{Deserialize, Serialize};
 
 /// What a snapshot holds: the state machine and where the members listen.
@@ -18,10 +18,20 @@ struct SnapshotData {
     peers: BTreeMap<u64, PeerAddress>,
 }
 
-/// Leads every snapshot written since the state machine gained blob
-/// ownership (`blob_owners.rs`). bincode has no field names, so each layout
-/// is told apart before decoding by its magic.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"rbksnap3";
+/// Leads every snapshot written since the state machine gained token
+/// names, build submitters and generation sizes. bincode has no field
+/// names, so each layout is told apart before decoding by its magic.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rbksnap4";
+
+/// Led snapshots written since blob ownership (`blob_owners.rs`), until
+/// token names ([`Snapshot3Data`]).
+const SNAPSHOT3_MAGIC: &[u8; 8] = b"rbksnap3";
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot3Data {
+    machine: StateMachineV3,
+    peers: BTreeMap<u64, PeerAddress>,
+}
 
 /// Led snapshots written since the state machine gained the store
 /// collector's fences and the last-use times, until blob ownership
@@ -51,6 +61,10 @@ pub(crate) fn encode_snapshot(machine: &StateMachine, peers: &BTreeMap<u64, Peer
 
 /// Restores what a snapshot on disk held (used at startup).
 pub(crate) fn restore(data: &[u8]) -> Result<(StateMachine, BTreeMap<u64, PeerAddress>), String> {
+    if let Some(v3) = data.strip_prefix(SNAPSHOT3_MAGIC) {
+        let d: Snapshot3Data = bincode::deserialize(v3).map_err(|e| format!("a snapshot of the layout before token names: {e}"))?;
+        return Ok((d.machine.into(), d.peers));
+    }
     if let Some(v2) = data.strip_prefix(SNAPSHOT2_MAGIC) {
         let d: Snapshot2Data = bincode::deserialize(v2).map_err(|e| format!("a snapshot of the layout before blob ownership: {e}"))?;
         return Ok((d.machine.into(), d.peers));
@@ -69,7 +83,7 @@ pub(crate) fn restore(data: &[u8]) -> Result<(StateMachine, BTreeMap<u64, PeerAd
 
 #[cfg(test)]
 mod snapshot_tests {
-    use rbk_coordinator::state::{CacheHead, Command, HeadKey, Principal};
+    use rbk_coordinator::state::{CacheHeadV3, Command, HeadKey, Principal};
 
     use super::*;
 
@@ -85,7 +99,7 @@ mod snapshot_tests {
         let snapshot = text.parse().unwrap();
         let mut legacy = LegacyStateMachine::default();
         legacy.tokens.insert("hash".into(), Principal::Tenant("team".into()));
-        legacy.heads.insert(key.clone(), CacheHead { snapshot, generation: 3, total_bytes: 5, updated_ms: 9, history: vec![(3, snapshot)] });
+        legacy.heads.insert(key.clone(), CacheHeadV3 { snapshot, generation: 3, total_bytes: 5, updated_ms: 9, history: vec![(3, snapshot)] });
         let data = bincode::serialize(&LegacySnapshotData { machine: legacy, peers: peers() }).unwrap();
 
         let (machine, restored_peers) = restore(&data).unwrap();
@@ -105,7 +119,7 @@ mod snapshot_tests {
         v2.actions.insert(("team".into(), "k".into()), result);
         let manifest = format!("{}-5", "2".repeat(64)).parse().unwrap();
         let key = HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 };
-        v2.heads.insert(key, CacheHead { snapshot: manifest, generation: 1, total_bytes: 5, updated_ms: 9, history: vec![(1, manifest)] });
+        v2.heads.insert(key, CacheHeadV3 { snapshot: manifest, generation: 1, total_bytes: 5, updated_ms: 9, history: vec![(1, manifest)] });
         let mut data = SNAPSHOT2_MAGIC.to_vec();
         bincode::serialize_into(&mut data, &Snapshot2Data { machine: v2, peers: peers() }).unwrap();
 
@@ -114,6 +128,34 @@ mod snapshot_tests {
         assert!(machine.tenant_has_blob("team", &layer) && machine.tenant_has_blob("team", &manifest));
         assert!(!machine.tenant_has_blob("other", &layer));
         assert_eq!(restored_peers, peers());
+    }
+
+    #[test]
+    fn a_snapshot_taken_before_token_names_restores_its_builds_and_heads_with_neither_names_nor_sizes() {
+        use rbk_coordinator::state::{BuildRecordV3, BuildState};
+        let mut v3 = StateMachineV3::default();
+        let manifest = format!("{}-5", "2".repeat(64)).parse().unwrap();
+        let key = HeadKey { namespace: "team".into(), cache_id: "pip".into(), slot: 0 };
+        v3.heads.insert(key.clone(), CacheHeadV3 { snapshot: manifest, generation: 2, total_bytes: 5, updated_ms: 9, history: vec![(2, manifest)] });
+        let build = BuildRecordV3 {
+            id: "b1".into(),
+            namespace: "team".into(),
+            state: BuildState::Succeeded,
+            steps: vec![],
+            created_ms: 1,
+            finished_ms: 2,
+            message: String::new(),
+            graph: vec![],
+        };
+        v3.builds.insert("b1".into(), build);
+        let mut data = SNAPSHOT3_MAGIC.to_vec();
+        bincode::serialize_into(&mut data, &Snapshot3Data { machine: v3, peers: peers() }).unwrap();
+
+        let (machine, _) = restore(&data).unwrap();
+
+        assert_eq!(machine.build("b1").map(|b| (b.namespace.as_str(), b.submitter.as_str())), Some(("team", "")));
+        let head = machine.head(&key).unwrap();
+        assert_eq!((head.generation, head.sizes.len()), (2, 0));
     }
 
     #[test]

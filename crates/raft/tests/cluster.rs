@@ -120,3 +120,37 @@ async fn a_wiped_node_catches_up_through_a_snapshot() {
     wait_for(&n3, "hash-29").await;
     assert!(dir.path().join("n3/snapshot").exists());
 }
+
+/// Waits until the leader's view of replication satisfies `ok`.
+async fn replication_until(leader: &RaftState, what: &str, ok: impl Fn(&rbk_raft::Replication) -> bool) -> rbk_raft::Replication {
+    let start = Instant::now();
+    loop {
+        let r = leader.replication();
+        if let Some(r) = r.as_ref().filter(|r| ok(r)) {
+            return r.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{what} within 15 s: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reports_each_followers_lag_and_a_stopped_follower_falls_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (nodes, l) = start_and_write(dir.path(), &ports, 3, 1000, 5).await;
+    let followers: Vec<u64> = nodes.iter().map(RaftState::id).filter(|id| *id != nodes[l].id()).collect();
+    assert!(nodes.iter().enumerate().filter(|(i, _)| *i != l).all(|(_, n)| n.replication().is_none()), "only the leader knows");
+    let r = replication_until(&nodes[l], "every follower caught up", |r| followers.iter().all(|f| r.lag(*f) == Some(0))).await;
+    assert_eq!(r.matched.len(), 3);
+    // One follower stops; the others keep up, it falls behind by what was written since.
+    let stopped = nodes.iter().position(|n| n.id() == followers[0]).unwrap();
+    nodes[stopped].stop();
+    for i in 5..15 {
+        nodes[l].apply(token(i)).await.unwrap();
+    }
+    let written = r.last_index + 10;
+    let r = replication_until(&nodes[l], "the running follower caught up", |r| r.matched.get(&followers[1]).is_some_and(|m| *m >= written)).await;
+    assert_eq!(r.lag(followers[1]), Some(0), "{r:?}");
+    assert!(r.lag(followers[0]).unwrap() >= 10, "{r:?}");
+}

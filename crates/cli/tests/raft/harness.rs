@@ -617,7 +617,7 @@ async fn session(
     let heartbeats = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_err() {
+            if beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat::default())) }).is_err() {
                 return;
             }
         }

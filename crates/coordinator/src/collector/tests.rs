@@ -126,7 +126,7 @@ async fn a_collection_keeps_heads_their_history_action_results_and_running_build
     let (context, context_blobs) = f.snapshot(&[("Dockerfile", "FROM scratch")]).await;
     let base_layer = f.blob("a base-image layer").await;
     let graph = vec![step_reading_context(context, base_layer)];
-    let create = Command::CreateBuild { build_id: "b1".into(), namespace: "team".into(), steps: vec![("s1".into(), "k1".into())], now_ms: 1, graph };
+    let create = Command::CreateBuild { build_id: "b1".into(), namespace: "team".into(), steps: vec![("s1".into(), "k1".into())], now_ms: 1, graph, submitter: String::new() };
     f.state.apply(create).await.unwrap();
     let (dropped, dropped_blobs) = f.snapshot(&[("z", "a cache nobody holds any more")]).await;
     f.heads.commit(&head("npm"), 0, dropped, 1, 1, 1).await.unwrap();

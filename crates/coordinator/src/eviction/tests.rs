@@ -29,7 +29,7 @@ fn step(key: &str, caches: &[&str]) -> StepNode {
 
 fn create_build(m: &mut StateMachine, id: &str, tenant: &str, graph: Vec<StepNode>, at_ms: u64) {
     let steps = graph.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
-    m.apply(Command::CreateBuild { build_id: id.into(), namespace: tenant.into(), steps, now_ms: at_ms, graph }).unwrap();
+    m.apply(Command::CreateBuild { build_id: id.into(), namespace: tenant.into(), steps, now_ms: at_ms, graph, submitter: String::new() }).unwrap();
 }
 
 fn finish(m: &mut StateMachine, id: &str) {

@@ -386,7 +386,7 @@ mod tests {
     async fn running_on_w1_when_the_leader_dies(state: &Arc<MemoryState>) -> (String, Assignment) {
         let old = start(state.clone());
         let mut w = old.worker_up(info("w1")).await.unwrap();
-        let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", &[])], no_cache: false };
+        let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", &[])], no_cache: false, submitter: String::new() };
         let (build_id, _events) = old.submit(req).await.unwrap();
         let a = next_assignment(&mut w.assignments).await;
         wait_for(state, "step a recorded running on w1", |m| {
@@ -497,7 +497,7 @@ mod tests {
         let state = Arc::new(MemoryState::new());
         let old = start(state.clone());
         let mut w = old.worker_up(info("w1")).await.unwrap();
-        let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", &[]), node("b", &["a"])], no_cache: false };
+        let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", &[]), node("b", &["a"])], no_cache: false, submitter: String::new() };
         let (build_id, _events) = old.submit(req).await.unwrap();
         assert_eq!(run_next(&old, "w1", w.conn, &mut w.assignments).await, "a");
         // Wait until a is recorded done, then the leader goes away mid-build.

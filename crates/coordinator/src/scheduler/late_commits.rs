@@ -15,7 +15,7 @@
 
 use super::{Core, Msg, foreign_commit};
 use crate::cache_heads::CacheHeads;
-use crate::model::{BuildEvent, BuildState, CacheCommit, HeadKey, StepNode};
+use crate::model::{BuildEvent, BuildState, CacheCommit, HeadKey, StepNode, StepPhases};
 use crate::state::now_ms;
 use rbk_proto::replay::COMMIT_STREAM;
 use rbk_store::Digest;
@@ -79,6 +79,32 @@ fn bytes(n: u64) -> String {
 }
 
 impl Core {
+    /// Keeps what a worker said of where an assignment's time went, in the
+    /// history of every step it ran for (its result's phases while it
+    /// runs, its capture's once its commits follow); only from the worker
+    /// holding it.
+    pub(super) fn record_phases(&self, worker_id: &str, assignment_id: &str, phases: &StepPhases) {
+        let running = self
+            .assignments
+            .get(assignment_id)
+            .and_then(|k| self.execs.get(k))
+            .filter(|e| e.running.as_ref().is_some_and(|r| r.assignment_id == assignment_id && r.worker_id == worker_id))
+            .map(|e| &e.waiters);
+        let late = self.late.get(assignment_id).filter(|l| l.worker_id == worker_id).map(|l| &l.waiters);
+        for (bid, sid) in running.or(late).into_iter().flatten() {
+            self.hub.history().record_phases(bid, sid, phases);
+        }
+    }
+
+    /// The late commit of `waiters` is over (landed, failed or lost): the
+    /// timeline's commit span ends now.
+    fn commit_done(&self, waiters: &[(String, String)]) {
+        let at = now_ms();
+        for (bid, sid) in waiters {
+            self.hub.history().record_commit_done(bid, sid, at);
+        }
+    }
+
     /// Whether a step of `build_id` still owes its commits.
     pub(super) fn awaits_commits(&self, build_id: &str) -> bool {
         self.late.values().any(|l| l.waiters.iter().any(|(b, _)| b == build_id))
@@ -136,6 +162,7 @@ impl Core {
     /// A step's late commits are in (or failed): its builds may end.
     pub(super) async fn commits_landed(&mut self, assignment_id: String, worker_id: String, waiters: Vec<(String, String)>, result: Result<Vec<Landed>, String>) {
         self.late.remove(&assignment_id);
+        self.commit_done(&waiters);
         match result {
             Ok(landed) => {
                 for l in &landed {
@@ -168,6 +195,7 @@ impl Core {
             let _ = self.heads.release(&assignment_id).await;
             tracing::warn!(worker = worker_id, assignment = %assignment_id, "worker lost before it sent its cache commits");
             self.commit_line(&late.waiters, worker_id, "cache commit lost (the worker left before it was sent); the cache keeps its previous head");
+            self.commit_done(&late.waiters);
             for (bid, _) in &late.waiters {
                 self.end_if_complete(bid).await;
             }

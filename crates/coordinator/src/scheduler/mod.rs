@@ -411,6 +411,8 @@ struct WorkerSlot {
     running: BTreeSet<String>,
     last_seen: Instant,
     draining: bool,
+    /// Its disk use, from its last heartbeat that said (the Workers page).
+    disk: Option<crate::model::DiskUse>,
 }
 
 struct LiveBuild {
@@ -539,7 +541,7 @@ impl Core {
                 tracing::info!(worker = %info.id, platform = %info.platform, "worker connected");
                 self.workers.insert(
                     info.id.clone(),
-                    WorkerSlot { info: info.clone(), conn, tx, running: kept, last_seen: Instant::now(), draining: false },
+                    WorkerSlot { info: info.clone(), conn, tx, running: kept, last_seen: Instant::now(), draining: false, disk: None },
                 );
                 let _ = reply.send(Ok(conn));
                 self.claim_reports(Some(&info.id)).await;
@@ -601,6 +603,7 @@ impl Core {
             steps: steps_kv,
             now_ms: now,
             graph: req.steps.clone(),
+            submitter: req.submitter.clone(),
         };
         // Guarded: a context or base layer the client found present may be
         // in a batch the store collector is deleting (`gc_fence.rs`).
@@ -822,6 +825,8 @@ impl Core {
                 w.draining = true;
                 let _ = w.tx.send(ToWorker::DrainAck);
             }
+            FromWorker::Disk(d) => w.disk = Some(d),
+            FromWorker::Phases { assignment_id, phases } => self.record_phases(&worker_id, &assignment_id, &phases),
             FromWorker::Log { assignment_id, stream, line } => {
                 let limit = self.config.max_step_log_bytes;
                 let Some(exec) = self.assignments.get(&assignment_id).and_then(|k| self.execs.get_mut(k)) else { return };
@@ -883,6 +888,9 @@ impl Core {
                 tracing::info!(duration_ms, bytes_restored, commits = commits.len(), commits_follow, "step succeeded; committing");
                 running.committing = true;
                 if commits_follow {
+                    for (bid, sid) in &exec.waiters {
+                        self.hub.history().record_commit_follows(bid, sid);
+                    }
                     self.late.insert(
                         assignment_id.clone(),
                         late_commits::LateCommit {

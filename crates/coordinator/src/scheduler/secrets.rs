@@ -106,7 +106,7 @@ mod tests {
             Scheduler::start(state, heads, SchedulerConfig { secret_wait: wait, ..Default::default() })
         };
         let old = start(state.clone());
-        let req = BuildRequest { namespace: "team".into(), steps: vec![secret_step("a")], no_cache: false };
+        let req = BuildRequest { namespace: "team".into(), steps: vec![secret_step("a")], no_cache: false, submitter: String::new() };
         let secrets = Secrets([("tok".to_owned(), b"s3cr3t".to_vec())].into());
         let (build_id, _) = old.submit_with_secrets(req, secrets).await.unwrap();
         old.step_down();

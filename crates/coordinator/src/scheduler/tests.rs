@@ -74,7 +74,7 @@ impl Harness {
     }
 
     async fn submit_ns(&self, ns: &str, steps: Vec<StepNode>, no_cache: bool) -> (String, mpsc::UnboundedReceiver<BuildEvent>) {
-        self.sched.submit(BuildRequest { namespace: ns.into(), steps, no_cache }).await.unwrap()
+        self.sched.submit(BuildRequest { namespace: ns.into(), steps, no_cache, submitter: String::new() }).await.unwrap()
     }
 
     fn succeed(&self, w: &TestWorker, a: &Assignment) {
@@ -486,7 +486,7 @@ async fn secrets_travel_in_assignments_but_never_into_state() {
     let h = harness();
     let mut w = h.worker("w1", 1).await;
     let secrets = Secrets(BTreeMap::from([("npmrc".to_string(), b"token-xyz-123".to_vec())]));
-    let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", "ka", &[])], no_cache: false };
+    let req = BuildRequest { namespace: "team".into(), steps: vec![node("a", "ka", &[])], no_cache: false, submitter: String::new() };
     let (_, mut rx) = h.sched.submit_with_secrets(req, secrets.clone()).await.unwrap();
     let a = w.assignment().await;
     assert_eq!(a.secrets, secrets);
@@ -553,7 +553,7 @@ async fn a_result_sent_twice_is_committed_once() {
     let sched = Scheduler::start(state.clone(), CacheHeads::new(state.clone(), merger.clone()), SchedulerConfig::default());
     let link = sched.worker_up(WorkerInfo { id: "w1".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await.unwrap();
     let mut w = TestWorker { id: "w1".into(), conn: link.conn, rx: link.assignments };
-    let req = BuildRequest { namespace: "team".into(), steps: vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)], no_cache: false };
+    let req = BuildRequest { namespace: "team".into(), steps: vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)], no_cache: false, submitter: String::new() };
     let (_, mut ev) = sched.submit(req).await.unwrap();
     let a = w.assignment().await;
     let snap = merger.store([("once".to_string(), "1".to_string())].into());
@@ -635,7 +635,7 @@ async fn a_build_whose_context_manifest_is_not_in_the_store_is_refused_naming_th
     let sched = h.sched.clone().with_contexts(Arc::new(rbk_store::MemoryStore::default()));
     let mut step = node("copy", "k", &[]);
     step.payload = format!(r#"{{"context":"{}","version":1}}"#, Digest::of(b"never uploaded")).into_bytes();
-    let refused = sched.submit(BuildRequest { namespace: "team".into(), steps: vec![step], no_cache: false }).await.unwrap_err();
+    let refused = sched.submit(BuildRequest { namespace: "team".into(), steps: vec![step], no_cache: false, submitter: String::new() }).await.unwrap_err();
     assert!(matches!(refused, SchedulerError::BadContext(_)), "{refused}");
     assert!(refused.to_string().contains("step copy (RUN copy)") && refused.to_string().contains("not in the store"), "{refused}");
     assert!(query(&*h.state, |m| m.builds_of("team", 10).is_empty()), "a build was created");
@@ -648,7 +648,7 @@ async fn a_tenant_at_its_build_limit_is_refused_while_another_tenant_is_not() {
     let h = harness_with(SchedulerConfig { max_builds_per_tenant: 2, ..Default::default() });
     let (_, _a1) = h.submit_ns("team", vec![node("a", "k-a", &[])], false).await;
     let (_, _a2) = h.submit_ns("team", vec![node("b", "k-b", &[])], false).await;
-    let refused = h.sched.submit(BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[])], no_cache: false }).await.unwrap_err();
+    let refused = h.sched.submit(BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[])], no_cache: false, submitter: String::new() }).await.unwrap_err();
     assert!(matches!(refused, SchedulerError::Quota(_)), "{refused}");
     assert!(refused.to_string().contains("max_builds_per_tenant = 2"), "{refused}");
     let (_, _other) = h.submit_ns("team-b", vec![node("d", "k-d", &[])], false).await;
@@ -659,7 +659,7 @@ async fn a_build_that_would_take_a_tenant_past_its_step_limit_is_refused_and_fit
     let h = harness_with(SchedulerConfig { max_steps_per_tenant: 3, ..Default::default() });
     let mut w = h.worker("w1", 1).await;
     let (_, mut first) = h.submit(vec![node("a", "k-a", &[]), node("b", "k-b", &["a"])]).await;
-    let two_more = || BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[]), node("d", "k-d", &["c"])], no_cache: false };
+    let two_more = || BuildRequest { namespace: "team".into(), steps: vec![node("c", "k-c", &[]), node("d", "k-d", &["c"])], no_cache: false, submitter: String::new() };
     let refused = h.sched.submit(two_more()).await.unwrap_err();
     assert!(refused.to_string().contains("max_steps_per_tenant = 3"), "{refused}");
     for _ in 0..2 {
@@ -875,4 +875,49 @@ async fn a_native_worker_is_preferred_to_an_emulating_one() {
     let b = arm.assignment().await;
     h.succeed(&arm, &b);
     assert_eq!(final_state(&finish(&mut rx).await), BuildState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_steps_phases_and_its_late_commit_reach_the_build_history() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (build, mut ev) = h.submit(vec![with_cache(node("a", "ka", &[]), "pip", Sharing::Shared)]).await;
+    let a = w.assignment().await;
+    let ran = StepPhases { restore_ms: 30, cache_restore_ms: 20, run_ms: 500, upload_ms: 40, layer_bytes: 4096, ..Default::default() };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: ran });
+    h.sched.worker_message(&w.id, w.conn, succeeded_commits_follow(&a));
+    let snap = h.merger.store([("wheel".to_string(), "1".to_string())].into());
+    let captured = StepPhases { commit_ms: 70, cache_bytes_uploaded: 1000, ..Default::default() };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: captured });
+    let commits = vec![CacheCommit { cache_id: "pip".into(), slot: 0, base_generation: 0, snapshot: snap, total_bytes: 1 }];
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Commits { assignment_id: a.assignment_id.clone(), commits, error: String::new() });
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    let t = h.sched.events().history().step_times(&build).unwrap()["a"];
+    assert_eq!(t.phases, StepPhases { commit_ms: 70, cache_bytes_uploaded: 1000, ..ran });
+    assert!(t.commit_follows && t.commit_done_ms >= t.started_ms && t.commit_done_ms > 0, "{t:?}");
+    assert_eq!(t.bytes_committed(), 5096);
+}
+
+#[tokio::test]
+async fn phases_from_a_worker_that_does_not_hold_the_assignment_are_ignored() {
+    let h = harness();
+    let mut w = h.worker("w", 1).await;
+    let (build, mut ev) = h.submit(vec![node("a", "ka", &[])]).await;
+    let a = w.assignment().await;
+    let other = h.worker("other", 1).await;
+    let bogus = StepPhases { run_ms: 1, layer_bytes: 1 << 40, ..Default::default() };
+    h.sched.worker_message(&other.id, other.conn, FromWorker::Phases { assignment_id: a.assignment_id.clone(), phases: bogus });
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut ev).await), BuildState::Succeeded);
+    assert_eq!(h.sched.events().history().step_times(&build).unwrap()["a"].phases, StepPhases::default());
+}
+
+#[tokio::test]
+async fn a_heartbeats_disk_use_shows_in_the_worker_view() {
+    let h = harness();
+    let w = h.worker("w", 1).await;
+    assert_eq!(h.sched.workers().await[0].disk, None);
+    let disk = DiskUse { used_bytes: 3 << 30, limit_bytes: 50 << 30, layer_bytes: 1 << 30, layer_limit_bytes: 20 << 30, cache_bytes: 5, blob_bytes: 7 };
+    h.sched.worker_message(&w.id, w.conn, FromWorker::Disk(disk));
+    assert_eq!(h.sched.workers().await[0].disk, Some(disk));
 }

@@ -23,6 +23,9 @@ pub struct WorkerView {
     pub snapshots_held: usize,
     /// The steps it runs now.
     pub running: Vec<RunningStep>,
+    /// Its disk against its limits, from its heartbeats (`None`: it has
+    /// not said; an operator's figure, not a tenant's).
+    pub disk: Option<crate::model::DiskUse>,
 }
 
 /// A step running on a worker: whose it is and what it is.
@@ -47,6 +50,7 @@ impl Core {
                 last_seen_ago_ms: w.last_seen.elapsed().as_millis() as u64,
                 layers_held: w.info.layers.len(),
                 snapshots_held: w.info.snapshots.len(),
+                disk: w.disk,
                 running: w
                     .running
                     .iter()

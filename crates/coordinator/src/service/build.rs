@@ -32,6 +32,10 @@ impl Build for BuildService {
 
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<Response<Self::SubmitStream>, Status> {
         let namespace = tenant_of(&req)?;
+        // Who submitted, by the name the token file gives the token (the
+        // tenant's name when it gives none).
+        let hash = req.extensions().get::<crate::auth::Credential>().map(|c| c.0.clone()).unwrap_or_default();
+        let submitter = query(&*self.state, |m| m.token_name(&hash).map(str::to_owned)).unwrap_or_else(|| namespace.clone());
         let req = req.into_inner();
         let options = req.options.unwrap_or_default();
         // Kept in the scheduler's memory for this build only (see Secrets).
@@ -45,7 +49,7 @@ impl Build for BuildService {
         let steps = req.steps.into_iter().map(step_from_wire).collect::<Result<_, _>>()?;
         let (build_id, events) = self
             .scheduler
-            .submit_with_secrets(BuildRequest { namespace, steps, no_cache: options.no_cache }, Secrets(secrets))
+            .submit_with_secrets(BuildRequest { namespace, steps, no_cache: options.no_cache, submitter }, Secrets(secrets))
             .await
             .map_err(scheduler_status)?;
         Ok(Response::new(super::submit_stream::bounded(build_id, events, super::submit_stream::SUBMIT_BACKLOG)))

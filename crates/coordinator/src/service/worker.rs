@@ -72,6 +72,16 @@ impl Worker for WorkerService {
                         break;
                     }
                 };
+                // A heartbeat's disk use and a result's (or late commit's)
+                // phases go to the scheduler just before the message itself.
+                let extra = match &msg.msg {
+                    Some(Msg::Heartbeat(pw::Heartbeat { disk: Some(d) })) => Some(FromWorker::Disk(crate::wire::disk_from_wire(d))),
+                    Some(Msg::Result(pw::StepResult { assignment_id, phases: Some(p), .. }))
+                    | Some(Msg::Commits(pw::CacheCommits { assignment_id, phases: Some(p), .. })) => {
+                        Some(FromWorker::Phases { assignment_id: assignment_id.clone(), phases: crate::wire::phases_from_wire(p) })
+                    }
+                    _ => None,
+                };
                 let msg = match msg.msg {
                     // A token removed from the token file ends the sessions
                     // it opened at their next heartbeat.
@@ -105,6 +115,9 @@ impl Worker for WorkerService {
                     },
                     Some(Msg::Register(_)) | None => continue,
                 };
+                if let Some(extra) = extra {
+                    scheduler.worker_message(&worker_id, conn, extra);
+                }
                 scheduler.worker_message(&worker_id, conn, msg);
             }
             scheduler.worker_down(&worker_id, conn);

@@ -95,7 +95,7 @@ async fn a_revoked_tenant_token_is_refused_and_a_revoked_workers_session_ends_at
     assert!(refused.message().contains("revoked"), "{refused:?}");
     let mut b = farm.client(TENANT_B).await;
     b.inner.list(bearer(pb::ListRequest::default(), TENANT_B)).await.expect("tenant B is still in the file");
-    w.send(Up::Heartbeat(pw::Heartbeat {}));
+    w.send(Up::Heartbeat(pw::Heartbeat::default()));
     let ended = tokio::time::timeout(WAIT, async {
         loop {
             match w.down.message().await {

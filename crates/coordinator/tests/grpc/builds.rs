@@ -148,7 +148,7 @@ async fn a_graph_with_a_cycle_is_refused_naming_the_steps() {
 async fn a_worker_must_register_first() {
     let farm = farm().await;
     let mut client = rbk_proto::worker::worker_client::WorkerClient::new(farm.channel().await);
-    let hb = pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) };
+    let hb = pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat::default())) };
     let err = client.session(bearer(futures::stream::iter(vec![hb]), WORKER)).await.err().unwrap();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("first message"), "{}", err.message());
@@ -169,7 +169,7 @@ async fn a_worker_that_goes_silent_on_an_open_stream_has_its_step_retried() {
     let mut alive = farm.worker("alive", 1).await;
     let beat = alive.tx.clone();
     let beating = tokio::spawn(async move {
-        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
+        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat::default())) }).is_ok() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     });
@@ -256,3 +256,43 @@ async fn a_submitting_client_that_does_not_read_is_dropped_with_an_error_and_can
     assert!(matches!(&last, Some(Event::BuildFinished(f)) if f.state == "succeeded"), "{last:?}");
 }
 
+
+#[tokio::test]
+async fn a_build_records_the_name_of_the_token_that_submitted_it_or_its_tenants_for_an_unnamed_token() {
+    let farm = farm().await;
+    let named = farm.client(TENANT_A).await.submit(vec![step("a", "k-named", &[])]).await.unwrap();
+    let unnamed = farm.client(TENANT_B).await.submit(vec![step("a", "k-unnamed", &[])]).await.unwrap();
+    let submitter = |id: &str| rbk_coordinator::state::query(&*farm.coordinator.state, |m| m.build(id).map(|b| b.submitter.clone()));
+    assert_eq!(submitter(&named.build_id).as_deref(), Some("ci-bot"));
+    assert_eq!(submitter(&unnamed.build_id).as_deref(), Some("team-b"));
+}
+
+#[tokio::test]
+async fn a_step_results_phases_reach_the_build_history_over_the_worker_stream() {
+    let farm = farm().await;
+    let mut w = farm.worker("w1", 1).await;
+    let build = farm.client(TENANT_A).await.submit(vec![step("a", "k-phases", &[])]).await.unwrap();
+    let a = w.assignment().await;
+    let layer = rbk_store::StoreExt::put_bytes(&*farm.store, b"a layer".to_vec().into()).await.unwrap();
+    let phases = pw::StepPhases { restore_ms: 3, run_ms: 50, upload_ms: 4, layer_bytes: 7, ..Default::default() };
+    w.send(Up::Result(pw::StepResult {
+        assignment_id: a.assignment_id.clone(),
+        ok: true,
+        layers: vec![layer.to_string()],
+        config: b"{}".to_vec(),
+        phases: Some(phases),
+        ..Default::default()
+    }));
+    let history = farm.coordinator.scheduler.events().history().clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let t = history.step_times(&build.build_id).and_then(|s| s.get("a").copied());
+        if t.is_some_and(|t| t.finished_ms > 0) {
+            let p = t.unwrap().phases;
+            assert_eq!((p.restore_ms, p.run_ms, p.upload_ms, p.layer_bytes), (3, 50, 4, 7));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the step did not finish: {t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -105,7 +105,7 @@ async fn start_farm_limited(config: SchedulerConfig, real_merger: bool, limits: 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FilesystemStore::open(dir.path().join("store")).await.unwrap());
     let tokens: TokenFile = toml::from_str(&format!(
-        "[tenants]\n\"{TENANT_A}\" = \"team-a\"\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team-a\", \"team-b\"]\n"
+        "[tenants]\n\"{TENANT_A}\" = {{ tenant = \"team-a\", name = \"ci-bot\" }}\n\"{TENANT_B}\" = \"team-b\"\n[workers]\n\"{WORKER}\" = \"pool\"\n[pools.pool]\ntenants = [\"team-a\", \"team-b\"]\n"
     ))
     .unwrap();
     let merger: Arc<dyn Merger> =
@@ -324,6 +324,7 @@ impl TestWorker {
             message: String::new(),
             exit_code: 0,
             commits_follow: false,
+            phases: None,
         }));
     }
 
