@@ -407,13 +407,16 @@ fn apply_attrs(host: &Path, src: &std::fs::Metadata, attrs: &Attrs, keep_owner: 
 fn write_entry(src: &Path, root: &Path, target: &str, attrs: &Attrs, keep_owner: bool, stats: &mut CopyStats) -> Result<()> {
     let (parent, name) = target.rsplit_once('/').unwrap_or(("", target));
     let parent_host = ensure_dir(root, parent, &Attrs { chown: attrs.chown, chmod: None }, stats)?;
-    // The name itself: a symlink there would be followed (as Docker does),
-    // but only inside the root.
-    let host = resolve_in_root(root, target)?;
+    let md = std::fs::symlink_metadata(src).ctx(|| format!("reading {}", src.display()))?;
+    // The name itself: a symlink there would be followed for a file (as
+    // Docker does), but only inside the root. A symlink replaces the one at
+    // its name instead: followed, the link would overwrite what that one
+    // points to (`COPY --from=stage / /` onto the same base made
+    // /bin/busybox a link to itself).
+    let host = if md.file_type().is_symlink() { parent_host.join(name) } else { resolve_in_root(root, target)? };
     if !host.starts_with(&parent_host) && host.parent().is_some_and(|p| std::fs::symlink_metadata(p).is_err()) {
         std::fs::create_dir_all(host.parent().expect("checked")).ctx(|| format!("creating parent of {}", host.display()))?;
     }
-    let md = std::fs::symlink_metadata(src).ctx(|| format!("reading {}", src.display()))?;
     if let Ok(existing) = std::fs::symlink_metadata(&host) {
         if existing.is_dir() {
             return Err(WorkerError::path(&host, format!("cannot overwrite directory {target} with a file ({name})")));

@@ -144,6 +144,24 @@ async fn copy_from_another_stage_keeps_its_owner() {
     assert!(String::from_utf8_lossy(&e["copied/passwd"].data).contains("nobody"));
 }
 
+#[tokio::test]
+async fn copying_a_tree_of_symlinks_onto_the_same_links_replaces_the_links_not_their_targets() {
+    let base = busybox_base();
+    let (_s, ex) = executor(RuntimeKind::Runc);
+    let stage = ex.mount_readonly(&base.layers(), &base.layout).await.unwrap();
+    let inputs = StepInputs { stages: [("same".to_string(), stage.path().to_path_buf())].into(), ..Default::default() };
+    // /bin holds busybox and its applets as links to it, here and in the
+    // stage alike.
+    let s = copy(json!([{"path": {"from": {"stage": "same"}, "path": "/bin"}}]), "/bin");
+    let out = run_with(&ex, &base, s, &inputs).await;
+    let e = entries(out.layer.as_ref().unwrap());
+    assert_eq!(e["bin/sh"].link.as_deref(), Some("busybox"));
+    assert_eq!(e["bin/busybox"].kind, tar::EntryType::Regular, "busybox itself stays a file");
+    let image = extend(&base, out.layer.as_ref().unwrap());
+    let out = run_on(&ex, &base.layout, &image, json!({"kind": "run", "command": {"exec": ["/bin/sh", "-c", "echo still runs"]}}), &StepInputs::default()).await;
+    assert!(out.succeeded(), "{:?}", out.tail);
+}
+
 fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
     for (path, data) in entries {
