@@ -19,6 +19,7 @@
 # the table says so. RATE "unshaped" leaves the veth link as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/netns-link.sh
 
 RATES="${RATES:-unshaped 10gbit 5gbit 2.5gbit 1gbit}"
 ROUNDS="${ROUNDS:-3}"
@@ -49,21 +50,13 @@ moto_pid=
 cleanup() {
   set +e
   [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null && wait "$moto_pid" 2>/dev/null
-  ip link del "$HOST_IF" 2>/dev/null
-  ip netns del "$NS" 2>/dev/null
+  netns_link_down
   rm -rf "$WORK" "$WORK".*.log
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$NS"
-ip link add "$HOST_IF" type veth peer name "$NS_IF"
-ip link set "$NS_IF" netns "$NS"
-ip addr add "$HOST_ADDR/30" dev "$HOST_IF"
-ip link set "$HOST_IF" up
-ip netns exec "$NS" ip addr add "$NS_ADDR/30" dev "$NS_IF"
-ip netns exec "$NS" ip link set "$NS_IF" up
-ip netns exec "$NS" ip link set lo up
+netns_link_up
 
 start_moto() {
   ip netns exec "$NS" "$MOTO" -H "$NS_ADDR" -p "$PORT" >"$WORK.moto.log" 2>&1 &

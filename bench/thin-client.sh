@@ -17,6 +17,7 @@
 #   KEEP=1 bench/thin-client.sh              # keep the work dir (submit logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/netns-link.sh
 RBK=$(realpath "${RBK:-target/debug/rbk}")
 UP="${UP:-20mbit}" DOWN="${DOWN:-100mbit}" BASE_MB="${BASE_MB:-150}"
 REG_PORT="${REG_PORT:-37010}" COORD_PORT="${COORD_PORT:-37011}"
@@ -32,21 +33,13 @@ cleanup() {
   set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  ip link del "$HOST_IF" 2>/dev/null
-  ip netns del "$NS" 2>/dev/null
+  netns_link_down
   if [ -n "${KEEP:-}" ]; then echo "kept $W (each run's stderr: $W/FARM.N.err)" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$NS"
-ip link add "$HOST_IF" type veth peer name "$NS_IF"
-ip link set "$NS_IF" netns "$NS"
-ip addr add "$HOST_ADDR/30" dev "$HOST_IF"
-ip link set "$HOST_IF" up
-ip netns exec "$NS" ip addr add "$NS_ADDR/30" dev "$NS_IF"
-ip netns exec "$NS" ip link set "$NS_IF" up
-ip netns exec "$NS" ip link set lo up
+netns_link_up
 # Upload: the namespace end's egress; download: the host end's.
 ip netns exec "$NS" tc qdisc add dev "$NS_IF" root tbf rate "$UP" burst 256kb latency 50ms
 tc qdisc add dev "$HOST_IF" root tbf rate "$DOWN" burst 256kb latency 50ms

@@ -138,6 +138,7 @@ export RBK_TEST_BIN_REDIS_SERVER=$(command -v redis-server || echo /usr/bin/redi
 export RBK_TEST_BIN_RUNC=$(command -v runc || echo /usr/sbin/runc)
 export RBK_TEST_BIN_CRUN=$(command -v crun || echo /usr/bin/crun)
 export RBK_TEST_BIN_BUSYBOX=/bin/busybox
+export RBK_TEST_BIN_BUSYBOX_ARM64=$state/arm64-busybox/bin/busybox
 export RBK_TEST_BIN_SKOPEO=$(command -v skopeo || echo /usr/bin/skopeo)
 ENV
 }

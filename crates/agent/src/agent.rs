@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub until_idle: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Platforms it offers to run through QEMU emulation besides its own
+    /// (`rbk_worker::emulation::emulated_platforms`); empty: native only.
+    pub emulated_platforms: Vec<String>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("labels", &self.labels)
             .field("max_parallel", &self.max_parallel)
             .field("until_idle", &self.until_idle)
+            .field("emulated_platforms", &self.emulated_platforms)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +95,7 @@ impl AgentConfig {
             until_idle: None,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            emulated_platforms: vec![],
         }
     }
 }
@@ -349,6 +354,7 @@ impl Agent {
         pw::Register {
             worker_id: self.config.worker_id.clone(),
             platform: platform(),
+            emulated_platforms: self.config.emulated_platforms.clone(),
             labels: self.config.labels.clone().into_iter().collect(),
             resources: Some(pw::Resources { cpus, memory_bytes: memory_bytes(), max_parallel: self.config.max_parallel.max(1) }),
             layers: self.exec.held_layers(),

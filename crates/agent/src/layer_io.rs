@@ -2,18 +2,17 @@
 //! layer blob from the content store into the local OCI layout, and
 //! WORKDIR's directory-only layer.
 
-use std::io::Write;
 use std::path::{Component, Path};
 
-use futures::StreamExt;
-use rbk_image::{LayerOptions, OciDigest, OciLayout};
-use rbk_store::{ByteRange, Store};
+use rbk_image::{ImageError, LayerOptions, OciDigest, OciLayout};
+use rbk_store::Store;
 
 use crate::exec_error::{ExecError, Result};
 
 /// Puts the layer blob `digest` (sha256, OCI name) into `layout` from the
 /// store's blob `blake3`, unless the layout has it; checks that the bytes
-/// are the layer they claim to be. `what` names the source in errors.
+/// are the layer they claim to be ([`OciLayout::add_blob_from_store`]).
+/// `what` names the source in errors.
 pub async fn fetch_blob(
     store: &dyn Store,
     layout: &OciLayout,
@@ -30,16 +29,13 @@ pub async fn fetch_blob(
     let b3: rbk_store::Digest = blake3
         .parse()
         .map_err(|e: rbk_store::DigestParseError| ExecError::LayerDigest { layer: what.to_owned(), field: "blake3", value: blake3.to_owned(), message: e.to_string() })?;
-    // Streamed to a temporary file in the layout (a base layer may be
-    // hundreds of MB); named only once its sha256 checks out.
-    let mut stream = store.get(b3, ByteRange::FULL).await?;
-    let mut w = layout.blob_writer()?;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        w.write_all(&chunk).map_err(|e| ExecError::io(layout.root(), format!("writing layer {digest}: {e}")))?;
-    }
-    w.commit(Some((&digest, b3.size())))
-        .map_err(|source| ExecError::LayerMismatch { layer: digest.to_string(), blob: b3.to_string(), source })?;
+    layout.add_blob_from_store(store, b3, (&digest, b3.size()), &format!("blob {digest}")).await.map_err(|e| match e {
+        ImageError::Store(e) => ExecError::Store(e),
+        source @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. }) => {
+            ExecError::LayerMismatch { layer: digest.to_string(), blob: b3.to_string(), source }
+        }
+        e => ExecError::Image(e),
+    })?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod image;
 mod raft;
 mod snapshot;
 mod soak;
+mod step_sleeper;
 mod store;
 mod tenants;
 mod worker;

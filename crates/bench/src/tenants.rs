@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
-use rbk_proto::worker::worker_client::WorkerClient;
-use rbk_proto::worker::{self as pw, coordinator_message::Msg as Down, worker_message::Msg as Up};
-use tokio::sync::mpsc;
+
+use crate::step_sleeper::{self, bearer};
 
 const WORKER: &str = "tenants-bench-worker-token-01";
 
@@ -39,12 +38,6 @@ pub struct TenantsBenchArgs {
 
 fn tenant_token(i: usize) -> String {
     format!("tenants-bench-tenant-token-{i:04}")
-}
-
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
-    r
 }
 
 struct Coordinator {
@@ -137,28 +130,7 @@ impl Coordinator {
 /// A worker session that finishes every step after 20 ms.
 async fn worker(url: String, id: String) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(url)?.connect().await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let register = pw::Register { worker_id: id, resources: Some(pw::Resources { cpus: 2, memory_bytes: 1 << 30, max_parallel: 8 }), ..Default::default() };
-    tx.send(pw::WorkerMessage { msg: Some(Up::Register(register)) })?;
-    let up = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut down = WorkerClient::new(channel).session(bearer(up, WORKER)).await?.into_inner();
-    let beat = tx.clone();
-    tokio::spawn(async move {
-        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-        }
-    });
-    while let Some(m) = down.message().await? {
-        if let Some(Down::Assign(a)) = m.msg {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let result = pw::StepResult { assignment_id: a.assignment_id, ok: true, config: b"{}".to_vec(), ..Default::default() };
-                let _ = tx.send(pw::WorkerMessage { msg: Some(Up::Result(result)) });
-            });
-        }
-    }
-    Ok(())
+    step_sleeper::session(channel, id, WORKER, Duration::from_millis(1000)).await
 }
 
 enum Outcome {

@@ -3,7 +3,7 @@
 //! worker, filesystem store; no servers), driven like `rbk submit` drives a
 //! farm (planning, progress from the event stream, assembly).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     farm.stop().await?;
     let result = built?;
 
-    let image = assemble::assemble(&*store, &result.0.final_image, result.1.as_ref(), &args.tags, &client_dir.join("out")).await?;
+    let image = assemble::assemble_all(&*store, &result.0, &result.1, &args.tags, &client_dir.join("out")).await?;
     let notes = assemble::write_outputs(&image, &outputs, &args.tags, &args.docker.insecure).await?;
     crate::build_result::write_files_for(&args.docker, &image, &args.tags)?;
     progress.summary(result.0.steps.len(), true);
@@ -107,7 +107,7 @@ async fn build_on(
     ssh: &rbk_client::ssh_agents::SshAgents,
     store: Arc<dyn Store>,
     progress: &mut Progress,
-) -> anyhow::Result<(Plan, Option<FarmResult>)> {
+) -> anyhow::Result<(Plan, HashMap<String, FarmResult>)> {
     let plan = match parsed.plan(req, store).await {
         Ok(p) => p,
         Err(e) => {
@@ -122,17 +122,16 @@ async fn build_on(
     progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
     if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.
-        return Ok((plan, None));
+        return Ok((plan, HashMap::new()));
     }
-    let submit = args.docker.submit_request(&plan, req, secrets, rbk_worker::payload::current_platform(), vec![]);
+    let submit = args.docker.submit_request(&plan, req, secrets, vec![]);
     let channel = Endpoint::from_shared(farm.url.clone())?
         .connect()
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {}", farm.url))?;
-    let target_step = plan.target_step();
     let tls = rbk_client::ClientTls::default();
     let to = rbk_client::submit::Target { tls: &tls, url: &farm.url, token: &farm.token };
-    let result = match rbk_client::submit::run_build(channel, to, submit, target_step, progress, false, ssh).await {
+    let result = match rbk_client::submit::run_build(channel, to, submit, &plan.target_steps(), progress, false, ssh).await {
         Ok(r) => r,
         Err(e) => {
             // buildx lists the warnings of a failed build too.

@@ -119,7 +119,7 @@ async fn remote_context(url: &str, file: Option<&Path>, work_dir: &Path) -> anyh
     let name = blake3::hash(url.as_bytes()).to_hex();
     let dir = work_dir.join("remote").join(&name.as_str()[..32]);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let shown = git_context::redact(url);
+    let shown = rbk_plan::remote_sources::shown(url);
     let (archive, _) = rbk_worker::copy::fetch_url(url, None, &dir).await.with_context(|| format!("fetching the context {shown}"))?;
     let (context, dockerfile) = archive_or_dockerfile(&archive, &dir, file, &format!("the context {shown}"))?;
     let _ = std::fs::remove_file(&archive);

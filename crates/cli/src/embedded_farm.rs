@@ -135,6 +135,10 @@ impl EmbeddedFarm {
             .with_context(|| format!("opening the worker state in {}", worker_dir.display()))?;
         let mut agent = AgentConfig::new(&url, &worker_token, "local");
         agent.backoff_initial = Duration::from_millis(20);
+        // `rbk build --platform` of another architecture runs through
+        // whatever QEMU handlers this machine has registered, as docker does.
+        agent.emulated_platforms =
+            rbk_worker::emulation::emulated_platforms(std::path::Path::new(rbk_worker::emulation::BINFMT_MISC), &rbk_agent::platform());
         let (stop_worker, drain) = oneshot::channel::<()>();
         let worker = tokio::spawn(Agent::new(agent, Arc::new(exec)).run(async {
             let _ = drain.await;

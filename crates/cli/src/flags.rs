@@ -42,6 +42,12 @@ pub struct DockerBuildFlags {
     /// Build this stage instead of the last one.
     #[arg(long)]
     pub target: Option<String>,
+    /// os/arch[/variant] to build for, comma-separated or repeated
+    /// (`linux/amd64,linux/arm64`): several make one image index. Default:
+    /// this machine's. Other platforms run on workers of that platform, or
+    /// through QEMU emulation (docs/user-guide.md).
+    #[arg(long = "platform")]
+    pub platforms: Vec<String>,
     /// id=ID,src=FILE or id=ID,env=VAR: made available to
     /// `RUN --mount=type=secret,id=ID`; never stored or logged.
     #[arg(long = "secret")]
@@ -157,6 +163,7 @@ impl DockerBuildFlags {
         let mut req = PlanRequest::new(context, work_dir);
         req.dockerfile = self.file.clone();
         req.target = self.target.clone();
+        req.platforms = rbk_plan::platforms::parse_platforms(&self.platforms)?;
         req.build_args = parse_build_args(&self.build_args);
         req.insecure_registries = self.insecure.clone();
         req.secret_ids = secrets.keys().cloned().collect();
@@ -264,16 +271,10 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 impl DockerBuildFlags {
     /// The request that submits `plan`: the flags' options (target,
-    /// `--no-cache`), `req`'s build args and the secrets' values, for
-    /// `platform`, writing `outputs` (the coordinator's exporters).
-    pub fn submit_request(
-        &self,
-        plan: &Plan,
-        req: &PlanRequest,
-        secrets: BTreeMap<String, Vec<u8>>,
-        platform: String,
-        outputs: Vec<Output>,
-    ) -> SubmitRequest {
+    /// `--no-cache`), `req`'s build args and the secrets' values, for the
+    /// plan's platforms, writing `outputs` (the coordinator's exporters).
+    pub fn submit_request(&self, plan: &Plan, req: &PlanRequest, secrets: BTreeMap<String, Vec<u8>>, outputs: Vec<Output>) -> SubmitRequest {
+        let platform = plan.images.iter().map(|i| i.platform.as_str()).collect::<Vec<_>>().join(",");
         let options = BuildOptions {
             dockerfile: plan.file_name.clone(),
             target: self.target.clone().unwrap_or_default(),

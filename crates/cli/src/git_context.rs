@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
+// A URL in a message without its credentials (`https://user:token@host/...`
+// → `https://***@host/...`): the one redaction ADD URLs' progress uses too.
+use rbk_plan::remote_sources::shown;
 
 /// A git context URL: where to fetch from, which ref, which subdirectory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +45,7 @@ impl GitUrl {
     /// `URL[#REF][:SUBDIR]` (BuildKit's fragment, `rbk_dockerfile::GitRef`),
     /// and docker's `github.com/ORG/REPO` shorthand.
     pub fn parse(s: &str) -> anyhow::Result<GitUrl> {
-        let g = rbk_dockerfile::GitRef::parse(s).map_err(|m| anyhow::anyhow!("git context {}: {m}", redact(s)))?;
+        let g = rbk_dockerfile::GitRef::parse(s).map_err(|m| anyhow::anyhow!("git context {}: {m}", shown(s)))?;
         let remote = match g.remote.strip_prefix("github.com/") {
             Some(rest) => format!("https://github.com/{rest}"),
             None => g.remote,
@@ -53,12 +56,6 @@ impl GitUrl {
             subdir: g.subdir,
         })
     }
-}
-
-/// `url` without a password or token (`https://user:token@host/...` →
-/// `https://***@host/...`), for messages.
-pub fn redact(url: &str) -> String {
-    rbk_worker::git_source::redact_url(url)
 }
 
 /// A fetched repository: the checkout's directory (the subdirectory the
@@ -82,14 +79,14 @@ fn git(args: &[&str], what: &str, url: &GitUrl) -> anyhow::Result<()> {
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stderr);
         let said: Vec<String> = said.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().map(redact_line).collect();
-        bail!("git context {}#{}: {what} failed: {}", redact(&url.remote), url.reference, said.join(" / "));
+        bail!("git context {}#{}: {what} failed: {}", shown(&url.remote), url.reference, said.join(" / "));
     }
     Ok(())
 }
 
 /// git repeats the URL in its messages: redact every word that is one.
 fn redact_line(line: &str) -> String {
-    line.split(' ').map(|w| if w.contains("://") { redact(w.trim_matches('\'')) } else { w.to_owned() }).collect::<Vec<_>>().join(" ")
+    line.split(' ').map(|w| if w.contains("://") { shown(w.trim_matches('\'')) } else { w.to_owned() }).collect::<Vec<_>>().join(" ")
 }
 
 /// Fetches `url` into `work_dir/git/...` and checks it out (see the
@@ -125,7 +122,7 @@ pub fn fetch(url: &GitUrl, work_dir: &Path) -> anyhow::Result<Checkout> {
     git(&[&git_dir, &work_tree, "checkout", "-q", "-f", &commit, "--", "."], "checking out", url)?;
     let sub = tree.join(&url.subdir);
     if !sub.is_dir() {
-        bail!("git context {}#{}: {:?} is not a directory of the repository", redact(&url.remote), url.reference, url.subdir);
+        bail!("git context {}#{}: {:?} is not a directory of the repository", shown(&url.remote), url.reference, url.subdir);
     }
     Ok(Checkout { dir: sub, _lock: lock })
 }
@@ -157,8 +154,8 @@ mod tests {
 
     #[test]
     fn credentials_in_a_url_never_reach_a_message() {
-        assert_eq!(redact("https://me:tok3n@h/o/r.git"), "https://***@h/o/r.git");
-        assert_eq!(redact("git@h:o/r.git"), "git@h:o/r.git");
+        assert_eq!(shown("https://me:tok3n@h/o/r.git"), "https://***@h/o/r.git");
+        assert_eq!(shown("git@h:o/r.git"), "git@h:o/r.git");
         assert!(!redact_line("fatal: unable to access 'https://me:tok3n@h/r.git/': 403").contains("tok3n"));
     }
 }

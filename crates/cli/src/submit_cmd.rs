@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use rbk_client::submit::{Target, human, run_build};
 use rbk_client::{Progress, ProgressMode, RemoteStore};
 use rbk_plan::assemble::{self, FarmOutput};
@@ -35,9 +35,6 @@ pub struct SubmitArgs {
     /// on this machine and is reachable only while the build runs.
     #[arg(long = "ssh")]
     ssh: Vec<String>,
-    /// Only this machine's platform is supported (e.g. linux/amd64).
-    #[arg(long)]
-    platform: Option<String>,
     #[command(flatten)]
     out: OutputFlags,
     /// Pull FROM images and push results from this machine (uploading
@@ -78,12 +75,6 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let mode: ProgressMode = args.docker.progress_mode()?;
-    let platform = rbk_worker::payload::current_platform();
-    if let Some(p) = &args.platform
-        && p != &platform
-    {
-        bail!("--platform {p}: the farm builds only for this machine's platform ({platform}) so far");
-    }
     let ssh = rbk_client::ssh_agents::SshAgents::parse(&args.ssh)?;
     let outputs = args.out.parse()?;
     let secrets = planner::load_secrets(&args.docker.secrets)?;
@@ -140,15 +131,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     progress.set_total(plan.steps.len());
     progress.bases(plan.steps.len(), &plan.from_lines, plan.resolve_took);
 
-    let result = if plan.steps.is_empty() {
+    let results = if plan.steps.is_empty() {
         // Nothing to run: the target is a base image with a new config.
-        None
+        Default::default()
     } else {
         let outputs = args.out.outputs.iter().map(|o| Output { r#type: o.clone(), attrs: Default::default() }).collect();
-        let submit = args.docker.submit_request(&plan, &req, secrets, platform.clone(), outputs);
-        let target_step = plan.target_step();
+        let submit = args.docker.submit_request(&plan, &req, secrets, outputs);
         let to = Target { tls: &tls, url: &args.conn.coordinator, token: &token };
-        match run_build(channel, to, submit, target_step, &progress, true, &ssh).await {
+        match run_build(channel, to, submit, &plan.target_steps(), &progress, true, &ssh).await {
             Ok(r) => r,
             Err(e) => {
                 // buildx lists the warnings of a failed build too.
@@ -158,27 +148,36 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Registry outputs are pushed by the farm from its store; only local
-    // outputs (oci, docker, local, --load) download the image.
+    // Registry outputs of one platform's image are pushed by the farm from
+    // its store; only local outputs (oci, docker, local, --load) download
+    // the image. A multi-platform image index is assembled here and pushed
+    // from this machine (the farm's push takes one image manifest).
+    let farm_pushes = !args.client_registry_access && plan.images.len() == 1;
     let (pushed_by_farm, local): (Vec<FarmOutput>, Vec<FarmOutput>) =
-        outputs.into_iter().partition(|o| matches!(o, FarmOutput::Registry { .. }) && !args.client_registry_access);
-    let (mut described, layers) = assemble::describe(&plan.final_image, result.as_ref())?;
-    let (_, _, manifest) = described.encode();
-    let config = described.manifest.config.digest.to_string();
-    let mut digest = manifest.digest.to_string();
+        outputs.into_iter().partition(|o| matches!(o, FarmOutput::Registry { .. }) && farm_pushes);
     let mut notes = Vec::new();
-    for out in &pushed_by_farm {
-        let FarmOutput::Registry { names } = out else { continue };
-        let names = if names.is_empty() { &args.tags } else { names };
-        if names.is_empty() {
-            return Err(rbk_plan::BuildError::PushWithoutName.into());
+    // One platform: the image is described from the step's result without
+    // reading a blob (its manifest and config digests are final).
+    let mut described_image = None;
+    if let [only] = plan.images.as_slice() {
+        let result = only.final_image.target_step().and_then(|id| results.get(id));
+        let (mut described, layers) = assemble::describe(&only.final_image, result)?;
+        for out in &pushed_by_farm {
+            let FarmOutput::Registry { names } = out else { continue };
+            let names = if names.is_empty() { &args.tags } else { names };
+            if names.is_empty() {
+                return Err(rbk_plan::BuildError::PushWithoutName.into());
+            }
+            let pushed = images.push(&mut described, &layers, names).await?;
+            for name in names {
+                notes.push(format!("pushing {name} ({}) from the farm: {} blobs sent, {} there already", pushed.digest, pushed.blobs_uploaded, pushed.blobs_skipped));
+            }
         }
-        let pushed = images.push(&mut described, &layers, names).await?;
-        for name in names {
-            notes.push(format!("pushing {name} ({}) from the farm: {} blobs sent, {} there already", pushed.digest, pushed.blobs_uploaded, pushed.blobs_skipped));
-        }
+        let (_, _, manifest) = described.encode();
+        described_image = Some((manifest, described.manifest.config.digest.to_string()));
     }
-    if !local.is_empty() {
+    let mut assembled = None;
+    if !local.is_empty() || described_image.is_none() {
         let layout_dir = work_dir.join("out");
         // The node the build started on may be gone (a leader change): the
         // image's blobs are read through whichever node leads now.
@@ -190,11 +189,21 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         let mut fetched = |done: u64, total: u64| {
             progress.note(&format!(" => [internal] downloading the image for local outputs: {} / {}  {:.1}s", human(done), human(total), t0.elapsed().as_secs_f64()));
         };
-        let image = assemble::assemble_reporting(&*store, &plan.final_image, result.as_ref(), &args.tags, &layout_dir, &mut fetched).await?;
+        let image = assemble::assemble_all_reporting(&*store, &plan, &results, &args.tags, &layout_dir, &mut fetched).await?;
         notes.extend(assemble::write_outputs(&image, &local, &args.tags, &args.docker.insecure).await?);
-        digest = image.manifest.digest.to_string();
+        assembled = Some(image);
     }
-    crate::build_result::write_files(&args.docker, &manifest, &config, &args.tags)?;
+    let digest = match (&described_image, &assembled) {
+        (Some((manifest, config)), _) => {
+            crate::build_result::write_files(&args.docker, manifest, Some(config), &args.tags)?;
+            manifest.digest.to_string()
+        }
+        (None, Some(image)) => {
+            crate::build_result::write_files_for(&args.docker, image, &args.tags)?;
+            image.manifest.digest.to_string()
+        }
+        (None, None) => unreachable!("an image that is not described is assembled"),
+    };
     progress.summary(plan.steps.len(), true);
     for n in notes {
         progress.note(&format!(" => {n}"));

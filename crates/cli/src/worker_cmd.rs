@@ -38,6 +38,12 @@ pub struct WorkerArgs {
     /// Steps run at once.
     #[arg(long, default_value_t = 1)]
     max_parallel: u32,
+    /// Also run steps of other platforms through QEMU user-mode emulation:
+    /// every platform with a binfmt_misc handler registered with the
+    /// fix-binary (F) flag (`update-binfmts --enable qemu-aarch64` with
+    /// Debian's qemu-user-static). The scheduler prefers native workers.
+    #[arg(long, env = "RBK_WORKER_EMULATION")]
+    emulation: bool,
     /// runc or crun.
     #[arg(long, default_value = "runc")]
     runtime: String,
@@ -184,6 +190,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     config.max_parallel = args.max_parallel.max(1);
     config.until_idle = if args.once { Some(Duration::from_secs(10)) } else { args.until_idle };
     config.backoff_max = args.max_backoff;
+    if args.emulation {
+        let native = rbk_agent::platform();
+        config.emulated_platforms = rbk_worker::emulation::emulated_platforms(std::path::Path::new(rbk_worker::emulation::BINFMT_MISC), &native);
+        if config.emulated_platforms.is_empty() {
+            eprintln!(
+                "rbk worker: --emulation, but no QEMU handler with the fix-binary flag is registered in {}: running {native} steps only",
+                rbk_worker::emulation::BINFMT_MISC
+            );
+        } else {
+            eprintln!("rbk worker: emulating {}", config.emulated_platforms.join(", "));
+        }
+    }
     // Installed before anything can register: a SIGTERM that arrives before
     // the agent first waits must drain it, not kill it.
     use tokio::signal::unix::{SignalKind, signal};

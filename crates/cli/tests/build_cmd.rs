@@ -183,9 +183,12 @@ impl Fixture {
     }
 }
 
-#[path = "common/image_files.rs"]
-mod image_files;
-use image_files::{counts, file_in_image, is_cached};
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
+#[path = "common/plain_progress.rs"]
+mod plain_progress;
+use oci_archive::file_in_image;
+use plain_progress::{counts, is_cached};
 
 #[tokio::test]
 async fn first_build_runs_the_cache_mount_step_and_copies_the_context_file() {

@@ -4,14 +4,14 @@
 //! Each builds on a local busybox base (`--base-image`, no registry) with
 //! runc and reads the result back from the exported OCI archive.
 
-#[path = "common/image_archive.rs"]
-mod image_archive;
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use image_archive::{ImageArchive, files_containing};
+use oci_archive::{OciArchive, files_containing};
 
 struct Build {
     dir: tempfile::TempDir,
@@ -77,19 +77,19 @@ impl Build {
     }
 
     /// Builds and expects success; returns the image.
-    fn image(&self, extra: &[&str]) -> (ImageArchive, String) {
+    fn image(&self, extra: &[&str]) -> (OciArchive, String) {
         let o = self.run(extra);
         assert!(o.ok, "{}", o.progress);
-        (ImageArchive::open(&self.out()), o.progress)
+        (OciArchive::read(&self.out()), o.progress)
     }
 }
 
 /// Whether the plain progress shows the step containing `text` as CACHED.
-#[path = "common/image_files.rs"]
-mod image_files;
+#[path = "common/plain_progress.rs"]
+mod plain_progress;
 
 fn cached(progress: &str, text: &str) -> bool {
-    image_files::is_cached(progress, text)
+    plain_progress::is_cached(progress, text)
 }
 
 // 1. Context bind mounts.
@@ -309,7 +309,7 @@ fn a_symbolic_chmod_changes_each_copied_files_own_mode() {
     assert_eq!(files["opt/bin/run.sh"].mode, 0o744);
     assert_eq!(files["opt/bin/data.txt"].mode, 0o544);
     assert_eq!(files["opt/tree/sub/f"].mode, 0o644, "X adds execute to directories and executables only");
-    assert!(files["opt/tree/sub"].is_dir);
+    assert!(files["opt/tree/sub"].is_dir());
     assert_eq!(files["opt/tree/sub"].mode, 0o755);
 }
 

@@ -86,7 +86,7 @@ fn label_iidfile_and_metadata_file_describe_the_built_image() {
     args.extend(["--iidfile", &iid_s, "--metadata-file", &meta_s, ctx.path().to_str().unwrap()]);
     let (stdout, _) = built(rbk_build(state.path(), &args, None, &[]));
     let oci = oci_archive::OciArchive::read(&archive);
-    let ((manifest, _), (config_digest, config)) = (oci.manifest(), oci.config());
+    let (manifest, config_digest, config) = (oci.manifest_digest(), oci.config_digest(), oci.config());
     assert_eq!(config["config"]["Labels"]["org.example.team"], "build", "{config}");
     assert_eq!(config["config"]["Labels"]["from.dockerfile"], "overridden", "--label wins over LABEL: {config}");
     // docker's image ID: the config's digest.

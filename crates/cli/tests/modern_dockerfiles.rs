@@ -11,13 +11,13 @@
 //! - `expect`: one check a line on the final image: `PATH: TEXT` (the file
 //!   holds TEXT), `PATH mode: OCTAL`, or `!PATH` (absent).
 
-#[path = "common/image_archive.rs"]
-mod image_archive;
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image_archive::ImageArchive;
+use oci_archive::OciArchive;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dockerfiles")
@@ -35,7 +35,7 @@ fn modern_cases() -> Vec<PathBuf> {
 
 /// Builds `case` into an OCI archive under `work`; panics with the
 /// progress when the build fails.
-fn build(case: &Path, work: &Path) -> (ImageArchive, String) {
+fn build(case: &Path, work: &Path) -> (OciArchive, String) {
     if !work.join("base").exists() {
         let layout = rbk_image::OciLayout::create(work.join("base")).unwrap();
         let toolchain = case.join("toolchain");
@@ -59,11 +59,11 @@ fn build(case: &Path, work: &Path) -> (ImageArchive, String) {
     let o = cmd.arg(case.join("context")).output().unwrap();
     let progress = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{}:\n{progress}", case.display());
-    (ImageArchive::open(&out), progress)
+    (OciArchive::read(&out), progress)
 }
 
 /// The failed checks of `expect` on `image`.
-fn failed_checks(image: &ImageArchive, expect: &str) -> Vec<String> {
+fn failed_checks(image: &OciArchive, expect: &str) -> Vec<String> {
     let files = image.files();
     let mut failed = Vec::new();
     for line in expect.lines().filter(|l| !l.trim().is_empty()) {

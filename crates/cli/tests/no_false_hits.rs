@@ -8,9 +8,12 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-#[path = "common/image_files.rs"]
-mod image_files;
-use image_files::{counts, file_in_image};
+#[path = "common/oci_archive.rs"]
+mod oci_archive;
+#[path = "common/plain_progress.rs"]
+mod plain_progress;
+use oci_archive::file_in_image;
+use plain_progress::counts;
 
 /// Serves ROOT's files with a strong ETag (the content's sha256), answers a
 /// matching `If-None-Match` with 304 and no body, and appends one line per

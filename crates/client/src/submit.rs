@@ -53,19 +53,20 @@ pub struct Target<'a> {
 }
 
 /// Submits `submit` (whose graph is `submit.steps`) and follows the build;
-/// returns the result of `target_step` (the step the final image is built
-/// from; `None` when it is a base image). `name_workers`: say which worker
+/// returns the results of `target_steps` (the steps the final images are
+/// built from, one per platform; none when the image is a base image), by
+/// step id. `name_workers`: say which worker
 /// ran or failed a step (`rbk build` has only one). `ssh`: agents served
 /// to the build's steps while it runs.
 pub async fn run_build(
     channel: Channel,
     to: Target<'_>,
     submit: SubmitRequest,
-    target_step: Option<&str>,
+    target_steps: &[String],
     progress: &Progress,
     name_workers: bool,
     ssh: &SshAgents,
-) -> Result<Option<FarmResult>, SubmitError> {
+) -> Result<HashMap<String, FarmResult>, SubmitError> {
     let Target { tls, url, token } = to;
     let graph: Vec<StepNode> = submit.steps.clone();
     let mut client = BuildClient::new(channel.clone());
@@ -207,12 +208,12 @@ pub async fn run_build(
             }
         }
     }
-    match target_step {
-        Some(step_id) => Ok(Some(
-            results.remove(step_id).ok_or_else(|| SubmitError::NoTargetResult { step_id: step_id.to_owned() })?,
-        )),
-        None => Ok(None),
+    let mut targets = HashMap::new();
+    for step_id in target_steps {
+        let r = results.get(step_id).cloned().ok_or_else(|| SubmitError::NoTargetResult { step_id: step_id.to_owned() })?;
+        targets.insert(step_id.clone(), r);
     }
+    Ok(targets)
 }
 
 /// Why a step failed, as the worker said it (a refused entitlement, a

@@ -156,6 +156,8 @@ pub enum BuildEvent {
 pub struct WorkerInfo {
     pub id: String,
     pub platform: String,
+    /// Platforms it runs under emulation (QEMU), besides `platform`.
+    pub emulated_platforms: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub max_parallel: u32,
     pub layers: HashSet<Digest>,

@@ -128,6 +128,7 @@ pub(crate) fn register_to_info(r: pw::Register) -> Result<WorkerInfo, Status> {
     Ok(WorkerInfo {
         id: r.worker_id,
         platform: r.platform,
+        emulated_platforms: r.emulated_platforms,
         labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
         max_parallel: r.resources.map_or(1, |res| res.max_parallel.max(1)),
         // Filled by the worker service from the token that opened the stream.

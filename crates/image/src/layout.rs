@@ -2,6 +2,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
+
 use crate::error::IoContext;
 use crate::model::{Descriptor, Index, from_json, media_type, to_json};
 use crate::{Image, ImageError, OciDigest, Platform, Result, Sha256Writer};
@@ -106,11 +108,26 @@ impl OciLayout {
         }
         let mut w = self.blob_writer()?;
         io::copy(src, &mut w).ctx(|| format!("copying {what} into {}", self.root.display()))?;
-        w.commit(expected).map_err(|e| match e {
-            ImageError::DigestMismatch { expected, actual, .. } => ImageError::DigestMismatch { what: what.to_owned(), expected, actual },
-            ImageError::SizeMismatch { expected, actual, .. } => ImageError::SizeMismatch { what: what.to_owned(), expected, actual },
-            e => e,
-        })
+        w.commit_as(expected, what)
+    }
+
+    /// Puts the content store's blob `blob` into the layout as the blob
+    /// `expected` (digest, size), unless the layout has it. Streamed to a
+    /// temporary file in the layout (a base layer may be hundreds of MB)
+    /// and named only once its sha256 and size check out; `what` names the
+    /// source in errors. The one way a layer travels from the store to a
+    /// layout: the worker before a step, the client assembling the image.
+    pub async fn add_blob_from_store(&self, store: &dyn rbk_store::Store, blob: rbk_store::Digest, expected: (&OciDigest, u64), what: &str) -> Result<()> {
+        if self.has_blob(expected.0) {
+            return Ok(());
+        }
+        let mut stream = store.get(blob, rbk_store::ByteRange::FULL).await?;
+        let mut w = self.blob_writer()?;
+        while let Some(chunk) = stream.next().await {
+            w.write_all(&chunk?).ctx(|| format!("copying {what} into {}", self.root.display()))?;
+        }
+        w.commit_as(Some(expected), what)?;
+        Ok(())
     }
 
     /// The layout's `index.json`.
@@ -206,6 +223,15 @@ impl BlobWriter {
         tmp.persist(&dest).map_err(|e| ImageError::io(format!("storing blob {}", dest.display()), e.error))?;
         Ok((digest, size))
     }
+
+    /// [`commit`](Self::commit), a mismatch naming `what` (the source).
+    fn commit_as(self, expected: Option<(&OciDigest, u64)>, what: &str) -> Result<(OciDigest, u64)> {
+        self.commit(expected).map_err(|e| match e {
+            ImageError::DigestMismatch { expected, actual, .. } => ImageError::DigestMismatch { what: what.to_owned(), expected, actual },
+            ImageError::SizeMismatch { expected, actual, .. } => ImageError::SizeMismatch { what: what.to_owned(), expected, actual },
+            e => e,
+        })
+    }
 }
 
 impl Write for BlobWriter {
@@ -241,6 +267,22 @@ mod tests {
         assert!(!layout.has_blob(&want));
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("blobs/sha256")).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_blob_is_added_under_its_sha256_and_one_that_is_not_the_layer_is_refused() {
+        use rbk_store::StoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(dir.path()).unwrap();
+        let store = rbk_store::MemoryStore::default();
+        let want = OciDigest::of(b"layer bytes");
+        let wrong = store.put_bytes(bytes::Bytes::from_static(b"other bytes")).await.unwrap();
+        let err = layout.add_blob_from_store(&store, wrong, (&want, 11), "store blob X").await.unwrap_err();
+        assert!(matches!(&err, ImageError::DigestMismatch { what, .. } if what == "store blob X"), "{err}");
+        assert!(!layout.has_blob(&want));
+        let right = store.put_bytes(bytes::Bytes::from_static(b"layer bytes")).await.unwrap();
+        layout.add_blob_from_store(&store, right, (&want, 11), "store blob Y").await.unwrap();
+        assert_eq!(layout.read_blob(&want).unwrap(), b"layer bytes");
     }
 
     #[test]

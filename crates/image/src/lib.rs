@@ -25,6 +25,7 @@ mod import;
 mod layout;
 pub mod model;
 mod recompress;
+mod platform;
 mod reference;
 pub mod registry;
 #[cfg(feature = "test-util")]
@@ -39,6 +40,7 @@ pub use export::{export_docker_archive, export_oci_archive};
 pub use image::Image;
 pub use import::{import_docker_archive, import_oci};
 pub use layout::{BlobWriter, OciLayout};
+pub use platform::save_index;
 pub use model::{ContainerConfig, Descriptor, HealthCheck, History, ImageConfig, Index, Manifest, Platform, RootFs, media_type};
 pub use recompress::{Recompress, recompress_image};
 pub use reference::{DOCKER_HUB, ImageRef};

@@ -41,12 +41,19 @@ pub fn busybox_rootfs(dir: &Path, busybox: &Path) -> Result<()> {
 /// (`Cmd ["sh"]`, `PATH` set). The same busybox binary always gives the
 /// same image digest.
 pub fn busybox_image(layout: &OciLayout, busybox: &Path, ref_name: &str) -> Result<Image> {
-    busybox_image_with(layout, busybox, ref_name, None)
+    busybox_image_for(layout, busybox, &Platform::linux_amd64(), Some(ref_name), None)
 }
 
 /// [`busybox_image`] with the tree `overlay` copied over the rootfs (a
 /// test's stand-in tools in `usr/local/bin`, its own `etc/passwd`).
 pub fn busybox_image_with(layout: &OciLayout, busybox: &Path, ref_name: &str, overlay: Option<&Path>) -> Result<Image> {
+    busybox_image_for(layout, busybox, &Platform::linux_amd64(), Some(ref_name), overlay)
+}
+
+/// [`busybox_image_with`] for `platform` (the busybox binary must be one
+/// of that platform, e.g. Debian's `busybox-static:arm64`), named
+/// `ref_name` when given.
+pub fn busybox_image_for(layout: &OciLayout, busybox: &Path, platform: &Platform, ref_name: Option<&str>, overlay: Option<&Path>) -> Result<Image> {
     let root = tempfile::tempdir().ctx(|| "creating a temporary rootfs".to_owned())?;
     busybox_rootfs(root.path(), busybox)?;
     if let Some(o) = overlay {
@@ -55,12 +62,12 @@ pub fn busybox_image_with(layout: &OciLayout, busybox: &Path, ref_name: &str, ov
     let blobs = layout.root().join("blobs/sha256");
     let layer = layer_from_upper(root.path(), &LayerOptions { source_date_epoch: Some(EPOCH), ..LayerOptions::new(&blobs) })?;
     layer.add_to_layout(layout)?;
-    let mut image = Image::scratch(&Platform::linux_amd64());
+    let mut image = Image::scratch(platform);
     image.config.created = Some("2023-11-14T22:13:20Z".into());
     image.config.config.set_env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     image.config.config.cmd = Some(vec!["sh".into()]);
     image.push_layer(&layer, History { created_by: Some("rbk test busybox rootfs".into()), ..Default::default() });
-    image.save(layout, Some(ref_name))?;
+    image.save(layout, ref_name)?;
     Ok(image)
 }
 
@@ -82,6 +89,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A multi-platform busybox: one [`busybox_image_for`] per
+/// `(platform, busybox binary)`, listed in one OCI index saved under
+/// `ref_name`. Returns the index's descriptor.
+pub fn busybox_index(layout: &OciLayout, binaries: &[(Platform, &Path)], ref_name: &str) -> Result<crate::Descriptor> {
+    let mut manifests = Vec::new();
+    for (platform, busybox) in binaries {
+        manifests.push(busybox_image_for(layout, busybox, platform, None, None)?.manifest_descriptor);
+    }
+    crate::save_index(layout, manifests, Some(ref_name))
 }
 
 /// Builds the busybox image and pushes it to `registry` (`host:port`,

@@ -9,16 +9,19 @@
 //! checked write, so a wrong or truncated blob never becomes part of an
 //! image), and the image is saved and exported.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use rbk_image::{Compression, Descriptor, Image, ImageRef, LayerOptions, OciDigest, OciLayout, PushOptions, Recompress, UnpackOptions, recompress_image};
-use rbk_store::{Store, StoreExt};
+use rbk_image::{
+    Compression, Descriptor, Image, ImageRef, Index, LayerOptions, OciDigest, OciLayout, Platform, PushOptions, Recompress, UnpackOptions,
+    media_type, recompress_image,
+};
+use rbk_store::Store;
 
 use crate::error::{BuildError, Result};
 use rbk_worker::payload::{FarmResult, ImageSource, LayerDesc};
-use crate::planner::FinalImage;
+use crate::planner::{FinalImage, Plan};
 
 /// Where the image goes (`--output`, `--push`, `--load`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,10 +198,12 @@ async fn fetch_layer(store: &dyn Store, layout: &OciLayout, l: &LayerDesc) -> Re
     let digest: OciDigest = l.digest.parse().map_err(|e| layer_error(l, "digest", &l.digest, &e))?;
     if !layout.has_blob(&digest) {
         let b3: rbk_store::Digest = l.blake3.parse().map_err(|e| layer_error(l, "blake3", &l.blake3, &e))?;
-        let bytes = store.get_bytes(b3).await?;
         // Checked: the bytes must hash to `digest` and have `size` bytes,
         // or nothing lands in the layout.
-        layout.add_blob_reader(&mut &bytes[..], Some((&digest, l.size)), &format!("store blob {b3}"))?;
+        layout.add_blob_from_store(store, b3, (&digest, l.size), &format!("store blob {b3}")).await.map_err(|e| match e {
+            rbk_image::ImageError::Store(e) => BuildError::Store(e),
+            e => BuildError::Image(e),
+        })?;
     }
     Ok(())
 }
@@ -256,6 +261,62 @@ pub async fn assemble_reporting(
     Ok(Assembled { layout, manifest, base_layers })
 }
 
+/// Builds the final image of every platform of `plan` into the layout at
+/// `layout_dir` from the target steps' `results`. One platform: its image,
+/// saved under the first tag. Several: each platform's image, and an OCI
+/// index of them (each entry naming the platform it was built for) saved
+/// under the first tag; the returned descriptor is the index's.
+pub async fn assemble_all(
+    store: &dyn Store,
+    plan: &Plan,
+    results: &HashMap<String, FarmResult>,
+    tags: &[String],
+    layout_dir: &Path,
+) -> Result<Assembled> {
+    assemble_all_reporting(store, plan, results, tags, layout_dir, &mut |_, _| {}).await
+}
+
+/// [`assemble_all`], calling `fetched(bytes so far, bytes in all)` as
+/// [`assemble_reporting`] does, once per platform's image.
+pub async fn assemble_all_reporting(
+    store: &dyn Store,
+    plan: &Plan,
+    results: &HashMap<String, FarmResult>,
+    tags: &[String],
+    layout_dir: &Path,
+    fetched: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Assembled> {
+    let result_of = |image: &FinalImage| image.target_step().and_then(|id| results.get(id));
+    if let [only] = plan.images.as_slice() {
+        return assemble_reporting(store, &only.final_image, result_of(&only.final_image), tags, layout_dir, fetched).await;
+    }
+    let mut manifests = Vec::new();
+    let mut layout = None;
+    let mut base_layers = BTreeSet::new();
+    for image in &plan.images {
+        let a = assemble_reporting(store, &image.final_image, result_of(&image.final_image), &[], layout_dir, fetched).await?;
+        let mut desc = a.manifest;
+        desc.platform = Some(Platform::parse(&image.platform, "platform")?);
+        manifests.push(desc);
+        base_layers.extend(a.base_layers);
+        layout = Some(a.layout);
+    }
+    let layout = layout.ok_or(BuildError::NoPlatform)?;
+    let manifest = rbk_image::save_index(&layout, manifests, tags.first().map(String::as_str))?;
+    Ok(Assembled { layout, manifest, base_layers })
+}
+
+/// The per-platform manifests of an assembled index (`None` for a
+/// single-platform image).
+fn platform_manifests(image: &Assembled) -> Result<Option<Vec<Descriptor>>> {
+    if !media_type::is_index(&image.manifest.media_type) {
+        return Ok(None);
+    }
+    let what = format!("index {}", image.manifest.digest);
+    let index: Index = rbk_image::model::from_json(&image.layout.read_blob(&image.manifest.digest)?, &what)?;
+    Ok(Some(index.manifests))
+}
+
 /// Writes the image to every output; returns one line per output for the
 /// progress summary.
 pub async fn write_outputs(
@@ -265,7 +326,16 @@ pub async fn write_outputs(
     insecure_registries: &[String],
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
+    let per_platform = platform_manifests(image)?;
     for out in outputs {
+        if let (FarmOutput::Docker { .. } | FarmOutput::Load, Some(manifests)) = (inner_output(out), &per_platform) {
+            let platforms = manifests.iter().filter_map(|m| m.platform.as_ref().map(ToString::to_string)).collect::<Vec<_>>().join(", ");
+            let output = match inner_output(out) {
+                FarmOutput::Docker { dest } => format!("--output type=docker,dest={}", dest.display()),
+                _ => "--load".to_owned(),
+            };
+            return Err(BuildError::IndexNotInDockerFormat { output, platforms });
+        }
         let (image, out) = match out {
             FarmOutput::Recompressed { output, to, force } => (recompressed(image, *to, *force).await?, &**output),
             out => (image.clone(), out),
@@ -275,15 +345,50 @@ pub async fn write_outputs(
     Ok(notes)
 }
 
+/// The output a `compression=` wraps, or `out` itself.
+fn inner_output(out: &FarmOutput) -> &FarmOutput {
+    match out {
+        FarmOutput::Recompressed { output, .. } => output,
+        out => out,
+    }
+}
+
 /// A copy of the image with its layers compressed as `to` (the base
-/// image's kept unless `force`).
+/// image's kept unless `force`); each platform's image of an index, and a
+/// new index of them.
 async fn recompressed(image: &Assembled, to: Recompress, force: bool) -> Result<Assembled> {
     let (layout, manifest) = (image.layout.clone(), image.manifest.clone());
     let keep = if force { BTreeSet::new() } else { image.base_layers.clone() };
-    let m = tokio::task::spawn_blocking(move || recompress_image(&layout, &manifest, to, &|d| keep.contains(d)))
-        .await
-        .map_err(|source| BuildError::Task { what: "compression=", source })??;
+    let per_platform = platform_manifests(image)?;
+    let m = tokio::task::spawn_blocking(move || -> Result<Descriptor> {
+        let Some(manifests) = per_platform else {
+            return Ok(recompress_image(&layout, &manifest, to, &|d| keep.contains(d))?);
+        };
+        let mut recompressed = Vec::with_capacity(manifests.len());
+        for m in manifests {
+            let mut desc = recompress_image(&layout, &m, to, &|d| keep.contains(d))?;
+            desc.platform = m.platform;
+            recompressed.push(desc);
+        }
+        Ok(rbk_image::save_index(&layout, recompressed, None)?)
+    })
+    .await
+    .map_err(|source| BuildError::Task { what: "compression=", source })??;
     Ok(Assembled { layout: image.layout.clone(), manifest: m, base_layers: image.base_layers.clone() })
+}
+
+/// Each platform's manifest and the directory its root filesystem goes to
+/// below a `type=local`/`type=tar` destination: the destination itself
+/// for one image, `linux_arm64/` and so on for an index (as BuildKit's
+/// local exporter).
+fn rootfs_dirs(image: &Assembled) -> Result<Vec<(Descriptor, PathBuf)>> {
+    Ok(match platform_manifests(image)? {
+        None => vec![(image.manifest.clone(), PathBuf::new())],
+        Some(ms) => ms.into_iter().map(|m| {
+            let dir = PathBuf::from(m.platform.as_ref().map_or_else(|| m.digest.hex(), Platform::slug));
+            (m, dir)
+        }).collect(),
+    })
 }
 
 /// One output (compression already applied); the progress note.
@@ -299,8 +404,8 @@ async fn write_output(image: &Assembled, out: &FarmOutput, tags: &[String], inse
         }
         FarmOutput::Local { dest } | FarmOutput::Tar { dest } => {
             let tar = matches!(out, FarmOutput::Tar { .. });
-            let (layout, manifest, to) = (image.layout.clone(), image.manifest.clone(), dest.clone());
-            tokio::task::spawn_blocking(move || if tar { rootfs_tar(&layout, &manifest, &to) } else { unpack_rootfs(&layout, &manifest, &to) })
+            let (layout, roots, to) = (image.layout.clone(), rootfs_dirs(image)?, dest.clone());
+            tokio::task::spawn_blocking(move || if tar { rootfs_tar(&layout, &roots, &to) } else { unpack_rootfs_dirs(&layout, &roots, &to) })
                 .await
                 .map_err(|source| BuildError::Task { what: "type=local", source })??;
             match tar {
@@ -364,13 +469,21 @@ fn find_program(name: &str) -> Option<PathBuf> {
 /// The image's root filesystem as one uncompressed tar at `dest`
 /// (`type=tar`): unpacked as for `type=local`, then written by the layer
 /// writer, so hard links stay links and the order is fixed.
-fn rootfs_tar(layout: &OciLayout, manifest: &Descriptor, dest: &Path) -> Result<()> {
+fn rootfs_tar(layout: &OciLayout, roots: &[(Descriptor, PathBuf)], dest: &Path) -> Result<()> {
     let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let root = tempfile::tempdir_in(parent).map_err(|e| BuildError::io(parent, e))?;
-    unpack_rootfs(layout, manifest, root.path())?;
+    unpack_rootfs_dirs(layout, roots, root.path())?;
     let opts = LayerOptions { compression: Compression::None, ..LayerOptions::new(parent) };
     let tar = rbk_image::layer_from_upper(root.path(), &opts)?;
     tar.file.persist(dest).map_err(|e| BuildError::io(dest, e.error))?;
+    Ok(())
+}
+
+/// Unpacks each `(manifest, dir)` of [`rootfs_dirs`] into `dest/dir`.
+fn unpack_rootfs_dirs(layout: &OciLayout, roots: &[(Descriptor, PathBuf)], dest: &Path) -> Result<()> {
+    for (manifest, dir) in roots {
+        unpack_rootfs(layout, manifest, &dest.join(dir))?;
+    }
     Ok(())
 }
 
@@ -449,7 +562,7 @@ mod tests {
     use std::sync::Arc;
 
     use rbk_image::{Image, Platform};
-    use rbk_store::MemoryStore;
+    use rbk_store::{MemoryStore, StoreExt};
 
     fn tar_layer(files: &[(&str, &[u8])], whiteouts: &[&str]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -34,6 +34,17 @@ pub enum BuildError {
     },
     #[error("target stage: has no steps")]
     EmptyTarget,
+    /// A `--platform` list that does not parse.
+    #[error("--platform {spec}: {problem}")]
+    PlatformSpec { spec: String, problem: String },
+    #[error("--platform: no platform to build for")]
+    NoPlatform,
+    /// An output whose format holds one image only, for a multi-platform
+    /// build.
+    #[error(
+        "{output}: docker's image format holds one platform's image, not an index of {platforms}; use --output type=oci,dest=FILE or --push for a multi-platform image, or build one --platform"
+    )]
+    IndexNotInDockerFormat { output: String, platforms: String },
     #[error("{step}: encoding the payload: {source}")]
     EncodePayload { step: String, source: serde_json::Error },
     #[error("step {step_id}: payload: {source}")]

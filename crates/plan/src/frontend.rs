@@ -32,6 +32,8 @@ pub(crate) struct Source<'a> {
     pub farm: Option<&'a dyn crate::farm_bases::FarmBases>,
     /// The client's directory (remote sources' validators are noted there).
     pub client_dir: &'a Path,
+    /// The platform built for (`TARGETPLATFORM`), normalised.
+    pub platform: &'a str,
 }
 
 /// A Dockerfile read and checked, bases not yet resolved. Parsing comes
@@ -73,6 +75,8 @@ impl Source<'_> {
             target: self.target.map(str::to_owned),
             build_args: self.build_args.clone(),
             namespace: self.namespace.to_owned(),
+            target_platform: self.platform.to_owned(),
+            build_platform: rbk_worker::payload::current_platform(),
             dockerignore: df::Dockerignore::load(&file, self.context)?.unwrap_or_default(),
             ..df::BuildOptions::default()
         };
@@ -92,24 +96,30 @@ impl Parsed {
     /// Pulls (or loads) every base image into `layout` and builds the graph
     /// again with their digests in the keys.
     pub async fn resolve(&self, src: &Source<'_>, layout: &OciLayout) -> Result<Resolved> {
-        let mut bases = Bases::default();
+        let mut bases = Bases { images: HashMap::new(), target: src.platform.to_owned() };
         let mut farm_bases = HashMap::new();
-        // `FROM <image>` and `--from=<image>` alike (one resolution path):
-        // by the farm when it pulls, else here.
-        for reference in crate::image_sources::references(&self.unresolved) {
+        // `FROM <image>` and `--from=<image>` alike (one resolution path),
+        // each for its platform (`FROM --platform=`, else the target): by
+        // the farm when it pulls, else here.
+        for (reference, from_platform) in crate::image_sources::references(&self.unresolved) {
+            let key = base_key(reference, from_platform, src.platform);
+            if bases.images.contains_key(&key) {
+                continue;
+            }
+            let wanted = base_platform(reference, from_platform, src.platform)?;
             let image = match src.farm.filter(|_| !src.base_images.contains_key(reference)) {
                 Some(farm) => {
                     let base = farm
-                        .resolve(reference, &rbk_worker::payload::current_platform())
+                        .resolve(reference, &wanted.to_string())
                         .await
                         .map_err(|message| BuildError::FarmResolve { reference: reference.to_owned(), message })?;
                     let image = farm_image(reference, &base)?;
-                    farm_bases.insert(reference.to_owned(), base);
+                    farm_bases.insert(key.clone(), base);
                     image
                 }
-                None => resolve_base(src, reference, layout).await?,
+                None => resolve_base(src, reference, &wanted, layout).await?,
             };
-            bases.0.insert(reference.to_owned(), image);
+            bases.images.insert(key, image);
         }
         let remote = remote_sources::resolve(&self.unresolved, &self.file_name, src.client_dir).await?;
         let ctx = df::FsContext::new(src.context);
@@ -126,7 +136,7 @@ impl Parsed {
         }
         Ok(Resolved {
             graph,
-            bases: bases.0,
+            bases: bases.images,
             farm_bases,
             remote,
         })
@@ -263,11 +273,26 @@ fn farm_image(reference: &str, base: &crate::farm_bases::FarmBase) -> Result<Ima
 /// that kind) makes `FROM NAME` pull instead.
 pub const IMAGE_ALIAS: &str = "docker-image://";
 
-/// Loads the images a build reads (`FROM`, `--from=<image>`): from
-/// `--base-image` layouts, else from registries (a tag resolved to the
-/// digest it names now, on every build; a pinned `@sha256:` as is; a
-/// `docker-image://` alias pulls the image it names).
-async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> Result<Image> {
+/// The name a base image is known by among a build's bases: its reference
+/// and the platform it was resolved for (`FROM --platform=`, else the
+/// target), so one reference can stand for two platforms' images (a
+/// cross-compiling stage on `$BUILDPLATFORM`, the final one on the target).
+pub(crate) fn base_key(reference: &str, from_platform: Option<&str>, target: &str) -> String {
+    format!("{reference} {}", from_platform.unwrap_or(target))
+}
+
+/// The platform to pick for a `FROM` out of a multi-platform index.
+fn base_platform(reference: &str, from_platform: Option<&str>, target: &str) -> Result<Platform> {
+    let spec = from_platform.unwrap_or(target);
+    Platform::parse(spec, &format!("FROM --platform of {reference}")).map_err(BuildError::from)
+}
+
+/// Loads the images a build reads (`FROM`, `--from=<image>`), the manifest
+/// for `platform` when the reference is an index: from `--base-image`
+/// layouts, else from registries (a tag resolved to the digest it names
+/// now, on every build; a pinned `@sha256:` as is; a `docker-image://`
+/// alias pulls the image it names).
+async fn resolve_base(src: &Source<'_>, reference: &str, platform: &Platform, layout: &OciLayout) -> Result<Image> {
     let alias = src.base_images.get(reference).and_then(|s| s.strip_prefix(IMAGE_ALIAS));
     let reference = alias.unwrap_or(reference);
     if let Some(spec) = src.base_images.get(reference).filter(|_| alias.is_none()) {
@@ -277,7 +302,7 @@ async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> 
         };
         let from = OciLayout::open(&dir)?;
         let desc = from.find(ref_name.as_deref())?;
-        let image = from.load_image(&desc, &Platform::linux_amd64())?;
+        let image = from.load_image(&desc, platform)?;
         for l in image.layers() {
             if !layout.has_blob(&l.digest) {
                 layout.add_blob_file(&from.blob_path(&l.digest), Some((&l.digest, l.size)))?;
@@ -288,29 +313,32 @@ async fn resolve_base(src: &Source<'_>, reference: &str, layout: &OciLayout) -> 
     let r: ImageRef = reference
         .parse()
         .map_err(|source| BuildError::ImageRef { flag: "FROM", reference: reference.to_owned(), source })?;
-    Ok(crate::registry_access::registry_client(src.insecure_registries)?.pull(&r, layout).await?)
+    Ok(crate::registry_access::registry_client(src.insecure_registries)?.with_platform(platform.clone()).pull(&r, layout).await?)
 }
 
 /// The pulled base images, which the frontend asks for digests (keys) and
-/// environments (`$PATH` and friends expand as Docker expands them).
-#[derive(Default)]
-struct Bases(HashMap<String, Image>);
+/// environments (`$PATH` and friends expand as Docker expands them), by
+/// [`base_key`].
+struct Bases {
+    images: HashMap<String, Image>,
+    target: String,
+}
 
 impl df::BaseResolver for Bases {
-    fn resolve(&self, reference: &str, _platform: Option<&str>) -> Option<String> {
-        self.0
-            .get(reference)
+    fn resolve(&self, reference: &str, platform: Option<&str>) -> Option<String> {
+        self.images
+            .get(&base_key(reference, platform, &self.target))
             .map(|i| i.manifest_descriptor.digest.to_string())
     }
 
-    fn onbuild(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<String>> {
-        self.0.get(reference)?.config.config.on_build.clone()
+    fn onbuild(&self, reference: &str, platform: Option<&str>) -> Option<Vec<String>> {
+        self.images.get(&base_key(reference, platform, &self.target))?.config.config.on_build.clone()
     }
 
-    fn env(&self, reference: &str, _platform: Option<&str>) -> Option<Vec<(String, String)>> {
+    fn env(&self, reference: &str, platform: Option<&str>) -> Option<Vec<(String, String)>> {
         let env = self
-            .0
-            .get(reference)?
+            .images
+            .get(&base_key(reference, platform, &self.target))?
             .config
             .config
             .env

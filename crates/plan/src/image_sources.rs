@@ -18,15 +18,17 @@ use rbk_dockerfile as df;
 use rbk_image::Image;
 use rbk_worker::payload::{ImageSource, LayerDesc};
 
-/// Every image reference the graph's steps read, `FROM`s first, each once.
-pub(crate) fn references(graph: &df::Graph) -> Vec<&str> {
+/// Every image the graph's steps read, `FROM`s first, each once: its
+/// reference and the platform a `FROM --platform=` names (`None`: the
+/// target platform, as for every `--from=<image>`).
+pub(crate) fn references(graph: &df::Graph) -> Vec<(&str, Option<&str>)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     let froms = graph.steps.iter().filter_map(|s| match &s.kind {
-        df::StepKind::Image { reference, .. } => Some(reference.as_str()),
+        df::StepKind::Image { reference, platform, .. } => Some((reference.as_str(), platform.as_deref())),
         _ => None,
     });
-    let sources = graph.steps.iter().flat_map(|s| read_by(&s.kind)).map(|(r, _)| r);
+    let sources = graph.steps.iter().flat_map(|s| read_by(&s.kind)).map(|(r, _)| (r, None));
     for r in froms.chain(sources) {
         if seen.insert(r) {
             out.push(r);
@@ -71,14 +73,16 @@ pub fn source_name(reference: &str, digest: Option<&str>) -> String {
 }
 
 /// The `stages` entries for the images `kind` reads: each image's layers
-/// as the store holds them (`layers`, by reference).
+/// as the store holds them (`layers`, by the frontend's `base_key` for
+/// the `target` platform).
 pub(crate) fn stage_entries(
     kind: &df::StepKind,
     layers: &HashMap<String, Vec<LayerDesc>>,
+    target: &str,
 ) -> Result<BTreeMap<String, ImageSource>, String> {
     let mut out = BTreeMap::new();
     for (reference, digest) in read_by(kind) {
-        let l = layers.get(reference).ok_or_else(|| format!("image {reference}"))?;
+        let l = layers.get(&crate::frontend::base_key(reference, None, target)).ok_or_else(|| format!("image {reference}"))?;
         let source = if l.is_empty() { ImageSource::Scratch } else { ImageSource::Layers { layers: l.clone() } };
         out.insert(source_name(reference, digest), source);
     }
@@ -86,15 +90,16 @@ pub(crate) fn stage_entries(
 }
 
 /// One progress line per image read by `--from=<image>` (BuildKit's
-/// implicit stage): `FROM <reference>@<digest>`, each once.
-pub(crate) fn from_lines(graph: &df::Graph, images: &HashMap<String, Image>) -> Vec<String> {
+/// implicit stage): `FROM <reference>@<digest>`, each once (`images` by
+/// the frontend's `base_key` for the `target` platform).
+pub(crate) fn from_lines(graph: &df::Graph, images: &HashMap<String, Image>, target: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut lines = Vec::new();
     for (reference, _) in graph.steps.iter().flat_map(|s| read_by(&s.kind)) {
         if !seen.insert(reference) {
             continue;
         }
-        match images.get(reference) {
+        match images.get(&crate::frontend::base_key(reference, None, target)) {
             Some(i) if !reference.contains('@') => lines.push(format!("FROM {reference}@{}", i.manifest_descriptor.digest)),
             _ => lines.push(format!("FROM {reference}")),
         }
@@ -115,6 +120,6 @@ mod tests {
     #[test]
     fn an_image_read_by_copy_and_by_a_bind_mount_is_resolved_once_after_the_froms() {
         let g = graph("FROM base:2\nCOPY --from=tools:1 /a /a\nRUN --mount=type=bind,from=tools:1,target=/t true\n");
-        assert_eq!(references(&g), ["base:2", "tools:1"]);
+        assert_eq!(references(&g), [("base:2", None), ("tools:1", None)]);
     }
 }

@@ -17,6 +17,8 @@
 //! - [`farm_bases`]: `FROM` images the farm resolves and pulls (`rbk submit`).
 //! - [`run_defaults`]: the build's `--network`, `--add-host`, `--shm-size`
 //!   and `--ulimit`, applied to every RUN.
+//! - [`platforms`]: multi-platform builds (`--platform` lists, one graph
+//!   out of one per platform); the image index is `assemble`'s.
 //!
 //! Sending the plan and following the build is `rbk-client`'s.
 
@@ -35,6 +37,7 @@ pub mod planner;
 pub mod registry_access;
 pub mod remote_sources;
 pub mod run_defaults;
+pub mod platforms;
 
 pub use error::{BuildError, Result};
 pub use frontend::IMAGE_ALIAS;

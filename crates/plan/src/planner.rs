@@ -73,6 +73,10 @@ pub struct PlanRequest {
     /// Registry `FROM`s resolved and pulled by the farm (`rbk submit`);
     /// `None`: pulled here and their layers uploaded (`rbk build`).
     pub farm: Option<Arc<dyn crate::farm_bases::FarmBases>>,
+    /// The platforms to build for (`--platform`, normalised; see
+    /// [`crate::platforms::parse_platforms`]); by default this machine's.
+    /// More than one makes one image index.
+    pub platforms: Vec<String>,
 }
 
 impl PlanRequest {
@@ -91,10 +95,11 @@ impl PlanRequest {
             labels: BTreeMap::new(),
             work_dir: work_dir.into(),
             farm: None,
+            platforms: vec![current_platform()],
         }
     }
 
-    fn source(&self) -> Source<'_> {
+    fn source<'a>(&'a self, platform: &'a str) -> Source<'a> {
         Source {
             context: &self.context,
             dockerfile: self.dockerfile.as_deref(),
@@ -105,6 +110,7 @@ impl PlanRequest {
             namespace: FARM_NAMESPACE,
             farm: self.farm.as_deref(),
             client_dir: &self.work_dir,
+            platform,
         }
     }
 }
@@ -146,13 +152,37 @@ pub struct Plan {
     /// The build checks (BuildKit's warnings) of the resolved graph, for
     /// the summary after the build.
     pub checks: Vec<df::Check>,
+    /// One final image per platform built, in `--platform` order; one
+    /// entry (`final_image`'s) for a single-platform build.
+    pub images: Vec<PlatformImage>,
+}
+
+/// The final image of one platform of a build.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    /// `os/arch[/variant]`, normalised.
+    pub platform: String,
+    pub final_image: FinalImage,
 }
 
 impl Plan {
     /// The step whose result the final image is made from (none when the
     /// target is a base image with a new config).
     pub fn target_step(&self) -> Option<&str> {
-        match &self.final_image.source {
+        self.final_image.target_step()
+    }
+
+    /// Every platform's [`Plan::target_step`].
+    pub fn target_steps(&self) -> Vec<String> {
+        self.images.iter().filter_map(|i| i.final_image.target_step().map(str::to_owned)).collect()
+    }
+}
+
+impl FinalImage {
+    /// The step whose result this image is made from (none when it is a
+    /// base image with a new config).
+    pub fn target_step(&self) -> Option<&str> {
+        match &self.source {
             ImageSource::Step { step_id } => Some(step_id),
             _ => None,
         }
@@ -178,115 +208,176 @@ pub struct Uploads {
 
 /// A Dockerfile that parsed; nothing has been pulled or sent yet.
 pub struct Parsed {
-    inner: frontend::Parsed,
+    /// One parse per platform: `TARGETARCH` and friends differ.
+    per_platform: Vec<(String, frontend::Parsed)>,
 }
 
 /// Reads and parses the Dockerfile: a syntax error names the file and line
 /// before any network traffic.
 pub fn parse(req: &PlanRequest) -> Result<Parsed> {
-    Ok(Parsed {
-        inner: req.source().parse()?,
-    })
+    let mut per_platform = Vec::new();
+    for p in &req.platforms {
+        per_platform.push((p.clone(), req.source(p).parse()?));
+    }
+    if per_platform.is_empty() {
+        return Err(BuildError::NoPlatform);
+    }
+    Ok(Parsed { per_platform })
 }
 
 impl Parsed {
     /// Resolves base images, uploads their layers and the context into
-    /// `store`, and plans the nodes.
+    /// `store`, and plans the nodes: for each platform, merged into one
+    /// graph when there are several (see [`crate::platforms`]).
     pub async fn plan(&self, req: &PlanRequest, store: Arc<dyn Store>) -> Result<Plan> {
-        let src = req.source();
-        std::fs::create_dir_all(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
-        let layout = OciLayout::create(req.work_dir.join("images"))?;
-        let t0 = std::time::Instant::now();
-        let resolved = self.inner.resolve(&src, &layout).await?;
-        let resolve_took = t0.elapsed();
-
-        let mut uploads = Uploads::default();
-        let mut base_layers = HashMap::new();
-        for (reference, image) in &resolved.bases {
-            let layers = match resolved.farm_bases.get(reference) {
-                // Already in the farm's store: nothing to send.
-                Some(b) => {
-                    uploads.base_layers += b.layers.len();
-                    uploads.farm_layers_pulled += b.layers_pulled as usize;
-                    uploads.farm_bytes_pulled += b.bytes_pulled;
-                    b.layers.clone()
-                }
-                None => upload_layers(&*store, &layout, &req.work_dir.join("layer-blake3"), image, &mut uploads).await?,
-            };
-            base_layers.insert(reference.clone(), layers);
+        let multi = self.per_platform.len() > 1;
+        let mut plans = Vec::new();
+        for (platform, parsed) in &self.per_platform {
+            let prefix = if multi { crate::platforms::node_prefix(platform) } else { String::new() };
+            plans.push(plan_platform(parsed, req, platform, &prefix, store.clone()).await?);
         }
-
-        let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
-        frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
-        // The last snapshot of this context and its COPYs' snapshots (those
-        // the store still has): content they hold is not sent again. No
-        // build names the whole one (steps name their COPY's), so the store
-        // collector may delete it after its grace; the COPYs' live as long
-        // as the builds naming them.
-        let memo = context_memo(&req.work_dir, &req.context);
-        let mut opts = rbk_snapshot::CaptureOptions::new("context");
-        let noted: Vec<Digest> = std::fs::read_to_string(&memo)
-            .map(|s| s.split_whitespace().filter_map(|d| d.parse().ok()).take(MEMO_SNAPSHOTS).collect())
-            .unwrap_or_default();
-        if let Some((whole, copies)) = noted.split_first() {
-            opts.base = rbk_snapshot::Snapshot::load(&*store, *whole).await.ok();
-            for d in copies {
-                if let Ok(s) = rbk_snapshot::Snapshot::load(&*store, *d).await {
-                    opts.dedupe_from.push(s.manifest);
-                }
-            }
-        }
-        let (snapshot, stats) = rbk_snapshot::capture(store.clone(), staged.path(), &opts).await?;
-        let context_digest = snapshot.digest.to_string();
-        uploads.context_files = stats.files;
-        uploads.context_bytes_sent = stats.bytes_uploaded;
-        let step_contexts = step_contexts(&*store, &resolved.graph, &snapshot, &mut uploads).await?;
-        let copies: BTreeSet<&String> = step_contexts.values().filter(|d| **d != context_digest).collect();
-        remember_context(&memo, &context_digest, copies.into_iter().take(MEMO_SNAPSHOTS - 1));
-
-        let bases = Bases {
-            images: &resolved.bases,
-            layers: &base_layers,
-        };
-        let (steps, mut final_image) = plan_graph(
-            &resolved.graph,
-            &bases,
-            &PlanContext {
-                file_name: &self.inner.file_name,
-                context_digest: &context_digest,
-                step_contexts: &step_contexts,
-                platform: &current_platform(),
-                secret_ids: &req.secret_ids,
-                ssh_ids: &req.ssh_ids,
-                allow: &req.allow,
-                run_defaults: &req.run_defaults,
-            },
-        )?;
-        if !req.labels.is_empty() {
-            final_image.image.config.config.labels.get_or_insert_with(BTreeMap::new).extend(req.labels.clone());
-        }
-        Ok(Plan {
-            steps,
-            context_digest,
-            final_image,
-            file_name: self.inner.file_name.clone(),
-            graph_steps: resolved.graph.steps.len(),
-            uploads,
-            from_lines: from_lines(&resolved.graph, &resolved.bases, &self.inner.file_name).into_iter().chain(resolved.remote.lines()).collect(),
-            resolve_took,
-            checks: resolved.graph.checks.clone(),
-        })
+        merge_plans(plans)
     }
 }
 
+/// One plan out of per-platform plans (in `--platform` order): their
+/// graphs merged ([`crate::platforms::merge_steps`]), every platform's
+/// final image, progress lines naming their platform, uploads summed. A
+/// single plan is returned as it is.
+pub(crate) fn merge_plans(plans: Vec<Plan>) -> Result<Plan> {
+    if plans.len() < 2 {
+        return plans.into_iter().next().ok_or(BuildError::NoPlatform);
+    }
+    let mut plans = plans;
+    let graphs = plans.iter_mut().map(|p| std::mem::take(&mut p.steps)).collect();
+    let (steps, renames) = crate::platforms::merge_steps(graphs)?;
+    let mut plans = plans.into_iter().zip(renames);
+    let (mut merged, _) = plans.next().ok_or(BuildError::NoPlatform)?;
+    let first = merged.images[0].platform.clone();
+    merged.from_lines = merged.from_lines.iter().map(|l| crate::platforms::with_platform(l, &first)).collect();
+    for (plan, renamed) in plans {
+        let platform = plan.images[0].platform.clone();
+        for mut image in plan.images {
+            crate::platforms::rename_source(&mut image.final_image.source, &renamed);
+            merged.images.push(image);
+        }
+        merged.from_lines.extend(plan.from_lines.iter().map(|l| crate::platforms::with_platform(l, &platform)));
+        merged.graph_steps += plan.graph_steps;
+        merged.resolve_took += plan.resolve_took;
+        let (u, v) = (&mut merged.uploads, plan.uploads);
+        u.base_layers += v.base_layers;
+        u.base_layers_sent += v.base_layers_sent;
+        u.base_bytes_sent += v.base_bytes_sent;
+        u.farm_layers_pulled += v.farm_layers_pulled;
+        u.farm_bytes_pulled += v.farm_bytes_pulled;
+        u.context_bytes_sent += v.context_bytes_sent;
+        for c in plan.checks {
+            if !merged.checks.contains(&c) {
+                merged.checks.push(c);
+            }
+        }
+    }
+    merged.steps = steps;
+    Ok(merged)
+}
+
+/// Plans one platform of a build (node ids prefixed with `prefix`).
+async fn plan_platform(parsed: &frontend::Parsed, req: &PlanRequest, platform: &str, prefix: &str, store: Arc<dyn Store>) -> Result<Plan> {
+    let src = req.source(platform);
+    std::fs::create_dir_all(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
+    let layout = OciLayout::create(req.work_dir.join("images"))?;
+    let t0 = std::time::Instant::now();
+    let resolved = parsed.resolve(&src, &layout).await?;
+    let resolve_took = t0.elapsed();
+
+    let mut uploads = Uploads::default();
+    let mut base_layers = HashMap::new();
+    for (reference, image) in &resolved.bases {
+        let layers = match resolved.farm_bases.get(reference) {
+            // Already in the farm's store: nothing to send.
+            Some(b) => {
+                uploads.base_layers += b.layers.len();
+                uploads.farm_layers_pulled += b.layers_pulled as usize;
+                uploads.farm_bytes_pulled += b.bytes_pulled;
+                b.layers.clone()
+            }
+            None => upload_layers(&*store, &layout, &req.work_dir.join("layer-blake3"), image, &mut uploads).await?,
+        };
+        base_layers.insert(reference.clone(), layers);
+    }
+
+    let staged = tempfile::tempdir_in(&req.work_dir).map_err(|e| BuildError::io(&req.work_dir, e))?;
+    frontend::stage_context(&resolved.graph, &req.context, staged.path())?;
+    // The last snapshot of this context and its COPYs' snapshots (those
+    // the store still has): content they hold is not sent again. No
+    // build names the whole one (steps name their COPY's), so the store
+    // collector may delete it after its grace; the COPYs' live as long
+    // as the builds naming them.
+    let memo = context_memo(&req.work_dir, &req.context);
+    let mut opts = rbk_snapshot::CaptureOptions::new("context");
+    let noted: Vec<Digest> = std::fs::read_to_string(&memo)
+        .map(|s| s.split_whitespace().filter_map(|d| d.parse().ok()).take(MEMO_SNAPSHOTS).collect())
+        .unwrap_or_default();
+    if let Some((whole, copies)) = noted.split_first() {
+        opts.base = rbk_snapshot::Snapshot::load(&*store, *whole).await.ok();
+        for d in copies {
+            if let Ok(s) = rbk_snapshot::Snapshot::load(&*store, *d).await {
+                opts.dedupe_from.push(s.manifest);
+            }
+        }
+    }
+    let (snapshot, stats) = rbk_snapshot::capture(store.clone(), staged.path(), &opts).await?;
+    let context_digest = snapshot.digest.to_string();
+    uploads.context_files = stats.files;
+    uploads.context_bytes_sent = stats.bytes_uploaded;
+    let step_contexts = step_contexts(&*store, &resolved.graph, &snapshot, &mut uploads).await?;
+    let copies: BTreeSet<&String> = step_contexts.values().filter(|d| **d != context_digest).collect();
+    remember_context(&memo, &context_digest, copies.into_iter().take(MEMO_SNAPSHOTS - 1));
+
+    let bases = Bases {
+        images: &resolved.bases,
+        layers: &base_layers,
+    };
+    let (steps, mut final_image) = plan_graph(
+        &resolved.graph,
+        &bases,
+        &PlanContext {
+            file_name: &parsed.file_name,
+            context_digest: &context_digest,
+            step_contexts: &step_contexts,
+            platform,
+            id_prefix: prefix,
+            secret_ids: &req.secret_ids,
+            ssh_ids: &req.ssh_ids,
+            allow: &req.allow,
+            run_defaults: &req.run_defaults,
+        },
+    )?;
+    if !req.labels.is_empty() {
+        final_image.image.config.config.labels.get_or_insert_with(BTreeMap::new).extend(req.labels.clone());
+    }
+    Ok(Plan {
+        steps,
+        context_digest,
+        images: vec![PlatformImage { platform: platform.to_owned(), final_image: final_image.clone() }],
+        final_image,
+        file_name: parsed.file_name.clone(),
+        graph_steps: resolved.graph.steps.len(),
+        uploads,
+        from_lines: from_lines(&resolved.graph, &resolved.bases, &parsed.file_name, platform).into_iter().chain(resolved.remote.lines()).collect(),
+        resolve_took,
+        checks: resolved.graph.checks.clone(),
+    })
+}
+
 /// The FROM steps' labels, with the digest each base resolved to.
-fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> Vec<String> {
+fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str, target: &str) -> Vec<String> {
     let mut lines = Vec::new();
     for step in &graph.steps {
         match &step.kind {
-            df::StepKind::Image { reference, .. } => {
+            df::StepKind::Image { reference, platform, .. } => {
                 let text = label(graph, step, file).text;
-                match bases.get(reference) {
+                match bases.get(&frontend::base_key(reference, platform.as_deref(), target)) {
                     Some(image) if !text.contains('@') => lines.push(format!("{text}@{}", image.manifest_descriptor.digest)),
                     _ => lines.push(text),
                 }
@@ -295,7 +386,7 @@ fn from_lines(graph: &df::Graph, bases: &HashMap<String, Image>, file: &str) -> 
             _ => {}
         }
     }
-    lines.extend(image_sources::from_lines(graph, bases));
+    lines.extend(image_sources::from_lines(graph, bases, target));
     lines
 }
 
@@ -499,7 +590,11 @@ pub(crate) struct PlanContext<'a> {
     pub context_digest: &'a str,
     /// Each context-reading COPY's snapshot of just what it reads.
     pub step_contexts: &'a HashMap<df::StepId, String>,
+    /// The target platform (`FROM scratch` builds for it).
     pub platform: &'a str,
+    /// Prepended to every node id (one per platform of a multi-platform
+    /// build, so their graphs can be merged).
+    pub id_prefix: &'a str,
     pub secret_ids: &'a BTreeSet<String>,
     pub ssh_ids: &'a BTreeSet<String>,
     pub allow: &'a BTreeSet<rbk_worker::Entitlement>,
@@ -538,14 +633,7 @@ pub(crate) fn plan_graph(
     bases: &Bases<'_>,
     cx: &PlanContext<'_>,
 ) -> Result<(Vec<StepNode>, FinalImage)> {
-    let platform: Platform = {
-        let mut p = Platform::linux_amd64();
-        if let Some((os, arch)) = cx.platform.split_once('/') {
-            p.os = os.to_owned();
-            p.architecture = arch.to_owned();
-        }
-        p
-    };
+    let platform = Platform::parse(cx.platform, "platform")?;
     let mut planned: HashMap<df::StepId, Planned> = HashMap::new();
     let mut nodes: Vec<StepNode> = Vec::new();
     // Identical keys are identical work: one node serves every step with
@@ -560,11 +648,12 @@ pub(crate) fn plan_graph(
             })
         };
         let p = match &step.kind {
-            df::StepKind::Image { reference, .. } => {
-                let image = bases.images.get(reference).cloned().ok_or_else(|| {
+            df::StepKind::Image { reference, platform, .. } => {
+                let key = frontend::base_key(reference, platform.as_deref(), cx.platform);
+                let image = bases.images.get(&key).cloned().ok_or_else(|| {
                     l.not_planned(format!("base image {reference}"))
                 })?;
-                let layers = bases.layers.get(reference).cloned().unwrap_or_default();
+                let layers = bases.layers.get(&key).cloned().unwrap_or_default();
                 let source = if layers.is_empty() { ImageSource::Scratch } else { ImageSource::Layers { layers } };
                 Planned { image, source }
             }
@@ -583,7 +672,7 @@ pub(crate) fn plan_graph(
                 let id = match by_key.get(&key) {
                     Some(id) => id.clone(),
                     None => {
-                        let id = format!("s{}", step.id);
+                        let id = format!("{}s{}", cx.id_prefix, step.id);
                         nodes.push(plan_node(graph, step, kind, &p, &planned, bases, &id, &key, cx, &l)?);
                         by_key.insert(key, id.clone());
                         id
@@ -704,7 +793,7 @@ fn plan_node(
             .ok_or_else(|| l.not_planned(format!("stage {s}")))?;
         stages.insert(mapping::stage_source(s), r.source);
     }
-    stages.extend(image_sources::stage_entries(kind, bases.layers).map_err(|m| l.not_planned(m))?);
+    stages.extend(image_sources::stage_entries(kind, bases.layers, cx.platform).map_err(|m| l.not_planned(m))?);
     let payload = FarmStep {
         version: FARM_STEP_VERSION,
         label: l.text.clone(),
@@ -717,11 +806,14 @@ fn plan_node(
         stages,
         allow,
     };
+    // A stage runs for its base's platform (`FROM --platform=$BUILDPLATFORM`
+    // runs natively), `FROM scratch` for the target's.
+    let node_platform = Platform::of_config(&parent.image.config).map_or_else(|| cx.platform.to_owned(), |p| p.to_string());
     Ok(StepNode {
         id: id.to_owned(),
         key: key.to_owned(),
         deps: step_deps(&payload.parent, &payload.stages),
-        platform: cx.platform.to_owned(),
+        platform: node_platform,
         labels: Default::default(),
         cache_mounts,
         payload: serde_json::to_vec(&payload)
@@ -790,16 +882,91 @@ mod tests {
         };
         let graph = df::build_graph(dockerfile, &opts, &df::FsContext::new(ctx_dir.path()), &())?;
         let (image, layers) = busybox();
-        let images = HashMap::from([("busybox".to_owned(), image)]);
-        let layers = HashMap::from([("busybox".to_owned(), layers)]);
+        let images = HashMap::from([(frontend::base_key("busybox", None, "linux/amd64"), image)]);
+        let layers = HashMap::from([(frontend::base_key("busybox", None, "linux/amd64"), layers)]);
         let secret_ids = secrets.iter().map(|s| s.to_string()).collect();
         let ssh_ids = ssh.iter().map(|s| s.to_string()).collect();
         let allow = allow.iter().copied().collect();
         plan_graph(
             &graph,
             &Bases { images: &images, layers: &layers },
-            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow, run_defaults: &RunDefaults::default() },
+            &PlanContext { file_name: "Dockerfile", context_digest: "ctx", step_contexts: &HashMap::new(), platform: "linux/amd64", id_prefix: "", secret_ids: &secret_ids, ssh_ids: &ssh_ids, allow: &allow, run_defaults: &RunDefaults::default() },
         )
+    }
+
+    /// Plans `dockerfile` for `platform` (built on linux/amd64) as one
+    /// platform of a multi-platform build: busybox resolves to an image of
+    /// the platform asked for.
+    fn plan_for(dockerfile: &str, platform: &str) -> Plan {
+        let opts = df::BuildOptions {
+            namespace: FARM_NAMESPACE.into(),
+            target_platform: platform.into(),
+            build_platform: "linux/amd64".into(),
+            ..df::BuildOptions::default()
+        };
+        let ctx_dir = tempfile::tempdir().unwrap();
+        let graph = df::build_graph(dockerfile, &opts, &df::FsContext::new(ctx_dir.path()), &()).unwrap();
+        let (amd64, amd64_layers) = busybox();
+        let (mut arm64, arm64_layers) = busybox();
+        arm64.config.architecture = "arm64".into();
+        let mut images = HashMap::new();
+        let mut layers = HashMap::new();
+        for from in [None, Some("linux/amd64"), Some("linux/arm64")] {
+            let arm = from.unwrap_or(platform) == "linux/arm64";
+            let key = frontend::base_key("busybox", from, platform);
+            images.insert(key.clone(), if arm { arm64.clone() } else { amd64.clone() });
+            layers.insert(key, if arm { arm64_layers.clone() } else { amd64_layers.clone() });
+        }
+        let none = BTreeSet::new();
+        let prefix = crate::platforms::node_prefix(platform);
+        let cx = PlanContext {
+            file_name: "Dockerfile",
+            context_digest: "ctx",
+            step_contexts: &HashMap::new(),
+            platform,
+            id_prefix: &prefix,
+            secret_ids: &none,
+            ssh_ids: &none,
+            allow: &BTreeSet::new(),
+            run_defaults: &RunDefaults::default(),
+        };
+        let (steps, final_image) = plan_graph(&graph, &Bases { images: &images, layers: &layers }, &cx).unwrap();
+        Plan {
+            steps,
+            context_digest: "ctx".into(),
+            images: vec![PlatformImage { platform: platform.into(), final_image: final_image.clone() }],
+            final_image,
+            file_name: "Dockerfile".into(),
+            graph_steps: graph.steps.len(),
+            uploads: Uploads::default(),
+            from_lines: vec![],
+            resolve_took: std::time::Duration::ZERO,
+            checks: vec![],
+        }
+    }
+
+    #[test]
+    fn two_platforms_share_a_build_platform_step_and_run_their_own_on_their_platform() {
+        let df = "FROM --platform=$BUILDPLATFORM busybox AS tools\nRUN make-tools\n\
+                  FROM busybox\nCOPY --from=tools /t /t\nRUN use-tools\n";
+        let plan = merge_plans(vec![plan_for(df, "linux/amd64"), plan_for(df, "linux/arm64")]).unwrap();
+        let nodes: Vec<(&str, &str)> = plan.steps.iter().map(|n| (n.id.as_str(), n.platform.as_str())).collect();
+        assert_eq!(
+            nodes,
+            [
+                ("linux-amd64.s1", "linux/amd64"),
+                ("linux-amd64.s3", "linux/amd64"),
+                ("linux-amd64.s4", "linux/amd64"),
+                ("linux-arm64.s3", "linux/arm64"),
+                ("linux-arm64.s4", "linux/arm64"),
+            ],
+            "the tools step runs once, natively; the rest once per platform"
+        );
+        let copy = payload_of(&plan.steps[3]).unwrap();
+        assert_eq!(copy.stages.values().next(), Some(&ImageSource::Step { step_id: "linux-amd64.s1".into() }));
+        assert_eq!(plan.steps[3].deps, ["linux-amd64.s1"]);
+        assert!(plan.steps[4].name.starts_with("[linux/arm64 3/3] RUN"), "{}", plan.steps[4].name);
+        assert_eq!(plan.target_steps(), ["linux-amd64.s4", "linux-arm64.s4"]);
     }
 
     #[test]
@@ -1078,14 +1245,16 @@ mod tests {
         #[test]
         fn a_step_reading_an_image_names_its_layers_by_digest_in_the_payload() {
             let g = graph("FROM scratch\nCOPY --from=tools:1 /bin/tool /tool\n");
-            let images = HashMap::from([("tools:1".to_owned(), rbk_image::Image::scratch(&rbk_image::Platform::linux_amd64()))]);
-            let layers = HashMap::from([("tools:1".to_owned(), vec![layer()])]);
+            let key = frontend::base_key("tools:1", None, "linux/amd64");
+            let images = HashMap::from([(key.clone(), rbk_image::Image::scratch(&rbk_image::Platform::linux_amd64()))]);
+            let layers = HashMap::from([(key, vec![layer()])]);
             let none = Default::default();
             let cx = PlanContext {
                 file_name: "Dockerfile",
                 context_digest: "ctx",
                 step_contexts: &HashMap::new(),
                 platform: "linux/amd64",
+                id_prefix: "",
                 secret_ids: &none,
                 ssh_ids: &none,
                 allow: &Default::default(),

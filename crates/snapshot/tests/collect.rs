@@ -5,7 +5,7 @@
 //! reaches is in the store; after the farm goes quiet and the grace period
 //! passes, a collection leaves exactly the reachable blobs.
 //!
-//! The store is an in-memory `Store` with a logical clock (for `modified`);
+//! The store is `MemoryStore` stamped by a logical clock (for `modified`);
 //! the farm is a model of the coordinator's side of the contract in
 //! `rbk_snapshot::collect` (generations, fences, refused commits).
 
@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use proptest::prelude::*;
 use rbk_snapshot::{ChunkRef, Codec, CollectOptions, Entry, EntryKind, Fence, FileContent, Manifest, RootSource, Roots, Snapshot, Timestamp, collect};
-use rbk_store::{ByteRange, ByteStream, Digest, ListPage, ListedBlob, Store, StoreError, StoreExt, StoreResult, listing_order};
+use rbk_store::{Digest, MemoryStore, Store, StoreExt};
 use tokio::sync::Mutex;
 
 const GRACE_SECS: u64 = 30;
@@ -26,62 +25,6 @@ const GRACE_SECS: u64 = 30;
 /// delete; the farm refuses commits of builds that started before a fence
 /// was released plus this.
 const EXISTENCE_TTL_SECS: u64 = 10;
-
-/// Blobs in memory, stamped with a logical clock. Puts are conditional, as
-/// on S3: an existing blob keeps its bytes and its time.
-#[derive(Debug, Default)]
-struct ClockedStore {
-    now: AtomicU64,
-    blobs: std::sync::Mutex<HashMap<Digest, (Bytes, u64)>>,
-}
-
-impl ClockedStore {
-    fn digests(&self) -> BTreeSet<Digest> {
-        self.blobs.lock().unwrap().keys().copied().collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for ClockedStore {
-    async fn find_missing(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
-        let blobs = self.blobs.lock().unwrap();
-        Ok(digests.iter().filter(|d| !blobs.contains_key(d)).copied().collect())
-    }
-    async fn put(&self, digest: Digest, mut data: ByteStream) -> StoreResult<()> {
-        let mut buf = BytesMut::new();
-        while let Some(c) = data.next().await {
-            buf.extend_from_slice(&c?);
-        }
-        let now = self.now.load(Ordering::SeqCst);
-        self.blobs.lock().unwrap().entry(digest).or_insert((buf.freeze(), now));
-        Ok(())
-    }
-    async fn get(&self, digest: Digest, range: ByteRange) -> StoreResult<ByteStream> {
-        let data = self.blobs.lock().unwrap().get(&digest).map(|b| b.0.clone()).ok_or(StoreError::NotFound(digest))?;
-        let (s, e) = range.resolve(&digest, data.len() as u64)?;
-        Ok(rbk_store::stream_from_bytes(data.slice(s as usize..e as usize)))
-    }
-    async fn delete(&self, digest: Digest) -> StoreResult<()> {
-        self.blobs.lock().unwrap().remove(&digest);
-        Ok(())
-    }
-    async fn list(&self) -> StoreResult<Vec<Digest>> {
-        Ok(self.digests().into_iter().collect())
-    }
-    async fn list_page(&self, after: Option<Digest>, limit: usize) -> StoreResult<ListPage> {
-        let blobs = self.blobs.lock().unwrap();
-        let mut all: Vec<ListedBlob> = blobs
-            .iter()
-            .filter(|(d, _)| after.is_none_or(|a| listing_order(d, &a).is_gt()))
-            .map(|(d, (b, t))| ListedBlob { digest: *d, stored_bytes: b.len() as u64, modified: Some(UNIX_EPOCH + Duration::from_secs(*t)) })
-            .collect();
-        all.sort_by(|a, b| listing_order(&a.digest, &b.digest));
-        let more = all.len() > limit;
-        all.truncate(limit);
-        let next_after = if more { all.last().map(|b| b.digest) } else { None };
-        Ok(ListPage { blobs: all, next_after })
-    }
-}
 
 /// The content of file `id`, stored as a one-chunk pack of its own.
 fn file_bytes(id: u8) -> Bytes {
@@ -164,13 +107,28 @@ enum Op {
 }
 
 struct World {
-    store: Arc<ClockedStore>,
+    store: MemoryStore,
+    /// The logical clock (seconds since the epoch) that stamps the store's
+    /// blobs.
+    clock: Arc<AtomicU64>,
     farm: Mutex<Farm>,
 }
 
 impl World {
+    fn new() -> World {
+        let clock = Arc::new(AtomicU64::new(0));
+        let now = clock.clone();
+        let store = MemoryStore::with_clock(move || UNIX_EPOCH + Duration::from_secs(now.load(Ordering::SeqCst)));
+        World { store, clock, farm: Mutex::new(Farm::default()) }
+    }
+
     fn now(&self) -> u64 {
-        self.store.now.load(Ordering::SeqCst)
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// Every blob the store holds.
+    async fn stored(&self) -> BTreeSet<Digest> {
+        self.store.list().await.unwrap().into_iter().collect()
     }
 
     /// Uploads what the store lacks, as a writer does (existence check, then
@@ -202,7 +160,7 @@ impl World {
                 let packs: Vec<Bytes> = build.files.iter().map(|f| file_bytes(*f)).collect();
                 for _attempt in 0..2 {
                     // Snapshot::commit checks the packs exist and stores the manifest.
-                    let committed = Snapshot::commit(&*self.store, manifest.clone()).await;
+                    let committed = Snapshot::commit(&self.store, manifest.clone()).await;
                     let mut farm = self.farm.lock().await;
                     if let Ok((snap, _)) = committed {
                         let mut refs: Vec<Digest> = manifest.packs().into_iter().collect();
@@ -245,7 +203,7 @@ impl World {
                 self.farm.lock().await.action_cache.remove(key);
             }
             Op::Tick { secs } => {
-                self.store.now.fetch_add(*secs, Ordering::SeqCst);
+                self.clock.fetch_add(*secs, Ordering::SeqCst);
             }
             Op::Gc { during } => {
                 self.farm.lock().await.during_gc = during.iter().rev().cloned().collect();
@@ -253,7 +211,7 @@ impl World {
                 let mut options = CollectOptions::new(started, Duration::from_secs(GRACE_SECS));
                 options.page = 4;
                 options.batch = 3;
-                collect(&*self.store, self, options).await.unwrap();
+                collect(&self.store, self, options).await.unwrap();
                 // Whatever the collector did not reach runs now.
                 let rest: Vec<Op> = std::mem::take(&mut self.farm.lock().await.during_gc);
                 for op in rest.iter().rev() {
@@ -280,7 +238,7 @@ impl World {
         drop(farm);
         for d in snaps {
             out.insert(d);
-            if let Ok(s) = Snapshot::load(&*self.store, d).await {
+            if let Ok(s) = Snapshot::load(&self.store, d).await {
                 out.extend(s.manifest.packs());
             }
         }
@@ -288,7 +246,7 @@ impl World {
     }
 
     async fn assert_every_reachable_blob_is_stored(&self, after: &Op) {
-        let held = self.store.digests();
+        let held = self.stored().await;
         let farm = self.farm.lock().await;
         let mut roots: Vec<Digest> = farm.heads.values().copied().collect();
         roots.extend(farm.builds.values().filter_map(|b| b.base));
@@ -297,7 +255,7 @@ impl World {
         }
         drop(farm);
         for root in roots {
-            let snap = Snapshot::load(&*self.store, root).await.unwrap_or_else(|e| panic!("after {after:?}: snapshot {root}: {e}"));
+            let snap = Snapshot::load(&self.store, root).await.unwrap_or_else(|e| panic!("after {after:?}: snapshot {root}: {e}"));
             for p in snap.manifest.packs() {
                 assert!(held.contains(&p), "after {after:?}: pack {p} of live snapshot {root} was deleted");
             }
@@ -362,7 +320,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(history: Vec<Op>) -> u64 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        let world = World::new();
         for op in &history {
             world.apply(op).await;
             world.assert_every_reachable_blob_is_stored(op).await;
@@ -376,7 +334,7 @@ fn run(history: Vec<Op>) -> u64 {
         let last = Op::Gc { during: vec![] };
         world.apply(&last).await;
         world.assert_every_reachable_blob_is_stored(&last).await;
-        assert_eq!(world.store.digests(), world.reachable().await, "a quiet collection past the grace period leaves only what is reachable");
+        assert_eq!(world.stored().await, world.reachable().await, "a quiet collection past the grace period leaves only what is reachable");
         world.farm.lock().await.commits_refused
     })
 }
@@ -435,14 +393,14 @@ fn a_commit_while_its_blobs_are_being_deleted_is_refused() {
 fn the_collector_frees_old_garbage_and_keeps_young_blobs() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        let world = World::new();
         let old = world.store.put_bytes(Bytes::from_static(b"old garbage")).await.unwrap();
-        world.store.now.store(100, Ordering::SeqCst);
+        world.clock.store(100, Ordering::SeqCst);
         let young = world.store.put_bytes(Bytes::from_static(b"young garbage")).await.unwrap();
         world.apply(&Op::Layer { key: 0, content: 1 }).await;
         let started = UNIX_EPOCH + Duration::from_secs(110);
-        let report = collect(&*world.store, &world, CollectOptions::new(started, Duration::from_secs(GRACE_SECS))).await.unwrap();
-        assert_eq!(world.store.digests(), [young, Digest::of(&layer_bytes(1))].into());
+        let report = collect(&world.store, &world, CollectOptions::new(started, Duration::from_secs(GRACE_SECS))).await.unwrap();
+        assert_eq!(world.stored().await, [young, Digest::of(&layer_bytes(1))].into());
         assert_eq!((report.objects_scanned, report.live_objects, report.young_objects, report.deleted_objects), (3, 1, 1, 1));
         assert_eq!(report.freed_bytes, old.size());
     });
@@ -452,12 +410,12 @@ fn the_collector_frees_old_garbage_and_keeps_young_blobs() {
 fn a_dry_run_deletes_nothing_and_reports_what_it_would_free() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        let world = World::new();
         let old = world.store.put_bytes(Bytes::from_static(b"old garbage")).await.unwrap();
         let mut options = CollectOptions::new(UNIX_EPOCH + Duration::from_secs(1000), Duration::from_secs(GRACE_SECS));
         options.dry_run = true;
-        let report = collect(&*world.store, &world, options).await.unwrap();
-        assert_eq!(world.store.digests(), [old].into());
+        let report = collect(&world.store, &world, options).await.unwrap();
+        assert_eq!(world.stored().await, [old].into());
         assert_eq!((report.deleted_objects, report.freed_bytes), (1, old.size()));
     });
 }
@@ -466,10 +424,10 @@ fn a_dry_run_deletes_nothing_and_reports_what_it_would_free() {
 fn a_root_whose_manifest_is_missing_is_reported() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        let world = World::new();
         let gone = Digest::of(b"a manifest nobody stored");
         world.farm.lock().await.heads.insert(0, gone);
-        let report = collect(&*world.store, &world, CollectOptions::new(SystemTime::now(), Duration::from_secs(GRACE_SECS))).await.unwrap();
+        let report = collect(&world.store, &world, CollectOptions::new(SystemTime::now(), Duration::from_secs(GRACE_SECS))).await.unwrap();
         assert_eq!(report.missing_roots, vec![gone]);
     });
 }
@@ -478,15 +436,15 @@ fn a_root_whose_manifest_is_missing_is_reported() {
 fn verify_names_the_live_blobs_the_store_lacks_and_only_those() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let world = World { store: Arc::new(ClockedStore::default()), farm: Mutex::new(Farm::default()) };
+        let world = World::new();
         world.apply(&Op::Layer { key: 0, content: 1 }).await;
         world.apply(&Op::Layer { key: 1, content: 2 }).await;
         let lost = Digest::of(&layer_bytes(2));
-        world.store.blobs.lock().unwrap().remove(&lost);
+        world.store.delete(lost).await.unwrap();
         let mut options = CollectOptions::new(SystemTime::now(), Duration::from_secs(GRACE_SECS));
         options.dry_run = true;
         options.verify = true;
-        let report = collect(&*world.store, &world, options).await.unwrap();
+        let report = collect(&world.store, &world, options).await.unwrap();
         assert_eq!(report.missing_live, vec![lost]);
         assert_eq!(report.verified_objects, 2);
     });

@@ -10,16 +10,37 @@ use crate::{ByteRange, ByteStream, Digest, Store, StoreError, StoreResult};
 /// Blobs in a hash map: for unit tests of wrappers and of code built on the
 /// store, where a real backend would only add setup. Holds everything in
 /// memory, so it is not offered in configuration.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
     blobs: Mutex<HashMap<Digest, (Bytes, SystemTime)>>,
+    /// What stamps a blob's `modified` when it is first put; `None`: the
+    /// system clock.
+    clock: Option<Box<dyn Fn() -> SystemTime + Send + Sync>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("blobs", &self.len()).finish_non_exhaustive()
+    }
 }
 
 impl MemoryStore {
+    /// A store whose blobs are stamped by `clock` instead of the system
+    /// clock: a test's logical clock, so that ages (a collector's grace
+    /// period) pass without sleeping.
+    pub fn with_clock(clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        MemoryStore { blobs: Mutex::default(), clock: Some(Box::new(clock)) }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.as_ref().map_or_else(SystemTime::now, |c| c())
+    }
+
     /// Replaces a blob's stored bytes without any check: for tests that
     /// corrupt data on purpose.
     pub fn overwrite(&self, digest: Digest, data: Bytes) {
-        self.blobs.lock().unwrap().insert(digest, (data, SystemTime::now()));
+        let now = self.now();
+        self.blobs.lock().unwrap().insert(digest, (data, now));
     }
 
     pub fn len(&self) -> usize {
@@ -43,7 +64,8 @@ impl Store for MemoryStore {
         while let Some(chunk) = data.next().await {
             buf.extend_from_slice(&chunk?);
         }
-        self.blobs.lock().unwrap().entry(digest).or_insert_with(|| (buf.freeze(), SystemTime::now()));
+        let now = self.now();
+        self.blobs.lock().unwrap().entry(digest).or_insert_with(|| (buf.freeze(), now));
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod cache_subdir;
 pub mod chmod;
 pub mod container_options;
 pub mod copy;
+pub mod emulation;
 pub mod entitlements;
 mod error;
 pub mod execute;

@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The platform a worker builds for and a client plans for: this
-/// machine's own (workers of other architectures and emulation are not
-/// supported yet), named as OCI names it (`linux/amd64`).
+/// This machine's own platform, named as OCI names it (`linux/amd64`): a
+/// worker's native platform (it may emulate others, see
+/// [`crate::emulation`]) and a client's `BUILDPLATFORM` and default
+/// target.
 pub fn current_platform() -> String {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",

@@ -16,21 +16,14 @@ use rbk_client::ClientTls;
 use rbk_client::leader::{connect_leader, follow_leader};
 use rbk_proto::build::build_client::BuildClient;
 use rbk_proto::build::{self as pb, build_event::Event};
-use rbk_proto::worker::worker_client::WorkerClient;
-use rbk_proto::worker::{self as pw, coordinator_message::Msg as Down, worker_message::Msg as Up};
-use tokio::sync::mpsc;
+
+use crate::step_sleeper::{self, bearer};
 
 const TENANT: &str = "soak-tenant-token-000000001";
 const WORKER: &str = "soak-worker-token-000000002";
 
 fn port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
-    r
 }
 
 /// The product binary the nodes run: `$RBK`, else the `rbk` built next to
@@ -132,38 +125,7 @@ async fn worker(urls: Vec<String>) {
 
 async fn worker_session(url: &str) -> anyhow::Result<()> {
     let (channel, _) = connect_leader(&ClientTls::default(), url, WORKER, Duration::from_secs(5)).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let register = pw::Register {
-        worker_id: "soak-worker".into(),
-        resources: Some(pw::Resources { cpus: 2, memory_bytes: 1 << 30, max_parallel: 8 }),
-        ..Default::default()
-    };
-    tx.send(pw::WorkerMessage { msg: Some(Up::Register(register)) })?;
-    let up = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let mut down = WorkerClient::new(channel).session(bearer(up, WORKER)).await?.into_inner();
-    let beat = tx.clone();
-    let hb = tokio::spawn(async move {
-        while beat.send(pw::WorkerMessage { msg: Some(Up::Heartbeat(pw::Heartbeat {})) }).is_ok() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    while let Some(m) = down.message().await? {
-        if let Some(Down::Assign(a)) = m.msg {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let commits = a
-                    .mounts
-                    .iter()
-                    .map(|g| g.commit(rbk_store::Digest::of(a.key.as_bytes()).to_string(), 1))
-                    .collect();
-                let result = pw::StepResult { assignment_id: a.assignment_id, ok: true, config: b"{}".to_vec(), commits, ..Default::default() };
-                let _ = tx.send(pw::WorkerMessage { msg: Some(Up::Result(result)) });
-            });
-        }
-    }
-    hb.abort();
-    Ok(())
+    step_sleeper::session(channel, "soak-worker".into(), WORKER, Duration::from_millis(300)).await
 }
 
 async fn submit(urls: &[String], salt: usize) -> Option<String> {

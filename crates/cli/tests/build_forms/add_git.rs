@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use rbk_testsupport::{GitDaemon, git};
 
-use crate::image_files::is_cached;
+use crate::plain_progress::is_cached;
 use crate::support::{Project, busybox};
 
 /// A bare repository `app.git` under a directory `git daemon` serves, and

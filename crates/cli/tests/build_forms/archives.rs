@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
-use crate::support::{Entry, Project, busybox};
+use crate::oci_archive::Entry;
+use crate::support::{Project, busybox};
 
 /// A tar holding `hello` (with `text`) and `hello-link`, a hard link to it.
 fn tar_with_link(text: &str) -> Vec<u8> {

@@ -6,6 +6,9 @@
 //! (`RBK_TEST_REGISTRY`), skopeo, `git daemon`; bases are built from
 //! busybox-static and pushed there by the tests.
 
+#[path = "../common/oci_archive.rs"]
+mod oci_archive;
+
 mod add_git;
 mod archives;
 mod image_sources;
@@ -13,5 +16,5 @@ mod onbuild;
 mod outputs;
 mod support;
 
-#[path = "../common/image_files.rs"]
-mod image_files;
+#[path = "../common/plain_progress.rs"]
+mod plain_progress;

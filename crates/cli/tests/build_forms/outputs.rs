@@ -4,7 +4,8 @@
 
 use std::io::Read;
 
-use crate::support::{OciArchive, Project, busybox, registry, registry_digest, registry_manifest, skopeo};
+use crate::oci_archive::OciArchive;
+use crate::support::{Project, busybox, registry, registry_digest, registry_manifest, skopeo};
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";

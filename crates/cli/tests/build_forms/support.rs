@@ -1,10 +1,11 @@
 //! What the tests share: a context directory, `rbk build` runs on one
-//! state directory, and reading an exported OCI archive's layers.
+//! state directory, and the exported OCI archive read back
+//! (`../common/oci_archive.rs`).
 
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use crate::oci_archive::OciArchive;
 
 pub fn registry() -> String {
     rbk_testsupport::registry()
@@ -94,84 +95,6 @@ impl Project {
         all.extend_from_slice(args);
         let built = self.build(dockerfile, &all).assert_ok();
         (built, OciArchive::read(&dest))
-    }
-}
-
-/// One entry of a layer tar.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub path: String,
-    pub kind: tar::EntryType,
-    pub link: Option<String>,
-    pub data: Vec<u8>,
-}
-
-/// An OCI archive as `-o type=oci` writes it.
-pub struct OciArchive {
-    pub blobs: HashMap<String, Vec<u8>>,
-    pub manifest: serde_json::Value,
-}
-
-impl OciArchive {
-    pub fn read(path: &Path) -> OciArchive {
-        let mut blobs = HashMap::new();
-        let mut index = Vec::new();
-        let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().into_owned();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            match name.strip_prefix("blobs/sha256/") {
-                Some(h) => {
-                    blobs.insert(format!("sha256:{h}"), data);
-                }
-                None if name == "index.json" => index = data,
-                None => {}
-            }
-        }
-        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
-        let manifest = serde_json::from_slice(&blobs[index["manifests"][0]["digest"].as_str().unwrap()]).unwrap();
-        OciArchive { blobs, manifest }
-    }
-
-    pub fn config(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.blobs[self.manifest["config"]["digest"].as_str().unwrap()]).unwrap()
-    }
-
-    /// Media types of the layers, bottom first.
-    pub fn layer_media_types(&self) -> Vec<String> {
-        self.manifest["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap().to_owned()).collect()
-    }
-
-    /// Every layer's entries, bottom layer first.
-    pub fn layers(&self) -> Vec<Vec<Entry>> {
-        let mut out = Vec::new();
-        for l in self.manifest["layers"].as_array().unwrap() {
-            let blob = &self.blobs[l["digest"].as_str().unwrap()];
-            let mut t = tar::Archive::new(rbk_image::decompress(&blob[..]).unwrap());
-            let mut entries = Vec::new();
-            for e in t.entries().unwrap() {
-                let mut e = e.unwrap();
-                let path = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_owned();
-                let kind = e.header().entry_type();
-                let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
-                let mut data = Vec::new();
-                e.read_to_end(&mut data).unwrap();
-                entries.push(Entry { path, kind, link, data });
-            }
-            out.push(entries);
-        }
-        out
-    }
-
-    /// The content of `path` in the image (topmost layer wins).
-    pub fn file(&self, path: &str) -> Option<String> {
-        self.layers()
-            .into_iter()
-            .rev()
-            .find_map(|l| l.into_iter().find(|e| e.path == path))
-            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
     }
 }
 

@@ -268,7 +268,7 @@ async fn copy_from_and_a_bind_mount_of_a_private_image_build_on_the_farm_with_no
     let (_, stderr) = succeeded(&submit_in(&farm, &ns, TENANT, ctx.path(), no_docker_config.path(), None, &["-o", &output]));
     assert!(stderr.contains(&format!("FROM {tools}@sha256:")), "the image source's own FROM line:\n{stderr}");
 
-    let image = crate::image_files::file_in_image;
+    let image = crate::oci_archive::file_in_image;
     assert_eq!(image(&dest, "copied.txt").as_deref(), Some("from the tools image\n"));
     assert_eq!(image(&dest, "bound.txt").as_deref(), Some("from the tools image\n"));
     assert_eq!(image(&dest, "m"), None, "the bind mount leaves nothing");

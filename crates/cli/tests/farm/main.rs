@@ -16,6 +16,7 @@ mod entitlements;
 mod history;
 mod output_bounds;
 mod farm_images;
+mod multiarch;
 
-#[path = "../common/image_files.rs"]
-mod image_files;
+#[path = "../common/oci_archive.rs"]
+mod oci_archive;

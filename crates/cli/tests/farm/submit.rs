@@ -532,5 +532,5 @@ async fn add_git_is_fetched_by_the_worker_at_the_commit_the_client_resolved() {
     let output = format!("type=oci,dest={}", dest.display());
     let (_, stderr) = succeeded(&submit(&farm, Some(TENANT_A), ctx.path(), &["--progress=plain", "-o", &output]));
     assert!(stderr.contains(&format!("-> {commit}")), "progress names the commit:\n{stderr}");
-    assert_eq!(crate::image_files::file_in_image(&dest, "src/hello.txt").as_deref(), Some("from git\n"));
+    assert_eq!(crate::oci_archive::file_in_image(&dest, "src/hello.txt").as_deref(), Some("from git\n"));
 }

@@ -1174,14 +1174,16 @@ impl Core {
             })
             .collect();
         let parent_layers: Vec<Digest> = exec.inputs.iter().flat_map(|i| i.result.layers.iter().copied()).collect();
+        let candidate = |w: &WorkerSlot| {
+            !w.draining && w.info.tenants.contains(&exec.namespace) && node.labels.iter().all(|(k, v)| w.info.labels.get(k) == Some(v))
+        };
+        let needed = platform::required_fit(&node.platform, self.workers.values().filter(|w| candidate(w)).map(|w| &w.info));
         self.workers
             .iter()
             .filter(|(_, w)| {
-                !w.draining
+                candidate(w)
                     && (w.running.len() as u32) < w.info.max_parallel.max(1)
-                    && w.info.tenants.contains(&exec.namespace)
-                    && (node.platform.is_empty() || node.platform == w.info.platform)
-                    && node.labels.iter().all(|(k, v)| w.info.labels.get(k) == Some(v))
+                    && platform::fit(&node.platform, &w.info) == Some(needed)
             })
             .max_by_key(|(id, w)| {
                 let snapshot_score = heads.iter().filter(|h| w.info.snapshots.contains(h)).count() * 10;
@@ -1195,6 +1197,7 @@ impl Core {
 pub mod events;
 mod failover;
 mod late_commits;
+mod platform;
 
 mod secrets;
 mod log_clip;

@@ -834,3 +834,45 @@ async fn a_worker_lost_before_sending_its_late_commits_leaves_the_head_as_it_was
     assert!(events.iter().any(|e| matches!(e, BuildEvent::Log { line, .. } if line.contains("commit lost"))), "{events:?}");
     assert_eq!(pip_head(&h), None);
 }
+
+fn arm64_step(id: &str) -> StepNode {
+    let mut n = node(id, &format!("k-{id}"), &[]);
+    n.platform = "linux/arm64".into();
+    n
+}
+
+fn emulating(id: &str) -> WorkerInfo {
+    WorkerInfo {
+        id: id.into(),
+        platform: "linux/amd64".into(),
+        emulated_platforms: vec!["linux/arm64".into()],
+        max_parallel: 4,
+        ..WorkerInfo::serving_test_tenants()
+    }
+}
+
+#[tokio::test]
+async fn a_step_of_a_foreign_platform_runs_on_a_worker_that_emulates_it() {
+    let h = harness();
+    let mut w = h.worker_with(emulating("amd-qemu")).await;
+    let (_, mut rx) = h.submit(vec![arm64_step("a")]).await;
+    let a = w.assignment().await;
+    h.succeed(&w, &a);
+    assert_eq!(final_state(&finish(&mut rx).await), BuildState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_native_worker_is_preferred_to_an_emulating_one() {
+    let h = harness();
+    let mut emu = h.worker_with(emulating("amd-qemu")).await;
+    let mut arm = h.worker_with(WorkerInfo { id: "arm".into(), platform: "linux/arm64".into(), max_parallel: 1, ..WorkerInfo::serving_test_tenants() }).await;
+    let (_, mut rx) = h.submit(vec![arm64_step("a"), arm64_step("b")]).await;
+    // Both go to the native worker, one after the other, though the
+    // emulating one has free slots.
+    let a = arm.assignment().await;
+    assert!(emu.idle().await, "an arm64 step went to the emulating worker while a native one was connected");
+    h.succeed(&arm, &a);
+    let b = arm.assignment().await;
+    h.succeed(&arm, &b);
+    assert_eq!(final_state(&finish(&mut rx).await), BuildState::Succeeded);
+}

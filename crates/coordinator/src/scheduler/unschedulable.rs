@@ -49,9 +49,9 @@ fn missing(workers: &BTreeMap<String, WorkerSlot>, exec: &Exec) -> Option<String
     if serving.is_empty() {
         return Some(format!("no connected worker serves tenant {tenant:?} (a pool lists its tenants in the token file)"));
     }
-    let on_platform: Vec<&WorkerSlot> = serving.into_iter().filter(|w| node.platform.is_empty() || node.platform == w.info.platform).collect();
+    let on_platform: Vec<&WorkerSlot> = serving.into_iter().filter(|w| super::platform::fit(&node.platform, &w.info).is_some()).collect();
     if on_platform.is_empty() {
-        return Some(format!("no connected worker serving tenant {tenant:?} has platform {}", node.platform));
+        return Some(format!("no connected worker serving tenant {tenant:?} has platform {} or emulates it (rbk worker --emulation with a QEMU binfmt_misc handler)", node.platform));
     }
     let has = |w: &WorkerSlot, k: &String, v: &String| w.info.labels.get(k) == Some(v);
     if on_platform.iter().any(|w| node.labels.iter().all(|(k, v)| has(w, k, v))) {

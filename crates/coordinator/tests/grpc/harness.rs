@@ -171,6 +171,7 @@ impl Farm {
             layers: vec![],
             snapshots,
             running: vec![],
+            emulated_platforms: vec![],
         };
         let (tx, mut down) = open_session_on(channel, WORKER, register).await.unwrap();
         let first = timeout(WAIT, down.message()).await.unwrap().unwrap().unwrap();

@@ -35,6 +35,7 @@ mod mount;
 mod onbuild;
 mod options;
 mod order;
+mod platform;
 mod resolve;
 mod validate;
 

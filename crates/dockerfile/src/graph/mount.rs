@@ -112,7 +112,7 @@ impl Builder<'_> {
                     }
                     _ => String::new(),
                 };
-                let id = o.get("id").cloned().unwrap_or_else(|| target.clone());
+                let id = o.get("id").cloned().unwrap_or_else(|| super::platform::implicit_cache_id(&target, &self.stage_platform(st, earlier)));
                 let sharing = match o.get("sharing").map(String::as_str) {
                     Some("private") => Sharing::Private,
                     Some("locked") => Sharing::Locked,
