@@ -498,6 +498,7 @@ def test_the_leaders_cluster_page_shows_a_stopped_followers_lag(browser, tmp_pat
         follower = next(i for i in nodes if i != lead)
         other = next(i for i in nodes if i not in (lead, follower))
         # A follower's page says the lag is known on the leader.
+        pages[follower].goto(nodes[follower]["dashboard"] + "/cluster")
         assert "known on the leader" in pages[follower].locator("main").inner_text()
         procs[follower].terminate()
         procs[follower].wait(timeout=20)
