@@ -234,6 +234,7 @@ pub fn copy_step(c: &df::CopyStep) -> Result<wk::CopyStep, Unsupported> {
         parents: c.parents,
         exclude: c.exclude.clone(),
         add,
+        unpack_urls: c.unpack && c.sources.iter().any(|s| matches!(s, df::CopySource::Url { .. })),
     })
 }
 

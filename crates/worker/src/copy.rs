@@ -254,6 +254,11 @@ pub fn copy(step: &CopyStep, dest_root: &Path, users_root: &Path, inputs: &StepI
             continue;
         }
         if let Some(name) = url_name {
+            if step.unpack_urls && md.is_file() && is_tar(&host)? {
+                ensure_dir(dest_root, &dest, &attrs, &mut stats)?;
+                extract_archive(&host, dest_root, &dest, &attrs, &mut stats)?;
+                continue;
+            }
             let target = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
             // ADD <url>: mode 0600 unless --chmod, as in Docker.
             let a = Attrs { chown: Some(attrs.chown.unwrap_or((0, 0))), chmod: Some(Chmod::Octal(attrs.mode(0o600, false))) };

@@ -343,6 +343,11 @@ pub struct CopyStep {
     /// unpacked into `dest`.
     #[serde(default)]
     pub add: bool,
+    /// `ADD --unpack=true <url>`: a downloaded tar archive is unpacked
+    /// into `dest` too (BuildKit's `AttemptUnpack` for HTTP sources).
+    /// Absent from the bytes when false, so other steps' keys stay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpack_urls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,3 +93,46 @@ async fn hard_links_in_the_context_stay_hard_links_in_the_layer_and_the_local_ou
     let (a, b) = (std::fs::metadata(root.join("app/bin/tool")).unwrap(), std::fs::metadata(root.join("app/bin/tool-alias")).unwrap());
     assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "one file with two names in type=local");
 }
+
+/// `python3 -m http.server` serving a directory on 127.0.0.1, stopped on
+/// drop.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Served {
+    fn start(dir: &std::path::Path) -> Served {
+        let port = rbk_testsupport::free_port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        rbk_testsupport::wait_for_port(&format!("127.0.0.1:{port}"), "python3 -m http.server", std::time::Duration::from_secs(10));
+        Served { child, port }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_downloaded_archive_is_unpacked_only_with_unpack_true() {
+    let base = busybox().await;
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("bundle.tgz"), gzip(&tar_with_link("remote\n"))).unwrap();
+    let srv = Served::start(served.path());
+    let url = format!("http://127.0.0.1:{}/bundle.tgz", srv.port);
+    let p = Project::new();
+    let (_, img) = p.build_oci(&format!("FROM {base}\nADD --unpack=true {url} /unpacked/\nADD {url} /kept/\n"), &[]);
+    assert_eq!(img.file("unpacked/hello").as_deref(), Some("remote\n"));
+    assert!(img.file("kept/bundle.tgz").is_some(), "without --unpack a URL's file is copied as it is");
+    assert_eq!(img.file("kept/hello"), None);
+}
