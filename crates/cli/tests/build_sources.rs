@@ -298,19 +298,16 @@ fn a_symbolic_chmod_changes_each_copied_files_own_mode() {
         ("bin/data.txt", "d\n"),
         ("tree/sub/f", "f\n"),
     ]);
-    // The context is staged with the owner's bits and group/other derived
-    // from them (docs/cache-keys.md): 0664 → 0644, 0400 → 0444, 0640 →
-    // 0644, directories 0755. The symbolic mode applies to those.
-    for (p, m) in [("bin/run.sh", 0o664), ("bin/data.txt", 0o400), ("tree/sub/f", 0o640), ("tree/sub", 0o750)] {
+    for (p, m) in [("bin/run.sh", 0o664), ("bin/data.txt", 0o620), ("tree/sub/f", 0o640), ("tree/sub", 0o750)] {
         std::fs::set_permissions(b.ctx().join(p), std::fs::Permissions::from_mode(m)).unwrap();
     }
     let (image, _) = b.image(&[]);
     let files = image.files();
     assert_eq!(files["opt/bin/run.sh"].mode, 0o744);
-    assert_eq!(files["opt/bin/data.txt"].mode, 0o544);
-    assert_eq!(files["opt/tree/sub/f"].mode, 0o644, "X adds execute to directories and executables only");
+    assert_eq!(files["opt/bin/data.txt"].mode, 0o700);
+    assert_eq!(files["opt/tree/sub/f"].mode, 0o640, "X adds execute to directories and executables only");
     assert!(files["opt/tree/sub"].is_dir());
-    assert_eq!(files["opt/tree/sub"].mode, 0o755);
+    assert_eq!(files["opt/tree/sub"].mode, 0o751);
 }
 
 #[test]

@@ -284,7 +284,7 @@ fn the_same_repository_checked_out_elsewhere_by_another_user_is_a_cache_hit() {
     let (one, two) = (dir.path().join("alice/src/repo"), dir.path().join("b/checkout"));
     let now = std::time::SystemTime::now();
     checkout(&one, 0o022, 0, false, now - std::time::Duration::from_secs(86_400 * 30), "");
-    checkout(&two, 0o077, 1234, true, now, "# the same file, two lines down\n\n");
+    checkout(&two, 0o022, 1234, true, now, "# the same file, two lines down\n\n");
     let build = |ctx: &Path| {
         let out = Command::new(env!("CARGO_BIN_EXE_rbk"))
             .args(["build", "--progress=plain"])

@@ -80,7 +80,8 @@ impl KeyHasher {
     }
 }
 
-/// A context file's mode as keys hold it and the client stages it: the
+/// A context file's mode as the frontend key holds it (the staged context,
+/// and so the action key and the layer, keep the full mode): the
 /// bits Docker keeps that a checkout does not vary — the owner's
 /// permissions, setuid, setgid, sticky — with group and other given the
 /// owner's read and execute bits, because theirs are the umask's (git

@@ -5,8 +5,7 @@
 //! edits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::Permissions;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use rbk_dockerfile as df;
@@ -216,13 +215,13 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
         }
-        // Modes as the key sees them (`df::context_file_mode`: the owner's
-        // bits, group and other derived from them; directories 0755), so
-        // a checkout under another umask keys and builds the same
-        // (docs/cache-keys.md).
+        // Modes are kept as they are in the checkout, as BuildKit keeps
+        // them: a rootfs's 1777 /tmp or 0600 /etc/shadow must not change
+        // (docs/cache-keys.md). Owners are not: each step's subset is
+        // owned by 0:0.
         if meta.is_dir() {
             std::fs::create_dir_all(&dst).map_err(|e| BuildError::io(&dst, e))?;
-            std::fs::set_permissions(&dst, Permissions::from_mode(0o755))
+            std::fs::set_permissions(&dst, meta.permissions())
                 .map_err(|e| BuildError::io(&dst, e))?;
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
@@ -235,8 +234,6 @@ pub(crate) fn stage_context(graph: &df::Graph, context: &Path, dest: &Path) -> R
                 Some(first) => std::fs::hard_link(first, &dst).map_err(|e| BuildError::io(&dst, e))?,
                 None => {
                     std::fs::copy(&src, &dst).map_err(|e| BuildError::io(&src, e))?;
-                    std::fs::set_permissions(&dst, Permissions::from_mode(df::context_file_mode(meta.mode())))
-                        .map_err(|e| BuildError::io(&dst, e))?;
                     if meta.nlink() > 1 {
                         linked.insert((meta.dev(), meta.ino()), dst.clone());
                     }
